@@ -1,0 +1,76 @@
+"""Executor: runs one step of the validated plan per pass, so every step is its own checkpoint.
+
+It never runs a step that is not in the plan, never runs an irreversible step without an unused,
+unexpired receipt for exactly those arguments, and gives every irreversible call an idempotency
+key made from business ids (thread, step, action digest) so that a re-run asks the backend for the
+first result instead of acting again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.runtime import Runtime
+from pydantic import ValidationError
+
+from graph.context import KeelContext, context_of
+from graph.state import ExecutorView, Receipt, ToolOutcome, approval_digest
+from keel.errors import KeelError
+
+
+def idempotency_key(thread_id: str, step: int, digest: str) -> str:
+    return "keel-" + hashlib.sha256(f"{thread_id}:{step}:{digest}".encode()).hexdigest()[:32]
+
+
+def receipt_problem(
+    receipt: Receipt | None, digest: str, thread_id: str, spent: set[str], now: datetime
+) -> str | None:
+    """Why a receipt does not allow this call, or None when it does."""
+    if receipt is None:
+        return "no approval for this exact action"
+    if receipt.digest != digest or receipt.thread_id != thread_id:
+        return "the approval is for a different action"
+    if digest in spent:
+        return "the approval was already used"
+    if datetime.fromisoformat(receipt.expires_at) < now:
+        return "the approval has expired"
+    return None
+
+
+def execute(
+    state: ExecutorView, runtime: Runtime[KeelContext], config: RunnableConfig
+) -> dict[str, Any]:
+    ctx = context_of(runtime)
+    plan = state["plan"]
+    assert plan is not None  # routed here only with a validated plan
+    index = state.get("cursor", 0)
+    step = plan.steps[index]
+    thread_id = str(config.get("configurable", {}).get("thread_id", ""))
+    digest = approval_digest(step.tool, step.args)
+    spec = ctx.tools[step.tool]
+    base = {"step": index, "tool": step.tool, "args": step.args, "digest": digest}
+
+    key = None
+    if digest in set(state.get("rejected", [])):
+        denial: str | None = "a reviewer rejected this exact action"
+    elif spec.effect == "irreversible":
+        spent = {r.digest for r in state.get("results", []) if r.ok and r.digest}
+        denial = receipt_problem(
+            state.get("approvals", {}).get(digest), digest, thread_id, spent, ctx.clock()
+        )
+        key = idempotency_key(thread_id, index, digest)
+    else:
+        denial = None
+    if denial is not None:
+        outcome = ToolOutcome(**base, ok=False, denied=True, error=f"denied: {denial}")
+        return {"results": [outcome], "cursor": index + 1}
+
+    try:
+        output = ctx.tools.call(step.tool, step.args, idempotency_key=key)
+        outcome = ToolOutcome(**base, ok=True, output=output, idempotency_key=key)
+    except (KeelError, ValidationError) as err:
+        outcome = ToolOutcome(**base, ok=False, error=str(err)[:500], idempotency_key=key)
+    return {"results": [outcome], "cursor": index + 1}

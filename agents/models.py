@@ -1,0 +1,24 @@
+"""Chat models per role, through ``langchain-openai``: OpenAI or any OpenAI-compatible server."""
+
+from __future__ import annotations
+
+from langchain_core.language_models import BaseChatModel
+from langchain_openai import ChatOpenAI
+
+from keel.settings import Settings
+
+
+def chat_model_for(settings: Settings, model: str | None) -> BaseChatModel:
+    """A ``ChatOpenAI`` with Keel's timeout and retry settings.
+
+    The client's own retries cover 429, 5xx and connection errors; Keel's fallback model and the
+    runbook planner cover what is left.
+    """
+    return ChatOpenAI(
+        model=model or "gpt-4o-mini",
+        api_key=settings.openai_api_key or "not-needed-for-a-local-server",  # type: ignore[arg-type]
+        base_url=settings.openai_base_url,
+        timeout=settings.model_timeout_s,
+        max_retries=settings.model_max_retries,
+        temperature=0,
+    )

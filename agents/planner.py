@@ -1,0 +1,193 @@
+"""Planner: a typed Plan from a model, or from a curated runbook when there is no model.
+
+The model is a fragile integration like any other: its timeouts and retries live in the client,
+its output is validated with a bounded repair loop, a fallback model is tried next, and the
+deterministic runbook planner is the last resort. Which planner ran is always in the state.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langgraph.runtime import Runtime
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from agents import prompts
+from graph.context import KeelContext, context_of
+from graph.domain import Domain
+from graph.state import CannotPlan, Evidence, Plan, PlannerView, Step
+from tools.spec import ToolRegistry
+
+TIER_RANK = {"official": 0, "reviewed": 1, "wiki": 2, "untrusted": 3}
+QUESTION = re.compile(
+    r"\?\s*$|^(what|how|when|which|who|why|where|can|do|does|is|are|may)\b", re.IGNORECASE
+)
+MIN_ANSWER_SCORE = 0.3
+
+
+class StepDraft(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tool: str
+    args: dict[str, Any]
+    purpose: str
+    evidence: list[str] = Field(default_factory=list)
+    postcondition: str = ""
+
+
+class PlanDraft(BaseModel):
+    """What a model may say: the effect of each step is taken from the tool spec, not from it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    intent: str
+    steps: list[StepDraft] = Field(default_factory=list)
+    answer: str | None = None
+    cannot_plan: str | None = None
+
+
+def plan(state: PlannerView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
+    ctx = context_of(runtime)
+    entities = state.get("entities", {})
+    evidence = state.get("evidence", [])
+    records = ctx.domain.gather_records(entities, ctx.tools)
+    verdict = state.get("plan_verdict")
+    feedback = verdict.reasons if verdict is not None and not verdict.ok else []
+
+    result: Plan | CannotPlan | None = None
+    failures: list[str] = []
+    for model in (ctx.planner_model, ctx.fallback_model):
+        if model is None:
+            continue
+        try:
+            result = model_plan(
+                model, state["request"], entities, records, evidence, ctx.tools, feedback,
+                repair_attempts=ctx.settings.plan_repair_attempts,
+            )
+            break
+        except Exception as err:  # any model failure falls through to the next planner
+            failures.append(f"{_model_name(model)}: {type(err).__name__}: {err}"[:300])
+    if result is None:
+        result = runbook_plan(state["request"], entities, evidence, records, ctx.domain)
+        if failures:
+            result = result.model_copy(update={"planner": "runbook (model failed)"})
+
+    if isinstance(result, CannotPlan):
+        return {
+            "plan": None, "status": "refused", "planner": result.planner,
+            "answer": f"Refused: {result.reason}.", "records": records,
+        }
+    return {"plan": result, "planner": result.planner, "records": records}
+
+
+def runbook_plan(
+    request: str,
+    entities: dict[str, str],
+    evidence: list[Evidence],
+    records: dict[str, Any],
+    domain: Domain,
+) -> Plan | CannotPlan:
+    """The deterministic planner: the first retrieved runbook that fits, or an answer from policy.
+
+    A runbook fits when the request uses one of its keywords and names every entity it needs.
+    """
+    text = request.lower()
+    for runbook in (e for e in evidence if e.kind == "runbook"):
+        if any(k.lower() in text for k in runbook.keywords) and all(
+            r in entities for r in runbook.requires
+        ):
+            return domain.runbook_plan(runbook, request, entities, records)
+    if QUESTION.search(request.strip()):
+        sources = sorted(
+            (e for e in evidence if e.kind != "runbook" and e.score >= MIN_ANSWER_SCORE),
+            key=lambda e: (TIER_RANK[e.trust_tier], -e.score),
+        )
+        if sources:
+            best = sources[0]
+            return Plan(
+                intent="answer_question",
+                answer=f"{best.text} (source: {best.title}, {best.trust_tier}, "
+                f"effective {best.effective_date})",
+                evidence=[best.chunk_id],
+            )
+    return CannotPlan(reason="no runbook or policy covers this request")
+
+
+def model_plan(
+    model: BaseChatModel,
+    request: str,
+    entities: dict[str, str],
+    records: dict[str, Any],
+    evidence: list[Evidence],
+    tools: ToolRegistry,
+    feedback: list[str],
+    *,
+    repair_attempts: int,
+) -> Plan | CannotPlan:
+    """Ask a chat model for a plan; a malformed answer is sent back, a bounded number of times.
+
+    Raises:
+        ValueError: the model gave no valid plan within the repair budget.
+        Exception: whatever the model client raised (timeouts, connection errors, ...).
+    """
+    name = f"model:{_model_name(model)}"
+    messages: list[BaseMessage] = [
+        SystemMessage(prompts.PLANNER_SYSTEM.format(tools=json.dumps(tools.catalog(), indent=1))),
+        HumanMessage(
+            prompts.PLANNER_USER.format(
+                request=request,
+                entities=json.dumps(entities),
+                records=json.dumps(records),
+                evidence="\n".join(
+                    f"[{e.chunk_id}] ({e.trust_tier}, {e.effective_date}) {e.text}" for e in evidence
+                ),
+                feedback=prompts.PLANNER_FEEDBACK.format(reasons="\n".join(feedback))
+                if feedback
+                else "",
+            )
+        ),
+    ]
+    error = ""
+    for _ in range(repair_attempts + 1):
+        reply = model.invoke(messages)
+        try:
+            draft = PlanDraft.model_validate_json(_json_body(reply))
+        except (ValidationError, ValueError) as err:
+            error = str(err).splitlines()[0][:300]
+            messages += [reply, HumanMessage(prompts.PLANNER_REPAIR.format(error=error))]
+            continue
+        if draft.cannot_plan:
+            return CannotPlan(reason=draft.cannot_plan, planner=name)
+        return Plan(
+            intent=draft.intent,
+            answer=draft.answer,
+            planner=name,
+            evidence=sorted({c for s in draft.steps for c in s.evidence}),
+            steps=[
+                Step(
+                    tool=s.tool, args=s.args, purpose=s.purpose, evidence=s.evidence,
+                    postcondition=s.postcondition,
+                    # An unknown tool is treated as the most dangerous; the validator refuses it.
+                    effect=tools[s.tool].effect if s.tool in tools else "irreversible",
+                )
+                for s in draft.steps
+            ],
+        )
+    raise ValueError(f"no valid plan after {repair_attempts + 1} answers: {error}")
+
+
+def _json_body(reply: BaseMessage) -> str:
+    content = reply.content if isinstance(reply, AIMessage) else reply.text
+    text = content if isinstance(content, str) else "".join(
+        part.get("text", "") if isinstance(part, dict) else str(part) for part in content
+    )
+    fenced = re.search(r"```(?:json)?\s*(.*?)```", text, flags=re.DOTALL)
+    return (fenced.group(1) if fenced else text).strip()
+
+
+def _model_name(model: BaseChatModel) -> str:
+    return str(getattr(model, "model_name", None) or getattr(model, "model", None) or type(model).__name__)

@@ -1,0 +1,84 @@
+"""Validator: deterministic checks between stages, the plan before it runs and each result after.
+
+It only reads. A refused plan goes back to the planner with reasons, a bounded number of times;
+a failed result escalates, because what already ran cannot be un-run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.runtime import Runtime
+from pydantic import ValidationError
+
+from graph.context import KeelContext, context_of
+from graph.state import (
+    PlanCheckView,
+    ResultCheckView,
+    Step,
+    Verdict,
+    approval_digest,
+)
+from tools.spec import ToolRegistry
+
+
+def step_problems(index: int, step: Step, tools: ToolRegistry, known_evidence: set[str]) -> list[str]:
+    """What is wrong with one step on its own: unknown tool, bad arguments, wrong effect, no cite."""
+    where = f"step {index + 1} ({step.tool})"
+    if step.tool not in tools:
+        return [f"{where}: no such tool"]
+    spec = tools[step.tool]
+    problems: list[str] = []
+    try:
+        spec.parse_args(step.args)
+    except ValidationError as err:
+        for e in err.errors():
+            field = ".".join(str(p) for p in e["loc"]) or "args"
+            problems.append(f"{where}: {field}: {e['msg']}")
+    if step.effect != spec.effect:
+        problems.append(f"{where}: effect is {spec.effect}, the plan says {step.effect}")
+    if spec.effect != "read" and not set(step.evidence) & known_evidence:
+        problems.append(f"{where}: cites no retrieved evidence")
+    return problems
+
+
+def check_plan(state: PlanCheckView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
+    ctx = context_of(runtime)
+    plan = state.get("plan")
+    replans = state.get("replans", 0)
+    if plan is None:
+        verdict = Verdict(stage="plan", ok=False, reasons=["there is no plan"])
+        return {"plan_verdict": verdict, "replans": replans + 1}
+    known = {e.chunk_id for e in state.get("evidence", [])}
+    rejected = set(state.get("rejected", []))
+    reasons: list[str] = []
+    if not plan.steps and not plan.answer:
+        reasons.append("the plan has neither steps nor an answer")
+    if plan.answer and not plan.steps and not set(plan.evidence) & known:
+        reasons.append("the answer cites no retrieved evidence")
+    for i, step in enumerate(plan.steps):
+        reasons += step_problems(i, step, ctx.tools, known)
+        if approval_digest(step.tool, step.args) in rejected:
+            reasons.append(f"step {i + 1} ({step.tool}): a reviewer rejected this exact action")
+    if not reasons:
+        # Business rules read fresh records: the validator does not trust the planner's copy.
+        records = ctx.domain.gather_records(state.get("entities", {}), ctx.tools)
+        reasons += ctx.domain.plan_rules(plan, records)
+    verdict = Verdict(stage="plan", ok=not reasons, reasons=reasons)
+    return {"plan_verdict": verdict, "replans": replans + (0 if verdict.ok else 1)}
+
+
+def check_result(state: ResultCheckView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
+    ctx = context_of(runtime)
+    plan = state["plan"]
+    assert plan is not None  # the executor only runs validated plans
+    outcome = state["results"][-1]
+    step = plan.steps[outcome.step]
+    if not outcome.ok:
+        reasons = [f"step {outcome.step + 1} ({step.tool}) failed: {outcome.error}"]
+    else:
+        assert outcome.output is not None
+        reasons = ctx.domain.postconditions(step, outcome.output, ctx.tools)
+    return {
+        "result_verdict": Verdict(stage="result", ok=not reasons, reasons=reasons, step=outcome.step)
+    }

@@ -1,0 +1,123 @@
+"""Human approval: one interrupt, in LangChain v1's human-in-the-loop schema, plus Keel's digests.
+
+The node only builds the request, calls ``interrupt()`` once and turns the answer into receipts;
+the irreversible calls happen in the executor, after it. A request is
+``{"action_requests": [...], "review_configs": [...], "digests": [...]}``; an answer is
+``{"decisions": [{"type": "approve" | "edit" | "reject", ...}], "reviewer": "..."}``, one decision
+per action, in order. A decision may carry the ``digest`` it answers (``keel resume`` always
+sends it): one that does not match the pending action is refused as stale.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.runtime import Runtime
+from langgraph.types import interrupt
+
+from graph.context import KeelContext, context_of
+from graph.state import ApprovalView, Plan, Receipt, Step, approval_digest
+from tools.spec import ToolRegistry
+
+DECISIONS = ["approve", "edit", "reject"]
+
+
+def pending_actions(plan: Plan, approvals: dict[str, Receipt], tools: ToolRegistry) -> list[int]:
+    """Indexes of the plan's steps that still need a human's approval."""
+    return [
+        i
+        for i, step in enumerate(plan.steps)
+        if step.tool in tools
+        and tools[step.tool].effect == "irreversible"
+        and approval_digest(step.tool, step.args) not in approvals
+    ]
+
+
+def approval_request(plan: Plan, indexes: list[int], note: str = "") -> dict[str, Any]:
+    steps = [plan.steps[i] for i in indexes]
+    return {
+        "action_requests": [
+            {"name": s.tool, "args": s.args, "description": _describe(s, note)} for s in steps
+        ],
+        "review_configs": [{"action_name": s.tool, "allowed_decisions": DECISIONS} for s in steps],
+        "digests": [approval_digest(s.tool, s.args) for s in steps],
+        "steps": indexes,
+    }
+
+
+def _describe(step: Step, note: str) -> str:
+    text = f"{step.purpose}. Irreversible. After: {step.postcondition}."
+    if step.evidence:
+        text += f" Evidence: {', '.join(step.evidence)}."
+    return f"{text} ({note})" if note else text
+
+
+def approve(
+    state: ApprovalView, runtime: Runtime[KeelContext], config: RunnableConfig
+) -> dict[str, Any]:
+    ctx = context_of(runtime)
+    plan = state["plan"]
+    assert plan is not None
+    indexes = pending_actions(plan, state.get("approvals", {}), ctx.tools)
+    request = approval_request(plan, indexes, state.get("review_note", ""))
+    answer = interrupt(request)
+    return read_decisions(answer, request, plan, str(config["configurable"]["thread_id"]), ctx)
+
+
+def read_decisions(
+    answer: Any, request: dict[str, Any], plan: Plan, thread_id: str, ctx: KeelContext
+) -> dict[str, Any]:
+    """Turn a human's answer into receipts, rejections or an edited plan; refuse anything else."""
+    decisions = answer.get("decisions") if isinstance(answer, dict) else None
+    if not isinstance(decisions, list) or len(decisions) != len(request["digests"]):
+        return _invalid(f"expected {len(request['digests'])} decision(s) in 'decisions'")
+    reviewer = str(answer.get("reviewer") or "unknown")[:100]
+    now = ctx.clock()
+    expires = now + timedelta(seconds=ctx.settings.approval_ttl_s)
+    receipts: dict[str, Receipt] = {}
+    rejected: list[str] = []
+    reasons: list[str] = []
+    steps = list(plan.steps)
+    edited = False
+    for decision, digest, index in zip(decisions, request["digests"], request["steps"], strict=True):
+        if not isinstance(decision, dict) or decision.get("type") not in DECISIONS:
+            return _invalid(f"a decision must be one of {DECISIONS}")
+        if decision.get("digest", digest) != digest:
+            return _invalid("a decision names a digest that is not pending (stale approval)")
+        step = steps[index]
+        kind = decision["type"]
+        if kind == "reject":
+            rejected.append(digest)
+            reasons.append(str(decision.get("message") or "no reason given"))
+            continue
+        if kind == "edit":
+            action = decision.get("edited_action")
+            if not isinstance(action, dict) or action.get("name", step.tool) != step.tool:
+                return _invalid("an edit may change the arguments of the action, not the tool")
+            args = action.get("args")
+            if not isinstance(args, dict):
+                return _invalid("an edit needs edited_action.args as an object")
+            step = step.model_copy(update={"args": args})
+            steps[index] = step
+            digest = approval_digest(step.tool, step.args)
+            edited = True
+        receipts[digest] = Receipt(
+            tool=step.tool, digest=digest, thread_id=thread_id, approved_by=reviewer,
+            approved_at=now.isoformat(), expires_at=expires.isoformat(), edited=kind == "edit",
+        )
+    if rejected:
+        return {
+            "review": "rejected", "rejected": rejected, "status": "refused",
+            "answer": "Rejected by the reviewer: " + "; ".join(reasons)
+            + ". Nothing irreversible was done.",
+        }
+    update: dict[str, Any] = {"approvals": receipts, "review": "edited" if edited else "approved"}
+    if edited:
+        update["plan"] = plan.model_copy(update={"steps": steps})
+    return update
+
+
+def _invalid(reason: str) -> dict[str, Any]:
+    return {"review": "invalid", "review_note": f"previous answer refused: {reason}"}

@@ -1,0 +1,127 @@
+"""The graph: intake, retrieve, plan, check, approve, execute, check, respond or escalate.
+
+```
+START -> intake -> retrieve -> plan -> check_plan --ok--> approve? --> execute --> check_result
+                                 ^          |          (interrupt)        ^             |
+                                 +-replan---+ (bounded)                   +-- next step-+--> respond
+                                            +--> escalate <-- unrecoverable ------------+
+```
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
+
+from agents.executor import execute
+from agents.intake import intake
+from agents.planner import plan
+from agents.respond import escalate, respond
+from agents.retriever import retrieve
+from agents.validator import check_plan, check_result
+from graph.approval import approve, pending_actions
+from graph.context import KeelContext, context_of
+from graph.state import (
+    ApprovalView,
+    EscalateView,
+    ExecutorView,
+    InputState,
+    KeelState,
+    OutputState,
+    PlanCheckView,
+    PlannerView,
+    ResultCheckView,
+    RespondView,
+    RetrieverView,
+)
+
+
+def after_intake(state: KeelState) -> Literal["retrieve", "respond"]:
+    return "respond" if state.get("status") == "refused" else "retrieve"
+
+
+def after_plan(state: KeelState) -> Literal["check_plan", "respond"]:
+    return "respond" if state.get("status") == "refused" else "check_plan"
+
+
+def after_plan_check(
+    state: KeelState, runtime: Runtime[KeelContext]
+) -> Literal["approve", "execute", "respond", "plan", "escalate"]:
+    ctx = context_of(runtime)
+    verdict = state.get("plan_verdict")
+    plan_ = state.get("plan")
+    if verdict is None or not verdict.ok or plan_ is None:
+        return "plan" if state.get("replans", 0) <= ctx.settings.max_replans else "escalate"
+    if not plan_.steps:
+        return "respond"
+    if pending_actions(plan_, state.get("approvals", {}), ctx.tools):
+        return "approve"
+    return "execute"
+
+
+def after_approval(state: KeelState) -> Literal["execute", "check_plan", "respond", "approve"]:
+    review = state.get("review")
+    if review == "rejected":
+        return "respond"
+    if review == "edited":
+        return "check_plan"
+    if review == "invalid":
+        return "approve"
+    return "execute"
+
+
+def after_result(state: KeelState) -> Literal["execute", "respond", "escalate"]:
+    verdict = state.get("result_verdict")
+    plan_ = state.get("plan")
+    if verdict is None or not verdict.ok or plan_ is None:
+        return "escalate"
+    return "execute" if state.get("cursor", 0) < len(plan_.steps) else "respond"
+
+
+def build_graph(
+    checkpointer: BaseCheckpointSaver[Any] | None = None, *, with_context_schema: bool = True
+) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """Compile Keel's graph.
+
+    Args:
+        checkpointer: where state persists (``graph.persistence.open_checkpointer`` gives the
+            configured one); None for ``langgraph dev``, which brings its own.
+        with_context_schema: declare ``KeelContext`` as the runtime context. The server build
+            leaves it out: its dependencies are live objects, not a JSON form.
+
+    Example:
+        >>> from graph import build_graph
+        >>> sorted(build_graph().get_graph().nodes)[:3]
+        ['__end__', '__start__', 'approve']
+    """
+    builder = StateGraph(
+        KeelState,
+        context_schema=KeelContext if with_context_schema else None,
+        input_schema=InputState,
+        output_schema=OutputState,
+    )
+    builder.add_node("intake", intake, input_schema=InputState)
+    builder.add_node("retrieve", retrieve, input_schema=RetrieverView)
+    builder.add_node("plan", plan, input_schema=PlannerView)
+    builder.add_node("check_plan", check_plan, input_schema=PlanCheckView)
+    builder.add_node("approve", approve, input_schema=ApprovalView)
+    builder.add_node("execute", execute, input_schema=ExecutorView)
+    builder.add_node("check_result", check_result, input_schema=ResultCheckView)
+    builder.add_node("respond", respond, input_schema=RespondView)
+    builder.add_node("escalate", escalate, input_schema=EscalateView)
+
+    builder.add_edge(START, "intake")
+    builder.add_conditional_edges("intake", after_intake)
+    builder.add_edge("retrieve", "plan")
+    builder.add_conditional_edges("plan", after_plan)
+    builder.add_conditional_edges("check_plan", after_plan_check)
+    builder.add_conditional_edges("approve", after_approval)
+    builder.add_edge("execute", "check_result")
+    builder.add_conditional_edges("check_result", after_result)
+    builder.add_edge("respond", END)
+    builder.add_edge("escalate", END)
+    return builder.compile(checkpointer=checkpointer, name="keel")

@@ -1,0 +1,92 @@
+"""The runtime context: every dependency a node uses, passed in by LangGraph, never a global.
+
+Callers pass ``context=KeelContext.from_settings(...)`` to ``invoke``. Under ``langgraph dev``
+no context is passed; nodes then build the default one from the environment (cached per process).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cache
+
+from langchain_core.language_models import BaseChatModel
+from langgraph.runtime import Runtime
+
+from graph.domain import Domain
+from keel.settings import Settings
+from retrieval.embeddings import embedder_for
+from retrieval.store import CorpusStore
+from tools.spec import ToolRegistry
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class KeelContext:
+    """What the nodes of one graph run may use.
+
+    Attributes:
+        settings: the validated settings.
+        domain: the example domain (tools, entities, runbooks, rules).
+        tools: the domain's tool registry, bound to its backends.
+        store: the corpus index the retriever queries.
+        planner_model: the chat model for the planner, or None for the runbook planner.
+        fallback_model: a second chat model tried when the first fails.
+        clock: the time source (replay and tests control it).
+    """
+
+    settings: Settings
+    domain: Domain
+    tools: ToolRegistry
+    store: CorpusStore
+    planner_model: BaseChatModel | None = None
+    fallback_model: BaseChatModel | None = None
+    clock: Callable[[], datetime] = field(default=_utc_now)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings | None = None,
+        *,
+        domain: Domain | None = None,
+        planner_model: BaseChatModel | None = None,
+        fallback_model: BaseChatModel | None = None,
+    ) -> KeelContext:
+        """Build the context the settings describe.
+
+        Example:
+            >>> ctx = KeelContext.from_settings(Settings(home=Path("/tmp/keel-doc")))
+            >>> ctx.domain.name
+            'demo'
+        """
+        from agents.models import chat_model_for
+        from tools.demo import DemoDomain
+
+        settings = settings or Settings()
+        domain = domain or DemoDomain()
+        if planner_model is None and settings.model_configured:
+            planner_model = chat_model_for(settings, settings.planner_model)
+            if settings.planner_fallback_model:
+                fallback_model = chat_model_for(settings, settings.planner_fallback_model)
+        return cls(
+            settings=settings,
+            domain=domain,
+            tools=domain.tools(settings),
+            store=CorpusStore(settings, embedder_for(settings)),
+            planner_model=planner_model,
+            fallback_model=fallback_model,
+        )
+
+
+@cache
+def _default_context() -> KeelContext:
+    return KeelContext.from_settings()
+
+
+def context_of(runtime: Runtime[KeelContext]) -> KeelContext:
+    """The run's context, or the default one when the caller passed none (``langgraph dev``)."""
+    return runtime.context if runtime.context is not None else _default_context()

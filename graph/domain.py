@@ -1,0 +1,45 @@
+"""The seam between Keel's machinery and an example domain.
+
+A domain brings its tools, how to recognise its entities in a request, how to fill a runbook's
+parameters, and the business rules the validator checks. Replacing the demo domain means writing
+one object with this shape (see ``tools/demo``), not editing the graph.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from graph.state import CannotPlan, Evidence, Plan, Step
+from keel.settings import Settings
+from tools.spec import ToolRegistry
+
+
+class Domain(Protocol):
+    name: str
+
+    def prepare(self, settings: Settings, *, reset: bool = False) -> None:
+        """Create (and with ``reset``, re-create) the domain's backing stores."""
+
+    def is_prepared(self, settings: Settings) -> bool: ...
+
+    def tools(self, settings: Settings) -> ToolRegistry:
+        """The domain's tool registry, bound to its backends."""
+
+    def extract_entities(self, request: str) -> dict[str, str]:
+        """Business ids and values the request names (customer, invoice, amount, ...)."""
+
+    def gather_records(self, entities: dict[str, str], tools: ToolRegistry) -> dict[str, Any]:
+        """Read, through read-only tools, the records the request's entities point at."""
+
+    def runbook_plan(
+        self, runbook: Evidence, request: str, entities: dict[str, str], records: dict[str, Any]
+    ) -> Plan | CannotPlan:
+        """Fill one runbook's steps from the request and the records."""
+
+    def plan_rules(self, plan: Plan, records: dict[str, Any]) -> list[str]:
+        """Business rules a plan must meet; each broken rule is one reason."""
+
+    def postconditions(
+        self, step: Step, output: dict[str, Any], tools: ToolRegistry
+    ) -> list[str]:
+        """What must be true after a step ran; each failure is one reason."""

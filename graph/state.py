@@ -1,0 +1,229 @@
+"""The graph's typed state, the domain objects that cross node boundaries, and each agent's view.
+
+Each agent node declares the slice of the state it reads (``input_schema=`` on ``add_node``), so
+"each agent sees only what it needs" is enforced by the type, not by discipline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import operator
+from typing import Annotated, Any, Literal, TypedDict
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Effect = Literal["read", "write", "irreversible"]
+Status = Literal["running", "done", "awaiting_approval", "escalated", "refused"]
+TrustTier = Literal["official", "reviewed", "wiki", "untrusted"]
+Review = Literal["approved", "edited", "rejected", "invalid"]
+
+
+class Model(BaseModel):
+    """Base for every object that crosses a boundary: a smuggled field is an error."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Evidence(Model):
+    """A retrieved chunk with its provenance, so a decision can be traced to its text."""
+
+    chunk_id: str
+    source: str
+    title: str
+    kind: Literal["policy", "runbook", "faq", "note"]
+    trust_tier: TrustTier
+    owner: str
+    effective_date: str
+    score: float
+    text: str
+    intent: str | None = None
+    keywords: list[str] = Field(default_factory=list)
+    requires: list[str] = Field(default_factory=list)
+
+
+class Step(Model):
+    """One tool call of a plan, with what it is for and how to check it worked."""
+
+    tool: str
+    args: dict[str, Any]
+    purpose: str
+    effect: Effect
+    evidence: list[str] = Field(default_factory=list, description="chunk ids relied on")
+    postcondition: str = ""
+
+
+class Plan(Model):
+    """What the planner proposes: steps to run and, for a question, the answer."""
+
+    intent: str
+    steps: list[Step] = Field(default_factory=list)
+    answer: str | None = None
+    evidence: list[str] = Field(default_factory=list)
+    planner: str = "runbook"
+
+
+class CannotPlan(Model):
+    """The planner's expected failure: the request cannot or must not be planned."""
+
+    reason: str
+    planner: str = "runbook"
+
+
+class Verdict(Model):
+    """The validator's judgement of a plan or of a step's result."""
+
+    stage: Literal["plan", "result"]
+    ok: bool
+    reasons: list[str] = Field(default_factory=list)
+    step: int | None = None
+
+
+class Receipt(Model):
+    """An approval bound to one exact action: a receipt works once and expires."""
+
+    tool: str
+    digest: str
+    thread_id: str
+    approved_by: str
+    approved_at: str
+    expires_at: str
+    edited: bool = False
+
+
+class ToolOutcome(Model):
+    """What happened when the executor ran (or refused to run) one plan step."""
+
+    step: int
+    tool: str
+    args: dict[str, Any]
+    ok: bool
+    output: dict[str, Any] | None = None
+    error: str | None = None
+    denied: bool = False
+    digest: str | None = None
+    idempotency_key: str | None = None
+
+
+class Escalation(Model):
+    """The account handed to a human: what happened, what was done, what is left."""
+
+    reason: str
+    done: list[str]
+    left: list[str]
+
+
+def approval_digest(tool: str, args: dict[str, Any]) -> str:
+    """The digest an approval is bound to: the tool and its canonical arguments.
+
+    Example:
+        >>> approval_digest("refund", {"b": 1, "a": 2}) == approval_digest("refund", {"a": 2, "b": 1})
+        True
+    """
+    canonical = json.dumps({"tool": tool, "args": args}, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _merge(left: dict[str, Any], right: dict[str, Any]) -> dict[str, Any]:
+    return {**left, **right}
+
+
+class InputState(TypedDict):
+    """What a caller sends: a request in plain words."""
+
+    request: str
+
+
+class OutputState(TypedDict, total=False):
+    """What a caller gets back."""
+
+    status: Status
+    answer: str
+    planner: str
+    plan: Plan | None
+    results: list[ToolOutcome]
+    escalation: Escalation | None
+
+
+class KeelState(InputState, OutputState, total=False):
+    """The whole state; no agent reads all of it."""
+
+    entities: dict[str, str]
+    records: dict[str, Any]
+    evidence: list[Evidence]
+    plan_verdict: Verdict | None
+    result_verdict: Verdict | None
+    replans: int
+    cursor: int
+    approvals: Annotated[dict[str, Receipt], _merge]
+    rejected: Annotated[list[str], operator.add]
+    review: Review
+    review_note: str
+    results: Annotated[list[ToolOutcome], operator.add]
+
+
+class RetrieverView(TypedDict):
+    request: str
+    entities: dict[str, str]
+
+
+class PlannerView(TypedDict, total=False):
+    request: str
+    entities: dict[str, str]
+    evidence: list[Evidence]
+    plan_verdict: Verdict | None
+
+
+class PlanCheckView(TypedDict, total=False):
+    plan: Plan | None
+    entities: dict[str, str]
+    records: dict[str, Any]
+    evidence: list[Evidence]
+    replans: int
+    rejected: list[str]
+
+
+class ApprovalView(TypedDict, total=False):
+    plan: Plan | None
+    evidence: list[Evidence]
+    approvals: dict[str, Receipt]
+    review: Review
+    review_note: str
+
+
+class ExecutorView(TypedDict, total=False):
+    plan: Plan | None
+    cursor: int
+    approvals: dict[str, Receipt]
+    rejected: list[str]
+    results: list[ToolOutcome]
+
+
+class ResultCheckView(TypedDict, total=False):
+    plan: Plan | None
+    cursor: int
+    results: list[ToolOutcome]
+
+
+class RespondView(TypedDict, total=False):
+    request: str
+    status: Status
+    answer: str
+    plan: Plan | None
+    results: list[ToolOutcome]
+    evidence: list[Evidence]
+    review_note: str
+
+
+class EscalateView(TypedDict, total=False):
+    plan: Plan | None
+    cursor: int
+    results: list[ToolOutcome]
+    plan_verdict: Verdict | None
+    result_verdict: Verdict | None
+
+
+STATE_TYPES: tuple[type[BaseModel], ...] = (
+    Evidence, Step, Plan, CannotPlan, Verdict, Receipt, ToolOutcome, Escalation,
+)
+"""Every pydantic type the state holds: the checkpoint serializer's allow-list."""

@@ -1,0 +1,233 @@
+"""Keel from Python in a few calls: run a request, answer its approval, look at a thread.
+
+The CLI, the demo, the notebooks and the tests all go through this one class.
+
+Example:
+    >>> from keel.app import KeelApp
+    >>> with KeelApp.open() as app:  # doctest: +SKIP
+    ...     outcome = app.run("Customer C-1001 was charged twice for invoice INV-2001")
+    ...     outcome.status
+    'awaiting_approval'
+    ...     app.resume(outcome.thread_id, Decision(kind="approve")).status
+    'done'
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+from langgraph.types import Command
+from pydantic import BaseModel, ConfigDict, Field
+
+from graph.builder import build_graph
+from graph.context import KeelContext
+from graph.persistence import open_checkpointer
+from graph.state import Escalation, Evidence, Plan, Status, ToolOutcome, Verdict
+from keel.errors import ApprovalMismatch, BadRequest, ConfigError, NoPendingApproval, ThreadNotFound
+from keel.settings import Settings
+
+
+class PendingAction(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    args: dict[str, Any]
+    description: str
+    digest: str
+
+
+class Outcome(BaseModel):
+    """Where a thread stands: the JSON that ``keel ... --json`` prints."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    thread_id: str
+    status: Status
+    planner: str
+    answer: str = ""
+    pending: list[PendingAction] | None = None
+    evidence: list[Evidence] = Field(default_factory=list)
+    plan: Plan | None = None
+    plan_verdict: Verdict | None = None
+    results: list[ToolOutcome] = Field(default_factory=list)
+    escalation: Escalation | None = None
+
+
+class Decision(BaseModel):
+    """A human's answer to a pending approval, as the CLI takes it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["approve", "reject", "edit"]
+    reason: str = ""
+    edit: dict[str, Any] | None = None
+    action: int | None = Field(default=None, ge=0, description="which pending action to edit")
+    reviewer: str = "operator"
+
+
+class KeelApp:
+    """A compiled graph on the configured checkpointer, with its runtime context."""
+
+    def __init__(self, settings: Settings, context: KeelContext, graph: Any) -> None:
+        self.settings = settings
+        self.context = context
+        self.graph = graph
+
+    @classmethod
+    @contextmanager
+    def open(
+        cls, settings: Settings | None = None, context: KeelContext | None = None
+    ) -> Iterator[KeelApp]:
+        settings = settings or (context.settings if context else Settings())
+        context = context or KeelContext.from_settings(settings)
+        with open_checkpointer(settings) as saver:
+            yield cls(settings, context, build_graph(saver))
+
+    def _config(self, thread_id: str) -> dict[str, Any]:
+        return {
+            "configurable": {"thread_id": thread_id},
+            "recursion_limit": self.settings.recursion_limit,
+            "run_name": "keel",
+            "metadata": {"thread_id": thread_id},
+        }
+
+    def _invoke(self, payload: Any, thread_id: str) -> Outcome:
+        self.graph.invoke(
+            payload, self._config(thread_id), context=self.context, durability="sync"
+        )
+        return self.show(thread_id)
+
+    def preflight(self) -> None:
+        """Fail before a thread exists when the set-up cannot serve a run."""
+        if not self.context.domain.is_prepared(self.settings):
+            self.context.domain.prepare(self.settings)
+        self.context.store.require()
+        if self.context.planner_model is not None and self.settings.openai_base_url:
+            probe_endpoint(self.settings.openai_base_url)
+
+    def run(self, request: str, thread_id: str | None = None) -> Outcome:
+        """Run a request until it is done or needs a human."""
+        if not isinstance(request, str) or not request.strip():
+            raise BadRequest("the request is empty")
+        self.preflight()
+        thread_id = thread_id or str(uuid.uuid4())
+        if self.graph.get_state(self._config(thread_id)).values:
+            raise BadRequest(f"thread {thread_id} already exists; use resume or a new id")
+        return self._invoke({"request": request}, thread_id)
+
+    def show(self, thread_id: str) -> Outcome:
+        snapshot = self.graph.get_state(self._config(thread_id))
+        values = snapshot.values
+        if not values:
+            raise ThreadNotFound(f"no thread {thread_id}")
+        pending = None
+        status: Status = values.get("status", "running")
+        for intr in snapshot.interrupts:
+            request = intr.value
+            pending = [
+                PendingAction(
+                    name=a["name"], args=a["args"], description=a.get("description", ""),
+                    digest=digest,
+                )
+                for a, digest in zip(request["action_requests"], request["digests"], strict=True)
+            ]
+            status = "awaiting_approval"
+        return Outcome(
+            thread_id=thread_id,
+            status=status,
+            planner=values.get("planner", "none"),
+            answer=values.get("answer", ""),
+            pending=pending,
+            evidence=values.get("evidence", []),
+            plan=values.get("plan"),
+            plan_verdict=values.get("plan_verdict"),
+            results=values.get("results", []),
+            escalation=values.get("escalation"),
+        )
+
+    def history(self, thread_id: str) -> list[dict[str, Any]]:
+        """The thread's checkpoints, newest first: id, the node that wrote it, what runs next."""
+        config = self._config(thread_id)
+        rows = [
+            {
+                "checkpoint_id": s.config["configurable"]["checkpoint_id"],
+                "step": s.metadata.get("step") if s.metadata else None,
+                "next": list(s.next),
+                "created_at": s.created_at,
+            }
+            for s in self.graph.get_state_history(config)
+        ]
+        if not rows:
+            raise ThreadNotFound(f"no thread {thread_id}")
+        return rows
+
+    def resume(self, thread_id: str, decision: Decision) -> Outcome:
+        """Answer the pending approval, bound to the digests of the actions shown."""
+        current = self.show(thread_id)
+        if current.pending is None:
+            raise NoPendingApproval(f"thread {thread_id} is {current.status}, not awaiting approval")
+        answer = {
+            "decisions": decisions_for(current.pending, decision),
+            "reviewer": decision.reviewer,
+        }
+        return self._invoke(Command(resume=answer), thread_id)
+
+
+def decisions_for(pending: list[PendingAction], decision: Decision) -> list[dict[str, Any]]:
+    """One HITL decision per pending action, each carrying the digest it answers."""
+    if decision.kind == "approve":
+        return [{"type": "approve", "digest": p.digest} for p in pending]
+    if decision.kind == "reject":
+        return [
+            {"type": "reject", "message": decision.reason or "rejected", "digest": p.digest}
+            for p in pending
+        ]
+    patch = decision.edit or {}
+    if not patch:
+        raise BadRequest("--edit needs a JSON object of arguments to change")
+    if decision.action is not None:
+        if decision.action >= len(pending):
+            raise BadRequest(f"there are {len(pending)} pending actions; --action {decision.action} is not one")
+        targets = [decision.action]
+    else:
+        targets = [i for i, p in enumerate(pending) if set(patch) <= set(p.args)]
+    if not targets:
+        raise BadRequest(f"no pending action has the argument(s) {sorted(patch)}")
+    if len(targets) > 1:
+        raise BadRequest(f"{len(targets)} pending actions have {sorted(patch)}: choose one with --action N")
+    out: list[dict[str, Any]] = []
+    for i, p in enumerate(pending):
+        if i == targets[0]:
+            unknown = set(patch) - set(p.args)
+            if unknown:
+                raise BadRequest(f"{p.name} has no argument(s) {sorted(unknown)}")
+            out.append({
+                "type": "edit", "digest": p.digest,
+                "edited_action": {"name": p.name, "args": {**p.args, **patch}},
+            })
+        else:
+            out.append({"type": "approve", "digest": p.digest})
+    return out
+
+
+def probe_endpoint(base_url: str, timeout_s: float = 3.0) -> None:
+    """A model endpoint that cannot even be connected to is a setting to fix, not a fault."""
+    url = urlparse(base_url)
+    if not url.hostname:
+        raise ConfigError(f"KEEL_OPENAI_BASE_URL={base_url!r} is not a URL")
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout_s).close()
+    except OSError as err:
+        raise ConfigError(
+            f"the model endpoint {base_url} is unreachable ({err.strerror or err}): "
+            "fix KEEL_OPENAI_BASE_URL or unset KEEL_PLANNER_MODEL to use the runbook planner"
+        ) from err
+
+
+__all__ = ["ApprovalMismatch", "Decision", "KeelApp", "Outcome", "PendingAction"]

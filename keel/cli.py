@@ -1,0 +1,189 @@
+"""The ``keel`` command: run, resume and inspect threads; seed and ingest; the demo.
+
+Every command takes ``--json`` and then prints one JSON object. Errors are one line on stderr and
+a non-zero exit; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from keel.errors import BadRequest, KeelError
+
+EXIT_ERROR = 2
+EXIT_BUG = 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print one JSON object")
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    parser = argparse.ArgumentParser(
+        prog="keel",
+        description="Keel: a LangGraph agent template for production. Runs offline by default "
+        "(SQLite checkpoints, embedded Chroma, runbook planner); settings come from KEEL_* "
+        "environment variables and .env (see .env.example).",
+        parents=[common],
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", parents=[common], help="run a request until done or a human is needed")
+    run.add_argument("request", help="the request, in plain words")
+    run.add_argument("--thread", help="thread id to use (default: a new UUID)")
+    run.add_argument(
+        "--no-input", action="store_true", help="never ask interactively, even on a terminal"
+    )
+
+    resume = sub.add_parser("resume", parents=[common], help="answer a thread's pending approval")
+    resume.add_argument("thread", help="thread id printed by `keel run`")
+    what = resume.add_mutually_exclusive_group(required=True)
+    what.add_argument("--approve", action="store_true", help="approve every pending action")
+    what.add_argument("--reject", action="store_true", help="reject the pending actions")
+    what.add_argument("--edit", metavar="JSON", help='change arguments, e.g. \'{"amount": 10}\'')
+    resume.add_argument("--reason", default="", help="why (with --reject)")
+    resume.add_argument("--action", type=int, help="which pending action --edit changes (0-based)")
+    resume.add_argument("--as", dest="reviewer", help="who is answering (default: KEEL_REVIEWER)")
+
+    show = sub.add_parser("show", parents=[common], help="where a thread stands")
+    show.add_argument("thread")
+    show.add_argument("--history", action="store_true", help="list the thread's checkpoints")
+
+    sub.add_parser("seed", parents=[common], help="(re)create the demo backend with its seed data")
+    ingest = sub.add_parser("ingest", parents=[common], help="index the corpus into Chroma")
+    ingest.add_argument("--rebuild", action="store_true", help="drop the index and build it anew")
+    sub.add_parser(
+        "demo", parents=[common], help="reset the demo data and run the demo requests end to end"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        result = _dispatch(args)
+    except (KeelError, ValidationError) as err:
+        message = str(err).splitlines()[0] if isinstance(err, KeelError) else _first_error(err)
+        if args.debug:
+            traceback.print_exc()
+        print(f"keel: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("keel: interrupted; the thread is resumable", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if args.debug:
+            traceback.print_exc()
+        print(f"keel: unexpected {type(err).__name__}: {err} (run with --debug)", file=sys.stderr)
+        return EXIT_BUG
+    finally:
+        _flush_traces()
+    if args.json and result is not None:
+        print(json.dumps(result, default=str))
+    return 0
+
+
+def _first_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+
+
+def _flush_traces() -> None:
+    # Traces upload from a background thread; a short-lived process must wait for them.
+    try:
+        from langchain_core.tracers.langchain import wait_for_all_tracers
+
+        wait_for_all_tracers()
+    except Exception:  # tracing is best effort; it never fails a command
+        pass
+
+
+def _dispatch(args: argparse.Namespace) -> dict[str, Any] | None:
+    from keel import report
+    from keel.app import Decision, KeelApp
+    from keel.settings import Settings
+
+    settings = Settings()
+    if args.command == "seed":
+        from tools.demo import DemoDomain
+
+        DemoDomain().prepare(settings, reset=True)
+        return _say(args, {"seeded": str(settings.domain_db)}, f"seeded {settings.domain_db}")
+    if args.command == "ingest":
+        from retrieval.embeddings import embedder_for
+        from retrieval.store import CorpusStore
+
+        rep = CorpusStore(settings, embedder_for(settings)).ingest(rebuild=args.rebuild)
+        data = {"added": rep.added, "removed": rep.removed, "unchanged": rep.unchanged}
+        return _say(args, data, f"ingested: {rep.added} added, {rep.removed} removed, "
+                    f"{rep.unchanged} unchanged")
+    if args.command == "demo":
+        from keel.demo import run_demo
+
+        return run_demo(settings, as_json=args.json)
+
+    with KeelApp.open(settings) as app:
+        if args.command == "run":
+            outcome = app.run(args.request, thread_id=args.thread)
+            interactive = not (args.json or args.no_input) and sys.stdin.isatty()
+            if not args.json:
+                report.print_outcome(outcome)
+            while interactive and outcome.status == "awaiting_approval":
+                decision = report.ask(outcome, settings.reviewer)
+                if decision is None:
+                    print(f"left waiting; later: keel resume {outcome.thread_id} --approve")
+                    break
+                outcome = app.resume(outcome.thread_id, decision)
+                report.print_outcome(outcome)
+            return outcome.model_dump(mode="json") if args.json else None
+        if args.command == "resume":
+            decision = Decision(
+                kind="approve" if args.approve else "reject" if args.reject else "edit",
+                reason=args.reason,
+                edit=_parse_edit(args.edit) if args.edit is not None else None,
+                action=args.action,
+                reviewer=args.reviewer or settings.reviewer,
+            )
+            outcome = app.resume(args.thread, decision)
+            if not args.json:
+                report.print_outcome(outcome)
+            return outcome.model_dump(mode="json") if args.json else None
+        if args.command == "show":
+            if args.history:
+                rows = app.history(args.thread)
+                if not args.json:
+                    report.print_history(rows)
+                return {"thread_id": args.thread, "history": rows} if args.json else None
+            outcome = app.show(args.thread)
+            if not args.json:
+                report.print_outcome(outcome)
+            return outcome.model_dump(mode="json") if args.json else None
+    raise BadRequest(f"unknown command {args.command}")
+
+
+def _parse_edit(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise BadRequest(f"--edit is not valid JSON: {err.msg} at column {err.colno}") from err
+    if not isinstance(value, dict) or not value:
+        raise BadRequest('--edit must be a non-empty JSON object, e.g. \'{"amount": 10}\'')
+    return value
+
+
+def _say(args: argparse.Namespace, data: dict[str, Any], text: str) -> dict[str, Any] | None:
+    if not args.json:
+        print(text)
+        return None
+    return data
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""How a thread reads on a terminal: evidence, plan, verdict, approval, tool calls, answer."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from keel.app import Decision, Outcome
+
+
+def _planner_line(planner: str) -> str:
+    if planner.startswith("model:"):
+        return f"planner: {planner} (a language model)"
+    if planner == "runbook":
+        return "planner: runbook (the offline runbook planner; no model is configured)"
+    if planner.startswith("runbook"):
+        return f"planner: {planner} (the offline runbook planner ran because the model failed)"
+    return f"planner: {planner}"
+
+
+def print_outcome(outcome: Outcome, *, show_details: bool = True) -> None:
+    print(f"thread {outcome.thread_id}: {outcome.status}")
+    print(f"  {_planner_line(outcome.planner)}")
+    if show_details and outcome.evidence:
+        print("  evidence:")
+        for e in outcome.evidence[:4]:
+            print(f"    - [{e.trust_tier}] {e.title} ({e.chunk_id}, score {e.score:.2f})")
+    if show_details and outcome.plan is not None:
+        print(f"  plan ({outcome.plan.intent}):")
+        for i, step in enumerate(outcome.plan.steps):
+            print(f"    {i + 1}. {step.tool} {json.dumps(step.args)} [{step.effect}]")
+        if not outcome.plan.steps:
+            print("    (no tool calls: an answer from the corpus)")
+    if show_details and outcome.plan_verdict is not None:
+        verdict = outcome.plan_verdict
+        print(f"  validator: {'plan ok' if verdict.ok else 'plan refused: ' + '; '.join(verdict.reasons)}")
+    if outcome.pending:
+        print("  awaiting approval:")
+        for i, action in enumerate(outcome.pending):
+            print(f"    [{i}] {action.name} {json.dumps(action.args)}")
+            print(f"        {action.description}")
+            print(f"        digest {action.digest}")
+        print(f"  answer with: keel resume {outcome.thread_id} --approve | --reject --reason ... "
+              "| --edit JSON")
+    for r in outcome.results:
+        mark = "ok" if r.ok else ("DENIED" if r.denied else "FAILED")
+        shown = r.output if r.ok else r.error
+        print(f"  tool {r.tool} -> {mark}: {json.dumps(shown)}")
+    if outcome.answer:
+        print("  answer: " + outcome.answer.replace("\n", "\n    "))
+
+
+def print_history(rows: list[dict[str, Any]]) -> None:
+    for row in rows:
+        nxt = ",".join(row["next"]) or "-"
+        print(f"{row['checkpoint_id']}  step {row['step']!s:>3}  next: {nxt}  {row['created_at']}")
+
+
+def ask(outcome: Outcome, reviewer: str) -> Decision | None:
+    """Ask on the terminal; None leaves the thread waiting."""
+    reply = input("approve all [a], reject [r], edit [e], leave waiting [enter]? ").strip().lower()
+    if reply == "a":
+        return Decision(kind="approve", reviewer=reviewer)
+    if reply == "r":
+        return Decision(kind="reject", reason=input("reason: ").strip(), reviewer=reviewer)
+    if reply == "e":
+        patch = json.loads(input('arguments to change as JSON, e.g. {"amount": 10}: '))
+        return Decision(kind="edit", edit=patch, reviewer=reviewer)
+    return None

@@ -1,0 +1,79 @@
+"""Keel's settings: one validated place, read from the environment (prefix ``KEEL_``) and ``.env``.
+
+Nothing deeper in the code reads ``os.environ``; a ``Settings`` object is passed in.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEMO_CORPUS = Path(__file__).resolve().parent.parent / "tools" / "demo" / "corpus"
+
+
+class Settings(BaseSettings):
+    """Every knob Keel has, with the embedded, offline defaults.
+
+    Example:
+        >>> Settings(home=Path("/tmp/keel")).checkpoint_db
+        PosixPath('/tmp/keel/checkpoints.sqlite')
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="KEEL_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    home: Path = Field(default=Path(".keel"), description="Folder for every embedded store.")
+    corpus_dir: Path = Field(default=DEMO_CORPUS, description="Folder with manifest.yaml.")
+    collection: str = "keel-corpus"
+
+    embedding_backend: Literal["local", "openai"] = "local"
+    embedding_model: str = "text-embedding-3-small"
+
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("KEEL_OPENAI_API_KEY", "OPENAI_API_KEY")
+    )
+    openai_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("KEEL_OPENAI_BASE_URL", "OPENAI_BASE_URL")
+    )
+    planner_model: str | None = Field(
+        default=None, description="Chat model for the planner; unset means the runbook planner."
+    )
+    planner_fallback_model: str | None = None
+    model_timeout_s: float = Field(default=30.0, gt=0)
+    model_max_retries: int = Field(default=2, ge=0)
+    plan_repair_attempts: int = Field(default=1, ge=0)
+
+    retrieval_k: int = Field(default=6, ge=1, le=50)
+    max_replans: int = Field(default=2, ge=0, le=10)
+    max_request_chars: int = Field(default=2000, ge=10)
+    recursion_limit: int = Field(default=200, ge=10)
+    approval_ttl_s: int = Field(default=24 * 3600, ge=60)
+    reviewer: str = Field(default="operator", description="Who approves from this shell.")
+
+    @field_validator("home", "corpus_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def checkpoint_db(self) -> Path:
+        return self.home / "checkpoints.sqlite"
+
+    @property
+    def domain_db(self) -> Path:
+        return self.home / "demo.sqlite"
+
+    @property
+    def chroma_dir(self) -> Path:
+        return self.home / "chroma"
+
+    @property
+    def model_configured(self) -> bool:
+        """A planner model is named and something can answer it (a key or a local server)."""
+        return self.planner_model is not None and (
+            self.openai_api_key is not None or self.openai_base_url is not None
+        )

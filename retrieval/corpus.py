@@ -1,0 +1,132 @@
+"""The curated corpus: a manifest that says who owns each source and how far to trust it.
+
+Ingestion refuses a source without an owner, tier, date or version, and chunks by structure
+(one chunk per ``##`` section) with content-hash ids, so re-ingesting is idempotent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import date
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from graph.state import TrustTier
+from keel.errors import CorpusMissing
+
+
+class SourceEntry(BaseModel):
+    """One manifest entry."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    path: str
+    title: str
+    kind: Literal["policy", "runbook", "faq", "note"]
+    trust_tier: TrustTier
+    owner: str = Field(min_length=1)
+    effective_date: date
+    version: str
+    supersedes: list[str] = Field(default_factory=list)
+    intent: str | None = None
+    keywords: list[str] = Field(default_factory=list)
+    requires: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _runbooks_name_their_intent(self) -> SourceEntry:
+        if self.kind == "runbook" and not (self.intent and self.keywords):
+            raise ValueError("a runbook needs an intent and keywords")
+        return self
+
+
+class CorpusManifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int
+    sources: list[SourceEntry]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CorpusManifest:
+        ids = [s.id for s in self.sources]
+        if len(ids) != len(set(ids)):
+            raise ValueError("source ids must be unique")
+        for source in self.sources:
+            for old in source.supersedes:
+                if old not in ids:
+                    raise ValueError(f"{source.id} supersedes unknown source {old}")
+        return self
+
+    def superseded_by(self) -> dict[str, str]:
+        return {old: s.id for s in self.sources for old in s.supersedes}
+
+
+class Chunk(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    chunk_id: str
+    source: SourceEntry
+    section: str
+    text: str
+    superseded_by: str | None = None
+
+
+def load_manifest(corpus_dir: Path) -> CorpusManifest:
+    path = corpus_dir / "manifest.yaml"
+    if not path.is_file():
+        raise CorpusMissing(f"no corpus manifest at {path} (set KEEL_CORPUS_DIR)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise CorpusMissing(f"{path} is not valid YAML: {err}") from err
+    try:
+        return CorpusManifest.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise CorpusMissing(f"{path}: {where}: {first['msg']}") from err
+
+
+def chunk_markdown(text: str) -> list[tuple[str, str]]:
+    """Split a document into (section, text) pairs, one per ``##`` section."""
+    title_match = re.search(r"^# (.+)$", text, flags=re.MULTILINE)
+    title = title_match.group(1).strip() if title_match else ""
+    parts = re.split(r"^## ", text, flags=re.MULTILINE)
+    sections: list[tuple[str, str]] = []
+    for part in parts[1:]:
+        heading, _, body = part.partition("\n")
+        body = " ".join(body.split())
+        if body:
+            sections.append((heading.strip(), f"{title} - {heading.strip()}: {body}"))
+    if not sections and text.strip():
+        sections.append(("", " ".join(text.split())))
+    return sections
+
+
+def load_corpus(corpus_dir: Path) -> tuple[CorpusManifest, list[Chunk]]:
+    """Validate the manifest and chunk every source it lists."""
+    manifest = load_manifest(corpus_dir)
+    successors = manifest.superseded_by()
+    chunks: list[Chunk] = []
+    for source in manifest.sources:
+        path = corpus_dir / source.path
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise CorpusMissing(f"source {source.id}: cannot read {path}: {err}") from err
+        sections = chunk_markdown(text)
+        if not sections:
+            raise CorpusMissing(f"source {source.id}: {path} is empty")
+        for section, body in sections:
+            digest = hashlib.sha256(f"{source.version}\n{body}".encode()).hexdigest()[:16]
+            chunks.append(
+                Chunk(
+                    chunk_id=f"{source.id}:{digest}", source=source, section=section, text=body,
+                    superseded_by=successors.get(source.id),
+                )
+            )
+    return manifest, chunks

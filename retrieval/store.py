@@ -1,0 +1,173 @@
+"""The corpus index in Chroma (embedded by default) and the curated query the retriever uses."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import chromadb
+from chromadb.api.models.Collection import Collection
+from chromadb.config import Settings as ChromaSettings
+
+from graph.state import Evidence
+from keel.errors import CorpusMissing
+from keel.settings import Settings
+from retrieval.corpus import Chunk, load_corpus
+from retrieval.embeddings import Embedder
+
+TIER_RANK = {"official": 0, "reviewed": 1, "wiki": 2, "untrusted": 3}
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    added: int
+    removed: int
+    unchanged: int
+
+
+class CorpusStore:
+    """One Chroma collection holding the corpus chunks with their provenance as metadata."""
+
+    def __init__(self, settings: Settings, embedder: Embedder) -> None:
+        self.settings = settings
+        self.embedder = embedder
+        self._client: Any = None
+
+    def _chroma(self) -> Any:
+        if self._client is None:
+            self.settings.chroma_dir.mkdir(parents=True, exist_ok=True)
+            self._client = chromadb.PersistentClient(
+                path=str(self.settings.chroma_dir),
+                settings=ChromaSettings(anonymized_telemetry=False),
+            )
+        return self._client
+
+    def _collection(self, *, create: bool) -> Collection:
+        client = self._chroma()
+        metadata = {"hnsw:space": "cosine", "embedding": self.embedder.name}
+        if create:
+            collection: Collection = client.get_or_create_collection(
+                self.settings.collection, embedding_function=None, metadata=metadata
+            )
+        else:
+            try:
+                collection = client.get_collection(self.settings.collection, embedding_function=None)
+            except Exception as err:  # chromadb raises NotFoundError or ValueError by version
+                raise CorpusMissing(
+                    f"no corpus index in {self.settings.chroma_dir}: run `keel ingest` first"
+                ) from err
+        built_with = (collection.metadata or {}).get("embedding")
+        if built_with != self.embedder.name:
+            raise CorpusMissing(
+                f"the index was built with {built_with} embeddings, not {self.embedder.name}: "
+                "run `keel ingest --rebuild` or set KEEL_EMBEDDING_BACKEND to match"
+            )
+        return collection
+
+    def require(self) -> None:
+        """Raise CorpusMissing, saying how to fix it, unless the index can answer queries."""
+        if self._collection(create=False).count() == 0:
+            raise CorpusMissing(
+                f"the corpus index in {self.settings.chroma_dir} is empty: run `keel ingest`"
+            )
+
+    def is_ready(self) -> bool:
+        try:
+            self.require()
+        except CorpusMissing:
+            return False
+        return True
+
+    def ingest(self, *, progress: bool | None = None, rebuild: bool = False) -> IngestReport:
+        """Bring the index in line with the corpus: add new chunks, drop stale ones.
+
+        Chunk ids are content hashes, so an unchanged corpus writes nothing, and a changed
+        document's old chunks are removed.
+        """
+        _, chunks = load_corpus(self.settings.corpus_dir)
+        if rebuild:
+            try:
+                self._chroma().delete_collection(self.settings.collection)
+            except Exception:  # the collection did not exist
+                pass
+        collection = self._collection(create=True)
+        existing = set(collection.get(include=[])["ids"])
+        wanted = {chunk.chunk_id: chunk for chunk in chunks}
+        stale = sorted(existing - wanted.keys())
+        new = [chunk for cid, chunk in wanted.items() if cid not in existing]
+        show = sys.stderr.isatty() if progress is None else progress
+        if new:
+            bar = _progress(len(new), "embedding corpus", show)
+            for start in range(0, len(new), 32):
+                batch = new[start : start + 32]
+                collection.upsert(
+                    ids=[c.chunk_id for c in batch],
+                    embeddings=self.embedder.embed([c.text for c in batch]),  # type: ignore[arg-type]
+                    documents=[c.text for c in batch],
+                    metadatas=[_metadata(c) for c in batch],
+                )
+                bar(len(batch))
+        if stale:
+            collection.delete(ids=stale)
+        return IngestReport(added=len(new), removed=len(stale), unchanged=len(existing & wanted.keys()))
+
+    def query(self, text: str, k: int) -> list[Evidence]:
+        """The ``k`` best chunks for ``text``; a superseded source never comes back."""
+        collection = self._collection(create=False)
+        hits = collection.query(
+            query_embeddings=self.embedder.embed([text]),  # type: ignore[arg-type]
+            n_results=min(k * 2, max(collection.count(), 1)),
+            where={"superseded_by": ""},
+            include=["documents", "metadatas", "distances"],
+        )
+        evidence = [
+            _evidence(cid, doc, meta, dist)
+            for cid, doc, meta, dist in zip(
+                hits["ids"][0], hits["documents"][0],  # type: ignore[index]
+                hits["metadatas"][0], hits["distances"][0],  # type: ignore[index]
+                strict=True,
+            )
+        ]
+        return evidence[:k]
+
+
+def _metadata(chunk: Chunk) -> dict[str, Any]:
+    source = chunk.source
+    metadata: dict[str, Any] = {
+        "source": source.id, "title": source.title, "kind": source.kind,
+        "trust_tier": source.trust_tier, "owner": source.owner,
+        "effective_date": source.effective_date.isoformat(), "version": source.version,
+        "section": chunk.section, "superseded_by": chunk.superseded_by or "",
+        "intent": source.intent or "",
+    }
+    if source.keywords:
+        metadata["keywords"] = source.keywords
+    if source.requires:
+        metadata["requires"] = source.requires
+    return metadata
+
+
+def _evidence(chunk_id: str, text: str, meta: Any, distance: float) -> Evidence:
+    return Evidence(
+        chunk_id=chunk_id, source=meta["source"], title=meta["title"], kind=meta["kind"],
+        trust_tier=meta["trust_tier"], owner=meta["owner"], effective_date=meta["effective_date"],
+        score=round(1.0 - float(distance), 4), text=text, intent=meta.get("intent") or None,
+        keywords=list(meta.get("keywords") or []), requires=list(meta.get("requires") or []),
+    )
+
+
+def _progress(total: int, label: str, show: bool) -> Any:
+    """A tqdm bar on a terminal, silence elsewhere."""
+    if not show:
+        return lambda n: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=label, unit="chunk", file=sys.stderr)
+
+    def step(n: int) -> None:
+        bar.update(n)
+        if bar.n >= total:
+            bar.close()
+
+    return step

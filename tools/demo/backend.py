@@ -1,0 +1,274 @@
+"""The demo company's systems of record: CRM, billing, tickets and an outbox, in one SQLite file.
+
+It behaves like the real APIs it stands in for where that matters to Keel: an irreversible call
+takes an idempotency key, and the same key returns the first result instead of acting again.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from keel.errors import Permanent
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS customers (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, email TEXT NOT NULL, billing_email TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS invoices (
+    id TEXT PRIMARY KEY, customer_id TEXT NOT NULL REFERENCES customers(id),
+    amount_cents INTEGER NOT NULL, currency TEXT NOT NULL, status TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS charges (
+    id TEXT PRIMARY KEY, invoice_id TEXT NOT NULL REFERENCES invoices(id),
+    amount_cents INTEGER NOT NULL, created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS refunds (
+    id TEXT PRIMARY KEY, charge_id TEXT NOT NULL REFERENCES charges(id),
+    amount_cents INTEGER NOT NULL, reason TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tickets (
+    id TEXT PRIMARY KEY, customer_id TEXT NOT NULL REFERENCES customers(id),
+    subject TEXT NOT NULL, status TEXT NOT NULL, resolution TEXT
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id TEXT PRIMARY KEY, kind TEXT NOT NULL, recipient TEXT NOT NULL, subject TEXT NOT NULL,
+    body TEXT NOT NULL, idempotency_key TEXT UNIQUE, created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS idempotency (
+    key TEXT PRIMARY KEY, operation TEXT NOT NULL, request TEXT NOT NULL, response TEXT NOT NULL
+);
+"""
+
+SEED_CUSTOMERS = [
+    ("C-1001", "Ada Lovelace", "ada@example.com", "ada@example.com"),
+    ("C-1002", "Grace Hopper", "grace@example.com", "accounts@hopper.example"),
+    ("C-1003", "Alan Turing", "alan@example.com", "alan@example.com"),
+    ("C-1004", "Katherine Johnson", "katherine@example.com", "katherine@example.com"),
+]
+SEED_INVOICES = [
+    ("INV-2001", "C-1001", 4900, "EUR", "paid"),
+    ("INV-2002", "C-1002", 12000, "EUR", "paid"),
+    ("INV-2003", "C-1003", 2500, "EUR", "paid"),
+    ("INV-2004", "C-1004", 9900, "EUR", "open"),
+]
+SEED_CHARGES = [
+    ("CH-3001", "INV-2001", 4900, "2026-11-02T09:14:00+00:00"),
+    ("CH-3002", "INV-2001", 4900, "2026-11-02T09:14:41+00:00"),
+    ("CH-3003", "INV-2002", 12000, "2026-11-05T16:02:00+00:00"),
+    ("CH-3004", "INV-2003", 2500, "2026-11-07T11:30:00+00:00"),
+]
+SEED_TICKETS = [
+    ("T-77", "C-1003", "Cannot download the invoice PDF", "open", None),
+    ("T-78", "C-1004", "Question about the annual plan", "open", None),
+]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def cents(amount: float) -> int:
+    return round(amount * 100)
+
+
+class DemoBackend:
+    """The demo systems behind the tools. One short transaction per call, safe across processes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        try:
+            conn.execute("PRAGMA busy_timeout = 30000")
+            conn.execute("BEGIN IMMEDIATE")
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        finally:
+            conn.close()
+
+    # -- set-up ---------------------------------------------------------------------------------
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def seed(self, *, reset: bool = False) -> None:
+        """Create the schema and the deterministic demo data (``reset`` starts from nothing)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if reset and self.path.exists():
+            self.path.unlink()
+        conn = sqlite3.connect(self.path)
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.executescript(SCHEMA)
+            with conn:
+                conn.executemany("INSERT OR IGNORE INTO customers VALUES (?,?,?,?)", SEED_CUSTOMERS)
+                conn.executemany("INSERT OR IGNORE INTO invoices VALUES (?,?,?,?,?)", SEED_INVOICES)
+                conn.executemany("INSERT OR IGNORE INTO charges VALUES (?,?,?,?)", SEED_CHARGES)
+                conn.executemany("INSERT OR IGNORE INTO tickets VALUES (?,?,?,?,?)", SEED_TICKETS)
+        finally:
+            conn.close()
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def get_customer(self, customer_id: str) -> dict[str, Any]:
+        with self._tx() as conn:
+            row = conn.execute("SELECT * FROM customers WHERE id = ?", (customer_id,)).fetchone()
+        if row is None:
+            raise Permanent(f"no customer {customer_id}")
+        return {
+            "customer_id": row["id"], "name": row["name"], "email": row["email"],
+            "billing_email": row["billing_email"],
+        }
+
+    def get_invoice(self, invoice_id: str) -> dict[str, Any]:
+        with self._tx() as conn:
+            row = conn.execute("SELECT * FROM invoices WHERE id = ?", (invoice_id,)).fetchone()
+        if row is None:
+            raise Permanent(f"no invoice {invoice_id}")
+        return {
+            "invoice_id": row["id"], "customer_id": row["customer_id"],
+            "amount": row["amount_cents"] / 100, "currency": row["currency"], "status": row["status"],
+        }
+
+    def list_charges(self, invoice_id: str) -> dict[str, Any]:
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT c.id, c.amount_cents, c.created_at,"
+                " COALESCE((SELECT SUM(r.amount_cents) FROM refunds r WHERE r.charge_id = c.id), 0)"
+                " AS refunded FROM charges c WHERE c.invoice_id = ? ORDER BY c.created_at",
+                (invoice_id,),
+            ).fetchall()
+        return {
+            "invoice_id": invoice_id,
+            "charges": [
+                {
+                    "charge_id": r["id"], "amount": r["amount_cents"] / 100,
+                    "refunded": r["refunded"] / 100, "created_at": r["created_at"],
+                }
+                for r in rows
+            ],
+        }
+
+    def get_ticket(self, ticket_id: str) -> dict[str, Any]:
+        with self._tx() as conn:
+            row = conn.execute("SELECT * FROM tickets WHERE id = ?", (ticket_id,)).fetchone()
+        if row is None:
+            raise Permanent(f"no ticket {ticket_id}")
+        return {
+            "ticket_id": row["id"], "customer_id": row["customer_id"], "subject": row["subject"],
+            "status": row["status"], "resolution": row["resolution"],
+        }
+
+    def refunds(self) -> list[dict[str, Any]]:
+        with self._tx() as conn:
+            rows = conn.execute("SELECT * FROM refunds ORDER BY created_at, id").fetchall()
+        return [
+            {"refund_id": r["id"], "charge_id": r["charge_id"], "amount": r["amount_cents"] / 100,
+             "idempotency_key": r["idempotency_key"]}
+            for r in rows
+        ]
+
+    def outbox(self) -> list[dict[str, Any]]:
+        with self._tx() as conn:
+            rows = conn.execute("SELECT * FROM outbox ORDER BY created_at, id").fetchall()
+        return [dict(r) for r in rows]
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def update_billing_email(self, customer_id: str, email: str) -> dict[str, Any]:
+        with self._tx() as conn:
+            updated = conn.execute(
+                "UPDATE customers SET billing_email = ? WHERE id = ?", (email, customer_id)
+            ).rowcount
+        if not updated:
+            raise Permanent(f"no customer {customer_id}")
+        return {"customer_id": customer_id, "billing_email": email}
+
+    def close_ticket(self, ticket_id: str, resolution: str) -> dict[str, Any]:
+        with self._tx() as conn:
+            updated = conn.execute(
+                "UPDATE tickets SET status = 'closed', resolution = ? WHERE id = ?",
+                (resolution, ticket_id),
+            ).rowcount
+        if not updated:
+            raise Permanent(f"no ticket {ticket_id}")
+        return {"ticket_id": ticket_id, "status": "closed"}
+
+    # -- irreversible, idempotent ---------------------------------------------------------------
+
+    def _replay(
+        self, conn: sqlite3.Connection, key: str, operation: str, request: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        row = conn.execute("SELECT * FROM idempotency WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        if row["operation"] != operation or json.loads(row["request"]) != request:
+            raise Permanent(f"idempotency key {key} was used for a different request")
+        return {**json.loads(row["response"]), "replayed": True}
+
+    def _remember(
+        self, conn: sqlite3.Connection, key: str, operation: str, request: dict[str, Any],
+        response: dict[str, Any],
+    ) -> None:
+        conn.execute(
+            "INSERT INTO idempotency VALUES (?,?,?,?)",
+            (key, operation, json.dumps(request, sort_keys=True), json.dumps(response)),
+        )
+
+    def refund_charge(
+        self, charge_id: str, amount: float, reason: str, idempotency_key: str
+    ) -> dict[str, Any]:
+        request = {"charge_id": charge_id, "amount": amount, "reason": reason}
+        with self._tx() as conn:
+            if (earlier := self._replay(conn, idempotency_key, "refund", request)) is not None:
+                return earlier
+            charge = conn.execute(
+                "SELECT amount_cents, (SELECT COALESCE(SUM(amount_cents), 0) FROM refunds"
+                " WHERE charge_id = ?) AS refunded FROM charges WHERE id = ?",
+                (charge_id, charge_id),
+            ).fetchone()
+            if charge is None:
+                raise Permanent(f"declined: no charge {charge_id}")
+            if cents(amount) > charge["amount_cents"] - charge["refunded"]:
+                raise Permanent(f"declined: {amount:.2f} exceeds what is left of {charge_id}")
+            count = conn.execute("SELECT COUNT(*) FROM refunds").fetchone()[0]
+            refund_id = f"RF-{5001 + count}"
+            conn.execute(
+                "INSERT INTO refunds VALUES (?,?,?,?,?,?)",
+                (refund_id, charge_id, cents(amount), reason, idempotency_key, _now()),
+            )
+            response = {
+                "refund_id": refund_id, "charge_id": charge_id, "amount": amount,
+                "status": "settled", "replayed": False,
+            }
+            self._remember(conn, idempotency_key, "refund", request, response)
+            return response
+
+    def send_email(self, to: str, subject: str, body: str, idempotency_key: str) -> dict[str, Any]:
+        request = {"to": to, "subject": subject, "body": body}
+        with self._tx() as conn:
+            if (earlier := self._replay(conn, idempotency_key, "email", request)) is not None:
+                return earlier
+            count = conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+            message_id = f"MSG-{7001 + count}"
+            conn.execute(
+                "INSERT INTO outbox VALUES (?,?,?,?,?,?,?)",
+                (message_id, "email", to, subject, body, idempotency_key, _now()),
+            )
+            response = {"message_id": message_id, "to": to, "status": "queued", "replayed": False}
+            self._remember(conn, idempotency_key, "email", request, response)
+            return response

@@ -1,0 +1,248 @@
+"""The demo customer-operations desk as a Keel domain: entities, runbooks, rules, post-conditions."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from graph.state import CannotPlan, Evidence, Plan, Step
+from keel.errors import IntegrationError
+from keel.settings import Settings
+from tools.demo.backend import DemoBackend
+from tools.demo.tools import demo_tools
+from tools.spec import ToolRegistry
+
+_ENTITY_PATTERNS = {
+    "customer_id": r"\bC-\d{4}\b",
+    "invoice_id": r"\bINV-\d{4}\b",
+    "ticket_id": r"\bT-\d+\b",
+    "email": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}",
+    "amount": r"(?:€|EUR\s*|\$)\s*(\d+(?:[.,]\d{1,2})?)|(\d+(?:[.,]\d{1,2})?)\s*(?:€|EUR|euros?|dollars?)",
+}
+
+
+class DemoDomain:
+    """A small company's CRM, billing, tickets and outbound e-mail."""
+
+    name = "demo"
+
+    def prepare(self, settings: Settings, *, reset: bool = False) -> None:
+        DemoBackend(settings.domain_db).seed(reset=reset)
+
+    def is_prepared(self, settings: Settings) -> bool:
+        return DemoBackend(settings.domain_db).exists()
+
+    def tools(self, settings: Settings) -> ToolRegistry:
+        return demo_tools(DemoBackend(settings.domain_db))
+
+    def extract_entities(self, request: str) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for name, pattern in _ENTITY_PATTERNS.items():
+            match = re.search(pattern, request, flags=re.IGNORECASE)
+            if match is None:
+                continue
+            value = next((g for g in match.groups() if g), None) or match.group(0)
+            found[name] = value.replace(",", ".") if name == "amount" else value
+        for key in ("customer_id", "invoice_id", "ticket_id"):
+            if key in found:
+                found[key] = found[key].upper()
+        return found
+
+    def gather_records(self, entities: dict[str, str], tools: ToolRegistry) -> dict[str, Any]:
+        records: dict[str, Any] = {}
+        reads = [
+            ("ticket", "get_ticket", "ticket_id"),
+            ("invoice", "get_invoice", "invoice_id"),
+            ("charges", "list_charges", "invoice_id"),
+            ("customer", "get_customer", "customer_id"),
+        ]
+        for record, tool, key in reads:
+            if key not in entities:
+                continue
+            try:
+                records[record] = tools.call(tool, {key: entities[key]})
+            except IntegrationError as err:
+                records.setdefault("missing", []).append(f"{entities[key]}: {err}")
+        # The customer on record is the one the ticket or invoice belongs to.
+        owner = (records.get("ticket") or records.get("invoice") or {}).get("customer_id")
+        if owner and "customer" not in records:
+            records["customer"] = tools.call("get_customer", {"customer_id": owner})
+        return records
+
+    def runbook_plan(
+        self, runbook: Evidence, request: str, entities: dict[str, str], records: dict[str, Any]
+    ) -> Plan | CannotPlan:
+        if records.get("missing"):
+            return CannotPlan(reason="unknown record: " + "; ".join(records["missing"]))
+        filler = _RUNBOOKS.get(runbook.intent or "")
+        if filler is None:
+            return CannotPlan(reason=f"runbook {runbook.source} has no filler for {runbook.intent!r}")
+        return filler(runbook, entities, records)
+
+    def plan_rules(self, plan: Plan, records: dict[str, Any]) -> list[str]:
+        reasons: list[str] = []
+        customer = records.get("customer") or {}
+        charges = {c["charge_id"]: c for c in (records.get("charges") or {}).get("charges", [])}
+        for i, step in enumerate(plan.steps):
+            where = f"step {i + 1} ({step.tool})"
+            if step.tool == "refund_charge":
+                charge = charges.get(step.args.get("charge_id", ""))
+                if charge is None:
+                    reasons.append(f"{where}: charge {step.args.get('charge_id')} is not on the invoice")
+                    continue
+                left = round(charge["amount"] - charge["refunded"], 2)
+                if float(step.args.get("amount", 0)) > left:
+                    reasons.append(
+                        f"{where}: refund {step.args.get('amount')} exceeds the {left:.2f} left on "
+                        f"charge {charge['charge_id']}"
+                    )
+            elif step.tool == "send_email":
+                allowed = {customer.get("email"), customer.get("billing_email")} - {None}
+                if step.args.get("to") not in allowed:
+                    reasons.append(f"{where}: {step.args.get('to')} is not the customer on record")
+            elif step.tool == "close_ticket":
+                ticket = records.get("ticket") or {}
+                if ticket.get("ticket_id") != step.args.get("ticket_id"):
+                    reasons.append(f"{where}: ticket {step.args.get('ticket_id')} is not the one asked about")
+                elif ticket.get("status") != "open":
+                    reasons.append(f"{where}: ticket {ticket['ticket_id']} is already closed")
+            elif step.tool == "update_billing_email" and customer.get("customer_id") != step.args.get(
+                "customer_id"
+            ):
+                reasons.append(f"{where}: customer {step.args.get('customer_id')} is not the one asked about")
+        return reasons
+
+    def postconditions(self, step: Step, output: dict[str, Any], tools: ToolRegistry) -> list[str]:
+        args = step.args
+        if step.tool == "refund_charge":
+            if round(float(output["amount"]), 2) != round(float(args["amount"]), 2):
+                return [f"refund {output['refund_id']} is for {output['amount']}, not {args['amount']}"]
+            return [] if output["status"] == "settled" else [f"refund {output['refund_id']} not settled"]
+        if step.tool == "send_email":
+            return [] if output["to"] == args["to"] else [f"e-mail went to {output['to']}"]
+        if step.tool == "update_billing_email":
+            now = tools.call("get_customer", {"customer_id": args["customer_id"]})
+            ok = now["billing_email"] == args["email"]
+            return [] if ok else [f"billing e-mail is still {now['billing_email']}"]
+        if step.tool == "close_ticket":
+            ticket = tools.call("get_ticket", {"ticket_id": args["ticket_id"]})
+            return [] if ticket["status"] == "closed" else [f"ticket {args['ticket_id']} still open"]
+        return []
+
+
+def _refund_duplicate(runbook: Evidence, entities: dict[str, str], records: dict[str, Any]) -> Plan | CannotPlan:
+    charges = (records.get("charges") or {}).get("charges", [])
+    seen: dict[float, dict[str, Any]] = {}
+    duplicate = None
+    for charge in charges:
+        if charge["amount"] in seen:
+            duplicate = charge
+            break
+        seen[charge["amount"]] = charge
+    if duplicate is None:
+        return CannotPlan(reason=f"invoice {entities['invoice_id']} has no duplicate charge")
+    if duplicate["refunded"] >= duplicate["amount"]:
+        return CannotPlan(reason=f"duplicate charge {duplicate['charge_id']} was already refunded")
+    customer = records["customer"]
+    amount = duplicate["amount"]
+    cite = [runbook.chunk_id]
+    return Plan(
+        intent="refund_duplicate_charge",
+        evidence=cite,
+        steps=[
+            Step(
+                tool="refund_charge",
+                args={"charge_id": duplicate["charge_id"], "amount": amount,
+                      "reason": f"duplicate charge on {entities['invoice_id']}"},
+                purpose=f"Refund the duplicate charge {duplicate['charge_id']} of {amount:.2f} EUR",
+                effect="irreversible", evidence=cite,
+                postcondition="one settled refund of exactly the duplicate amount",
+            ),
+            Step(
+                tool="send_email",
+                args={"to": customer["email"], "subject": f"Refund for {entities['invoice_id']}",
+                      "body": f"Dear {customer['name']}, we refunded the duplicate charge of "
+                              f"{amount:.2f} EUR on invoice {entities['invoice_id']}. "
+                              "It reaches your card within 5 business days."},
+                purpose="Tell the customer about the refund",
+                effect="irreversible", evidence=cite,
+                postcondition="the e-mail is queued to the customer on record",
+            ),
+        ],
+    )
+
+
+def _refund_amount(runbook: Evidence, entities: dict[str, str], records: dict[str, Any]) -> Plan | CannotPlan:
+    charges = (records.get("charges") or {}).get("charges", [])
+    if not charges:
+        return CannotPlan(reason=f"invoice {entities['invoice_id']} has no charge to refund")
+    charge = charges[-1]
+    amount = float(entities["amount"])
+    cite = [runbook.chunk_id]
+    return Plan(
+        intent="refund_amount",
+        evidence=cite,
+        steps=[
+            Step(
+                tool="refund_charge",
+                args={"charge_id": charge["charge_id"], "amount": amount,
+                      "reason": f"goodwill refund on {entities['invoice_id']}"},
+                purpose=f"Refund {amount:.2f} EUR on charge {charge['charge_id']}",
+                effect="irreversible", evidence=cite,
+                postcondition="one settled refund of exactly the amount asked",
+            ),
+        ],
+    )
+
+
+def _update_billing_email(runbook: Evidence, entities: dict[str, str], records: dict[str, Any]) -> Plan | CannotPlan:
+    customer = records["customer"]
+    cite = [runbook.chunk_id]
+    return Plan(
+        intent="update_billing_email",
+        evidence=cite,
+        steps=[
+            Step(
+                tool="update_billing_email",
+                args={"customer_id": customer["customer_id"], "email": entities["email"]},
+                purpose=f"Send {customer['name']}'s invoices to {entities['email']}",
+                effect="write", evidence=cite,
+                postcondition="the customer's billing e-mail is the new address",
+            ),
+        ],
+    )
+
+
+def _close_ticket_and_notify(runbook: Evidence, entities: dict[str, str], records: dict[str, Any]) -> Plan | CannotPlan:
+    ticket = records["ticket"]
+    customer = records["customer"]
+    cite = [runbook.chunk_id]
+    return Plan(
+        intent="close_ticket_and_notify",
+        evidence=cite,
+        steps=[
+            Step(
+                tool="close_ticket",
+                args={"ticket_id": ticket["ticket_id"], "resolution": "Resolved by the support desk"},
+                purpose=f"Close ticket {ticket['ticket_id']} ({ticket['subject']})",
+                effect="write", evidence=cite, postcondition="the ticket is closed",
+            ),
+            Step(
+                tool="send_email",
+                args={"to": customer["email"], "subject": f"Your ticket {ticket['ticket_id']} is closed",
+                      "body": f"Dear {customer['name']}, we closed your ticket "
+                              f"'{ticket['subject']}'. Reply to this e-mail to reopen it."},
+                purpose="Tell the customer the ticket is closed",
+                effect="irreversible", evidence=cite,
+                postcondition="the e-mail is queued to the customer on record",
+            ),
+        ],
+    )
+
+
+_RUNBOOKS = {
+    "refund_duplicate_charge": _refund_duplicate,
+    "refund_amount": _refund_amount,
+    "update_billing_email": _update_billing_email,
+    "close_ticket_and_notify": _close_ticket_and_notify,
+}
