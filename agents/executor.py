@@ -12,11 +12,10 @@ import hashlib
 from datetime import datetime
 from typing import Any
 
-from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 from pydantic import ValidationError
 
-from graph.context import KeelContext, context_of
+from graph.context import KeelContext, context_of, thread_of
 from graph.state import ExecutorView, Receipt, ToolOutcome, approval_digest
 from keel.errors import KeelError
 
@@ -40,18 +39,16 @@ def receipt_problem(
     return None
 
 
-def execute(
-    state: ExecutorView, runtime: Runtime[KeelContext], config: RunnableConfig
-) -> dict[str, Any]:
+def execute(state: ExecutorView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
     ctx = context_of(runtime)
     plan = state["plan"]
     assert plan is not None  # routed here only with a validated plan
     index = state.get("cursor", 0)
     step = plan.steps[index]
-    thread_id = str(config.get("configurable", {}).get("thread_id", ""))
+    thread_id = thread_of(runtime)
     digest = approval_digest(step.tool, step.args)
     spec = ctx.tools[step.tool]
-    base = {"step": index, "tool": step.tool, "args": step.args, "digest": digest}
+    base: dict[str, Any] = {"step": index, "tool": step.tool, "args": step.args, "digest": digest}
 
     key = None
     if digest in set(state.get("rejected", [])):

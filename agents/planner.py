@@ -65,7 +65,13 @@ def plan(state: PlannerView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
             continue
         try:
             result = model_plan(
-                model, state["request"], entities, records, evidence, ctx.tools, feedback,
+                model,
+                state["request"],
+                entities,
+                records,
+                evidence,
+                ctx.tools,
+                feedback,
                 repair_attempts=ctx.settings.plan_repair_attempts,
             )
             break
@@ -78,8 +84,11 @@ def plan(state: PlannerView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
 
     if isinstance(result, CannotPlan):
         return {
-            "plan": None, "status": "refused", "planner": result.planner,
-            "answer": f"Refused: {result.reason}.", "records": records,
+            "plan": None,
+            "status": "refused",
+            "planner": result.planner,
+            "answer": f"Refused: {result.reason}.",
+            "records": records,
         }
     return {"plan": result, "planner": result.planner, "records": records}
 
@@ -143,7 +152,8 @@ def model_plan(
                 entities=json.dumps(entities),
                 records=json.dumps(records),
                 evidence="\n".join(
-                    f"[{e.chunk_id}] ({e.trust_tier}, {e.effective_date}) {e.text}" for e in evidence
+                    f"[{e.chunk_id}] ({e.trust_tier}, {e.effective_date}) {e.text}"
+                    for e in evidence
                 ),
                 feedback=prompts.PLANNER_FEEDBACK.format(reasons="\n".join(feedback))
                 if feedback
@@ -169,7 +179,10 @@ def model_plan(
             evidence=sorted({c for s in draft.steps for c in s.evidence}),
             steps=[
                 Step(
-                    tool=s.tool, args=s.args, purpose=s.purpose, evidence=s.evidence,
+                    tool=s.tool,
+                    args=s.args,
+                    purpose=s.purpose,
+                    evidence=s.evidence,
                     postcondition=s.postcondition,
                     # An unknown tool is treated as the most dangerous; the validator refuses it.
                     effect=tools[s.tool].effect if s.tool in tools else "irreversible",
@@ -182,12 +195,18 @@ def model_plan(
 
 def _json_body(reply: BaseMessage) -> str:
     content = reply.content if isinstance(reply, AIMessage) else reply.text
-    text = content if isinstance(content, str) else "".join(
-        part.get("text", "") if isinstance(part, dict) else str(part) for part in content
+    text = (
+        content
+        if isinstance(content, str)
+        else "".join(
+            part.get("text", "") if isinstance(part, dict) else str(part) for part in content
+        )
     )
     fenced = re.search(r"```(?:json)?\s*(.*?)```", text, flags=re.DOTALL)
     return (fenced.group(1) if fenced else text).strip()
 
 
 def _model_name(model: BaseChatModel) -> str:
-    return str(getattr(model, "model_name", None) or getattr(model, "model", None) or type(model).__name__)
+    return str(
+        getattr(model, "model_name", None) or getattr(model, "model", None) or type(model).__name__
+    )

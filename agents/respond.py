@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from graph.state import Escalation, EscalateView, RespondView, ToolOutcome
+from graph.state import EscalateView, Escalation, RespondView, ToolOutcome
 
 
 def summarize(outcome: ToolOutcome) -> str:

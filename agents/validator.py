@@ -22,8 +22,10 @@ from graph.state import (
 from tools.spec import ToolRegistry
 
 
-def step_problems(index: int, step: Step, tools: ToolRegistry, known_evidence: set[str]) -> list[str]:
-    """What is wrong with one step on its own: unknown tool, bad arguments, wrong effect, no cite."""
+def step_problems(
+    index: int, step: Step, tools: ToolRegistry, known_evidence: set[str]
+) -> list[str]:
+    """What is wrong with one step alone: unknown tool, bad arguments, wrong effect, no cite."""
     where = f"step {index + 1} ({step.tool})"
     if step.tool not in tools:
         return [f"{where}: no such tool"]
@@ -80,5 +82,7 @@ def check_result(state: ResultCheckView, runtime: Runtime[KeelContext]) -> dict[
         assert outcome.output is not None
         reasons = ctx.domain.postconditions(step, outcome.output, ctx.tools)
     return {
-        "result_verdict": Verdict(stage="result", ok=not reasons, reasons=reasons, step=outcome.step)
+        "result_verdict": Verdict(
+            stage="result", ok=not reasons, reasons=reasons, step=outcome.step
+        )
     }

@@ -13,11 +13,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
-from graph.context import KeelContext, context_of
+from graph.context import KeelContext, context_of, thread_of
 from graph.state import ApprovalView, Plan, Receipt, Step, approval_digest
 from tools.spec import ToolRegistry
 
@@ -54,16 +53,14 @@ def _describe(step: Step, note: str) -> str:
     return f"{text} ({note})" if note else text
 
 
-def approve(
-    state: ApprovalView, runtime: Runtime[KeelContext], config: RunnableConfig
-) -> dict[str, Any]:
+def approve(state: ApprovalView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
     ctx = context_of(runtime)
     plan = state["plan"]
     assert plan is not None
     indexes = pending_actions(plan, state.get("approvals", {}), ctx.tools)
     request = approval_request(plan, indexes, state.get("review_note", ""))
     answer = interrupt(request)
-    return read_decisions(answer, request, plan, str(config["configurable"]["thread_id"]), ctx)
+    return read_decisions(answer, request, plan, thread_of(runtime), ctx)
 
 
 def read_decisions(
@@ -81,7 +78,9 @@ def read_decisions(
     reasons: list[str] = []
     steps = list(plan.steps)
     edited = False
-    for decision, digest, index in zip(decisions, request["digests"], request["steps"], strict=True):
+    for decision, digest, index in zip(
+        decisions, request["digests"], request["steps"], strict=True
+    ):
         if not isinstance(decision, dict) or decision.get("type") not in DECISIONS:
             return _invalid(f"a decision must be one of {DECISIONS}")
         if decision.get("digest", digest) != digest:
@@ -104,13 +103,21 @@ def read_decisions(
             digest = approval_digest(step.tool, step.args)
             edited = True
         receipts[digest] = Receipt(
-            tool=step.tool, digest=digest, thread_id=thread_id, approved_by=reviewer,
-            approved_at=now.isoformat(), expires_at=expires.isoformat(), edited=kind == "edit",
+            tool=step.tool,
+            digest=digest,
+            thread_id=thread_id,
+            approved_by=reviewer,
+            approved_at=now.isoformat(),
+            expires_at=expires.isoformat(),
+            edited=kind == "edit",
         )
     if rejected:
         return {
-            "review": "rejected", "rejected": rejected, "status": "refused",
-            "answer": "Rejected by the reviewer: " + "; ".join(reasons)
+            "review": "rejected",
+            "rejected": rejected,
+            "status": "refused",
+            "answer": "Rejected by the reviewer: "
+            + "; ".join(reasons)
             + ". Nothing irreversible was done.",
         }
     update: dict[str, Any] = {"approvals": receipts, "review": "edited" if edited else "approved"}

@@ -34,8 +34,8 @@ from graph.state import (
     OutputState,
     PlanCheckView,
     PlannerView,
-    ResultCheckView,
     RespondView,
+    ResultCheckView,
     RetrieverView,
 )
 

@@ -87,6 +87,14 @@ def _default_context() -> KeelContext:
     return KeelContext.from_settings()
 
 
+def thread_of(runtime: Runtime[KeelContext]) -> str:
+    """The thread this run belongs to: the business id approvals and idempotency keys use."""
+    info = runtime.execution_info
+    if info is None or not info.thread_id:
+        raise RuntimeError("Keel's graph needs a thread_id in config['configurable']")
+    return info.thread_id
+
+
 def context_of(runtime: Runtime[KeelContext]) -> KeelContext:
     """The run's context, or the default one when the caller passed none (``langgraph dev``)."""
     return runtime.context if runtime.context is not None else _default_context()

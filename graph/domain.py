@@ -39,7 +39,5 @@ class Domain(Protocol):
     def plan_rules(self, plan: Plan, records: dict[str, Any]) -> list[str]:
         """Business rules a plan must meet; each broken rule is one reason."""
 
-    def postconditions(
-        self, step: Step, output: dict[str, Any], tools: ToolRegistry
-    ) -> list[str]:
+    def postconditions(self, step: Step, output: dict[str, Any], tools: ToolRegistry) -> list[str]:
         """What must be true after a step ran; each failure is one reason."""

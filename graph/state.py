@@ -117,7 +117,8 @@ def approval_digest(tool: str, args: dict[str, Any]) -> str:
     """The digest an approval is bound to: the tool and its canonical arguments.
 
     Example:
-        >>> approval_digest("refund", {"b": 1, "a": 2}) == approval_digest("refund", {"a": 2, "b": 1})
+        >>> a = approval_digest("refund", {"b": 1, "a": 2})
+        >>> a == approval_digest("refund", {"a": 2, "b": 1})
         True
     """
     canonical = json.dumps({"tool": tool, "args": args}, sort_keys=True, separators=(",", ":"))
@@ -224,6 +225,13 @@ class EscalateView(TypedDict, total=False):
 
 
 STATE_TYPES: tuple[type[BaseModel], ...] = (
-    Evidence, Step, Plan, CannotPlan, Verdict, Receipt, ToolOutcome, Escalation,
+    Evidence,
+    Step,
+    Plan,
+    CannotPlan,
+    Verdict,
+    Receipt,
+    ToolOutcome,
+    Escalation,
 )
 """Every pydantic type the state holds: the checkpoint serializer's allow-list."""

@@ -97,9 +97,7 @@ class KeelApp:
         }
 
     def _invoke(self, payload: Any, thread_id: str) -> Outcome:
-        self.graph.invoke(
-            payload, self._config(thread_id), context=self.context, durability="sync"
-        )
+        self.graph.invoke(payload, self._config(thread_id), context=self.context, durability="sync")
         return self.show(thread_id)
 
     def preflight(self) -> None:
@@ -131,7 +129,9 @@ class KeelApp:
             request = intr.value
             pending = [
                 PendingAction(
-                    name=a["name"], args=a["args"], description=a.get("description", ""),
+                    name=a["name"],
+                    args=a["args"],
+                    description=a.get("description", ""),
                     digest=digest,
                 )
                 for a, digest in zip(request["action_requests"], request["digests"], strict=True)
@@ -170,7 +170,9 @@ class KeelApp:
         """Answer the pending approval, bound to the digests of the actions shown."""
         current = self.show(thread_id)
         if current.pending is None:
-            raise NoPendingApproval(f"thread {thread_id} is {current.status}, not awaiting approval")
+            raise NoPendingApproval(
+                f"thread {thread_id} is {current.status}, not awaiting approval"
+            )
         answer = {
             "decisions": decisions_for(current.pending, decision),
             "reviewer": decision.reviewer,
@@ -192,24 +194,31 @@ def decisions_for(pending: list[PendingAction], decision: Decision) -> list[dict
         raise BadRequest("--edit needs a JSON object of arguments to change")
     if decision.action is not None:
         if decision.action >= len(pending):
-            raise BadRequest(f"there are {len(pending)} pending actions; --action {decision.action} is not one")
+            raise BadRequest(
+                f"there are {len(pending)} pending actions; --action {decision.action} is not one"
+            )
         targets = [decision.action]
     else:
         targets = [i for i, p in enumerate(pending) if set(patch) <= set(p.args)]
     if not targets:
         raise BadRequest(f"no pending action has the argument(s) {sorted(patch)}")
     if len(targets) > 1:
-        raise BadRequest(f"{len(targets)} pending actions have {sorted(patch)}: choose one with --action N")
+        raise BadRequest(
+            f"{len(targets)} pending actions have {sorted(patch)}: choose one with --action N"
+        )
     out: list[dict[str, Any]] = []
     for i, p in enumerate(pending):
         if i == targets[0]:
             unknown = set(patch) - set(p.args)
             if unknown:
                 raise BadRequest(f"{p.name} has no argument(s) {sorted(unknown)}")
-            out.append({
-                "type": "edit", "digest": p.digest,
-                "edited_action": {"name": p.name, "args": {**p.args, **patch}},
-            })
+            out.append(
+                {
+                    "type": "edit",
+                    "digest": p.digest,
+                    "edited_action": {"name": p.name, "args": {**p.args, **patch}},
+                }
+            )
         else:
             out.append({"type": "approve", "digest": p.digest})
     return out

@@ -35,7 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", parents=[common], help="run a request until done or a human is needed")
+    run = sub.add_parser(
+        "run", parents=[common], help="run a request until done or a human is needed"
+    )
     run.add_argument("request", help="the request, in plain words")
     run.add_argument("--thread", help="thread id to use (default: a new UUID)")
     run.add_argument(
@@ -47,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     what = resume.add_mutually_exclusive_group(required=True)
     what.add_argument("--approve", action="store_true", help="approve every pending action")
     what.add_argument("--reject", action="store_true", help="reject the pending actions")
-    what.add_argument("--edit", metavar="JSON", help='change arguments, e.g. \'{"amount": 10}\'')
+    what.add_argument("--edit", metavar="JSON", help="change arguments, e.g. '{\"amount\": 10}'")
     resume.add_argument("--reason", default="", help="why (with --reject)")
     resume.add_argument("--action", type=int, help="which pending action --edit changes (0-based)")
     resume.add_argument("--as", dest="reviewer", help="who is answering (default: KEEL_REVIEWER)")
@@ -122,8 +124,11 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any] | None:
 
         rep = CorpusStore(settings, embedder_for(settings)).ingest(rebuild=args.rebuild)
         data = {"added": rep.added, "removed": rep.removed, "unchanged": rep.unchanged}
-        return _say(args, data, f"ingested: {rep.added} added, {rep.removed} removed, "
-                    f"{rep.unchanged} unchanged")
+        return _say(
+            args,
+            data,
+            f"ingested: {rep.added} added, {rep.removed} removed, {rep.unchanged} unchanged",
+        )
     if args.command == "demo":
         from keel.demo import run_demo
 
@@ -174,7 +179,7 @@ def _parse_edit(text: str) -> dict[str, Any]:
     except json.JSONDecodeError as err:
         raise BadRequest(f"--edit is not valid JSON: {err.msg} at column {err.colno}") from err
     if not isinstance(value, dict) or not value:
-        raise BadRequest('--edit must be a non-empty JSON object, e.g. \'{"amount": 10}\'')
+        raise BadRequest("--edit must be a non-empty JSON object, e.g. '{\"amount\": 10}'")
     return value
 
 

@@ -33,15 +33,20 @@ def print_outcome(outcome: Outcome, *, show_details: bool = True) -> None:
             print("    (no tool calls: an answer from the corpus)")
     if show_details and outcome.plan_verdict is not None:
         verdict = outcome.plan_verdict
-        print(f"  validator: {'plan ok' if verdict.ok else 'plan refused: ' + '; '.join(verdict.reasons)}")
+        print(
+            "  validator: "
+            + ("plan ok" if verdict.ok else "plan refused: " + "; ".join(verdict.reasons))
+        )
     if outcome.pending:
         print("  awaiting approval:")
         for i, action in enumerate(outcome.pending):
             print(f"    [{i}] {action.name} {json.dumps(action.args)}")
             print(f"        {action.description}")
             print(f"        digest {action.digest}")
-        print(f"  answer with: keel resume {outcome.thread_id} --approve | --reject --reason ... "
-              "| --edit JSON")
+        print(
+            f"  answer with: keel resume {outcome.thread_id} --approve | --reject --reason ... "
+            "| --edit JSON"
+        )
     for r in outcome.results:
         mark = "ok" if r.ok else ("DENIED" if r.denied else "FAILED")
         shown = r.output if r.ok else r.error

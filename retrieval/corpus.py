@@ -125,7 +125,10 @@ def load_corpus(corpus_dir: Path) -> tuple[CorpusManifest, list[Chunk]]:
             digest = hashlib.sha256(f"{source.version}\n{body}".encode()).hexdigest()[:16]
             chunks.append(
                 Chunk(
-                    chunk_id=f"{source.id}:{digest}", source=source, section=section, text=body,
+                    chunk_id=f"{source.id}:{digest}",
+                    source=source,
+                    section=section,
+                    text=body,
                     superseded_by=successors.get(source.id),
                 )
             )

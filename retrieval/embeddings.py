@@ -50,7 +50,9 @@ class OpenAIEmbedder:
         from langchain_openai import OpenAIEmbeddings
 
         if settings.openai_api_key is None and settings.openai_base_url is None:
-            raise ConfigError("KEEL_EMBEDDING_BACKEND=openai needs OPENAI_API_KEY or OPENAI_BASE_URL")
+            raise ConfigError(
+                "KEEL_EMBEDDING_BACKEND=openai needs OPENAI_API_KEY or OPENAI_BASE_URL"
+            )
         self.name = f"openai:{settings.embedding_model}"
         self._client = OpenAIEmbeddings(
             model=settings.embedding_model,

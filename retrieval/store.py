@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -52,7 +53,9 @@ class CorpusStore:
             )
         else:
             try:
-                collection = client.get_collection(self.settings.collection, embedding_function=None)
+                collection = client.get_collection(
+                    self.settings.collection, embedding_function=None
+                )
             except Exception as err:  # chromadb raises NotFoundError or ValueError by version
                 raise CorpusMissing(
                     f"no corpus index in {self.settings.chroma_dir}: run `keel ingest` first"
@@ -87,10 +90,8 @@ class CorpusStore:
         """
         _, chunks = load_corpus(self.settings.corpus_dir)
         if rebuild:
-            try:
+            with contextlib.suppress(Exception):  # the collection did not exist
                 self._chroma().delete_collection(self.settings.collection)
-            except Exception:  # the collection did not exist
-                pass
         collection = self._collection(create=True)
         existing = set(collection.get(include=[])["ids"])
         wanted = {chunk.chunk_id: chunk for chunk in chunks}
@@ -110,7 +111,9 @@ class CorpusStore:
                 bar(len(batch))
         if stale:
             collection.delete(ids=stale)
-        return IngestReport(added=len(new), removed=len(stale), unchanged=len(existing & wanted.keys()))
+        return IngestReport(
+            added=len(new), removed=len(stale), unchanged=len(existing & wanted.keys())
+        )
 
     def query(self, text: str, k: int) -> list[Evidence]:
         """The ``k`` best chunks for ``text``; a superseded source never comes back."""
@@ -121,13 +124,11 @@ class CorpusStore:
             where={"superseded_by": ""},
             include=["documents", "metadatas", "distances"],
         )
+        ids, docs = hits["ids"][0], hits["documents"] or [[]]
+        metas, dists = hits["metadatas"] or [[]], hits["distances"] or [[]]
         evidence = [
             _evidence(cid, doc, meta, dist)
-            for cid, doc, meta, dist in zip(
-                hits["ids"][0], hits["documents"][0],  # type: ignore[index]
-                hits["metadatas"][0], hits["distances"][0],  # type: ignore[index]
-                strict=True,
-            )
+            for cid, doc, meta, dist in zip(ids, docs[0], metas[0], dists[0], strict=True)
         ]
         return evidence[:k]
 
@@ -135,10 +136,15 @@ class CorpusStore:
 def _metadata(chunk: Chunk) -> dict[str, Any]:
     source = chunk.source
     metadata: dict[str, Any] = {
-        "source": source.id, "title": source.title, "kind": source.kind,
-        "trust_tier": source.trust_tier, "owner": source.owner,
-        "effective_date": source.effective_date.isoformat(), "version": source.version,
-        "section": chunk.section, "superseded_by": chunk.superseded_by or "",
+        "source": source.id,
+        "title": source.title,
+        "kind": source.kind,
+        "trust_tier": source.trust_tier,
+        "owner": source.owner,
+        "effective_date": source.effective_date.isoformat(),
+        "version": source.version,
+        "section": chunk.section,
+        "superseded_by": chunk.superseded_by or "",
         "intent": source.intent or "",
     }
     if source.keywords:
@@ -150,10 +156,18 @@ def _metadata(chunk: Chunk) -> dict[str, Any]:
 
 def _evidence(chunk_id: str, text: str, meta: Any, distance: float) -> Evidence:
     return Evidence(
-        chunk_id=chunk_id, source=meta["source"], title=meta["title"], kind=meta["kind"],
-        trust_tier=meta["trust_tier"], owner=meta["owner"], effective_date=meta["effective_date"],
-        score=round(1.0 - float(distance), 4), text=text, intent=meta.get("intent") or None,
-        keywords=list(meta.get("keywords") or []), requires=list(meta.get("requires") or []),
+        chunk_id=chunk_id,
+        source=meta["source"],
+        title=meta["title"],
+        kind=meta["kind"],
+        trust_tier=meta["trust_tier"],
+        owner=meta["owner"],
+        effective_date=meta["effective_date"],
+        score=round(1.0 - float(distance), 4),
+        text=text,
+        intent=meta.get("intent") or None,
+        keywords=list(meta.get("keywords") or []),
+        requires=list(meta.get("requires") or []),
     )
 
 

@@ -94,9 +94,15 @@ class ToolRegistry:
         parsed = spec.parse_args(args)
         raw = spec.func(ToolCall(parsed, idempotency_key))
         try:
-            return spec.output_model.model_validate(dict(raw)).model_dump(mode="json")
+            output: dict[str, Any] = spec.output_model.model_validate(dict(raw)).model_dump(
+                mode="json"
+            )
         except ValidationError as err:
-            raise Permanent(f"{name} answered in an unexpected shape: {err.errors()[0]['msg']}") from err
+            first = err.errors()[0]
+            raise Permanent(
+                f"{name} answered in an unexpected shape: {first['loc']}: {first['msg']}"
+            ) from err
+        return output
 
 
 __all__ = ["IntegrationError", "ToolCall", "ToolRegistry", "ToolSpec"]

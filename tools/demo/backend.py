@@ -130,7 +130,9 @@ class DemoBackend:
         if row is None:
             raise Permanent(f"no customer {customer_id}")
         return {
-            "customer_id": row["id"], "name": row["name"], "email": row["email"],
+            "customer_id": row["id"],
+            "name": row["name"],
+            "email": row["email"],
             "billing_email": row["billing_email"],
         }
 
@@ -140,8 +142,11 @@ class DemoBackend:
         if row is None:
             raise Permanent(f"no invoice {invoice_id}")
         return {
-            "invoice_id": row["id"], "customer_id": row["customer_id"],
-            "amount": row["amount_cents"] / 100, "currency": row["currency"], "status": row["status"],
+            "invoice_id": row["id"],
+            "customer_id": row["customer_id"],
+            "amount": row["amount_cents"] / 100,
+            "currency": row["currency"],
+            "status": row["status"],
         }
 
     def list_charges(self, invoice_id: str) -> dict[str, Any]:
@@ -156,8 +161,10 @@ class DemoBackend:
             "invoice_id": invoice_id,
             "charges": [
                 {
-                    "charge_id": r["id"], "amount": r["amount_cents"] / 100,
-                    "refunded": r["refunded"] / 100, "created_at": r["created_at"],
+                    "charge_id": r["id"],
+                    "amount": r["amount_cents"] / 100,
+                    "refunded": r["refunded"] / 100,
+                    "created_at": r["created_at"],
                 }
                 for r in rows
             ],
@@ -169,16 +176,23 @@ class DemoBackend:
         if row is None:
             raise Permanent(f"no ticket {ticket_id}")
         return {
-            "ticket_id": row["id"], "customer_id": row["customer_id"], "subject": row["subject"],
-            "status": row["status"], "resolution": row["resolution"],
+            "ticket_id": row["id"],
+            "customer_id": row["customer_id"],
+            "subject": row["subject"],
+            "status": row["status"],
+            "resolution": row["resolution"],
         }
 
     def refunds(self) -> list[dict[str, Any]]:
         with self._tx() as conn:
             rows = conn.execute("SELECT * FROM refunds ORDER BY created_at, id").fetchall()
         return [
-            {"refund_id": r["id"], "charge_id": r["charge_id"], "amount": r["amount_cents"] / 100,
-             "idempotency_key": r["idempotency_key"]}
+            {
+                "refund_id": r["id"],
+                "charge_id": r["charge_id"],
+                "amount": r["amount_cents"] / 100,
+                "idempotency_key": r["idempotency_key"],
+            }
             for r in rows
         ]
 
@@ -221,7 +235,11 @@ class DemoBackend:
         return {**json.loads(row["response"]), "replayed": True}
 
     def _remember(
-        self, conn: sqlite3.Connection, key: str, operation: str, request: dict[str, Any],
+        self,
+        conn: sqlite3.Connection,
+        key: str,
+        operation: str,
+        request: dict[str, Any],
         response: dict[str, Any],
     ) -> None:
         conn.execute(
@@ -252,8 +270,11 @@ class DemoBackend:
                 (refund_id, charge_id, cents(amount), reason, idempotency_key, _now()),
             )
             response = {
-                "refund_id": refund_id, "charge_id": charge_id, "amount": amount,
-                "status": "settled", "replayed": False,
+                "refund_id": refund_id,
+                "charge_id": charge_id,
+                "amount": amount,
+                "status": "settled",
+                "replayed": False,
             }
             self._remember(conn, idempotency_key, "refund", request, response)
             return response

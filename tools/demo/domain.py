@@ -1,4 +1,4 @@
-"""The demo customer-operations desk as a Keel domain: entities, runbooks, rules, post-conditions."""
+"""The demo customer-operations desk as a Keel domain: entities, runbooks, rules, checks."""
 
 from __future__ import annotations
 
@@ -17,7 +17,10 @@ _ENTITY_PATTERNS = {
     "invoice_id": r"\bINV-\d{4}\b",
     "ticket_id": r"\bT-\d+\b",
     "email": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}",
-    "amount": r"(?:€|EUR\s*|\$)\s*(\d+(?:[.,]\d{1,2})?)|(\d+(?:[.,]\d{1,2})?)\s*(?:€|EUR|euros?|dollars?)",
+    "amount": (
+        r"(?:€|EUR\s*|\$)\s*(\d+(?:[.,]\d{1,2})?)"
+        r"|(\d+(?:[.,]\d{1,2})?)\s*(?:€|EUR|euros?|dollars?)"
+    ),
 }
 
 
@@ -76,7 +79,9 @@ class DemoDomain:
             return CannotPlan(reason="unknown record: " + "; ".join(records["missing"]))
         filler = _RUNBOOKS.get(runbook.intent or "")
         if filler is None:
-            return CannotPlan(reason=f"runbook {runbook.source} has no filler for {runbook.intent!r}")
+            return CannotPlan(
+                reason=f"runbook {runbook.source} has no filler for {runbook.intent!r}"
+            )
         return filler(runbook, entities, records)
 
     def plan_rules(self, plan: Plan, records: dict[str, Any]) -> list[str]:
@@ -88,7 +93,9 @@ class DemoDomain:
             if step.tool == "refund_charge":
                 charge = charges.get(step.args.get("charge_id", ""))
                 if charge is None:
-                    reasons.append(f"{where}: charge {step.args.get('charge_id')} is not on the invoice")
+                    reasons.append(
+                        f"{where}: charge {step.args.get('charge_id')} is not on the invoice"
+                    )
                     continue
                 left = round(charge["amount"] - charge["refunded"], 2)
                 if float(step.args.get("amount", 0)) > left:
@@ -103,21 +110,31 @@ class DemoDomain:
             elif step.tool == "close_ticket":
                 ticket = records.get("ticket") or {}
                 if ticket.get("ticket_id") != step.args.get("ticket_id"):
-                    reasons.append(f"{where}: ticket {step.args.get('ticket_id')} is not the one asked about")
+                    reasons.append(
+                        f"{where}: ticket {step.args.get('ticket_id')} is not the one asked about"
+                    )
                 elif ticket.get("status") != "open":
                     reasons.append(f"{where}: ticket {ticket['ticket_id']} is already closed")
-            elif step.tool == "update_billing_email" and customer.get("customer_id") != step.args.get(
+            elif step.tool == "update_billing_email" and customer.get(
                 "customer_id"
-            ):
-                reasons.append(f"{where}: customer {step.args.get('customer_id')} is not the one asked about")
+            ) != step.args.get("customer_id"):
+                reasons.append(
+                    f"{where}: customer {step.args.get('customer_id')} is not the one asked about"
+                )
         return reasons
 
     def postconditions(self, step: Step, output: dict[str, Any], tools: ToolRegistry) -> list[str]:
         args = step.args
         if step.tool == "refund_charge":
             if round(float(output["amount"]), 2) != round(float(args["amount"]), 2):
-                return [f"refund {output['refund_id']} is for {output['amount']}, not {args['amount']}"]
-            return [] if output["status"] == "settled" else [f"refund {output['refund_id']} not settled"]
+                return [
+                    f"refund {output['refund_id']} is for {output['amount']}, not {args['amount']}"
+                ]
+            return (
+                []
+                if output["status"] == "settled"
+                else [f"refund {output['refund_id']} not settled"]
+            )
         if step.tool == "send_email":
             return [] if output["to"] == args["to"] else [f"e-mail went to {output['to']}"]
         if step.tool == "update_billing_email":
@@ -126,11 +143,15 @@ class DemoDomain:
             return [] if ok else [f"billing e-mail is still {now['billing_email']}"]
         if step.tool == "close_ticket":
             ticket = tools.call("get_ticket", {"ticket_id": args["ticket_id"]})
-            return [] if ticket["status"] == "closed" else [f"ticket {args['ticket_id']} still open"]
+            return (
+                [] if ticket["status"] == "closed" else [f"ticket {args['ticket_id']} still open"]
+            )
         return []
 
 
-def _refund_duplicate(runbook: Evidence, entities: dict[str, str], records: dict[str, Any]) -> Plan | CannotPlan:
+def _refund_duplicate(
+    runbook: Evidence, entities: dict[str, str], records: dict[str, Any]
+) -> Plan | CannotPlan:
     charges = (records.get("charges") or {}).get("charges", [])
     seen: dict[float, dict[str, Any]] = {}
     duplicate = None
@@ -152,27 +173,37 @@ def _refund_duplicate(runbook: Evidence, entities: dict[str, str], records: dict
         steps=[
             Step(
                 tool="refund_charge",
-                args={"charge_id": duplicate["charge_id"], "amount": amount,
-                      "reason": f"duplicate charge on {entities['invoice_id']}"},
+                args={
+                    "charge_id": duplicate["charge_id"],
+                    "amount": amount,
+                    "reason": f"duplicate charge on {entities['invoice_id']}",
+                },
                 purpose=f"Refund the duplicate charge {duplicate['charge_id']} of {amount:.2f} EUR",
-                effect="irreversible", evidence=cite,
+                effect="irreversible",
+                evidence=cite,
                 postcondition="one settled refund of exactly the duplicate amount",
             ),
             Step(
                 tool="send_email",
-                args={"to": customer["email"], "subject": f"Refund for {entities['invoice_id']}",
-                      "body": f"Dear {customer['name']}, we refunded the duplicate charge of "
-                              f"{amount:.2f} EUR on invoice {entities['invoice_id']}. "
-                              "It reaches your card within 5 business days."},
+                args={
+                    "to": customer["email"],
+                    "subject": f"Refund for {entities['invoice_id']}",
+                    "body": f"Dear {customer['name']}, we refunded the duplicate charge of "
+                    f"{amount:.2f} EUR on invoice {entities['invoice_id']}. "
+                    "It reaches your card within 5 business days.",
+                },
                 purpose="Tell the customer about the refund",
-                effect="irreversible", evidence=cite,
+                effect="irreversible",
+                evidence=cite,
                 postcondition="the e-mail is queued to the customer on record",
             ),
         ],
     )
 
 
-def _refund_amount(runbook: Evidence, entities: dict[str, str], records: dict[str, Any]) -> Plan | CannotPlan:
+def _refund_amount(
+    runbook: Evidence, entities: dict[str, str], records: dict[str, Any]
+) -> Plan | CannotPlan:
     charges = (records.get("charges") or {}).get("charges", [])
     if not charges:
         return CannotPlan(reason=f"invoice {entities['invoice_id']} has no charge to refund")
@@ -185,17 +216,23 @@ def _refund_amount(runbook: Evidence, entities: dict[str, str], records: dict[st
         steps=[
             Step(
                 tool="refund_charge",
-                args={"charge_id": charge["charge_id"], "amount": amount,
-                      "reason": f"goodwill refund on {entities['invoice_id']}"},
+                args={
+                    "charge_id": charge["charge_id"],
+                    "amount": amount,
+                    "reason": f"goodwill refund on {entities['invoice_id']}",
+                },
                 purpose=f"Refund {amount:.2f} EUR on charge {charge['charge_id']}",
-                effect="irreversible", evidence=cite,
+                effect="irreversible",
+                evidence=cite,
                 postcondition="one settled refund of exactly the amount asked",
             ),
         ],
     )
 
 
-def _update_billing_email(runbook: Evidence, entities: dict[str, str], records: dict[str, Any]) -> Plan | CannotPlan:
+def _update_billing_email(
+    runbook: Evidence, entities: dict[str, str], records: dict[str, Any]
+) -> Plan | CannotPlan:
     customer = records["customer"]
     cite = [runbook.chunk_id]
     return Plan(
@@ -206,14 +243,17 @@ def _update_billing_email(runbook: Evidence, entities: dict[str, str], records: 
                 tool="update_billing_email",
                 args={"customer_id": customer["customer_id"], "email": entities["email"]},
                 purpose=f"Send {customer['name']}'s invoices to {entities['email']}",
-                effect="write", evidence=cite,
+                effect="write",
+                evidence=cite,
                 postcondition="the customer's billing e-mail is the new address",
             ),
         ],
     )
 
 
-def _close_ticket_and_notify(runbook: Evidence, entities: dict[str, str], records: dict[str, Any]) -> Plan | CannotPlan:
+def _close_ticket_and_notify(
+    runbook: Evidence, entities: dict[str, str], records: dict[str, Any]
+) -> Plan | CannotPlan:
     ticket = records["ticket"]
     customer = records["customer"]
     cite = [runbook.chunk_id]
@@ -223,17 +263,26 @@ def _close_ticket_and_notify(runbook: Evidence, entities: dict[str, str], record
         steps=[
             Step(
                 tool="close_ticket",
-                args={"ticket_id": ticket["ticket_id"], "resolution": "Resolved by the support desk"},
+                args={
+                    "ticket_id": ticket["ticket_id"],
+                    "resolution": "Resolved by the support desk",
+                },
                 purpose=f"Close ticket {ticket['ticket_id']} ({ticket['subject']})",
-                effect="write", evidence=cite, postcondition="the ticket is closed",
+                effect="write",
+                evidence=cite,
+                postcondition="the ticket is closed",
             ),
             Step(
                 tool="send_email",
-                args={"to": customer["email"], "subject": f"Your ticket {ticket['ticket_id']} is closed",
-                      "body": f"Dear {customer['name']}, we closed your ticket "
-                              f"'{ticket['subject']}'. Reply to this e-mail to reopen it."},
+                args={
+                    "to": customer["email"],
+                    "subject": f"Your ticket {ticket['ticket_id']} is closed",
+                    "body": f"Dear {customer['name']}, we closed your ticket "
+                    f"'{ticket['subject']}'. Reply to this e-mail to reopen it.",
+                },
                 purpose="Tell the customer the ticket is closed",
-                effect="irreversible", evidence=cite,
+                effect="irreversible",
+                evidence=cite,
                 postcondition="the e-mail is queued to the customer on record",
             ),
         ],

@@ -129,25 +129,71 @@ def _key(call: ToolCall[Any]) -> str:
 def demo_tools(backend: DemoBackend) -> ToolRegistry:
     """The demo tool registry bound to one backend."""
     b = backend
-    return ToolRegistry([
-        ToolSpec("get_customer", "Read a customer's name and e-mail addresses.",
-                 CustomerRef, Customer, "read", lambda c: b.get_customer(c.args.customer_id)),
-        ToolSpec("get_invoice", "Read an invoice: customer, amount, status.",
-                 InvoiceRef, Invoice, "read", lambda c: b.get_invoice(c.args.invoice_id)),
-        ToolSpec("list_charges", "List the card charges of an invoice and what was refunded.",
-                 InvoiceRef, Charges, "read", lambda c: b.list_charges(c.args.invoice_id)),
-        ToolSpec("get_ticket", "Read a support ticket.",
-                 TicketRef, Ticket, "read", lambda c: b.get_ticket(c.args.ticket_id)),
-        ToolSpec("update_billing_email", "Change the e-mail address invoices are sent to.",
-                 BillingEmailArgs, BillingEmail, "write",
-                 lambda c: b.update_billing_email(c.args.customer_id, c.args.email)),
-        ToolSpec("close_ticket", "Close a support ticket with a resolution note.",
-                 CloseTicketArgs, TicketClosed, "write",
-                 lambda c: b.close_ticket(c.args.ticket_id, c.args.resolution)),
-        ToolSpec("refund_charge", "Refund money on a card charge. Irreversible.",
-                 RefundArgs, Refund, "irreversible",
-                 lambda c: b.refund_charge(c.args.charge_id, c.args.amount, c.args.reason, _key(c))),
-        ToolSpec("send_email", "Send an e-mail to a customer. Irreversible.",
-                 EmailArgs, EmailSent, "irreversible",
-                 lambda c: b.send_email(c.args.to, c.args.subject, c.args.body, _key(c))),
-    ])
+    return ToolRegistry(
+        [
+            ToolSpec(
+                "get_customer",
+                "Read a customer's name and e-mail addresses.",
+                CustomerRef,
+                Customer,
+                "read",
+                lambda c: b.get_customer(c.args.customer_id),
+            ),
+            ToolSpec(
+                "get_invoice",
+                "Read an invoice: customer, amount, status.",
+                InvoiceRef,
+                Invoice,
+                "read",
+                lambda c: b.get_invoice(c.args.invoice_id),
+            ),
+            ToolSpec(
+                "list_charges",
+                "List the card charges of an invoice and what was refunded.",
+                InvoiceRef,
+                Charges,
+                "read",
+                lambda c: b.list_charges(c.args.invoice_id),
+            ),
+            ToolSpec(
+                "get_ticket",
+                "Read a support ticket.",
+                TicketRef,
+                Ticket,
+                "read",
+                lambda c: b.get_ticket(c.args.ticket_id),
+            ),
+            ToolSpec(
+                "update_billing_email",
+                "Change the e-mail address invoices are sent to.",
+                BillingEmailArgs,
+                BillingEmail,
+                "write",
+                lambda c: b.update_billing_email(c.args.customer_id, c.args.email),
+            ),
+            ToolSpec(
+                "close_ticket",
+                "Close a support ticket with a resolution note.",
+                CloseTicketArgs,
+                TicketClosed,
+                "write",
+                lambda c: b.close_ticket(c.args.ticket_id, c.args.resolution),
+            ),
+            ToolSpec(
+                "refund_charge",
+                "Refund money on a card charge. Irreversible.",
+                RefundArgs,
+                Refund,
+                "irreversible",
+                lambda c: b.refund_charge(c.args.charge_id, c.args.amount, c.args.reason, _key(c)),
+            ),
+            ToolSpec(
+                "send_email",
+                "Send an e-mail to a customer. Irreversible.",
+                EmailArgs,
+                EmailSent,
+                "irreversible",
+                lambda c: b.send_email(c.args.to, c.args.subject, c.args.body, _key(c)),
+            ),
+        ]
+    )
