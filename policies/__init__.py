@@ -1,0 +1,1 @@
+"""Permission manifests and their loader live here (not built yet: see the README)."""

@@ -1,0 +1,104 @@
+"""Data builders for tests: one place that knows how to make a valid object, with overrides."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from graph.state import Evidence, Plan, Step
+
+
+def evidence(**overrides: Any) -> Evidence:
+    fields: dict[str, Any] = {
+        "chunk_id": "runbook-duplicate-charge:abc",
+        "source": "runbook-duplicate-charge",
+        "title": "Runbook: refund a duplicate charge",
+        "kind": "runbook",
+        "trust_tier": "reviewed",
+        "owner": "billing-ops",
+        "effective_date": "2026-02-01",
+        "score": 0.6,
+        "text": "Runbook: refund a duplicate charge - Steps: ...",
+        "intent": "refund_duplicate_charge",
+        "keywords": ["charged twice", "duplicate"],
+        "requires": ["invoice_id"],
+    }
+    fields.update(overrides)
+    return Evidence(**fields)
+
+
+def policy(**overrides: Any) -> Evidence:
+    base: dict[str, Any] = {
+        "chunk_id": "refund-policy-v2:w",
+        "source": "refund-policy-v2",
+        "title": "Refund policy",
+        "kind": "policy",
+        "trust_tier": "official",
+        "owner": "finance",
+        "effective_date": "2026-01-01",
+        "text": "Refund policy - Refund window: within 30 days.",
+        "intent": None,
+        "keywords": [],
+        "requires": [],
+    }
+    base.update(overrides)
+    return evidence(**base)
+
+
+def refund_step(**overrides: Any) -> Step:
+    fields: dict[str, Any] = {
+        "tool": "refund_charge",
+        "args": {"charge_id": "CH-3002", "amount": 49.0, "reason": "duplicate charge"},
+        "purpose": "Refund the duplicate",
+        "effect": "irreversible",
+        "evidence": ["runbook-duplicate-charge:abc"],
+        "postcondition": "one refund",
+    }
+    fields.update(overrides)
+    return Step(**fields)
+
+
+def email_step(**overrides: Any) -> Step:
+    fields: dict[str, Any] = {
+        "tool": "send_email",
+        "args": {"to": "ada@example.com", "subject": "Refund", "body": "We refunded you."},
+        "purpose": "Tell the customer",
+        "effect": "irreversible",
+        "evidence": ["runbook-duplicate-charge:abc"],
+    }
+    fields.update(overrides)
+    return Step(**fields)
+
+
+def plan(*steps: Step, **overrides: Any) -> Plan:
+    fields: dict[str, Any] = {
+        "intent": "refund_duplicate_charge",
+        "steps": list(steps) or [refund_step(), email_step()],
+        "evidence": ["runbook-duplicate-charge:abc"],
+    }
+    fields.update(overrides)
+    return Plan(**fields)
+
+
+# Records as the demo domain gathers them for C-1001 / INV-2001.
+REFUND_RECORDS: dict[str, Any] = {
+    "invoice": {
+        "invoice_id": "INV-2001",
+        "customer_id": "C-1001",
+        "amount": 49.0,
+        "currency": "EUR",
+        "status": "paid",
+    },
+    "charges": {
+        "invoice_id": "INV-2001",
+        "charges": [
+            {"charge_id": "CH-3001", "amount": 49.0, "refunded": 0.0, "created_at": "t1"},
+            {"charge_id": "CH-3002", "amount": 49.0, "refunded": 0.0, "created_at": "t2"},
+        ],
+    },
+    "customer": {
+        "customer_id": "C-1001",
+        "name": "Ada Lovelace",
+        "email": "ada@example.com",
+        "billing_email": "ada@example.com",
+    },
+}

@@ -1,0 +1,70 @@
+"""Shared fixtures: settings on a temporary home, a prepared corpus index, a fresh demo backend.
+
+No test reaches a real model: the settings used here name no planner model, and the tests that
+drive the LLM path pass a langchain-core fake chat model in explicitly (said so where it is).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from graph.context import KeelContext
+from keel.app import KeelApp
+from keel.settings import Settings
+from retrieval.embeddings import embedder_for
+from retrieval.store import CorpusStore
+from tools.demo import DemoDomain
+from tools.demo.backend import DemoBackend
+
+REFUND_REQUEST = (
+    "Customer C-1001 was charged twice for invoice INV-2001, please refund the duplicate charge"
+)
+
+
+@pytest.fixture(autouse=True)
+def _no_model_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's own OPENAI_API_KEY or KEEL_* variables must not leak into the tests."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("KEEL_") or name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LANGSMITH_TRACING", "false")
+
+
+@pytest.fixture(scope="session")
+def indexed_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home whose Chroma index holds the demo corpus (built once per session)."""
+    home = tmp_path_factory.mktemp("keel-index")
+    settings = Settings(home=home, _env_file=None)  # type: ignore[call-arg]
+    CorpusStore(settings, embedder_for(settings)).ingest(progress=False)
+    return home
+
+
+@pytest.fixture
+def home(indexed_home: Path, tmp_path: Path) -> Path:
+    """A fresh home per test: a copy of the session's index and a newly seeded demo backend."""
+    target = tmp_path / "home"
+    shutil.copytree(indexed_home, target)
+    DemoDomain().prepare(Settings(home=target, _env_file=None), reset=True)  # type: ignore[call-arg]
+    return target
+
+
+@pytest.fixture
+def settings(home: Path) -> Settings:
+    return Settings(home=home, _env_file=None)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def backend(settings: Settings) -> DemoBackend:
+    return DemoBackend(settings.domain_db)
+
+
+@pytest.fixture
+def app(settings: Settings) -> Iterator[KeelApp]:
+    with KeelApp.open(settings, KeelContext.from_settings(settings)) as opened:
+        yield opened

@@ -1,0 +1,127 @@
+"""The `keel` command in-process: --json contracts and one clear line for every kind of bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from keel.cli import main
+from tests.conftest import REFUND_REQUEST
+from tools.demo.backend import DemoBackend
+
+
+@pytest.fixture
+def keel(home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    monkeypatch.setenv("KEEL_HOME", str(home))
+    monkeypatch.chdir(home)  # no stray .env from the developer's checkout
+
+    def run(*argv: str) -> tuple[int, Any, str]:
+        code = main(list(argv))
+        out, err = capsys.readouterr()
+        data = json.loads(out) if "--json" in argv and code == 0 else out
+        return code, data, err
+
+    return run
+
+
+def _waiting(keel: Any) -> dict[str, Any]:
+    code, data, _ = keel("run", REFUND_REQUEST, "--json")
+    assert code == 0 and data["status"] == "awaiting_approval"
+    return data
+
+
+def test_run_json_contract(keel: Any) -> None:
+    data = _waiting(keel)
+    assert set(data) >= {"thread_id", "status", "planner", "pending"}
+    assert data["planner"] == "runbook"
+    assert data["pending"][0]["name"] == "refund_charge"
+    assert data["pending"][0]["args"]["amount"] == 49.0
+    assert data["pending"][0]["digest"].startswith("sha256:")
+
+
+def test_resume_and_show(keel: Any, home: Path) -> None:
+    thread = _waiting(keel)["thread_id"]
+    code, data, _ = keel("resume", thread, "--approve", "--json")
+    assert code == 0 and data["status"] == "done"
+    code, data, _ = keel("show", thread, "--json")
+    assert code == 0 and data["status"] == "done" and data["pending"] is None
+    code, data, _ = keel("show", thread, "--history", "--json")
+    assert code == 0 and len(data["history"]) > 5
+    assert len(DemoBackend(home / "demo.sqlite").refunds()) == 1
+
+
+def test_human_output_says_which_planner_ran(keel: Any) -> None:
+    code, out, _ = keel("run", "What is our refund window?", "--no-input")
+    assert code == 0
+    assert "planner: runbook (the offline runbook planner; no model is configured)" in out
+    assert "30 days" in out
+
+
+def _fails(keel: Any, *argv: str, match: str) -> None:
+    code, out, err = keel(*argv)
+    assert code == 2, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("keel: error: "), err
+    assert match in lines[0], lines[0]
+    assert "Traceback" not in err
+
+
+def test_empty_request(keel: Any) -> None:
+    _fails(keel, "run", "  ", "--json", match="the request is empty")
+
+
+def test_unknown_thread(keel: Any) -> None:
+    _fails(keel, "show", "nope", match="no thread nope")
+    _fails(keel, "resume", "nope", "--approve", match="no thread nope")
+
+
+def test_resume_with_nothing_pending(keel: Any) -> None:
+    code, data, _ = keel("run", "What is our refund window?", "--json")
+    assert code == 0 and data["status"] == "done"
+    _fails(keel, "resume", data["thread_id"], "--approve", match="not awaiting approval")
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        ("{amount: 10}", "--edit is not valid JSON"),
+        ("[1, 2]", "--edit must be a non-empty JSON object"),
+        ('{"amount": 10, "to": "x@y.z"}', "no pending action has the argument(s)"),
+        ('{"colour": "red"}', "no pending action has the argument(s) ['colour']"),
+    ],
+)
+def test_malformed_edit_changes_nothing(keel: Any, home: Path, edit: str, match: str) -> None:
+    thread = _waiting(keel)["thread_id"]
+    _fails(keel, "resume", thread, "--edit", edit, match=match)
+    code, data, _ = keel("show", thread, "--json")
+    assert data["status"] == "awaiting_approval"
+    assert DemoBackend(home / "demo.sqlite").refunds() == []
+
+
+def test_missing_corpus_index(keel: Any, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEEL_COLLECTION", "never-ingested")
+    _fails(keel, "run", REFUND_REQUEST, match="run `keel ingest`")
+
+
+def test_missing_corpus_folder(keel: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEEL_CORPUS_DIR", str(tmp_path / "nowhere"))
+    _fails(keel, "ingest", match="no corpus manifest at")
+
+
+def test_unreachable_model_endpoint(keel: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("KEEL_PLANNER_MODEL", "some-model")
+    monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{port}/v1")
+    _fails(keel, "run", REFUND_REQUEST, match="unreachable")
+
+
+def test_ingest_twice_writes_nothing_the_second_time(keel: Any) -> None:
+    code, data, _ = keel("ingest", "--json")
+    assert code == 0 and data["added"] == 0 and data["removed"] == 0 and data["unchanged"] > 0

@@ -1,0 +1,130 @@
+"""Turning a human's answer into receipts: bound to digests, refused when stale or malformed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agents.executor import idempotency_key, receipt_problem
+from graph.approval import approval_request, pending_actions, read_decisions
+from graph.context import KeelContext
+from graph.state import Receipt, approval_digest
+from keel.settings import Settings
+from tests.builders import plan, refund_step
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> KeelContext:
+    settings = Settings(home=tmp_path, _env_file=None)  # type: ignore[call-arg]
+    context = KeelContext.from_settings(settings)
+    context.clock = lambda: NOW
+    return context
+
+
+@pytest.fixture
+def request_(ctx: KeelContext) -> dict[str, Any]:
+    p = plan()
+    return approval_request(p, pending_actions(p, {}, ctx.tools))
+
+
+def test_the_request_speaks_the_hitl_schema(request_: dict[str, Any]) -> None:
+    assert [a["name"] for a in request_["action_requests"]] == ["refund_charge", "send_email"]
+    assert request_["review_configs"][0] == {
+        "action_name": "refund_charge",
+        "allowed_decisions": ["approve", "edit", "reject"],
+    }
+    assert request_["digests"][0] == approval_digest("refund_charge", plan().steps[0].args)
+
+
+def test_approve_gives_one_receipt_per_action(ctx: KeelContext, request_: dict[str, Any]) -> None:
+    answer = {"decisions": [{"type": "approve"}, {"type": "approve"}], "reviewer": "ann"}
+    update = read_decisions(answer, request_, plan(), "t-1", ctx)
+    assert update["review"] == "approved"
+    assert set(update["approvals"]) == set(request_["digests"])
+    receipt = update["approvals"][request_["digests"][0]]
+    assert (receipt.approved_by, receipt.thread_id, receipt.tool) == ("ann", "t-1", "refund_charge")
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        None,
+        "yes",
+        {"decisions": [{"type": "approve"}]},
+        {"decisions": [{"type": "approve"}, {"type": "maybe"}]},
+        {"decisions": [{"type": "approve", "digest": "sha256:stale"}, {"type": "approve"}]},
+        {"decisions": [{"type": "edit", "edited_action": {"name": "send_email", "args": {}}},
+                       {"type": "approve"}]},  # fmt: skip
+        {"decisions": [{"type": "edit"}, {"type": "approve"}]},
+    ],
+)
+def test_anything_else_is_refused(ctx: KeelContext, request_: dict[str, Any], answer: Any) -> None:
+    update = read_decisions(answer, request_, plan(), "t-1", ctx)
+    assert update["review"] == "invalid"
+    assert "approvals" not in update
+
+
+def test_a_rejection_holds_and_approves_nothing(ctx: KeelContext, request_: dict[str, Any]) -> None:
+    answer = {"decisions": [{"type": "reject", "message": "not a duplicate"}, {"type": "approve"}]}
+    update = read_decisions(answer, request_, plan(), "t-1", ctx)
+    assert update["review"] == "rejected"
+    assert update["rejected"] == [request_["digests"][0]]
+    assert "approvals" not in update
+    assert "not a duplicate" in update["answer"]
+
+
+def test_an_edit_binds_the_receipt_to_the_new_arguments(
+    ctx: KeelContext, request_: dict[str, Any]
+) -> None:
+    edited = {**plan().steps[0].args, "amount": 10.0}
+    answer = {
+        "decisions": [
+            {"type": "edit", "edited_action": {"name": "refund_charge", "args": edited}},
+            {"type": "approve"},
+        ]
+    }
+    update = read_decisions(answer, request_, plan(), "t-1", ctx)
+    assert update["review"] == "edited"
+    assert update["plan"].steps[0].args["amount"] == 10.0
+    assert approval_digest("refund_charge", edited) in update["approvals"]
+    assert request_["digests"][0] not in update["approvals"]
+
+
+def _receipt(digest: str, **overrides: Any) -> Receipt:
+    fields: dict[str, Any] = {
+        "tool": "refund_charge",
+        "digest": digest,
+        "thread_id": "t-1",
+        "approved_by": "ann",
+        "approved_at": NOW.isoformat(),
+        "expires_at": (NOW + timedelta(hours=1)).isoformat(),
+    }
+    fields.update(overrides)
+    return Receipt(**fields)
+
+
+def test_receipt_checks_at_the_moment_of_the_call() -> None:
+    digest = approval_digest("refund_charge", refund_step().args)
+    assert receipt_problem(_receipt(digest), digest, "t-1", set(), NOW) is None
+    assert receipt_problem(None, digest, "t-1", set(), NOW) == "no approval for this exact action"
+    assert receipt_problem(_receipt("sha256:other"), digest, "t-1", set(), NOW) is not None
+    assert receipt_problem(_receipt(digest), digest, "t-2", set(), NOW) is not None
+    assert receipt_problem(_receipt(digest), digest, "t-1", {digest}, NOW) == (
+        "the approval was already used"
+    )
+    late = NOW + timedelta(hours=2)
+    assert receipt_problem(_receipt(digest), digest, "t-1", set(), late) == (
+        "the approval has expired"
+    )
+
+
+def test_idempotency_keys_come_from_business_ids() -> None:
+    key = idempotency_key("t-1", 0, "sha256:a")
+    assert key == idempotency_key("t-1", 0, "sha256:a")
+    assert key != idempotency_key("t-1", 1, "sha256:a")
+    assert key != idempotency_key("t-2", 0, "sha256:a")

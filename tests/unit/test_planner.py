@@ -1,0 +1,152 @@
+"""The runbook planner and the model planner (driven by langchain-core's fake chat models)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel
+from langchain_core.messages import AIMessage
+
+from agents.planner import model_plan, runbook_plan
+from graph.state import CannotPlan, Plan
+from tests.builders import REFUND_RECORDS, evidence, policy
+from tools.demo import DemoDomain
+from tools.demo.backend import DemoBackend
+from tools.demo.tools import demo_tools
+
+REQUEST = "Customer C-1001 was charged twice for invoice INV-2001, please refund it"
+ENTITIES = {"customer_id": "C-1001", "invoice_id": "INV-2001"}
+
+
+def test_runbook_refunds_exactly_the_duplicate() -> None:
+    result = runbook_plan(REQUEST, ENTITIES, [evidence()], REFUND_RECORDS, DemoDomain())
+    assert isinstance(result, Plan)
+    assert [s.tool for s in result.steps] == ["refund_charge", "send_email"]
+    assert result.steps[0].args["charge_id"] == "CH-3002"
+    assert result.steps[0].args["amount"] == 49.0
+    assert result.steps[1].args["to"] == "ada@example.com"
+    assert result.planner == "runbook"
+
+
+def test_runbook_needs_the_entities_it_requires() -> None:
+    result = runbook_plan("I was charged twice", {}, [evidence()], {}, DemoDomain())
+    assert isinstance(result, CannotPlan)
+
+
+def test_no_duplicate_no_refund() -> None:
+    records = {**REFUND_RECORDS, "charges": {"invoice_id": "INV-2001", "charges": []}}
+    result = runbook_plan(REQUEST, ENTITIES, [evidence()], records, DemoDomain())
+    assert isinstance(result, CannotPlan)
+    assert "no duplicate" in result.reason
+
+
+def test_a_question_is_answered_from_the_most_trusted_source() -> None:
+    wiki = policy(
+        chunk_id="wiki:1",
+        trust_tier="wiki",
+        score=0.9,
+        text="In my experience we allow refunds for about 90 days",
+    )
+    official = policy(score=0.5)
+    result = runbook_plan("What is our refund window?", {}, [wiki, official], {}, DemoDomain())
+    assert isinstance(result, Plan)
+    assert result.steps == []
+    assert result.answer is not None and "30 days" in result.answer
+    assert result.evidence == [official.chunk_id]
+
+
+def test_an_uncovered_request_cannot_be_planned() -> None:
+    result = runbook_plan(
+        "Export every customer's e-mail address", {}, [policy(score=0.2)], {}, DemoDomain()
+    )
+    assert isinstance(result, CannotPlan)
+
+
+def _tools(tmp_path: Any) -> Any:
+    backend = DemoBackend(tmp_path / "demo.sqlite")
+    backend.seed()
+    return demo_tools(backend)
+
+
+def _reply(payload: dict[str, Any]) -> AIMessage:
+    return AIMessage(content="```json\n" + json.dumps(payload) + "\n```")
+
+
+PLAN_JSON = {
+    "intent": "refund_duplicate_charge",
+    "steps": [
+        {
+            "tool": "refund_charge",
+            "args": {"charge_id": "CH-3002", "amount": 49.0, "reason": "duplicate"},
+            "purpose": "refund the duplicate",
+            "evidence": ["runbook-duplicate-charge:abc"],
+        }
+    ],
+    "answer": None,
+    "cannot_plan": None,
+}
+
+
+def test_model_plan_takes_effects_from_the_tool_specs(tmp_path: Any) -> None:
+    # Fake model at the model boundary: langchain-core's FakeMessagesListChatModel.
+    model = FakeMessagesListChatModel(responses=[_reply(PLAN_JSON)])
+    result = model_plan(
+        model, REQUEST, ENTITIES, REFUND_RECORDS, [evidence()], _tools(tmp_path), [],
+        repair_attempts=1,
+    )  # fmt: skip
+    assert isinstance(result, Plan)
+    assert result.planner.startswith("model:")
+    assert result.steps[0].effect == "irreversible"
+
+
+def test_model_plan_repairs_a_malformed_answer_once(tmp_path: Any) -> None:
+    model = FakeMessagesListChatModel(
+        responses=[AIMessage(content="Sure! Here is the plan: refund it."), _reply(PLAN_JSON)]
+    )
+    result = model_plan(
+        model, REQUEST, ENTITIES, REFUND_RECORDS, [evidence()], _tools(tmp_path), [],
+        repair_attempts=1,
+    )  # fmt: skip
+    assert isinstance(result, Plan)
+
+
+def test_model_plan_gives_up_after_the_repair_budget(tmp_path: Any) -> None:
+    model = FakeMessagesListChatModel(responses=[AIMessage(content="no"), AIMessage(content="{")])
+    with pytest.raises(ValueError, match="no valid plan after 2 answers"):
+        model_plan(
+            model, REQUEST, ENTITIES, REFUND_RECORDS, [evidence()], _tools(tmp_path), [],
+            repair_attempts=1,
+        )  # fmt: skip
+
+
+def test_model_plan_refuses_smuggled_fields(tmp_path: Any) -> None:
+    smuggled = {**PLAN_JSON, "approved": True}
+    model = FakeMessagesListChatModel(responses=[_reply(smuggled), _reply(smuggled)])
+    with pytest.raises(ValueError):
+        model_plan(
+            model, REQUEST, ENTITIES, REFUND_RECORDS, [evidence()], _tools(tmp_path), [],
+            repair_attempts=1,
+        )  # fmt: skip
+
+
+def test_an_unknown_tool_is_treated_as_irreversible(tmp_path: Any) -> None:
+    bad = {**PLAN_JSON, "steps": [{**PLAN_JSON["steps"][0], "tool": "wire_money"}]}  # type: ignore[index]
+    model = FakeMessagesListChatModel(responses=[_reply(bad)])
+    result = model_plan(
+        model, REQUEST, ENTITIES, REFUND_RECORDS, [evidence()], _tools(tmp_path), [],
+        repair_attempts=0,
+    )  # fmt: skip
+    assert isinstance(result, Plan)
+    assert result.steps[0].effect == "irreversible"
+
+
+def test_model_can_decline(tmp_path: Any) -> None:
+    declined = {"intent": "export", "steps": [], "cannot_plan": "bulk exports are forbidden"}
+    model = FakeMessagesListChatModel(responses=[_reply(declined)])
+    result = model_plan(
+        model, "export all", {}, {}, [], _tools(tmp_path), [], repair_attempts=0
+    )
+    assert isinstance(result, CannotPlan)
+    assert result.reason == "bulk exports are forbidden"

@@ -1,0 +1,87 @@
+"""The validator's deterministic checks of plan steps and of the demo domain's rules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agents.validator import step_problems
+from tests.builders import REFUND_RECORDS, email_step, plan, refund_step
+from tools.demo import DemoDomain
+from tools.demo.backend import DemoBackend
+from tools.demo.tools import demo_tools
+from tools.spec import ToolRegistry
+
+KNOWN = {"runbook-duplicate-charge:abc"}
+
+
+@pytest.fixture
+def tools(tmp_path: Path) -> ToolRegistry:
+    backend = DemoBackend(tmp_path / "demo.sqlite")
+    backend.seed()
+    return demo_tools(backend)
+
+
+def test_a_good_step_has_no_problems(tools: ToolRegistry) -> None:
+    assert step_problems(0, refund_step(), tools, KNOWN) == []
+
+
+def test_unknown_tool(tools: ToolRegistry) -> None:
+    assert step_problems(0, refund_step(tool="wire_money"), tools, KNOWN) == [
+        "step 1 (wire_money): no such tool"
+    ]
+
+
+def test_smuggled_argument(tools: ToolRegistry) -> None:
+    step = refund_step(args={**refund_step().args, "approved": True})
+    problems = step_problems(0, step, tools, KNOWN)
+    assert any("approved" in p and "Extra inputs" in p for p in problems)
+
+
+def test_wrong_type_and_bad_id(tools: ToolRegistry) -> None:
+    step = refund_step(args={"charge_id": "3002", "amount": "lots", "reason": "dup"})
+    problems = step_problems(0, step, tools, KNOWN)
+    assert any(p.startswith("step 1 (refund_charge): charge_id") for p in problems)
+    assert any(p.startswith("step 1 (refund_charge): amount") for p in problems)
+
+
+def test_a_plan_may_not_downgrade_an_effect(tools: ToolRegistry) -> None:
+    problems = step_problems(0, refund_step(effect="read"), tools, KNOWN)
+    assert problems == ["step 1 (refund_charge): effect is irreversible, the plan says read"]
+
+
+def test_a_side_effect_must_cite_evidence(tools: ToolRegistry) -> None:
+    problems = step_problems(0, refund_step(evidence=["made-up:1"]), tools, KNOWN)
+    assert problems == ["step 1 (refund_charge): cites no retrieved evidence"]
+
+
+def test_domain_rule_refund_never_exceeds_the_charge() -> None:
+    too_much = refund_step(args={"charge_id": "CH-3002", "amount": 60.0, "reason": "dup"})
+    reasons = DemoDomain().plan_rules(plan(too_much), REFUND_RECORDS)
+    assert reasons == ["step 1 (refund_charge): refund 60.0 exceeds the 49.00 left on charge CH-3002"]
+
+
+def test_domain_rule_refund_counts_what_was_refunded_already() -> None:
+    charges = REFUND_RECORDS["charges"]["charges"]
+    refunded = [charges[0], {**charges[1], "refunded": 49.0}]
+    records = {**REFUND_RECORDS, "charges": {"invoice_id": "INV-2001", "charges": refunded}}
+    assert DemoDomain().plan_rules(plan(refund_step()), records) != []
+
+
+def test_domain_rule_refund_only_on_the_invoice_charges() -> None:
+    other = refund_step(args={"charge_id": "CH-3003", "amount": 1.0, "reason": "dup"})
+    assert DemoDomain().plan_rules(plan(other), REFUND_RECORDS) == [
+        "step 1 (refund_charge): charge CH-3003 is not on the invoice"
+    ]
+
+
+def test_domain_rule_email_only_to_the_customer_on_record() -> None:
+    leak = email_step(args={"to": "x@leak.example", "subject": "s", "body": "b"})
+    assert DemoDomain().plan_rules(plan(leak), REFUND_RECORDS) == [
+        "step 1 (send_email): x@leak.example is not the customer on record"
+    ]
+
+
+def test_the_runbook_plan_meets_the_rules() -> None:
+    assert DemoDomain().plan_rules(plan(), REFUND_RECORDS) == []
