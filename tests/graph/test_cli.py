@@ -1,4 +1,4 @@
-"""The `keel` command in-process: --json contracts and one clear line for every kind of bad input."""
+"""The `keel` command in-process: --json contracts, and one clear line for each bad input."""
 
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ def test_resume_with_nothing_pending(keel: Any) -> None:
 def test_malformed_edit_changes_nothing(keel: Any, home: Path, edit: str, match: str) -> None:
     thread = _waiting(keel)["thread_id"]
     _fails(keel, "resume", thread, "--edit", edit, match=match)
-    code, data, _ = keel("show", thread, "--json")
+    _, data, _ = keel("show", thread, "--json")
     assert data["status"] == "awaiting_approval"
     assert DemoBackend(home / "demo.sqlite").refunds() == []
 

@@ -60,9 +60,7 @@ def test_an_edit_is_validated_then_runs_with_the_new_amount(app: KeelApp, backen
     assert [r["amount"] for r in backend.refunds()] == [10.0]
 
 
-def test_an_edit_that_breaks_a_rule_runs_nothing_and_asks_again(
-    app: KeelApp, backend: DemoBackend
-):
+def test_an_edit_that_breaks_a_rule_runs_nothing_and_asks_again(app: KeelApp, backend: DemoBackend):
     waiting = app.run(REFUND_REQUEST)
     outcome = app.resume(waiting.thread_id, Decision(kind="edit", edit={"amount": 100}))
     assert outcome.status == "awaiting_approval"

@@ -58,8 +58,12 @@ def test_approve_gives_one_receipt_per_action(ctx: KeelContext, request_: dict[s
         {"decisions": [{"type": "approve"}]},
         {"decisions": [{"type": "approve"}, {"type": "maybe"}]},
         {"decisions": [{"type": "approve", "digest": "sha256:stale"}, {"type": "approve"}]},
-        {"decisions": [{"type": "edit", "edited_action": {"name": "send_email", "args": {}}},
-                       {"type": "approve"}]},  # fmt: skip
+        {
+            "decisions": [
+                {"type": "edit", "edited_action": {"name": "send_email", "args": {}}},
+                {"type": "approve"},
+            ]
+        },
         {"decisions": [{"type": "edit"}, {"type": "approve"}]},
     ],
 )

@@ -93,9 +93,15 @@ def test_model_plan_takes_effects_from_the_tool_specs(tmp_path: Any) -> None:
     # Fake model at the model boundary: langchain-core's FakeMessagesListChatModel.
     model = FakeMessagesListChatModel(responses=[_reply(PLAN_JSON)])
     result = model_plan(
-        model, REQUEST, ENTITIES, REFUND_RECORDS, [evidence()], _tools(tmp_path), [],
+        model,
+        REQUEST,
+        ENTITIES,
+        REFUND_RECORDS,
+        [evidence()],
+        _tools(tmp_path),
+        [],
         repair_attempts=1,
-    )  # fmt: skip
+    )
     assert isinstance(result, Plan)
     assert result.planner.startswith("model:")
     assert result.steps[0].effect == "irreversible"
@@ -106,9 +112,15 @@ def test_model_plan_repairs_a_malformed_answer_once(tmp_path: Any) -> None:
         responses=[AIMessage(content="Sure! Here is the plan: refund it."), _reply(PLAN_JSON)]
     )
     result = model_plan(
-        model, REQUEST, ENTITIES, REFUND_RECORDS, [evidence()], _tools(tmp_path), [],
+        model,
+        REQUEST,
+        ENTITIES,
+        REFUND_RECORDS,
+        [evidence()],
+        _tools(tmp_path),
+        [],
         repair_attempts=1,
-    )  # fmt: skip
+    )
     assert isinstance(result, Plan)
 
 
@@ -116,9 +128,15 @@ def test_model_plan_gives_up_after_the_repair_budget(tmp_path: Any) -> None:
     model = FakeMessagesListChatModel(responses=[AIMessage(content="no"), AIMessage(content="{")])
     with pytest.raises(ValueError, match="no valid plan after 2 answers"):
         model_plan(
-            model, REQUEST, ENTITIES, REFUND_RECORDS, [evidence()], _tools(tmp_path), [],
+            model,
+            REQUEST,
+            ENTITIES,
+            REFUND_RECORDS,
+            [evidence()],
+            _tools(tmp_path),
+            [],
             repair_attempts=1,
-        )  # fmt: skip
+        )
 
 
 def test_model_plan_refuses_smuggled_fields(tmp_path: Any) -> None:
@@ -126,18 +144,30 @@ def test_model_plan_refuses_smuggled_fields(tmp_path: Any) -> None:
     model = FakeMessagesListChatModel(responses=[_reply(smuggled), _reply(smuggled)])
     with pytest.raises(ValueError):
         model_plan(
-            model, REQUEST, ENTITIES, REFUND_RECORDS, [evidence()], _tools(tmp_path), [],
+            model,
+            REQUEST,
+            ENTITIES,
+            REFUND_RECORDS,
+            [evidence()],
+            _tools(tmp_path),
+            [],
             repair_attempts=1,
-        )  # fmt: skip
+        )
 
 
 def test_an_unknown_tool_is_treated_as_irreversible(tmp_path: Any) -> None:
     bad = {**PLAN_JSON, "steps": [{**PLAN_JSON["steps"][0], "tool": "wire_money"}]}  # type: ignore[index]
     model = FakeMessagesListChatModel(responses=[_reply(bad)])
     result = model_plan(
-        model, REQUEST, ENTITIES, REFUND_RECORDS, [evidence()], _tools(tmp_path), [],
+        model,
+        REQUEST,
+        ENTITIES,
+        REFUND_RECORDS,
+        [evidence()],
+        _tools(tmp_path),
+        [],
         repair_attempts=0,
-    )  # fmt: skip
+    )
     assert isinstance(result, Plan)
     assert result.steps[0].effect == "irreversible"
 
@@ -145,8 +175,6 @@ def test_an_unknown_tool_is_treated_as_irreversible(tmp_path: Any) -> None:
 def test_model_can_decline(tmp_path: Any) -> None:
     declined = {"intent": "export", "steps": [], "cannot_plan": "bulk exports are forbidden"}
     model = FakeMessagesListChatModel(responses=[_reply(declined)])
-    result = model_plan(
-        model, "export all", {}, {}, [], _tools(tmp_path), [], repair_attempts=0
-    )
+    result = model_plan(model, "export all", {}, {}, [], _tools(tmp_path), [], repair_attempts=0)
     assert isinstance(result, CannotPlan)
     assert result.reason == "bulk exports are forbidden"

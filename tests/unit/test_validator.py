@@ -59,7 +59,9 @@ def test_a_side_effect_must_cite_evidence(tools: ToolRegistry) -> None:
 def test_domain_rule_refund_never_exceeds_the_charge() -> None:
     too_much = refund_step(args={"charge_id": "CH-3002", "amount": 60.0, "reason": "dup"})
     reasons = DemoDomain().plan_rules(plan(too_much), REFUND_RECORDS)
-    assert reasons == ["step 1 (refund_charge): refund 60.0 exceeds the 49.00 left on charge CH-3002"]
+    assert reasons == [
+        "step 1 (refund_charge): refund 60.0 exceeds the 49.00 left on charge CH-3002"
+    ]
 
 
 def test_domain_rule_refund_counts_what_was_refunded_already() -> None:
