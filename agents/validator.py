@@ -11,6 +11,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 from pydantic import ValidationError
 
+from graph.approval import pending_actions
 from graph.context import KeelContext, context_of
 from graph.state import (
     PlanCheckView,
@@ -67,7 +68,14 @@ def check_plan(state: PlanCheckView, runtime: Runtime[KeelContext]) -> dict[str,
         records = ctx.domain.gather_records(state.get("entities", {}), ctx.tools)
         reasons += ctx.domain.plan_rules(plan, records)
     verdict = Verdict(stage="plan", ok=not reasons, reasons=reasons)
-    return {"plan_verdict": verdict, "replans": replans + (0 if verdict.ok else 1)}
+    update: dict[str, Any] = {
+        "plan_verdict": verdict,
+        "replans": replans + (0 if verdict.ok else 1),
+    }
+    if verdict.ok and pending_actions(plan, state.get("approvals", {}), ctx.tools):
+        # Written before the approval interrupt, so Studio and raw graph users see it too.
+        update["status"] = "awaiting_approval"
+    return update
 
 
 def check_result(state: ResultCheckView, runtime: Runtime[KeelContext]) -> dict[str, Any]:

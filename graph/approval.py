@@ -120,7 +120,11 @@ def read_decisions(
             + "; ".join(reasons)
             + ". Nothing irreversible was done.",
         }
-    update: dict[str, Any] = {"approvals": receipts, "review": "edited" if edited else "approved"}
+    update: dict[str, Any] = {
+        "approvals": receipts,
+        "review": "edited" if edited else "approved",
+        "status": "running",
+    }
     if edited:
         update["plan"] = plan.model_copy(update={"steps": steps})
     return update

@@ -178,9 +178,9 @@ class PlannerView(TypedDict, total=False):
 class PlanCheckView(TypedDict, total=False):
     plan: Plan | None
     entities: dict[str, str]
-    records: dict[str, Any]
     evidence: list[Evidence]
     replans: int
+    approvals: dict[str, Receipt]
     rejected: list[str]
 
 

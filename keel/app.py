@@ -67,7 +67,7 @@ class Decision(BaseModel):
     reason: str = ""
     edit: dict[str, Any] | None = None
     action: int | None = Field(default=None, ge=0, description="which pending action to edit")
-    reviewer: str = "operator"
+    reviewer: str | None = Field(default=None, description="default: KEEL_REVIEWER")
 
 
 class KeelApp:
@@ -175,7 +175,7 @@ class KeelApp:
             )
         answer = {
             "decisions": decisions_for(current.pending, decision),
-            "reviewer": decision.reviewer,
+            "reviewer": decision.reviewer or self.settings.reviewer,
         }
         return self._invoke(Command(resume=answer), thread_id)
 

@@ -144,6 +144,7 @@ def test_state_types_survive_the_strict_checkpoint_serializer(app: KeelApp):
     waiting = app.run(REFUND_REQUEST)
     values: dict[str, Any] = app.graph.get_state(app._config(waiting.thread_id)).values
     assert isinstance(values["plan"], Plan)
+    assert values["status"] == "awaiting_approval"  # visible to Studio and raw graph users
     assert type(values["evidence"][0]).__name__ == "Evidence"
 
 
