@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -19,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from agents import prompts
 from graph.context import KeelContext, context_of
 from graph.domain import Domain
-from graph.state import CannotPlan, Evidence, Plan, PlannerView, Step
+from graph.state import CannotPlan, Conflict, Evidence, Plan, PlannerView, Step
 from tools.spec import ToolRegistry
 
 TIER_RANK = {"official": 0, "reviewed": 1, "wiki": 2, "untrusted": 3}
@@ -55,6 +56,7 @@ def plan(state: PlannerView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
     entities = state.get("entities", {})
     evidence = state.get("evidence", [])
     records = ctx.domain.gather_records(entities, ctx.tools)
+    conflicts = state.get("conflicts", [])
     verdict = state.get("plan_verdict")
     feedback = verdict.reasons if verdict is not None and not verdict.ok else []
 
@@ -72,13 +74,16 @@ def plan(state: PlannerView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
                 evidence,
                 ctx.tools,
                 feedback,
+                conflicts=conflicts,
                 repair_attempts=ctx.settings.plan_repair_attempts,
             )
             break
         except Exception as err:  # any model failure falls through to the next planner
             failures.append(f"{_model_name(model)}: {type(err).__name__}: {err}"[:300])
     if result is None:
-        result = runbook_plan(state["request"], entities, evidence, records, ctx.domain)
+        losers = {c.loser for c in conflicts}
+        usable = [e for e in evidence if e.chunk_id not in losers]
+        result = runbook_plan(state["request"], entities, usable, records, ctx.domain)
         if failures:
             result = result.model_copy(update={"planner": "runbook (model failed)"})
 
@@ -136,6 +141,7 @@ def model_plan(
     feedback: list[str],
     *,
     repair_attempts: int,
+    conflicts: Sequence[Conflict] = (),
 ) -> Plan | CannotPlan:
     """Ask a chat model for a plan; a malformed answer is sent back, a bounded number of times.
 
@@ -155,6 +161,12 @@ def model_plan(
                     f"[{e.chunk_id}] ({e.trust_tier}, {e.effective_date}) {e.text}"
                     for e in evidence
                 ),
+                conflicts="\n".join(
+                    f"- {c.topic}: [{c.winner}] says {c.winner_says}, [{c.loser}] says "
+                    f"{c.loser_says}; {c.winner} wins ({c.why}). Do not rely on {c.loser}."
+                    for c in conflicts
+                )
+                or "none",
                 feedback=prompts.PLANNER_FEEDBACK.format(reasons="\n".join(feedback))
                 if feedback
                 else "",

@@ -1,4 +1,8 @@
-"""Retriever: the evidence this request needs, with provenance, from the curated corpus."""
+"""Retriever: the evidence this request needs, curated, with provenance and conflicts.
+
+What curation kept from the planner (superseded, quarantined, low-trust) is recorded in the
+state with the reason, so a decision can be explained later.
+"""
 
 from __future__ import annotations
 
@@ -12,5 +16,5 @@ from graph.state import RetrieverView
 
 def retrieve(state: RetrieverView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
     ctx = context_of(runtime)
-    evidence = ctx.store.query(state["request"], ctx.settings.retrieval_k)
-    return {"evidence": evidence}
+    found = ctx.store.search(state["request"], ctx.settings.retrieval_k, ctx.clock().date())
+    return {"evidence": found.evidence, "filtered": found.filtered, "conflicts": found.conflicts}

@@ -59,6 +59,14 @@ def check_plan(state: PlanCheckView, runtime: Runtime[KeelContext]) -> dict[str,
         reasons.append("the plan has neither steps nor an answer")
     if plan.answer and not plan.steps and not set(plan.evidence) & known:
         reasons.append("the answer cites no retrieved evidence")
+    losers = {c.loser: c for c in state.get("conflicts", [])}
+    for chunk_id in plan.evidence + [c for s in plan.steps for c in s.evidence]:
+        if chunk_id in losers:
+            c = losers[chunk_id]
+            reasons.append(
+                f"relies on {chunk_id} ({c.loser_says}), which conflicts with {c.winner} "
+                f"({c.winner_says}); {c.why}"
+            )
     for i, step in enumerate(plan.steps):
         reasons += step_problems(i, step, ctx.tools, known)
         if approval_digest(step.tool, step.args) in rejected:

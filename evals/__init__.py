@@ -1,1 +1,4 @@
-"""Eval scenarios, the runner and its baselines live here (not built yet: see the README)."""
+"""Evals: suites that measure each piece of Keel's scaffolding and print numbers.
+
+One runner (``evals.runner``) with one registry of suites; ``keel eval --suite NAME`` runs one.
+"""

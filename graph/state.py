@@ -42,6 +42,24 @@ class Evidence(Model):
     requires: list[str] = Field(default_factory=list)
 
 
+class Filtered(Model):
+    """A retrieved chunk kept from the planner, and why."""
+
+    chunk_id: str
+    reason: str
+
+
+class Conflict(Model):
+    """Two sources that disagree on a figure, and which one wins."""
+
+    topic: str
+    winner: str
+    loser: str
+    winner_says: str
+    loser_says: str
+    why: str
+
+
 class Step(Model):
     """One tool call of a plan, with what it is for and how to check it worked."""
 
@@ -152,6 +170,8 @@ class KeelState(InputState, OutputState, total=False):
     entities: dict[str, str]
     records: dict[str, Any]
     evidence: list[Evidence]
+    filtered: list[Filtered]
+    conflicts: list[Conflict]
     plan_verdict: Verdict | None
     result_verdict: Verdict | None
     replans: int
@@ -172,6 +192,7 @@ class PlannerView(TypedDict, total=False):
     request: str
     entities: dict[str, str]
     evidence: list[Evidence]
+    conflicts: list[Conflict]
     plan_verdict: Verdict | None
 
 
@@ -179,6 +200,7 @@ class PlanCheckView(TypedDict, total=False):
     plan: Plan | None
     entities: dict[str, str]
     evidence: list[Evidence]
+    conflicts: list[Conflict]
     replans: int
     approvals: dict[str, Receipt]
     rejected: list[str]
@@ -226,6 +248,8 @@ class EscalateView(TypedDict, total=False):
 
 STATE_TYPES: tuple[type[BaseModel], ...] = (
     Evidence,
+    Filtered,
+    Conflict,
     Step,
     Plan,
     CannotPlan,

@@ -27,7 +27,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from graph.builder import build_graph
 from graph.context import KeelContext
 from graph.persistence import open_checkpointer
-from graph.state import Escalation, Evidence, Plan, Status, ToolOutcome, Verdict
+from graph.state import (
+    Conflict,
+    Escalation,
+    Evidence,
+    Filtered,
+    Plan,
+    Status,
+    ToolOutcome,
+    Verdict,
+)
 from keel.errors import ApprovalMismatch, BadRequest, ConfigError, NoPendingApproval, ThreadNotFound
 from keel.settings import Settings
 
@@ -52,6 +61,8 @@ class Outcome(BaseModel):
     answer: str = ""
     pending: list[PendingAction] | None = None
     evidence: list[Evidence] = Field(default_factory=list)
+    filtered: list[Filtered] = Field(default_factory=list)
+    conflicts: list[Conflict] = Field(default_factory=list)
     plan: Plan | None = None
     plan_verdict: Verdict | None = None
     results: list[ToolOutcome] = Field(default_factory=list)
@@ -144,6 +155,8 @@ class KeelApp:
             answer=values.get("answer", ""),
             pending=pending,
             evidence=values.get("evidence", []),
+            filtered=values.get("filtered", []),
+            conflicts=values.get("conflicts", []),
             plan=values.get("plan"),
             plan_verdict=values.get("plan_verdict"),
             results=values.get("results", []),

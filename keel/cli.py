@@ -64,6 +64,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "demo", parents=[common], help="reset the demo data and run the demo requests end to end"
     )
+    evaluate = sub.add_parser("eval", parents=[common], help="run eval suites and print scores")
+    evaluate.add_argument(
+        "--suite", action="append", help="a suite to run (repeatable; default: every suite)"
+    )
     return parser
 
 
@@ -129,6 +133,15 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any] | None:
             data,
             f"ingested: {rep.added} added, {rep.removed} removed, {rep.unchanged} unchanged",
         )
+    if args.command == "eval":
+        from evals.runner import run_suites
+
+        scores = run_suites(args.suite, settings, progress=sys.stderr.isatty())
+        if len(scores) == 1 and args.suite:
+            scores = next(iter(scores.values()))
+        if not args.json:
+            print(json.dumps(scores, indent=2))
+        return scores if args.json else None
     if args.command == "demo":
         from keel.demo import run_demo
 

@@ -25,6 +25,17 @@ def print_outcome(outcome: Outcome, *, show_details: bool = True) -> None:
         print("  evidence:")
         for e in outcome.evidence[:4]:
             print(f"    - [{e.trust_tier}] {e.title} ({e.chunk_id}, score {e.score:.2f})")
+    if show_details and outcome.filtered:
+        print(f"  kept from the planner: {len(outcome.filtered)} chunk(s)")
+        for f in outcome.filtered[:4]:
+            print(f"    - {f.chunk_id}: {f.reason}")
+    if show_details and outcome.conflicts:
+        print("  conflicts:")
+        for c in outcome.conflicts:
+            print(
+                f"    - {c.topic}: {c.winner_says} ({c.winner}) over {c.loser_says} "
+                f"({c.loser}): {c.why}"
+            )
     if show_details and outcome.plan is not None:
         print(f"  plan ({outcome.plan.intent}):")
         for i, step in enumerate(outcome.plan.steps):

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from graph.state import TrustTier
 from keel.errors import CorpusMissing
+from retrieval.screening import screen
 
 
 class SourceEntry(BaseModel):
@@ -33,6 +34,7 @@ class SourceEntry(BaseModel):
     effective_date: date
     version: str
     supersedes: list[str] = Field(default_factory=list)
+    expires: date | None = None
     intent: str | None = None
     keywords: list[str] = Field(default_factory=list)
     requires: list[str] = Field(default_factory=list)
@@ -73,6 +75,11 @@ class Chunk(BaseModel):
     section: str
     text: str
     superseded_by: str | None = None
+    quarantine: list[str] = Field(default_factory=list)
+
+
+INDEX_SCHEMA = "2"
+"""Part of every chunk id: a change to what the index stores re-ingests every chunk."""
 
 
 def load_manifest(corpus_dir: Path) -> CorpusManifest:
@@ -122,7 +129,9 @@ def load_corpus(corpus_dir: Path) -> tuple[CorpusManifest, list[Chunk]]:
         if not sections:
             raise CorpusMissing(f"source {source.id}: {path} is empty")
         for section, body in sections:
-            digest = hashlib.sha256(f"{source.version}\n{body}".encode()).hexdigest()[:16]
+            successor = successors.get(source.id) or ""
+            identity = f"{INDEX_SCHEMA}\n{source.model_dump_json()}\n{successor}\n{body}"
+            digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
             chunks.append(
                 Chunk(
                     chunk_id=f"{source.id}:{digest}",
@@ -130,6 +139,7 @@ def load_corpus(corpus_dir: Path) -> tuple[CorpusManifest, list[Chunk]]:
                     section=section,
                     text=body,
                     superseded_by=successors.get(source.id),
+                    quarantine=screen(body),
                 )
             )
     return manifest, chunks

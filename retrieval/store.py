@@ -1,10 +1,11 @@
-"""The corpus index in Chroma (embedded by default) and the curated query the retriever uses."""
+"""The corpus index in Chroma (embedded by default) and the curated search the retriever uses."""
 
 from __future__ import annotations
 
 import contextlib
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 import chromadb
@@ -12,12 +13,13 @@ from chromadb.api.models.Collection import Collection
 from chromadb.config import Settings as ChromaSettings
 
 from graph.state import Evidence
-from keel.errors import CorpusMissing
+from keel.errors import CorpusMissing, KeelError
 from keel.settings import Settings
 from retrieval.corpus import Chunk, load_corpus
+from retrieval.curation import Candidate, Retrieval, curate
 from retrieval.embeddings import Embedder
 
-TIER_RANK = {"official": 0, "reviewed": 1, "wiki": 2, "untrusted": 3}
+BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,7 @@ class IngestReport:
     added: int
     removed: int
     unchanged: int
+    quarantined: list[str] = field(default_factory=list)
 
 
 class CorpusStore:
@@ -38,10 +41,16 @@ class CorpusStore:
     def _chroma(self) -> Any:
         if self._client is None:
             self.settings.chroma_dir.mkdir(parents=True, exist_ok=True)
-            self._client = chromadb.PersistentClient(
-                path=str(self.settings.chroma_dir),
-                settings=ChromaSettings(anonymized_telemetry=False),
-            )
+            try:
+                self._client = chromadb.PersistentClient(
+                    path=str(self.settings.chroma_dir),
+                    settings=ChromaSettings(anonymized_telemetry=False),
+                )
+            except Exception as err:  # chromadb raises several types for a broken directory
+                raise CorpusMissing(
+                    f"the Chroma index at {self.settings.chroma_dir} cannot be opened ({err}); "
+                    "move it away and run `keel ingest`"
+                ) from err
         return self._client
 
     def _collection(self, *, create: bool) -> Collection:
@@ -85,8 +94,10 @@ class CorpusStore:
     def ingest(self, *, progress: bool | None = None, rebuild: bool = False) -> IngestReport:
         """Bring the index in line with the corpus: add new chunks, drop stale ones.
 
-        Chunk ids are content hashes, so an unchanged corpus writes nothing, and a changed
-        document's old chunks are removed.
+        Everything that can fail (the manifest, the documents, the embeddings) is done before the
+        index is touched, so a failed ingest leaves the previous index as it was. Chunk ids are
+        content hashes: an unchanged corpus writes nothing, and a changed document's old chunks
+        are removed.
         """
         _, chunks = load_corpus(self.settings.corpus_dir)
         if rebuild:
@@ -98,39 +109,58 @@ class CorpusStore:
         stale = sorted(existing - wanted.keys())
         new = [chunk for cid, chunk in wanted.items() if cid not in existing]
         show = sys.stderr.isatty() if progress is None else progress
-        if new:
-            bar = _progress(len(new), "embedding corpus", show)
-            for start in range(0, len(new), 32):
-                batch = new[start : start + 32]
+        bar = _progress(len(new), "embedding corpus", show)
+        vectors: list[list[float]] = []
+        for start in range(0, len(new), BATCH):
+            vectors += self.embedder.embed([c.text for c in new[start : start + BATCH]])
+            bar(min(BATCH, len(new) - start))
+        written = 0
+        try:
+            for start in range(0, len(new), BATCH):
+                batch = new[start : start + BATCH]
                 collection.upsert(
                     ids=[c.chunk_id for c in batch],
-                    embeddings=self.embedder.embed([c.text for c in batch]),  # type: ignore[arg-type]
+                    embeddings=vectors[start : start + BATCH],  # type: ignore[arg-type]
                     documents=[c.text for c in batch],
                     metadatas=[_metadata(c) for c in batch],
                 )
-                bar(len(batch))
-        if stale:
-            collection.delete(ids=stale)
+                written += len(batch)
+            if stale:
+                collection.delete(ids=stale)
+        except Exception as err:
+            raise KeelError(
+                f"ingest stopped after writing {written} of {len(new)} new chunks ({err}); the "
+                "index still holds every earlier chunk: run `keel ingest` again"
+            ) from err
         return IngestReport(
-            added=len(new), removed=len(stale), unchanged=len(existing & wanted.keys())
+            added=len(new),
+            removed=len(stale),
+            unchanged=len(existing & wanted.keys()),
+            quarantined=[f"{c.chunk_id}: {', '.join(c.quarantine)}" for c in new if c.quarantine],
         )
 
-    def query(self, text: str, k: int) -> list[Evidence]:
-        """The ``k`` best chunks for ``text``; a superseded source never comes back."""
+    def candidates(self, text: str, n: int) -> list[Candidate]:
+        """The ``n`` nearest chunks by plain cosine similarity, with what curation needs."""
         collection = self._collection(create=False)
         hits = collection.query(
             query_embeddings=self.embedder.embed([text]),  # type: ignore[arg-type]
-            n_results=min(k * 2, max(collection.count(), 1)),
-            where={"superseded_by": ""},
+            n_results=max(1, min(n, collection.count())),
             include=["documents", "metadatas", "distances"],
         )
         ids, docs = hits["ids"][0], hits["documents"] or [[]]
         metas, dists = hits["metadatas"] or [[]], hits["distances"] or [[]]
-        evidence = [
-            _evidence(cid, doc, meta, dist)
+        return [
+            _candidate(cid, doc, meta, dist)
             for cid, doc, meta, dist in zip(ids, docs[0], metas[0], dists[0], strict=True)
         ]
-        return evidence[:k]
+
+    def search(self, text: str, k: int, today: date | None = None) -> Retrieval:
+        """Curated retrieval: what a planner may rely on, what was kept from it, what conflicts."""
+        return curate(self.candidates(text, max(4 * k, 20)), k, today)
+
+    def query(self, text: str, k: int) -> list[Evidence]:
+        """The evidence of :meth:`search` alone."""
+        return self.search(text, k).evidence
 
 
 def _metadata(chunk: Chunk) -> dict[str, Any]:
@@ -142,9 +172,11 @@ def _metadata(chunk: Chunk) -> dict[str, Any]:
         "trust_tier": source.trust_tier,
         "owner": source.owner,
         "effective_date": source.effective_date.isoformat(),
+        "expires": source.expires.isoformat() if source.expires else "",
         "version": source.version,
         "section": chunk.section,
         "superseded_by": chunk.superseded_by or "",
+        "quarantine": ", ".join(chunk.quarantine),
         "intent": source.intent or "",
     }
     if source.keywords:
@@ -154,8 +186,8 @@ def _metadata(chunk: Chunk) -> dict[str, Any]:
     return metadata
 
 
-def _evidence(chunk_id: str, text: str, meta: Any, distance: float) -> Evidence:
-    return Evidence(
+def _candidate(chunk_id: str, text: str, meta: Any, distance: float) -> Candidate:
+    evidence = Evidence(
         chunk_id=chunk_id,
         source=meta["source"],
         title=meta["title"],
@@ -169,11 +201,18 @@ def _evidence(chunk_id: str, text: str, meta: Any, distance: float) -> Evidence:
         keywords=list(meta.get("keywords") or []),
         requires=list(meta.get("requires") or []),
     )
+    return Candidate(
+        evidence=evidence,
+        section=meta.get("section", ""),
+        superseded_by=meta.get("superseded_by", ""),
+        quarantine=meta.get("quarantine", ""),
+        expires=meta.get("expires", ""),
+    )
 
 
 def _progress(total: int, label: str, show: bool) -> Any:
     """A tqdm bar on a terminal, silence elsewhere."""
-    if not show:
+    if not show or total == 0:
         return lambda n: None
     from tqdm import tqdm
 

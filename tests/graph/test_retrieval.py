@@ -53,3 +53,55 @@ def test_an_index_built_with_other_embeddings_is_refused(settings: Settings) -> 
 
     with pytest.raises(CorpusMissing, match="built with local:all-MiniLM-L6-v2"):
         CorpusStore(settings, Other()).query("anything", 3)
+
+
+def test_curated_search_explains_what_it_kept_back(store: CorpusStore) -> None:
+    found = store.search("What is our refund window?", 6)
+    kept_back = {f.chunk_id.split(":")[0]: f.reason for f in found.filtered}
+    assert kept_back.get("refund-policy-v1") == "superseded by refund-policy-v2"
+    assert kept_back.get("wiki-refund-tips") == "wiki source; a trusted source answers"
+    assert {e.source for e in found.evidence}.isdisjoint(
+        {"refund-policy-v1", "wiki-refund-tips", "forum-refund-hack"}
+    )
+    winners = {(c.winner.split(":")[0], c.loser.split(":")[0]) for c in found.conflicts}
+    assert ("refund-policy-v2", "wiki-refund-tips") in winners
+
+
+def test_injected_text_is_quarantined_at_ingest(settings: Settings, tmp_path: Path) -> None:
+    fresh = Settings(home=tmp_path / "fresh", _env_file=None)  # type: ignore[call-arg]
+    report = CorpusStore(fresh, embedder_for(fresh)).ingest(progress=False)
+    assert any(q.startswith("forum-refund-hack:") for q in report.quarantined)
+    hits = CorpusStore(fresh, embedder_for(fresh)).search("refund trick every charge", 6)
+    assert "forum-refund-hack" not in {e.source for e in hits.evidence}
+    assert any(f.reason.startswith("quarantined") for f in hits.filtered)
+
+
+def test_a_failed_ingest_leaves_the_index_as_it_was(
+    tmp_path: Path, indexed_home: Path, settings: Settings
+) -> None:
+    corpus = tmp_path / "corpus"
+    shutil.copytree(DEMO_CORPUS, corpus)
+    changed = Settings(home=settings.home, corpus_dir=corpus, _env_file=None)  # type: ignore[call-arg]
+    doc = corpus / "docs" / "faq-billing.md"
+    doc.write_text(doc.read_text().replace("SEPA direct debit", "SEPA and PayPal"))
+
+    class Broken:
+        name = "local:all-MiniLM-L6-v2"
+
+        def embed(self, texts: list[str]) -> list[list[float]]:
+            raise ConnectionError("embedding service down")
+
+    before = CorpusStore(settings, embedder_for(settings))._collection(create=False).count()
+    with pytest.raises(ConnectionError):
+        CorpusStore(changed, Broken()).ingest(progress=False)
+    store = CorpusStore(settings, embedder_for(settings))
+    assert store._collection(create=False).count() == before
+    assert any("SEPA direct debit" in e.text for e in store.query("payment methods", 6))
+
+
+def test_an_unreadable_index_is_a_clear_error(tmp_path: Path) -> None:
+    broken = Settings(home=tmp_path / "broken", _env_file=None)  # type: ignore[call-arg]
+    broken.chroma_dir.mkdir(parents=True)
+    (broken.chroma_dir / "chroma.sqlite3").write_text("this is not a database")
+    with pytest.raises(CorpusMissing, match=r"cannot be opened|no corpus index"):
+        CorpusStore(broken, embedder_for(broken)).require()
