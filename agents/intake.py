@@ -7,6 +7,7 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
+from agents.context import tokens
 from graph.context import KeelContext, context_of
 from graph.state import InputState
 
@@ -30,6 +31,11 @@ def refusal_reason(request: object, max_chars: int) -> str | None:
 def intake(state: InputState, runtime: Runtime[KeelContext]) -> dict[str, Any]:
     ctx = context_of(runtime)
     reason = refusal_reason(state.get("request"), ctx.settings.max_request_chars)
+    if reason is None and tokens(state["request"]) > ctx.settings.planner_budget_tokens // 2:
+        reason = (
+            f"the request needs about {tokens(state['request'])} tokens; half the planner's "
+            f"budget ({ctx.settings.planner_budget_tokens}) is the most a request may take"
+        )
     if reason is not None:
         return {"status": "refused", "answer": f"Refused: {reason}.", "planner": "none"}
     request = state["request"].strip()

@@ -18,6 +18,7 @@ from langgraph.runtime import Runtime
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agents import prompts
+from agents.context import Fact, Section, assemble, render_memory, tokens
 from graph.context import KeelContext, context_of
 from graph.domain import Domain
 from graph.state import CannotPlan, Conflict, Evidence, Plan, PlannerView, Step
@@ -75,6 +76,7 @@ def plan(state: PlannerView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
                 ctx.tools,
                 feedback,
                 conflicts=conflicts,
+                budget=ctx.settings.planner_budget_tokens,
                 repair_attempts=ctx.settings.plan_repair_attempts,
             )
             break
@@ -142,6 +144,7 @@ def model_plan(
     *,
     repair_attempts: int,
     conflicts: Sequence[Conflict] = (),
+    budget: int = 4000,
 ) -> Plan | CannotPlan:
     """Ask a chat model for a plan; a malformed answer is sent back, a bounded number of times.
 
@@ -150,29 +153,9 @@ def model_plan(
         Exception: whatever the model client raised (timeouts, connection errors, ...).
     """
     name = f"model:{_model_name(model)}"
-    messages: list[BaseMessage] = [
-        SystemMessage(prompts.PLANNER_SYSTEM.format(tools=json.dumps(tools.catalog(), indent=1))),
-        HumanMessage(
-            prompts.PLANNER_USER.format(
-                request=request,
-                entities=json.dumps(entities),
-                records=json.dumps(records),
-                evidence="\n".join(
-                    f"[{e.chunk_id}] ({e.trust_tier}, {e.effective_date}) {e.text}"
-                    for e in evidence
-                ),
-                conflicts="\n".join(
-                    f"- {c.topic}: [{c.winner}] says {c.winner_says}, [{c.loser}] says "
-                    f"{c.loser_says}; {c.winner} wins ({c.why}). Do not rely on {c.loser}."
-                    for c in conflicts
-                )
-                or "none",
-                feedback=prompts.PLANNER_FEEDBACK.format(reasons="\n".join(feedback))
-                if feedback
-                else "",
-            )
-        ),
-    ]
+    messages = planner_messages(
+        request, entities, records, evidence, tools, feedback, conflicts, budget=budget
+    )
     error = ""
     for _ in range(repair_attempts + 1):
         reply = model.invoke(messages)
@@ -203,6 +186,70 @@ def model_plan(
             ],
         )
     raise ValueError(f"no valid plan after {repair_attempts + 1} answers: {error}")
+
+
+def planner_messages(
+    request: str,
+    entities: dict[str, str],
+    records: dict[str, Any],
+    evidence: Sequence[Evidence],
+    tools: ToolRegistry,
+    feedback: Sequence[str] = (),
+    conflicts: Sequence[Conflict] = (),
+    memory: Sequence[Fact] = (),
+    *,
+    budget: int,
+    memory_budget: int = 600,
+) -> list[BaseMessage]:
+    """The planner's prompt: a fixed system part, then sections that shrink to fit ``budget``.
+
+    Evidence shrinks first (lowest-ranked chunk first), then records, then memory.
+    """
+    system = prompts.PLANNER_SYSTEM.format(tools=json.dumps(tools.catalog(), indent=1))
+    sections = [
+        Section("request", prompts.PLANNER_REQUEST.format(request=request), 0),
+        Section("entities", prompts.PLANNER_ENTITIES.format(entities=json.dumps(entities)), 0),
+        Section(
+            "records",
+            prompts.PLANNER_RECORDS.format(
+                records="\n".join(f"{k}: {json.dumps(v)}" for k, v in records.items()) or "none"
+            ),
+            2,
+        ),
+        Section(
+            "memory",
+            prompts.PLANNER_MEMORY.format(memory=render_memory(memory, memory_budget)),
+            1,
+        ),
+        Section(
+            "evidence",
+            prompts.PLANNER_EVIDENCE.format(
+                evidence="\n".join(
+                    f"[{e.chunk_id}] ({e.trust_tier}, {e.effective_date}) {e.text}"
+                    for e in evidence
+                )
+                or "none"
+            ),
+            3,
+        ),
+        Section(
+            "conflicts",
+            prompts.PLANNER_CONFLICTS.format(
+                conflicts="\n".join(
+                    f"- {c.topic}: [{c.winner}] says {c.winner_says}, [{c.loser}] says "
+                    f"{c.loser_says}; {c.winner} wins ({c.why}). Do not rely on {c.loser}."
+                    for c in conflicts
+                )
+                or "none"
+            ),
+            0,
+        ),
+    ]
+    if feedback:
+        reasons = "\n".join(feedback)
+        sections.append(Section("feedback", prompts.PLANNER_FEEDBACK.format(reasons=reasons), 0))
+    user = assemble(sections, budget - tokens(system))
+    return [SystemMessage(system), HumanMessage(user.text)]
 
 
 def _json_body(reply: BaseMessage) -> str:

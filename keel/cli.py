@@ -68,6 +68,10 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--suite", action="append", help="a suite to run (repeatable; default: every suite)"
     )
+    bench = sub.add_parser("bench", parents=[common], help="run benchmarks and print numbers")
+    bench.add_argument(
+        "--only", action="append", help="one benchmark (repeatable; default: all of them)"
+    )
     return parser
 
 
@@ -142,6 +146,15 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any] | None:
         if not args.json:
             print(json.dumps(scores, indent=2))
         return scores if args.json else None
+    if args.command == "bench":
+        from evals.bench import run_benches
+
+        figures = run_benches(args.only, settings, progress=sys.stderr.isatty())
+        if len(figures) == 1 and args.only:
+            figures = next(iter(figures.values()))
+        if not args.json:
+            print(json.dumps(figures, indent=2))
+        return figures if args.json else None
     if args.command == "demo":
         from keel.demo import run_demo
 

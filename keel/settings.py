@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     plan_repair_attempts: int = Field(default=1, ge=0)
 
     retrieval_k: int = Field(default=6, ge=1, le=50)
+    planner_budget_tokens: int = Field(
+        default=4000, ge=500, description="Token budget of one planner prompt (approximate)."
+    )
+    memory_budget_tokens: int = Field(
+        default=600, ge=50, description="Token budget of the working-memory section."
+    )
     max_replans: int = Field(default=2, ge=0, le=10)
     max_request_chars: int = Field(default=2000, ge=10)
     recursion_limit: int = Field(default=200, ge=10)

@@ -1,0 +1,43 @@
+"""`keel bench`: the benchmarks that print numbers (never timed tests). One registry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from keel.errors import BadRequest
+from keel.settings import Settings
+
+Bench = Callable[[Settings, bool], dict[str, Any]]
+
+
+def _context(settings: Settings, progress: bool) -> dict[str, Any]:
+    from evals.bench_context import REQUEST, bench_context
+    from retrieval.embeddings import embedder_for
+    from retrieval.store import CorpusStore
+    from tools.demo import DemoDomain
+
+    store = CorpusStore(settings, embedder_for(settings))
+    store.ingest(progress=progress)
+    domain = DemoDomain()
+    if not domain.is_prepared(settings):
+        domain.prepare(settings)
+    evidence = store.query(REQUEST, settings.retrieval_k)
+    return bench_context(settings, domain.tools(settings), evidence)
+
+
+def _retrieval(settings: Settings, progress: bool) -> dict[str, Any]:
+    from evals.bench_retrieval import bench_retrieval
+
+    return dict(bench_retrieval(settings, progress=progress))
+
+
+BENCHES: dict[str, Bench] = {"context": _context, "retrieval": _retrieval}
+
+
+def run_benches(only: list[str] | None, settings: Settings, *, progress: bool) -> dict[str, Any]:
+    chosen = only or sorted(BENCHES)
+    unknown = [n for n in chosen if n not in BENCHES]
+    if unknown:
+        raise BadRequest(f"unknown benchmark(s) {unknown}; known: {sorted(BENCHES)}")
+    return {name: BENCHES[name](settings, progress) for name in chosen}
