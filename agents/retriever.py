@@ -16,5 +16,10 @@ from graph.state import RetrieverView
 
 def retrieve(state: RetrieverView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
     ctx = context_of(runtime)
-    found = ctx.store.search(state["request"], ctx.settings.retrieval_k, ctx.clock().date())
+    verdict = state.get("plan_verdict")
+    # On a replan, ask for what the validator's objections need, not the whole history.
+    query = state["request"]
+    if verdict is not None and not verdict.ok:
+        query = f"{query}\n" + "\n".join(verdict.reasons)
+    found = ctx.store.search(query, ctx.settings.retrieval_k, ctx.clock().date())
     return {"evidence": found.evidence, "filtered": found.filtered, "conflicts": found.conflicts}

@@ -2,9 +2,9 @@
 
 ```
 START -> intake -> retrieve -> plan -> check_plan --ok--> approve? --> execute --> check_result
-                                 ^          |          (interrupt)        ^             |
-                                 +-replan---+ (bounded)                   +-- next step-+--> respond
-                                            +--> escalate <-- unrecoverable ------------+
+                      ^                     |         (interrupt)        ^             |
+                      +--replan (bounded)---+                            +-- next step-+--> respond
+                                            +--> escalate <-- unrecoverable -----------+
 ```
 """
 
@@ -50,12 +50,13 @@ def after_plan(state: KeelState) -> Literal["check_plan", "respond"]:
 
 def after_plan_check(
     state: KeelState, runtime: Runtime[KeelContext]
-) -> Literal["approve", "execute", "respond", "plan", "escalate"]:
+) -> Literal["approve", "execute", "respond", "retrieve", "escalate"]:
     ctx = context_of(runtime)
     verdict = state.get("plan_verdict")
     plan_ = state.get("plan")
     if verdict is None or not verdict.ok or plan_ is None:
-        return "plan" if state.get("replans", 0) <= ctx.settings.max_replans else "escalate"
+        # A replan retrieves again for the validator's objections, then plans.
+        return "retrieve" if state.get("replans", 0) <= ctx.settings.max_replans else "escalate"
     if not plan_.steps:
         return "respond"
     if pending_actions(plan_, state.get("approvals", {}), ctx.tools):

@@ -183,9 +183,10 @@ class KeelState(InputState, OutputState, total=False):
     results: Annotated[list[ToolOutcome], operator.add]
 
 
-class RetrieverView(TypedDict):
+class RetrieverView(TypedDict, total=False):
     request: str
     entities: dict[str, str]
+    plan_verdict: Verdict | None
 
 
 class PlannerView(TypedDict, total=False):
