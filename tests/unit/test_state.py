@@ -39,3 +39,15 @@ def test_a_smuggled_field_is_an_error() -> None:
 def test_an_unknown_effect_is_an_error() -> None:
     with pytest.raises(ValidationError):
         Step(tool="x", args={}, purpose="p", effect="sometimes")  # type: ignore[arg-type]
+
+
+def test_langgraph_json_allows_exactly_the_state_types() -> None:
+    """The server's strict serializer must know every type the state holds, and nothing else."""
+    import json
+    from pathlib import Path
+
+    from graph.state import STATE_TYPES
+
+    config = json.loads((Path(__file__).parents[2] / "langgraph.json").read_text())
+    allowed = config["checkpointer"]["serde"]["allowed_msgpack_modules"]
+    assert sorted(map(tuple, allowed)) == sorted((t.__module__, t.__name__) for t in STATE_TYPES)
