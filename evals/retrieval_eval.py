@@ -77,6 +77,11 @@ def _score(rankings: list[tuple[Question, list[Candidate]]], chunks_per_source: 
     }
 
 
+def _curated(candidates: list[Candidate]) -> list[Candidate]:
+    by_id = {c.evidence.chunk_id: c for c in candidates}
+    return [by_id[e.chunk_id] for e in curate(candidates, 10).evidence]
+
+
 def run_retrieval_eval(settings: Settings, *, progress: bool = False) -> dict[str, Any]:
     questions = load_questions()
     store = CorpusStore(settings, embedder_for(settings))
@@ -91,12 +96,12 @@ def run_retrieval_eval(settings: Settings, *, progress: bool = False) -> dict[st
 
     plain: list[tuple[Question, list[Candidate]]] = []
     keel: list[tuple[Question, list[Candidate]]] = []
+    hybrid: list[tuple[Question, list[Candidate]]] = []
     for i, question in enumerate(questions):
         candidates = store.candidates(question.question, 40)
         plain.append((question, candidates[:10]))
-        curated = curate(candidates, 10)
-        by_id = {c.evidence.chunk_id: c for c in candidates}
-        keel.append((question, [by_id[e.chunk_id] for e in curated.evidence]))
+        keel.append((question, _curated(candidates)))
+        hybrid.append((question, _curated(store.candidates(question.question, 40, hybrid=True))))
         if progress:
             print(f"\rretrieval eval: {i + 1}/{len(questions)}", end="", file=sys.stderr)
     if progress:
@@ -106,6 +111,7 @@ def run_retrieval_eval(settings: Settings, *, progress: bool = False) -> dict[st
     return {
         "keel": _score(keel, per_source, k),
         "plain": _score(plain, per_source, k),
+        "keel_hybrid": _score(hybrid, per_source, k),
         "questions": len(questions),
         "traps": len(traps),
         "planner_k": k,

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     plan_repair_attempts: int = Field(default=1, ge=0)
 
     retrieval_k: int = Field(default=6, ge=1, le=50)
+    hybrid_retrieval: bool = Field(
+        default=False, description="Mix BM25 into the ranking (see the README's measurements)."
+    )
     planner_budget_tokens: int = Field(
         default=4000, ge=500, description="Token budget of one planner prompt (approximate)."
     )

@@ -18,6 +18,7 @@ from graph.state import Conflict, Evidence, Filtered
 TRUSTED = ("official", "reviewed")
 TIER_BONUS = {"official": 0.08, "reviewed": 0.05, "wiki": -0.05, "untrusted": -0.15}
 TIER_RANK = {"official": 0, "reviewed": 1, "wiki": 2, "untrusted": 3}
+LEXICAL_WEIGHT = 0.15
 MIN_RELEVANT = 0.35
 """Similarity above which a trusted chunk counts as answering the query."""
 
@@ -37,6 +38,8 @@ class Candidate:
     superseded_by: str = ""
     quarantine: str = ""
     expires: str = ""
+    lexical: float = 0.0
+    """Normalised BM25 score in [0, 1] when hybrid ranking is on."""
 
     @property
     def bad(self) -> bool:
@@ -154,6 +157,7 @@ def curate(candidates: list[Candidate], k: int, today: date | None = None) -> Re
         key=lambda c: (
             -(
                 c.evidence.score
+                + LEXICAL_WEIGHT * c.lexical
                 + TIER_BONUS[c.evidence.trust_tier]
                 - (0.05 if c.evidence.chunk_id in losers else 0.0)
             )

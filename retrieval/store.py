@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 from dataclasses import dataclass, field
 from datetime import date
@@ -18,6 +19,7 @@ from keel.settings import Settings
 from retrieval.corpus import Chunk, load_corpus
 from retrieval.curation import Candidate, Retrieval, curate
 from retrieval.embeddings import Embedder
+from retrieval.lexical import BM25
 
 BATCH = 64
 
@@ -37,6 +39,7 @@ class CorpusStore:
         self.settings = settings
         self.embedder = embedder
         self._client: Any = None
+        self._lexical: tuple[list[str], BM25] | None = None
 
     def _chroma(self) -> Any:
         if self._client is None:
@@ -100,6 +103,7 @@ class CorpusStore:
         are removed.
         """
         _, chunks = load_corpus(self.settings.corpus_dir)
+        self._lexical = None
         if rebuild:
             with contextlib.suppress(Exception):  # the collection did not exist
                 self._chroma().delete_collection(self.settings.collection)
@@ -139,24 +143,53 @@ class CorpusStore:
             quarantined=[f"{c.chunk_id}: {', '.join(c.quarantine)}" for c in new if c.quarantine],
         )
 
-    def candidates(self, text: str, n: int) -> list[Candidate]:
-        """The ``n`` nearest chunks by plain cosine similarity, with what curation needs."""
+    def candidates(self, text: str, n: int, *, hybrid: bool = False) -> list[Candidate]:
+        """The ``n`` nearest chunks by cosine similarity, with what curation needs.
+
+        With ``hybrid``, the ``n`` best BM25 matches join them, each candidate carrying its
+        normalised lexical score for the ranking.
+        """
         collection = self._collection(create=False)
+        query_vector = self.embedder.embed([text])
         hits = collection.query(
-            query_embeddings=self.embedder.embed([text]),  # type: ignore[arg-type]
+            query_embeddings=query_vector,  # type: ignore[arg-type]
             n_results=max(1, min(n, collection.count())),
             include=["documents", "metadatas", "distances"],
         )
         ids, docs = hits["ids"][0], hits["documents"] or [[]]
         metas, dists = hits["metadatas"] or [[]], hits["distances"] or [[]]
-        return [
-            _candidate(cid, doc, meta, dist)
+        found = {
+            cid: _candidate(cid, doc, meta, dist)
             for cid, doc, meta, dist in zip(ids, docs[0], metas[0], dists[0], strict=True)
-        ]
+        }
+        if not hybrid:
+            return list(found.values())
+        lexical = self._lexical_scores(collection, text)
+        best = sorted(lexical, key=lambda cid: -lexical[cid])[:n]
+        missing = [cid for cid in best if cid not in found and lexical[cid] > 0]
+        if missing:
+            extra = collection.get(ids=missing, include=["documents", "metadatas", "embeddings"])
+            for cid, doc, meta, vec in zip(
+                extra["ids"], extra["documents"] or [], extra["metadatas"] or [],
+                extra["embeddings"] if extra["embeddings"] is not None else [], strict=True,
+            ):  # fmt: skip
+                cosine = float(sum(a * b for a, b in zip(vec, query_vector[0], strict=True)))
+                found[cid] = _candidate(cid, doc, meta, 1.0 - cosine)
+        return [dataclasses.replace(c, lexical=lexical.get(cid, 0.0)) for cid, c in found.items()]
+
+    def _lexical_scores(self, collection: Collection, text: str) -> dict[str, float]:
+        if self._lexical is None:
+            everything = collection.get(include=["documents"])
+            self._lexical = (everything["ids"], BM25(everything["documents"] or []))
+        ids, index = self._lexical
+        raw = index.scores(text)
+        top = max(raw, default=0.0) or 1.0
+        return {cid: score / top for cid, score in zip(ids, raw, strict=True)}
 
     def search(self, text: str, k: int, today: date | None = None) -> Retrieval:
         """Curated retrieval: what a planner may rely on, what was kept from it, what conflicts."""
-        return curate(self.candidates(text, max(4 * k, 20)), k, today)
+        pool = self.candidates(text, max(4 * k, 20), hybrid=self.settings.hybrid_retrieval)
+        return curate(pool, k, today)
 
     def query(self, text: str, k: int) -> list[Evidence]:
         """The evidence of :meth:`search` alone."""

@@ -129,3 +129,18 @@ def test_metrics() -> None:
 def test_ndcg_is_between_zero_and_one(ranked: list[str], relevant: set[str]) -> None:
     available = sum(1 for s in ranked if s in relevant)
     assert 0.0 <= ndcg_at(ranked, relevant, 10, available) <= 1.0 + 1e-9
+
+
+def test_bm25_prefers_the_exact_terms() -> None:
+    from retrieval.lexical import BM25
+
+    index = BM25(["refund window 30 days", "billing e-mail change", "refund refund CH-3002"])
+    scores = index.scores("CH-3002 refund")
+    assert scores.index(max(scores)) == 2
+    assert scores[1] == 0.0
+
+
+def test_lexical_score_moves_a_near_tie() -> None:
+    a = cand("faq:a", 0.50, tier="official")
+    b = Candidate(evidence=cand("faq:b", 0.49).evidence, section="x", lexical=1.0)
+    assert [e.chunk_id for e in curate([a, b], k=2).evidence] == ["faq:b", "faq:a"]
