@@ -66,8 +66,11 @@ def execute(state: ExecutorView, runtime: Runtime[KeelContext]) -> dict[str, Any
         return {"results": [outcome], "cursor": index + 1}
 
     try:
-        output = ctx.tools.call(step.tool, step.args, idempotency_key=key)
-        outcome = ToolOutcome(**base, ok=True, output=output, idempotency_key=key)
+        answer = ctx.tools.invoke(step.tool, step.args, idempotency_key=key)
+        outcome = ToolOutcome(
+            **base, ok=True, output=answer.output, idempotency_key=key, attempts=answer.attempts,
+            via=answer.via if answer.via != step.tool else None,
+        )  # fmt: skip
     except (KeelError, ValidationError) as err:
         outcome = ToolOutcome(**base, ok=False, error=str(err)[:500], idempotency_key=key)
     return {"results": [outcome], "cursor": index + 1}

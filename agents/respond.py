@@ -12,7 +12,8 @@ def summarize(outcome: ToolOutcome) -> str:
         return f"{outcome.tool} {outcome.args}: {outcome.error}"
     output = outcome.output or {}
     shown = {k: v for k, v in output.items() if k not in ("replayed",)}
-    return f"{outcome.tool}: {shown}"
+    route = f" (via fallback {outcome.via})" if outcome.via else ""
+    return f"{outcome.tool}{route}: {shown}"
 
 
 def respond(state: RespondView) -> dict[str, Any]:

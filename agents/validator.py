@@ -28,7 +28,7 @@ def step_problems(
 ) -> list[str]:
     """What is wrong with one step alone: unknown tool, bad arguments, wrong effect, no cite."""
     where = f"step {index + 1} ({step.tool})"
-    if step.tool not in tools:
+    if step.tool not in tools or not tools[step.tool].planner_visible:
         return [f"{where}: no such tool"]
     spec = tools[step.tool]
     problems: list[str] = []

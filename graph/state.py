@@ -121,6 +121,8 @@ class ToolOutcome(Model):
     denied: bool = False
     digest: str | None = None
     idempotency_key: str | None = None
+    attempts: int = 0
+    via: str | None = Field(default=None, description="the tool that answered, if a fallback")
 
 
 class Escalation(Model):

@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     max_replans: int = Field(default=2, ge=0, le=10)
     max_request_chars: int = Field(default=2000, ge=10)
     recursion_limit: int = Field(default=200, ge=10)
+    tool_timeout_s: float = Field(default=2.0, gt=0, description="Per attempt of a tool call.")
+    faults: str = Field(
+        default="none", description="Fault profile for the demo integrations (name or JSON)."
+    )
+    fault_seed: int = 0
     approval_ttl_s: int = Field(default=24 * 3600, ge=60)
     reviewer: str = Field(default="operator", description="Who approves from this shell.")
 

@@ -1,20 +1,23 @@
-"""Typed tool specs and the registry that runs them.
+"""Typed tool specs and the registry every call goes through.
 
 A spec is the single source for the planner's tool list, the validator's argument checks and the
-executor's calls. A response that does not match the output model is an integration fault,
-never data.
+executor's calls. Every call gets the integration's circuit breaker, a timeout per attempt and
+retries for infrastructure faults (``tools.resilience``); a response that does not match the
+output model is an integration fault, never data; a primary that is down hands over to its
+fallback when it has one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from graph.state import Effect
-from keel.errors import IntegrationError, Permanent
+from keel.errors import IntegrationError, Permanent, Retryable
+from tools.resilience import Breaker, RetryPolicy, resilient_call
 
 I = TypeVar("I", bound=BaseModel)  # noqa: E741
 O = TypeVar("O", bound=BaseModel)  # noqa: E741
@@ -39,6 +42,11 @@ class ToolSpec(Generic[I, O]):
         output_model: The response shape; a changed shape is detected, not consumed.
         effect: ``read``, ``write`` or ``irreversible``.
         func: The integration itself, called with a ``ToolCall``; returns a mapping.
+        integration: The system behind it; one circuit breaker per integration.
+        timeout_s: Per attempt; None takes the registry's default.
+        retry: How to retry infrastructure faults.
+        fallback: Another tool with the same arguments to use when this one is down.
+        planner_visible: False for fallbacks: plans name the primary, never the fallback.
     """
 
     name: str
@@ -47,6 +55,11 @@ class ToolSpec(Generic[I, O]):
     output_model: type[O]
     effect: Effect
     func: Callable[[ToolCall[I]], Mapping[str, Any]]
+    integration: str = "default"
+    timeout_s: float | None = None
+    retry: RetryPolicy = RetryPolicy()  # noqa: RUF009 (an immutable NamedTuple)
+    fallback: str | None = None
+    planner_visible: bool = True
 
     def parse_args(self, args: Mapping[str, Any]) -> I:
         return self.input_model.model_validate(dict(args))
@@ -61,11 +74,28 @@ class ToolSpec(Generic[I, O]):
         }
 
 
-class ToolRegistry:
-    """The tools of one domain, by name."""
+@dataclass(frozen=True)
+class CallResult:
+    """A validated tool answer, and how it was obtained."""
 
-    def __init__(self, specs: Iterable[ToolSpec[Any, Any]]) -> None:
-        self._specs = {spec.name: spec for spec in specs}
+    output: dict[str, Any]
+    attempts: int
+    via: str
+    """The tool that answered: the one asked, or its fallback."""
+
+
+@dataclass
+class ToolRegistry:
+    """The tools of one domain, by name, with one breaker per integration."""
+
+    specs: Iterable[ToolSpec[Any, Any]]
+    timeout_s: float = 2.0
+    breakers: dict[str, Breaker] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._specs = {spec.name: spec for spec in self.specs}
+        for spec in self._specs.values():
+            self.breakers.setdefault(spec.integration, Breaker(spec.integration))
 
     def __contains__(self, name: object) -> bool:
         return name in self._specs
@@ -77,22 +107,45 @@ class ToolRegistry:
         return sorted(self._specs)
 
     def catalog(self) -> list[dict[str, Any]]:
-        return [self._specs[name].catalog_entry() for name in self.names()]
+        return [
+            self._specs[n].catalog_entry() for n in self.names() if self._specs[n].planner_visible
+        ]
 
     def call(
         self, name: str, args: Mapping[str, Any], *, idempotency_key: str | None = None
     ) -> dict[str, Any]:
-        """Run one tool call through its contract and return the validated output.
+        """Run one tool call through its contract and return the validated output."""
+        return self.invoke(name, args, idempotency_key=idempotency_key).output
+
+    def invoke(
+        self, name: str, args: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> CallResult:
+        """Run one tool call: validate, call resiliently, validate the answer, fall back if down.
 
         Raises:
             KeyError: the tool does not exist (the validator stops such plans first).
             pydantic.ValidationError: the arguments do not fit the input model.
-            Permanent: the response does not fit the output model.
-            IntegrationError: the integration itself failed.
+            Permanent: the answer does not fit the output model, or the service refused.
+            Retryable: every attempt (and the fallback's) failed with an infrastructure fault.
         """
         spec = self._specs[name]
         parsed = spec.parse_args(args)
-        raw = spec.func(ToolCall(parsed, idempotency_key))
+        try:
+            return self._attempt(spec, parsed, idempotency_key)
+        except Retryable:
+            if spec.fallback is None:
+                raise
+            # Same arguments, same idempotency key: if the primary did act before it went
+            # quiet, the backend answers the fallback with that first result.
+            return self._attempt(self._specs[spec.fallback], parsed, idempotency_key)
+
+    def _attempt(self, spec: ToolSpec[Any, Any], parsed: Any, key: str | None) -> CallResult:
+        raw, attempts = resilient_call(
+            lambda: spec.func(ToolCall(parsed, key)),
+            breaker=self.breakers[spec.integration],
+            policy=spec.retry,
+            timeout_s=spec.timeout_s or self.timeout_s,
+        )
         try:
             output: dict[str, Any] = spec.output_model.model_validate(dict(raw)).model_dump(
                 mode="json"
@@ -100,9 +153,9 @@ class ToolRegistry:
         except ValidationError as err:
             first = err.errors()[0]
             raise Permanent(
-                f"{name} answered in an unexpected shape: {first['loc']}: {first['msg']}"
+                f"{spec.name} answered in an unexpected shape: {first['loc']}: {first['msg']}"
             ) from err
-        return output
+        return CallResult(output=output, attempts=attempts, via=spec.name)
 
 
-__all__ = ["IntegrationError", "ToolCall", "ToolRegistry", "ToolSpec"]
+__all__ = ["CallResult", "IntegrationError", "ToolCall", "ToolRegistry", "ToolSpec"]

@@ -10,6 +10,7 @@ from keel.errors import IntegrationError
 from keel.settings import Settings
 from tools.demo.backend import DemoBackend
 from tools.demo.tools import demo_tools
+from tools.faults import PROFILES, FaultInjector, profile_named
 from tools.spec import ToolRegistry
 
 _ENTITY_PATTERNS = {
@@ -36,7 +37,13 @@ class DemoDomain:
         return DemoBackend(settings.domain_db).exists()
 
     def tools(self, settings: Settings) -> ToolRegistry:
-        return demo_tools(DemoBackend(settings.domain_db))
+        profile = profile_named(settings.faults)
+        faults = (
+            None if profile == PROFILES["none"] else FaultInjector(profile, settings.fault_seed)
+        )
+        return demo_tools(
+            DemoBackend(settings.domain_db), faults=faults, timeout_s=settings.tool_timeout_s
+        )
 
     def extract_entities(self, request: str) -> dict[str, str]:
         found: dict[str, str] = {}

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from tools.demo.backend import DemoBackend
+from tools.faults import FaultInjector
 from tools.spec import ToolCall, ToolRegistry, ToolSpec
 
 CUSTOMER_ID = r"^C-\d{4}$"
@@ -126,74 +128,55 @@ def _key(call: ToolCall[Any]) -> str:
     return call.idempotency_key
 
 
-def demo_tools(backend: DemoBackend) -> ToolRegistry:
-    """The demo tool registry bound to one backend."""
+def demo_tools(
+    backend: DemoBackend, *, faults: FaultInjector | None = None, timeout_s: float = 2.0
+) -> ToolRegistry:
+    """The demo tool registry bound to one backend, with faults injected when asked."""
     b = backend
-    return ToolRegistry(
-        [
-            ToolSpec(
-                "get_customer",
-                "Read a customer's name and e-mail addresses.",
-                CustomerRef,
-                Customer,
-                "read",
-                lambda c: b.get_customer(c.args.customer_id),
-            ),
-            ToolSpec(
-                "get_invoice",
-                "Read an invoice: customer, amount, status.",
-                InvoiceRef,
-                Invoice,
-                "read",
-                lambda c: b.get_invoice(c.args.invoice_id),
-            ),
-            ToolSpec(
-                "list_charges",
-                "List the card charges of an invoice and what was refunded.",
-                InvoiceRef,
-                Charges,
-                "read",
-                lambda c: b.list_charges(c.args.invoice_id),
-            ),
-            ToolSpec(
-                "get_ticket",
-                "Read a support ticket.",
-                TicketRef,
-                Ticket,
-                "read",
-                lambda c: b.get_ticket(c.args.ticket_id),
-            ),
-            ToolSpec(
-                "update_billing_email",
-                "Change the e-mail address invoices are sent to.",
-                BillingEmailArgs,
-                BillingEmail,
-                "write",
-                lambda c: b.update_billing_email(c.args.customer_id, c.args.email),
-            ),
-            ToolSpec(
-                "close_ticket",
-                "Close a support ticket with a resolution note.",
-                CloseTicketArgs,
-                TicketClosed,
-                "write",
-                lambda c: b.close_ticket(c.args.ticket_id, c.args.resolution),
-            ),
-            ToolSpec(
-                "refund_charge",
-                "Refund money on a card charge. Irreversible.",
-                RefundArgs,
-                Refund,
-                "irreversible",
-                lambda c: b.refund_charge(c.args.charge_id, c.args.amount, c.args.reason, _key(c)),
-            ),
-            ToolSpec(
-                "send_email",
-                "Send an e-mail to a customer. Irreversible.",
-                EmailArgs,
-                EmailSent,
-                "irreversible",
-                lambda c: b.send_email(c.args.to, c.args.subject, c.args.body, _key(c)),
-            ),
+    specs: list[ToolSpec[Any, Any]] = [
+        ToolSpec("get_customer", "Read a customer's name and e-mail addresses.",
+                 CustomerRef, Customer, "read", lambda c: b.get_customer(c.args.customer_id),
+                 integration="crm"),
+        ToolSpec("get_invoice", "Read an invoice: customer, amount, status.",
+                 InvoiceRef, Invoice, "read", lambda c: b.get_invoice(c.args.invoice_id),
+                 integration="billing", fallback="get_invoice_legacy"),
+        ToolSpec("list_charges", "List the card charges of an invoice and what was refunded.",
+                 InvoiceRef, Charges, "read", lambda c: b.list_charges(c.args.invoice_id),
+                 integration="billing", fallback="list_charges_legacy"),
+        ToolSpec("get_ticket", "Read a support ticket.",
+                 TicketRef, Ticket, "read", lambda c: b.get_ticket(c.args.ticket_id),
+                 integration="tickets"),
+        ToolSpec("update_billing_email", "Change the e-mail address invoices are sent to.",
+                 BillingEmailArgs, BillingEmail, "write",
+                 lambda c: b.update_billing_email(c.args.customer_id, c.args.email),
+                 integration="crm"),
+        ToolSpec("close_ticket", "Close a support ticket with a resolution note.",
+                 CloseTicketArgs, TicketClosed, "write",
+                 lambda c: b.close_ticket(c.args.ticket_id, c.args.resolution),
+                 integration="tickets"),
+        ToolSpec("refund_charge", "Refund money on a card charge. Irreversible.",
+                 RefundArgs, Refund, "irreversible",
+                 lambda c: b.refund_charge(c.args.charge_id, c.args.amount, c.args.reason, _key(c)),
+                 integration="billing", fallback="refund_charge_legacy"),
+        ToolSpec("send_email", "Send an e-mail to a customer. Irreversible.",
+                 EmailArgs, EmailSent, "irreversible",
+                 lambda c: b.send_email(c.args.to, c.args.subject, c.args.body, _key(c)),
+                 integration="email"),
+        # The legacy billing endpoint: slower, older, the same ledger and idempotency store.
+        ToolSpec("get_invoice_legacy", "Legacy billing: read an invoice.",
+                 InvoiceRef, Invoice, "read", lambda c: b.get_invoice(c.args.invoice_id),
+                 integration="billing_legacy", planner_visible=False),
+        ToolSpec("list_charges_legacy", "Legacy billing: list the charges of an invoice.",
+                 InvoiceRef, Charges, "read", lambda c: b.list_charges(c.args.invoice_id),
+                 integration="billing_legacy", planner_visible=False),
+        ToolSpec("refund_charge_legacy", "Legacy billing: refund a charge. Irreversible.",
+                 RefundArgs, Refund, "irreversible",
+                 lambda c: b.refund_charge(c.args.charge_id, c.args.amount, c.args.reason, _key(c)),
+                 integration="billing_legacy", planner_visible=False),
+    ]  # fmt: skip
+    if faults is not None:
+        specs = [
+            replace(s, func=faults.wrap(s.integration, s.timeout_s or timeout_s, s.func))
+            for s in specs
         ]
-    )
+    return ToolRegistry(specs, timeout_s=timeout_s)

@@ -1,0 +1,100 @@
+"""A fault layer for the demo integrations: failures, latency, timeouts, lost responses, changed
+response shapes, expired credentials and outages, on demand and reproducible by seed.
+
+Profiles are chosen by name (``KEEL_FAULTS=transient``) or given as JSON; the evals and the CLI
+use the same switch.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from keel.errors import BadRequest, Permanent, Retryable
+
+
+class FaultProfile(BaseModel):
+    """What goes wrong, how often. Rates are per call, in [0, 1]."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    failure_rate: float = Field(default=0.0, ge=0, le=1, description="503 before the call")
+    timeout_rate: float = Field(default=0.0, ge=0, le=1, description="hangs past the timeout")
+    lost_response_rate: float = Field(
+        default=0.0, ge=0, le=1, description="the call happens, then the connection drops"
+    )
+    latency_s: float = Field(default=0.0, ge=0)
+    drift_rate: float = Field(default=0.0, ge=0, le=1, description="a field renamed in the answer")
+    expired_credentials: bool = False
+    outage: bool = False
+    integrations: list[str] | None = Field(
+        default=None, description="the integrations affected; None means all"
+    )
+
+
+PROFILES: dict[str, FaultProfile] = {
+    "none": FaultProfile(),
+    "transient": FaultProfile(failure_rate=0.3, timeout_rate=0.1),
+    "lost_responses": FaultProfile(lost_response_rate=0.3),
+    "outage": FaultProfile(outage=True, integrations=["billing"]),
+    "drift": FaultProfile(drift_rate=1.0, integrations=["billing"]),
+    "expired": FaultProfile(expired_credentials=True, integrations=["email"]),
+}
+
+
+def profile_named(spec: str) -> FaultProfile:
+    """A profile by name, or from a JSON object of FaultProfile fields."""
+    if spec in PROFILES:
+        return PROFILES[spec]
+    if spec.lstrip().startswith("{"):
+        try:
+            return FaultProfile.model_validate_json(spec)
+        except ValueError as err:
+            raise BadRequest(f"KEEL_FAULTS is not a valid fault profile: {err}") from err
+    raise BadRequest(f"unknown fault profile {spec!r}; known: {sorted(PROFILES)} or a JSON object")
+
+
+class FaultInjector:
+    """Wraps integration calls with the faults of one profile, from one seeded generator."""
+
+    def __init__(self, profile: FaultProfile, seed: int = 0) -> None:
+        self.profile = profile
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+
+    def _roll(self, rate: float) -> bool:
+        with self._lock:
+            return self._random.random() < rate
+
+    def wrap(
+        self, integration: str, timeout_s: float, func: Callable[[Any], Mapping[str, Any]]
+    ) -> Callable[[Any], Mapping[str, Any]]:
+        p = self.profile
+        if p.integrations is not None and integration not in p.integrations:
+            return func
+
+        def faulty(call: Any) -> Mapping[str, Any]:
+            if p.outage:
+                raise Retryable(f"{integration}: connection refused")
+            if p.expired_credentials:
+                raise Permanent(f"{integration}: 401 credentials expired")
+            if p.latency_s:
+                time.sleep(p.latency_s)
+            if self._roll(p.failure_rate):
+                raise Retryable(f"{integration}: 503 service unavailable")
+            if self._roll(p.timeout_rate):
+                time.sleep(timeout_s * 1.5)
+            output = dict(func(call))
+            if self._roll(p.lost_response_rate):
+                raise Retryable(f"{integration}: connection reset after the request was sent")
+            if output and self._roll(p.drift_rate):
+                first = next(iter(output))
+                output[first + "_v2"] = output.pop(first)
+            return output
+
+        return faulty
