@@ -23,7 +23,7 @@ def test_query_carries_provenance_and_drops_superseded_sources(store: CorpusStor
     assert hits and all(h.owner and h.trust_tier and h.effective_date for h in hits)
     assert "refund-policy-v1" not in {h.source for h in hits}
     assert "refund-policy-v2" in {h.source for h in hits}
-    assert hits == sorted(hits, key=lambda h: -h.score)
+    assert hits[0].trust_tier in ("official", "reviewed")
 
 
 def test_a_changed_document_replaces_its_old_chunks(tmp_path: Path, indexed_home: Path) -> None:

@@ -1,0 +1,32 @@
+"""The eval runner: the retrieval suite's targets, and clear errors for bad suites and files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from evals.retrieval_eval import load_questions, run_retrieval_eval
+from evals.runner import run_suites
+from keel.errors import BadRequest
+from keel.settings import Settings
+
+
+def test_curated_retrieval_meets_its_targets_against_plain_similarity(settings: Settings) -> None:
+    scores = run_retrieval_eval(settings)
+    assert scores["questions"] >= 60 and scores["traps"] >= 10
+    assert scores["keel"]["bad_chunk_rate"] == 0.0
+    assert scores["plain"]["bad_chunk_rate"] > 0.5  # the traps really are traps
+    assert scores["keel"]["recall_at_5"] >= scores["plain"]["recall_at_5"]
+
+
+def test_an_unknown_suite_is_refused_before_anything_runs(settings: Settings) -> None:
+    with pytest.raises(BadRequest, match="unknown suite"):
+        run_suites(["retrieval", "vibes"], settings, progress=False)
+
+
+def test_a_malformed_question_file_names_the_problem(tmp_path: Path) -> None:
+    bad = tmp_path / "questions.yaml"
+    bad.write_text("version: 1\nquestions:\n  - id: q1\n    question: hi there\n")
+    with pytest.raises(BadRequest, match=r"questions\.yaml"):
+        load_questions(bad)
