@@ -179,6 +179,22 @@ class KeelApp:
             raise ThreadNotFound(f"no thread {thread_id}")
         return rows
 
+    def recover(self, thread_id: str) -> Outcome:
+        """Continue a run that stopped without finishing (its worker crashed or was killed).
+
+        The run goes on from its last checkpoint. An irreversible step that was under way when the
+        worker died is issued again with the same idempotency key, so the backend answers with
+        the first result instead of acting twice.
+        """
+        snapshot = self.graph.get_state(self._config(thread_id))
+        if not snapshot.values:
+            raise ThreadNotFound(f"no thread {thread_id}")
+        if snapshot.interrupts:
+            raise BadRequest(f"thread {thread_id} is awaiting approval: use resume")
+        if not snapshot.next:
+            raise BadRequest(f"thread {thread_id} has finished; nothing to recover")
+        return self._invoke(None, thread_id)
+
     def resume(self, thread_id: str, decision: Decision) -> Outcome:
         """Answer the pending approval, bound to the digests of the actions shown."""
         current = self.show(thread_id)

@@ -54,6 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     resume.add_argument("--action", type=int, help="which pending action --edit changes (0-based)")
     resume.add_argument("--as", dest="reviewer", help="who is answering (default: KEEL_REVIEWER)")
 
+    recover = sub.add_parser(
+        "recover", parents=[common], help="continue a run whose worker crashed, from its checkpoint"
+    )
+    recover.add_argument("thread")
+
     show = sub.add_parser("show", parents=[common], help="where a thread stands")
     show.add_argument("thread")
     show.add_argument("--history", action="store_true", help="list the thread's checkpoints")
@@ -183,6 +188,11 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any] | None:
                 reviewer=args.reviewer or settings.reviewer,
             )
             outcome = app.resume(args.thread, decision)
+            if not args.json:
+                report.print_outcome(outcome)
+            return outcome.model_dump(mode="json") if args.json else None
+        if args.command == "recover":
+            outcome = app.recover(args.thread)
             if not args.json:
                 report.print_outcome(outcome)
             return outcome.model_dump(mode="json") if args.json else None

@@ -7,7 +7,9 @@ use the same switch.
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -34,6 +36,14 @@ class FaultProfile(BaseModel):
     outage: bool = False
     integrations: list[str] | None = Field(
         default=None, description="the integrations affected; None means all"
+    )
+    crash_before: list[str] = Field(
+        default_factory=list, description="tools before whose call the process is killed"
+    )
+    crash_after: list[str] = Field(
+        default_factory=list,
+        description="tools after whose call (the side effect done, nothing saved yet) the "
+        "process is killed: for crash-recovery tests",
     )
 
 
@@ -72,9 +82,15 @@ class FaultInjector:
             return self._random.random() < rate
 
     def wrap(
-        self, integration: str, timeout_s: float, func: Callable[[Any], Mapping[str, Any]]
+        self,
+        integration: str,
+        timeout_s: float,
+        func: Callable[[Any], Mapping[str, Any]],
+        tool: str = "",
     ) -> Callable[[Any], Mapping[str, Any]]:
         p = self.profile
+        if tool in p.crash_before or tool in p.crash_after:
+            return _crashing(tool, func, before=tool in p.crash_before)
         if p.integrations is not None and integration not in p.integrations:
             return func
 
@@ -98,3 +114,20 @@ class FaultInjector:
             return output
 
         return faulty
+
+
+def _crashing(
+    tool: str, func: Callable[[Any], Mapping[str, Any]], *, before: bool
+) -> Callable[[Any], Mapping[str, Any]]:
+    def crash() -> None:
+        # SIGKILL: no cleanup, no checkpoint write, as when a worker is killed by the OS.
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def call(request: Any) -> Mapping[str, Any]:
+        if before:
+            crash()
+        output = func(request)
+        crash()
+        return output
+
+    return call

@@ -125,3 +125,11 @@ def test_unreachable_model_endpoint(keel: Any, monkeypatch: pytest.MonkeyPatch) 
 def test_ingest_twice_writes_nothing_the_second_time(keel: Any) -> None:
     code, data, _ = keel("ingest", "--json")
     assert code == 0 and data["added"] == 0 and data["removed"] == 0 and data["unchanged"] > 0
+
+
+def test_recover_refuses_what_is_not_a_crashed_run(keel: Any) -> None:
+    _fails(keel, "recover", "nope", match="no thread nope")
+    thread = _waiting(keel)["thread_id"]
+    _fails(keel, "recover", thread, match="awaiting approval: use resume")
+    keel("resume", thread, "--approve", "--json")
+    _fails(keel, "recover", thread, match="has finished")

@@ -176,7 +176,9 @@ def demo_tools(
     ]  # fmt: skip
     if faults is not None:
         specs = [
-            replace(s, func=faults.wrap(s.integration, s.timeout_s or timeout_s, s.func))
+            replace(
+                s, func=faults.wrap(s.integration, s.timeout_s or timeout_s, s.func, tool=s.name)
+            )
             for s in specs
         ]
     return ToolRegistry(specs, timeout_s=timeout_s)
