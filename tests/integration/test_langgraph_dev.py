@@ -1,7 +1,8 @@
 """`langgraph dev` serves Keel's graph: the SDK drives a request to its approval and resumes it.
 
-A real server process on a free port (2024 is often taken), the real LangGraph SDK client, the
-graph loaded from langgraph.json exactly as Studio loads it.
+A real server process (``langgraph dev``, loading langgraph.json from the repository root exactly
+as Studio does) on a free port, driven by the real LangGraph SDK client. The server brings its own
+in-memory checkpointer and passes no Keel context, so the nodes build theirs from ``KEEL_HOME``.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import httpx
 import pytest
 from langgraph_sdk import get_sync_client
 
@@ -24,71 +28,146 @@ from tools.demo.backend import DemoBackend
 
 ROOT = Path(__file__).resolve().parents[2]
 LANGGRAPH = str(Path(sys.executable).parent / "langgraph")
+START_TIMEOUT_S = 120.0
+RUN_TIMEOUT_S = 180.0
+
+
+@dataclass
+class Server:
+    url: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/ok", timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate the server's whole process group (it was started in a session of its own)."""
+    for sig, grace in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+    proc.wait(timeout=10)
 
 
 @pytest.fixture
-def server(home: Path, tmp_path: Path) -> Iterator[str]:
+def server(home: Path, tmp_path: Path) -> Iterator[Server]:
+    """``langgraph dev`` on a free port with KEEL_HOME=home; always stopped, log in tmp_path."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KEEL_", "OPENAI_"))}
     env.update(KEEL_HOME=str(home), LANGSMITH_TRACING="false", LANGGRAPH_CLI_NO_ANALYTICS="1")
-    log = (tmp_path / "server.log").open("w")
-    proc = subprocess.Popen(
-        [LANGGRAPH, "dev", "--host", "127.0.0.1", "--port", str(port), "--no-browser",
-         "--no-reload"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"langgraph dev exited:\n{(tmp_path / 'server.log').read_text()}")
-            try:
-                if httpx.get(f"{url}/ok", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"langgraph dev did not start:\n{(tmp_path / 'server.log').read_text()}"
-                )
-            time.sleep(0.5)
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+    served = Server(url=f"http://127.0.0.1:{port}", log_path=tmp_path / "langgraph-dev.log")
+    argv = [LANGGRAPH, "dev", "--host", "127.0.0.1", "--port", str(port)]
+    argv += ["--no-browser", "--no-reload", "--config", str(ROOT / "langgraph.json")]
+    with served.log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            argv,
+            cwd=tmp_path,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while not _answers(served.url):
+                if proc.poll() is not None:
+                    pytest.fail(f"langgraph dev exited ({proc.returncode}):\n{served.log()}")
+                if time.monotonic() > deadline:
+                    pytest.fail(f"langgraph dev not up after {START_TIMEOUT_S}s:\n{served.log()}")
+                time.sleep(0.25)
+            yield served
+        finally:
+            _stop(proc)
+            # Shown by pytest only when the test failed.
+            print(f"--- langgraph dev log ({served.log_path}) ---\n{served.log()}")
+
+
+def _values(state: Any) -> dict[str, Any]:
+    values = state["values"]
+    assert isinstance(values, dict), values
+    return values
+
+
+def _interrupt_values(state: Any) -> list[Any]:
+    """The values of a thread state's pending interrupts (top level, else its tasks')."""
+    interrupts = state.get("interrupts") or [
+        item for task in state.get("tasks", []) for item in task.get("interrupts", [])
+    ]
+    return [item["value"] for item in interrupts]
 
 
 @pytest.mark.integration
-def test_studio_server_runs_a_request_to_approval_and_resumes_it(server: str, home: Path) -> None:
-    client = get_sync_client(url=server)
-    thread = client.threads.create()["thread_id"]
-    client.runs.wait(thread, "keel", input={"request": REFUND_REQUEST})
+def test_langgraph_dev_runs_a_request_to_its_approval_and_resumes_it(
+    server: Server, home: Path
+) -> None:
+    client = get_sync_client(url=server.url, timeout=RUN_TIMEOUT_S)
+    assistants = client.assistants.search(graph_id="keel")
+    assert [a["graph_id"] for a in assistants] == ["keel"], server.log()
 
-    state = client.threads.get_state(thread)
-    assert state["next"] == ["approve"]
-    assert state["values"]["status"] == "awaiting_approval"
-    (interrupt,) = [i for task in state["tasks"] for i in task["interrupts"]]
-    request = interrupt["value"]
-    assert [a["name"] for a in request["action_requests"]] == ["refund_charge", "send_email"]
-    assert request["action_requests"][0]["args"]["amount"] == 49.0
-    assert request["review_configs"][0]["allowed_decisions"] == ["approve", "edit", "reject"]
-    assert len(request["digests"]) == 2
+    thread_id = client.threads.create()["thread_id"]
+    # One run at a time on the thread; a dropped client must not cancel a half-done execution.
+    client.runs.wait(
+        thread_id,
+        "keel",
+        input={"request": REFUND_REQUEST},
+        multitask_strategy="reject",
+        on_disconnect="continue",
+    )
 
-    answer = {"decisions": [{"type": "approve"}, {"type": "approve"}], "reviewer": "studio"}
-    client.runs.wait(thread, "keel", command={"resume": answer})
-    final = client.threads.get_state(thread)
-    assert final["values"]["status"] == "done"
+    state = client.threads.get_state(thread_id)
+    assert state["next"] == ["approve"], server.log()
+    assert _values(state)["status"] == "awaiting_approval"
+    (request,) = _interrupt_values(state)
+    actions = request["action_requests"]
+    assert [a["name"] for a in actions] == ["refund_charge", "send_email"]
+    assert actions[0]["args"]["amount"] == 49.0
+    assert actions[0]["args"]["charge_id"] == "CH-3002"
+    assert len(request["digests"]) == len(actions)
+    assert len(set(request["digests"])) == len(actions)
+
+    # Nothing irreversible happened before the approval.
     backend = DemoBackend(home / "demo.sqlite")
+    assert backend.refunds() == []
+    assert backend.outbox() == []
+
+    answer = {"decisions": [{"type": "approve"}, {"type": "approve"}], "reviewer": "studio-test"}
+    client.runs.wait(
+        thread_id,
+        "keel",
+        command={"resume": answer},
+        multitask_strategy="reject",
+        on_disconnect="continue",
+    )
+
+    final = client.threads.get_state(thread_id)
+    values = _values(final)
+    assert final["next"] == []
+    assert values["status"] == "done", values
+    assert _interrupt_values(final) == []
+    # The receipts (pydantic objects in the state) come back through the API as JSON.
+    receipts = values["approvals"]
+    assert sorted(receipts) == sorted(request["digests"])
+    assert {r["approved_by"] for r in receipts.values()} == {"studio-test"}
     assert [(r["charge_id"], r["amount"]) for r in backend.refunds()] == [("CH-3002", 49.0)]
     assert [m["recipient"] for m in backend.outbox()] == ["ada@example.com"]
