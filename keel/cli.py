@@ -136,12 +136,16 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any] | None:
         from retrieval.store import CorpusStore
 
         rep = CorpusStore(settings, embedder_for(settings)).ingest(rebuild=args.rebuild)
-        data = {"added": rep.added, "removed": rep.removed, "unchanged": rep.unchanged}
-        return _say(
-            args,
-            data,
-            f"ingested: {rep.added} added, {rep.removed} removed, {rep.unchanged} unchanged",
-        )
+        data = {
+            "added": rep.added,
+            "removed": rep.removed,
+            "unchanged": rep.unchanged,
+            "quarantined": rep.quarantined,
+        }
+        text = f"ingested: {rep.added} added, {rep.removed} removed, {rep.unchanged} unchanged"
+        for line in rep.quarantined:
+            text += f"\nquarantined (never shown to a planner): {line}"
+        return _say(args, data, text)
     if args.command == "eval":
         from evals.runner import run_suites
 

@@ -119,6 +119,13 @@ def detect_conflicts(candidates: list[Candidate]) -> list[Conflict]:
     return conflicts
 
 
+def _age(effective: str, today: date) -> int:
+    try:
+        return (today - date.fromisoformat(effective)).days
+    except ValueError:
+        return 1 << 30
+
+
 def curate(candidates: list[Candidate], k: int, today: date | None = None) -> Retrieval:
     """Filter, rank and explain: the top ``k`` chunks a planner may see."""
     today = today or date.today()
@@ -160,7 +167,9 @@ def curate(candidates: list[Candidate], k: int, today: date | None = None) -> Re
                 + LEXICAL_WEIGHT * c.lexical
                 + TIER_BONUS[c.evidence.trust_tier]
                 - (0.05 if c.evidence.chunk_id in losers else 0.0)
-            )
+            ),
+            # Freshness breaks ties: of two equally good chunks, the newer comes first.
+            _age(c.evidence.effective_date, today),
         ),
     )
     return Retrieval(

@@ -133,3 +133,12 @@ def test_recover_refuses_what_is_not_a_crashed_run(keel: Any) -> None:
     _fails(keel, "recover", thread, match="awaiting approval: use resume")
     keel("resume", thread, "--approve", "--json")
     _fails(keel, "recover", thread, match="has finished")
+
+
+def test_a_request_longer_than_the_planner_budget_is_refused(
+    keel: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KEEL_PLANNER_BUDGET_TOKENS", "500")
+    code, data, _ = keel("run", "please refund " * 100, "--json")
+    assert code == 0 and data["status"] == "refused"
+    assert "half the planner's budget (500)" in data["answer"]

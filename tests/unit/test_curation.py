@@ -144,3 +144,10 @@ def test_lexical_score_moves_a_near_tie() -> None:
     a = cand("faq:a", 0.50, tier="official")
     b = Candidate(evidence=cand("faq:b", 0.49).evidence, section="x", lexical=1.0)
     assert [e.chunk_id for e in curate([a, b], k=2).evidence] == ["faq:b", "faq:a"]
+
+
+def test_freshness_breaks_a_tie() -> None:
+    old = cand("a:1", 0.5, effective_date="2024-01-01", source="a")
+    new = cand("b:1", 0.5, effective_date="2026-01-01", source="b")
+    got = curate([old, new], k=2, today=date(2026, 11, 25))
+    assert [e.chunk_id for e in got.evidence] == ["b:1", "a:1"]
