@@ -21,7 +21,7 @@ from agents import prompts
 from agents.context import Fact, Section, assemble, render_memory, tokens
 from graph.context import KeelContext, context_of
 from graph.domain import Domain
-from graph.state import CannotPlan, Conflict, Evidence, Plan, PlannerView, Step
+from graph.state import CannotPlan, Conflict, Evidence, Plan, PlannerView, Step, Verdict
 from tools.spec import ToolRegistry
 
 TIER_RANK = {"official": 0, "reviewed": 1, "wiki": 2, "untrusted": 3}
@@ -89,6 +89,15 @@ def plan(state: PlannerView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
         if failures:
             result = result.model_copy(update={"planner": "runbook (model failed)"})
 
+    if isinstance(result, CannotPlan) and result.temporary:
+        # Not a refusal: the request may be fine, a system it needs is down. A human decides.
+        verdict = Verdict(stage="plan", ok=False, reasons=[result.reason])
+        return {
+            "plan": None,
+            "plan_verdict": verdict,
+            "planner": result.planner,
+            "records": records,
+        }
     if isinstance(result, CannotPlan):
         return {
             "plan": None,

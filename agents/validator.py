@@ -45,6 +45,16 @@ def step_problems(
     return problems
 
 
+def unavailable(tool: str, tools: ToolRegistry) -> str | None:
+    """Why ``tool`` cannot be called now (its breaker is open and so is its fallback's), or None."""
+    spec = tools[tool]
+    if tools.breakers[spec.integration].state != "open":
+        return None
+    if spec.fallback and tools.breakers[tools[spec.fallback].integration].state != "open":
+        return None
+    return f"{spec.integration} is down (circuit open) and no fallback is available"
+
+
 def check_plan(state: PlanCheckView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
     ctx = context_of(runtime)
     plan = state.get("plan")
@@ -71,6 +81,10 @@ def check_plan(state: PlanCheckView, runtime: Runtime[KeelContext]) -> dict[str,
         reasons += step_problems(i, step, ctx.tools, known)
         if approval_digest(step.tool, step.args) in rejected:
             reasons.append(f"step {i + 1} ({step.tool}): a reviewer rejected this exact action")
+    for i, step in enumerate(plan.steps):
+        if step.tool in ctx.tools and (down := unavailable(step.tool, ctx.tools)):
+            # A fact for the plan, never a reason to skip a check or an approval.
+            reasons.append(f"step {i + 1} ({step.tool}): {down}")
     if not reasons:
         # Business rules read fresh records: the validator does not trust the planner's copy.
         records = ctx.domain.gather_records(state.get("entities", {}), ctx.tools)

@@ -44,8 +44,10 @@ def after_intake(state: KeelState) -> Literal["retrieve", "respond"]:
     return "respond" if state.get("status") == "refused" else "retrieve"
 
 
-def after_plan(state: KeelState) -> Literal["check_plan", "respond"]:
-    return "respond" if state.get("status") == "refused" else "check_plan"
+def after_plan(state: KeelState) -> Literal["check_plan", "respond", "escalate"]:
+    if state.get("status") == "refused":
+        return "respond"
+    return "escalate" if state.get("plan") is None else "check_plan"
 
 
 def after_plan_check(

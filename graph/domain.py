@@ -39,5 +39,8 @@ class Domain(Protocol):
     def plan_rules(self, plan: Plan, records: dict[str, Any]) -> list[str]:
         """Business rules a plan must meet; each broken rule is one reason."""
 
+    def health_probes(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        """For each integration, a cheap read that shows whether it answers."""
+
     def postconditions(self, step: Step, output: dict[str, Any], tools: ToolRegistry) -> list[str]:
         """What must be true after a step ran; each failure is one reason."""

@@ -86,6 +86,9 @@ class CannotPlan(Model):
 
     reason: str
     planner: str = "runbook"
+    temporary: bool = Field(
+        default=False, description="an integration it needs is down: escalate, do not refuse"
+    )
 
 
 class Verdict(Model):

@@ -64,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--history", action="store_true", help="list the thread's checkpoints")
 
     sub.add_parser("seed", parents=[common], help="(re)create the demo backend with its seed data")
+    sub.add_parser(
+        "health", parents=[common], help="probe each integration: status, latency, breaker"
+    )
     ingest = sub.add_parser("ingest", parents=[common], help="index the corpus into Chroma")
     ingest.add_argument("--rebuild", action="store_true", help="drop the index and build it anew")
     sub.add_parser(
@@ -131,6 +134,21 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any] | None:
 
         DemoDomain().prepare(settings, reset=True)
         return _say(args, {"seeded": str(settings.domain_db)}, f"seeded {settings.domain_db}")
+    if args.command == "health":
+        from tools.demo import DemoDomain
+        from tools.health import probe
+
+        domain = DemoDomain()
+        if not domain.is_prepared(settings):
+            domain.prepare(settings)
+        rows = [h.as_dict() for h in probe(domain.tools(settings), domain.health_probes())]
+        if not args.json:
+            for h in rows:
+                print(
+                    f"{h['integration']:<15} {h['status']:<8} {h['latency_ms']:>8.2f} ms  "
+                    f"breaker {h['breaker']:<9} {h['detail']}"
+                )
+        return {"integrations": rows} if args.json else None
     if args.command == "ingest":
         from retrieval.embeddings import embedder_for
         from retrieval.store import CorpusStore

@@ -112,13 +112,28 @@ class ToolRegistry:
         ]
 
     def call(
-        self, name: str, args: Mapping[str, Any], *, idempotency_key: str | None = None
+        self,
+        name: str,
+        args: Mapping[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        retry: RetryPolicy | None = None,
+        fallback: bool = True,
     ) -> dict[str, Any]:
         """Run one tool call through its contract and return the validated output."""
-        return self.invoke(name, args, idempotency_key=idempotency_key).output
+        answer = self.invoke(
+            name, args, idempotency_key=idempotency_key, retry=retry, fallback=fallback
+        )
+        return answer.output
 
     def invoke(
-        self, name: str, args: Mapping[str, Any], *, idempotency_key: str | None = None
+        self,
+        name: str,
+        args: Mapping[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        retry: RetryPolicy | None = None,
+        fallback: bool = True,
     ) -> CallResult:
         """Run one tool call: validate, call resiliently, validate the answer, fall back if down.
 
@@ -131,19 +146,21 @@ class ToolRegistry:
         spec = self._specs[name]
         parsed = spec.parse_args(args)
         try:
-            return self._attempt(spec, parsed, idempotency_key)
+            return self._attempt(spec, parsed, idempotency_key, retry)
         except Retryable:
-            if spec.fallback is None:
+            if spec.fallback is None or not fallback:
                 raise
             # Same arguments, same idempotency key: if the primary did act before it went
             # quiet, the backend answers the fallback with that first result.
-            return self._attempt(self._specs[spec.fallback], parsed, idempotency_key)
+            return self._attempt(self._specs[spec.fallback], parsed, idempotency_key, retry)
 
-    def _attempt(self, spec: ToolSpec[Any, Any], parsed: Any, key: str | None) -> CallResult:
+    def _attempt(
+        self, spec: ToolSpec[Any, Any], parsed: Any, key: str | None, retry: RetryPolicy | None
+    ) -> CallResult:
         raw, attempts = resilient_call(
             lambda: spec.func(ToolCall(parsed, key)),
             breaker=self.breakers[spec.integration],
-            policy=spec.retry,
+            policy=retry or spec.retry,
             timeout_s=spec.timeout_s or self.timeout_s,
         )
         try:

@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from graph.state import CannotPlan, Evidence, Plan, Step
-from keel.errors import IntegrationError
+from keel.errors import IntegrationError, Retryable
 from keel.settings import Settings
 from tools.demo.backend import DemoBackend
 from tools.demo.tools import demo_tools
@@ -71,17 +71,25 @@ class DemoDomain:
                 continue
             try:
                 records[record] = tools.call(tool, {key: entities[key]})
+            except Retryable as err:  # down, not unknown
+                records.setdefault("unavailable", []).append(f"{entities[key]}: {err}")
             except IntegrationError as err:
                 records.setdefault("missing", []).append(f"{entities[key]}: {err}")
         # The customer on record is the one the ticket or invoice belongs to.
         owner = (records.get("ticket") or records.get("invoice") or {}).get("customer_id")
         if owner and "customer" not in records:
-            records["customer"] = tools.call("get_customer", {"customer_id": owner})
+            try:
+                records["customer"] = tools.call("get_customer", {"customer_id": owner})
+            except Retryable as err:
+                records.setdefault("unavailable", []).append(f"{owner}: {err}")
         return records
 
     def runbook_plan(
         self, runbook: Evidence, request: str, entities: dict[str, str], records: dict[str, Any]
     ) -> Plan | CannotPlan:
+        if records.get("unavailable"):
+            reason = "cannot read the records: " + "; ".join(records["unavailable"])
+            return CannotPlan(reason=reason, temporary=True)
         if records.get("missing"):
             return CannotPlan(reason="unknown record: " + "; ".join(records["missing"]))
         filler = _RUNBOOKS.get(runbook.intent or "")
@@ -129,6 +137,14 @@ class DemoDomain:
                     f"{where}: customer {step.args.get('customer_id')} is not the one asked about"
                 )
         return reasons
+
+    def health_probes(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        return {
+            "crm": ("get_customer", {"customer_id": "C-1001"}),
+            "billing": ("get_invoice", {"invoice_id": "INV-2001"}),
+            "billing_legacy": ("get_invoice_legacy", {"invoice_id": "INV-2001"}),
+            "tickets": ("get_ticket", {"ticket_id": "T-77"}),
+        }
 
     def postconditions(self, step: Step, output: dict[str, Any], tools: ToolRegistry) -> list[str]:
         args = step.args

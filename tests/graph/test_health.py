@@ -1,0 +1,61 @@
+"""Health probes, and what the graph does when an integration is down."""
+
+from __future__ import annotations
+
+from graph.context import KeelContext
+from keel.app import Decision, KeelApp
+from keel.settings import Settings
+from tests.conftest import REFUND_REQUEST
+from tools.demo import DemoDomain
+from tools.demo.backend import DemoBackend
+from tools.health import probe
+
+
+def test_health_reports_each_integration(settings: Settings) -> None:
+    outage = settings.model_copy(update={"faults": "outage"})
+    domain = DemoDomain()
+    rows = {h.integration: h for h in probe(domain.tools(outage), domain.health_probes())}
+    assert rows["billing"].status == "down" and "connection refused" in rows["billing"].detail
+    assert rows["billing_legacy"].status == "ok"
+    assert rows["crm"].status == "ok" and rows["email"].status == "unprobed"
+
+
+def test_a_refund_during_a_billing_outage_goes_through_the_legacy_endpoint(
+    settings: Settings, backend: DemoBackend
+) -> None:
+    outage = settings.model_copy(update={"faults": "outage"})
+    with KeelApp.open(outage, KeelContext.from_settings(outage)) as app:
+        waiting = app.run(REFUND_REQUEST)
+        done = app.resume(waiting.thread_id, Decision(kind="approve"))
+    assert done.status == "done"
+    assert done.results[0].via == "refund_charge_legacy"
+    assert len(backend.refunds()) == 1
+
+
+def test_an_integration_known_to_be_down_escalates_before_anything_runs(
+    settings: Settings, backend: DemoBackend
+) -> None:
+    context = KeelContext.from_settings(settings)
+    for name in ("billing", "billing_legacy"):
+        breaker = context.tools.breakers[name]
+        breaker.failures, breaker.opened_at = 99, breaker.clock()
+    with KeelApp.open(settings, context) as app:
+        outcome = app.run(REFUND_REQUEST)
+    assert outcome.status == "escalated"
+    assert outcome.escalation is not None
+    assert "billing_legacy is unavailable (circuit open)" in outcome.escalation.reason
+    assert backend.refunds() == []
+
+
+def test_a_plan_whose_side_effect_cannot_run_escalates_before_the_first_step(
+    settings: Settings, backend: DemoBackend
+) -> None:
+    context = KeelContext.from_settings(settings)
+    breaker = context.tools.breakers["email"]
+    breaker.failures, breaker.opened_at = 99, breaker.clock()
+    with KeelApp.open(settings, context) as app:
+        outcome = app.run("Close ticket T-77 and tell the customer")
+    assert outcome.status == "escalated"
+    assert outcome.escalation is not None
+    assert "email is down (circuit open) and no fallback is available" in outcome.escalation.reason
+    assert backend.get_ticket("T-77")["status"] == "open"
