@@ -66,11 +66,45 @@ def execute(state: ExecutorView, runtime: Runtime[KeelContext]) -> dict[str, Any
         return {"results": [outcome], "cursor": index + 1}
 
     try:
-        answer = ctx.tools.invoke(step.tool, step.args, idempotency_key=key)
-        outcome = ToolOutcome(
-            **base, ok=True, output=answer.output, idempotency_key=key, attempts=answer.attempts,
-            via=answer.via if answer.via != step.tool else None,
-        )  # fmt: skip
+        if key is not None and ctx.ledger is not None:
+            outcome = _exactly_once(ctx, step.tool, step.args, key, thread_id, index, base)
+        else:
+            answer = ctx.tools.invoke(step.tool, step.args, idempotency_key=key)
+            outcome = ToolOutcome(
+                **base, ok=True, output=answer.output, idempotency_key=key,
+                attempts=answer.attempts, via=answer.via if answer.via != step.tool else None,
+            )  # fmt: skip
     except (KeelError, ValidationError) as err:
         outcome = ToolOutcome(**base, ok=False, error=str(err)[:500], idempotency_key=key)
     return {"results": [outcome], "cursor": index + 1}
+
+
+def _exactly_once(
+    ctx: KeelContext,
+    tool: str,
+    args: dict[str, Any],
+    key: str,
+    thread_id: str,
+    index: int,
+    base: dict[str, Any],
+) -> ToolOutcome:
+    """An irreversible call through the intent ledger: written before, settled after."""
+    assert ctx.ledger is not None
+    intent = ctx.ledger.get(key)
+    if intent is not None and intent.status == "done" and intent.answer is not None:
+        return ToolOutcome(**base, ok=True, output=intent.answer, idempotency_key=key,
+                           via="intent ledger (done earlier)")  # fmt: skip
+    if intent is not None:  # pending: an earlier attempt died mid-call; did it act?
+        earlier = ctx.tools.recorded(tool, key)
+        if earlier is not None:
+            ctx.ledger.finish(key, earlier)
+            return ToolOutcome(**base, ok=True, output=earlier, idempotency_key=key,
+                               via="intent ledger (found at the backend)")  # fmt: skip
+    else:
+        ctx.ledger.begin(key, thread_id, index, tool, base["digest"])
+    answer = ctx.tools.invoke(tool, args, idempotency_key=key)
+    ctx.ledger.finish(key, answer.output)
+    return ToolOutcome(
+        **base, ok=True, output=answer.output, idempotency_key=key, attempts=answer.attempts,
+        via=answer.via if answer.via != tool else None,
+    )  # fmt: skip

@@ -18,6 +18,7 @@ from graph.domain import Domain
 from keel.settings import Settings
 from retrieval.embeddings import embedder_for
 from retrieval.store import CorpusStore
+from tools.ledger import IntentLedger
 from tools.spec import ToolRegistry
 
 
@@ -43,6 +44,7 @@ class KeelContext:
     domain: Domain
     tools: ToolRegistry
     store: CorpusStore
+    ledger: IntentLedger | None = None
     planner_model: BaseChatModel | None = None
     fallback_model: BaseChatModel | None = None
     clock: Callable[[], datetime] = field(default=_utc_now)
@@ -77,6 +79,7 @@ class KeelContext:
             domain=domain,
             tools=domain.tools(settings),
             store=CorpusStore(settings, embedder_for(settings)),
+            ledger=IntentLedger(settings.intent_db),
             planner_model=planner_model,
             fallback_model=fallback_model,
         )

@@ -82,6 +82,10 @@ class Settings(BaseSettings):
         return self.home / "demo.sqlite"
 
     @property
+    def intent_db(self) -> Path:
+        return self.home / "intents.sqlite"
+
+    @property
     def chroma_dir(self) -> Path:
         return self.home / "chroma"
 

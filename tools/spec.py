@@ -60,6 +60,8 @@ class ToolSpec(Generic[I, O]):
     retry: RetryPolicy = RetryPolicy()  # noqa: RUF009 (an immutable NamedTuple)
     fallback: str | None = None
     planner_visible: bool = True
+    lookup: Callable[[str], Mapping[str, Any] | None] | None = None
+    """For irreversible tools: ask the backend what the call with this idempotency key did."""
 
     def parse_args(self, args: Mapping[str, Any]) -> I:
         return self.input_model.model_validate(dict(args))
@@ -173,6 +175,17 @@ class ToolRegistry:
                 f"{spec.name} answered in an unexpected shape: {first['loc']}: {first['msg']}"
             ) from err
         return CallResult(output=output, attempts=attempts, via=spec.name)
+
+    def recorded(self, name: str, key: str) -> dict[str, Any] | None:
+        """The backend's answer to an earlier call with ``key``, validated; None if none."""
+        spec = self._specs[name]
+        if spec.lookup is None:
+            return None
+        raw = spec.lookup(key)
+        if raw is None:
+            return None
+        answer: dict[str, Any] = spec.output_model.model_validate(dict(raw)).model_dump(mode="json")
+        return answer
 
 
 __all__ = ["CallResult", "IntegrationError", "ToolCall", "ToolRegistry", "ToolSpec"]

@@ -19,6 +19,7 @@ import pytest
 
 from tests.conftest import REFUND_REQUEST
 from tools.demo.backend import DemoBackend
+from tools.ledger import IntentLedger
 
 KEEL = str(Path(sys.executable).parent / "keel")
 
@@ -63,6 +64,14 @@ def test_a_killed_worker_never_repeats_an_irreversible_action(
     backend = DemoBackend(home / "demo.sqlite")
     assert [(r["charge_id"], r["amount"]) for r in backend.refunds()] == [("CH-3002", 49.0)]
     assert [m["recipient"] for m in backend.outbox()] == ["ada@example.com"]
-    replayed = [r for r in recovered["results"] if r["output"] and r["output"].get("replayed")]
+    found = [r for r in recovered["results"] if r["via"] == "intent ledger (found at the backend)"]
     if "crash_after" in kill:
-        assert len(replayed) == 1  # the backend answered the re-issued call with its first result
+        # The intent was pending; the backend said it had happened; nothing was issued again.
+        assert len(found) == 1
+    else:
+        assert found == []
+    ledger = IntentLedger(home / "intents.sqlite").for_thread(thread)
+    assert [(i["tool"], i["status"]) for i in ledger] == [
+        ("refund_charge", "done"),
+        ("send_email", "done"),
+    ]

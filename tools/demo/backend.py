@@ -247,6 +247,14 @@ class DemoBackend:
             (key, operation, json.dumps(request, sort_keys=True), json.dumps(response)),
         )
 
+    def recorded(self, idempotency_key: str) -> dict[str, Any] | None:
+        """What the call with this key did, if it happened: the payment-API style lookup."""
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT response FROM idempotency WHERE key = ?", (idempotency_key,)
+            ).fetchone()
+        return {**json.loads(row["response"]), "replayed": True} if row else None
+
     def refund_charge(
         self, charge_id: str, amount: float, reason: str, idempotency_key: str
     ) -> dict[str, Any]:

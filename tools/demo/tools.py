@@ -157,11 +157,11 @@ def demo_tools(
         ToolSpec("refund_charge", "Refund money on a card charge. Irreversible.",
                  RefundArgs, Refund, "irreversible",
                  lambda c: b.refund_charge(c.args.charge_id, c.args.amount, c.args.reason, _key(c)),
-                 integration="billing", fallback="refund_charge_legacy"),
+                 integration="billing", fallback="refund_charge_legacy", lookup=b.recorded),
         ToolSpec("send_email", "Send an e-mail to a customer. Irreversible.",
                  EmailArgs, EmailSent, "irreversible",
                  lambda c: b.send_email(c.args.to, c.args.subject, c.args.body, _key(c)),
-                 integration="email"),
+                 integration="email", lookup=b.recorded),
         # The legacy billing endpoint: slower, older, the same ledger and idempotency store.
         ToolSpec("get_invoice_legacy", "Legacy billing: read an invoice.",
                  InvoiceRef, Invoice, "read", lambda c: b.get_invoice(c.args.invoice_id),
@@ -172,7 +172,7 @@ def demo_tools(
         ToolSpec("refund_charge_legacy", "Legacy billing: refund a charge. Irreversible.",
                  RefundArgs, Refund, "irreversible",
                  lambda c: b.refund_charge(c.args.charge_id, c.args.amount, c.args.reason, _key(c)),
-                 integration="billing_legacy", planner_visible=False),
+                 integration="billing_legacy", planner_visible=False, lookup=b.recorded),
     ]  # fmt: skip
     if faults is not None:
         specs = [
