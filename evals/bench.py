@@ -32,7 +32,13 @@ def _retrieval(settings: Settings, progress: bool) -> dict[str, Any]:
     return dict(bench_retrieval(settings, progress=progress))
 
 
-BENCHES: dict[str, Bench] = {"context": _context, "retrieval": _retrieval}
+def _tools(settings: Settings, progress: bool) -> dict[str, Any]:
+    from evals.bench_tools import bench_tools
+
+    return bench_tools(settings)
+
+
+BENCHES: dict[str, Bench] = {"context": _context, "retrieval": _retrieval, "tools": _tools}
 
 
 def run_benches(only: list[str] | None, settings: Settings, *, progress: bool) -> dict[str, Any]:

@@ -1,0 +1,40 @@
+"""Overhead of the tool layer per call (argument and answer validation, breaker, timeout, retry
+wrapper) against calling the same integration function bare."""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from keel.settings import Settings
+from tools.demo.backend import DemoBackend
+from tools.demo.tools import demo_tools
+
+
+def bench_tools(settings: Settings, *, calls: int = 2000) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="keel-bench-") as tmp:
+        backend = DemoBackend(Path(tmp) / "demo.sqlite")
+        backend.seed()
+        tools = demo_tools(backend, timeout_s=settings.tool_timeout_s)
+        bare, layered = [], []
+        for _ in range(50):  # warm up both paths
+            backend.get_customer("C-1001")
+            tools.call("get_customer", {"customer_id": "C-1001"})
+        for _ in range(calls):
+            t = time.perf_counter()
+            backend.get_customer("C-1001")
+            bare.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            tools.call("get_customer", {"customer_id": "C-1001"})
+            layered.append(time.perf_counter() - t)
+    bare_ms = statistics.median(bare) * 1000
+    layered_ms = statistics.median(layered) * 1000
+    return {
+        "calls": calls,
+        "bare_median_ms": round(bare_ms, 4),
+        "layered_median_ms": round(layered_ms, 4),
+        "tool_overhead_ms": round(layered_ms - bare_ms, 4),
+    }
