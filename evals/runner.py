@@ -17,7 +17,13 @@ def _retrieval(settings: Settings, progress: bool) -> dict[str, Any]:
     return run_retrieval_eval(settings, progress=progress)
 
 
-SUITES: dict[str, Suite] = {"retrieval": _retrieval}
+def _faults(settings: Settings, progress: bool) -> dict[str, Any]:
+    from evals.faults_eval import run_faults_eval
+
+    return run_faults_eval(settings, runs=settings.eval_runs, progress=progress)
+
+
+SUITES: dict[str, Suite] = {"retrieval": _retrieval, "faults": _faults}
 
 
 def run_suites(names: list[str] | None, settings: Settings, *, progress: bool) -> dict[str, Any]:

@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     home: Path = Field(default=Path(".keel"), description="Folder for every embedded store.")
     corpus_dir: Path = Field(default=DEMO_CORPUS, description="Folder with manifest.yaml.")
     collection: str = "keel-corpus"
+    demo_db: Path | None = Field(default=None, description="Demo backend file (default: in home).")
 
     embedding_backend: Literal["local", "openai"] = "local"
     embedding_model: str = "text-embedding-3-small"
@@ -65,6 +66,7 @@ class Settings(BaseSettings):
         default="none", description="Fault profile for the demo integrations (name or JSON)."
     )
     fault_seed: int = 0
+    eval_runs: int = Field(default=200, ge=1, description="Runs per profile in the faults eval.")
     approval_ttl_s: int = Field(default=24 * 3600, ge=60)
     reviewer: str = Field(default="operator", description="Who approves from this shell.")
 
@@ -79,7 +81,7 @@ class Settings(BaseSettings):
 
     @property
     def domain_db(self) -> Path:
-        return self.home / "demo.sqlite"
+        return self.demo_db or self.home / "demo.sqlite"
 
     @property
     def intent_db(self) -> Path:

@@ -23,6 +23,10 @@ I = TypeVar("I", bound=BaseModel)  # noqa: E741
 O = TypeVar("O", bound=BaseModel)  # noqa: E741
 
 
+class ShapeChanged(Permanent):
+    """The integration answered, in a shape its contract does not know: detected, not consumed."""
+
+
 @dataclass(frozen=True)
 class ToolCall(Generic[I]):
     """What a tool function receives: validated arguments and, for irreversible tools, the key."""
@@ -171,7 +175,7 @@ class ToolRegistry:
             )
         except ValidationError as err:
             first = err.errors()[0]
-            raise Permanent(
+            raise ShapeChanged(
                 f"{spec.name} answered in an unexpected shape: {first['loc']}: {first['msg']}"
             ) from err
         return CallResult(output=output, attempts=attempts, via=spec.name)

@@ -11,7 +11,7 @@ from keel.settings import Settings
 from tools.demo.backend import DemoBackend
 from tools.demo.tools import demo_tools
 from tools.faults import PROFILES, FaultInjector, profile_named
-from tools.spec import ToolRegistry
+from tools.spec import ShapeChanged, ToolRegistry
 
 _ENTITY_PATTERNS = {
     "customer_id": r"\bC-\d{4}\b",
@@ -71,7 +71,7 @@ class DemoDomain:
                 continue
             try:
                 records[record] = tools.call(tool, {key: entities[key]})
-            except Retryable as err:  # down, not unknown
+            except (Retryable, ShapeChanged) as err:  # the system is broken, the record may exist
                 records.setdefault("unavailable", []).append(f"{entities[key]}: {err}")
             except IntegrationError as err:
                 records.setdefault("missing", []).append(f"{entities[key]}: {err}")

@@ -1,0 +1,231 @@
+"""Faults suite: the duplicate-charge refund under injected faults, Keel against two baselines.
+
+Every agent gets the same backend, the same seeded fault layer and the same decisions (Keel plans
+with its runbook planner; the baselines follow a script that makes the right calls), so what is
+measured is what the scaffolding does when integrations misbehave:
+
+- ``plain``: langchain's ``create_agent``, no middleware;
+- ``middleware``: ``create_agent`` with ToolRetryMiddleware, ToolCallLimitMiddleware and
+  HumanInTheLoopMiddleware (approved by script), as a careful user would configure it.
+
+Per run: success (exactly the refund of the duplicate and one e-mail to the customer), wrong
+irreversible actions (a refund of anything else, an e-mail elsewhere, or an e-mail announcing a
+refund that did not happen), duplicated irreversible actions, and escalations.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from langchain.agents import create_agent
+from langchain.agents.middleware import (
+    HumanInTheLoopMiddleware,
+    ToolCallLimitMiddleware,
+    ToolRetryMiddleware,
+)
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.tools import tool
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import Command
+
+from evals.scripted import ScriptedToolModel
+from graph.context import KeelContext
+from keel.app import Decision, KeelApp
+from keel.settings import Settings
+from tools.demo import DemoDomain
+from tools.demo.backend import DemoBackend
+from tools.faults import PROFILES, FaultInjector, FaultProfile
+from tools.resilience import _with_timeout
+
+REQUEST = (
+    "Customer C-1001 was charged twice for invoice INV-2001, please refund the duplicate charge"
+)
+EVAL_PROFILES: dict[str, FaultProfile] = {
+    "transient": PROFILES["transient"],
+    "outage": PROFILES["outage"],
+    "drift": PROFILES["drift"],
+}
+TIMEOUT_S = 0.1
+
+
+def _judge(backend: DemoBackend) -> dict[str, int]:
+    refunds = backend.refunds()
+    emails = backend.outbox()
+    right = [r for r in refunds if (r["charge_id"], r["amount"]) == ("CH-3002", 49.0)]
+    wrong = len(refunds) - len(right)
+    wrong += sum(1 for m in emails if m["recipient"] != "ada@example.com")
+    wrong += 1 if emails and not refunds else 0
+    duplicate = max(0, len(right) - 1) + max(0, len(emails) - 1)
+    success = int(len(refunds) == 1 and len(right) == 1 and len(emails) == 1 and not wrong)
+    return {"success": success, "wrong": wrong, "duplicate": duplicate}
+
+
+def _keel_run(settings: Settings, seed: int) -> dict[str, int]:
+    tuned = settings.model_copy(update={"fault_seed": seed})
+    with KeelApp.open(tuned, KeelContext.from_settings(tuned)) as app:
+        outcome = app.run(REQUEST)
+        if outcome.status == "awaiting_approval":
+            outcome = app.resume(outcome.thread_id, Decision(kind="approve", reviewer="eval"))
+    verdict = _judge(DemoBackend(settings.domain_db))
+    verdict["escalated"] = int(outcome.status == "escalated")
+    reason = outcome.escalation.reason if outcome.escalation else ""
+    verdict["shape_changes_detected"] = int("unexpected shape" in reason)
+    verdict["shape_changes_consumed"] = 0  # a changed shape never passes the output model
+    return verdict
+
+
+def _baseline_tools(
+    backend: DemoBackend, injector: FaultInjector, consumed: dict[str, int]
+) -> list[Any]:
+    class Call:  # what the fault layer wraps: an object with .args
+        def __init__(self, **args: Any) -> None:
+            self.args = type("Args", (), args)
+
+    charges = injector.wrap("billing", TIMEOUT_S, lambda c: backend.list_charges(c.args.invoice_id))
+    refund = injector.wrap(
+        "billing", TIMEOUT_S,
+        # A plain integration sends no idempotency key of its own: a fresh one per call.
+        lambda c: backend.refund_charge(c.args.charge_id, c.args.amount, c.args.reason,
+                                        f"plain-{uuid.uuid4()}"),
+    )  # fmt: skip
+    email = injector.wrap(
+        "email", TIMEOUT_S,
+        lambda c: backend.send_email(
+            c.args.to, c.args.subject, c.args.body, f"plain-{uuid.uuid4()}"
+        ),
+    )  # fmt: skip
+
+    def answer(func: Any, call: Any) -> str:
+        # The same client timeout Keel uses: a careful integration does not wait forever.
+        output = dict(_with_timeout(lambda: func(call), TIMEOUT_S))
+        if any(key.endswith("_v2") for key in output):
+            consumed["shape_changed"] += 1  # a changed shape, handed to the model as data
+        return json.dumps(output)
+
+    @tool
+    def list_charges(invoice_id: str) -> str:
+        """List the card charges of an invoice."""
+        return answer(charges, Call(invoice_id=invoice_id))
+
+    @tool
+    def refund_charge(charge_id: str, amount: float, reason: str) -> str:
+        """Refund money on a card charge."""
+        return answer(refund, Call(charge_id=charge_id, amount=amount, reason=reason))
+
+    @tool
+    def send_email(to: str, subject: str, body: str) -> str:
+        """Send an e-mail to a customer."""
+        return answer(email, Call(to=to, subject=subject, body=body))
+
+    return [list_charges, refund_charge, send_email]
+
+
+def _script() -> list[BaseMessage]:
+    calls = [
+        ("list_charges", {"invoice_id": "INV-2001"}),
+        ("refund_charge", {"charge_id": "CH-3002", "amount": 49.0, "reason": "duplicate"}),
+        ("send_email", {"to": "ada@example.com", "subject": "Refund for INV-2001",
+                        "body": "We refunded the duplicate charge of 49.00 EUR."}),
+    ]  # fmt: skip
+    script: list[BaseMessage] = [
+        AIMessage(content="", tool_calls=[{"name": n, "args": a, "id": f"call-{i}"}])
+        for i, (n, a) in enumerate(calls)
+    ]
+    script.append(AIMessage(content="Done."))
+    return script
+
+
+def _baseline_run(
+    settings: Settings, profile: FaultProfile, seed: int, careful: bool
+) -> dict[str, int]:
+    backend = DemoBackend(settings.domain_db)
+    consumed = {"shape_changed": 0}
+    middleware: list[Any] = []
+    if careful:
+        middleware = [
+            ToolRetryMiddleware(max_retries=2, initial_delay=0.01, max_delay=0.05),
+            ToolCallLimitMiddleware(run_limit=6),
+            HumanInTheLoopMiddleware(interrupt_on={"refund_charge": True, "send_email": True}),
+        ]
+    agent = create_agent(
+        ScriptedToolModel(responses=_script()),
+        tools=_baseline_tools(backend, FaultInjector(profile, seed), consumed),
+        middleware=middleware,
+        checkpointer=InMemorySaver(),
+    )
+    config: Any = {"configurable": {"thread_id": str(seed)}, "recursion_limit": 50}
+    try:
+        agent.invoke({"messages": [HumanMessage(REQUEST)]}, config)
+        for _ in range(5):  # approve what the human-in-the-loop middleware asks for
+            pending = agent.get_state(config).interrupts
+            if not pending:
+                break
+            count = len(pending[0].value["action_requests"])
+            agent.invoke(Command(resume={"decisions": [{"type": "approve"}] * count}), config)
+    except Exception:  # a baseline that crashes on a fault simply ends there
+        pass
+    verdict = _judge(backend)
+    verdict["escalated"] = 0  # neither baseline has a way to hand a thread to a human
+    verdict["shape_changes_consumed"] = consumed["shape_changed"]
+    verdict["shape_changes_detected"] = 0
+    return verdict
+
+
+def run_faults_eval(
+    settings: Settings, *, runs: int = 200, progress: bool = False
+) -> dict[str, Any]:
+    domain = DemoDomain()
+    out: dict[str, Any] = {"keel": {}, "plain": {}, "middleware": {}}
+    with tempfile.TemporaryDirectory(prefix="keel-faults-") as tmp:
+        _run_profiles(settings, runs, progress, domain, out, Path(tmp))
+    if progress:
+        print(file=sys.stderr)
+    return out
+
+
+def _run_profiles(
+    settings: Settings, runs: int, progress: bool, domain: DemoDomain, out: dict[str, Any],
+    scratch: Path,
+) -> None:  # fmt: skip
+    for name, profile in EVAL_PROFILES.items():
+        faulty = settings.model_copy(
+            update={"faults": profile.model_dump_json(), "tool_timeout_s": TIMEOUT_S}
+        )
+        keys = ("success", "wrong", "duplicate", "escalated", "shape_changes_detected",
+                "shape_changes_consumed")  # fmt: skip
+        totals = {agent: dict.fromkeys(keys, 0) for agent in out}
+        for run in range(runs):
+            for agent in out:
+                # A fresh backend file per run: a call that timed out may still land late, and
+                # must land in its own run's books, not the next one's.
+                db = scratch / f"{name}-{agent}-{run}.sqlite"
+                own = settings.model_copy(update={"demo_db": db})
+                domain.prepare(own, reset=True)
+                if agent == "keel":
+                    verdict = _keel_run(faulty.model_copy(update={"demo_db": db}), run)
+                else:
+                    verdict = _baseline_run(own, profile, run, careful=agent == "middleware")
+                if profile.timeout_rate:
+                    # Let calls that timed out but were still under way land, then judge again.
+                    time.sleep(TIMEOUT_S * 2)
+                    verdict.update(_judge(DemoBackend(db)))
+                for key, value in verdict.items():
+                    totals[agent][key] += value
+            if progress:
+                print(f"\rfaults eval: {name} {run + 1}/{runs}", end="", file=sys.stderr)
+        for agent, t in totals.items():
+            out[agent][name] = {
+                "runs": runs,
+                "success_rate": round(t["success"] / runs, 4),
+                "wrong_irreversible": t["wrong"],
+                "duplicate_irreversible": t["duplicate"],
+                "escalated": t["escalated"],
+                "shape_changes_detected": t["shape_changes_detected"],
+                "shape_changes_consumed": t["shape_changes_consumed"],
+            }
