@@ -5,8 +5,10 @@ with its runbook planner; the baselines follow a script that makes the right cal
 measured is what the scaffolding does when integrations misbehave:
 
 - ``plain``: langchain's ``create_agent``, no middleware;
-- ``middleware``: ``create_agent`` with ToolRetryMiddleware, ToolCallLimitMiddleware and
-  HumanInTheLoopMiddleware (approved by script), as a careful user would configure it.
+- ``middleware``: ``create_agent`` with ModelRetryMiddleware, ToolErrorMiddleware,
+  ToolRetryMiddleware, ToolCallLimitMiddleware and HumanInTheLoopMiddleware (approved by script),
+  as a careful user would configure it. (ModelFallbackMiddleware is left out: the scripted model
+  never fails, so a fallback model would never be asked.)
 
 Per run: success (exactly the refund of the duplicate and one e-mail to the customer), wrong
 irreversible actions (a refund of anything else, an e-mail elsewhere, or an e-mail announcing a
@@ -26,7 +28,9 @@ from typing import Any
 from langchain.agents import create_agent
 from langchain.agents.middleware import (
     HumanInTheLoopMiddleware,
+    ModelRetryMiddleware,
     ToolCallLimitMiddleware,
+    ToolErrorMiddleware,
     ToolRetryMiddleware,
 )
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
@@ -149,6 +153,8 @@ def _baseline_run(
     middleware: list[Any] = []
     if careful:
         middleware = [
+            ModelRetryMiddleware(max_retries=2, initial_delay=0.01),
+            ToolErrorMiddleware(on_error=lambda error, request: f"Tool failed: {error}"),
             ToolRetryMiddleware(max_retries=2, initial_delay=0.01, max_delay=0.05),
             ToolCallLimitMiddleware(run_limit=6),
             HumanInTheLoopMiddleware(interrupt_on={"refund_charge": True, "send_email": True}),
