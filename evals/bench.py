@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from keel.errors import BadRequest
+from evals.runner import Suite, run_named
 from keel.settings import Settings
 
-Bench = Callable[[Settings, bool], dict[str, Any]]
+Bench = Suite
 
 
 def _context(settings: Settings, progress: bool) -> dict[str, Any]:
@@ -42,8 +41,5 @@ BENCHES: dict[str, Bench] = {"context": _context, "retrieval": _retrieval, "tool
 
 
 def run_benches(only: list[str] | None, settings: Settings, *, progress: bool) -> dict[str, Any]:
-    chosen = only or sorted(BENCHES)
-    unknown = [n for n in chosen if n not in BENCHES]
-    if unknown:
-        raise BadRequest(f"unknown benchmark(s) {unknown}; known: {sorted(BENCHES)}")
-    return {name: BENCHES[name](settings, progress) for name in chosen}
+    """Run the named benchmarks (all when None)."""
+    return run_named(BENCHES, only, settings, progress=progress, kind="benchmark")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from keel.errors import BadRequest
@@ -26,10 +26,22 @@ def _faults(settings: Settings, progress: bool) -> dict[str, Any]:
 SUITES: dict[str, Suite] = {"retrieval": _retrieval, "faults": _faults}
 
 
-def run_suites(names: list[str] | None, settings: Settings, *, progress: bool) -> dict[str, Any]:
-    """Run the named suites (all when None); an unknown name is refused before anything runs."""
-    chosen = names or sorted(SUITES)
-    unknown = [n for n in chosen if n not in SUITES]
+def run_named(
+    registry: Mapping[str, Suite],
+    names: list[str] | None,
+    settings: Settings,
+    *,
+    progress: bool,
+    kind: str = "suite",
+) -> dict[str, Any]:
+    """Run the named entries of a registry (all when None); an unknown name is refused first."""
+    chosen = names or sorted(registry)
+    unknown = [n for n in chosen if n not in registry]
     if unknown:
-        raise BadRequest(f"unknown suite(s) {unknown}; known: {sorted(SUITES)}")
-    return {name: SUITES[name](settings, progress) for name in chosen}
+        raise BadRequest(f"unknown {kind}(s) {unknown}; known: {sorted(registry)}")
+    return {name: registry[name](settings, progress) for name in chosen}
+
+
+def run_suites(names: list[str] | None, settings: Settings, *, progress: bool) -> dict[str, Any]:
+    """Run the named eval suites (all when None)."""
+    return run_named(SUITES, names, settings, progress=progress)

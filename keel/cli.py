@@ -167,21 +167,11 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any] | None:
     if args.command == "eval":
         from evals.runner import run_suites
 
-        scores = run_suites(args.suite, settings, progress=sys.stderr.isatty())
-        if len(scores) == 1 and args.suite:
-            scores = next(iter(scores.values()))
-        if not args.json:
-            print(json.dumps(scores, indent=2))
-        return scores if args.json else None
+        return _report(args, run_suites(args.suite, settings, progress=sys.stderr.isatty()))
     if args.command == "bench":
         from evals.bench import run_benches
 
-        figures = run_benches(args.only, settings, progress=sys.stderr.isatty())
-        if len(figures) == 1 and args.only:
-            figures = next(iter(figures.values()))
-        if not args.json:
-            print(json.dumps(figures, indent=2))
-        return figures if args.json else None
+        return _report(args, run_benches(args.only, settings, progress=sys.stderr.isatty()))
     if args.command == "demo":
         from keel.demo import run_demo
 
@@ -239,6 +229,17 @@ def _parse_edit(text: str) -> dict[str, Any]:
     if not isinstance(value, dict) or not value:
         raise BadRequest("--edit must be a non-empty JSON object, e.g. '{\"amount\": 10}'")
     return value
+
+
+def _report(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, Any] | None:
+    """Scores or figures: one asked for prints bare, several print keyed by name."""
+    asked = getattr(args, "suite", None) or getattr(args, "only", None)
+    if asked and len(results) == 1:
+        results = next(iter(results.values()))
+    if not args.json:
+        print(json.dumps(results, indent=2))
+        return None
+    return results
 
 
 def _say(args: argparse.Namespace, data: dict[str, Any], text: str) -> dict[str, Any] | None:

@@ -70,6 +70,13 @@ def _tools(tmp_path: Any) -> Any:
     return demo_tools(backend)
 
 
+def _plan(model: Any, tmp_path: Any, repair_attempts: int) -> Plan | CannotPlan:
+    return model_plan(
+        model, REQUEST, ENTITIES, REFUND_RECORDS, [evidence()], _tools(tmp_path), [],
+        repair_attempts=repair_attempts,
+    )  # fmt: skip
+
+
 def _reply(payload: dict[str, Any]) -> AIMessage:
     return AIMessage(content="```json\n" + json.dumps(payload) + "\n```")
 
@@ -92,16 +99,7 @@ PLAN_JSON = {
 def test_model_plan_takes_effects_from_the_tool_specs(tmp_path: Any) -> None:
     # Fake model at the model boundary: langchain-core's FakeMessagesListChatModel.
     model = FakeMessagesListChatModel(responses=[_reply(PLAN_JSON)])
-    result = model_plan(
-        model,
-        REQUEST,
-        ENTITIES,
-        REFUND_RECORDS,
-        [evidence()],
-        _tools(tmp_path),
-        [],
-        repair_attempts=1,
-    )
+    result = _plan(model, tmp_path, 1)
     assert isinstance(result, Plan)
     assert result.planner.startswith("model:")
     assert result.steps[0].effect == "irreversible"
@@ -111,63 +109,27 @@ def test_model_plan_repairs_a_malformed_answer_once(tmp_path: Any) -> None:
     model = FakeMessagesListChatModel(
         responses=[AIMessage(content="Sure! Here is the plan: refund it."), _reply(PLAN_JSON)]
     )
-    result = model_plan(
-        model,
-        REQUEST,
-        ENTITIES,
-        REFUND_RECORDS,
-        [evidence()],
-        _tools(tmp_path),
-        [],
-        repair_attempts=1,
-    )
+    result = _plan(model, tmp_path, 1)
     assert isinstance(result, Plan)
 
 
 def test_model_plan_gives_up_after_the_repair_budget(tmp_path: Any) -> None:
     model = FakeMessagesListChatModel(responses=[AIMessage(content="no"), AIMessage(content="{")])
     with pytest.raises(ValueError, match="no valid plan after 2 answers"):
-        model_plan(
-            model,
-            REQUEST,
-            ENTITIES,
-            REFUND_RECORDS,
-            [evidence()],
-            _tools(tmp_path),
-            [],
-            repair_attempts=1,
-        )
+        _plan(model, tmp_path, 1)
 
 
 def test_model_plan_refuses_smuggled_fields(tmp_path: Any) -> None:
     smuggled = {**PLAN_JSON, "approved": True}
     model = FakeMessagesListChatModel(responses=[_reply(smuggled), _reply(smuggled)])
     with pytest.raises(ValueError):
-        model_plan(
-            model,
-            REQUEST,
-            ENTITIES,
-            REFUND_RECORDS,
-            [evidence()],
-            _tools(tmp_path),
-            [],
-            repair_attempts=1,
-        )
+        _plan(model, tmp_path, 1)
 
 
 def test_an_unknown_tool_is_treated_as_irreversible(tmp_path: Any) -> None:
     bad = {**PLAN_JSON, "steps": [{**PLAN_JSON["steps"][0], "tool": "wire_money"}]}  # type: ignore[index]
     model = FakeMessagesListChatModel(responses=[_reply(bad)])
-    result = model_plan(
-        model,
-        REQUEST,
-        ENTITIES,
-        REFUND_RECORDS,
-        [evidence()],
-        _tools(tmp_path),
-        [],
-        repair_attempts=0,
-    )
+    result = _plan(model, tmp_path, 0)
     assert isinstance(result, Plan)
     assert result.steps[0].effect == "irreversible"
 
