@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     max_request_chars: int = Field(default=2000, ge=10)
     recursion_limit: int = Field(default=200, ge=10)
     tool_timeout_s: float = Field(default=2.0, gt=0, description="Per attempt of a tool call.")
+    tool_retry_attempts: int = Field(
+        default=6, ge=1, le=20, description="Tries per call for infrastructure faults."
+    )
     faults: str = Field(
         default="none", description="Fault profile for the demo integrations (name or JSON)."
     )

@@ -40,7 +40,7 @@ class RetryPolicy(NamedTuple):
         max_s: cap of one backoff.
     """
 
-    attempts: int = 3
+    attempts: int = 6
     initial_s: float = 0.05
     max_s: float = 1.0
 

@@ -48,7 +48,7 @@ class ToolSpec(Generic[I, O]):
         func: The integration itself, called with a ``ToolCall``; returns a mapping.
         integration: The system behind it; one circuit breaker per integration.
         timeout_s: Per attempt; None takes the registry's default.
-        retry: How to retry infrastructure faults.
+        retry: How to retry infrastructure faults; None takes the registry's default.
         fallback: Another tool with the same arguments to use when this one is down.
         planner_visible: False for fallbacks: plans name the primary, never the fallback.
     """
@@ -61,7 +61,7 @@ class ToolSpec(Generic[I, O]):
     func: Callable[[ToolCall[I]], Mapping[str, Any]]
     integration: str = "default"
     timeout_s: float | None = None
-    retry: RetryPolicy = RetryPolicy()  # noqa: RUF009 (an immutable NamedTuple)
+    retry: RetryPolicy | None = None
     fallback: str | None = None
     planner_visible: bool = True
     lookup: Callable[[str], Mapping[str, Any] | None] | None = None
@@ -96,6 +96,7 @@ class ToolRegistry:
 
     specs: Iterable[ToolSpec[Any, Any]]
     timeout_s: float = 2.0
+    retry: RetryPolicy = RetryPolicy()  # noqa: RUF009 (an immutable NamedTuple)
     breakers: dict[str, Breaker] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -166,7 +167,7 @@ class ToolRegistry:
         raw, attempts = resilient_call(
             lambda: spec.func(ToolCall(parsed, key)),
             breaker=self.breakers[spec.integration],
-            policy=retry or spec.retry,
+            policy=retry or spec.retry or self.retry,
             timeout_s=spec.timeout_s or self.timeout_s,
         )
         try:

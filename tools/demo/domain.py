@@ -11,6 +11,7 @@ from keel.settings import Settings
 from tools.demo.backend import DemoBackend
 from tools.demo.tools import demo_tools
 from tools.faults import PROFILES, FaultInjector, profile_named
+from tools.resilience import RetryPolicy
 from tools.spec import ShapeChanged, ToolRegistry
 
 _ENTITY_PATTERNS = {
@@ -42,7 +43,10 @@ class DemoDomain:
             None if profile == PROFILES["none"] else FaultInjector(profile, settings.fault_seed)
         )
         return demo_tools(
-            DemoBackend(settings.domain_db), faults=faults, timeout_s=settings.tool_timeout_s
+            DemoBackend(settings.domain_db),
+            faults=faults,
+            timeout_s=settings.tool_timeout_s,
+            retry=RetryPolicy(attempts=settings.tool_retry_attempts),
         )
 
     def extract_entities(self, request: str) -> dict[str, str]:

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tools.demo.backend import DemoBackend
 from tools.faults import FaultInjector
+from tools.resilience import RetryPolicy
 from tools.spec import ToolCall, ToolRegistry, ToolSpec
 
 CUSTOMER_ID = r"^C-\d{4}$"
@@ -129,7 +130,11 @@ def _key(call: ToolCall[Any]) -> str:
 
 
 def demo_tools(
-    backend: DemoBackend, *, faults: FaultInjector | None = None, timeout_s: float = 2.0
+    backend: DemoBackend,
+    *,
+    faults: FaultInjector | None = None,
+    timeout_s: float = 2.0,
+    retry: RetryPolicy = RetryPolicy(),  # noqa: B008 (an immutable NamedTuple)
 ) -> ToolRegistry:
     """The demo tool registry bound to one backend, with faults injected when asked."""
     b = backend
@@ -181,4 +186,4 @@ def demo_tools(
             )
             for s in specs
         ]
-    return ToolRegistry(specs, timeout_s=timeout_s)
+    return ToolRegistry(specs, timeout_s=timeout_s, retry=retry)
