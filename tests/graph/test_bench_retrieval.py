@@ -3,15 +3,24 @@ not for a test)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from evals.bench_retrieval import bench_retrieval
 from keel.settings import Settings
 
 
-def test_bench_retrieval_reports_what_it_measured(settings: Settings) -> None:
+def test_bench_retrieval_reports_what_it_measured(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, _env_file=None)  # type: ignore[call-arg]
     result = bench_retrieval(settings, chunks=300, queries=5)
+    assert set(result) == {
+        "chunks", "queries", "search_p50_ms", "search_p95_ms", "plain_p50_ms", "plain_p95_ms",
+        "build_s",
+    }  # fmt: skip
     assert result["chunks"] == 300 and result["queries"] == 5
     for name in ("search", "plain"):
         assert 0 < result[f"{name}_p50_ms"] <= result[f"{name}_p95_ms"]
+    assert result["build_s"] >= 0
+    assert list(tmp_path.iterdir()) == []  # the index lives in its own temporary directory
 
 
 def test_bench_tools_compares_the_same_call_bare_and_layered(settings: Settings) -> None:
