@@ -24,7 +24,8 @@ MIN_RELEVANT = 0.35
 
 _FIGURE = re.compile(
     r"(\d+(?:[.,]\d+)?)\s*"
-    r"(business days|working days|days|hours|weeks|months|years|%|eur|euros?)(?!\w)",
+    r"(business days|working days|business hours|working hours|days|hours|minutes|weeks|months"
+    r"|years|%|eur|euros?)(?!\w)",
     re.IGNORECASE,
 )
 

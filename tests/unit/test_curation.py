@@ -151,3 +151,10 @@ def test_freshness_breaks_a_tie() -> None:
     new = cand("b:1", 0.5, effective_date="2026-01-01", source="b")
     got = curate([old, new], k=2, today=date(2026, 11, 25))
     assert [e.chunk_id for e in got.evidence] == ["b:1", "a:1"]
+
+
+def test_figures_know_minutes_and_business_hours() -> None:
+    assert figures("valid for 30 minutes, answered within 4 business hours") == {
+        "minute": {"30"},
+        "business hour": {"4"},
+    }
