@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from graph.context import KeelContext, context_of, thread_of
 from graph.state import ExecutorView, Receipt, ToolOutcome, approval_digest
 from keel.errors import KeelError
+from tools.spec import CallResult
 
 
 def idempotency_key(thread_id: str, step: int, digest: str) -> str:
@@ -70,10 +71,7 @@ def execute(state: ExecutorView, runtime: Runtime[KeelContext]) -> dict[str, Any
             outcome = _exactly_once(ctx, step.tool, step.args, key, thread_id, index, base)
         else:
             answer = ctx.tools.invoke(step.tool, step.args, idempotency_key=key)
-            outcome = ToolOutcome(
-                **base, ok=True, output=answer.output, idempotency_key=key,
-                attempts=answer.attempts, via=answer.via if answer.via != step.tool else None,
-            )  # fmt: skip
+            outcome = _answered(base, key, answer)
     except (KeelError, ValidationError) as err:
         outcome = ToolOutcome(**base, ok=False, error=str(err)[:500], idempotency_key=key)
     return {"results": [outcome], "cursor": index + 1}
@@ -104,7 +102,17 @@ def _exactly_once(
         ctx.ledger.begin(key, thread_id, index, tool, base["digest"])
     answer = ctx.tools.invoke(tool, args, idempotency_key=key)
     ctx.ledger.finish(key, answer.output)
+    return _answered(base, key, answer)
+
+
+def _answered(base: dict[str, Any], key: str | None, answer: CallResult) -> ToolOutcome:
+    """The outcome of a call that answered; ``via`` only when a fallback did."""
+    via = answer.via if answer.via != base["tool"] else None
     return ToolOutcome(
-        **base, ok=True, output=answer.output, idempotency_key=key, attempts=answer.attempts,
-        via=answer.via if answer.via != tool else None,
-    )  # fmt: skip
+        **base,
+        ok=True,
+        output=answer.output,
+        idempotency_key=key,
+        attempts=answer.attempts,
+        via=via,
+    )

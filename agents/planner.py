@@ -22,9 +22,9 @@ from agents.context import Fact, Section, assemble, render_memory, tokens
 from graph.context import KeelContext, context_of
 from graph.domain import Domain
 from graph.state import CannotPlan, Conflict, Evidence, Plan, PlannerView, Step, Verdict
+from retrieval.curation import TIER_RANK
 from tools.spec import ToolRegistry
 
-TIER_RANK = {"official": 0, "reviewed": 1, "wiki": 2, "untrusted": 3}
 QUESTION = re.compile(
     r"\?\s*$|^(what|how|when|which|who|why|where|can|do|does|is|are|may)\b", re.IGNORECASE
 )

@@ -18,14 +18,14 @@ import tempfile
 import time
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from graph.state import TrustTier
 from keel.settings import Settings
 from retrieval.corpus import Chunk, SourceEntry, load_corpus
 from retrieval.embeddings import embedder_for
 from retrieval.screening import screen
-from retrieval.store import BATCH, CorpusStore, _metadata
+from retrieval.store import BATCH, CorpusStore
 
 SEED = 7
 WARMUP = 5
@@ -179,16 +179,10 @@ def bench_retrieval(
     with tempfile.TemporaryDirectory(prefix="keel-bench-") as tmp:
         local = settings.model_copy(update={"home": Path(tmp)})
         store = CorpusStore(local, embedder_for(settings))
-        collection: Any = store._collection(create=True)
         started = time.perf_counter()
         for start in range(0, len(rows), BATCH):
             batch = rows[start : start + BATCH]
-            collection.upsert(
-                ids=[c.chunk_id for c in batch],
-                embeddings=store.embedder.embed([c.text for c in batch]),
-                documents=[c.text for c in batch],
-                metadatas=[_metadata(c) for c in batch],
-            )
+            store.write(batch, store.embedder.embed([c.text for c in batch]))
             if progress:
                 done, elapsed = start + len(batch), time.perf_counter() - started
                 print(
@@ -212,7 +206,7 @@ def bench_retrieval(
             store.candidates(question, k)
             plain.append(time.perf_counter() - t)
         return {
-            "chunks": int(collection.count()),
+            "chunks": store.count(),
             "queries": queries,
             "search_p50_ms": _ms(curated, 50),
             "search_p95_ms": _ms(curated, 95),

@@ -45,7 +45,7 @@ from keel.settings import Settings
 from tools.demo import DemoDomain
 from tools.demo.backend import DemoBackend
 from tools.faults import PROFILES, FaultInjector, FaultProfile
-from tools.resilience import _with_timeout
+from tools.resilience import with_timeout
 
 REQUEST = (
     "Customer C-1001 was charged twice for invoice INV-2001, please refund the duplicate charge"
@@ -107,7 +107,7 @@ def _baseline_tools(
 
     def answer(func: Any, call: Any) -> str:
         # The same client timeout Keel uses: a careful integration does not wait forever.
-        output = dict(_with_timeout(lambda: func(call), TIMEOUT_S))
+        output = dict(with_timeout(lambda: func(call), TIMEOUT_S))
         if any(key.endswith("_v2") for key in output):
             consumed["shape_changed"] += 1  # a changed shape, handed to the model as data
         return json.dumps(output)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -82,7 +83,7 @@ class CorpusStore:
 
     def require(self) -> None:
         """Raise CorpusMissing, saying how to fix it, unless the index can answer queries."""
-        if self._collection(create=False).count() == 0:
+        if self.count() == 0:
             raise CorpusMissing(
                 f"the corpus index in {self.settings.chroma_dir} is empty: run `keel ingest`"
             )
@@ -121,14 +122,7 @@ class CorpusStore:
         written = 0
         try:
             for start in range(0, len(new), BATCH):
-                batch = new[start : start + BATCH]
-                collection.upsert(
-                    ids=[c.chunk_id for c in batch],
-                    embeddings=vectors[start : start + BATCH],  # type: ignore[arg-type]
-                    documents=[c.text for c in batch],
-                    metadatas=[_metadata(c) for c in batch],
-                )
-                written += len(batch)
+                written += self.write(new[start : start + BATCH], vectors[start : start + BATCH])
             if stale:
                 collection.delete(ids=stale)
         except Exception as err:
@@ -142,6 +136,21 @@ class CorpusStore:
             unchanged=len(existing & wanted.keys()),
             quarantined=[f"{c.chunk_id}: {', '.join(c.quarantine)}" for c in new if c.quarantine],
         )
+
+    def write(self, chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]]) -> int:
+        """Upsert already-embedded chunks with their provenance; returns how many."""
+        self._collection(create=True).upsert(
+            ids=[c.chunk_id for c in chunks],
+            embeddings=list(vectors),  # type: ignore[arg-type]
+            documents=[c.text for c in chunks],
+            metadatas=[_metadata(c) for c in chunks],
+        )
+        self._lexical = None
+        return len(chunks)
+
+    def count(self) -> int:
+        """Chunks in the index."""
+        return int(self._collection(create=False).count())
 
     def candidates(self, text: str, n: int, *, hybrid: bool = False) -> list[Candidate]:
         """The ``n`` nearest chunks by cosine similarity, with what curation needs.

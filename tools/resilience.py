@@ -95,9 +95,12 @@ class Breaker:
                 self.opened_at = None
 
 
-def _with_timeout(func: Callable[[], T], timeout_s: float) -> T:
-    # Blocking integrations cannot be cancelled; the caller stops waiting, and the idempotency
-    # key makes a late success harmless when the call is retried.
+def with_timeout(func: Callable[[], T], timeout_s: float) -> T:
+    """Run ``func``, waiting at most ``timeout_s``; past that, a ``Retryable`` timeout.
+
+    Blocking integrations cannot be cancelled: the caller stops waiting, and the idempotency key
+    makes a late success harmless when the call is retried.
+    """
     pool = ThreadPoolExecutor(max_workers=1)
     future = pool.submit(func)
     try:
@@ -142,7 +145,7 @@ def resilient_call(
         breaker.before_call()
         attempts += 1
         try:
-            result = _with_timeout(func, timeout_s)
+            result = with_timeout(func, timeout_s)
         except CircuitOpen:
             raise
         except Retryable:

@@ -170,16 +170,7 @@ class ToolRegistry:
             policy=retry or spec.retry or self.retry,
             timeout_s=spec.timeout_s or self.timeout_s,
         )
-        try:
-            output: dict[str, Any] = spec.output_model.model_validate(dict(raw)).model_dump(
-                mode="json"
-            )
-        except ValidationError as err:
-            first = err.errors()[0]
-            raise ShapeChanged(
-                f"{spec.name} answered in an unexpected shape: {first['loc']}: {first['msg']}"
-            ) from err
-        return CallResult(output=output, attempts=attempts, via=spec.name)
+        return CallResult(output=_validated(spec, raw), attempts=attempts, via=spec.name)
 
     def recorded(self, name: str, key: str) -> dict[str, Any] | None:
         """The backend's answer to an earlier call with ``key``, validated; None if none."""
@@ -187,10 +178,19 @@ class ToolRegistry:
         if spec.lookup is None:
             return None
         raw = spec.lookup(key)
-        if raw is None:
-            return None
-        answer: dict[str, Any] = spec.output_model.model_validate(dict(raw)).model_dump(mode="json")
-        return answer
+        return None if raw is None else _validated(spec, raw)
+
+
+def _validated(spec: ToolSpec[Any, Any], raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The answer as its output model reads it; any other shape is a fault, never data."""
+    try:
+        output: dict[str, Any] = spec.output_model.model_validate(dict(raw)).model_dump(mode="json")
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise ShapeChanged(
+            f"{spec.name} answered in an unexpected shape: {first['loc']}: {first['msg']}"
+        ) from err
+    return output
 
 
 __all__ = ["CallResult", "IntegrationError", "ToolCall", "ToolRegistry", "ToolSpec"]

@@ -91,11 +91,11 @@ def test_a_failed_ingest_leaves_the_index_as_it_was(
         def embed(self, texts: list[str]) -> list[list[float]]:
             raise ConnectionError("embedding service down")
 
-    before = CorpusStore(settings, embedder_for(settings))._collection(create=False).count()
+    before = CorpusStore(settings, embedder_for(settings)).count()
     with pytest.raises(ConnectionError):
         CorpusStore(changed, Broken()).ingest(progress=False)
     store = CorpusStore(settings, embedder_for(settings))
-    assert store._collection(create=False).count() == before
+    assert store.count() == before
     assert any("SEPA direct debit" in e.text for e in store.query("payment methods", 6))
 
 
@@ -105,3 +105,12 @@ def test_an_unreadable_index_is_a_clear_error(tmp_path: Path) -> None:
     (broken.chroma_dir / "chroma.sqlite3").write_text("this is not a database")
     with pytest.raises(CorpusMissing, match=r"cannot be opened|no corpus index"):
         CorpusStore(broken, embedder_for(broken)).require()
+
+
+def test_hybrid_candidates_carry_lexical_scores(store: CorpusStore) -> None:
+    plain = store.candidates("SEPA direct debit", 10)
+    hybrid = store.candidates("SEPA direct debit", 10, hybrid=True)
+    assert all(c.lexical == 0.0 for c in plain)
+    assert max(c.lexical for c in hybrid) == 1.0  # scores are normalised to the best match
+    best = max(hybrid, key=lambda c: c.lexical)
+    assert "SEPA direct debit" in best.evidence.text
