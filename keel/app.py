@@ -37,7 +37,7 @@ from graph.state import (
     ToolOutcome,
     Verdict,
 )
-from keel.errors import ApprovalMismatch, BadRequest, ConfigError, NoPendingApproval, ThreadNotFound
+from keel.errors import BadRequest, ConfigError, NoPendingApproval, ThreadNotFound
 from keel.settings import Settings
 
 
@@ -268,4 +268,4 @@ def probe_endpoint(base_url: str, timeout_s: float = 3.0) -> None:
         ) from err
 
 
-__all__ = ["ApprovalMismatch", "Decision", "KeelApp", "Outcome", "PendingAction"]
+__all__ = ["Decision", "KeelApp", "Outcome", "PendingAction"]

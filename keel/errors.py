@@ -31,10 +31,6 @@ class NoPendingApproval(KeelError):
     """A resume was asked for a thread that is not waiting for a human."""
 
 
-class ApprovalMismatch(KeelError):
-    """An approval does not match the action that is pending (stale, replayed or forged)."""
-
-
 class IntegrationError(KeelError):
     """A tool or model integration failed."""
 
@@ -45,7 +41,3 @@ class Retryable(IntegrationError):
 
 class Permanent(IntegrationError):
     """A fault that retrying will not fix: a 4xx, expired credentials, a changed response shape."""
-
-
-class ModelUnavailable(IntegrationError):
-    """The configured model endpoint cannot be reached or answers nonsense."""
