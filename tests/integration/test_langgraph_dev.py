@@ -7,6 +7,7 @@ in-memory checkpointer and passes no Keel context, so the nodes build theirs fro
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -127,13 +128,10 @@ def test_langgraph_dev_runs_a_request_to_its_approval_and_resumes_it(
 
     thread_id = client.threads.create()["thread_id"]
     # One run at a time on the thread; a dropped client must not cancel a half-done execution.
-    client.runs.wait(
-        thread_id,
-        "keel",
-        input={"request": REFUND_REQUEST},
-        multitask_strategy="reject",
-        on_disconnect="continue",
+    run = functools.partial(
+        client.runs.wait, thread_id, "keel", multitask_strategy="reject", on_disconnect="continue"
     )
+    run(input={"request": REFUND_REQUEST})
 
     state = client.threads.get_state(thread_id)
     assert state["next"] == ["approve"], server.log()
@@ -152,13 +150,7 @@ def test_langgraph_dev_runs_a_request_to_its_approval_and_resumes_it(
     assert backend.outbox() == []
 
     answer = {"decisions": [{"type": "approve"}, {"type": "approve"}], "reviewer": "studio-test"}
-    client.runs.wait(
-        thread_id,
-        "keel",
-        command={"resume": answer},
-        multitask_strategy="reject",
-        on_disconnect="continue",
-    )
+    run(command={"resume": answer})
 
     final = client.threads.get_state(thread_id)
     values = _values(final)
