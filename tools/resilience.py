@@ -64,10 +64,15 @@ class Breaker:
     After ``threshold`` consecutive infrastructure faults it opens: calls fail fast for
     ``cooldown_s``; then one probe call is let through (half open), and its outcome closes or
     re-opens the breaker.
+
+    The threshold sits above one call's retry budget (``RetryPolicy.attempts``): a breaker that
+    opens inside a single call's retries cuts off a flaky but working service (at 40 % faults, five
+    in a row happen on one call in a hundred), while a service that is really down still trips it
+    on the second call.
     """
 
     name: str
-    threshold: int = 5
+    threshold: int = 10
     cooldown_s: float = 30.0
     clock: Callable[[], float] = time.monotonic
     failures: int = 0

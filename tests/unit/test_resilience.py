@@ -45,6 +45,17 @@ def test_retries_stop_at_the_policy() -> None:
         resilient_call(failing(5, Retryable("503")), breaker=Breaker("b"), policy=FAST, timeout_s=1)
 
 
+def test_one_calls_retries_alone_never_open_the_breaker() -> None:
+    # A flaky service that answers on the last try is working: the breaker stays closed.
+    breaker = Breaker("b")
+    policy = RetryPolicy(attempts=6, initial_s=0.001, max_s=0.002)
+    result, attempts = resilient_call(
+        failing(5, Retryable("503")), breaker=breaker, policy=policy, timeout_s=1
+    )
+    assert (result, attempts, breaker.state) == ("ok", 6, "closed")
+    assert breaker.threshold > RetryPolicy().attempts
+
+
 def test_permanent_faults_are_never_retried() -> None:
     call = failing(1, Permanent("400 bad request"))
     with pytest.raises(Permanent):
