@@ -70,7 +70,7 @@ def execute(state: ExecutorView, runtime: Runtime[KeelContext]) -> dict[str, Any
         if key is not None and ctx.ledger is not None:
             outcome = _exactly_once(ctx, step.tool, step.args, key, thread_id, index, base)
         else:
-            answer = ctx.tools.invoke(step.tool, step.args, idempotency_key=key)
+            answer = ctx.tools.invoke(step.tool, step.args, agent="executor", idempotency_key=key)
             outcome = _answered(base, key, answer)
     except (KeelError, ValidationError) as err:
         outcome = ToolOutcome(**base, ok=False, error=str(err)[:500], idempotency_key=key)
@@ -100,7 +100,7 @@ def _exactly_once(
                                via="intent ledger (found at the backend)")  # fmt: skip
     else:
         ctx.ledger.begin(key, thread_id, index, tool, base["digest"])
-    answer = ctx.tools.invoke(tool, args, idempotency_key=key)
+    answer = ctx.tools.invoke(tool, args, agent="executor", idempotency_key=key)
     ctx.ledger.finish(key, answer.output)
     return _answered(base, key, answer)
 

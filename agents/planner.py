@@ -56,7 +56,7 @@ def plan(state: PlannerView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
     ctx = context_of(runtime)
     entities = state.get("entities", {})
     evidence = state.get("evidence", [])
-    records = ctx.domain.gather_records(entities, ctx.tools)
+    records = ctx.domain.gather_records(entities, ctx.tools.for_agent("planner"))
     conflicts = state.get("conflicts", [])
     verdict = state.get("plan_verdict")
     feedback = verdict.reasons if verdict is not None and not verdict.ok else []

@@ -87,7 +87,9 @@ def check_plan(state: PlanCheckView, runtime: Runtime[KeelContext]) -> dict[str,
             reasons.append(f"step {i + 1} ({step.tool}): {down}")
     if not reasons:
         # Business rules read fresh records: the validator does not trust the planner's copy.
-        records = ctx.domain.gather_records(state.get("entities", {}), ctx.tools)
+        records = ctx.domain.gather_records(
+            state.get("entities", {}), ctx.tools.for_agent("validator")
+        )
         reasons += ctx.domain.plan_rules(plan, records)
     verdict = Verdict(stage="plan", ok=not reasons, reasons=reasons)
     update: dict[str, Any] = {
@@ -110,7 +112,7 @@ def check_result(state: ResultCheckView, runtime: Runtime[KeelContext]) -> dict[
         reasons = [f"step {outcome.step + 1} ({step.tool}) failed: {outcome.error}"]
     else:
         assert outcome.output is not None
-        reasons = ctx.domain.postconditions(step, outcome.output, ctx.tools)
+        reasons = ctx.domain.postconditions(step, outcome.output, ctx.tools.for_agent("validator"))
     return {
         "result_verdict": Verdict(
             stage="result", ok=not reasons, reasons=reasons, step=outcome.step

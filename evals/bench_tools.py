@@ -22,13 +22,13 @@ def bench_tools(settings: Settings, *, calls: int = 2000) -> dict[str, Any]:
         bare, layered = [], []
         for _ in range(50):  # warm up both paths
             backend.get_customer("C-1001")
-            tools.call("get_customer", {"customer_id": "C-1001"})
+            tools.call("get_customer", {"customer_id": "C-1001"}, agent="executor")
         for _ in range(calls):
             t = time.perf_counter()
             backend.get_customer("C-1001")
             bare.append(time.perf_counter() - t)
             t = time.perf_counter()
-            tools.call("get_customer", {"customer_id": "C-1001"})
+            tools.call("get_customer", {"customer_id": "C-1001"}, agent="executor")
             layered.append(time.perf_counter() - t)
     bare_ms = statistics.median(bare) * 1000
     layered_ms = statistics.median(layered) * 1000

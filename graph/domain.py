@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from graph.state import CannotPlan, Evidence, Plan, Step
 from keel.settings import Settings
-from tools.spec import ToolRegistry
+from tools.spec import AgentTools, ToolRegistry
 
 
 class Domain(Protocol):
@@ -28,7 +28,7 @@ class Domain(Protocol):
     def extract_entities(self, request: str) -> dict[str, str]:
         """Business ids and values the request names (customer, invoice, amount, ...)."""
 
-    def gather_records(self, entities: dict[str, str], tools: ToolRegistry) -> dict[str, Any]:
+    def gather_records(self, entities: dict[str, str], tools: AgentTools) -> dict[str, Any]:
         """Read, through read-only tools, the records the request's entities point at."""
 
     def runbook_plan(
@@ -42,5 +42,5 @@ class Domain(Protocol):
     def health_probes(self) -> dict[str, tuple[str, dict[str, Any]]]:
         """For each integration, a cheap read that shows whether it answers."""
 
-    def postconditions(self, step: Step, output: dict[str, Any], tools: ToolRegistry) -> list[str]:
+    def postconditions(self, step: Step, output: dict[str, Any], tools: AgentTools) -> list[str]:
         """What must be true after a step ran; each failure is one reason."""

@@ -31,6 +31,15 @@ class NoPendingApproval(KeelError):
     """A resume was asked for a thread that is not waiting for a human."""
 
 
+class PermissionDenied(KeelError):
+    """The permission gate refused a call; it was not made. ``rule`` names what refused it."""
+
+    def __init__(self, reason: str, *, rule: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.rule = rule
+
+
 class IntegrationError(KeelError):
     """A tool or model integration failed."""
 

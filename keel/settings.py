@@ -12,6 +12,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEMO_CORPUS = Path(__file__).resolve().parent.parent / "tools" / "demo" / "corpus"
+DEFAULT_MANIFEST = Path(__file__).resolve().parent.parent / "policies" / "manifest.yaml"
 
 
 class Settings(BaseSettings):
@@ -72,8 +73,16 @@ class Settings(BaseSettings):
     eval_runs: int = Field(default=200, ge=1, description="Runs per profile in the faults eval.")
     approval_ttl_s: int = Field(default=24 * 3600, ge=60)
     reviewer: str = Field(default="operator", description="Who approves from this shell.")
+    policy_file: Path = Field(
+        default=DEFAULT_MANIFEST, description="The permission manifest; no manifest, no calls."
+    )
+    record: bool = Field(default=True, description="Keep the flight recorder on.")
+    sensitive_fields: list[str] = Field(
+        default_factory=lambda: ["api_key", "authorization", "password", "secret", "token"],
+        description="Fields redacted before anything is recorded or traced.",
+    )
 
-    @field_validator("home", "corpus_dir")
+    @field_validator("home", "corpus_dir", "policy_file")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
@@ -89,6 +98,11 @@ class Settings(BaseSettings):
     @property
     def intent_db(self) -> Path:
         return self.home / "intents.sqlite"
+
+    @property
+    def records_db(self) -> Path:
+        """The flight recorder, next to the checkpoints."""
+        return self.home / "records.sqlite"
 
     @property
     def chroma_dir(self) -> Path:

@@ -40,7 +40,7 @@ def probe(tools: ToolRegistry, probes: Mapping[str, tuple[str, dict[str, Any]]])
         tool, args = probes[integration]
         started = time.perf_counter()
         try:
-            tools.call(tool, args, retry=RetryPolicy(attempts=1), fallback=False)
+            tools.call(tool, args, agent="health", retry=RetryPolicy(attempts=1), fallback=False)
             status: Literal["ok", "down", "unprobed"] = "ok"
             detail = f"{tool} answered"
         except IntegrationError as err:

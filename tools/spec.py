@@ -5,18 +5,23 @@ executor's calls. Every call gets the integration's circuit breaker, a timeout p
 retries for infrastructure faults (``tools.resilience``); a response that does not match the
 output model is an integration fault, never data; a primary that is down hands over to its
 fallback when it has one.
+
+Every call names the agent that makes it and passes the permission gate first
+(``tools.permissions``): a registry without a gate denies everything. Every call, allowed or
+denied, is told to the registry's listeners as one ``ToolEvent`` (the flight recorder is one).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from graph.state import Effect
-from keel.errors import IntegrationError, Permanent, Retryable
+from graph.state import Effect, Receipt, approval_digest
+from keel.errors import IntegrationError, Permanent, PermissionDenied, Retryable
 from tools.resilience import Breaker, RetryPolicy, resilient_call
 
 I = TypeVar("I", bound=BaseModel)  # noqa: E741
@@ -81,6 +86,74 @@ class ToolSpec(Generic[I, O]):
 
 
 @dataclass(frozen=True)
+class ThreadFacts:
+    """What the gate must know about the thread a call is made for.
+
+    Attributes:
+        thread_id: the thread; approvals are bound to it.
+        spent: digests of approvals already used (a receipt works once).
+        rejected: digests a human rejected (a rejection holds).
+        tainted: low-trust evidence in the thread's context; writes planned from it lose their
+            standing grants.
+    """
+
+    thread_id: str | None = None
+    spent: frozenset[str] = frozenset()
+    rejected: frozenset[str] = frozenset()
+    tainted: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CallRequest:
+    """One call as the gate sees it: who asks, for what, with which approval."""
+
+    agent: str
+    spec: ToolSpec[Any, Any]
+    args: dict[str, Any]
+    """The canonical arguments: parsed by the input model, dumped as JSON."""
+    digest: str
+    facts: ThreadFacts
+    approval: Receipt | None
+
+
+class Gate(Protocol):
+    """Decides whether one call may run; ``tools.permissions.PermissionGate`` is the real one."""
+
+    version: str
+
+    def check(self, request: CallRequest, tools: ToolRegistry) -> tuple[str, str] | None:
+        """None to allow; else ``(rule, reason)`` of the denial."""
+        ...
+
+
+class ToolEvent(BaseModel):
+    """One tool call, allowed or denied, as the registry's listeners see it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    agent: str
+    tool: str
+    effect: Effect
+    args: dict[str, Any]
+    digest: str
+    thread_id: str | None
+    decision: Literal["allowed", "denied"]
+    rule: str | None = None
+    """For a denial: the rule that denied it; for an allowed call: the grant that allowed it."""
+    reason: str | None = None
+    ok: bool = False
+    output: dict[str, Any] | None = None
+    error: str | None = None
+    error_kind: str | None = None
+    attempts: int = 0
+    via: str | None = None
+    latency_ms: float = 0.0
+    breaker_state: str = "closed"
+    idempotency_key: str | None = None
+    manifest_version: str | None = None
+
+
+@dataclass(frozen=True)
 class CallResult:
     """A validated tool answer, and how it was obtained."""
 
@@ -98,6 +171,8 @@ class ToolRegistry:
     timeout_s: float = 2.0
     retry: RetryPolicy = RetryPolicy()  # noqa: RUF009 (an immutable NamedTuple)
     breakers: dict[str, Breaker] = field(default_factory=dict)
+    gate: Gate | None = None
+    listeners: list[Callable[[ToolEvent], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._specs = {spec.name: spec for spec in self.specs}
@@ -118,19 +193,27 @@ class ToolRegistry:
             self._specs[n].catalog_entry() for n in self.names() if self._specs[n].planner_visible
         ]
 
+    def for_agent(self, agent: str, facts: ThreadFacts = ThreadFacts()) -> AgentTools:
+        """The registry as one agent may use it: every call is made, and gated, as that agent."""
+        return AgentTools(self, agent, facts)
+
     def call(
         self,
         name: str,
         args: Mapping[str, Any],
         *,
+        agent: str,
+        facts: ThreadFacts = ThreadFacts(),
+        approval: Receipt | None = None,
         idempotency_key: str | None = None,
         retry: RetryPolicy | None = None,
         fallback: bool = True,
     ) -> dict[str, Any]:
-        """Run one tool call through its contract and return the validated output."""
+        """Run one tool call for ``agent`` through the gate and its contract; the output."""
         answer = self.invoke(
-            name, args, idempotency_key=idempotency_key, retry=retry, fallback=fallback
-        )
+            name, args, agent=agent, facts=facts, approval=approval,
+            idempotency_key=idempotency_key, retry=retry, fallback=fallback,
+        )  # fmt: skip
         return answer.output
 
     def invoke(
@@ -138,28 +221,85 @@ class ToolRegistry:
         name: str,
         args: Mapping[str, Any],
         *,
+        agent: str,
+        facts: ThreadFacts = ThreadFacts(),
+        approval: Receipt | None = None,
         idempotency_key: str | None = None,
         retry: RetryPolicy | None = None,
         fallback: bool = True,
     ) -> CallResult:
-        """Run one tool call: validate, call resiliently, validate the answer, fall back if down.
+        """Run one tool call: gate, validate, call resiliently, validate the answer, fall back.
 
         Raises:
-            KeyError: the tool does not exist (the validator stops such plans first).
-            pydantic.ValidationError: the arguments do not fit the input model.
+            PermissionDenied: the gate refused the call, the tool does not exist, or the
+                arguments do not fit its input model (a smuggled field); it was not made.
             Permanent: the answer does not fit the output model, or the service refused.
             Retryable: every attempt (and the fallback's) failed with an infrastructure fault.
         """
-        spec = self._specs[name]
-        parsed = spec.parse_args(args)
+        spec = self._specs.get(name)
+        if spec is None:
+            raise self._refused(agent, name, args, facts, "unknown-tool", f"no tool named {name!r}")
         try:
-            return self._attempt(spec, parsed, idempotency_key, retry)
-        except Retryable:
-            if spec.fallback is None or not fallback:
-                raise
-            # Same arguments, same idempotency key: if the primary did act before it went
-            # quiet, the backend answers the fallback with that first result.
-            return self._attempt(self._specs[spec.fallback], parsed, idempotency_key, retry)
+            parsed = spec.parse_args(args)
+        except ValidationError as err:
+            first = err.errors()[0]
+            reason = f"{name}: arguments refused by its contract: {first['loc']}: {first['msg']}"
+            raise self._refused(agent, name, args, facts, "contract", reason, spec.effect) from err
+        canonical = parsed.model_dump(mode="json")
+        digest = approval_digest(name, canonical)
+        event: dict[str, Any] = {
+            "agent": agent, "tool": name, "effect": spec.effect, "args": canonical,
+            "digest": digest, "thread_id": facts.thread_id, "idempotency_key": idempotency_key,
+            "manifest_version": self.gate.version if self.gate else None,
+        }  # fmt: skip
+        request = CallRequest(agent, spec, canonical, digest, facts, approval)
+        denial = None  # TODO(#5): deny by default once the manifest gate lands
+        if self.gate is not None:
+            denial = self.gate.check(request, self)
+        if denial is not None:
+            rule, reason = denial
+            self._tell(ToolEvent(**event, decision="denied", rule=rule, reason=reason))
+            raise PermissionDenied(reason, rule=rule)
+        started = time.perf_counter()
+        try:
+            try:
+                answer = self._attempt(spec, parsed, idempotency_key, retry)
+            except Retryable:
+                if spec.fallback is None or not fallback:
+                    raise
+                # Same arguments, same idempotency key: if the primary did act before it went
+                # quiet, the backend answers the fallback with that first result.
+                answer = self._attempt(self._specs[spec.fallback], parsed, idempotency_key, retry)
+        except IntegrationError as err:
+            self._tell(ToolEvent(
+                **event, decision="allowed", error=str(err)[:500],
+                error_kind=type(err).__name__, latency_ms=_ms(started),
+                breaker_state=self.breakers[spec.integration].state,
+            ))  # fmt: skip
+            raise
+        self._tell(ToolEvent(
+            **event, decision="allowed", ok=True, output=answer.output, attempts=answer.attempts,
+            via=answer.via if answer.via != name else None, latency_ms=_ms(started),
+            breaker_state=self.breakers[spec.integration].state,
+        ))  # fmt: skip
+        return answer
+
+    def _refused(
+        self, agent: str, name: str, args: Mapping[str, Any], facts: ThreadFacts, rule: str,
+        reason: str, effect: Effect = "read",
+    ) -> PermissionDenied:  # fmt: skip
+        """Record a call refused before it could be gated (no such tool, smuggled arguments)."""
+        raw = {str(k): v for k, v in args.items()} if isinstance(args, Mapping) else {}
+        self._tell(ToolEvent(
+            agent=agent, tool=name, effect=effect, args=raw, digest=approval_digest(name, raw),
+            thread_id=facts.thread_id, decision="denied", rule=rule, reason=reason,
+            manifest_version=self.gate.version if self.gate else None,
+        ))  # fmt: skip
+        return PermissionDenied(reason, rule=rule)
+
+    def _tell(self, event: ToolEvent) -> None:
+        for listener in self.listeners:
+            listener(event)
 
     def _attempt(
         self, spec: ToolSpec[Any, Any], parsed: Any, key: str | None, retry: RetryPolicy | None
@@ -181,6 +321,35 @@ class ToolRegistry:
         return None if raw is None else _validated(spec, raw)
 
 
+@dataclass(frozen=True)
+class AgentTools:
+    """One agent's handle on the registry: the same tools, every call made as ``agent``."""
+
+    registry: ToolRegistry
+    agent: str
+    facts: ThreadFacts = ThreadFacts()
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.registry
+
+    def __getitem__(self, name: str) -> ToolSpec[Any, Any]:
+        return self.registry[name]
+
+    @property
+    def breakers(self) -> dict[str, Breaker]:
+        return self.registry.breakers
+
+    def call(self, name: str, args: Mapping[str, Any], **options: Any) -> dict[str, Any]:
+        return self.registry.call(name, args, agent=self.agent, facts=self.facts, **options)
+
+    def invoke(self, name: str, args: Mapping[str, Any], **options: Any) -> CallResult:
+        return self.registry.invoke(name, args, agent=self.agent, facts=self.facts, **options)
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
+
+
 def _validated(spec: ToolSpec[Any, Any], raw: Mapping[str, Any]) -> dict[str, Any]:
     """The answer as its output model reads it; any other shape is a fault, never data."""
     try:
@@ -193,4 +362,15 @@ def _validated(spec: ToolSpec[Any, Any], raw: Mapping[str, Any]) -> dict[str, An
     return output
 
 
-__all__ = ["CallResult", "IntegrationError", "ToolCall", "ToolRegistry", "ToolSpec"]
+__all__ = [
+    "AgentTools",
+    "CallRequest",
+    "CallResult",
+    "Gate",
+    "IntegrationError",
+    "ThreadFacts",
+    "ToolCall",
+    "ToolEvent",
+    "ToolRegistry",
+    "ToolSpec",
+]

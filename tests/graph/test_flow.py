@@ -112,7 +112,7 @@ def test_an_uncovered_request_is_refused(app: KeelApp, backend: DemoBackend):
 def test_a_write_with_a_standing_grant_runs_without_approval(app: KeelApp, backend: DemoBackend):
     outcome = app.run("Please update the billing e-mail of C-1002 to finance@hopper.example")
     assert outcome.status == "done"
-    customer = app.context.tools.call("get_customer", {"customer_id": "C-1002"})
+    customer = app.context.tools.call("get_customer", {"customer_id": "C-1002"}, agent="validator")
     assert customer["billing_email"] == "finance@hopper.example"
 
 

@@ -22,21 +22,23 @@ def _tools(settings: Settings, faults: str, **overrides: object) -> ToolRegistry
 def test_an_outage_of_billing_goes_through_the_legacy_endpoint(
     settings: Settings, backend: DemoBackend
 ) -> None:
-    answer = _tools(settings, "outage").invoke("refund_charge", REFUND, idempotency_key="k1")
+    answer = _tools(settings, "outage").invoke(
+        "refund_charge", REFUND, agent="executor", idempotency_key="k1"
+    )
     assert answer.via == "refund_charge_legacy"
     assert len(backend.refunds()) == 1
 
 
 def test_a_changed_response_shape_is_detected_not_consumed(settings: Settings) -> None:
     with pytest.raises(Permanent, match="unexpected shape"):
-        _tools(settings, "drift").call("get_invoice", {"invoice_id": "INV-2001"})
+        _tools(settings, "drift").call("get_invoice", {"invoice_id": "INV-2001"}, agent="executor")
 
 
 def test_expired_credentials_fail_without_retrying(settings: Settings) -> None:
     with pytest.raises(Permanent, match="401"):
         _tools(settings, "expired").call(
             "send_email", {"to": "ada@example.com", "subject": "s", "body": "b"},
-            idempotency_key="k2",
+            agent="executor", idempotency_key="k2",
         )  # fmt: skip
 
 
@@ -46,7 +48,9 @@ def test_a_lost_response_is_retried_with_the_same_key_and_refunds_once(
     profile = '{"lost_response_rate": 1.0, "integrations": ["billing"]}'
     # The primary acts, then every answer is lost; the legacy endpoint, asked with the same
     # key, returns the first result instead of refunding again.
-    answer = _tools(settings, profile).invoke("refund_charge", REFUND, idempotency_key="k3")
+    answer = _tools(settings, profile).invoke(
+        "refund_charge", REFUND, agent="executor", idempotency_key="k3"
+    )
     assert answer.output["replayed"] is True
     assert len(backend.refunds()) == 1
 
@@ -54,7 +58,10 @@ def test_a_lost_response_is_retried_with_the_same_key_and_refunds_once(
 def test_transient_faults_are_absorbed(settings: Settings, backend: DemoBackend) -> None:
     tools = _tools(settings, "transient", fault_seed=7)
     for _ in range(10):
-        assert tools.call("get_customer", {"customer_id": "C-1001"})["name"] == "Ada Lovelace"
+        assert (
+            tools.call("get_customer", {"customer_id": "C-1001"}, agent="executor")["name"]
+            == "Ada Lovelace"
+        )
 
 
 def test_unknown_fault_profile_is_a_clear_error() -> None:

@@ -12,7 +12,7 @@ from tools.demo.backend import DemoBackend
 from tools.demo.tools import demo_tools
 from tools.faults import PROFILES, FaultInjector, profile_named
 from tools.resilience import RetryPolicy
-from tools.spec import ShapeChanged, ToolRegistry
+from tools.spec import AgentTools, ShapeChanged, ToolRegistry
 
 _ENTITY_PATTERNS = {
     "customer_id": r"\bC-\d{4}\b",
@@ -62,7 +62,7 @@ class DemoDomain:
                 found[key] = found[key].upper()
         return found
 
-    def gather_records(self, entities: dict[str, str], tools: ToolRegistry) -> dict[str, Any]:
+    def gather_records(self, entities: dict[str, str], tools: AgentTools) -> dict[str, Any]:
         records: dict[str, Any] = {}
         reads = [
             ("ticket", "get_ticket", "ticket_id"),
@@ -150,7 +150,7 @@ class DemoDomain:
             "tickets": ("get_ticket", {"ticket_id": "T-77"}),
         }
 
-    def postconditions(self, step: Step, output: dict[str, Any], tools: ToolRegistry) -> list[str]:
+    def postconditions(self, step: Step, output: dict[str, Any], tools: AgentTools) -> list[str]:
         args = step.args
         if step.tool == "refund_charge":
             if round(float(output["amount"]), 2) != round(float(args["amount"]), 2):
