@@ -96,7 +96,9 @@ def check_plan(state: PlanCheckView, runtime: Runtime[KeelContext]) -> dict[str,
         "plan_verdict": verdict,
         "replans": replans + (0 if verdict.ok else 1),
     }
-    if verdict.ok and pending_actions(plan, state.get("approvals", {}), ctx.tools):
+    if verdict.ok and pending_actions(
+        plan, state.get("approvals", {}), ctx.tools, state.get("evidence", [])
+    ):
         # Written before the approval interrupt, so Studio and raw graph users see it too.
         update["status"] = "awaiting_approval"
     return update

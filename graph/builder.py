@@ -61,7 +61,9 @@ def after_plan_check(
         return "retrieve" if state.get("replans", 0) <= ctx.settings.max_replans else "escalate"
     if not plan_.steps:
         return "respond"
-    if pending_actions(plan_, state.get("approvals", {}), ctx.tools):
+    spent = {r.digest for r in state.get("results", []) if r.ok and r.digest}
+    evidence = state.get("evidence", [])
+    if pending_actions(plan_, state.get("approvals", {}), ctx.tools, evidence, spent):
         return "approve"
     return "execute"
 

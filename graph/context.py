@@ -19,6 +19,7 @@ from keel.settings import Settings
 from retrieval.embeddings import embedder_for
 from retrieval.store import CorpusStore
 from tools.ledger import IntentLedger
+from tools.permissions import gated_registry
 from tools.spec import ToolRegistry
 
 
@@ -74,10 +75,12 @@ class KeelContext:
             planner_model = chat_model_for(settings, settings.planner_model)
             if settings.planner_fallback_model:
                 fallback_model = chat_model_for(settings, settings.planner_fallback_model)
+        # Deny by default: no manifest, no context (and so no graph run).
+        tools = gated_registry(domain, settings)
         return cls(
             settings=settings,
             domain=domain,
-            tools=domain.tools(settings),
+            tools=tools,
             store=CorpusStore(settings, embedder_for(settings)),
             ledger=IntentLedger(settings.intent_db),
             planner_model=planner_model,

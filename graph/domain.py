@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from graph.state import CannotPlan, Evidence, Plan, Step
 from keel.settings import Settings
+from tools.permissions import ScopeCheck
 from tools.spec import AgentTools, ToolRegistry
 
 
@@ -44,3 +45,6 @@ class Domain(Protocol):
 
     def postconditions(self, step: Step, output: dict[str, Any], tools: AgentTools) -> list[str]:
         """What must be true after a step ran; each failure is one reason."""
+
+    def scopes(self) -> dict[str, ScopeCheck]:
+        """The named scopes the permission manifest may narrow grants with."""

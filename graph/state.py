@@ -110,6 +110,12 @@ class Receipt(Model):
     approved_at: str
     expires_at: str
     edited: bool = False
+    approved_for: str = Field(default="executor", description="the agent the approval lets act")
+    manifest_version: str = ""
+    shown: list[str] = Field(
+        default_factory=list, description="what the reviewer was shown besides the action"
+    )
+    signature: str = ""
 
 
 class ToolOutcome(Model):
@@ -136,6 +142,15 @@ class Escalation(Model):
     left: list[str]
 
 
+LOW_TRUST: tuple[TrustTier, ...] = ("wiki", "untrusted")
+"""Tiers that taint a thread: writes planned after such evidence entered it need an approval."""
+
+
+def tainting(evidence: list[Evidence]) -> list[Evidence]:
+    """The low-trust evidence in a thread's context."""
+    return [e for e in evidence if e.trust_tier in LOW_TRUST]
+
+
 def approval_digest(tool: str, args: dict[str, Any]) -> str:
     """The digest an approval is bound to: the tool and its canonical arguments.
 
@@ -144,7 +159,9 @@ def approval_digest(tool: str, args: dict[str, Any]) -> str:
         >>> a == approval_digest("refund", {"a": 2, "b": 1})
         True
     """
-    canonical = json.dumps({"tool": tool, "args": args}, sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps(
+        {"tool": tool, "args": args}, sort_keys=True, separators=(",", ":"), default=str
+    )
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -215,6 +232,7 @@ class PlanCheckView(TypedDict, total=False):
 class ApprovalView(TypedDict, total=False):
     plan: Plan | None
     evidence: list[Evidence]
+    results: list[ToolOutcome]
     approvals: dict[str, Receipt]
     review: Review
     review_note: str
@@ -222,6 +240,8 @@ class ApprovalView(TypedDict, total=False):
 
 class ExecutorView(TypedDict, total=False):
     plan: Plan | None
+    entities: dict[str, str]
+    evidence: list[Evidence]
     cursor: int
     approvals: dict[str, Receipt]
     rejected: list[str]

@@ -80,6 +80,16 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--only", action="append", help="one benchmark (repeatable; default: all of them)"
     )
+    access = sub.add_parser(
+        "access", parents=[common],
+        help="each agent's effective permissions (the manifest resolved against the tools)",
+    )  # fmt: skip
+    access.add_argument("--diff", metavar="REF", help="what changed since a git ref, e.g. HEAD~1")
+    access.add_argument(
+        "--lock",
+        action="store_true",
+        help="record the reviewed access in the access lock",
+    )
     return parser
 
 
@@ -141,7 +151,10 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any] | None:
         domain = DemoDomain()
         if not domain.is_prepared(settings):
             domain.prepare(settings)
-        rows = [h.as_dict() for h in probe(domain.tools(settings), domain.health_probes())]
+        from tools.permissions import gated_registry
+
+        tools = gated_registry(domain, settings)
+        rows = [h.as_dict() for h in probe(tools, domain.health_probes())]
         if not args.json:
             for h in rows:
                 print(
@@ -172,6 +185,8 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any] | None:
         from evals.bench import run_benches
 
         return _report(args, run_benches(args.only, settings, progress=sys.stderr.isatty()))
+    if args.command == "access":
+        return _access(args, settings)
     if args.command == "demo":
         from keel.demo import run_demo
 
@@ -219,6 +234,41 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any] | None:
                 report.print_outcome(outcome)
             return outcome.model_dump(mode="json") if args.json else None
     raise BadRequest(f"unknown command {args.command}")
+
+
+def _access(args: argparse.Namespace, settings: Any) -> dict[str, Any] | None:
+    from tools.demo import DemoDomain
+    from tools.permissions import (
+        access_diff,
+        access_lines,
+        effective_access,
+        load_manifest,
+        manifest_at,
+        parse_manifest,
+        write_lock,
+    )
+
+    domain = DemoDomain()
+    tools = domain.tools(settings)
+    manifest = load_manifest(settings.policy_file, tools, domain.scopes())
+    access = effective_access(manifest, tools)
+    if args.diff:
+        text = manifest_at(args.diff, settings.policy_file)
+        before = effective_access(
+            parse_manifest(text, f"{args.diff}:{settings.policy_file.name}", tools,
+                           domain.scopes()), tools)  # fmt: skip
+        diff = access_diff(before, access)
+        lines = [f"+ {x}" for x in diff["added"]] + [f"- {x}" for x in diff["removed"]]
+        summary = f"effective access since {args.diff}: {len(diff['added'])} added, " + (
+            f"{len(diff['removed'])} removed"
+        )
+        return _say(args, {"ref": args.diff, **diff}, "\n".join([summary, *lines]))
+    if args.lock:
+        lock = write_lock(settings.policy_file, manifest, tools)
+        return _say(args, {"lock": str(lock)}, f"wrote {lock} (manifest {manifest.version})")
+    text = f"manifest {settings.policy_file} (version {manifest.version})\n"
+    return _say(args, {"version": manifest.version, "agents": access},
+                text + "\n".join(access_lines(access)))  # fmt: skip
 
 
 def _parse_edit(text: str) -> dict[str, Any]:

@@ -9,12 +9,14 @@ from tests.conftest import REFUND_REQUEST
 from tools.demo import DemoDomain
 from tools.demo.backend import DemoBackend
 from tools.health import probe
+from tools.permissions import gated_registry
 
 
 def test_health_reports_each_integration(settings: Settings) -> None:
     outage = settings.model_copy(update={"faults": "outage"})
     domain = DemoDomain()
-    rows = {h.integration: h for h in probe(domain.tools(outage), domain.health_probes())}
+    tools = gated_registry(domain, outage)
+    rows = {h.integration: h for h in probe(tools, domain.health_probes())}
     assert rows["billing"].status == "down" and "connection refused" in rows["billing"].detail
     assert rows["billing_legacy"].status == "ok"
     assert rows["crm"].status == "ok" and rows["email"].status == "unprobed"

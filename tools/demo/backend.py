@@ -149,6 +149,24 @@ class DemoBackend:
             "status": row["status"],
         }
 
+    def get_charge(self, charge_id: str) -> dict[str, Any]:
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT c.id, c.invoice_id, c.amount_cents, c.created_at,"
+                " COALESCE((SELECT SUM(r.amount_cents) FROM refunds r WHERE r.charge_id = c.id), 0)"
+                " AS refunded FROM charges c WHERE c.id = ?",
+                (charge_id,),
+            ).fetchone()
+        if row is None:
+            raise Permanent(f"no charge {charge_id}")
+        return {
+            "charge_id": row["id"],
+            "invoice_id": row["invoice_id"],
+            "amount": row["amount_cents"] / 100,
+            "refunded": row["refunded"] / 100,
+            "created_at": row["created_at"],
+        }
+
     def list_charges(self, invoice_id: str) -> dict[str, Any]:
         with self._tx() as conn:
             rows = conn.execute(

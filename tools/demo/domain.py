@@ -11,8 +11,9 @@ from keel.settings import Settings
 from tools.demo.backend import DemoBackend
 from tools.demo.tools import demo_tools
 from tools.faults import PROFILES, FaultInjector, profile_named
+from tools.permissions import ScopeCheck
 from tools.resilience import RetryPolicy
-from tools.spec import AgentTools, ShapeChanged, ToolRegistry
+from tools.spec import AgentTools, ShapeChanged, ThreadFacts, ToolRegistry
 
 _ENTITY_PATTERNS = {
     "customer_id": r"\bC-\d{4}\b",
@@ -150,6 +151,14 @@ class DemoDomain:
             "tickets": ("get_ticket", {"ticket_id": "T-77"}),
         }
 
+    def scopes(self) -> dict[str, ScopeCheck]:
+        return {
+            "customer_in_request": _customer_in_request,
+            "ticket_in_request": _ticket_in_request,
+            "refund_within_charge": _refund_within_charge,
+            "recipient_is_the_customer": _recipient_is_the_customer,
+        }
+
     def postconditions(self, step: Step, output: dict[str, Any], tools: AgentTools) -> list[str]:
         args = step.args
         if step.tool == "refund_charge":
@@ -174,6 +183,56 @@ class DemoDomain:
                 [] if ticket["status"] == "closed" else [f"ticket {args['ticket_id']} still open"]
             )
         return []
+
+
+# -- scopes: what the manifest narrows grants to; each reads through the caller's own grants --
+
+
+def _customer_in_request(args: dict[str, Any], facts: ThreadFacts, tools: AgentTools) -> str | None:
+    named = facts.subjects.get("customer_id")
+    if args["customer_id"] != named:
+        return f"customer {args['customer_id']} is not the one the request names ({named})"
+    return None
+
+
+def _ticket_in_request(args: dict[str, Any], facts: ThreadFacts, tools: AgentTools) -> str | None:
+    named = facts.subjects.get("ticket_id")
+    if args["ticket_id"] != named:
+        return f"ticket {args['ticket_id']} is not the one the request names ({named})"
+    return None
+
+
+def _refund_within_charge(
+    args: dict[str, Any], facts: ThreadFacts, tools: AgentTools
+) -> str | None:
+    charge = tools.call("get_charge", {"charge_id": args["charge_id"]})
+    invoice = facts.subjects.get("invoice_id")
+    if invoice is not None and charge["invoice_id"] != invoice:
+        return f"charge {charge['charge_id']} is on {charge['invoice_id']}, not {invoice}"
+    left = round(charge["amount"] - charge["refunded"], 2)
+    if round(float(args["amount"]), 2) > left:
+        return f"{args['amount']} is more than what is left of {charge['charge_id']} ({left})"
+    return None
+
+
+def _recipient_is_the_customer(
+    args: dict[str, Any], facts: ThreadFacts, tools: AgentTools
+) -> str | None:
+    customer_id = facts.subjects.get("customer_id")
+    if customer_id is None and "ticket_id" in facts.subjects:
+        customer_id = tools.call("get_ticket", {"ticket_id": facts.subjects["ticket_id"]})[
+            "customer_id"
+        ]
+    if customer_id is None and "invoice_id" in facts.subjects:
+        customer_id = tools.call("get_invoice", {"invoice_id": facts.subjects["invoice_id"]})[
+            "customer_id"
+        ]
+    if customer_id is None:
+        return "the request names no customer, ticket or invoice to write to"
+    customer = tools.call("get_customer", {"customer_id": customer_id})
+    if args["to"].lower() not in {customer["email"].lower(), customer["billing_email"].lower()}:
+        return f"{args['to']} is not an address of {customer_id}, the customer in the request"
+    return None
 
 
 def _refund_duplicate(
