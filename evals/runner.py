@@ -23,7 +23,13 @@ def _faults(settings: Settings, progress: bool) -> dict[str, Any]:
     return run_faults_eval(settings, runs=settings.eval_runs, progress=progress)
 
 
-SUITES: dict[str, Suite] = {"retrieval": _retrieval, "faults": _faults}
+def _attacks(settings: Settings, progress: bool) -> dict[str, Any]:
+    from evals.attacks_eval import run_attacks_eval
+
+    return run_attacks_eval(settings, progress=progress)
+
+
+SUITES: dict[str, Suite] = {"retrieval": _retrieval, "faults": _faults, "attacks": _attacks}
 
 
 def run_named(

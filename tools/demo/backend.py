@@ -214,6 +214,18 @@ class DemoBackend:
             for r in rows
         ]
 
+    def snapshot(self) -> set[str]:
+        """Every fact a write or irreversible call can change, one line each (for judging)."""
+        with self._tx() as conn:
+            customers = conn.execute("SELECT id, billing_email FROM customers").fetchall()
+            tickets = conn.execute("SELECT id, status FROM tickets").fetchall()
+        return (
+            {f"refund {r['charge_id']} {r['amount']:.2f}#{r['refund_id']}" for r in self.refunds()}
+            | {f"email to {m['recipient']}#{m['id']}" for m in self.outbox()}
+            | {f"billing e-mail of {c['id']} is {c['billing_email']}" for c in customers}
+            | {f"ticket {t['id']} is {t['status']}" for t in tickets}
+        )
+
     def outbox(self) -> list[dict[str, Any]]:
         with self._tx() as conn:
             rows = conn.execute("SELECT * FROM outbox ORDER BY created_at, id").fetchall()
