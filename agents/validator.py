@@ -115,8 +115,10 @@ def check_result(state: ResultCheckView, runtime: Runtime[KeelContext]) -> dict[
     else:
         assert outcome.output is not None
         reasons = ctx.domain.postconditions(step, outcome.output, ctx.tools.for_agent("validator"))
-    return {
-        "result_verdict": Verdict(
-            stage="result", ok=not reasons, reasons=reasons, step=outcome.step
-        )
-    }
+    verdict = Verdict(stage="result", ok=not reasons, reasons=reasons, step=outcome.step)
+    update: dict[str, Any] = {"result_verdict": verdict}
+    if verdict.ok and outcome.output is not None:
+        wait = ctx.domain.awaited_event(step, outcome.step, outcome.output)
+        if wait is not None:
+            update |= {"waiting": wait, "status": "awaiting_event"}
+    return update

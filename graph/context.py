@@ -18,6 +18,7 @@ from graph.domain import Domain
 from keel.settings import Settings
 from retrieval.embeddings import embedder_for
 from retrieval.store import CorpusStore
+from tools.events import EventInbox
 from tools.ledger import IntentLedger
 from tools.permissions import gated_registry
 from tools.spec import ToolRegistry
@@ -46,6 +47,7 @@ class KeelContext:
     tools: ToolRegistry
     store: CorpusStore
     ledger: IntentLedger | None = None
+    inbox: EventInbox | None = None
     planner_model: BaseChatModel | None = None
     fallback_model: BaseChatModel | None = None
     clock: Callable[[], datetime] = field(default=_utc_now)
@@ -83,6 +85,7 @@ class KeelContext:
             tools=tools,
             store=CorpusStore(settings, embedder_for(settings)),
             ledger=IntentLedger(settings.intent_db),
+            inbox=EventInbox(settings.home / "events.sqlite"),
             planner_model=planner_model,
             fallback_model=fallback_model,
         )

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, TypedDict
 from pydantic import BaseModel, ConfigDict, Field
 
 Effect = Literal["read", "write", "irreversible"]
-Status = Literal["running", "done", "awaiting_approval", "escalated", "refused"]
+Status = Literal["running", "done", "awaiting_approval", "awaiting_event", "escalated", "refused"]
 TrustTier = Literal["official", "reviewed", "wiki", "untrusted"]
 Review = Literal["approved", "edited", "rejected", "invalid"]
 
@@ -134,6 +134,25 @@ class ToolOutcome(Model):
     via: str | None = Field(default=None, description="the tool that answered, if a fallback")
 
 
+class EventWait(Model):
+    """A step's effect still in flight: the thread sleeps until the event that settles it."""
+
+    event: str = Field(description="the event type, e.g. refund.settled")
+    key: str = Field(description="which one: the business id the event carries")
+    step: int
+    why: str
+
+
+class DomainEvent(Model):
+    """A business event from the domain's outbox, as delivered to a waiting thread."""
+
+    seq: int
+    type: str
+    key: str
+    payload: dict[str, Any]
+    created_at: str
+
+
 class Escalation(Model):
     """The account handed to a human: what happened, what was done, what is left."""
 
@@ -184,6 +203,7 @@ class OutputState(TypedDict, total=False):
     plan: Plan | None
     results: list[ToolOutcome]
     escalation: Escalation | None
+    waiting: EventWait | None
 
 
 class KeelState(InputState, OutputState, total=False):
@@ -203,6 +223,7 @@ class KeelState(InputState, OutputState, total=False):
     review: Review
     review_note: str
     results: Annotated[list[ToolOutcome], operator.add]
+    events: Annotated[list[DomainEvent], operator.add]
 
 
 class RetrieverView(TypedDict, total=False):
@@ -254,6 +275,10 @@ class ResultCheckView(TypedDict, total=False):
     results: list[ToolOutcome]
 
 
+class AwaitView(TypedDict, total=False):
+    waiting: EventWait | None
+
+
 class RespondView(TypedDict, total=False):
     request: str
     status: Status
@@ -282,6 +307,8 @@ STATE_TYPES: tuple[type[BaseModel], ...] = (
     Verdict,
     Receipt,
     ToolOutcome,
+    EventWait,
+    DomainEvent,
     Escalation,
 )
 """Every pydantic type the state holds: the checkpoint serializer's allow-list."""

@@ -26,10 +26,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from graph.builder import build_graph
 from graph.context import KeelContext
+from graph.events import dispatch_events
 from graph.persistence import open_checkpointer
 from graph.state import (
     Conflict,
+    DomainEvent,
     Escalation,
+    EventWait,
     Evidence,
     Filtered,
     Plan,
@@ -67,6 +70,7 @@ class Outcome(BaseModel):
     plan_verdict: Verdict | None = None
     results: list[ToolOutcome] = Field(default_factory=list)
     escalation: Escalation | None = None
+    waiting: EventWait | None = None
 
 
 class Decision(BaseModel):
@@ -138,6 +142,9 @@ class KeelApp:
         status: Status = values.get("status", "running")
         for intr in snapshot.interrupts:
             request = intr.value
+            if request.get("kind") == "await_event":
+                status = "awaiting_event"
+                continue
             pending = [
                 PendingAction(
                     name=a["name"],
@@ -161,6 +168,7 @@ class KeelApp:
             plan_verdict=values.get("plan_verdict"),
             results=values.get("results", []),
             escalation=values.get("escalation"),
+            waiting=values.get("waiting"),
         )
 
     def history(self, thread_id: str) -> list[dict[str, Any]]:
@@ -190,10 +198,29 @@ class KeelApp:
         if not snapshot.values:
             raise ThreadNotFound(f"no thread {thread_id}")
         if snapshot.interrupts:
-            raise BadRequest(f"thread {thread_id} is awaiting approval: use resume")
+            raise BadRequest(
+                f"thread {thread_id} is waiting: for an approval (`keel resume`) "
+                "or an event (`keel events`)"
+            )
         if not snapshot.next:
             raise BadRequest(f"thread {thread_id} has finished; nothing to recover")
         return self._invoke(None, thread_id)
+
+    def dispatch_events(self) -> list[dict[str, Any]]:
+        """Wake the threads waiting for the domain's new events (``keel events``).
+
+        Example:
+            >>> app.dispatch_events()  # after the bank settled refund RF-5001
+            [{'seq': 1, 'type': 'refund.settled', 'key': 'RF-5001', 'woke': ['t-1']}]
+        """
+
+        def resume(thread_id: str, event: DomainEvent) -> None:
+            self._invoke(Command(resume={"event": event.model_dump()}), thread_id)
+
+        def waiting(thread_id: str) -> bool:
+            return self.show(thread_id).status == "awaiting_event"
+
+        return dispatch_events(self.context, resume, waiting)
 
     def resume(self, thread_id: str, decision: Decision) -> Outcome:
         """Answer the pending approval, bound to the digests of the actions shown."""

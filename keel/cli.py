@@ -80,6 +80,14 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--only", action="append", help="one benchmark (repeatable; default: all of them)"
     )
+    sub.add_parser(
+        "events", parents=[common],
+        help="wake the threads waiting for new business events (the outbox relay)",
+    )  # fmt: skip
+    sub.add_parser(
+        "settle", parents=[common],
+        help="demo: the bank settles pending refunds, each announced as a refund.settled event",
+    )  # fmt: skip
     access = sub.add_parser(
         "access", parents=[common],
         help="each agent's effective permissions (the manifest resolved against the tools)",
@@ -187,6 +195,12 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any] | None:
         return _report(args, run_benches(args.only, settings, progress=sys.stderr.isatty()))
     if args.command == "access":
         return _access(args, settings)
+    if args.command == "settle":
+        from tools.demo.backend import DemoBackend
+
+        settled = DemoBackend(settings.domain_db).settle_pending_refunds()
+        text = f"settled {len(settled)} refund(s): {', '.join(settled) or 'none pending'}"
+        return _say(args, {"settled": settled}, text + "; `keel events` wakes who waits on them")
     if args.command == "demo":
         from keel.demo import run_demo
 
@@ -218,6 +232,11 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any] | None:
             if not args.json:
                 report.print_outcome(outcome)
             return outcome.model_dump(mode="json") if args.json else None
+        if args.command == "events":
+            woken = app.dispatch_events()
+            lines = [f"{e['type']} {e['key']}: woke {', '.join(e['woke']) or 'nobody'}"
+                     for e in woken]  # fmt: skip
+            return _say(args, {"events": woken}, "\n".join(lines) or "no new events")
         if args.command == "recover":
             outcome = app.recover(args.thread)
             if not args.json:

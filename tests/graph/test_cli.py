@@ -130,7 +130,7 @@ def test_ingest_twice_writes_nothing_the_second_time(keel: Any) -> None:
 def test_recover_refuses_what_is_not_a_crashed_run(keel: Any) -> None:
     _fails(keel, "recover", "nope", match="no thread nope")
     thread = _waiting(keel)["thread_id"]
-    _fails(keel, "recover", thread, match="awaiting approval: use resume")
+    _fails(keel, "recover", thread, match="is waiting: for an approval (`keel resume`)")
     keel("resume", thread, "--approve", "--json")
     _fails(keel, "recover", thread, match="has finished")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from graph.state import CannotPlan, Evidence, Plan, Step
+from graph.state import CannotPlan, DomainEvent, EventWait, Evidence, Plan, Step
 from keel.errors import IntegrationError, Retryable
 from keel.settings import Settings
 from tools.demo.backend import DemoBackend
@@ -151,6 +151,17 @@ class DemoDomain:
             "tickets": ("get_ticket", {"ticket_id": "T-77"}),
         }
 
+    def awaited_event(self, step: Step, index: int, output: dict[str, Any]) -> EventWait | None:
+        if step.tool == "refund_charge" and output.get("status") == "pending":
+            return EventWait(
+                event="refund.settled", key=output["refund_id"], step=index,
+                why=f"refund {output['refund_id']} is pending until the bank settles it",
+            )  # fmt: skip
+        return None
+
+    def events_after(self, settings: Settings, seq: int) -> list[DomainEvent]:
+        return [DomainEvent(**e) for e in DemoBackend(settings.domain_db).events_after(seq)]
+
     def scopes(self) -> dict[str, ScopeCheck]:
         return {
             "customer_in_request": _customer_in_request,
@@ -166,11 +177,8 @@ class DemoDomain:
                 return [
                     f"refund {output['refund_id']} is for {output['amount']}, not {args['amount']}"
                 ]
-            return (
-                []
-                if output["status"] == "settled"
-                else [f"refund {output['refund_id']} not settled"]
-            )
+            # A pending refund is not a failure: the thread waits for its settlement event.
+            return []
         if step.tool == "send_email":
             return [] if output["to"] == args["to"] else [f"e-mail went to {output['to']}"]
         if step.tool == "update_billing_email":
@@ -276,7 +284,7 @@ def _refund_duplicate(
                     "subject": f"Refund for {entities['invoice_id']}",
                     "body": f"Dear {customer['name']}, we refunded the duplicate charge of "
                     f"{amount:.2f} EUR on invoice {entities['invoice_id']}. "
-                    "It reaches your card within 5 business days.",
+                    "It reaches your account within 5 business days.",
                 },
                 purpose="Tell the customer about the refund",
                 effect="irreversible",
