@@ -37,7 +37,25 @@ def _tools(settings: Settings, progress: bool) -> dict[str, Any]:
     return bench_tools(settings)
 
 
-BENCHES: dict[str, Bench] = {"context": _context, "retrieval": _retrieval, "tools": _tools}
+def _graph(settings: Settings, progress: bool) -> dict[str, Any]:
+    from evals.bench_graph import bench_graph
+
+    return bench_graph(settings)
+
+
+def _threads(settings: Settings, progress: bool) -> dict[str, Any]:
+    from evals.bench_graph import bench_threads
+
+    return bench_threads(settings)
+
+
+BENCHES: dict[str, Bench] = {
+    "context": _context,
+    "retrieval": _retrieval,
+    "tools": _tools,
+    "graph": _graph,
+    "threads": _threads,
+}
 
 
 def run_benches(only: list[str] | None, settings: Settings, *, progress: bool) -> dict[str, Any]:
