@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,6 +40,19 @@ from graph.state import (
 )
 from keel.errors import BadRequest, ConfigError, NoPendingApproval, ThreadNotFound
 from keel.settings import Settings
+from observability.events import (
+    ApprovalAnswered,
+    ApprovalRequested,
+    CheckpointSaved,
+    RunEnded,
+    RunStarted,
+)
+from observability.recorder import Recorder, RunRecording, model_name
+from observability.redaction import Redactor
+from observability.store import RecordStore
+from observability.tracing import Tracing, run_config
+
+Mode = Literal["run", "resume", "recover"]
 
 
 class PendingAction(BaseModel):
@@ -58,6 +72,7 @@ class Outcome(BaseModel):
     thread_id: str
     status: Status
     planner: str
+    run_id: str | None = Field(default=None, description="the flight record's run id")
     answer: str = ""
     pending: list[PendingAction] | None = None
     evidence: list[Evidence] = Field(default_factory=list)
@@ -82,12 +97,26 @@ class Decision(BaseModel):
 
 
 class KeelApp:
-    """A compiled graph on the configured checkpointer, with its runtime context."""
+    """A compiled graph on the configured checkpointer, with its runtime context.
 
-    def __init__(self, settings: Settings, context: KeelContext, graph: Any) -> None:
+    With ``settings.record`` (the default) every run is written to the flight recorder
+    (``observability``); with LangSmith's environment variables set, every run is traced too.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        context: KeelContext,
+        graph: Any,
+        *,
+        recorder: Recorder | None = None,
+        tracing: Tracing | None = None,
+    ) -> None:
         self.settings = settings
         self.context = context
         self.graph = graph
+        self.recorder = recorder
+        self.tracing = tracing
 
     @classmethod
     @contextmanager
@@ -96,8 +125,19 @@ class KeelApp:
     ) -> Iterator[KeelApp]:
         settings = settings or (context.settings if context else Settings())
         context = context or KeelContext.from_settings(settings)
-        with open_checkpointer(settings) as saver:
-            yield cls(settings, context, build_graph(saver))
+        redactor = Redactor(settings.sensitive_fields)
+        tracing = Tracing(redactor)
+        recorder = None
+        if settings.record:
+            recorder = Recorder(RecordStore(settings.records_db), redactor)
+            context = recorder.instrument(context)
+        try:
+            with open_checkpointer(settings) as saver:
+                yield cls(settings, context, build_graph(saver), recorder=recorder, tracing=tracing)
+        finally:
+            tracing.flush()
+            if recorder is not None:
+                recorder.store.close()
 
     def _config(self, thread_id: str) -> dict[str, Any]:
         return {
@@ -107,9 +147,94 @@ class KeelApp:
             "metadata": {"thread_id": thread_id},
         }
 
-    def _invoke(self, payload: Any, thread_id: str) -> Outcome:
-        self.graph.invoke(payload, self._config(thread_id), context=self.context, durability="sync")
-        return self.show(thread_id)
+    def invoke_segment(
+        self,
+        payload: Any,
+        thread_id: str,
+        mode: Mode,
+        *,
+        request: str | None = None,
+        run_id: str | None = None,
+    ) -> Outcome:
+        """One segment of a run (the first invoke, a resume or a recover), recorded and traced."""
+        if run_id is None:
+            known = self.recorder.store.latest_run(thread_id) if self.recorder else None
+            run_id = known if known is not None and mode != "run" else str(uuid.uuid4())
+        trace_id = str(uuid.uuid4())
+        recording = (
+            self.recorder.start(run_id=run_id, thread_id=thread_id, trace_id=trace_id)
+            if self.recorder is not None
+            else None
+        )
+        callbacks = self.tracing.callbacks() if self.tracing else []
+        if self.recorder is not None:
+            callbacks.append(self.recorder.callback())
+        config = run_config(
+            thread_id=thread_id,
+            run_id=run_id,
+            segment=recording.segment if recording else 0,
+            trace_id=trace_id,
+            callbacks=callbacks,
+            recursion_limit=self.settings.recursion_limit,
+        )
+        started = time.perf_counter()
+        try:
+            if recording is not None:
+                self._started(recording, mode, request, trace_id, payload)
+            for part in self.graph.stream(
+                payload,
+                config,
+                context=self.context,
+                durability="sync",
+                stream_mode="checkpoints",
+            ):
+                if recording is not None:
+                    _checkpointed(recording, part)
+            outcome = self.show(thread_id).model_copy(update={"run_id": run_id})
+            if recording is not None:
+                snapshot = self.graph.get_state(self._config(thread_id))
+                for intr in snapshot.interrupts:
+                    recording.emit(ApprovalRequested(interrupt_id=intr.id, request=intr.value))
+                recording.emit(
+                    RunEnded(status=outcome.status, answer=outcome.answer, duration_ms=_ms(started))
+                )
+        except BaseException as err:
+            if recording is not None:
+                recording.emit(
+                    RunEnded(
+                        status="error",
+                        duration_ms=_ms(started),
+                        error=f"{type(err).__name__}: {err}"[:500],
+                    )
+                )
+            raise
+        finally:
+            if self.recorder is not None:
+                self.recorder.stop()
+        return outcome
+
+    def _started(
+        self,
+        recording: RunRecording,
+        mode: Mode,
+        request: str | None,
+        trace_id: str,
+        payload: Any,
+    ) -> None:
+        ctx = self.context
+        gate = ctx.tools.gate
+        recording.emit(
+            RunStarted(
+                mode=mode,
+                request=request,
+                trace_id=trace_id,
+                planner_model=model_name(ctx.planner_model) if ctx.planner_model else None,
+                fallback_model=model_name(ctx.fallback_model) if ctx.fallback_model else None,
+                manifest_version=gate.version if gate is not None else None,
+            )
+        )
+        if isinstance(payload, Command) and isinstance(payload.resume, dict):
+            recording.emit(ApprovalAnswered(answer=payload.resume))
 
     def preflight(self) -> None:
         """Fail before a thread exists when the set-up cannot serve a run."""
@@ -127,7 +252,7 @@ class KeelApp:
         thread_id = thread_id or str(uuid.uuid4())
         if self.graph.get_state(self._config(thread_id)).values:
             raise BadRequest(f"thread {thread_id} already exists; use resume or a new id")
-        return self._invoke({"request": request}, thread_id)
+        return self.invoke_segment({"request": request}, thread_id, "run", request=request)
 
     def show(self, thread_id: str) -> Outcome:
         snapshot = self.graph.get_state(self._config(thread_id))
@@ -150,6 +275,7 @@ class KeelApp:
             status = "awaiting_approval"
         return Outcome(
             thread_id=thread_id,
+            run_id=self.recorder.store.latest_run(thread_id) if self.recorder else None,
             status=status,
             planner=values.get("planner", "none"),
             answer=values.get("answer", ""),
@@ -193,7 +319,7 @@ class KeelApp:
             raise BadRequest(f"thread {thread_id} is awaiting approval: use resume")
         if not snapshot.next:
             raise BadRequest(f"thread {thread_id} has finished; nothing to recover")
-        return self._invoke(None, thread_id)
+        return self.invoke_segment(None, thread_id, "recover")
 
     def resume(self, thread_id: str, decision: Decision) -> Outcome:
         """Answer the pending approval, bound to the digests of the actions shown."""
@@ -206,7 +332,26 @@ class KeelApp:
             "decisions": decisions_for(current.pending, decision),
             "reviewer": decision.reviewer or self.settings.reviewer,
         }
-        return self._invoke(Command(resume=answer), thread_id)
+        return self.invoke_segment(Command(resume=answer), thread_id, "resume")
+
+
+def _checkpointed(recording: RunRecording, part: dict[str, Any]) -> None:
+    """A checkpoint was saved: later events happened on it."""
+    checkpoint_id = part["config"]["configurable"]["checkpoint_id"]
+    recording.checkpoint_id = checkpoint_id
+    metadata = part.get("metadata") or {}
+    recording.emit(
+        CheckpointSaved(
+            checkpoint_id=checkpoint_id,
+            step=metadata.get("step"),
+            next=list(part.get("next") or ()),
+            source=metadata.get("source"),
+        )
+    )
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
 
 
 def decisions_for(pending: list[PendingAction], decision: Decision) -> list[dict[str, Any]]:
