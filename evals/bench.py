@@ -37,7 +37,18 @@ def _tools(settings: Settings, progress: bool) -> dict[str, Any]:
     return bench_tools(settings)
 
 
-BENCHES: dict[str, Bench] = {"context": _context, "retrieval": _retrieval, "tools": _tools}
+def _record(settings: Settings, progress: bool) -> dict[str, Any]:
+    from evals.bench_record import bench_record
+
+    return bench_record(settings)
+
+
+BENCHES: dict[str, Bench] = {
+    "context": _context,
+    "retrieval": _retrieval,
+    "tools": _tools,
+    "record": _record,
+}
 
 
 def run_benches(only: list[str] | None, settings: Settings, *, progress: bool) -> dict[str, Any]:

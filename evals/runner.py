@@ -23,7 +23,13 @@ def _faults(settings: Settings, progress: bool) -> dict[str, Any]:
     return run_faults_eval(settings, runs=settings.eval_runs, progress=progress)
 
 
-SUITES: dict[str, Suite] = {"retrieval": _retrieval, "faults": _faults}
+def _record(settings: Settings, progress: bool) -> dict[str, Any]:
+    from evals.record_eval import run_record_eval
+
+    return run_record_eval(settings, progress=progress)
+
+
+SUITES: dict[str, Suite] = {"retrieval": _retrieval, "faults": _faults, "record": _record}
 
 
 def run_named(

@@ -64,7 +64,7 @@ from retrieval.embeddings import Embedder
 from retrieval.store import CorpusStore
 from tools.ledger import IntentLedger
 from tools.resilience import Breaker, RetryPolicy
-from tools.spec import ToolCall, ToolEvent, ToolRegistry, ToolSpec
+from tools.spec import Gate, ToolCall, ToolEvent, ToolRegistry, ToolSpec
 
 if TYPE_CHECKING:
     from keel.app import KeelApp
@@ -123,6 +123,8 @@ class ReplayReport(BaseModel):
         default_factory=list, description="retrievals whose query differs from the recorded one"
     )
     policy_file: str | None = None
+    recorded_manifest: str | None = None
+    replay_manifest: str | None = None
     error: str | None = None
 
 
@@ -399,13 +401,22 @@ def _temporary_ledger() -> Iterator[IntentLedger]:
         yield IntentLedger(Path(folder) / "intents.sqlite")
 
 
-def replay_run(app: KeelApp, ref: str, *, policy_file: Path | None = None) -> ReplayReport:
+def replay_run(
+    app: KeelApp, ref: str, *, policy_file: Path | None = None, gate: Gate | None = None
+) -> ReplayReport:
     """Replay a recorded run (by run id, thread id or unique run-id prefix) and compare.
 
     Args:
         app: an open app: its record, its domain and its settings.
         ref: the run to replay.
         policy_file: another permission manifest to replay under ("what would it have done").
+        gate: a permission gate to replay under instead of the one the settings configure.
+
+    Example:
+        >>> with KeelApp.open() as app:  # doctest: +SKIP
+        ...     report = replay_run(app, "demo-1234abcd")
+        ...     report.same, report.first_divergence
+        (True, None)
 
     Raises:
         BadRequest: no record, or no such run.
@@ -429,9 +440,12 @@ def replay_run(app: KeelApp, ref: str, *, policy_file: Path | None = None) -> Re
     recorder = Recorder(RecordStore(":memory:"), Redactor(settings.sensitive_fields))
     error: str | None = None
     with _temporary_ledger() as ledger:
+        registry = tools.registry(base.tools)
+        if gate is not None:
+            registry.gate = gate
         context = replace(
             base,
-            tools=tools.registry(base.tools),
+            tools=registry,
             store=served_store,
             ledger=ledger,
             planner_model=(
@@ -476,6 +490,8 @@ def replay_run(app: KeelApp, ref: str, *, policy_file: Path | None = None) -> Re
         changed_prompts=answers.changed_prompts,
         changed_queries=served_store.changed_queries,
         policy_file=str(settings.policy_file) if policy_file is not None else None,
+        recorded_manifest=first.manifest_version if first else None,
+        replay_manifest=registry.gate.version if registry.gate is not None else None,
         error=error,
     )
 
