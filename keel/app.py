@@ -52,7 +52,7 @@ from observability.redaction import Redactor
 from observability.store import RecordStore
 from observability.tracing import Tracing, run_config
 
-Mode = Literal["run", "resume", "recover"]
+Mode = Literal["run", "resume", "recover", "fork"]
 
 
 class PendingAction(BaseModel):
@@ -155,11 +155,14 @@ class KeelApp:
         *,
         request: str | None = None,
         run_id: str | None = None,
+        checkpoint_id: str | None = None,
     ) -> Outcome:
-        """One segment of a run (the first invoke, a resume or a recover), recorded and traced."""
+        """One segment of a run (the first invoke, a resume, a recover or a fork), recorded and
+        traced. A fork starts a new run in the record: its earlier history is the old run's."""
         if run_id is None:
             known = self.recorder.store.latest_run(thread_id) if self.recorder else None
-            run_id = known if known is not None and mode != "run" else str(uuid.uuid4())
+            fresh = mode in ("run", "fork") or known is None
+            run_id = str(uuid.uuid4()) if fresh or known is None else known
         trace_id = str(uuid.uuid4())
         recording = (
             self.recorder.start(run_id=run_id, thread_id=thread_id, trace_id=trace_id)
@@ -177,10 +180,12 @@ class KeelApp:
             callbacks=callbacks,
             recursion_limit=self.settings.recursion_limit,
         )
+        if checkpoint_id is not None:
+            config["configurable"]["checkpoint_id"] = checkpoint_id
         started = time.perf_counter()
         try:
             if recording is not None:
-                self._started(recording, mode, request, trace_id, payload)
+                self._started(recording, mode, request, trace_id, payload, checkpoint_id)
             for part in self.graph.stream(
                 payload,
                 config,
@@ -220,6 +225,7 @@ class KeelApp:
         request: str | None,
         trace_id: str,
         payload: Any,
+        checkpoint_id: str | None = None,
     ) -> None:
         ctx = self.context
         gate = ctx.tools.gate
@@ -227,6 +233,7 @@ class KeelApp:
             RunStarted(
                 mode=mode,
                 request=request,
+                from_checkpoint=checkpoint_id,
                 trace_id=trace_id,
                 planner_model=model_name(ctx.planner_model) if ctx.planner_model else None,
                 fallback_model=model_name(ctx.fallback_model) if ctx.fallback_model else None,
@@ -320,6 +327,29 @@ class KeelApp:
         if not snapshot.next:
             raise BadRequest(f"thread {thread_id} has finished; nothing to recover")
         return self.invoke_segment(None, thread_id, "recover")
+
+    def fork(self, thread_id: str, checkpoint_id: str) -> Outcome:
+        """Run the thread again from an earlier checkpoint (time travel).
+
+        LangGraph continues from that checkpoint on a new branch of the same thread; the old
+        branch stays in ``history``. Idempotency keys and approval receipts are bound to the
+        thread, so an irreversible step the old branch already made is answered by the backend
+        with its first result, not made twice. In the flight record the fork is a new run.
+
+        Example:
+            >>> rows = app.history(thread_id)  # doctest: +SKIP
+            >>> before = next(r for r in rows if r["next"] == ["approve"])
+            >>> app.fork(thread_id, before["checkpoint_id"]).status
+            'awaiting_approval'
+        """
+        config = self._config(thread_id)
+        config["configurable"]["checkpoint_id"] = checkpoint_id
+        snapshot = self.graph.get_state(config)
+        if not snapshot.values:
+            raise ThreadNotFound(f"thread {thread_id} has no checkpoint {checkpoint_id}")
+        if not snapshot.next:
+            raise BadRequest(f"checkpoint {checkpoint_id} is the end of the thread; nothing to run")
+        return self.invoke_segment(None, thread_id, "fork", checkpoint_id=checkpoint_id)
 
     def resume(self, thread_id: str, decision: Decision) -> Outcome:
         """Answer the pending approval, bound to the digests of the actions shown."""

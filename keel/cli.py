@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import traceback
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from keel.errors import BadRequest, KeelError
+
+if TYPE_CHECKING:
+    from keel.settings import Settings
 
 EXIT_ERROR = 2
 EXIT_BUG = 1
@@ -62,6 +66,14 @@ def _parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", parents=[common], help="where a thread stands")
     show.add_argument("thread")
     show.add_argument("--history", action="store_true", help="list the thread's checkpoints")
+
+    fork = sub.add_parser(
+        "fork",
+        parents=[common],
+        help="run a thread again from an earlier checkpoint (see show --history); a new branch",
+    )
+    fork.add_argument("thread")
+    fork.add_argument("checkpoint", help="a checkpoint id from `keel show THREAD --history`")
 
     sub.add_parser("seed", parents=[common], help="(re)create the demo backend with its seed data")
     sub.add_parser(
@@ -140,12 +152,21 @@ def _flush_traces() -> None:
 
 
 def _dispatch(args: argparse.Namespace) -> dict[str, Any] | None:
-    from keel import report
-    from keel.app import Decision, KeelApp
     from keel.settings import Settings
 
     settings = Settings()
-    _json_logs(settings)
+    handler = _json_logs(settings)
+    try:
+        return _command(args, settings)
+    finally:
+        logging.getLogger("keel").removeHandler(handler)
+        handler.close()
+
+
+def _command(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None:
+    from keel import report
+    from keel.app import Decision, KeelApp
+
     if args.command in ("runs", "trace", "explain"):
         return _record_view(args, settings)
     if args.command == "seed":
@@ -234,6 +255,11 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any] | None:
             if not args.json:
                 report.print_outcome(outcome)
             return outcome.model_dump(mode="json") if args.json else None
+        if args.command == "fork":
+            outcome = app.fork(args.thread, args.checkpoint)
+            if not args.json:
+                report.print_outcome(outcome)
+            return outcome.model_dump(mode="json") if args.json else None
         if args.command == "recover":
             outcome = app.recover(args.thread)
             if not args.json:
@@ -252,17 +278,14 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any] | None:
     raise BadRequest(f"unknown command {args.command}")
 
 
-def _json_logs(settings: Any) -> None:
+def _json_logs(settings: Settings) -> logging.Handler:
     """Structured logs of every recorded event, with the record's ids, next to the record."""
-    import logging
-
     from observability.logs import log_to_file
 
-    if not logging.getLogger("keel").handlers:
-        log_to_file(settings.home / "keel.log.jsonl")
+    return log_to_file(settings.home / "keel.log.jsonl")
 
 
-def _record_view(args: argparse.Namespace, settings: Any) -> dict[str, Any] | None:
+def _record_view(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None:
     """``runs``, ``trace`` and ``explain``: read the flight record, run nothing."""
     from observability.store import open_record
     from observability.views import explain, render_explanation, render_tree, trace_tree

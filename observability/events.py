@@ -25,11 +25,13 @@ class Payload(BaseModel):
 
 
 class RunStarted(Payload):
-    """A segment of a run began: the first invoke (``run``), a ``resume`` or a ``recover``."""
+    """A segment of a run began: the first invoke (``run``), a ``resume``, a ``recover``, or a
+    ``fork`` from an earlier checkpoint (which starts a new run)."""
 
     kind: Literal["run_started"] = "run_started"
-    mode: Literal["run", "resume", "recover"]
+    mode: Literal["run", "resume", "recover", "fork"]
     request: str | None = None
+    from_checkpoint: str | None = Field(default=None, description="for a fork: where it began")
     trace_id: str = Field(description="the LangSmith root run id of this segment")
     planner_model: str | None = None
     fallback_model: str | None = None

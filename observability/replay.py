@@ -77,6 +77,10 @@ class ReplayMiss(Permanent):
     """The replay asked for something the record does not hold: it has already diverged."""
 
 
+class ReplayUnsupported(KeelError):
+    """A run the replayer cannot re-execute from its record alone."""
+
+
 class DecisionPoint(BaseModel):
     """One decision of a run, in the form replay compares."""
 
@@ -513,6 +517,10 @@ def _drive(app: KeelApp, events: list[RecordEvent], thread_id: str, run_id: str)
                 run_id=run_id,
             )
             continue
+        if start.mode == "fork":
+            raise ReplayUnsupported(
+                "this run is a fork from an earlier checkpoint: replay the run it forked from"
+            )
         snapshot = app.graph.get_state(app._config(thread_id))
         if start.mode == "resume":
             answer = next(
