@@ -85,8 +85,7 @@ class RunRecording:
 
     def emit(self, payload: AnyPayload, *, node: str | None = None, step: int | None = None) -> int:
         """Redact, store (committed) and log one event; its sequence number."""
-        redact = self.recorder.redactor
-        clean = type(payload).model_validate(redact(payload.model_dump(mode="json")))
+        clean = self.recorder.redactor.model(payload)
         event = RecordEvent(
             run_id=self.run_id,
             thread_id=self.thread_id,

@@ -8,7 +8,11 @@ Values are replaced, keys are kept, so a reader still sees that the field was th
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+M = TypeVar("M", bound=BaseModel)
 
 REDACTED = "[redacted]"
 
@@ -40,3 +44,24 @@ class Redactor:
         if isinstance(value, list | tuple):
             return [self(v) for v in value]
         return value
+
+    def model(self, model: M) -> M:
+        """A typed record with its free-form data redacted; the schema's own fields are not data.
+
+        A field declared by a model (``request``, ``output``, ``token`` counts) keeps its value
+        unless it holds free-form data (a dict or list), in which case the keys inside are
+        redacted; nested models are walked the same way. The result still fits its schema.
+
+        Example:
+            >>> from observability.events import ApprovalAnswered
+            >>> Redactor(["token"]).model(ApprovalAnswered(answer={"token": "t", "ok": 1})).answer
+            {'token': '[redacted]', 'ok': 1}
+        """
+        update: dict[str, Any] = {}
+        for name in type(model).model_fields:
+            value = getattr(model, name)
+            if isinstance(value, BaseModel):
+                update[name] = self.model(value)
+            elif isinstance(value, Mapping | list | tuple):
+                update[name] = self(value)
+        return model.model_copy(update=update)

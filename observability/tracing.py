@@ -11,6 +11,7 @@ metadata and the ``keel-run:RUN`` tag, and each node's run is named after its ag
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 from uuid import UUID
 
@@ -43,11 +44,24 @@ class Tracing:
     def callbacks(self) -> list[BaseCallbackHandler]:
         return [self.tracer] if self.tracer is not None else []
 
-    def flush(self) -> None:
-        """Send what is queued: a short-lived process otherwise loses the tail of its traces."""
-        if self.tracer is not None:
-            self.tracer.wait_for_futures()
-            self.tracer.client.flush()
+    def flush(self, timeout_s: float = 15.0) -> bool:
+        """Send what is queued: a short-lived process otherwise loses the tail of its traces.
+
+        Bounded: an endpoint that never answers (or an SDK thread that died) must not keep a
+        ``keel`` command from exiting. True when everything was sent in time.
+        """
+        tracer = self.tracer
+        if tracer is None:
+            return True
+
+        def send() -> None:
+            tracer.wait_for_futures()
+            tracer.client.flush()
+
+        sender = threading.Thread(target=send, name="keel-trace-flush", daemon=True)
+        sender.start()
+        sender.join(timeout_s)
+        return not sender.is_alive()
 
 
 def run_config(
