@@ -88,5 +88,7 @@ def bench_record(settings: Settings, *, events: int = 2000) -> dict[str, Any]:
         out["per_event_with_json_log"] = _figures(_time(recorder, sample, events))
         logged.removeHandler(handler)
         handler.close()
+        out["stored"] = store.count()
+        out["log_lines"] = len((Path(tmp) / "keel.log.jsonl").read_text().splitlines())
         store.close()
     return out

@@ -134,6 +134,9 @@ class Recorder:
         self.wall_clock = wall_clock
         self.log = log or logging.getLogger("keel.record")
         self.active: RunRecording | None = None
+        self.node: tuple[str, int | None] | None = None
+        """The node running now (set by the callback): tool calls, retrievals and clock readings
+        are attributed to it."""
 
     def start(self, *, run_id: str, thread_id: str, trace_id: str) -> RunRecording:
         """Open the next segment of ``run_id``; events go to it until ``stop``."""
@@ -145,13 +148,17 @@ class Recorder:
 
     def stop(self) -> None:
         self.active = None
+        self.node = None
 
     def emit(
         self, payload: AnyPayload, *, node: str | None = None, step: int | None = None
     ) -> None:
         """Record into the active segment; outside a run (a health probe, a bench) nothing."""
-        if self.active is not None:
-            self.active.emit(payload, node=node, step=step)
+        if self.active is None:
+            return
+        if node is None and self.node is not None:
+            node, step = self.node
+        self.active.emit(payload, node=node, step=step)
 
     def instrument(self, context: KeelContext) -> KeelContext:
         """The context with its taps: tool listener, recording store and clock."""
@@ -164,14 +171,10 @@ class Recorder:
         )
 
     def on_tool_event(self, event: ToolEvent) -> None:
-        self.emit(ToolCallMade(call=event), node=_node_of(event.agent))
+        self.emit(ToolCallMade(call=event))
 
     def callback(self) -> RecordingCallback:
         return RecordingCallback(self)
-
-
-def _node_of(agent: str) -> str:
-    return {"executor": "execute", "planner": "plan", "validator": "check_result"}.get(agent, agent)
 
 
 class RecordingClock:
@@ -206,7 +209,6 @@ class RecordingStore(CorpusStore):
                 filtered=jsonable(found.filtered),
                 conflicts=jsonable(found.conflicts),
             ),
-            node="retrieve",
         )
         return found
 
@@ -238,6 +240,7 @@ class RecordingCallback(BaseCallbackHandler):
             return  # a router, a writer or a runnable inside a node: not a node run
         step = (metadata or {}).get("langgraph_step")
         self._nodes[run_id] = (node, step, time.perf_counter())
+        self.recorder.node = (node, step)
         body = jsonable(inputs)
         self.recorder.emit(
             NodeEntered(inputs=body if isinstance(body, dict) else {"input": body}),
@@ -250,6 +253,7 @@ class RecordingCallback(BaseCallbackHandler):
         if entry is None:
             return
         node, step, started = entry
+        self.recorder.node = None
         body = jsonable(outputs)
         body = body if isinstance(body, dict) else {"output": body}
         latency = round((time.perf_counter() - started) * 1000, 3)
@@ -261,6 +265,7 @@ class RecordingCallback(BaseCallbackHandler):
         if entry is None:
             return
         node, step, started = entry
+        self.recorder.node = None
         latency = round((time.perf_counter() - started) * 1000, 3)
         if isinstance(error, GraphBubbleUp):  # an interrupt: the node pauses for a human
             left = NodeLeft(interrupted=True, latency_ms=latency)

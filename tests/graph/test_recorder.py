@@ -64,6 +64,10 @@ def test_a_run_with_an_approval_is_recorded_completely(app: KeelApp, seen: Seen)
     # Every tool call the registry told, and nothing else, in the same order.
     recorded = [e.payload.call for e in _kinds(events, "tool_call")]  # type: ignore[union-attr]
     assert recorded == seen.events and len(recorded) >= 8
+    # ... each attributed to the node that made it, with that node's step.
+    made_in = {(e.payload.call.agent, e.node) for e in _kinds(events, "tool_call")}  # type: ignore[union-attr]
+    assert made_in == {("planner", "plan"), ("validator", "check_plan"), ("executor", "execute")}
+    assert all(e.step is not None for e in _kinds(events, "tool_call"))
 
     # The approval asked and the answer given.
     [asked] = _kinds(events, "approval_requested")
