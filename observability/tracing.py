@@ -4,9 +4,10 @@ Tracing is switched on by LangSmith's own environment variables (``LANGSMITH_TRA
 ``LANGSMITH_API_KEY``, optionally ``LANGSMITH_ENDPOINT`` and ``LANGSMITH_PROJECT``); the SDK reads
 them, Keel does not. When on, Keel passes its own ``LangChainTracer`` whose client redacts the
 sensitive fields from every run's inputs and outputs before they leave the process. Each segment
-(run, resume, recover) is one LangSmith trace whose root run id is the segment's ``trace_id`` in
-the record; every run of the trace carries ``thread_id``, ``keel_run_id`` and ``keel_segment`` as
-metadata and the ``keel-run:RUN`` tag, and each node's run is named after its agent.
+(run, resume, recover, fork) is one LangSmith trace whose root run id is the segment's
+``trace_id`` in the record; every run of the trace carries ``thread_id``, ``keel_run_id`` and
+``keel_segment`` as metadata and the ``keel-run:RUN`` tag, and each node's run is named after its
+agent and tagged ``agent:NAME``.
 """
 
 from __future__ import annotations
@@ -17,10 +18,25 @@ from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.tracers.langchain import LangChainTracer
+from langchain_core.tracers.schemas import Run
 from langsmith import Client
 from langsmith.utils import tracing_is_enabled
 
 from observability.redaction import Redactor
+
+
+class KeelTracer(LangChainTracer):
+    """LangChain's LangSmith tracer, tagging each agent node's run ``agent:NAME``.
+
+    LangGraph names a node's run after the node and tags it ``graph:step:N``; the agent tag makes
+    "every run of the planner" one filter in LangSmith.
+    """
+
+    def _on_chain_start(self, run: Run) -> None:
+        node = (run.extra or {}).get("metadata", {}).get("langgraph_node")
+        if node is not None and node == run.name:
+            run.tags = [*(run.tags or []), f"agent:{node}"]
+        super()._on_chain_start(run)
 
 
 class Tracing:
@@ -31,7 +47,7 @@ class Tracing:
         self.tracer: LangChainTracer | None = None
         if tracing_is_enabled() is True:
             client = Client(hide_inputs=self._hide, hide_outputs=self._hide)
-            self.tracer = LangChainTracer(client=client)
+            self.tracer = KeelTracer(client=client)
 
     def _hide(self, values: dict[str, Any]) -> dict[str, Any]:
         redacted: dict[str, Any] = self.redactor(values)

@@ -128,6 +128,7 @@ def test_a_traced_run_posts_agent_runs_with_the_record_ids(
         assert metadata["keel_run_id"] == outcome["run_id"]
         assert metadata["langgraph_node"] == agent
         assert f"keel-run:{outcome['run_id']}" in by_name[agent][0]["tags"]
+        assert f"agent:{agent}" in by_name[agent][0]["tags"]
 
     # The trace's root run is the one the record names; every agent run is in that trace.
     [root] = by_name["keel"]
