@@ -9,35 +9,32 @@ first result instead of acting again.
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
 from typing import Any
 
 from langgraph.runtime import Runtime
 from pydantic import ValidationError
 
 from graph.context import KeelContext, context_of, thread_of
-from graph.state import ExecutorView, Receipt, ToolOutcome, approval_digest
-from keel.errors import KeelError
-from tools.spec import CallResult
+from graph.state import ExecutorView, Receipt, ToolOutcome, approval_digest, tainting
+from keel.errors import KeelError, PermissionDenied
+from tools.spec import AgentTools, CallResult, ThreadFacts
+
+SUBJECT_KEYS = ("customer_id", "invoice_id", "ticket_id")
 
 
 def idempotency_key(thread_id: str, step: int, digest: str) -> str:
     return "keel-" + hashlib.sha256(f"{thread_id}:{step}:{digest}".encode()).hexdigest()[:32]
 
 
-def receipt_problem(
-    receipt: Receipt | None, digest: str, thread_id: str, spent: set[str], now: datetime
-) -> str | None:
-    """Why a receipt does not allow this call, or None when it does."""
-    if receipt is None:
-        return "no approval for this exact action"
-    if receipt.digest != digest or receipt.thread_id != thread_id:
-        return "the approval is for a different action"
-    if digest in spent:
-        return "the approval was already used"
-    if datetime.fromisoformat(receipt.expires_at) < now:
-        return "the approval has expired"
-    return None
+def thread_facts(state: ExecutorView, thread_id: str) -> ThreadFacts:
+    """What the permission gate must know about this thread for the executor's calls."""
+    return ThreadFacts(
+        thread_id=thread_id,
+        subjects={k: v for k, v in state.get("entities", {}).items() if k in SUBJECT_KEYS},
+        spent=frozenset(r.digest for r in state.get("results", []) if r.ok and r.digest),
+        rejected=frozenset(state.get("rejected", [])),
+        tainted=tuple(e.chunk_id for e in tainting(state.get("evidence", []))),
+    )
 
 
 def execute(state: ExecutorView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
@@ -48,30 +45,20 @@ def execute(state: ExecutorView, runtime: Runtime[KeelContext]) -> dict[str, Any
     step = plan.steps[index]
     thread_id = thread_of(runtime)
     digest = approval_digest(step.tool, step.args)
-    spec = ctx.tools[step.tool]
     base: dict[str, Any] = {"step": index, "tool": step.tool, "args": step.args, "digest": digest}
-
-    key = None
-    if digest in set(state.get("rejected", [])):
-        denial: str | None = "a reviewer rejected this exact action"
-    elif spec.effect == "irreversible":
-        spent = {r.digest for r in state.get("results", []) if r.ok and r.digest}
-        denial = receipt_problem(
-            state.get("approvals", {}).get(digest), digest, thread_id, spent, ctx.clock()
-        )
-        key = idempotency_key(thread_id, index, digest)
-    else:
-        denial = None
-    if denial is not None:
-        outcome = ToolOutcome(**base, ok=False, denied=True, error=f"denied: {denial}")
-        return {"results": [outcome], "cursor": index + 1}
-
+    tools = ctx.tools.for_agent("executor", thread_facts(state, thread_id))
+    irreversible = step.tool in ctx.tools and ctx.tools[step.tool].effect == "irreversible"
+    key = idempotency_key(thread_id, index, digest) if irreversible else None
+    approval = state.get("approvals", {}).get(digest)
     try:
         if key is not None and ctx.ledger is not None:
-            outcome = _exactly_once(ctx, step.tool, step.args, key, thread_id, index, base)
+            outcome = _exactly_once(ctx, tools, step.tool, step.args, key, approval, base)
         else:
-            answer = ctx.tools.invoke(step.tool, step.args, agent="executor", idempotency_key=key)
+            answer = tools.invoke(step.tool, step.args, approval=approval, idempotency_key=key)
             outcome = _answered(base, key, answer)
+    except PermissionDenied as err:
+        # Never made: the gate said no. A denial is a value the graph routes on, not a crash.
+        outcome = ToolOutcome(**base, ok=False, denied=True, error=f"denied: {err.reason}")
     except (KeelError, ValidationError) as err:
         outcome = ToolOutcome(**base, ok=False, error=str(err)[:500], idempotency_key=key)
     return {"results": [outcome], "cursor": index + 1}
@@ -79,14 +66,18 @@ def execute(state: ExecutorView, runtime: Runtime[KeelContext]) -> dict[str, Any
 
 def _exactly_once(
     ctx: KeelContext,
+    tools: AgentTools,
     tool: str,
     args: dict[str, Any],
     key: str,
-    thread_id: str,
-    index: int,
+    approval: Receipt | None,
     base: dict[str, Any],
 ) -> ToolOutcome:
-    """An irreversible call through the intent ledger: written before, settled after."""
+    """An irreversible call through the intent ledger: written before, settled after.
+
+    A call the ledger or the backend knows as done is reported, not made again; any call that is
+    made passes the gate first, and a denied one leaves no intent behind.
+    """
     assert ctx.ledger is not None
     intent = ctx.ledger.get(key)
     if intent is not None and intent.status == "done" and intent.answer is not None:
@@ -98,9 +89,13 @@ def _exactly_once(
             ctx.ledger.finish(key, earlier)
             return ToolOutcome(**base, ok=True, output=earlier, idempotency_key=key,
                                via="intent ledger (found at the backend)")  # fmt: skip
+        answer = tools.invoke(tool, args, approval=approval, idempotency_key=key)
     else:
-        ctx.ledger.begin(key, thread_id, index, tool, base["digest"])
-    answer = ctx.tools.invoke(tool, args, agent="executor", idempotency_key=key)
+        answer = tools.invoke(
+            tool, args, approval=approval, idempotency_key=key,
+            before=lambda: ctx.ledger.begin(key, tools.facts.thread_id or "", base["step"],
+                                            tool, base["digest"]),  # type: ignore[union-attr]
+        )  # fmt: skip
     ctx.ledger.finish(key, answer.output)
     return _answered(base, key, answer)
 

@@ -20,6 +20,7 @@ from graph.state import (
     Verdict,
     approval_digest,
 )
+from keel.errors import IntegrationError, PermissionDenied
 from tools.spec import ToolRegistry
 
 
@@ -96,7 +97,9 @@ def check_plan(state: PlanCheckView, runtime: Runtime[KeelContext]) -> dict[str,
         "plan_verdict": verdict,
         "replans": replans + (0 if verdict.ok else 1),
     }
-    if verdict.ok and pending_actions(plan, state.get("approvals", {}), ctx.tools):
+    if verdict.ok and pending_actions(
+        plan, state.get("approvals", {}), ctx.tools, state.get("evidence", [])
+    ):
         # Written before the approval interrupt, so Studio and raw graph users see it too.
         update["status"] = "awaiting_approval"
     return update
@@ -112,9 +115,19 @@ def check_result(state: ResultCheckView, runtime: Runtime[KeelContext]) -> dict[
         reasons = [f"step {outcome.step + 1} ({step.tool}) failed: {outcome.error}"]
     else:
         assert outcome.output is not None
-        reasons = ctx.domain.postconditions(step, outcome.output, ctx.tools.for_agent("validator"))
-    return {
-        "result_verdict": Verdict(
-            stage="result", ok=not reasons, reasons=reasons, step=outcome.step
-        )
-    }
+        try:
+            reasons = ctx.domain.postconditions(
+                step, outcome.output, ctx.tools.for_agent("validator")
+            )
+        except (IntegrationError, PermissionDenied) as err:
+            # The step ran; whether it did what it should cannot be read now. A human checks.
+            reasons = [
+                f"step {outcome.step + 1} ({step.tool}) ran, but could not be verified: {err}"
+            ]
+    verdict = Verdict(stage="result", ok=not reasons, reasons=reasons, step=outcome.step)
+    update: dict[str, Any] = {"result_verdict": verdict}
+    if verdict.ok and outcome.output is not None:
+        wait = ctx.domain.awaited_event(step, outcome.step, outcome.output)
+        if wait is not None:
+            update |= {"waiting": wait, "status": "awaiting_event"}
+    return update

@@ -1,5 +1,5 @@
-"""Overhead of the tool layer per call (argument and answer validation, breaker, timeout, retry
-wrapper) against calling the same integration function bare."""
+"""Overhead of the tool layer per call (argument and answer validation, permission gate, breaker,
+timeout, retry wrapper, event to listeners) against calling the same integration function bare."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from keel.settings import Settings
+from tools.demo import DemoDomain
 from tools.demo.backend import DemoBackend
 from tools.demo.tools import demo_tools
+from tools.permissions import open_gate
+from tools.spec import ToolEvent
 
 
 def bench_tools(settings: Settings, *, calls: int = 2000) -> dict[str, Any]:
@@ -19,6 +22,9 @@ def bench_tools(settings: Settings, *, calls: int = 2000) -> dict[str, Any]:
         backend = DemoBackend(Path(tmp) / "demo.sqlite")
         backend.seed()
         tools = demo_tools(backend, timeout_s=settings.tool_timeout_s)
+        open_gate(settings.policy_file, tools, DemoDomain().scopes(), Path(tmp))
+        events: list[ToolEvent] = []
+        tools.listeners.append(events.append)
         bare, layered = [], []
         for _ in range(50):  # warm up both paths
             backend.get_customer("C-1001")
@@ -37,4 +43,5 @@ def bench_tools(settings: Settings, *, calls: int = 2000) -> dict[str, Any]:
         "bare_median_ms": round(bare_ms, 4),
         "layered_median_ms": round(layered_ms, 4),
         "tool_overhead_ms": round(layered_ms - bare_ms, 4),
+        "events_told": len(events),
     }

@@ -1,4 +1,8 @@
-"""Faults suite: the duplicate-charge refund under injected faults, Keel against two baselines.
+"""Faults suite: the demo's acting requests under injected faults, Keel against two baselines.
+
+Run ``i`` makes request ``i mod 3``: the duplicate-charge refund (a refund, then an e-mail), the
+billing e-mail change (a write) and closing a ticket and telling the customer (a write, then an
+e-mail).
 
 Every agent gets the same backend, the same seeded fault layer and the same decisions (Keel plans
 with its runbook planner; the baselines follow a script that makes the right calls), so what is
@@ -10,9 +14,9 @@ measured is what the scaffolding does when integrations misbehave:
   as a careful user would configure it. (ModelFallbackMiddleware is left out: the scripted model
   never fails, so a fallback model would never be asked.)
 
-Per run: success (exactly the refund of the duplicate and one e-mail to the customer), wrong
-irreversible actions (a refund of anything else, an e-mail elsewhere, or an e-mail announcing a
-refund that did not happen), duplicated irreversible actions, and escalations.
+Per run: success (exactly what the request asked, once), wrong irreversible actions (a refund
+of anything else, an e-mail elsewhere, or an e-mail announcing something that did not happen),
+duplicated irreversible actions, and escalations.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +47,14 @@ from langgraph.types import Command
 from evals.scripted import ScriptedToolModel
 from graph.context import KeelContext
 from keel.app import Decision, KeelApp
+from keel.errors import KeelError
 from keel.settings import Settings
 from tools.demo import DemoDomain
-from tools.demo.backend import DemoBackend
+from tools.demo.backend import SEED_CUSTOMERS, DemoBackend
 from tools.faults import PROFILES, FaultInjector, FaultProfile
 from tools.resilience import with_timeout
 
-REQUEST = (
+REFUND_REQUEST = (
     "Customer C-1001 was charged twice for invoice INV-2001, please refund the duplicate charge"
 )
 EVAL_PROFILES: dict[str, FaultProfile] = {
@@ -58,7 +65,7 @@ EVAL_PROFILES: dict[str, FaultProfile] = {
 TIMEOUT_S = 0.1
 
 
-def _judge(backend: DemoBackend) -> dict[str, int]:
+def _judge_refund(backend: DemoBackend) -> dict[str, int]:
     refunds = backend.refunds()
     emails = backend.outbox()
     right = [r for r in refunds if (r["charge_id"], r["amount"]) == ("CH-3002", 49.0)]
@@ -70,13 +77,74 @@ def _judge(backend: DemoBackend) -> dict[str, int]:
     return {"success": success, "wrong": wrong, "duplicate": duplicate}
 
 
-def _keel_run(settings: Settings, seed: int) -> dict[str, int]:
+def _judge_billing(backend: DemoBackend) -> dict[str, int]:
+    wanted = {cid: billing for cid, _, _, billing in SEED_CUSTOMERS}
+    wanted["C-1002"] = "finance@hopper.example"
+    now = {cid: backend.get_customer(cid)["billing_email"] for cid in wanted}
+    # A write left undone is a failure, not a wrong action; a write to anything else is wrong.
+    wrong = sum(1 for cid in now if now[cid] != wanted[cid] and not _seeded(cid, now[cid]))
+    wrong += len(backend.outbox()) + len(backend.refunds())
+    return {"success": int(now == wanted and not wrong), "wrong": wrong, "duplicate": 0}
+
+
+def _seeded(customer_id: str, billing_email: str) -> bool:
+    return (customer_id, billing_email) in {(c, b) for c, _, _, b in SEED_CUSTOMERS}
+
+
+def _judge_ticket(backend: DemoBackend) -> dict[str, int]:
+    emails = backend.outbox()
+    closed = backend.get_ticket("T-77")["status"] == "closed"
+    wrong = sum(1 for m in emails if m["recipient"] != "alan@example.com")
+    wrong += 1 if emails and not closed else 0
+    duplicate = max(0, len(emails) - 1)
+    return {"success": int(closed and len(emails) == 1 and not wrong), "wrong": wrong,
+            "duplicate": duplicate}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One demo request: what it asks, the calls that do it right, and how to judge the result."""
+
+    name: str
+    request: str
+    calls: list[tuple[str, dict[str, Any]]]
+    judge: Callable[[DemoBackend], dict[str, int]]
+
+
+SCENARIOS = [
+    Scenario("refund", REFUND_REQUEST, [
+        ("list_charges", {"invoice_id": "INV-2001"}),
+        ("refund_charge", {"charge_id": "CH-3002", "amount": 49.0, "reason": "duplicate"}),
+        ("send_email", {"to": "ada@example.com", "subject": "Refund for INV-2001",
+                        "body": "We refunded the duplicate charge of 49.00 EUR."}),
+    ], _judge_refund),
+    Scenario("billing_email",
+             "Please update the billing e-mail of C-1002 to finance@hopper.example", [
+        ("get_customer", {"customer_id": "C-1002"}),
+        ("update_billing_email", {"customer_id": "C-1002", "email": "finance@hopper.example"}),
+    ], _judge_billing),
+    Scenario("close_ticket", "Close ticket T-77 and tell the customer", [
+        ("get_ticket", {"ticket_id": "T-77"}),
+        ("close_ticket", {"ticket_id": "T-77", "resolution": "resolved"}),
+        ("send_email", {"to": "alan@example.com", "subject": "Ticket T-77 closed",
+                        "body": "We closed your ticket T-77."}),
+    ], _judge_ticket),
+]  # fmt: skip
+
+
+def _keel_run(settings: Settings, seed: int, scenario: Scenario) -> dict[str, int]:
     tuned = settings.model_copy(update={"fault_seed": seed})
-    with KeelApp.open(tuned, KeelContext.from_settings(tuned)) as app:
-        outcome = app.run(REQUEST)
-        if outcome.status == "awaiting_approval":
-            outcome = app.resume(outcome.thread_id, Decision(kind="approve", reviewer="eval"))
-    verdict = _judge(DemoBackend(settings.domain_db))
+    try:
+        with KeelApp.open(tuned, KeelContext.from_settings(tuned)) as app:
+            outcome = app.run(scenario.request)
+            if outcome.status == "awaiting_approval":
+                outcome = app.resume(outcome.thread_id, Decision(kind="approve", reviewer="eval"))
+    except KeelError:  # a run Keel did not handle: a bug, counted and reported, not hidden
+        verdict = scenario.judge(DemoBackend(settings.domain_db))
+        return verdict | {"escalated": 0, "crashed": 1, "shape_changes_detected": 0,
+                          "shape_changes_consumed": 0}  # fmt: skip
+    verdict = scenario.judge(DemoBackend(settings.domain_db))
+    verdict["crashed"] = 0
     verdict["escalated"] = int(outcome.status == "escalated")
     reason = outcome.escalation.reason if outcome.escalation else ""
     verdict["shape_changes_detected"] = int("unexpected shape" in reason)
@@ -127,26 +195,51 @@ def _baseline_tools(
         """Send an e-mail to a customer."""
         return answer(email, Call(to=to, subject=subject, body=body))
 
-    return [list_charges, refund_charge, send_email]
+    customer = injector.wrap("crm", TIMEOUT_S, lambda c: backend.get_customer(c.args.customer_id))
+    billing_email = injector.wrap(
+        "crm", TIMEOUT_S,
+        lambda c: backend.update_billing_email(c.args.customer_id, c.args.email),
+    )  # fmt: skip
+    ticket = injector.wrap("tickets", TIMEOUT_S, lambda c: backend.get_ticket(c.args.ticket_id))
+    close = injector.wrap(
+        "tickets", TIMEOUT_S, lambda c: backend.close_ticket(c.args.ticket_id, c.args.resolution)
+    )
+
+    @tool
+    def get_customer(customer_id: str) -> str:
+        """Read a customer's name and e-mail addresses."""
+        return answer(customer, Call(customer_id=customer_id))
+
+    @tool
+    def update_billing_email(customer_id: str, email: str) -> str:
+        """Change the e-mail address invoices are sent to."""
+        return answer(billing_email, Call(customer_id=customer_id, email=email))
+
+    @tool
+    def get_ticket(ticket_id: str) -> str:
+        """Read a support ticket."""
+        return answer(ticket, Call(ticket_id=ticket_id))
+
+    @tool
+    def close_ticket(ticket_id: str, resolution: str) -> str:
+        """Close a support ticket with a resolution note."""
+        return answer(close, Call(ticket_id=ticket_id, resolution=resolution))
+
+    return [list_charges, refund_charge, send_email, get_customer, update_billing_email,
+            get_ticket, close_ticket]  # fmt: skip
 
 
-def _script() -> list[BaseMessage]:
-    calls = [
-        ("list_charges", {"invoice_id": "INV-2001"}),
-        ("refund_charge", {"charge_id": "CH-3002", "amount": 49.0, "reason": "duplicate"}),
-        ("send_email", {"to": "ada@example.com", "subject": "Refund for INV-2001",
-                        "body": "We refunded the duplicate charge of 49.00 EUR."}),
-    ]  # fmt: skip
+def _script(scenario: Scenario) -> list[BaseMessage]:
     script: list[BaseMessage] = [
         AIMessage(content="", tool_calls=[{"name": n, "args": a, "id": f"call-{i}"}])
-        for i, (n, a) in enumerate(calls)
+        for i, (n, a) in enumerate(scenario.calls)
     ]
     script.append(AIMessage(content="Done."))
     return script
 
 
 def _baseline_run(
-    settings: Settings, profile: FaultProfile, seed: int, careful: bool
+    settings: Settings, profile: FaultProfile, seed: int, careful: bool, scenario: Scenario
 ) -> dict[str, int]:
     backend = DemoBackend(settings.domain_db)
     consumed = {"shape_changed": 0}
@@ -160,14 +253,14 @@ def _baseline_run(
             HumanInTheLoopMiddleware(interrupt_on={"refund_charge": True, "send_email": True}),
         ]
     agent = create_agent(
-        ScriptedToolModel(responses=_script()),
+        ScriptedToolModel(responses=_script(scenario)),
         tools=_baseline_tools(backend, FaultInjector(profile, seed), consumed),
         middleware=middleware,
         checkpointer=InMemorySaver(),
     )
     config: Any = {"configurable": {"thread_id": str(seed)}, "recursion_limit": 50}
     try:
-        agent.invoke({"messages": [HumanMessage(REQUEST)]}, config)
+        agent.invoke({"messages": [HumanMessage(scenario.request)]}, config)
         for _ in range(5):  # approve what the human-in-the-loop middleware asks for
             pending = agent.get_state(config).interrupts
             if not pending:
@@ -176,8 +269,9 @@ def _baseline_run(
             agent.invoke(Command(resume={"decisions": [{"type": "approve"}] * count}), config)
     except Exception:  # a baseline that crashes on a fault simply ends there
         pass
-    verdict = _judge(backend)
+    verdict = scenario.judge(backend)
     verdict["escalated"] = 0  # neither baseline has a way to hand a thread to a human
+    verdict["crashed"] = 0  # a baseline that raised already ended its run above
     verdict["shape_changes_consumed"] = consumed["shape_changed"]
     verdict["shape_changes_detected"] = 0
     return verdict
@@ -204,9 +298,11 @@ def _run_profiles(
             update={"faults": profile.model_dump_json(), "tool_timeout_s": TIMEOUT_S}
         )
         keys = ("success", "wrong", "duplicate", "escalated", "shape_changes_detected",
-                "shape_changes_consumed")  # fmt: skip
+                "shape_changes_consumed", "crashed")  # fmt: skip
         totals = {agent: dict.fromkeys(keys, 0) for agent in out}
+        by_request = {agent: {s.name: [0, 0] for s in SCENARIOS} for agent in out}
         for run in range(runs):
+            scenario = SCENARIOS[run % len(SCENARIOS)]
             for agent in out:
                 # A fresh backend file per run: a call that timed out may still land late, and
                 # must land in its own run's books, not the next one's.
@@ -214,15 +310,19 @@ def _run_profiles(
                 own = settings.model_copy(update={"demo_db": db})
                 domain.prepare(own, reset=True)
                 if agent == "keel":
-                    verdict = _keel_run(faulty.model_copy(update={"demo_db": db}), run)
+                    verdict = _keel_run(faulty.model_copy(update={"demo_db": db}), run, scenario)
                 else:
-                    verdict = _baseline_run(own, profile, run, careful=agent == "middleware")
+                    verdict = _baseline_run(
+                        own, profile, run, careful=agent == "middleware", scenario=scenario
+                    )
                 if profile.timeout_rate:
                     # Let calls that timed out but were still under way land, then judge again.
                     time.sleep(TIMEOUT_S * 2)
-                    verdict.update(_judge(DemoBackend(db)))
+                    verdict.update(scenario.judge(DemoBackend(db)))
                 for key, value in verdict.items():
                     totals[agent][key] += value
+                by_request[agent][scenario.name][0] += 1
+                by_request[agent][scenario.name][1] += verdict["success"]
             if progress:
                 print(f"\rfaults eval: {name} {run + 1}/{runs}", end="", file=sys.stderr)
         for agent, t in totals.items():
@@ -234,4 +334,9 @@ def _run_profiles(
                 "escalated": t["escalated"],
                 "shape_changes_detected": t["shape_changes_detected"],
                 "shape_changes_consumed": t["shape_changes_consumed"],
+                "crashed": t["crashed"],
+                "by_request": {
+                    request: {"runs": n, "succeeded": ok}
+                    for request, (n, ok) in by_request[agent].items()
+                },
             }

@@ -6,9 +6,10 @@ listener on the tool registry (its own list, not the store), counting wrappers a
 models, and the approvals the suite itself saw and answered. Then every recorded run is replayed
 from the record alone (``observability.replay``) and compared decision by decision.
 
-Scenarios: the demo requests (answered ``approve``), the duplicate-charge refund rejected and
-edited, under the ``transient``, ``outage`` and ``drift`` fault profiles, with a gate that denies
-refunds, and with a chat model planner (one that answers, one that is down with a fallback).
+Scenarios: the demo requests (answered ``approve``); the duplicate-charge refund rejected, edited,
+with a gate that also denies a read the planner makes, with a chat model planner (one that
+answers, one that is down with a fallback), and under the ``transient``, ``outage`` and ``drift``
+fault profiles.
 Everything runs on a temporary home (a copy of the corpus index); nothing of the user's changes.
 """
 
@@ -37,8 +38,9 @@ from observability.store import RecordStore
 from retrieval.embeddings import embedder_for
 from retrieval.store import CorpusStore
 from tools.demo import DemoDomain
+from tools.demo.backend import DemoBackend
 from tools.faults import PROFILES
-from tools.spec import CallRequest, Gate, ToolEvent, ToolRegistry
+from tools.spec import CallRequest, Gate, ToolEvent, ToolRegistry, ToolSpec
 
 REFUND = (
     "Customer C-1001 was charged twice for invoice INV-2001, please refund the duplicate charge"
@@ -77,12 +79,18 @@ class DenyTool:
     def __init__(self, tool: str, inner: Gate | None) -> None:
         self.tool = tool
         self.inner = inner
-        self.version = f"eval-deny-{tool}"
+
+    @property
+    def version(self) -> str:
+        return f"eval-deny-{self.tool}+{self.inner.version if self.inner else 'none'}"
 
     def check(self, request: CallRequest, tools: ToolRegistry) -> tuple[str, str] | None:
         if request.spec.name == self.tool:
             return ("eval.deny", f"the record eval denies {self.tool}")
         return self.inner.check(request, tools) if self.inner is not None else None
+
+    def needs_approval(self, agent: str, spec: ToolSpec[Any, Any], tainted: bool) -> bool:
+        return self.inner.needs_approval(agent, spec, tainted) if self.inner else False
 
 
 @dataclass
@@ -136,7 +144,7 @@ def scenarios(seeds: int) -> list[Scenario]:
     out += [
         Scenario("refund-rejected", REFUND, "reject"),
         Scenario("refund-edited", REFUND, "edit", edit={"amount": 10.0}),
-        Scenario("refund-denied-by-gate", REFUND, deny="refund_charge"),
+        Scenario("read-denied-by-gate", REFUND, deny="get_customer"),
         Scenario("model-planner", REFUND, model=_model_plan),
         Scenario("model-down-fallback", REFUND, model=_model_down_then_fallback),
     ]
@@ -163,6 +171,11 @@ def _play(app: KeelApp, scenario: Scenario, witness: Witness) -> Outcome:
         outcome = app.resume(outcome.thread_id, decision)
     if outcome.status == "awaiting_approval":
         witness.approvals_requested += 1
+    if outcome.status == "awaiting_event":
+        # The bank settles the transfer; the outbox relay wakes the thread (an ``event`` segment).
+        DemoBackend(app.settings.domain_db).settle_pending_refunds()
+        app.dispatch_events()
+        outcome = app.show(outcome.thread_id)
     return outcome
 
 

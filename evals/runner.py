@@ -23,13 +23,24 @@ def _faults(settings: Settings, progress: bool) -> dict[str, Any]:
     return run_faults_eval(settings, runs=settings.eval_runs, progress=progress)
 
 
+def _attacks(settings: Settings, progress: bool) -> dict[str, Any]:
+    from evals.attacks_eval import run_attacks_eval
+
+    return run_attacks_eval(settings, progress=progress)
+
+
 def _record(settings: Settings, progress: bool) -> dict[str, Any]:
     from evals.record_eval import run_record_eval
 
     return run_record_eval(settings, progress=progress)
 
 
-SUITES: dict[str, Suite] = {"retrieval": _retrieval, "faults": _faults, "record": _record}
+SUITES: dict[str, Suite] = {
+    "retrieval": _retrieval,
+    "faults": _faults,
+    "attacks": _attacks,
+    "record": _record,
+}
 
 
 def run_named(

@@ -17,39 +17,75 @@ from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
 from graph.context import KeelContext, context_of, thread_of
-from graph.state import ApprovalView, Plan, Receipt, Step, approval_digest
+from graph.state import ApprovalView, Evidence, Plan, Receipt, Step, approval_digest, tainting
+from tools.permissions import PermissionGate
 from tools.spec import ToolRegistry
 
 DECISIONS = ["approve", "edit", "reject"]
+ANSWER_KEYS = {"decisions", "reviewer"}
+DECISION_KEYS = {"type", "digest", "message", "edited_action"}
 
 
-def pending_actions(plan: Plan, approvals: dict[str, Receipt], tools: ToolRegistry) -> list[int]:
-    """Indexes of the plan's steps that still need a human's approval."""
-    return [
-        i
-        for i, step in enumerate(plan.steps)
-        if step.tool in tools
-        and tools[step.tool].effect == "irreversible"
-        and approval_digest(step.tool, step.args) not in approvals
-    ]
+def pending_actions(
+    plan: Plan,
+    approvals: dict[str, Receipt],
+    tools: ToolRegistry,
+    evidence: list[Evidence] | None = None,
+    spent: set[str] | None = None,
+) -> list[int]:
+    """Indexes of the plan's steps that still need a human's approval.
+
+    A step needs one when the manifest says so (every irreversible tool), or when it writes and
+    low-trust evidence is in the thread's context (taint). A receipt already used does not count.
+    """
+    tainted = bool(tainting(evidence or []))
+    used = spent or set()
+    out = []
+    for i, step in enumerate(plan.steps):
+        if step.tool not in tools or tools.gate is None:
+            continue
+        digest = approval_digest(step.tool, step.args)
+        needed = tools.gate.needs_approval("executor", tools[step.tool], tainted)
+        if needed and (digest not in approvals or digest in used):
+            out.append(i)
+    return out
 
 
-def approval_request(plan: Plan, indexes: list[int], note: str = "") -> dict[str, Any]:
+def approval_request(
+    plan: Plan, indexes: list[int], tools: ToolRegistry, evidence: list[Evidence], note: str = ""
+) -> dict[str, Any]:
+    """The interrupt's payload: LangChain's HITL schema, the digests, and the tainted evidence."""
     steps = [plan.steps[i] for i in indexes]
+    tainted = tainting(evidence)
     return {
         "action_requests": [
-            {"name": s.tool, "args": s.args, "description": _describe(s, note)} for s in steps
+            {"name": s.tool, "args": s.args, "description": _describe(s, tools, tainted, note)}
+            for s in steps
         ],
         "review_configs": [{"action_name": s.tool, "allowed_decisions": DECISIONS} for s in steps],
         "digests": [approval_digest(s.tool, s.args) for s in steps],
         "steps": indexes,
+        "manifest_version": tools.gate.version if tools.gate else None,
+        "tainted_evidence": [
+            {
+                "chunk_id": e.chunk_id,
+                "source": e.source,
+                "trust_tier": e.trust_tier,
+                "excerpt": e.text[:300],
+            }
+            for e in tainted
+        ],
     }
 
 
-def _describe(step: Step, note: str) -> str:
-    text = f"{step.purpose}. Irreversible. After: {step.postcondition}."
+def _describe(step: Step, tools: ToolRegistry, tainted: list[Evidence], note: str) -> str:
+    effect = tools[step.tool].effect if step.tool in tools else step.effect
+    text = f"{step.purpose}. {effect.capitalize()}. After: {step.postcondition}."
     if step.evidence:
         text += f" Evidence: {', '.join(step.evidence)}."
+    if tainted and effect != "read":
+        sources = ", ".join(sorted({f"{e.source} ({e.trust_tier})" for e in tainted}))
+        text += f" Low-trust evidence is in this thread's context: {sources}; check it first."
     return f"{text} ({note})" if note else text
 
 
@@ -57,8 +93,10 @@ def approve(state: ApprovalView, runtime: Runtime[KeelContext]) -> dict[str, Any
     ctx = context_of(runtime)
     plan = state["plan"]
     assert plan is not None
-    indexes = pending_actions(plan, state.get("approvals", {}), ctx.tools)
-    request = approval_request(plan, indexes, state.get("review_note", ""))
+    evidence = state.get("evidence", [])
+    spent = {r.digest for r in state.get("results", []) if r.ok and r.digest}
+    indexes = pending_actions(plan, state.get("approvals", {}), ctx.tools, evidence, spent)
+    request = approval_request(plan, indexes, ctx.tools, evidence, state.get("review_note", ""))
     answer = interrupt(request)
     return read_decisions(answer, request, plan, thread_of(runtime), ctx)
 
@@ -70,6 +108,15 @@ def read_decisions(
     decisions = answer.get("decisions") if isinstance(answer, dict) else None
     if not isinstance(decisions, list) or len(decisions) != len(request["digests"]):
         return _invalid(f"expected {len(request['digests'])} decision(s) in 'decisions'")
+    if extra := set(answer) - ANSWER_KEYS:
+        # A resume payload answers the pending question; it cannot add steps, receipts or state.
+        return _invalid(f"an answer may only carry {sorted(ANSWER_KEYS)}, not {sorted(extra)}")
+    if any(isinstance(d, dict) and set(d) - DECISION_KEYS for d in decisions):
+        return _invalid(f"a decision may only carry {sorted(DECISION_KEYS)}")
+    if not isinstance(ctx.tools.gate, PermissionGate):
+        return _invalid("no permission gate is loaded: approvals cannot be signed")
+    signer, version = ctx.tools.gate.signer, ctx.tools.gate.version
+    shown = [f"{e['chunk_id']} ({e['trust_tier']})" for e in request.get("tainted_evidence", [])]
     reviewer = str(answer.get("reviewer") or "unknown")[:100]
     now = ctx.clock()
     expires = now + timedelta(seconds=ctx.settings.approval_ttl_s)
@@ -102,14 +149,18 @@ def read_decisions(
             steps[index] = step
             digest = approval_digest(step.tool, step.args)
             edited = True
-        receipts[digest] = Receipt(
-            tool=step.tool,
-            digest=digest,
-            thread_id=thread_id,
-            approved_by=reviewer,
-            approved_at=now.isoformat(),
-            expires_at=expires.isoformat(),
-            edited=kind == "edit",
+        receipts[digest] = signer.sign(
+            Receipt(
+                tool=step.tool,
+                digest=digest,
+                thread_id=thread_id,
+                approved_by=reviewer,
+                approved_at=now.isoformat(),
+                expires_at=expires.isoformat(),
+                edited=kind == "edit",
+                manifest_version=version,
+                shown=shown,
+            )
         )
     if rejected:
         return {

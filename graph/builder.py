@@ -5,6 +5,8 @@ START -> intake -> retrieve -> plan -> check_plan --ok--> approve? --> execute -
                       ^                     |         (interrupt)        ^             |
                       +--replan (bounded)---+                            +-- next step-+--> respond
                                             +--> escalate <-- unrecoverable -----------+
+                                                    await_event <-- effect in flight ---+
+                                                    (interrupt; an outbox event wakes it)
 ```
 """
 
@@ -25,8 +27,10 @@ from agents.retriever import retrieve
 from agents.validator import check_plan, check_result
 from graph.approval import approve, pending_actions
 from graph.context import KeelContext, context_of
+from graph.events import after_event, await_event
 from graph.state import (
     ApprovalView,
+    AwaitView,
     EscalateView,
     ExecutorView,
     InputState,
@@ -61,7 +65,9 @@ def after_plan_check(
         return "retrieve" if state.get("replans", 0) <= ctx.settings.max_replans else "escalate"
     if not plan_.steps:
         return "respond"
-    if pending_actions(plan_, state.get("approvals", {}), ctx.tools):
+    spent = {r.digest for r in state.get("results", []) if r.ok and r.digest}
+    evidence = state.get("evidence", [])
+    if pending_actions(plan_, state.get("approvals", {}), ctx.tools, evidence, spent):
         return "approve"
     return "execute"
 
@@ -77,11 +83,13 @@ def after_approval(state: KeelState) -> Literal["execute", "check_plan", "respon
     return "execute"
 
 
-def after_result(state: KeelState) -> Literal["execute", "respond", "escalate"]:
+def after_result(state: KeelState) -> Literal["execute", "respond", "escalate", "await_event"]:
     verdict = state.get("result_verdict")
     plan_ = state.get("plan")
     if verdict is None or not verdict.ok or plan_ is None:
         return "escalate"
+    if state.get("waiting") is not None:
+        return "await_event"
     return "execute" if state.get("cursor", 0) < len(plan_.steps) else "respond"
 
 
@@ -114,6 +122,7 @@ def build_graph(
     builder.add_node("approve", approve, input_schema=ApprovalView)
     builder.add_node("execute", execute, input_schema=ExecutorView)
     builder.add_node("check_result", check_result, input_schema=ResultCheckView)
+    builder.add_node("await_event", await_event, input_schema=AwaitView)
     builder.add_node("respond", respond, input_schema=RespondView)
     builder.add_node("escalate", escalate, input_schema=EscalateView)
 
@@ -125,6 +134,7 @@ def build_graph(
     builder.add_conditional_edges("approve", after_approval)
     builder.add_edge("execute", "check_result")
     builder.add_conditional_edges("check_result", after_result)
+    builder.add_conditional_edges("await_event", after_event)
     builder.add_edge("respond", END)
     builder.add_edge("escalate", END)
     return builder.compile(checkpointer=checkpointer, name="keel")

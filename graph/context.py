@@ -18,7 +18,9 @@ from graph.domain import Domain
 from keel.settings import Settings
 from retrieval.embeddings import embedder_for
 from retrieval.store import CorpusStore
+from tools.events import EventInbox
 from tools.ledger import IntentLedger
+from tools.permissions import gated_registry
 from tools.spec import ToolRegistry
 
 
@@ -45,6 +47,7 @@ class KeelContext:
     tools: ToolRegistry
     store: CorpusStore
     ledger: IntentLedger | None = None
+    inbox: EventInbox | None = None
     planner_model: BaseChatModel | None = None
     fallback_model: BaseChatModel | None = None
     clock: Callable[[], datetime] = field(default=_utc_now)
@@ -74,12 +77,15 @@ class KeelContext:
             planner_model = chat_model_for(settings, settings.planner_model)
             if settings.planner_fallback_model:
                 fallback_model = chat_model_for(settings, settings.planner_fallback_model)
+        # Deny by default: no manifest, no context (and so no graph run).
+        tools = gated_registry(domain, settings)
         return cls(
             settings=settings,
             domain=domain,
-            tools=domain.tools(settings),
+            tools=tools,
             store=CorpusStore(settings, embedder_for(settings)),
             ledger=IntentLedger(settings.intent_db),
+            inbox=EventInbox(settings.home / "events.sqlite"),
             planner_model=planner_model,
             fallback_model=fallback_model,
         )

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from graph.state import CannotPlan, Evidence, Plan, Step
+from graph.state import CannotPlan, DomainEvent, EventWait, Evidence, Plan, Step
 from keel.settings import Settings
+from tools.permissions import ScopeCheck
 from tools.spec import AgentTools, ToolRegistry
 
 
@@ -44,3 +45,12 @@ class Domain(Protocol):
 
     def postconditions(self, step: Step, output: dict[str, Any], tools: AgentTools) -> list[str]:
         """What must be true after a step ran; each failure is one reason."""
+
+    def awaited_event(self, step: Step, index: int, output: dict[str, Any]) -> EventWait | None:
+        """When a step's effect is still in flight after it answered: the event that settles it."""
+
+    def events_after(self, settings: Settings, seq: int) -> list[DomainEvent]:
+        """The domain's business events newer than ``seq`` (its outbox), oldest first."""
+
+    def scopes(self) -> dict[str, ScopeCheck]:
+        """The named scopes the permission manifest may narrow grants with."""

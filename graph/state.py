@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, TypedDict
 from pydantic import BaseModel, ConfigDict, Field
 
 Effect = Literal["read", "write", "irreversible"]
-Status = Literal["running", "done", "awaiting_approval", "escalated", "refused"]
+Status = Literal["running", "done", "awaiting_approval", "awaiting_event", "escalated", "refused"]
 TrustTier = Literal["official", "reviewed", "wiki", "untrusted"]
 Review = Literal["approved", "edited", "rejected", "invalid"]
 
@@ -110,6 +110,12 @@ class Receipt(Model):
     approved_at: str
     expires_at: str
     edited: bool = False
+    approved_for: str = Field(default="executor", description="the agent the approval lets act")
+    manifest_version: str = ""
+    shown: list[str] = Field(
+        default_factory=list, description="what the reviewer was shown besides the action"
+    )
+    signature: str = ""
 
 
 class ToolOutcome(Model):
@@ -128,12 +134,40 @@ class ToolOutcome(Model):
     via: str | None = Field(default=None, description="the tool that answered, if a fallback")
 
 
+class EventWait(Model):
+    """A step's effect still in flight: the thread sleeps until the event that settles it."""
+
+    event: str = Field(description="the event type, e.g. refund.settled")
+    key: str = Field(description="which one: the business id the event carries")
+    step: int
+    why: str
+
+
+class DomainEvent(Model):
+    """A business event from the domain's outbox, as delivered to a waiting thread."""
+
+    seq: int
+    type: str
+    key: str
+    payload: dict[str, Any]
+    created_at: str
+
+
 class Escalation(Model):
     """The account handed to a human: what happened, what was done, what is left."""
 
     reason: str
     done: list[str]
     left: list[str]
+
+
+LOW_TRUST: tuple[TrustTier, ...] = ("wiki", "untrusted")
+"""Tiers that taint a thread: writes planned after such evidence entered it need an approval."""
+
+
+def tainting(evidence: list[Evidence]) -> list[Evidence]:
+    """The low-trust evidence in a thread's context."""
+    return [e for e in evidence if e.trust_tier in LOW_TRUST]
 
 
 def approval_digest(tool: str, args: dict[str, Any]) -> str:
@@ -144,7 +178,9 @@ def approval_digest(tool: str, args: dict[str, Any]) -> str:
         >>> a == approval_digest("refund", {"a": 2, "b": 1})
         True
     """
-    canonical = json.dumps({"tool": tool, "args": args}, sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps(
+        {"tool": tool, "args": args}, sort_keys=True, separators=(",", ":"), default=str
+    )
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -167,6 +203,7 @@ class OutputState(TypedDict, total=False):
     plan: Plan | None
     results: list[ToolOutcome]
     escalation: Escalation | None
+    waiting: EventWait | None
 
 
 class KeelState(InputState, OutputState, total=False):
@@ -186,6 +223,7 @@ class KeelState(InputState, OutputState, total=False):
     review: Review
     review_note: str
     results: Annotated[list[ToolOutcome], operator.add]
+    events: Annotated[list[DomainEvent], operator.add]
 
 
 class RetrieverView(TypedDict, total=False):
@@ -215,6 +253,7 @@ class PlanCheckView(TypedDict, total=False):
 class ApprovalView(TypedDict, total=False):
     plan: Plan | None
     evidence: list[Evidence]
+    results: list[ToolOutcome]
     approvals: dict[str, Receipt]
     review: Review
     review_note: str
@@ -222,6 +261,8 @@ class ApprovalView(TypedDict, total=False):
 
 class ExecutorView(TypedDict, total=False):
     plan: Plan | None
+    entities: dict[str, str]
+    evidence: list[Evidence]
     cursor: int
     approvals: dict[str, Receipt]
     rejected: list[str]
@@ -232,6 +273,10 @@ class ResultCheckView(TypedDict, total=False):
     plan: Plan | None
     cursor: int
     results: list[ToolOutcome]
+
+
+class AwaitView(TypedDict, total=False):
+    waiting: EventWait | None
 
 
 class RespondView(TypedDict, total=False):
@@ -262,6 +307,8 @@ STATE_TYPES: tuple[type[BaseModel], ...] = (
     Verdict,
     Receipt,
     ToolOutcome,
+    EventWait,
+    DomainEvent,
     Escalation,
 )
 """Every pydantic type the state holds: the checkpoint serializer's allow-list."""

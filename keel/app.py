@@ -27,10 +27,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from graph.builder import build_graph
 from graph.context import KeelContext
+from graph.events import dispatch_events
 from graph.persistence import open_checkpointer
 from graph.state import (
     Conflict,
+    DomainEvent,
     Escalation,
+    EventWait,
     Evidence,
     Filtered,
     Plan,
@@ -44,6 +47,7 @@ from observability.events import (
     ApprovalAnswered,
     ApprovalRequested,
     CheckpointSaved,
+    EventAwaited,
     RunEnded,
     RunStarted,
 )
@@ -52,7 +56,7 @@ from observability.redaction import Redactor
 from observability.store import RecordStore
 from observability.tracing import Tracing, run_config
 
-Mode = Literal["run", "resume", "recover", "fork"]
+Mode = Literal["run", "resume", "recover", "fork", "event"]
 
 
 class PendingAction(BaseModel):
@@ -82,6 +86,7 @@ class Outcome(BaseModel):
     plan_verdict: Verdict | None = None
     results: list[ToolOutcome] = Field(default_factory=list)
     escalation: Escalation | None = None
+    waiting: EventWait | None = None
 
 
 class Decision(BaseModel):
@@ -199,7 +204,10 @@ class KeelApp:
             if recording is not None:
                 snapshot = self.graph.get_state(self._config(thread_id))
                 for intr in snapshot.interrupts:
-                    recording.emit(ApprovalRequested(interrupt_id=intr.id, request=intr.value))
+                    if isinstance(intr.value, dict) and intr.value.get("kind") == "await_event":
+                        recording.emit(EventAwaited(interrupt_id=intr.id, waiting=intr.value))
+                    else:
+                        recording.emit(ApprovalRequested(interrupt_id=intr.id, request=intr.value))
                 recording.emit(
                     RunEnded(status=outcome.status, answer=outcome.answer, duration_ms=_ms(started))
                 )
@@ -234,13 +242,20 @@ class KeelApp:
                 mode=mode,
                 request=request,
                 from_checkpoint=checkpoint_id,
+                resume_value=(
+                    payload.resume
+                    if mode == "event"
+                    and isinstance(payload, Command)
+                    and isinstance(payload.resume, dict)
+                    else None
+                ),
                 trace_id=trace_id,
                 planner_model=model_name(ctx.planner_model) if ctx.planner_model else None,
                 fallback_model=model_name(ctx.fallback_model) if ctx.fallback_model else None,
                 manifest_version=gate.version if gate is not None else None,
             )
         )
-        if isinstance(payload, Command) and isinstance(payload.resume, dict):
+        if mode == "resume" and isinstance(payload, Command) and isinstance(payload.resume, dict):
             recording.emit(ApprovalAnswered(answer=payload.resume))
 
     def preflight(self) -> None:
@@ -270,6 +285,9 @@ class KeelApp:
         status: Status = values.get("status", "running")
         for intr in snapshot.interrupts:
             request = intr.value
+            if request.get("kind") == "await_event":
+                status = "awaiting_event"
+                continue
             pending = [
                 PendingAction(
                     name=a["name"],
@@ -294,6 +312,7 @@ class KeelApp:
             plan_verdict=values.get("plan_verdict"),
             results=values.get("results", []),
             escalation=values.get("escalation"),
+            waiting=values.get("waiting"),
         )
 
     def history(self, thread_id: str) -> list[dict[str, Any]]:
@@ -323,7 +342,10 @@ class KeelApp:
         if not snapshot.values:
             raise ThreadNotFound(f"no thread {thread_id}")
         if snapshot.interrupts:
-            raise BadRequest(f"thread {thread_id} is awaiting approval: use resume")
+            raise BadRequest(
+                f"thread {thread_id} is waiting: for an approval (`keel resume`) "
+                "or an event (`keel events`)"
+            )
         if not snapshot.next:
             raise BadRequest(f"thread {thread_id} has finished; nothing to recover")
         return self.invoke_segment(None, thread_id, "recover")
@@ -350,6 +372,22 @@ class KeelApp:
         if not snapshot.next:
             raise BadRequest(f"checkpoint {checkpoint_id} is the end of the thread; nothing to run")
         return self.invoke_segment(None, thread_id, "fork", checkpoint_id=checkpoint_id)
+
+    def dispatch_events(self) -> list[dict[str, Any]]:
+        """Wake the threads waiting for the domain's new events (``keel events``).
+
+        Example:
+            >>> app.dispatch_events()  # after the bank settled refund RF-5001
+            [{'seq': 1, 'type': 'refund.settled', 'key': 'RF-5001', 'woke': ['t-1']}]
+        """
+
+        def resume(thread_id: str, event: DomainEvent) -> None:
+            self.invoke_segment(Command(resume={"event": event.model_dump()}), thread_id, "event")
+
+        def waiting(thread_id: str) -> bool:
+            return self.show(thread_id).status == "awaiting_event"
+
+        return dispatch_events(self.context, resume, waiting)
 
     def resume(self, thread_id: str, decision: Decision) -> Outcome:
         """Answer the pending approval, bound to the digests of the actions shown."""

@@ -108,6 +108,24 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--only", action="append", help="one benchmark (repeatable; default: all of them)"
     )
+    sub.add_parser(
+        "events", parents=[common],
+        help="wake the threads waiting for new business events (the outbox relay)",
+    )  # fmt: skip
+    sub.add_parser(
+        "settle", parents=[common],
+        help="demo: the bank settles pending refunds, each announced as a refund.settled event",
+    )  # fmt: skip
+    access = sub.add_parser(
+        "access", parents=[common],
+        help="each agent's effective permissions (the manifest resolved against the tools)",
+    )  # fmt: skip
+    access.add_argument("--diff", metavar="REF", help="what changed since a git ref, e.g. HEAD~1")
+    access.add_argument(
+        "--lock",
+        action="store_true",
+        help="record the reviewed access in the access lock",
+    )
     return parser
 
 
@@ -181,7 +199,10 @@ def _command(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | N
         domain = DemoDomain()
         if not domain.is_prepared(settings):
             domain.prepare(settings)
-        rows = [h.as_dict() for h in probe(domain.tools(settings), domain.health_probes())]
+        from tools.permissions import gated_registry
+
+        tools = gated_registry(domain, settings)
+        rows = [h.as_dict() for h in probe(tools, domain.health_probes())]
         if not args.json:
             for h in rows:
                 print(
@@ -212,6 +233,14 @@ def _command(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | N
         from evals.bench import run_benches
 
         return _report(args, run_benches(args.only, settings, progress=sys.stderr.isatty()))
+    if args.command == "access":
+        return _access(args, settings)
+    if args.command == "settle":
+        from tools.demo.backend import DemoBackend
+
+        settled = DemoBackend(settings.domain_db).settle_pending_refunds()
+        text = f"settled {len(settled)} refund(s): {', '.join(settled) or 'none pending'}"
+        return _say(args, {"settled": settled}, text + "; `keel events` wakes who waits on them")
     if args.command == "demo":
         from keel.demo import run_demo
 
@@ -260,6 +289,11 @@ def _command(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | N
             if not args.json:
                 report.print_outcome(outcome)
             return outcome.model_dump(mode="json") if args.json else None
+        if args.command == "events":
+            woken = app.dispatch_events()
+            lines = [f"{e['type']} {e['key']}: woke {', '.join(e['woke']) or 'nobody'}"
+                     for e in woken]  # fmt: skip
+            return _say(args, {"events": woken}, "\n".join(lines) or "no new events")
         if args.command == "recover":
             outcome = app.recover(args.thread)
             if not args.json:
@@ -313,6 +347,41 @@ def _record_view(args: argparse.Namespace, settings: Settings) -> dict[str, Any]
         return why.model_dump(mode="json") if args.json else None
     finally:
         store.close()
+
+
+def _access(args: argparse.Namespace, settings: Any) -> dict[str, Any] | None:
+    from tools.demo import DemoDomain
+    from tools.permissions import (
+        access_diff,
+        access_lines,
+        effective_access,
+        load_manifest,
+        manifest_at,
+        parse_manifest,
+        write_lock,
+    )
+
+    domain = DemoDomain()
+    tools = domain.tools(settings)
+    manifest = load_manifest(settings.policy_file, tools, domain.scopes())
+    access = effective_access(manifest, tools)
+    if args.diff:
+        text = manifest_at(args.diff, settings.policy_file)
+        before = effective_access(
+            parse_manifest(text, f"{args.diff}:{settings.policy_file.name}", tools,
+                           domain.scopes()), tools)  # fmt: skip
+        diff = access_diff(before, access)
+        lines = [f"+ {x}" for x in diff["added"]] + [f"- {x}" for x in diff["removed"]]
+        summary = f"effective access since {args.diff}: {len(diff['added'])} added, " + (
+            f"{len(diff['removed'])} removed"
+        )
+        return _say(args, {"ref": args.diff, **diff}, "\n".join([summary, *lines]))
+    if args.lock:
+        lock = write_lock(settings.policy_file, manifest, tools)
+        return _say(args, {"lock": str(lock)}, f"wrote {lock} (manifest {manifest.version})")
+    text = f"manifest {settings.policy_file} (version {manifest.version})\n"
+    return _say(args, {"version": manifest.version, "agents": access},
+                text + "\n".join(access_lines(access)))  # fmt: skip
 
 
 def _parse_edit(text: str) -> dict[str, Any]:

@@ -65,6 +65,10 @@ def print_outcome(outcome: Outcome, *, show_details: bool = True) -> None:
             f"  answer with: keel resume {outcome.thread_id} --approve | --reject --reason ... "
             "| --edit JSON"
         )
+    if outcome.waiting is not None:
+        w = outcome.waiting
+        print(f"  waiting for event {w.event} {w.key}: {w.why}")
+        print("  nothing polls it: the event's arrival wakes it (`keel events` relays the outbox)")
     for r in outcome.results:
         mark = "ok" if r.ok else ("DENIED" if r.denied else "FAILED")
         shown = r.output if r.ok else r.error

@@ -25,13 +25,17 @@ class Payload(BaseModel):
 
 
 class RunStarted(Payload):
-    """A segment of a run began: the first invoke (``run``), a ``resume``, a ``recover``, or a
-    ``fork`` from an earlier checkpoint (which starts a new run)."""
+    """A segment of a run began: the first invoke (``run``), a ``resume`` (a human's answer), a
+    ``recover``, an ``event`` that woke a waiting thread, or a ``fork`` from an earlier
+    checkpoint (which starts a new run)."""
 
     kind: Literal["run_started"] = "run_started"
-    mode: Literal["run", "resume", "recover", "fork"]
+    mode: Literal["run", "resume", "recover", "fork", "event"]
     request: str | None = None
     from_checkpoint: str | None = Field(default=None, description="for a fork: where it began")
+    resume_value: dict[str, Any] | None = Field(
+        default=None, description="for an event: the resume value that delivered it"
+    )
     trace_id: str = Field(description="the LangSmith root run id of this segment")
     planner_model: str | None = None
     fallback_model: str | None = None
@@ -115,6 +119,14 @@ class ApprovalRequested(Payload):
     request: dict[str, Any]
 
 
+class EventAwaited(Payload):
+    """The thread went to sleep until a domain event arrives (an effect still in flight)."""
+
+    kind: Literal["event_awaited"] = "event_awaited"
+    interrupt_id: str
+    waiting: dict[str, Any]
+
+
 class ApprovalAnswered(Payload):
     kind: Literal["approval_answered"] = "approval_answered"
     answer: dict[str, Any]
@@ -153,6 +165,7 @@ AnyPayload = Annotated[
     | ToolCallMade
     | PlanMade
     | ApprovalRequested
+    | EventAwaited
     | ApprovalAnswered
     | VerdictGiven
     | EscalationMade
@@ -170,6 +183,7 @@ EventKind = Literal[
     "tool_call",
     "plan",
     "approval_requested",
+    "event_awaited",
     "approval_answered",
     "verdict",
     "escalation",
@@ -213,6 +227,7 @@ __all__ = [
     "CheckpointSaved",
     "ClockRead",
     "EscalationMade",
+    "EventAwaited",
     "EventKind",
     "ModelCall",
     "NodeEntered",

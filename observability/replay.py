@@ -179,6 +179,9 @@ def decisions(events: list[RecordEvent]) -> list[DecisionPoint]:
             )  # fmt: skip
         elif p.kind == "approval_requested":
             add(event, "approval_requested", {"digests": p.request.get("digests")})
+        elif p.kind == "event_awaited":
+            add(event, "event_awaited", {"event": p.waiting.get("event"),
+                                         "key": p.waiting.get("key")})  # fmt: skip
         elif p.kind == "approval_answered":
             answers = p.answer.get("decisions") or []
             add(event, "approval_answered",
@@ -187,6 +190,10 @@ def decisions(events: list[RecordEvent]) -> list[DecisionPoint]:
             add(event, "escalation", {"reason": p.reason})
         elif p.kind == "run_ended":
             add(event, "run_ended", {"status": p.status, "error": p.error is not None})
+        elif p.kind == "run_started" and p.mode == "event":
+            delivered = (p.resume_value or {}).get("event") or {}
+            add(event, "event_delivered", {"type": delivered.get("type"),
+                                           "key": delivered.get("key")})  # fmt: skip
     return out
 
 
@@ -204,14 +211,21 @@ def first_divergence(
 class RecordedTools:
     """Tool results served from the record, by (tool, argument digest, occurrence)."""
 
-    def __init__(self, events: list[RecordEvent]) -> None:
+    def __init__(self, events: list[RecordEvent], redactor: Redactor) -> None:
+        # Keyed by the canonical arguments as the record holds them (redacted), so a live call
+        # is matched by applying the same redaction to its arguments.
+        self.redactor = redactor
         self.calls: dict[tuple[str, str], deque[ToolEvent]] = {}
         for event in events:
             if event.payload.kind == "tool_call" and event.payload.call.decision == "allowed":
                 call = event.payload.call
-                self.calls.setdefault((call.tool, call.digest), deque()).append(call)
+                key = (call.tool, approval_digest(call.tool, call.args))
+                self.calls.setdefault(key, deque()).append(call)
         self.served = 0
         self.misses: list[str] = []
+
+    def _key(self, tool: str, args: dict[str, Any]) -> tuple[str, str]:
+        return (tool, approval_digest(tool, self.redactor(args)))
 
     def registry(self, live: ToolRegistry) -> ToolRegistry:
         """``live`` with every function served from the record: same contracts, same gate."""
@@ -244,7 +258,7 @@ class RecordedTools:
 
         def serve(call: ToolCall[Any]) -> Mapping[str, Any]:
             args = call.args.model_dump(mode="json")
-            own = self.calls.get((spec.name, approval_digest(spec.name, args)))
+            own = self.calls.get(self._key(spec.name, args))
             if own:
                 recorded = own[0]
                 if recorded.via is not None or (
@@ -255,10 +269,10 @@ class RecordedTools:
                     raise Retryable(f"{spec.name}: recorded as failed over to its fallback")
                 return self._answer(own.popleft())
             for primary in primaries:
-                queue = self.calls.get((primary, approval_digest(primary, args)))
+                queue = self.calls.get(self._key(primary, args))
                 if queue:
                     return self._answer(queue.popleft())
-            miss = f"{spec.name} {approval_digest(spec.name, args)}"
+            miss = f"{spec.name} {self._key(spec.name, args)[1]}"
             self.misses.append(miss)
             raise ReplayMiss(f"{spec.name}: no recorded call with these arguments")
 
@@ -436,12 +450,13 @@ def replay_run(
         settings = settings.model_copy(update={"policy_file": policy_file.expanduser().resolve()})
 
     base = KeelContext.from_settings(settings, domain=app.context.domain)
-    tools = RecordedTools(events)
+    redactor = Redactor(settings.sensitive_fields)
+    tools = RecordedTools(events, redactor)
     answers = RecordedAnswers(events)
     started = [e.payload for e in events if isinstance(e.payload, RunStarted)]
     first = started[0] if started else None
     served_store = ServedStore(settings, app.context.store.embedder, events)
-    recorder = Recorder(RecordStore(":memory:"), Redactor(settings.sensitive_fields))
+    recorder = Recorder(RecordStore(":memory:"), redactor)
     error: str | None = None
     with _temporary_ledger() as ledger:
         registry = tools.registry(base.tools)
@@ -452,6 +467,7 @@ def replay_run(
             tools=registry,
             store=served_store,
             ledger=ledger,
+            inbox=None,  # subscriptions are the live inbox's business, not a replay's
             planner_model=(
                 RecordedChatModel.serving(first.planner_model, answers)
                 if first and first.planner_model
@@ -529,6 +545,12 @@ def _drive(app: KeelApp, events: list[RecordEvent], thread_id: str, run_id: str)
             if answer is None or not snapshot.interrupts:
                 return  # the replay is not waiting where the record was: it has diverged
             app.invoke_segment(Command(resume=answer.answer), thread_id, "resume", run_id=run_id)
+        elif start.mode == "event":
+            if start.resume_value is None or not snapshot.interrupts:
+                return
+            app.invoke_segment(
+                Command(resume=start.resume_value), thread_id, "event", run_id=run_id
+            )
         elif start.mode == "recover":
             if snapshot.interrupts or not snapshot.next:
                 return

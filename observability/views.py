@@ -130,6 +130,8 @@ def _describe(event: RecordEvent) -> str:
     if p.kind == "approval_requested":
         actions = ", ".join(a["name"] for a in p.request.get("action_requests", []))
         return f"approval requested for {actions}"
+    if p.kind == "event_awaited":
+        return f"waiting for event {p.waiting.get('event')} {p.waiting.get('key')}"
     if p.kind == "approval_answered":
         answers = [d.get("type") for d in p.answer.get("decisions", []) if isinstance(d, dict)]
         return f"approval answered by {p.answer.get('reviewer')}: {', '.join(map(str, answers))}"

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
-from graph.state import Evidence, Plan, Step
+from graph.state import Evidence, Plan, Receipt, Step, approval_digest
+from keel.settings import DEFAULT_MANIFEST
+from tools.demo import DemoDomain
+from tools.permissions import PermissionGate, open_gate
+from tools.spec import ThreadFacts, ToolRegistry
 
 
 def evidence(**overrides: Any) -> Evidence:
@@ -102,3 +108,30 @@ REFUND_RECORDS: dict[str, Any] = {
         "billing_email": "ada@example.com",
     },
 }
+
+
+def gated(tools: ToolRegistry, home: Path) -> ToolRegistry:
+    """Put the shipped manifest's gate on a demo registry (a registry without one denies all)."""
+    open_gate(DEFAULT_MANIFEST, tools, DemoDomain().scopes(), home)
+    return tools
+
+
+def approved(
+    tools: ToolRegistry, tool: str, args: dict[str, Any], thread_id: str = "t-test", **subjects: str
+) -> dict[str, Any]:
+    """Keyword arguments for an executor call a human approved: the thread's facts and a receipt
+    signed by the gate's key, as the approval node would give it."""
+    gate = tools.gate
+    assert isinstance(gate, PermissionGate)
+    now = gate.clock()
+    receipt = Receipt(
+        tool=tool,
+        digest=approval_digest(tool, args),
+        thread_id=thread_id,
+        approved_by="tester",
+        approved_at=now.isoformat(),
+        expires_at=(now + timedelta(hours=1)).isoformat(),
+        manifest_version=gate.version,
+    )
+    facts = ThreadFacts(thread_id=thread_id, subjects=subjects)
+    return {"agent": "executor", "facts": facts, "approval": gate.signer.sign(receipt)}

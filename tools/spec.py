@@ -98,6 +98,8 @@ class ThreadFacts:
     """
 
     thread_id: str | None = None
+    subjects: Mapping[str, str] = field(default_factory=dict)
+    """The ids the request names (customer, invoice, ticket): what scopes narrow calls to."""
     spent: frozenset[str] = frozenset()
     rejected: frozenset[str] = frozenset()
     tainted: tuple[str, ...] = ()
@@ -119,10 +121,15 @@ class CallRequest:
 class Gate(Protocol):
     """Decides whether one call may run; ``tools.permissions.PermissionGate`` is the real one."""
 
-    version: str
+    @property
+    def version(self) -> str: ...
 
     def check(self, request: CallRequest, tools: ToolRegistry) -> tuple[str, str] | None:
         """None to allow; else ``(rule, reason)`` of the denial."""
+        ...
+
+    def needs_approval(self, agent: str, spec: ToolSpec[Any, Any], tainted: bool) -> bool:
+        """Whether ``agent`` may make this call only with a human's approval."""
         ...
 
 
@@ -227,6 +234,7 @@ class ToolRegistry:
         idempotency_key: str | None = None,
         retry: RetryPolicy | None = None,
         fallback: bool = True,
+        before: Callable[[], None] | None = None,
     ) -> CallResult:
         """Run one tool call: gate, validate, call resiliently, validate the answer, fall back.
 
@@ -235,6 +243,9 @@ class ToolRegistry:
                 arguments do not fit its input model (a smuggled field); it was not made.
             Permanent: the answer does not fit the output model, or the service refused.
             Retryable: every attempt (and the fallback's) failed with an infrastructure fault.
+
+        ``before`` runs once the gate has allowed the call and before it is made (the executor
+        writes its intent there).
         """
         spec = self._specs.get(name)
         if spec is None:
@@ -246,20 +257,25 @@ class ToolRegistry:
             reason = f"{name}: arguments refused by its contract: {first['loc']}: {first['msg']}"
             raise self._refused(agent, name, args, facts, "contract", reason, spec.effect) from err
         canonical = parsed.model_dump(mode="json")
-        digest = approval_digest(name, canonical)
+        # Approvals bind the arguments as the reviewer saw them (the plan's), not a re-encoding.
+        digest = approval_digest(name, dict(args))
         event: dict[str, Any] = {
             "agent": agent, "tool": name, "effect": spec.effect, "args": canonical,
             "digest": digest, "thread_id": facts.thread_id, "idempotency_key": idempotency_key,
             "manifest_version": self.gate.version if self.gate else None,
         }  # fmt: skip
         request = CallRequest(agent, spec, canonical, digest, facts, approval)
-        denial = None  # TODO(#5): deny by default once the manifest gate lands
+        denial: tuple[str, str] | None = (
+            "no-manifest", "no permission manifest is loaded: every call is denied"
+        )  # fmt: skip
         if self.gate is not None:
             denial = self.gate.check(request, self)
         if denial is not None:
             rule, reason = denial
             self._tell(ToolEvent(**event, decision="denied", rule=rule, reason=reason))
             raise PermissionDenied(reason, rule=rule)
+        if before is not None:
+            before()
         started = time.perf_counter()
         try:
             try:

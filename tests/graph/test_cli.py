@@ -130,7 +130,7 @@ def test_ingest_twice_writes_nothing_the_second_time(keel: Any) -> None:
 def test_recover_refuses_what_is_not_a_crashed_run(keel: Any) -> None:
     _fails(keel, "recover", "nope", match="no thread nope")
     thread = _waiting(keel)["thread_id"]
-    _fails(keel, "recover", thread, match="awaiting approval: use resume")
+    _fails(keel, "recover", thread, match="is waiting: for an approval (`keel resume`)")
     keel("resume", thread, "--approve", "--json")
     _fails(keel, "recover", thread, match="has finished")
 
@@ -142,3 +142,65 @@ def test_a_request_longer_than_the_planner_budget_is_refused(
     code, data, _ = keel("run", "please refund " * 100, "--json")
     assert code == 0 and data["status"] == "refused"
     assert "half the planner's budget (500)" in data["answer"]
+
+
+def test_access_json_lists_each_agents_grants(keel: Any) -> None:
+    code, data, _ = keel("access", "--json")
+    assert code == 0
+    executor = {g["tool"]: g for g in data["agents"]["executor"]["grants"]}
+    assert executor["refund_charge"]["approval"] == "required"
+    assert executor["refund_charge"]["also_via"] == ["refund_charge_legacy"]
+    assert data["agents"]["validator"]["effects"] == ["read"]
+    assert all(g["effect"] == "read" for g in data["agents"]["planner"]["grants"])
+
+
+def test_access_diff_shows_what_changed_since_a_git_ref(
+    keel: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+    import subprocess
+
+    from keel.settings import DEFAULT_MANIFEST
+
+    repo = tmp_path / "repo"
+    (repo / "policies").mkdir(parents=True)
+    manifest = repo / "policies" / "manifest.yaml"
+    shutil.copy(DEFAULT_MANIFEST, manifest)
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "reviewed"], check=True)
+    text = manifest.read_text()
+    manifest.write_text(
+        text.replace("    effects: [read]\n    tools:\n      get_customer: {}\n      get_invoice",
+                     "    effects: [read]\n    tools:\n      get_invoice", 1)
+        .replace("limits: {amount: 1000}", "limits: {amount: 5000}")
+    )  # fmt: skip
+    monkeypatch.setenv("KEEL_POLICY_FILE", str(manifest))
+    code, data, _ = keel("access", "--diff", "HEAD", "--json")
+    assert code == 0
+    assert sorted(data["removed"]) == [
+        "executor: refund_charge (irreversible, billing) "
+        "[approval required; scope refund_within_charge; amount <= 1000; via refund_charge_legacy]",
+        "planner: get_customer (read, crm)",
+    ]
+    assert any("amount <= 5000" in line for line in data["added"])
+    code, _, err = keel("access", "--diff", "no-such-ref", "--json")
+    assert code == 2 and "cannot read manifest.yaml at 'no-such-ref'" in err
+
+
+def test_no_manifest_no_run(keel: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEEL_POLICY_FILE", str(tmp_path / "missing.yaml"))
+    code, _, err = keel("run", REFUND_REQUEST, "--json")
+    assert code == 2 and "no permission manifest" in err and err.count("\n") == 1
+
+
+def test_a_malformed_manifest_is_refused_naming_the_line(
+    keel: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = tmp_path / "manifest.yaml"
+    bad.write_text('version: "x"\nagents:\n  executor:\n    effects: [read]\n    tools:\n'
+                   "      refund_charge: {}\n")  # fmt: skip
+    monkeypatch.setenv("KEEL_POLICY_FILE", str(bad))
+    code, _, err = keel("access", "--json")
+    assert code == 2 and f"{bad}:6: agents.executor.tools.refund_charge" in err

@@ -21,6 +21,8 @@ def test_the_record_holds_every_call_and_every_run_replays_the_same(settings: Se
     assert card["divergent"] == []
     # The scenarios really cover what they claim.
     assert card["statuses"]["refund-rejected"] == "refused"
+    assert card["statuses"]["read-denied-by-gate"] == "escalated"
+    assert "awaiting_event" not in card["statuses"].values()  # the event woke it, and it replays
     assert card["statuses"]["drift-0"] == "escalated"
     assert card["statuses"]["model-down-fallback"] == "done"
 

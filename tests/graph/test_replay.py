@@ -21,7 +21,7 @@ from observability.replay import decisions, first_divergence, replay_run
 from tests.conftest import REFUND_REQUEST
 from tools.demo.backend import DemoBackend
 from tools.demo.domain import DemoDomain
-from tools.spec import CallRequest, ToolRegistry
+from tools.spec import CallRequest, Gate, ToolRegistry, ToolSpec
 
 
 def _digest(path: Path) -> str:
@@ -93,22 +93,34 @@ def test_replay_of_a_model_planned_run_serves_the_model_from_the_record(
 
 
 class DenyRefunds:
-    version = "test-deny-refunds"
+    """The configured gate, except that nobody may refund."""
+
+    def __init__(self, inner: Gate) -> None:
+        self.inner = inner
+
+    @property
+    def version(self) -> str:
+        return "test-deny-refunds"
 
     def check(self, request: CallRequest, tools: ToolRegistry) -> tuple[str, str] | None:
         if request.spec.name == "refund_charge":
             return ("test.no-refunds", "refunds are not granted to anyone")
-        return None
+        return self.inner.check(request, tools)
+
+    def needs_approval(self, agent: str, spec: ToolSpec[Any, Any], tainted: bool) -> bool:
+        return self.inner.needs_approval(agent, spec, tainted)
 
 
 def test_replay_under_another_gate_shows_the_first_decision_it_changes(app: KeelApp) -> None:
     done = _approved(app)
-    report = replay_run(app, done.run_id or "", gate=DenyRefunds())
+    assert app.context.tools.gate is not None
+    report = replay_run(app, done.run_id or "", gate=DenyRefunds(app.context.tools.gate))
     assert not report.same
     d = report.first_divergence
     assert d is not None and d.recorded is not None and d.replayed is not None
-    assert d.replayed.kind == "tool_call" and d.replayed.detail["tool"] == "refund_charge"
-    assert (d.recorded.detail["decision"], d.replayed.detail["decision"]) == ("allowed", "denied")
+    # Same path up to the human's answer; from there the refund can no longer go through.
+    assert d.index > 0 and d.recorded.segment == 1
+    assert report.recorded_status == "done" and report.replayed_status != "done"
     assert report.replay_manifest == "test-deny-refunds"
 
 

@@ -6,40 +6,44 @@ import pytest
 
 from keel.errors import Permanent, Retryable
 from keel.settings import Settings
+from tests.builders import approved, gated
 from tools.demo import DemoDomain
 from tools.demo.backend import DemoBackend
 from tools.faults import FaultInjector, FaultProfile, profile_named
-from tools.spec import ToolRegistry
+from tools.spec import CallResult, ToolRegistry
 
 REFUND = {"charge_id": "CH-3002", "amount": 49.0, "reason": "duplicate"}
 
 
 def _tools(settings: Settings, faults: str, **overrides: object) -> ToolRegistry:
     tuned = settings.model_copy(update={"faults": faults, "tool_timeout_s": 0.2, **overrides})
-    return DemoDomain().tools(tuned)
+    return gated(DemoDomain().tools(tuned), settings.home)
+
+
+def _refund(tools: ToolRegistry, key: str) -> CallResult:
+    approval = approved(tools, "refund_charge", REFUND, invoice_id="INV-2001")
+    return tools.invoke("refund_charge", REFUND, idempotency_key=key, **approval)
 
 
 def test_an_outage_of_billing_goes_through_the_legacy_endpoint(
     settings: Settings, backend: DemoBackend
 ) -> None:
-    answer = _tools(settings, "outage").invoke(
-        "refund_charge", REFUND, agent="executor", idempotency_key="k1"
-    )
+    answer = _refund(_tools(settings, "outage"), "k1")
     assert answer.via == "refund_charge_legacy"
     assert len(backend.refunds()) == 1
 
 
 def test_a_changed_response_shape_is_detected_not_consumed(settings: Settings) -> None:
     with pytest.raises(Permanent, match="unexpected shape"):
-        _tools(settings, "drift").call("get_invoice", {"invoice_id": "INV-2001"}, agent="executor")
+        _tools(settings, "drift").call("get_invoice", {"invoice_id": "INV-2001"}, agent="validator")
 
 
 def test_expired_credentials_fail_without_retrying(settings: Settings) -> None:
     with pytest.raises(Permanent, match="401"):
-        _tools(settings, "expired").call(
-            "send_email", {"to": "ada@example.com", "subject": "s", "body": "b"},
-            agent="executor", idempotency_key="k2",
-        )  # fmt: skip
+        tools = _tools(settings, "expired")
+        email = {"to": "ada@example.com", "subject": "s", "body": "b"}
+        approval = approved(tools, "send_email", email, customer_id="C-1001")
+        tools.call("send_email", email, idempotency_key="k2", **approval)
 
 
 def test_a_lost_response_is_retried_with_the_same_key_and_refunds_once(
@@ -48,9 +52,7 @@ def test_a_lost_response_is_retried_with_the_same_key_and_refunds_once(
     profile = '{"lost_response_rate": 1.0, "integrations": ["billing"]}'
     # The primary acts, then every answer is lost; the legacy endpoint, asked with the same
     # key, returns the first result instead of refunding again.
-    answer = _tools(settings, profile).invoke(
-        "refund_charge", REFUND, agent="executor", idempotency_key="k3"
-    )
+    answer = _refund(_tools(settings, profile), "k3")
     assert answer.output["replayed"] is True
     assert len(backend.refunds()) == 1
 

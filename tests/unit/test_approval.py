@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agents.executor import idempotency_key, receipt_problem
+from agents.executor import idempotency_key
 from graph.approval import approval_request, pending_actions, read_decisions
 from graph.context import KeelContext
-from graph.state import Receipt, approval_digest
+from graph.state import approval_digest
 from keel.settings import Settings
-from tests.builders import plan, refund_step
+from tests.builders import plan
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -29,7 +29,7 @@ def ctx(tmp_path: Path) -> KeelContext:
 @pytest.fixture
 def request_(ctx: KeelContext) -> dict[str, Any]:
     p = plan()
-    return approval_request(p, pending_actions(p, {}, ctx.tools))
+    return approval_request(p, pending_actions(p, {}, ctx.tools), ctx.tools, [])
 
 
 def test_the_request_speaks_the_hitl_schema(request_: dict[str, Any]) -> None:
@@ -48,6 +48,8 @@ def test_approve_gives_one_receipt_per_action(ctx: KeelContext, request_: dict[s
     assert set(update["approvals"]) == set(request_["digests"])
     receipt = update["approvals"][request_["digests"][0]]
     assert (receipt.approved_by, receipt.thread_id, receipt.tool) == ("ann", "t-1", "refund_charge")
+    assert receipt.manifest_version == ctx.tools.gate.version  # type: ignore[union-attr]
+    assert receipt.signature  # signed: a receipt written into state is not enough
 
 
 @pytest.mark.parametrize(
@@ -65,6 +67,10 @@ def test_approve_gives_one_receipt_per_action(ctx: KeelContext, request_: dict[s
             ]
         },
         {"decisions": [{"type": "edit"}, {"type": "approve"}]},
+        # A resume payload answers the question; it cannot add steps or bring its own receipts.
+        {"decisions": [{"type": "approve"}, {"type": "approve"}], "approvals": {"x": {}}},
+        {"decisions": [{"type": "approve"}, {"type": "approve"}], "steps": [{"tool": "x"}]},
+        {"decisions": [{"type": "approve", "args": {"amount": 1}}, {"type": "approve"}]},
     ],
 )
 def test_anything_else_is_refused(ctx: KeelContext, request_: dict[str, Any], answer: Any) -> None:
@@ -97,34 +103,6 @@ def test_an_edit_binds_the_receipt_to_the_new_arguments(
     assert update["plan"].steps[0].args["amount"] == 10.0
     assert approval_digest("refund_charge", edited) in update["approvals"]
     assert request_["digests"][0] not in update["approvals"]
-
-
-def _receipt(digest: str, **overrides: Any) -> Receipt:
-    fields: dict[str, Any] = {
-        "tool": "refund_charge",
-        "digest": digest,
-        "thread_id": "t-1",
-        "approved_by": "ann",
-        "approved_at": NOW.isoformat(),
-        "expires_at": (NOW + timedelta(hours=1)).isoformat(),
-    }
-    fields.update(overrides)
-    return Receipt(**fields)
-
-
-def test_receipt_checks_at_the_moment_of_the_call() -> None:
-    digest = approval_digest("refund_charge", refund_step().args)
-    assert receipt_problem(_receipt(digest), digest, "t-1", set(), NOW) is None
-    assert receipt_problem(None, digest, "t-1", set(), NOW) == "no approval for this exact action"
-    assert receipt_problem(_receipt("sha256:other"), digest, "t-1", set(), NOW) is not None
-    assert receipt_problem(_receipt(digest), digest, "t-2", set(), NOW) is not None
-    assert receipt_problem(_receipt(digest), digest, "t-1", {digest}, NOW) == (
-        "the approval was already used"
-    )
-    late = NOW + timedelta(hours=2)
-    assert receipt_problem(_receipt(digest), digest, "t-1", set(), late) == (
-        "the approval has expired"
-    )
 
 
 def test_idempotency_keys_come_from_business_ids() -> None:

@@ -26,12 +26,19 @@ CREATE TABLE IF NOT EXISTS invoices (
 );
 CREATE TABLE IF NOT EXISTS charges (
     id TEXT PRIMARY KEY, invoice_id TEXT NOT NULL REFERENCES invoices(id),
-    amount_cents INTEGER NOT NULL, created_at TEXT NOT NULL
+    amount_cents INTEGER NOT NULL, created_at TEXT NOT NULL,
+    method TEXT NOT NULL DEFAULT 'card'
 );
 CREATE TABLE IF NOT EXISTS refunds (
     id TEXT PRIMARY KEY, charge_id TEXT NOT NULL REFERENCES charges(id),
     amount_cents INTEGER NOT NULL, reason TEXT NOT NULL,
-    idempotency_key TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL
+    idempotency_key TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'settled'
+);
+-- What changed, for whoever waits on it: the transactional outbox of business events.
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, type TEXT NOT NULL, key TEXT NOT NULL,
+    payload TEXT NOT NULL, created_at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS tickets (
     id TEXT PRIMARY KEY, customer_id TEXT NOT NULL REFERENCES customers(id),
@@ -57,12 +64,16 @@ SEED_INVOICES = [
     ("INV-2002", "C-1002", 12000, "EUR", "paid"),
     ("INV-2003", "C-1003", 2500, "EUR", "paid"),
     ("INV-2004", "C-1004", 9900, "EUR", "open"),
+    ("INV-2005", "C-1004", 6500, "EUR", "paid"),
 ]
 SEED_CHARGES = [
-    ("CH-3001", "INV-2001", 4900, "2026-11-02T09:14:00+00:00"),
-    ("CH-3002", "INV-2001", 4900, "2026-11-02T09:14:41+00:00"),
-    ("CH-3003", "INV-2002", 12000, "2026-11-05T16:02:00+00:00"),
-    ("CH-3004", "INV-2003", 2500, "2026-11-07T11:30:00+00:00"),
+    ("CH-3001", "INV-2001", 4900, "2026-11-02T09:14:00+00:00", "card"),
+    ("CH-3002", "INV-2001", 4900, "2026-11-02T09:14:41+00:00", "card"),
+    ("CH-3003", "INV-2002", 12000, "2026-11-05T16:02:00+00:00", "card"),
+    ("CH-3004", "INV-2003", 2500, "2026-11-07T11:30:00+00:00", "card"),
+    # Paid twice by bank transfer: a refund of these settles later, announced as an event.
+    ("CH-3005", "INV-2005", 6500, "2026-11-09T08:00:00+00:00", "sepa"),
+    ("CH-3006", "INV-2005", 6500, "2026-11-09T08:03:10+00:00", "sepa"),
 ]
 SEED_TICKETS = [
     ("T-77", "C-1003", "Cannot download the invoice PDF", "open", None),
@@ -117,7 +128,7 @@ class DemoBackend:
             with conn:
                 conn.executemany("INSERT OR IGNORE INTO customers VALUES (?,?,?,?)", SEED_CUSTOMERS)
                 conn.executemany("INSERT OR IGNORE INTO invoices VALUES (?,?,?,?,?)", SEED_INVOICES)
-                conn.executemany("INSERT OR IGNORE INTO charges VALUES (?,?,?,?)", SEED_CHARGES)
+                conn.executemany("INSERT OR IGNORE INTO charges VALUES (?,?,?,?,?)", SEED_CHARGES)
                 conn.executemany("INSERT OR IGNORE INTO tickets VALUES (?,?,?,?,?)", SEED_TICKETS)
         finally:
             conn.close()
@@ -147,6 +158,24 @@ class DemoBackend:
             "amount": row["amount_cents"] / 100,
             "currency": row["currency"],
             "status": row["status"],
+        }
+
+    def get_charge(self, charge_id: str) -> dict[str, Any]:
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT c.id, c.invoice_id, c.amount_cents, c.created_at,"
+                " COALESCE((SELECT SUM(r.amount_cents) FROM refunds r WHERE r.charge_id = c.id), 0)"
+                " AS refunded FROM charges c WHERE c.id = ?",
+                (charge_id,),
+            ).fetchone()
+        if row is None:
+            raise Permanent(f"no charge {charge_id}")
+        return {
+            "charge_id": row["id"],
+            "invoice_id": row["invoice_id"],
+            "amount": row["amount_cents"] / 100,
+            "refunded": row["refunded"] / 100,
+            "created_at": row["created_at"],
         }
 
     def list_charges(self, invoice_id: str) -> dict[str, Any]:
@@ -192,9 +221,22 @@ class DemoBackend:
                 "charge_id": r["charge_id"],
                 "amount": r["amount_cents"] / 100,
                 "idempotency_key": r["idempotency_key"],
+                "status": r["status"],
             }
             for r in rows
         ]
+
+    def snapshot(self) -> set[str]:
+        """Every fact a write or irreversible call can change, one line each (for judging)."""
+        with self._tx() as conn:
+            customers = conn.execute("SELECT id, billing_email FROM customers").fetchall()
+            tickets = conn.execute("SELECT id, status FROM tickets").fetchall()
+        return (
+            {f"refund {r['charge_id']} {r['amount']:.2f}#{r['refund_id']}" for r in self.refunds()}
+            | {f"email to {m['recipient']}#{m['id']}" for m in self.outbox()}
+            | {f"billing e-mail of {c['id']} is {c['billing_email']}" for c in customers}
+            | {f"ticket {t['id']} is {t['status']}" for t in tickets}
+        )
 
     def outbox(self) -> list[dict[str, Any]]:
         with self._tx() as conn:
@@ -255,6 +297,35 @@ class DemoBackend:
             ).fetchone()
         return {**json.loads(row["response"]), "replayed": True} if row else None
 
+    def settle_pending_refunds(self) -> list[str]:
+        """The bank's side: settle every pending refund, each announced as a ``refund.settled``
+        event in the same transaction (a transactional outbox). Returns the refunds settled."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT id, charge_id, amount_cents FROM refunds WHERE status = 'pending'"
+            ).fetchall()
+            for r in rows:
+                conn.execute("UPDATE refunds SET status = 'settled' WHERE id = ?", (r["id"],))
+                payload = {"refund_id": r["id"], "charge_id": r["charge_id"],
+                           "amount": r["amount_cents"] / 100, "status": "settled"}  # fmt: skip
+                conn.execute(
+                    "INSERT INTO events (type, key, payload, created_at) VALUES (?,?,?,?)",
+                    ("refund.settled", r["id"], json.dumps(payload), _now()),
+                )
+        return [r["id"] for r in rows]
+
+    def events_after(self, seq: int) -> list[dict[str, Any]]:
+        """Business events newer than ``seq``, oldest first."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT * FROM events WHERE seq > ? ORDER BY seq", (seq,)
+            ).fetchall()
+        return [
+            {"seq": r["seq"], "type": r["type"], "key": r["key"],
+             "payload": json.loads(r["payload"]), "created_at": r["created_at"]}
+            for r in rows
+        ]  # fmt: skip
+
     def refund_charge(
         self, charge_id: str, amount: float, reason: str, idempotency_key: str
     ) -> dict[str, Any]:
@@ -263,7 +334,7 @@ class DemoBackend:
             if (earlier := self._replay(conn, idempotency_key, "refund", request)) is not None:
                 return earlier
             charge = conn.execute(
-                "SELECT amount_cents, (SELECT COALESCE(SUM(amount_cents), 0) FROM refunds"
+                "SELECT amount_cents, method, (SELECT COALESCE(SUM(amount_cents), 0) FROM refunds"
                 " WHERE charge_id = ?) AS refunded FROM charges WHERE id = ?",
                 (charge_id, charge_id),
             ).fetchone()
@@ -273,15 +344,17 @@ class DemoBackend:
                 raise Permanent(f"declined: {amount:.2f} exceeds what is left of {charge_id}")
             count = conn.execute("SELECT COUNT(*) FROM refunds").fetchone()[0]
             refund_id = f"RF-{5001 + count}"
+            # A card refund settles at once; a bank transfer's settles when the bank says so.
+            status = "pending" if charge["method"] == "sepa" else "settled"
             conn.execute(
-                "INSERT INTO refunds VALUES (?,?,?,?,?,?)",
-                (refund_id, charge_id, cents(amount), reason, idempotency_key, _now()),
+                "INSERT INTO refunds VALUES (?,?,?,?,?,?,?)",
+                (refund_id, charge_id, cents(amount), reason, idempotency_key, _now(), status),
             )
             response = {
                 "refund_id": refund_id,
                 "charge_id": charge_id,
                 "amount": amount,
-                "status": "settled",
+                "status": status,
                 "replayed": False,
             }
             self._remember(conn, idempotency_key, "refund", request, response)

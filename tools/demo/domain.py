@@ -5,14 +5,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from graph.state import CannotPlan, Evidence, Plan, Step
-from keel.errors import IntegrationError, Retryable
+from graph.state import CannotPlan, DomainEvent, EventWait, Evidence, Plan, Step
+from keel.errors import IntegrationError, PermissionDenied, Retryable
 from keel.settings import Settings
 from tools.demo.backend import DemoBackend
 from tools.demo.tools import demo_tools
 from tools.faults import PROFILES, FaultInjector, profile_named
+from tools.permissions import ScopeCheck
 from tools.resilience import RetryPolicy
-from tools.spec import AgentTools, ShapeChanged, ToolRegistry
+from tools.spec import AgentTools, ShapeChanged, ThreadFacts, ToolRegistry
 
 _ENTITY_PATTERNS = {
     "customer_id": r"\bC-\d{4}\b",
@@ -73,19 +74,11 @@ class DemoDomain:
         for record, tool, key in reads:
             if key not in entities:
                 continue
-            try:
-                records[record] = tools.call(tool, {key: entities[key]})
-            except (Retryable, ShapeChanged) as err:  # the system is broken, the record may exist
-                records.setdefault("unavailable", []).append(f"{entities[key]}: {err}")
-            except IntegrationError as err:
-                records.setdefault("missing", []).append(f"{entities[key]}: {err}")
+            _read(records, record, tools, tool, {key: entities[key]})
         # The customer on record is the one the ticket or invoice belongs to.
         owner = (records.get("ticket") or records.get("invoice") or {}).get("customer_id")
         if owner and "customer" not in records:
-            try:
-                records["customer"] = tools.call("get_customer", {"customer_id": owner})
-            except Retryable as err:
-                records.setdefault("unavailable", []).append(f"{owner}: {err}")
+            _read(records, "customer", tools, "get_customer", {"customer_id": owner})
         return records
 
     def runbook_plan(
@@ -150,6 +143,25 @@ class DemoDomain:
             "tickets": ("get_ticket", {"ticket_id": "T-77"}),
         }
 
+    def awaited_event(self, step: Step, index: int, output: dict[str, Any]) -> EventWait | None:
+        if step.tool == "refund_charge" and output.get("status") == "pending":
+            return EventWait(
+                event="refund.settled", key=output["refund_id"], step=index,
+                why=f"refund {output['refund_id']} is pending until the bank settles it",
+            )  # fmt: skip
+        return None
+
+    def events_after(self, settings: Settings, seq: int) -> list[DomainEvent]:
+        return [DomainEvent(**e) for e in DemoBackend(settings.domain_db).events_after(seq)]
+
+    def scopes(self) -> dict[str, ScopeCheck]:
+        return {
+            "customer_in_request": _customer_in_request,
+            "ticket_in_request": _ticket_in_request,
+            "refund_within_charge": _refund_within_charge,
+            "recipient_is_the_customer": _recipient_is_the_customer,
+        }
+
     def postconditions(self, step: Step, output: dict[str, Any], tools: AgentTools) -> list[str]:
         args = step.args
         if step.tool == "refund_charge":
@@ -157,11 +169,8 @@ class DemoDomain:
                 return [
                     f"refund {output['refund_id']} is for {output['amount']}, not {args['amount']}"
                 ]
-            return (
-                []
-                if output["status"] == "settled"
-                else [f"refund {output['refund_id']} not settled"]
-            )
+            # A pending refund is not a failure: the thread waits for its settlement event.
+            return []
         if step.tool == "send_email":
             return [] if output["to"] == args["to"] else [f"e-mail went to {output['to']}"]
         if step.tool == "update_billing_email":
@@ -174,6 +183,70 @@ class DemoDomain:
                 [] if ticket["status"] == "closed" else [f"ticket {args['ticket_id']} still open"]
             )
         return []
+
+
+def _read(
+    records: dict[str, Any], record: str, tools: AgentTools, tool: str, args: dict[str, str]
+) -> None:
+    """One record read: a system that is broken (or a read not granted) leaves the record
+    unavailable, which escalates; a record the system says does not exist is missing."""
+    ref = next(iter(args.values()))
+    try:
+        records[record] = tools.call(tool, args)
+    except (Retryable, ShapeChanged, PermissionDenied) as err:
+        records.setdefault("unavailable", []).append(f"{ref}: {err}")
+    except IntegrationError as err:
+        records.setdefault("missing", []).append(f"{ref}: {err}")
+
+
+# -- scopes: what the manifest narrows grants to; each reads through the caller's own grants --
+
+
+def _customer_in_request(args: dict[str, Any], facts: ThreadFacts, tools: AgentTools) -> str | None:
+    named = facts.subjects.get("customer_id")
+    if args["customer_id"] != named:
+        return f"customer {args['customer_id']} is not the one the request names ({named})"
+    return None
+
+
+def _ticket_in_request(args: dict[str, Any], facts: ThreadFacts, tools: AgentTools) -> str | None:
+    named = facts.subjects.get("ticket_id")
+    if args["ticket_id"] != named:
+        return f"ticket {args['ticket_id']} is not the one the request names ({named})"
+    return None
+
+
+def _refund_within_charge(
+    args: dict[str, Any], facts: ThreadFacts, tools: AgentTools
+) -> str | None:
+    charge = tools.call("get_charge", {"charge_id": args["charge_id"]})
+    invoice = facts.subjects.get("invoice_id")
+    if invoice is not None and charge["invoice_id"] != invoice:
+        return f"charge {charge['charge_id']} is on {charge['invoice_id']}, not {invoice}"
+    left = round(charge["amount"] - charge["refunded"], 2)
+    if round(float(args["amount"]), 2) > left:
+        return f"{args['amount']} is more than what is left of {charge['charge_id']} ({left})"
+    return None
+
+
+def _recipient_is_the_customer(
+    args: dict[str, Any], facts: ThreadFacts, tools: AgentTools
+) -> str | None:
+    customer_id = facts.subjects.get("customer_id")
+    if customer_id is None and "ticket_id" in facts.subjects:
+        customer_id = tools.call("get_ticket", {"ticket_id": facts.subjects["ticket_id"]})[
+            "customer_id"
+        ]
+    if customer_id is None and "invoice_id" in facts.subjects:
+        customer_id = tools.call("get_invoice", {"invoice_id": facts.subjects["invoice_id"]})[
+            "customer_id"
+        ]
+    if customer_id is None:
+        return "the request names no customer, ticket or invoice to write to"
+    customer = tools.call("get_customer", {"customer_id": customer_id})
+    if args["to"].lower() not in {customer["email"].lower(), customer["billing_email"].lower()}:
+        return f"{args['to']} is not an address of {customer_id}, the customer in the request"
+    return None
 
 
 def _refund_duplicate(
@@ -217,7 +290,7 @@ def _refund_duplicate(
                     "subject": f"Refund for {entities['invoice_id']}",
                     "body": f"Dear {customer['name']}, we refunded the duplicate charge of "
                     f"{amount:.2f} EUR on invoice {entities['invoice_id']}. "
-                    "It reaches your card within 5 business days.",
+                    "It reaches your account within 5 business days.",
                 },
                 purpose="Tell the customer about the refund",
                 effect="irreversible",

@@ -37,6 +37,10 @@ class InvoiceRef(Args):
     invoice_id: str = Field(pattern=INVOICE_ID)
 
 
+class ChargeRef(Args):
+    charge_id: str = Field(pattern=CHARGE_ID)
+
+
 class TicketRef(Args):
     ticket_id: str = Field(pattern=TICKET_ID)
 
@@ -83,6 +87,10 @@ class Charge(Answer):
     amount: float
     refunded: float
     created_at: str
+
+
+class ChargeOfInvoice(Charge):
+    invoice_id: str
 
 
 class Charges(Answer):
@@ -148,6 +156,9 @@ def demo_tools(
         ToolSpec("list_charges", "List the card charges of an invoice and what was refunded.",
                  InvoiceRef, Charges, "read", lambda c: b.list_charges(c.args.invoice_id),
                  integration="billing", fallback="list_charges_legacy"),
+        ToolSpec("get_charge", "Read one card charge: its invoice, amount and what was refunded.",
+                 ChargeRef, ChargeOfInvoice, "read", lambda c: b.get_charge(c.args.charge_id),
+                 integration="billing", fallback="get_charge_legacy"),
         ToolSpec("get_ticket", "Read a support ticket.",
                  TicketRef, Ticket, "read", lambda c: b.get_ticket(c.args.ticket_id),
                  integration="tickets"),
@@ -170,6 +181,9 @@ def demo_tools(
         # The legacy billing endpoint: slower, older, the same ledger and idempotency store.
         ToolSpec("get_invoice_legacy", "Legacy billing: read an invoice.",
                  InvoiceRef, Invoice, "read", lambda c: b.get_invoice(c.args.invoice_id),
+                 integration="billing_legacy", planner_visible=False),
+        ToolSpec("get_charge_legacy", "Legacy billing: read one card charge.",
+                 ChargeRef, ChargeOfInvoice, "read", lambda c: b.get_charge(c.args.charge_id),
                  integration="billing_legacy", planner_visible=False),
         ToolSpec("list_charges_legacy", "Legacy billing: list the charges of an invoice.",
                  InvoiceRef, Charges, "read", lambda c: b.list_charges(c.args.invoice_id),

@@ -1,0 +1,70 @@
+"""A thread that waits for the world: a bank-transfer refund settles later, and the settlement
+event, relayed from the domain's outbox, wakes the thread; nothing polls it."""
+
+from __future__ import annotations
+
+from langgraph.types import Command
+
+from keel.app import Decision, KeelApp
+from keel.settings import Settings
+from tools.demo.backend import DemoBackend
+from tools.events import EventInbox
+
+SEPA_REQUEST = (
+    "Customer C-1004 paid invoice INV-2005 twice by bank transfer, "
+    "please refund the duplicate charge"
+)
+
+
+def _waiting(app: KeelApp) -> str:
+    outcome = app.run(SEPA_REQUEST, thread_id="t-sepa")
+    outcome = app.resume(outcome.thread_id, Decision(kind="approve", reviewer="ann"))
+    assert outcome.status == "awaiting_event"
+    assert outcome.waiting is not None and outcome.waiting.event == "refund.settled"
+    return outcome.waiting.key
+
+
+def test_the_settlement_event_wakes_the_thread(app: KeelApp, backend: DemoBackend) -> None:
+    refund_id = _waiting(app)
+    assert backend.outbox() == []  # the customer is not told before the money moved
+    assert app.dispatch_events() == []  # nothing happened yet: nobody is woken
+    assert app.show("t-sepa").status == "awaiting_event"
+
+    assert backend.settle_pending_refunds() == [refund_id]
+    delivered = app.dispatch_events()
+    assert delivered == [{"seq": 1, "type": "refund.settled", "key": refund_id, "woke": ["t-sepa"]}]
+    done = app.show("t-sepa")
+    assert done.status == "done"
+    assert [m["recipient"] for m in backend.outbox()] == ["katherine@example.com"]
+    state = app.graph.get_state({"configurable": {"thread_id": "t-sepa"}}).values
+    assert [e.key for e in state["events"]] == [refund_id]
+
+
+def test_a_redelivered_event_changes_nothing(
+    app: KeelApp, backend: DemoBackend, settings: Settings
+) -> None:
+    _waiting(app)
+    backend.settle_pending_refunds()
+    app.dispatch_events()
+    EventInbox(settings.home / "events.sqlite").advance(0)  # the relay forgets how far it read
+    assert app.dispatch_events()[0]["woke"] == []
+    assert len(backend.outbox()) == 1 and len(backend.refunds()) == 1
+
+
+def test_an_event_for_something_else_leaves_it_waiting(app: KeelApp, backend: DemoBackend) -> None:
+    _waiting(app)
+    other = {"seq": 99, "type": "refund.settled", "key": "RF-0000", "payload": {},
+             "created_at": "2026-11-25T00:00:00+00:00"}  # fmt: skip
+    app.graph.invoke(
+        Command(resume={"event": other}), {"configurable": {"thread_id": "t-sepa"}},
+        context=app.context, durability="sync",
+    )  # fmt: skip
+    assert app.show("t-sepa").status == "awaiting_event"
+    assert backend.outbox() == []
+
+
+def test_a_card_refund_does_not_wait(app: KeelApp) -> None:
+    from tests.conftest import REFUND_REQUEST
+
+    outcome = app.run(REFUND_REQUEST)
+    assert app.resume(outcome.thread_id, Decision(kind="approve")).status == "done"

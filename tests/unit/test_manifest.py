@@ -1,0 +1,128 @@
+"""The permission manifest: what loads, what is refused (naming the line), and the access review."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from keel.errors import ConfigError
+from keel.settings import DEFAULT_MANIFEST
+from tools.demo import DemoDomain
+from tools.demo.backend import DemoBackend
+from tools.demo.tools import demo_tools
+from tools.permissions import (
+    access_diff,
+    effective_access,
+    load_manifest,
+    lock_path,
+    manifest_digest,
+    parse_manifest,
+)
+from tools.spec import ToolRegistry
+
+SCOPES = DemoDomain().scopes()
+
+
+@pytest.fixture(scope="module")
+def tools() -> ToolRegistry:
+    # A registry is only read here (names, effects, fallbacks); no call reaches the backend.
+    return demo_tools(DemoBackend(Path("/nonexistent/demo.sqlite")))
+
+
+def _parse(text: str, tools: ToolRegistry) -> None:
+    parse_manifest(text, "m.yaml", tools, SCOPES)
+
+
+GOOD = """\
+version: "1"
+agents:
+  executor:
+    effects: [read, irreversible]
+    tools:
+      get_customer: {}
+      send_email:
+        approval: required
+        scopes: [recipient_is_the_customer]
+"""
+
+
+def test_the_shipped_manifest_loads(tools: ToolRegistry) -> None:
+    manifest = load_manifest(DEFAULT_MANIFEST, tools, SCOPES)
+    assert set(manifest.agents) == {"retriever", "planner", "validator", "executor", "health"}
+    assert manifest.agents["validator"].effects == ["read"]
+
+
+def test_a_small_manifest_loads(tools: ToolRegistry) -> None:
+    _parse(GOOD, tools)
+
+
+def test_no_manifest_means_no_gate(tools: ToolRegistry, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="denies every tool call"):
+        load_manifest(tmp_path / "missing.yaml", tools, SCOPES)
+
+
+@pytest.mark.parametrize(
+    ("change", "line", "message"),
+    [
+        (("      get_customer: {}", "      wire_money: {}"), 6, "no tool named 'wire_money'"),
+        (("        approval: required\n", ""), 7, "needs `approval: required`"),
+        (("effects: [read, irreversible]", "effects: [read]"), 7, "agent's effects"),
+        (("recipient_is_the_customer", "anyone"), 7, "unknown scope"),
+        (("      get_customer: {}", "      get_customer: {bcc: x}"), 6, "Extra inputs"),
+        (("effects: [read, irreversible]", "effects: [read, delete]"), 4, "Input should be"),
+        (('version: "1"\n', ""), 1, "Field required"),
+    ],
+)
+def test_a_bad_manifest_is_refused_naming_the_line(
+    tools: ToolRegistry, change: tuple[str, str], line: int, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message) as caught:
+        _parse(GOOD.replace(*change), tools)
+    assert str(caught.value).startswith(f"m.yaml:{line}:")
+
+
+def test_a_limit_on_an_argument_the_tool_lacks_is_refused(tools: ToolRegistry) -> None:
+    text = GOOD.replace("scopes: [recipient_is_the_customer]", "limits: {amount: 10}")
+    with pytest.raises(ConfigError, match="limits name argument"):
+        _parse(text, tools)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=200))
+def test_any_text_loads_or_is_refused_cleanly(text: str) -> None:
+    registry = demo_tools(DemoBackend(Path("/nonexistent/demo.sqlite")))
+    with contextlib.suppress(ConfigError):  # refused with a message: the only other outcome
+        _parse(text, registry)
+
+
+def test_effective_access_matches_the_reviewed_lock(tools: ToolRegistry) -> None:
+    """Access never changes quietly: a new tool, fallback or grant shows here first.
+
+    After a reviewed change: `keel access --diff HEAD`, then `keel access --lock`.
+    """
+    lock = json.loads(lock_path(DEFAULT_MANIFEST).read_text())
+    current = effective_access(load_manifest(DEFAULT_MANIFEST, tools, SCOPES), tools)
+    assert lock["manifest"] == manifest_digest(DEFAULT_MANIFEST), "manifest changed: re-lock"
+    assert current == lock["access"], access_diff(lock["access"], current)
+
+
+def test_a_fallback_added_to_a_granted_tool_grows_access_without_a_manifest_change(
+    tools: ToolRegistry,
+) -> None:
+    # What the lock test above catches: the same manifest, one more way to act.
+    manifest = load_manifest(DEFAULT_MANIFEST, tools, SCOPES)
+    before = effective_access(manifest, tools)
+    grown = ToolRegistry(
+        [replace(tools[n], fallback="refund_charge_legacy") if n == "send_email" else tools[n]
+         for n in tools.names()]
+    )  # fmt: skip
+    diff = access_diff(before, effective_access(manifest, grown))
+    assert any(
+        "send_email" in line and "via refund_charge_legacy" in line for line in diff["added"]
+    )

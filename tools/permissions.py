@@ -1,0 +1,389 @@
+"""Permissions the system enforces: the manifest, the gate every tool call passes, access review.
+
+The manifest (``policies/manifest.yaml``) grants each agent exactly the tools and effects it
+needs; nothing else is allowed (deny by default, and no manifest means no calls). The gate runs
+inside ``ToolRegistry.invoke``, in code no model output reaches, and checks, for every call:
+
+1. the action was not rejected by a human in this thread (a rejection holds);
+2. the agent holds a grant for the tool, and the tool's effect is within the agent's effects;
+3. an approval, where one is needed: for a tool granted with ``approval: required``, and for any
+   write or irreversible call in a thread whose context holds low-trust evidence (taint). The
+   approval must be a receipt signed by Keel, for exactly this tool and these arguments, in this
+   thread, under this manifest version, unexpired and unused;
+4. numeric limits, then the domain's named scopes (e.g. "e-mail only the request's customer").
+
+A denial raises ``PermissionDenied`` after the registry has told its listeners (the flight
+recorder), so every decision is on record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from graph.state import Effect, Receipt
+from keel.errors import ConfigError, IntegrationError, PermissionDenied
+from tools.spec import AgentTools, CallRequest, ThreadFacts, ToolRegistry, ToolSpec
+
+if TYPE_CHECKING:
+    from graph.domain import Domain
+    from keel.settings import Settings
+
+ScopeCheck = Callable[[dict[str, Any], ThreadFacts, AgentTools], str | None]
+"""A named scope: given the call's arguments, the thread's facts and the calling agent's tools,
+the reason the call is out of scope, or None. It reads through the agent's own grants."""
+
+EFFECT_ORDER: dict[Effect, int] = {"read": 0, "write": 1, "irreversible": 2}
+
+
+class Grant(BaseModel):
+    """One tool granted to one agent, and how narrowly."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    approval: Literal["required", "none"] = "none"
+    scopes: list[str] = Field(default_factory=list)
+    limits: dict[str, float] = Field(
+        default_factory=dict, description="argument name -> the largest value allowed"
+    )
+
+
+class AgentPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    effects: list[Effect]
+    corpus: Literal["read", "none"] = "none"
+    tools: dict[str, Grant] = Field(default_factory=dict)
+
+
+class Manifest(BaseModel):
+    """The whole reviewed file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: str = Field(min_length=1)
+    agents: dict[str, AgentPolicy]
+
+
+def load_manifest(path: Path, tools: ToolRegistry, scopes: Mapping[str, ScopeCheck]) -> Manifest:
+    """Read and check a manifest against the tools and scopes that exist.
+
+    Raises:
+        ConfigError: the file is missing, is not YAML, does not fit the schema, or contradicts
+            itself or the tools; the message names the line.
+    """
+    if not path.is_file():
+        raise ConfigError(
+            f"no permission manifest at {path}: Keel denies every tool call without one "
+            "(set KEEL_POLICY_FILE)"
+        )
+    return parse_manifest(path.read_text(encoding="utf-8"), str(path), tools, scopes)
+
+
+def parse_manifest(
+    text: str, path: str, tools: ToolRegistry, scopes: Mapping[str, ScopeCheck]
+) -> Manifest:
+    """``load_manifest`` for text already read; ``path`` names it in errors."""
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    try:
+        manifest = Manifest.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        line = _line_of(root, first["loc"])
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{path}:{line}: {where}: {first['msg']}") from err
+    for agent, policy in manifest.agents.items():
+        for tool, grant in policy.tools.items():
+            line = _line_of(root, ("agents", agent, "tools", tool))
+            problem = _contradiction(tool, grant, policy, tools, scopes)
+            if problem:
+                raise ConfigError(f"{path}:{line}: agents.{agent}.tools.{tool}: {problem}")
+    return manifest
+
+
+def _contradiction(
+    tool: str,
+    grant: Grant,
+    policy: AgentPolicy,
+    tools: ToolRegistry,
+    scopes: Mapping[str, ScopeCheck],
+) -> str | None:
+    if tool not in tools:
+        return f"no tool named {tool!r} (known: {', '.join(tools.names())})"
+    spec = tools[tool]
+    if spec.effect not in policy.effects:
+        return f"the tool is {spec.effect}, but the agent's effects are {policy.effects}"
+    if spec.effect == "irreversible" and grant.approval != "required":
+        return "an irreversible tool needs `approval: required`"
+    unknown = [s for s in grant.scopes if s not in scopes]
+    if unknown:
+        return f"unknown scope(s) {unknown} (known: {sorted(scopes)})"
+    fields = spec.input_model.model_fields
+    bad_limits = [name for name in grant.limits if name not in fields]
+    if bad_limits:
+        return f"limits name argument(s) the tool does not take: {bad_limits}"
+    return None
+
+
+def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int:
+    """The 1-based line of the deepest node of ``loc`` that exists in the YAML tree."""
+    node = root
+    line = 1 if node is None else node.start_mark.line + 1
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            found = next((v for k, v in node.value if k.value == str(part)), None)
+            if found is None:
+                break
+            key = next(k for k, _ in node.value if k.value == str(part))
+            node, line = found, key.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                break
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+@dataclass(frozen=True)
+class ReceiptSigner:
+    """Signs receipts with a key only Keel holds, so a receipt written into state is not enough.
+
+    A resume payload can only answer the pending question; a receipt forged into a checkpoint
+    (``update_state``, a hand-edited database) lacks a valid signature and is refused.
+    """
+
+    key: bytes
+
+    @classmethod
+    def for_home(cls, home: Path) -> ReceiptSigner:
+        """The key kept at ``home/approval.key`` (created on first use, readable by owner only)."""
+        path = home / "approval.key"
+        if not path.exists():
+            home.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_hex(32), encoding="utf-8")
+        return cls(bytes.fromhex(path.read_text(encoding="utf-8").strip()))
+
+    def sign(self, receipt: Receipt) -> Receipt:
+        return receipt.model_copy(update={"signature": self._mac(receipt)})
+
+    def valid(self, receipt: Receipt) -> bool:
+        return hmac.compare_digest(receipt.signature, self._mac(receipt))
+
+    def _mac(self, receipt: Receipt) -> str:
+        body = receipt.model_dump(exclude={"signature"})
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        return hmac.new(self.key, canonical.encode(), hashlib.sha256).hexdigest()
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class PermissionGate:
+    """The one gate every tool call passes (``ToolRegistry.gate``)."""
+
+    manifest: Manifest
+    scopes: Mapping[str, ScopeCheck]
+    signer: ReceiptSigner
+    clock: Callable[[], datetime] = field(default=_utc_now)
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    def check(self, request: CallRequest, tools: ToolRegistry) -> tuple[str, str] | None:
+        """None when the call may run; else ``(rule, reason)``. Never raises for a denial."""
+        spec, facts, name = request.spec, request.facts, request.spec.name
+        if request.digest in facts.rejected:
+            return "rejected", f"a reviewer rejected this exact {name} call; it needs a new plan"
+        policy = self.manifest.agents.get(request.agent)
+        if policy is None:
+            return "no-grant", f"the manifest grants nothing to agent {request.agent!r}"
+        grant = policy.tools.get(name)
+        if grant is None:
+            return "no-grant", f"agent {request.agent!r} holds no grant for {name}"
+        if spec.effect not in policy.effects:
+            return "effect", f"agent {request.agent!r} may not perform {spec.effect} calls"
+        tainted = bool(facts.tainted) and spec.effect != "read"
+        if grant.approval == "required" or tainted:
+            problem = self._receipt_problem(request, facts)
+            if problem is not None:
+                if tainted and grant.approval != "required":
+                    problem += (
+                        f" (low-trust evidence in this thread: {', '.join(facts.tainted)}; "
+                        "a write planned from it needs an explicit approval)"
+                    )
+                    return "taint", problem
+                return "approval", problem
+        for arg, ceiling in grant.limits.items():
+            value = request.args.get(arg)
+            if isinstance(value, int | float) and value > ceiling:
+                return "limit", f"{name}.{arg} = {value} exceeds the manifest's limit {ceiling}"
+        own_tools = tools.for_agent(request.agent, facts)
+        for scope in grant.scopes:
+            try:
+                reason = self.scopes[scope](request.args, facts, own_tools)
+            except (IntegrationError, PermissionDenied) as err:
+                reason = f"could not be verified ({err})"  # fail closed
+            if reason is not None:
+                return f"scope:{scope}", f"{name} is out of scope {scope!r}: {reason}"
+        return None
+
+    def needs_approval(self, agent: str, spec: ToolSpec[Any, Any], tainted: bool) -> bool:
+        policy = self.manifest.agents.get(agent)
+        grant = policy.tools.get(spec.name) if policy else None
+        required = grant is not None and grant.approval == "required"
+        return required or spec.effect == "irreversible" or (tainted and spec.effect != "read")
+
+    def _receipt_problem(self, request: CallRequest, facts: ThreadFacts) -> str | None:
+        receipt = request.approval
+        if receipt is None:
+            return f"{request.spec.name} needs a human's approval for exactly these arguments"
+        if not self.signer.valid(receipt):
+            return "the approval's signature is not Keel's (forged or altered)"
+        if receipt.tool != request.spec.name or receipt.digest != request.digest:
+            return "the approval is for a different action (the arguments changed since)"
+        if receipt.thread_id != facts.thread_id:
+            return "the approval belongs to another thread"
+        if receipt.manifest_version != self.version:
+            return (
+                f"the approval was given under manifest {receipt.manifest_version}, "
+                f"not {self.version}"
+            )
+        if request.digest in facts.spent:
+            return "the approval was already used (a receipt works once)"
+        if datetime.fromisoformat(receipt.expires_at) < self.clock():
+            return "the approval has expired"
+        return None
+
+
+def open_gate(
+    path: Path,
+    tools: ToolRegistry,
+    scopes: Mapping[str, ScopeCheck],
+    home: Path,
+    clock: Callable[[], datetime] = _utc_now,
+) -> PermissionGate:
+    """Load the manifest, check it against the tools, and put the gate on the registry."""
+    gate = PermissionGate(
+        load_manifest(path, tools, scopes), scopes, ReceiptSigner.for_home(home), clock
+    )
+    tools.gate = gate
+    return gate
+
+
+def gated_registry(domain: Domain, settings: Settings) -> ToolRegistry:
+    """The domain's tools with the configured manifest's gate on them, as every caller gets them."""
+    tools = domain.tools(settings)
+    open_gate(settings.policy_file, tools, domain.scopes(), settings.home)
+    return tools
+
+
+def effective_access(manifest: Manifest, tools: ToolRegistry) -> dict[str, Any]:
+    """What each agent can actually do: grants resolved against the tools, fallbacks included.
+
+    A fallback runs with its primary's grant, so a fallback added to a granted tool is new access
+    and shows here (and in the access lock) although the manifest did not change.
+    """
+    out: dict[str, Any] = {}
+    for agent, policy in sorted(manifest.agents.items()):
+        grants = []
+        for tool, grant in sorted(policy.tools.items()):
+            spec = tools[tool]
+            via: list[str] = []
+            fallback = spec.fallback
+            while fallback is not None and fallback in tools:
+                via.append(fallback)
+                fallback = tools[fallback].fallback
+            grants.append(
+                {
+                    "tool": tool,
+                    "effect": spec.effect,
+                    "integration": spec.integration,
+                    "approval": grant.approval,
+                    "scopes": sorted(grant.scopes),
+                    "limits": dict(sorted(grant.limits.items())),
+                    "also_via": via,
+                }
+            )
+        out[agent] = {"corpus": policy.corpus, "effects": policy.effects, "grants": grants}
+    return out
+
+
+def access_lines(access: Mapping[str, Any]) -> list[str]:
+    """One line per agent and grant: the form ``keel access`` prints and ``--diff`` compares."""
+    lines = []
+    for agent, entry in access.items():
+        lines.append(f"{agent}: corpus {entry['corpus']}; effects {', '.join(entry['effects'])}")
+        for g in entry["grants"]:
+            extras = [f"approval {g['approval']}"] if g["approval"] == "required" else []
+            extras += [f"scope {s}" for s in g["scopes"]]
+            extras += [f"{k} <= {v:g}" for k, v in g["limits"].items()]
+            extras += [f"via {v}" for v in g["also_via"]]
+            tail = f" [{'; '.join(extras)}]" if extras else ""
+            lines.append(f"{agent}: {g['tool']} ({g['effect']}, {g['integration']}){tail}")
+    return lines
+
+
+def manifest_digest(path: Path) -> str:
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def lock_path(manifest: Path) -> Path:
+    """The reviewed record of effective access, next to the manifest."""
+    return manifest.with_name("access.lock.json")
+
+
+def write_lock(path: Path, manifest: Manifest, tools: ToolRegistry) -> Path:
+    lock = lock_path(path)
+    body = {"manifest": manifest_digest(path), "version": manifest.version,
+            "access": effective_access(manifest, tools)}  # fmt: skip
+    lock.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return lock
+
+
+def manifest_at(ref: str, path: Path) -> str:
+    """The manifest's text at a git ref, e.g. ``HEAD~3`` or ``main``.
+
+    Raises:
+        ConfigError: not a git checkout, an unknown ref, or no manifest at that ref.
+    """
+    import subprocess
+
+    try:
+        top = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"], cwd=path.parent, capture_output=True,
+            text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        relative = path.resolve().relative_to(Path(top).resolve())
+        return subprocess.run(
+            ["git", "show", f"{ref}:{relative.as_posix()}"], cwd=top, capture_output=True,
+            text=True, check=True,
+        ).stdout  # fmt: skip
+    except (subprocess.CalledProcessError, ValueError, FileNotFoundError) as err:
+        detail = getattr(err, "stderr", "") or str(err)
+        raise ConfigError(f"cannot read {path.name} at {ref!r}: {detail.strip()}") from err
+
+
+def access_diff(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Grants added and removed between two effective-access maps."""
+    old, new = access_lines(before), access_lines(after)
+    return {"added": [x for x in new if x not in old], "removed": [x for x in old if x not in new]}
