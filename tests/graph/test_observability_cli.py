@@ -111,3 +111,28 @@ def test_every_command_logs_json_lines_with_the_record_ids(
     recorded = [x for x in lines if x.get("run_id") == done_run["run_id"]]
     assert {x["event"] for x in recorded} >= {"run_started", "tool_call", "run_ended"}
     assert all(x["thread_id"] == done_run["thread_id"] and x["trace_id"] for x in recorded)
+
+
+def test_replay_under_another_manifest_shows_what_it_would_have_done(
+    keel: Any, tmp_path: Path
+) -> None:
+    code, done, _ = keel(
+        "run", "Please update the billing e-mail of C-1002 to finance@hopper.example", "--json"
+    )
+    assert code == 0 and done["status"] == "done"
+    code, same, _ = keel("replay", done["run_id"], "--json")
+    assert code == 0 and same["same"] is True
+
+    from keel.settings import DEFAULT_MANIFEST
+
+    text = DEFAULT_MANIFEST.read_text()
+    grant = "      update_billing_email:\n        scopes: [customer_in_request]\n"
+    assert grant in text
+    stricter = tmp_path / "manifest.yaml"
+    stricter.write_text(text.replace(grant, "").replace('version: "', 'version: "stricter-', 1))
+    code, changed, err = keel("replay", done["run_id"], "--policy", str(stricter), "--json")
+    assert code == 0, err
+    assert changed["same"] is False and changed["first_divergence"] is not None
+    assert changed["replay_manifest"].startswith("stricter-")
+    assert changed["recorded_manifest"] == same["recorded_manifest"] != changed["replay_manifest"]
+    assert changed["replayed_status"] != "done"
