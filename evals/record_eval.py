@@ -20,7 +20,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,8 @@ from retrieval.store import CorpusStore
 from tools.demo import DemoDomain
 from tools.demo.backend import DemoBackend
 from tools.faults import PROFILES
-from tools.spec import CallRequest, Gate, ToolEvent, ToolRegistry, ToolSpec
+from tools.permissions import PermissionGate
+from tools.spec import CallRequest, Gate, ToolEvent, ToolRegistry
 
 REFUND = (
     "Customer C-1001 was charged twice for invoice INV-2001, please refund the duplicate charge"
@@ -73,24 +74,22 @@ class DownModel(BaseChatModel):
         raise ConnectionError("connection refused")
 
 
-class DenyTool:
-    """A gate that denies one tool and asks the registry's own gate (if any) about the rest."""
+@dataclass
+class DenyTool(PermissionGate):
+    """The configured manifest's gate, except that nobody may call ``tool``."""
 
-    def __init__(self, tool: str, inner: Gate | None) -> None:
-        self.tool = tool
-        self.inner = inner
+    tool: str = ""
 
-    @property
-    def version(self) -> str:
-        return f"eval-deny-{self.tool}+{self.inner.version if self.inner else 'none'}"
+    @classmethod
+    def around(cls, gate: Gate | None, tool: str) -> DenyTool:
+        if not isinstance(gate, PermissionGate):
+            raise RuntimeError("the record eval needs the manifest's permission gate")
+        return cls(**{f.name: getattr(gate, f.name) for f in fields(gate)}, tool=tool)
 
     def check(self, request: CallRequest, tools: ToolRegistry) -> tuple[str, str] | None:
         if request.spec.name == self.tool:
             return ("eval.deny", f"the record eval denies {self.tool}")
-        return self.inner.check(request, tools) if self.inner is not None else None
-
-    def needs_approval(self, agent: str, spec: ToolSpec[Any, Any], tainted: bool) -> bool:
-        return self.inner.needs_approval(agent, spec, tainted) if self.inner else False
+        return super().check(request, tools)
 
 
 @dataclass
@@ -219,7 +218,7 @@ def _evaluate(base: Settings, seeds: int, progress: bool) -> dict[str, Any]:
             fallback_model=models[1] if len(models) > 1 else None,
         )
         if scenario.deny:
-            context.tools.gate = DenyTool(scenario.deny, context.tools.gate)
+            context.tools.gate = DenyTool.around(context.tools.gate, scenario.deny)
         context.tools.listeners.append(witness.on_tool_event)
         with KeelApp.open(settings, context) as app:
             outcome = _play(app, scenario, witness)

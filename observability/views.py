@@ -239,16 +239,6 @@ def explain(events: list[RecordEvent]) -> Explanation:
                 failures.append(
                     {"what": f"node {event.node}", "error_kind": p.error_kind, "error": p.error}
                 )
-            for result in (p.outputs or {}).get("results", []) or []:
-                if isinstance(result, dict) and result.get("denied"):
-                    denials.append(
-                        {
-                            "by": "executor",
-                            "tool": result.get("tool"),
-                            "args": result.get("args"),
-                            "reason": result.get("error"),
-                        }
-                    )
         elif p.kind == "model_call" and p.error:
             failures.append(
                 {"what": f"model {p.model}", "error_kind": p.error_kind, "error": p.error}

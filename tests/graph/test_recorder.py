@@ -199,3 +199,19 @@ def test_a_run_without_recording_writes_no_record(settings: Settings) -> None:
     # The run still has an id (LangSmith traces carry it); nothing is written.
     assert app.recorder is None and outcome.status == "awaiting_approval"
     assert not off.records_db.exists()
+
+
+def test_explain_a_denial_names_the_rule_and_the_escalation(settings: Settings) -> None:
+    from evals.record_eval import DenyTool
+
+    context = KeelContext.from_settings(settings)
+    context.tools.gate = DenyTool.around(context.tools.gate, "get_customer")
+    with KeelApp.open(settings, context) as app:
+        outcome = app.run(REFUND_REQUEST)
+        events = _events(app, outcome.run_id)
+    denied = [e for e in _kinds(events, "tool_call") if e.payload.call.decision == "denied"]  # type: ignore[union-attr]
+    why = explain(events)
+    assert denied and len(why.denials) == len(denied)
+    assert {(d["tool"], d["rule"]) for d in why.denials} == {("get_customer", "eval.deny")}
+    assert why.status == outcome.status == "escalated"
+    assert why.why.startswith("Escalated") and why.escalation is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,8 @@ from observability.replay import decisions, first_divergence, replay_run
 from tests.conftest import REFUND_REQUEST
 from tools.demo.backend import DemoBackend
 from tools.demo.domain import DemoDomain
-from tools.spec import CallRequest, Gate, ToolRegistry, ToolSpec
+from tools.permissions import PermissionGate
+from tools.spec import CallRequest, ToolRegistry
 
 
 def _digest(path: Path) -> str:
@@ -92,11 +94,9 @@ def test_replay_of_a_model_planned_run_serves_the_model_from_the_record(
     assert changed.changed_prompts == [0]
 
 
-class DenyRefunds:
-    """The configured gate, except that nobody may refund."""
-
-    def __init__(self, inner: Gate) -> None:
-        self.inner = inner
+@dataclass
+class DenyRefunds(PermissionGate):
+    """The manifest's gate, except that nobody may refund."""
 
     @property
     def version(self) -> str:
@@ -105,23 +105,22 @@ class DenyRefunds:
     def check(self, request: CallRequest, tools: ToolRegistry) -> tuple[str, str] | None:
         if request.spec.name == "refund_charge":
             return ("test.no-refunds", "refunds are not granted to anyone")
-        return self.inner.check(request, tools)
-
-    def needs_approval(self, agent: str, spec: ToolSpec[Any, Any], tainted: bool) -> bool:
-        return self.inner.needs_approval(agent, spec, tainted)
+        return super().check(request, tools)
 
 
 def test_replay_under_another_gate_shows_the_first_decision_it_changes(app: KeelApp) -> None:
     done = _approved(app)
-    assert app.context.tools.gate is not None
-    report = replay_run(app, done.run_id or "", gate=DenyRefunds(app.context.tools.gate))
+    gate = app.context.tools.gate
+    assert isinstance(gate, PermissionGate)
+    stricter = DenyRefunds(**{f.name: getattr(gate, f.name) for f in fields(gate)})
+    report = replay_run(app, done.run_id or "", gate=stricter)
     assert not report.same
     d = report.first_divergence
     assert d is not None and d.recorded is not None and d.replayed is not None
-    # Same path up to the human's answer; from there the refund can no longer go through.
-    assert d.index > 0 and d.recorded.segment == 1
-    assert report.recorded_status == "done" and report.replayed_status != "done"
+    assert d.replayed.kind == "tool_call" and d.replayed.detail["tool"] == "refund_charge"
+    assert (d.recorded.detail["decision"], d.replayed.detail["decision"]) == ("allowed", "denied")
     assert report.replay_manifest == "test-deny-refunds"
+    assert report.recorded_status == "done" and report.replayed_status != "done"
 
 
 def test_replay_with_a_changed_validator_diverges_at_its_verdict(
