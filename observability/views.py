@@ -49,6 +49,9 @@ def trace_tree(events: list[RecordEvent]) -> TraceNode:
         p = event.payload
         if p.kind == "run_started":
             request = f'  "{_short(p.request, 70)}"' if p.request else ""
+            delivered = (p.resume_value or {}).get("event") or {}
+            if delivered:
+                request = f"  {delivered.get('type')} {delivered.get('key')}"
             segment = TraceNode(
                 label=f"segment {event.segment}: {p.mode}{request}  (LangSmith trace {p.trace_id})",
                 kind="segment",
@@ -68,7 +71,7 @@ def trace_tree(events: list[RecordEvent]) -> TraceNode:
                 checkpoint = written.get((event.segment, event.step))
                 node.checkpoint_id = checkpoint
                 status = (
-                    "interrupted (waiting for a human)"
+                    "interrupted (the thread waits)"
                     if p.interrupted
                     else f"failed: {p.error_kind}: {_short(p.error, 80)}"
                     if p.error
