@@ -43,10 +43,15 @@ STEPS = ("intake", "retrieve", "plan", "check_plan", "respond")
 def _bare_graph() -> Any:
     """The same five nodes in a straight line: no views, no routers, no checkpointer."""
     builder = StateGraph(KeelState)
-    nodes = {"intake": intake, "retrieve": retrieve, "plan": plan, "check_plan": check_plan,
-             "respond": respond}  # fmt: skip
+    nodes: dict[str, Any] = {
+        "intake": intake,
+        "retrieve": retrieve,
+        "plan": plan,
+        "check_plan": check_plan,
+        "respond": respond,
+    }
     for name in STEPS:
-        builder.add_node(name, nodes[name])  # type: ignore[call-overload,arg-type]
+        builder.add_node(name, nodes[name])
     builder.add_edge(START, STEPS[0])
     for a, b in itertools.pairwise(STEPS):
         builder.add_edge(a, b)
