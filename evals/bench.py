@@ -49,12 +49,19 @@ def _threads(settings: Settings, progress: bool) -> dict[str, Any]:
     return bench_threads(settings)
 
 
+def _record(settings: Settings, progress: bool) -> dict[str, Any]:
+    from evals.bench_record import bench_record
+
+    return bench_record(settings)
+
+
 BENCHES: dict[str, Bench] = {
     "context": _context,
     "retrieval": _retrieval,
     "tools": _tools,
     "graph": _graph,
     "threads": _threads,
+    "record": _record,
 }
 
 
