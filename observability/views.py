@@ -334,7 +334,7 @@ def _why(
             return f"Refused: rejected by {who[-1]['answered_by']}. {answer}"
         if denials:
             return f"Refused after a denial: {denials[-1]['reason']}."
-        return f"Refused: {answer}"
+        return answer if answer.startswith("Refused") else f"Refused: {answer}"
     if status == "awaiting_approval":
         return "Waiting for a human to approve: " + ", ".join(
             a["tool"] for a in humans[-1].get("asked", [])
