@@ -36,7 +36,8 @@ postgres:
 
 # 50 threads (THREADS=N) across 2 worker processes on throwaway PostgreSQL and Chroma servers.
 # JSON=1 prints one JSON object instead of the summary.
-scale-demo: install postgres
+scale-demo: postgres
+	@$(MAKE) --no-print-directory install >&2
 	@$(BIN)/python -m evals.scale_demo --threads $(THREADS) $(if $(JSON),--json)
 
 lint: install
