@@ -7,6 +7,7 @@ it. The serializer is strict: only safe types and Keel's own state types load fr
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -133,7 +134,9 @@ def _postgres(settings: Settings) -> Iterator[BaseCheckpointSaver[str]]:
 
 
 def redact_url(url: str) -> str:
-    """The URL with its password replaced by ``***``, for messages and logs."""
+    """The URL (or key=value conninfo) with its password replaced by ``***``, for messages."""
+    if "://" not in url:
+        return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", url)
     try:
         parts = urlsplit(url)
     except ValueError:

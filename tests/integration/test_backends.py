@@ -234,3 +234,42 @@ def test_the_server_and_the_embedded_index_give_the_same_answers(
             (e.chunk_id, round(e.score, 3)) for e in embedded.evidence
         ], q["id"]
         assert [f.chunk_id for f in served.filtered] == [f.chunk_id for f in embedded.filtered]
+
+
+# -- the Postgres pool --------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("behind_pooler", [False, True])
+def test_the_pool_survives_connections_the_server_closed_while_a_human_decided(
+    home: Path, postgres_url: str, behind_pooler: bool
+) -> None:
+    import psycopg
+    from langgraph.checkpoint.postgres import PostgresSaver
+    from psycopg.rows import dict_row
+    from psycopg_pool import ConnectionPool
+
+    from graph.persistence import open_checkpointer
+
+    settings = Settings(
+        home=home,
+        postgres_url=postgres_url,  # type: ignore[arg-type]
+        postgres_behind_pooler=behind_pooler,
+        _env_file=None,  # type: ignore[call-arg]
+    )
+    with open_checkpointer(settings) as saver:
+        assert isinstance(saver, PostgresSaver)
+        assert isinstance(saver.conn, ConnectionPool)
+        kwargs = saver.conn.kwargs or {}
+        assert kwargs["autocommit"] is True and kwargs["row_factory"] is dict_row
+        assert kwargs["prepare_threshold"] == (None if behind_pooler else 0)
+        config: Any = {"configurable": {"thread_id": "t-idle", "checkpoint_ns": ""}}
+        assert saver.get_tuple(config) is None
+        # Hours pass; the server (a restart, an idle timeout, a firewall) drops the connections.
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            dropped = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchone()
+        assert dropped is not None and dropped[0] >= 1
+        assert saver.get_tuple(config) is None  # not "the connection is closed"
