@@ -37,7 +37,18 @@ def _tools(settings: Settings, progress: bool) -> dict[str, Any]:
     return bench_tools(settings)
 
 
-BENCHES: dict[str, Bench] = {"context": _context, "retrieval": _retrieval, "tools": _tools}
+def _checkpoint(settings: Settings, progress: bool) -> dict[str, Any]:
+    from evals.bench_checkpoint import bench_checkpoint
+
+    return bench_checkpoint(settings)
+
+
+BENCHES: dict[str, Bench] = {
+    "context": _context,
+    "retrieval": _retrieval,
+    "tools": _tools,
+    "checkpoint": _checkpoint,
+}
 
 
 def run_benches(only: list[str] | None, settings: Settings, *, progress: bool) -> dict[str, Any]:

@@ -273,3 +273,15 @@ def test_the_pool_survives_connections_the_server_closed_while_a_human_decided(
             ).fetchone()
         assert dropped is not None and dropped[0] >= 1
         assert saver.get_tuple(config) is None  # not "the connection is closed"
+
+
+@pytest.mark.integration
+def test_the_checkpoint_bench_measures_both_backends(postgres_url: str, tmp_path: Path) -> None:
+    from evals.bench_checkpoint import bench_checkpoint
+
+    settings = Settings(home=tmp_path, postgres_url=postgres_url, _env_file=None)  # type: ignore[call-arg, arg-type]
+    result = bench_checkpoint(settings, writes=30)
+    assert result["postgres"]["server"] == "KEEL_POSTGRES_URL"
+    for backend in ("sqlite", "postgres"):
+        assert all(result[backend][k] > 0 for k in ("put_p50_ms", "put_p95_ms", "get_p50_ms"))
+    assert _postgres_threads(postgres_url)  # the Postgres figures came from Postgres
