@@ -309,7 +309,7 @@ def scale_demo(threads: int = 50, *, progress: bool = False) -> dict[str, Any]:
 def _check(
     settings: Settings, postgres_url: str, chosen: Sequence[Case], runs: Sequence[ThreadRun]
 ) -> dict[str, Any]:
-    """What the backend, the intent ledger and the checkpoints say happened, thread by thread.
+    """What the backend, the intent ledger and the checkpoints (in Postgres) say happened.
 
     A thread's state or side effects crossed into another's when a refund or e-mail made under
     its idempotency keys touched another case's charge, amount or customer, or when its final
@@ -320,9 +320,10 @@ def _check(
     from graph.context import KeelContext
     from keel.app import KeelApp
     from tools.demo.backend import DemoBackend
+    from tools.ledger_postgres import PostgresIntentLedger
 
     backend = DemoBackend(settings.domain_db)
-    owner = _intent_owners(settings.intent_db)
+    owner = PostgresIntentLedger(postgres_url).owners()
     by_thread = {c.thread_id: c for c in chosen}
     ids = re.compile(r"\b(?:C-\d{4}|INV-\d{4}|CH-\d{4})\b")
     crossed: set[str] = set()
@@ -370,13 +371,8 @@ def _check(
         "unattributed_side_effects": unattributed,
         "threads_in_postgres": postgres_threads,
         "sqlite_checkpoints_written": settings.checkpoint_db.exists(),
+        "sqlite_intents_written": settings.intent_db.exists(),
     }
-
-
-def _intent_owners(intent_db: Path) -> dict[str, str]:
-    """Idempotency key -> thread, from the intent ledger (written before each irreversible call)."""
-    with sqlite3.connect(intent_db) as conn:
-        return dict(conn.execute("SELECT key, thread_id FROM intents").fetchall())
 
 
 def _p95(values: list[float]) -> float:
@@ -390,6 +386,7 @@ def _ms(seconds: float) -> float:
 
 def summary(report: dict[str, Any]) -> str:
     r = report
+    sqlite_used = r["sqlite_checkpoints_written"] or r["sqlite_intents_written"]
     lines = [
         f"scale demo: {r['threads']} threads across 2 worker processes (pids {r['workers']}), "
         "checkpoints in PostgreSQL, retrieval from a Chroma server",
@@ -400,8 +397,8 @@ def summary(report: dict[str, Any]) -> str:
         f"  refunds / e-mails        {r['refunds']} / {r['emails']}"
         f" (missing: {r['missing_side_effects']}, unattributed: "
         f"{r['unattributed_side_effects']})",
-        f"  threads in Postgres      {r['threads_in_postgres']}"
-        f" (SQLite checkpoints written: {'yes' if r['sqlite_checkpoints_written'] else 'no'})",
+        f"  threads in Postgres      {r['threads_in_postgres']} (SQLite checkpoints or intents"
+        f" written: {'yes' if sqlite_used else 'no'})",
         f"  wall time                {r['wall_s']} s ({r['threads_per_min']} threads/min); "
         f"run p50 {r['run_p50_ms']} ms, p95 {r['run_p95_ms']} ms; "
         f"resume p50 {r['resume_p50_ms']} ms, p95 {r['resume_p95_ms']} ms",
@@ -423,6 +420,7 @@ def healthy(report: dict[str, Any]) -> bool:
         and report["unattributed_side_effects"] == 0
         and report["threads_in_postgres"] == n
         and not report["sqlite_checkpoints_written"]
+        and not report["sqlite_intents_written"]
     )
 
 

@@ -285,3 +285,57 @@ def test_the_checkpoint_bench_measures_both_backends(postgres_url: str, tmp_path
     for backend in ("sqlite", "postgres"):
         assert all(result[backend][k] > 0 for k in ("put_p50_ms", "put_p95_ms", "get_p50_ms"))
     assert _postgres_threads(postgres_url)  # the Postgres figures came from Postgres
+
+
+# -- the intent ledger follows the checkpoints --------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    from tools.ledger import IntentLedger
+    from tools.ledger_postgres import PostgresIntentLedger
+
+    if request.param == "sqlite":
+        return IntentLedger(tmp_path / "intents.sqlite")
+    return PostgresIntentLedger(request.getfixturevalue("postgres_url"))
+
+
+@pytest.mark.integration
+def test_the_intent_ledger_contract(ledger: Any) -> None:
+    assert ledger.get("k1") is None
+    ledger.begin("k1", "t-1", 2, "refund_charge", "sha256:a")
+    ledger.begin("k1", "t-other", 9, "send_email", "sha256:b")  # a resume writes it again
+    assert (ledger.get("k1").status, ledger.get("k1").answer) == ("pending", None)
+    ledger.finish("k1", {"refund_id": "RF-5001"})
+    assert ledger.get("k1").status == "done"
+    assert ledger.get("k1").answer == {"refund_id": "RF-5001"}
+    ledger.begin("k0", "t-1", 1, "send_email", "sha256:c")
+    assert ledger.for_thread("t-1") == [
+        {"key": "k0", "step": 1, "tool": "send_email", "status": "pending"},
+        {"key": "k1", "step": 2, "tool": "refund_charge", "status": "done"},
+    ]
+
+
+@pytest.mark.integration
+def test_a_worker_killed_after_the_refund_is_recovered_by_another_on_postgres(
+    home: Path, postgres_url: str
+) -> None:
+    from tools.ledger_postgres import PostgresIntentLedger
+
+    pg = {"KEEL_POSTGRES_URL": postgres_url}
+    thread = _json(_keel(home, pg, "run", REFUND_REQUEST))["thread_id"]
+    kill = {**pg, "KEEL_FAULTS": json.dumps({"crash_after": ["refund_charge"]})}
+    killed = _keel(home, kill, "resume", thread, "--approve")
+    assert killed.returncode < 0, killed.stderr  # SIGKILL, after the refund, before its checkpoint
+
+    recovered = _json(_keel(home, pg, "recover", thread))
+    assert recovered["status"] == "done"
+    assert _side_effects(home) == ([("CH-3002", 49.0)], ["ada@example.com"])
+    found = [r for r in recovered["results"] if r["via"] == "intent ledger (found at the backend)"]
+    assert len(found) == 1
+    intents = PostgresIntentLedger(postgres_url).for_thread(thread)
+    assert [(i["tool"], i["status"]) for i in intents] == [
+        ("refund_charge", "done"),
+        ("send_email", "done"),
+    ]
+    assert not (home / "intents.sqlite").exists()
