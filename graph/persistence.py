@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -97,15 +98,14 @@ def _postgres(settings: Settings) -> Iterator[BaseCheckpointSaver[str]]:
     }
     timeout = settings.postgres_connect_timeout_s
     try:
-        with psycopg.connect(
-            url, connect_timeout=max(1, round(timeout)), **connection_kwargs
-        ) as conn:
-            conn.execute("SELECT pg_advisory_lock(%s)", (_SETUP_LOCK,))
-            try:
-                PostgresSaver(conn, serde=keel_serde()).setup()  # type: ignore[arg-type]
-            finally:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (_SETUP_LOCK,))
-    except psycopg.Error as err:
+        with (
+            psycopg.connect(
+                url, connect_timeout=max(1, round(timeout)), **connection_kwargs
+            ) as conn,
+            advisory_lock(conn, _SETUP_LOCK, timeout_s=max(timeout, 60)),
+        ):
+            PostgresSaver(conn, serde=keel_serde()).setup()  # type: ignore[arg-type]
+    except (psycopg.Error, TimeoutError) as err:
         raise ConfigError(
             f"KEEL_POSTGRES_URL={shown}: cannot use the database ({_one_line(err)})"
         ) from err
@@ -131,6 +131,29 @@ def _postgres(settings: Settings) -> Iterator[BaseCheckpointSaver[str]]:
         yield PostgresSaver(pool, serde=keel_serde())  # type: ignore[arg-type]
     finally:
         pool.close()
+
+
+@contextmanager
+def advisory_lock(conn: Any, key: int, *, timeout_s: float) -> Iterator[None]:
+    """Hold a Postgres session advisory lock on an autocommit connection.
+
+    It is polled with ``pg_try_advisory_lock`` rather than waited for: a waiting
+    ``pg_advisory_lock`` is an open transaction, and the saver's migrations build indexes
+    ``CONCURRENTLY``, which wait for every open transaction, so two workers starting together
+    deadlock (seen in the scale demo).
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+        if next(iter(row.values())) if isinstance(row, dict) else row[0]:
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"advisory lock {key} still held after {timeout_s:g} s")
+        time.sleep(0.05)
+    try:
+        yield
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
 
 
 def redact_url(url: str) -> str:

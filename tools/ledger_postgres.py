@@ -40,7 +40,7 @@ class PostgresIntentLedger(IntentLedger):
     def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         import psycopg
 
-        from graph.persistence import redact_url
+        from graph.persistence import advisory_lock, redact_url
 
         try:
             with psycopg.connect(
@@ -48,15 +48,12 @@ class PostgresIntentLedger(IntentLedger):
             ) as conn:
                 if not self._ready:
                     # Workers starting together on a fresh database would race on CREATE TABLE.
-                    conn.execute("SELECT pg_advisory_lock(%s)", (_SCHEMA_LOCK,))
-                    try:
+                    with advisory_lock(conn, _SCHEMA_LOCK, timeout_s=60):
                         conn.execute(SCHEMA)
-                    finally:
-                        conn.execute("SELECT pg_advisory_unlock(%s)", (_SCHEMA_LOCK,))
                     self._ready = True
                 cursor = conn.execute(sql, params)  # type: ignore[arg-type]
                 return list(cursor.fetchall()) if cursor.description else []
-        except psycopg.OperationalError as err:
+        except (psycopg.OperationalError, TimeoutError) as err:
             reason = " ".join(str(err).split())
             raise ConfigError(
                 f"KEEL_POSTGRES_URL={redact_url(self.url)}: the intent ledger cannot be reached "

@@ -339,3 +339,34 @@ def test_a_worker_killed_after_the_refund_is_recovered_by_another_on_postgres(
         ("send_email", "done"),
     ]
     assert not (home / "intents.sqlite").exists()
+
+
+@pytest.mark.integration
+def test_workers_starting_together_on_a_fresh_database_all_start(
+    home: Path, postgres_url: str
+) -> None:
+    """setup() under a lock: a blocking lock deadlocked here against CREATE INDEX CONCURRENTLY."""
+    import threading
+
+    from graph.persistence import open_checkpointer
+    from tools.ledger_postgres import PostgresIntentLedger
+
+    settings = Settings(home=home, postgres_url=postgres_url, _env_file=None)  # type: ignore[call-arg, arg-type]
+    start = threading.Barrier(4)
+    failures: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            start.wait()
+            with open_checkpointer(settings):
+                PostgresIntentLedger(postgres_url).begin(f"k{n}", f"t{n}", 0, "send_email", "d")
+        except BaseException as err:
+            failures.append(err)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert failures == []
+    assert len(PostgresIntentLedger(postgres_url).owners()) == 4
