@@ -76,10 +76,12 @@ def _postgres(settings: Settings) -> Iterator[BaseCheckpointSaver[str]]:
     """A ``PostgresSaver`` on a pool whose connections are checked before each use.
 
     The pool's connections are what ``PostgresSaver`` requires (autocommit, dict rows) and,
-    behind a transaction pooler, prepare nothing. ``setup()`` (the migrations) runs once per
-    process under a Postgres advisory lock, so workers starting together on a fresh database do
-    not race. A human may take hours to approve: ``check`` replaces a connection the server or a
-    firewall closed in the meantime instead of failing the resume with "connection is closed".
+    behind a transaction pooler, prepare nothing. ``setup()`` (the migrations) runs only when the
+    database is not yet at the installed version, under a Postgres advisory lock, so workers
+    starting together on a fresh database do not race; behind a transaction pooler, let the first
+    start (or a deploy step) reach Postgres directly, as session locks need one connection.
+    A human may take hours to approve: ``check`` replaces a connection the server or a firewall
+    closed in the meantime instead of failing the resume with "connection is closed".
     One saver serializes its calls, so a process scales to one run at a time per saver: scale
     with processes.
     """
@@ -98,13 +100,12 @@ def _postgres(settings: Settings) -> Iterator[BaseCheckpointSaver[str]]:
     }
     timeout = settings.postgres_connect_timeout_s
     try:
-        with (
-            psycopg.connect(
-                url, connect_timeout=max(1, round(timeout)), **connection_kwargs
-            ) as conn,
-            advisory_lock(conn, _SETUP_LOCK, timeout_s=max(timeout, 60)),
-        ):
-            PostgresSaver(conn, serde=keel_serde()).setup()  # type: ignore[arg-type]
+        with psycopg.connect(
+            url, connect_timeout=max(1, round(timeout)), **connection_kwargs
+        ) as conn:
+            if not _migrated(conn, len(PostgresSaver.MIGRATIONS)):
+                with advisory_lock(conn, _SETUP_LOCK, timeout_s=max(timeout, 60)):
+                    PostgresSaver(conn, serde=keel_serde()).setup()  # type: ignore[arg-type]
     except (psycopg.Error, TimeoutError) as err:
         raise ConfigError(
             f"KEEL_POSTGRES_URL={shown}: cannot use the database ({_one_line(err)})"
@@ -131,6 +132,22 @@ def _postgres(settings: Settings) -> Iterator[BaseCheckpointSaver[str]]:
         yield PostgresSaver(pool, serde=keel_serde())  # type: ignore[arg-type]
     finally:
         pool.close()
+
+
+def _migrated(conn: Any, migrations: int) -> bool:
+    """Whether the saver's tables are at the installed version, so no lock or DDL is needed.
+
+    A worker that starts on a database already set up takes no lock at all, which also keeps
+    session advisory locks away from a transaction pooler in everyday starts.
+    """
+    import psycopg
+
+    try:
+        row = conn.execute("SELECT max(v) AS v FROM checkpoint_migrations").fetchone()
+    except psycopg.errors.UndefinedTable:
+        return False
+    version = row["v"] if isinstance(row, dict) else row[0]
+    return version is not None and int(version) >= migrations - 1
 
 
 @contextmanager

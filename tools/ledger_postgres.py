@@ -47,9 +47,11 @@ class PostgresIntentLedger(IntentLedger):
                 self.url, autocommit=True, connect_timeout=max(1, round(self.connect_timeout_s))
             ) as conn:
                 if not self._ready:
-                    # Workers starting together on a fresh database would race on CREATE TABLE.
-                    with advisory_lock(conn, _SCHEMA_LOCK, timeout_s=60):
-                        conn.execute(SCHEMA)
+                    exists = conn.execute("SELECT to_regclass('keel_intents')").fetchone()
+                    if exists is None or exists[0] is None:
+                        # Workers starting together on a fresh database race on CREATE TABLE.
+                        with advisory_lock(conn, _SCHEMA_LOCK, timeout_s=60):
+                            conn.execute(SCHEMA)
                     self._ready = True
                 cursor = conn.execute(sql, params)  # type: ignore[arg-type]
                 return list(cursor.fetchall()) if cursor.description else []

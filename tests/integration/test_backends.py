@@ -370,3 +370,27 @@ def test_workers_starting_together_on_a_fresh_database_all_start(
         t.join(timeout=120)
     assert failures == []
     assert len(PostgresIntentLedger(postgres_url).owners()) == 4
+
+
+@pytest.mark.integration
+def test_a_worker_starting_on_a_database_already_set_up_takes_no_lock(
+    home: Path, postgres_url: str
+) -> None:
+    """Everyday starts do no DDL and take no session lock (which a transaction pooler breaks)."""
+    import time
+
+    import psycopg
+
+    from graph.persistence import _SETUP_LOCK, open_checkpointer
+
+    settings = Settings(home=home, postgres_url=postgres_url, _env_file=None)  # type: ignore[call-arg, arg-type]
+    with open_checkpointer(settings):
+        pass  # the first start migrates
+    with psycopg.connect(postgres_url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (_SETUP_LOCK,))
+        started = time.monotonic()
+        with open_checkpointer(settings) as saver:
+            assert (
+                saver.get_tuple({"configurable": {"thread_id": "t", "checkpoint_ns": ""}}) is None
+            )
+        assert time.monotonic() - started < 10
