@@ -394,3 +394,19 @@ def test_a_worker_starting_on_a_database_already_set_up_takes_no_lock(
                 saver.get_tuple({"configurable": {"thread_id": "t", "checkpoint_ns": ""}}) is None
             )
         assert time.monotonic() - started < 10
+
+
+@pytest.mark.integration
+def test_a_chroma_server_that_goes_away_is_named_not_mistaken_for_a_missing_index(
+    tmp_path: Path,
+) -> None:
+    from evals.servers import chroma_server
+    from keel.errors import ConfigError, CorpusMissing
+
+    with chroma_server() as server:
+        settings = Settings(home=tmp_path, chroma_url=server.url, _env_file=None)  # type: ignore[call-arg]
+        store = CorpusStore(settings, embedder_for(settings))
+        with pytest.raises(CorpusMissing, match="run `keel ingest` first"):
+            store.count()  # up, but nothing ingested: that is what the message says
+    with pytest.raises(ConfigError, match=r"KEEL_CHROMA_URL=.*no Chroma server answers"):
+        store.count()  # the same client, after the server stopped
