@@ -20,6 +20,7 @@ from graph.state import (
     Verdict,
     approval_digest,
 )
+from keel.errors import IntegrationError, PermissionDenied
 from tools.spec import ToolRegistry
 
 
@@ -114,7 +115,15 @@ def check_result(state: ResultCheckView, runtime: Runtime[KeelContext]) -> dict[
         reasons = [f"step {outcome.step + 1} ({step.tool}) failed: {outcome.error}"]
     else:
         assert outcome.output is not None
-        reasons = ctx.domain.postconditions(step, outcome.output, ctx.tools.for_agent("validator"))
+        try:
+            reasons = ctx.domain.postconditions(
+                step, outcome.output, ctx.tools.for_agent("validator")
+            )
+        except (IntegrationError, PermissionDenied) as err:
+            # The step ran; whether it did what it should cannot be read now. A human checks.
+            reasons = [
+                f"step {outcome.step + 1} ({step.tool}) ran, but could not be verified: {err}"
+            ]
     verdict = Verdict(stage="result", ok=not reasons, reasons=reasons, step=outcome.step)
     update: dict[str, Any] = {"result_verdict": verdict}
     if verdict.ok and outcome.output is not None:

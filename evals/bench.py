@@ -37,6 +37,18 @@ def _tools(settings: Settings, progress: bool) -> dict[str, Any]:
     return bench_tools(settings)
 
 
+def _graph(settings: Settings, progress: bool) -> dict[str, Any]:
+    from evals.bench_graph import bench_graph
+
+    return bench_graph(settings)
+
+
+def _threads(settings: Settings, progress: bool) -> dict[str, Any]:
+    from evals.bench_graph import bench_threads
+
+    return bench_threads(settings)
+
+
 def _checkpoint(settings: Settings, progress: bool) -> dict[str, Any]:
     from evals.bench_checkpoint import bench_checkpoint
 
@@ -47,6 +59,8 @@ BENCHES: dict[str, Bench] = {
     "context": _context,
     "retrieval": _retrieval,
     "tools": _tools,
+    "graph": _graph,
+    "threads": _threads,
     "checkpoint": _checkpoint,
 }
 

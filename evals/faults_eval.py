@@ -47,6 +47,7 @@ from langgraph.types import Command
 from evals.scripted import ScriptedToolModel
 from graph.context import KeelContext
 from keel.app import Decision, KeelApp
+from keel.errors import KeelError
 from keel.settings import Settings
 from tools.demo import DemoDomain
 from tools.demo.backend import SEED_CUSTOMERS, DemoBackend
@@ -133,11 +134,17 @@ SCENARIOS = [
 
 def _keel_run(settings: Settings, seed: int, scenario: Scenario) -> dict[str, int]:
     tuned = settings.model_copy(update={"fault_seed": seed})
-    with KeelApp.open(tuned, KeelContext.from_settings(tuned)) as app:
-        outcome = app.run(scenario.request)
-        if outcome.status == "awaiting_approval":
-            outcome = app.resume(outcome.thread_id, Decision(kind="approve", reviewer="eval"))
+    try:
+        with KeelApp.open(tuned, KeelContext.from_settings(tuned)) as app:
+            outcome = app.run(scenario.request)
+            if outcome.status == "awaiting_approval":
+                outcome = app.resume(outcome.thread_id, Decision(kind="approve", reviewer="eval"))
+    except KeelError:  # a run Keel did not handle: a bug, counted and reported, not hidden
+        verdict = scenario.judge(DemoBackend(settings.domain_db))
+        return verdict | {"escalated": 0, "crashed": 1, "shape_changes_detected": 0,
+                          "shape_changes_consumed": 0}  # fmt: skip
     verdict = scenario.judge(DemoBackend(settings.domain_db))
+    verdict["crashed"] = 0
     verdict["escalated"] = int(outcome.status == "escalated")
     reason = outcome.escalation.reason if outcome.escalation else ""
     verdict["shape_changes_detected"] = int("unexpected shape" in reason)
@@ -264,6 +271,7 @@ def _baseline_run(
         pass
     verdict = scenario.judge(backend)
     verdict["escalated"] = 0  # neither baseline has a way to hand a thread to a human
+    verdict["crashed"] = 0  # a baseline that raised already ended its run above
     verdict["shape_changes_consumed"] = consumed["shape_changed"]
     verdict["shape_changes_detected"] = 0
     return verdict
@@ -290,7 +298,7 @@ def _run_profiles(
             update={"faults": profile.model_dump_json(), "tool_timeout_s": TIMEOUT_S}
         )
         keys = ("success", "wrong", "duplicate", "escalated", "shape_changes_detected",
-                "shape_changes_consumed")  # fmt: skip
+                "shape_changes_consumed", "crashed")  # fmt: skip
         totals = {agent: dict.fromkeys(keys, 0) for agent in out}
         by_request = {agent: {s.name: [0, 0] for s in SCENARIOS} for agent in out}
         for run in range(runs):
@@ -326,6 +334,7 @@ def _run_profiles(
                 "escalated": t["escalated"],
                 "shape_changes_detected": t["shape_changes_detected"],
                 "shape_changes_consumed": t["shape_changes_consumed"],
+                "crashed": t["crashed"],
                 "by_request": {
                     request: {"runs": n, "succeeded": ok}
                     for request, (n, ok) in by_request[agent].items()

@@ -100,20 +100,28 @@ class Breaker:
                 self.opened_at = None
 
 
-def with_timeout(func: Callable[[], T], timeout_s: float) -> T:
+def with_timeout(
+    func: Callable[[], T], timeout_s: float, pool: ThreadPoolExecutor | None = None
+) -> T:
     """Run ``func``, waiting at most ``timeout_s``; past that, a ``Retryable`` timeout.
 
     Blocking integrations cannot be cancelled: the caller stops waiting, and the idempotency key
-    makes a late success harmless when the call is retried.
+    makes a late success harmless when the call is retried. ``pool`` runs the call (a registry
+    keeps one, so a call does not pay for a new thread); without one, a thread of its own. A call
+    queued behind hung ones in a busy pool times out like any other slow call.
     """
-    pool = ThreadPoolExecutor(max_workers=1)
-    future = pool.submit(func)
+    own = pool is None
+    executor = ThreadPoolExecutor(max_workers=1) if own else pool
+    assert executor is not None
+    future = executor.submit(func)
     try:
         return future.result(timeout=timeout_s)
     except FutureTimeout as err:
+        future.cancel()  # still queued: never run it late
         raise Retryable(f"timed out after {timeout_s:.2f}s") from err
     finally:
-        pool.shutdown(wait=False)
+        if own:
+            executor.shutdown(wait=False)
 
 
 def _wait(policy: RetryPolicy) -> Callable[[RetryCallState], float]:
@@ -131,7 +139,12 @@ def _wait(policy: RetryPolicy) -> Callable[[RetryCallState], float]:
 
 
 def resilient_call(
-    func: Callable[[], T], *, breaker: Breaker, policy: RetryPolicy, timeout_s: float
+    func: Callable[[], T],
+    *,
+    breaker: Breaker,
+    policy: RetryPolicy,
+    timeout_s: float,
+    pool: ThreadPoolExecutor | None = None,
 ) -> tuple[T, int]:
     """Call ``func`` under the breaker, a timeout per attempt, and retries for ``Retryable``.
 
@@ -150,7 +163,7 @@ def resilient_call(
         breaker.before_call()
         attempts += 1
         try:
-            result = with_timeout(func, timeout_s)
+            result = with_timeout(func, timeout_s, pool)
         except CircuitOpen:
             raise
         except Retryable:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
@@ -180,6 +181,10 @@ class ToolRegistry:
     breakers: dict[str, Breaker] = field(default_factory=dict)
     gate: Gate | None = None
     listeners: list[Callable[[ToolEvent], None]] = field(default_factory=list)
+    pool: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=32, thread_name_prefix="keel-tool")
+    )
+    """Runs the calls, so each gets a timeout without paying for a thread of its own."""
 
     def __post_init__(self) -> None:
         self._specs = {spec.name: spec for spec in self.specs}
@@ -325,6 +330,7 @@ class ToolRegistry:
             breaker=self.breakers[spec.integration],
             policy=retry or spec.retry or self.retry,
             timeout_s=spec.timeout_s or self.timeout_s,
+            pool=self.pool,
         )
         return CallResult(output=_validated(spec, raw), attempts=attempts, via=spec.name)
 

@@ -31,3 +31,23 @@ def test_bench_tools_compares_the_same_call_bare_and_layered(settings: Settings)
     assert result["bare_median_ms"] > 0 and result["layered_median_ms"] > 0
     difference = result["layered_median_ms"] - result["bare_median_ms"]
     assert abs(result["tool_overhead_ms"] - difference) < 1e-3
+
+
+def test_bench_graph_runs_the_same_nodes_both_ways(settings: Settings) -> None:
+    from evals.bench_graph import bench_graph
+
+    # bench_graph asserts that both graphs reach the same answer on every run.
+    result = bench_graph(settings, runs=2)
+    assert (result["runs"], result["steps"]) == (2, 5)
+    assert result["bare_median_ms"] > 0 and result["keel_median_ms"] > 0
+    ratio = result["keel_median_ms"] / result["bare_median_ms"]
+    assert abs(result["step_overhead_ratio"] - ratio) < 0.01
+
+
+def test_bench_threads_keeps_every_thread_in_flight_to_the_end(settings: Settings) -> None:
+    from evals.bench_graph import bench_threads
+
+    result = bench_threads(settings, threads=8)
+    assert result["threads"] == result["completed"] == 8
+    assert 0 < result["threads_p50_ms"] <= result["threads_p95_ms"]
+    assert result["peak_rss_mb"] > 0

@@ -13,6 +13,7 @@ def test_keel_never_does_a_wrong_or_duplicated_irreversible_action(settings: Set
         assert set(agent) == {"transient", "outage", "drift"}
     for profile in scores["keel"].values():
         assert profile["wrong_irreversible"] == profile["duplicate_irreversible"] == 0
+        assert profile["crashed"] == 0
     assert scores["keel"]["outage"]["success_rate"] == 1.0  # through the legacy endpoint
     # Runs rotate over the refund, the billing e-mail change and the ticket; drift hits billing,
     # which only the refund reads.

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from graph.context import KeelContext
 from keel.app import Decision, KeelApp
+from keel.errors import Retryable
 from keel.settings import Settings
 from tests.conftest import REFUND_REQUEST
 from tools.demo import DemoDomain
@@ -61,3 +64,18 @@ def test_a_plan_whose_side_effect_cannot_run_escalates_before_the_first_step(
     assert outcome.escalation is not None
     assert "email is down (circuit open) and no fallback is available" in outcome.escalation.reason
     assert backend.get_ticket("T-77")["status"] == "open"
+
+
+def test_a_step_whose_result_cannot_be_read_back_escalates_instead_of_crashing(
+    settings: Settings, backend: DemoBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The write lands, then the CRM stops answering before the validator can read it back.
+    def crm_gone(*args: object) -> list[str]:
+        raise Retryable("crm: 503 service unavailable")
+
+    monkeypatch.setattr(DemoDomain, "postconditions", crm_gone)
+    with KeelApp.open(settings, KeelContext.from_settings(settings)) as app:
+        outcome = app.run("Please update the billing e-mail of C-1002 to finance@hopper.example")
+    assert outcome.status == "escalated"
+    assert outcome.escalation is not None and "could not be verified" in outcome.escalation.reason
+    assert backend.get_customer("C-1002")["billing_email"] == "finance@hopper.example"

@@ -163,3 +163,17 @@ def test_langgraph_dev_runs_a_request_to_its_approval_and_resumes_it(
     assert {r["approved_by"] for r in receipts.values()} == {"studio-test"}
     assert [(r["charge_id"], r["amount"]) for r in backend.refunds()] == [("CH-3002", 49.0)]
     assert [m["recipient"] for m in backend.outbox()] == ["ada@example.com"]
+
+    # Time travel through the SDK: a run started from an earlier checkpoint forks the thread
+    # there. Forked from just before the plan check, Keel checks the plan again against the
+    # world as it is now, where the duplicate was refunded on the first branch: the fork is
+    # refused, and time travel repeats nothing irreversible.
+    history = client.threads.get_history(thread_id, limit=50)
+    checked = [h for h in history if h["next"] == ["check_plan"]]
+    assert checked, [h["next"] for h in history]
+    run(input=None, checkpoint_id=checked[0]["checkpoint"]["checkpoint_id"])
+    forked = _values(client.threads.get_state(thread_id))
+    assert forked["status"] == "refused", forked
+    assert "already refunded" in forked["answer"]
+    assert len(backend.refunds()) == 1 and len(backend.outbox()) == 1
+    assert len(client.threads.get_history(thread_id, limit=200)) > len(history)

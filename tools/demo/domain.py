@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from graph.state import CannotPlan, DomainEvent, EventWait, Evidence, Plan, Step
-from keel.errors import IntegrationError, Retryable
+from keel.errors import IntegrationError, PermissionDenied, Retryable
 from keel.settings import Settings
 from tools.demo.backend import DemoBackend
 from tools.demo.tools import demo_tools
@@ -74,19 +74,11 @@ class DemoDomain:
         for record, tool, key in reads:
             if key not in entities:
                 continue
-            try:
-                records[record] = tools.call(tool, {key: entities[key]})
-            except (Retryable, ShapeChanged) as err:  # the system is broken, the record may exist
-                records.setdefault("unavailable", []).append(f"{entities[key]}: {err}")
-            except IntegrationError as err:
-                records.setdefault("missing", []).append(f"{entities[key]}: {err}")
+            _read(records, record, tools, tool, {key: entities[key]})
         # The customer on record is the one the ticket or invoice belongs to.
         owner = (records.get("ticket") or records.get("invoice") or {}).get("customer_id")
         if owner and "customer" not in records:
-            try:
-                records["customer"] = tools.call("get_customer", {"customer_id": owner})
-            except Retryable as err:
-                records.setdefault("unavailable", []).append(f"{owner}: {err}")
+            _read(records, "customer", tools, "get_customer", {"customer_id": owner})
         return records
 
     def runbook_plan(
@@ -191,6 +183,20 @@ class DemoDomain:
                 [] if ticket["status"] == "closed" else [f"ticket {args['ticket_id']} still open"]
             )
         return []
+
+
+def _read(
+    records: dict[str, Any], record: str, tools: AgentTools, tool: str, args: dict[str, str]
+) -> None:
+    """One record read: a system that is broken (or a read not granted) leaves the record
+    unavailable, which escalates; a record the system says does not exist is missing."""
+    ref = next(iter(args.values()))
+    try:
+        records[record] = tools.call(tool, args)
+    except (Retryable, ShapeChanged, PermissionDenied) as err:
+        records.setdefault("unavailable", []).append(f"{ref}: {err}")
+    except IntegrationError as err:
+        records.setdefault("missing", []).append(f"{ref}: {err}")
 
 
 # -- scopes: what the manifest narrows grants to; each reads through the caller's own grants --
