@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -410,3 +411,27 @@ def test_a_chroma_server_that_goes_away_is_named_not_mistaken_for_a_missing_inde
             store.count()  # up, but nothing ingested: that is what the message says
     with pytest.raises(ConfigError, match=r"KEEL_CHROMA_URL=.*no Chroma server answers"):
         store.count()  # the same client, after the server stopped
+
+
+# -- everything switched, through the CLI only --------------------------------------------------
+
+
+@pytest.mark.integration
+def test_settings_alone_move_a_thread_onto_postgres_and_a_chroma_server(
+    home: Path, postgres_url: str, chroma: ChromaServer
+) -> None:
+    servers = {
+        "KEEL_POSTGRES_URL": postgres_url,
+        "KEEL_CHROMA_URL": chroma.url,
+        "KEEL_COLLECTION": f"keel-cli-{uuid.uuid4().hex[:8]}",
+    }
+    shutil.rmtree(home / "chroma")  # the embedded index is gone: only the server can answer
+    assert _json(_keel(home, servers, "ingest"))["added"] == 78
+    started = _json(_keel(home, servers, "run", REFUND_REQUEST))
+    assert started["status"] == "awaiting_approval"
+    assert "runbook-duplicate-charge" in {e["source"] for e in started["evidence"]}
+    resumed = _json(_keel(home, servers, "resume", started["thread_id"], "--approve"))
+    assert resumed["status"] == "done"
+    assert _side_effects(home) == ([("CH-3002", 49.0)], ["ada@example.com"])
+    assert _postgres_threads(postgres_url) == {started["thread_id"]}
+    assert not (home / "chroma").exists() and not (home / "checkpoints.sqlite").exists()
