@@ -49,6 +49,12 @@ def _threads(settings: Settings, progress: bool) -> dict[str, Any]:
     return bench_threads(settings)
 
 
+def _record(settings: Settings, progress: bool) -> dict[str, Any]:
+    from evals.bench_record import bench_record
+
+    return bench_record(settings)
+
+
 def _checkpoint(settings: Settings, progress: bool) -> dict[str, Any]:
     from evals.bench_checkpoint import bench_checkpoint
 
@@ -61,6 +67,7 @@ BENCHES: dict[str, Bench] = {
     "tools": _tools,
     "graph": _graph,
     "threads": _threads,
+    "record": _record,
     "checkpoint": _checkpoint,
 }
 

@@ -29,7 +29,18 @@ def _attacks(settings: Settings, progress: bool) -> dict[str, Any]:
     return run_attacks_eval(settings, progress=progress)
 
 
-SUITES: dict[str, Suite] = {"retrieval": _retrieval, "faults": _faults, "attacks": _attacks}
+def _record(settings: Settings, progress: bool) -> dict[str, Any]:
+    from evals.record_eval import run_record_eval
+
+    return run_record_eval(settings, progress=progress)
+
+
+SUITES: dict[str, Suite] = {
+    "retrieval": _retrieval,
+    "faults": _faults,
+    "attacks": _attacks,
+    "record": _record,
+}
 
 
 def run_named(

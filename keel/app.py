@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,6 +43,20 @@ from graph.state import (
 )
 from keel.errors import BadRequest, ConfigError, NoPendingApproval, ThreadNotFound
 from keel.settings import Settings
+from observability.events import (
+    ApprovalAnswered,
+    ApprovalRequested,
+    CheckpointSaved,
+    EventAwaited,
+    RunEnded,
+    RunStarted,
+)
+from observability.recorder import Recorder, RunRecording, model_name
+from observability.redaction import Redactor
+from observability.store import RecordStore
+from observability.tracing import Tracing, run_config
+
+Mode = Literal["run", "resume", "recover", "fork", "event"]
 
 
 class PendingAction(BaseModel):
@@ -61,6 +76,7 @@ class Outcome(BaseModel):
     thread_id: str
     status: Status
     planner: str
+    run_id: str | None = Field(default=None, description="the flight record's run id")
     answer: str = ""
     pending: list[PendingAction] | None = None
     evidence: list[Evidence] = Field(default_factory=list)
@@ -86,12 +102,26 @@ class Decision(BaseModel):
 
 
 class KeelApp:
-    """A compiled graph on the configured checkpointer, with its runtime context."""
+    """A compiled graph on the configured checkpointer, with its runtime context.
 
-    def __init__(self, settings: Settings, context: KeelContext, graph: Any) -> None:
+    With ``settings.record`` (the default) every run is written to the flight recorder
+    (``observability``); with LangSmith's environment variables set, every run is traced too.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        context: KeelContext,
+        graph: Any,
+        *,
+        recorder: Recorder | None = None,
+        tracing: Tracing | None = None,
+    ) -> None:
         self.settings = settings
         self.context = context
         self.graph = graph
+        self.recorder = recorder
+        self.tracing = tracing
 
     @classmethod
     @contextmanager
@@ -100,8 +130,19 @@ class KeelApp:
     ) -> Iterator[KeelApp]:
         settings = settings or (context.settings if context else Settings())
         context = context or KeelContext.from_settings(settings)
-        with open_checkpointer(settings) as saver:
-            yield cls(settings, context, build_graph(saver))
+        redactor = Redactor(settings.sensitive_fields)
+        tracing = Tracing(redactor)
+        recorder = None
+        if settings.record:
+            recorder = Recorder(RecordStore(settings.records_db), redactor)
+            context = recorder.instrument(context)
+        try:
+            with open_checkpointer(settings) as saver:
+                yield cls(settings, context, build_graph(saver), recorder=recorder, tracing=tracing)
+        finally:
+            tracing.flush()
+            if recorder is not None:
+                recorder.store.close()
 
     def _config(self, thread_id: str) -> dict[str, Any]:
         return {
@@ -111,9 +152,111 @@ class KeelApp:
             "metadata": {"thread_id": thread_id},
         }
 
-    def _invoke(self, payload: Any, thread_id: str) -> Outcome:
-        self.graph.invoke(payload, self._config(thread_id), context=self.context, durability="sync")
-        return self.show(thread_id)
+    def invoke_segment(
+        self,
+        payload: Any,
+        thread_id: str,
+        mode: Mode,
+        *,
+        request: str | None = None,
+        run_id: str | None = None,
+        checkpoint_id: str | None = None,
+    ) -> Outcome:
+        """One segment of a run (the first invoke, a resume, a recover or a fork), recorded and
+        traced. A fork starts a new run in the record: its earlier history is the old run's."""
+        if run_id is None:
+            known = self.recorder.store.latest_run(thread_id) if self.recorder else None
+            fresh = mode in ("run", "fork") or known is None
+            run_id = str(uuid.uuid4()) if fresh or known is None else known
+        trace_id = str(uuid.uuid4())
+        recording = (
+            self.recorder.start(run_id=run_id, thread_id=thread_id, trace_id=trace_id)
+            if self.recorder is not None
+            else None
+        )
+        callbacks = self.tracing.callbacks() if self.tracing else []
+        if self.recorder is not None:
+            callbacks.append(self.recorder.callback())
+        config = run_config(
+            thread_id=thread_id,
+            run_id=run_id,
+            segment=recording.segment if recording else 0,
+            trace_id=trace_id,
+            callbacks=callbacks,
+            recursion_limit=self.settings.recursion_limit,
+        )
+        if checkpoint_id is not None:
+            config["configurable"]["checkpoint_id"] = checkpoint_id
+        started = time.perf_counter()
+        try:
+            if recording is not None:
+                self._started(recording, mode, request, trace_id, payload, checkpoint_id)
+            for part in self.graph.stream(
+                payload,
+                config,
+                context=self.context,
+                durability="sync",
+                stream_mode="checkpoints",
+            ):
+                if recording is not None:
+                    _checkpointed(recording, part)
+            outcome = self.show(thread_id).model_copy(update={"run_id": run_id})
+            if recording is not None:
+                snapshot = self.graph.get_state(self._config(thread_id))
+                for intr in snapshot.interrupts:
+                    if isinstance(intr.value, dict) and intr.value.get("kind") == "await_event":
+                        recording.emit(EventAwaited(interrupt_id=intr.id, waiting=intr.value))
+                    else:
+                        recording.emit(ApprovalRequested(interrupt_id=intr.id, request=intr.value))
+                recording.emit(
+                    RunEnded(status=outcome.status, answer=outcome.answer, duration_ms=_ms(started))
+                )
+        except BaseException as err:
+            if recording is not None:
+                recording.emit(
+                    RunEnded(
+                        status="error",
+                        duration_ms=_ms(started),
+                        error=f"{type(err).__name__}: {err}"[:500],
+                    )
+                )
+            raise
+        finally:
+            if self.recorder is not None:
+                self.recorder.stop()
+        return outcome
+
+    def _started(
+        self,
+        recording: RunRecording,
+        mode: Mode,
+        request: str | None,
+        trace_id: str,
+        payload: Any,
+        checkpoint_id: str | None = None,
+    ) -> None:
+        ctx = self.context
+        gate = ctx.tools.gate
+        recording.emit(
+            RunStarted(
+                mode=mode,
+                request=request,
+                from_checkpoint=checkpoint_id,
+                resume_value=(
+                    payload.resume
+                    if mode == "event"
+                    and isinstance(payload, Command)
+                    and isinstance(payload.resume, dict)
+                    else None
+                ),
+                trace_id=trace_id,
+                planner_model=model_name(ctx.planner_model) if ctx.planner_model else None,
+                fallback_model=model_name(ctx.fallback_model) if ctx.fallback_model else None,
+                manifest_version=gate.version if gate is not None else None,
+            )
+        )
+        if mode == "resume" and isinstance(payload, Command) and isinstance(payload.resume, dict):
+            recording.emit(ApprovalAnswered(answer=payload.resume))
 
     def preflight(self) -> None:
         """Fail before a thread exists when the set-up cannot serve a run."""
@@ -131,7 +274,7 @@ class KeelApp:
         thread_id = thread_id or str(uuid.uuid4())
         if self.graph.get_state(self._config(thread_id)).values:
             raise BadRequest(f"thread {thread_id} already exists; use resume or a new id")
-        return self._invoke({"request": request}, thread_id)
+        return self.invoke_segment({"request": request}, thread_id, "run", request=request)
 
     def show(self, thread_id: str) -> Outcome:
         snapshot = self.graph.get_state(self._config(thread_id))
@@ -157,6 +300,7 @@ class KeelApp:
             status = "awaiting_approval"
         return Outcome(
             thread_id=thread_id,
+            run_id=self.recorder.store.latest_run(thread_id) if self.recorder else None,
             status=status,
             planner=values.get("planner", "none"),
             answer=values.get("answer", ""),
@@ -204,7 +348,30 @@ class KeelApp:
             )
         if not snapshot.next:
             raise BadRequest(f"thread {thread_id} has finished; nothing to recover")
-        return self._invoke(None, thread_id)
+        return self.invoke_segment(None, thread_id, "recover")
+
+    def fork(self, thread_id: str, checkpoint_id: str) -> Outcome:
+        """Run the thread again from an earlier checkpoint (time travel).
+
+        LangGraph continues from that checkpoint on a new branch of the same thread; the old
+        branch stays in ``history``. Idempotency keys and approval receipts are bound to the
+        thread, so an irreversible step the old branch already made is answered by the backend
+        with its first result, not made twice. In the flight record the fork is a new run.
+
+        Example:
+            >>> rows = app.history(thread_id)  # doctest: +SKIP
+            >>> before = next(r for r in rows if r["next"] == ["approve"])
+            >>> app.fork(thread_id, before["checkpoint_id"]).status
+            'awaiting_approval'
+        """
+        config = self._config(thread_id)
+        config["configurable"]["checkpoint_id"] = checkpoint_id
+        snapshot = self.graph.get_state(config)
+        if not snapshot.values:
+            raise ThreadNotFound(f"thread {thread_id} has no checkpoint {checkpoint_id}")
+        if not snapshot.next:
+            raise BadRequest(f"checkpoint {checkpoint_id} is the end of the thread; nothing to run")
+        return self.invoke_segment(None, thread_id, "fork", checkpoint_id=checkpoint_id)
 
     def dispatch_events(self) -> list[dict[str, Any]]:
         """Wake the threads waiting for the domain's new events (``keel events``).
@@ -215,7 +382,7 @@ class KeelApp:
         """
 
         def resume(thread_id: str, event: DomainEvent) -> None:
-            self._invoke(Command(resume={"event": event.model_dump()}), thread_id)
+            self.invoke_segment(Command(resume={"event": event.model_dump()}), thread_id, "event")
 
         def waiting(thread_id: str) -> bool:
             return self.show(thread_id).status == "awaiting_event"
@@ -233,7 +400,26 @@ class KeelApp:
             "decisions": decisions_for(current.pending, decision),
             "reviewer": decision.reviewer or self.settings.reviewer,
         }
-        return self._invoke(Command(resume=answer), thread_id)
+        return self.invoke_segment(Command(resume=answer), thread_id, "resume")
+
+
+def _checkpointed(recording: RunRecording, part: dict[str, Any]) -> None:
+    """A checkpoint was saved: later events happened on it."""
+    checkpoint_id = part["config"]["configurable"]["checkpoint_id"]
+    recording.checkpoint_id = checkpoint_id
+    metadata = part.get("metadata") or {}
+    recording.emit(
+        CheckpointSaved(
+            checkpoint_id=checkpoint_id,
+            step=metadata.get("step"),
+            next=list(part.get("next") or ()),
+            source=metadata.get("source"),
+        )
+    )
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
 
 
 def decisions_for(pending: list[PendingAction], decision: Decision) -> list[dict[str, Any]]:

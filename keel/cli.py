@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import traceback
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from keel.errors import BadRequest, KeelError
+
+if TYPE_CHECKING:
+    from keel.settings import Settings
 
 EXIT_ERROR = 2
 EXIT_BUG = 1
@@ -63,6 +67,14 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("thread")
     show.add_argument("--history", action="store_true", help="list the thread's checkpoints")
 
+    fork = sub.add_parser(
+        "fork",
+        parents=[common],
+        help="run a thread again from an earlier checkpoint (see show --history); a new branch",
+    )
+    fork.add_argument("thread")
+    fork.add_argument("checkpoint", help="a checkpoint id from `keel show THREAD --history`")
+
     sub.add_parser("seed", parents=[common], help="(re)create the demo backend with its seed data")
     sub.add_parser(
         "health", parents=[common], help="probe each integration: status, latency, breaker"
@@ -76,6 +88,22 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--suite", action="append", help="a suite to run (repeatable; default: every suite)"
     )
+    runs = sub.add_parser(
+        "runs", parents=[common], help="recent recorded runs: status, duration, calls, approvals"
+    )
+    runs.add_argument("--limit", type=int, default=20, help="how many (default: 20)")
+    trace = sub.add_parser("trace", parents=[common], help="a recorded run's timeline as a tree")
+    trace.add_argument("run", help="run id (or a unique prefix), or a thread id")
+    trace.add_argument("--clock", action="store_true", help="show the clock readings too")
+    explain = sub.add_parser("explain", parents=[common], help="why a recorded run ended as it did")
+    explain.add_argument("run", help="run id (or a unique prefix), or a thread id")
+    replay = sub.add_parser(
+        "replay",
+        parents=[common],
+        help="re-execute a recorded run from its record (nothing live) and compare decisions",
+    )
+    replay.add_argument("run", help="run id (or a unique prefix), or a thread id")
+    replay.add_argument("--policy", metavar="FILE", help="replay under another permission manifest")
     bench = sub.add_parser("bench", parents=[common], help="run benchmarks and print numbers")
     bench.add_argument(
         "--only", action="append", help="one benchmark (repeatable; default: all of them)"
@@ -142,11 +170,23 @@ def _flush_traces() -> None:
 
 
 def _dispatch(args: argparse.Namespace) -> dict[str, Any] | None:
-    from keel import report
-    from keel.app import Decision, KeelApp
     from keel.settings import Settings
 
     settings = Settings()
+    handler = _json_logs(settings)
+    try:
+        return _command(args, settings)
+    finally:
+        logging.getLogger("keel").removeHandler(handler)
+        handler.close()
+
+
+def _command(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None:
+    from keel import report
+    from keel.app import Decision, KeelApp
+
+    if args.command in ("runs", "trace", "explain"):
+        return _record_view(args, settings)
     if args.command == "seed":
         from tools.demo import DemoDomain
 
@@ -207,6 +247,18 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any] | None:
         return run_demo(settings, as_json=args.json)
 
     with KeelApp.open(settings) as app:
+        if args.command == "replay":
+            from pathlib import Path
+
+            from observability.replay import replay_run
+
+            policy = Path(args.policy) if args.policy else None
+            if policy is not None and not policy.is_file():
+                raise BadRequest(f"--policy {args.policy}: no such file")
+            verdict = replay_run(app, args.run, policy_file=policy)
+            if not args.json:
+                report.print_replay(verdict)
+            return verdict.model_dump(mode="json") if args.json else None
         if args.command == "run":
             outcome = app.run(args.request, thread_id=args.thread)
             interactive = not (args.json or args.no_input) and sys.stdin.isatty()
@@ -232,6 +284,11 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any] | None:
             if not args.json:
                 report.print_outcome(outcome)
             return outcome.model_dump(mode="json") if args.json else None
+        if args.command == "fork":
+            outcome = app.fork(args.thread, args.checkpoint)
+            if not args.json:
+                report.print_outcome(outcome)
+            return outcome.model_dump(mode="json") if args.json else None
         if args.command == "events":
             woken = app.dispatch_events()
             lines = [f"{e['type']} {e['key']}: woke {', '.join(e['woke']) or 'nobody'}"
@@ -253,6 +310,43 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any] | None:
                 report.print_outcome(outcome)
             return outcome.model_dump(mode="json") if args.json else None
     raise BadRequest(f"unknown command {args.command}")
+
+
+def _json_logs(settings: Settings) -> logging.Handler:
+    """Structured logs of every recorded event, with the record's ids, next to the record."""
+    from observability.logs import log_to_file
+
+    return log_to_file(settings.home / "keel.log.jsonl")
+
+
+def _record_view(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None:
+    """``runs``, ``trace`` and ``explain``: read the flight record, run nothing."""
+    from observability.store import open_record
+    from observability.views import explain, render_explanation, render_tree, trace_tree
+
+    store = open_record(settings)
+    try:
+        if args.command == "runs":
+            if args.limit < 1:
+                raise BadRequest("--limit must be at least 1")
+            rows = [r.model_dump(mode="json") for r in store.runs(args.limit)]
+            if not args.json:
+                from keel import report
+
+                report.print_runs(rows)
+            return {"runs": rows} if args.json else None
+        events = store.events(store.resolve(args.run))
+        if args.command == "trace":
+            tree = trace_tree(events)
+            if not args.json:
+                print(render_tree(tree, show_clock=args.clock))
+            return tree.model_dump(mode="json") if args.json else None
+        why = explain(events)
+        if not args.json:
+            print(render_explanation(why))
+        return why.model_dump(mode="json") if args.json else None
+    finally:
+        store.close()
 
 
 def _access(args: argparse.Namespace, settings: Any) -> dict[str, Any] | None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keel.app import Decision, Outcome
+
+if TYPE_CHECKING:
+    from observability.replay import ReplayReport
 
 
 def _planner_line(planner: str) -> str:
@@ -21,6 +24,10 @@ def _planner_line(planner: str) -> str:
 def print_outcome(outcome: Outcome, *, show_details: bool = True) -> None:
     print(f"thread {outcome.thread_id}: {outcome.status}")
     print(f"  {_planner_line(outcome.planner)}")
+    if show_details and outcome.run_id:
+        print(
+            f"  recorded as run {outcome.run_id} (keel trace / explain / replay {outcome.run_id})"
+        )
     if show_details and outcome.evidence:
         print("  evidence:")
         for e in outcome.evidence[:4]:
@@ -74,6 +81,55 @@ def print_history(rows: list[dict[str, Any]]) -> None:
     for row in rows:
         nxt = ",".join(row["next"]) or "-"
         print(f"{row['checkpoint_id']}  step {row['step']!s:>3}  next: {nxt}  {row['created_at']}")
+
+
+def print_runs(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        print("no recorded runs")
+        return
+    print(f"{'run':<36}  {'status':<17} {'ms':>8} {'tools':>5} {'denied':>6} {'approvals':>9} "
+          f"{'escal.':>6}  request")  # fmt: skip
+    for r in rows:
+        request = (r["request"] or "")[:50]
+        print(
+            f"{r['run_id']:<36}  {r['status']:<17} {r['duration_ms']:>8.0f} {r['tool_calls']:>5} "
+            f"{r['denials']:>6} {r['approvals']:>9} {r['escalations']:>6}  {request}"
+        )
+
+
+def print_replay(verdict: ReplayReport) -> None:
+    print(f"replay of run {verdict.run_id} (thread {verdict.thread_id})")
+    if verdict.policy_file:
+        print(f"  under the permission manifest {verdict.policy_file}")
+    print(
+        f"  served from the record: {verdict.served_tool_calls} tool call(s), "
+        f"{verdict.served_model_calls} model call(s); nothing live was called"
+    )
+    print(f"  recorded: {verdict.recorded_decisions} decisions, ended {verdict.recorded_status}")
+    print(f"  replayed: {verdict.replayed_decisions} decisions, ended {verdict.replayed_status}")
+    if verdict.same:
+        print("  same: every decision came out the same")
+    else:
+        print("  same: NO")
+        d = verdict.first_divergence
+        if d is not None:
+            print(f"  first divergence at decision {d.index}:")
+            for side, point in (("recorded", d.recorded), ("replayed", d.replayed)):
+                shown = (
+                    f"{point.kind} in {point.node or '-'} (segment {point.segment}): "
+                    f"{json.dumps(point.detail, sort_keys=True)}"
+                    if point is not None
+                    else "(nothing)"
+                )
+                print(f"    {side}: {shown}")
+    if verdict.misses:
+        print(f"  not in the record: {', '.join(verdict.misses)}")
+    if verdict.changed_prompts:
+        print(
+            f"  prompts that differ from the recorded ones: model call(s) {verdict.changed_prompts}"
+        )
+    if verdict.error:
+        print(f"  replay stopped: {verdict.error}")
 
 
 def ask(outcome: Outcome, reviewer: str) -> Decision | None:

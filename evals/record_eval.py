@@ -1,0 +1,302 @@
+"""Record suite: is every tool call, model call, denial and approval of a run in the flight record,
+and does replaying each recorded run reproduce every decision?
+
+The counts the record is checked against are taken independently of the recorder: a second
+listener on the tool registry (its own list, not the store), counting wrappers around the chat
+models, and the approvals the suite itself saw and answered. Then every recorded run is replayed
+from the record alone (``observability.replay``) and compared decision by decision.
+
+Scenarios: the demo requests (answered ``approve``); the duplicate-charge refund rejected, edited,
+with a gate that also denies a read the planner makes, with a chat model planner (one that
+answers, one that is down with a fallback), and under the ``transient``, ``outage`` and ``drift``
+fault profiles.
+Everything runs on a temporary home (a copy of the corpus index); nothing of the user's changes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatResult
+
+from graph.context import KeelContext
+from keel.app import Decision, KeelApp, Outcome
+from keel.demo import DEMO_REQUESTS
+from keel.settings import Settings
+from observability.replay import replay_run
+from observability.store import RecordStore
+from retrieval.embeddings import embedder_for
+from retrieval.store import CorpusStore
+from tools.demo import DemoDomain
+from tools.demo.backend import DemoBackend
+from tools.faults import PROFILES
+from tools.permissions import PermissionGate
+from tools.spec import CallRequest, Gate, ToolEvent, ToolRegistry
+
+REFUND = (
+    "Customer C-1001 was charged twice for invoice INV-2001, please refund the duplicate charge"
+)
+
+
+class CountingModel(FakeMessagesListChatModel):
+    """A scripted planner model that counts its calls (the suite's own count, not the record's)."""
+
+    model_name: str = "scripted-planner"
+    calls: int = 0
+
+    def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> ChatResult:
+        self.calls += 1
+        return super()._generate(messages, *args, **kwargs)
+
+
+class DownModel(BaseChatModel):
+    """A planner model whose endpoint is down: every call raises, and is counted."""
+
+    model_name: str = "down-model"
+    calls: int = 0
+
+    @property
+    def _llm_type(self) -> str:
+        return "down"
+
+    def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> ChatResult:
+        self.calls += 1
+        raise ConnectionError("connection refused")
+
+
+@dataclass
+class DenyTool(PermissionGate):
+    """The configured manifest's gate, except that nobody may call ``tool``."""
+
+    tool: str = ""
+
+    @classmethod
+    def around(cls, gate: Gate | None, tool: str) -> DenyTool:
+        if not isinstance(gate, PermissionGate):
+            raise RuntimeError("the record eval needs the manifest's permission gate")
+        return cls(**{f.name: getattr(gate, f.name) for f in fields(gate)}, tool=tool)
+
+    def check(self, request: CallRequest, tools: ToolRegistry) -> tuple[str, str] | None:
+        if request.spec.name == self.tool:
+            return ("eval.deny", f"the record eval denies {self.tool}")
+        return super().check(request, tools)
+
+
+@dataclass
+class Witness:
+    """What the suite saw with its own eyes."""
+
+    tool_calls: int = 0
+    denials: int = 0
+    approvals_requested: int = 0
+    approvals_answered: int = 0
+    models: list[CountingModel | DownModel] = field(default_factory=list)
+
+    def on_tool_event(self, event: ToolEvent) -> None:
+        self.tool_calls += 1
+        self.denials += event.decision == "denied"
+
+    @property
+    def model_calls(self) -> int:
+        return sum(m.calls for m in self.models)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    request: str
+    answer: str = "approve"
+    edit: dict[str, Any] | None = None
+    faults: str = "none"
+    seed: int = 0
+    deny: str | None = None
+    model: Callable[[str], list[BaseChatModel]] | None = None
+
+
+def _model_plan(chunk_id: str) -> list[BaseChatModel]:
+    plan = {
+        "intent": "refund_duplicate_charge",
+        "steps": [{"tool": "refund_charge",
+                   "args": {"charge_id": "CH-3002", "amount": 49.0, "reason": "duplicate"},
+                   "purpose": "refund the duplicate", "evidence": [chunk_id]}],
+    }  # fmt: skip
+    return [CountingModel(responses=[AIMessage(content=json.dumps(plan))])]
+
+
+def _model_down_then_fallback(chunk_id: str) -> list[BaseChatModel]:
+    return [DownModel(), *_model_plan(chunk_id)]
+
+
+def scenarios(seeds: int) -> list[Scenario]:
+    out = [Scenario(f"demo-{i}", request, answer) for i, (request, answer) in
+           enumerate(DEMO_REQUESTS)]  # fmt: skip
+    out += [
+        Scenario("refund-rejected", REFUND, "reject"),
+        Scenario("refund-edited", REFUND, "edit", edit={"amount": 10.0}),
+        Scenario("read-denied-by-gate", REFUND, deny="get_customer"),
+        Scenario("model-planner", REFUND, model=_model_plan),
+        Scenario("model-down-fallback", REFUND, model=_model_down_then_fallback),
+    ]
+    for profile in ("transient", "outage", "drift"):
+        out += [Scenario(f"{profile}-{s}", REFUND, faults=profile, seed=s) for s in range(seeds)]
+    return out
+
+
+def _play(app: KeelApp, scenario: Scenario, witness: Witness) -> Outcome:
+    outcome = app.run(scenario.request)
+    for _ in range(4):  # an edit is validated again and may be asked again
+        if outcome.status != "awaiting_approval":
+            break
+        witness.approvals_requested += 1
+        decision = Decision(
+            kind=scenario.answer,  # type: ignore[arg-type]
+            reason="record eval",
+            edit=scenario.edit,
+            reviewer="record-eval",
+        )
+        if scenario.answer == "edit" and witness.approvals_answered % 2 == 1:
+            decision = Decision(kind="approve", reviewer="record-eval")
+        witness.approvals_answered += 1
+        outcome = app.resume(outcome.thread_id, decision)
+    if outcome.status == "awaiting_approval":
+        witness.approvals_requested += 1
+    if outcome.status == "awaiting_event":
+        # The bank settles the transfer; the outbox relay wakes the thread (an ``event`` segment).
+        DemoBackend(app.settings.domain_db).settle_pending_refunds()
+        app.dispatch_events()
+        outcome = app.show(outcome.thread_id)
+    return outcome
+
+
+def _runbook_chunk(settings: Settings) -> str:
+    hits = CorpusStore(settings, embedder_for(settings)).query(REFUND, settings.retrieval_k)
+    return next(e.chunk_id for e in hits if e.kind == "runbook")
+
+
+def run_record_eval(
+    settings: Settings, *, seeds: int = 3, progress: bool = False
+) -> dict[str, Any]:
+    """Run every scenario recorded, count independently, replay every run; the scorecard."""
+    CorpusStore(settings, embedder_for(settings)).ingest(progress=progress)
+    with tempfile.TemporaryDirectory(prefix="keel-record-eval-") as tmp:
+        home = Path(tmp) / "home"
+        home.mkdir()
+        shutil.copytree(settings.chroma_dir, home / "chroma")
+        base = settings.model_copy(update={"home": home, "demo_db": None, "record": True})
+        return _evaluate(base, seeds, progress)
+
+
+def _evaluate(base: Settings, seeds: int, progress: bool) -> dict[str, Any]:
+    domain = DemoDomain()
+    chunk = _runbook_chunk(base)
+    witness = Witness()
+    run_ids: list[str] = []
+    gates: dict[str, Gate] = {}
+    statuses: dict[str, str] = {}
+    chosen = scenarios(seeds)
+    for i, scenario in enumerate(chosen):
+        settings = base.model_copy(
+            update={"faults": scenario.faults, "fault_seed": scenario.seed, "tool_timeout_s": 0.1}
+        )
+        domain.prepare(settings, reset=True)
+        models = scenario.model(chunk) if scenario.model else []
+        witness.models += [m for m in models if isinstance(m, CountingModel | DownModel)]
+        context = KeelContext.from_settings(
+            settings,
+            domain=domain,
+            planner_model=models[0] if models else None,
+            fallback_model=models[1] if len(models) > 1 else None,
+        )
+        if scenario.deny:
+            context.tools.gate = DenyTool.around(context.tools.gate, scenario.deny)
+        context.tools.listeners.append(witness.on_tool_event)
+        with KeelApp.open(settings, context) as app:
+            outcome = _play(app, scenario, witness)
+        if outcome.run_id is None:
+            raise RuntimeError(f"{scenario.name}: the run was not recorded")
+        run_ids.append(outcome.run_id)
+        if scenario.deny and context.tools.gate is not None:
+            gates[outcome.run_id] = context.tools.gate  # replayed under the gate it ran under
+        statuses[scenario.name] = outcome.status
+        if progress:
+            print(f"\rrecord eval: run {i + 1}/{len(chosen)}", end="", file=sys.stderr)
+
+    recorded = _recorded_counts(base, run_ids)
+    replays = []
+    with KeelApp.open(base) as app:
+        for j, run_id in enumerate(run_ids):
+            replays.append(replay_run(app, run_id, gate=gates.get(run_id)))
+            if progress:
+                print(f"\rrecord eval: replay {j + 1}/{len(run_ids)}", end="", file=sys.stderr)
+    if progress:
+        print(file=sys.stderr)
+    divergent = [
+        {"run_id": r.run_id, "first_divergence": r.first_divergence.model_dump(mode="json")
+         if r.first_divergence else None, "error": r.error, "misses": r.misses}
+        for r in replays if not r.same
+    ]  # fmt: skip
+    counts = {
+        "runs": len(run_ids),
+        "tool_calls": witness.tool_calls,
+        "tool_calls_recorded": recorded["tool_calls"],
+        "denials": witness.denials,
+        "denials_recorded": recorded["denials"],
+        "model_calls": witness.model_calls,
+        "model_calls_recorded": recorded["model_calls"],
+        "approvals_requested": witness.approvals_requested,
+        "approvals_requested_recorded": recorded["approvals_requested"],
+        "approvals_answered": witness.approvals_answered,
+        "approvals_answered_recorded": recorded["approvals_answered"],
+        "replayed": len(replays),
+        "replayed_same": sum(r.same for r in replays),
+    }
+    complete = all(
+        counts[k] == counts[f"{k}_recorded"]
+        for k in ("tool_calls", "denials", "model_calls")
+    ) and (
+        counts["approvals_requested"] == counts["approvals_requested_recorded"]
+        and counts["approvals_answered"] == counts["approvals_answered_recorded"]
+    )  # fmt: skip
+    return {
+        **counts,
+        "record_complete": complete,
+        "replay_rate": round(counts["replayed_same"] / max(1, counts["replayed"]), 4),
+        "statuses": statuses,
+        "divergent": divergent,
+    }
+
+
+def _recorded_counts(settings: Settings, run_ids: list[str]) -> dict[str, int]:
+    store = RecordStore(settings.records_db)
+    counts = dict.fromkeys(
+        ("tool_calls", "denials", "model_calls", "approvals_requested", "approvals_answered"), 0
+    )
+    try:
+        for run_id in run_ids:
+            for event in store.events(run_id):
+                p = event.payload
+                if p.kind == "tool_call":
+                    counts["tool_calls"] += 1
+                    counts["denials"] += p.call.decision == "denied"
+                elif p.kind == "model_call":
+                    counts["model_calls"] += 1
+                elif p.kind == "approval_requested":
+                    counts["approvals_requested"] += 1
+                elif p.kind == "approval_answered":
+                    counts["approvals_answered"] += 1
+    finally:
+        store.close()
+    return counts
+
+
+__all__ = ["PROFILES", "run_record_eval", "scenarios"]

@@ -1,0 +1,359 @@
+"""The flight recorder: captures a run without recorder calls scattered through agent code.
+
+Four taps, all attached from outside the agents:
+
+- a LangChain callback handler in the run's config sees every node enter and leave (with its
+  inputs and outputs: plans, verdicts, escalations) and every chat model call;
+- a listener on the tool registry sees every tool call, allowed or denied;
+- a wrapper around the corpus store sees every retrieval (query, kept, filtered, conflicts);
+- a wrapper around the context's clock records every time reading (replay serves them back).
+
+``KeelApp`` adds what only it knows: segment start and end, checkpoints, approval requests (the
+interrupt payloads) and answers (the resume values).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, date, datetime
+from typing import Any
+from uuid import UUID
+
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import BaseMessage
+from langchain_core.outputs import LLMResult
+from langgraph.errors import GraphBubbleUp
+from pydantic_core import to_jsonable_python
+
+from graph.context import KeelContext
+from observability.events import (
+    AnyPayload,
+    ClockRead,
+    EscalationMade,
+    ModelCall,
+    NodeEntered,
+    NodeLeft,
+    PlanMade,
+    RecordEvent,
+    RetrievalDone,
+    ToolCallMade,
+    VerdictGiven,
+)
+from observability.redaction import Redactor
+from observability.store import RecordStore
+from retrieval.curation import Retrieval
+from retrieval.store import CorpusStore
+from tools.spec import ToolEvent
+
+ROLES = {"plan": "planner", "check_plan": "validator", "check_result": "validator"}
+"""The agent role of each node, for model calls (a node's name otherwise)."""
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON data from state values (pydantic models, dates, tuples)."""
+    return to_jsonable_python(value, fallback=str)
+
+
+def model_name(model: BaseChatModel) -> str:
+    """The name a ``Plan`` gives a model (``model:NAME``), as ``agents.planner`` computes it."""
+    return str(
+        getattr(model, "model_name", None) or getattr(model, "model", None) or type(model).__name__
+    )
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class RunRecording:
+    """One segment of one run: where its events go and what they are keyed by."""
+
+    def __init__(
+        self, recorder: Recorder, *, run_id: str, thread_id: str, segment: int, trace_id: str
+    ) -> None:
+        self.recorder = recorder
+        self.run_id = run_id
+        self.thread_id = thread_id
+        self.segment = segment
+        self.trace_id = trace_id
+        self.checkpoint_id: str | None = None
+        self.written = 0
+
+    def emit(self, payload: AnyPayload, *, node: str | None = None, step: int | None = None) -> int:
+        """Redact, store (committed) and log one event; its sequence number."""
+        clean = self.recorder.redactor.model(payload)
+        event = RecordEvent(
+            run_id=self.run_id,
+            thread_id=self.thread_id,
+            segment=self.segment,
+            checkpoint_id=self.checkpoint_id,
+            node=node,
+            step=step,
+            at=self.recorder.wall_clock().isoformat(),
+            payload=clean,
+        )
+        seq = self.recorder.store.append(event)
+        self.written += 1
+        self.recorder.log.info(
+            payload.kind,
+            extra={
+                "keel": {
+                    "event": payload.kind, "seq": seq, "run_id": self.run_id,
+                    "thread_id": self.thread_id, "segment": self.segment,
+                    "checkpoint_id": self.checkpoint_id, "trace_id": self.trace_id,
+                    "node": node, "step": step,
+                }
+            },
+        )  # fmt: skip
+        return seq
+
+
+class Recorder:
+    """Writes the record of the runs of one ``KeelApp`` (or one replay) to a ``RecordStore``.
+
+    Example:
+        >>> rec = Recorder(RecordStore(":memory:"), Redactor(["token"]))
+        >>> rec.active is None
+        True
+    """
+
+    def __init__(
+        self,
+        store: RecordStore,
+        redactor: Redactor,
+        *,
+        wall_clock: Callable[[], datetime] = _utc_now,
+        log: logging.Logger | None = None,
+    ) -> None:
+        self.store = store
+        self.redactor = redactor
+        self.wall_clock = wall_clock
+        self.log = log or logging.getLogger("keel.record")
+        self.active: RunRecording | None = None
+        self.node: tuple[str, int | None] | None = None
+        """The node running now (set by the callback): tool calls, retrievals and clock readings
+        are attributed to it."""
+
+    def start(self, *, run_id: str, thread_id: str, trace_id: str) -> RunRecording:
+        """Open the next segment of ``run_id``; events go to it until ``stop``."""
+        segment = self.store.next_segment(run_id)
+        self.active = RunRecording(
+            self, run_id=run_id, thread_id=thread_id, segment=segment, trace_id=trace_id
+        )
+        return self.active
+
+    def stop(self) -> None:
+        self.active = None
+        self.node = None
+
+    def emit(
+        self, payload: AnyPayload, *, node: str | None = None, step: int | None = None
+    ) -> None:
+        """Record into the active segment; outside a run (a health probe, a bench) nothing."""
+        if self.active is None:
+            return
+        if node is None and self.node is not None:
+            node, step = self.node
+        self.active.emit(payload, node=node, step=step)
+
+    def instrument(self, context: KeelContext) -> KeelContext:
+        """The context with its taps: tool listener, recording store and clock."""
+        if self.on_tool_event not in context.tools.listeners:
+            context.tools.listeners.append(self.on_tool_event)
+        return replace(
+            context,
+            store=RecordingStore(context.store, self),
+            clock=RecordingClock(context.clock, self),
+        )
+
+    def on_tool_event(self, event: ToolEvent) -> None:
+        self.emit(ToolCallMade(call=event))
+
+    def callback(self) -> RecordingCallback:
+        return RecordingCallback(self)
+
+
+class RecordingClock:
+    """The context's clock, each reading recorded: replay serves the same time back."""
+
+    def __init__(self, inner: Callable[[], datetime], recorder: Recorder) -> None:
+        self.inner = inner
+        self.recorder = recorder
+
+    def __call__(self) -> datetime:
+        now = self.inner()
+        self.recorder.emit(ClockRead(value=now.isoformat()))
+        return now
+
+
+class RecordingStore(CorpusStore):
+    """The corpus store, each search recorded with what it kept, filtered and found in conflict."""
+
+    def __init__(self, inner: CorpusStore, recorder: Recorder) -> None:
+        super().__init__(inner.settings, inner.embedder)
+        self.inner = inner
+        self.recorder = recorder
+
+    def search(self, text: str, k: int, today: date | None = None) -> Retrieval:
+        found = self.inner.search(text, k, today)
+        self.recorder.emit(
+            RetrievalDone(
+                query=text,
+                k=k,
+                today=today.isoformat() if today else None,
+                evidence=jsonable(found.evidence),
+                filtered=jsonable(found.filtered),
+                conflicts=jsonable(found.conflicts),
+            ),
+        )
+        return found
+
+
+class RecordingCallback(BaseCallbackHandler):
+    """Sees the graph's nodes and model calls through LangChain's callback system."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+        self._root: UUID | None = None
+        self._nodes: dict[UUID, tuple[str, int | None, float]] = {}
+        self._models: dict[UUID, tuple[str, str, list[dict[str, Any]], float, str]] = {}
+
+    def on_chain_start(
+        self,
+        serialized: dict[str, Any] | None,
+        inputs: dict[str, Any] | Any,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if parent_run_id is None:
+            self._root = run_id
+            return
+        node = (metadata or {}).get("langgraph_node")
+        if parent_run_id != self._root or node is None or kwargs.get("name") != node:
+            return  # a router, a writer or a runnable inside a node: not a node run
+        step = (metadata or {}).get("langgraph_step")
+        self._nodes[run_id] = (node, step, time.perf_counter())
+        self.recorder.node = (node, step)
+        body = jsonable(inputs)
+        self.recorder.emit(
+            NodeEntered(inputs=body if isinstance(body, dict) else {"input": body}),
+            node=node,
+            step=step,
+        )
+
+    def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        entry = self._nodes.pop(run_id, None)
+        if entry is None:
+            return
+        node, step, started = entry
+        self.recorder.node = None
+        body = jsonable(outputs)
+        body = body if isinstance(body, dict) else {"output": body}
+        latency = round((time.perf_counter() - started) * 1000, 3)
+        self.recorder.emit(NodeLeft(outputs=body, latency_ms=latency), node=node, step=step)
+        self._derived(body, node, step)
+
+    def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        entry = self._nodes.pop(run_id, None)
+        if entry is None:
+            return
+        node, step, started = entry
+        self.recorder.node = None
+        latency = round((time.perf_counter() - started) * 1000, 3)
+        if isinstance(error, GraphBubbleUp):  # an interrupt: the node pauses for a human
+            left = NodeLeft(interrupted=True, latency_ms=latency)
+        else:
+            left = NodeLeft(
+                error=str(error)[:500], error_kind=type(error).__name__, latency_ms=latency
+            )
+        self.recorder.emit(left, node=node, step=step)
+
+    def _derived(self, outputs: dict[str, Any], node: str, step: int | None) -> None:
+        """Plans, verdicts and escalations as events of their own (they are what explain reads)."""
+        if node == "plan" and "planner" in outputs:
+            plan = outputs.get("plan")
+            self.recorder.emit(
+                PlanMade(plan=plan if isinstance(plan, dict) else None, planner=outputs["planner"]),
+                node=node,
+                step=step,
+            )
+        for key in ("plan_verdict", "result_verdict"):
+            verdict = outputs.get(key)
+            if isinstance(verdict, dict):
+                self.recorder.emit(VerdictGiven.model_validate(verdict), node=node, step=step)
+        escalation = outputs.get("escalation")
+        if isinstance(escalation, dict):
+            self.recorder.emit(EscalationMade.model_validate(escalation), node=node, step=step)
+
+    def on_chat_model_start(
+        self,
+        serialized: dict[str, Any] | None,
+        messages: list[list[BaseMessage]],
+        *,
+        run_id: UUID,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        meta = metadata or {}
+        params = kwargs.get("invocation_params") or {}
+        name = str(
+            meta.get("ls_model_name")
+            or params.get("model_name")
+            or params.get("model")
+            or (serialized or {}).get("name")
+            or params.get("_type")
+            or "unknown"
+        )
+        node = str(meta.get("langgraph_node") or "")
+        prompt = [
+            {"role": m.type, "content": jsonable(m.content)} for batch in messages for m in batch
+        ]
+        self._models[run_id] = (node, name, prompt, time.perf_counter(), str(meta.get("step", "")))
+
+    def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
+        entry = self._models.pop(run_id, None)
+        if entry is None:
+            return
+        node, name, prompt, started, _ = entry
+        generation = response.generations[0][0] if response.generations else None
+        message = getattr(generation, "message", None)
+        usage = getattr(message, "usage_metadata", None) or {}
+        text = generation.text if generation is not None else None
+        self.recorder.emit(
+            ModelCall(
+                role=ROLES.get(node, node or "unknown"),
+                model=name,
+                prompt=prompt,
+                output=text,
+                input_tokens=usage.get("input_tokens"),
+                output_tokens=usage.get("output_tokens"),
+                latency_ms=round((time.perf_counter() - started) * 1000, 3),
+                planner=f"model:{name}",
+            ),
+            node=node or None,
+        )
+
+    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        entry = self._models.pop(run_id, None)
+        if entry is None:
+            return
+        node, name, prompt, started, _ = entry
+        self.recorder.emit(
+            ModelCall(
+                role=ROLES.get(node, node or "unknown"),
+                model=name,
+                prompt=prompt,
+                error=str(error)[:500],
+                error_kind=type(error).__name__,
+                latency_ms=round((time.perf_counter() - started) * 1000, 3),
+                planner=f"model:{name}",
+            ),
+            node=node or None,
+        )

@@ -1,0 +1,252 @@
+"""The flight record on SQLite next to the checkpoints: append-only, one committed insert per event.
+
+Durability: WAL with ``synchronous=FULL`` and autocommit, so an event is on disk when ``append``
+returns; a crash (of the process or the machine) loses nothing that was acknowledged. Append-only
+is enforced by the database itself: triggers refuse every UPDATE and DELETE.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from keel.errors import BadRequest
+from keel.settings import Settings
+from observability.events import SCHEMA_VERSION, RecordEvent
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+    schema_version INTEGER NOT NULL,
+    run_id         TEXT NOT NULL,
+    thread_id      TEXT NOT NULL,
+    segment        INTEGER NOT NULL,
+    checkpoint_id  TEXT,
+    node           TEXT,
+    step           INTEGER,
+    kind           TEXT NOT NULL,
+    at             TEXT NOT NULL,
+    payload        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_run ON events (run_id, seq);
+CREATE INDEX IF NOT EXISTS events_thread ON events (thread_id, seq);
+CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'the flight record is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'the flight record is append-only'); END;
+"""
+
+
+class RunSummary(BaseModel):
+    """One line of ``keel runs``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str
+    thread_id: str
+    request: str | None
+    status: str
+    started_at: str
+    duration_ms: float
+    segments: int
+    tool_calls: int
+    denials: int
+    model_calls: int
+    approvals: int
+    escalations: int
+    planner: str | None
+
+
+class RecordStore:
+    """Events of every run, keyed by thread, run, segment, checkpoint and sequence.
+
+    Example:
+        >>> store = RecordStore(":memory:")
+        >>> store.count()
+        0
+    """
+
+    def __init__(self, path: Path | str, *, synchronous: str = "FULL") -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._lock = threading.Lock()
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute(f"PRAGMA synchronous={synchronous}")
+        self._conn.execute("PRAGMA busy_timeout=5000")
+        self._conn.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def append(self, event: RecordEvent) -> int:
+        """Store one event (committed when this returns); its sequence number."""
+        row = (
+            event.schema_version, event.run_id, event.thread_id, event.segment,
+            event.checkpoint_id, event.node, event.step, event.kind, event.at,
+            event.payload.model_dump_json(),
+        )  # fmt: skip
+        with self._lock:
+            cursor = self._conn.execute(
+                "INSERT INTO events (schema_version, run_id, thread_id, segment, checkpoint_id,"
+                " node, step, kind, at, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+        return int(cursor.lastrowid or 0)
+
+    def _rows(self, where: str, params: tuple[Any, ...]) -> list[RecordEvent]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT seq, schema_version, run_id, thread_id, segment, checkpoint_id, node, step,"
+                f" at, payload FROM events WHERE {where} ORDER BY seq",
+                params,
+            ).fetchall()
+        events = []
+        for seq, version, run_id, thread_id, segment, checkpoint_id, node, step, at, body in rows:
+            if version != SCHEMA_VERSION:
+                raise BadRequest(
+                    f"event {seq} has record schema {version}; this Keel reads {SCHEMA_VERSION}"
+                )
+            events.append(
+                RecordEvent.model_validate(
+                    {
+                        "seq": seq, "schema_version": version, "run_id": run_id,
+                        "thread_id": thread_id, "segment": segment,
+                        "checkpoint_id": checkpoint_id, "node": node, "step": step, "at": at,
+                        "payload": json.loads(body),
+                    }
+                )
+            )  # fmt: skip
+        return events
+
+    def events(self, run_id: str) -> list[RecordEvent]:
+        """Every event of one run, in order."""
+        return self._rows("run_id = ?", (run_id,))
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+    def latest_run(self, thread_id: str) -> str | None:
+        """The run a thread's last event belongs to, if it has any."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT run_id FROM events WHERE thread_id = ? ORDER BY seq DESC LIMIT 1",
+                (thread_id,),
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def next_segment(self, run_id: str) -> int:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT MAX(segment) FROM events WHERE run_id = ?", (run_id,)
+            ).fetchone()
+        return 0 if row[0] is None else int(row[0]) + 1
+
+    def resolve(self, ref: str) -> str:
+        """A run id from a run id, a thread id, or a unique prefix of a run id.
+
+        Raises:
+            BadRequest: nothing, or more than one run, matches.
+        """
+        with self._lock:
+            exact = self._conn.execute(
+                "SELECT 1 FROM events WHERE run_id = ? LIMIT 1", (ref,)
+            ).fetchone()
+            if exact:
+                return ref
+            by_thread = self._conn.execute(
+                "SELECT run_id FROM events WHERE thread_id = ? ORDER BY seq DESC LIMIT 1", (ref,)
+            ).fetchone()
+            if by_thread:
+                return str(by_thread[0])
+            prefixed = self._conn.execute(
+                "SELECT DISTINCT run_id FROM events WHERE run_id LIKE ? LIMIT 2",
+                (ref.replace("%", "").replace("_", "\\_") + "%",),
+            ).fetchall()
+        if len(prefixed) == 1 and len(ref) >= 4:
+            return str(prefixed[0][0])
+        if len(prefixed) > 1:
+            raise RunNotFound(f"{ref!r} matches more than one run; give more of the id")
+        raise RunNotFound(f"no recorded run or thread {ref!r} (see `keel runs`)")
+
+    def run_ids(self, limit: int | None = None) -> list[str]:
+        """Run ids, most recent first."""
+        sql = "SELECT run_id FROM events GROUP BY run_id ORDER BY MAX(seq) DESC"
+        with self._lock:
+            rows = self._conn.execute(
+                sql + (" LIMIT ?" if limit else ""), (limit,) if limit else ()
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def runs(self, limit: int = 20) -> list[RunSummary]:
+        """The most recent runs, newest first, summarized."""
+        return [summarize(self.events(run_id)) for run_id in self.run_ids(limit)]
+
+
+def summarize(events: list[RecordEvent]) -> RunSummary:
+    """One run's line: status, duration, and what it did."""
+    first = events[0]
+    request = None
+    status = "running"
+    duration = 0.0
+    planner = None
+    counts = {"tool": 0, "denied": 0, "model": 0, "approvals": 0, "escalations": 0}
+    for event in events:
+        p = event.payload
+        if p.kind == "run_started" and p.mode == "run":
+            request = p.request
+        elif p.kind == "run_ended":
+            status = p.status if p.error is None else "error"
+            duration += p.duration_ms
+        elif p.kind == "tool_call":
+            counts["tool"] += 1
+            counts["denied"] += p.call.decision == "denied"
+        elif p.kind == "model_call":
+            counts["model"] += 1
+        elif p.kind == "approval_requested":
+            counts["approvals"] += 1
+        elif p.kind == "escalation":
+            counts["escalations"] += 1
+        elif p.kind == "plan":
+            planner = p.planner
+    return RunSummary(
+        run_id=first.run_id,
+        thread_id=first.thread_id,
+        request=request,
+        status=status,
+        started_at=first.at,
+        duration_ms=round(duration, 3),
+        segments=max(e.segment for e in events) + 1,
+        tool_calls=counts["tool"],
+        denials=counts["denied"],
+        model_calls=counts["model"],
+        approvals=counts["approvals"],
+        escalations=counts["escalations"],
+        planner=planner,
+    )
+
+
+class RunNotFound(BadRequest):
+    """No recorded run matches the id given."""
+
+
+def open_record(settings: Settings) -> RecordStore:
+    """The flight record of these settings, for reading.
+
+    Raises:
+        RunNotFound: there is no record yet.
+    """
+    if not settings.records_db.exists():
+        raise RunNotFound(
+            f"no flight record at {settings.records_db}: nothing was recorded yet "
+            "(or KEEL_RECORD is off)"
+        )
+    return RecordStore(settings.records_db)

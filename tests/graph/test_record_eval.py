@@ -1,0 +1,34 @@
+"""The record suite and benchmark: counted independently, compared, replayed; numbers printed."""
+
+from __future__ import annotations
+
+from evals.bench_record import bench_record
+from evals.record_eval import run_record_eval, scenarios
+from keel.settings import Settings
+
+
+def test_the_record_holds_every_call_and_every_run_replays_the_same(settings: Settings) -> None:
+    card = run_record_eval(settings, seeds=1)
+    assert card["runs"] == len(scenarios(1))
+    assert card["tool_calls"] > 50 and card["tool_calls_recorded"] == card["tool_calls"]
+    assert card["denials"] >= 1 and card["denials_recorded"] == card["denials"]
+    assert card["model_calls"] >= 3 and card["model_calls_recorded"] == card["model_calls"]
+    assert card["approvals_requested"] >= 5
+    assert card["approvals_requested_recorded"] == card["approvals_requested"]
+    assert card["approvals_answered_recorded"] == card["approvals_answered"]
+    assert card["record_complete"] is True
+    assert card["replayed"] == card["runs"] and card["replayed_same"] == card["runs"]
+    assert card["divergent"] == []
+    # The scenarios really cover what they claim.
+    assert card["statuses"]["refund-rejected"] == "refused"
+    assert card["statuses"]["read-denied-by-gate"] == "escalated"
+    assert "awaiting_event" not in card["statuses"].values()  # the event woke it, and it replays
+    assert card["statuses"]["drift-0"] == "escalated"
+    assert card["statuses"]["model-down-fallback"] == "done"
+
+
+def test_the_record_benchmark_times_stored_events(settings: Settings) -> None:
+    figures = bench_record(settings, events=200)
+    assert figures["stored"] == 400 and figures["log_lines"] == 200
+    for key in ("per_event", "per_event_with_json_log", "per_event_synchronous_normal"):
+        assert 0 < figures[key]["median_ms"] <= figures[key]["p95_ms"] <= figures[key]["max_ms"]

@@ -1,0 +1,149 @@
+"""Deterministic replay: the same decisions from the record alone, nothing live touched, and a
+changed gate, validator or prompt shown as the first decision that comes out differently."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel
+from langchain_core.messages import AIMessage
+
+from agents import prompts
+from graph.context import KeelContext
+from keel.app import Decision, KeelApp, Outcome
+from keel.errors import BadRequest
+from keel.settings import Settings
+from observability.replay import decisions, first_divergence, replay_run
+from tests.conftest import REFUND_REQUEST
+from tools.demo.backend import DemoBackend
+from tools.demo.domain import DemoDomain
+from tools.permissions import PermissionGate
+from tools.spec import CallRequest, ToolRegistry
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _approved(app: KeelApp, request: str = REFUND_REQUEST) -> Outcome:
+    outcome = app.run(request)
+    while outcome.status == "awaiting_approval":
+        outcome = app.resume(outcome.thread_id, Decision(kind="approve", reviewer="alice"))
+    assert outcome.run_id is not None
+    return outcome
+
+
+def test_replay_reproduces_every_decision_and_touches_nothing_live(
+    app: KeelApp, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    done = _approved(app)
+    assert done.status == "done"
+    before = {p: _digest(p) for p in (settings.domain_db, settings.intent_db)}
+
+    def live(*_: Any, **__: Any) -> Any:
+        raise AssertionError("replay called a live backend")
+
+    for method in ("get_invoice", "list_charges", "get_customer", "refund_charge", "send_email"):
+        monkeypatch.setattr(DemoBackend, method, live)
+    report = replay_run(app, done.run_id or "")
+    assert report.same, report.first_divergence
+    assert report.first_divergence is None and report.error is None
+    assert report.recorded_status == report.replayed_status == "done"
+    assert report.served_tool_calls >= 8
+    assert {p: _digest(p) for p in before} == before
+
+
+@pytest.mark.parametrize("fault_profile", ["transient", "outage", "drift"])
+def test_replay_reproduces_runs_under_faults(settings: Settings, fault_profile: str) -> None:
+    faulty = settings.model_copy(
+        update={"faults": fault_profile, "fault_seed": 3, "tool_timeout_s": 0.1}
+    )
+    with KeelApp.open(faulty, KeelContext.from_settings(faulty)) as app:
+        outcome = _approved(app)
+        report = replay_run(app, outcome.run_id or "")
+    assert report.same, report.first_divergence
+    assert report.replayed_status == outcome.status
+
+
+def test_replay_of_a_model_planned_run_serves_the_model_from_the_record(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from retrieval.embeddings import embedder_for
+    from retrieval.store import CorpusStore
+
+    hits = CorpusStore(settings, embedder_for(settings)).query(REFUND_REQUEST, 6)
+    chunk = next(e.chunk_id for e in hits if e.kind == "runbook")
+    plan = {"intent": "refund_duplicate_charge", "steps": [{
+        "tool": "refund_charge", "purpose": "refund the duplicate", "evidence": [chunk],
+        "args": {"charge_id": "CH-3002", "amount": 49.0, "reason": "duplicate"}}]}  # fmt: skip
+    model = FakeMessagesListChatModel(responses=[AIMessage(content=json.dumps(plan))])
+    with KeelApp.open(settings, KeelContext.from_settings(settings, planner_model=model)) as app:
+        outcome = _approved(app)
+        assert outcome.planner.startswith("model:")
+        report = replay_run(app, outcome.run_id or "")
+        assert report.same and report.served_model_calls == 1 and report.changed_prompts == []
+
+        # A changed prompt: the recorded answer is served again, and the change is reported.
+        monkeypatch.setattr(prompts, "PLANNER_SYSTEM", prompts.PLANNER_SYSTEM + "\nBe terse.")
+        changed = replay_run(app, outcome.run_id or "")
+    assert changed.changed_prompts == [0]
+
+
+@dataclass
+class DenyRefunds(PermissionGate):
+    """The manifest's gate, except that nobody may refund."""
+
+    @property
+    def version(self) -> str:
+        return "test-deny-refunds"
+
+    def check(self, request: CallRequest, tools: ToolRegistry) -> tuple[str, str] | None:
+        if request.spec.name == "refund_charge":
+            return ("test.no-refunds", "refunds are not granted to anyone")
+        return super().check(request, tools)
+
+
+def test_replay_under_another_gate_shows_the_first_decision_it_changes(app: KeelApp) -> None:
+    done = _approved(app)
+    gate = app.context.tools.gate
+    assert isinstance(gate, PermissionGate)
+    stricter = DenyRefunds(**{f.name: getattr(gate, f.name) for f in fields(gate)})
+    report = replay_run(app, done.run_id or "", gate=stricter)
+    assert not report.same
+    d = report.first_divergence
+    assert d is not None and d.recorded is not None and d.replayed is not None
+    assert d.replayed.kind == "tool_call" and d.replayed.detail["tool"] == "refund_charge"
+    assert (d.recorded.detail["decision"], d.replayed.detail["decision"]) == ("allowed", "denied")
+    assert report.replay_manifest == "test-deny-refunds"
+    assert report.recorded_status == "done" and report.replayed_status != "done"
+
+
+def test_replay_with_a_changed_validator_diverges_at_its_verdict(
+    app: KeelApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    done = _approved(app)
+    monkeypatch.setattr(DemoDomain, "plan_rules", lambda self, plan, records: ["refunds frozen"])
+    report = replay_run(app, done.run_id or "")
+    d = report.first_divergence
+    assert not report.same and d is not None and d.replayed is not None
+    assert d.replayed.kind == "verdict" and d.replayed.detail["ok"] is False
+    assert report.replayed_status != "done"
+
+
+def test_first_divergence_names_the_position_and_both_sides(app: KeelApp) -> None:
+    done = _approved(app)
+    assert app.recorder is not None
+    recorded = decisions(app.recorder.store.events(done.run_id or ""))
+    assert first_divergence(recorded, recorded) is None
+    shorter = first_divergence(recorded, recorded[:-1])
+    assert shorter is not None and shorter.index == len(recorded) - 1 and shorter.replayed is None
+
+
+def test_replay_of_an_unknown_run_is_refused(app: KeelApp) -> None:
+    with pytest.raises(BadRequest, match="no recorded run"):
+        replay_run(app, "no-such-run")

@@ -1,0 +1,191 @@
+"""The flight record's schema, redaction and store: typed, versioned, append-only, durable."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from keel.errors import BadRequest
+from observability.events import (
+    SCHEMA_VERSION,
+    ClockRead,
+    NodeLeft,
+    RecordEvent,
+    RunEnded,
+    RunStarted,
+    ToolCallMade,
+)
+from observability.logs import JsonFormatter
+from observability.recorder import Recorder
+from observability.redaction import REDACTED, Redactor
+from observability.store import RecordStore, RunNotFound
+from tools.spec import ToolEvent
+
+SENSITIVE = ["api_key", "password", "token"]
+
+
+def _tool_event(**overrides: Any) -> ToolEvent:
+    fields: dict[str, Any] = {
+        "agent": "executor", "tool": "refund_charge", "effect": "irreversible",
+        "args": {"charge_id": "CH-3002", "amount": 49.0}, "digest": "sha256:abc",
+        "thread_id": "t-1", "decision": "allowed", "ok": True, "output": {"status": "settled"},
+    }  # fmt: skip
+    fields.update(overrides)
+    return ToolEvent(**fields)
+
+
+def _event(**overrides: Any) -> RecordEvent:
+    fields: dict[str, Any] = {
+        "run_id": "run-1", "thread_id": "t-1", "segment": 0, "at": "2026-01-01T00:00:00+00:00",
+        "payload": ClockRead(value="2026-01-01T00:00:00+00:00"),
+    }  # fmt: skip
+    fields.update(overrides)
+    return RecordEvent(**fields)
+
+
+def test_an_event_round_trips_through_the_store_with_its_type(tmp_path: Path) -> None:
+    store = RecordStore(tmp_path / "r.sqlite")
+    store.append(_event(payload=ToolCallMade(call=_tool_event()), node="execute", step=6))
+    [back] = store.events("run-1")
+    assert back.seq == 1 and back.schema_version == SCHEMA_VERSION
+    assert isinstance(back.payload, ToolCallMade)
+    assert back.payload.call == _tool_event()
+    assert (back.node, back.step, back.kind) == ("execute", 6, "tool_call")
+
+
+def test_the_schema_refuses_smuggled_fields_and_unknown_kinds() -> None:
+    with pytest.raises(ValidationError):
+        RecordEvent.model_validate({**_event().model_dump(), "extra": 1})
+    with pytest.raises(ValidationError):
+        RecordEvent.model_validate({**_event().model_dump(), "payload": {"kind": "gossip"}})
+    with pytest.raises(ValidationError):
+        RunEnded.model_validate({"status": "done", "duration_ms": 1, "smuggled": True})
+
+
+def test_an_event_of_another_schema_version_is_refused_on_read(tmp_path: Path) -> None:
+    store = RecordStore(tmp_path / "r.sqlite")
+    store.append(_event())
+    raw = sqlite3.connect(tmp_path / "r.sqlite")
+    raw.execute(
+        "INSERT INTO events (schema_version, run_id, thread_id, segment, kind, at, payload)"
+        " VALUES (99, 'run-1', 't-1', 0, 'clock', 'x', '{}')"
+    )
+    raw.commit()
+    with pytest.raises(BadRequest, match="schema 99"):
+        store.events("run-1")
+
+
+def test_the_store_is_append_only(tmp_path: Path) -> None:
+    RecordStore(tmp_path / "r.sqlite").append(_event())
+    raw = sqlite3.connect(tmp_path / "r.sqlite")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        raw.execute("UPDATE events SET kind = 'run_ended'")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        raw.execute("DELETE FROM events")
+    assert raw.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 1
+
+
+def test_an_appended_event_is_committed_before_append_returns(tmp_path: Path) -> None:
+    store = RecordStore(tmp_path / "r.sqlite")
+    store.append(_event())
+    # Another connection (another process, after a crash) sees it without any close or flush.
+    other = sqlite3.connect(tmp_path / "r.sqlite")
+    assert other.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 1
+    assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert store._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_run_is_found_by_id_thread_or_prefix_and_an_unknown_one_is_refused(
+    tmp_path: Path,
+) -> None:
+    store = RecordStore(tmp_path / "r.sqlite")
+    store.append(_event(run_id="abcd-1234"))
+    store.append(_event(run_id="abce-9999", thread_id="t-2"))
+    assert store.resolve("abcd-1234") == "abcd-1234"
+    assert store.resolve("t-2") == "abce-9999"
+    assert store.resolve("abcd") == "abcd-1234"
+    with pytest.raises(RunNotFound, match="more than one"):
+        store.resolve("abc")
+    with pytest.raises(RunNotFound, match="no recorded run"):
+        store.resolve("zzzz")
+
+
+def test_redaction_keeps_keys_and_hides_values_at_any_depth() -> None:
+    redact = Redactor(SENSITIVE)
+    data = {"openai_api_key": "sk-1", "x": [{"Password": "p", "input_tokens": 12}], "n": 1}
+    assert redact(data) == {
+        "openai_api_key": REDACTED,
+        "x": [{"Password": REDACTED, "input_tokens": 12}],
+        "n": 1,
+    }
+
+
+_keys = st.sampled_from(["token", "api_key", "Password", "name", "amount", "input_tokens", "x"])
+_json = st.recursive(
+    st.none() | st.integers() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_keys, inner, max_size=3),
+    max_leaves=20,
+)
+
+
+def _leaks(value: Any, redact: Redactor) -> bool:
+    if isinstance(value, dict):
+        return any(
+            (redact.sensitive(k) and v != REDACTED) or _leaks(v, redact) for k, v in value.items()
+        )
+    if isinstance(value, list):
+        return any(_leaks(v, redact) for v in value)
+    return False
+
+
+@given(_json)
+def test_no_sensitive_value_survives_redaction(value: Any) -> None:
+    redact = Redactor(SENSITIVE)
+    out = redact(value)
+    assert not _leaks(out, redact)
+    assert redact(out) == out  # idempotent
+
+
+def test_the_recorder_redacts_before_storing_and_logs_the_ids(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = RecordStore(tmp_path / "r.sqlite")
+    recorder = Recorder(store, Redactor(SENSITIVE))
+    recorder.start(run_id="run-1", thread_id="t-1", trace_id="trace-1")
+    secret = _tool_event(args={"customer_id": "C-1", "api_token": "s3cret"}, output={"token": "x"})
+    with caplog.at_level(logging.INFO, logger="keel.record"):
+        recorder.on_tool_event(secret)
+    raw = sqlite3.connect(tmp_path / "r.sqlite").execute("SELECT payload FROM events").fetchone()
+    assert "s3cret" not in raw[0] and '"x"' not in raw[0]
+    [event] = store.events("run-1")
+    assert isinstance(event.payload, ToolCallMade)
+    assert event.payload.call.args == {"customer_id": "C-1", "api_token": REDACTED}
+    [log] = caplog.records
+    line = json.loads(JsonFormatter().format(log))
+    assert (line["run_id"], line["thread_id"], line["trace_id"], line["event"]) == (
+        "run-1", "t-1", "trace-1", "tool_call",
+    )  # fmt: skip
+
+
+def test_outside_a_run_the_recorder_writes_nothing(tmp_path: Path) -> None:
+    store = RecordStore(tmp_path / "r.sqlite")
+    Recorder(store, Redactor(SENSITIVE)).on_tool_event(_tool_event())
+    assert store.count() == 0
+
+
+def test_segments_number_on_within_a_run(tmp_path: Path) -> None:
+    store = RecordStore(tmp_path / "r.sqlite")
+    recorder = Recorder(store, Redactor([]))
+    for mode in ("run", "resume"):
+        recording = recorder.start(run_id="run-1", thread_id="t-1", trace_id=mode)
+        recording.emit(RunStarted(mode=mode, trace_id=mode))  # type: ignore[arg-type]
+        recording.emit(NodeLeft(outputs={}))
+    assert [e.segment for e in store.events("run-1")] == [0, 0, 1, 1]
