@@ -6,8 +6,9 @@ BIN    := $(VENV)/bin
 # from local disk; elsewhere set TORCH_SPEC (or PIP_EXTRA_INDEX_URL) to get a CPU wheel.
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.keel-installed
+THREADS ?= 50
 
-.PHONY: install demo test lint typecheck unit clean
+.PHONY: install demo test lint typecheck unit clean postgres scale-demo
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +21,24 @@ install: $(STAMP)
 
 demo: install
 	$(BIN)/keel demo
+
+# PostgreSQL's server programs, for the Postgres tests and the scale demo (no server is started
+# here: each test session and demo runs its own throwaway cluster). Debian/Ubuntu as root: apt-get.
+postgres:
+	@if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		echo "PostgreSQL server programs: found" >&2; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
+	else \
+		echo "install PostgreSQL's server (initdb, pg_ctl), e.g. sudo apt-get install postgresql" >&2; \
+		exit 1; \
+	fi
+
+# 50 threads (THREADS=N) across 2 worker processes on throwaway PostgreSQL and Chroma servers.
+# JSON=1 prints one JSON object instead of the summary.
+scale-demo: postgres
+	@$(MAKE) --no-print-directory install >&2
+	@$(BIN)/python -m evals.scale_demo --threads $(THREADS) $(if $(JSON),--json)
 
 lint: install
 	$(BIN)/ruff check .

@@ -55,6 +55,12 @@ def _record(settings: Settings, progress: bool) -> dict[str, Any]:
     return bench_record(settings)
 
 
+def _checkpoint(settings: Settings, progress: bool) -> dict[str, Any]:
+    from evals.bench_checkpoint import bench_checkpoint
+
+    return bench_checkpoint(settings)
+
+
 BENCHES: dict[str, Bench] = {
     "context": _context,
     "retrieval": _retrieval,
@@ -62,6 +68,7 @@ BENCHES: dict[str, Bench] = {
     "graph": _graph,
     "threads": _threads,
     "record": _record,
+    "checkpoint": _checkpoint,
 }
 
 

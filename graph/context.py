@@ -84,11 +84,23 @@ class KeelContext:
             domain=domain,
             tools=tools,
             store=CorpusStore(settings, embedder_for(settings)),
-            ledger=IntentLedger(settings.intent_db),
+            ledger=_ledger_for(settings),
             inbox=EventInbox(settings.home / "events.sqlite"),
             planner_model=planner_model,
             fallback_model=fallback_model,
         )
+
+
+def _ledger_for(settings: Settings) -> IntentLedger:
+    """The intent ledger beside the checkpoints: Postgres when they are there, else SQLite."""
+    if settings.postgres_url is None:
+        return IntentLedger(settings.intent_db)
+    from tools.ledger_postgres import PostgresIntentLedger
+
+    return PostgresIntentLedger(
+        settings.postgres_url.get_secret_value(),
+        connect_timeout_s=settings.postgres_connect_timeout_s,
+    )
 
 
 @cache

@@ -1,20 +1,30 @@
-"""Checkpointers: embedded SQLite by default, so a thread survives its process.
+"""Checkpointers: embedded SQLite by default, Postgres when ``KEEL_POSTGRES_URL`` is set.
 
-The serializer is strict: only safe types and Keel's own state types load from a checkpoint
+Either way a thread lives in the checkpointer, not in a process, so any worker can run or resume
+it. The serializer is strict: only safe types and Keel's own state types load from a checkpoint
 (LANGGRAPH_STRICT_MSGPACK semantics, without needing the variable).
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from graph.state import STATE_TYPES
+from keel.errors import ConfigError
 from keel.settings import Settings
+
+# Any constant works; it only has to be the same in every Keel process sharing a database.
+_SETUP_LOCK = 0x6B65656C  # "keel"
 
 
 def keel_serde() -> JsonPlusSerializer:
@@ -25,13 +35,30 @@ def keel_serde() -> JsonPlusSerializer:
 
 
 @contextmanager
-def open_checkpointer(settings: Settings) -> Iterator[SqliteSaver]:
-    """The SQLite checkpointer at ``settings.checkpoint_db``, with WAL and a busy timeout.
+def open_checkpointer(settings: Settings) -> Iterator[BaseCheckpointSaver[str]]:
+    """The checkpointer the settings select, set up and ready; closed on exit.
+
+    SQLite at ``settings.checkpoint_db`` (WAL, busy timeout) by default; with
+    ``settings.postgres_url``, a ``PostgresSaver`` on a connection pool.
+
+    Raises:
+        ConfigError: the Postgres database cannot be reached or used (the message names
+            ``KEEL_POSTGRES_URL`` and hides the password).
 
     Example:
         >>> with open_checkpointer(Settings(home=Path("/tmp/keel-doc"))) as saver:
         ...     graph = build_graph(saver)
     """
+    if settings.postgres_url is None:
+        with _sqlite(settings) as saver:
+            yield saver
+    else:
+        with _postgres(settings) as pg_saver:
+            yield pg_saver
+
+
+@contextmanager
+def _sqlite(settings: Settings) -> Iterator[SqliteSaver]:
     settings.home.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(settings.checkpoint_db, check_same_thread=False, timeout=30)
     try:
@@ -42,3 +69,124 @@ def open_checkpointer(settings: Settings) -> Iterator[SqliteSaver]:
         yield saver
     finally:
         conn.close()
+
+
+@contextmanager
+def _postgres(settings: Settings) -> Iterator[BaseCheckpointSaver[str]]:
+    """A ``PostgresSaver`` on a pool whose connections are checked before each use.
+
+    The pool's connections are what ``PostgresSaver`` requires (autocommit, dict rows) and,
+    behind a transaction pooler, prepare nothing. ``setup()`` (the migrations) runs only when the
+    database is not yet at the installed version, under a Postgres advisory lock, so workers
+    starting together on a fresh database do not race; behind a transaction pooler, let the first
+    start (or a deploy step) reach Postgres directly, as session locks need one connection.
+    A human may take hours to approve: ``check`` replaces a connection the server or a firewall
+    closed in the meantime instead of failing the resume with "connection is closed".
+    One saver serializes its calls, so a process scales to one run at a time per saver: scale
+    with processes.
+    """
+    import psycopg
+    from langgraph.checkpoint.postgres import PostgresSaver
+    from psycopg.rows import dict_row
+    from psycopg_pool import ConnectionPool, PoolTimeout
+
+    assert settings.postgres_url is not None
+    url = settings.postgres_url.get_secret_value()
+    shown = redact_url(url)
+    connection_kwargs: dict[str, Any] = {
+        "autocommit": True,
+        "row_factory": dict_row,
+        "prepare_threshold": None if settings.postgres_behind_pooler else 0,
+    }
+    timeout = settings.postgres_connect_timeout_s
+    try:
+        with psycopg.connect(
+            url, connect_timeout=max(1, round(timeout)), **connection_kwargs
+        ) as conn:
+            if not _migrated(conn, len(PostgresSaver.MIGRATIONS)):
+                with advisory_lock(conn, _SETUP_LOCK, timeout_s=max(timeout, 60)):
+                    PostgresSaver(conn, serde=keel_serde()).setup()  # type: ignore[arg-type]
+    except (psycopg.Error, TimeoutError) as err:
+        raise ConfigError(
+            f"KEEL_POSTGRES_URL={shown}: cannot use the database ({_one_line(err)})"
+        ) from err
+    pool: ConnectionPool[Any] = ConnectionPool(
+        url,
+        min_size=1,
+        max_size=settings.postgres_pool_size,
+        kwargs=connection_kwargs,
+        check=ConnectionPool.check_connection,
+        max_idle=300,
+        timeout=timeout,
+        open=False,
+        name="keel-checkpoints",
+    )
+    try:
+        pool.open(wait=True, timeout=timeout)
+    except PoolTimeout as err:
+        pool.close()
+        raise ConfigError(
+            f"KEEL_POSTGRES_URL={shown}: no connection within {timeout:g} s ({_one_line(err)})"
+        ) from err
+    try:
+        yield PostgresSaver(pool, serde=keel_serde())  # type: ignore[arg-type]
+    finally:
+        pool.close()
+
+
+def _migrated(conn: Any, migrations: int) -> bool:
+    """Whether the saver's tables are at the installed version, so no lock or DDL is needed.
+
+    A worker that starts on a database already set up takes no lock at all, which also keeps
+    session advisory locks away from a transaction pooler in everyday starts.
+    """
+    import psycopg
+
+    try:
+        row = conn.execute("SELECT max(v) AS v FROM checkpoint_migrations").fetchone()
+    except psycopg.errors.UndefinedTable:
+        return False
+    version = row["v"] if isinstance(row, dict) else row[0]
+    return version is not None and int(version) >= migrations - 1
+
+
+@contextmanager
+def advisory_lock(conn: Any, key: int, *, timeout_s: float) -> Iterator[None]:
+    """Hold a Postgres session advisory lock on an autocommit connection.
+
+    It is polled with ``pg_try_advisory_lock`` rather than waited for: a waiting
+    ``pg_advisory_lock`` is an open transaction, and the saver's migrations build indexes
+    ``CONCURRENTLY``, which wait for every open transaction, so two workers starting together
+    deadlock (seen in the scale demo).
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+        if next(iter(row.values())) if isinstance(row, dict) else row[0]:
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"advisory lock {key} still held after {timeout_s:g} s")
+        time.sleep(0.05)
+    try:
+        yield
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+
+def redact_url(url: str) -> str:
+    """The URL (or key=value conninfo) with its password replaced by ``***``, for messages."""
+    if "://" not in url:
+        return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlparse
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,6 +32,23 @@ class Settings(BaseSettings):
     corpus_dir: Path = Field(default=DEMO_CORPUS, description="Folder with manifest.yaml.")
     collection: str = "keel-corpus"
     demo_db: Path | None = Field(default=None, description="Demo backend file (default: in home).")
+
+    postgres_url: SecretStr | None = Field(
+        default=None,
+        description="A PostgreSQL URL: checkpoints go to Postgres instead of SQLite in home.",
+    )
+    postgres_pool_size: int = Field(
+        default=2, ge=1, le=100, description="Most connections one process keeps open."
+    )
+    postgres_behind_pooler: bool = Field(
+        default=False,
+        description="Behind a transaction pooler (PgBouncer): no server-side prepared statements.",
+    )
+    postgres_connect_timeout_s: float = Field(default=10.0, gt=0)
+    chroma_url: str | None = Field(
+        default=None,
+        description="A Chroma server (`chroma run`), e.g. http://127.0.0.1:8000; unset: embedded.",
+    )
 
     embedding_backend: Literal["local", "openai"] = "local"
     embedding_model: str = "text-embedding-3-small"
@@ -86,6 +104,23 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @field_validator("chroma_url")
+    @classmethod
+    def _chroma_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        url = urlparse(value.strip())
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(
+                f"KEEL_CHROMA_URL={value!r} is not an http(s) URL such as http://127.0.0.1:8000"
+            )
+        return value.strip().rstrip("/")
+
+    @property
+    def checkpointer(self) -> Literal["sqlite", "postgres"]:
+        """Which checkpointer the settings select: Postgres when a URL is set."""
+        return "sqlite" if self.postgres_url is None else "postgres"
 
     @property
     def checkpoint_db(self) -> Path:

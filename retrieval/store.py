@@ -1,4 +1,5 @@
-"""The corpus index in Chroma (embedded by default) and the curated search the retriever uses."""
+"""The corpus index in Chroma (embedded by default, a Chroma server with ``KEEL_CHROMA_URL``) and
+the curated search the retriever uses."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
+from urllib.parse import urlparse
 
 import chromadb
 from chromadb.api.models.Collection import Collection
 from chromadb.config import Settings as ChromaSettings
 
 from graph.state import Evidence
-from keel.errors import CorpusMissing, KeelError
+from keel.errors import ConfigError, CorpusMissing, KeelError
 from keel.settings import Settings
 from retrieval.corpus import Chunk, load_corpus
 from retrieval.curation import Candidate, Retrieval, curate
@@ -42,20 +44,54 @@ class CorpusStore:
         self._client: Any = None
         self._lexical: tuple[list[str], BM25] | None = None
 
+    @property
+    def location(self) -> str:
+        """Where the index lives, for messages: the server's URL or the embedded folder."""
+        return self.settings.chroma_url or str(self.settings.chroma_dir)
+
     def _chroma(self) -> Any:
         if self._client is None:
-            self.settings.chroma_dir.mkdir(parents=True, exist_ok=True)
-            try:
-                self._client = chromadb.PersistentClient(
-                    path=str(self.settings.chroma_dir),
-                    settings=ChromaSettings(anonymized_telemetry=False),
-                )
-            except Exception as err:  # chromadb raises several types for a broken directory
-                raise CorpusMissing(
-                    f"the Chroma index at {self.settings.chroma_dir} cannot be opened ({err}); "
-                    "move it away and run `keel ingest`"
-                ) from err
+            self._client = (
+                self._server(self.settings.chroma_url)
+                if self.settings.chroma_url
+                else self._embedded()
+            )
         return self._client
+
+    def _embedded(self) -> Any:
+        self.settings.chroma_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            return chromadb.PersistentClient(
+                path=str(self.settings.chroma_dir),
+                settings=ChromaSettings(anonymized_telemetry=False),
+            )
+        except Exception as err:  # chromadb raises several types for a broken directory
+            raise CorpusMissing(
+                f"the Chroma index at {self.settings.chroma_dir} cannot be opened ({err}); "
+                "move it away and run `keel ingest`"
+            ) from err
+
+    @staticmethod
+    def _server(url: str) -> Any:
+        """A client of the Chroma server at ``url``; Keel still embeds on its own side."""
+        parts = urlparse(url)
+        secure = parts.scheme == "https"
+        try:
+            client = chromadb.HttpClient(
+                host=parts.hostname or "localhost",
+                port=parts.port or (443 if secure else 80),
+                ssl=secure,
+                settings=ChromaSettings(anonymized_telemetry=False),
+            )
+            client.heartbeat()
+        except Exception as err:  # httpx, ValueError or chromadb errors, by failure and version
+            reason = " ".join(str(err).split()) or type(err).__name__
+            raise ConfigError(
+                f"KEEL_CHROMA_URL={url}: no Chroma server answers there ({reason}); start one "
+                "with `chroma run --path DIR --port PORT` or unset KEEL_CHROMA_URL for the "
+                "embedded index"
+            ) from err
+        return client
 
     def _collection(self, *, create: bool) -> Collection:
         client = self._chroma()
@@ -70,8 +106,10 @@ class CorpusStore:
                     self.settings.collection, embedding_function=None
                 )
             except Exception as err:  # chromadb raises NotFoundError or ValueError by version
+                if self.settings.chroma_url:
+                    self._server(self.settings.chroma_url)  # a server that went away says so
                 raise CorpusMissing(
-                    f"no corpus index in {self.settings.chroma_dir}: run `keel ingest` first"
+                    f"no corpus index in {self.location}: run `keel ingest` first"
                 ) from err
         built_with = (collection.metadata or {}).get("embedding")
         if built_with != self.embedder.name:
@@ -84,9 +122,7 @@ class CorpusStore:
     def require(self) -> None:
         """Raise CorpusMissing, saying how to fix it, unless the index can answer queries."""
         if self.count() == 0:
-            raise CorpusMissing(
-                f"the corpus index in {self.settings.chroma_dir} is empty: run `keel ingest`"
-            )
+            raise CorpusMissing(f"the corpus index in {self.location} is empty: run `keel ingest`")
 
     def is_ready(self) -> bool:
         try:

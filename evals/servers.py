@@ -1,0 +1,173 @@
+"""Throwaway local servers for the scale demo, the checkpoint bench and the integration tests.
+
+A PostgreSQL cluster (``initdb`` + ``pg_ctl``) and a Chroma server (``chroma run``), each on a free
+loopback port with its data in a temporary directory, stopped and removed on exit. Production runs
+point ``KEEL_POSTGRES_URL`` and ``KEEL_CHROMA_URL`` at servers of their own instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from keel.errors import ConfigError
+
+POSTGRES_HINT = (
+    "PostgreSQL's server programs (initdb, pg_ctl) are not installed: run `make postgres` "
+    "(Debian/Ubuntu: apt-get install postgresql) or put their folder on PATH"
+)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def postgres_bin() -> Path | None:
+    """The folder holding ``initdb`` and ``pg_ctl``: on PATH, or Debian's versioned folder."""
+    found = shutil.which("initdb")
+    if found and shutil.which("pg_ctl"):
+        return Path(os.path.realpath(found)).parent
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)
+    return Path(candidates[0]).parent if candidates else None
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    """A running cluster: ``url(db)`` names a database on it (trust auth, loopback only)."""
+
+    port: int
+    user: str
+    data_dir: Path
+
+    def url(self, database: str = "keel") -> str:
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        """Create database ``name`` and return its URL."""
+        import psycopg
+
+        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+
+@contextlib.contextmanager
+def postgres_server(*, durable: bool = True, user: str = "keel") -> Iterator[PostgresServer]:
+    """Start a PostgreSQL cluster in a temporary directory; stop and remove it on exit.
+
+    PostgreSQL refuses to run as root: as root the cluster runs as the ``postgres`` system user
+    (Debian's package creates it). ``durable=False`` turns fsync off, for tests only.
+
+    Raises:
+        ConfigError: the server programs are missing or the cluster does not start.
+    """
+    bindir = postgres_bin()
+    if bindir is None:
+        raise ConfigError(POSTGRES_HINT)
+    root = Path(tempfile.mkdtemp(prefix="keel-pg-"))
+    data, sockets, log = root / "data", root / "run", root / "postgres.log"
+    sockets.mkdir()
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres")
+        shutil.chown(sockets, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port = free_port()
+    options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c max_connections=200"
+    if not durable:
+        options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+
+    def run(*argv: str) -> None:
+        done = subprocess.run(
+            [*as_user, *argv], capture_output=True, text=True, timeout=120, cwd=root
+        )
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
+            raise ConfigError(f"PostgreSQL: {Path(argv[0]).name} failed: {' '.join(tail)}")
+
+    started = False
+    try:
+        run(str(bindir / "initdb"), "-D", str(data), "-U", user, "-A", "trust", "-E", "UTF8")
+        run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60",
+            "-o", options, "start")  # fmt: skip
+        started = True
+        server = PostgresServer(port=port, user=user, data_dir=data)
+        server.create_database("keel")
+        yield server
+    finally:
+        if started:
+            subprocess.run(
+                [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+                capture_output=True, timeout=120, cwd=root,
+            )  # fmt: skip
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class ChromaServer:
+    port: int
+    path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@contextlib.contextmanager
+def chroma_server(timeout_s: float = 60.0) -> Iterator[ChromaServer]:
+    """Start ``chroma run`` (the installed chromadb's server) on loopback; stop it on exit."""
+    chroma = Path(sys.executable).parent / "chroma"
+    if not chroma.exists():
+        found = shutil.which("chroma")
+        if found is None:
+            raise ConfigError("the `chroma` command is missing: reinstall chromadb (make install)")
+        chroma = Path(found)
+    root = Path(tempfile.mkdtemp(prefix="keel-chroma-"))
+    port = free_port()
+    log = (root / "chroma.log").open("wb")
+    process = subprocess.Popen(
+        [str(chroma), "run", "--path", str(root / "data"), "--host", "127.0.0.1",
+         "--port", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=root,
+    )  # fmt: skip
+    try:
+        server = ChromaServer(port=port, path=root / "data")
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if process.poll() is not None:
+                text = (root / "chroma.log").read_text(errors="replace").strip().splitlines()
+                raise ConfigError(f"`chroma run` exited: {' '.join(text[-1:])}")
+            try:
+                with urllib.request.urlopen(f"{server.url}/api/v2/heartbeat", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise ConfigError(
+                        f"`chroma run` did not answer within {timeout_s:g} s"
+                    ) from None
+                time.sleep(0.2)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+        shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,47 @@
+"""Real servers for the integration tier: a PostgreSQL cluster and a Chroma server per session.
+
+Both run on free loopback ports with their data in temporary directories and are stopped at the
+end of the session. Without PostgreSQL's server programs the Postgres tests skip on a developer's
+machine, saying how to get them (`make postgres`); under ``CI=true`` they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from evals.servers import (
+    POSTGRES_HINT,
+    ChromaServer,
+    PostgresServer,
+    chroma_server,
+    postgres_bin,
+    postgres_server,
+)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL cluster (fsync off: test data only)."""
+    if postgres_bin() is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI must run the Postgres tests: {POSTGRES_HINT}")
+        pytest.skip(f"{POSTGRES_HINT}; then run the integration tests again")
+    with postgres_server(durable=False) as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresServer) -> str:
+    """A new, empty database on the session's cluster, so tests share no thread."""
+    return postgres.create_database(f"keel_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(scope="session")
+def chroma() -> Iterator[ChromaServer]:
+    """``chroma run`` from the installed chromadb, on loopback."""
+    with chroma_server() as server:
+        yield server

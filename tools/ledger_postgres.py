@@ -1,0 +1,95 @@
+"""The intent ledger in PostgreSQL: with ``KEEL_POSTGRES_URL`` set, intents live next to the
+checkpoints, so a worker on any machine sees what another worker wrote before its call.
+
+Same contract as :class:`tools.ledger.IntentLedger`: each write is its own committed transaction,
+``begin`` is idempotent, a ``done`` intent keeps its answer.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from keel.errors import ConfigError
+from tools.ledger import Intent, IntentLedger
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS keel_intents (
+    key TEXT PRIMARY KEY, thread_id TEXT NOT NULL, step INTEGER NOT NULL, tool TEXT NOT NULL,
+    digest TEXT NOT NULL, status TEXT NOT NULL, answer TEXT,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now(), updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS keel_intents_thread ON keel_intents (thread_id, step);
+"""
+_SCHEMA_LOCK = 0x6B65656D  # any constant shared by Keel's processes; not the checkpointer's
+
+
+class PostgresIntentLedger(IntentLedger):
+    """Intents in the ``keel_intents`` table of the checkpoint database.
+
+    Example:
+        >>> ledger = PostgresIntentLedger("postgresql://keel@127.0.0.1:5432/keel")
+        >>> ledger.begin("keel-abc", "t-1", 0, "refund_charge", "sha256:...")  # doctest: +SKIP
+    """
+
+    def __init__(self, url: str, *, connect_timeout_s: float = 10.0) -> None:
+        self.url = url
+        self.connect_timeout_s = connect_timeout_s
+        self._ready = False
+
+    def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        import psycopg
+
+        from graph.persistence import advisory_lock, redact_url
+
+        try:
+            with psycopg.connect(
+                self.url, autocommit=True, connect_timeout=max(1, round(self.connect_timeout_s))
+            ) as conn:
+                if not self._ready:
+                    exists = conn.execute("SELECT to_regclass('keel_intents')").fetchone()
+                    if exists is None or exists[0] is None:
+                        # Workers starting together on a fresh database race on CREATE TABLE.
+                        with advisory_lock(conn, _SCHEMA_LOCK, timeout_s=60):
+                            conn.execute(SCHEMA)
+                    self._ready = True
+                cursor = conn.execute(sql, params)  # type: ignore[arg-type]
+                return list(cursor.fetchall()) if cursor.description else []
+        except (psycopg.OperationalError, TimeoutError) as err:
+            reason = " ".join(str(err).split())
+            raise ConfigError(
+                f"KEEL_POSTGRES_URL={redact_url(self.url)}: the intent ledger cannot be reached "
+                f"({reason})"
+            ) from err
+
+    def get(self, key: str) -> Intent | None:
+        rows = self._execute("SELECT status, answer FROM keel_intents WHERE key = %s", (key,))
+        if not rows:
+            return None
+        status, answer = rows[0]
+        return Intent(key, status, json.loads(answer) if answer else None)
+
+    def begin(self, key: str, thread_id: str, step: int, tool: str, digest: str) -> None:
+        self._execute(
+            "INSERT INTO keel_intents (key, thread_id, step, tool, digest, status)"
+            " VALUES (%s, %s, %s, %s, %s, 'pending') ON CONFLICT (key) DO NOTHING",
+            (key, thread_id, step, tool, digest),
+        )
+
+    def finish(self, key: str, answer: dict[str, Any]) -> None:
+        self._execute(
+            "UPDATE keel_intents SET status = 'done', answer = %s, updated_at = now()"
+            " WHERE key = %s",
+            (json.dumps(answer), key),
+        )
+
+    def for_thread(self, thread_id: str) -> list[dict[str, Any]]:
+        rows = self._execute(
+            "SELECT key, step, tool, status FROM keel_intents WHERE thread_id = %s ORDER BY step",
+            (thread_id,),
+        )
+        return [{"key": k, "step": s, "tool": t, "status": st} for k, s, t, st in rows]
+
+    def owners(self) -> dict[str, str]:
+        """Every intent's idempotency key and the thread it belongs to."""
+        return dict(self._execute("SELECT key, thread_id FROM keel_intents"))  # type: ignore[arg-type]
