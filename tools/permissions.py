@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -176,8 +177,19 @@ class ReceiptSigner:
         path = home / "approval.key"
         if not path.exists():
             home.mkdir(parents=True, exist_ok=True)
-            path.touch(mode=0o600)
-            path.write_text(secrets.token_hex(32), encoding="utf-8")
+            # Written whole under another name, then linked into place: a process starting at
+            # the same moment sees no key or the whole key, never an empty file, and the first
+            # key linked wins for every process.
+            draft = home / f".approval.key.{secrets.token_hex(8)}"
+            fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(secrets.token_hex(32))
+            try:
+                os.link(draft, path)
+            except FileExistsError:
+                pass  # another process linked its key first: use that one
+            finally:
+                draft.unlink()
         return cls(bytes.fromhex(path.read_text(encoding="utf-8").strip()))
 
     def sign(self, receipt: Receipt) -> Receipt:

@@ -126,3 +126,14 @@ def test_a_fallback_added_to_a_granted_tool_grows_access_without_a_manifest_chan
     assert any(
         "send_email" in line and "via refund_charge_legacy" in line for line in diff["added"]
     )
+
+
+def test_processes_starting_together_share_one_whole_approval_key(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tools.permissions import ReceiptSigner
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        keys = list(pool.map(lambda _: ReceiptSigner.for_home(tmp_path).key, range(32)))
+    assert len(set(keys)) == 1 and len(keys[0]) == 32
+    assert [p.name for p in tmp_path.iterdir()] == ["approval.key"]
