@@ -67,7 +67,8 @@ class OpenAIEmbedder:
         self.name = f"openai:{settings.embedding_model}"
         self._client = OpenAIEmbeddings(
             model=settings.embedding_model,
-            api_key=settings.openai_api_key,
+            # A local server needs no key, but the client refuses to start without one.
+            api_key=settings.openai_api_key or "not-needed-for-a-local-server",  # type: ignore[arg-type]
             base_url=settings.openai_base_url,
             check_embedding_ctx_length=False,
         )
