@@ -152,11 +152,20 @@ def _keel_run(settings: Settings, seed: int, scenario: Scenario) -> dict[str, in
     return verdict
 
 
-def _baseline_tools(
-    backend: DemoBackend, injector: FaultInjector, consumed: dict[str, int]
+def baseline_tools(
+    backend: DemoBackend,
+    injector: FaultInjector,
+    consumed: dict[str, int],
+    made: list[tuple[str, dict[str, Any]]] | None = None,
 ) -> list[Any]:
+    """The demo's tools as plain LangChain tools, faults injected, for the baselines.
+
+    Each call the agent really makes is appended to ``made`` (name, arguments).
+    """
+
     class Call:  # what the fault layer wraps: an object with .args
         def __init__(self, **args: Any) -> None:
+            self.kwargs = args
             self.args = type("Args", (), args)
 
     charges = injector.wrap("billing", TIMEOUT_S, lambda c: backend.list_charges(c.args.invoice_id))
@@ -173,7 +182,9 @@ def _baseline_tools(
         ),
     )  # fmt: skip
 
-    def answer(func: Any, call: Any) -> str:
+    def answer(name: str, func: Any, call: Any) -> str:
+        if made is not None:
+            made.append((name, dict(call.kwargs)))
         # The same client timeout Keel uses: a careful integration does not wait forever.
         output = dict(with_timeout(lambda: func(call), TIMEOUT_S))
         if any(key.endswith("_v2") for key in output):
@@ -183,17 +194,19 @@ def _baseline_tools(
     @tool
     def list_charges(invoice_id: str) -> str:
         """List the card charges of an invoice."""
-        return answer(charges, Call(invoice_id=invoice_id))
+        return answer("list_charges", charges, Call(invoice_id=invoice_id))
 
     @tool
     def refund_charge(charge_id: str, amount: float, reason: str) -> str:
         """Refund money on a card charge."""
-        return answer(refund, Call(charge_id=charge_id, amount=amount, reason=reason))
+        return answer(
+            "refund_charge", refund, Call(charge_id=charge_id, amount=amount, reason=reason)
+        )
 
     @tool
     def send_email(to: str, subject: str, body: str) -> str:
         """Send an e-mail to a customer."""
-        return answer(email, Call(to=to, subject=subject, body=body))
+        return answer("send_email", email, Call(to=to, subject=subject, body=body))
 
     customer = injector.wrap("crm", TIMEOUT_S, lambda c: backend.get_customer(c.args.customer_id))
     billing_email = injector.wrap(
@@ -208,31 +221,34 @@ def _baseline_tools(
     @tool
     def get_customer(customer_id: str) -> str:
         """Read a customer's name and e-mail addresses."""
-        return answer(customer, Call(customer_id=customer_id))
+        return answer("get_customer", customer, Call(customer_id=customer_id))
 
     @tool
     def update_billing_email(customer_id: str, email: str) -> str:
         """Change the e-mail address invoices are sent to."""
-        return answer(billing_email, Call(customer_id=customer_id, email=email))
+        return answer(
+            "update_billing_email", billing_email, Call(customer_id=customer_id, email=email)
+        )
 
     @tool
     def get_ticket(ticket_id: str) -> str:
         """Read a support ticket."""
-        return answer(ticket, Call(ticket_id=ticket_id))
+        return answer("get_ticket", ticket, Call(ticket_id=ticket_id))
 
     @tool
     def close_ticket(ticket_id: str, resolution: str) -> str:
         """Close a support ticket with a resolution note."""
-        return answer(close, Call(ticket_id=ticket_id, resolution=resolution))
+        return answer("close_ticket", close, Call(ticket_id=ticket_id, resolution=resolution))
 
     return [list_charges, refund_charge, send_email, get_customer, update_billing_email,
             get_ticket, close_ticket]  # fmt: skip
 
 
-def _script(scenario: Scenario) -> list[BaseMessage]:
+def scripted_calls(calls: list[tuple[str, dict[str, Any]]]) -> list[BaseMessage]:
+    """A tool-calling model's answers: one call per turn, then "Done."."""
     script: list[BaseMessage] = [
         AIMessage(content="", tool_calls=[{"name": n, "args": a, "id": f"call-{i}"}])
-        for i, (n, a) in enumerate(scenario.calls)
+        for i, (n, a) in enumerate(calls)
     ]
     script.append(AIMessage(content="Done."))
     return script
@@ -253,8 +269,8 @@ def _baseline_run(
             HumanInTheLoopMiddleware(interrupt_on={"refund_charge": True, "send_email": True}),
         ]
     agent = create_agent(
-        ScriptedToolModel(responses=_script(scenario)),
-        tools=_baseline_tools(backend, FaultInjector(profile, seed), consumed),
+        ScriptedToolModel(responses=scripted_calls(scenario.calls)),
+        tools=baseline_tools(backend, FaultInjector(profile, seed), consumed),
         middleware=middleware,
         checkpointer=InMemorySaver(),
     )

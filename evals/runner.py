@@ -35,11 +35,18 @@ def _record(settings: Settings, progress: bool) -> dict[str, Any]:
     return run_record_eval(settings, progress=progress)
 
 
+def _scenarios(settings: Settings, progress: bool) -> dict[str, Any]:
+    from evals.scorecard import run_scorecard
+
+    return run_scorecard(settings, k=settings.eval_k, sweep=settings.eval_plot, progress=progress)
+
+
 SUITES: dict[str, Suite] = {
     "retrieval": _retrieval,
     "faults": _faults,
     "attacks": _attacks,
     "record": _record,
+    "scenarios": _scenarios,
 }
 
 

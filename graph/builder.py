@@ -12,6 +12,7 @@ START -> intake -> retrieve -> plan -> check_plan --ok--> approve? --> execute -
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -94,7 +95,10 @@ def after_result(state: KeelState) -> Literal["execute", "respond", "escalate", 
 
 
 def build_graph(
-    checkpointer: BaseCheckpointSaver[Any] | None = None, *, with_context_schema: bool = True
+    checkpointer: BaseCheckpointSaver[Any] | None = None,
+    *,
+    with_context_schema: bool = True,
+    nodes: Mapping[str, Callable[..., Any]] | None = None,
 ) -> CompiledStateGraph[Any, Any, Any, Any]:
     """Compile Keel's graph.
 
@@ -103,6 +107,8 @@ def build_graph(
             configured one); None for ``langgraph dev``, which brings its own.
         with_context_schema: declare ``KeelContext`` as the runtime context. The server build
             leaves it out: its dependencies are live objects, not a JSON form.
+        nodes: node functions to use instead of Keel's, by node name, with the same view of the
+            state and the same edges (the evals ablate the validator this way).
 
     Example:
         >>> from graph import build_graph
@@ -115,16 +121,23 @@ def build_graph(
         input_schema=InputState,
         output_schema=OutputState,
     )
-    builder.add_node("intake", intake, input_schema=InputState)
-    builder.add_node("retrieve", retrieve, input_schema=RetrieverView)
-    builder.add_node("plan", plan, input_schema=PlannerView)
-    builder.add_node("check_plan", check_plan, input_schema=PlanCheckView)
-    builder.add_node("approve", approve, input_schema=ApprovalView)
-    builder.add_node("execute", execute, input_schema=ExecutorView)
-    builder.add_node("check_result", check_result, input_schema=ResultCheckView)
-    builder.add_node("await_event", await_event, input_schema=AwaitView)
-    builder.add_node("respond", respond, input_schema=RespondView)
-    builder.add_node("escalate", escalate, input_schema=EscalateView)
+    agents: dict[str, tuple[Callable[..., Any], type]] = {
+        "intake": (intake, InputState),
+        "retrieve": (retrieve, RetrieverView),
+        "plan": (plan, PlannerView),
+        "check_plan": (check_plan, PlanCheckView),
+        "approve": (approve, ApprovalView),
+        "execute": (execute, ExecutorView),
+        "check_result": (check_result, ResultCheckView),
+        "await_event": (await_event, AwaitView),
+        "respond": (respond, RespondView),
+        "escalate": (escalate, EscalateView),
+    }
+    unknown = sorted(set(nodes or {}) - agents.keys())
+    if unknown:
+        raise ValueError(f"no node(s) {unknown} to replace; the nodes are {sorted(agents)}")
+    for name, (node, view) in agents.items():
+        builder.add_node(name, (nodes or {}).get(name, node), input_schema=view)
 
     builder.add_edge(START, "intake")
     builder.add_conditional_edges("intake", after_intake)

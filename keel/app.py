@@ -17,7 +17,7 @@ from __future__ import annotations
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -126,8 +126,16 @@ class KeelApp:
     @classmethod
     @contextmanager
     def open(
-        cls, settings: Settings | None = None, context: KeelContext | None = None
+        cls,
+        settings: Settings | None = None,
+        context: KeelContext | None = None,
+        *,
+        nodes: Mapping[str, Callable[..., Any]] | None = None,
     ) -> Iterator[KeelApp]:
+        """Open the configured checkpointer and compile the graph on it.
+
+        ``nodes`` replaces agent nodes by name (see ``graph.build_graph``).
+        """
         settings = settings or (context.settings if context else Settings())
         context = context or KeelContext.from_settings(settings)
         redactor = Redactor(settings.sensitive_fields)
@@ -138,7 +146,8 @@ class KeelApp:
             context = recorder.instrument(context)
         try:
             with open_checkpointer(settings) as saver:
-                yield cls(settings, context, build_graph(saver), recorder=recorder, tracing=tracing)
+                graph = build_graph(saver, nodes=nodes)
+                yield cls(settings, context, graph, recorder=recorder, tracing=tracing)
         finally:
             tracing.flush()
             if recorder is not None:

@@ -86,8 +86,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     evaluate = sub.add_parser("eval", parents=[common], help="run eval suites and print scores")
     evaluate.add_argument(
-        "--suite", action="append", help="a suite to run (repeatable; default: every suite)"
+        "--suite",
+        action="append",
+        help="a suite to run (repeatable; default: every suite): retrieval, faults, attacks, "
+        "record, scenarios",
     )
+    evaluate.add_argument(
+        "--k", type=int, help="scenarios: runs per scenario and agent, each with its own fault "
+        "seed; pass^k needs all k (default: 3)",
+    )  # fmt: skip
+    evaluate.add_argument(
+        "--plot", action="store_true",
+        help="scenarios: also sweep the fault rate and write scorecard.png",
+    )  # fmt: skip
+    evaluate.add_argument(
+        "--out", metavar="DIR",
+        help="where the scorecard (scorecard.json, scorecard.md, scorecard.png) is written "
+        "(default: KEEL_HOME/scorecard)",
+    )  # fmt: skip
     runs = sub.add_parser(
         "runs", parents=[common], help="recent recorded runs: status, duration, calls, approvals"
     )
@@ -226,9 +242,7 @@ def _command(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | N
             text += f"\nquarantined (never shown to a planner): {line}"
         return _say(args, data, text)
     if args.command == "eval":
-        from evals.runner import run_suites
-
-        return _report(args, run_suites(args.suite, settings, progress=sys.stderr.isatty()))
+        return _eval(args, settings)
     if args.command == "bench":
         from evals.bench import run_benches
 
@@ -392,6 +406,33 @@ def _parse_edit(text: str) -> dict[str, Any]:
     if not isinstance(value, dict) or not value:
         raise BadRequest("--edit must be a non-empty JSON object, e.g. '{\"amount\": 10}'")
     return value
+
+
+def _eval(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None:
+    """Run the suites; the scenarios' scorecard is also written as JSON and Markdown (and PNG)."""
+    from pathlib import Path
+
+    from evals.runner import run_suites
+    from evals.scorecard import markdown, write_scorecard
+
+    if args.k is not None and args.k < 1:
+        raise BadRequest("--k must be at least 1")
+    update: dict[str, Any] = {"eval_plot": args.plot or settings.eval_plot}
+    if args.k is not None:
+        update["eval_k"] = args.k
+    suites = args.suite or (["scenarios"] if args.plot else None)
+    results = run_suites(suites, settings.model_copy(update=update), progress=sys.stderr.isatty())
+    card = results.get("scenarios")
+    if card is not None:
+        folder = Path(args.out) if args.out else settings.home / "scorecard"
+        card["written"] = write_scorecard(card, folder)
+        if not args.json:
+            print(markdown(card))
+            print(f"written: {', '.join(card['written'].values())}")
+            results = {name: r for name, r in results.items() if name != "scenarios"}
+            if not results:
+                return None
+    return _report(args, results)
 
 
 def _report(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, Any] | None:

@@ -89,6 +89,12 @@ class Settings(BaseSettings):
     )
     fault_seed: int = 0
     eval_runs: int = Field(default=200, ge=1, description="Runs per profile in the faults eval.")
+    eval_k: int = Field(
+        default=3, ge=1, le=50, description="Runs per scenario and agent (pass^k) in the scorecard."
+    )
+    eval_plot: bool = Field(
+        default=False, description="Sweep fault rates in the scorecard and plot them (PNG)."
+    )
     approval_ttl_s: int = Field(default=24 * 3600, ge=60)
     reviewer: str = Field(default="operator", description="Who approves from this shell.")
     policy_file: Path = Field(

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from graph.state import Effect, Receipt
 from keel.errors import ConfigError, IntegrationError, PermissionDenied
+from keel.yamlfile import line_of
 from tools.spec import AgentTools, CallRequest, ThreadFacts, ToolRegistry, ToolSpec
 
 if TYPE_CHECKING:
@@ -104,12 +105,12 @@ def parse_manifest(
         manifest = Manifest.model_validate(data)
     except ValidationError as err:
         first = err.errors()[0]
-        line = _line_of(root, first["loc"])
+        line = line_of(root, first["loc"])
         where = ".".join(str(p) for p in first["loc"])
         raise ConfigError(f"{path}:{line}: {where}: {first['msg']}") from err
     for agent, policy in manifest.agents.items():
         for tool, grant in policy.tools.items():
-            line = _line_of(root, ("agents", agent, "tools", tool))
+            line = line_of(root, ("agents", agent, "tools", tool))
             problem = _contradiction(tool, grant, policy, tools, scopes)
             if problem:
                 raise ConfigError(f"{path}:{line}: agents.{agent}.tools.{tool}: {problem}")
@@ -138,27 +139,6 @@ def _contradiction(
     if bad_limits:
         return f"limits name argument(s) the tool does not take: {bad_limits}"
     return None
-
-
-def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int:
-    """The 1-based line of the deepest node of ``loc`` that exists in the YAML tree."""
-    node = root
-    line = 1 if node is None else node.start_mark.line + 1
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            found = next((v for k, v in node.value if k.value == str(part)), None)
-            if found is None:
-                break
-            key = next(k for k, _ in node.value if k.value == str(part))
-            node, line = found, key.start_mark.line + 1
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            if part >= len(node.value):
-                break
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        else:
-            break
-    return line
 
 
 @dataclass(frozen=True)

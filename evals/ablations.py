@@ -1,0 +1,110 @@
+"""Keel with one piece taken out, for the scorecard: what each piece of scaffolding is worth.
+
+Each ablation changes only its own piece, through the seams a user has too (settings, the
+runtime context, ``build_graph(nodes=...)``), never by patching Keel's code:
+
+- ``no_curation``: the retriever hands the planner the nearest chunks as they come (superseded,
+  quarantined and low-trust ones included), with nothing filtered and no conflicts reported;
+- ``no_validator``: every plan passes and every result is taken as it comes (a call that failed
+  still stops the run: that is the executor's own error, not a check);
+- ``no_gate``: the permission gate allows every call (approvals are still asked for and signed);
+- ``no_retries``: one attempt per tool call;
+- ``no_validator_no_gate``: both checks out at once. The validator checks a plan against the
+  same records and rules the gate holds calls to, so either alone stops what the scenarios try;
+  this row shows what the two together are worth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from graph.approval import pending_actions
+from graph.context import KeelContext, context_of
+from graph.state import PlanCheckView, ResultCheckView, Verdict
+from keel.settings import Settings
+from retrieval.curation import Retrieval
+from retrieval.store import CorpusStore
+from tools.permissions import PermissionGate
+from tools.spec import CallRequest, ToolRegistry
+
+
+class UncuratedStore(CorpusStore):
+    """Plain similarity search: the ``k`` nearest chunks, whatever they are."""
+
+    def search(self, text: str, k: int, today: date | None = None) -> Retrieval:
+        pool = self.candidates(text, k)
+        ranked = sorted(pool, key=lambda c: -c.evidence.score)[:k]
+        return Retrieval(evidence=[c.evidence for c in ranked], filtered=[], conflicts=[])
+
+
+class OpenGate(PermissionGate):
+    """A gate that allows every call; it still signs the approvals the graph asks for."""
+
+    @classmethod
+    def around(cls, gate: PermissionGate) -> OpenGate:
+        return cls(gate.manifest, gate.scopes, gate.signer, gate.clock)
+
+    def check(self, request: CallRequest, tools: ToolRegistry) -> tuple[str, str] | None:
+        return None
+
+
+def unchecked_plan(state: PlanCheckView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
+    """The plan check with no checks: whatever is planned runs (approvals still asked)."""
+    ctx = context_of(runtime)
+    plan = state.get("plan")
+    update: dict[str, Any] = {"plan_verdict": Verdict(stage="plan", ok=plan is not None)}
+    if plan is not None and pending_actions(
+        plan, state.get("approvals", {}), ctx.tools, state.get("evidence", [])
+    ):
+        update["status"] = "awaiting_approval"
+    return update
+
+
+def unchecked_result(state: ResultCheckView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
+    """The result check with no post-conditions: only a call that failed stops the run."""
+    outcome = state["results"][-1]
+    reasons = [] if outcome.ok else [f"step {outcome.step + 1} failed: {outcome.error}"]
+    return {"result_verdict": Verdict(stage="result", ok=outcome.ok, reasons=reasons,
+                                      step=outcome.step)}  # fmt: skip
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+@dataclass(frozen=True)
+class Ablation:
+    name: str
+    settings: Callable[[Settings], Settings] = _same
+    context: Callable[[KeelContext], KeelContext] = _same
+    nodes: Mapping[str, Callable[..., Any]] | None = field(default=None)
+
+
+def _uncurated(ctx: KeelContext) -> KeelContext:
+    ctx.store = UncuratedStore(ctx.settings, ctx.store.embedder)
+    return ctx
+
+
+def _ungated(ctx: KeelContext) -> KeelContext:
+    gate = ctx.tools.gate
+    assert isinstance(gate, PermissionGate)
+    ctx.tools.gate = OpenGate.around(gate)
+    return ctx
+
+
+_UNCHECKED = {"check_plan": unchecked_plan, "check_result": unchecked_result}
+
+ABLATIONS: list[Ablation] = [
+    Ablation("no_curation", context=_uncurated),
+    Ablation(
+        "no_validator", nodes={"check_plan": unchecked_plan, "check_result": unchecked_result}
+    ),
+    Ablation("no_gate", context=_ungated),
+    Ablation("no_retries", settings=lambda s: s.model_copy(update={"tool_retry_attempts": 1})),
+    Ablation("no_validator_no_gate", context=_ungated, nodes=_UNCHECKED),
+]
