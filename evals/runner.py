@@ -14,7 +14,10 @@ Suite = Callable[[Settings, bool], dict[str, Any]]
 def _retrieval(settings: Settings, progress: bool) -> dict[str, Any]:
     from evals.retrieval_eval import run_retrieval_eval
 
-    return run_retrieval_eval(settings, progress=progress)
+    scores = run_retrieval_eval(settings, progress=progress)
+    # create_agent brings no retrieval of its own: a retrieval tool for either baseline is plain
+    # similarity search, so the middleware baseline scores what the plain one does.
+    return scores | {"middleware": scores["plain"]}
 
 
 def _faults(settings: Settings, progress: bool) -> dict[str, Any]:
@@ -32,13 +35,25 @@ def _attacks(settings: Settings, progress: bool) -> dict[str, Any]:
 def _record(settings: Settings, progress: bool) -> dict[str, Any]:
     from evals.record_eval import run_record_eval
 
-    return run_record_eval(settings, progress=progress)
+    counts = run_record_eval(settings, progress=progress)
+    keel = {k: counts[k] for k in ("runs", "tool_calls", "tool_calls_recorded", "replayed",
+                                   "replayed_same", "record_complete", "replay_rate")}  # fmt: skip
+    # Neither baseline keeps a record of its own to replay (LangSmith traces, where configured,
+    # are not re-executable): nothing of theirs is recorded or replayed.
+    none = {"recorded": False, "replayable": False, "replayed_same": 0}
+    return counts | {"keel": keel, "plain": none, "middleware": none}
 
 
 def _scenarios(settings: Settings, progress: bool) -> dict[str, Any]:
     from evals.scorecard import run_scorecard
 
-    return run_scorecard(settings, k=settings.eval_k, sweep=settings.eval_plot, progress=progress)
+    return run_scorecard(
+        settings,
+        k=settings.eval_k,
+        paths=settings.eval_scenarios or None,
+        sweep=settings.eval_plot,
+        progress=progress,
+    )
 
 
 SUITES: dict[str, Suite] = {

@@ -96,8 +96,13 @@ def _parser() -> argparse.ArgumentParser:
         "seed; pass^k needs all k (default: 3)",
     )  # fmt: skip
     evaluate.add_argument(
+        "--scenarios", action="append", metavar="PATH",
+        help="scenarios: a scenario file or folder to run instead of evals/scenarios (repeatable)",
+    )  # fmt: skip
+    evaluate.add_argument(
         "--plot", action="store_true",
-        help="scenarios: also sweep the fault rate and write scorecard.png",
+        help="scenarios: also sweep the fault rate and write scorecard.png (with no --suite, "
+        "runs the scenarios suite only)",
     )  # fmt: skip
     evaluate.add_argument(
         "--out", metavar="DIR",
@@ -420,7 +425,13 @@ def _eval(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None
     update: dict[str, Any] = {"eval_plot": args.plot or settings.eval_plot}
     if args.k is not None:
         update["eval_k"] = args.k
+    if args.scenarios:
+        missing = [p for p in args.scenarios if not Path(p).exists()]
+        if missing:
+            raise BadRequest(f"--scenarios: no such file or folder: {', '.join(missing)}")
+        update["eval_scenarios"] = [Path(p).resolve() for p in args.scenarios]
     suites = args.suite or (["scenarios"] if args.plot else None)
+    args.suite = suites  # what was asked for, as _report reads it
     results = run_suites(suites, settings.model_copy(update=update), progress=sys.stderr.isatty())
     card = results.get("scenarios")
     if card is not None:

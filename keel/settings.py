@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     eval_k: int = Field(
         default=3, ge=1, le=50, description="Runs per scenario and agent (pass^k) in the scorecard."
     )
+    eval_scenarios: list[Path] = Field(
+        default_factory=list,
+        description="Scenario files or folders for the scorecard (default: evals/scenarios).",
+    )
     eval_plot: bool = Field(
         default=False, description="Sweep fault rates in the scorecard and plot them (PNG)."
     )
