@@ -23,9 +23,6 @@ from tools.demo import DemoDomain
 from tools.demo.backend import DemoBackend
 from tools.spec import ToolRegistry
 
-REFUND = "Customer C-1001 was charged twice for invoice INV-2001, please refund the duplicate charge"
-
-
 @pytest.fixture
 def seeded(tmp_path: Path) -> DemoBackend:
     backend = DemoBackend(tmp_path / "seeded.sqlite")
@@ -42,7 +39,8 @@ def _scenario_file(folder: Path, names: list[str]) -> Path:
     """A file holding the shipped scenarios of these names, as they stand in evals/scenarios."""
     import yaml
 
-    shipped = [s for f in sorted(SCENARIOS_DIR.glob("*.yaml")) for s in yaml.safe_load(f.read_text())]
+    files = sorted(SCENARIOS_DIR.glob("*.yaml"))
+    shipped = [s for f in files for s in yaml.safe_load(f.read_text())]
     chosen = [s for s in shipped if s["name"] in names]
     assert len(chosen) == len(names), f"not shipped: {set(names) - {s['name'] for s in chosen}}"
     path = folder / "chosen.yaml"
