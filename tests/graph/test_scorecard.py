@@ -23,6 +23,7 @@ from tools.demo import DemoDomain
 from tools.demo.backend import DemoBackend
 from tools.spec import ToolRegistry
 
+
 @pytest.fixture
 def seeded(tmp_path: Path) -> DemoBackend:
     backend = DemoBackend(tmp_path / "seeded.sqlite")
