@@ -175,8 +175,8 @@ def _load_file(
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f":{mark.line + 1}" if mark is not None else ""
-        first = str(err).splitlines()[0]
-        return [], [ScenarioProblem(f"{file}{at}", f"not valid YAML: {first}")]
+        said = str(err).splitlines()[0]
+        return [], [ScenarioProblem(f"{file}{at}", f"not valid YAML: {said}")]
     if not isinstance(data, list):
         return [], [ScenarioProblem(f"{file}:1", "a scenario file is a list of scenarios")]
     out: list[Scenario] = []
