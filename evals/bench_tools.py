@@ -1,5 +1,8 @@
 """Overhead of the tool layer per call (argument and answer validation, permission gate, breaker,
-timeout, retry wrapper, event to listeners) against calling the same integration function bare."""
+timeout, retry wrapper, event to listeners) against calling the same integration function bare.
+
+The breakers are the shared SQLite ones every registry built from settings gets, so their reads
+are in the figure."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from keel.settings import Settings
+from tools.breakers import SqliteBreakerStore
 from tools.demo import DemoDomain
 from tools.demo.backend import DemoBackend
 from tools.demo.tools import demo_tools
@@ -21,7 +25,8 @@ def bench_tools(settings: Settings, *, calls: int = 2000) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="keel-bench-") as tmp:
         backend = DemoBackend(Path(tmp) / "demo.sqlite")
         backend.seed()
-        tools = demo_tools(backend, timeout_s=settings.tool_timeout_s)
+        breakers = SqliteBreakerStore(Path(tmp) / "breakers.sqlite")
+        tools = demo_tools(backend, timeout_s=settings.tool_timeout_s, breakers=breakers.breaker)
         open_gate(settings.policy_file, tools, DemoDomain().scopes(), Path(tmp))
         events: list[ToolEvent] = []
         tools.listeners.append(events.append)
@@ -36,6 +41,7 @@ def bench_tools(settings: Settings, *, calls: int = 2000) -> dict[str, Any]:
             t = time.perf_counter()
             tools.call("get_customer", {"customer_id": "C-1001"}, agent="executor")
             layered.append(time.perf_counter() - t)
+        breakers.close()
     bare_ms = statistics.median(bare) * 1000
     layered_ms = statistics.median(layered) * 1000
     return {

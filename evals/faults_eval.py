@@ -49,6 +49,7 @@ from graph.context import KeelContext
 from keel.app import Decision, KeelApp
 from keel.errors import KeelError
 from keel.settings import Settings
+from tools.breakers import SqliteBreakerStore
 from tools.demo import DemoDomain
 from tools.demo.backend import SEED_CUSTOMERS, DemoBackend
 from tools.faults import PROFILES, FaultInjector, FaultProfile
@@ -134,6 +135,10 @@ SCENARIOS = [
 
 def _keel_run(settings: Settings, seed: int, scenario: Scenario) -> dict[str, int]:
     tuned = settings.model_copy(update={"fault_seed": seed})
+    # Runs share the home, and its breakers are shared: each run is its own trial, as its fresh
+    # backend file is, so its breakers start closed (an outage run's open billing breaker would
+    # otherwise send the next profile's billing reads to the legacy endpoint).
+    SqliteBreakerStore(tuned.breaker_db).reset()
     try:
         with KeelApp.open(tuned, KeelContext.from_settings(tuned)) as app:
             outcome = app.run(scenario.request)

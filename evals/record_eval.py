@@ -37,6 +37,7 @@ from observability.replay import replay_run
 from observability.store import RecordStore
 from retrieval.embeddings import embedder_for
 from retrieval.store import CorpusStore
+from tools.breakers import SqliteBreakerStore
 from tools.demo import DemoDomain
 from tools.demo.backend import DemoBackend
 from tools.faults import PROFILES
@@ -209,6 +210,7 @@ def _evaluate(base: Settings, seeds: int, progress: bool) -> dict[str, Any]:
             update={"faults": scenario.faults, "fault_seed": scenario.seed, "tool_timeout_s": 0.1}
         )
         domain.prepare(settings, reset=True)
+        SqliteBreakerStore(settings.breaker_db).reset()  # each scenario starts with closed breakers
         models = scenario.model(chunk) if scenario.model else []
         witness.models += [m for m in models if isinstance(m, CountingModel | DownModel)]
         context = KeelContext.from_settings(

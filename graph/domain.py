@@ -24,7 +24,8 @@ class Domain(Protocol):
     def is_prepared(self, settings: Settings) -> bool: ...
 
     def tools(self, settings: Settings) -> ToolRegistry:
-        """The domain's tool registry, bound to its backends."""
+        """The domain's tool registry, bound to its backends and to the home's shared breakers
+        (``breaker_for=SqliteBreakerStore(settings.breaker_db).breaker``)."""
 
     def extract_entities(self, request: str) -> dict[str, str]:
         """Business ids and values the request names (customer, invoice, amount, ...)."""

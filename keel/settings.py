@@ -145,6 +145,11 @@ class Settings(BaseSettings):
         return self.home / "intents.sqlite"
 
     @property
+    def breaker_db(self) -> Path:
+        """Circuit breaker state, shared by every process using this home."""
+        return self.home / "breakers.sqlite"
+
+    @property
     def records_db(self) -> Path:
         """The flight recorder, next to the checkpoints."""
         return self.home / "records.sqlite"

@@ -1,7 +1,9 @@
 """Health: probe each integration with a cheap read and report status, latency and breaker state.
 
 The probe goes through the same registry (breaker, timeout, retries) as any call, so what
-`keel health` prints is what the executor would meet.
+`keel health` prints is what the executor would meet: with the home's shared breakers
+(``tools.breakers``), a breaker another process opened is shown open and its probe is not sent,
+and a cooled-down one is probed by this call.
 """
 
 from __future__ import annotations

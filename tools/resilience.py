@@ -3,8 +3,10 @@
 Retries are for infrastructure faults only (``Retryable``: timeouts, connection errors, 429, 5xx)
 and use tenacity; a validation error, a 4xx or a changed response shape is ``Permanent`` and is
 never retried. The breaker counts the same infrastructure faults and nothing else, so a declined
-refund never trips it. An irreversible call is retried only with its idempotency key, which the
-backend honours, so a retry after a lost response cannot act twice.
+refund never trips it; its state lives in a ``BreakerStore``, this process's memory by default or
+the table every process of a Keel home shares (``tools.breakers``). An irreversible call is
+retried only with its idempotency key, which the backend honours, so a retry after a lost
+response cannot act twice.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple, TypeVar
+from typing import Literal, NamedTuple, Protocol, TypeVar
 
 from tenacity import (
     RetryCallState,
@@ -57,47 +59,156 @@ class CircuitOpen(Retryable):
     """The integration's breaker is open: the call was not attempted."""
 
 
+class BreakerRecord(NamedTuple):
+    """What a breaker store keeps for one integration.
+
+    Attributes:
+        failures: consecutive infrastructure faults; any answer from the service resets it.
+        opened_at: when the breaker opened (or re-opened), on the store's clock; None: closed.
+        probe_at: when the half-open probe was let through; None: no probe is out.
+    """
+
+    failures: int = 0
+    opened_at: float | None = None
+    probe_at: float | None = None
+
+
+CLOSED = BreakerRecord()
+
+
+class BreakerStore(Protocol):
+    """Where breakers keep their state: ``MemoryBreakers`` for one process, or a store every
+    process of a Keel home shares (``tools.breakers.SqliteBreakerStore``).
+
+    Each method that changes state is one atomic step, so processes sharing a store agree.
+    """
+
+    def read(self, name: str) -> BreakerRecord: ...
+
+    def fault(self, name: str, *, now: float, threshold: int) -> BreakerRecord:
+        """Count an infrastructure fault; open at ``threshold``, re-open if already open."""
+        ...
+
+    def success(self, name: str) -> None:
+        """The service answered: close the breaker and forget its faults."""
+        ...
+
+    def claim_probe(self, name: str, *, now: float, cooldown_s: float) -> bool:
+        """Let one call through a cooled-down breaker; False if it is not cooled down or another
+        call holds the probe (a claim older than ``cooldown_s`` is void: its caller died)."""
+        ...
+
+
+def cooled(since: float, now: float, cooldown_s: float) -> bool:
+    """``cooldown_s`` has passed since ``since``; a clock that went back counts as passed, so a
+    wall clock stepped backwards cannot hold a breaker open."""
+    return not 0 <= now - since < cooldown_s
+
+
+def breaker_state(record: BreakerRecord, now: float, cooldown_s: float) -> BreakerState:
+    if record.opened_at is None:
+        return "closed"
+    return "half_open" if cooled(record.opened_at, now, cooldown_s) else "open"
+
+
+class MemoryBreakers:
+    """Breaker state in this process only: the default, for unit tests, benches and replay."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, BreakerRecord] = {}
+        self._lock = threading.Lock()
+
+    def read(self, name: str) -> BreakerRecord:
+        return self._records.get(name, CLOSED)
+
+    def fault(self, name: str, *, now: float, threshold: int) -> BreakerRecord:
+        with self._lock:
+            was = self.read(name)
+            failures = was.failures + 1
+            opened = now if failures >= threshold or was.opened_at is not None else None
+            self._records[name] = record = BreakerRecord(failures, opened, None)
+        return record
+
+    def success(self, name: str) -> None:
+        with self._lock:
+            self._records.pop(name, None)
+
+    def claim_probe(self, name: str, *, now: float, cooldown_s: float) -> bool:
+        with self._lock:
+            was = self.read(name)
+            if was.opened_at is None or not cooled(was.opened_at, now, cooldown_s):
+                return False
+            if was.probe_at is not None and not cooled(was.probe_at, now, cooldown_s):
+                return False
+            self._records[name] = was._replace(probe_at=now)
+        return True
+
+
 @dataclass
 class Breaker:
     """A circuit breaker for one integration.
 
     After ``threshold`` consecutive infrastructure faults it opens: calls fail fast for
-    ``cooldown_s``; then one probe call is let through (half open), and its outcome closes or
-    re-opens the breaker.
+    ``cooldown_s``; then one probe call is let through (half open) while the others still fail
+    fast, and the probe's outcome closes or re-opens the breaker.
+
+    The state lives in ``store``: in this process by default; a shared store makes a breaker
+    opened by one process open for every process using it. The policy (threshold, cool-down,
+    clock) is this object's; ``clock`` must be the store's timeline (a wall clock when shared).
 
     The threshold sits above one call's retry budget (``RetryPolicy.attempts``): a breaker that
     opens inside a single call's retries cuts off a flaky but working service (at 40 % faults, five
     in a row happen on one call in a hundred), while a service that is really down still trips it
     on the second call.
+
+    Example:
+        >>> breaker = Breaker("billing", threshold=2)
+        >>> breaker.record(infrastructure_fault=True)
+        >>> breaker.record(infrastructure_fault=True)
+        >>> breaker.state
+        'open'
     """
 
     name: str
     threshold: int = 10
     cooldown_s: float = 30.0
     clock: Callable[[], float] = time.monotonic
-    failures: int = 0
-    opened_at: float | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    store: BreakerStore = field(default_factory=MemoryBreakers, repr=False)
+
+    @property
+    def failures(self) -> int:
+        return self.store.read(self.name).failures
+
+    @property
+    def opened_at(self) -> float | None:
+        return self.store.read(self.name).opened_at
 
     @property
     def state(self) -> BreakerState:
-        if self.opened_at is None:
-            return "closed"
-        return "half_open" if self.clock() - self.opened_at >= self.cooldown_s else "open"
+        return breaker_state(self.store.read(self.name), self.clock(), self.cooldown_s)
 
     def before_call(self) -> None:
-        if self.state == "open":
+        """Fail fast while open; once cooled down, let exactly one probe through."""
+        record = self.store.read(self.name)
+        if record.opened_at is None:
+            return
+        now = self.clock()
+        if not cooled(record.opened_at, now, self.cooldown_s):
             raise CircuitOpen(f"{self.name} is unavailable (circuit open); not called")
+        if not self.store.claim_probe(self.name, now=now, cooldown_s=self.cooldown_s):
+            raise CircuitOpen(
+                f"{self.name} is unavailable (circuit open); not called: another call is probing it"
+            )
 
     def record(self, *, infrastructure_fault: bool) -> None:
-        with self._lock:
-            if infrastructure_fault:
-                self.failures += 1
-                if self.failures >= self.threshold or self.opened_at is not None:
-                    self.opened_at = self.clock()
-            else:
-                self.failures = 0
-                self.opened_at = None
+        if infrastructure_fault:
+            self.store.fault(self.name, now=self.clock(), threshold=self.threshold)
+        else:
+            self.store.success(self.name)
+
+    def trip(self) -> None:
+        """Open the breaker now, whatever its count (an operator's or a test's hand)."""
+        self.store.fault(self.name, now=self.clock(), threshold=1)
 
 
 def with_timeout(

@@ -173,12 +173,18 @@ class CallResult:
 
 @dataclass
 class ToolRegistry:
-    """The tools of one domain, by name, with one breaker per integration."""
+    """The tools of one domain, by name, with one breaker per integration.
+
+    ``breaker_for`` makes each integration's breaker: ``Breaker`` keeps its state in this process;
+    ``SqliteBreakerStore(settings.breaker_db).breaker`` (what a domain built from settings uses)
+    shares it with every process of the Keel home. ``breakers`` given up front are kept.
+    """
 
     specs: Iterable[ToolSpec[Any, Any]]
     timeout_s: float = 2.0
     retry: RetryPolicy = RetryPolicy()  # noqa: RUF009 (an immutable NamedTuple)
     breakers: dict[str, Breaker] = field(default_factory=dict)
+    breaker_for: Callable[[str], Breaker] = Breaker
     gate: Gate | None = None
     listeners: list[Callable[[ToolEvent], None]] = field(default_factory=list)
     pool: ThreadPoolExecutor = field(
@@ -189,7 +195,8 @@ class ToolRegistry:
     def __post_init__(self) -> None:
         self._specs = {spec.name: spec for spec in self.specs}
         for spec in self._specs.values():
-            self.breakers.setdefault(spec.integration, Breaker(spec.integration))
+            if spec.integration not in self.breakers:
+                self.breakers[spec.integration] = self.breaker_for(spec.integration)
 
     def __contains__(self, name: object) -> bool:
         return name in self._specs

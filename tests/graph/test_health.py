@@ -42,8 +42,7 @@ def test_an_integration_known_to_be_down_escalates_before_anything_runs(
 ) -> None:
     context = KeelContext.from_settings(settings)
     for name in ("billing", "billing_legacy"):
-        breaker = context.tools.breakers[name]
-        breaker.failures, breaker.opened_at = 99, breaker.clock()
+        context.tools.breakers[name].trip()
     with KeelApp.open(settings, context) as app:
         outcome = app.run(REFUND_REQUEST)
     assert outcome.status == "escalated"
@@ -56,8 +55,7 @@ def test_a_plan_whose_side_effect_cannot_run_escalates_before_the_first_step(
     settings: Settings, backend: DemoBackend
 ) -> None:
     context = KeelContext.from_settings(settings)
-    breaker = context.tools.breakers["email"]
-    breaker.failures, breaker.opened_at = 99, breaker.clock()
+    context.tools.breakers["email"].trip()
     with KeelApp.open(settings, context) as app:
         outcome = app.run("Close ticket T-77 and tell the customer")
     assert outcome.status == "escalated"

@@ -122,3 +122,51 @@ def test_application_answers_never_trip_the_breaker() -> None:
                 failing(1, Permanent("declined")), breaker=breaker, policy=FAST, timeout_s=1
             )
     assert breaker.state == "closed"
+
+
+def _open(clock: Clock) -> Breaker:
+    breaker = Breaker("billing", threshold=1, cooldown_s=10, clock=clock)
+    breaker.record(infrastructure_fault=True)
+    assert breaker.state == "open"
+    return breaker
+
+
+def test_while_the_probe_is_out_every_other_call_still_fails_fast() -> None:
+    clock = Clock()
+    breaker = _open(clock)
+    clock.now = 11
+    breaker.before_call()  # the probe
+    with pytest.raises(CircuitOpen, match="another call is probing it"):
+        breaker.before_call()
+    breaker.record(infrastructure_fault=False)
+    assert breaker.state == "closed"
+    breaker.before_call()
+    breaker.before_call()
+
+
+def test_a_probe_that_never_reports_frees_its_claim_after_another_cool_down() -> None:
+    clock = Clock()
+    breaker = _open(clock)
+    clock.now = 11
+    breaker.before_call()  # its caller dies before it records anything
+    clock.now = 20
+    with pytest.raises(CircuitOpen):
+        breaker.before_call()
+    clock.now = 21
+    breaker.before_call()
+
+
+def test_a_clock_that_went_back_cannot_hold_a_breaker_open() -> None:
+    clock = Clock()
+    clock.now = 1000
+    breaker = _open(clock)
+    clock.now = 500  # a wall clock stepped back
+    assert breaker.state == "half_open"
+
+
+def test_trip_opens_at_once_whatever_the_threshold() -> None:
+    breaker = Breaker("billing", clock=Clock())
+    breaker.trip()
+    assert breaker.state == "open" and breaker.opened_at == 0.0
+    with pytest.raises(CircuitOpen):
+        breaker.before_call()

@@ -8,6 +8,7 @@ from typing import Any
 from graph.state import CannotPlan, DomainEvent, EventWait, Evidence, Plan, Step
 from keel.errors import IntegrationError, PermissionDenied, Retryable
 from keel.settings import Settings
+from tools.breakers import SqliteBreakerStore
 from tools.demo.backend import DemoBackend
 from tools.demo.tools import demo_tools
 from tools.faults import PROFILES, FaultInjector, profile_named
@@ -48,6 +49,7 @@ class DemoDomain:
             faults=faults,
             timeout_s=settings.tool_timeout_s,
             retry=RetryPolicy(attempts=settings.tool_retry_attempts),
+            breakers=SqliteBreakerStore(settings.breaker_db).breaker,
         )
 
     def extract_entities(self, request: str) -> dict[str, str]:

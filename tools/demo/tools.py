@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -9,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tools.demo.backend import DemoBackend
 from tools.faults import FaultInjector
-from tools.resilience import RetryPolicy
+from tools.resilience import Breaker, RetryPolicy
 from tools.spec import ToolCall, ToolRegistry, ToolSpec
 
 CUSTOMER_ID = r"^C-\d{4}$"
@@ -143,8 +144,13 @@ def demo_tools(
     faults: FaultInjector | None = None,
     timeout_s: float = 2.0,
     retry: RetryPolicy = RetryPolicy(),  # noqa: B008 (an immutable NamedTuple)
+    breakers: Callable[[str], Breaker] = Breaker,
 ) -> ToolRegistry:
-    """The demo tool registry bound to one backend, with faults injected when asked."""
+    """The demo tool registry bound to one backend, with faults injected when asked.
+
+    ``breakers`` makes each integration's breaker (``ToolRegistry.breaker_for``): in-process by
+    default; ``DemoDomain.tools`` passes the home's shared store.
+    """
     b = backend
     specs: list[ToolSpec[Any, Any]] = [
         ToolSpec("get_customer", "Read a customer's name and e-mail addresses.",
@@ -200,4 +206,4 @@ def demo_tools(
             )
             for s in specs
         ]
-    return ToolRegistry(specs, timeout_s=timeout_s, retry=retry)
+    return ToolRegistry(specs, timeout_s=timeout_s, retry=retry, breaker_for=breakers)
