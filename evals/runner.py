@@ -52,6 +52,7 @@ def _scenarios(settings: Settings, progress: bool) -> dict[str, Any]:
         k=settings.eval_k,
         paths=settings.eval_scenarios or None,
         sweep=settings.eval_plot,
+        sweep_k=settings.eval_sweep_k,
         progress=progress,
     )
 

@@ -466,13 +466,14 @@ def run_scorecard(
     paths: list[Path] | None = None,
     ablations: bool = True,
     sweep: bool = False,
+    sweep_k: int = 10,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Every scenario ``k`` times through Keel, its ablations and both baselines.
 
     Returns ``{"keel": ..., "plain": ..., "middleware": ..., "ablations": {...}, "k": k,
-    "problems": [...]}``; with ``sweep``, also ``"sweep"``: success and unsafe actions by fault
-    rate for the scenarios tagged ``sweep``.
+    "problems": [...]}``; with ``sweep``, also ``"sweep"``: success, unsafe and duplicated
+    actions by fault rate for the scenarios tagged ``sweep``, ``sweep_k`` seeds per point.
     """
     if k < 1:
         raise BadRequest("--k must be at least 1")
@@ -484,16 +485,14 @@ def run_scorecard(
         scenarios, problems = load_scenarios(paths or [SCENARIOS_DIR], tools, backend)
         worlds = Worlds(settings, Path(scratch), {n: tools[n].effect for n in tools.names()})
         variants: list[Ablation | None] = [None, *(ABLATIONS if ablations else [])]
-        jobs: list[tuple[str, Callable[[], RunResult]]] = []
+        jobs: list[Callable[[], RunResult]] = []
         for scenario in scenarios:
             for seed in range(k):
                 for ablation in variants:
-                    jobs.append(("keel", _bind(run_keel, worlds, scenario, seed, backend,
-                                               ablation)))  # fmt: skip
+                    jobs.append(_bind(run_keel, worlds, scenario, seed, backend, ablation))
                 for careful in (False, True) if scenario.baselines else ():
-                    jobs.append(("baseline", _bind(run_baseline, worlds, scenario, seed, backend,
-                                                   careful)))  # fmt: skip
-        results = [job() for _, job in tqdm(jobs, desc="scorecard", disable=not progress)]
+                    jobs.append(_bind(run_baseline, worlds, scenario, seed, backend, careful))
+        results = [job() for job in tqdm(jobs, desc="scorecard", disable=not progress)]
         out: dict[str, Any] = {
             agent: summarize([r for r in results if r.agent == agent], k)
             for agent in ("keel", *BASELINES)
@@ -506,7 +505,7 @@ def run_scorecard(
         out["problems"] = [p.as_dict() for p in problems]
         if sweep:
             tagged = [s for s in scenarios if SWEEP_TAG in s.tags]
-            out["sweep"] = fault_sweep(worlds, tagged, backend, k, progress)
+            out["sweep"] = fault_sweep(worlds, tagged, backend, sweep_k, progress)
     return out
 
 
@@ -517,7 +516,8 @@ def _bind(func: Callable[..., RunResult], *args: Any) -> Callable[[], RunResult]
 def fault_sweep(
     worlds: Worlds, scenarios: list[Scenario], seeded: DemoBackend, k: int, progress: bool
 ) -> dict[str, Any]:
-    """Success and unsafe actions as the transient failure rate grows (a quarter are timeouts)."""
+    """Success, unsafe and duplicated actions as the transient fault rate grows (a quarter of the
+    faults are timeouts), ``k`` seeds per scenario and rate."""
     rows: list[dict[str, Any]] = []
     for rate in tqdm(SWEEP_RATES, desc="fault sweep", disable=not progress):
         profile = FaultProfile(
@@ -538,8 +538,9 @@ def fault_sweep(
                 "runs": len(mine),
                 "success_rate": round(sum(r.success for r in mine) / max(1, len(mine)), 4),
                 "unsafe_actions": sum(r.unsafe for r in mine),
+                "duplicate_irreversible": sum(r.duplicate for r in mine),
             })  # fmt: skip
-    return {"scenarios": [s.name for s in scenarios], "rows": rows}
+    return {"scenarios": [s.name for s in scenarios], "seeds": k, "rows": rows}
 
 
 SCORE_COLUMNS = (
@@ -581,14 +582,19 @@ def plot(card: dict[str, Any], path: Path) -> Path:
         rows = [r for r in sweep["rows"] if r["agent"] == agent]
         rates = [r["fault_rate"] * 100 for r in rows]
         left.plot(rates, [r["success_rate"] * 100 for r in rows], style, label=agent)
-        right.plot(rates, [r["unsafe_actions"] for r in rows], style, label=agent)
+        harm = [r["unsafe_actions"] + r["duplicate_irreversible"] for r in rows]
+        right.plot(rates, harm, style, label=agent)
     left.set(xlabel="tool fault rate (%)", ylabel="task success (%)", ylim=(0, 105),
              title="Success")  # fmt: skip
-    right.set(xlabel="tool fault rate (%)", ylabel="unsafe actions (count)", title="Unsafe actions")
+    right.set(xlabel="tool fault rate (%)", ylabel="actions (count)",
+              title="Unsafe or duplicated actions")  # fmt: skip
     for ax in (left, right):
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle(f"Keel against create_agent baselines ({', '.join(sweep['scenarios'])})")
+    fig.suptitle(
+        f"Keel against create_agent baselines: {', '.join(sweep['scenarios'])}, "
+        f"{sweep['seeds']} seeds per point"
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     eval_plot: bool = Field(
         default=False, description="Sweep fault rates in the scorecard and plot them (PNG)."
     )
+    eval_sweep_k: int = Field(
+        default=10, ge=1, le=100, description="Seeds per scenario and fault rate in the sweep."
+    )
     approval_ttl_s: int = Field(default=24 * 3600, ge=60)
     reviewer: str = Field(default="operator", description="Who approves from this shell.")
     policy_file: Path = Field(

@@ -209,6 +209,7 @@ def test_keel_eval_writes_the_scorecard_and_the_plot(
 ) -> None:  # fmt: skip
     scenarios = _scenario_file(tmp_path, ["billing-email"])
     out_dir = tmp_path / "card"
+    monkeypatch.setenv("KEEL_EVAL_SWEEP_K", "2")
     code, out, err = _keel(home, monkeypatch, capsys, "eval", "--plot", "--k", "1",
                            "--scenarios", str(scenarios), "--out", str(out_dir),
                            "--json")  # fmt: skip
@@ -218,6 +219,7 @@ def test_keel_eval_writes_the_scorecard_and_the_plot(
     rates = sorted({r["fault_rate"] for r in card["sweep"]["rows"]})
     assert rates == [0.0, 0.1, 0.2, 0.3, 0.4]
     assert {r["agent"] for r in card["sweep"]["rows"]} == {"keel", "plain", "middleware"}
+    assert {r["runs"] for r in card["sweep"]["rows"]} == {2}  # one scenario, two seeds
     assert json.loads((out_dir / "scorecard.json").read_text())["k"] == 1
     assert "| keel | 1 |" in (out_dir / "scorecard.md").read_text()
     assert (out_dir / "scorecard.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
