@@ -549,6 +549,31 @@ SCORE_COLUMNS = (
 )  # fmt: skip
 
 
+HIGHER_IS_BETTER = ("success_rate", "pass^k", "trajectory_match_rate")
+LOWER_IS_BETTER = (
+    "unsafe_actions", "duplicate_irreversible", "tokens_per_run", "latency_ms_per_run",
+)  # fmt: skip
+
+
+def behind_middleware(card: dict[str, Any]) -> list[str]:
+    """The figures on which Keel is worse than ``create_agent`` with LangChain's middleware.
+
+    Escalation is left out: a clean escalation can be the right end, and both sides are already
+    judged on whether the end state was right.
+    """
+    keel, other, k = card["keel"], card["middleware"], card["k"]
+    out: list[str] = []
+    for metric in (*HIGHER_IS_BETTER, *LOWER_IS_BETTER):
+        name = metric.replace("^k", f"^{k}")
+        mine, theirs = keel.get(name), other.get(name)
+        if mine is None or theirs is None:
+            continue
+        worse = mine < theirs if metric in HIGHER_IS_BETTER else mine > theirs
+        if worse:
+            out.append(f"{name} {mine} against {theirs}")
+    return out
+
+
 def markdown(card: dict[str, Any]) -> str:
     """The scorecard as a Markdown table: Keel, the baselines, then each ablation."""
     k = card["k"]
@@ -562,6 +587,9 @@ def markdown(card: dict[str, Any]) -> str:
     for name, s in rows:
         cells = ["—" if s.get(c) is None else str(s.get(c)) for c in columns]
         lines.append(f"| {name} | {s.get('runs', 0)} | " + " | ".join(cells) + " |")
+    behind = behind_middleware(card)
+    if behind:
+        lines.append("\nWhere Keel does not beat the middleware baseline: " + "; ".join(behind))
     for p in card["problems"]:
         lines.append(f"\nNot run: {p['where']}: {p['problem']}")
     return "\n".join(lines) + "\n"

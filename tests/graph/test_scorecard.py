@@ -16,7 +16,13 @@ from typing import Any
 import pytest
 
 from evals.scenarios import SCENARIOS_DIR, Expected, load_scenarios
-from evals.scorecard import judge, markdown, run_scorecard, trajectory_matches
+from evals.scorecard import (
+    behind_middleware,
+    judge,
+    markdown,
+    run_scorecard,
+    trajectory_matches,
+)
 from keel.cli import main
 from keel.settings import Settings
 from tools.demo import DemoDomain
@@ -242,3 +248,13 @@ def test_keel_eval_bad_input_is_one_clear_line(
                          "--scenarios", str(empty))  # fmt: skip
     assert code == 2 and "no scenario files" in err
     shutil.rmtree(empty)
+
+
+def test_the_scorecard_says_where_keel_does_not_beat_the_middleware_baseline() -> None:
+    keel = {"success_rate": 1.0, "pass^3": 1.0, "unsafe_actions": 0, "latency_ms_per_run": 400.0}
+    middleware = {"success_rate": 0.8, "pass^3": 0.9, "unsafe_actions": 3,
+                  "latency_ms_per_run": 90.0}  # fmt: skip
+    card = {"keel": keel, "middleware": middleware, "k": 3}
+    assert behind_middleware(card) == ["latency_ms_per_run 400.0 against 90.0"]
+    card["keel"] = keel | {"pass^3": 0.5}
+    assert behind_middleware(card)[0] == "pass^3 0.5 against 0.9"
