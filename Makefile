@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.keel-installed
 THREADS ?= 50
 
-.PHONY: install demo test lint typecheck unit clean postgres scale-demo
+.PHONY: install demo test lint typecheck unit clean postgres scale-demo bench
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,13 @@ postgres:
 scale-demo: postgres
 	@$(MAKE) --no-print-directory install >&2
 	@$(BIN)/python -m evals.scale_demo --threads $(THREADS) $(if $(JSON),--json)
+
+# Every benchmark, several minutes (a 10,000-chunk index; a throwaway PostgreSQL for the checkpoint
+# bench): the headline figures against their targets, then each bench's numbers.
+# JSON=1 prints one JSON object instead (install's output goes to stderr).
+bench: postgres
+	@$(MAKE) --no-print-directory install >&2
+	@$(BIN)/keel bench $(if $(JSON),--json)
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,8 +1,15 @@
-"""`keel bench`: the benchmarks that print numbers (never timed tests). One registry."""
+"""`keel bench`: the benchmarks that print numbers (never timed tests). One registry.
+
+A full run (no ``--only``) also carries the issue's headline figures, each taken from one bench's
+result and set beside its target: see :func:`summarize`.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import resource
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 from evals.runner import Suite, run_named
 from keel.settings import Settings
@@ -72,6 +79,98 @@ BENCHES: dict[str, Bench] = {
 }
 
 
+class Figure(NamedTuple):
+    """Where one headline figure is read in the per-bench results, and its target if it has one."""
+
+    bench: str
+    field: tuple[str, ...]
+    target: str | None = None
+    meets: Callable[[float], bool] | None = None
+
+
+FIGURES: dict[str, Figure] = {
+    "step_overhead_ratio": Figure(
+        "graph", ("step_overhead_ratio",), "<= 1.5 x bare StateGraph", lambda v: v <= 1.5
+    ),
+    "tool_overhead_ms": Figure("tools", ("tool_overhead_ms",), "< 1 ms median", lambda v: v < 1.0),
+    "checkpoint_write_ms": Figure("checkpoint", ("sqlite", "put_p50_ms")),
+    "retrieval_p95_ms": Figure("retrieval", ("search_p95_ms",)),
+    # The threads that completed, all of them in flight at once: a failed thread does not count.
+    "threads": Figure("threads", ("completed",), ">= 200 in flight, done", lambda v: v >= 200),
+    "threads_p95_ms": Figure("threads", ("threads_p95_ms",)),
+}
+PEAK_RSS = "peak_rss_mb"
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB (``getrusage``; children not counted)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+
+
+def summarize(results: Mapping[str, Any], *, peak_rss: float | None) -> dict[str, dict[str, Any]]:
+    """The headline figures of a bench run, each with its source, target and whether it is met.
+
+    A figure whose bench did not run (or did not report the field) has ``value`` and ``met`` None,
+    never a guess. ``checkpoint_write_ms`` is SQLite's put p50 (the Postgres figures stay in the
+    checkpoint bench's own object); ``retrieval_p95_ms`` is the curated search at the retrieval
+    bench's index size (10,000 chunks). ``peak_rss_mb`` is passed in rather than read from the
+    threads bench: the threads bench's figure is the peak up to its own end, while the process's
+    peak after every bench has run covers the whole run, whichever bench reached it.
+
+    Args:
+        results: each bench's result, keyed by bench name, as :func:`run_benches` collects them.
+        peak_rss: the process's peak resident memory over the run, in MB (None: not measured).
+
+    Returns:
+        For each figure: ``value``, ``source`` (``bench.field``), ``target`` and ``met``
+        (None where there is no target or no value).
+
+    Example:
+        >>> summarize({"tools": {"tool_overhead_ms": 0.2}}, peak_rss=None)["tool_overhead_ms"]
+        {'value': 0.2, 'source': 'tools.tool_overhead_ms', 'target': '< 1 ms median', 'met': True}
+    """
+    summary: dict[str, dict[str, Any]] = {}
+    for key, figure in FIGURES.items():
+        found: Any = results.get(figure.bench)
+        for name in figure.field:
+            found = found.get(name) if isinstance(found, Mapping) else None
+        value = found if isinstance(found, int | float) else None
+        met = None if value is None or figure.meets is None else figure.meets(value)
+        source = ".".join((figure.bench, *figure.field))
+        summary[key] = {"value": value, "source": source, "target": figure.target, "met": met}
+    summary[PEAK_RSS] = {
+        "value": peak_rss,
+        "source": "getrusage(RUSAGE_SELF).ru_maxrss after every bench",
+        "target": None,
+        "met": None,
+    }
+    return summary
+
+
+def summary_table(summary: Mapping[str, Mapping[str, Any]]) -> str:
+    """The headline figures as a short table, the targets beside them."""
+    lines = [f"{'figure':<20} {'value':>12}  {'target':<26} met"]
+    for key, figure in summary.items():
+        value = "not measured" if figure["value"] is None else f"{figure['value']:g}"
+        verdict = {True: "met", False: "NOT MET", None: ""}[figure["met"]]
+        lines.append(f"{key:<20} {value:>12}  {figure['target'] or '-':<26} {verdict}".rstrip())
+    return "\n".join(lines)
+
+
 def run_benches(only: list[str] | None, settings: Settings, *, progress: bool) -> dict[str, Any]:
-    """Run the named benchmarks (all when None)."""
-    return run_named(BENCHES, only, settings, progress=progress, kind="benchmark")
+    """Run the named benchmarks (all when None), each result keyed by bench name.
+
+    A full run returns the headline figures at the top level, their ``summary`` (see
+    :func:`summarize`) and the per-bench results under ``benches``: the threads bench's name is
+    also a headline figure's, so the two cannot share the top level.
+    """
+    results = run_named(BENCHES, only, settings, progress=progress, kind="benchmark")
+    if only is not None:
+        return results
+    summary = summarize(results, peak_rss=peak_rss_mb())
+    return {
+        **{key: figure["value"] for key, figure in summary.items()},
+        "summary": summary,
+        "benches": results,
+    }

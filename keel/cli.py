@@ -125,7 +125,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("run", help="run id (or a unique prefix), or a thread id")
     replay.add_argument("--policy", metavar="FILE", help="replay under another permission manifest")
-    bench = sub.add_parser("bench", parents=[common], help="run benchmarks and print numbers")
+    bench = sub.add_parser(
+        "bench", parents=[common],
+        help="run benchmarks and print numbers (all of them: the headline figures against their "
+        "targets first)",
+    )  # fmt: skip
     bench.add_argument(
         "--only", action="append", help="one benchmark (repeatable; default: all of them)"
     )
@@ -249,9 +253,13 @@ def _command(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | N
     if args.command == "eval":
         return _eval(args, settings)
     if args.command == "bench":
-        from evals.bench import run_benches
+        from evals.bench import run_benches, summary_table
 
-        return _report(args, run_benches(args.only, settings, progress=sys.stderr.isatty()))
+        results = run_benches(args.only, settings, progress=sys.stderr.isatty())
+        if args.only is None and not args.json:
+            print(summary_table(results["summary"]) + "\n\ndetails:")
+            results = results["benches"]
+        return _report(args, results)
     if args.command == "access":
         return _access(args, settings)
     if args.command == "settle":

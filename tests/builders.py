@@ -135,3 +135,34 @@ def approved(
     )
     facts = ThreadFacts(thread_id=thread_id, subjects=subjects)
     return {"agent": "executor", "facts": facts, "approval": gate.signer.sign(receipt)}
+
+
+def bench_results(**overrides: dict[str, Any]) -> dict[str, Any]:
+    """Per-bench results shaped as `keel bench` reports them, with made-up figures (a bench
+    given as ``{}`` reported nothing; ``del`` one to leave it out)."""
+    results: dict[str, Any] = {
+        "graph": {"keel_median_ms": 30.0, "bare_median_ms": 20.0, "step_overhead_ratio": 1.5},
+        "tools": {"bare_median_ms": 0.2, "layered_median_ms": 0.5, "tool_overhead_ms": 0.3},
+        "checkpoint": {
+            "writes": 300,
+            "sqlite": {"put_p50_ms": 0.6, "put_p95_ms": 1.5, "get_p50_ms": 0.1},
+            "postgres": {"put_p50_ms": 1.1, "put_p95_ms": 2.1, "get_p50_ms": 0.9},
+        },
+        "retrieval": {
+            "chunks": 10_000,
+            "search_p50_ms": 40.0,
+            "search_p95_ms": 55.0,
+            "plain_p95_ms": 30.0,
+        },
+        "threads": {
+            "threads": 200,
+            "completed": 200,
+            "threads_p50_ms": 7600.0,
+            "threads_p95_ms": 7800.0,
+            "peak_rss_mb": 600.0,
+        },
+        "context": {"steps": 50},
+        "record": {"events": 2000},
+    }
+    results.update(overrides)
+    return results

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from keel.cli import main
+from tests.builders import bench_results
 from tests.conftest import REFUND_REQUEST
 from tools.demo.backend import DemoBackend
 
@@ -204,3 +205,49 @@ def test_a_malformed_manifest_is_refused_naming_the_line(
     monkeypatch.setenv("KEEL_POLICY_FILE", str(bad))
     code, _, err = keel("access", "--json")
     assert code == 2 and f"{bad}:6: agents.executor.tools.refund_charge" in err
+
+
+def test_bench_only_tools_json_prints_that_bench_bare(keel: Any) -> None:
+    code, data, _ = keel("bench", "--only", "tools", "--json")
+    assert code == 0
+    assert data["events_told"] >= data["calls"] > 0  # the warm-up calls are told too
+    assert data["tool_overhead_ms"] == pytest.approx(
+        data["layered_median_ms"] - data["bare_median_ms"], abs=1e-3
+    )
+    assert "summary" not in data
+
+
+def _canned_benches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every bench replaced by its canned result: the full run's shape, without running one."""
+    import evals.bench
+
+    canned = bench_results()
+    benches = {name: (lambda s, p, name=name: canned[name]) for name in evals.bench.BENCHES}
+    monkeypatch.setattr(evals.bench, "BENCHES", benches)
+
+
+def test_a_full_bench_json_carries_the_headline_figures_and_every_bench(
+    keel: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _canned_benches(monkeypatch)
+    code, data, _ = keel("bench", "--json")
+    assert code == 0
+    assert data["step_overhead_ratio"] == 1.5 and data["checkpoint_write_ms"] == 0.6
+    assert data["threads"] == 200 and data["threads_p95_ms"] == 7800.0
+    assert data["peak_rss_mb"] > 0  # this process's own peak, measured
+    assert data["summary"]["tool_overhead_ms"] == {
+        "value": 0.3, "source": "tools.tool_overhead_ms", "target": "< 1 ms median", "met": True,
+    }  # fmt: skip
+    assert data["benches"] == bench_results()
+
+
+def test_a_full_bench_prints_the_table_then_the_details(
+    keel: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _canned_benches(monkeypatch)
+    code, out, _ = keel("bench")
+    assert code == 0
+    table, details = out.split("\n\ndetails:\n")
+    assert table.splitlines()[0].split() == ["figure", "value", "target", "met"]
+    assert len(table.splitlines()) == 8
+    assert json.loads(details) == bench_results()
