@@ -305,6 +305,9 @@ def run_keel(
                 outcome = _play(app, scenario)
         except KeelError as err:  # a run Keel did not handle: a bug, counted, not hidden
             crashed = f"crashed: {type(err).__name__}: {err}"
+        finally:
+            # This run's tool threads end with it (a call that timed out may still finish).
+            context.tools.pool.shutdown(wait=False)
         latency = (time.perf_counter() - started) * 1000
         backend = DemoBackend(settings.domain_db)
         if scenario.fault_profile.timeout_rate:
