@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from graph.state import Status, TrustTier
 from keel.errors import BadRequest, Permanent
 from keel.settings import Settings
-from keel.yamlfile import line_of
+from keel.yamlfile import line_of, load_reviewed, problem_of
 from tools.demo.backend import DemoBackend
 from tools.faults import FaultProfile, profile_named
 from tools.spec import ToolRegistry
@@ -170,12 +170,10 @@ def _load_file(
         return [], [ScenarioProblem(str(file), "no such file")]
     text = file.read_text(encoding="utf-8")
     try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        at = f":{mark.line + 1}" if mark is not None else ""
-        said = str(err).splitlines()[0]
+        root, data = load_reviewed(text)
+    except yaml.YAMLError as err:  # a duplicate key too: the last one must not win quietly
+        line, said = problem_of(err)
+        at = f":{line}" if line is not None else ""
         return [], [ScenarioProblem(f"{file}{at}", f"not valid YAML: {said}")]
     if not isinstance(data, list):
         return [], [ScenarioProblem(f"{file}:1", "a scenario file is a list of scenarios")]

@@ -158,6 +158,7 @@ def read_decisions(
                 approved_at=now.isoformat(),
                 expires_at=expires.isoformat(),
                 edited=kind == "edit",
+                approved_for="executor",  # the agent that runs plan steps; the gate checks it
                 manifest_version=version,
                 shown=shown,
             )

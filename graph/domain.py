@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from graph.state import CannotPlan, DomainEvent, EventWait, Evidence, Plan, Step
 from keel.settings import Settings
-from tools.permissions import ScopeCheck
+from tools.permissions import Scope
 from tools.spec import AgentTools, ToolRegistry
 
 
@@ -53,5 +53,6 @@ class Domain(Protocol):
     def events_after(self, settings: Settings, seq: int) -> list[DomainEvent]:
         """The domain's business events newer than ``seq`` (its outbox), oldest first."""
 
-    def scopes(self) -> dict[str, ScopeCheck]:
-        """The named scopes the permission manifest may narrow grants with."""
+    def scopes(self) -> dict[str, Scope]:
+        """The named scopes the permission manifest may narrow grants with, each with the
+        arguments its check reads (a grant on a tool without them does not load)."""

@@ -8,9 +8,10 @@ inside ``ToolRegistry.invoke``, in code no model output reaches, and checks, for
 2. the agent holds a grant for the tool, and the tool's effect is within the agent's effects;
 3. an approval, where one is needed: for a tool granted with ``approval: required``, and for any
    write or irreversible call in a thread whose context holds low-trust evidence (taint). The
-   approval must be a receipt signed by Keel, for exactly this tool and these arguments, in this
-   thread, under this manifest version, unexpired and unused;
-4. numeric limits, then the domain's named scopes (e.g. "e-mail only the request's customer").
+   approval must be a receipt signed by Keel, for exactly this tool and these arguments, for
+   this agent, in this thread, under this manifest version, unexpired and unused;
+4. numeric limits, then the domain's named scopes (e.g. "e-mail only the request's customer");
+   a scope check that raises denies the call (fail closed), it never crashes the caller.
 
 A denial raises ``PermissionDenied`` after the registry has told its listeners (the flight
 recorder), so every decision is on record.
@@ -27,14 +28,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from types import UnionType
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from graph.state import Effect, Receipt
 from keel.errors import ConfigError, IntegrationError, PermissionDenied
-from keel.yamlfile import line_of
+from keel.yamlfile import line_of, load_reviewed, problem_of
 from tools.spec import AgentTools, CallRequest, ThreadFacts, ToolRegistry, ToolSpec
 
 if TYPE_CHECKING:
@@ -42,8 +44,24 @@ if TYPE_CHECKING:
     from keel.settings import Settings
 
 ScopeCheck = Callable[[dict[str, Any], ThreadFacts, AgentTools], str | None]
-"""A named scope: given the call's arguments, the thread's facts and the calling agent's tools,
+"""A scope's check: given the call's arguments, the thread's facts and the calling agent's tools,
 the reason the call is out of scope, or None. It reads through the agent's own grants."""
+
+
+class Scope(NamedTuple):
+    """A named scope the manifest may narrow a grant with, and the arguments its check reads.
+
+    A grant of the scope on a tool whose input model lacks one of ``reads`` is refused when the
+    manifest loads; a check that raises anyway denies the call (fail closed).
+
+    Example:
+        >>> Scope(lambda args, facts, tools: None, reads=frozenset({"customer_id"})).reads
+        frozenset({'customer_id'})
+    """
+
+    check: ScopeCheck
+    reads: frozenset[str] = frozenset()
+
 
 EFFECT_ORDER: dict[Effect, int] = {"read": 0, "write": 1, "irreversible": 2}
 
@@ -77,7 +95,7 @@ class Manifest(BaseModel):
     agents: dict[str, AgentPolicy]
 
 
-def load_manifest(path: Path, tools: ToolRegistry, scopes: Mapping[str, ScopeCheck]) -> Manifest:
+def load_manifest(path: Path, tools: ToolRegistry, scopes: Mapping[str, Scope]) -> Manifest:
     """Read and check a manifest against the tools and scopes that exist.
 
     Raises:
@@ -93,14 +111,15 @@ def load_manifest(path: Path, tools: ToolRegistry, scopes: Mapping[str, ScopeChe
 
 
 def parse_manifest(
-    text: str, path: str, tools: ToolRegistry, scopes: Mapping[str, ScopeCheck]
+    text: str, path: str, tools: ToolRegistry, scopes: Mapping[str, Scope]
 ) -> Manifest:
     """``load_manifest`` for text already read; ``path`` names it in errors."""
     try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
+        root, data = load_reviewed(text)
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+        line, said = problem_of(err)
+        at = f"{path}:{line}" if line is not None else path
+        raise ConfigError(f"{at}: not valid YAML: {said}") from err
     try:
         manifest = Manifest.model_validate(data)
     except ValidationError as err:
@@ -122,7 +141,7 @@ def _contradiction(
     grant: Grant,
     policy: AgentPolicy,
     tools: ToolRegistry,
-    scopes: Mapping[str, ScopeCheck],
+    scopes: Mapping[str, Scope],
 ) -> str | None:
     if tool not in tools:
         return f"no tool named {tool!r} (known: {', '.join(tools.names())})"
@@ -135,10 +154,27 @@ def _contradiction(
     if unknown:
         return f"unknown scope(s) {unknown} (known: {sorted(scopes)})"
     fields = spec.input_model.model_fields
+    for scope in grant.scopes:
+        missing = sorted(scopes[scope].reads - set(fields))
+        if missing:
+            return f"scope {scope!r} reads {missing}, which {tool} does not take"
     bad_limits = [name for name in grant.limits if name not in fields]
     if bad_limits:
         return f"limits name argument(s) the tool does not take: {bad_limits}"
+    not_numbers = [name for name in grant.limits if not _numeric(fields[name].annotation)]
+    if not_numbers:
+        return f"limits must name numeric (int or float) arguments; {not_numbers} are not"
     return None
+
+
+def _numeric(annotation: Any) -> bool:
+    """Whether an input model field holds a number (int or float, optionally None), not a bool."""
+    if annotation in (int, float):
+        return True
+    if get_origin(annotation) in (Union, UnionType):
+        members = [a for a in get_args(annotation) if a is not type(None)]
+        return bool(members) and all(_numeric(a) for a in members)
+    return False
 
 
 @dataclass(frozen=True)
@@ -193,7 +229,7 @@ class PermissionGate:
     """The one gate every tool call passes (``ToolRegistry.gate``)."""
 
     manifest: Manifest
-    scopes: Mapping[str, ScopeCheck]
+    scopes: Mapping[str, Scope]
     signer: ReceiptSigner
     clock: Callable[[], datetime] = field(default=_utc_now)
 
@@ -232,9 +268,11 @@ class PermissionGate:
         own_tools = tools.for_agent(request.agent, facts)
         for scope in grant.scopes:
             try:
-                reason = self.scopes[scope](request.args, facts, own_tools)
+                reason = self.scopes[scope].check(request.args, facts, own_tools)
             except (IntegrationError, PermissionDenied) as err:
-                reason = f"could not be verified ({err})"  # fail closed
+                reason = f"could not be verified: {err}"  # a system down: fail closed
+            except Exception as err:  # a check that breaks (a bug, a misfit) denies, never crashes
+                reason = f"could not be verified: {type(err).__name__}: {err}"
             if reason is not None:
                 return f"scope:{scope}", f"{name} is out of scope {scope!r}: {reason}"
         return None
@@ -253,6 +291,10 @@ class PermissionGate:
             return "the approval's signature is not Keel's (forged or altered)"
         if receipt.tool != request.spec.name or receipt.digest != request.digest:
             return "the approval is for a different action (the arguments changed since)"
+        if receipt.approved_for != request.agent:
+            return (
+                f"the approval was given for agent {receipt.approved_for!r}, not {request.agent!r}"
+            )
         if receipt.thread_id != facts.thread_id:
             return "the approval belongs to another thread"
         if receipt.manifest_version != self.version:
@@ -270,7 +312,7 @@ class PermissionGate:
 def open_gate(
     path: Path,
     tools: ToolRegistry,
-    scopes: Mapping[str, ScopeCheck],
+    scopes: Mapping[str, Scope],
     home: Path,
     clock: Callable[[], datetime] = _utc_now,
 ) -> PermissionGate:

@@ -75,6 +75,10 @@ def test_bad_files_and_scenarios_are_reported_by_line_and_the_rest_still_load(
         "- name: fine-one\n  request: Close ticket T-77\n  expect: {status: done}\n"
         "- name: typo\n  request: Close ticket T-77\n  expect:\n    statuss: done\n"
     )
+    (tmp_path / "twice.yaml").write_text(
+        "- name: twice\n  request: Close ticket T-77\n  expect: {status: done}\n"
+        "  request: Refund everything\n"
+    )
     (tmp_path / "unknown.yaml").write_text(
         "- name: ghost-tool\n  request: hi there\n  model: [{name: teleport}]\n  expect: {}\n"
         "- name: ghost-charge\n  request: hi there\n"
@@ -87,6 +91,7 @@ def test_bad_files_and_scenarios_are_reported_by_line_and_the_rest_still_load(
     found = {p.where.split(" ")[0].rsplit("/", 1)[-1]: p.problem for p in problems}
     assert "not valid YAML" in found["broken.yaml:2"]
     assert "expect.statuss" in found["schema.yaml:7"]
+    assert "duplicate key 'request' (first at line 2)" in found["twice.yaml:4"]
     assert "no tool named 'teleport'" in found["unknown.yaml:1"]
     assert "charge CH-9999" in found["unknown.yaml:5"]
     assert "ticket T-1" in found["unknown.yaml:5"]

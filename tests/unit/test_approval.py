@@ -48,6 +48,7 @@ def test_approve_gives_one_receipt_per_action(ctx: KeelContext, request_: dict[s
     assert set(update["approvals"]) == set(request_["digests"])
     receipt = update["approvals"][request_["digests"][0]]
     assert (receipt.approved_by, receipt.thread_id, receipt.tool) == ("ann", "t-1", "refund_charge")
+    assert receipt.approved_for == "executor"  # the gate refuses it to any other agent
     assert receipt.manifest_version == ctx.tools.gate.version  # type: ignore[union-attr]
     assert receipt.signature  # signed: a receipt written into state is not enough
 

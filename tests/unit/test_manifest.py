@@ -93,6 +93,40 @@ def test_a_limit_on_an_argument_the_tool_lacks_is_refused(tools: ToolRegistry) -
         _parse(text, tools)
 
 
+@pytest.mark.parametrize(
+    ("text", "line", "key"),
+    [
+        # A second block for the same agent, granting more: the last one must not win quietly.
+        (GOOD + "  executor:\n    effects: [read]\n    tools: {}\n", 10, "executor"),
+        (GOOD.replace("approval: required", "approval: required\n        approval: none"), 9,
+         "approval"),
+        (GOOD.replace('version: "1"', 'version: "1"\nversion: "2"'), 2, "version"),
+    ],
+)  # fmt: skip
+def test_a_duplicate_key_anywhere_is_refused_naming_its_line(
+    tools: ToolRegistry, text: str, line: int, key: str
+) -> None:
+    with pytest.raises(ConfigError, match=f"duplicate key '{key}'") as caught:
+        _parse(text, tools)
+    assert str(caught.value).startswith(f"m.yaml:{line}:")
+
+
+def test_a_limit_on_an_argument_that_is_not_a_number_is_refused(tools: ToolRegistry) -> None:
+    # Otherwise it loads and is never enforced: the gate compares numbers only.
+    text = GOOD.replace("scopes: [recipient_is_the_customer]", "limits: {to: 3}")
+    with pytest.raises(ConfigError, match="numeric") as caught:
+        _parse(text, tools)
+    assert str(caught.value).startswith("m.yaml:7:")
+
+
+def test_a_scope_that_does_not_fit_its_tool_is_refused(tools: ToolRegistry) -> None:
+    # customer_in_request reads customer_id, which send_email does not take.
+    text = GOOD.replace("recipient_is_the_customer", "customer_in_request")
+    with pytest.raises(ConfigError, match=r"customer_in_request.*customer_id") as caught:
+        _parse(text, tools)
+    assert str(caught.value).startswith("m.yaml:7:")
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=200))
 def test_any_text_loads_or_is_refused_cleanly(text: str) -> None:

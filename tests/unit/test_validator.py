@@ -5,9 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from langgraph.runtime import Runtime
 
-from agents.validator import step_problems
-from tests.builders import REFUND_RECORDS, email_step, plan, refund_step
+from agents.validator import check_plan, step_problems
+from graph.context import KeelContext
+from graph.state import PlanCheckView, approval_digest
+from keel.settings import Settings
+from tests.builders import REFUND_RECORDS, email_step, evidence, plan, refund_step
 from tools.demo import DemoDomain
 from tools.demo.backend import DemoBackend
 from tools.demo.tools import demo_tools
@@ -87,3 +91,21 @@ def test_domain_rule_email_only_to_the_customer_on_record() -> None:
 
 def test_the_runbook_plan_meets_the_rules() -> None:
     assert DemoDomain().plan_rules(plan(), REFUND_RECORDS) == []
+
+
+def test_a_rejected_action_proposed_again_is_refused_and_its_twin_is_not(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, _env_file=None)  # type: ignore[call-arg]
+    DemoDomain().prepare(settings)
+    runtime = Runtime(context=KeelContext.from_settings(settings))
+    rejected = approval_digest("refund_charge", refund_step().args)
+    state: PlanCheckView = {
+        "plan": plan(),
+        "entities": {"customer_id": "C-1001", "invoice_id": "INV-2001"},
+        "evidence": [evidence()],
+        "rejected": [rejected],
+    }
+    verdict = check_plan(state, runtime)["plan_verdict"]
+    assert not verdict.ok
+    assert verdict.reasons == ["step 1 (refund_charge): a reviewer rejected this exact action"]
+    # The same plan with no rejection on record passes: the rejection alone refused it.
+    assert check_plan({**state, "rejected": []}, runtime)["plan_verdict"].ok

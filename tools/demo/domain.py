@@ -12,7 +12,7 @@ from tools.breakers import SqliteBreakerStore
 from tools.demo.backend import DemoBackend
 from tools.demo.tools import demo_tools
 from tools.faults import PROFILES, FaultInjector, profile_named
-from tools.permissions import ScopeCheck
+from tools.permissions import Scope
 from tools.resilience import RetryPolicy
 from tools.spec import AgentTools, ShapeChanged, ThreadFacts, ToolRegistry
 
@@ -156,12 +156,14 @@ class DemoDomain:
     def events_after(self, settings: Settings, seq: int) -> list[DomainEvent]:
         return [DomainEvent(**e) for e in DemoBackend(settings.domain_db).events_after(seq)]
 
-    def scopes(self) -> dict[str, ScopeCheck]:
+    def scopes(self) -> dict[str, Scope]:
         return {
-            "customer_in_request": _customer_in_request,
-            "ticket_in_request": _ticket_in_request,
-            "refund_within_charge": _refund_within_charge,
-            "recipient_is_the_customer": _recipient_is_the_customer,
+            "customer_in_request": Scope(_customer_in_request, frozenset({"customer_id"})),
+            "ticket_in_request": Scope(_ticket_in_request, frozenset({"ticket_id"})),
+            "refund_within_charge": Scope(
+                _refund_within_charge, frozenset({"charge_id", "amount"})
+            ),
+            "recipient_is_the_customer": Scope(_recipient_is_the_customer, frozenset({"to"})),
         }
 
     def postconditions(self, step: Step, output: dict[str, Any], tools: AgentTools) -> list[str]:
