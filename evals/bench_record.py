@@ -77,7 +77,7 @@ def bench_record(settings: Settings, *, events: int = 2000) -> dict[str, Any]:
         store = RecordStore(Path(tmp) / "records.sqlite")
         quiet = logging.getLogger("keel.bench.quiet")
         quiet.propagate = False
-        recorder = Recorder(store, Redactor(settings.sensitive_fields), log=quiet)
+        recorder = Recorder(store, Redactor.from_settings(settings), log=quiet)
         out["per_event"] = _figures(_time(recorder, sample, events))
         logged = logging.getLogger("keel.bench.logged")
         logged.propagate = False
@@ -94,7 +94,7 @@ def bench_record(settings: Settings, *, events: int = 2000) -> dict[str, Any]:
         store.close()
         # The price of FULL: NORMAL (in WAL) survives a process crash but not a power loss.
         normal = RecordStore(Path(tmp) / "normal.sqlite", synchronous="NORMAL")
-        recorder = Recorder(normal, Redactor(settings.sensitive_fields), log=quiet)
+        recorder = Recorder(normal, Redactor.from_settings(settings), log=quiet)
         out["per_event_synchronous_normal"] = _figures(_time(recorder, sample, events))
         normal.close()
     return out

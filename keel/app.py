@@ -51,7 +51,7 @@ from observability.events import (
     RunEnded,
     RunStarted,
 )
-from observability.recorder import Recorder, RunRecording, model_name
+from observability.recorder import Recorder, RunRecording, jsonable, model_name
 from observability.redaction import Redactor
 from observability.store import RecordStore
 from observability.tracing import Tracing, run_config
@@ -138,7 +138,7 @@ class KeelApp:
         """
         settings = settings or (context.settings if context else Settings())
         context = context or KeelContext.from_settings(settings)
-        redactor = Redactor(settings.sensitive_fields)
+        redactor = Redactor.from_settings(settings)
         tracing = Tracing(redactor)
         recorder = None
         if settings.record:
@@ -178,6 +178,7 @@ class KeelApp:
             fresh = mode in ("run", "fork") or known is None
             run_id = str(uuid.uuid4()) if fresh or known is None else known
         trace_id = str(uuid.uuid4())
+        self._begin_redaction(run_id, thread_id, mode)
         recording = (
             self.recorder.start(run_id=run_id, thread_id=thread_id, trace_id=trace_id)
             if self.recorder is not None
@@ -234,6 +235,23 @@ class KeelApp:
             if self.recorder is not None:
                 self.recorder.stop()
         return outcome
+
+    def _begin_redaction(self, run_id: str, thread_id: str, mode: Mode) -> None:
+        """Redact for this run: what its earlier segments saw under a sensitive key (the
+        thread's state holds it, even when they ran in another process) is scrubbed from now on."""
+        redactors = {
+            id(r): r
+            for r in (
+                self.recorder.redactor if self.recorder else None,
+                self.tracing.redactor if self.tracing else None,
+            )
+            if r is not None
+        }
+        state = None if mode == "run" else self.graph.get_state(self._config(thread_id)).values
+        for redactor in redactors.values():
+            redactor.begin(run_id)
+            if state:
+                redactor.learn(jsonable(state))
 
     def _started(
         self,

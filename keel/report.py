@@ -122,6 +122,12 @@ def print_replay(verdict: ReplayReport) -> None:
                     else "(nothing)"
                 )
                 print(f"    {side}: {shown}")
+    if verdict.redacted_events:
+        print(
+            f"  {verdict.redacted_events} recorded event(s) hold [redacted] placeholders (sensitive"
+            " fields and patterns): replay served them so, and a decision that depended on a"
+            " redacted value cannot come out the same"
+        )
     if verdict.misses:
         print(f"  not in the record: {', '.join(verdict.misses)}")
     if verdict.changed_prompts:

@@ -5,6 +5,7 @@ Nothing deeper in the code reads ``os.environ``; a ``Settings`` object is passed
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
@@ -112,11 +113,33 @@ class Settings(BaseSettings):
         default_factory=lambda: ["api_key", "authorization", "password", "secret", "token"],
         description="Fields redacted before anything is recorded or traced.",
     )
+    sensitive_patterns: list[str] = Field(
+        default_factory=list,
+        description="Regular expressions: every match, in any string recorded or traced, is "
+        "redacted (free text included). Opt-in; the README shows one for e-mail addresses.",
+    )
 
     @field_validator("home", "corpus_dir", "policy_file")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @field_validator("sensitive_patterns")
+    @classmethod
+    def _patterns(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            try:
+                compiled = re.compile(pattern)
+            except re.error as err:
+                raise ValueError(
+                    f"KEEL_SENSITIVE_PATTERNS: {pattern!r} is not a regular expression ({err})"
+                ) from err
+            if compiled.fullmatch(""):
+                raise ValueError(
+                    f"KEEL_SENSITIVE_PATTERNS: {pattern!r} matches the empty string"
+                    " (it would match everywhere)"
+                )
+        return value
 
     @field_validator("chroma_url")
     @classmethod

@@ -140,6 +140,7 @@ class Recorder:
 
     def start(self, *, run_id: str, thread_id: str, trace_id: str) -> RunRecording:
         """Open the next segment of ``run_id``; events go to it until ``stop``."""
+        self.redactor.begin(run_id)
         segment = self.store.next_segment(run_id)
         self.active = RunRecording(
             self, run_id=run_id, thread_id=thread_id, segment=segment, trace_id=trace_id

@@ -17,10 +17,14 @@ the permission gate and the prompts. So replaying with another permission manife
 (``--policy``), another validator or another prompt shows what that change would have done to the
 recorded run; the first decision that comes out differently is reported.
 
-Redaction trade-off: the record holds values of sensitive fields as ``[redacted]``, and replay
-serves what the record holds. A run whose decisions depended on a redacted value (say a tool
-whose output carries a ``token`` the next step uses) cannot replay exactly; the report then
-shows where it diverged. Keeping secrets out of the record wins over replaying them.
+Redaction trade-off: the record holds sensitive values as ``[redacted]`` (values of sensitive
+fields, matches of sensitive patterns, and what was seen under a sensitive field, wherever it
+reappears), and replay serves what the record holds: the request, the tool outputs, the
+retrievals and the model answers with their placeholders. A run whose decisions depended on a
+redacted value cannot replay exactly (with the e-mail pattern, the billing e-mail request
+replays as "... to [redacted]" and the runbook planner finds no address to plan with); the
+report then says where it diverged and counts the events that held a placeholder
+(``redacted_events``). Keeping secrets out of the record wins over replaying them.
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ from observability.events import (
     RunStarted,
 )
 from observability.recorder import Recorder, jsonable
-from observability.redaction import Redactor
+from observability.redaction import REDACTED, Redactor
 from observability.store import RecordStore, open_record
 from retrieval.curation import Retrieval
 from retrieval.embeddings import Embedder
@@ -125,6 +129,9 @@ class ReplayReport(BaseModel):
     )
     changed_queries: list[int] = Field(
         default_factory=list, description="retrievals whose query differs from the recorded one"
+    )
+    redacted_events: int = Field(
+        default=0, description="recorded events holding a [redacted] placeholder, served as such"
     )
     policy_file: str | None = None
     recorded_manifest: str | None = None
@@ -450,7 +457,7 @@ def replay_run(
         settings = settings.model_copy(update={"policy_file": policy_file.expanduser().resolve()})
 
     base = KeelContext.from_settings(settings, domain=app.context.domain)
-    redactor = Redactor(settings.sensitive_fields)
+    redactor = Redactor.from_settings(settings)
     tools = RecordedTools(events, redactor)
     answers = RecordedAnswers(events)
     started = [e.payload for e in events if isinstance(e.payload, RunStarted)]
@@ -509,6 +516,7 @@ def replay_run(
         misses=tools.misses,
         changed_prompts=answers.changed_prompts,
         changed_queries=served_store.changed_queries,
+        redacted_events=sum(REDACTED in e.payload.model_dump_json() for e in events),
         policy_file=str(settings.policy_file) if policy_file is not None else None,
         recorded_manifest=first.manifest_version if first else None,
         replay_manifest=registry.gate.version if registry.gate is not None else None,

@@ -2,8 +2,10 @@
 
 Tracing is switched on by LangSmith's own environment variables (``LANGSMITH_TRACING=true``,
 ``LANGSMITH_API_KEY``, optionally ``LANGSMITH_ENDPOINT`` and ``LANGSMITH_PROJECT``); the SDK reads
-them, Keel does not. When on, Keel passes its own ``LangChainTracer`` whose client redacts the
-sensitive fields from every run's inputs and outputs before they leave the process. Each segment
+them, Keel does not. When on, Keel passes its own ``LangChainTracer`` whose client runs every
+run's inputs and outputs (and, in the SDK versions that pass them on, as 0.15 does, its error and
+metadata) through Keel's redactor before they leave the process: the SDK's ``anonymizer`` hook,
+which hands it the JSON the SDK would send, nested models dumped. Each segment
 (run, resume, recover, fork) is one LangSmith trace whose root run id is the segment's
 ``trace_id`` in the record; every run of the trace carries ``thread_id``, ``keel_run_id`` and
 ``keel_segment`` as metadata and the ``keel-run:RUN`` tag, and each node's run is named after its
@@ -46,10 +48,11 @@ class Tracing:
         self.redactor = redactor
         self.tracer: LangChainTracer | None = None
         if tracing_is_enabled() is True:
-            client = Client(hide_inputs=self._hide, hide_outputs=self._hide)
+            client = Client(anonymizer=self._hide)
             self.tracer = KeelTracer(client=client)
 
     def _hide(self, values: dict[str, Any]) -> dict[str, Any]:
+        # The SDK passes JSON (models already dumped), so nested models are redacted too.
         redacted: dict[str, Any] = self.redactor(values)
         return redacted
 

@@ -23,6 +23,10 @@ from tools.demo.backend import DemoBackend
 REFUND_REQUEST = (
     "Customer C-1001 was charged twice for invoice INV-2001, please refund the duplicate charge"
 )
+BILLING_ADDRESS = "finance@hopper.example"
+BILLING_REQUEST = f"Please update the billing e-mail of C-1002 to {BILLING_ADDRESS}"
+EMAIL_PATTERN = r"[^@\s]+@[^@\s]+\.[^@\s]+"
+"""The e-mail preset the README documents for KEEL_SENSITIVE_PATTERNS."""
 
 
 @pytest.fixture(autouse=True)

@@ -19,7 +19,7 @@ from keel.app import Decision, KeelApp, Outcome
 from keel.errors import BadRequest
 from keel.settings import Settings
 from observability.replay import decisions, first_divergence, replay_run
-from tests.conftest import REFUND_REQUEST
+from tests.conftest import BILLING_REQUEST, EMAIL_PATTERN, REFUND_REQUEST
 from tools.demo.backend import DemoBackend
 from tools.demo.domain import DemoDomain
 from tools.permissions import PermissionGate
@@ -55,6 +55,7 @@ def test_replay_reproduces_every_decision_and_touches_nothing_live(
     assert report.first_divergence is None and report.error is None
     assert report.recorded_status == report.replayed_status == "done"
     assert report.served_tool_calls >= 8
+    assert report.redacted_events == 0  # the default settings redact nothing a demo run holds
     assert {p: _digest(p) for p in before} == before
 
 
@@ -92,6 +93,23 @@ def test_replay_of_a_model_planned_run_serves_the_model_from_the_record(
         monkeypatch.setattr(prompts, "PLANNER_SYSTEM", prompts.PLANNER_SYSTEM + "\nBe terse.")
         changed = replay_run(app, outcome.run_id or "")
     assert changed.changed_prompts == [0]
+
+
+def test_a_redacted_run_replays_with_its_placeholders_and_says_so(settings: Settings) -> None:
+    private = settings.model_copy(update={"sensitive_patterns": [EMAIL_PATTERN]})
+    with KeelApp.open(private, KeelContext.from_settings(private)) as app:
+        done = _approved(app, BILLING_REQUEST)
+        assert done.status == "done"
+        report = replay_run(app, done.run_id or "")
+    # The record holds "... to [redacted]": the runbook planner finds no address to plan with,
+    # so the replay diverges at the plan, and the report counts the placeholders it served.
+    assert not report.same and report.redacted_events > 0
+    d = report.first_divergence
+    assert d is not None and d.recorded is not None and d.replayed is not None
+    assert d.recorded.kind == d.replayed.kind == "plan"
+    assert d.recorded.detail["intent"] == "update_billing_email"
+    assert d.replayed.detail["steps"] == []
+    assert report.error is None and report.misses == []
 
 
 @dataclass

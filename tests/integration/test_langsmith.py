@@ -24,7 +24,7 @@ import pytest
 from keel.settings import Settings
 from observability.events import RunStarted
 from observability.store import RecordStore
-from tests.conftest import REFUND_REQUEST
+from tests.conftest import BILLING_ADDRESS, BILLING_REQUEST, EMAIL_PATTERN, REFUND_REQUEST
 
 KEEL = str(Path(sys.executable).parent / "keel")
 
@@ -141,3 +141,39 @@ def test_a_traced_run_posts_agent_runs_with_the_record_ids(
     posted = json.dumps(list(runs.values()))
     assert REFUND_REQUEST not in posted
     assert root["inputs"]["request"] == "[redacted]"
+
+
+@pytest.mark.integration
+def test_a_sensitive_pattern_keeps_an_address_out_of_every_posted_run(
+    home: Path, langsmith: tuple[str, Any]
+) -> None:
+    endpoint, server = langsmith
+    address = BILLING_ADDRESS
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KEEL_", "OPENAI_", "LANG"))}
+    env.update(
+        KEEL_HOME=str(home),
+        KEEL_SENSITIVE_PATTERNS=json.dumps([EMAIL_PATTERN]),
+        LANGSMITH_TRACING="true",
+        LANGSMITH_ENDPOINT=endpoint,
+        LANGSMITH_API_KEY="lsv2-fake-key-for-a-local-server",
+        LANGSMITH_PROJECT="keel-test",
+    )
+    done = subprocess.run(
+        [KEEL, "run", BILLING_REQUEST, "--json"],
+        env=env, cwd=home, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    outcome = json.loads(done.stdout)
+
+    runs: dict[str, dict[str, Any]] = server.runs
+    names = {run.get("name") for run in runs.values()}
+    assert {"keel", "intake", "plan", "check_plan"} <= names, sorted(map(str, names))
+    # Inputs, outputs (plans as nested models included), errors and metadata of every run.
+    posted = json.dumps(list(runs.values()))
+    assert address not in posted
+    assert "Please update the billing e-mail of C-1002 to [redacted]" in posted
+    [plan] = [r for r in runs.values() if r.get("name") == "plan" and r.get("outputs")]
+    assert plan["outputs"]["plan"]["steps"][0]["args"]["email"] == "[redacted]"
+    # ... and the record holds no more of it than the trace.
+    store = RecordStore(Settings(home=home, _env_file=None).records_db)  # type: ignore[call-arg]
+    assert all(address not in e.model_dump_json() for e in store.events(outcome["run_id"]))

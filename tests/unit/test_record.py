@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -14,19 +15,24 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from keel.errors import BadRequest
+from keel.settings import Settings
 from observability.events import (
     SCHEMA_VERSION,
+    ApprovalRequested,
     ClockRead,
     NodeLeft,
     RecordEvent,
     RunEnded,
     RunStarted,
     ToolCallMade,
+    VerdictGiven,
 )
 from observability.logs import JsonFormatter
 from observability.recorder import Recorder
 from observability.redaction import REDACTED, Redactor
 from observability.store import RecordStore, RunNotFound
+from tests.conftest import BILLING_ADDRESS as ADDRESS
+from tests.conftest import EMAIL_PATTERN as EMAIL
 from tools.spec import ToolEvent
 
 SENSITIVE = ["api_key", "password", "token"]
@@ -189,3 +195,104 @@ def test_segments_number_on_within_a_run(tmp_path: Path) -> None:
         recording.emit(RunStarted(mode=mode, trace_id=mode))  # type: ignore[arg-type]
         recording.emit(NodeLeft(outputs={}))
     assert [e.segment for e in store.events("run-1")] == [0, 0, 1, 1]
+
+
+def test_a_pattern_is_redacted_in_every_string_and_the_event_keeps_its_schema() -> None:
+    redact = Redactor(SENSITIVE, [EMAIL])
+    call = _tool_event(
+        args={"customer_id": "C-1002", "email": ADDRESS},
+        output={"billing_email": ADDRESS, f"notified {ADDRESS}": True},
+        reason=f"the customer asked for {ADDRESS}",
+        digest="sha256:" + "a" * 64,
+    )
+    payloads = [
+        ToolCallMade(call=call),
+        RunStarted(mode="run", request=f"update the billing e-mail to {ADDRESS}", trace_id="t-1"),
+        RunEnded(status="done", answer=f"now {ADDRESS}", duration_ms=1.0),
+        VerdictGiven(stage="result", ok=False, reasons=[f"billing e-mail is still {ADDRESS}"]),
+        ApprovalRequested(interrupt_id="i-1", request={"description": f"set {ADDRESS}"}),
+    ]
+    for payload in payloads:
+        clean = redact.model(payload)
+        event = _event(payload=clean)
+        dumped = event.model_dump_json()
+        assert ADDRESS not in dumped and REDACTED in dumped
+        assert RecordEvent.model_validate_json(dumped) == event  # still fits its schema
+        assert redact.model(clean) == clean  # idempotent
+    tool = redact.model(payloads[0])
+    assert isinstance(tool, ToolCallMade)
+    # Literal fields and identifiers are the schema's, never rewritten.
+    assert (tool.call.effect, tool.call.decision, tool.call.digest) == (
+        "irreversible", "allowed", "sha256:" + "a" * 64,
+    )  # fmt: skip
+    assert tool.call.args == {"customer_id": "C-1002", "email": REDACTED}
+
+
+def test_a_value_seen_under_a_sensitive_key_is_scrubbed_from_the_free_text_of_its_run() -> None:
+    redact = Redactor(["email", "to"])
+    redact.begin("run-1")
+    # Within one value, even where the free text comes before the key.
+    assert redact({"purpose": f"set {ADDRESS}", "args": {"email": ADDRESS}}) == {
+        "purpose": f"set {REDACTED}",
+        "args": {"email": REDACTED},
+    }
+    # And later in the run, anywhere: a declared string field of a typed event too.
+    answer = redact.model(RunEnded(status="done", answer=f"Updated to {ADDRESS}.", duration_ms=1))
+    assert answer.answer == f"Updated to {REDACTED}."
+    # Short values are redacted where they stand but not hunted in text ("no" is everywhere).
+    assert redact({"to": "no", "note": "no news"}) == {"to": REDACTED, "note": "no news"}
+    # Another run starts with nothing learned.
+    redact.begin("run-2")
+    assert redact({"note": ADDRESS}) == {"note": ADDRESS}
+
+
+def test_values_are_learned_from_state_without_emitting_anything() -> None:
+    redact = Redactor(["email"])
+    redact.begin("run-1")
+    redact.learn({"plan": {"steps": [{"args": {"email": {"new": ADDRESS}}}]}})
+    assert redact.text(f"mail {ADDRESS} today") == f"mail {REDACTED} today"
+
+
+def test_the_recorder_scrubs_free_text_before_storing(tmp_path: Path) -> None:
+    store = RecordStore(tmp_path / "r.sqlite")
+    recorder = Recorder(store, Redactor(["email"]))
+    recorder.start(run_id="run-1", thread_id="t-1", trace_id="trace-1")
+    recorder.on_tool_event(_tool_event(args={"email": ADDRESS}))
+    recorder.emit(RunEnded(status="done", answer=f"Updated to {ADDRESS}", duration_ms=1))
+    rows = sqlite3.connect(tmp_path / "r.sqlite").execute("SELECT payload FROM events").fetchall()
+    assert len(rows) == 2 and not any(ADDRESS in row[0] for row in rows)
+    assert [e.kind for e in store.events("run-1")] == ["tool_call", "run_ended"]
+
+
+_word = st.sampled_from(["update", "C-1002", "to", "e-mail", "@", "a.b", "x@y", ADDRESS, "ö@ü.de"])
+
+
+@given(st.lists(_word, max_size=12).map(" ".join), st.dictionaries(_keys, st.text(max_size=8)))
+def test_no_pattern_match_survives_redaction(text: str, extra: dict[str, str]) -> None:
+    redact = Redactor(SENSITIVE, [EMAIL])
+    out = redact({"text": text, "nested": [text, {**extra, "t": text}]})
+    assert not re.search(EMAIL, json.dumps(out, ensure_ascii=False))
+    assert redact(out) == out
+
+
+def test_a_pattern_that_matches_nothing_visible_inserts_nothing() -> None:
+    # A pattern with empty matches (a word boundary) must not put a placeholder between words.
+    assert Redactor([], [r"\b|secret"]).text("a secret word") == f"a {REDACTED} word"
+
+
+def test_sensitive_patterns_are_read_as_json_and_checked_at_start_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KEEL_SENSITIVE_PATTERNS", json.dumps([EMAIL]))
+    settings = Settings(home=tmp_path, _env_file=None)  # type: ignore[call-arg]
+    assert settings.sensitive_patterns == [EMAIL]
+    assert Redactor.from_settings(settings).text(ADDRESS) == REDACTED
+    assert Settings(home=tmp_path, _env_file=None, sensitive_patterns=[]).sensitive_patterns == []  # type: ignore[call-arg]
+    for bad, why in (("[unclosed", "not a regular expression"), ("a*", "matches the empty")):
+        monkeypatch.setenv("KEEL_SENSITIVE_PATTERNS", json.dumps([bad]))
+        with pytest.raises(ValidationError, match=f"KEEL_SENSITIVE_PATTERNS.*{why}"):
+            Settings(home=tmp_path, _env_file=None)  # type: ignore[call-arg]
+
+
+def test_by_default_no_pattern_is_set() -> None:
+    assert Settings.model_fields["sensitive_patterns"].default_factory() == []  # type: ignore[call-arg, misc]
