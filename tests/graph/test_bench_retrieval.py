@@ -33,15 +33,16 @@ def test_bench_tools_compares_the_same_call_bare_and_layered(settings: Settings)
     assert abs(result["tool_overhead_ms"] - difference) < 1e-3
 
 
-def test_bench_graph_runs_the_same_nodes_both_ways(settings: Settings) -> None:
+def test_bench_graph_runs_the_same_nodes_three_ways(settings: Settings) -> None:
     from evals.bench_graph import bench_graph
 
-    # bench_graph asserts that both graphs reach the same answer on every run.
+    # bench_graph asserts that the three graphs reach the same answer on every run.
     result = bench_graph(settings, runs=2)
     assert (result["runs"], result["steps"]) == (2, 5)
-    assert result["bare_median_ms"] > 0 and result["keel_median_ms"] > 0
-    ratio = result["keel_median_ms"] / result["bare_median_ms"]
-    assert abs(result["step_overhead_ratio"] - ratio) < 0.01
+    keel, durable, bare = (result[f"{n}_median_ms"] for n in ("keel", "bare_checkpointed", "bare"))
+    assert keel > 0 and durable > 0 and bare > 0
+    assert abs(result["step_overhead_ratio"] - keel / durable) < 0.01
+    assert abs(result["step_overhead_ratio_no_checkpointer"] - keel / bare) < 0.01
 
 
 def test_bench_threads_keeps_every_thread_in_flight_to_the_end(settings: Settings) -> None:
