@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from graph.context import KeelContext, context_of, thread_of
 from graph.state import ExecutorView, Receipt, ToolOutcome, approval_digest, tainting
-from keel.errors import KeelError, PermissionDenied
+from keel.errors import KeelError, PermissionDenied, StoreUnavailable
 from tools.spec import AgentTools, CallResult, ThreadFacts
 
 SUBJECT_KEYS = ("customer_id", "invoice_id", "ticket_id")
@@ -56,6 +56,10 @@ def execute(state: ExecutorView, runtime: Runtime[KeelContext]) -> dict[str, Any
         else:
             answer = tools.invoke(step.tool, step.args, approval=approval, idempotency_key=key)
             outcome = _answered(base, key, answer)
+    except StoreUnavailable:
+        # The ledger's database is down: not the tool's answer. The run stops here, unsaved, and
+        # the next attempt asks the ledger and the backend whether the call happened.
+        raise
     except PermissionDenied as err:
         # Never made: the gate said no. A denial is a value the graph routes on, not a crash.
         outcome = ToolOutcome(**base, ok=False, denied=True, error=f"denied: {err.reason}")

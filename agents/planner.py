@@ -3,6 +3,10 @@
 The model is a fragile integration like any other: its timeouts and retries live in the client,
 its output is validated with a bounded repair loop, a fallback model is tried next, and the
 deterministic runbook planner is the last resort. Which planner ran is always in the state.
+
+A model that can call tools is asked for its plan as a call of one tool, ``submit_plan``, whose
+arguments are a :class:`PlanDraft`; one that cannot (or answers in text anyway) gives the same
+object as JSON in its text. Both are validated the same way, and both are repaired the same way.
 """
 
 from __future__ import annotations
@@ -12,8 +16,16 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
+from langchain_core.runnables import Runnable
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.runtime import Runtime
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -29,6 +41,8 @@ QUESTION = re.compile(
     r"\?\s*$|^(what|how|when|which|who|why|where|can|do|does|is|are|may)\b", re.IGNORECASE
 )
 MIN_ANSWER_SCORE = 0.3
+SUBMIT_PLAN = "submit_plan"
+"""The one tool the planner offers a model: calling it is how the model hands in its plan."""
 
 
 class StepDraft(BaseModel):
@@ -165,14 +179,15 @@ def model_plan(
     messages = planner_messages(
         request, entities, records, evidence, tools, feedback, conflicts, budget=budget
     )
+    planner = asking_for_a_plan(model)
     error = ""
     for _ in range(repair_attempts + 1):
-        reply = model.invoke(messages)
+        reply = planner.invoke(messages)
         try:
-            draft = PlanDraft.model_validate_json(_json_body(reply))
+            draft = plan_draft(reply)
         except (ValidationError, ValueError) as err:
             error = str(err).splitlines()[0][:300]
-            messages += [reply, HumanMessage(prompts.PLANNER_REPAIR.format(error=error))]
+            messages += repair_messages(reply, error)
             continue
         if draft.cannot_plan:
             return CannotPlan(reason=draft.cannot_plan, planner=name)
@@ -259,6 +274,60 @@ def planner_messages(
         sections.append(Section("feedback", prompts.PLANNER_FEEDBACK.format(reasons=reasons), 0))
     user = assemble(sections, budget - tokens(system))
     return [SystemMessage(system), HumanMessage(user.text)]
+
+
+def submit_plan_tool() -> dict[str, Any]:
+    """The ``submit_plan`` tool in OpenAI's format; its parameters are ``PlanDraft``'s schema."""
+    tool = convert_to_openai_tool(PlanDraft)
+    tool["function"]["name"] = SUBMIT_PLAN
+    tool["function"]["description"] = prompts.SUBMIT_PLAN_DESCRIPTION
+    return tool
+
+
+def asking_for_a_plan(model: BaseChatModel) -> Runnable[LanguageModelInput, BaseMessage]:
+    """The model with ``submit_plan`` bound and required, or as it is when it cannot call tools.
+
+    ``tool_choice`` is the tool's name, the form every LangChain chat model accepts; ChatOpenAI
+    sends it as ``{"type": "function", "function": {"name": "submit_plan"}}``. Not ``strict``:
+    a step's ``args`` is a free object, which OpenAI's strict schemas do not allow.
+    """
+    try:
+        return model.bind_tools([submit_plan_tool()], tool_choice=SUBMIT_PLAN)
+    except NotImplementedError:  # langchain-core's fakes, replay's recorded model
+        return model
+
+
+def plan_draft(reply: BaseMessage) -> PlanDraft:
+    """The plan in a model's reply: the ``submit_plan`` call's arguments, else JSON in the text.
+
+    Raises:
+        ValueError: the tool call is malformed (arguments that are not JSON, another tool, more
+            than one call) or the JSON text is missing; ``ValidationError`` (a ``ValueError``):
+            the plan does not fit ``PlanDraft``.
+    """
+    if isinstance(reply, AIMessage) and (reply.tool_calls or reply.invalid_tool_calls):
+        for broken in reply.invalid_tool_calls:
+            raise ValueError(f"the arguments of your {broken.get('name')} call are not valid JSON")
+        names = [c["name"] for c in reply.tool_calls]
+        if names != [SUBMIT_PLAN]:
+            raise ValueError(f"call {SUBMIT_PLAN} exactly once, not {', '.join(names)}")
+        return PlanDraft.model_validate(reply.tool_calls[0]["args"])
+    return PlanDraft.model_validate_json(_json_body(reply))
+
+
+def repair_messages(reply: BaseMessage, error: str) -> list[BaseMessage]:
+    """What goes back to the model after a malformed answer: its answer, then the error.
+
+    Each of its tool calls is answered with a tool message first (OpenAI refuses a conversation
+    where a tool call has no answer), then the repair request itself.
+    """
+    calls = [*reply.tool_calls, *reply.invalid_tool_calls] if isinstance(reply, AIMessage) else []
+    answers: list[BaseMessage] = [
+        ToolMessage(f"refused: {error}", tool_call_id=str(c["id"]), status="error")
+        for c in calls
+        if c.get("id")
+    ]
+    return [reply, *answers, HumanMessage(prompts.PLANNER_REPAIR.format(error=error))]
 
 
 def _json_body(reply: BaseMessage) -> str:

@@ -4,7 +4,8 @@ PLANNER_SYSTEM = """\
 You are the planner of a customer-operations desk. You never act: you propose a plan that a
 validator checks and a human approves before anything irreversible happens.
 
-Answer with one JSON object and nothing else, of this shape:
+Hand in the plan by calling the submit_plan tool once. Without tools, answer with the same
+object as JSON and nothing else. Its shape:
 {{"intent": "<short_snake_case_name>",
   "steps": [{{"tool": "<tool name>", "args": {{...}}, "purpose": "<why>",
              "evidence": ["<chunk id>", ...], "postcondition": "<what must be true after>"}}],
@@ -37,4 +38,9 @@ The validator refused your previous plan for these reasons; fix them:
 
 PLANNER_REPAIR = """\
 Your answer was not a valid plan: {error}
-Answer again with only the JSON object."""
+Answer again: call submit_plan once with the whole plan (without tools: only the JSON object)."""
+
+SUBMIT_PLAN_DESCRIPTION = (
+    "Hand in your plan for the request: its steps (tool, args, purpose, evidence, postcondition), "
+    "or the answer to a pure question, or why it cannot be planned."
+)

@@ -5,7 +5,8 @@ The workflow: refund a charge (step 1), read 48 invoices with verbose notes (ste
 e-mail the customer quoting the refund id from step 1 (step 50). Every agent gets the same
 scripted model decisions and the same tool outputs; what differs is what each shows its model.
 Keel's prompt at each step is the real planner prompt (``agents.planner.planner_messages``) with
-working memory built from the finished steps.
+working memory built from the finished steps, plus the ``submit_plan`` tool schema it is sent with
+(the baselines' tool schemas are counted the same way).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from langchain_core.messages.utils import count_tokens_approximately
 from langchain_core.tools import tool
 
 from agents.context import remember
-from agents.planner import planner_messages
+from agents.planner import planner_messages, submit_plan_tool
 from evals.scripted import ExtractiveSummarizer, ScriptedToolModel
 from graph.state import Evidence, ToolOutcome
 from keel.settings import Settings
@@ -65,6 +66,7 @@ def _keel(tools: ToolRegistry, evidence: list[Evidence], settings: Settings) -> 
     effects = {name: tools[name].effect for name in tools.names()}
     results: list[ToolOutcome] = []
     per_call: list[int] = []
+    schema = int(count_tokens_approximately([HumanMessage(json.dumps([submit_plan_tool()]))]))
     last_text = ""
     for i, (name, args, output) in enumerate(_outputs()):
         messages = planner_messages(
@@ -72,7 +74,7 @@ def _keel(tools: ToolRegistry, evidence: list[Evidence], settings: Settings) -> 
             memory=remember(results, effects), budget=settings.planner_budget_tokens,
             memory_budget=settings.memory_budget_tokens,
         )  # fmt: skip
-        per_call.append(int(count_tokens_approximately(messages)))
+        per_call.append(int(count_tokens_approximately(messages)) + schema)
         last_text = "\n".join(str(m.content) for m in messages)
         results.append(ToolOutcome(step=i, tool=name, args=args, ok=True, output=output))
     return _summary(per_call, REFUND_ID in last_text)

@@ -18,8 +18,9 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from keel.errors import ConfigError
 
@@ -48,11 +49,18 @@ def postgres_bin() -> Path | None:
 
 @dataclass(frozen=True)
 class PostgresServer:
-    """A running cluster: ``url(db)`` names a database on it (trust auth, loopback only)."""
+    """A running cluster: ``url(db)`` names a database on it (trust auth, loopback only).
+
+    ``stop()`` and ``start()`` take the same cluster down and up again on the same data folder and
+    port, for tests of a database that goes away mid-run.
+    """
 
     port: int
     user: str
     data_dir: Path
+    pg_ctl: tuple[str, ...] = field(default=(), repr=False)
+    options: str = field(default="", repr=False)
+    log: Path | None = field(default=None, repr=False)
 
     def url(self, database: str = "keel") -> str:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
@@ -64,6 +72,27 @@ class PostgresServer:
         with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
+
+    def stop(self, mode: Literal["smart", "fast", "immediate"] = "fast") -> None:
+        """Stop the cluster (``fast``: sessions are cut off, the data is flushed cleanly)."""
+        _pg_ctl(*self.pg_ctl, "-D", str(self.data_dir), "-m", mode, "-w", "stop")
+
+    def start(self) -> None:
+        """Start the cluster again, on the same data folder and port."""
+        assert self.log is not None
+        _pg_ctl(*self.pg_ctl, "-D", str(self.data_dir), "-l", str(self.log), "-w", "-t", "60",
+                "-o", self.options, "start")  # fmt: skip
+
+
+def _pg_ctl(*argv: str) -> None:
+    """Run a server program (as the cluster's owner); a failure is a ConfigError."""
+    done = subprocess.run(
+        list(argv), capture_output=True, text=True, timeout=120, cwd=tempfile.gettempdir()
+    )
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
+        program = next((Path(a).name for a in argv if "/" in a), argv[0])
+        raise ConfigError(f"PostgreSQL: {program} failed: {' '.join(tail)}")
 
 
 @contextlib.contextmanager
@@ -91,28 +120,22 @@ def postgres_server(*, durable: bool = True, user: str = "keel") -> Iterator[Pos
     options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c max_connections=200"
     if not durable:
         options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-
-    def run(*argv: str) -> None:
-        done = subprocess.run(
-            [*as_user, *argv], capture_output=True, text=True, timeout=120, cwd=root
-        )
-        if done.returncode != 0:
-            tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
-            raise ConfigError(f"PostgreSQL: {Path(argv[0]).name} failed: {' '.join(tail)}")
-
+    server = PostgresServer(
+        port=port, user=user, data_dir=data, options=options, log=log,
+        pg_ctl=(*as_user, str(bindir / "pg_ctl")),
+    )  # fmt: skip
     started = False
     try:
-        run(str(bindir / "initdb"), "-D", str(data), "-U", user, "-A", "trust", "-E", "UTF8")
-        run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60",
-            "-o", options, "start")  # fmt: skip
+        _pg_ctl(*as_user, str(bindir / "initdb"), "-D", str(data), "-U", user, "-A", "trust",
+                "-E", "UTF8")  # fmt: skip
+        server.start()
         started = True
-        server = PostgresServer(port=port, user=user, data_dir=data)
         server.create_database("keel")
         yield server
     finally:
         if started:
             subprocess.run(
-                [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+                [*server.pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"],
                 capture_output=True, timeout=120, cwd=root,
             )  # fmt: skip
         shutil.rmtree(root, ignore_errors=True)

@@ -45,6 +45,9 @@ def open_checkpointer(settings: Settings) -> Iterator[BaseCheckpointSaver[str]]:
         ConfigError: the Postgres database cannot be reached or used (the message names
             ``KEEL_POSTGRES_URL`` and hides the password).
 
+    Later, while the saver is in use, a Postgres that stops answering raises
+    ``keel.errors.StoreUnavailable`` (also naming ``KEEL_POSTGRES_URL``) from the saver's calls.
+
     Example:
         >>> with open_checkpointer(Settings(home=Path("/tmp/keel-doc"))) as saver:
         ...     graph = build_graph(saver)
@@ -84,25 +87,32 @@ def _postgres(settings: Settings) -> Iterator[BaseCheckpointSaver[str]]:
     closed in the meantime instead of failing the resume with "connection is closed".
     One saver serializes its calls, so a process scales to one run at a time per saver: scale
     with processes.
+
+    ``postgres_connect_timeout_s`` bounds every wait: one connection attempt, a request for a
+    connection from the pool, and the pool's reconnection attempts after the server went away
+    (past it, the next request starts a fresh attempt, so a worker serves again as soon as the
+    server is back instead of after a long backoff). A server that stops answering mid-run is a
+    ``StoreUnavailable`` naming ``KEEL_POSTGRES_URL`` (``graph.postgres_pool``).
     """
     import psycopg
     from langgraph.checkpoint.postgres import PostgresSaver
     from psycopg.rows import dict_row
-    from psycopg_pool import ConnectionPool, PoolTimeout
+    from psycopg_pool import PoolTimeout
+
+    from graph.postgres_pool import KeelPool
 
     assert settings.postgres_url is not None
     url = settings.postgres_url.get_secret_value()
     shown = redact_url(url)
+    timeout = settings.postgres_connect_timeout_s
     connection_kwargs: dict[str, Any] = {
         "autocommit": True,
         "row_factory": dict_row,
         "prepare_threshold": None if settings.postgres_behind_pooler else 0,
+        "connect_timeout": max(1, round(timeout)),
     }
-    timeout = settings.postgres_connect_timeout_s
     try:
-        with psycopg.connect(
-            url, connect_timeout=max(1, round(timeout)), **connection_kwargs
-        ) as conn:
+        with psycopg.connect(url, **connection_kwargs) as conn:
             if not _migrated(conn, len(PostgresSaver.MIGRATIONS)):
                 with advisory_lock(conn, _SETUP_LOCK, timeout_s=max(timeout, 60)):
                     PostgresSaver(conn, serde=keel_serde()).setup()  # type: ignore[arg-type]
@@ -110,14 +120,16 @@ def _postgres(settings: Settings) -> Iterator[BaseCheckpointSaver[str]]:
         raise ConfigError(
             f"KEEL_POSTGRES_URL={shown}: cannot use the database ({_one_line(err)})"
         ) from err
-    pool: ConnectionPool[Any] = ConnectionPool(
+    pool = KeelPool(
         url,
+        setting=f"KEEL_POSTGRES_URL={shown}",
         min_size=1,
         max_size=settings.postgres_pool_size,
         kwargs=connection_kwargs,
-        check=ConnectionPool.check_connection,
+        check=KeelPool.check_connection,
         max_idle=300,
         timeout=timeout,
+        reconnect_timeout=timeout,
         open=False,
         name="keel-checkpoints",
     )

@@ -41,7 +41,13 @@ from graph.state import (
     ToolOutcome,
     Verdict,
 )
-from keel.errors import BadRequest, ConfigError, NoPendingApproval, ThreadNotFound
+from keel.errors import (
+    BadRequest,
+    ConfigError,
+    NoPendingApproval,
+    StoreUnavailable,
+    ThreadNotFound,
+)
 from keel.settings import Settings
 from observability.events import (
     ApprovalAnswered,
@@ -212,7 +218,7 @@ class KeelApp:
                     _checkpointed(recording, part)
             outcome = self.show(thread_id).model_copy(update={"run_id": run_id})
             if recording is not None:
-                snapshot = self.graph.get_state(self._config(thread_id))
+                snapshot = self._snapshot(thread_id)
                 for intr in snapshot.interrupts:
                     if isinstance(intr.value, dict) and intr.value.get("kind") == "await_event":
                         recording.emit(EventAwaited(interrupt_id=intr.id, waiting=intr.value))
@@ -230,6 +236,8 @@ class KeelApp:
                         error=f"{type(err).__name__}: {err}"[:500],
                     )
                 )
+            if isinstance(err, StoreUnavailable) and err.thread_id is None:
+                raise err.for_thread(thread_id) from err.__cause__
             raise
         finally:
             if self.recorder is not None:
@@ -299,12 +307,21 @@ class KeelApp:
             raise BadRequest("the request is empty")
         self.preflight()
         thread_id = thread_id or str(uuid.uuid4())
+        # Not _snapshot: an outage here has no thread to name, none exists yet.
         if self.graph.get_state(self._config(thread_id)).values:
             raise BadRequest(f"thread {thread_id} already exists; use resume or a new id")
         return self.invoke_segment({"request": request}, thread_id, "run", request=request)
 
+    def _snapshot(self, thread_id: str, checkpoint_id: str | None = None) -> Any:
+        """The thread's state (at a checkpoint); a database outage names the thread."""
+        config = self._config(thread_id)
+        if checkpoint_id is not None:
+            config["configurable"]["checkpoint_id"] = checkpoint_id
+        with _thread_named(thread_id):
+            return self.graph.get_state(config)
+
     def show(self, thread_id: str) -> Outcome:
-        snapshot = self.graph.get_state(self._config(thread_id))
+        snapshot = self._snapshot(thread_id)
         values = snapshot.values
         if not values:
             raise ThreadNotFound(f"no thread {thread_id}")
@@ -345,15 +362,16 @@ class KeelApp:
     def history(self, thread_id: str) -> list[dict[str, Any]]:
         """The thread's checkpoints, newest first: id, the node that wrote it, what runs next."""
         config = self._config(thread_id)
-        rows = [
-            {
-                "checkpoint_id": s.config["configurable"]["checkpoint_id"],
-                "step": s.metadata.get("step") if s.metadata else None,
-                "next": list(s.next),
-                "created_at": s.created_at,
-            }
-            for s in self.graph.get_state_history(config)
-        ]
+        with _thread_named(thread_id):
+            rows = [
+                {
+                    "checkpoint_id": s.config["configurable"]["checkpoint_id"],
+                    "step": s.metadata.get("step") if s.metadata else None,
+                    "next": list(s.next),
+                    "created_at": s.created_at,
+                }
+                for s in self.graph.get_state_history(config)
+            ]
         if not rows:
             raise ThreadNotFound(f"no thread {thread_id}")
         return rows
@@ -365,7 +383,7 @@ class KeelApp:
         worker died is issued again with the same idempotency key, so the backend answers with
         the first result instead of acting twice.
         """
-        snapshot = self.graph.get_state(self._config(thread_id))
+        snapshot = self._snapshot(thread_id)
         if not snapshot.values:
             raise ThreadNotFound(f"no thread {thread_id}")
         if snapshot.interrupts:
@@ -391,9 +409,7 @@ class KeelApp:
             >>> app.fork(thread_id, before["checkpoint_id"]).status
             'awaiting_approval'
         """
-        config = self._config(thread_id)
-        config["configurable"]["checkpoint_id"] = checkpoint_id
-        snapshot = self.graph.get_state(config)
+        snapshot = self._snapshot(thread_id, checkpoint_id)
         if not snapshot.values:
             raise ThreadNotFound(f"thread {thread_id} has no checkpoint {checkpoint_id}")
         if not snapshot.next:
@@ -428,6 +444,17 @@ class KeelApp:
             "reviewer": decision.reviewer or self.settings.reviewer,
         }
         return self.invoke_segment(Command(resume=answer), thread_id, "resume")
+
+
+@contextmanager
+def _thread_named(thread_id: str) -> Iterator[None]:
+    """A database outage names the thread it interrupted, so its hint can be run as printed."""
+    try:
+        yield
+    except StoreUnavailable as err:
+        if err.thread_id is not None:
+            raise
+        raise err.for_thread(thread_id) from err.__cause__
 
 
 def _checkpointed(recording: RunRecording, part: dict[str, Any]) -> None:

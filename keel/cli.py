@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 EXIT_ERROR = 2
 EXIT_BUG = 1
+LOGGED = ("keel", "psycopg")
+"""The loggers whose lines go to ``$KEEL_HOME/keel.log.jsonl``, not to stderr."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -202,7 +204,8 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any] | None:
     try:
         return _command(args, settings)
     finally:
-        logging.getLogger("keel").removeHandler(handler)
+        for name in LOGGED:
+            logging.getLogger(name).removeHandler(handler)
         handler.close()
 
 
@@ -340,10 +343,17 @@ def _command(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | N
 
 
 def _json_logs(settings: Settings) -> logging.Handler:
-    """Structured logs of every recorded event, with the record's ids, next to the record."""
+    """Structured logs of every recorded event, with the record's ids, next to the record.
+
+    The connection pool's warnings (each failed reconnection while Postgres is down) go to the
+    same file, at their own level: on stderr they would bury the one-line error.
+    """
     from observability.logs import log_to_file
 
-    return log_to_file(settings.home / "keel.log.jsonl")
+    handler = log_to_file(settings.home / "keel.log.jsonl")
+    for name in LOGGED[1:]:
+        logging.getLogger(name).addHandler(handler)
+    return handler
 
 
 def _record_view(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None:

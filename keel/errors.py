@@ -50,3 +50,39 @@ class Retryable(IntegrationError):
 
 class Permanent(IntegrationError):
     """A fault that retrying will not fix: a 4xx, expired credentials, a changed response shape."""
+
+
+class StoreUnavailable(IntegrationError):
+    """A server Keel keeps threads in (Postgres: checkpoints, intent ledger) stopped answering.
+
+    Not a wrong setting (that is a ``ConfigError`` when a process starts) but an outage during a
+    run. Nothing is lost: a thread is only ever as far as its last saved checkpoint, and an
+    irreversible call under way is settled through the intent ledger on the next attempt. The
+    message names the setting and the commands that continue the thread once the server is back.
+
+    Example:
+        >>> str(StoreUnavailable("KEEL_POSTGRES_URL=postgresql://db/keel", "connection refused",
+        ...                      thread_id="t-1"))  # doctest: +ELLIPSIS
+        'KEEL_POSTGRES_URL=postgresql://db/keel: the database stopped answering (connection ...'
+    """
+
+    def __init__(self, setting: str, reason: str, thread_id: str | None = None) -> None:
+        super().__init__(setting, reason, thread_id)
+        self.setting = setting
+        self.reason = reason
+        self.thread_id = thread_id
+
+    def __str__(self) -> str:
+        thread = self.thread_id or "THREAD"
+        return (
+            f"{self.setting}: the database stopped answering ({self.reason}); nothing is lost, "
+            f"the thread is safe at its last checkpoint: once the server is back, "
+            f"`keel resume {thread}` answers a pending approval and `keel recover {thread}` "
+            "continues a run"
+        )
+
+    def for_thread(self, thread_id: str) -> StoreUnavailable:
+        """The same error, naming the thread it interrupted."""
+        named = StoreUnavailable(self.setting, self.reason, thread_id)
+        named.__cause__ = self.__cause__
+        return named

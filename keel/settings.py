@@ -45,7 +45,12 @@ class Settings(BaseSettings):
         default=False,
         description="Behind a transaction pooler (PgBouncer): no server-side prepared statements.",
     )
-    postgres_connect_timeout_s: float = Field(default=10.0, gt=0)
+    postgres_connect_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Bounds each wait for Postgres: a connection, one from the pool, and the "
+        "pool's reconnection attempts after an outage.",
+    )
     chroma_url: str | None = Field(
         default=None,
         description="A Chroma server (`chroma run`), e.g. http://127.0.0.1:8000; unset: embedded.",

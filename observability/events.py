@@ -2,7 +2,8 @@
 
 Every event has the same envelope (which run, thread, segment and checkpoint it belongs to, its
 order, its kind) and a payload whose type the kind names. ``SCHEMA_VERSION`` changes whenever a
-payload changes shape; readers refuse events of a version they do not know.
+payload changes shape; readers refuse events of a version they do not know. A new optional field
+with a default (which older events lack and still read with) is not a change of shape.
 
 Checkpoint id: every event carries the id of the latest checkpoint of its thread at the moment
 it was written, i.e. the state it happened on. A ``checkpoint`` event names the checkpoint a step
@@ -80,6 +81,12 @@ class ModelCall(Payload):
     model: str
     prompt: list[dict[str, Any]]
     output: str | None = None
+    tool_calls: list[dict[str, Any]] = Field(
+        default_factory=list, description="the answer's tool calls: name, args, id"
+    )
+    invalid_tool_calls: list[dict[str, Any]] = Field(
+        default_factory=list, description="tool calls whose arguments did not parse: name, args, id"
+    )
     error: str | None = None
     error_kind: str | None = None
     input_tokens: int | None = None

@@ -333,6 +333,14 @@ class RecordingCallback(BaseCallbackHandler):
                 model=name,
                 prompt=prompt,
                 output=text,
+                tool_calls=[
+                    {"name": c["name"], "args": jsonable(c["args"]), "id": c.get("id")}
+                    for c in getattr(message, "tool_calls", None) or []
+                ],
+                invalid_tool_calls=[
+                    {"name": c.get("name"), "args": c.get("args"), "id": c.get("id")}
+                    for c in getattr(message, "invalid_tool_calls", None) or []
+                ],
                 input_tokens=usage.get("input_tokens"),
                 output_tokens=usage.get("output_tokens"),
                 latency_ms=round((time.perf_counter() - started) * 1000, 3),

@@ -416,7 +416,24 @@ class RecordedChatModel(BaseChatModel):
                 "output_tokens": call.output_tokens,
                 "total_tokens": call.input_tokens + call.output_tokens,
             }
-        message = AIMessage(content=call.output or "", usage_metadata=usage)  # type: ignore[arg-type]
+        message = AIMessage(
+            content=call.output or "",
+            tool_calls=[
+                {"name": c["name"], "args": c["args"], "id": c.get("id"), "type": "tool_call"}
+                for c in call.tool_calls
+            ],
+            invalid_tool_calls=[
+                {
+                    "name": c.get("name"),
+                    "args": c.get("args"),
+                    "id": c.get("id"),
+                    "error": None,
+                    "type": "invalid_tool_call",
+                }
+                for c in call.invalid_tool_calls
+            ],
+            usage_metadata=usage,  # type: ignore[arg-type]
+        )
         return ChatResult(generations=[ChatGeneration(message=message)])
 
 

@@ -2,7 +2,9 @@
 checkpoints, so a worker on any machine sees what another worker wrote before its call.
 
 Same contract as :class:`tools.ledger.IntentLedger`: each write is its own committed transaction,
-``begin`` is idempotent, a ``done`` intent keeps its answer.
+``begin`` is idempotent, a ``done`` intent keeps its answer. A server that does not answer raises
+:class:`keel.errors.StoreUnavailable` naming ``KEEL_POSTGRES_URL``; the executor lets it end the
+run (it is not a tool's answer), and the next attempt settles the intent with the backend.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from keel.errors import ConfigError
+from keel.errors import StoreUnavailable
 from tools.ledger import Intent, IntentLedger
 
 SCHEMA = """
@@ -56,10 +58,10 @@ class PostgresIntentLedger(IntentLedger):
                 cursor = conn.execute(sql, params)  # type: ignore[arg-type]
                 return list(cursor.fetchall()) if cursor.description else []
         except (psycopg.OperationalError, TimeoutError) as err:
+            # The checkpointer already proved the URL when the process started: this is an outage.
             reason = " ".join(str(err).split())
-            raise ConfigError(
-                f"KEEL_POSTGRES_URL={redact_url(self.url)}: the intent ledger cannot be reached "
-                f"({reason})"
+            raise StoreUnavailable(
+                f"KEEL_POSTGRES_URL={redact_url(self.url)}", f"intent ledger: {reason}"
             ) from err
 
     def get(self, key: str) -> Intent | None:

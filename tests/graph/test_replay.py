@@ -71,8 +71,9 @@ def test_replay_reproduces_runs_under_faults(settings: Settings, fault_profile: 
     assert report.replayed_status == outcome.status
 
 
+@pytest.mark.parametrize("answer", ["json", "tool_call"])
 def test_replay_of_a_model_planned_run_serves_the_model_from_the_record(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, answer: str
 ) -> None:
     from retrieval.embeddings import embedder_for
     from retrieval.store import CorpusStore
@@ -82,7 +83,12 @@ def test_replay_of_a_model_planned_run_serves_the_model_from_the_record(
     plan = {"intent": "refund_duplicate_charge", "steps": [{
         "tool": "refund_charge", "purpose": "refund the duplicate", "evidence": [chunk],
         "args": {"charge_id": "CH-3002", "amount": 49.0, "reason": "duplicate"}}]}  # fmt: skip
-    model = FakeMessagesListChatModel(responses=[AIMessage(content=json.dumps(plan))])
+    reply = (
+        AIMessage(content=json.dumps(plan))
+        if answer == "json"
+        else AIMessage(content="", tool_calls=[{"name": "submit_plan", "args": plan, "id": "c1"}])
+    )
+    model = FakeMessagesListChatModel(responses=[reply])
     with KeelApp.open(settings, KeelContext.from_settings(settings, planner_model=model)) as app:
         outcome = _approved(app)
         assert outcome.planner.startswith("model:")

@@ -23,13 +23,25 @@ from evals.servers import (
 )
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    """A throwaway PostgreSQL cluster (fsync off: test data only)."""
+def _require_postgres() -> None:
     if postgres_bin() is None:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"CI must run the Postgres tests: {POSTGRES_HINT}")
         pytest.skip(f"{POSTGRES_HINT}; then run the integration tests again")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL cluster (fsync off: test data only)."""
+    _require_postgres()
+    with postgres_server(durable=False) as server:
+        yield server
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresServer]:
+    """A cluster of the test's own, which it may stop and start again (the session's stays up)."""
+    _require_postgres()
     with postgres_server(durable=False) as server:
         yield server
 

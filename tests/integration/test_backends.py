@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from evals.servers import ChromaServer
+from evals.servers import ChromaServer, PostgresServer
 from keel.settings import Settings
 from retrieval.embeddings import embedder_for
 from retrieval.store import CorpusStore
@@ -378,7 +379,6 @@ def test_a_worker_starting_on_a_database_already_set_up_takes_no_lock(
     home: Path, postgres_url: str
 ) -> None:
     """Everyday starts do no DDL and take no session lock (which a transaction pooler breaks)."""
-    import time
 
     import psycopg
 
@@ -411,6 +411,99 @@ def test_a_chroma_server_that_goes_away_is_named_not_mistaken_for_a_missing_inde
             store.count()  # up, but nothing ingested: that is what the message says
     with pytest.raises(ConfigError, match=r"KEEL_CHROMA_URL=.*no Chroma server answers"):
         store.count()  # the same client, after the server stopped
+
+
+# -- a Postgres that goes away mid-run ----------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_a_postgres_that_goes_away_at_an_approval_is_named_and_loses_nothing(
+    home: Path, own_postgres: PostgresServer
+) -> None:
+    """A worker stays up while its database restarts: the resume in between is refused with the
+    setting to fix and what to run; once the server is back the same worker finishes the thread."""
+    from graph.context import KeelContext
+    from keel.app import Decision, KeelApp
+    from keel.errors import KeelError
+
+    settings = Settings(
+        home=home,
+        postgres_url=own_postgres.url(),  # type: ignore[arg-type]
+        postgres_connect_timeout_s=2,
+        _env_file=None,  # type: ignore[call-arg]
+    )
+    with KeelApp.open(settings, KeelContext.from_settings(settings)) as app:
+        waiting = app.run(REFUND_REQUEST)
+        assert waiting.status == "awaiting_approval"
+        thread = waiting.thread_id
+        own_postgres.stop("fast")
+
+        started = time.monotonic()
+        with pytest.raises(KeelError) as down:
+            app.resume(thread, Decision(kind="approve"))
+        assert time.monotonic() - started < 15  # the pool gives up after the setting's timeout
+        message = str(down.value)
+        assert message.startswith(f"KEEL_POSTGRES_URL={own_postgres.url()}: ")
+        assert f"keel resume {thread}" in message and f"keel recover {thread}" in message
+        assert "PoolTimeout" not in type(down.value).__name__
+        assert _side_effects(home) == ([], [])
+
+        own_postgres.start()
+        assert app.show(thread).status == "awaiting_approval"  # nothing was lost
+        done = app.resume(thread, Decision(kind="approve"))
+    assert done.status == "done"
+    assert _side_effects(home) == ([("CH-3002", 49.0)], ["ada@example.com"])
+
+
+def _pending_intents(url: str) -> int:
+    import psycopg
+
+    try:
+        with psycopg.connect(url, connect_timeout=2) as conn:
+            row = conn.execute("SELECT count(*) FROM keel_intents WHERE status = 'pending'")
+            return int(row.fetchone()[0])  # type: ignore[index]
+    except psycopg.Error:
+        return 0
+
+
+@pytest.mark.integration
+def test_a_postgres_that_goes_away_during_a_refund_is_one_line_and_recovered_exactly_once(
+    home: Path, own_postgres: PostgresServer
+) -> None:
+    """The server stops while the refund is at the bank: the intent is written, the refund is
+    made, its settlement cannot be. The CLI says so in one line; `keel recover` finishes it, and
+    the backend, asked with the idempotency key, answers with the first refund."""
+    pg = {"KEEL_POSTGRES_URL": own_postgres.url(), "KEEL_POSTGRES_CONNECT_TIMEOUT_S": "2"}
+    thread = _json(_keel(home, pg, "run", REFUND_REQUEST))["thread_id"]
+
+    slow_bank = {
+        **pg,
+        "KEEL_FAULTS": json.dumps({"latency_s": 4, "integrations": ["billing"]}),
+        "KEEL_TOOL_TIMEOUT_S": "30",
+    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KEEL_", "OPENAI_"))}
+    env.update(KEEL_HOME=str(home), LANGSMITH_TRACING="false", **slow_bank)
+    resume = subprocess.Popen(
+        [KEEL, "resume", thread, "--approve", "--json"], env=env, cwd=home,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while _pending_intents(own_postgres.url()) == 0:  # the refund's intent is written: it is out
+        assert resume.poll() is None and time.monotonic() < deadline, resume.communicate()
+        time.sleep(0.05)
+    own_postgres.stop("fast")
+    stdout, stderr = resume.communicate(timeout=120)
+    done = subprocess.CompletedProcess(resume.args, resume.returncode, stdout, stderr)
+    line = _one_line_error(done, "KEEL_POSTGRES_URL")
+    assert f"keel recover {thread}" in line
+    assert _side_effects(home) == ([("CH-3002", 49.0)], [])  # the bank acted; nothing else did
+
+    own_postgres.start()
+    recovered = _json(_keel(home, pg, "recover", thread))
+    assert recovered["status"] == "done"
+    assert _side_effects(home) == ([("CH-3002", 49.0)], ["ada@example.com"])
+    via = [r["via"] for r in recovered["results"] if r["tool"] == "refund_charge"]
+    assert via == ["intent ledger (found at the backend)"]
 
 
 # -- everything switched, through the CLI only --------------------------------------------------

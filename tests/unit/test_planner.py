@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel
-from langchain_core.messages import AIMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from pydantic import Field
 
 from agents.planner import model_plan, runbook_plan
 from graph.state import CannotPlan, Plan
@@ -140,3 +142,72 @@ def test_model_can_decline(tmp_path: Any) -> None:
     result = model_plan(model, "export all", {}, {}, [], _tools(tmp_path), [], repair_attempts=0)
     assert isinstance(result, CannotPlan)
     assert result.reason == "bulk exports are forbidden"
+
+
+# -- the plan as a tool call --------------------------------------------------------------------
+
+
+class ToolCallingFake(FakeMessagesListChatModel):
+    """langchain-core's list fake plus ``bind_tools``, keeping what was bound and every prompt."""
+
+    bound: list[dict[str, Any]] = Field(default_factory=list)
+    prompts: list[list[BaseMessage]] = Field(default_factory=list)
+
+    def bind_tools(self, tools: Any, *, tool_choice: Any = None, **kwargs: Any) -> Any:
+        schemas = [convert_to_openai_tool(t) for t in tools]
+        self.bound.append({"tools": schemas, "tool_choice": tool_choice})
+        return self
+
+    def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> Any:
+        self.prompts.append(list(messages))
+        return super()._generate(messages, *args, **kwargs)
+
+
+def _called(args: dict[str, Any], call_id: str = "call_1") -> AIMessage:
+    return AIMessage(content="", tool_calls=[{"name": "submit_plan", "args": args, "id": call_id}])
+
+
+def test_the_planner_asks_for_its_plan_as_a_submit_plan_tool_call(tmp_path: Any) -> None:
+    model = ToolCallingFake(responses=[_called(PLAN_JSON)])
+    result = _plan(model, tmp_path, 0)
+    assert isinstance(result, Plan) and result.steps[0].args["charge_id"] == "CH-3002"
+    [bound] = model.bound
+    assert bound["tool_choice"] == "submit_plan"
+    [tool] = bound["tools"]
+    assert tool["function"]["name"] == "submit_plan"
+    params = tool["function"]["parameters"]
+    assert {"intent", "steps"} <= set(params["properties"])  # the schema is PlanDraft's
+
+
+def test_a_tool_calling_model_that_answers_in_text_is_still_read(tmp_path: Any) -> None:
+    model = ToolCallingFake(responses=[_reply(PLAN_JSON)])
+    assert isinstance(_plan(model, tmp_path, 0), Plan)
+
+
+@pytest.mark.parametrize(
+    "malformed",
+    [
+        AIMessage(content="", invalid_tool_calls=[{"name": "submit_plan", "args": '{"intent": ',
+                                                   "id": "call_1", "error": "not JSON"}]),
+        _called({**PLAN_JSON, "approved": True}),  # a smuggled field
+        AIMessage(content="", tool_calls=[{"name": "refund_charge", "args": {}, "id": "call_1"}]),
+    ],
+    ids=["arguments-not-json", "schema-refused", "another-tool"],
+)  # fmt: skip
+def test_a_malformed_tool_call_is_repaired_like_malformed_json(
+    tmp_path: Any, malformed: AIMessage
+) -> None:
+    model = ToolCallingFake(responses=[malformed, _called(PLAN_JSON, "call_2")])
+    assert isinstance(_plan(model, tmp_path, 1), Plan)
+    repair = model.prompts[1][2:]  # after the system and user messages
+    assert repair[0] is malformed
+    # Every tool call gets its answer (OpenAI refuses a history without one), then the repair.
+    assert isinstance(repair[1], ToolMessage) and repair[1].tool_call_id == "call_1"
+    assert repair[1].status == "error"
+    assert isinstance(repair[2], HumanMessage) and "not a valid plan" in str(repair[2].content)
+
+
+def test_a_malformed_tool_call_counts_against_the_repair_budget(tmp_path: Any) -> None:
+    model = ToolCallingFake(responses=[_called({"steps": "none"})] * 2)
+    with pytest.raises(ValueError, match="no valid plan after 2 answers"):
+        _plan(model, tmp_path, 1)
