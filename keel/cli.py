@@ -31,6 +31,14 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print one JSON object")
     common.add_argument("--debug", action="store_true", help="show tracebacks")
+    common.add_argument(
+        "--faults", metavar="PROFILE",
+        help="inject faults into the demo integrations: a profile name (transient, outage, "
+        "drift, expired, lost_responses) or a JSON FaultProfile (default: KEEL_FAULTS, none)",
+    )  # fmt: skip
+    common.add_argument(
+        "--fault-seed", type=int, metavar="N", help="seed of the fault layer (KEEL_FAULT_SEED)"
+    )
 
     parser = argparse.ArgumentParser(
         prog="keel",
@@ -200,6 +208,15 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any] | None:
     from keel.settings import Settings
 
     settings = Settings()
+    overrides: dict[str, Any] = {}
+    if getattr(args, "faults", None) is not None:
+        from tools.faults import profile_named
+
+        profile_named(args.faults)  # a bad profile is one clear line, before anything runs
+        overrides["faults"] = args.faults
+    if getattr(args, "fault_seed", None) is not None:
+        overrides["fault_seed"] = args.fault_seed
+    settings = settings.model_copy(update=overrides) if overrides else settings
     handler = _json_logs(settings)
     try:
         return _command(args, settings)

@@ -77,3 +77,23 @@ def test_a_step_whose_result_cannot_be_read_back_escalates_instead_of_crashing(
     assert outcome.status == "escalated"
     assert outcome.escalation is not None and "could not be verified" in outcome.escalation.reason
     assert backend.get_customer("C-1002")["billing_email"] == "finance@hopper.example"
+
+
+def test_the_fault_profile_is_switchable_from_the_command_line(
+    home: object, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from keel.cli import main
+
+    monkeypatch.setenv("KEEL_HOME", str(home))
+    monkeypatch.chdir(str(home))
+    assert main(["health", "--json", "--faults", "outage"]) == 0
+    rows = {r["integration"]: r for r in json.loads(capsys.readouterr().out)["integrations"]}
+    assert rows["billing"]["status"] == "down" and rows["billing_legacy"]["status"] == "ok"
+    assert rows["crm"]["status"] == "ok"
+    assert main(["health", "--json"]) == 0  # without the flag, the settings' profile: none
+    rows = {r["integration"]: r for r in json.loads(capsys.readouterr().out)["integrations"]}
+    assert rows["billing"]["status"] == "ok"
+    assert main(["health", "--faults", "gremlins"]) == 2
+    assert "unknown fault profile 'gremlins'" in capsys.readouterr().err
