@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import chromadb
+import chromadb.errors
 from chromadb.api.models.Collection import Collection
 from chromadb.config import Settings as ChromaSettings
 
@@ -25,6 +26,22 @@ from retrieval.embeddings import Embedder
 from retrieval.lexical import BM25
 
 BATCH = 64
+
+
+@contextlib.contextmanager
+def _same_dimensions(store: CorpusStore) -> Any:
+    """A vector of another size than the index holds (the same model name, another model behind
+    it) is a setting to fix, named as such, not a raw Chroma error."""
+    try:
+        yield
+    except chromadb.errors.InvalidArgumentError as err:
+        if "dimension" not in str(err):
+            raise
+        raise CorpusMissing(
+            f"the index in {store.location} holds embeddings of another size than "
+            f"{store.embedder.name} gives ({err}): run `keel ingest --rebuild`, or set "
+            "KEEL_EMBEDDING_BACKEND / KEEL_EMBEDDING_MODEL to the embeddings it was built with"
+        ) from err
 
 
 @dataclass(frozen=True)
@@ -175,12 +192,13 @@ class CorpusStore:
 
     def write(self, chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]]) -> int:
         """Upsert already-embedded chunks with their provenance; returns how many."""
-        self._collection(create=True).upsert(
-            ids=[c.chunk_id for c in chunks],
-            embeddings=list(vectors),  # type: ignore[arg-type]
-            documents=[c.text for c in chunks],
-            metadatas=[_metadata(c) for c in chunks],
-        )
+        with _same_dimensions(self):
+            self._collection(create=True).upsert(
+                ids=[c.chunk_id for c in chunks],
+                embeddings=list(vectors),  # type: ignore[arg-type]
+                documents=[c.text for c in chunks],
+                metadatas=[_metadata(c) for c in chunks],
+            )
         self._lexical = None
         return len(chunks)
 
@@ -196,11 +214,12 @@ class CorpusStore:
         """
         collection = self._collection(create=False)
         query_vector = self.embedder.embed([text])
-        hits = collection.query(
-            query_embeddings=query_vector,  # type: ignore[arg-type]
-            n_results=max(1, min(n, collection.count())),
-            include=["documents", "metadatas", "distances"],
-        )
+        with _same_dimensions(self):
+            hits = collection.query(
+                query_embeddings=query_vector,  # type: ignore[arg-type]
+                n_results=max(1, min(n, collection.count())),
+                include=["documents", "metadatas", "distances"],
+            )
         ids, docs = hits["ids"][0], hits["documents"] or [[]]
         metas, dists = hits["metadatas"] or [[]], hits["distances"] or [[]]
         found = {

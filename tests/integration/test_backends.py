@@ -413,6 +413,32 @@ def test_a_chroma_server_that_goes_away_is_named_not_mistaken_for_a_missing_inde
         store.count()  # the same client, after the server stopped
 
 
+class _Impostor:
+    """An embedder that answers with vectors of another size, under a name of its choosing."""
+
+    def __init__(self, name: str, size: int = 8) -> None:
+        self.name, self.size = name, size
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        return [[1.0 / self.size] * self.size for _ in texts]
+
+
+@pytest.mark.integration
+def test_a_server_collection_built_with_other_embeddings_is_refused_naming_the_setting(
+    server_store: CorpusStore,
+) -> None:
+    from keel.errors import CorpusMissing
+
+    renamed = CorpusStore(server_store.settings, _Impostor("openai:text-embedding-3-small"))
+    with pytest.raises(CorpusMissing, match="KEEL_EMBEDDING_BACKEND"):
+        renamed.search("What is our refund window?", 3)
+    # The same model name with vectors of another size (a model swapped behind the name).
+    resized = CorpusStore(server_store.settings, _Impostor(server_store.embedder.name))
+    with pytest.raises(CorpusMissing, match=r"another size.*KEEL_EMBEDDING_MODEL"):
+        resized.search("What is our refund window?", 3)
+    assert server_store.search("What is our refund window?", 3).evidence  # still intact
+
+
 # -- a Postgres that goes away mid-run ----------------------------------------------------------
 
 
