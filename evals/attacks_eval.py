@@ -613,7 +613,7 @@ def _baseline_attack(case: BaselineCase, careful: bool, db: Path) -> int:
 
 def run_attacks_eval(settings: Settings, *, progress: bool = False) -> dict[str, Any]:
     """Every attack against Keel and both baselines; then Keel's legitimate requests."""
-    CorpusStore(settings, embedder_for(settings)).require()  # arena() copies the index
+    CorpusStore(settings, embedder_for(settings)).ingest(progress=progress)  # arena() copies it
     keel: dict[str, dict[str, Any]] = {}
     for i, (name, attack) in enumerate(KEEL_ATTACKS.items()):
         verdict = attack(settings)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from evals.faults_eval import run_faults_eval
 from keel.settings import Settings
 
@@ -27,3 +29,11 @@ def test_keel_never_does_a_wrong_or_duplicated_irreversible_action(settings: Set
     )
     assert drift["shape_changes_consumed"] == 0
     assert scores["plain"]["drift"]["shape_changes_consumed"] > 0
+
+
+def test_the_faults_eval_indexes_a_home_it_is_given_without_an_index(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path / "fresh", _env_file=None)  # type: ignore[call-arg]
+    result = run_faults_eval(settings, runs=1)
+    for profile in ("transient", "outage", "drift"):
+        assert result["keel"][profile]["crashed"] == 0, result["keel"][profile]
+    assert result["keel"]["outage"]["success_rate"] == 1.0
