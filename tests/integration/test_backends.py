@@ -554,3 +554,23 @@ def test_settings_alone_move_a_thread_onto_postgres_and_a_chroma_server(
     assert _side_effects(home) == ([("CH-3002", 49.0)], ["ada@example.com"])
     assert _postgres_threads(postgres_url) == {started["thread_id"]}
     assert not (home / "chroma").exists() and not (home / "checkpoints.sqlite").exists()
+
+
+@pytest.mark.integration
+def test_a_chroma_server_that_goes_away_at_an_approval_loses_no_thread(home: Path) -> None:
+    from evals.servers import chroma_server
+
+    with chroma_server() as server:
+        servers = {"KEEL_CHROMA_URL": server.url}
+        assert _json(_keel(home, servers, "ingest"))["added"] == 78
+        started = _json(_keel(home, servers, "run", REFUND_REQUEST))
+        assert started["status"] == "awaiting_approval"
+    # The server is gone. New requests are refused naming the setting, before any thread...
+    refused = _keel(home, servers, "run", "Close ticket T-77 and tell the customer")
+    _one_line_error(refused, "KEEL_CHROMA_URL")
+    assert _side_effects(home) == ([], [])
+    # ...and the thread that was waiting for its approval is still there and finishes: what it
+    # retrieved is in its checkpoint, and nothing after the approval reads the index.
+    resumed = _json(_keel(home, servers, "resume", started["thread_id"], "--approve"))
+    assert resumed["status"] == "done"
+    assert _side_effects(home) == ([("CH-3002", 49.0)], ["ada@example.com"])
