@@ -57,12 +57,25 @@ def _scenarios(settings: Settings, progress: bool) -> dict[str, Any]:
     )
 
 
+def _crashes(settings: Settings, progress: bool) -> dict[str, Any]:
+    from evals.crash_sweep import run_crash_sweep
+
+    return run_crash_sweep(
+        backends=settings.eval_crash_backends or None,
+        requests=settings.eval_crash_requests or None,
+        every=settings.eval_crash_every,
+        jobs=settings.eval_crash_jobs,
+        progress=progress,
+    )
+
+
 SUITES: dict[str, Suite] = {
     "retrieval": _retrieval,
     "faults": _faults,
     "attacks": _attacks,
     "record": _record,
     "scenarios": _scenarios,
+    "crashes": _crashes,
 }
 
 

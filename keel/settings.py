@@ -108,6 +108,20 @@ class Settings(BaseSettings):
     eval_sweep_k: int = Field(
         default=10, ge=1, le=100, description="Seeds per scenario and fault rate in the sweep."
     )
+    eval_crash_backends: list[str] = Field(
+        default_factory=list,
+        description="Crash sweep: the backends to sweep (default: sqlite and postgres).",
+    )
+    eval_crash_requests: list[str] = Field(
+        default_factory=list,
+        description="Crash sweep: the requests to sweep (default: the four that act).",
+    )
+    eval_crash_every: int = Field(
+        default=1, ge=1, description="Crash sweep: kill at every k-th boundary (1: all)."
+    )
+    eval_crash_jobs: int = Field(
+        default=1, ge=1, le=16, description="Crash sweep: kill points run at the same time."
+    )
     approval_ttl_s: int = Field(default=24 * 3600, ge=60)
     reviewer: str = Field(default="operator", description="Who approves from this shell.")
     policy_file: Path = Field(
