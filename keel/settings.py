@@ -108,6 +108,12 @@ class Settings(BaseSettings):
     eval_sweep_k: int = Field(
         default=10, ge=1, le=100, description="Seeds per scenario and fault rate in the sweep."
     )
+    lease_ttl_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A run's lease is dead when its heartbeat (every third of this) is older; a "
+        "dead worker on the same machine is seen at once, by its pid.",
+    )
     approval_ttl_s: int = Field(default=24 * 3600, ge=60)
     reviewer: str = Field(default="operator", description="Who approves from this shell.")
     policy_file: Path = Field(
