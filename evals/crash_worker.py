@@ -19,9 +19,10 @@ are compared with what the same request does without a crash. ``--kill-at 0`` is
 counts the boundaries and prints the expected end.
 
 A boundary is a call that writes (or, for the backend, acts): every public method of the
-checkpointer, the intent ledger, the event inbox and the flight recorder's store that is not in
-its short list of reads, and every backend call (before it, and after the backend acted, before
-its answer came back). A method added to a store later is counted without anyone listing it.
+checkpointer, the intent ledger, the event inbox, the run leases and the flight recorder's store
+that is not in its short list of reads, and every backend call (before it, and after the backend
+acted, before its answer came back). A method added to a store later is counted without anyone
+listing it.
 """
 
 from __future__ import annotations
@@ -39,14 +40,14 @@ import traceback
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal, cast, get_args
+from typing import Any, Literal, cast
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from pydantic import BaseModel, ConfigDict, Field
 
 from graph.builder import build_graph
 from graph.persistence import open_checkpointer
-from graph.state import Status
+from graph.status import FINISHED
 from keel.app import Decision, KeelApp, Stores, StoreWrapper
 from keel.settings import Settings
 from tools.demo.backend import DemoBackend
@@ -73,12 +74,11 @@ INBOX_READS = frozenset({"waiting_for", "cursor"})
 RECORD_READS = frozenset(
     {"events", "count", "latest_run", "next_segment", "resolve", "run_ids", "runs", "close"}
 )
+LEASE_READS = frozenset({"get", "leases", "live"})
 """What each store does that is not a write; every other public method is a boundary."""
 
-ENDED = ("done", "refused", "escalated")
-STALLED = "stalled" if "stalled" in get_args(Status) else "running"
-"""How ``keel show`` names a thread whose worker stopped mid-run (``running`` before Keel had a
-``stalled`` status)."""
+ENDED = FINISHED
+STALLED = "stalled"
 
 
 class Tripwire:
@@ -200,6 +200,9 @@ def counting(wire: Tripwire) -> StoreWrapper:
             tools=stores.tools,
             records=cast(Any, _Counted(stores.records, wire, "record", RECORD_READS))
             if stores.records is not None
+            else None,
+            leases=cast(Any, _Counted(stores.leases, wire, "lease", LEASE_READS))
+            if stores.leases is not None
             else None,
         )
 
@@ -344,7 +347,7 @@ def operate(settings: Settings, request: RequestName, thread_id: str, result: Po
         if shown == "none":
             argv = ["run", REQUESTS[request], "--thread", thread_id, "--no-input"]
         elif shown == STALLED:
-            argv = ["recover", thread_id]
+            argv = ["recover", "--all"]
         elif shown == "awaiting_approval":
             argv = ["resume", thread_id, "--approve"]
         elif shown == "awaiting_event":

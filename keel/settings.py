@@ -122,6 +122,12 @@ class Settings(BaseSettings):
     eval_crash_jobs: int = Field(
         default=1, ge=1, le=16, description="Crash sweep: kill points run at the same time."
     )
+    lease_ttl_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A run's lease is dead when its heartbeat (every third of this) is older; a "
+        "dead worker on the same machine is seen at once, by its pid.",
+    )
     approval_ttl_s: int = Field(default=24 * 3600, ge=60)
     reviewer: str = Field(default="operator", description="Who approves from this shell.")
     policy_file: Path = Field(
