@@ -38,13 +38,17 @@ Backend = Literal["sqlite", "postgres"]
 BACKENDS: tuple[Backend, ...] = ("sqlite", "postgres")
 
 
-def _template(root: Path) -> Path:
-    """A home with the demo backend seeded and the corpus indexed: each point copies it."""
+def _template(root: Path, indexed: Path | None = None) -> Path:
+    """A home with the demo backend seeded and the corpus indexed: each point copies it.
+
+    ``indexed``: a home whose corpus is already indexed, copied instead of indexing again."""
     from retrieval.embeddings import embedder_for
     from retrieval.store import CorpusStore
     from tools.demo import DemoDomain
 
     home = root / "template"
+    if indexed is not None:
+        shutil.copytree(indexed, home)
     settings = Settings(home=home, _env_file=None)  # type: ignore[call-arg]
     DemoDomain().prepare(settings, reset=True)
     CorpusStore(settings, embedder_for(settings)).ingest(progress=False)
@@ -223,8 +227,18 @@ def run_crash_sweep(
     every: int = 1,
     jobs: int = 1,
     progress: bool = False,
+    indexed: Path | None = None,
 ) -> dict[str, Any]:
-    """The sweep: ``{backend: {request: figures}}`` plus its totals and time."""
+    """The sweep: ``{backend: {request: figures}}`` plus its totals and time.
+
+    Args:
+        backends: ``sqlite``, ``postgres`` (default: both).
+        requests: names from ``evals.crash_worker.REQUESTS`` (default: all four).
+        every: kill at boundaries 1, 1+k, 1+2k, ... (1: at every one).
+        jobs: points run at once.
+        progress: a line per point on stderr.
+        indexed: a home with the corpus already indexed, to copy instead of indexing anew.
+    """
     chosen_backends = backends or list(BACKENDS)
     chosen_requests = requests or list(REQUESTS)
     unknown = [b for b in chosen_backends if b not in BACKENDS] + [
@@ -246,7 +260,7 @@ def run_crash_sweep(
     results: dict[str, Any] = {}
     with ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="keel-crash-")))
-        template = _template(root)
+        template = _template(root, indexed)
         pool = _Pool(root, jobs)
         stack.callback(pool.close)
         for backend in (b for b in BACKENDS if b in chosen_backends):
