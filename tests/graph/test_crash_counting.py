@@ -64,3 +64,17 @@ def test_wrapped_stores_are_the_ones_the_app_uses(settings: Settings) -> None:
     assert outcome.status == "done"
     assert "backend.call:update_billing_email" in wire.kinds
     assert wire.kinds.count("checkpoint.put") >= 5
+
+
+def test_the_eval_refuses_bad_options_in_one_line(
+    capsys: Any, monkeypatch: Any, settings: Settings
+) -> None:
+    from keel.cli import main
+
+    monkeypatch.setenv("KEEL_HOME", str(settings.home))
+    assert main(["eval", "--suite", "crashes", "--every", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "keel: error: --every must be at least 1"
+    assert main(["eval", "--suite", "crashes", "--request", "vibes"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("keel: error: unknown backend(s) or request(s) ['vibes']"), err
+    assert "\n" not in err
