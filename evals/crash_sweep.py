@@ -169,7 +169,12 @@ def sweep_request(
         point = _point(pool, template, root, request, n, database, expected)
         if point.kind and point.kind != kinds[n - 1]:
             point.error = point.error or f"died at {point.kind}, counted {kinds[n - 1]}"
-        mark = "FAIL" if _failed(point) else "ok"
+        mark = "ok"
+        if _failed(point):
+            why = point.error or "; ".join(
+                point.wrong_status[:1] + point.duplicated + point.missing + point.unsettled
+            )
+            mark = f"FAIL [{why or 'stalled after recover'}]"
         say(f"  {backend} {request} {n}/{len(kinds)} {kinds[n - 1]}: {mark} "
             f"({point.final_status}, {point.seconds:.1f} s)")  # fmt: skip
         return point
@@ -228,6 +233,7 @@ def run_crash_sweep(
     jobs: int = 1,
     progress: bool = False,
     indexed: Path | None = None,
+    log: Path | None = None,
 ) -> dict[str, Any]:
     """The sweep: ``{backend: {request: figures}}`` plus its totals and time.
 
@@ -238,6 +244,7 @@ def run_crash_sweep(
         jobs: points run at once.
         progress: a line per point on stderr.
         indexed: a home with the corpus already indexed, to copy instead of indexing anew.
+        log: a file that gets the progress lines too (a long sweep can be followed there).
     """
     chosen_backends = backends or list(BACKENDS)
     chosen_requests = requests or list(REQUESTS)
@@ -255,6 +262,10 @@ def run_crash_sweep(
     def say(line: str) -> None:
         if progress:
             print(line, file=sys.stderr, flush=True)
+        if log is not None:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with log.open("a") as out:
+                out.write(line + "\n")
 
     started = time.perf_counter()
     results: dict[str, Any] = {}

@@ -66,6 +66,7 @@ def _crashes(settings: Settings, progress: bool) -> dict[str, Any]:
         every=settings.eval_crash_every,
         jobs=settings.eval_crash_jobs,
         progress=progress,
+        log=settings.home / "crash-sweep.log",
     )
 
 
