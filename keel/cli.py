@@ -443,23 +443,24 @@ def _runs(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None
 
     if args.limit < 1:
         raise BadRequest("--limit must be at least 1")
-    with open_thread_book(settings) as book:
-        if args.stalled:
+    if args.stalled:
+        with open_thread_book(settings) as book:
             stalled = [t.model_dump(mode="json") for t in book.statuses() if t.status == "stalled"]
-            if not args.json:
-                report.print_stalled(stalled)
-            return {"stalled": stalled} if args.json else None
-        store = open_record(settings)
-        try:
-            rows = [r.model_dump(mode="json") for r in store.runs(args.limit)]
+        if not args.json:
+            report.print_stalled(stalled)
+        return {"stalled": stalled} if args.json else None
+    store = open_record(settings)  # no record, nothing to list: say so before opening more
+    try:
+        rows = [r.model_dump(mode="json") for r in store.runs(args.limit)]
+        with open_thread_book(settings) as book:
             for row in rows:
                 if store.latest_run(row["thread_id"]) != row["run_id"]:
                     continue  # a fork's earlier run: its record is its history
                 # Nothing checkpointed (refused before its first step, or deleted): the record's.
                 with contextlib.suppress(ThreadNotFound):
                     row["status"] = book.status(row["thread_id"]).status
-        finally:
-            store.close()
+    finally:
+        store.close()
     if not args.json:
         report.print_runs(rows)
     return {"runs": rows} if args.json else None

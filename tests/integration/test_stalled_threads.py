@@ -128,3 +128,19 @@ def test_show_and_runs_tell_a_thread_stranded_after_saved_writes_is_stalled(home
     assert [(r["thread_id"], r["stalled_at"], r["saved_writes"]) for r in stalled] == [
         (thread, "execute", ["execute"])
     ]
+
+    # The operator's sweep needs no thread id: it finds this one and finishes it.
+    swept = subprocess.run(
+        [KEEL, "recover", "--all", "--json"], env=_env(home, {}), cwd=home, capture_output=True,
+        text=True, timeout=180,
+    )  # fmt: skip
+    assert swept.returncode == 0, swept.stderr
+    summary = json.loads(swept.stdout)
+    assert (summary["stalled"], summary["recovered"], summary["failed"]) == (1, 1, 0)
+    assert summary["results"] == [
+        {"thread_id": thread, "before": "stalled", "stalled_at": "execute", "after": "done",
+         "refused": None, "error": None}
+    ]  # fmt: skip
+    assert f"recover {thread} (stalled at execute): done" in swept.stderr
+    assert _side_effects(home) == ([("CH-3002", 49.0)], ["ada@example.com"])
+    assert _json(_keel(home, {}, "runs", "--stalled"))["stalled"] == []
