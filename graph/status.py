@@ -144,7 +144,10 @@ class ThreadBook:
     def statuses(self) -> Iterator[ThreadStatus]:
         """Every thread's status, the most recently checkpointed first."""
         for thread_id in self.thread_ids():
-            yield self.status(thread_id)
+            try:
+                yield self.status(thread_id)
+            except ThreadNotFound:  # deleted since it was listed
+                continue
 
 
 @contextmanager
