@@ -184,6 +184,9 @@ class LeaseStore(ABC):
     def release(self, thread_id: str, owner: LeaseOwner) -> None:
         """Delete the lease if this owner still holds it."""
 
+    def close(self) -> None:  # noqa: B027 - optional: a store on a pool has nothing to close
+        """Let go of the store's connection, if it keeps one."""
+
     def live(self, thread_id: str) -> Lease | None:
         """The thread's lease if its owner is alive."""
         lease = self.get(thread_id)
@@ -279,20 +282,29 @@ class SqliteLeaseStore(LeaseStore):
         super().__init__(ttl_s, heartbeat_s)
         self.path = path
         self.clock = clock
-        self._ready = False
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        try:
-            conn.execute("PRAGMA busy_timeout = 30000")
-            if not self._ready:
+        """One connection, kept open and shared by the heartbeat thread under a lock: opening
+        one per call cost tens of milliseconds per segment."""
+        with self._lock:
+            if self._conn is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(
+                    self.path, timeout=30, isolation_level=None, check_same_thread=False
+                )
+                conn.execute("PRAGMA busy_timeout = 30000")
                 conn.executescript(_SQLITE_SCHEMA)
-                self._ready = True
-            yield conn
-        finally:
-            conn.close()
+                self._conn = conn
+            yield self._conn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
     def _lease(self, row: tuple[Any, ...]) -> Lease:
         thread_id, host, pid, started, token, heartbeat_at = row

@@ -154,7 +154,11 @@ class ThreadBook:
 def open_thread_book(settings: Settings) -> Iterator[ThreadBook]:
     """The configured checkpointer's threads, for commands that only read them (``keel runs``)."""
     with open_checkpointer(settings) as saver:
-        yield ThreadBook(build_graph(saver), saver, open_leases(settings, saver))
+        leases = open_leases(settings, saver)
+        try:
+            yield ThreadBook(build_graph(saver), saver, leases)
+        finally:
+            leases.close()
 
 
 __all__ = [

@@ -214,9 +214,12 @@ class KeelApp:
             with open_checkpointer(settings) as saver:
                 graph = build_graph(saver, nodes=nodes)
                 leases = open_leases(settings, saver)
-                yield cls(
-                    settings, context, graph, recorder=recorder, tracing=tracing, leases=leases
-                )
+                try:
+                    yield cls(
+                        settings, context, graph, recorder=recorder, tracing=tracing, leases=leases
+                    )
+                finally:
+                    leases.close()
         finally:
             tracing.flush()
             if recorder is not None:
