@@ -74,7 +74,7 @@ INBOX_READS = frozenset({"waiting_for", "cursor"})
 RECORD_READS = frozenset(
     {"events", "count", "latest_run", "next_segment", "resolve", "run_ids", "runs", "close"}
 )
-LEASE_READS = frozenset({"get", "leases", "live"})
+LEASE_READS = frozenset({"get", "leases", "live", "close"})
 """What each store does that is not a write; every other public method is a boundary."""
 
 ENDED = FINISHED

@@ -56,6 +56,16 @@ def _boot_id() -> str:
         return ""
 
 
+def _machine() -> str:
+    """This boot of this machine, as this process sees processes: the boot id and the pid
+    namespace. Two containers sharing a hostname but not their pids differ here."""
+    try:
+        namespace = str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        namespace = ""
+    return f"{_boot_id()}/{namespace}"
+
+
 def _process_start(pid: int) -> str | None:
     """The process's start time in clock ticks since boot, or None when there is no such
     process (a zombie counts as gone: it runs nothing). ``""`` where /proc cannot tell."""
@@ -78,7 +88,9 @@ class LeaseOwner(BaseModel):
 
     host: str
     pid: int
-    started: str = Field(description="boot id and process start time, '' where unknown")
+    started: str = Field(
+        description="boot id/pid namespace:process start time; '' where /proc cannot tell"
+    )
     token: str = Field(description="random per segment: a takeover never matches the old one")
 
     @classmethod
@@ -87,7 +99,7 @@ class LeaseOwner(BaseModel):
         return cls(
             host=socket.gethostname(),
             pid=os.getpid(),
-            started=f"{_boot_id()}:{start}" if start else "",
+            started=f"{_machine()}:{start}" if start else "",
             token=secrets.token_hex(8),
         )
 
@@ -99,9 +111,12 @@ class LeaseOwner(BaseModel):
         nothing to tell by), only its heartbeat can say."""
         if self.host != socket.gethostname():
             return None
-        boot, _, start = self.started.partition(":")
+        machine, _, start = self.started.rpartition(":")
+        boot = machine.partition("/")[0]
         if boot and boot != _boot_id():
             return False  # the machine restarted since: every process of that boot is gone
+        if machine != _machine():
+            return None  # same hostname, other pid namespace (a container): its pids are not ours
         now = _process_start(self.pid)
         if now is None:
             return False
@@ -168,6 +183,9 @@ class LeaseStore(ABC):
     @abstractmethod
     def release(self, thread_id: str, owner: LeaseOwner) -> None:
         """Delete the lease if this owner still holds it."""
+
+    def close(self) -> None:  # noqa: B027 - optional: a store on a pool has nothing to close
+        """Let go of the store's connection, if it keeps one."""
 
     def live(self, thread_id: str) -> Lease | None:
         """The thread's lease if its owner is alive."""
@@ -264,20 +282,29 @@ class SqliteLeaseStore(LeaseStore):
         super().__init__(ttl_s, heartbeat_s)
         self.path = path
         self.clock = clock
-        self._ready = False
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        try:
-            conn.execute("PRAGMA busy_timeout = 30000")
-            if not self._ready:
+        """One connection, kept open and shared by the heartbeat thread under a lock: opening
+        one per call cost tens of milliseconds per segment."""
+        with self._lock:
+            if self._conn is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(
+                    self.path, timeout=30, isolation_level=None, check_same_thread=False
+                )
+                conn.execute("PRAGMA busy_timeout = 30000")
                 conn.executescript(_SQLITE_SCHEMA)
-                self._ready = True
-            yield conn
-        finally:
-            conn.close()
+                self._conn = conn
+            yield self._conn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
     def _lease(self, row: tuple[Any, ...]) -> Lease:
         thread_id, host, pid, started, token, heartbeat_at = row

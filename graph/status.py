@@ -144,14 +144,21 @@ class ThreadBook:
     def statuses(self) -> Iterator[ThreadStatus]:
         """Every thread's status, the most recently checkpointed first."""
         for thread_id in self.thread_ids():
-            yield self.status(thread_id)
+            try:
+                yield self.status(thread_id)
+            except ThreadNotFound:  # deleted since it was listed
+                continue
 
 
 @contextmanager
 def open_thread_book(settings: Settings) -> Iterator[ThreadBook]:
     """The configured checkpointer's threads, for commands that only read them (``keel runs``)."""
     with open_checkpointer(settings) as saver:
-        yield ThreadBook(build_graph(saver), saver, open_leases(settings, saver))
+        leases = open_leases(settings, saver)
+        try:
+            yield ThreadBook(build_graph(saver), saver, leases)
+        finally:
+            leases.close()
 
 
 __all__ = [

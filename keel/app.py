@@ -246,10 +246,9 @@ class KeelApp:
         records = RecordStore(settings.records_db) if settings.record else None
         try:
             with open_checkpointer(settings) as opened:
-                stores = Stores(
-                    opened, context.ledger, context.inbox, context.tools, records,
-                    open_leases(settings, opened),
-                )  # fmt: skip
+                leases = open_leases(settings, opened)
+                ctx = context
+                stores = Stores(opened, ctx.ledger, ctx.inbox, ctx.tools, records, leases)
                 if wrap_stores is not None:
                     stores = wrap_stores(stores)
                     context = replace(
@@ -260,10 +259,13 @@ class KeelApp:
                     recorder = Recorder(stores.records, redactor)
                     context = recorder.instrument(context)
                 graph = build_graph(stores.checkpointer, nodes=nodes)
-                yield cls(
-                    settings, context, graph,
-                    recorder=recorder, tracing=tracing, leases=stores.leases,
-                )  # fmt: skip
+                try:
+                    yield cls(
+                        settings, context, graph,
+                        recorder=recorder, tracing=tracing, leases=stores.leases,
+                    )  # fmt: skip
+                finally:
+                    leases.close()
         finally:
             tracing.flush()
             if records is not None:

@@ -82,7 +82,12 @@ def _parser() -> argparse.ArgumentParser:
     recover.add_argument("thread", nargs="?", help="the thread (or --all)")
     recover.add_argument("--all", action="store_true", help="find and recover every stalled thread")
 
-    show = sub.add_parser("show", parents=[common], help="where a thread stands")
+    show = sub.add_parser(
+        "show", parents=[common],
+        help="where a thread stands, read from its checkpoint: done, refused or escalated (it "
+        "ended), awaiting_approval or awaiting_event, running (a live worker has it) or stalled "
+        "at NODE (its worker died: keel recover)",
+    )  # fmt: skip
     show.add_argument("thread")
     show.add_argument("--history", action="store_true", help="list the thread's checkpoints")
 

@@ -67,10 +67,26 @@ def test_an_owner_that_died_on_this_machine_is_taken_over_at_once(
 def test_a_reused_pid_is_not_the_owner(leases: SqliteLeaseStore) -> None:
     here = LeaseOwner.this_process()
     assert here.started, "Linux: /proc tells a process's start time"
-    boot = here.started.partition(":")[0]
-    impostor = here.model_copy(update={"started": f"{boot}:1", "token": "old"})
+    machine = here.started.rpartition(":")[0]
+    impostor = here.model_copy(update={"started": f"{machine}:1", "token": "old"})
     leases.acquire("t-1", impostor)
     leases.acquire("t-1", here)  # same pid, another start time: that process is gone
+
+
+def test_an_owner_in_another_pid_namespace_is_judged_by_its_heartbeat(
+    leases: SqliteLeaseStore, clock: Clock
+) -> None:
+    """A container sharing the hostname (``--network host``): its pid means nothing here."""
+    here = LeaseOwner.this_process()
+    boot = here.started.partition("/")[0]
+    container = here.model_copy(
+        update={"pid": _dead_pid(), "started": f"{boot}/4026531999:12345", "token": "ns"}
+    )
+    leases.acquire("t-1", container)
+    with pytest.raises(LeaseHeld):
+        leases.acquire("t-1", LeaseOwner.this_process())
+    clock.now += 31
+    leases.acquire("t-1", here)
 
 
 def test_an_owner_on_another_machine_is_dead_only_after_the_ttl(
