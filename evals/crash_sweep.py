@@ -38,7 +38,7 @@ Backend = Literal["sqlite", "postgres"]
 BACKENDS: tuple[Backend, ...] = ("sqlite", "postgres")
 
 
-def _template(root: Path, indexed: Path | None = None) -> Path:
+def make_template(root: Path, indexed: Path | None = None) -> Path:
     """A home with the demo backend seeded and the corpus indexed: each point copies it.
 
     ``indexed``: a home whose corpus is already indexed, copied instead of indexing again."""
@@ -55,7 +55,7 @@ def _template(root: Path, indexed: Path | None = None) -> Path:
     return home
 
 
-class _Pool:
+class PointPool:
     """Warm point processes (``python -m evals.crash_worker serve``): each imports Keel and loads
     the embedding model once, then forks a fresh process per point (which forks the worker)."""
 
@@ -112,8 +112,8 @@ class _Pool:
         self._log.close()
 
 
-def _point(
-    pool: _Pool,
+def sweep_point(
+    pool: PointPool,
     template: Path,
     root: Path,
     request: RequestName,
@@ -143,7 +143,7 @@ def _failed(point: PointResult) -> bool:
 
 
 def sweep_request(
-    pool: _Pool,
+    pool: PointPool,
     template: Path,
     root: Path,
     backend: Backend,
@@ -156,7 +156,7 @@ def sweep_request(
 ) -> dict[str, Any]:
     """Count the request's boundaries, then kill at each n (every k-th) and judge."""
     started = time.perf_counter()
-    counting = _point(pool, template, root, request, 0, database, None)
+    counting = sweep_point(pool, template, root, request, 0, database, None)
     if counting.error or counting.expected is None:
         raise RuntimeError(f"{backend} {request}: the counting run failed: {counting.error}")
     kinds = counting.boundaries
@@ -166,7 +166,7 @@ def sweep_request(
     points: list[PointResult] = []
 
     def one(n: int) -> PointResult:
-        point = _point(pool, template, root, request, n, database, expected)
+        point = sweep_point(pool, template, root, request, n, database, expected)
         if point.kind and point.kind != kinds[n - 1]:
             point.error = point.error or f"died at {point.kind}, counted {kinds[n - 1]}"
         mark = "ok"
@@ -271,8 +271,8 @@ def run_crash_sweep(
     results: dict[str, Any] = {}
     with ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="keel-crash-")))
-        template = _template(root, indexed)
-        pool = _Pool(root, jobs)
+        template = make_template(root, indexed)
+        pool = PointPool(root, jobs)
         stack.callback(pool.close)
         for backend in (b for b in BACKENDS if b in chosen_backends):
             database = stack.enter_context(_databases(backend))
@@ -301,4 +301,4 @@ def run_crash_sweep(
     }
 
 
-__all__ = ["BACKENDS", "Expected", "run_crash_sweep"]
+__all__ = ["BACKENDS", "Expected", "PointPool", "make_template", "run_crash_sweep", "sweep_point"]
