@@ -2,22 +2,27 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# The CPU build of PyTorch for the local embedding model. On this project's machines pip takes it
-# from local disk; elsewhere set TORCH_SPEC (or PIP_EXTRA_INDEX_URL) to get a CPU wheel.
+# Only for `make install-torch` (KEEL_EMBEDDING_BACKEND=torch): the CPU build of PyTorch, which
+# pip takes from local disk on this project's machines; elsewhere set TORCH_SPEC (or
+# PIP_EXTRA_INDEX_URL) to a CPU wheel. The default embeddings need no PyTorch.
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.keel-installed
 THREADS ?= 50
 
-.PHONY: install demo test lint typecheck unit clean postgres scale-demo bench
+.PHONY: install install-torch demo test lint typecheck unit clean postgres scale-demo bench pythons
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Opt-in: all-MiniLM-L6-v2 on sentence-transformers and PyTorch (KEEL_EMBEDDING_BACKEND=torch).
+install-torch: install
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet -e ".[torch]"
 
 demo: install
 	$(BIN)/keel demo
