@@ -74,6 +74,12 @@ def _startup(settings: Settings, progress: bool) -> dict[str, Any]:
     return bench_startup(settings)
 
 
+def _embeddings(settings: Settings, progress: bool) -> dict[str, Any]:
+    from evals.bench_embeddings import bench_embeddings
+
+    return bench_embeddings(settings)
+
+
 BENCHES: dict[str, Bench] = {
     "context": _context,
     "retrieval": _retrieval,
@@ -83,6 +89,7 @@ BENCHES: dict[str, Bench] = {
     "record": _record,
     "checkpoint": _checkpoint,
     "startup": _startup,
+    "embeddings": _embeddings,
 }
 
 
