@@ -34,7 +34,9 @@ from keel.settings import Settings
 
 FLOOR = "import langgraph.graph, langchain_core.messages, pydantic"
 QUESTION = "What is our refund window?"
-REFUND = "Customer C-1001 was charged twice for invoice INV-2001, please refund the duplicate charge"
+REFUND = (
+    "Customer C-1001 was charged twice for invoice INV-2001, please refund the duplicate charge"
+)
 TARGETS = {"help": 1.5, "show": 1.5, "resume": 1.5, "run": 2.5}
 """The most each command may take, as a multiple of the floor (issue 14)."""
 

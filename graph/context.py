@@ -68,13 +68,15 @@ class KeelContext:
             >>> ctx.domain.name
             'demo'
         """
+        from agents.models import chat_model_for
         from tools.demo import DemoDomain
 
         settings = settings or Settings()
         domain = domain or DemoDomain()
         if planner_model is None and settings.model_configured:
-            planner_model, configured_fallback = _configured_models(settings)
-            fallback_model = configured_fallback or fallback_model
+            planner_model = chat_model_for(settings, settings.planner_model)
+            if settings.planner_fallback_model:
+                fallback_model = chat_model_for(settings, settings.planner_fallback_model)
         # Deny by default: no manifest, no context (and so no graph run).
         tools = gated_registry(domain, settings)
         return cls(
@@ -87,21 +89,6 @@ class KeelContext:
             planner_model=planner_model,
             fallback_model=fallback_model,
         )
-
-
-def _configured_models(settings: Settings) -> tuple[BaseChatModel, BaseChatModel | None]:
-    """The planner's model and its fallback, as the settings name them.
-
-    ``agents.models`` (langchain-openai, about two seconds to import) loads here, only when a
-    model is configured: the runbook planner's commands never pay for it.
-    """
-    from agents.models import chat_model_for
-
-    fallback = settings.planner_fallback_model
-    return (
-        chat_model_for(settings, settings.planner_model),
-        chat_model_for(settings, fallback) if fallback else None,
-    )
 
 
 def _ledger_for(settings: Settings) -> IntentLedger:

@@ -95,11 +95,12 @@ class OnnxMiniLM:
             out: list[list[float]] = []
             for text in texts:
                 ids = np.asarray([self._tokenizer.encode(text).ids], dtype=np.int64)
-                mask = np.ones_like(ids)
-                hidden = self._session.run(
-                    ["last_hidden_state"],
-                    {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)},
-                )[0][0]
+                feed = {
+                    "input_ids": ids,
+                    "attention_mask": np.ones_like(ids),
+                    "token_type_ids": np.zeros_like(ids),
+                }
+                hidden = self._session.run(["last_hidden_state"], feed)[0][0]
                 pooled = hidden.mean(axis=0)
                 out.append([float(x) for x in pooled / max(float(np.linalg.norm(pooled)), 1e-12)])
         return out
