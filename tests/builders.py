@@ -173,6 +173,7 @@ def bench_results(**overrides: dict[str, Any]) -> dict[str, Any]:
             "warm": {"refund_p50_ms": 90.0, "run_p50_ms": 60.0, "resume_p50_ms": 30.0},
             "venv_mb": 800.0,
         },
+        "embeddings": {"local": {"installed": True, "recall_at_5": 1.0, "ndcg_at_10": 0.83}},
     }
     results.update(overrides)
     return results
