@@ -309,12 +309,14 @@ def _command(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | N
     if args.command == "eval":
         return _eval(args, settings)
     if args.command == "bench":
-        from evals.bench import run_benches, summary_table
+        from evals.bench import measured_figures, run_benches, summary_table
 
         results = run_benches(args.only, settings, progress=sys.stderr.isatty())
         if args.only is None and not args.json:
             print(summary_table(results["summary"]) + "\n\ndetails:")
             results = results["benches"]
+        elif not args.json and measured_figures(results):
+            print(summary_table(measured_figures(results)) + "\n\ndetails:")
         return _report(args, results)
     if args.command == "access":
         return _access(args, settings)

@@ -56,7 +56,12 @@ class Settings(BaseSettings):
         description="A Chroma server (`chroma run`), e.g. http://127.0.0.1:8000; unset: embedded.",
     )
 
-    embedding_backend: Literal["local", "openai"] = "local"
+    embedding_backend: Literal["local", "torch", "openai"] = Field(
+        default="local",
+        description="local: all-MiniLM-L6-v2 int8 on onnxruntime (offline, no PyTorch); torch: "
+        "the same model in float32 on sentence-transformers (the torch extra); openai: an "
+        "OpenAI-compatible /v1/embeddings.",
+    )
     embedding_model: str = "text-embedding-3-small"
 
     openai_api_key: SecretStr | None = Field(
