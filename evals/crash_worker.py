@@ -445,13 +445,10 @@ def run_point(
 def warm() -> None:
     """Load what every point needs once, before any fork: the imports and the embedding model.
 
-    Torch runs on one thread so that no thread pool exists when the process forks (a forked
-    child cannot use the pool of its parent)."""
-    import torch
-
+    The local model runs on one onnxruntime thread (``retrieval.embeddings``), so no thread pool
+    exists when the process forks (a forked child cannot use its parent's threads)."""
     from retrieval.embeddings import embedder_for
 
-    torch.set_num_threads(1)
     embedder_for(Settings(_env_file=None)).embed(["warm up"])  # type: ignore[call-arg]
     # What the commands import on first use (langchain-openai alone takes seconds).
     import agents.models  # noqa: F401
