@@ -50,6 +50,7 @@ from graph.builder import build_graph
 from graph.context import KeelContext
 from graph.persistence import keel_serde
 from graph.state import Conflict, Evidence, Filtered, approval_digest
+from graph.wire import decision_types
 from keel.app import KeelApp
 from keel.errors import IntegrationError, KeelError, Permanent, Retryable
 from keel.settings import Settings
@@ -183,14 +184,11 @@ def decisions(events: list[RecordEvent]) -> list[DecisionPoint]:
                 },
             )  # fmt: skip
         elif p.kind == "approval_requested":
-            add(event, "approval_requested", {"digests": p.request.get("digests")})
+            add(event, "approval_requested", {"digests": p.request["digests"]})
         elif p.kind == "event_awaited":
-            add(event, "event_awaited", {"event": p.waiting.get("event"),
-                                         "key": p.waiting.get("key")})  # fmt: skip
+            add(event, "event_awaited", {"event": p.waiting["event"], "key": p.waiting["key"]})
         elif p.kind == "approval_answered":
-            answers = p.answer.get("decisions") or []
-            add(event, "approval_answered",
-                {"decisions": [d.get("type") for d in answers if isinstance(d, dict)]})  # fmt: skip
+            add(event, "approval_answered", {"decisions": decision_types(p.answer)})
         elif p.kind == "escalation":
             add(event, "escalation", {"reason": p.reason})
         elif p.kind == "run_ended":
