@@ -23,9 +23,7 @@ from langchain.agents.middleware import (
     SummarizationMiddleware,
 )
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
-from langchain_core.messages.utils import count_tokens_approximately
 from langchain_core.tools import tool
-
 from langgraph.runtime import Runtime
 
 from agents.planner import SUBMIT_PLAN, plan

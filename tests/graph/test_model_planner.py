@@ -108,8 +108,7 @@ def test_a_replan_shows_the_model_what_the_thread_already_did(settings: Settings
 
     answer = {"intent": "noted", "steps": [], "answer": "noted"}
     model = ScriptedToolModel(
-        responses=[AIMessage("", tool_calls=[{"name": SUBMIT_PLAN, "args": answer, "id": "p"}])]
-        * 2
+        responses=[AIMessage("", tool_calls=[{"name": SUBMIT_PLAN, "args": answer, "id": "p"}])] * 2
     )
     runtime = Runtime(context=KeelContext.from_settings(settings, planner_model=model))
     refund = ToolOutcome(step=0, tool="refund_charge", args={"charge_id": "CH-3002"}, ok=True,
