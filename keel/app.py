@@ -538,7 +538,7 @@ class KeelApp:
 
         Example:
             >>> report = app.recover_all()  # doctest: +SKIP
-            >>> report.stalled, report.recovered, report.refused, report.failed
+            >>> report.stalled, report.recovered, report.refused, report.failed  # doctest: +SKIP
             (2, 2, 0, 0)
         """
         if self.threads is None:
