@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -30,10 +30,12 @@ from langgraph.runtime import Runtime
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agents import prompts
-from agents.context import Fact, Section, assemble, render_memory, tokens
+from agents.context import Fact, Section, assemble, remember, render_memory, tokens
+from agents.runbooks import fill_runbook, runbook_steps
 from graph.context import KeelContext, context_of
 from graph.domain import Domain
 from graph.state import CannotPlan, Conflict, Evidence, Plan, PlannerView, Step, Verdict
+from retrieval.corpus import RunbookStep, load_manifest
 from retrieval.curation import TIER_RANK
 from tools.spec import ToolRegistry
 
@@ -74,6 +76,12 @@ def plan(state: PlannerView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
     conflicts = state.get("conflicts", [])
     verdict = state.get("plan_verdict")
     feedback = verdict.reasons if verdict is not None and not verdict.ok else []
+    # What the thread already did (a replan after steps ran, a fork after a refund): typed facts
+    # with their step and tool, side effects always kept, so the model neither repeats nor
+    # contradicts them.
+    memory = remember(
+        state.get("results", []), {name: ctx.tools[name].effect for name in ctx.tools.names()}
+    )
 
     result: Plan | CannotPlan | None = None
     failures: list[str] = []
@@ -90,8 +98,11 @@ def plan(state: PlannerView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
                 ctx.tools,
                 feedback,
                 conflicts=conflicts,
+                memory=memory,
                 budget=ctx.settings.planner_budget_tokens,
+                memory_budget=ctx.settings.memory_budget_tokens,
                 repair_attempts=ctx.settings.plan_repair_attempts,
+                role=ctx.domain.planner_role,
             )
             break
         except Exception as err:  # any model failure falls through to the next planner
@@ -99,7 +110,8 @@ def plan(state: PlannerView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
     if result is None:
         losers = {c.loser for c in conflicts}
         usable = [e for e in evidence if e.chunk_id not in losers]
-        result = runbook_plan(state["request"], entities, usable, records, ctx.domain)
+        data = runbook_steps(load_manifest(ctx.settings.corpus_dir))
+        result = runbook_plan(state["request"], entities, usable, records, ctx.domain, data)
         if failures:
             result = result.model_copy(update={"planner": "runbook (model failed)"})
 
@@ -129,17 +141,28 @@ def runbook_plan(
     evidence: list[Evidence],
     records: dict[str, Any],
     domain: Domain,
+    data: Mapping[str, Sequence[RunbookStep]] | None = None,
 ) -> Plan | CannotPlan:
     """The deterministic planner: the first retrieved runbook that fits, or an answer from policy.
 
     A runbook fits when the request uses one of its keywords and names every entity it needs.
+    A runbook with steps as data (``data``: source id to steps, from the corpus manifest) is
+    filled here; any other is the domain's to fill. Records the domain could not read stop both.
     """
     text = request.lower()
     for runbook in (e for e in evidence if e.kind == "runbook"):
         if any(k.lower() in text for k in runbook.keywords) and all(
             r in entities for r in runbook.requires
         ):
-            return domain.runbook_plan(runbook, request, entities, records)
+            steps = (data or {}).get(runbook.source)
+            if not steps:
+                return domain.runbook_plan(runbook, request, entities, records)
+            if records.get("unavailable"):
+                reason = "cannot read the records: " + "; ".join(records["unavailable"])
+                return CannotPlan(reason=reason, temporary=True)
+            if records.get("missing"):
+                return CannotPlan(reason="unknown record: " + "; ".join(records["missing"]))
+            return fill_runbook(runbook, steps, entities, records)
     if QUESTION.search(request.strip()):
         sources = sorted(
             (e for e in evidence if e.kind != "runbook" and e.score >= MIN_ANSWER_SCORE),
@@ -167,7 +190,10 @@ def model_plan(
     *,
     repair_attempts: int,
     conflicts: Sequence[Conflict] = (),
+    memory: Sequence[Fact] = (),
     budget: int = 4000,
+    memory_budget: int = 600,
+    role: str = "an operations team",
 ) -> Plan | CannotPlan:
     """Ask a chat model for a plan; a malformed answer is sent back, a bounded number of times.
 
@@ -177,8 +203,9 @@ def model_plan(
     """
     name = f"model:{_model_name(model)}"
     messages = planner_messages(
-        request, entities, records, evidence, tools, feedback, conflicts, budget=budget
-    )
+        request, entities, records, evidence, tools, feedback, conflicts, memory,
+        budget=budget, memory_budget=memory_budget, role=role,
+    )  # fmt: skip
     planner = asking_for_a_plan(model)
     error = ""
     for _ in range(repair_attempts + 1):
@@ -224,12 +251,14 @@ def planner_messages(
     *,
     budget: int,
     memory_budget: int = 600,
+    role: str = "an operations team",
 ) -> list[BaseMessage]:
     """The planner's prompt: a fixed system part, then sections that shrink to fit ``budget``.
 
-    Evidence shrinks first (lowest-ranked chunk first), then records, then memory.
+    Evidence shrinks first (lowest-ranked chunk first), then records, then memory. ``role`` is
+    the domain's ``planner_role`` (who the planner works for).
     """
-    system = prompts.PLANNER_SYSTEM.format(tools=json.dumps(tools.catalog(), indent=1))
+    system = prompts.PLANNER_SYSTEM.format(role=role, tools=json.dumps(tools.catalog(), indent=1))
     sections = [
         Section("request", prompts.PLANNER_REQUEST.format(request=request), 0),
         Section("entities", prompts.PLANNER_ENTITIES.format(entities=json.dumps(entities)), 0),

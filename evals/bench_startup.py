@@ -83,15 +83,15 @@ def venv_mb() -> float:
 
 def warm_refund(settings: Settings, runs: int) -> dict[str, Any]:
     """The refund run plus its approval's resume in one warm process, p50 and p95 in ms."""
+    from domains.support_desk import SupportDesk
     from keel.app import Decision, KeelApp
-    from tools.demo import DemoDomain
 
     pairs: list[float] = []
     run_ms: list[float] = []
     resume_ms: list[float] = []
     with KeelApp.open(settings) as app:
         for i in range(runs + 3):  # three warm-up pairs, not counted
-            DemoDomain().prepare(settings, reset=True)
+            SupportDesk().prepare(settings, reset=True)
             started = time.perf_counter()
             outcome = app.run(REFUND)
             ran = time.perf_counter()
@@ -115,16 +115,16 @@ def warm_refund(settings: Settings, runs: int) -> dict[str, Any]:
 
 def bench_startup(settings: Settings, *, reps: int = 5, warm_runs: int = 20) -> dict[str, Any]:
     """Cold starts of each command against the floor, the warm refund, the venv's size."""
+    from domains.support_desk import SupportDesk
     from retrieval.embeddings import embedder_for
     from retrieval.store import CorpusStore
-    from tools.demo import DemoDomain
 
     with tempfile.TemporaryDirectory(prefix="keel-bench-startup-") as tmp:
         home = Path(tmp)
         # Offline defaults on a home of its own: whatever the caller configured (a model, a
         # Postgres URL) would measure that, not start-up.
         local = Settings(home=home, _env_file=None)  # type: ignore[call-arg]
-        DemoDomain().prepare(local, reset=True)
+        SupportDesk().prepare(local, reset=True)
         CorpusStore(local, embedder_for(local)).ingest(progress=False)
         threads = _waiting_threads(local, reps)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("KEEL_", "OPENAI_"))}

@@ -14,13 +14,14 @@ from functools import cache
 from langchain_core.language_models import BaseChatModel
 from langgraph.runtime import Runtime
 
-from graph.domain import Domain
+from agents.models import chat_model_for
+from graph.domain import Domain, gated_registry, load_domain
 from keel.settings import Settings
 from retrieval.embeddings import embedder_for
 from retrieval.store import CorpusStore
 from tools.events import EventInbox
 from tools.ledger import IntentLedger
-from tools.permissions import gated_registry
+from tools.ledger_postgres import PostgresIntentLedger
 from tools.spec import ToolRegistry
 
 
@@ -64,15 +65,13 @@ class KeelContext:
         """Build the context the settings describe.
 
         Example:
+            >>> from pathlib import Path
             >>> ctx = KeelContext.from_settings(Settings(home=Path("/tmp/keel-doc")))
             >>> ctx.domain.name
-            'demo'
+            'support_desk'
         """
-        from agents.models import chat_model_for
-        from tools.demo import DemoDomain
-
         settings = settings or Settings()
-        domain = domain or DemoDomain()
+        domain = domain or load_domain(settings.domain)
         if planner_model is None and settings.model_configured:
             planner_model = chat_model_for(settings, settings.planner_model)
             if settings.planner_fallback_model:
@@ -85,7 +84,7 @@ class KeelContext:
             tools=tools,
             store=CorpusStore(settings, embedder_for(settings)),
             ledger=_ledger_for(settings),
-            inbox=EventInbox(settings.home / "events.sqlite"),
+            inbox=EventInbox(settings.events_db),
             planner_model=planner_model,
             fallback_model=fallback_model,
         )
@@ -95,8 +94,6 @@ def _ledger_for(settings: Settings) -> IntentLedger:
     """The intent ledger beside the checkpoints: Postgres when they are there, else SQLite."""
     if settings.postgres_url is None:
         return IntentLedger(settings.intent_db)
-    from tools.ledger_postgres import PostgresIntentLedger
-
     return PostgresIntentLedger(
         settings.postgres_url.get_secret_value(),
         connect_timeout_s=settings.postgres_connect_timeout_s,

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from graph.builder import build_graph
 from graph.lease import LeaseStore, open_leases
 from graph.persistence import open_checkpointer, thread_ids
+from graph.wire import event_wait_of
 from keel.errors import ThreadNotFound
 from keel.settings import Settings
 
@@ -96,10 +97,7 @@ def thread_status(snapshot: Any, thread_id: str | None = None, *, owner: str | N
         status: ThreadState = final if final in FINISHED else "done"
         return ThreadStatus(status=status, ended=True, **common)
     if snapshot.interrupts:
-        events = [
-            i for i in snapshot.interrupts
-            if isinstance(i.value, dict) and i.value.get("kind") == "await_event"
-        ]  # fmt: skip
+        events = [i for i in snapshot.interrupts if event_wait_of(i.value) is not None]
         waiting: ThreadState = "awaiting_event" if events else "awaiting_approval"
         return ThreadStatus(status=waiting, ended=False, **common)
     # Mid-run. The node it stopped in: the first task that has not finished, or, when every task

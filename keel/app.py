@@ -44,6 +44,7 @@ from graph.state import (
     Verdict,
 )
 from graph.status import ThreadBook, ThreadState, ThreadStatus, thread_status
+from graph.wire import ApprovalAnswer, KeelDecision, approval_request_of, event_wait_of
 from keel.errors import (
     BadRequest,
     ConfigError,
@@ -361,10 +362,10 @@ class KeelApp:
             if recording is not None:
                 snapshot = self._snapshot(thread_id)
                 for intr in snapshot.interrupts:
-                    if isinstance(intr.value, dict) and intr.value.get("kind") == "await_event":
-                        recording.emit(EventAwaited(interrupt_id=intr.id, waiting=intr.value))
-                    else:
-                        recording.emit(ApprovalRequested(interrupt_id=intr.id, request=intr.value))
+                    if (wait := event_wait_of(intr.value)) is not None:
+                        recording.emit(EventAwaited(interrupt_id=intr.id, waiting=wait))
+                    elif (asked := approval_request_of(intr.value)) is not None:
+                        recording.emit(ApprovalRequested(interrupt_id=intr.id, request=asked))
                 recording.emit(
                     RunEnded(status=outcome.status, answer=outcome.answer, duration_ms=_ms(started))
                 )
@@ -482,9 +483,11 @@ class KeelApp:
         found = self.status(thread_id)
         pending = None
         for intr in snapshot.interrupts:
-            request = intr.value
-            if request.get("kind") == "await_event":
+            if event_wait_of(intr.value) is not None:
                 continue
+            request = approval_request_of(intr.value)
+            if request is None:
+                raise KeelError(f"thread {thread_id} waits on an interrupt Keel did not raise")
             pending = [
                 PendingAction(
                     name=a["name"],
@@ -581,7 +584,7 @@ class KeelApp:
 
         Example:
             >>> report = app.recover_all()  # doctest: +SKIP
-            >>> report.stalled, report.recovered, report.refused, report.failed
+            >>> report.stalled, report.recovered, report.refused, report.failed  # doctest: +SKIP
             (2, 2, 0, 0)
         """
         if self.threads is None:
@@ -620,8 +623,8 @@ class KeelApp:
 
         Example:
             >>> rows = app.history(thread_id)  # doctest: +SKIP
-            >>> before = next(r for r in rows if r["next"] == ["approve"])
-            >>> app.fork(thread_id, before["checkpoint_id"]).status
+            >>> before = next(r for r in rows if r["next"] == ["approve"])  # doctest: +SKIP
+            >>> app.fork(thread_id, before["checkpoint_id"]).status  # doctest: +SKIP
             'awaiting_approval'
         """
         snapshot = self._snapshot(thread_id, checkpoint_id)
@@ -635,7 +638,7 @@ class KeelApp:
         """Wake the threads waiting for the domain's new events (``keel events``).
 
         Example:
-            >>> app.dispatch_events()  # after the bank settled refund RF-5001
+            >>> app.dispatch_events()  # after the bank settled RF-5001  # doctest: +SKIP
             [{'seq': 1, 'type': 'refund.settled', 'key': 'RF-5001', 'woke': ['t-1']}]
         """
 
@@ -654,8 +657,8 @@ class KeelApp:
             raise NoPendingApproval(
                 f"thread {thread_id} is {current.status}, not awaiting approval"
             )
-        answer = {
-            "decisions": decisions_for(current.pending, decision),
+        answer: ApprovalAnswer = {
+            "decisions": decisions_for(current.pending, decision),  # type: ignore[typeddict-item]
             "reviewer": decision.reviewer or self.settings.reviewer,
         }
         return self.invoke_segment(Command(resume=answer), thread_id, "resume")
@@ -691,7 +694,7 @@ def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
 
 
-def decisions_for(pending: list[PendingAction], decision: Decision) -> list[dict[str, Any]]:
+def decisions_for(pending: list[PendingAction], decision: Decision) -> list[KeelDecision]:
     """One HITL decision per pending action, each carrying the digest it answers."""
     if decision.kind == "approve":
         return [{"type": "approve", "digest": p.digest} for p in pending]
@@ -717,7 +720,7 @@ def decisions_for(pending: list[PendingAction], decision: Decision) -> list[dict
         raise BadRequest(
             f"{len(targets)} pending actions have {sorted(patch)}: choose one with --action N"
         )
-    out: list[dict[str, Any]] = []
+    out: list[KeelDecision] = []
     for i, p in enumerate(pending):
         if i == targets[0]:
             unknown = set(patch) - set(p.args)

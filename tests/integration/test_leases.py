@@ -23,12 +23,12 @@ from typing import Any
 
 import pytest
 
+from domains.support_desk.backend import DemoBackend
 from graph.lease import LeaseOwner, LeaseStore, PostgresLeaseStore, SqliteLeaseStore
 from keel.errors import LeaseHeld
 from keel.settings import Settings
 from observability.store import RecordStore
 from tests.conftest import REFUND_REQUEST
-from tools.demo.backend import DemoBackend
 
 KEEL = str(Path(sys.executable).parent / "keel")
 
@@ -53,7 +53,7 @@ def _json(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
 
 
 def _side_effects(home: Path) -> tuple[list[tuple[str, float]], list[str]]:
-    backend = DemoBackend(home / "demo.sqlite")
+    backend = DemoBackend(home / "support_desk.sqlite")
     refunds = [(r["charge_id"], r["amount"]) for r in backend.refunds()]
     return refunds, [m["recipient"] for m in backend.outbox()]
 

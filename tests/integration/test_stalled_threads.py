@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
+from domains.support_desk.backend import DemoBackend
 from graph.builder import build_graph
 from graph.persistence import open_checkpointer
 from keel.settings import Settings
 from tests.conftest import REFUND_REQUEST
-from tools.demo.backend import DemoBackend
 
 KEEL = str(Path(sys.executable).parent / "keel")
 STRANDING_WORKER = str(Path(__file__).with_name("stranding_worker.py"))
@@ -49,7 +49,7 @@ def _json(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
 
 
 def _side_effects(home: Path) -> tuple[list[tuple[str, float]], list[str]]:
-    backend = DemoBackend(home / "demo.sqlite")
+    backend = DemoBackend(home / "support_desk.sqlite")
     refunds = [(r["charge_id"], r["amount"]) for r in backend.refunds()]
     return refunds, [m["recipient"] for m in backend.outbox()]
 

@@ -12,18 +12,18 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import Field
 
 from agents.planner import model_plan, runbook_plan
+from domains.support_desk import SupportDesk
+from domains.support_desk.backend import DemoBackend
+from domains.support_desk.tools import demo_tools
 from graph.state import CannotPlan, Plan
 from tests.builders import REFUND_RECORDS, evidence, policy
-from tools.demo import DemoDomain
-from tools.demo.backend import DemoBackend
-from tools.demo.tools import demo_tools
 
 REQUEST = "Customer C-1001 was charged twice for invoice INV-2001, please refund it"
 ENTITIES = {"customer_id": "C-1001", "invoice_id": "INV-2001"}
 
 
 def test_runbook_refunds_exactly_the_duplicate() -> None:
-    result = runbook_plan(REQUEST, ENTITIES, [evidence()], REFUND_RECORDS, DemoDomain())
+    result = runbook_plan(REQUEST, ENTITIES, [evidence()], REFUND_RECORDS, SupportDesk())
     assert isinstance(result, Plan)
     assert [s.tool for s in result.steps] == ["refund_charge", "send_email"]
     assert result.steps[0].args["charge_id"] == "CH-3002"
@@ -33,13 +33,13 @@ def test_runbook_refunds_exactly_the_duplicate() -> None:
 
 
 def test_runbook_needs_the_entities_it_requires() -> None:
-    result = runbook_plan("I was charged twice", {}, [evidence()], {}, DemoDomain())
+    result = runbook_plan("I was charged twice", {}, [evidence()], {}, SupportDesk())
     assert isinstance(result, CannotPlan)
 
 
 def test_no_duplicate_no_refund() -> None:
     records = {**REFUND_RECORDS, "charges": {"invoice_id": "INV-2001", "charges": []}}
-    result = runbook_plan(REQUEST, ENTITIES, [evidence()], records, DemoDomain())
+    result = runbook_plan(REQUEST, ENTITIES, [evidence()], records, SupportDesk())
     assert isinstance(result, CannotPlan)
     assert "no duplicate" in result.reason
 
@@ -52,7 +52,7 @@ def test_a_question_is_answered_from_the_most_trusted_source() -> None:
         text="In my experience we allow refunds for about 90 days",
     )
     official = policy(score=0.5)
-    result = runbook_plan("What is our refund window?", {}, [wiki, official], {}, DemoDomain())
+    result = runbook_plan("What is our refund window?", {}, [wiki, official], {}, SupportDesk())
     assert isinstance(result, Plan)
     assert result.steps == []
     assert result.answer is not None and "30 days" in result.answer
@@ -61,7 +61,7 @@ def test_a_question_is_answered_from_the_most_trusted_source() -> None:
 
 def test_an_uncovered_request_cannot_be_planned() -> None:
     result = runbook_plan(
-        "Export every customer's e-mail address", {}, [policy(score=0.2)], {}, DemoDomain()
+        "Export every customer's e-mail address", {}, [policy(score=0.2)], {}, SupportDesk()
     )
     assert isinstance(result, CannotPlan)
 
@@ -211,3 +211,57 @@ def test_a_malformed_tool_call_counts_against_the_repair_budget(tmp_path: Any) -
     model = ToolCallingFake(responses=[_called({"steps": "none"})] * 2)
     with pytest.raises(ValueError, match="no valid plan after 2 answers"):
         _plan(model, tmp_path, 1)
+
+
+def _data_runbook() -> tuple[Any, dict[str, Any]]:
+    from agents.runbooks import runbook_steps
+    from domains.support_desk import CORPUS
+    from retrieval.corpus import load_manifest
+
+    runbook = evidence(chunk_id="runbook-close-ticket:x", source="runbook-close-ticket",
+                       intent="close_ticket_and_notify", keywords=["close"],
+                       requires=["ticket_id"])  # fmt: skip
+    return runbook, runbook_steps(load_manifest(CORPUS))
+
+
+def test_a_data_runbook_is_filled_from_the_records_without_domain_code() -> None:
+    runbook, data = _data_runbook()
+    assert set(data) == {"runbook-billing-email", "runbook-close-ticket"}
+    records = {"ticket": {"ticket_id": "T-77", "subject": "Login", "status": "open"},
+               "customer": {"name": "Alan", "email": "alan@example.com"}}  # fmt: skip
+
+    class NoCode(SupportDesk):
+        def runbook_plan(self, *args: Any) -> Plan | CannotPlan:
+            raise AssertionError("a data runbook needs no domain code")
+
+    result = runbook_plan("Close ticket T-77", {"ticket_id": "T-77"}, [runbook], records,
+                          NoCode(), data)  # fmt: skip
+    assert isinstance(result, Plan) and result.intent == "close_ticket_and_notify"
+    close, mail = result.steps
+    assert close.args == {"ticket_id": "T-77", "resolution": "Resolved by the support desk"}
+    assert (mail.tool, mail.effect, mail.args["to"]) == ("send_email", "irreversible",
+                                                          "alan@example.com")  # fmt: skip
+    assert "Dear Alan, we closed your ticket 'Login'." in mail.args["body"]
+    assert mail.evidence == ["runbook-close-ticket:x"]
+
+
+def test_a_data_runbook_missing_a_record_or_a_system_does_not_plan() -> None:
+    runbook, data = _data_runbook()
+    ticket = {"ticket": {"ticket_id": "T-77", "subject": "Login"}}
+    missing = runbook_plan("Close ticket T-77", {"ticket_id": "T-77"}, [runbook], ticket,
+                           SupportDesk(), data)  # fmt: skip
+    assert isinstance(missing, CannotPlan) and "records[customer][email]" in missing.reason
+    down = runbook_plan("Close ticket T-77", {"ticket_id": "T-77"}, [runbook],
+                        {"unavailable": ["T-77: timeout"]}, SupportDesk(), data)  # fmt: skip
+    assert isinstance(down, CannotPlan) and down.temporary
+
+
+def test_a_step_template_may_only_index_entities_and_records() -> None:
+    from agents.runbooks import fill_runbook
+    from retrieval.corpus import RunbookStep
+
+    runbook, _ = _data_runbook()
+    sneaky = RunbookStep(tool="send_email", args={"to": "{records.__class__}"}, purpose="p",
+                         effect="irreversible")  # fmt: skip
+    result = fill_runbook(runbook, [sneaky], {}, {"records": {}})
+    assert isinstance(result, CannotPlan) and "placeholder of the form" in result.reason

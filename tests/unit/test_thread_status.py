@@ -61,7 +61,12 @@ def test_interrupts_are_waiting_for_a_human_or_an_event() -> None:
     assert thread_status(snapshot(next_=("approve",), tasks=(approve,))).status == (
         "awaiting_approval"
     )
-    wait = Interrupt(value={"kind": "await_event", "event": "refund.settled"}, id="i-2")
+    # The event wait as graph/events.py raises it (graph/wire.py's EventWaitRequest).
+    wait = Interrupt(
+        value={"kind": "await_event", "event": "refund.settled", "key": "RF-1", "step": 0,
+               "why": "pending until the bank settles it"},
+        id="i-2",
+    )  # fmt: skip
     waits = PregelTask("id-4", "await_event", ("__pregel_pull", "await_event"), interrupts=(wait,))
     assert thread_status(snapshot(next_=("await_event",), tasks=(waits,))).status == (
         "awaiting_event"
