@@ -44,13 +44,13 @@ def make_template(root: Path, indexed: Path | None = None) -> Path:
     ``indexed``: a home whose corpus is already indexed, copied instead of indexing again."""
     from retrieval.embeddings import embedder_for
     from retrieval.store import CorpusStore
-    from tools.demo import DemoDomain
+    from domains.support_desk import SupportDesk
 
     home = root / "template"
     if indexed is not None:
         shutil.copytree(indexed, home)
     settings = Settings(home=home, _env_file=None)  # type: ignore[call-arg]
-    DemoDomain().prepare(settings, reset=True)
+    SupportDesk().prepare(settings, reset=True)
     CorpusStore(settings, embedder_for(settings)).ingest(progress=False)
     return home
 

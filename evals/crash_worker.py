@@ -13,7 +13,7 @@ The parent then acts as the operator, with the ``keel`` commands themselves (``k
 in this process: the commands open their stores anew each time, as a new process would):
 ``keel show`` after the kill and after every command, judged against the checkpoint read with
 LangGraph directly; ``keel recover`` for a stalled thread, ``keel resume --approve`` for an
-approval, ``keel settle`` and ``keel events`` for the bank; ``keel run`` again when the worker
+approval, ``keel domain settle`` and ``keel events`` for the bank; ``keel run`` again when the worker
 died before the thread's first checkpoint. Last, the backend, the ledger and the thread's status
 are compared with what the same request does without a crash. ``--kill-at 0`` is that run: it
 counts the boundaries and prints the expected end.
@@ -50,7 +50,7 @@ from graph.persistence import open_checkpointer
 from graph.status import FINISHED
 from keel.app import Decision, KeelApp, Stores, StoreWrapper
 from keel.settings import Settings
-from tools.demo.backend import DemoBackend
+from domains.support_desk.backend import DemoBackend
 from tools.ledger import IntentLedger
 from tools.spec import ToolSpec
 
@@ -351,7 +351,7 @@ def operate(settings: Settings, request: RequestName, thread_id: str, result: Po
         elif shown == "awaiting_approval":
             argv = ["resume", thread_id, "--approve"]
         elif shown == "awaiting_event":
-            code, _, error = _keel("settle")
+            code, _, error = _keel("domain", "settle")
             argv = ["events"]
         else:
             break
@@ -454,7 +454,7 @@ def warm() -> None:
     import agents.models  # noqa: F401
     import keel.cli  # noqa: F401
     import observability.replay  # noqa: F401
-    import tools.demo  # noqa: F401
+    import domains.support_desk  # noqa: F401
 
 
 def serve() -> None:

@@ -11,7 +11,7 @@ from typing import Any
 from evals.crash_worker import Tripwire, _Counted, counting, live, true_status
 from keel.app import KeelApp
 from keel.settings import Settings
-from tools.demo.backend import DemoBackend
+from domains.support_desk.backend import DemoBackend
 
 
 class _Store:
