@@ -1,0 +1,1 @@
+"""Example domains: each folder is one business, plugged into Keel through the Domain seam."""
