@@ -9,6 +9,7 @@ first result instead of acting again.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from typing import Any
 
 from langgraph.runtime import Runtime
@@ -19,18 +20,20 @@ from graph.state import ExecutorView, Receipt, ToolOutcome, approval_digest, tai
 from keel.errors import KeelError, PermissionDenied, StoreUnavailable
 from tools.spec import AgentTools, CallResult, ThreadFacts
 
-SUBJECT_KEYS = ("customer_id", "invoice_id", "ticket_id")
-
 
 def idempotency_key(thread_id: str, step: int, digest: str) -> str:
     return "keel-" + hashlib.sha256(f"{thread_id}:{step}:{digest}".encode()).hexdigest()[:32]
 
 
-def thread_facts(state: ExecutorView, thread_id: str) -> ThreadFacts:
-    """What the permission gate must know about this thread for the executor's calls."""
+def thread_facts(state: ExecutorView, thread_id: str, subject_keys: Collection[str]) -> ThreadFacts:
+    """What the permission gate must know about this thread for the executor's calls.
+
+    The subjects are the entities the domain says identify the thread (``Domain.subject_keys``);
+    the scopes read nothing else the request said.
+    """
     return ThreadFacts(
         thread_id=thread_id,
-        subjects={k: v for k, v in state.get("entities", {}).items() if k in SUBJECT_KEYS},
+        subjects={k: v for k, v in state.get("entities", {}).items() if k in subject_keys},
         spent=frozenset(r.digest for r in state.get("results", []) if r.ok and r.digest),
         rejected=frozenset(state.get("rejected", [])),
         tainted=tuple(e.chunk_id for e in tainting(state.get("evidence", []))),
@@ -46,7 +49,7 @@ def execute(state: ExecutorView, runtime: Runtime[KeelContext]) -> dict[str, Any
     thread_id = thread_of(runtime)
     digest = approval_digest(step.tool, step.args)
     base: dict[str, Any] = {"step": index, "tool": step.tool, "args": step.args, "digest": digest}
-    tools = ctx.tools.for_agent("executor", thread_facts(state, thread_id))
+    tools = ctx.tools.for_agent("executor", thread_facts(state, thread_id, ctx.domain.subject_keys))
     irreversible = step.tool in ctx.tools and ctx.tools[step.tool].effect == "irreversible"
     key = idempotency_key(thread_id, index, digest) if irreversible else None
     approval = state.get("approvals", {}).get(digest)

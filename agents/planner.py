@@ -92,6 +92,7 @@ def plan(state: PlannerView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
                 conflicts=conflicts,
                 budget=ctx.settings.planner_budget_tokens,
                 repair_attempts=ctx.settings.plan_repair_attempts,
+                role=ctx.domain.planner_role,
             )
             break
         except Exception as err:  # any model failure falls through to the next planner
@@ -168,6 +169,7 @@ def model_plan(
     repair_attempts: int,
     conflicts: Sequence[Conflict] = (),
     budget: int = 4000,
+    role: str = "an operations team",
 ) -> Plan | CannotPlan:
     """Ask a chat model for a plan; a malformed answer is sent back, a bounded number of times.
 
@@ -177,7 +179,7 @@ def model_plan(
     """
     name = f"model:{_model_name(model)}"
     messages = planner_messages(
-        request, entities, records, evidence, tools, feedback, conflicts, budget=budget
+        request, entities, records, evidence, tools, feedback, conflicts, budget=budget, role=role
     )
     planner = asking_for_a_plan(model)
     error = ""
@@ -224,12 +226,14 @@ def planner_messages(
     *,
     budget: int,
     memory_budget: int = 600,
+    role: str = "an operations team",
 ) -> list[BaseMessage]:
     """The planner's prompt: a fixed system part, then sections that shrink to fit ``budget``.
 
-    Evidence shrinks first (lowest-ranked chunk first), then records, then memory.
+    Evidence shrinks first (lowest-ranked chunk first), then records, then memory. ``role`` is
+    the domain's ``planner_role`` (who the planner works for).
     """
-    system = prompts.PLANNER_SYSTEM.format(tools=json.dumps(tools.catalog(), indent=1))
+    system = prompts.PLANNER_SYSTEM.format(role=role, tools=json.dumps(tools.catalog(), indent=1))
     sections = [
         Section("request", prompts.PLANNER_REQUEST.format(request=request), 0),
         Section("entities", prompts.PLANNER_ENTITIES.format(entities=json.dumps(entities)), 0),

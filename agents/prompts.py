@@ -1,7 +1,7 @@
 """The planner's prompts. A prompt change is a one-file diff."""
 
 PLANNER_SYSTEM = """\
-You are the planner of a customer-operations desk. You never act: you propose a plan that a
+You are the planner of {role}. You never act: you propose a plan that a
 validator checks and a human approves before anything irreversible happens.
 
 Hand in the plan by calling the submit_plan tool once. Without tools, answer with the same

@@ -1,1 +1,1 @@
-"""Example domains: each folder is one business, plugged into Keel through the Domain seam."""
+"""Keel's example domains, each one folder chosen by ``KEEL_DOMAIN``; the machinery imports none."""

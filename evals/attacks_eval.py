@@ -42,6 +42,8 @@ from langchain_core.tools import BaseTool, tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
+from domains.support_desk import SupportDesk
+from domains.support_desk.backend import DemoBackend
 from evals.scripted import ScriptedToolModel
 from graph.context import KeelContext
 from graph.state import Receipt, approval_digest
@@ -50,8 +52,6 @@ from keel.errors import PermissionDenied
 from keel.settings import Settings
 from retrieval.embeddings import embedder_for
 from retrieval.store import CorpusStore
-from tools.demo import DemoDomain
-from tools.demo.backend import DemoBackend
 from tools.spec import ThreadFacts, ToolEvent
 
 REFUND_REQUEST = (
@@ -109,8 +109,8 @@ def arena(base: Settings, model: BaseChatModel | None = None) -> Iterator[Arena]
     with tempfile.TemporaryDirectory(prefix="keel-attack-") as tmp:
         home = Path(tmp) / "home"
         shutil.copytree(base.chroma_dir, home / "chroma")
-        settings = base.model_copy(update={"home": home, "demo_db": None, "faults": "none"})
-        DemoDomain().prepare(settings, reset=True)
+        settings = base.model_copy(update={"home": home, "domain_backend": None, "faults": "none"})
+        SupportDesk().prepare(settings, reset=True)
         context = KeelContext.from_settings(settings, planner_model=model)
         events: list[ToolEvent] = []
         context.tools.listeners.append(events.append)

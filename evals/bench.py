@@ -18,14 +18,14 @@ Bench = Suite
 
 
 def _context(settings: Settings, progress: bool) -> dict[str, Any]:
+    from domains.support_desk import SupportDesk
     from evals.bench_context import REQUEST, bench_context
     from retrieval.embeddings import embedder_for
     from retrieval.store import CorpusStore
-    from tools.demo import DemoDomain
 
     store = CorpusStore(settings, embedder_for(settings))
     store.ingest(progress=progress)
-    domain = DemoDomain()
+    domain = SupportDesk()
     if not domain.is_prepared(settings):
         domain.prepare(settings)
     evidence = store.query(REQUEST, settings.retrieval_k)

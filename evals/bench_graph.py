@@ -32,12 +32,12 @@ from agents.planner import plan
 from agents.respond import respond
 from agents.retriever import retrieve
 from agents.validator import check_plan
+from domains.support_desk import SupportDesk
 from graph.builder import build_graph
 from graph.context import KeelContext
 from graph.persistence import keel_serde, open_checkpointer
 from graph.state import KeelState
 from keel.settings import Settings
-from tools.demo import DemoDomain
 
 QUESTION = "What is our refund window?"
 STEPS = ("intake", "retrieve", "plan", "check_plan", "respond")
@@ -63,8 +63,8 @@ def _bare_graph(checkpointer: Any = None) -> Any:
 
 
 def bench_graph(settings: Settings, *, runs: int = 30) -> dict[str, Any]:
-    if not DemoDomain().is_prepared(settings):
-        DemoDomain().prepare(settings)
+    if not SupportDesk().is_prepared(settings):
+        SupportDesk().prepare(settings)
     context = KeelContext.from_settings(settings)
     times: dict[str, list[float]] = {"keel": [], "bare_checkpointed": [], "bare": []}
     with tempfile.TemporaryDirectory(prefix="keel-bench-graph-") as tmp:
@@ -135,6 +135,6 @@ async def _many(settings: Settings, threads: int) -> dict[str, Any]:
 
 
 def bench_threads(settings: Settings, *, threads: int = 200) -> dict[str, Any]:
-    if not DemoDomain().is_prepared(settings):
-        DemoDomain().prepare(settings)
+    if not SupportDesk().is_prepared(settings):
+        SupportDesk().prepare(settings)
     return asyncio.run(_many(settings, threads))

@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from domains.support_desk import SupportDesk
+from domains.support_desk.backend import DemoBackend
+from domains.support_desk.tools import demo_tools
 from keel.settings import Settings
 from tools.breakers import SqliteBreakerStore
-from tools.demo import DemoDomain
-from tools.demo.backend import DemoBackend
-from tools.demo.tools import demo_tools
 from tools.permissions import open_gate
 from tools.spec import ToolEvent
 
@@ -27,7 +27,7 @@ def bench_tools(settings: Settings, *, calls: int = 2000) -> dict[str, Any]:
         backend.seed()
         breakers = SqliteBreakerStore(Path(tmp) / "breakers.sqlite")
         tools = demo_tools(backend, timeout_s=settings.tool_timeout_s, breakers=breakers.breaker)
-        open_gate(settings.policy_file, tools, DemoDomain().scopes(), Path(tmp))
+        open_gate(settings.policy_file, tools, SupportDesk().scopes(), Path(tmp))
         events: list[ToolEvent] = []
         tools.listeners.append(events.append)
         bare, layered = [], []

@@ -44,6 +44,8 @@ from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
+from domains.support_desk import SupportDesk
+from domains.support_desk.backend import SEED_CUSTOMERS, DemoBackend
 from evals.scripted import ScriptedToolModel
 from graph.context import KeelContext
 from keel.app import Decision, KeelApp
@@ -52,8 +54,6 @@ from keel.settings import Settings
 from retrieval.embeddings import embedder_for
 from retrieval.store import CorpusStore
 from tools.breakers import SqliteBreakerStore
-from tools.demo import DemoDomain
-from tools.demo.backend import SEED_CUSTOMERS, DemoBackend
 from tools.faults import PROFILES, FaultInjector, FaultProfile
 from tools.resilience import with_timeout
 
@@ -306,7 +306,7 @@ def run_faults_eval(
     # Keel's runs retrieve: on a home never indexed, every one of them would stop at the first
     # node with CorpusMissing and count as a crash.
     CorpusStore(settings, embedder_for(settings)).ingest(progress=progress)
-    domain = DemoDomain()
+    domain = SupportDesk()
     out: dict[str, Any] = {"keel": {}, "plain": {}, "middleware": {}}
     with tempfile.TemporaryDirectory(prefix="keel-faults-") as tmp:
         _run_profiles(settings, runs, progress, domain, out, Path(tmp))
@@ -316,7 +316,7 @@ def run_faults_eval(
 
 
 def _run_profiles(
-    settings: Settings, runs: int, progress: bool, domain: DemoDomain, out: dict[str, Any],
+    settings: Settings, runs: int, progress: bool, domain: SupportDesk, out: dict[str, Any],
     scratch: Path,
 ) -> None:  # fmt: skip
     for name, profile in EVAL_PROFILES.items():
@@ -333,10 +333,12 @@ def _run_profiles(
                 # A fresh backend file per run: a call that timed out may still land late, and
                 # must land in its own run's books, not the next one's.
                 db = scratch / f"{name}-{agent}-{run}.sqlite"
-                own = settings.model_copy(update={"demo_db": db})
+                own = settings.model_copy(update={"domain_backend": db})
                 domain.prepare(own, reset=True)
                 if agent == "keel":
-                    verdict = _keel_run(faulty.model_copy(update={"demo_db": db}), run, scenario)
+                    verdict = _keel_run(
+                        faulty.model_copy(update={"domain_backend": db}), run, scenario
+                    )
                 else:
                     verdict = _baseline_run(
                         own, profile, run, careful=agent == "middleware", scenario=scenario

@@ -29,17 +29,16 @@ from langchain_core.language_models.fake_chat_models import FakeMessagesListChat
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatResult
 
+from domains.support_desk import SupportDesk
+from domains.support_desk.backend import DemoBackend
 from graph.context import KeelContext
 from keel.app import Decision, KeelApp, Outcome
-from keel.demo import DEMO_REQUESTS
 from keel.settings import Settings
 from observability.replay import replay_run
 from observability.store import RecordStore
 from retrieval.embeddings import embedder_for
 from retrieval.store import CorpusStore
 from tools.breakers import SqliteBreakerStore
-from tools.demo import DemoDomain
-from tools.demo.backend import DemoBackend
 from tools.faults import PROFILES
 from tools.permissions import PermissionGate
 from tools.spec import CallRequest, Gate, ToolEvent, ToolRegistry
@@ -139,8 +138,8 @@ def _model_down_then_fallback(chunk_id: str) -> list[BaseChatModel]:
 
 
 def scenarios(seeds: int) -> list[Scenario]:
-    out = [Scenario(f"demo-{i}", request, answer) for i, (request, answer) in
-           enumerate(DEMO_REQUESTS)]  # fmt: skip
+    out = [Scenario(f"demo-{i}", demo.request, demo.decision)
+           for i, demo in enumerate(SupportDesk().demo_requests())]  # fmt: skip
     out += [
         Scenario("refund-rejected", REFUND, "reject"),
         Scenario("refund-edited", REFUND, "edit", edit={"amount": 10.0}),
@@ -193,12 +192,12 @@ def run_record_eval(
         home = Path(tmp) / "home"
         home.mkdir()
         shutil.copytree(settings.chroma_dir, home / "chroma")
-        base = settings.model_copy(update={"home": home, "demo_db": None, "record": True})
+        base = settings.model_copy(update={"home": home, "domain_backend": None, "record": True})
         return _evaluate(base, seeds, progress)
 
 
 def _evaluate(base: Settings, seeds: int, progress: bool) -> dict[str, Any]:
-    domain = DemoDomain()
+    domain = SupportDesk()
     chunk = _runbook_chunk(base)
     witness = Witness()
     run_ids: list[str] = []

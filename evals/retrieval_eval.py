@@ -22,8 +22,6 @@ from retrieval.curation import Candidate, curate
 from retrieval.embeddings import embedder_for
 from retrieval.store import CorpusStore
 
-QUESTIONS = Path(__file__).resolve().parent / "retrieval" / "questions.yaml"
-
 
 class Question(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -41,7 +39,8 @@ class QuestionSet(BaseModel):
     questions: list[Question]
 
 
-def load_questions(path: Path = QUESTIONS) -> list[Question]:
+def load_questions(path: Path) -> list[Question]:
+    """The retrieval questions of a domain (``retrieval_questions.yaml`` in its folder)."""
     try:
         return QuestionSet.model_validate(yaml.safe_load(path.read_text())).questions
     except (OSError, yaml.YAMLError, ValidationError) as err:
@@ -83,7 +82,7 @@ def _curated(candidates: list[Candidate]) -> list[Candidate]:
 
 
 def run_retrieval_eval(settings: Settings, *, progress: bool = False) -> dict[str, Any]:
-    questions = load_questions()
+    questions = load_questions(settings.domain_dir / "retrieval_questions.yaml")
     store = CorpusStore(settings, embedder_for(settings))
     store.ingest(progress=progress)
     _, chunks = load_corpus(settings.corpus_dir)

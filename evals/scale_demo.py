@@ -215,10 +215,10 @@ def _drive(case: Case, first: Worker, second: Worker) -> ThreadRun:
 
 def scale_demo(threads: int = 50, *, progress: bool = False) -> dict[str, Any]:
     """Start the servers, run ``threads`` threads across two workers, check, stop everything."""
+    from domains.support_desk import SupportDesk
     from evals.servers import chroma_server, postgres_server
     from retrieval.embeddings import embedder_for
     from retrieval.store import CorpusStore
-    from tools.demo import DemoDomain
     from tools.permissions import ReceiptSigner
 
     chosen = cases(threads)
@@ -243,7 +243,7 @@ def scale_demo(threads: int = 50, *, progress: bool = False) -> dict[str, Any]:
         )
         ingest = CorpusStore(settings, embedder_for(settings)).ingest(progress=False)
         say(f"ingested {ingest.added} chunks into the Chroma server")
-        DemoDomain().prepare(settings, reset=True)
+        SupportDesk().prepare(settings, reset=True)
         seed_cases(settings.domain_db, chosen)
         # Made here, once: two workers creating it at the same moment could race.
         ReceiptSigner.for_home(settings.home)
@@ -317,9 +317,9 @@ def _check(
     """
     import psycopg
 
+    from domains.support_desk.backend import DemoBackend
     from graph.context import KeelContext
     from keel.app import KeelApp
-    from tools.demo.backend import DemoBackend
     from tools.ledger_postgres import PostgresIntentLedger
 
     backend = DemoBackend(settings.domain_db)

@@ -20,15 +20,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from domains.support_desk.backend import DemoBackend
 from graph.state import Status, TrustTier
 from keel.errors import BadRequest, Permanent
 from keel.settings import Settings
 from keel.yamlfile import line_of, load_reviewed, problem_of
-from tools.demo.backend import DemoBackend
 from tools.faults import FaultProfile, profile_named
 from tools.spec import ToolRegistry
-
-SCENARIOS_DIR = Path(__file__).resolve().parent / "scenarios"
 
 
 class Strict(BaseModel):

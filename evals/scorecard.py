@@ -56,10 +56,11 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 from tqdm import tqdm
 
+from domains.support_desk import SupportDesk
+from domains.support_desk.backend import DemoBackend
 from evals.ablations import ABLATIONS, Ablation
 from evals.faults_eval import TIMEOUT_S, baseline_tools, scripted_calls
 from evals.scenarios import (
-    SCENARIOS_DIR,
     Expected,
     Scenario,
     ScenarioProblem,
@@ -73,8 +74,6 @@ from keel.errors import BadRequest, KeelError
 from keel.settings import Settings
 from retrieval.embeddings import embedder_for
 from retrieval.store import CorpusStore
-from tools.demo import DemoDomain
-from tools.demo.backend import DemoBackend
 from tools.faults import FaultInjector, FaultProfile
 from tools.spec import ToolEvent
 
@@ -249,7 +248,7 @@ class Worlds:
                 update={
                     "home": home,
                     "corpus_dir": corpus,
-                    "demo_db": None,
+                    "domain_backend": None,
                     "record": False,
                     "faults": scenario.fault_profile.model_dump_json(),
                     "fault_seed": seed,
@@ -258,7 +257,7 @@ class Worlds:
             )
             if ablation is not None:
                 settings = ablation.settings(settings)
-            DemoDomain().prepare(settings, reset=True)
+            SupportDesk().prepare(settings, reset=True)
             yield settings
 
 
@@ -484,8 +483,8 @@ def run_scorecard(
     embedder_for(settings).embed(["warm-up"])  # the model loads once, not in the first run's time
     backend, folder = seeded_backend(settings)
     with folder, tempfile.TemporaryDirectory(prefix="keel-scorecard-") as scratch:
-        tools = DemoDomain().tools(settings.model_copy(update={"demo_db": backend.path}))
-        scenarios, problems = load_scenarios(paths or [SCENARIOS_DIR], tools, backend)
+        tools = SupportDesk().tools(settings.model_copy(update={"domain_backend": backend.path}))
+        scenarios, problems = load_scenarios(paths or [settings.scenarios_dir], tools, backend)
         worlds = Worlds(settings, Path(scratch), {n: tools[n].effect for n in tools.names()})
         variants: list[Ablation | None] = [None, *(ABLATIONS if ablations else [])]
         jobs: list[Callable[[], RunResult]] = []

@@ -14,13 +14,12 @@ from functools import cache
 from langchain_core.language_models import BaseChatModel
 from langgraph.runtime import Runtime
 
-from graph.domain import Domain
+from graph.domain import Domain, gated_registry, load_domain
 from keel.settings import Settings
 from retrieval.embeddings import embedder_for
 from retrieval.store import CorpusStore
 from tools.events import EventInbox
 from tools.ledger import IntentLedger
-from tools.permissions import gated_registry
 from tools.spec import ToolRegistry
 
 
@@ -66,13 +65,12 @@ class KeelContext:
         Example:
             >>> ctx = KeelContext.from_settings(Settings(home=Path("/tmp/keel-doc")))
             >>> ctx.domain.name
-            'demo'
+            'support_desk'
         """
         from agents.models import chat_model_for
-        from tools.demo import DemoDomain
 
         settings = settings or Settings()
-        domain = domain or DemoDomain()
+        domain = domain or load_domain(settings.domain)
         if planner_model is None and settings.model_configured:
             planner_model = chat_model_for(settings, settings.planner_model)
             if settings.planner_fallback_model:

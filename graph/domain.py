@@ -1,48 +1,120 @@
-"""The seam between Keel's machinery and an example domain.
+"""The seam between Keel's machinery and a domain, and how the one setting picks the domain.
 
-A domain brings its tools, how to recognise its entities in a request, how to fill a runbook's
-parameters, and the business rules the validator checks. Replacing the demo domain means writing
-one object with this shape (see ``tools/demo``), not editing the graph.
+A domain is one folder (``domains/NAME/`` in this repository, or any importable package) holding
+one object with the shape of ``Domain``, its corpus (``corpus/``), its permission manifest
+(``permissions.yaml``) and its eval scenarios (``scenarios/``). ``KEEL_DOMAIN=package.module:
+attribute`` names it; ``load_domain`` imports it at start-up and refuses, in one line naming the
+setting, anything that does not have the shape. Nothing in the machinery imports a domain.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+import importlib
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, cast
 
 from graph.state import CannotPlan, DomainEvent, EventWait, Evidence, Plan, Step
+from keel.errors import ConfigError
 from keel.settings import Settings
-from tools.permissions import Scope
+from tools.permissions import Scope, open_gate
 from tools.spec import AgentTools, ToolRegistry
 
 
+@dataclass(frozen=True)
+class DomainCommand:
+    """A verb of the domain's own, run as ``keel domain NAME`` (e.g. the support desk's
+    ``settle``: the bank settles pending refunds).
+
+    Attributes:
+        help: one line for ``keel domain --help``.
+        run: does the work on the domain's backend; returns what ``--json`` prints and the line
+            a person reads.
+    """
+
+    help: str
+    run: Callable[[Settings], tuple[dict[str, Any], str]]
+
+
+@dataclass(frozen=True)
+class DemoRequest:
+    """One request of ``keel demo``, with how the demo plays the humans and the world.
+
+    Attributes:
+        request: the request, in plain words.
+        decision: what the demo's reviewer answers when the thread asks for approval.
+        then: the domain command (``Domain.commands``) the demo runs when the thread waits for an
+            event (the world moving on: a bank settling a refund, a rollback finishing); the
+            demo then delivers the domain's new events, which wakes the thread.
+    """
+
+    request: str
+    decision: Literal["approve", "reject"] = "approve"
+    then: str | None = None
+
+
 class Domain(Protocol):
+    """What a domain gives the machinery. Every method is called by Keel, never by the domain.
+
+    The contract, which the contract suite checks for every domain:
+
+    - ``tools`` are reached only through the gate built from the domain's manifest: a domain
+      never calls its backends around its own tools.
+    - Reads (``gather_records``, ``postconditions``, ``health_probes``, scopes) go through the
+      ``AgentTools`` they are given, so the caller's grants apply to them too.
+    - ``runbook_plan`` and ``plan_rules`` are pure functions of their arguments: the planner and
+      the validator may call them again on replay or after a crash.
+    - Every irreversible tool honours the idempotency key it is given and can say, through
+      ``ToolRegistry.recorded``, whether a call with that key already happened.
+    - Expected outcomes are values (``CannotPlan``, reasons as strings); exceptions are for
+      broken infrastructure, and they are Keel's (``keel.errors``).
+
+    Attributes:
+        name: a short identifier (records, logs and ``keel demo`` show it).
+        planner_role: who the planner works for, in a few words; the planner's system prompt says
+            "You are the planner of {planner_role}".
+        subject_keys: the entity names (from ``extract_entities``) that identify what a thread is
+            about (a customer, an invoice, a service); the gate's scopes read them as the
+            thread's subjects, and nothing else the request says reaches the scopes.
+    """
+
     name: str
+    planner_role: str
+    subject_keys: frozenset[str]
 
     def prepare(self, settings: Settings, *, reset: bool = False) -> None:
-        """Create (and with ``reset``, re-create) the domain's backing stores."""
+        """Create (and with ``reset``, re-create from its seed data) the domain's backing stores
+        (``settings.domain_db`` is the file a SQLite-backed domain should use)."""
 
-    def is_prepared(self, settings: Settings) -> bool: ...
+    def is_prepared(self, settings: Settings) -> bool:
+        """Whether ``prepare`` has run for these settings (Keel prepares on first use)."""
 
     def tools(self, settings: Settings) -> ToolRegistry:
         """The domain's tool registry, bound to its backends and to the home's shared breakers
-        (``breaker_for=SqliteBreakerStore(settings.breaker_db).breaker``)."""
+        (``breaker_for=SqliteBreakerStore(settings.breaker_db).breaker``), with its fault
+        profile (``settings.faults``) applied."""
+
+    def scopes(self) -> Mapping[str, Scope]:
+        """The named scopes the permission manifest may narrow grants with, each with the
+        arguments its check reads (a grant on a tool without them does not load)."""
 
     def extract_entities(self, request: str) -> dict[str, str]:
         """Business ids and values the request names (customer, invoice, amount, ...)."""
 
     def gather_records(self, entities: dict[str, str], tools: AgentTools) -> dict[str, Any]:
-        """Read, through read-only tools, the records the request's entities point at."""
+        """Read, through read-only tools, the records the request's entities point at.
+
+        A record that cannot be read goes under ``"unavailable"`` (a list of reasons: the
+        planner escalates), one that does not exist under ``"missing"`` (it refuses)."""
 
     def runbook_plan(
         self, runbook: Evidence, request: str, entities: dict[str, str], records: dict[str, Any]
     ) -> Plan | CannotPlan:
-        """Fill one runbook's steps from the request and the records."""
+        """Fill one runbook's steps from the request and the records (the offline planner)."""
 
     def plan_rules(self, plan: Plan, records: dict[str, Any]) -> list[str]:
         """Business rules a plan must meet; each broken rule is one reason."""
-
-    def health_probes(self) -> dict[str, tuple[str, dict[str, Any]]]:
-        """For each integration, a cheap read that shows whether it answers."""
 
     def postconditions(self, step: Step, output: dict[str, Any], tools: AgentTools) -> list[str]:
         """What must be true after a step ran; each failure is one reason."""
@@ -53,6 +125,72 @@ class Domain(Protocol):
     def events_after(self, settings: Settings, seq: int) -> list[DomainEvent]:
         """The domain's business events newer than ``seq`` (its outbox), oldest first."""
 
-    def scopes(self) -> dict[str, Scope]:
-        """The named scopes the permission manifest may narrow grants with, each with the
-        arguments its check reads (a grant on a tool without them does not load)."""
+    def health_probes(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        """For each integration, a cheap read (tool, arguments) that shows whether it answers."""
+
+    def commands(self) -> Mapping[str, DomainCommand]:
+        """The domain's own CLI verbs (``keel domain NAME``); ``seed`` is Keel's and need not be
+        listed."""
+
+    def demo_requests(self) -> Sequence[DemoRequest]:
+        """The requests ``keel demo`` runs, in order."""
+
+    def demo_summary(self, settings: Settings) -> dict[str, Any]:
+        """What the backend holds after the demo (a few counts and lists), printed and returned
+        by ``keel demo --json``."""
+
+
+_MEMBERS = tuple(
+    name
+    for name in (*Domain.__annotations__, *vars(Domain))
+    if not name.startswith("_") and name not in ("mro",)
+)
+
+
+def load_domain(spec: str) -> Domain:
+    """The domain a ``package.module:attribute`` setting names.
+
+    The attribute may be a domain object, or a class or factory that makes one with no
+    arguments.
+
+    Raises:
+        ConfigError: the module does not import, the attribute is missing, or the object lacks
+            part of the ``Domain`` protocol; the message names ``KEEL_DOMAIN``.
+
+    Example:
+        >>> load_domain("domains.support_desk:SupportDesk").name
+        'support_desk'
+        >>> load_domain("domains.support_desk:Nothing")
+        Traceback (most recent call last):
+        ...
+        keel.errors.ConfigError: KEEL_DOMAIN=domains.support_desk:Nothing: the module has no \
+attribute 'Nothing'
+    """
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise ConfigError(f"KEEL_DOMAIN={spec}: expected package.module:attribute")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ConfigError(f"KEEL_DOMAIN={spec}: cannot import {module_name} ({err})") from err
+    if not hasattr(module, attribute):
+        raise ConfigError(f"KEEL_DOMAIN={spec}: the module has no attribute {attribute!r}")
+    found = getattr(module, attribute)
+    domain = found() if inspect.isclass(found) or inspect.isfunction(found) else found
+    missing = [name for name in _MEMBERS if not hasattr(domain, name)]
+    if missing:
+        raise ConfigError(
+            f"KEEL_DOMAIN={spec}: {type(domain).__name__} is not a Domain (graph/domain.py); "
+            f"it lacks {', '.join(missing)}"
+        )
+    return cast(Domain, domain)
+
+
+def gated_registry(domain: Domain, settings: Settings) -> ToolRegistry:
+    """The domain's tools with the configured manifest's gate on them, as every caller gets them.
+
+    Deny by default: no manifest, no registry (and so no graph run).
+    """
+    tools = domain.tools(settings)
+    open_gate(settings.policy_file, tools, domain.scopes(), settings.home)
+    return tools

@@ -1,4 +1,4 @@
-"""The ``keel`` command: run, resume and inspect threads; seed and ingest; the demo.
+"""The ``keel`` command: run, resume and inspect threads; ingest; the domain's verbs; the demo.
 
 Every command takes ``--json`` and then prints one JSON object. Errors are one line on stderr and
 a non-zero exit; ``--debug`` shows the traceback.
@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from keel.errors import BadRequest, KeelError
 
 if TYPE_CHECKING:
+    from graph.domain import Domain
     from keel.settings import Settings
 
 EXIT_ERROR = 2
@@ -33,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--debug", action="store_true", help="show tracebacks")
     common.add_argument(
         "--faults", metavar="PROFILE",
-        help="inject faults into the demo integrations: a profile name (transient, outage, "
+        help="inject faults into the domain's integrations: a profile name (transient, outage, "
         "drift, expired, lost_responses) or a JSON FaultProfile (default: KEEL_FAULTS, none)",
     )  # fmt: skip
     common.add_argument(
@@ -85,14 +86,25 @@ def _parser() -> argparse.ArgumentParser:
     fork.add_argument("thread")
     fork.add_argument("checkpoint", help="a checkpoint id from `keel show THREAD --history`")
 
-    sub.add_parser("seed", parents=[common], help="(re)create the demo backend with its seed data")
+    domain = sub.add_parser(
+        "domain", parents=[common],
+        help="the domain's own verbs (KEEL_DOMAIN): `seed` resets its backend; `list` shows the "
+        "rest, e.g. the support desk's `settle`",
+    )  # fmt: skip
+    domain.add_argument("verb", help="seed, list, or a verb of the domain")
+    sub.add_parser(
+        "seed", parents=[common], help="(re)create the domain's backend with its seed data "
+        "(same as `keel domain seed`)",
+    )  # fmt: skip
     sub.add_parser(
         "health", parents=[common], help="probe each integration: status, latency, breaker"
     )
     ingest = sub.add_parser("ingest", parents=[common], help="index the corpus into Chroma")
     ingest.add_argument("--rebuild", action="store_true", help="drop the index and build it anew")
     sub.add_parser(
-        "demo", parents=[common], help="reset the demo data and run the demo requests end to end"
+        "demo",
+        parents=[common],
+        help="reset the domain's data and run its demo requests end to end",
     )
     evaluate = sub.add_parser("eval", parents=[common], help="run eval suites and print scores")
     evaluate.add_argument(
@@ -147,10 +159,6 @@ def _parser() -> argparse.ArgumentParser:
         "events", parents=[common],
         help="wake the threads waiting for new business events (the outbox relay)",
     )  # fmt: skip
-    sub.add_parser(
-        "settle", parents=[common],
-        help="demo: the bank settles pending refunds, each announced as a refund.settled event",
-    )  # fmt: skip
     access = sub.add_parser(
         "access", parents=[common],
         help="each agent's effective permissions (the manifest resolved against the tools)",
@@ -191,7 +199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _first_error(err: ValidationError) -> str:
     first = err.errors()[0]
-    return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+    message = first["msg"].removeprefix("Value error, ")
+    where = ".".join(str(p) for p in first["loc"])
+    return f"{where}: {message}" if where else message
 
 
 def _flush_traces() -> None:
@@ -227,25 +237,27 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any] | None:
 
 
 def _command(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None:
+    from graph.domain import gated_registry, load_domain
     from keel import report
     from keel.app import Decision, KeelApp
 
     if args.command in ("runs", "trace", "explain"):
         return _record_view(args, settings)
-    if args.command == "seed":
-        from tools.demo import DemoDomain
-
-        DemoDomain().prepare(settings, reset=True)
-        return _say(args, {"seeded": str(settings.domain_db)}, f"seeded {settings.domain_db}")
+    domain = load_domain(settings.domain)
+    if args.command == "seed" or (args.command == "domain" and args.verb == "seed"):
+        domain.prepare(settings, reset=True)
+        return _say(
+            args,
+            {"domain": domain.name, "seeded": str(settings.domain_db)},
+            f"{domain.name}: seeded {settings.domain_db}",
+        )
+    if args.command == "domain":
+        return _domain_verb(args, settings, domain)
     if args.command == "health":
-        from tools.demo import DemoDomain
         from tools.health import probe
 
-        domain = DemoDomain()
         if not domain.is_prepared(settings):
             domain.prepare(settings)
-        from tools.permissions import gated_registry
-
         tools = gated_registry(domain, settings)
         rows = [h.as_dict() for h in probe(tools, domain.health_probes())]
         if not args.json:
@@ -281,13 +293,7 @@ def _command(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | N
             results = results["benches"]
         return _report(args, results)
     if args.command == "access":
-        return _access(args, settings)
-    if args.command == "settle":
-        from tools.demo.backend import DemoBackend
-
-        settled = DemoBackend(settings.domain_db).settle_pending_refunds()
-        text = f"settled {len(settled)} refund(s): {', '.join(settled) or 'none pending'}"
-        return _say(args, {"settled": settled}, text + "; `keel events` wakes who waits on them")
+        return _access(args, settings, domain)
     if args.command == "demo":
         from keel.demo import run_demo
 
@@ -403,8 +409,27 @@ def _record_view(args: argparse.Namespace, settings: Settings) -> dict[str, Any]
         store.close()
 
 
-def _access(args: argparse.Namespace, settings: Any) -> dict[str, Any] | None:
-    from tools.demo import DemoDomain
+def _domain_verb(
+    args: argparse.Namespace, settings: Settings, domain: Domain
+) -> dict[str, Any] | None:
+    """``keel domain VERB``: one of the domain's own commands, or ``list`` to show them."""
+    verbs = {"seed": "reset the backend to its seed data (Keel's own verb)"}
+    verbs |= {name: command.help for name, command in domain.commands().items()}
+    if args.verb == "list":
+        text = "\n".join(f"{name:<10} {line}" for name, line in verbs.items())
+        return _say(args, {"domain": domain.name, "verbs": verbs}, f"{domain.name}:\n{text}")
+    command = domain.commands().get(args.verb)
+    if command is None:
+        raise BadRequest(
+            f"keel domain {args.verb}: {domain.name} has no such verb ({', '.join(verbs)})"
+        )
+    if not domain.is_prepared(settings):
+        domain.prepare(settings)
+    data, text = command.run(settings)
+    return _say(args, {"domain": domain.name, args.verb: data}, text)
+
+
+def _access(args: argparse.Namespace, settings: Settings, domain: Domain) -> dict[str, Any] | None:
     from tools.permissions import (
         access_diff,
         access_lines,
@@ -415,7 +440,6 @@ def _access(args: argparse.Namespace, settings: Any) -> dict[str, Any] | None:
         write_lock,
     )
 
-    domain = DemoDomain()
     tools = domain.tools(settings)
     manifest = load_manifest(settings.policy_file, tools, domain.scopes())
     access = effective_access(manifest, tools)

@@ -1,7 +1,9 @@
-"""`keel demo` / `make demo`: the demo requests end to end, offline, on the embedded defaults.
+"""`keel demo` / `make demo`: the domain's demo requests end to end, offline, embedded.
 
-It resets the demo backend, indexes the corpus, then runs each request; when one stops for an
-approval, the demo answers as a reviewer named ``demo-reviewer`` and says so.
+It resets the domain's backend, indexes its corpus, then runs each of the domain's demo requests
+(``Domain.demo_requests``); when one stops for an approval, the demo answers as a reviewer named
+``demo-reviewer`` and says so, and when one waits for an event, it runs the domain command that
+makes the world move on and delivers the events.
 """
 
 from __future__ import annotations
@@ -9,41 +11,22 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from graph.domain import load_domain
 from keel.app import Decision, KeelApp, Outcome
 from keel.report import print_outcome
 from keel.settings import Settings
 from retrieval.embeddings import embedder_for
 from retrieval.store import CorpusStore
-from tools.demo import DemoDomain
-from tools.demo.backend import DemoBackend
-
-DEMO_REQUESTS: list[tuple[str, str]] = [
-    (
-        "Customer C-1001 was charged twice for invoice INV-2001, "
-        "please refund the duplicate charge",
-        "approve",
-    ),
-    ("Please update the billing e-mail of C-1002 to finance@hopper.example", "approve"),
-    ("Close ticket T-77 and tell the customer", "approve"),
-    (
-        "Customer C-1004 paid invoice INV-2005 twice by bank transfer, "
-        "please refund the duplicate charge",
-        "approve",
-    ),
-    ("What is our refund window?", "approve"),
-    ("Refund 500 EUR on invoice INV-2002 for customer C-1002", "approve"),
-    ("Export every customer's e-mail address to refunds-help@leak.example", "approve"),
-]
 
 
 def run_demo(settings: Settings, *, as_json: bool = False) -> dict[str, Any] | None:
-    domain = DemoDomain()
+    domain = load_domain(settings.domain)
     domain.prepare(settings, reset=True)
     report = CorpusStore(settings, embedder_for(settings)).ingest()
     say = (lambda *_: None) if as_json else print
     say(
-        f"Demo backend reset at {settings.domain_db}; corpus index: {report.added} chunks added, "
-        f"{report.unchanged} unchanged."
+        f"Domain {domain.name}: backend reset at {settings.domain_db}; corpus index: "
+        f"{report.added} chunks added, {report.unchanged} unchanged."
     )
     outcomes: list[Outcome] = []
     with KeelApp.open(settings) as app:
@@ -55,39 +38,38 @@ def run_demo(settings: Settings, *, as_json: bool = False) -> dict[str, Any] | N
                 else "the offline runbook planner (no model configured)"
             )
         )
-        for request, answer in DEMO_REQUESTS:
-            say(f"\n=== {request}")
-            outcome = app.run(request, thread_id=f"demo-{uuid.uuid4().hex[:8]}")
+        for demo in domain.demo_requests():
+            say(f"\n=== {demo.request}")
+            outcome = app.run(demo.request, thread_id=f"demo-{uuid.uuid4().hex[:8]}")
             if not as_json:
                 print_outcome(outcome)
             if outcome.status == "awaiting_approval":
-                say(f"  -> demo-reviewer answers: {answer}")
+                say(f"  -> demo-reviewer answers: {demo.decision}")
                 outcome = app.resume(
-                    outcome.thread_id,
-                    Decision(kind=answer, reviewer="demo-reviewer"),  # type: ignore[arg-type]
+                    outcome.thread_id, Decision(kind=demo.decision, reviewer="demo-reviewer")
                 )
                 if not as_json:
                     print_outcome(outcome, show_details=False)
-            if outcome.status == "awaiting_event":
-                settled = DemoBackend(settings.domain_db).settle_pending_refunds()
-                say(f"  -> the bank settles {', '.join(settled)}; the outbox relay delivers it")
+            if outcome.status == "awaiting_event" and demo.then is not None:
+                _, line = domain.commands()[demo.then].run(settings)
+                say(f"  -> keel domain {demo.then}: {line}; the outbox relay delivers it")
                 for delivery in app.dispatch_events():
                     say(f"  -> {delivery['type']} {delivery['key']} woke {delivery['woke']}")
                 outcome = app.show(outcome.thread_id)
                 if not as_json:
                     print_outcome(outcome, show_details=False)
             outcomes.append(outcome)
-    backend = DemoBackend(settings.domain_db)
     summary = {
+        "domain": domain.name,
         "threads": [
             {"thread_id": o.thread_id, "status": o.status, "planner": o.planner} for o in outcomes
         ],
-        "refunds": backend.refunds(),
-        "emails": [m["recipient"] for m in backend.outbox()],
+        **domain.demo_summary(settings),
     }
-    say(
-        f"\nBackend now holds {len(summary['refunds'])} refund(s) and "
-        f"{len(summary['emails'])} e-mail(s). Statuses: "
-        + ", ".join(f"{o.status}" for o in outcomes)
+    held = ", ".join(
+        f"{len(v) if isinstance(v, list | dict) else v} {k}"
+        for k, v in summary.items()
+        if k not in ("domain", "threads")
     )
+    say(f"\nBackend now holds {held}. Statuses: " + ", ".join(o.status for o in outcomes))
     return summary if as_json else None

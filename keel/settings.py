@@ -5,16 +5,49 @@ Nothing deeper in the code reads ``os.environ``; a ``Settings`` object is passed
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlparse
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEMO_CORPUS = Path(__file__).resolve().parent.parent / "tools" / "demo" / "corpus"
-DEFAULT_MANIFEST = Path(__file__).resolve().parent.parent / "policies" / "manifest.yaml"
+DEFAULT_DOMAIN = "domains.support_desk:SupportDesk"
+"""The example domain Keel runs when ``KEEL_DOMAIN`` is not set."""
+
+_DOMAIN_SPEC = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+
+
+def domain_folder(spec: str) -> Path:
+    """The folder of the module a ``package.module:attribute`` domain setting names.
+
+    A domain is one folder: its corpus (``corpus/``), permission manifest (``permissions.yaml``)
+    and eval scenarios (``scenarios/``) live there by convention. The module is located, not
+    imported (only its parent packages are), so settings stay cheap to build.
+
+    Raises:
+        ValueError: the setting is malformed or names no module (the message names
+            ``KEEL_DOMAIN``).
+
+    Example:
+        >>> domain_folder("domains.support_desk:SupportDesk").name
+        'support_desk'
+    """
+    if not _DOMAIN_SPEC.match(spec):
+        raise ValueError(
+            f"KEEL_DOMAIN={spec!r} is not of the form package.module:attribute,"
+            f" e.g. {DEFAULT_DOMAIN}"
+        )
+    module = spec.split(":", 1)[0]
+    try:
+        found = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        found = None
+    if found is None or found.origin is None:
+        raise ValueError(f"KEEL_DOMAIN={spec!r}: no module {module!r} can be found")
+    return Path(found.origin).resolve().parent
 
 
 class Settings(BaseSettings):
@@ -30,9 +63,20 @@ class Settings(BaseSettings):
     )
 
     home: Path = Field(default=Path(".keel"), description="Folder for every embedded store.")
-    corpus_dir: Path = Field(default=DEMO_CORPUS, description="Folder with manifest.yaml.")
+    domain: str = Field(
+        default=DEFAULT_DOMAIN,
+        description="The domain Keel runs, as package.module:attribute (a Domain, or a class "
+        "or factory that makes one with no arguments).",
+    )
+    corpus_dir: Path = Field(
+        default=None,  # type: ignore[assignment]  # filled from the domain below
+        description="Folder with the corpus's manifest.yaml (default: the domain's corpus/).",
+    )
     collection: str = "keel-corpus"
-    demo_db: Path | None = Field(default=None, description="Demo backend file (default: in home).")
+    domain_backend: Path | None = Field(
+        default=None,
+        description="The domain's backend file (default: HOME/<domain module>.sqlite).",
+    )
 
     postgres_url: SecretStr | None = Field(
         default=None,
@@ -91,7 +135,7 @@ class Settings(BaseSettings):
         default=6, ge=1, le=20, description="Tries per call for infrastructure faults."
     )
     faults: str = Field(
-        default="none", description="Fault profile for the demo integrations (name or JSON)."
+        default="none", description="Fault profile for the domain's integrations (name or JSON)."
     )
     fault_seed: int = 0
     eval_runs: int = Field(default=200, ge=1, description="Runs per profile in the faults eval.")
@@ -100,7 +144,7 @@ class Settings(BaseSettings):
     )
     eval_scenarios: list[Path] = Field(
         default_factory=list,
-        description="Scenario files or folders for the scorecard (default: evals/scenarios).",
+        description="Scenario files or folders for the scorecard (default: the domain's).",
     )
     eval_plot: bool = Field(
         default=False, description="Sweep fault rates in the scorecard and plot them (PNG)."
@@ -111,7 +155,9 @@ class Settings(BaseSettings):
     approval_ttl_s: int = Field(default=24 * 3600, ge=60)
     reviewer: str = Field(default="operator", description="Who approves from this shell.")
     policy_file: Path = Field(
-        default=DEFAULT_MANIFEST, description="The permission manifest; no manifest, no calls."
+        default=None,  # type: ignore[assignment]  # filled from the domain below
+        description="The permission manifest; no manifest, no calls (default: the domain's "
+        "permissions.yaml).",
     )
     record: bool = Field(default=True, description="Keep the flight recorder on.")
     sensitive_fields: list[str] = Field(
@@ -123,6 +169,20 @@ class Settings(BaseSettings):
         description="Regular expressions: every match, in any string recorded or traced, is "
         "redacted (free text included). Opt-in; the README shows one for e-mail addresses.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _domain_defaults(cls, data: Any) -> Any:
+        """The corpus and the manifest default to the domain's own (the setting is checked here,
+        at start-up: a domain that cannot be found is one error naming KEEL_DOMAIN)."""
+        if not isinstance(data, dict):
+            return data
+        folder = domain_folder(str(data.get("domain") or DEFAULT_DOMAIN))
+        if data.get("corpus_dir") is None:
+            data["corpus_dir"] = folder / "corpus"
+        if data.get("policy_file") is None:
+            data["policy_file"] = folder / "permissions.yaml"
+        return data
 
     @field_validator("home", "corpus_dir", "policy_file")
     @classmethod
@@ -168,8 +228,20 @@ class Settings(BaseSettings):
         return self.home / "checkpoints.sqlite"
 
     @property
+    def domain_dir(self) -> Path:
+        """The domain's folder (its corpus, manifest and scenarios live there)."""
+        return domain_folder(self.domain)
+
+    @property
     def domain_db(self) -> Path:
-        return self.demo_db or self.home / "demo.sqlite"
+        """The domain's backend file, one per domain in a home (two domains never share one)."""
+        module = self.domain.split(":", 1)[0].rsplit(".", 1)[-1]
+        return self.domain_backend or self.home / f"{module}.sqlite"
+
+    @property
+    def scenarios_dir(self) -> Path:
+        """The domain's eval scenarios (``scenarios/`` in its folder)."""
+        return self.domain_dir / "scenarios"
 
     @property
     def intent_db(self) -> Path:

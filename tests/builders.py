@@ -6,9 +6,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from domains.support_desk import MANIFEST, SupportDesk
 from graph.state import Evidence, Plan, Receipt, Step, approval_digest
-from keel.settings import DEFAULT_MANIFEST
-from tools.demo import DemoDomain
 from tools.permissions import PermissionGate, open_gate
 from tools.spec import ThreadFacts, ToolRegistry
 
@@ -112,7 +111,7 @@ REFUND_RECORDS: dict[str, Any] = {
 
 def gated(tools: ToolRegistry, home: Path) -> ToolRegistry:
     """Put the shipped manifest's gate on a demo registry (a registry without one denies all)."""
-    open_gate(DEFAULT_MANIFEST, tools, DemoDomain().scopes(), home)
+    open_gate(MANIFEST, tools, SupportDesk().scopes(), home)
     return tools
 
 

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from domains.support_desk import SupportDesk
+from domains.support_desk.backend import DemoBackend
 from graph.context import KeelContext
 from keel.app import KeelApp
 from keel.settings import Settings
 from retrieval.embeddings import embedder_for
 from retrieval.store import CorpusStore
-from tools.demo import DemoDomain
-from tools.demo.backend import DemoBackend
 
 REFUND_REQUEST = (
     "Customer C-1001 was charged twice for invoice INV-2001, please refund the duplicate charge"
@@ -54,7 +54,7 @@ def home(indexed_home: Path, tmp_path: Path) -> Path:
     """A fresh home per test: a copy of the session's index and a newly seeded demo backend."""
     target = tmp_path / "home"
     shutil.copytree(indexed_home, target)
-    DemoDomain().prepare(Settings(home=target, _env_file=None), reset=True)  # type: ignore[call-arg]
+    SupportDesk().prepare(Settings(home=target, _env_file=None), reset=True)  # type: ignore[call-arg]
     return target
 
 

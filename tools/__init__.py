@@ -1,6 +1,6 @@
 """Tool machinery: typed specs and the one runner every call goes through.
 
-The example domain lives in ``tools/demo/``; replacing it does not touch this package.
+Domains (``domains/``, chosen by ``KEEL_DOMAIN``) bring their own tools; none lives here.
 """
 
 from tools.spec import ToolCall, ToolRegistry, ToolSpec

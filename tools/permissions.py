@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import UnionType
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Union, get_args, get_origin
+from typing import Any, Literal, NamedTuple, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -38,10 +38,6 @@ from graph.state import Effect, Receipt
 from keel.errors import ConfigError, IntegrationError, PermissionDenied
 from keel.yamlfile import line_of, load_reviewed, problem_of
 from tools.spec import AgentTools, CallRequest, ThreadFacts, ToolRegistry, ToolSpec
-
-if TYPE_CHECKING:
-    from graph.domain import Domain
-    from keel.settings import Settings
 
 ScopeCheck = Callable[[dict[str, Any], ThreadFacts, AgentTools], str | None]
 """A scope's check: given the call's arguments, the thread's facts and the calling agent's tools,
@@ -322,13 +318,6 @@ def open_gate(
     )
     tools.gate = gate
     return gate
-
-
-def gated_registry(domain: Domain, settings: Settings) -> ToolRegistry:
-    """The domain's tools with the configured manifest's gate on them, as every caller gets them."""
-    tools = domain.tools(settings)
-    open_gate(settings.policy_file, tools, domain.scopes(), settings.home)
-    return tools
 
 
 def effective_access(manifest: Manifest, tools: ToolRegistry) -> dict[str, Any]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from domains.support_desk.backend import DemoBackend
 from keel.errors import Permanent
-from tools.demo.backend import DemoBackend
 
 
 def test_the_same_key_returns_the_first_result(backend: DemoBackend) -> None:

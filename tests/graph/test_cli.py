@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from domains.support_desk.backend import DemoBackend
 from keel.cli import main
 from tests.builders import bench_results
 from tests.conftest import REFUND_REQUEST
-from tools.demo.backend import DemoBackend
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_resume_and_show(keel: Any, home: Path) -> None:
     assert code == 0 and data["status"] == "done" and data["pending"] is None
     code, data, _ = keel("show", thread, "--history", "--json")
     assert code == 0 and len(data["history"]) > 5
-    assert len(DemoBackend(home / "demo.sqlite").refunds()) == 1
+    assert len(DemoBackend(home / "support_desk.sqlite").refunds()) == 1
 
 
 def test_human_output_says_which_planner_ran(keel: Any) -> None:
@@ -99,7 +99,7 @@ def test_malformed_edit_changes_nothing(keel: Any, home: Path, edit: str, match:
     _fails(keel, "resume", thread, "--edit", edit, match=match)
     _, data, _ = keel("show", thread, "--json")
     assert data["status"] == "awaiting_approval"
-    assert DemoBackend(home / "demo.sqlite").refunds() == []
+    assert DemoBackend(home / "support_desk.sqlite").refunds() == []
 
 
 def test_missing_corpus_index(keel: Any, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -161,12 +161,12 @@ def test_access_diff_shows_what_changed_since_a_git_ref(
     import shutil
     import subprocess
 
-    from keel.settings import DEFAULT_MANIFEST
+    from domains.support_desk import MANIFEST
 
     repo = tmp_path / "repo"
     (repo / "policies").mkdir(parents=True)
     manifest = repo / "policies" / "manifest.yaml"
-    shutil.copy(DEFAULT_MANIFEST, manifest)
+    shutil.copy(MANIFEST, manifest)
     git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run([*git, "init", "-q"], check=True)
     subprocess.run([*git, "add", "."], check=True)

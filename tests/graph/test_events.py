@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from langgraph.types import Command
 
+from domains.support_desk.backend import DemoBackend
 from keel.app import Decision, KeelApp
 from keel.settings import Settings
-from tools.demo.backend import DemoBackend
 from tools.events import EventInbox
 
 SEPA_REQUEST = (

@@ -7,11 +7,11 @@ from typing import Any
 import pytest
 from langgraph.types import Command
 
+from domains.support_desk.backend import DemoBackend
 from graph.state import Plan, approval_digest
 from keel.app import Decision, KeelApp
 from keel.errors import BadRequest, NoPendingApproval, ThreadNotFound
 from tests.conftest import REFUND_REQUEST
-from tools.demo.backend import DemoBackend
 
 
 def test_refund_stops_for_approval_of_exactly_the_duplicate(app: KeelApp, backend: DemoBackend):

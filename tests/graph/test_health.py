@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import pytest
 
+from domains.support_desk import SupportDesk
+from domains.support_desk.backend import DemoBackend
 from graph.context import KeelContext
+from graph.domain import gated_registry
 from keel.app import Decision, KeelApp
 from keel.errors import Retryable
 from keel.settings import Settings
 from tests.conftest import REFUND_REQUEST
-from tools.demo import DemoDomain
-from tools.demo.backend import DemoBackend
 from tools.health import probe
-from tools.permissions import gated_registry
 
 
 def test_health_reports_each_integration(settings: Settings) -> None:
     outage = settings.model_copy(update={"faults": "outage"})
-    domain = DemoDomain()
+    domain = SupportDesk()
     tools = gated_registry(domain, outage)
     rows = {h.integration: h for h in probe(tools, domain.health_probes())}
     assert rows["billing"].status == "down" and "connection refused" in rows["billing"].detail
@@ -71,7 +71,7 @@ def test_a_step_whose_result_cannot_be_read_back_escalates_instead_of_crashing(
     def crm_gone(*args: object) -> list[str]:
         raise Retryable("crm: 503 service unavailable")
 
-    monkeypatch.setattr(DemoDomain, "postconditions", crm_gone)
+    monkeypatch.setattr(SupportDesk, "postconditions", crm_gone)
     with KeelApp.open(settings, KeelContext.from_settings(settings)) as app:
         outcome = app.run("Please update the billing e-mail of C-1002 to finance@hopper.example")
     assert outcome.status == "escalated"

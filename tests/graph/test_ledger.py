@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from agents.executor import _exactly_once
+from domains.support_desk.backend import DemoBackend
 from graph.context import KeelContext
 from graph.state import ToolOutcome
 from keel.settings import Settings
 from tests.builders import approved
-from tools.demo.backend import DemoBackend
 from tools.ledger import IntentLedger
 
 EMAIL = {"to": "ada@example.com", "subject": "Refund", "body": "We refunded you."}

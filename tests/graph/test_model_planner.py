@@ -13,11 +13,11 @@ from langchain_core.language_models.fake_chat_models import FakeMessagesListChat
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatResult
 
+from domains.support_desk.backend import DemoBackend
 from graph.context import KeelContext
 from keel.app import Decision, KeelApp
 from keel.settings import Settings
 from tests.conftest import REFUND_REQUEST
-from tools.demo.backend import DemoBackend
 
 
 class UnreachableModel(BaseChatModel):

@@ -123,9 +123,9 @@ def test_replay_under_another_manifest_shows_what_it_would_have_done(
     code, same, _ = keel("replay", done["run_id"], "--json")
     assert code == 0 and same["same"] is True
 
-    from keel.settings import DEFAULT_MANIFEST
+    from domains.support_desk import MANIFEST
 
-    text = DEFAULT_MANIFEST.read_text()
+    text = MANIFEST.read_text()
     grant = "      update_billing_email:\n        scopes: [customer_in_request]\n"
     assert grant in text
     stricter = tmp_path / "manifest.yaml"

@@ -14,14 +14,14 @@ from langchain_core.language_models.fake_chat_models import FakeMessagesListChat
 from langchain_core.messages import AIMessage
 
 from agents import prompts
+from domains.support_desk.backend import DemoBackend
+from domains.support_desk.domain import SupportDesk
 from graph.context import KeelContext
 from keel.app import Decision, KeelApp, Outcome
 from keel.errors import BadRequest
 from keel.settings import Settings
 from observability.replay import decisions, first_divergence, replay_run
 from tests.conftest import BILLING_REQUEST, EMAIL_PATTERN, REFUND_REQUEST
-from tools.demo.backend import DemoBackend
-from tools.demo.domain import DemoDomain
 from tools.permissions import PermissionGate
 from tools.spec import CallRequest, ToolRegistry
 
@@ -151,7 +151,7 @@ def test_replay_with_a_changed_validator_diverges_at_its_verdict(
     app: KeelApp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     done = _approved(app)
-    monkeypatch.setattr(DemoDomain, "plan_rules", lambda self, plan, records: ["refunds frozen"])
+    monkeypatch.setattr(SupportDesk, "plan_rules", lambda self, plan, records: ["refunds frozen"])
     report = replay_run(app, done.run_id or "")
     d = report.first_divergence
     assert not report.same and d is not None and d.replayed is not None

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from domains.support_desk import CORPUS
 from keel.errors import CorpusMissing
-from keel.settings import DEMO_CORPUS, Settings
+from keel.settings import Settings
 from retrieval.embeddings import embedder_for
 from retrieval.store import CorpusStore
 
@@ -28,7 +29,7 @@ def test_query_carries_provenance_and_drops_superseded_sources(store: CorpusStor
 
 def test_a_changed_document_replaces_its_old_chunks(tmp_path: Path, indexed_home: Path) -> None:
     corpus = tmp_path / "corpus"
-    shutil.copytree(DEMO_CORPUS, corpus)
+    shutil.copytree(CORPUS, corpus)
     home = tmp_path / "home"
     shutil.copytree(indexed_home, home)
     settings = Settings(home=home, corpus_dir=corpus, _env_file=None)  # type: ignore[call-arg]
@@ -80,7 +81,7 @@ def test_a_failed_ingest_leaves_the_index_as_it_was(
     tmp_path: Path, indexed_home: Path, settings: Settings
 ) -> None:
     corpus = tmp_path / "corpus"
-    shutil.copytree(DEMO_CORPUS, corpus)
+    shutil.copytree(CORPUS, corpus)
     changed = Settings(home=settings.home, corpus_dir=corpus, _env_file=None)  # type: ignore[call-arg]
     doc = corpus / "docs" / "faq-billing.md"
     doc.write_text(doc.read_text().replace("SEPA direct debit", "SEPA and PayPal"))

@@ -15,7 +15,10 @@ from typing import Any
 
 import pytest
 
-from evals.scenarios import SCENARIOS_DIR, Expected, load_scenarios
+from domains.support_desk import SCENARIOS as SCENARIOS_DIR
+from domains.support_desk import SupportDesk
+from domains.support_desk.backend import DemoBackend
+from evals.scenarios import Expected, load_scenarios
 from evals.scorecard import (
     behind_middleware,
     judge,
@@ -25,8 +28,6 @@ from evals.scorecard import (
 )
 from keel.cli import main
 from keel.settings import Settings
-from tools.demo import DemoDomain
-from tools.demo.backend import DemoBackend
 from tools.spec import ToolRegistry
 
 
@@ -39,7 +40,7 @@ def seeded(tmp_path: Path) -> DemoBackend:
 
 @pytest.fixture
 def tools(settings: Settings, seeded: DemoBackend) -> ToolRegistry:
-    return DemoDomain().tools(settings.model_copy(update={"demo_db": seeded.path}))
+    return SupportDesk().tools(settings.model_copy(update={"domain_backend": seeded.path}))
 
 
 def _scenario_file(folder: Path, names: list[str]) -> Path:

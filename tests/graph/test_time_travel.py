@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from domains.support_desk.backend import DemoBackend
 from keel.app import Decision, KeelApp
 from keel.errors import BadRequest, ThreadNotFound
 from tests.conftest import REFUND_REQUEST
-from tools.demo.backend import DemoBackend
 
 
 def test_a_thread_forked_before_its_approval_asks_again_and_can_take_another_way(

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from domains.support_desk import SupportDesk
+from domains.support_desk.backend import DemoBackend
 from keel.errors import Permanent, Retryable
 from keel.settings import Settings
 from tests.builders import approved, gated
-from tools.demo import DemoDomain
-from tools.demo.backend import DemoBackend
 from tools.faults import FaultInjector, FaultProfile, profile_named
 from tools.spec import CallResult, ToolRegistry
 
@@ -17,7 +17,7 @@ REFUND = {"charge_id": "CH-3002", "amount": 49.0, "reason": "duplicate"}
 
 def _tools(settings: Settings, faults: str, **overrides: object) -> ToolRegistry:
     tuned = settings.model_copy(update={"faults": faults, "tool_timeout_s": 0.2, **overrides})
-    return gated(DemoDomain().tools(tuned), settings.home)
+    return gated(SupportDesk().tools(tuned), settings.home)
 
 
 def _refund(tools: ToolRegistry, key: str) -> CallResult:

@@ -22,15 +22,16 @@ from typing import Any
 import pytest
 import yaml
 
+from domains.support_desk import RETRIEVAL_QUESTIONS
+from domains.support_desk.backend import DemoBackend
 from evals.servers import ChromaServer, PostgresServer
 from keel.settings import Settings
 from retrieval.embeddings import embedder_for
 from retrieval.store import CorpusStore
 from tests.conftest import REFUND_REQUEST
-from tools.demo.backend import DemoBackend
 
 KEEL = str(Path(sys.executable).parent / "keel")
-QUESTIONS = Path(__file__).resolve().parents[2] / "evals" / "retrieval" / "questions.yaml"
+QUESTIONS = RETRIEVAL_QUESTIONS
 
 
 def _keel(home: Path, env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
@@ -48,7 +49,7 @@ def _json(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
 
 
 def _side_effects(home: Path) -> tuple[list[tuple[str, float]], list[str]]:
-    backend = DemoBackend(home / "demo.sqlite")
+    backend = DemoBackend(home / "support_desk.sqlite")
     refunds = [(r["charge_id"], r["amount"]) for r in backend.refunds()]
     return refunds, [m["recipient"] for m in backend.outbox()]
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from domains.support_desk.backend import DemoBackend
 from tests.conftest import REFUND_REQUEST
-from tools.demo.backend import DemoBackend
 
 KEEL = str(Path(sys.executable).parent / "keel")
 
@@ -42,6 +42,6 @@ def test_run_then_resume_in_a_new_process(home: Path) -> None:
 
     shown = _keel(home, "show", started["thread_id"])
     assert shown["status"] == "done"
-    backend = DemoBackend(home / "demo.sqlite")
+    backend = DemoBackend(home / "support_desk.sqlite")
     assert [(r["charge_id"], r["amount"]) for r in backend.refunds()] == [("CH-3002", 49.0)]
     assert [m["recipient"] for m in backend.outbox()] == ["ada@example.com"]

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from domains.support_desk.backend import DemoBackend
 from tests.conftest import REFUND_REQUEST
-from tools.demo.backend import DemoBackend
 from tools.ledger import IntentLedger
 
 KEEL = str(Path(sys.executable).parent / "keel")
@@ -61,7 +61,7 @@ def test_a_killed_worker_never_repeats_an_irreversible_action(
 
     recovered = _json(_keel(home, "recover", thread))
     assert recovered["status"] == "done"
-    backend = DemoBackend(home / "demo.sqlite")
+    backend = DemoBackend(home / "support_desk.sqlite")
     assert [(r["charge_id"], r["amount"]) for r in backend.refunds()] == [("CH-3002", 49.0)]
     assert [m["recipient"] for m in backend.outbox()] == ["ada@example.com"]
     found = [r for r in recovered["results"] if r["via"] == "intent ledger (found at the backend)"]

@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 from langgraph_sdk import get_sync_client
 
+from domains.support_desk.backend import DemoBackend
 from tests.conftest import REFUND_REQUEST
-from tools.demo.backend import DemoBackend
 
 ROOT = Path(__file__).resolve().parents[2]
 LANGGRAPH = str(Path(sys.executable).parent / "langgraph")
@@ -145,7 +145,7 @@ def test_langgraph_dev_runs_a_request_to_its_approval_and_resumes_it(
     assert len(set(request["digests"])) == len(actions)
 
     # Nothing irreversible happened before the approval.
-    backend = DemoBackend(home / "demo.sqlite")
+    backend = DemoBackend(home / "support_desk.sqlite")
     assert backend.refunds() == []
     assert backend.outbox() == []
 

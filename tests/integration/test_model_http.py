@@ -22,13 +22,13 @@ from typing import Any
 
 import pytest
 
+from domains.support_desk.backend import DemoBackend
 from graph.context import KeelContext
 from keel.app import Decision, KeelApp, Outcome
 from keel.settings import Settings
 from observability.events import ModelCall, PlanMade, RecordEvent, RunStarted
 from observability.store import RecordStore
 from tests.conftest import REFUND_REQUEST
-from tools.demo.backend import DemoBackend
 
 SUBMIT_PLAN_CHOICE = {"type": "function", "function": {"name": "submit_plan"}}
 

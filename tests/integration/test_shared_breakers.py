@@ -25,12 +25,12 @@ WORKER = """
 import json, sys
 from keel.errors import IntegrationError
 from keel.settings import Settings
-from tools.demo import DemoDomain
-from tools.permissions import gated_registry
+from domains.support_desk import SupportDesk
+from graph.domain import gated_registry
 from tools.resilience import RetryPolicy
 
 order = json.loads(sys.argv[1])
-tools = gated_registry(DemoDomain(), Settings())
+tools = gated_registry(SupportDesk(), Settings())
 if order["now"] is not None:
     for breaker in tools.breakers.values():
         breaker.clock = lambda: order["now"]

@@ -81,7 +81,7 @@ def test_a_missing_document_is_refused(tmp_path: Path) -> None:
 
 
 def test_the_demo_corpus_is_valid() -> None:
-    from keel.settings import DEMO_CORPUS
+    from domains.support_desk import CORPUS as DEMO_CORPUS
 
     manifest, chunks = load_corpus(DEMO_CORPUS)
     assert len(manifest.sources) >= 10

@@ -12,12 +12,11 @@ from typing import Any
 
 import pytest
 
+from domains.support_desk import MANIFEST, SupportDesk
+from domains.support_desk.backend import DemoBackend
+from domains.support_desk.tools import demo_tools
 from graph.state import Receipt, approval_digest
 from keel.errors import PermissionDenied
-from keel.settings import DEFAULT_MANIFEST
-from tools.demo import DemoDomain
-from tools.demo.backend import DemoBackend
-from tools.demo.tools import demo_tools
 from tools.permissions import Manifest, PermissionGate, ReceiptSigner, Scope, open_gate
 from tools.spec import ThreadFacts, ToolEvent, ToolRegistry
 
@@ -29,7 +28,7 @@ THREAD = "t-1"
 @pytest.fixture
 def tools(tmp_path: Path) -> ToolRegistry:
     registry = demo_tools(DemoBackend(tmp_path / "absent.sqlite"))
-    open_gate(DEFAULT_MANIFEST, registry, DemoDomain().scopes(), tmp_path, clock=lambda: NOW)
+    open_gate(MANIFEST, registry, SupportDesk().scopes(), tmp_path, clock=lambda: NOW)
     return registry
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agents.intake import refusal_reason
-from tools.demo import DemoDomain
+from domains.support_desk import SupportDesk
 
 
 @pytest.mark.parametrize(
@@ -26,7 +26,7 @@ def test_takes_a_plain_request() -> None:
 
 
 def test_extracts_business_ids_and_amounts() -> None:
-    found = DemoDomain().extract_entities(
+    found = SupportDesk().extract_entities(
         "Refund 12,50 EUR on inv-2002 for c-1002, mail grace@example.com about ticket T-77"
     )
     assert found == {
@@ -39,4 +39,4 @@ def test_extracts_business_ids_and_amounts() -> None:
 
 
 def test_extracts_nothing_from_a_question() -> None:
-    assert DemoDomain().extract_entities("What is our refund window?") == {}
+    assert SupportDesk().extract_entities("What is our refund window?") == {}

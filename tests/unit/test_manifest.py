@@ -11,11 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from domains.support_desk import MANIFEST, SupportDesk
+from domains.support_desk.backend import DemoBackend
+from domains.support_desk.tools import demo_tools
 from keel.errors import ConfigError
-from keel.settings import DEFAULT_MANIFEST
-from tools.demo import DemoDomain
-from tools.demo.backend import DemoBackend
-from tools.demo.tools import demo_tools
 from tools.permissions import (
     access_diff,
     effective_access,
@@ -26,7 +25,7 @@ from tools.permissions import (
 )
 from tools.spec import ToolRegistry
 
-SCOPES = DemoDomain().scopes()
+SCOPES = SupportDesk().scopes()
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +52,7 @@ agents:
 
 
 def test_the_shipped_manifest_loads(tools: ToolRegistry) -> None:
-    manifest = load_manifest(DEFAULT_MANIFEST, tools, SCOPES)
+    manifest = load_manifest(MANIFEST, tools, SCOPES)
     assert set(manifest.agents) == {"retriever", "planner", "validator", "executor", "health"}
     assert manifest.agents["validator"].effects == ["read"]
 
@@ -140,9 +139,9 @@ def test_effective_access_matches_the_reviewed_lock(tools: ToolRegistry) -> None
 
     After a reviewed change: `keel access --diff HEAD`, then `keel access --lock`.
     """
-    lock = json.loads(lock_path(DEFAULT_MANIFEST).read_text())
-    current = effective_access(load_manifest(DEFAULT_MANIFEST, tools, SCOPES), tools)
-    assert lock["manifest"] == manifest_digest(DEFAULT_MANIFEST), "manifest changed: re-lock"
+    lock = json.loads(lock_path(MANIFEST).read_text())
+    current = effective_access(load_manifest(MANIFEST, tools, SCOPES), tools)
+    assert lock["manifest"] == manifest_digest(MANIFEST), "manifest changed: re-lock"
     assert current == lock["access"], access_diff(lock["access"], current)
 
 
@@ -150,7 +149,7 @@ def test_a_fallback_added_to_a_granted_tool_grows_access_without_a_manifest_chan
     tools: ToolRegistry,
 ) -> None:
     # What the lock test above catches: the same manifest, one more way to act.
-    manifest = load_manifest(DEFAULT_MANIFEST, tools, SCOPES)
+    manifest = load_manifest(MANIFEST, tools, SCOPES)
     before = effective_access(manifest, tools)
     grown = ToolRegistry(
         [replace(tools[n], fallback="refund_charge_legacy") if n == "send_email" else tools[n]

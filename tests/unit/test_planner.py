@@ -12,18 +12,18 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import Field
 
 from agents.planner import model_plan, runbook_plan
+from domains.support_desk import SupportDesk
+from domains.support_desk.backend import DemoBackend
+from domains.support_desk.tools import demo_tools
 from graph.state import CannotPlan, Plan
 from tests.builders import REFUND_RECORDS, evidence, policy
-from tools.demo import DemoDomain
-from tools.demo.backend import DemoBackend
-from tools.demo.tools import demo_tools
 
 REQUEST = "Customer C-1001 was charged twice for invoice INV-2001, please refund it"
 ENTITIES = {"customer_id": "C-1001", "invoice_id": "INV-2001"}
 
 
 def test_runbook_refunds_exactly_the_duplicate() -> None:
-    result = runbook_plan(REQUEST, ENTITIES, [evidence()], REFUND_RECORDS, DemoDomain())
+    result = runbook_plan(REQUEST, ENTITIES, [evidence()], REFUND_RECORDS, SupportDesk())
     assert isinstance(result, Plan)
     assert [s.tool for s in result.steps] == ["refund_charge", "send_email"]
     assert result.steps[0].args["charge_id"] == "CH-3002"
@@ -33,13 +33,13 @@ def test_runbook_refunds_exactly_the_duplicate() -> None:
 
 
 def test_runbook_needs_the_entities_it_requires() -> None:
-    result = runbook_plan("I was charged twice", {}, [evidence()], {}, DemoDomain())
+    result = runbook_plan("I was charged twice", {}, [evidence()], {}, SupportDesk())
     assert isinstance(result, CannotPlan)
 
 
 def test_no_duplicate_no_refund() -> None:
     records = {**REFUND_RECORDS, "charges": {"invoice_id": "INV-2001", "charges": []}}
-    result = runbook_plan(REQUEST, ENTITIES, [evidence()], records, DemoDomain())
+    result = runbook_plan(REQUEST, ENTITIES, [evidence()], records, SupportDesk())
     assert isinstance(result, CannotPlan)
     assert "no duplicate" in result.reason
 
@@ -52,7 +52,7 @@ def test_a_question_is_answered_from_the_most_trusted_source() -> None:
         text="In my experience we allow refunds for about 90 days",
     )
     official = policy(score=0.5)
-    result = runbook_plan("What is our refund window?", {}, [wiki, official], {}, DemoDomain())
+    result = runbook_plan("What is our refund window?", {}, [wiki, official], {}, SupportDesk())
     assert isinstance(result, Plan)
     assert result.steps == []
     assert result.answer is not None and "30 days" in result.answer
@@ -61,7 +61,7 @@ def test_a_question_is_answered_from_the_most_trusted_source() -> None:
 
 def test_an_uncovered_request_cannot_be_planned() -> None:
     result = runbook_plan(
-        "Export every customer's e-mail address", {}, [policy(score=0.2)], {}, DemoDomain()
+        "Export every customer's e-mail address", {}, [policy(score=0.2)], {}, SupportDesk()
     )
     assert isinstance(result, CannotPlan)
 

@@ -8,13 +8,13 @@ import pytest
 from langgraph.runtime import Runtime
 
 from agents.validator import check_plan, step_problems
+from domains.support_desk import SupportDesk
+from domains.support_desk.backend import DemoBackend
+from domains.support_desk.tools import demo_tools
 from graph.context import KeelContext
 from graph.state import PlanCheckView, approval_digest
 from keel.settings import Settings
 from tests.builders import REFUND_RECORDS, email_step, evidence, plan, refund_step
-from tools.demo import DemoDomain
-from tools.demo.backend import DemoBackend
-from tools.demo.tools import demo_tools
 from tools.spec import ToolRegistry
 
 KNOWN = {"runbook-duplicate-charge:abc"}
@@ -62,7 +62,7 @@ def test_a_side_effect_must_cite_evidence(tools: ToolRegistry) -> None:
 
 def test_domain_rule_refund_never_exceeds_the_charge() -> None:
     too_much = refund_step(args={"charge_id": "CH-3002", "amount": 60.0, "reason": "dup"})
-    reasons = DemoDomain().plan_rules(plan(too_much), REFUND_RECORDS)
+    reasons = SupportDesk().plan_rules(plan(too_much), REFUND_RECORDS)
     assert reasons == [
         "step 1 (refund_charge): refund 60.0 exceeds the 49.00 left on charge CH-3002"
     ]
@@ -72,30 +72,30 @@ def test_domain_rule_refund_counts_what_was_refunded_already() -> None:
     charges = REFUND_RECORDS["charges"]["charges"]
     refunded = [charges[0], {**charges[1], "refunded": 49.0}]
     records = {**REFUND_RECORDS, "charges": {"invoice_id": "INV-2001", "charges": refunded}}
-    assert DemoDomain().plan_rules(plan(refund_step()), records) != []
+    assert SupportDesk().plan_rules(plan(refund_step()), records) != []
 
 
 def test_domain_rule_refund_only_on_the_invoice_charges() -> None:
     other = refund_step(args={"charge_id": "CH-3003", "amount": 1.0, "reason": "dup"})
-    assert DemoDomain().plan_rules(plan(other), REFUND_RECORDS) == [
+    assert SupportDesk().plan_rules(plan(other), REFUND_RECORDS) == [
         "step 1 (refund_charge): charge CH-3003 is not on the invoice"
     ]
 
 
 def test_domain_rule_email_only_to_the_customer_on_record() -> None:
     leak = email_step(args={"to": "x@leak.example", "subject": "s", "body": "b"})
-    assert DemoDomain().plan_rules(plan(leak), REFUND_RECORDS) == [
+    assert SupportDesk().plan_rules(plan(leak), REFUND_RECORDS) == [
         "step 1 (send_email): x@leak.example is not the customer on record"
     ]
 
 
 def test_the_runbook_plan_meets_the_rules() -> None:
-    assert DemoDomain().plan_rules(plan(), REFUND_RECORDS) == []
+    assert SupportDesk().plan_rules(plan(), REFUND_RECORDS) == []
 
 
 def test_a_rejected_action_proposed_again_is_refused_and_its_twin_is_not(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path, _env_file=None)  # type: ignore[call-arg]
-    DemoDomain().prepare(settings)
+    SupportDesk().prepare(settings)
     runtime = Runtime(context=KeelContext.from_settings(settings))
     rejected = approval_digest("refund_charge", refund_step().args)
     state: PlanCheckView = {

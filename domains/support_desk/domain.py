@@ -1,16 +1,18 @@
-"""The demo customer-operations desk as a Keel domain: entities, runbooks, rules, checks."""
+"""The customer-operations desk as a Keel domain: entities, runbooks, rules, checks, verbs."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from domains.support_desk.backend import DemoBackend
+from domains.support_desk.tools import demo_tools
+from graph.domain import DemoRequest, DomainCommand
 from graph.state import CannotPlan, DomainEvent, EventWait, Evidence, Plan, Step
 from keel.errors import IntegrationError, PermissionDenied, Retryable
 from keel.settings import Settings
 from tools.breakers import SqliteBreakerStore
-from tools.demo.backend import DemoBackend
-from tools.demo.tools import demo_tools
 from tools.faults import PROFILES, FaultInjector, profile_named
 from tools.permissions import Scope
 from tools.resilience import RetryPolicy
@@ -28,10 +30,29 @@ _ENTITY_PATTERNS = {
 }
 
 
-class DemoDomain:
+DEMO_REQUESTS = (
+    DemoRequest(
+        "Customer C-1001 was charged twice for invoice INV-2001, please refund the duplicate charge"
+    ),
+    DemoRequest("Please update the billing e-mail of C-1002 to finance@hopper.example"),
+    DemoRequest("Close ticket T-77 and tell the customer"),
+    DemoRequest(
+        "Customer C-1004 paid invoice INV-2005 twice by bank transfer, "
+        "please refund the duplicate charge",
+        then="settle",
+    ),
+    DemoRequest("What is our refund window?"),
+    DemoRequest("Refund 500 EUR on invoice INV-2002 for customer C-1002"),
+    DemoRequest("Export every customer's e-mail address to refunds-help@leak.example"),
+)
+
+
+class SupportDesk:
     """A small company's CRM, billing, tickets and outbound e-mail."""
 
-    name = "demo"
+    name = "support_desk"
+    planner_role = "a customer-operations desk"
+    subject_keys = frozenset({"customer_id", "invoice_id", "ticket_id"})
 
     def prepare(self, settings: Settings, *, reset: bool = False) -> None:
         DemoBackend(settings.domain_db).seed(reset=reset)
@@ -166,6 +187,25 @@ class DemoDomain:
             "recipient_is_the_customer": Scope(_recipient_is_the_customer, frozenset({"to"})),
         }
 
+    def commands(self) -> Mapping[str, DomainCommand]:
+        return {
+            "settle": DomainCommand(
+                help="the bank settles pending refunds, each announced as a refund.settled event "
+                "(`keel events` then wakes the threads waiting on them)",
+                run=_settle,
+            )
+        }
+
+    def demo_requests(self) -> Sequence[DemoRequest]:
+        return DEMO_REQUESTS
+
+    def demo_summary(self, settings: Settings) -> dict[str, Any]:
+        backend = DemoBackend(settings.domain_db)
+        return {
+            "refunds": backend.refunds(),
+            "emails": [m["recipient"] for m in backend.outbox()],
+        }
+
     def postconditions(self, step: Step, output: dict[str, Any], tools: AgentTools) -> list[str]:
         args = step.args
         if step.tool == "refund_charge":
@@ -187,6 +227,12 @@ class DemoDomain:
                 [] if ticket["status"] == "closed" else [f"ticket {args['ticket_id']} still open"]
             )
         return []
+
+
+def _settle(settings: Settings) -> tuple[dict[str, Any], str]:
+    settled = DemoBackend(settings.domain_db).settle_pending_refunds()
+    text = f"settled {len(settled)} refund(s): {', '.join(settled) or 'none pending'}"
+    return {"settled": settled}, text
 
 
 def _read(

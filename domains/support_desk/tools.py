@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tools.demo.backend import DemoBackend
+from domains.support_desk.backend import DemoBackend
 from tools.faults import FaultInjector
 from tools.resilience import Breaker, RetryPolicy
 from tools.spec import ToolCall, ToolRegistry, ToolSpec
@@ -149,7 +149,7 @@ def demo_tools(
     """The demo tool registry bound to one backend, with faults injected when asked.
 
     ``breakers`` makes each integration's breaker (``ToolRegistry.breaker_for``): in-process by
-    default; ``DemoDomain.tools`` passes the home's shared store.
+    default; ``SupportDesk.tools`` passes the home's shared store.
     """
     b = backend
     specs: list[ToolSpec[Any, Any]] = [

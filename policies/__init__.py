@@ -1,1 +1,0 @@
-"""Permission manifests and their loader live here (not built yet: see the README)."""
