@@ -400,7 +400,9 @@ class IncidentBackend:
     def events_after(self, seq: int) -> list[dict[str, Any]]:
         """Business events newer than ``seq``, oldest first."""
         with self._tx() as conn:
-            rows = conn.execute("SELECT * FROM events WHERE seq > ? ORDER BY seq", (seq,)).fetchall()
+            rows = conn.execute(
+                "SELECT * FROM events WHERE seq > ? ORDER BY seq", (seq,)
+            ).fetchall()
         return [
             {"seq": r["seq"], "type": r["type"], "key": r["key"],
              "payload": json.loads(r["payload"]), "created_at": r["created_at"]}

@@ -80,7 +80,9 @@ class IncidentDesk:
 
     def tools(self, settings: Settings) -> ToolRegistry:
         profile = fault_profile(settings.faults)
-        faults = None if profile == PROFILES["none"] else FaultInjector(profile, settings.fault_seed)
+        faults = (
+            None if profile == PROFILES["none"] else FaultInjector(profile, settings.fault_seed)
+        )
         return incident_tools(
             self.backend(settings),
             faults=faults,

@@ -206,6 +206,11 @@ class SupportDesk:
             "emails": [m["recipient"] for m in backend.outbox()],
         }
 
+    def snapshot(self, settings: Settings) -> set[str]:
+        """Every fact a write or irreversible call can change, one line each: what the contract
+        suite (tests/contract) judges an end state by."""
+        return DemoBackend(settings.domain_db).snapshot()
+
     def postconditions(self, step: Step, output: dict[str, Any], tools: AgentTools) -> list[str]:
         args = step.args
         if step.tool == "refund_charge":

@@ -21,6 +21,7 @@ import yaml
 from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatResult
+from pydantic import Field
 
 from graph.context import KeelContext
 from graph.domain import Domain
@@ -37,7 +38,7 @@ POST = "forum-contract-poison"
 class RecordingModel(FakeMessagesListChatModel):
     """A fake planner model that keeps every prompt it is shown."""
 
-    seen: list[str] = []
+    seen: list[str] = Field(default_factory=list)
 
     def _generate(
         self, messages: list[BaseMessage], stop: list[str] | None = None, run_manager: Any = None,

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from graph.domain import Domain
+from graph.state import approval_digest
 from keel.app import Decision, KeelApp, Outcome
 from keel.errors import NoPendingApproval
 from keel.settings import Settings
-from graph.state import approval_digest
 from observability.replay import replay_run
 from tests.contract.spec import Contract
 
