@@ -30,7 +30,7 @@ from langgraph.runtime import Runtime
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agents import prompts
-from agents.context import Fact, Section, assemble, render_memory, tokens
+from agents.context import Fact, Section, assemble, remember, render_memory, tokens
 from graph.context import KeelContext, context_of
 from graph.domain import Domain
 from graph.state import CannotPlan, Conflict, Evidence, Plan, PlannerView, Step, Verdict
@@ -74,6 +74,12 @@ def plan(state: PlannerView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
     conflicts = state.get("conflicts", [])
     verdict = state.get("plan_verdict")
     feedback = verdict.reasons if verdict is not None and not verdict.ok else []
+    # What the thread already did (a replan after steps ran, a fork after a refund): typed facts
+    # with their step and tool, side effects always kept, so the model neither repeats nor
+    # contradicts them.
+    memory = remember(
+        state.get("results", []), {name: ctx.tools[name].effect for name in ctx.tools.names()}
+    )
 
     result: Plan | CannotPlan | None = None
     failures: list[str] = []
@@ -90,7 +96,9 @@ def plan(state: PlannerView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
                 ctx.tools,
                 feedback,
                 conflicts=conflicts,
+                memory=memory,
                 budget=ctx.settings.planner_budget_tokens,
+                memory_budget=ctx.settings.memory_budget_tokens,
                 repair_attempts=ctx.settings.plan_repair_attempts,
                 role=ctx.domain.planner_role,
             )
@@ -168,7 +176,9 @@ def model_plan(
     *,
     repair_attempts: int,
     conflicts: Sequence[Conflict] = (),
+    memory: Sequence[Fact] = (),
     budget: int = 4000,
+    memory_budget: int = 600,
     role: str = "an operations team",
 ) -> Plan | CannotPlan:
     """Ask a chat model for a plan; a malformed answer is sent back, a bounded number of times.
@@ -179,8 +189,9 @@ def model_plan(
     """
     name = f"model:{_model_name(model)}"
     messages = planner_messages(
-        request, entities, records, evidence, tools, feedback, conflicts, budget=budget, role=role
-    )
+        request, entities, records, evidence, tools, feedback, conflicts, memory,
+        budget=budget, memory_budget=memory_budget, role=role,
+    )  # fmt: skip
     planner = asking_for_a_plan(model)
     error = ""
     for _ in range(repair_attempts + 1):

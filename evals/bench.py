@@ -29,7 +29,7 @@ def _context(settings: Settings, progress: bool) -> dict[str, Any]:
     if not domain.is_prepared(settings):
         domain.prepare(settings)
     evidence = store.query(REQUEST, settings.retrieval_k)
-    return bench_context(settings, domain.tools(settings), evidence)
+    return bench_context(settings, evidence)
 
 
 def _retrieval(settings: Settings, progress: bool) -> dict[str, Any]:

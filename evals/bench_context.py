@@ -4,9 +4,11 @@ LangChain's SummarizationMiddleware and ContextEditingMiddleware.
 The workflow: refund a charge (step 1), read 48 invoices with verbose notes (steps 2-49), then
 e-mail the customer quoting the refund id from step 1 (step 50). Every agent gets the same
 scripted model decisions and the same tool outputs; what differs is what each shows its model.
-Keel's prompt at each step is the real planner prompt (``agents.planner.planner_messages``) with
-working memory built from the finished steps, plus the ``submit_plan`` tool schema it is sent with
-(the baselines' tool schemas are counted the same way).
+Keel's side is the product's own planner node (``agents.planner.plan``) planning the thread again
+after each finished step, as it does on a replan: its working memory is built by the node from
+the thread's results, and the prompt counted is what the node sent its model, with the
+``submit_plan`` tool schema (the baselines' tool schemas are counted the same way). The model
+is a scripted fake (``evals.scripted.ScriptedToolModel``), said so here.
 """
 
 from __future__ import annotations
@@ -21,15 +23,14 @@ from langchain.agents.middleware import (
     SummarizationMiddleware,
 )
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
-from langchain_core.messages.utils import count_tokens_approximately
 from langchain_core.tools import tool
+from langgraph.runtime import Runtime
 
-from agents.context import remember
-from agents.planner import planner_messages, submit_plan_tool
+from agents.planner import SUBMIT_PLAN, plan
 from evals.scripted import ExtractiveSummarizer, ScriptedToolModel
-from graph.state import Evidence, ToolOutcome
+from graph.context import KeelContext
+from graph.state import Evidence, PlannerView, ToolOutcome
 from keel.settings import Settings
-from tools.spec import ToolRegistry
 
 STEPS = 50
 REQUEST = (
@@ -62,22 +63,23 @@ def _outputs() -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     return steps
 
 
-def _keel(tools: ToolRegistry, evidence: list[Evidence], settings: Settings) -> dict[str, Any]:
-    effects = {name: tools[name].effect for name in tools.names()}
+def _keel(settings: Settings, evidence: list[Evidence]) -> dict[str, Any]:
+    answer = {"intent": "noted", "steps": [], "answer": "noted"}
+    model = ScriptedToolModel(
+        responses=[
+            AIMessage("", tool_calls=[{"name": SUBMIT_PLAN, "args": answer, "id": f"plan-{i}"}])
+            for i in range(STEPS)
+        ]
+    )
+    runtime = Runtime(context=KeelContext.from_settings(settings, planner_model=model))
     results: list[ToolOutcome] = []
-    per_call: list[int] = []
-    schema = int(count_tokens_approximately([HumanMessage(json.dumps([submit_plan_tool()]))]))
-    last_text = ""
     for i, (name, args, output) in enumerate(_outputs()):
-        messages = planner_messages(
-            REQUEST, {"customer_id": "C-1001"}, {}, evidence, tools,
-            memory=remember(results, effects), budget=settings.planner_budget_tokens,
-            memory_budget=settings.memory_budget_tokens,
-        )  # fmt: skip
-        per_call.append(int(count_tokens_approximately(messages)) + schema)
-        last_text = "\n".join(str(m.content) for m in messages)
-        results.append(ToolOutcome(step=i, tool=name, args=args, ok=True, output=output))
-    return _summary(per_call, REFUND_ID in last_text)
+        state: PlannerView = {"request": REQUEST, "entities": {"customer_id": "C-1001"},
+                              "evidence": evidence, "results": results}  # fmt: skip
+        planned = plan(state, runtime)
+        assert planned["planner"].startswith("model:"), planned  # the model path, not the runbook
+        results = [*results, ToolOutcome(step=i, tool=name, args=args, ok=True, output=output)]
+    return _summary(model.seen_tokens, REFUND_ID in model.seen_text[-1])
 
 
 def _agent(middleware: list[Any]) -> dict[str, Any]:
@@ -127,11 +129,10 @@ def _summary(per_call: list[int], has_fact: bool) -> dict[str, Any]:
     }
 
 
-def bench_context(
-    settings: Settings, tools: ToolRegistry, evidence: list[Evidence]
-) -> dict[str, Any]:
-    """Run the workflow through all three and compare their prompts."""
-    keel = _keel(tools, evidence, settings)
+def bench_context(settings: Settings, evidence: list[Evidence]) -> dict[str, Any]:
+    """Run the workflow through all three and compare their prompts (the domain's backend must be
+    prepared: Keel's planner node reads the customer's record, as it does in a run)."""
+    keel = _keel(settings, evidence)
     plain = _agent([])
     middleware = _agent(
         [

@@ -1,10 +1,12 @@
-"""Keel's graph: state, wiring, persistence and approval.
+"""Keel's graph: state, the domain seam, runtime context, approval, persistence and wiring.
 
-The exports load lazily, so ``tools`` and ``retrieval`` (which use ``graph.state``) can be
-imported first without a cycle through the builder.
+The package spans layers (``state`` is a contract the tools import, ``builder`` wires every
+agent), so it re-exports nothing: import from the module you mean.
 
 Example:
-    >>> from graph import KeelContext, build_graph, open_checkpointer
+    >>> from graph.builder import build_graph
+    >>> from graph.context import KeelContext
+    >>> from graph.persistence import open_checkpointer
     >>> from keel.settings import Settings
     >>> settings = Settings()
     >>> with open_checkpointer(settings) as saver:  # doctest: +SKIP
@@ -13,27 +15,3 @@ Example:
     ...     graph.invoke({"request": "What is our refund window?"}, config,
     ...                  context=KeelContext.from_settings(settings))
 """
-
-from __future__ import annotations
-
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from graph.builder import build_graph
-    from graph.context import KeelContext
-    from graph.persistence import open_checkpointer
-
-_EXPORTS = {
-    "build_graph": "graph.builder",
-    "KeelContext": "graph.context",
-    "open_checkpointer": "graph.persistence",
-}
-
-__all__ = ["KeelContext", "build_graph", "open_checkpointer"]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'graph' has no attribute {name!r}")

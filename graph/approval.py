@@ -1,11 +1,11 @@
 """Human approval: one interrupt, in LangChain v1's human-in-the-loop schema, plus Keel's digests.
 
 The node only builds the request, calls ``interrupt()`` once and turns the answer into receipts;
-the irreversible calls happen in the executor, after it. A request is
-``{"action_requests": [...], "review_configs": [...], "digests": [...]}``; an answer is
-``{"decisions": [{"type": "approve" | "edit" | "reject", ...}], "reviewer": "..."}``, one decision
-per action, in order. A decision may carry the ``digest`` it answers (``keel resume`` always
-sends it): one that does not match the pending action is refused as stale.
+the irreversible calls happen in the executor, after it. The request is an ``ApprovalRequest``
+and the answer an ``ApprovalAnswer`` (``graph/wire.py``: LangChain's ``HITLRequest`` and
+``HITLResponse``, extended), one decision per action, in order. A decision may carry the
+``digest`` it answers (``keel resume`` always sends it): one that does not match the pending
+action is refused as stale.
 """
 
 from __future__ import annotations
@@ -18,12 +18,19 @@ from langgraph.types import interrupt
 
 from graph.context import KeelContext, context_of, thread_of
 from graph.state import ApprovalView, Evidence, Plan, Receipt, Step, approval_digest, tainting
+from graph.wire import (
+    ApprovalRequest,
+    DecisionType,
+    KeelDecision,
+    approval_answer_of,
+    decision_of,
+)
 from tools.permissions import PermissionGate
 from tools.spec import ToolRegistry
 
-DECISIONS = ["approve", "edit", "reject"]
-ANSWER_KEYS = {"decisions", "reviewer"}
-DECISION_KEYS = {"type", "digest", "message", "edited_action"}
+DECISIONS: tuple[DecisionType, ...] = ("approve", "edit", "reject")
+"""What a reviewer may answer (LangChain's ``respond`` is not offered: a tool call here runs or
+not, never answered in its place)."""
 
 
 def pending_actions(
@@ -53,7 +60,7 @@ def pending_actions(
 
 def approval_request(
     plan: Plan, indexes: list[int], tools: ToolRegistry, evidence: list[Evidence], note: str = ""
-) -> dict[str, Any]:
+) -> ApprovalRequest:
     """The interrupt's payload: LangChain's HITL schema, the digests, and the tainted evidence."""
     steps = [plan.steps[i] for i in indexes]
     tainted = tainting(evidence)
@@ -62,7 +69,9 @@ def approval_request(
             {"name": s.tool, "args": s.args, "description": _describe(s, tools, tainted, note)}
             for s in steps
         ],
-        "review_configs": [{"action_name": s.tool, "allowed_decisions": DECISIONS} for s in steps],
+        "review_configs": [
+            {"action_name": s.tool, "allowed_decisions": [*DECISIONS]} for s in steps
+        ],
         "digests": [approval_digest(s.tool, s.args) for s in steps],
         "steps": indexes,
         "manifest_version": tools.gate.version if tools.gate else None,
@@ -102,22 +111,26 @@ def approve(state: ApprovalView, runtime: Runtime[KeelContext]) -> dict[str, Any
 
 
 def read_decisions(
-    answer: Any, request: dict[str, Any], plan: Plan, thread_id: str, ctx: KeelContext
+    answer: Any, request: ApprovalRequest, plan: Plan, thread_id: str, ctx: KeelContext
 ) -> dict[str, Any]:
-    """Turn a human's answer into receipts, rejections or an edited plan; refuse anything else."""
-    decisions = answer.get("decisions") if isinstance(answer, dict) else None
-    if not isinstance(decisions, list) or len(decisions) != len(request["digests"]):
+    """Turn a human's answer into receipts, rejections or an edited plan; refuse anything else.
+
+    The answer is read as an ``ApprovalAnswer`` whose fields are closed: a resume payload answers
+    the pending question; it cannot add steps, receipts or state.
+    """
+    raw = answer.get("decisions") if isinstance(answer, dict) else None
+    if not isinstance(raw, list) or len(raw) != len(request["digests"]):
         return _invalid(f"expected {len(request['digests'])} decision(s) in 'decisions'")
-    if extra := set(answer) - ANSWER_KEYS:
-        # A resume payload answers the pending question; it cannot add steps, receipts or state.
-        return _invalid(f"an answer may only carry {sorted(ANSWER_KEYS)}, not {sorted(extra)}")
-    if any(isinstance(d, dict) and set(d) - DECISION_KEYS for d in decisions):
-        return _invalid(f"a decision may only carry {sorted(DECISION_KEYS)}")
+    try:
+        envelope = approval_answer_of({**answer, "decisions": []})
+        decisions: list[KeelDecision] = [decision_of(d) for d in raw]
+    except ValueError as err:
+        return _invalid(f"not an answer of {DECISIONS} decisions ({err})")
     if not isinstance(ctx.tools.gate, PermissionGate):
         return _invalid("no permission gate is loaded: approvals cannot be signed")
     signer, version = ctx.tools.gate.signer, ctx.tools.gate.version
-    shown = [f"{e['chunk_id']} ({e['trust_tier']})" for e in request.get("tainted_evidence", [])]
-    reviewer = str(answer.get("reviewer") or "unknown")[:100]
+    shown = [f"{e['chunk_id']} ({e['trust_tier']})" for e in request["tainted_evidence"]]
+    reviewer = (envelope.get("reviewer") or "unknown")[:100]
     now = ctx.clock()
     expires = now + timedelta(seconds=ctx.settings.approval_ttl_s)
     receipts: dict[str, Receipt] = {}
@@ -128,24 +141,19 @@ def read_decisions(
     for decision, digest, index in zip(
         decisions, request["digests"], request["steps"], strict=True
     ):
-        if not isinstance(decision, dict) or decision.get("type") not in DECISIONS:
-            return _invalid(f"a decision must be one of {DECISIONS}")
         if decision.get("digest", digest) != digest:
             return _invalid("a decision names a digest that is not pending (stale approval)")
         step = steps[index]
         kind = decision["type"]
-        if kind == "reject":
+        if decision["type"] == "reject":
             rejected.append(digest)
-            reasons.append(str(decision.get("message") or "no reason given"))
+            reasons.append(decision.get("message") or "no reason given")
             continue
-        if kind == "edit":
-            action = decision.get("edited_action")
-            if not isinstance(action, dict) or action.get("name", step.tool) != step.tool:
+        if decision["type"] == "edit":
+            action = decision["edited_action"]
+            if action["name"] != step.tool:
                 return _invalid("an edit may change the arguments of the action, not the tool")
-            args = action.get("args")
-            if not isinstance(args, dict):
-                return _invalid("an edit needs edited_action.args as an object")
-            step = step.model_copy(update={"args": args})
+            step = step.model_copy(update={"args": action["args"]})
             steps[index] = step
             digest = approval_digest(step.tool, step.args)
             edited = True

@@ -111,7 +111,7 @@ def build_graph(
             state and the same edges (the evals ablate the validator this way).
 
     Example:
-        >>> from graph import build_graph
+        >>> from graph.builder import build_graph
         >>> sorted(build_graph().get_graph().nodes)[:3]
         ['__end__', '__start__', 'approve']
     """

@@ -14,12 +14,14 @@ from functools import cache
 from langchain_core.language_models import BaseChatModel
 from langgraph.runtime import Runtime
 
+from agents.models import chat_model_for
 from graph.domain import Domain, gated_registry, load_domain
 from keel.settings import Settings
 from retrieval.embeddings import embedder_for
 from retrieval.store import CorpusStore
 from tools.events import EventInbox
 from tools.ledger import IntentLedger
+from tools.ledger_postgres import PostgresIntentLedger
 from tools.spec import ToolRegistry
 
 
@@ -67,8 +69,6 @@ class KeelContext:
             >>> ctx.domain.name
             'support_desk'
         """
-        from agents.models import chat_model_for
-
         settings = settings or Settings()
         domain = domain or load_domain(settings.domain)
         if planner_model is None and settings.model_configured:
@@ -93,8 +93,6 @@ def _ledger_for(settings: Settings) -> IntentLedger:
     """The intent ledger beside the checkpoints: Postgres when they are there, else SQLite."""
     if settings.postgres_url is None:
         return IntentLedger(settings.intent_db)
-    from tools.ledger_postgres import PostgresIntentLedger
-
     return PostgresIntentLedger(
         settings.postgres_url.get_secret_value(),
         connect_timeout_s=settings.postgres_connect_timeout_s,

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from graph.context import KeelContext, context_of, thread_of
 from graph.state import AwaitView, DomainEvent, KeelState
+from graph.wire import EventWaitRequest
 
 
 def await_event(state: AwaitView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
@@ -30,7 +31,8 @@ def await_event(state: AwaitView, runtime: Runtime[KeelContext]) -> dict[str, An
     assert wait is not None  # routed here only while waiting
     if ctx.inbox is not None:
         ctx.inbox.subscribe(thread_of(runtime), wait)
-    answer = interrupt({"kind": "await_event", **wait.model_dump()})
+    request: EventWaitRequest = {"kind": "await_event", **wait.model_dump()}  # type: ignore[typeddict-item]
+    answer = interrupt(request)
     raw = answer.get("event") if isinstance(answer, dict) else None
     try:
         event = DomainEvent.model_validate(raw)

@@ -238,6 +238,8 @@ class PlannerView(TypedDict, total=False):
     evidence: list[Evidence]
     conflicts: list[Conflict]
     plan_verdict: Verdict | None
+    results: list[ToolOutcome]
+    """What the thread already did: the planner's working memory on a replan."""
 
 
 class PlanCheckView(TypedDict, total=False):

@@ -41,9 +41,11 @@ from graph.state import (
     ToolOutcome,
     Verdict,
 )
+from graph.wire import ApprovalAnswer, KeelDecision, approval_request_of, event_wait_of
 from keel.errors import (
     BadRequest,
     ConfigError,
+    KeelError,
     NoPendingApproval,
     StoreUnavailable,
     ThreadNotFound,
@@ -220,10 +222,10 @@ class KeelApp:
             if recording is not None:
                 snapshot = self._snapshot(thread_id)
                 for intr in snapshot.interrupts:
-                    if isinstance(intr.value, dict) and intr.value.get("kind") == "await_event":
-                        recording.emit(EventAwaited(interrupt_id=intr.id, waiting=intr.value))
-                    else:
-                        recording.emit(ApprovalRequested(interrupt_id=intr.id, request=intr.value))
+                    if (wait := event_wait_of(intr.value)) is not None:
+                        recording.emit(EventAwaited(interrupt_id=intr.id, waiting=wait))
+                    elif (asked := approval_request_of(intr.value)) is not None:
+                        recording.emit(ApprovalRequested(interrupt_id=intr.id, request=asked))
                 recording.emit(
                     RunEnded(status=outcome.status, answer=outcome.answer, duration_ms=_ms(started))
                 )
@@ -328,10 +330,12 @@ class KeelApp:
         pending = None
         status: Status = values.get("status", "running")
         for intr in snapshot.interrupts:
-            request = intr.value
-            if request.get("kind") == "await_event":
+            if event_wait_of(intr.value) is not None:
                 status = "awaiting_event"
                 continue
+            request = approval_request_of(intr.value)
+            if request is None:
+                raise KeelError(f"thread {thread_id} waits on an interrupt Keel did not raise")
             pending = [
                 PendingAction(
                     name=a["name"],
@@ -439,8 +443,8 @@ class KeelApp:
             raise NoPendingApproval(
                 f"thread {thread_id} is {current.status}, not awaiting approval"
             )
-        answer = {
-            "decisions": decisions_for(current.pending, decision),
+        answer: ApprovalAnswer = {
+            "decisions": decisions_for(current.pending, decision),  # type: ignore[typeddict-item]
             "reviewer": decision.reviewer or self.settings.reviewer,
         }
         return self.invoke_segment(Command(resume=answer), thread_id, "resume")
@@ -476,7 +480,7 @@ def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
 
 
-def decisions_for(pending: list[PendingAction], decision: Decision) -> list[dict[str, Any]]:
+def decisions_for(pending: list[PendingAction], decision: Decision) -> list[KeelDecision]:
     """One HITL decision per pending action, each carrying the digest it answers."""
     if decision.kind == "approve":
         return [{"type": "approve", "digest": p.digest} for p in pending]
@@ -502,7 +506,7 @@ def decisions_for(pending: list[PendingAction], decision: Decision) -> list[dict
         raise BadRequest(
             f"{len(targets)} pending actions have {sorted(patch)}: choose one with --action N"
         )
-    out: list[dict[str, Any]] = []
+    out: list[KeelDecision] = []
     for i, p in enumerate(pending):
         if i == targets[0]:
             unknown = set(patch) - set(p.args)

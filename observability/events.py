@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from graph.wire import ApprovalRequest, EventWaitRequest
 from tools.spec import ToolEvent
 
 SCHEMA_VERSION: Literal[1] = 1
@@ -123,7 +124,7 @@ class PlanMade(Payload):
 class ApprovalRequested(Payload):
     kind: Literal["approval_requested"] = "approval_requested"
     interrupt_id: str
-    request: dict[str, Any]
+    request: ApprovalRequest
 
 
 class EventAwaited(Payload):
@@ -131,10 +132,12 @@ class EventAwaited(Payload):
 
     kind: Literal["event_awaited"] = "event_awaited"
     interrupt_id: str
-    waiting: dict[str, Any]
+    waiting: EventWaitRequest
 
 
 class ApprovalAnswered(Payload):
+    """The resume value as sent, which may be one the approval node refused (so not typed)."""
+
     kind: Literal["approval_answered"] = "approval_answered"
     answer: dict[str, Any]
 

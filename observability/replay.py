@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
@@ -50,6 +50,8 @@ from graph.builder import build_graph
 from graph.context import KeelContext
 from graph.persistence import keel_serde
 from graph.state import Conflict, Evidence, Filtered, approval_digest
+from graph.wire import decision_types
+from keel.app import KeelApp
 from keel.errors import IntegrationError, KeelError, Permanent, Retryable
 from keel.settings import Settings
 from observability.events import (
@@ -69,9 +71,6 @@ from retrieval.store import CorpusStore
 from tools.ledger import IntentLedger
 from tools.resilience import Breaker, RetryPolicy
 from tools.spec import Gate, ToolCall, ToolEvent, ToolRegistry, ToolSpec
-
-if TYPE_CHECKING:
-    from keel.app import KeelApp
 
 NEVER_TRIPS = 10**9
 """Replay breakers never open by themselves: recorded breaker failures are served as recorded."""
@@ -185,14 +184,11 @@ def decisions(events: list[RecordEvent]) -> list[DecisionPoint]:
                 },
             )  # fmt: skip
         elif p.kind == "approval_requested":
-            add(event, "approval_requested", {"digests": p.request.get("digests")})
+            add(event, "approval_requested", {"digests": p.request["digests"]})
         elif p.kind == "event_awaited":
-            add(event, "event_awaited", {"event": p.waiting.get("event"),
-                                         "key": p.waiting.get("key")})  # fmt: skip
+            add(event, "event_awaited", {"event": p.waiting["event"], "key": p.waiting["key"]})
         elif p.kind == "approval_answered":
-            answers = p.answer.get("decisions") or []
-            add(event, "approval_answered",
-                {"decisions": [d.get("type") for d in answers if isinstance(d, dict)]})  # fmt: skip
+            add(event, "approval_answered", {"decisions": decision_types(p.answer)})
         elif p.kind == "escalation":
             add(event, "escalation", {"reason": p.reason})
         elif p.kind == "run_ended":
@@ -463,8 +459,6 @@ def replay_run(
     Raises:
         BadRequest: no record, or no such run.
     """
-    from keel.app import KeelApp
-
     store = app.recorder.store if app.recorder is not None else open_record(app.settings)
     run_id = store.resolve(ref)
     events = store.events(run_id)

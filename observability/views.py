@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from graph.wire import decision_types
 from observability.events import RecordEvent
 from observability.store import summarize
 
@@ -131,13 +132,13 @@ def _describe(event: RecordEvent) -> str:
             f": {'; '.join(p.reasons)}" if p.reasons else ""
         )
     if p.kind == "approval_requested":
-        actions = ", ".join(a["name"] for a in p.request.get("action_requests", []))
+        actions = ", ".join(a["name"] for a in p.request["action_requests"])
         return f"approval requested for {actions}"
     if p.kind == "event_awaited":
-        return f"waiting for event {p.waiting.get('event')} {p.waiting.get('key')}"
+        return f"waiting for event {p.waiting['event']} {p.waiting['key']}"
     if p.kind == "approval_answered":
-        answers = [d.get("type") for d in p.answer.get("decisions", []) if isinstance(d, dict)]
-        return f"approval answered by {p.answer.get('reviewer')}: {', '.join(map(str, answers))}"
+        answers = decision_types(p.answer)
+        return f"approval answered by {p.answer.get('reviewer')}: {', '.join(answers)}"
     if p.kind == "escalation":
         return f"ESCALATED: {p.reason}"
     if p.kind == "clock":
@@ -252,9 +253,7 @@ def explain(events: list[RecordEvent]) -> Explanation:
                     "asked": [
                         {"tool": a["name"], "args": a["args"], "digest": d}
                         for a, d in zip(
-                            p.request.get("action_requests", []),
-                            p.request.get("digests", []),
-                            strict=False,
+                            p.request["action_requests"], p.request["digests"], strict=True
                         )
                     ]
                 }

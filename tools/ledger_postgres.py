@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from graph.persistence import advisory_lock, redact_url
 from keel.errors import StoreUnavailable
 from tools.ledger import Intent, IntentLedger
 
@@ -41,8 +42,6 @@ class PostgresIntentLedger(IntentLedger):
 
     def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         import psycopg
-
-        from graph.persistence import advisory_lock, redact_url
 
         try:
             with psycopg.connect(

@@ -3,7 +3,6 @@ fact the last step needs, while a message-accumulating agent's prompt grows with
 
 from __future__ import annotations
 
-from domains.support_desk import SupportDesk
 from evals.bench_context import bench_context
 from keel.settings import Settings
 from retrieval.embeddings import embedder_for
@@ -13,7 +12,7 @@ from retrieval.store import CorpusStore
 def test_keel_prompt_stays_bounded_over_fifty_steps(settings: Settings) -> None:
     store = CorpusStore(settings, embedder_for(settings))
     evidence = store.query("refund a duplicate charge and e-mail the customer", 6)
-    result = bench_context(settings, SupportDesk().tools(settings), evidence)
+    result = bench_context(settings, evidence)
     keel, plain = result["keel"], result["plain"]
     assert len(keel["prompt_tokens"]) == len(plain["prompt_tokens"]) == 50
     assert result["step50_over_step1"] <= 1.5

@@ -94,3 +94,28 @@ def test_an_unreachable_model_falls_back_to_the_runbook_planner_and_says_so(
         waiting = app.run(REFUND_REQUEST)
         assert waiting.status == "awaiting_approval"
         assert waiting.planner == "runbook (model failed)"
+
+
+def test_a_replan_shows_the_model_what_the_thread_already_did(settings: Settings) -> None:
+    """The planner node builds working memory from the thread's results (the product path, not
+    an eval's): the refund made at step 1 is in the prompt of a plan made after it, side
+    effect first. The model is evals.scripted's recording fake."""
+    from langgraph.runtime import Runtime
+
+    from agents.planner import SUBMIT_PLAN, plan
+    from evals.scripted import ScriptedToolModel
+    from graph.state import PlannerView, ToolOutcome
+
+    answer = {"intent": "noted", "steps": [], "answer": "noted"}
+    model = ScriptedToolModel(
+        responses=[AIMessage("", tool_calls=[{"name": SUBMIT_PLAN, "args": answer, "id": "p"}])] * 2
+    )
+    runtime = Runtime(context=KeelContext.from_settings(settings, planner_model=model))
+    refund = ToolOutcome(step=0, tool="refund_charge", args={"charge_id": "CH-3002"}, ok=True,
+                         output={"refund_id": "RF-5001", "status": "settled"})  # fmt: skip
+    state: PlannerView = {"request": REFUND_REQUEST, "entities": {"invoice_id": "INV-2001"}}
+    plan(state, runtime)
+    plan({**state, "results": [refund]}, runtime)
+    first, replan = model.seen_text
+    assert "RF-5001" not in first and "none yet" in first
+    assert "[step 1 refund_charge] refund_id = RF-5001" in replan

@@ -210,7 +210,21 @@ def test_a_pattern_is_redacted_in_every_string_and_the_event_keeps_its_schema() 
         RunStarted(mode="run", request=f"update the billing e-mail to {ADDRESS}", trace_id="t-1"),
         RunEnded(status="done", answer=f"now {ADDRESS}", duration_ms=1.0),
         VerdictGiven(stage="result", ok=False, reasons=[f"billing e-mail is still {ADDRESS}"]),
-        ApprovalRequested(interrupt_id="i-1", request={"description": f"set {ADDRESS}"}),
+        ApprovalRequested(
+            interrupt_id="i-1",
+            request={
+                "action_requests": [
+                    {"name": "update_billing_email", "args": {}, "description": f"set {ADDRESS}"}
+                ],
+                "review_configs": [
+                    {"action_name": "update_billing_email", "allowed_decisions": ["approve"]}
+                ],
+                "digests": ["sha256:" + "b" * 64],
+                "steps": [0],
+                "manifest_version": "1",
+                "tainted_evidence": [],
+            },
+        ),
     ]
     for payload in payloads:
         clean = redact.model(payload)

@@ -1,0 +1,191 @@
+"""The wire formats of the graph's interrupts and of their answers.
+
+The approval interrupt is LangChain v1's human-in-the-loop request (``HITLRequest``: action
+requests and review configs), so Studio, Agent Chat UI and any client written for that schema can
+answer it; Keel's additions (the digest and plan step of each action, the manifest version, the
+low-trust evidence in the thread) extend it as a typed subclass. Its answer is LangChain's
+``HITLResponse`` (``decisions``, one per action) with an optional ``reviewer``, and each decision
+may carry the ``digest`` it answers. The event wait has its own interrupt type.
+
+Interrupt values cross process boundaries as JSON, so readers tell them apart by validating them
+against these types (``event_wait_of``, ``approval_request_of``), never by a key they happen to
+hold.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, NotRequired
+
+from langchain.agents.middleware.human_in_the_loop import (
+    Action,
+    ActionRequest,
+    ApproveDecision,
+    DecisionType,
+    EditDecision,
+    HITLRequest,
+    HITLResponse,
+    RejectDecision,
+    ReviewConfig,
+)
+from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
+from typing_extensions import TypedDict
+
+__all__ = [
+    "Action",
+    "ActionRequest",
+    "ApprovalAnswer",
+    "ApprovalRequest",
+    "DecisionType",
+    "EventWaitRequest",
+    "KeelApprove",
+    "KeelDecision",
+    "KeelEdit",
+    "KeelReject",
+    "ReviewConfig",
+    "TaintedEvidence",
+    "approval_request_of",
+    "event_wait_of",
+]
+
+_FORBID = ConfigDict(extra="forbid")
+
+
+@with_config(_FORBID)
+class TaintedEvidence(TypedDict):
+    """A low-trust or quarantined source in the thread's context, shown to the reviewer."""
+
+    chunk_id: str
+    source: str
+    trust_tier: str
+    excerpt: str
+
+
+@with_config(_FORBID)
+class ApprovalRequest(HITLRequest):
+    """LangChain's HITL request with Keel's additions, one entry per action in each list.
+
+    Example:
+        >>> request: ApprovalRequest = {
+        ...     "action_requests": [{"name": "refund_charge", "args": {"amount": 49.0}}],
+        ...     "review_configs": [{"action_name": "refund_charge",
+        ...                         "allowed_decisions": ["approve", "edit", "reject"]}],
+        ...     "digests": ["sha256:ab"], "steps": [0], "manifest_version": "1",
+        ...     "tainted_evidence": []}
+        >>> approval_request_of(request) == request, event_wait_of(request)
+        (True, None)
+    """
+
+    digests: list[str]
+    """The approval digest of each action (tool and canonical arguments)."""
+    steps: list[int]
+    """The plan step of each action."""
+    manifest_version: str | None
+    """The permission manifest the approval is given under."""
+    tainted_evidence: list[TaintedEvidence]
+    """Low-trust evidence in the thread's context, whatever the actions cite."""
+
+
+@with_config(_FORBID)
+class KeelApprove(ApproveDecision):
+    digest: NotRequired[str]
+    """The digest this decision answers; one that is not pending is refused as stale."""
+
+
+@with_config(_FORBID)
+class KeelEdit(EditDecision):
+    digest: NotRequired[str]
+
+
+@with_config(_FORBID)
+class KeelReject(RejectDecision):
+    digest: NotRequired[str]
+
+
+KeelDecision = KeelApprove | KeelEdit | KeelReject
+"""The decisions Keel takes: LangChain's approve, edit and reject (not ``respond``: an action
+here is a tool call that must run or not, never answered in its place), each with its digest."""
+
+
+@with_config(_FORBID)
+class ApprovalAnswer(HITLResponse):
+    """A human's answer: LangChain's ``{"decisions": [...]}`` plus who answered."""
+
+    reviewer: NotRequired[str]
+
+
+@with_config(_FORBID)
+class EventWaitRequest(TypedDict):
+    """The interrupt of a thread asleep until a domain event settles an effect in flight.
+
+    Example:
+        >>> wait = {"kind": "await_event", "event": "refund.settled", "key": "RF-1", "step": 0,
+        ...         "why": "pending until the bank settles it"}
+        >>> event_wait_of(wait) == wait, approval_request_of(wait)
+        (True, None)
+    """
+
+    kind: Literal["await_event"]
+    event: str
+    key: str
+    step: int
+    why: str
+
+
+_REQUEST = TypeAdapter(ApprovalRequest)
+_WAIT = TypeAdapter(EventWaitRequest)
+_ANSWER = TypeAdapter(ApprovalAnswer)
+_DECISION = TypeAdapter(KeelDecision)
+
+
+def approval_request_of(value: object) -> ApprovalRequest | None:
+    """The value as an approval request, or None when it is not one."""
+    try:
+        return _REQUEST.validate_python(value)
+    except ValidationError:
+        return None
+
+
+def event_wait_of(value: object) -> EventWaitRequest | None:
+    """The value as an event wait, or None when it is not one."""
+    try:
+        return _WAIT.validate_python(value)
+    except ValidationError:
+        return None
+
+
+def approval_answer_of(value: object) -> ApprovalAnswer:
+    """A resume value as an approval answer (its decisions are read by ``decision_of``).
+
+    Raises:
+        ValueError: the value is not ``{"decisions": [...], "reviewer"?: str}``.
+    """
+    try:
+        return _ANSWER.validate_python(value)
+    except ValidationError as err:
+        raise ValueError(_first(err)) from err
+
+
+def decision_of(value: object) -> KeelDecision:
+    """One decision, typed.
+
+    Raises:
+        ValueError: not an approve, edit or reject decision of that shape.
+    """
+    try:
+        return _DECISION.validate_python(value)
+    except ValidationError as err:
+        raise ValueError(_first(err)) from err
+
+
+def decision_types(answer: dict[str, Any]) -> list[str]:
+    """The decision types of a recorded answer, which may be one that was refused."""
+    decisions = answer.get("decisions")
+    if not isinstance(decisions, list):
+        return []
+    return [str(d.get("type")) for d in decisions if isinstance(d, dict)]
+
+
+def _first(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    return f"{where}: {first['msg']}" if where else first["msg"]

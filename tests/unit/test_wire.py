@@ -1,0 +1,79 @@
+"""The interrupts' wire formats: LangChain's HITL types, extended, and told apart by type."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain.agents.middleware.human_in_the_loop import HITLRequest, HITLResponse
+from pydantic import TypeAdapter
+
+from graph.approval import approval_request, pending_actions, read_decisions
+from graph.context import KeelContext
+from graph.wire import approval_request_of, event_wait_of
+from keel.settings import Settings
+from tests.builders import evidence, plan
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> KeelContext:
+    return KeelContext.from_settings(Settings(home=tmp_path, _env_file=None))  # type: ignore[call-arg]
+
+
+def test_the_approval_request_is_a_langchain_hitl_request_with_keels_additions(
+    ctx: KeelContext,
+) -> None:
+    p = plan()
+    request = approval_request(p, pending_actions(p, {}, ctx.tools), ctx.tools, [])
+    # LangChain's own type reads it (extra keys ignored: Keel's additions ride along) ...
+    hitl = TypeAdapter(HITLRequest).validate_python(request)
+    assert hitl["action_requests"] == request["action_requests"]
+    # ... and Keel's type, closed, reads all of it; it is not an event wait.
+    assert approval_request_of(request) == request
+    assert event_wait_of(request) is None
+
+
+def test_an_event_wait_is_not_an_approval_and_a_stray_value_is_neither() -> None:
+    wait = {"kind": "await_event", "event": "refund.settled", "key": "RF-1", "step": 1, "why": "w"}
+    assert event_wait_of(wait) == wait and approval_request_of(wait) is None
+    for stray in ({"kind": "await_event", "event": "x"}, {"action_requests": []}, "yes", None):
+        assert event_wait_of(stray) is None and approval_request_of(stray) is None
+
+
+def test_a_studio_answer_without_digests_is_taken(ctx: KeelContext) -> None:
+    """What Agent Chat UI sends: LangChain's HITLResponse, an edit naming the tool."""
+    p = plan()
+    request = approval_request(p, pending_actions(p, {}, ctx.tools), ctx.tools, [])
+    first = request["action_requests"][0]
+    answer: HITLResponse = {
+        "decisions": [
+            {"type": "edit", "edited_action": {"name": first["name"], "args": first["args"]}},
+            {"type": "approve"},
+        ]
+    }
+    update = read_decisions(answer, request, p, "t-1", ctx)
+    assert update["review"] == "edited" and len(update["approvals"]) == 2
+
+
+@pytest.mark.parametrize(
+    "decision",
+    [
+        {"type": "respond", "message": "done it myself"},  # LangChain's, but not Keel's
+        {"type": "approve", "digest": 7},
+        {"type": "edit", "edited_action": {"args": {}}},  # LangChain's Action names the tool
+    ],
+)
+def test_a_decision_outside_keels_types_is_refused(ctx: KeelContext, decision: Any) -> None:
+    p = plan()
+    request = approval_request(p, pending_actions(p, {}, ctx.tools), ctx.tools, [])
+    update = read_decisions({"decisions": [decision, {"type": "approve"}]}, request, p, "t", ctx)
+    assert update["review"] == "invalid" and "approvals" not in update
+
+
+def test_tainted_evidence_travels_typed(ctx: KeelContext) -> None:
+    p = plan()
+    dirty = [evidence(chunk_id="forum:1", source="forum", kind="note", trust_tier="untrusted")]
+    request = approval_request(p, pending_actions(p, {}, ctx.tools, dirty), ctx.tools, dirty)
+    assert approval_request_of(request) == request
+    assert request["tainted_evidence"][0]["trust_tier"] == dirty[0].trust_tier
