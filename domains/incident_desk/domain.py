@@ -226,7 +226,9 @@ class IncidentDesk:
             "rollbacks": [r["deploy_id"] for r in done["rollbacks"]],
             "restarts": [r["service"] for r in done["restarts"]],
             "pages": [r["engineer"] for r in done["pages"]],
-            "incidents": [i["alert_id"] for i in self.backend(settings).incidents()],
+            "incidents": [
+                i["alert_id"] for i in self.backend(settings).incidents() if i["status"] == "open"
+            ],
         }
 
     def snapshot(self, settings: Settings) -> set[str]:
