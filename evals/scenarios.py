@@ -1,4 +1,4 @@
-"""Eval scenarios as data: one YAML file holds a list of them (``evals/scenarios/*.yaml``).
+"""Eval scenarios as data: one YAML file holds a list of them (a domain's ``scenarios/*.yaml``).
 
 A scenario names the request, the fault profile, the scripted model's behaviour (the tool calls a
 model makes for this request: the baselines' script, and Keel's plan when ``planner: model``),

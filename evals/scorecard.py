@@ -1,4 +1,4 @@
-"""The scorecard: every scenario (``evals/scenarios``) through Keel, its ablations, two baselines.
+"""The scorecard: every scenario (the domain's ``scenarios/``) through Keel, ablations, baselines.
 
 Each scenario runs ``k`` times per agent, each time with another fault seed, in a fresh world (a
 newly seeded backend, a copy of the corpus index with the scenario's poisoned documents). Every

@@ -65,6 +65,7 @@ class KeelContext:
         """Build the context the settings describe.
 
         Example:
+            >>> from pathlib import Path
             >>> ctx = KeelContext.from_settings(Settings(home=Path("/tmp/keel-doc")))
             >>> ctx.domain.name
             'support_desk'

@@ -49,6 +49,8 @@ def open_checkpointer(settings: Settings) -> Iterator[BaseCheckpointSaver[str]]:
     ``keel.errors.StoreUnavailable`` (also naming ``KEEL_POSTGRES_URL``) from the saver's calls.
 
     Example:
+        >>> from pathlib import Path
+        >>> from graph.builder import build_graph
         >>> with open_checkpointer(Settings(home=Path("/tmp/keel-doc"))) as saver:
         ...     graph = build_graph(saver)
     """

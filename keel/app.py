@@ -409,8 +409,8 @@ class KeelApp:
 
         Example:
             >>> rows = app.history(thread_id)  # doctest: +SKIP
-            >>> before = next(r for r in rows if r["next"] == ["approve"])
-            >>> app.fork(thread_id, before["checkpoint_id"]).status
+            >>> before = next(r for r in rows if r["next"] == ["approve"])  # doctest: +SKIP
+            >>> app.fork(thread_id, before["checkpoint_id"]).status  # doctest: +SKIP
             'awaiting_approval'
         """
         snapshot = self._snapshot(thread_id, checkpoint_id)
@@ -424,7 +424,7 @@ class KeelApp:
         """Wake the threads waiting for the domain's new events (``keel events``).
 
         Example:
-            >>> app.dispatch_events()  # after the bank settled refund RF-5001
+            >>> app.dispatch_events()  # after the bank settled RF-5001  # doctest: +SKIP
             [{'seq': 1, 'type': 'refund.settled', 'key': 'RF-5001', 'woke': ['t-1']}]
         """
 

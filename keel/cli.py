@@ -129,7 +129,7 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     evaluate.add_argument(
         "--scenarios", action="append", metavar="PATH",
-        help="scenarios: a scenario file or folder to run instead of evals/scenarios (repeatable)",
+        help="scenarios: a scenario file or folder to run instead of the domain's (repeatable)",
     )  # fmt: skip
     evaluate.add_argument(
         "--plot", action="store_true",

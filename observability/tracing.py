@@ -56,10 +56,6 @@ class Tracing:
         redacted: dict[str, Any] = self.redactor(values)
         return redacted
 
-    @property
-    def enabled(self) -> bool:
-        return self.tracer is not None
-
     def callbacks(self) -> list[BaseCallbackHandler]:
         return [self.tracer] if self.tracer is not None else []
 

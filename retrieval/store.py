@@ -141,13 +141,6 @@ class CorpusStore:
         if self.count() == 0:
             raise CorpusMissing(f"the corpus index in {self.location} is empty: run `keel ingest`")
 
-    def is_ready(self) -> bool:
-        try:
-            self.require()
-        except CorpusMissing:
-            return False
-        return True
-
     def ingest(self, *, progress: bool | None = None, rebuild: bool = False) -> IngestReport:
         """Bring the index in line with the corpus: add new chunks, drop stale ones.
 

@@ -44,7 +44,7 @@ def tools(settings: Settings, seeded: DemoBackend) -> ToolRegistry:
 
 
 def _scenario_file(folder: Path, names: list[str]) -> Path:
-    """A file holding the shipped scenarios of these names, as they stand in evals/scenarios."""
+    """A file holding the shipped scenarios of these names, as the support desk ships them."""
     import yaml
 
     files = sorted(SCENARIOS_DIR.glob("*.yaml"))
