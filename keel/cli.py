@@ -232,9 +232,11 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any] | None:
     settings = Settings()
     overrides: dict[str, Any] = {}
     if getattr(args, "faults", None) is not None:
+        from graph.domain import load_domain
         from tools.faults import profile_named
 
-        profile_named(args.faults)  # a bad profile is one clear line, before anything runs
+        # A bad profile is one clear line, before anything runs; the domain's own names count.
+        profile_named(args.faults, load_domain(settings.domain).fault_profiles())
         overrides["faults"] = args.faults
     if getattr(args, "fault_seed", None) is not None:
         overrides["fault_seed"] = args.fault_seed

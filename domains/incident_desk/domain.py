@@ -15,7 +15,7 @@ from domains.incident_desk.backend import IncidentBackend
 from domains.incident_desk.tools import incident_tools
 from graph.domain import DemoRequest, DomainCommand
 from graph.state import CannotPlan, DomainEvent, EventWait, Evidence, Plan, Step
-from keel.errors import BadRequest, IntegrationError, PermissionDenied, Retryable
+from keel.errors import IntegrationError, PermissionDenied, Retryable
 from keel.settings import Settings
 from tools.breakers import SqliteBreakerStore
 from tools.faults import PROFILES, FaultInjector, FaultProfile, profile_named
@@ -51,17 +51,6 @@ FAULT_PROFILES: dict[str, FaultProfile] = {
 ``lost_responses`` and JSON profiles apply to any domain)."""
 
 
-def fault_profile(spec: str) -> FaultProfile:
-    """A profile of this domain by name, else one the machinery knows (or JSON)."""
-    if spec in FAULT_PROFILES:
-        return FAULT_PROFILES[spec]
-    try:
-        return profile_named(spec)
-    except BadRequest as err:
-        known = sorted({*FAULT_PROFILES, *PROFILES})
-        raise BadRequest(f"unknown fault profile {spec!r}; known: {known} or JSON") from err
-
-
 class IncidentDesk:
     """Services, deploys, metrics, alerts, incidents, on-call and a pager, in one SQLite file."""
 
@@ -79,7 +68,7 @@ class IncidentDesk:
         return self.backend(settings).exists()
 
     def tools(self, settings: Settings) -> ToolRegistry:
-        profile = fault_profile(settings.faults)
+        profile = profile_named(settings.faults, FAULT_PROFILES)
         faults = (
             None if profile == PROFILES["none"] else FaultInjector(profile, settings.fault_seed)
         )
@@ -230,6 +219,9 @@ class IncidentDesk:
                 i["alert_id"] for i in self.backend(settings).incidents() if i["status"] == "open"
             ],
         }
+
+    def fault_profiles(self) -> Mapping[str, FaultProfile]:
+        return FAULT_PROFILES
 
     def snapshot(self, settings: Settings) -> set[str]:
         """Every fact a write or irreversible call can change, one line each: what the contract
