@@ -84,7 +84,7 @@ class KeelContext:
             tools=tools,
             store=CorpusStore(settings, embedder_for(settings)),
             ledger=_ledger_for(settings),
-            inbox=EventInbox(settings.home / "events.sqlite"),
+            inbox=EventInbox(settings.events_db),
             planner_model=planner_model,
             fallback_model=fallback_model,
         )

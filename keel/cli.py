@@ -259,7 +259,10 @@ def _command(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | N
         return _record_view(args, settings)
     domain = load_domain(settings.domain)
     if args.command == "seed" or (args.command == "domain" and args.verb == "seed"):
+        from tools.events import EventInbox
+
         domain.prepare(settings, reset=True)
+        EventInbox(settings.events_db).restart()
         return _say(
             args,
             {"domain": domain.name, "seeded": str(settings.domain_db)},

@@ -248,6 +248,11 @@ class Settings(BaseSettings):
         return self.home / "intents.sqlite"
 
     @property
+    def events_db(self) -> Path:
+        """The event inbox: who waits for which domain event, how far the relay has read."""
+        return self.home / "events.sqlite"
+
+    @property
     def breaker_db(self) -> Path:
         """Circuit breaker state, shared by every process using this home."""
         return self.home / "breakers.sqlite"

@@ -1,8 +1,9 @@
 """Permissions the system enforces: the manifest, the gate every tool call passes, access review.
 
-The manifest (``policies/manifest.yaml``) grants each agent exactly the tools and effects it
-needs; nothing else is allowed (deny by default, and no manifest means no calls). The gate runs
-inside ``ToolRegistry.invoke``, in code no model output reaches, and checks, for every call:
+The domain's manifest (e.g. ``domains/support_desk/permissions.yaml``) grants each agent exactly
+the tools and effects it needs; nothing else is allowed (deny by default, and no manifest means
+no calls). The gate runs inside ``ToolRegistry.invoke``, in code no model output reaches, and
+checks, for every call:
 
 1. the action was not rejected by a human in this thread (a rejection holds);
 2. the agent holds a grant for the tool, and the tool's effect is within the agent's effects;

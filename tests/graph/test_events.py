@@ -3,10 +3,12 @@ event, relayed from the domain's outbox, wakes the thread; nothing polls it."""
 
 from __future__ import annotations
 
+import pytest
 from langgraph.types import Command
 
 from domains.support_desk.backend import DemoBackend
 from keel.app import Decision, KeelApp
+from keel.cli import main
 from keel.settings import Settings
 from tools.events import EventInbox
 
@@ -68,3 +70,20 @@ def test_a_card_refund_does_not_wait(app: KeelApp) -> None:
 
     outcome = app.run(REFUND_REQUEST)
     assert app.resume(outcome.thread_id, Decision(kind="approve")).status == "done"
+
+
+def test_after_keel_seed_the_new_outbox_is_read_from_its_start(
+    app: KeelApp, backend: DemoBackend, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seeding resets the backend, whose outbox numbers events from 1 again: the relay's old
+    cursor must not skip them (a second `keel demo` on one home left its thread asleep)."""
+    _waiting(app)
+    backend.settle_pending_refunds()
+    assert app.dispatch_events()[0]["woke"] == ["t-sepa"]
+    monkeypatch.setenv("KEEL_HOME", str(settings.home))
+    assert main(["domain", "seed"]) == 0
+    outcome = app.run(SEPA_REQUEST, thread_id="t-again")
+    app.resume(outcome.thread_id, Decision(kind="approve", reviewer="ann"))
+    assert main(["domain", "settle"]) == 0
+    assert app.dispatch_events()[0]["woke"] == ["t-again"]
+    assert app.show("t-again").status == "done"
