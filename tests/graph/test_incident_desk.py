@@ -89,3 +89,22 @@ def test_the_desks_own_fault_profiles_are_named_on_the_command_line(
     assert main(["health", "--faults", "gremlins"]) == 2
     err = capsys.readouterr().err
     assert "unknown fault profile 'gremlins'" in err and "pager_expired" in err
+
+
+def test_the_desks_scenarios_load_without_problems(tmp_path: Path) -> None:
+    """Its eval scenarios are in the evals/scenarios format: tools it has, profiles that parse.
+    (The loader still checks expected refunds, e-mails and tickets against the support desk's
+    backend; the incident desk's scenarios expect none, so that check has nothing to do.)"""
+    from evals.scenarios import load_scenarios, seeded_backend
+
+    desk = Settings(home=tmp_path, domain=SPEC, _env_file=None)  # type: ignore[call-arg]
+    backend, folder = seeded_backend(desk)
+    with folder:
+        scenarios, problems = load_scenarios(
+            [desk.scenarios_dir], IncidentDesk().tools(desk), backend
+        )
+    assert problems == []
+    assert len(scenarios) == 9
+    assert {s.fault_profile.integrations[0] for s in scenarios if s.fault_name == "custom"} == {
+        "alerts", "pager", "deploys"
+    }  # fmt: skip
