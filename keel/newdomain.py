@@ -62,7 +62,8 @@ def new_domain(name: str, into: Path) -> tuple[Path, str]:
         raise BadRequest(f"new-domain: {name!r} is already an importable module; choose another")
     values = {
         "name": name, "module": module, "Class": class_name(name),
-        "title": name.replace("_", " ").capitalize(), "today": date.today().isoformat(),
+        "title": name.replace("_", " ").capitalize(), "words": name.replace("_", " "),
+        "today": date.today().isoformat(),
     }  # fmt: skip
     into.mkdir(parents=True, exist_ok=True)
     draft = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=into))
