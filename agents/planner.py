@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -31,9 +31,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agents import prompts
 from agents.context import Fact, Section, assemble, remember, render_memory, tokens
+from agents.runbooks import fill_runbook, runbook_steps
 from graph.context import KeelContext, context_of
 from graph.domain import Domain
 from graph.state import CannotPlan, Conflict, Evidence, Plan, PlannerView, Step, Verdict
+from retrieval.corpus import RunbookStep, load_manifest
 from retrieval.curation import TIER_RANK
 from tools.spec import ToolRegistry
 
@@ -108,7 +110,8 @@ def plan(state: PlannerView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
     if result is None:
         losers = {c.loser for c in conflicts}
         usable = [e for e in evidence if e.chunk_id not in losers]
-        result = runbook_plan(state["request"], entities, usable, records, ctx.domain)
+        data = runbook_steps(load_manifest(ctx.settings.corpus_dir))
+        result = runbook_plan(state["request"], entities, usable, records, ctx.domain, data)
         if failures:
             result = result.model_copy(update={"planner": "runbook (model failed)"})
 
@@ -138,17 +141,28 @@ def runbook_plan(
     evidence: list[Evidence],
     records: dict[str, Any],
     domain: Domain,
+    data: Mapping[str, Sequence[RunbookStep]] | None = None,
 ) -> Plan | CannotPlan:
     """The deterministic planner: the first retrieved runbook that fits, or an answer from policy.
 
     A runbook fits when the request uses one of its keywords and names every entity it needs.
+    A runbook with steps as data (``data``: source id to steps, from the corpus manifest) is
+    filled here; any other is the domain's to fill. Records the domain could not read stop both.
     """
     text = request.lower()
     for runbook in (e for e in evidence if e.kind == "runbook"):
         if any(k.lower() in text for k in runbook.keywords) and all(
             r in entities for r in runbook.requires
         ):
-            return domain.runbook_plan(runbook, request, entities, records)
+            steps = (data or {}).get(runbook.source)
+            if not steps:
+                return domain.runbook_plan(runbook, request, entities, records)
+            if records.get("unavailable"):
+                reason = "cannot read the records: " + "; ".join(records["unavailable"])
+                return CannotPlan(reason=reason, temporary=True)
+            if records.get("missing"):
+                return CannotPlan(reason="unknown record: " + "; ".join(records["missing"]))
+            return fill_runbook(runbook, steps, entities, records)
     if QUESTION.search(request.strip()):
         sources = sorted(
             (e for e in evidence if e.kind != "runbook" and e.score >= MIN_ANSWER_SCORE),

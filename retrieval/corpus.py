@@ -20,6 +20,24 @@ from keel.errors import CorpusMissing
 from retrieval.screening import screen
 
 
+class RunbookStep(BaseModel):
+    """One step of a runbook written as data: the runbook planner fills it from the request's
+    entities and the records, so a domain needs no Python for a runbook that only copies values.
+
+    ``args``, ``purpose`` and ``postcondition`` are templates: ``{entities[email]}`` or
+    ``{records[customer][name]}``; an argument that is exactly one placeholder keeps the value's
+    type (a number stays a number).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tool: str
+    args: dict[str, str]
+    purpose: str
+    effect: Literal["read", "write", "irreversible"]
+    postcondition: str = ""
+
+
 class SourceEntry(BaseModel):
     """One manifest entry."""
 
@@ -38,11 +56,17 @@ class SourceEntry(BaseModel):
     intent: str | None = None
     keywords: list[str] = Field(default_factory=list)
     requires: list[str] = Field(default_factory=list)
+    steps: list[RunbookStep] = Field(
+        default_factory=list,
+        description="A runbook's steps as data (else the domain's runbook_plan fills it in code).",
+    )
 
     @model_validator(mode="after")
     def _runbooks_name_their_intent(self) -> SourceEntry:
         if self.kind == "runbook" and not (self.intent and self.keywords):
             raise ValueError("a runbook needs an intent and keywords")
+        if self.steps and self.kind != "runbook":
+            raise ValueError("only a runbook has steps")
         return self
 
 

@@ -390,68 +390,9 @@ def _refund_amount(
     )
 
 
-def _update_billing_email(
-    runbook: Evidence, entities: dict[str, str], records: dict[str, Any]
-) -> Plan | CannotPlan:
-    customer = records["customer"]
-    cite = [runbook.chunk_id]
-    return Plan(
-        intent="update_billing_email",
-        evidence=cite,
-        steps=[
-            Step(
-                tool="update_billing_email",
-                args={"customer_id": customer["customer_id"], "email": entities["email"]},
-                purpose=f"Send {customer['name']}'s invoices to {entities['email']}",
-                effect="write",
-                evidence=cite,
-                postcondition="the customer's billing e-mail is the new address",
-            ),
-        ],
-    )
-
-
-def _close_ticket_and_notify(
-    runbook: Evidence, entities: dict[str, str], records: dict[str, Any]
-) -> Plan | CannotPlan:
-    ticket = records["ticket"]
-    customer = records["customer"]
-    cite = [runbook.chunk_id]
-    return Plan(
-        intent="close_ticket_and_notify",
-        evidence=cite,
-        steps=[
-            Step(
-                tool="close_ticket",
-                args={
-                    "ticket_id": ticket["ticket_id"],
-                    "resolution": "Resolved by the support desk",
-                },
-                purpose=f"Close ticket {ticket['ticket_id']} ({ticket['subject']})",
-                effect="write",
-                evidence=cite,
-                postcondition="the ticket is closed",
-            ),
-            Step(
-                tool="send_email",
-                args={
-                    "to": customer["email"],
-                    "subject": f"Your ticket {ticket['ticket_id']} is closed",
-                    "body": f"Dear {customer['name']}, we closed your ticket "
-                    f"'{ticket['subject']}'. Reply to this e-mail to reopen it.",
-                },
-                purpose="Tell the customer the ticket is closed",
-                effect="irreversible",
-                evidence=cite,
-                postcondition="the e-mail is queued to the customer on record",
-            ),
-        ],
-    )
-
-
+# The runbooks whose steps need code (finding the duplicate among an invoice's charges, the last
+# charge of an invoice). The others are data: their steps are in corpus/manifest.yaml.
 _RUNBOOKS = {
     "refund_duplicate_charge": _refund_duplicate,
     "refund_amount": _refund_amount,
-    "update_billing_email": _update_billing_email,
-    "close_ticket_and_notify": _close_ticket_and_notify,
 }

@@ -211,3 +211,57 @@ def test_a_malformed_tool_call_counts_against_the_repair_budget(tmp_path: Any) -
     model = ToolCallingFake(responses=[_called({"steps": "none"})] * 2)
     with pytest.raises(ValueError, match="no valid plan after 2 answers"):
         _plan(model, tmp_path, 1)
+
+
+def _data_runbook() -> tuple[Any, dict[str, Any]]:
+    from agents.runbooks import runbook_steps
+    from domains.support_desk import CORPUS
+    from retrieval.corpus import load_manifest
+
+    runbook = evidence(chunk_id="runbook-close-ticket:x", source="runbook-close-ticket",
+                       intent="close_ticket_and_notify", keywords=["close"],
+                       requires=["ticket_id"])  # fmt: skip
+    return runbook, runbook_steps(load_manifest(CORPUS))
+
+
+def test_a_data_runbook_is_filled_from_the_records_without_domain_code() -> None:
+    runbook, data = _data_runbook()
+    assert set(data) == {"runbook-billing-email", "runbook-close-ticket"}
+    records = {"ticket": {"ticket_id": "T-77", "subject": "Login", "status": "open"},
+               "customer": {"name": "Alan", "email": "alan@example.com"}}  # fmt: skip
+
+    class NoCode(SupportDesk):
+        def runbook_plan(self, *args: Any) -> Plan | CannotPlan:
+            raise AssertionError("a data runbook needs no domain code")
+
+    result = runbook_plan("Close ticket T-77", {"ticket_id": "T-77"}, [runbook], records,
+                          NoCode(), data)  # fmt: skip
+    assert isinstance(result, Plan) and result.intent == "close_ticket_and_notify"
+    close, mail = result.steps
+    assert close.args == {"ticket_id": "T-77", "resolution": "Resolved by the support desk"}
+    assert (mail.tool, mail.effect, mail.args["to"]) == ("send_email", "irreversible",
+                                                          "alan@example.com")  # fmt: skip
+    assert "Dear Alan, we closed your ticket 'Login'." in mail.args["body"]
+    assert mail.evidence == ["runbook-close-ticket:x"]
+
+
+def test_a_data_runbook_missing_a_record_or_a_system_does_not_plan() -> None:
+    runbook, data = _data_runbook()
+    ticket = {"ticket": {"ticket_id": "T-77", "subject": "Login"}}
+    missing = runbook_plan("Close ticket T-77", {"ticket_id": "T-77"}, [runbook], ticket,
+                           SupportDesk(), data)  # fmt: skip
+    assert isinstance(missing, CannotPlan) and "records[customer][email]" in missing.reason
+    down = runbook_plan("Close ticket T-77", {"ticket_id": "T-77"}, [runbook],
+                        {"unavailable": ["T-77: timeout"]}, SupportDesk(), data)  # fmt: skip
+    assert isinstance(down, CannotPlan) and down.temporary
+
+
+def test_a_step_template_may_only_index_entities_and_records() -> None:
+    from agents.runbooks import fill_runbook
+    from retrieval.corpus import RunbookStep
+
+    runbook, _ = _data_runbook()
+    sneaky = RunbookStep(tool="send_email", args={"to": "{records.__class__}"}, purpose="p",
+                         effect="irreversible")  # fmt: skip
+    result = fill_runbook(runbook, [sneaky], {}, {"records": {}})
+    assert isinstance(result, CannotPlan) and "placeholder of the form" in result.reason

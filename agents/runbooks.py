@@ -1,0 +1,90 @@
+"""Runbooks written as data: their steps, filled from the request's entities and the records.
+
+A runbook whose manifest entry lists ``steps`` (``retrieval.corpus.RunbookStep``) is planned
+here, with no domain code; one without is the domain's to fill (``Domain.runbook_plan``), for
+rules data cannot express (finding the duplicate among an invoice's charges, say).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from string import Formatter
+from typing import Any
+
+from graph.state import CannotPlan, Evidence, Plan, Step
+from retrieval.corpus import CorpusManifest, RunbookStep
+
+_FIELD = re.compile(r"^(entities|records)(\[[^\[\].]+\])+$")
+
+
+class _Missing(Exception):
+    pass
+
+
+def fill_runbook(
+    runbook: Evidence,
+    steps: Sequence[RunbookStep],
+    entities: dict[str, str],
+    records: dict[str, Any],
+) -> Plan | CannotPlan:
+    """The plan a data runbook describes, or why it cannot be filled.
+
+    Example:
+        >>> runbook = Evidence.model_construct(chunk_id="rb:1", source="rb", intent="close")
+        >>> step = RunbookStep(tool="close_ticket", args={"ticket_id": "{records[ticket][id]}"},
+        ...                    purpose="Close {records[ticket][id]}", effect="write")
+        >>> plan = fill_runbook(runbook, [step], {}, {"ticket": {"id": "T-7"}})
+        >>> plan.steps[0].args, plan.steps[0].purpose
+        ({'ticket_id': 'T-7'}, 'Close T-7')
+        >>> fill_runbook(runbook, [step], {}, {}).reason
+        'runbook rb needs records[ticket][id], which the records lack'
+    """
+    cite = [runbook.chunk_id]
+    values = {"entities": entities, "records": records}
+    try:
+        filled = [
+            Step(
+                tool=s.tool,
+                args={name: _value(template, values) for name, template in s.args.items()},
+                purpose=str(_value(s.purpose, values)),
+                effect=s.effect,
+                evidence=cite,
+                postcondition=str(_value(s.postcondition, values)),
+            )
+            for s in steps
+        ]
+    except _Missing as err:
+        return CannotPlan(reason=f"runbook {runbook.source} needs {err}, which the records lack")
+    return Plan(intent=runbook.intent or runbook.source, evidence=cite, steps=filled)
+
+
+def _value(template: str, values: dict[str, Any]) -> Any:
+    """A template filled in; exactly one placeholder keeps its value's own type."""
+    parts = list(Formatter().parse(template))
+    fields = [f for _, f, _, _ in parts if f is not None]
+    for field in fields:
+        if not _FIELD.match(field):  # no attribute access, no positional fields
+            raise _Missing(
+                f"a placeholder of the form {{entities[..]}} or {{records[..]}}: {field}"
+            )
+    if len(parts) == 1 and parts[0][0] == "" and fields:
+        return _lookup(fields[0], values)
+    return "".join(
+        text + ("" if field is None else str(_lookup(field, values))) for text, field, _, _ in parts
+    )
+
+
+def _lookup(field: str, values: dict[str, Any]) -> Any:
+    root, _, rest = field.partition("[")
+    current: Any = values[root]
+    for key in rest.rstrip("]").split("]["):
+        if not isinstance(current, dict) or key not in current or current[key] is None:
+            raise _Missing(field)
+        current = current[key]
+    return current
+
+
+def runbook_steps(manifest: CorpusManifest) -> dict[str, list[RunbookStep]]:
+    """The data runbooks of a corpus: source id to its steps."""
+    return {s.id: s.steps for s in manifest.sources if s.kind == "runbook" and s.steps}
