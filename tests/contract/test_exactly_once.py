@@ -63,7 +63,7 @@ def test_a_killed_worker_never_repeats_a_side_effect(
     killed = keel(settings, "resume", thread, "--approve", faults=kill)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     # The side effect happened; the checkpoint that would record it did not.
-    assert app.show(thread).status == "running"
+    assert app.show(thread).status == "stalled"  # its worker is gone, its lease with it
     assert snapshot(domain, settings) != before
 
     outcome = answer(keel(settings, "recover", thread))
