@@ -87,7 +87,7 @@ def bench_backend(backend: str, settings: Settings) -> dict[str, Any]:
     embedder = embedder_for(local)
     embedder.embed(["warm-up"])
     latencies = []
-    for question in load_questions():
+    for question in load_questions(settings.domain_dir / "retrieval_questions.yaml"):
         started = time.perf_counter()
         embedder.embed([question.question])
         latencies.append((time.perf_counter() - started) * 1000)
