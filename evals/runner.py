@@ -96,6 +96,31 @@ def run_named(
     return {name: registry[name](settings, progress) for name in chosen}
 
 
+SUPPORT_DESK_ONLY = {"faults", "attacks", "record", "scenarios"}
+"""Suites whose judges read the support desk's backend (refunds, e-mails, tickets): they measure
+that domain and no other yet. The retrieval suite runs on any domain's corpus and questions."""
+
+
 def run_suites(names: list[str] | None, settings: Settings, *, progress: bool) -> dict[str, Any]:
-    """Run the named eval suites (all when None)."""
-    return run_named(SUITES, names, settings, progress=progress)
+    """Run the named eval suites (all when None), each result saying which domain it measured.
+
+    For a domain other than the support desk, a suite that can only judge the support desk is
+    refused when named, and listed under ``not_run`` with the reason when all suites are asked
+    for: it is never run against the wrong backend, and never left out silently.
+    """
+    from graph.domain import load_domain
+
+    domain = load_domain(settings.domain).name
+    chosen = names or sorted(SUITES)
+    bound = [n for n in chosen if n in SUPPORT_DESK_ONLY] if domain != "support_desk" else []
+    if names and bound:
+        raise BadRequest(
+            f"the {', '.join(bound)} suite(s) judge the support desk's backend only; "
+            f"KEEL_DOMAIN={settings.domain} can run: retrieval"
+        )
+    results = run_named(SUITES, [n for n in chosen if n not in bound], settings, progress=progress)
+    out: dict[str, Any] = {name: {"domain": domain, **r} for name, r in results.items()}
+    if bound:
+        out["not_run"] = {n: f"judges the support desk's backend only, not {domain}'s"
+                          for n in bound}  # fmt: skip
+    return out

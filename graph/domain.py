@@ -18,6 +18,7 @@ from typing import Any, Literal, Protocol, cast
 from graph.state import CannotPlan, DomainEvent, EventWait, Evidence, Plan, Step
 from keel.errors import ConfigError
 from keel.settings import Settings
+from tools.faults import FaultProfile
 from tools.permissions import Scope, open_gate
 from tools.spec import AgentTools, ToolRegistry
 
@@ -127,6 +128,12 @@ class Domain(Protocol):
 
     def health_probes(self) -> dict[str, tuple[str, dict[str, Any]]]:
         """For each integration, a cheap read (tool, arguments) that shows whether it answers."""
+
+    def fault_profiles(self) -> Mapping[str, FaultProfile]:
+        """The domain's own named fault profiles (for its integrations), usable wherever a
+        profile is named (``KEEL_FAULTS``, ``--faults``) beside the generic ones in
+        ``tools.faults.PROFILES``; ``tools`` applies them with
+        ``profile_named(settings.faults, self.fault_profiles())``."""
 
     def commands(self) -> Mapping[str, DomainCommand]:
         """The domain's own CLI verbs (``keel domain NAME``); ``seed`` is Keel's and need not be

@@ -106,6 +106,16 @@ def _parser() -> argparse.ArgumentParser:
         "rest, e.g. the support desk's `settle`",
     )  # fmt: skip
     domain.add_argument("verb", help="seed, list, or a verb of the domain")
+    new = sub.add_parser(
+        "new-domain", parents=[common],
+        help="write a minimal working domain folder (one read and one irreversible tool, a "
+        "backend to replace, a two-document corpus, a manifest, a scenario) to make Keel yours",
+    )  # fmt: skip
+    new.add_argument("name", help="a lowercase Python package name, e.g. order_desk")
+    new.add_argument(
+        "--into", metavar="DIR",
+        help="the folder to write it in (default: ./domains when it is a package, else .)",
+    )  # fmt: skip
     sub.add_parser(
         "seed", parents=[common], help="(re)create the domain's backend with its seed data "
         "(same as `keel domain seed`)",
@@ -253,12 +263,16 @@ def _flush_traces() -> None:
 def _dispatch(args: argparse.Namespace) -> dict[str, Any] | None:
     from keel.settings import Settings
 
+    if args.command == "new-domain":  # needs no settings: it writes files and touches no store
+        return _new_domain(args)
     settings = Settings()
     overrides: dict[str, Any] = {}
     if getattr(args, "faults", None) is not None:
+        from graph.domain import load_domain
         from tools.faults import profile_named
 
-        profile_named(args.faults)  # a bad profile is one clear line, before anything runs
+        # A bad profile is one clear line, before anything runs; the domain's own names count.
+        profile_named(args.faults, load_domain(settings.domain).fault_profiles())
         overrides["faults"] = args.faults
     if getattr(args, "fault_seed", None) is not None:
         overrides["fault_seed"] = args.fault_seed
@@ -565,6 +579,22 @@ def _access(args: argparse.Namespace, settings: Settings, domain: Domain) -> dic
     text = f"manifest {settings.policy_file} (version {manifest.version})\n"
     return _say(args, {"version": manifest.version, "agents": access},
                 text + "\n".join(access_lines(access)))  # fmt: skip
+
+
+def _new_domain(args: argparse.Namespace) -> dict[str, Any] | None:
+    from pathlib import Path
+
+    from keel.newdomain import new_domain
+
+    into = Path(args.into) if args.into else Path("domains")
+    if args.into is None and not (into / "__init__.py").is_file():
+        into = Path(".")
+    folder, spec = new_domain(args.name, into)
+    text = (
+        f"wrote {folder}\nnext:\n  pytest tests/contract --keel-domain={spec}\n"
+        f"  KEEL_DOMAIN={spec} keel demo"
+    )
+    return _say(args, {"folder": str(folder), "domain": spec}, text)
 
 
 def _parse_edit(text: str) -> dict[str, Any]:

@@ -86,3 +86,12 @@ def backend(settings: Settings) -> DemoBackend:
 def app(settings: Settings) -> Iterator[KeelApp]:
     with KeelApp.open(settings, KeelContext.from_settings(settings)) as opened:
         yield opened
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--keel-domain``: the domain(s) the contract suite (tests/contract) runs against."""
+    parser.addoption(
+        "--keel-domain", action="append", metavar="PACKAGE.MODULE:ATTRIBUTE",
+        help="run the contract suite (tests/contract) against this domain (repeatable; default: "
+        "KEEL_DOMAIN, else every bundled domain)",
+    )  # fmt: skip

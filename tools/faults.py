@@ -57,16 +57,23 @@ PROFILES: dict[str, FaultProfile] = {
 }
 
 
-def profile_named(spec: str) -> FaultProfile:
-    """A profile by name, or from a JSON object of FaultProfile fields."""
-    if spec in PROFILES:
-        return PROFILES[spec]
+def profile_named(spec: str, own: Mapping[str, FaultProfile] | None = None) -> FaultProfile:
+    """A profile by name (the domain's ``own`` first, then the generic ones), or from a JSON
+    object of FaultProfile fields.
+
+    Example:
+        >>> profile_named("mine", {"mine": FaultProfile(outage=True)}).outage
+        True
+    """
+    named = {**PROFILES, **(own or {})}
+    if spec in named:
+        return named[spec]
     if spec.lstrip().startswith("{"):
         try:
             return FaultProfile.model_validate_json(spec)
         except ValueError as err:
             raise BadRequest(f"KEEL_FAULTS is not a valid fault profile: {err}") from err
-    raise BadRequest(f"unknown fault profile {spec!r}; known: {sorted(PROFILES)} or a JSON object")
+    raise BadRequest(f"unknown fault profile {spec!r}; known: {sorted(named)} or a JSON object")
 
 
 class FaultInjector:

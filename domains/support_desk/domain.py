@@ -13,7 +13,7 @@ from graph.state import CannotPlan, DomainEvent, EventWait, Evidence, Plan, Step
 from keel.errors import IntegrationError, PermissionDenied, Retryable
 from keel.settings import Settings
 from tools.breakers import SqliteBreakerStore
-from tools.faults import PROFILES, FaultInjector, profile_named
+from tools.faults import PROFILES, FaultInjector, FaultProfile, profile_named
 from tools.permissions import Scope
 from tools.resilience import RetryPolicy
 from tools.spec import AgentTools, ShapeChanged, ThreadFacts, ToolRegistry
@@ -61,7 +61,7 @@ class SupportDesk:
         return DemoBackend(settings.domain_db).exists()
 
     def tools(self, settings: Settings) -> ToolRegistry:
-        profile = profile_named(settings.faults)
+        profile = profile_named(settings.faults, self.fault_profiles())
         faults = (
             None if profile == PROFILES["none"] else FaultInjector(profile, settings.fault_seed)
         )
@@ -205,6 +205,16 @@ class SupportDesk:
             "refunds": backend.refunds(),
             "emails": [m["recipient"] for m in backend.outbox()],
         }
+
+    def fault_profiles(self) -> Mapping[str, FaultProfile]:
+        """None of its own yet: the generic profiles (``tools.faults.PROFILES``) were written
+        for this desk's integrations (billing, e-mail)."""
+        return {}
+
+    def snapshot(self, settings: Settings) -> set[str]:
+        """Every fact a write or irreversible call can change, one line each: what the contract
+        suite (tests/contract) judges an end state by."""
+        return DemoBackend(settings.domain_db).snapshot()
 
     def postconditions(self, step: Step, output: dict[str, Any], tools: AgentTools) -> list[str]:
         args = step.args

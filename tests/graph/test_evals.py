@@ -42,3 +42,25 @@ def test_the_checkpoint_bench_says_why_when_postgres_is_not_there(
     figures = bench_checkpoint(settings, writes=5)
     assert figures["sqlite"]["put_p50_ms"] > 0
     assert "make postgres" in figures["postgres"]["skipped"]
+
+
+def test_each_suite_says_its_domain_and_none_judges_another_domain_with_the_wrong_backend(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import evals.runner
+
+    ran: list[str] = []
+
+    def suite(name: str) -> evals.runner.Suite:
+        return lambda settings, progress: ran.append(name) or {"score": 1.0}
+
+    monkeypatch.setattr(evals.runner, "SUITES", {n: suite(n) for n in ("retrieval", "faults")})
+    incident = Settings(home=tmp_path, domain="domains.incident_desk:IncidentDesk", _env_file=None)  # type: ignore[call-arg]
+    with pytest.raises(BadRequest, match=r"faults suite\(s\) judge the support desk"):
+        run_suites(["faults"], incident, progress=False)
+    assert ran == []
+    results = run_suites(None, incident, progress=False)
+    assert results["retrieval"] == {"domain": "incident_desk", "score": 1.0}
+    assert set(results["not_run"]) == {"faults"} and ran == ["retrieval"]
+    desk = Settings(home=tmp_path, _env_file=None)  # type: ignore[call-arg]
+    assert run_suites(["faults"], desk, progress=False)["faults"]["domain"] == "support_desk"

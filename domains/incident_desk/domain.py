@@ -1,0 +1,404 @@
+"""The incident desk as a Keel domain: entities, records, runbooks, rules, scopes and checks.
+
+An IT-operations desk: an alert names a service; the desk opens the incident, rolls back the bad
+deploy or restarts the service, and pages that service's on-call engineer. Rollbacks finish later,
+announced by the deploy system's ``rollback.finished`` event, which wakes the waiting thread.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from domains.incident_desk.backend import IncidentBackend
+from domains.incident_desk.tools import incident_tools
+from graph.domain import DemoRequest, DomainCommand
+from graph.state import CannotPlan, DomainEvent, EventWait, Evidence, Plan, Step
+from keel.errors import IntegrationError, PermissionDenied, Retryable
+from keel.settings import Settings
+from tools.breakers import SqliteBreakerStore
+from tools.faults import PROFILES, FaultInjector, FaultProfile, profile_named
+from tools.permissions import Scope
+from tools.resilience import RetryPolicy
+from tools.spec import AgentTools, ShapeChanged, ThreadFacts, ToolRegistry
+
+ENTITY_PATTERNS = {
+    "alert_id": r"\bALR-\d{3}\b",
+    "deploy_id": r"\bD-\d{4}\b",
+    "incident_id": r"\bINC-\d{3}\b",
+    "service": r"\b[a-z][a-z0-9-]*-api\b",
+}
+DEMO_REQUESTS = (
+    DemoRequest(
+        "Alert ALR-101 on checkout-api fired right after deploy D-4102: roll back the bad deploy",
+        then="finish-rollbacks",
+    ),
+    DemoRequest("Alert ALR-102: search-api memory is climbing, please restart the service"),
+    DemoRequest("Page the on-call engineer for alert ALR-103"),
+    DemoRequest("Who do we page for a sev3 alert at night?"),
+    DemoRequest("Alert ALR-102 is noisy: restart payments-api instead"),
+    DemoRequest("Restart every service and page every engineer on every rota"),
+)
+
+FAULT_PROFILES: dict[str, FaultProfile] = {
+    "deploys_outage": FaultProfile(outage=True, integrations=["deploys"]),
+    "pager_expired": FaultProfile(expired_credentials=True, integrations=["pager"]),
+    "metrics_drift": FaultProfile(drift_rate=1.0, integrations=["metrics"]),
+    "flaky_alerts": FaultProfile(failure_rate=0.3, timeout_rate=0.1, integrations=["alerts"]),
+}
+"""The incident desk's own fault profiles, beside the machinery's generic ones (``transient``,
+``lost_responses`` and JSON profiles apply to any domain)."""
+
+
+class IncidentDesk:
+    """Services, deploys, metrics, alerts, incidents, on-call and a pager, in one SQLite file."""
+
+    name = "incident_desk"
+    planner_role = "an IT-operations incident desk"
+    subject_keys = frozenset({"alert_id", "service", "deploy_id", "incident_id"})
+
+    def backend(self, settings: Settings) -> IncidentBackend:
+        return IncidentBackend(settings.domain_db)
+
+    def prepare(self, settings: Settings, *, reset: bool = False) -> None:
+        self.backend(settings).seed(reset=reset)
+
+    def is_prepared(self, settings: Settings) -> bool:
+        return self.backend(settings).exists()
+
+    def tools(self, settings: Settings) -> ToolRegistry:
+        profile = profile_named(settings.faults, FAULT_PROFILES)
+        faults = (
+            None if profile == PROFILES["none"] else FaultInjector(profile, settings.fault_seed)
+        )
+        return incident_tools(
+            self.backend(settings),
+            faults=faults,
+            timeout_s=settings.tool_timeout_s,
+            retry=RetryPolicy(attempts=settings.tool_retry_attempts),
+            breakers=SqliteBreakerStore(settings.breaker_db).breaker,
+        )
+
+    def extract_entities(self, request: str) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for name, pattern in ENTITY_PATTERNS.items():
+            flags = 0 if name == "service" else re.IGNORECASE
+            match = re.search(pattern, request, flags=flags)
+            if match is not None:
+                value = match.group(0)
+                found[name] = value if name == "service" else value.upper()
+        return found
+
+    def gather_records(self, entities: dict[str, str], tools: AgentTools) -> dict[str, Any]:
+        records: dict[str, Any] = {}
+        if "alert_id" in entities:
+            _read(records, "alert", tools, "get_alert", {"alert_id": entities["alert_id"]})
+        if "incident_id" in entities:
+            _read(records, "incident", tools, "get_incident",
+                  {"incident_id": entities["incident_id"]})  # fmt: skip
+        # The service on record is the alert's, whatever else the request says.
+        service = (records.get("alert") or {}).get("service") or entities.get("service")
+        if service:
+            for record, tool in (("deploys", "list_deploys"), ("metrics", "get_metrics"),
+                                 ("oncall", "get_oncall")):  # fmt: skip
+                _read(records, record, tools, tool, {"service": service})
+        return records
+
+    def runbook_plan(
+        self, runbook: Evidence, request: str, entities: dict[str, str], records: dict[str, Any]
+    ) -> Plan | CannotPlan:
+        if records.get("unavailable"):
+            reason = "cannot read the records: " + "; ".join(records["unavailable"])
+            return CannotPlan(reason=reason, temporary=True)
+        if records.get("missing"):
+            return CannotPlan(reason="unknown record: " + "; ".join(records["missing"]))
+        filler = _RUNBOOKS.get(runbook.intent or "")
+        if filler is None:
+            return CannotPlan(
+                reason=f"runbook {runbook.source} has no filler for {runbook.intent!r}"
+            )
+        alert = records.get("alert")
+        if alert is None:
+            return CannotPlan(reason="the request names no alert to act on")
+        if alert["status"] != "firing":
+            return CannotPlan(reason=f"alert {alert['alert_id']} is {alert['status']}")
+        named = entities.get("service")
+        if named is not None and named != alert["service"]:
+            return CannotPlan(
+                reason=f"alert {alert['alert_id']} is on {alert['service']}, not {named}"
+            )
+        return filler(runbook, records)
+
+    def plan_rules(self, plan: Plan, records: dict[str, Any]) -> list[str]:
+        reasons: list[str] = []
+        alert = records.get("alert") or {}
+        service = alert.get("service")
+        deploys = {d["deploy_id"]: d for d in (records.get("deploys") or {}).get("deploys", [])}
+        oncall = records.get("oncall") or {}
+        for i, step in enumerate(plan.steps):
+            where = f"step {i + 1} ({step.tool})"
+            args = step.args
+            if step.tool == "open_incident" and args.get("alert_id") != alert.get("alert_id"):
+                reasons.append(f"{where}: alert {args.get('alert_id')} is not the one asked about")
+            elif step.tool == "rollback_deploy":
+                deploy = deploys.get(args.get("deploy_id", ""))
+                if deploy is None:
+                    reasons.append(f"{where}: deploy {args.get('deploy_id')} is not {service}'s")
+                elif deploy["status"] != "live":
+                    reasons.append(f"{where}: deploy {deploy['deploy_id']} is {deploy['status']}")
+            elif step.tool == "restart_service" and args.get("service") != service:
+                reasons.append(f"{where}: {args.get('service')} is not the alert's service")
+            elif step.tool == "page_oncall":
+                if args.get("service") != service:
+                    reasons.append(f"{where}: {args.get('service')} is not the alert's service")
+                elif args.get("engineer") != oncall.get("engineer"):
+                    reasons.append(
+                        f"{where}: {args.get('engineer')} is not on call for {service} "
+                        f"({oncall.get('engineer')} is)"
+                    )
+        return reasons
+
+    def health_probes(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        return {
+            "alerts": ("get_alert", {"alert_id": "ALR-101"}),
+            "deploys": ("list_deploys", {"service": "checkout-api"}),
+            "metrics": ("get_metrics", {"service": "checkout-api"}),
+            "pager": ("get_oncall", {"service": "checkout-api"}),
+            "incidents": ("get_incident", {"incident_id": "INC-900"}),
+        }
+
+    def postconditions(self, step: Step, output: dict[str, Any], tools: AgentTools) -> list[str]:
+        args = step.args
+        if step.tool == "open_incident":
+            ok = output["alert_id"] == args["alert_id"] and output["status"] == "open"
+            return [] if ok else [f"no open incident for {args['alert_id']}"]
+        if step.tool == "rollback_deploy":
+            # A rollback in flight is not a failure: the thread waits for rollback.finished.
+            ok = output["deploy_id"] == args["deploy_id"]
+            return [] if ok else [f"rolled back {output['deploy_id']}, not {args['deploy_id']}"]
+        if step.tool == "restart_service":
+            ok = output["service"] == args["service"]
+            return [] if ok else [f"restarted {output['service']}, not {args['service']}"]
+        if step.tool == "page_oncall":
+            ok = output["engineer"] == args["engineer"]
+            return [] if ok else [f"paged {output['engineer']}, not {args['engineer']}"]
+        return []
+
+    def awaited_event(self, step: Step, index: int, output: dict[str, Any]) -> EventWait | None:
+        if step.tool == "rollback_deploy" and output.get("status") == "rolling_back":
+            return EventWait(
+                event="rollback.finished", key=output["rollback_id"], step=index,
+                why=f"rollback {output['rollback_id']} of {output['deploy_id']} is in flight "
+                "until the deploy system finishes it",
+            )  # fmt: skip
+        return None
+
+    def events_after(self, settings: Settings, seq: int) -> list[DomainEvent]:
+        return [DomainEvent(**e) for e in self.backend(settings).events_after(seq)]
+
+    def commands(self) -> Mapping[str, DomainCommand]:
+        return {
+            "finish-rollbacks": DomainCommand(
+                help="the deploy system finishes every rollback in flight, each announced as a "
+                "rollback.finished event (and alert.resolved for the alert it clears)",
+                run=_finish_rollbacks,
+            )
+        }
+
+    def demo_requests(self) -> Sequence[DemoRequest]:
+        return DEMO_REQUESTS
+
+    def demo_summary(self, settings: Settings) -> dict[str, Any]:
+        done = self.backend(settings).actions()
+        return {
+            "rollbacks": [r["deploy_id"] for r in done["rollbacks"]],
+            "restarts": [r["service"] for r in done["restarts"]],
+            "pages": [r["engineer"] for r in done["pages"]],
+            "incidents": [
+                i["alert_id"] for i in self.backend(settings).incidents() if i["status"] == "open"
+            ],
+        }
+
+    def fault_profiles(self) -> Mapping[str, FaultProfile]:
+        return FAULT_PROFILES
+
+    def snapshot(self, settings: Settings) -> set[str]:
+        """Every fact a write or irreversible call can change, one line each: what the contract
+        suite and the scenario evals judge an end state by."""
+        return self.backend(settings).snapshot()
+
+    def scopes(self) -> dict[str, Scope]:
+        return {
+            "alert_in_request": Scope(_alert_in_request, frozenset({"alert_id"})),
+            "incident_of_the_alert": Scope(_incident_of_the_alert, frozenset({"incident_id"})),
+            "service_of_the_alert": Scope(_service_of_the_alert, frozenset({"service"})),
+            "deploy_of_the_alert": Scope(_deploy_of_the_alert, frozenset({"deploy_id"})),
+            "oncall_of_the_service": Scope(
+                _oncall_of_the_service, frozenset({"service", "engineer"})
+            ),
+        }
+
+
+def _finish_rollbacks(settings: Settings) -> tuple[dict[str, Any], str]:
+    finished = IncidentBackend(settings.domain_db).finish_rollbacks()
+    said = ", ".join(finished) if finished else "nothing"
+    return {"finished": finished}, f"the deploy system finishes {said}"
+
+
+def _read(
+    records: dict[str, Any], record: str, tools: AgentTools, tool: str, args: dict[str, str]
+) -> None:
+    """One record read: a broken system (or a read not granted) leaves the record unavailable,
+    which escalates; a record the system says does not exist is missing, which refuses."""
+    ref = next(iter(args.values()))
+    try:
+        records[record] = tools.call(tool, args)
+    except (Retryable, ShapeChanged, PermissionDenied) as err:
+        records.setdefault("unavailable", []).append(f"{ref}: {err}")
+    except IntegrationError as err:
+        records.setdefault("missing", []).append(f"{ref}: {err}")
+
+
+# -- scopes: each reads through the calling agent's own grants ----------------------------------
+
+
+def _alert_of(facts: ThreadFacts, tools: AgentTools) -> dict[str, Any]:
+    named = facts.subjects.get("alert_id")
+    if named is None:
+        raise PermissionDenied("the request names no alert", rule="scope")
+    return tools.call("get_alert", {"alert_id": named})
+
+
+def _alert_in_request(args: dict[str, Any], facts: ThreadFacts, tools: AgentTools) -> str | None:
+    named = facts.subjects.get("alert_id")
+    if args["alert_id"] != named:
+        return f"alert {args['alert_id']} is not the one the request names ({named})"
+    return None
+
+
+def _incident_of_the_alert(
+    args: dict[str, Any], facts: ThreadFacts, tools: AgentTools
+) -> str | None:
+    incident = tools.call("get_incident", {"incident_id": args["incident_id"]})
+    named = facts.subjects.get("alert_id")
+    if incident["alert_id"] != named:
+        return f"incident {incident['incident_id']} is {incident['alert_id']}'s, not {named}'s"
+    return None
+
+
+def _service_of_the_alert(
+    args: dict[str, Any], facts: ThreadFacts, tools: AgentTools
+) -> str | None:
+    alert = _alert_of(facts, tools)
+    if args["service"] != alert["service"]:
+        return f"{args['service']} is not {alert['alert_id']}'s service ({alert['service']})"
+    return None
+
+
+def _deploy_of_the_alert(args: dict[str, Any], facts: ThreadFacts, tools: AgentTools) -> str | None:
+    alert = _alert_of(facts, tools)
+    deploy = tools.call("get_deploy", {"deploy_id": args["deploy_id"]})
+    if deploy["service"] != alert["service"]:
+        return (
+            f"deploy {deploy['deploy_id']} is {deploy['service']}'s, not {alert['alert_id']}'s "
+            f"service ({alert['service']})"
+        )
+    return None
+
+
+def _oncall_of_the_service(
+    args: dict[str, Any], facts: ThreadFacts, tools: AgentTools
+) -> str | None:
+    oncall = tools.call("get_oncall", {"service": args["service"]})
+    if args["engineer"] != oncall["engineer"]:
+        return f"{args['engineer']} is not on call for {args['service']} ({oncall['engineer']} is)"
+    return None
+
+
+# -- runbook fillers ----------------------------------------------------------------------------
+
+
+def _open(alert: dict[str, Any], cite: list[str]) -> Step:
+    return Step(
+        tool="open_incident",
+        args={"alert_id": alert["alert_id"], "title": alert["title"]},
+        purpose=f"Open the incident for {alert['alert_id']} ({alert['severity']})",
+        effect="write", evidence=cite, postcondition="an open incident for the alert",
+    )  # fmt: skip
+
+
+def _page(alert: dict[str, Any], oncall: dict[str, Any], cite: list[str], what: str) -> Step:
+    return Step(
+        tool="page_oncall",
+        args={"service": alert["service"], "engineer": oncall["engineer"],
+              "message": f"{alert['alert_id']} on {alert['service']}: {alert['title']}. {what}"},
+        purpose=f"Page {oncall['engineer']}, on call for {alert['service']}",
+        effect="irreversible", evidence=cite,
+        postcondition="the service's on-call engineer is paged",
+    )  # fmt: skip
+
+
+def _rollback_bad_deploy(runbook: Evidence, records: dict[str, Any]) -> Plan | CannotPlan:
+    alert = records["alert"]
+    live = [d for d in records["deploys"]["deploys"] if d["status"] == "live"]
+    if not live:
+        return CannotPlan(reason=f"{alert['service']} has no live deploy to roll back")
+    deploy = live[0]
+    cite = [runbook.chunk_id]
+    return Plan(
+        intent="rollback_bad_deploy",
+        evidence=cite,
+        steps=[
+            _open(alert, cite),
+            Step(
+                tool="rollback_deploy",
+                args={"deploy_id": deploy["deploy_id"], "reason": f"{alert['alert_id']}: "
+                      f"{alert['title']}"[:200]},
+                purpose=f"Roll {alert['service']} back from {deploy['version']} to "
+                f"{deploy['previous_version']} (deploy {deploy['deploy_id']})",
+                effect="irreversible", evidence=cite,
+                postcondition="the deploy is rolled back and the alert resolves",
+            ),
+            _page(alert, records["oncall"], cite,
+                  f"Rolled back {deploy['deploy_id']}; please verify."),
+        ],
+    )  # fmt: skip
+
+
+def _restart_service(runbook: Evidence, records: dict[str, Any]) -> Plan | CannotPlan:
+    alert = records["alert"]
+    cite = [runbook.chunk_id]
+    return Plan(
+        intent="restart_service",
+        evidence=cite,
+        steps=[
+            _open(alert, cite),
+            Step(
+                tool="restart_service",
+                args={"service": alert["service"],
+                      "reason": f"{alert['alert_id']}: {alert['title']}"[:200]},
+                purpose=f"Restart every instance of {alert['service']}",
+                effect="irreversible", evidence=cite,
+                postcondition="the service restarted",
+            ),
+            _page(alert, records["oncall"], cite, "Restarted the service; please watch it."),
+        ],
+    )  # fmt: skip
+
+
+def _page_oncall(runbook: Evidence, records: dict[str, Any]) -> Plan | CannotPlan:
+    alert = records["alert"]
+    cite = [runbook.chunk_id]
+    return Plan(
+        intent="page_oncall",
+        evidence=cite,
+        steps=[_page(alert, records["oncall"], cite, "Please take a look.")],
+    )
+
+
+_RUNBOOKS = {
+    "rollback_bad_deploy": _rollback_bad_deploy,
+    "restart_service": _restart_service,
+    "page_oncall": _page_oncall,
+}

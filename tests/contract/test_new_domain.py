@@ -1,0 +1,61 @@
+"""``keel new-domain`` writes a domain that passes the contract suite as generated.
+
+The domain is written into a temporary directory, put on the path of a separate pytest process
+(the suite's own session, as a user would run it), and held to every contract test.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from keel.cli import main
+from keel.errors import BadRequest
+from keel.newdomain import new_domain
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_a_bad_name_or_an_existing_folder_is_refused_and_nothing_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for bad in ("Order-Desk", "class", "1desk", "os"):
+        with pytest.raises(BadRequest):
+            new_domain(bad, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "taken").mkdir()
+    assert main(["new-domain", "taken", "--into", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("keel: error: new-domain:") and "exists" in err
+    assert list(tmp_path.iterdir()) == [tmp_path / "taken"]
+
+
+@pytest.mark.integration
+def test_a_generated_domain_passes_the_contract_suite(tmp_path: Path) -> None:
+    folder, spec = new_domain("order_desk", tmp_path)
+    assert spec == "order_desk:OrderDesk"
+    assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) == [
+        "__init__.py", "backend.py", "contract.yaml", "corpus/docs/archiving-policy.md",
+        "corpus/docs/runbook-archive-item.md", "corpus/manifest.yaml", "domain.py",
+        "permissions.yaml", "scenarios/requests.yaml",
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KEEL_", "OPENAI_"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(REPO)])
+    env["LANGSMITH_TRACING"] = "false"
+    lint = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--config", str(REPO / "pyproject.toml"),
+         str(folder)], capture_output=True, text=True, cwd=REPO,
+    )  # fmt: skip
+    assert lint.returncode == 0, lint.stdout
+    suite = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/contract",
+         f"--keel-domain={spec}", "--deselect", "tests/contract/test_new_domain.py"],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=900,
+    )  # fmt: skip
+    tail = suite.stdout[-3000:]
+    assert suite.returncode == 0, tail
+    assert " passed" in tail and "failed" not in tail and "error" not in tail, tail

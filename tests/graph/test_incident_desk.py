@@ -1,0 +1,110 @@
+"""The incident desk's own behaviour, beyond the contract suite: a rollback that finishes later
+wakes its thread through the deploy system's event, scopes keep actions on the alert's service,
+and its own fault profiles are named like the machinery's."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from domains.incident_desk import IncidentDesk
+from domains.incident_desk.backend import IncidentBackend
+from graph.context import KeelContext
+from keel.app import Decision, KeelApp
+from keel.cli import main
+from keel.settings import Settings
+from retrieval.embeddings import embedder_for
+from retrieval.store import CorpusStore
+
+SPEC = "domains.incident_desk:IncidentDesk"
+ROLLBACK = "Alert ALR-101 on checkout-api fired right after deploy D-4102: roll back the bad deploy"
+
+
+@pytest.fixture(scope="module")
+def desk_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("incident-index")
+    settings = Settings(home=home, domain=SPEC, _env_file=None)  # type: ignore[call-arg]
+    CorpusStore(settings, embedder_for(settings)).ingest(progress=False)
+    return home
+
+
+@pytest.fixture
+def desk(desk_index: Path, tmp_path: Path) -> Settings:
+    import shutil
+
+    shutil.copytree(desk_index, tmp_path / "home")
+    settings = Settings(home=tmp_path / "home", domain=SPEC, _env_file=None)  # type: ignore[call-arg]
+    IncidentDesk().prepare(settings, reset=True)
+    return settings
+
+
+def test_a_rollback_waits_for_the_deploy_system_and_its_event_wakes_the_thread(
+    desk: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("KEEL_HOME", str(desk.home))
+    monkeypatch.setenv("KEEL_DOMAIN", SPEC)
+    domain = IncidentDesk()
+    with KeelApp.open(desk, KeelContext.from_settings(desk, domain=domain)) as app:
+        first = app.run(ROLLBACK)
+        assert first.status == "awaiting_approval"
+        assert [p.name for p in first.pending or []] == ["rollback_deploy", "page_oncall"]
+        waiting = app.resume(first.thread_id, Decision(kind="approve", reviewer="alice"))
+        assert waiting.status == "awaiting_event"
+        assert waiting.waiting is not None and waiting.waiting.event == "rollback.finished"
+        backend = IncidentBackend(desk.domain_db)
+        assert backend.actions()["pages"] == []  # the page waits for the rollback to finish
+        assert main(["domain", "finish-rollbacks", "--json"]) == 0  # the deploy system's side
+        said = json.loads(capsys.readouterr().out)
+        assert said["finish-rollbacks"] == {"finished": ["RB-601"]}
+        woke = app.dispatch_events()
+        assert [(d["type"], d["woke"]) for d in woke] == [
+            ("rollback.finished", [first.thread_id]),
+            ("alert.resolved", []),
+        ]
+        done = app.show(first.thread_id)
+    assert done.status == "done"
+    assert [p["engineer"] for p in backend.actions()["pages"]] == ["Lin Wei"]
+    assert {"deploy D-4102 is rolled_back", "alert ALR-101 is resolved"} <= backend.snapshot()
+
+
+def test_a_request_for_another_service_than_the_alerts_is_refused(desk: Settings) -> None:
+    with KeelApp.open(desk, KeelContext.from_settings(desk, domain=IncidentDesk())) as app:
+        outcome = app.run("Alert ALR-102 is noisy: restart payments-api instead")
+    assert outcome.status == "refused"
+    assert "ALR-102 is on search-api, not payments-api" in outcome.answer
+    assert IncidentBackend(desk.domain_db).actions()["restarts"] == []
+
+
+def test_the_desks_own_fault_profiles_are_named_on_the_command_line(
+    desk: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("KEEL_HOME", str(desk.home))
+    monkeypatch.setenv("KEEL_DOMAIN", SPEC)
+    assert main(["health", "--json", "--faults", "pager_expired"]) == 0
+    rows = {r["integration"]: r for r in json.loads(capsys.readouterr().out)["integrations"]}
+    assert rows["pager"]["status"] == "down" and "credentials expired" in rows["pager"]["detail"]
+    assert rows["alerts"]["status"] == rows["deploys"]["status"] == "ok"
+    assert main(["health", "--faults", "gremlins"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown fault profile 'gremlins'" in err and "pager_expired" in err
+
+
+def test_the_desks_scenarios_load_without_problems(tmp_path: Path) -> None:
+    """Its eval scenarios are in the evals/scenarios format: tools it has, profiles that parse.
+    (The loader still checks expected refunds, e-mails and tickets against the support desk's
+    backend; the incident desk's scenarios expect none, so that check has nothing to do.)"""
+    from evals.scenarios import load_scenarios, seeded_backend
+
+    desk = Settings(home=tmp_path, domain=SPEC, _env_file=None)  # type: ignore[call-arg]
+    backend, folder = seeded_backend(desk)
+    with folder:
+        scenarios, problems = load_scenarios(
+            [desk.scenarios_dir], IncidentDesk().tools(desk), backend
+        )
+    assert problems == []
+    assert len(scenarios) == 9
+    assert {s.fault_profile.integrations[0] for s in scenarios if s.fault_name == "custom"} == {
+        "alerts", "pager", "deploys"
+    }  # fmt: skip
