@@ -42,9 +42,9 @@ def make_template(root: Path, indexed: Path | None = None) -> Path:
     """A home with the demo backend seeded and the corpus indexed: each point copies it.
 
     ``indexed``: a home whose corpus is already indexed, copied instead of indexing again."""
+    from domains.support_desk import SupportDesk
     from retrieval.embeddings import embedder_for
     from retrieval.store import CorpusStore
-    from domains.support_desk import SupportDesk
 
     home = root / "template"
     if indexed is not None:

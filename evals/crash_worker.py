@@ -13,10 +13,10 @@ The parent then acts as the operator, with the ``keel`` commands themselves (``k
 in this process: the commands open their stores anew each time, as a new process would):
 ``keel show`` after the kill and after every command, judged against the checkpoint read with
 LangGraph directly; ``keel recover`` for a stalled thread, ``keel resume --approve`` for an
-approval, ``keel domain settle`` and ``keel events`` for the bank; ``keel run`` again when the worker
-died before the thread's first checkpoint. Last, the backend, the ledger and the thread's status
-are compared with what the same request does without a crash. ``--kill-at 0`` is that run: it
-counts the boundaries and prints the expected end.
+approval, ``keel domain settle`` and ``keel events`` for the bank; ``keel run`` again when the
+worker died before the thread's first checkpoint. Last, the backend, the ledger and the thread's
+status are compared with what the same request does without a crash. ``--kill-at 0`` is that run:
+it counts the boundaries and prints the expected end.
 
 A boundary is a call that writes (or, for the backend, acts): every public method of the
 checkpointer, the intent ledger, the event inbox, the run leases and the flight recorder's store
@@ -45,12 +45,12 @@ from typing import Any, Literal, cast
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from pydantic import BaseModel, ConfigDict, Field
 
+from domains.support_desk.backend import DemoBackend
 from graph.builder import build_graph
 from graph.persistence import open_checkpointer
 from graph.status import FINISHED
 from keel.app import Decision, KeelApp, Stores, StoreWrapper
 from keel.settings import Settings
-from domains.support_desk.backend import DemoBackend
 from tools.ledger import IntentLedger
 from tools.spec import ToolSpec
 
@@ -452,9 +452,9 @@ def warm() -> None:
     embedder_for(Settings(_env_file=None)).embed(["warm up"])  # type: ignore[call-arg]
     # What the commands import on first use (langchain-openai alone takes seconds).
     import agents.models  # noqa: F401
+    import domains.support_desk  # noqa: F401
     import keel.cli  # noqa: F401
     import observability.replay  # noqa: F401
-    import domains.support_desk  # noqa: F401
 
 
 def serve() -> None:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from domains.support_desk.backend import DemoBackend
 from evals.crash_worker import Tripwire, _Counted, counting, live, true_status
 from keel.app import KeelApp
 from keel.settings import Settings
-from domains.support_desk.backend import DemoBackend
 
 
 class _Store:
