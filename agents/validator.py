@@ -81,8 +81,14 @@ def check_plan(state: PlanCheckView, runtime: Runtime[KeelContext]) -> dict[str,
                 f"relies on {chunk_id} ({c.loser_says}), which conflicts with {c.winner} "
                 f"({c.winner_says}); {c.why}"
             )
+    acted: dict[str, int] = {}
     for i, step in enumerate(plan.steps):
         reasons += step_problems(i, step, ctx.tools, known)
+        if step.effect != "read":
+            # The same action twice in one plan is a model's repeated step, never a request.
+            first = acted.setdefault(approval_digest(step.tool, step.args), i)
+            if first != i:
+                reasons.append(f"step {i + 1} ({step.tool}) repeats step {first + 1} exactly")
         if approval_digest(step.tool, step.args) in rejected:
             reasons.append(f"step {i + 1} ({step.tool}): a reviewer rejected this exact action")
     for i, step in enumerate(plan.steps):
