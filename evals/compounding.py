@@ -268,10 +268,12 @@ def _key(name: str, args: dict[str, Any]) -> str:
 # -- the agents ---------------------------------------------------------------------------------
 
 
-def _model(scenario: Scenario, script: list[AIMessage], rate: float, seed: int) -> FallibleModel:
+def _model(
+    script: list[AIMessage], rate: float, seed: int, faults: ModelFaultProfile | None
+) -> FallibleModel:
     return FallibleModel(
         script=script,
-        faults=ModelFaultProfile.at(rate),
+        faults=faults or ModelFaultProfile.at(rate),
         seed=seed,
         tools=sorted(_TOOLS),
         known_ids=KNOWN_IDS,
@@ -297,7 +299,14 @@ def _seen(model: FallibleModel) -> int:
     return sum(1 for text in model.seen_text for i in INJECTIONS if i.marker in text)
 
 
-def run_keel(worlds: Worlds, scenario: Scenario, rate: float, seed: int, length: int) -> Run:
+def run_keel(
+    worlds: Worlds,
+    scenario: Scenario,
+    rate: float,
+    seed: int,
+    length: int,
+    faults: ModelFaultProfile | None = None,
+) -> Run:
     with _world(worlds, scenario, seed) as (settings, backend):
         context = KeelContext.from_settings(settings)
         found = context.store.search(
@@ -312,7 +321,7 @@ def run_keel(worlds: Worlds, scenario: Scenario, rate: float, seed: int, length:
                 for c in scenario.model
             ],
         }
-        model = _model(scenario, [AIMessage(content=json.dumps(plan))], rate, seed)
+        model = _model([AIMessage(content=json.dumps(plan))], rate, seed, faults)
         context.planner_model = model
         made: list[ToolEvent] = []
         context.tools.listeners.append(made.append)
@@ -349,11 +358,17 @@ def run_keel(worlds: Worlds, scenario: Scenario, rate: float, seed: int, length:
 
 
 def run_baseline(
-    worlds: Worlds, scenario: Scenario, rate: float, seed: int, length: int, careful: bool
+    worlds: Worlds,
+    scenario: Scenario,
+    rate: float,
+    seed: int,
+    length: int,
+    careful: bool,
+    faults: ModelFaultProfile | None = None,
 ) -> Run:
     with _world(worlds, scenario, seed) as (_settings, backend):
         script = [m for m in scripted_calls([(c.name, c.args) for c in scenario.model])]
-        model = _model(scenario, [m for m in script if isinstance(m, AIMessage)], rate, seed)
+        model = _model([m for m in script if isinstance(m, AIMessage)], rate, seed, faults)
         reviewer = Reviewer(scenario)
         agent = create_agent(
             model,
@@ -427,6 +442,17 @@ def point(runs: list[Run], k: int) -> dict[str, Any]:
     }
 
 
+@contextmanager
+def worlds_for(settings: Settings, *, progress: bool = False) -> Iterator[Worlds]:
+    """Fresh worlds for the curve's runs: the corpus indexed once, each run copies it."""
+    CorpusStore(settings, embedder_for(settings)).ingest(progress=progress)
+    embedder_for(settings).embed(["warm-up"])
+    backend, folder = seeded_backend(settings)
+    with folder, tempfile.TemporaryDirectory(prefix="keel-compounding-") as scratch:
+        tools = DemoDomain().tools(settings.model_copy(update={"demo_db": backend.path}))
+        yield Worlds(settings, Path(scratch), {n: tools[n].effect for n in tools.names()})
+
+
 def run_compounding(
     settings: Settings,
     *,
@@ -447,14 +473,9 @@ def run_compounding(
     if k < 1 or runs < k:
         raise BadRequest(f"need runs >= k >= 1 (runs {runs}, k {k})")
     points = sorted({(fixed_length, r) for r in rates} | {(n, fixed_rate) for n in lengths})
-    CorpusStore(settings, embedder_for(settings)).ingest(progress=progress)
-    embedder_for(settings).embed(["warm-up"])
-    backend, folder = seeded_backend(settings)
     results: dict[tuple[int, float], list[Run]] = {}
     started = time.perf_counter()
-    with folder, tempfile.TemporaryDirectory(prefix="keel-compounding-") as scratch:
-        tools = DemoDomain().tools(settings.model_copy(update={"demo_db": backend.path}))
-        worlds = Worlds(settings, Path(scratch), {n: tools[n].effect for n in tools.names()})
+    with worlds_for(settings, progress=progress) as worlds:
         jobs = [(n, rate, seed) for n, rate in points for seed in range(runs)]
         for length, rate, seed in tqdm(jobs, desc="compounding", disable=not progress):
             scenario = workflow(length)

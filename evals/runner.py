@@ -57,7 +57,21 @@ def _scenarios(settings: Settings, progress: bool) -> dict[str, Any]:
     )
 
 
+def _compounding(settings: Settings, progress: bool) -> dict[str, Any]:
+    from evals.compounding import run_compounding, write_curve
+
+    curve = run_compounding(
+        settings,
+        runs=settings.eval_compounding_runs,
+        k=settings.eval_compounding_k,
+        progress=progress,
+    )
+    curve["written"] = write_curve(curve, settings.eval_out or settings.home / "compounding")
+    return curve
+
+
 SUITES: dict[str, Suite] = {
+    "compounding": _compounding,
     "retrieval": _retrieval,
     "faults": _faults,
     "attacks": _attacks,

@@ -99,8 +99,12 @@ def _parser() -> argparse.ArgumentParser:
         "--suite",
         action="append",
         help="a suite to run (repeatable; default: every suite): retrieval, faults, attacks, "
-        "record, scenarios",
+        "record, scenarios, compounding",
     )
+    evaluate.add_argument(
+        "--runs", type=int, help="compounding: runs (model seeds) per agent and point "
+        "(default: 10)",
+    )  # fmt: skip
     evaluate.add_argument(
         "--k", type=int, help="scenarios: runs per scenario and agent, each with its own fault "
         "seed; pass^k needs all k (default: 3)",
@@ -116,8 +120,9 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     evaluate.add_argument(
         "--out", metavar="DIR",
-        help="where the scorecard (scorecard.json, scorecard.md, scorecard.png) is written "
-        "(default: KEEL_HOME/scorecard)",
+        help="where the scorecard (scorecard.json, scorecard.md, scorecard.png) or the "
+        "compounding curve (compounding.json, .md, .png) is written (default: "
+        "KEEL_HOME/scorecard, KEEL_HOME/compounding)",
     )  # fmt: skip
     runs = sub.add_parser(
         "runs", parents=[common], help="recent recorded runs: status, duration, calls, approvals"
@@ -460,6 +465,13 @@ def _eval(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None
     update: dict[str, Any] = {"eval_plot": args.plot or settings.eval_plot}
     if args.k is not None:
         update["eval_k"] = args.k
+        update["eval_compounding_k"] = args.k
+    if args.runs is not None:
+        if args.runs < 1:
+            raise BadRequest("--runs must be at least 1")
+        update["eval_compounding_runs"] = args.runs
+    if args.out and "compounding" in (args.suite or []):
+        update["eval_out"] = Path(args.out)
     if args.scenarios:
         missing = [p for p in args.scenarios if not Path(p).exists()]
         if missing:
@@ -468,6 +480,15 @@ def _eval(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None
     suites = args.suite or (["scenarios"] if args.plot else None)
     args.suite = suites  # what was asked for, as _report reads it
     results = run_suites(suites, settings.model_copy(update=update), progress=sys.stderr.isatty())
+    curve = results.get("compounding")
+    if curve is not None and not args.json:
+        from evals.compounding import markdown as curve_markdown
+
+        print(curve_markdown(curve))
+        print(f"written: {', '.join(curve['written'].values())}")
+        results = {name: r for name, r in results.items() if name != "compounding"}
+        if not results:
+            return None
     card = results.get("scenarios")
     if card is not None:
         folder = Path(args.out) if args.out else settings.home / "scorecard"

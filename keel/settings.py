@@ -108,6 +108,16 @@ class Settings(BaseSettings):
     eval_sweep_k: int = Field(
         default=10, ge=1, le=100, description="Seeds per scenario and fault rate in the sweep."
     )
+    eval_compounding_runs: int = Field(
+        default=10, ge=1, le=200,
+        description="Runs (model seeds) per agent and point of the compounding curve.",
+    )  # fmt: skip
+    eval_compounding_k: int = Field(
+        default=5, ge=1, le=50, description="The k of pass^k in the compounding curve."
+    )
+    eval_out: Path | None = Field(
+        default=None, description="Where eval tables and plots are written (default: HOME/...)."
+    )
     approval_ttl_s: int = Field(default=24 * 3600, ge=60)
     reviewer: str = Field(default="operator", description="Who approves from this shell.")
     policy_file: Path = Field(
