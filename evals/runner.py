@@ -70,8 +70,15 @@ def _compounding(settings: Settings, progress: bool) -> dict[str, Any]:
     return curve
 
 
+def _screening(settings: Settings, progress: bool) -> dict[str, Any]:
+    from evals.screening_eval import run_screening_eval
+
+    return run_screening_eval(settings, progress=progress)
+
+
 SUITES: dict[str, Suite] = {
     "compounding": _compounding,
+    "screening": _screening,
     "retrieval": _retrieval,
     "faults": _faults,
     "attacks": _attacks,

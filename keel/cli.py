@@ -99,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
         "--suite",
         action="append",
         help="a suite to run (repeatable; default: every suite): retrieval, faults, attacks, "
-        "record, scenarios, compounding",
+        "record, scenarios, compounding, screening",
     )
     evaluate.add_argument(
         "--runs", type=int, help="compounding: runs (model seeds) per agent and point "
