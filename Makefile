@@ -2,22 +2,27 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# The CPU build of PyTorch for the local embedding model. On this project's machines pip takes it
-# from local disk; elsewhere set TORCH_SPEC (or PIP_EXTRA_INDEX_URL) to get a CPU wheel.
+# Only for `make install-torch` (KEEL_EMBEDDING_BACKEND=torch): the CPU build of PyTorch, which
+# pip takes from local disk on this project's machines; elsewhere set TORCH_SPEC (or
+# PIP_EXTRA_INDEX_URL) to a CPU wheel. The default embeddings need no PyTorch.
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.keel-installed
 THREADS ?= 50
 
-.PHONY: install demo test lint typecheck unit clean postgres scale-demo bench
+.PHONY: install install-torch demo test lint typecheck unit clean postgres scale-demo bench pythons
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Opt-in: all-MiniLM-L6-v2 on sentence-transformers and PyTorch (KEEL_EMBEDDING_BACKEND=torch).
+install-torch: install
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet -e ".[torch]"
 
 demo: install
 	$(BIN)/keel demo
@@ -60,8 +65,23 @@ test: lint typecheck
 	-@$(MAKE) --no-print-directory postgres
 	$(BIN)/pytest
 
+# Python 3.12 and 3.13 beside the default 3.11: for each, a virtualenv of its own (.venv312,
+# .venv313), the demo end to end and the unit tests. A few minutes with a warm pip cache, most of it
+# installing, so it is not part of `make test` (README, "Python versions"). Under pyenv, each
+# interpreter is found even when another version is the active one.
+PYTHONS ?= 3.12 3.13
+pythons:
+	@for v in $(PYTHONS); do \
+		venv=.venv$$(echo $$v | tr -d .); \
+		pv=$$(pyenv versions --bare 2>/dev/null | grep "^$$v\." | tail -1); \
+		echo "== Python $$v ($$venv)" >&2; \
+		env $${pv:+PYENV_VERSION=$$pv} $(MAKE) --no-print-directory demo PYTHON=python$$v \
+			VENV=$$venv >/dev/null || exit 1; \
+		$$venv/bin/python --version && $$venv/bin/pytest tests/unit -q -p no:cacheprovider || exit 1; \
+	done
+
 unit: install
 	$(BIN)/pytest tests/unit
 
 clean:
-	rm -rf $(VENV) .keel .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv312 .venv313 .keel .pytest_cache .mypy_cache .ruff_cache

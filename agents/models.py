@@ -1,9 +1,13 @@
-"""Chat models per role, through ``langchain-openai``: OpenAI or any OpenAI-compatible server."""
+"""Chat models per role, through ``langchain-openai``: OpenAI or any OpenAI-compatible server.
+
+``langchain-openai`` (with ``openai`` and ``tiktoken``, about two seconds of a cold start) loads
+when the first model is made, not with this module: the runbook planner's commands, and every
+command that only reads or answers a thread, never need it.
+"""
 
 from __future__ import annotations
 
 from langchain_core.language_models import BaseChatModel
-from langchain_openai import ChatOpenAI
 
 from keel.settings import Settings
 
@@ -14,6 +18,8 @@ def chat_model_for(settings: Settings, model: str | None) -> BaseChatModel:
     The client's own retries cover 429, 5xx and connection errors; Keel's fallback model and the
     runbook planner cover what is left.
     """
+    from langchain_openai import ChatOpenAI
+
     return ChatOpenAI(
         model=model or "gpt-4o-mini",
         api_key=settings.openai_api_key or "not-needed-for-a-local-server",  # type: ignore[arg-type]

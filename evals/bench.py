@@ -68,6 +68,18 @@ def _checkpoint(settings: Settings, progress: bool) -> dict[str, Any]:
     return bench_checkpoint(settings)
 
 
+def _startup(settings: Settings, progress: bool) -> dict[str, Any]:
+    from evals.bench_startup import bench_startup
+
+    return bench_startup(settings)
+
+
+def _embeddings(settings: Settings, progress: bool) -> dict[str, Any]:
+    from evals.bench_embeddings import bench_embeddings
+
+    return bench_embeddings(settings)
+
+
 BENCHES: dict[str, Bench] = {
     "context": _context,
     "retrieval": _retrieval,
@@ -76,6 +88,8 @@ BENCHES: dict[str, Bench] = {
     "threads": _threads,
     "record": _record,
     "checkpoint": _checkpoint,
+    "startup": _startup,
+    "embeddings": _embeddings,
 }
 
 
@@ -98,6 +112,23 @@ FIGURES: dict[str, Figure] = {
     # The threads that completed, all of them in flight at once: a failed thread does not count.
     "threads": Figure("threads", ("completed",), ">= 200 in flight, done", lambda v: v >= 200),
     "threads_p95_ms": Figure("threads", ("threads_p95_ms",)),
+    # Cold starts, each a ratio over the floor import measured in the same run (bench_startup).
+    "run_vs_floor": Figure(
+        "startup", ("run", "ratio"), "<= 2.5 x import langgraph", lambda v: v <= 2.5
+    ),
+    "show_vs_floor": Figure(
+        "startup", ("show", "ratio"), "<= 1.5 x import langgraph", lambda v: v <= 1.5
+    ),
+    "resume_vs_floor": Figure(
+        "startup", ("resume", "ratio"), "<= 1.5 x import langgraph", lambda v: v <= 1.5
+    ),
+    "help_vs_floor": Figure(
+        "startup", ("help", "ratio"), "<= 1.5 x import langgraph", lambda v: v <= 1.5
+    ),
+    "warm_refund_p50_ms": Figure(
+        "startup", ("warm", "refund_p50_ms"), "<= 100 ms run + resume", lambda v: v <= 100
+    ),
+    "venv_mb": Figure("startup", ("venv_mb",), "<= 1000 MB", lambda v: v <= 1000),
 }
 PEAK_RSS = "peak_rss_mb"
 
@@ -156,6 +187,18 @@ def summary_table(summary: Mapping[str, Mapping[str, Any]]) -> str:
         verdict = {True: "met", False: "NOT MET", None: ""}[figure["met"]]
         lines.append(f"{key:<20} {value:>12}  {figure['target'] or '-':<26} {verdict}".rstrip())
     return "\n".join(lines)
+
+
+def measured_figures(results: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The headline figures of the benches that ran (``keel bench --only startup`` prints its
+    ratios against their targets too); none when no headline bench ran.
+
+    Example:
+        >>> list(measured_figures({"tools": {"tool_overhead_ms": 0.2}}))
+        ['tool_overhead_ms']
+    """
+    summary = summarize(results, peak_rss=None)
+    return {key: summary[key] for key, figure in FIGURES.items() if figure.bench in results}
 
 
 def run_benches(only: list[str] | None, settings: Settings, *, progress: bool) -> dict[str, Any]:

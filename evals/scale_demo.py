@@ -13,6 +13,7 @@ Run: ``python -m evals.scale_demo [--threads N] [--json]`` (``make scale-demo [J
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -173,9 +174,13 @@ class Worker:
         answer: dict[str, Any] = json.loads(line)
         return answer
 
-    def stop(self) -> None:
+    def stop(self, *, interrupted: bool = False) -> None:
+        """Close its input (it finishes its order and exits); interrupted: SIGTERM it now."""
+        if interrupted:
+            self.process.terminate()
         if self.process.stdin is not None:
-            self.process.stdin.close()
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()
         try:
             self.process.wait(timeout=60)
         except subprocess.TimeoutExpired:
@@ -278,8 +283,9 @@ def scale_demo(threads: int = 50, *, progress: bool = False) -> dict[str, Any]:
                     )
                 wall_s = time.perf_counter() - t1
             finally:
+                interrupted = sys.exc_info()[0] is not None
                 for w in workers:
-                    w.stop()
+                    w.stop(interrupted=interrupted)
         checks = _check(settings, pg.url(), chosen, runs)
         tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
     resumes = [r for r in runs if r.final_status]
@@ -439,6 +445,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeelError as err:
         print(f"scale-demo: error: {str(err).splitlines()[0]}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (evals.servers.Terminated)
+        print("scale-demo: interrupted; its servers are stopped and removed", file=sys.stderr)
+        return 130
     print(json.dumps(report) if args.json else summary(report))
     return 0 if healthy(report) else 1
 

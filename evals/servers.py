@@ -3,6 +3,13 @@
 A PostgreSQL cluster (``initdb`` + ``pg_ctl``) and a Chroma server (``chroma run``), each on a free
 loopback port with its data in a temporary directory, stopped and removed on exit. Production runs
 point ``KEEL_POSTGRES_URL`` and ``KEEL_CHROMA_URL`` at servers of their own instead.
+
+"On exit" includes an interrupted run: Ctrl-C (SIGINT) raises ``KeyboardInterrupt`` and, while a
+server is up, SIGTERM (what a CI timeout sends) raises :class:`Terminated`, a ``KeyboardInterrupt``
+too (pytest then stops and tears its fixtures down), so the ``with`` blocks stop their servers and
+remove their folders instead of the process vanishing and leaving them behind. A cluster runs in
+its own session (``pg_ctl`` detaches it) and Chroma in its own process group, so a signal to the
+terminal's group reaches neither before its orderly stop. Only SIGKILL leaves them behind.
 """
 
 from __future__ import annotations
@@ -11,16 +18,18 @@ import contextlib
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from keel.errors import ConfigError
 
@@ -28,6 +37,62 @@ POSTGRES_HINT = (
     "PostgreSQL's server programs (initdb, pg_ctl) are not installed: run `make postgres` "
     "(Debian/Ubuntu: apt-get install postgresql) or put their folder on PATH"
 )
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: raised in the main thread so ``with`` blocks and ``finally`` clauses run
+    (a ``KeyboardInterrupt`` so that pytest, like a user's Ctrl-C, stops and tears down)."""
+
+
+@contextlib.contextmanager
+def terminate_gracefully() -> Iterator[None]:
+    """While the block runs, SIGTERM raises :class:`Terminated` instead of ending the process
+    at once. A no-op off the main thread or when the program has its own SIGTERM handler.
+
+    Example:
+        >>> with terminate_gracefully(), postgres_server() as pg:  # doctest: +SKIP
+        ...     serve(pg)  # a `kill PID` now stops and removes the cluster
+    """
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
+        yield
+        return
+
+    def terminated(signum: int, frame: object) -> None:
+        raise Terminated(f"signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_passing_interrupts(
+    argv: list[str], *, timeout: float, grace_s: float = 120.0, **kwargs: Any
+) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run(argv, capture_output=True, text=True)`` for a child that starts servers.
+
+    ``subprocess.run`` answers an interruption (or its timeout) with SIGKILL, which leaves the
+    child's servers and folders behind; here the child gets SIGTERM and ``grace_s`` to stop them
+    (it uses this module's servers, so SIGTERM is an orderly exit for it), then SIGKILL.
+    """
+    with subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs
+    ) as process:
+        try:
+            out, err = process.communicate(timeout=timeout)
+        except BaseException:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.communicate(timeout=grace_s)
+            except BaseException:
+                process.kill()
+                raise
+            raise
+    return subprocess.CompletedProcess(argv, process.returncode, out, err)
 
 
 def free_port() -> int:
@@ -102,9 +167,16 @@ def postgres_server(*, durable: bool = True, user: str = "keel") -> Iterator[Pos
     PostgreSQL refuses to run as root: as root the cluster runs as the ``postgres`` system user
     (Debian's package creates it). ``durable=False`` turns fsync off, for tests only.
 
+    Stopped and removed on an interrupted run too (SIGINT, SIGTERM: see the module's docstring).
+
     Raises:
         ConfigError: the server programs are missing or the cluster does not start.
     """
+    with terminate_gracefully():
+        yield from _postgres_server(durable=durable, user=user)
+
+
+def _postgres_server(*, durable: bool, user: str) -> Iterator[PostgresServer]:
     bindir = postgres_bin()
     if bindir is None:
         raise ConfigError(POSTGRES_HINT)
@@ -124,16 +196,15 @@ def postgres_server(*, durable: bool = True, user: str = "keel") -> Iterator[Pos
         port=port, user=user, data_dir=data, options=options, log=log,
         pg_ctl=(*as_user, str(bindir / "pg_ctl")),
     )  # fmt: skip
-    started = False
     try:
         _pg_ctl(*as_user, str(bindir / "initdb"), "-D", str(data), "-U", user, "-A", "trust",
                 "-E", "UTF8")  # fmt: skip
         server.start()
-        started = True
         server.create_database("keel")
         yield server
     finally:
-        if started:
+        # Whatever got as far as starting a postmaster (even if interrupted while it started).
+        if (data / "postmaster.pid").exists():
             subprocess.run(
                 [*server.pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"],
                 capture_output=True, timeout=120, cwd=root,
@@ -145,6 +216,7 @@ def postgres_server(*, durable: bool = True, user: str = "keel") -> Iterator[Pos
 class ChromaServer:
     port: int
     path: Path
+    pid: int = 0
 
     @property
     def url(self) -> str:
@@ -153,7 +225,13 @@ class ChromaServer:
 
 @contextlib.contextmanager
 def chroma_server(timeout_s: float = 60.0) -> Iterator[ChromaServer]:
-    """Start ``chroma run`` (the installed chromadb's server) on loopback; stop it on exit."""
+    """Start ``chroma run`` (the installed chromadb's server) on loopback; stop it on exit,
+    interrupted runs included (its whole process group; see the module's docstring)."""
+    with terminate_gracefully():
+        yield from _chroma_server(timeout_s)
+
+
+def _chroma_server(timeout_s: float) -> Iterator[ChromaServer]:
     chroma = Path(sys.executable).parent / "chroma"
     if not chroma.exists():
         found = shutil.which("chroma")
@@ -167,9 +245,10 @@ def chroma_server(timeout_s: float = 60.0) -> Iterator[ChromaServer]:
         [str(chroma), "run", "--path", str(root / "data"), "--host", "127.0.0.1",
          "--port", str(port)],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=root,
+        start_new_session=True,
     )  # fmt: skip
     try:
-        server = ChromaServer(port=port, path=root / "data")
+        server = ChromaServer(port=port, path=root / "data", pid=process.pid)
         deadline = time.monotonic() + timeout_s
         while True:
             if process.poll() is not None:
@@ -186,11 +265,21 @@ def chroma_server(timeout_s: float = 60.0) -> Iterator[ChromaServer]:
                 time.sleep(0.2)
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_group(process)
         log.close()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def stop_group(process: subprocess.Popen[Any], timeout_s: float = 20.0) -> None:
+    """SIGTERM to a process started with ``start_new_session=True`` and all its children (its
+    process group); SIGKILL for whatever is left after ``timeout_s``."""
+    for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 30.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=wait_s)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # children that outlived it
+            return
+        except subprocess.TimeoutExpired:
+            continue

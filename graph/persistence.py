@@ -146,6 +146,32 @@ def _postgres(settings: Settings) -> Iterator[BaseCheckpointSaver[str]]:
         pool.close()
 
 
+_THREADS_SQL = (
+    "SELECT thread_id FROM checkpoints WHERE checkpoint_ns = '' GROUP BY thread_id"
+    " ORDER BY MAX(checkpoint_id) DESC"
+)
+
+
+def thread_ids(saver: BaseCheckpointSaver[Any]) -> list[str]:
+    """Every thread the checkpointer holds, the most recently checkpointed first.
+
+    One query on the saver's own tables (checkpoint ids sort by time), for ``keel recover
+    --all`` and ``keel runs --stalled``; any other saver is walked with ``list()``.
+    """
+    if isinstance(saver, SqliteSaver):
+        with saver.lock:
+            return [str(r[0]) for r in saver.conn.execute(_THREADS_SQL).fetchall()]
+    pool = getattr(saver, "conn", None)
+    if pool is not None and hasattr(pool, "connection"):
+        with pool.connection() as conn:
+            rows = conn.execute(_THREADS_SQL).fetchall()
+        return [str(r["thread_id"] if isinstance(r, dict) else r[0]) for r in rows]
+    seen: dict[str, None] = {}
+    for saved in saver.list(None):
+        seen.setdefault(str(saved.config["configurable"]["thread_id"]), None)
+    return list(seen)
+
+
 def _migrated(conn: Any, migrations: int) -> bool:
     """Whether the saver's tables are at the installed version, so no lock or DDL is needed.
 

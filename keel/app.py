@@ -23,11 +23,12 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 
 from langgraph.types import Command
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from graph.builder import build_graph
 from graph.context import KeelContext
 from graph.events import dispatch_events
+from graph.lease import LeaseStore, open_leases
 from graph.persistence import open_checkpointer
 from graph.state import (
     Conflict,
@@ -37,13 +38,15 @@ from graph.state import (
     Evidence,
     Filtered,
     Plan,
-    Status,
     ToolOutcome,
     Verdict,
 )
+from graph.status import ThreadBook, ThreadState, ThreadStatus, thread_status
 from keel.errors import (
     BadRequest,
     ConfigError,
+    KeelError,
+    LeaseHeld,
     NoPendingApproval,
     StoreUnavailable,
     ThreadNotFound,
@@ -80,7 +83,11 @@ class Outcome(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     thread_id: str
-    status: Status
+    status: ThreadState
+    stalled_at: str | None = Field(
+        default=None, description="stalled or running: the node the run stopped (or is) in"
+    )
+    owner: str | None = Field(default=None, description="running: the worker holding its lease")
     planner: str
     run_id: str | None = Field(default=None, description="the flight record's run id")
     answer: str = ""
@@ -93,6 +100,50 @@ class Outcome(BaseModel):
     results: list[ToolOutcome] = Field(default_factory=list)
     escalation: Escalation | None = None
     waiting: EventWait | None = None
+
+
+class ThreadRecovery(BaseModel):
+    """One thread of ``keel recover --all``: where it stood and what became of it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    thread_id: str
+    before: ThreadState
+    stalled_at: str | None = None
+    after: ThreadState | None = Field(default=None, description="its status after recover")
+    refused: str | None = Field(default=None, description="why not: a live worker holds it")
+    error: str | None = Field(default=None, description="recover failed: the one-line error")
+
+
+class RecoveryReport(BaseModel):
+    """What ``keel recover --all`` found and did; ``complete`` when nothing is left stalled."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    threads: int = Field(default=0, description="threads in the checkpointer")
+    by_status: dict[str, int] = Field(default_factory=dict, description="before recovering")
+    stalled: int = 0
+    recovered: int = Field(default=0, description="no longer stalled: finished or waiting")
+    still_stalled: int = 0
+    refused: int = Field(default=0, description="held by a live worker, left to it")
+    failed: int = 0
+    results: list[ThreadRecovery] = Field(default_factory=list)
+
+    def add(self, item: ThreadRecovery) -> None:
+        self.results.append(item)
+        self.stalled += item.before == "stalled"
+        if item.refused is not None:
+            self.refused += 1
+        elif item.error is not None:
+            self.failed += 1
+        elif item.after == "stalled":
+            self.still_stalled += 1
+        else:
+            self.recovered += 1
+
+    @property
+    def complete(self) -> bool:
+        return self.refused == self.failed == self.still_stalled == 0
 
 
 class Decision(BaseModel):
@@ -112,6 +163,8 @@ class KeelApp:
 
     With ``settings.record`` (the default) every run is written to the flight recorder
     (``observability``); with LangSmith's environment variables set, every run is traced too.
+    With ``leases`` (``open`` gives them), every segment holds the thread's lease: a second
+    worker is refused (``LeaseHeld``) while the first is alive.
     """
 
     def __init__(
@@ -122,12 +175,19 @@ class KeelApp:
         *,
         recorder: Recorder | None = None,
         tracing: Tracing | None = None,
+        leases: LeaseStore | None = None,
     ) -> None:
         self.settings = settings
         self.context = context
         self.graph = graph
         self.recorder = recorder
         self.tracing = tracing
+        self.leases = leases
+        self.threads = (
+            ThreadBook(graph, graph.checkpointer, leases)
+            if leases is not None and graph.checkpointer is not None
+            else None
+        )
 
     @classmethod
     @contextmanager
@@ -153,7 +213,13 @@ class KeelApp:
         try:
             with open_checkpointer(settings) as saver:
                 graph = build_graph(saver, nodes=nodes)
-                yield cls(settings, context, graph, recorder=recorder, tracing=tracing)
+                leases = open_leases(settings, saver)
+                try:
+                    yield cls(
+                        settings, context, graph, recorder=recorder, tracing=tracing, leases=leases
+                    )
+                finally:
+                    leases.close()
         finally:
             tracing.flush()
             if recorder is not None:
@@ -178,7 +244,36 @@ class KeelApp:
         checkpoint_id: str | None = None,
     ) -> Outcome:
         """One segment of a run (the first invoke, a resume, a recover or a fork), recorded and
-        traced. A fork starts a new run in the record: its earlier history is the old run's."""
+        traced, holding the thread's lease. A fork starts a new run in the record: its earlier
+        history is the old run's.
+
+        Raises:
+            LeaseHeld: another live worker is running the thread.
+        """
+        with self._lease(thread_id):
+            return self._segment(
+                payload, thread_id, mode, request=request, run_id=run_id,
+                checkpoint_id=checkpoint_id,
+            )  # fmt: skip
+
+    @contextmanager
+    def _lease(self, thread_id: str) -> Iterator[None]:
+        if self.leases is None:
+            yield
+            return
+        with _thread_named(thread_id), self.leases.hold(thread_id):
+            yield
+
+    def _segment(
+        self,
+        payload: Any,
+        thread_id: str,
+        mode: Mode,
+        *,
+        request: str | None = None,
+        run_id: str | None = None,
+        checkpoint_id: str | None = None,
+    ) -> Outcome:
         if run_id is None:
             known = self.recorder.store.latest_run(thread_id) if self.recorder else None
             fresh = mode in ("run", "fork") or known is None
@@ -320,17 +415,29 @@ class KeelApp:
         with _thread_named(thread_id):
             return self.graph.get_state(config)
 
+    def status(self, thread_id: str) -> ThreadStatus:
+        """The thread's true status, from its checkpoint and its lease (``graph.status``).
+
+        Example:
+            >>> app.status(thread_id).status  # a worker died mid-run  # doctest: +SKIP
+            'stalled'
+        """
+        with _thread_named(thread_id):
+            if self.threads is not None:
+                return self.threads.status(thread_id)
+            return thread_status(self.graph.get_state(self._config(thread_id)), thread_id)
+
     def show(self, thread_id: str) -> Outcome:
+        """Where the thread stands: its status, what it found, planned, did and waits for."""
         snapshot = self._snapshot(thread_id)
         values = snapshot.values
         if not values:
             raise ThreadNotFound(f"no thread {thread_id}")
+        found = self.status(thread_id)
         pending = None
-        status: Status = values.get("status", "running")
         for intr in snapshot.interrupts:
             request = intr.value
             if request.get("kind") == "await_event":
-                status = "awaiting_event"
                 continue
             pending = [
                 PendingAction(
@@ -341,11 +448,12 @@ class KeelApp:
                 )
                 for a, digest in zip(request["action_requests"], request["digests"], strict=True)
             ]
-            status = "awaiting_approval"
         return Outcome(
             thread_id=thread_id,
             run_id=self.recorder.store.latest_run(thread_id) if self.recorder else None,
-            status=status,
+            status=found.status,
+            stalled_at=found.stalled_at,
+            owner=found.owner,
             planner=values.get("planner", "none"),
             answer=values.get("answer", ""),
             pending=pending,
@@ -379,21 +487,82 @@ class KeelApp:
     def recover(self, thread_id: str) -> Outcome:
         """Continue a run that stopped without finishing (its worker crashed or was killed).
 
-        The run goes on from its last checkpoint. An irreversible step that was under way when the
-        worker died is issued again with the same idempotency key, so the backend answers with
-        the first result instead of acting twice.
+        The run goes on from its last checkpoint, applying the writes a task saved there before
+        the worker died (``graph.invoke(None)`` does). An irreversible step that was under way
+        is issued again with the same idempotency key, so the backend answers with the first
+        result instead of acting twice. The thread's lease is taken before its status is read,
+        so two recovers (or a recover and a live worker) never run it at once.
+
+        Raises:
+            ThreadNotFound: no such thread.
+            BadRequest: it is waiting for an approval or an event, or it has finished.
+            LeaseHeld: a live worker is running it.
+
+        Example:
+            >>> app.recover(thread_id).status  # after its worker was killed  # doctest: +SKIP
+            'done'
         """
-        snapshot = self._snapshot(thread_id)
-        if not snapshot.values:
-            raise ThreadNotFound(f"no thread {thread_id}")
-        if snapshot.interrupts:
-            raise BadRequest(
-                f"thread {thread_id} is waiting: for an approval (`keel resume`) "
-                "or an event (`keel events`)"
+        with self._lease(thread_id):
+            found = self.status(thread_id)
+            if found.status in ("awaiting_approval", "awaiting_event"):
+                raise BadRequest(
+                    f"thread {thread_id} is waiting: for an approval (`keel resume`) "
+                    "or an event (`keel events`)"
+                )
+            if found.ended:
+                raise BadRequest(
+                    f"thread {thread_id} has finished ({found.status}); nothing to recover"
+                )
+            return self._segment(None, thread_id, "recover")
+
+    def stalled(self) -> list[ThreadStatus]:
+        """Every thread whose worker stopped mid-run (no live lease), newest first."""
+        return [t for t in self._statuses() if t.status == "stalled"]
+
+    def _statuses(self) -> Iterator[ThreadStatus]:
+        if self.threads is None:
+            raise ConfigError("listing threads needs the app opened on a checkpointer")
+        yield from self.threads.statuses()
+
+    def recover_all(self, progress: Callable[[ThreadRecovery], None] | None = None) -> (
+        RecoveryReport
+    ):  # fmt: skip
+        """Find every stalled thread in the checkpointer and recover each one (after a crash,
+        an operator needs no thread ids). A thread a live worker holds is left to it.
+
+        Args:
+            progress: called with each thread's result as soon as it is known.
+
+        Example:
+            >>> report = app.recover_all()  # doctest: +SKIP
+            >>> report.stalled, report.recovered, report.refused, report.failed
+            (2, 2, 0, 0)
+        """
+        if self.threads is None:
+            raise ConfigError("recover --all needs the app opened on a checkpointer")
+        report = RecoveryReport()
+        for thread_id in self.threads.thread_ids():
+            report.threads += 1
+            try:
+                found = self.status(thread_id)
+            except ThreadNotFound:
+                continue
+            report.by_status[found.status] = report.by_status.get(found.status, 0) + 1
+            if found.status not in ("stalled", "running"):
+                continue
+            item = ThreadRecovery(
+                thread_id=thread_id, before=found.status, stalled_at=found.stalled_at
             )
-        if not snapshot.next:
-            raise BadRequest(f"thread {thread_id} has finished; nothing to recover")
-        return self.invoke_segment(None, thread_id, "recover")
+            try:
+                item.after = self.recover(thread_id).status
+            except LeaseHeld as err:
+                item.refused = str(err)
+            except (KeelError, ValidationError) as err:
+                item.error = f"{type(err).__name__}: {err}".splitlines()[0]
+            report.add(item)
+            if progress is not None:
+                progress(item)
+        return report
 
     def fork(self, thread_id: str, checkpoint_id: str) -> Outcome:
         """Run the thread again from an earlier checkpoint (time travel).
@@ -535,4 +704,11 @@ def probe_endpoint(base_url: str, timeout_s: float = 3.0) -> None:
         ) from err
 
 
-__all__ = ["Decision", "KeelApp", "Outcome", "PendingAction"]
+__all__ = [
+    "Decision",
+    "KeelApp",
+    "Outcome",
+    "PendingAction",
+    "RecoveryReport",
+    "ThreadRecovery",
+]

@@ -7,6 +7,7 @@ a non-zero exit; ``--debug`` shows the traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -69,11 +70,24 @@ def _parser() -> argparse.ArgumentParser:
     resume.add_argument("--as", dest="reviewer", help="who is answering (default: KEEL_REVIEWER)")
 
     recover = sub.add_parser(
-        "recover", parents=[common], help="continue a run whose worker crashed, from its checkpoint"
-    )
-    recover.add_argument("thread")
+        "recover", parents=[common],
+        help="continue a stalled run (its worker crashed or was killed) from its checkpoint",
+        description="Continue a stalled thread from its last checkpoint, applying the writes a "
+        "task saved there before its worker died. Refused for a thread that finished or waits "
+        "for a human or an event, and for one a live worker holds (its lease: a worker that "
+        "died on this machine is seen at once, one on another machine after KEEL_LEASE_TTL_S). "
+        "With --all: every stalled thread in the checkpointer, with progress on stderr and a "
+        "summary; exit 2 if any is left stalled, refused or failed.",
+    )  # fmt: skip
+    recover.add_argument("thread", nargs="?", help="the thread (or --all)")
+    recover.add_argument("--all", action="store_true", help="find and recover every stalled thread")
 
-    show = sub.add_parser("show", parents=[common], help="where a thread stands")
+    show = sub.add_parser(
+        "show", parents=[common],
+        help="where a thread stands, read from its checkpoint: done, refused or escalated (it "
+        "ended), awaiting_approval or awaiting_event, running (a live worker has it) or stalled "
+        "at NODE (its worker died: keel recover)",
+    )  # fmt: skip
     show.add_argument("thread")
     show.add_argument("--history", action="store_true", help="list the thread's checkpoints")
 
@@ -125,9 +139,15 @@ def _parser() -> argparse.ArgumentParser:
         "KEEL_HOME/scorecard, KEEL_HOME/compounding)",
     )  # fmt: skip
     runs = sub.add_parser(
-        "runs", parents=[common], help="recent recorded runs: status, duration, calls, approvals"
-    )
+        "runs", parents=[common],
+        help="recent recorded runs: status (from the checkpoint), duration, calls, approvals",
+    )  # fmt: skip
     runs.add_argument("--limit", type=int, default=20, help="how many (default: 20)")
+    runs.add_argument(
+        "--stalled", action="store_true",
+        help="instead: every stalled thread in the checkpointer (worker gone mid-run), where it "
+        "stopped; `keel recover --all` continues them",
+    )  # fmt: skip
     trace = sub.add_parser("trace", parents=[common], help="a recorded run's timeline as a tree")
     trace.add_argument("run", help="run id (or a unique prefix), or a thread id")
     trace.add_argument("--clock", action="store_true", help="show the clock readings too")
@@ -278,12 +298,14 @@ def _command(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | N
     if args.command == "eval":
         return _eval(args, settings)
     if args.command == "bench":
-        from evals.bench import run_benches, summary_table
+        from evals.bench import measured_figures, run_benches, summary_table
 
         results = run_benches(args.only, settings, progress=sys.stderr.isatty())
         if args.only is None and not args.json:
             print(summary_table(results["summary"]) + "\n\ndetails:")
             results = results["benches"]
+        elif not args.json and measured_figures(results):
+            print(summary_table(measured_figures(results)) + "\n\ndetails:")
         return _report(args, results)
     if args.command == "access":
         return _access(args, settings)
@@ -347,6 +369,10 @@ def _command(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | N
                      for e in woken]  # fmt: skip
             return _say(args, {"events": woken}, "\n".join(lines) or "no new events")
         if args.command == "recover":
+            if args.all == (args.thread is not None):
+                raise BadRequest("recover takes a thread id or --all (one of them)")
+            if args.all:
+                return _recover_all(app, args)
             outcome = app.recover(args.thread)
             if not args.json:
                 report.print_outcome(outcome)
@@ -379,21 +405,15 @@ def _json_logs(settings: Settings) -> logging.Handler:
 
 
 def _record_view(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None:
-    """``runs``, ``trace`` and ``explain``: read the flight record, run nothing."""
+    """``runs``, ``trace`` and ``explain``: read the flight record (and, for ``runs``, each
+    thread's checkpoint and lease), run nothing."""
     from observability.store import open_record
     from observability.views import explain, render_explanation, render_tree, trace_tree
 
+    if args.command == "runs":
+        return _runs(args, settings)
     store = open_record(settings)
     try:
-        if args.command == "runs":
-            if args.limit < 1:
-                raise BadRequest("--limit must be at least 1")
-            rows = [r.model_dump(mode="json") for r in store.runs(args.limit)]
-            if not args.json:
-                from keel import report
-
-                report.print_runs(rows)
-            return {"runs": rows} if args.json else None
         events = store.events(store.resolve(args.run))
         if args.command == "trace":
             tree = trace_tree(events)
@@ -406,6 +426,72 @@ def _record_view(args: argparse.Namespace, settings: Settings) -> dict[str, Any]
         return why.model_dump(mode="json") if args.json else None
     finally:
         store.close()
+
+
+def _runs(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None:
+    """The record says what each run did; the checkpoint and the lease say where its thread is
+    now. A worker that died never wrote its run's end: its run is shown as its thread stands
+    (``stalled``), not ``running`` forever."""
+    from graph.status import open_thread_book
+    from keel import report
+    from keel.errors import ThreadNotFound
+    from observability.store import open_record
+
+    if args.limit < 1:
+        raise BadRequest("--limit must be at least 1")
+    if args.stalled:
+        with open_thread_book(settings) as book:
+            stalled = [t.model_dump(mode="json") for t in book.statuses() if t.status == "stalled"]
+        if not args.json:
+            report.print_stalled(stalled)
+        return {"stalled": stalled} if args.json else None
+    store = open_record(settings)  # no record, nothing to list: say so before opening more
+    try:
+        rows = [r.model_dump(mode="json") for r in store.runs(args.limit)]
+        with open_thread_book(settings) as book:
+            for row in rows:
+                if store.latest_run(row["thread_id"]) != row["run_id"]:
+                    continue  # a fork's earlier run: its record is its history
+                # Nothing checkpointed (refused before its first step, or deleted): the record's.
+                with contextlib.suppress(ThreadNotFound):
+                    row["status"] = book.status(row["thread_id"]).status
+    finally:
+        store.close()
+    if not args.json:
+        report.print_runs(rows)
+    return {"runs": rows} if args.json else None
+
+
+def _recover_all(app: Any, args: argparse.Namespace) -> dict[str, Any] | None:
+    """``keel recover --all``: progress on stderr as each thread is done, then the summary."""
+    from keel.app import ThreadRecovery
+    from keel.errors import RecoveryIncomplete
+
+    def progress(item: ThreadRecovery) -> None:
+        where = f" at {item.stalled_at}" if item.stalled_at else ""
+        if item.refused is not None:
+            said = f"refused: {item.refused}"
+        elif item.error is not None:
+            said = f"failed: {item.error}"
+        else:
+            said = f"{item.after}"
+        print(f"recover {item.thread_id} ({item.before}{where}): {said}", file=sys.stderr)
+
+    result = app.recover_all(progress)
+    data = result.model_dump(mode="json")
+    statuses = ", ".join(f"{n} {s}" for s, n in sorted(result.by_status.items())) or "none"
+    summary = (
+        f"{result.threads} thread(s) ({statuses}): {result.recovered} recovered, "
+        f"{result.still_stalled} still stalled, {result.refused} refused (a live worker holds "
+        f"them), {result.failed} failed"
+    )
+    print(json.dumps(data) if args.json else summary)
+    if not result.complete:
+        raise RecoveryIncomplete(
+            f"recover --all left {result.still_stalled + result.refused + result.failed} "
+            "thread(s) unfinished (see above)"
+        )
+    return None
 
 
 def _access(args: argparse.Namespace, settings: Any) -> dict[str, Any] | None:

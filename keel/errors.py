@@ -31,6 +31,33 @@ class NoPendingApproval(KeelError):
     """A resume was asked for a thread that is not waiting for a human."""
 
 
+class LeaseHeld(KeelError):
+    """Another live worker is running the thread: two runs of one thread never execute at once.
+
+    Example:
+        >>> str(LeaseHeld("t-1", "host-a pid 41", 2.0))  # doctest: +ELLIPSIS
+        'thread t-1 is being run by host-a pid 41 (heartbeat 2.0 s ago); ...'
+    """
+
+    def __init__(self, thread_id: str, owner: str, heartbeat_age_s: float) -> None:
+        super().__init__(thread_id, owner, heartbeat_age_s)
+        self.thread_id = thread_id
+        self.owner = owner
+        self.heartbeat_age_s = heartbeat_age_s
+
+    def __str__(self) -> str:
+        return (
+            f"thread {self.thread_id} is being run by {self.owner} "
+            f"(heartbeat {self.heartbeat_age_s:.1f} s ago); one worker at a time: wait for it, "
+            "or, if that worker died, recover it once its lease is dead (a worker on this "
+            "machine: at once; on another: KEEL_LEASE_TTL_S after its last heartbeat)"
+        )
+
+
+class RecoveryIncomplete(KeelError):
+    """``recover --all`` left a thread stalled, refused (a live worker) or failed."""
+
+
 class PermissionDenied(KeelError):
     """The permission gate refused a call; it was not made. ``rule`` names what refused it."""
 

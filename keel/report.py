@@ -22,7 +22,16 @@ def _planner_line(planner: str) -> str:
 
 
 def print_outcome(outcome: Outcome, *, show_details: bool = True) -> None:
-    print(f"thread {outcome.thread_id}: {outcome.status}")
+    if outcome.status == "stalled":
+        print(f"thread {outcome.thread_id}: stalled at {outcome.stalled_at}")
+        print(
+            "  its worker stopped mid-run (crashed or killed); continue it with: "
+            f"keel recover {outcome.thread_id}"
+        )
+    elif outcome.status == "running":
+        print(f"thread {outcome.thread_id}: running at {outcome.stalled_at} ({outcome.owner})")
+    else:
+        print(f"thread {outcome.thread_id}: {outcome.status}")
     print(f"  {_planner_line(outcome.planner)}")
     if show_details and outcome.run_id:
         print(
@@ -95,6 +104,19 @@ def print_runs(rows: list[dict[str, Any]]) -> None:
             f"{r['run_id']:<36}  {r['status']:<17} {r['duration_ms']:>8.0f} {r['tool_calls']:>5} "
             f"{r['denials']:>6} {r['approvals']:>9} {r['escalations']:>6}  {request}"
         )
+
+
+def print_stalled(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        print("no stalled threads")
+        return
+    print(f"{'thread':<36}  {'stalled at':<14} {'saved writes':<14} checkpoint")
+    for r in rows:
+        saved = ",".join(r["saved_writes"]) or "-"
+        print(
+            f"{r['thread_id']:<36}  {r['stalled_at'] or '-':<14} {saved:<14} {r['checkpoint_id']}"
+        )
+    print(f"{len(rows)} stalled; continue them with: keel recover --all")
 
 
 def print_replay(verdict: ReplayReport) -> None:

@@ -56,7 +56,12 @@ class Settings(BaseSettings):
         description="A Chroma server (`chroma run`), e.g. http://127.0.0.1:8000; unset: embedded.",
     )
 
-    embedding_backend: Literal["local", "openai"] = "local"
+    embedding_backend: Literal["local", "torch", "openai"] = Field(
+        default="local",
+        description="local: all-MiniLM-L6-v2 int8 on onnxruntime (offline, no PyTorch); torch: "
+        "the same model in float32 on sentence-transformers (the torch extra); openai: an "
+        "OpenAI-compatible /v1/embeddings.",
+    )
     embedding_model: str = "text-embedding-3-small"
 
     openai_api_key: SecretStr | None = Field(
@@ -117,6 +122,12 @@ class Settings(BaseSettings):
     )
     eval_out: Path | None = Field(
         default=None, description="Where eval tables and plots are written (default: HOME/...)."
+    )
+    lease_ttl_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A run's lease is dead when its heartbeat (every third of this) is older; a "
+        "dead worker on the same machine is seen at once, by its pid.",
     )
     approval_ttl_s: int = Field(default=24 * 3600, ge=60)
     reviewer: str = Field(default="operator", description="Who approves from this shell.")

@@ -9,21 +9,20 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
-from urllib.parse import urlparse
-
-import chromadb
-import chromadb.errors
-from chromadb.api.models.Collection import Collection
-from chromadb.config import Settings as ChromaSettings
+from typing import TYPE_CHECKING, Any
 
 from graph.state import Evidence
-from keel.errors import ConfigError, CorpusMissing, KeelError
+from keel.errors import CorpusMissing, KeelError
 from keel.settings import Settings
 from retrieval.corpus import Chunk, load_corpus
 from retrieval.curation import Candidate, Retrieval, curate
 from retrieval.embeddings import Embedder
 from retrieval.lexical import BM25
+
+if TYPE_CHECKING:
+    from chromadb.api.models.Collection import Collection
+
+    from retrieval.chroma import Connection
 
 BATCH = 64
 
@@ -32,9 +31,10 @@ BATCH = 64
 def _same_dimensions(store: CorpusStore) -> Any:
     """A vector of another size than the index holds (the same model name, another model behind
     it) is a setting to fix, named as such, not a raw Chroma error."""
+    invalid_argument = store.connection().InvalidArgument
     try:
         yield
-    except chromadb.errors.InvalidArgumentError as err:
+    except invalid_argument as err:
         if "dimension" not in str(err):
             raise
         raise CorpusMissing(
@@ -58,7 +58,7 @@ class CorpusStore:
     def __init__(self, settings: Settings, embedder: Embedder) -> None:
         self.settings = settings
         self.embedder = embedder
-        self._client: Any = None
+        self._connection: Connection | None = None
         self._lexical: tuple[list[str], BM25] | None = None
 
     @property
@@ -66,52 +66,21 @@ class CorpusStore:
         """Where the index lives, for messages: the server's URL or the embedded folder."""
         return self.settings.chroma_url or str(self.settings.chroma_dir)
 
-    def _chroma(self) -> Any:
-        if self._client is None:
-            self._client = (
-                self._server(self.settings.chroma_url)
-                if self.settings.chroma_url
-                else self._embedded()
-            )
-        return self._client
+    def connection(self) -> Connection:
+        """The Chroma connection, opened at the index's first use.
 
-    def _embedded(self) -> Any:
-        self.settings.chroma_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            return chromadb.PersistentClient(
-                path=str(self.settings.chroma_dir),
-                settings=ChromaSettings(anonymized_telemetry=False),
-            )
-        except Exception as err:  # chromadb raises several types for a broken directory
-            raise CorpusMissing(
-                f"the Chroma index at {self.settings.chroma_dir} cannot be opened ({err}); "
-                "move it away and run `keel ingest`"
-            ) from err
+        ``retrieval.chroma`` (and with it ``chromadb``) is imported here, not with this module:
+        every command's context holds a store, and the commands that never retrieve (show,
+        resume, trace, ...) should not pay seconds of start-up for Chroma.
+        """
+        if self._connection is None:
+            from retrieval.chroma import Connection
 
-    @staticmethod
-    def _server(url: str) -> Any:
-        """A client of the Chroma server at ``url``; Keel still embeds on its own side."""
-        parts = urlparse(url)
-        secure = parts.scheme == "https"
-        try:
-            client = chromadb.HttpClient(
-                host=parts.hostname or "localhost",
-                port=parts.port or (443 if secure else 80),
-                ssl=secure,
-                settings=ChromaSettings(anonymized_telemetry=False),
-            )
-            client.heartbeat()
-        except Exception as err:  # httpx, ValueError or chromadb errors, by failure and version
-            reason = " ".join(str(err).split()) or type(err).__name__
-            raise ConfigError(
-                f"KEEL_CHROMA_URL={url}: no Chroma server answers there ({reason}); start one "
-                "with `chroma run --path DIR --port PORT` or unset KEEL_CHROMA_URL for the "
-                "embedded index"
-            ) from err
-        return client
+            self._connection = Connection(self.settings)
+        return self._connection
 
     def _collection(self, *, create: bool) -> Collection:
-        client = self._chroma()
+        client = self.connection().client
         metadata = {"hnsw:space": "cosine", "embedding": self.embedder.name}
         if create:
             collection: Collection = client.get_or_create_collection(
@@ -123,8 +92,7 @@ class CorpusStore:
                     self.settings.collection, embedding_function=None
                 )
             except Exception as err:  # chromadb raises NotFoundError or ValueError by version
-                if self.settings.chroma_url:
-                    self._server(self.settings.chroma_url)  # a server that went away says so
+                self.connection().check()  # a server that went away says so
                 raise CorpusMissing(
                     f"no corpus index in {self.location}: run `keel ingest` first"
                 ) from err
@@ -160,7 +128,7 @@ class CorpusStore:
         self._lexical = None
         if rebuild:
             with contextlib.suppress(Exception):  # the collection did not exist
-                self._chroma().delete_collection(self.settings.collection)
+                self.connection().client.delete_collection(self.settings.collection)
         collection = self._collection(create=True)
         existing = set(collection.get(include=[])["ids"])
         wanted = {chunk.chunk_id: chunk for chunk in chunks}

@@ -163,6 +163,17 @@ def bench_results(**overrides: dict[str, Any]) -> dict[str, Any]:
         },
         "context": {"steps": 50},
         "record": {"events": 2000},
+        "startup": {
+            "reps": 5,
+            "floor_s": 1.5,
+            "help": {"median_s": 0.5, "ratio": 0.33, "target_ratio": 1.5},
+            "show": {"median_s": 2.0, "ratio": 1.33, "target_ratio": 1.5},
+            "resume": {"median_s": 2.25, "ratio": 1.5, "target_ratio": 1.5},
+            "run": {"median_s": 4.0, "ratio": 2.67, "target_ratio": 2.5},
+            "warm": {"refund_p50_ms": 90.0, "run_p50_ms": 60.0, "resume_p50_ms": 30.0},
+            "venv_mb": 800.0,
+        },
+        "embeddings": {"local": {"installed": True, "recall_at_5": 1.0, "ndcg_at_10": 0.83}},
     }
     results.update(overrides)
     return results

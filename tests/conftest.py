@@ -29,6 +29,20 @@ EMAIL_PATTERN = r"[^@\s]+@[^@\s]+\.[^@\s]+"
 """The e-mail preset the README documents for KEEL_SENSITIVE_PATTERNS."""
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """A CI timeout stops a test run with SIGTERM: make it an orderly stop, as Ctrl-C is, so the
+    fixtures' servers are stopped and their folders removed (evals.servers)."""
+    import signal
+
+    from evals.servers import Terminated
+
+    def terminated(signum: int, frame: object) -> None:
+        raise Terminated(f"signal {signal.Signals(signum).name}")
+
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, terminated)
+
+
 @pytest.fixture(autouse=True)
 def _no_model_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """A developer's own OPENAI_API_KEY or KEEL_* variables must not leak into the tests."""

@@ -249,5 +249,22 @@ def test_a_full_bench_prints_the_table_then_the_details(
     assert code == 0
     table, details = out.split("\n\ndetails:\n")
     assert table.splitlines()[0].split() == ["figure", "value", "target", "met"]
-    assert len(table.splitlines()) == 8
+    assert len(table.splitlines()) == 14  # the header, 13 figures
     assert json.loads(details) == bench_results()
+
+
+def test_bench_only_startup_prints_its_ratios_against_their_targets(
+    keel: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _canned_benches(monkeypatch)
+    code, out, _ = keel("bench", "--only", "startup")
+    assert code == 0
+    table, details = out.split("\n\ndetails:\n")
+    rows = {line.split()[0]: line for line in table.splitlines()[1:]}
+    assert set(rows) == {
+        "run_vs_floor", "show_vs_floor", "resume_vs_floor", "help_vs_floor",
+        "warm_refund_p50_ms", "venv_mb",
+    }  # fmt: skip
+    assert rows["run_vs_floor"].split()[1] == "2.67" and rows["run_vs_floor"].endswith("NOT MET")
+    assert rows["show_vs_floor"].endswith(" met")
+    assert json.loads(details) == bench_results()["startup"]

@@ -9,7 +9,7 @@ import pytest
 
 from keel.errors import CorpusMissing
 from keel.settings import DEMO_CORPUS, Settings
-from retrieval.embeddings import embedder_for
+from retrieval.embeddings import OnnxMiniLM, embedder_for
 from retrieval.store import CorpusStore
 
 
@@ -51,8 +51,18 @@ def test_an_index_built_with_other_embeddings_is_refused(settings: Settings) -> 
         def embed(self, texts: list[str]) -> list[list[float]]:
             return [[0.0] * 384 for _ in texts]
 
-    with pytest.raises(CorpusMissing, match="built with local:all-MiniLM-L6-v2"):
+    with pytest.raises(CorpusMissing, match="built with local:all-MiniLM-L6-v2-onnx-int8"):
         CorpusStore(settings, Other()).query("anything", 3)
+
+
+def test_the_torch_backend_is_refused_an_index_the_onnx_default_built(settings: Settings) -> None:
+    # The same model in float32 gives other vectors: its name differs, so the index says no
+    # before anything is embedded (and so without PyTorch installed).
+    torch = settings.model_copy(update={"embedding_backend": "torch"})
+    with pytest.raises(CorpusMissing, match="ingest --rebuild") as refused:
+        CorpusStore(torch, embedder_for(torch)).search("What is our refund window?", 3)
+    assert "built with local:all-MiniLM-L6-v2-onnx-int8" in str(refused.value)
+    assert "not local:all-MiniLM-L6-v2:" in str(refused.value)
 
 
 def test_curated_search_explains_what_it_kept_back(store: CorpusStore) -> None:
@@ -86,7 +96,7 @@ def test_a_failed_ingest_leaves_the_index_as_it_was(
     doc.write_text(doc.read_text().replace("SEPA direct debit", "SEPA and PayPal"))
 
     class Broken:
-        name = "local:all-MiniLM-L6-v2"
+        name = OnnxMiniLM.name  # the index's own embeddings, failing
 
         def embed(self, texts: list[str]) -> list[list[float]]:
             raise ConnectionError("embedding service down")

@@ -57,7 +57,8 @@ def test_a_killed_worker_never_repeats_an_irreversible_action(
     assert killed.returncode == -signal.SIGKILL, killed.stderr
 
     shown = _json(_keel(home, "show", thread))
-    assert shown["status"] == "running"  # mid-run: the last checkpoint is before the kill point
+    # Mid-run, its worker dead (the lease names a pid that is gone): stalled, not "running".
+    assert shown["status"] == "stalled" and shown["stalled_at"] == "execute"
 
     recovered = _json(_keel(home, "recover", thread))
     assert recovered["status"] == "done"

@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import pytest
 
 from evals.scale_demo import healthy
-from evals.servers import postgres_bin
+from evals.servers import postgres_bin, run_passing_interrupts
 
 
 @pytest.mark.integration
 @pytest.mark.usefixtures("postgres")  # skips or fails (CI) like every Postgres test without it
 def test_the_scale_demo_crosses_processes_without_crossing_threads() -> None:
     assert postgres_bin() is not None
-    done = subprocess.run(
-        [sys.executable, "-m", "evals.scale_demo", "--threads", "6", "--json"],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    # Not subprocess.run: interrupted, it would SIGKILL the demo and leave its servers behind.
+    done = run_passing_interrupts(
+        [sys.executable, "-m", "evals.scale_demo", "--threads", "6", "--json"], timeout=600
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout)
     assert healthy(report)

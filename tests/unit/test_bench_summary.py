@@ -7,7 +7,8 @@ from tests.builders import bench_results
 
 HEADLINE = {
     "step_overhead_ratio", "tool_overhead_ms", "checkpoint_write_ms", "retrieval_p95_ms",
-    "threads", "threads_p95_ms", "peak_rss_mb",
+    "threads", "threads_p95_ms", "peak_rss_mb", "run_vs_floor", "show_vs_floor",
+    "resume_vs_floor", "help_vs_floor", "warm_refund_p50_ms", "venv_mb",
 }  # fmt: skip
 
 
@@ -26,6 +27,12 @@ def test_each_figure_is_read_from_its_bench() -> None:
         "threads": 200,
         "threads_p95_ms": 7800.0,
         "peak_rss_mb": 812.5,  # the whole run's peak, not the threads bench's 600
+        "run_vs_floor": 2.67,  # ratios over the floor import, not seconds
+        "show_vs_floor": 1.33,
+        "resume_vs_floor": 1.5,
+        "help_vs_floor": 0.33,
+        "warm_refund_p50_ms": 90.0,  # run plus resume, not the run alone
+        "venv_mb": 800.0,
     }
     assert summary["checkpoint_write_ms"]["source"] == "checkpoint.sqlite.put_p50_ms"
 
@@ -36,6 +43,12 @@ def test_targets_are_met_or_not_and_figures_without_one_say_so() -> None:
         "step_overhead_ratio": True,  # at most 1.5: the bound itself meets it
         "tool_overhead_ms": True,
         "threads": True,
+        "run_vs_floor": False,  # 2.67 over a bound of 2.5
+        "show_vs_floor": True,
+        "resume_vs_floor": True,  # at most 1.5: the bound itself meets it
+        "help_vs_floor": True,
+        "warm_refund_p50_ms": True,
+        "venv_mb": True,
     }
     assert met["retrieval_p95_ms"]["met"] is None and met["retrieval_p95_ms"]["target"] is None
     slow = bench_results(

@@ -1,0 +1,165 @@
+"""What a command costs from a cold start, against the floor of importing LangGraph at all.
+
+Each command is started as its own process, the way a user types it (the ``keel`` console
+script), several times, interleaved with the floor (``python -c "import langgraph.graph,
+langchain_core.messages, pydantic"``) in the same run, so that a busy machine slows both alike;
+each ratio is the command's median wall time over the floor's. On a home with the demo corpus
+indexed and the demo backend seeded, offline defaults (no model, embedded stores):
+
+- ``help``: ``keel --help``;
+- ``show``: ``keel show NO-SUCH-THREAD --json`` (builds the app, reads the checkpointer);
+- ``resume``: ``keel resume THREAD --approve --json`` on a refund thread waiting for approval (a
+  new one for each start), which runs the executor and sends the e-mail;
+- ``run``: ``keel run "What is our refund window?" --json`` (retrieves: Chroma and the
+  embedding model load).
+
+Beside them, in this process: the warm refund (``run`` of the duplicate-charge refund, then its
+approval's ``resume``), the demo backend reseeded between pairs outside the timings; and the
+size of this virtual environment.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from keel.settings import Settings
+
+FLOOR = "import langgraph.graph, langchain_core.messages, pydantic"
+QUESTION = "What is our refund window?"
+REFUND = (
+    "Customer C-1001 was charged twice for invoice INV-2001, please refund the duplicate charge"
+)
+TARGETS = {"help": 1.5, "show": 1.5, "resume": 1.5, "run": 2.5}
+"""The most each command may take, as a multiple of the floor (issue 14)."""
+
+
+def _keel() -> list[str]:
+    """The console script beside this interpreter, as a user runs it (``-m`` where missing)."""
+    script = Path(sys.executable).parent / "keel"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "keel.cli"]
+
+
+def _wall(argv: Sequence[str], env: dict[str, str], cwd: Path) -> float:
+    started = time.perf_counter()
+    done = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
+    took = time.perf_counter() - started
+    if done.returncode not in (0, 2):  # `show NO-SUCH-THREAD` answers with exit 2 by design
+        raise RuntimeError(f"{' '.join(argv)} failed: {done.stderr.strip()[-500:]}")
+    return took
+
+
+def _waiting_threads(settings: Settings, n: int) -> list[str]:
+    """``n`` refund threads waiting for approval, each on its own seeded invoice state."""
+    from keel.app import KeelApp
+
+    threads = []
+    with KeelApp.open(settings) as app:
+        for _ in range(n):
+            outcome = app.run(REFUND)
+            if outcome.status != "awaiting_approval":
+                raise RuntimeError(f"the refund did not wait for approval: {outcome.status}")
+            threads.append(outcome.thread_id)
+    return threads
+
+
+def venv_mb() -> float:
+    """The size of this interpreter's environment (``sys.prefix``) on disk, in MB."""
+    total = 0
+    for root, _, files in os.walk(sys.prefix):
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                total += os.path.getsize(path)
+    return round(total / 1e6, 1)
+
+
+def warm_refund(settings: Settings, runs: int) -> dict[str, Any]:
+    """The refund run plus its approval's resume in one warm process, p50 and p95 in ms."""
+    from keel.app import Decision, KeelApp
+    from tools.demo import DemoDomain
+
+    pairs: list[float] = []
+    run_ms: list[float] = []
+    resume_ms: list[float] = []
+    with KeelApp.open(settings) as app:
+        for i in range(runs + 3):  # three warm-up pairs, not counted
+            DemoDomain().prepare(settings, reset=True)
+            started = time.perf_counter()
+            outcome = app.run(REFUND)
+            ran = time.perf_counter()
+            done = app.resume(outcome.thread_id, Decision(kind="approve"))
+            ended = time.perf_counter()
+            if done.status != "done":
+                raise RuntimeError(f"the warm refund ended {done.status}")
+            if i >= 3:
+                pairs.append((ended - started) * 1000)
+                run_ms.append((ran - started) * 1000)
+                resume_ms.append((ended - ran) * 1000)
+    pairs.sort()
+    return {
+        "runs": runs,
+        "refund_p50_ms": round(statistics.median(pairs), 1),
+        "refund_p95_ms": round(pairs[min(len(pairs) - 1, int(0.95 * len(pairs)))], 1),
+        "run_p50_ms": round(statistics.median(run_ms), 1),
+        "resume_p50_ms": round(statistics.median(resume_ms), 1),
+    }
+
+
+def bench_startup(settings: Settings, *, reps: int = 5, warm_runs: int = 20) -> dict[str, Any]:
+    """Cold starts of each command against the floor, the warm refund, the venv's size."""
+    from retrieval.embeddings import embedder_for
+    from retrieval.store import CorpusStore
+    from tools.demo import DemoDomain
+
+    with tempfile.TemporaryDirectory(prefix="keel-bench-startup-") as tmp:
+        home = Path(tmp)
+        # Offline defaults on a home of its own: whatever the caller configured (a model, a
+        # Postgres URL) would measure that, not start-up.
+        local = Settings(home=home, _env_file=None)  # type: ignore[call-arg]
+        DemoDomain().prepare(local, reset=True)
+        CorpusStore(local, embedder_for(local)).ingest(progress=False)
+        threads = _waiting_threads(local, reps)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("KEEL_", "OPENAI_"))}
+        env.update(KEEL_HOME=str(home), LANGSMITH_TRACING="false")
+        keel = _keel()
+        commands: dict[str, list[str]] = {
+            "floor": [sys.executable, "-c", FLOOR],
+            "help": [*keel, "--help"],
+            "show": [*keel, "show", "NO-SUCH-THREAD", "--json"],
+            "resume": [*keel, "resume", "THREAD", "--approve", "--json"],
+            "run": [*keel, "run", QUESTION, "--json"],
+        }
+        walls: dict[str, list[float]] = {name: [] for name in commands}
+        _wall(commands["floor"], env, home)  # the page cache warmed once, not counted
+        for rep in range(reps):
+            for name, argv in commands.items():
+                if name == "resume":
+                    argv = [threads[rep] if a == "THREAD" else a for a in argv]
+                walls[name].append(_wall(argv, env, home))
+        warm = warm_refund(local, warm_runs)
+    floor = statistics.median(walls["floor"])
+    result: dict[str, Any] = {
+        "reps": reps,
+        "floor_s": round(floor, 3),
+        "floor_command": f'python -c "{FLOOR}"',
+    }
+    for name, target in TARGETS.items():
+        median = statistics.median(walls[name])
+        result[name] = {
+            "median_s": round(median, 3),
+            "min_s": round(min(walls[name]), 3),
+            "max_s": round(max(walls[name]), 3),
+            "ratio": round(median / floor, 2),
+            "target_ratio": target,
+        }
+    result["warm"] = warm
+    result["venv_mb"] = venv_mb()
+    return result
