@@ -76,6 +76,19 @@ def _screening(settings: Settings, progress: bool) -> dict[str, Any]:
     return run_screening_eval(settings, progress=progress)
 
 
+def _crashes(settings: Settings, progress: bool) -> dict[str, Any]:
+    from evals.crash_sweep import run_crash_sweep
+
+    return run_crash_sweep(
+        backends=settings.eval_crash_backends or None,
+        requests=settings.eval_crash_requests or None,
+        every=settings.eval_crash_every,
+        jobs=settings.eval_crash_jobs,
+        progress=progress,
+        log=settings.home / "crash-sweep.log",
+    )
+
+
 SUITES: dict[str, Suite] = {
     "compounding": _compounding,
     "screening": _screening,
@@ -84,6 +97,7 @@ SUITES: dict[str, Suite] = {
     "attacks": _attacks,
     "record": _record,
     "scenarios": _scenarios,
+    "crashes": _crashes,
 }
 
 

@@ -19,9 +19,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 from urllib.parse import urlparse
 
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.types import Command
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -64,6 +66,9 @@ from observability.recorder import Recorder, RunRecording, jsonable, model_name
 from observability.redaction import Redactor
 from observability.store import RecordStore
 from observability.tracing import Tracing, run_config
+from tools.events import EventInbox
+from tools.ledger import IntentLedger
+from tools.spec import ToolRegistry
 
 Mode = Literal["run", "resume", "recover", "fork", "event"]
 
@@ -158,6 +163,35 @@ class Decision(BaseModel):
     reviewer: str | None = Field(default=None, description="default: KEEL_REVIEWER")
 
 
+@dataclass(frozen=True)
+class Stores:
+    """Everything a run writes durably, as ``KeelApp.open`` hands it to ``wrap_stores``.
+
+    Attributes:
+        checkpointer: the LangGraph saver (checkpoints and pending writes).
+        ledger: the intent ledger of irreversible calls.
+        inbox: the event inbox (subscriptions, deliveries, the relay's cursor).
+        tools: the tool registry, whose specs call the backends.
+        records: the flight recorder's store (None with ``KEEL_RECORD`` off).
+        leases: the runs' leases (owner, heartbeat), beside the checkpoints.
+    """
+
+    checkpointer: BaseCheckpointSaver[str]
+    ledger: IntentLedger | None
+    inbox: EventInbox | None
+    tools: ToolRegistry
+    records: RecordStore | None
+    leases: LeaseStore | None
+
+
+StoreWrapper = Callable[[Stores], Stores]
+"""Given the stores ``KeelApp.open`` built from the settings, the stores the app uses instead.
+
+The crash sweep (``evals.crash_sweep``) counts every durable write through it; nothing in the
+product passes one.
+"""
+
+
 class KeelApp:
     """A compiled graph on the configured checkpointer, with its runtime context.
 
@@ -197,33 +231,45 @@ class KeelApp:
         context: KeelContext | None = None,
         *,
         nodes: Mapping[str, Callable[..., Any]] | None = None,
+        wrap_stores: StoreWrapper | None = None,
     ) -> Iterator[KeelApp]:
         """Open the configured checkpointer and compile the graph on it.
 
-        ``nodes`` replaces agent nodes by name (see ``graph.build_graph``).
+        ``nodes`` replaces agent nodes by name (see ``graph.build_graph``). ``wrap_stores``
+        replaces the durable stores built from the settings by wrappers around them (see
+        ``Stores``); the crash sweep uses it to die at every write.
         """
         settings = settings or (context.settings if context else Settings())
         context = context or KeelContext.from_settings(settings)
         redactor = Redactor.from_settings(settings)
         tracing = Tracing(redactor)
-        recorder = None
-        if settings.record:
-            recorder = Recorder(RecordStore(settings.records_db), redactor)
-            context = recorder.instrument(context)
+        records = RecordStore(settings.records_db) if settings.record else None
         try:
-            with open_checkpointer(settings) as saver:
-                graph = build_graph(saver, nodes=nodes)
-                leases = open_leases(settings, saver)
+            with open_checkpointer(settings) as opened:
+                leases = open_leases(settings, opened)
+                ctx = context
+                stores = Stores(opened, ctx.ledger, ctx.inbox, ctx.tools, records, leases)
+                if wrap_stores is not None:
+                    stores = wrap_stores(stores)
+                    context = replace(
+                        context, ledger=stores.ledger, inbox=stores.inbox, tools=stores.tools
+                    )
+                recorder = None
+                if stores.records is not None:
+                    recorder = Recorder(stores.records, redactor)
+                    context = recorder.instrument(context)
+                graph = build_graph(stores.checkpointer, nodes=nodes)
                 try:
                     yield cls(
-                        settings, context, graph, recorder=recorder, tracing=tracing, leases=leases
-                    )
+                        settings, context, graph,
+                        recorder=recorder, tracing=tracing, leases=stores.leases,
+                    )  # fmt: skip
                 finally:
                     leases.close()
         finally:
             tracing.flush()
-            if recorder is not None:
-                recorder.store.close()
+            if records is not None:
+                records.close()
 
     def _config(self, thread_id: str) -> dict[str, Any]:
         return {
@@ -710,5 +756,7 @@ __all__ = [
     "Outcome",
     "PendingAction",
     "RecoveryReport",
+    "StoreWrapper",
+    "Stores",
     "ThreadRecovery",
 ]

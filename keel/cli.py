@@ -113,7 +113,23 @@ def _parser() -> argparse.ArgumentParser:
         "--suite",
         action="append",
         help="a suite to run (repeatable; default: every suite): retrieval, faults, attacks, "
-        "record, scenarios, compounding, screening",
+        "record, scenarios, crashes, compounding, screening",
+    )
+    evaluate.add_argument(
+        "--backend", action="append", choices=["sqlite", "postgres"],
+        help="crashes: a backend to sweep (repeatable; default: both)",
+    )  # fmt: skip
+    evaluate.add_argument(
+        "--request", action="append", metavar="NAME",
+        help="crashes: a request to sweep (repeatable; default: all four): refund, bank_refund, "
+        "billing_email, close_ticket",
+    )  # fmt: skip
+    evaluate.add_argument(
+        "--every", type=int, metavar="K",
+        help="crashes: kill at every K-th boundary only (default: 1, every boundary)",
+    )  # fmt: skip
+    evaluate.add_argument(
+        "--jobs", type=int, metavar="N", help="crashes: kill points run at once (default: 1)"
     )
     evaluate.add_argument(
         "--runs", type=int, help="compounding: runs (model seeds) per agent and point "
@@ -558,6 +574,13 @@ def _eval(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None
         update["eval_compounding_runs"] = args.runs
     if args.out and "compounding" in (args.suite or []):
         update["eval_out"] = Path(args.out)
+    if args.every is not None and args.every < 1:
+        raise BadRequest("--every must be at least 1")
+    if args.jobs is not None and not 1 <= args.jobs <= 16:
+        raise BadRequest("--jobs must be between 1 and 16")
+    crash_options = {"eval_crash_backends": args.backend, "eval_crash_requests": args.request,
+                     "eval_crash_every": args.every, "eval_crash_jobs": args.jobs}  # fmt: skip
+    update |= {k: v for k, v in crash_options.items() if v is not None}
     if args.scenarios:
         missing = [p for p in args.scenarios if not Path(p).exists()]
         if missing:

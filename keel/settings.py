@@ -123,6 +123,20 @@ class Settings(BaseSettings):
     eval_out: Path | None = Field(
         default=None, description="Where eval tables and plots are written (default: HOME/...)."
     )
+    eval_crash_backends: list[str] = Field(
+        default_factory=list,
+        description="Crash sweep: the backends to sweep (default: sqlite and postgres).",
+    )
+    eval_crash_requests: list[str] = Field(
+        default_factory=list,
+        description="Crash sweep: the requests to sweep (default: the four that act).",
+    )
+    eval_crash_every: int = Field(
+        default=1, ge=1, description="Crash sweep: kill at every k-th boundary (1: all)."
+    )
+    eval_crash_jobs: int = Field(
+        default=1, ge=1, le=16, description="Crash sweep: kill points run at the same time."
+    )
     lease_ttl_s: float = Field(
         default=30.0,
         gt=0,

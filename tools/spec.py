@@ -253,6 +253,18 @@ class ToolRegistry:
     def __getitem__(self, name: str) -> ToolSpec[Any, Any]:
         return self._specs[name]
 
+    def wrap_specs(self, wrap: Callable[[ToolSpec[Any, Any]], ToolSpec[Any, Any]]) -> None:
+        """Replace every spec by ``wrap(spec)``, in place (gate, breakers, listeners are kept).
+
+        Every backend call goes through a spec's ``func`` or ``lookup``, so a wrapper applied
+        here sees each of them, a tool added later included (the crash sweep counts them).
+        """
+        wrapped = {name: wrap(spec) for name, spec in self._specs.items()}
+        renamed = [name for name, spec in wrapped.items() if spec.name != name]
+        if renamed:
+            raise ValueError(f"wrap_specs must keep the tools' names: {renamed} changed")
+        self._specs = wrapped
+
     def names(self) -> list[str]:
         return sorted(self._specs)
 
