@@ -31,13 +31,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agents import prompts
 from agents.context import Fact, Section, assemble, remember, render_memory, tokens
+from agents.outside import (
+    outside_evidence,
+    records_for_prompt,
+    render_outside,
+    retrieved,
+    with_outside,
+)
 from agents.runbooks import fill_runbook, runbook_steps
 from graph.context import KeelContext, context_of
 from graph.domain import Domain
 from graph.state import CannotPlan, Conflict, Evidence, Plan, PlannerView, Step, Verdict
 from retrieval.corpus import RunbookStep, load_manifest
 from retrieval.curation import TIER_RANK
-from tools.spec import ToolRegistry
+from tools.spec import HeardText, ToolRegistry
 
 QUESTION = re.compile(
     r"\?\s*$|^(what|how|when|which|who|why|where|can|do|does|is|are|may)\b", re.IGNORECASE
@@ -71,8 +78,13 @@ class PlanDraft(BaseModel):
 def plan(state: PlannerView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
     ctx = context_of(runtime)
     entities = state.get("entities", {})
-    evidence = state.get("evidence", [])
-    records = ctx.domain.gather_records(entities, ctx.tools.for_agent("planner"))
+    heard: list[HeardText] = []
+    records = ctx.domain.gather_records(entities, ctx.tools.for_agent("planner", heard=heard))
+    # What people outside the company wrote, as the tools returned it: screened, shown to the
+    # model as marked data, and kept in the thread's evidence, where it taints like a wiki page.
+    outside = outside_evidence(heard, ctx.clock().date())
+    thread_evidence = with_outside(state.get("evidence", []), outside)
+    evidence = retrieved(thread_evidence)
     conflicts = state.get("conflicts", [])
     verdict = state.get("plan_verdict")
     feedback = verdict.reasons if verdict is not None and not verdict.ok else []
@@ -99,6 +111,7 @@ def plan(state: PlannerView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
                 feedback,
                 conflicts=conflicts,
                 memory=memory,
+                outside=outside,
                 budget=ctx.settings.planner_budget_tokens,
                 memory_budget=ctx.settings.memory_budget_tokens,
                 repair_attempts=ctx.settings.plan_repair_attempts,
@@ -115,24 +128,22 @@ def plan(state: PlannerView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
         if failures:
             result = result.model_copy(update={"planner": "runbook (model failed)"})
 
+    seen: dict[str, Any] = {"records": records}
+    if outside:
+        seen["evidence"] = thread_evidence
     if isinstance(result, CannotPlan) and result.temporary:
         # Not a refusal: the request may be fine, a system it needs is down. A human decides.
         verdict = Verdict(stage="plan", ok=False, reasons=[result.reason])
-        return {
-            "plan": None,
-            "plan_verdict": verdict,
-            "planner": result.planner,
-            "records": records,
-        }
+        return {"plan": None, "plan_verdict": verdict, "planner": result.planner, **seen}
     if isinstance(result, CannotPlan):
         return {
             "plan": None,
             "status": "refused",
             "planner": result.planner,
             "answer": f"Refused: {result.reason}.",
-            "records": records,
+            **seen,
         }
-    return {"plan": result, "planner": result.planner, "records": records}
+    return {"plan": result, "planner": result.planner, **seen}
 
 
 def runbook_plan(
@@ -191,6 +202,7 @@ def model_plan(
     repair_attempts: int,
     conflicts: Sequence[Conflict] = (),
     memory: Sequence[Fact] = (),
+    outside: Sequence[Evidence] = (),
     budget: int = 4000,
     memory_budget: int = 600,
     role: str = "an operations team",
@@ -204,7 +216,7 @@ def model_plan(
     name = f"model:{_model_name(model)}"
     messages = planner_messages(
         request, entities, records, evidence, tools, feedback, conflicts, memory,
-        budget=budget, memory_budget=memory_budget, role=role,
+        budget=budget, memory_budget=memory_budget, role=role, outside=outside,
     )  # fmt: skip
     planner = asking_for_a_plan(model)
     error = ""
@@ -252,11 +264,13 @@ def planner_messages(
     budget: int,
     memory_budget: int = 600,
     role: str = "an operations team",
+    outside: Sequence[Evidence] = (),
 ) -> list[BaseMessage]:
     """The planner's prompt: a fixed system part, then sections that shrink to fit ``budget``.
 
-    Evidence shrinks first (lowest-ranked chunk first), then records, then memory. ``role`` is
-    the domain's ``planner_role`` (who the planner works for).
+    Evidence shrinks first (lowest-ranked chunk first), then records and outside text, then
+    memory. Outside text (``agents.outside``) has its own marked section; the records point at it.
+    ``role`` is the domain's ``planner_role`` (who the planner works for).
     """
     system = prompts.PLANNER_SYSTEM.format(role=role, tools=json.dumps(tools.catalog(), indent=1))
     sections = [
@@ -265,10 +279,14 @@ def planner_messages(
         Section(
             "records",
             prompts.PLANNER_RECORDS.format(
-                records="\n".join(f"{k}: {json.dumps(v)}" for k, v in records.items()) or "none"
+                records="\n".join(
+                    f"{k}: {json.dumps(v)}" for k, v in records_for_prompt(records, outside).items()
+                )
+                or "none"
             ),
             2,
         ),
+        Section("outside", prompts.PLANNER_OUTSIDE.format(outside=render_outside(outside)), 2),
         Section(
             "memory",
             prompts.PLANNER_MEMORY.format(memory=render_memory(memory, memory_budget)),

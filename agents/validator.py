@@ -19,6 +19,7 @@ from graph.state import (
     Step,
     Verdict,
     approval_digest,
+    is_outside,
 )
 from keel.errors import IntegrationError, PermissionDenied
 from tools.spec import ToolRegistry
@@ -63,7 +64,9 @@ def check_plan(state: PlanCheckView, runtime: Runtime[KeelContext]) -> dict[str,
     if plan is None:
         verdict = Verdict(stage="plan", ok=False, reasons=["there is no plan"])
         return {"plan_verdict": verdict, "replans": replans + 1}
-    known = {e.chunk_id for e in state.get("evidence", [])}
+    # Only the corpus is an authority for a step: outside text a tool returned is data about the
+    # request (it taints the thread), never a reason to act.
+    known = {e.chunk_id for e in state.get("evidence", []) if not is_outside(e)}
     rejected = set(state.get("rejected", []))
     reasons: list[str] = []
     if not plan.steps and not plan.answer:
@@ -78,8 +81,14 @@ def check_plan(state: PlanCheckView, runtime: Runtime[KeelContext]) -> dict[str,
                 f"relies on {chunk_id} ({c.loser_says}), which conflicts with {c.winner} "
                 f"({c.winner_says}); {c.why}"
             )
+    acted: dict[str, int] = {}
     for i, step in enumerate(plan.steps):
         reasons += step_problems(i, step, ctx.tools, known)
+        if step.effect != "read":
+            # The same action twice in one plan is a model's repeated step, never a request.
+            first = acted.setdefault(approval_digest(step.tool, step.args), i)
+            if first != i:
+                reasons.append(f"step {i + 1} ({step.tool}) repeats step {first + 1} exactly")
         if approval_digest(step.tool, step.args) in rejected:
             reasons.append(f"step {i + 1} ({step.tool}): a reviewer rejected this exact action")
     for i, step in enumerate(plan.steps):

@@ -57,6 +57,25 @@ def _scenarios(settings: Settings, progress: bool) -> dict[str, Any]:
     )
 
 
+def _compounding(settings: Settings, progress: bool) -> dict[str, Any]:
+    from evals.compounding import run_compounding, write_curve
+
+    curve = run_compounding(
+        settings,
+        runs=settings.eval_compounding_runs,
+        k=settings.eval_compounding_k,
+        progress=progress,
+    )
+    curve["written"] = write_curve(curve, settings.eval_out or settings.home / "compounding")
+    return curve
+
+
+def _screening(settings: Settings, progress: bool) -> dict[str, Any]:
+    from evals.screening_eval import run_screening_eval
+
+    return run_screening_eval(settings, progress=progress)
+
+
 def _crashes(settings: Settings, progress: bool) -> dict[str, Any]:
     from evals.crash_sweep import run_crash_sweep
 
@@ -71,6 +90,8 @@ def _crashes(settings: Settings, progress: bool) -> dict[str, Any]:
 
 
 SUITES: dict[str, Suite] = {
+    "compounding": _compounding,
+    "screening": _screening,
     "retrieval": _retrieval,
     "faults": _faults,
     "attacks": _attacks,

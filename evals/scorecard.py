@@ -355,7 +355,7 @@ def _play(app: KeelApp, scenario: Scenario) -> Outcome:
     return outcome
 
 
-def careful_middleware(scenario: Scenario) -> list[Any]:
+def careful_middleware(scenario: Scenario, call_limit: int = 8) -> list[Any]:
     """LangChain's production middleware, configured as a careful user would."""
     fallback = ScriptedToolModel(
         responses=scripted_calls([(c.name, c.args) for c in scenario.model])
@@ -365,7 +365,7 @@ def careful_middleware(scenario: Scenario) -> list[Any]:
         ModelFallbackMiddleware(fallback),
         ToolErrorMiddleware(on_error=lambda error, request: f"Tool failed: {error}"),
         ToolRetryMiddleware(max_retries=2, initial_delay=0.01, max_delay=0.05),
-        ToolCallLimitMiddleware(run_limit=8),
+        ToolCallLimitMiddleware(run_limit=call_limit),
         HumanInTheLoopMiddleware(interrupt_on={"refund_charge": True, "send_email": True}),
         SummarizationMiddleware(
             ExtractiveSummarizer(), trigger=("tokens", 3000), keep=("messages", 6)

@@ -81,6 +81,7 @@ def approval_request(
                 "source": e.source,
                 "trust_tier": e.trust_tier,
                 "excerpt": e.text[:300],
+                "flags": e.flags,
             }
             for e in tainted
         ],

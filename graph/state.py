@@ -40,6 +40,11 @@ class Evidence(Model):
     intent: str | None = None
     keywords: list[str] = Field(default_factory=list)
     requires: list[str] = Field(default_factory=list)
+    flags: list[str] = Field(
+        default_factory=list,
+        description="what the injection screen found (outside text from tools; the corpus is "
+        "quarantined at ingest instead)",
+    )
 
 
 class Filtered(Model):
@@ -163,6 +168,15 @@ class Escalation(Model):
 
 LOW_TRUST: tuple[TrustTier, ...] = ("wiki", "untrusted")
 """Tiers that taint a thread: writes planned after such evidence entered it need an approval."""
+
+
+OUTSIDE_PREFIX = "tool:"
+"""Chunk ids of outside text a tool returned (``tool:get_ticket:T-77:body``), not the corpus."""
+
+
+def is_outside(evidence: Evidence) -> bool:
+    """Whether this evidence is text a tool returned from outside the company."""
+    return evidence.chunk_id.startswith(OUTSIDE_PREFIX)
 
 
 def tainting(evidence: list[Evidence]) -> list[Evidence]:

@@ -58,6 +58,8 @@ class TaintedEvidence(TypedDict):
     source: str
     trust_tier: str
     excerpt: str
+    flags: NotRequired[list[str]]
+    """What the injection screen found in it (empty when it found nothing)."""
 
 
 @with_config(_FORBID)

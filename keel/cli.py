@@ -135,7 +135,7 @@ def _parser() -> argparse.ArgumentParser:
         "--suite",
         action="append",
         help="a suite to run (repeatable; default: every suite): retrieval, faults, attacks, "
-        "record, scenarios, crashes",
+        "record, scenarios, crashes, compounding, screening",
     )
     evaluate.add_argument(
         "--backend", action="append", choices=["sqlite", "postgres"],
@@ -154,6 +154,10 @@ def _parser() -> argparse.ArgumentParser:
         "--jobs", type=int, metavar="N", help="crashes: kill points run at once (default: 1)"
     )
     evaluate.add_argument(
+        "--runs", type=int, help="compounding: runs (model seeds) per agent and point "
+        "(default: 10)",
+    )  # fmt: skip
+    evaluate.add_argument(
         "--k", type=int, help="scenarios: runs per scenario and agent, each with its own fault "
         "seed; pass^k needs all k (default: 3)",
     )  # fmt: skip
@@ -168,8 +172,9 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     evaluate.add_argument(
         "--out", metavar="DIR",
-        help="where the scorecard (scorecard.json, scorecard.md, scorecard.png) is written "
-        "(default: KEEL_HOME/scorecard)",
+        help="where the scorecard (scorecard.json, scorecard.md, scorecard.png) or the "
+        "compounding curve (compounding.json, .md, .png) is written (default: "
+        "KEEL_HOME/scorecard, KEEL_HOME/compounding)",
     )  # fmt: skip
     runs = sub.add_parser(
         "runs", parents=[common],
@@ -619,6 +624,13 @@ def _eval(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None
     update: dict[str, Any] = {"eval_plot": args.plot or settings.eval_plot}
     if args.k is not None:
         update["eval_k"] = args.k
+        update["eval_compounding_k"] = args.k
+    if args.runs is not None:
+        if args.runs < 1:
+            raise BadRequest("--runs must be at least 1")
+        update["eval_compounding_runs"] = args.runs
+    if args.out and "compounding" in (args.suite or []):
+        update["eval_out"] = Path(args.out)
     if args.every is not None and args.every < 1:
         raise BadRequest("--every must be at least 1")
     if args.jobs is not None and not 1 <= args.jobs <= 16:
@@ -634,6 +646,15 @@ def _eval(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None
     suites = args.suite or (["scenarios"] if args.plot else None)
     args.suite = suites  # what was asked for, as _report reads it
     results = run_suites(suites, settings.model_copy(update=update), progress=sys.stderr.isatty())
+    curve = results.get("compounding")
+    if curve is not None and not args.json:
+        from evals.compounding import markdown as curve_markdown
+
+        print(curve_markdown(curve))
+        print(f"written: {', '.join(curve['written'].values())}")
+        results = {name: r for name, r in results.items() if name != "compounding"}
+        if not results:
+            return None
     card = results.get("scenarios")
     if card is not None:
         folder = Path(args.out) if args.out else settings.home / "scorecard"

@@ -157,6 +157,16 @@ class Settings(BaseSettings):
     eval_sweep_k: int = Field(
         default=10, ge=1, le=100, description="Seeds per scenario and fault rate in the sweep."
     )
+    eval_compounding_runs: int = Field(
+        default=10, ge=1, le=200,
+        description="Runs (model seeds) per agent and point of the compounding curve.",
+    )  # fmt: skip
+    eval_compounding_k: int = Field(
+        default=5, ge=1, le=50, description="The k of pass^k in the compounding curve."
+    )
+    eval_out: Path | None = Field(
+        default=None, description="Where eval tables and plots are written (default: HOME/...)."
+    )
     eval_crash_backends: list[str] = Field(
         default_factory=list,
         description="Crash sweep: the backends to sweep (default: sqlite and postgres).",

@@ -29,6 +29,50 @@ I = TypeVar("I", bound=BaseModel)  # noqa: E741
 O = TypeVar("O", bound=BaseModel)  # noqa: E741
 
 
+@dataclass(frozen=True)
+class OutsideText:
+    """Marks an output field whose text was written by someone outside the company.
+
+    A ticket's body, a customer's note, an alert's description: text the tool only carries. Such
+    text reaches a model as data, is screened as the corpus is at ingest, and taints the thread
+    as a low-trust document does. Mark a field with ``Annotated[str | None, OUTSIDE_TEXT]``.
+
+    Example:
+        >>> from typing import Annotated
+        >>> from pydantic import create_model
+        >>> Ticket = create_model(
+        ...     "Ticket", ticket_id=(str, ...), body=(Annotated[str | None, OUTSIDE_TEXT], None)
+        ... )
+        >>> outside_fields(Ticket)
+        ['body']
+    """
+
+    who: str = "outside the company"
+
+
+OUTSIDE_TEXT = OutsideText()
+"""The marker for an output field that carries outside text."""
+
+
+def outside_fields(model: type[BaseModel]) -> list[str]:
+    """The names of ``model``'s fields marked as outside text (top-level fields)."""
+    return [
+        name
+        for name, info in model.model_fields.items()
+        if any(isinstance(m, OutsideText) for m in info.metadata)
+    ]
+
+
+@dataclass(frozen=True)
+class HeardText:
+    """Outside text one tool call returned: which tool, for which record, in which field."""
+
+    tool: str
+    ref: str
+    field: str
+    text: str
+
+
 class ShapeChanged(Permanent):
     """The integration answered, in a shape its contract does not know: detected, not consumed."""
 
@@ -75,6 +119,15 @@ class ToolSpec(Generic[I, O]):
 
     def parse_args(self, args: Mapping[str, Any]) -> I:
         return self.input_model.model_validate(dict(args))
+
+    def outside_text(self, args: Mapping[str, Any], output: Mapping[str, Any]) -> list[HeardText]:
+        """The non-empty outside text in one of this tool's answers."""
+        ref = ",".join(str(v) for v in args.values())
+        return [
+            HeardText(self.name, ref, name, str(output[name]))
+            for name in outside_fields(self.output_model)
+            if output.get(name)
+        ]
 
     def catalog_entry(self) -> dict[str, Any]:
         """How the planner sees the tool: name, purpose, effect and argument schema."""
@@ -224,9 +277,17 @@ class ToolRegistry:
             self._specs[n].catalog_entry() for n in self.names() if self._specs[n].planner_visible
         ]
 
-    def for_agent(self, agent: str, facts: ThreadFacts = ThreadFacts()) -> AgentTools:
-        """The registry as one agent may use it: every call is made, and gated, as that agent."""
-        return AgentTools(self, agent, facts)
+    def for_agent(
+        self,
+        agent: str,
+        facts: ThreadFacts = ThreadFacts(),
+        heard: list[HeardText] | None = None,
+    ) -> AgentTools:
+        """The registry as one agent may use it: every call is made, and gated, as that agent.
+
+        With ``heard``, the outside text of every answer is collected there.
+        """
+        return AgentTools(self, agent, facts, heard)
 
     def call(
         self,
@@ -364,11 +425,16 @@ class ToolRegistry:
 
 @dataclass(frozen=True)
 class AgentTools:
-    """One agent's handle on the registry: the same tools, every call made as ``agent``."""
+    """One agent's handle on the registry: the same tools, every call made as ``agent``.
+
+    With ``heard`` given, the outside text of every answer is appended to it: the planner reads
+    records through such a handle, so what people outside the company wrote is known and taints.
+    """
 
     registry: ToolRegistry
     agent: str
     facts: ThreadFacts = ThreadFacts()
+    heard: list[HeardText] | None = None
 
     def __contains__(self, name: object) -> bool:
         return name in self.registry
@@ -381,10 +447,13 @@ class AgentTools:
         return self.registry.breakers
 
     def call(self, name: str, args: Mapping[str, Any], **options: Any) -> dict[str, Any]:
-        return self.registry.call(name, args, agent=self.agent, facts=self.facts, **options)
+        return self.invoke(name, args, **options).output
 
     def invoke(self, name: str, args: Mapping[str, Any], **options: Any) -> CallResult:
-        return self.registry.invoke(name, args, agent=self.agent, facts=self.facts, **options)
+        answer = self.registry.invoke(name, args, agent=self.agent, facts=self.facts, **options)
+        if self.heard is not None:
+            self.heard.extend(self.registry[name].outside_text(args, answer.output))
+        return answer
 
 
 def _ms(started: float) -> float:
@@ -404,14 +473,18 @@ def _validated(spec: ToolSpec[Any, Any], raw: Mapping[str, Any]) -> dict[str, An
 
 
 __all__ = [
+    "OUTSIDE_TEXT",
     "AgentTools",
     "CallRequest",
     "CallResult",
     "Gate",
+    "HeardText",
     "IntegrationError",
+    "OutsideText",
     "ThreadFacts",
     "ToolCall",
     "ToolEvent",
     "ToolRegistry",
     "ToolSpec",
+    "outside_fields",
 ]

@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE TABLE IF NOT EXISTS tickets (
     id TEXT PRIMARY KEY, customer_id TEXT NOT NULL REFERENCES customers(id),
-    subject TEXT NOT NULL, status TEXT NOT NULL, resolution TEXT
+    subject TEXT NOT NULL, status TEXT NOT NULL, resolution TEXT,
+    body TEXT  -- what the customer wrote: outside text, never instructions
 );
 CREATE TABLE IF NOT EXISTS outbox (
     id TEXT PRIMARY KEY, kind TEXT NOT NULL, recipient TEXT NOT NULL, subject TEXT NOT NULL,
@@ -76,9 +77,11 @@ SEED_CHARGES = [
     ("CH-3006", "INV-2005", 6500, "2026-11-09T08:03:10+00:00", "sepa"),
 ]
 SEED_TICKETS = [
-    ("T-77", "C-1003", "Cannot download the invoice PDF", "open", None),
-    ("T-78", "C-1004", "Question about the annual plan", "open", None),
-]
+    ("T-77", "C-1003", "Cannot download the invoice PDF", "open", None,
+     "Hello, the download link for my November invoice gives an error page. Alan"),
+    ("T-78", "C-1004", "Question about the annual plan", "open", None,
+     "Can I switch to the annual plan in the middle of a month?"),
+]  # fmt: skip
 
 
 def _now() -> str:
@@ -125,11 +128,14 @@ class DemoBackend:
         try:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.executescript(SCHEMA)
+            columns = {r[1] for r in conn.execute("PRAGMA table_info(tickets)")}
+            if "body" not in columns:  # a home seeded before tickets kept their body
+                conn.execute("ALTER TABLE tickets ADD COLUMN body TEXT")
             with conn:
                 conn.executemany("INSERT OR IGNORE INTO customers VALUES (?,?,?,?)", SEED_CUSTOMERS)
                 conn.executemany("INSERT OR IGNORE INTO invoices VALUES (?,?,?,?,?)", SEED_INVOICES)
                 conn.executemany("INSERT OR IGNORE INTO charges VALUES (?,?,?,?,?)", SEED_CHARGES)
-                conn.executemany("INSERT OR IGNORE INTO tickets VALUES (?,?,?,?,?)", SEED_TICKETS)
+                conn.executemany("INSERT OR IGNORE INTO tickets VALUES (?,?,?,?,?,?)", SEED_TICKETS)
         finally:
             conn.close()
 
@@ -210,6 +216,7 @@ class DemoBackend:
             "subject": row["subject"],
             "status": row["status"],
             "resolution": row["resolution"],
+            "body": row["body"] if "body" in row.keys() else None,  # noqa: SIM118 (sqlite3.Row)
         }
 
     def refunds(self) -> list[dict[str, Any]]:
@@ -253,6 +260,13 @@ class DemoBackend:
         if not updated:
             raise Permanent(f"no customer {customer_id}")
         return {"customer_id": customer_id, "billing_email": email}
+
+    def write_ticket_body(self, ticket_id: str, body: str) -> None:
+        """What the ticket portal does when the customer edits their ticket: outside text."""
+        with self._tx() as conn:
+            done = conn.execute("UPDATE tickets SET body = ? WHERE id = ?", (body, ticket_id))
+        if done.rowcount == 0:
+            raise Permanent(f"no ticket {ticket_id}")
 
     def close_ticket(self, ticket_id: str, resolution: str) -> dict[str, Any]:
         with self._tx() as conn:

@@ -142,6 +142,7 @@ class SupportDesk:
                 allowed = {customer.get("email"), customer.get("billing_email")} - {None}
                 if step.args.get("to") not in allowed:
                     reasons.append(f"{where}: {step.args.get('to')} is not the customer on record")
+                reasons += [f"{where}: {r}" for r in _unbacked(step, plan.steps[:i], records)]
             elif step.tool == "close_ticket":
                 ticket = records.get("ticket") or {}
                 if ticket.get("ticket_id") != step.args.get("ticket_id"):
@@ -243,6 +244,37 @@ def _settle(settings: Settings) -> tuple[dict[str, Any], str]:
     settled = DemoBackend(settings.domain_db).settle_pending_refunds()
     text = f"settled {len(settled)} refund(s): {', '.join(settled) or 'none pending'}"
     return {"settled": settled}, text
+
+
+def _unbacked(email: Step, before: list[Step], records: dict[str, Any]) -> list[str]:
+    """What an e-mail announces that neither the records show nor an earlier step does.
+
+    The desk tells customers about work done: a ticket "closed" needs it closed (already, or by
+    an earlier step), a "refund" on an invoice needs a refund on one of its charges.
+    """
+    text = f"{email.args.get('subject', '')} {email.args.get('body', '')}"
+    problems: list[str] = []
+    if re.search(r"\bclos", text, re.IGNORECASE):
+        ticket = records.get("ticket") or {}
+        for ticket_id in sorted(set(re.findall(r"\bT-\d+\b", text))):
+            already = ticket.get("ticket_id") == ticket_id and ticket.get("status") == "closed"
+            closing = any(
+                s.tool == "close_ticket" and s.args.get("ticket_id") == ticket_id for s in before
+            )
+            if not (already or closing):
+                problems.append(f"announces ticket {ticket_id} closed, but nothing closes it")
+    if re.search(r"\brefund", text, re.IGNORECASE):
+        charges = (records.get("charges") or {}).get("charges", [])
+        invoice = (records.get("charges") or {}).get("invoice_id")
+        on_invoice = {c["charge_id"] for c in charges}
+        for invoice_id in sorted(set(re.findall(r"\bINV-\d+\b", text))):
+            refunding = invoice_id == invoice and any(
+                s.tool == "refund_charge" and s.args.get("charge_id") in on_invoice for s in before
+            )
+            already = invoice_id == invoice and any(c["refunded"] > 0 for c in charges)
+            if not (refunding or already):
+                problems.append(f"announces a refund on {invoice_id}, but nothing refunds it")
+    return problems
 
 
 def _read(

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from domains.support_desk.backend import DemoBackend
 from tools.faults import FaultInjector
 from tools.resilience import Breaker, RetryPolicy
-from tools.spec import ToolCall, ToolRegistry, ToolSpec
+from tools.spec import OUTSIDE_TEXT, ToolCall, ToolRegistry, ToolSpec
 
 CUSTOMER_ID = r"^C-\d{4}$"
 INVOICE_ID = r"^INV-\d{4}$"
@@ -105,6 +105,8 @@ class Ticket(Answer):
     subject: str
     status: Literal["open", "closed"]
     resolution: str | None
+    body: Annotated[str | None, OUTSIDE_TEXT] = None
+    """What the customer wrote: read as data, screened, and it taints the thread."""
 
 
 class Refund(Answer):

@@ -119,7 +119,10 @@ def test_a_write_with_a_standing_grant_runs_without_approval(app: KeelApp, backe
 def test_close_ticket_and_notify(app: KeelApp, backend: DemoBackend):
     waiting = app.run("Close ticket T-77 and tell the customer")
     assert waiting.status == "awaiting_approval"
-    assert waiting.pending is not None and [p.name for p in waiting.pending] == ["send_email"]
+    # The ticket's body is the customer's own text: it taints the thread, so the closure (a write
+    # with a standing grant) needs the approval too.
+    assert waiting.pending is not None
+    assert [p.name for p in waiting.pending] == ["close_ticket", "send_email"]
     done = app.resume(waiting.thread_id, Decision(kind="approve"))
     assert done.status == "done"
     assert backend.get_ticket("T-77")["status"] == "closed"

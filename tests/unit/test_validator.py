@@ -109,3 +109,40 @@ def test_a_rejected_action_proposed_again_is_refused_and_its_twin_is_not(tmp_pat
     assert verdict.reasons == ["step 1 (refund_charge): a reviewer rejected this exact action"]
     # The same plan with no rejection on record passes: the rejection alone refused it.
     assert check_plan({**state, "rejected": []}, runtime)["plan_verdict"].ok
+
+
+def test_a_plan_that_repeats_an_action_exactly_is_refused(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, _env_file=None)  # type: ignore[call-arg]
+    SupportDesk().prepare(settings)
+    runtime = Runtime(context=KeelContext.from_settings(settings))
+    state: PlanCheckView = {
+        "plan": plan(refund_step(), refund_step(), email_step()),
+        "entities": {"customer_id": "C-1001", "invoice_id": "INV-2001"},
+        "evidence": [evidence()],
+    }
+    verdict = check_plan(state, runtime)["plan_verdict"]
+    assert verdict.reasons == ["step 2 (refund_charge) repeats step 1 exactly"]
+
+
+def test_an_email_may_announce_only_work_done_or_planned_before_it() -> None:
+    refund_mail = email_step(
+        args={"to": "ada@example.com", "subject": "Refund for INV-2001", "body": "Refunded."}
+    )
+    assert SupportDesk().plan_rules(plan(refund_step(), refund_mail), REFUND_RECORDS) == []
+    assert SupportDesk().plan_rules(plan(refund_mail, refund_step()), REFUND_RECORDS) == [
+        "step 1 (send_email): announces a refund on INV-2001, but nothing refunds it"
+    ]
+    ticket = {"ticket_id": "T-77", "customer_id": "C-1003", "status": "open"}
+    records = {**REFUND_RECORDS, "ticket": ticket}
+    closed_mail = email_step(
+        args={"to": "ada@example.com", "subject": "Ticket T-77 closed", "body": "Done."}
+    )
+    assert SupportDesk().plan_rules(plan(closed_mail), records) == [
+        "step 1 (send_email): announces ticket T-77 closed, but nothing closes it"
+    ]
+    closing = refund_step(
+        tool="close_ticket", args={"ticket_id": "T-77", "resolution": "fixed"}, effect="write"
+    )
+    assert SupportDesk().plan_rules(plan(closing, closed_mail), records) == []
+    already = {**records, "ticket": {**ticket, "status": "closed"}}
+    assert SupportDesk().plan_rules(plan(closed_mail), already) == []
