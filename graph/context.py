@@ -6,6 +6,7 @@ no context is passed; nodes then build the default one from the environment (cac
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -100,9 +101,36 @@ def _ledger_for(settings: Settings) -> IntentLedger:
     )
 
 
+class _ProcessContext:
+    """The one context a server process builds from its settings, on first use, under a lock.
+
+    A serving engine (Aegra, ``langgraph dev``) passes no Keel context and runs several runs at
+    once on threads of one process: without the lock, the first runs would each build a context
+    (a ledger pool, a corpus client, an inbox) and all but one would leak. Each worker process
+    builds its own, once; nothing is shared between processes but the stores they point at.
+    """
+
+    def __init__(self, build: Callable[[], KeelContext]) -> None:
+        self._build = build
+        self._lock = threading.Lock()
+        self._context: KeelContext | None = None
+        self.builds = 0
+
+    def get(self) -> KeelContext:
+        with self._lock:
+            if self._context is None:
+                self._context = self._build()
+                self.builds += 1
+            return self._context
+
+
 @cache
+def _process_context() -> _ProcessContext:
+    return _ProcessContext(KeelContext.from_settings)
+
+
 def _default_context() -> KeelContext:
-    return KeelContext.from_settings()
+    return _process_context().get()
 
 
 def thread_of(runtime: Runtime[KeelContext]) -> str:

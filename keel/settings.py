@@ -95,6 +95,12 @@ class Settings(BaseSettings):
         description="Bounds each wait for Postgres: a connection, one from the pool, and the "
         "pool's reconnection attempts after an outage.",
     )
+    api_tokens: SecretStr | None = Field(
+        default=None,
+        description="The engine's bearer tokens (`make serve`, graph/serve_auth.py): "
+        "user=token pairs separated by commas; the user is who the engine says ran a request. "
+        "A secret: set it in the environment or a secret store, never in the repo.",
+    )
     chroma_url: str | None = Field(
         default=None,
         description="A Chroma server (`chroma run`), e.g. http://127.0.0.1:8000; unset: embedded.",

@@ -1,0 +1,371 @@
+"""Keel on an engine: Aegra server processes sharing a Redis queue over one PostgreSQL cluster.
+
+``make serve`` (``python -m evals.engine``) starts, on free loopback ports:
+
+- a throwaway PostgreSQL cluster (:func:`evals.servers.postgres_server`): Aegra's tables, its
+  checkpoints and Keel's own stores (``KEEL_POSTGRES_URL``) in one database;
+- ``redis-server``: Aegra's job queue and its event broker;
+- ``chroma run``: the corpus every worker retrieves from (ingested here once);
+- ``--servers`` Aegra processes (default 2), each running ``WORKER_COUNT`` worker loops over the
+  shared queue. Several processes, not one process with more loops: worker loops are coroutines
+  on one event loop, so one process gives neither a second core nor crash isolation; a process
+  that dies takes only its own runs, which the others' lease reaper re-queues.
+
+Ctrl-C (or SIGTERM) stops everything it started and removes its folders. The scale demo and the
+engine's integration test start the same engine through :func:`engine`. A production deployment
+runs the same processes against servers of its own (README, "Past one machine").
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from evals.servers import (
+    PostgresServer,
+    chroma_server,
+    free_port,
+    postgres_server,
+    stop_group,
+    terminate_gracefully,
+)
+from keel.errors import ConfigError
+from keel.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+AEGRA_CONFIG = REPO / "aegra.json"
+REDIS_HINT = (
+    "redis-server is not installed: run `make redis` (Debian/Ubuntu: apt-get install "
+    "redis-server) or put it on PATH"
+)
+
+
+@dataclass(frozen=True)
+class RedisServer:
+    port: int
+    pid: int
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+def _redis_ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def redis_server(timeout_s: float = 30.0) -> Iterator[RedisServer]:
+    """Start ``redis-server`` on loopback with no persistence; stop it on exit (SIGINT and
+    SIGTERM included, as for :func:`evals.servers.postgres_server`).
+
+    Raises:
+        ConfigError: redis-server is missing or does not answer.
+    """
+    with terminate_gracefully():
+        yield from _redis_server(timeout_s)
+
+
+def _redis_server(timeout_s: float) -> Iterator[RedisServer]:
+    binary = shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
+    )
+    if binary is None:
+        raise ConfigError(REDIS_HINT)
+    root = Path(tempfile.mkdtemp(prefix="keel-redis-"))
+    port = free_port()
+    log = (root / "redis.log").open("wb")
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(root), "--protected-mode", "yes"],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=root,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not _redis_ping(port):
+            if process.poll() is not None:
+                tail = (root / "redis.log").read_text(errors="replace").strip().splitlines()
+                raise ConfigError(f"redis-server exited: {' '.join(tail[-1:])}")
+            if time.monotonic() > deadline:
+                raise ConfigError(f"redis-server did not answer within {timeout_s:g} s")
+            time.sleep(0.1)
+        yield RedisServer(port=port, pid=process.pid)
+    finally:
+        stop_group(process)
+        log.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass
+class AegraServer:
+    """One Aegra process (``uvicorn aegra_api.main:app``, what ``aegra serve`` runs): an HTTP
+    server and its worker loops. Started directly, not through ``aegra serve``, so that its pid
+    is the server's own and a SIGKILL kills the worker, not a wrapper."""
+
+    name: str
+    port: int
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    log: IO[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid if self.process is not None else 0
+
+    def start(self, env: Mapping[str, str]) -> None:
+        self.log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "aegra_api.main:app", "--host", "127.0.0.1",
+             "--port", str(self.port), "--no-access-log"],
+            env=dict(env), stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=REPO, start_new_session=True,
+        )  # fmt: skip
+
+    def wait_ready(self, timeout_s: float = 120.0) -> None:
+        """Wait for ``/health`` to answer 200 (the graph loaded, the database reached)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.process is None or self.process.poll() is not None:
+                raise ConfigError(f"Aegra server {self.name} exited: {self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        return
+            except (OSError, urllib.error.HTTPError):
+                pass
+            if time.monotonic() > deadline:
+                raise ConfigError(f"Aegra server {self.name} not ready in {timeout_s:g} s")
+            time.sleep(0.3)
+
+    def kill(self) -> None:
+        """SIGKILL: the process dies with its runs mid-flight, as a crashed machine would."""
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            stop_group(self.process, timeout_s=20.0)
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+
+    def log_tail(self, lines: int = 3) -> str:
+        text = self.log_path.read_text(errors="replace").strip().splitlines()
+        return " | ".join(text[-lines:])
+
+    def log_records(self) -> list[dict[str, Any]]:
+        """The server's JSON log lines (``ENV_MODE=PRODUCTION``), for who ran which run."""
+        out = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                with contextlib.suppress(ValueError):
+                    out.append(json.loads(line))
+        return out
+
+
+@dataclass
+class Engine:
+    """The running engine: its servers, the token of each client user, the environment."""
+
+    postgres: PostgresServer
+    redis: RedisServer
+    servers: list[AegraServer]
+    tokens: dict[str, str]
+    env: dict[str, str]
+    settings: Settings
+
+    @property
+    def home(self) -> Path:
+        return self.settings.home
+
+    @property
+    def keel_postgres_url(self) -> str:
+        return self.postgres.url()
+
+    def client(self, user: str, server: int = 0) -> Any:
+        """A LangGraph SDK sync client for ``user``, talking to server ``server``."""
+        from langgraph_sdk import get_sync_client
+
+        return get_sync_client(
+            url=self.servers[server].url,
+            headers={"Authorization": f"Bearer {self.tokens[user]}"},
+        )
+
+    def restart(self, index: int) -> AegraServer:
+        """Start a new process in place of server ``index`` (what a supervisor does)."""
+        old = self.servers[index]
+        old.stop()
+        new = AegraServer(f"{old.name}'", free_port(), old.log_path.with_suffix(".restarted.log"))
+        new.start(self.env)
+        new.wait_ready()
+        self.servers[index] = new
+        return new
+
+
+def engine_env(
+    postgres: PostgresServer,
+    redis: RedisServer,
+    home: Path,
+    tokens: Mapping[str, str],
+    *,
+    worker_count: int,
+    lease_s: int | None = None,
+    base: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment every Aegra process of one deployment shares.
+
+    ``lease_s`` shortens Aegra's lease (heartbeat a third of it, the reaper as often) so a killed
+    worker's runs are re-run within seconds; production keeps Aegra's 30 s.
+    """
+    owned = ("KEEL_", "AEGRA_", "REDIS_", "DATABASE_URL", "WORKER_")
+    source = base if base is not None else os.environ
+    env = {k: v for k, v in source.items() if not k.startswith(owned)}
+    env.update(
+        AEGRA_CONFIG=str(AEGRA_CONFIG),
+        DATABASE_URL=postgres.url(),
+        REDIS_BROKER_ENABLED="true",
+        REDIS_URL=redis.url,
+        WORKER_COUNT=str(worker_count),
+        ENV_MODE="PRODUCTION",  # JSON logs: which worker picked up and finished which run
+        LOG_LEVEL="INFO",
+        CRON_ENABLED="false",
+        KEEL_HOME=str(home),
+        KEEL_POSTGRES_URL=postgres.url(),
+        KEEL_API_TOKENS=",".join(f"{user}={token}" for user, token in tokens.items()),
+        LANGSMITH_TRACING="false",
+    )
+    if lease_s is not None:
+        beat = max(1, lease_s // 3)
+        env.update(
+            LEASE_DURATION_SECONDS=str(lease_s),
+            HEARTBEAT_INTERVAL_SECONDS=str(beat),
+            REAPER_INTERVAL_SECONDS=str(beat),
+        )
+    return env
+
+
+def prepare_home(home: Path, postgres_url: str, chroma_url: str) -> Settings:
+    """The corpus in the Chroma server, the demo domain's backend and the approval key, made
+    once before any worker starts (two workers creating the key at the same moment could race).
+    """
+    from domains.support_desk import SupportDesk
+    from retrieval.embeddings import embedder_for
+    from retrieval.store import CorpusStore
+    from tools.permissions import ReceiptSigner
+
+    settings = Settings(
+        home=home,
+        postgres_url=postgres_url,  # type: ignore[arg-type]
+        chroma_url=chroma_url,
+        _env_file=None,  # type: ignore[call-arg]
+    )
+    CorpusStore(settings, embedder_for(settings)).ingest(progress=False)
+    SupportDesk().prepare(settings, reset=True)
+    ReceiptSigner.for_home(settings.home)
+    return settings
+
+
+@contextlib.contextmanager
+def engine(
+    *,
+    servers: int = 2,
+    worker_count: int = 2,
+    users: Sequence[str] = ("agent", "reviewer"),
+    lease_s: int | None = None,
+    home: Path | None = None,
+    durable: bool = True,
+    say: Any = None,
+) -> Iterator[Engine]:
+    """Start PostgreSQL, Redis and ``servers`` Aegra processes; stop everything on exit.
+
+    Each user in ``users`` gets a fresh random token (``Engine.tokens``). The first server is
+    ready (its migrations and checkpoint tables made) before the others start, so no two run
+    ``setup()`` on a fresh database at once.
+    """
+    if servers < 1:
+        raise ConfigError("the engine needs at least one server process")
+    with contextlib.ExitStack() as stack:
+        root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="keel-engine-")))
+        pg = stack.enter_context(postgres_server(durable=durable))
+        redis = stack.enter_context(redis_server())
+        chroma = stack.enter_context(chroma_server())
+        home = home or root / "home"
+        settings = prepare_home(home, pg.url(), chroma.url)
+        tokens = {user: secrets.token_urlsafe(24) for user in users}
+        env = engine_env(pg, redis, home, tokens, worker_count=worker_count, lease_s=lease_s)
+        env["KEEL_CHROMA_URL"] = chroma.url
+        running = Engine(pg, redis, [], tokens, env, settings)
+        stack.callback(lambda: [s.stop() for s in running.servers])
+        for i in range(servers):
+            server = AegraServer(f"w{i + 1}", free_port(), root / f"aegra-w{i + 1}.log")
+            server.start(env)
+            running.servers.append(server)
+            if i == 0:
+                server.wait_ready()
+        for server in running.servers[1:]:
+            server.wait_ready()
+        if say is not None:
+            names = ", ".join(f"{s.name} {s.url} (pid {s.pid})" for s in running.servers)
+            say(f"PostgreSQL 127.0.0.1:{pg.port}, Redis 127.0.0.1:{redis.port}, Aegra: {names}")
+        yield running
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m evals.engine", description=__doc__)
+    parser.add_argument("--servers", type=int, default=2, help="Aegra processes (default 2)")
+    parser.add_argument("--worker-count", type=int, default=2, help="worker loops per process")
+    args = parser.parse_args(argv)
+
+    def say(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    try:
+        with engine(servers=args.servers, worker_count=args.worker_count, say=say) as running:
+            say(f"Keel's home: {running.home}; KEEL_POSTGRES_URL={running.keel_postgres_url}")
+            for user, token in running.tokens.items():
+                say(f"bearer token for {user!r}: {token}")
+            say("graph 'keel'; e.g. get_sync_client(url=..., headers={'Authorization': "
+                "'Bearer <token>'}). Ctrl-C stops everything.")  # fmt: skip
+            while all(s.process is not None and s.process.poll() is None for s in running.servers):
+                time.sleep(1)
+            dead = [s.name for s in running.servers if s.process and s.process.poll() is not None]
+            say(f"serve: server(s) {dead} exited; stopping")
+            return 1
+    except ConfigError as err:
+        print(f"serve: error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        say("serve: stopped; its servers and folders are removed")
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
