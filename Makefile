@@ -1,7 +1,13 @@
 # The few verbs a Keel user needs. Every target installs what it needs into .venv first.
-PYTHON ?= python3
+# Python 3.12 by default: the engine (Aegra, `make serve`) needs >= 3.12 and shares .venv with the
+# tests; 3.11 and 3.13 are checked by `make pythons` (README, "Python versions").
+PYTHON ?= python3.12
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+# Under pyenv, a pythonX.Y shim works only while that version is active: pick the newest
+# installed X.Y for the interpreter named by PYTHON (nothing changes without pyenv).
+PYENV_PY := $(shell pyenv versions --bare 2>/dev/null | grep "^$(patsubst python%,%,$(PYTHON))\." | tail -1)
+WITH_PY  := $(if $(PYENV_PY),env PYENV_VERSION=$(PYENV_PY))
 # Only for `make install-torch` (KEEL_EMBEDDING_BACKEND=torch): the CPU build of PyTorch, which
 # pip takes from local disk on this project's machines; elsewhere set TORCH_SPEC (or
 # PIP_EXTRA_INDEX_URL) to a CPU wheel. The default embeddings need no PyTorch.
@@ -9,10 +15,11 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.keel-installed
 THREADS ?= 50
 
-.PHONY: install install-torch demo test lint typecheck unit clean postgres scale-demo bench pythons
+.PHONY: install install-torch demo test lint typecheck unit clean postgres redis serve scale-demo \
+	bench pythons
 
 $(STAMP): pyproject.toml Makefile
-	$(PYTHON) -m venv $(VENV)
+	$(WITH_PY) $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
@@ -20,9 +27,12 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 # Opt-in: all-MiniLM-L6-v2 on sentence-transformers and PyTorch (KEEL_EMBEDDING_BACKEND=torch).
-install-torch: install
-	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/pip install --quiet -e ".[torch]"
+# The CPU build of torch exists here for Python 3.11 only: a virtualenv of its own, .venv-torch.
+TORCH_VENV ?= .venv-torch
+install-torch:
+	@$(MAKE) --no-print-directory install PYTHON=python3.11 VENV=$(TORCH_VENV)
+	$(TORCH_VENV)/bin/pip install --quiet "$(TORCH_SPEC)"
+	$(TORCH_VENV)/bin/pip install --quiet -e ".[torch]"
 
 demo: install
 	$(BIN)/keel demo
@@ -39,9 +49,29 @@ postgres:
 		exit 1; \
 	fi
 
-# 50 threads (THREADS=N) across 2 worker processes on throwaway PostgreSQL and Chroma servers.
-# JSON=1 prints one JSON object instead of the summary.
-scale-demo: postgres
+# Redis, the engine's job queue (`make serve`, the scale demo, the engine's test). As root on
+# Debian/Ubuntu: apt-get, as for PostgreSQL.
+redis:
+	@if command -v redis-server >/dev/null 2>&1; then \
+		echo "redis-server: found" >&2; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; \
+	else \
+		echo "install Redis (redis-server), e.g. sudo apt-get install redis-server" >&2; \
+		exit 1; \
+	fi
+
+# Keel on the engine: PostgreSQL, Redis, a Chroma server, an Aegra API process and WORKERS Aegra
+# worker processes (default 2) on free loopback ports; prints the URL and a bearer token per
+# user. Ctrl-C stops everything it started.
+WORKERS ?= 2
+serve: postgres redis
+	@$(MAKE) --no-print-directory install >&2
+	@$(BIN)/python -m evals.engine --workers $(WORKERS)
+
+# 50 threads (THREADS=N) through the LangGraph SDK on the engine (2 Aegra processes), each
+# approved by a second client, one process SIGKILLed mid-run. JSON=1 prints one JSON object.
+scale-demo: postgres redis
 	@$(MAKE) --no-print-directory install >&2
 	@$(BIN)/python -m evals.scale_demo --threads $(THREADS) $(if $(JSON),--json)
 
@@ -60,17 +90,18 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-# PostgreSQL's server programs are installed when missing (as root, with apt-get); where they
-# cannot be, the Postgres tests skip and say how to run them, except under CI=true, where they fail.
+# PostgreSQL's server programs and Redis are installed when missing (as root, with apt-get); where
+# they cannot be, their tests skip and say how to run them, except under CI=true, where they fail.
 test: lint typecheck
 	-@$(MAKE) --no-print-directory postgres
+	-@$(MAKE) --no-print-directory redis
 	$(BIN)/pytest
 
-# Python 3.12 and 3.13 beside the default 3.11: for each, a virtualenv of its own (.venv312,
+# Python 3.11 and 3.13 beside the default 3.12: for each, a virtualenv of its own (.venv311,
 # .venv313), the demo end to end and the unit tests. A few minutes with a warm pip cache, most of it
 # installing, so it is not part of `make test` (README, "Python versions"). Under pyenv, each
 # interpreter is found even when another version is the active one.
-PYTHONS ?= 3.12 3.13
+PYTHONS ?= 3.11 3.13
 pythons:
 	@for v in $(PYTHONS); do \
 		venv=.venv$$(echo $$v | tr -d .); \
@@ -85,4 +116,4 @@ unit: install
 	$(BIN)/pytest tests/unit
 
 clean:
-	rm -rf $(VENV) .venv312 .venv313 .keel .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv311 .venv312 .venv313 .venv-torch .keel .pytest_cache .mypy_cache .ruff_cache

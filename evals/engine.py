@@ -6,10 +6,12 @@
   checkpoints and Keel's own stores (``KEEL_POSTGRES_URL``) in one database;
 - ``redis-server``: Aegra's job queue and its event broker;
 - ``chroma run``: the corpus every worker retrieves from (ingested here once);
-- ``--servers`` Aegra processes (default 2), each running ``WORKER_COUNT`` worker loops over the
-  shared queue. Several processes, not one process with more loops: worker loops are coroutines
-  on one event loop, so one process gives neither a second core nor crash isolation; a process
-  that dies takes only its own runs, which the others' lease reaper re-queues.
+- one Aegra API process (``WORKER_COUNT=0``: it answers the clients, queues their runs and reaps
+  expired leases) and ``--workers`` Aegra worker processes (default 2), each running
+  ``--worker-count`` worker loops over the shared queue. Several processes, not one process with
+  more loops: worker loops are coroutines on one event loop, so one process gives neither a
+  second core nor crash isolation; a process that dies takes only its own runs, which the lease
+  reaper re-queues for the others.
 
 Ctrl-C (or SIGTERM) stops everything it started and removes its folders. The scale demo and the
 engine's integration test start the same engine through :func:`engine`. A production deployment
@@ -193,11 +195,13 @@ class AegraServer:
 
 @dataclass
 class Engine:
-    """The running engine: its servers, the token of each client user, the environment."""
+    """The running engine: the API process clients talk to, the worker processes, the token of
+    each client user, the environment they share."""
 
     postgres: PostgresServer
     redis: RedisServer
-    servers: list[AegraServer]
+    api: AegraServer
+    workers: list[AegraServer]
     tokens: dict[str, str]
     env: dict[str, str]
     settings: Settings
@@ -210,24 +214,26 @@ class Engine:
     def keel_postgres_url(self) -> str:
         return self.postgres.url()
 
-    def client(self, user: str, server: int = 0) -> Any:
-        """A LangGraph SDK sync client for ``user``, talking to server ``server``."""
+    def client(self, user: str) -> Any:
+        """A LangGraph SDK sync client for ``user`` (its bearer token), on the API process."""
         from langgraph_sdk import get_sync_client
 
         return get_sync_client(
-            url=self.servers[server].url,
-            headers={"Authorization": f"Bearer {self.tokens[user]}"},
+            url=self.api.url, headers={"Authorization": f"Bearer {self.tokens[user]}"}
         )
 
     def restart(self, index: int) -> AegraServer:
-        """Start a new process in place of server ``index`` (what a supervisor does)."""
-        old = self.servers[index]
+        """Start a new worker process in place of worker ``index`` (what a supervisor does)."""
+        old = self.workers[index]
         old.stop()
         new = AegraServer(f"{old.name}'", free_port(), old.log_path.with_suffix(".restarted.log"))
         new.start(self.env)
         new.wait_ready()
-        self.servers[index] = new
+        self.workers[index] = new
         return new
+
+    def processes(self) -> list[AegraServer]:
+        return [self.api, *self.workers]
 
 
 def engine_env(
@@ -296,22 +302,27 @@ def prepare_home(home: Path, postgres_url: str, chroma_url: str) -> Settings:
 @contextlib.contextmanager
 def engine(
     *,
-    servers: int = 2,
+    workers: int = 2,
     worker_count: int = 2,
     users: Sequence[str] = ("agent", "reviewer"),
     lease_s: int | None = None,
     home: Path | None = None,
     durable: bool = True,
+    extra_env: Mapping[str, str] | None = None,
     say: Any = None,
 ) -> Iterator[Engine]:
-    """Start PostgreSQL, Redis and ``servers`` Aegra processes; stop everything on exit.
+    """Start PostgreSQL, Redis, Chroma, one API process and ``workers`` worker processes; stop
+    everything on exit.
 
-    Each user in ``users`` gets a fresh random token (``Engine.tokens``). The first server is
-    ready (its migrations and checkpoint tables made) before the others start, so no two run
-    ``setup()`` on a fresh database at once.
+    The API process (``WORKER_COUNT=0``) answers the clients and runs the lease reaper; each
+    worker process runs ``worker_count`` worker loops on the shared queue (and answers HTTP too,
+    unused here). Killing a worker cuts no client's connection, as behind a load balancer that
+    sends clients only to API processes. Each user in ``users`` gets a fresh random token. The
+    API process is ready (migrations and checkpoint tables made) before the workers start, so no
+    two processes run ``setup()`` on a fresh database at once.
     """
-    if servers < 1:
-        raise ConfigError("the engine needs at least one server process")
+    if workers < 1 or worker_count < 1:
+        raise ConfigError("the engine needs at least one worker process with one worker loop")
     with contextlib.ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="keel-engine-")))
         pg = stack.enter_context(postgres_server(durable=durable))
@@ -321,26 +332,28 @@ def engine(
         settings = prepare_home(home, pg.url(), chroma.url)
         tokens = {user: secrets.token_urlsafe(24) for user in users}
         env = engine_env(pg, redis, home, tokens, worker_count=worker_count, lease_s=lease_s)
-        env["KEEL_CHROMA_URL"] = chroma.url
-        running = Engine(pg, redis, [], tokens, env, settings)
-        stack.callback(lambda: [s.stop() for s in running.servers])
-        for i in range(servers):
-            server = AegraServer(f"w{i + 1}", free_port(), root / f"aegra-w{i + 1}.log")
-            server.start(env)
-            running.servers.append(server)
-            if i == 0:
-                server.wait_ready()
-        for server in running.servers[1:]:
-            server.wait_ready()
+        env.update(KEEL_CHROMA_URL=chroma.url, **(extra_env or {}))
+        api = AegraServer("api", free_port(), root / "aegra-api.log")
+        running = Engine(pg, redis, api, [], tokens, env, settings)
+        stack.callback(lambda: [s.stop() for s in running.processes()])
+        api.start({**env, "WORKER_COUNT": "0"})
+        api.wait_ready()
+        for i in range(workers):
+            worker = AegraServer(f"worker{i + 1}", free_port(), root / f"aegra-worker{i + 1}.log")
+            worker.start(env)
+            running.workers.append(worker)
+        for worker in running.workers:
+            worker.wait_ready()
         if say is not None:
-            names = ", ".join(f"{s.name} {s.url} (pid {s.pid})" for s in running.servers)
-            say(f"PostgreSQL 127.0.0.1:{pg.port}, Redis 127.0.0.1:{redis.port}, Aegra: {names}")
+            names = ", ".join(f"{s.name} (pid {s.pid})" for s in running.workers)
+            say(f"PostgreSQL 127.0.0.1:{pg.port}, Redis 127.0.0.1:{redis.port}, Chroma "
+                f"{chroma.url}; Aegra API {api.url} (pid {api.pid}), workers {names}")  # fmt: skip
         yield running
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evals.engine", description=__doc__)
-    parser.add_argument("--servers", type=int, default=2, help="Aegra processes (default 2)")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--worker-count", type=int, default=2, help="worker loops per process")
     args = parser.parse_args(argv)
 
@@ -348,15 +361,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(text, file=sys.stderr, flush=True)
 
     try:
-        with engine(servers=args.servers, worker_count=args.worker_count, say=say) as running:
+        with engine(workers=args.workers, worker_count=args.worker_count, say=say) as running:
             say(f"Keel's home: {running.home}; KEEL_POSTGRES_URL={running.keel_postgres_url}")
             for user, token in running.tokens.items():
                 say(f"bearer token for {user!r}: {token}")
             say("graph 'keel'; e.g. get_sync_client(url=..., headers={'Authorization': "
                 "'Bearer <token>'}). Ctrl-C stops everything.")  # fmt: skip
-            while all(s.process is not None and s.process.poll() is None for s in running.servers):
+            while all(
+                s.process is not None and s.process.poll() is None for s in running.processes()
+            ):
                 time.sleep(1)
-            dead = [s.name for s in running.servers if s.process and s.process.poll() is not None]
+            dead = [
+                s.name for s in running.processes() if s.process and s.process.poll() is not None
+            ]
             say(f"serve: server(s) {dead} exited; stopping")
             return 1
     except ConfigError as err:

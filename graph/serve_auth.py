@@ -4,10 +4,12 @@ Aegra (``make serve``; README, "Past one machine") loads ``auth`` through ``aegr
 (``"auth": {"path": "./graph/serve_auth.py:auth"}``) and calls it on every request. A request
 without ``Authorization: Bearer <token>``, or with a token no user holds, is answered 401. The
 user it returns is the one Aegra writes into each run's config as
-``config["configurable"]["langgraph_auth_user"]`` (its ``identity``), which is how the graph
-knows who answered an approval.
+``config["configurable"]["langgraph_auth_user"]``: its ``identity`` is the team (Aegra scopes
+threads by it), its ``display_name`` the person, which is how the graph knows who answered an
+approval.
 
-The tokens come from the secret setting ``KEEL_API_TOKENS`` (``alice=TOKEN,bob=TOKEN``), read
+The tokens come from the secret setting ``KEEL_API_TOKENS`` (``alice=TOKEN,bob=TOKEN``; the team
+is ``KEEL_API_TEAM``, default ``keel``), read
 once when the server loads this file. With no tokens set every request is refused: a server that
 was meant to be protected is never silently open.
 """
@@ -71,8 +73,14 @@ def _header(headers: Mapping[Any, Any], name: str) -> str | None:
     return None
 
 
-def make_auth(tokens: dict[str, str]) -> Auth:
-    """An ``Auth`` whose hook admits exactly the holders of ``tokens`` ({token: user})."""
+def make_auth(tokens: dict[str, str], team: str = "keel") -> Auth:
+    """An ``Auth`` whose hook admits exactly the holders of ``tokens`` ({token: user}).
+
+    Aegra scopes threads and runs by the authenticated ``identity``: it is the ``team``, so
+    every user of the deployment sees the team's threads (a reviewer must see the thread whose
+    approval another user's run asked for). The person is ``display_name`` (and ``keel_user``),
+    which is what a receipt names as the reviewer.
+    """
     made = Auth()
 
     @made.authenticate
@@ -87,15 +95,22 @@ def make_auth(tokens: dict[str, str]) -> Auth:
             raise Auth.exceptions.HTTPException(
                 status_code=401, detail="a valid bearer token is needed"
             )
-        return {"identity": user, "display_name": user, "is_authenticated": True}
+        return {
+            "identity": team,
+            "display_name": user,
+            "is_authenticated": True,
+            "keel_user": user,  # type: ignore[typeddict-unknown-key]
+        }
 
     return made
 
 
-def _configured_tokens() -> dict[str, str]:
-    secret = Settings().api_tokens
-    return parse_tokens(secret.get_secret_value()) if secret is not None else {}
+def _configured() -> Auth:
+    settings = Settings()
+    secret = settings.api_tokens
+    tokens = parse_tokens(secret.get_secret_value()) if secret is not None else {}
+    return make_auth(tokens, settings.api_team)
 
 
-auth = make_auth(_configured_tokens())
+auth = _configured()
 """What ``aegra.json`` names: the hook over the tokens the environment held at start-up."""

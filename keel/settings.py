@@ -101,6 +101,12 @@ class Settings(BaseSettings):
         "user=token pairs separated by commas; the user is who the engine says ran a request. "
         "A secret: set it in the environment or a secret store, never in the repo.",
     )
+    api_team: str = Field(
+        default="keel",
+        min_length=1,
+        description="The engine's tenant: every user of KEEL_API_TOKENS works in it and sees its "
+        "threads (a reviewer answers an approval another user's run asked for).",
+    )
     chroma_url: str | None = Field(
         default=None,
         description="A Chroma server (`chroma run`), e.g. http://127.0.0.1:8000; unset: embedded.",

@@ -1,0 +1,113 @@
+"""Keel's threads on an engine, from the client's side: through the LangGraph SDK, no Keel process.
+
+The engine (Aegra; ``make serve``, README "Past one machine") runs the graph; these helpers are
+what a second client needs to take part: read the approval a thread waits on, answer it with the
+digests it was shown, and relay the domain's outbox events to the threads that wait for them.
+Each is a few SDK calls, so any client (a reviewer's tool, a cron job, another service) can do the
+same without Keel installed.
+
+Example:
+    >>> from langgraph_sdk import get_sync_client  # doctest: +SKIP
+    >>> reviewer = get_sync_client(url=URL, headers={"Authorization": "Bearer ..."})
+    >>> request = pending_approval(reviewer, thread_id)
+    >>> run = answer_approval(reviewer, thread_id, request, "approve")
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from graph.context import KeelContext
+from graph.events import dispatch_events
+from graph.state import DomainEvent
+from keel.errors import KeelError
+
+ASSISTANT = "keel"
+"""The graph's id in ``aegra.json`` / ``langgraph.json``."""
+
+
+class EngineError(KeelError):
+    """The engine answered something Keel's client cannot use (no approval pending, a run failed)."""
+
+
+def _interrupts(client: Any, thread_id: str) -> list[dict[str, Any]]:
+    state = client.threads.get_state(thread_id)
+    found: list[dict[str, Any]] = list(state.get("interrupts") or [])
+    for task in state.get("tasks") or []:
+        found.extend(task.get("interrupts") or [])
+    seen: set[str] = set()
+    unique = []
+    for item in found:
+        key = str(item.get("id", id(item)))
+        if key not in seen:
+            seen.add(key)
+            unique.append(item)
+    return unique
+
+
+def pending_approval(client: Any, thread_id: str) -> dict[str, Any] | None:
+    """The approval request a thread waits on (LangChain's HITL schema plus Keel's digests)."""
+    for item in _interrupts(client, thread_id):
+        value = item.get("value")
+        if isinstance(value, dict) and "action_requests" in value and "digests" in value:
+            return value
+    return None
+
+
+def waiting_for_event(client: Any, thread_id: str) -> bool:
+    """Whether a thread sleeps on an ``await_event`` interrupt (graph/events.py)."""
+    return any(
+        isinstance(item.get("value"), dict) and item["value"].get("kind") == "await_event"
+        for item in _interrupts(client, thread_id)
+    )
+
+
+def answer_approval(
+    client: Any,
+    thread_id: str,
+    request: dict[str, Any],
+    decision: Literal["approve", "reject"],
+    *,
+    reviewer: str | None = None,
+    message: str = "",
+) -> dict[str, Any]:
+    """Queue a run that resumes the thread with one ``decision`` per pending action, each naming
+    the digest it answers: an answer to a request that has since changed is refused as stale.
+
+    ``reviewer`` is only a hint for a graph served without authentication; with it, the
+    reviewer is the user the engine authenticated. ``multitask_strategy="reject"``: a second
+    answer while the first still runs (a double click) is refused by the engine, and one that
+    arrives after it finds no pending approval and changes nothing.
+    """
+    decisions: list[dict[str, Any]] = []
+    for digest in request["digests"]:
+        one: dict[str, Any] = {"type": decision, "digest": digest}
+        if decision == "reject":
+            one["message"] = message or "rejected"
+        decisions.append(one)
+    resume: dict[str, Any] = {"decisions": decisions}
+    if reviewer:
+        resume["reviewer"] = reviewer
+    run: dict[str, Any] = client.runs.create(
+        thread_id, ASSISTANT, command={"resume": resume}, multitask_strategy="reject"
+    )
+    return run
+
+
+def relay_events(client: Any, ctx: KeelContext) -> list[dict[str, Any]]:
+    """Wake the threads that wait for the domain's new outbox events, through the engine.
+
+    The same relay as ``keel events`` (``graph.events.dispatch_events``: the inbox says who
+    waits, its cursor how far the outbox was read), but each wake-up is a run the engine queues
+    (``Command(resume={"event": ...})``) and a worker executes; nothing runs the graph here.
+    """
+
+    def resume(thread_id: str, event: DomainEvent) -> None:
+        client.runs.create(
+            thread_id,
+            ASSISTANT,
+            command={"resume": {"event": event.model_dump(mode="json")}},
+            multitask_strategy="enqueue",
+        )
+
+    return dispatch_events(ctx, resume, lambda thread_id: waiting_for_event(client, thread_id))

@@ -1,0 +1,151 @@
+"""Keel on the engine: real PostgreSQL, Redis, Chroma and Aegra processes on free loopback ports.
+
+One engine for the module (an API process and two worker processes, a 6 s lease so a killed
+worker's run is re-run within seconds), started and stopped here. Clients are the LangGraph SDK
+with bearer tokens: an "agent" starts a refund thread, a "reviewer" answers its approval, and the
+worker that holds the resumed run is SIGKILLed in the middle of it. The engine re-runs it on
+the other worker; Keel's intent ledger and idempotency keys make the re-run harmless: exactly
+one refund and one e-mail. No model is involved (the offline runbook planner).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from domains.support_desk.backend import DemoBackend
+from evals.servers import POSTGRES_HINT, postgres_bin
+
+pytestmark = pytest.mark.integration
+
+REQUEST = (
+    "Customer C-1001 was charged twice for invoice INV-2001, please refund the duplicate charge"
+)
+
+
+def _require_engine() -> None:
+    missing = []
+    if postgres_bin() is None:
+        missing.append(POSTGRES_HINT)
+    if shutil.which("redis-server") is None:
+        missing.append("redis-server is missing: run `make redis`")
+    try:
+        import aegra_api  # noqa: F401
+    except ImportError:
+        missing.append("Aegra is not installed: `make install` (Python >= 3.12)")
+    if missing:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("CI must run the engine's test: " + "; ".join(missing))
+        pytest.skip("; ".join(missing))
+
+
+@pytest.fixture(scope="module")
+def running() -> Iterator[Any]:
+    _require_engine()
+    from evals.engine import engine
+
+    # Every e-mail takes 1.5 s (the demo integrations' fault layer, under the 2 s tool timeout):
+    # the window in which the refund is made and the run is still in flight.
+    slow_email = '{"latency_s": 1.5, "integrations": ["email"]}'
+    with engine(
+        workers=2, worker_count=1, lease_s=6, durable=False, extra_env={"KEEL_FAULTS": slow_email}
+    ) as started:
+        yield started
+
+
+def _wait(predicate: Any, timeout_s: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+
+
+def _holder(running: Any, run_id: str) -> int | None:
+    """The worker process (its pid) holding ``run_id``'s lease in Aegra's runs table."""
+    import psycopg
+
+    with psycopg.connect(running.keel_postgres_url) as conn:
+        row = conn.execute(
+            "SELECT claimed_by FROM runs WHERE run_id = %s AND status = 'running'", (run_id,)
+        ).fetchone()
+    if row is None or not row[0]:
+        return None
+    # Aegra names a worker loop HOSTNAME-PID-worker-N.
+    return int(str(row[0]).rsplit("-worker-", 1)[0].rsplit("-", 1)[1])
+
+
+def test_a_request_without_the_token_gets_401(running: Any) -> None:
+    from langgraph_sdk import get_sync_client
+    from langgraph_sdk.errors import AuthenticationError
+
+    request = urllib.request.Request(f"{running.api.url}/threads/search", data=b"{}")
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        urllib.request.urlopen(request, timeout=10)
+    assert raised.value.code == 401
+    stranger = get_sync_client(url=running.api.url, headers={"Authorization": "Bearer not-a-token"})
+    with pytest.raises(AuthenticationError):
+        stranger.threads.create()
+
+
+def test_a_killed_worker_s_run_is_re_run_elsewhere_and_the_refund_happens_once(
+    running: Any,
+) -> None:
+    from keel.engine import answer_approval, pending_approval
+
+    agent, reviewer = running.client("agent"), running.client("reviewer")
+    thread_id = agent.threads.create()["thread_id"]
+    first = agent.runs.create(thread_id, "keel", input={"request": REQUEST})
+    agent.runs.join(thread_id, first["run_id"])
+
+    # The second client finds the approval through the API and answers with its digests.
+    request = pending_approval(reviewer, thread_id)
+    assert request is not None, reviewer.threads.get_state(thread_id)
+    assert [a["name"] for a in request["action_requests"]] == ["refund_charge", "send_email"]
+    assert len(request["digests"]) == 2
+
+    # The worker holding the resumed run is killed once the refund is made, while the e-mail
+    # (slowed down) is still being sent: the worst moment, a side effect done and not saved.
+    pids = {w.pid for w in running.workers}
+    resumed = answer_approval(reviewer, thread_id, request, "approve")
+    holder = _wait(lambda: _holder(running, resumed["run_id"]), 60, "a worker to claim the run")
+    assert holder in pids
+    victim = next(i for i, w in enumerate(running.workers) if w.pid == holder)
+    _wait(lambda: DemoBackend(running.settings.domain_db).refunds(), 60, "the refund")
+    assert _holder(running, resumed["run_id"]) == holder  # still mid-run
+    running.workers[victim].kill()
+
+    # The lease expires, the reaper re-queues the run, the other worker re-runs it.
+    final = _wait(
+        lambda: (r := reviewer.runs.get(thread_id, resumed["run_id"]))["status"]
+        in ("success", "error")
+        and r,
+        120,
+        "the re-run to finish",
+    )
+    assert final["status"] == "success", final
+    state = agent.threads.get_state(thread_id)
+    assert state["values"]["status"] == "done", state["values"]
+    backend = DemoBackend(running.settings.domain_db)
+    refunds = [r for r in backend.refunds() if r["charge_id"] == "CH-3002"]
+    emails = [m for m in backend.outbox() if m["recipient"] == "ada@example.com"]
+    assert len(refunds) == 1, refunds
+    assert len(emails) == 1, emails
+    # Who approved is on the receipt; the run that finished was not the killed worker's.
+    survivor = running.workers[1 - victim]
+    finished = [
+        r
+        for r in survivor.log_records()
+        if r.get("event") == "Worker finished run" and r.get("run_id") == resumed["run_id"]
+    ]
+    assert finished, survivor.log_tail()
+    running.restart(victim)  # a supervisor's restart: the module's engine has two workers again
