@@ -235,6 +235,11 @@ class Engine:
     def processes(self) -> list[AegraServer]:
         return [self.api, *self.workers]
 
+    def stop(self) -> None:
+        """Stop the workers, then the API process (the servers are stopped by their owners)."""
+        for server in reversed(self.processes()):
+            server.stop()
+
 
 def engine_env(
     postgres: PostgresServer,
@@ -335,7 +340,7 @@ def engine(
         env.update(KEEL_CHROMA_URL=chroma.url, **(extra_env or {}))
         api = AegraServer("api", free_port(), root / "aegra-api.log")
         running = Engine(pg, redis, api, [], tokens, env, settings)
-        stack.callback(lambda: [s.stop() for s in running.processes()])
+        stack.callback(running.stop)
         api.start({**env, "WORKER_COUNT": "0"})
         api.wait_ready()
         for i in range(workers):

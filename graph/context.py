@@ -129,8 +129,13 @@ def _process_context() -> _ProcessContext:
     return _ProcessContext(KeelContext.from_settings)
 
 
-def _default_context() -> KeelContext:
+def process_context() -> KeelContext:
+    """This process's context, built from the environment's settings on first use."""
     return _process_context().get()
+
+
+def _default_context() -> KeelContext:
+    return process_context()
 
 
 def thread_of(runtime: Runtime[KeelContext]) -> str:

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import time
 from typing import Any, Literal
 
 from graph.context import KeelContext
@@ -27,7 +28,7 @@ ASSISTANT = "keel"
 
 
 class EngineError(KeelError):
-    """The engine answered something Keel's client cannot use (no approval pending, a run failed)."""
+    """The engine answered what a client cannot use (no approval pending, a run failed)."""
 
 
 def _interrupts(client: Any, thread_id: str) -> list[dict[str, Any]]:
@@ -92,6 +93,27 @@ def answer_approval(
         thread_id, ASSISTANT, command={"resume": resume}, multitask_strategy="reject"
     )
     return run
+
+
+def wait_for_run(
+    client: Any, thread_id: str, run_id: str, timeout_s: float = 300.0, poll_s: float = 0.2
+) -> dict[str, Any]:
+    """The run once it has ended (``success``, ``error``, ``interrupted``, ...), by polling it.
+
+    Polling rather than ``runs.join``: a run re-run after its worker died is followed through
+    its new attempt, and a client that loses its connection just asks again.
+
+    Raises:
+        EngineError: the run has not ended within ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        run: dict[str, Any] = client.runs.get(thread_id, run_id)
+        if run.get("status") not in ("pending", "running"):
+            return run
+        if time.monotonic() > deadline:
+            raise EngineError(f"run {run_id} of thread {thread_id} still {run.get('status')}")
+        time.sleep(poll_s)
 
 
 def relay_events(client: Any, ctx: KeelContext) -> list[dict[str, Any]]:

@@ -100,12 +100,12 @@ def test_a_request_without_the_token_gets_401(running: Any) -> None:
 def test_a_killed_worker_s_run_is_re_run_elsewhere_and_the_refund_happens_once(
     running: Any,
 ) -> None:
-    from keel.engine import answer_approval, pending_approval
+    from keel.engine import answer_approval, pending_approval, wait_for_run
 
     agent, reviewer = running.client("agent"), running.client("reviewer")
     thread_id = agent.threads.create()["thread_id"]
     first = agent.runs.create(thread_id, "keel", input={"request": REQUEST})
-    agent.runs.join(thread_id, first["run_id"])
+    assert wait_for_run(agent, thread_id, first["run_id"], 120)["status"] == "success"
 
     # The second client finds the approval through the API and answers with its digests.
     request = pending_approval(reviewer, thread_id)
@@ -125,13 +125,7 @@ def test_a_killed_worker_s_run_is_re_run_elsewhere_and_the_refund_happens_once(
     running.workers[victim].kill()
 
     # The lease expires, the reaper re-queues the run, the other worker re-runs it.
-    final = _wait(
-        lambda: (r := reviewer.runs.get(thread_id, resumed["run_id"]))["status"]
-        in ("success", "error")
-        and r,
-        120,
-        "the re-run to finish",
-    )
+    final = wait_for_run(reviewer, thread_id, resumed["run_id"], 120)
     assert final["status"] == "success", final
     state = agent.threads.get_state(thread_id)
     assert state["values"]["status"] == "done", state["values"]
