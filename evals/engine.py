@@ -254,7 +254,8 @@ def engine_env(
     """The environment every Aegra process of one deployment shares.
 
     ``lease_s`` shortens Aegra's lease (heartbeat a third of it, the reaper as often) so a killed
-    worker's runs are re-run within seconds; production keeps Aegra's 30 s.
+    worker's runs are re-run within seconds; production keeps Aegra's 30 s (a lease shorter than
+    a worker's worst stall would hand a live run to a second worker).
     """
     owned = ("KEEL_", "AEGRA_", "REDIS_", "DATABASE_URL", "WORKER_")
     source = base if base is not None else os.environ
@@ -279,6 +280,9 @@ def engine_env(
             LEASE_DURATION_SECONDS=str(lease_s),
             HEARTBEAT_INTERVAL_SECONDS=str(beat),
             REAPER_INTERVAL_SECONDS=str(beat),
+            # A queued run a dying worker's connection swallowed (popped, never started) is
+            # pending and not in the queue: the reaper re-queues it after this long (Aegra: 120 s).
+            STUCK_PENDING_THRESHOLD_SECONDS=str(max(10, 3 * lease_s)),
         )
     return env
 

@@ -7,7 +7,9 @@ machine, saying how to get them (`make postgres`); under ``CI=true`` they fail i
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 
@@ -28,6 +30,22 @@ def _require_postgres() -> None:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"CI must run the Postgres tests: {POSTGRES_HINT}")
         pytest.skip(f"{POSTGRES_HINT}; then run the integration tests again")
+
+
+def require_engine() -> None:
+    """PostgreSQL's server programs, redis-server and Aegra (Python >= 3.12), or a skip saying
+    how to get them; under ``CI=true`` a failure instead."""
+    missing = []
+    if postgres_bin() is None:
+        missing.append(POSTGRES_HINT)
+    if shutil.which("redis-server") is None:
+        missing.append("redis-server is missing: run `make redis`")
+    if importlib.util.find_spec("aegra_api") is None:
+        missing.append("Aegra is not installed: `make install` (Python >= 3.12)")
+    if missing:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("CI must run the engine's tests: " + "; ".join(missing))
+        pytest.skip("; ".join(missing))
 
 
 @pytest.fixture(scope="session")

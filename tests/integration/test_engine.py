@@ -10,8 +10,6 @@ one refund and one e-mail. No model is involved (the offline runbook planner).
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 import urllib.error
 import urllib.request
@@ -21,7 +19,7 @@ from typing import Any
 import pytest
 
 from domains.support_desk.backend import DemoBackend
-from evals.servers import POSTGRES_HINT, postgres_bin
+from tests.integration.conftest import require_engine
 
 pytestmark = pytest.mark.integration
 
@@ -30,25 +28,9 @@ REQUEST = (
 )
 
 
-def _require_engine() -> None:
-    missing = []
-    if postgres_bin() is None:
-        missing.append(POSTGRES_HINT)
-    if shutil.which("redis-server") is None:
-        missing.append("redis-server is missing: run `make redis`")
-    try:
-        import aegra_api  # noqa: F401
-    except ImportError:
-        missing.append("Aegra is not installed: `make install` (Python >= 3.12)")
-    if missing:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("CI must run the engine's test: " + "; ".join(missing))
-        pytest.skip("; ".join(missing))
-
-
 @pytest.fixture(scope="module")
 def running() -> Iterator[Any]:
-    _require_engine()
+    require_engine()
     from evals.engine import engine
 
     # Every e-mail takes 1.5 s (the demo integrations' fault layer, under the 2 s tool timeout):
