@@ -125,3 +125,47 @@ def test_a_killed_worker_s_run_is_re_run_elsewhere_and_the_refund_happens_once(
     ]
     assert finished, survivor.log_tail()
     running.restart(victim)  # a supervisor's restart: the module's engine has two workers again
+
+
+def test_an_outbox_event_wakes_the_waiting_thread_through_the_engine(running: Any) -> None:
+    from graph.context import KeelContext
+    from keel.engine import (
+        answer_approval,
+        pending_approval,
+        relay_events,
+        wait_for_run,
+        waiting_for_event,
+    )
+
+    agent, reviewer = running.client("agent"), running.client("reviewer")
+    thread_id = agent.threads.create()["thread_id"]
+    request = (
+        "Customer C-1004 paid invoice INV-2005 twice by bank transfer, "
+        "please refund the duplicate charge"
+    )
+    first = agent.runs.create(thread_id, "keel", input={"request": request})
+    assert wait_for_run(agent, thread_id, first["run_id"], 120)["status"] == "interrupted"
+    approval = pending_approval(reviewer, thread_id)
+    assert approval is not None
+    resumed = answer_approval(reviewer, thread_id, approval, "approve")
+    wait_for_run(reviewer, thread_id, resumed["run_id"], 120)
+    # The bank has not settled the refund: the thread sleeps on its event, no e-mail yet.
+    assert waiting_for_event(agent, thread_id)
+    backend = DemoBackend(running.settings.domain_db)
+    assert not [m for m in backend.outbox() if m["recipient"] == "katherine@example.com"]
+
+    ctx = KeelContext.from_settings(running.settings)
+    assert relay_events(agent, ctx) == []  # nothing in the outbox yet: nobody is woken
+    assert backend.settle_pending_refunds()
+    report = relay_events(agent, ctx)
+    assert [e["type"] for e in report] == ["refund.settled"]
+    assert report[0]["woke"] == [thread_id]
+
+    def finished() -> bool:
+        state = agent.threads.get_state(thread_id)
+        return state["values"].get("status") == "done" and not waiting_for_event(agent, thread_id)
+
+    _wait(finished, 120, "the woken thread to finish")
+    emails = [m for m in backend.outbox() if m["recipient"] == "katherine@example.com"]
+    assert len(emails) == 1, emails
+    assert relay_events(agent, ctx) == []  # the event was relayed once; the cursor moved past it
