@@ -287,7 +287,7 @@ def engine_env(
     return env
 
 
-def prepare_home(home: Path, postgres_url: str, chroma_url: str) -> Settings:
+def prepare_home(home: Path, postgres_url: str, chroma_url: str, approval_key: str) -> Settings:
     """The corpus in the Chroma server, the demo domain's backend and the approval key, made
     once before any worker starts (two workers creating the key at the same moment could race).
     """
@@ -296,11 +296,15 @@ def prepare_home(home: Path, postgres_url: str, chroma_url: str) -> Settings:
     from retrieval.store import CorpusStore
     from tools.permissions import ReceiptSigner
 
+    # The approval key as a secret setting (KEEL_APPROVAL_KEY), the same for every process;
+    # a Keel without that setting ignores it and uses HOME/approval.key, made just below.
+    secret: dict[str, Any] = {"approval_key": approval_key}
     settings = Settings(
         home=home,
         postgres_url=postgres_url,  # type: ignore[arg-type]
         chroma_url=chroma_url,
         _env_file=None,  # type: ignore[call-arg]
+        **secret,
     )
     CorpusStore(settings, embedder_for(settings)).ingest(progress=False)
     SupportDesk().prepare(settings, reset=True)
@@ -338,10 +342,11 @@ def engine(
         redis = stack.enter_context(redis_server())
         chroma = stack.enter_context(chroma_server())
         home = home or root / "home"
-        settings = prepare_home(home, pg.url(), chroma.url)
+        approval_key = secrets.token_hex(32)
+        settings = prepare_home(home, pg.url(), chroma.url, approval_key)
         tokens = {user: secrets.token_urlsafe(24) for user in users}
         env = engine_env(pg, redis, home, tokens, worker_count=worker_count, lease_s=lease_s)
-        env.update(KEEL_CHROMA_URL=chroma.url, **(extra_env or {}))
+        env.update(KEEL_CHROMA_URL=chroma.url, KEEL_APPROVAL_KEY=approval_key, **(extra_env or {}))
         api = AegraServer("api", free_port(), root / "aegra-api.log")
         running = Engine(pg, redis, api, [], tokens, env, settings)
         stack.callback(running.stop)
