@@ -374,6 +374,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     def say(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
+    # Ctrl-C stops everything even when started from a shell that ignores SIGINT for background
+    # jobs (the ignore is inherited, and Python would keep it).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with engine(workers=args.workers, worker_count=args.worker_count, say=say) as running:
             say(f"Keel's home: {running.home}; KEEL_POSTGRES_URL={running.keel_postgres_url}")
