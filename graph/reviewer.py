@@ -1,0 +1,62 @@
+"""Who answered an approval: the serving engine's authenticated user when there is one.
+
+A serving engine puts the user it authenticated into the run's config, as LangGraph's own server
+does, under ``config["configurable"]["langgraph_auth_user"]`` (Aegra 0.11 puts its ``User`` model
+there, with ``identity`` and ``is_authenticated``; LangGraph's server a ``BaseUser`` that is also a
+mapping). That user is the reviewer. The ``reviewer`` string in an answer is the caller's claim:
+it names the reviewer only where no engine stands in front of the graph (``keel resume --as``,
+``KeelApp``), and it never overrides an authenticated user.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+
+from graph.state import Reviewer
+
+AUTH_USER_KEY = "langgraph_auth_user"
+"""Where LangGraph's server and Aegra put the authenticated user in ``config["configurable"]``."""
+
+UNAUTHENTICATED = "unauthenticated:"
+"""Prefix of a reviewer an engine served without authenticating them (its anonymous user)."""
+
+MAX_NAME = 100
+
+
+def _field(user: Any, name: str) -> Any:
+    if isinstance(user, Mapping):
+        return user.get(name)
+    return getattr(user, name, None)
+
+
+def reviewer_of(config: RunnableConfig | None, claimed: str | None) -> Reviewer:
+    """The reviewer of an answer given in a run with this config.
+
+    With an engine's user in the config, that user's identity (an anonymous one, from an engine
+    that authenticates nobody, is marked ``unauthenticated:``); with none, the answer's own
+    ``reviewer`` (a local caller) or ``unknown``.
+
+    Example:
+        >>> reviewer_of({"configurable": {"langgraph_auth_user": {"identity": "ann"}}}, "bob")
+        Reviewer(name='ann', authenticated=True, claimed='bob')
+        >>> reviewer_of({"configurable": {}}, "bob")
+        Reviewer(name='bob', authenticated=False, claimed=None)
+    """
+    claim = claimed.strip()[:MAX_NAME] if isinstance(claimed, str) and claimed.strip() else None
+    configurable = (config or {}).get("configurable") or {}
+    user = configurable.get(AUTH_USER_KEY)
+    if user is None:
+        return Reviewer(name=claim or "unknown", authenticated=False)
+    identity = _field(user, "identity")
+    identity = str(identity).strip()[:MAX_NAME] if identity else ""
+    vouched = _field(user, "is_authenticated")
+    authenticated = bool(identity) and (vouched is None or bool(vouched))
+    if authenticated:
+        return Reviewer(
+            name=identity, authenticated=True, claimed=claim if claim != identity else None
+        )
+    name = f"{UNAUTHENTICATED}{identity or 'anonymous'}"
+    return Reviewer(name=name, authenticated=False, claimed=claim)
