@@ -10,11 +10,12 @@ action is refused as stale.
 Agent Chat UI's human-in-the-loop panel sends exactly LangChain's shape, with no digest and no
 reviewer: ``{"decisions": [{"type": "approve"}]}``, ``{"type": "reject", "message": ...}``, or
 ``{"type": "edit", "edited_action": {"name": ..., "args": ...}}`` (one per action, in order; its
-edit fields return every value as text). An approve or reject answers the actions pending now. An
-edit that changes an argument is a new proposal, never an approval: the edited action is validated again and asked for
-again with its own digest (text put back into the original's JSON types), unless the edit names
-the digest it edits (``keel resume --edit``), whose reviewer typed the exact arguments. An edit that changes nothing approves the action shown. The
-reviewer is the serving engine's authenticated user when there is one (``graph.reviewer``).
+edit fields return every value as text). An approve or reject answers the actions pending now.
+An edit that changes an argument is a new proposal, never an approval: the edited action is
+validated again and asked for again with its own digest (text put back into the original's JSON
+types), unless the edit names the digest it edits (``keel resume --edit``), whose reviewer typed
+the exact arguments. An edit that changes nothing approves the action shown. The reviewer is the
+serving engine's authenticated user when there is one (``graph.reviewer``).
 """
 
 from __future__ import annotations
