@@ -21,7 +21,7 @@ AUTH_USER_KEY = "langgraph_auth_user"
 """Where LangGraph's server and Aegra put the authenticated user in ``config["configurable"]``."""
 
 UNAUTHENTICATED = "unauthenticated:"
-"""Prefix of a reviewer an engine served without authenticating them (its anonymous user)."""
+"""Prefix of a reviewer an engine served without authenticating them: nobody vouched for it."""
 
 MAX_NAME = 100
 
@@ -35,15 +35,19 @@ def _field(user: Any, name: str) -> Any:
 def reviewer_of(config: RunnableConfig | None, claimed: str | None) -> Reviewer:
     """The reviewer of an answer given in a run with this config.
 
-    With an engine's user in the config, that user's identity (an anonymous one, from an engine
-    that authenticates nobody, is marked ``unauthenticated:``); with none, the answer's own
-    ``reviewer`` (a local caller) or ``unknown``.
+    With an engine's authenticated user in the config, that user's identity. From an engine that
+    authenticated nobody (Aegra's anonymous user, ``langgraph dev``'s empty one), the answer's own
+    name or the engine's, marked ``unauthenticated:``. With no engine (a local caller), the
+    answer's own ``reviewer`` or ``unknown``.
 
     Example:
         >>> reviewer_of({"configurable": {"langgraph_auth_user": {"identity": "ann"}}}, "bob")
         Reviewer(name='ann', authenticated=True, claimed='bob')
         >>> reviewer_of({"configurable": {}}, "bob")
         Reviewer(name='bob', authenticated=False, claimed=None)
+        >>> anonymous = {"identity": "anonymous", "is_authenticated": False}
+        >>> reviewer_of({"configurable": {"langgraph_auth_user": anonymous}}, "bob").name
+        'unauthenticated:bob'
     """
     claim = claimed.strip()[:MAX_NAME] if isinstance(claimed, str) and claimed.strip() else None
     configurable = (config or {}).get("configurable") or {}
@@ -58,5 +62,6 @@ def reviewer_of(config: RunnableConfig | None, claimed: str | None) -> Reviewer:
         return Reviewer(
             name=identity, authenticated=True, claimed=claim if claim != identity else None
         )
-    name = f"{UNAUTHENTICATED}{identity or 'anonymous'}"
-    return Reviewer(name=name, authenticated=False, claimed=claim)
+    return Reviewer(
+        name=f"{UNAUTHENTICATED}{claim or identity or 'anonymous'}", authenticated=False
+    )
