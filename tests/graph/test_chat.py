@@ -1,4 +1,4 @@
-"""Chat clients with no Keel-specific code: messages in, an AI message out, the HITL panel's answers.
+"""Chat clients with no Keel-specific code: messages in, an AI message out, HITL panel answers.
 
 The compiled graph in-process on the real SQLite checkpointer (strict serializer), driven the way a
 LangGraph server drives it: ``graph.invoke`` with the thread's config, chat ``messages`` as input
@@ -35,12 +35,16 @@ APPROVE_ALL = {"decisions": [{"type": "approve"}, {"type": "approve"}]}
 
 
 class EngineUser(BaseModel):
-    """The shape of Aegra 0.11's ``aegra_api.models.auth.User`` (identity, is_authenticated, ...)."""
+    """The shape of Aegra 0.11's ``aegra_api.models.auth.User`` (identity, is_authenticated)."""
 
     identity: str
     is_authenticated: bool = True
     permissions: list[str] = []
     display_name: str | None = None
+
+
+ANONYMOUS = EngineUser(identity="anonymous", is_authenticated=False)
+"""Aegra's user when no auth handler is configured."""
 
 
 def _config(thread_id: str, user: object | None = None) -> dict[str, Any]:
@@ -121,7 +125,7 @@ def test_a_plain_request_also_gets_the_transcript(app: KeelApp) -> None:
     assert out["status"] == "done" and "30 days" in out["answer"]
     human, ai = out["messages"]
     assert human.content == "What is our refund window?"
-    assert _outcome(out).content == out["answer"]
+    assert ai is _outcome(out) and ai.content == out["answer"]
 
 
 def test_an_escalation_ends_with_an_ai_message_carrying_the_account(app: KeelApp) -> None:
