@@ -326,7 +326,7 @@ def test_the_authenticated_rejecter_is_named_in_the_answer(app: KeelApp) -> None
             None,
             "unauthenticated:anonymous",
         ),
-        # langgraph dev: a user with an empty identity.
+        # A user the engine could not name.
         ({"identity": ""}, "studio", "unauthenticated:studio"),
     ],
 )
