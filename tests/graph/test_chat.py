@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.types import Command
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from domains.support_desk.backend import DemoBackend
 from graph.builder import build_graph
@@ -35,7 +35,10 @@ APPROVE_ALL = {"decisions": [{"type": "approve"}, {"type": "approve"}]}
 
 
 class EngineUser(BaseModel):
-    """The shape of Aegra 0.11's ``aegra_api.models.auth.User`` (identity, is_authenticated)."""
+    """The shape of Aegra 0.11's ``aegra_api.models.auth.User`` (identity, is_authenticated, and
+    extra fields an auth hook adds)."""
+
+    model_config = ConfigDict(extra="allow")
 
     identity: str
     is_authenticated: bool = True
@@ -305,6 +308,17 @@ def test_the_authenticated_user_is_the_reviewer_whatever_the_answer_claims(
         name="ann@example.com", authenticated=True, claimed="mallory"
     )
     assert len(backend.refunds()) == 1
+
+
+def test_the_person_named_by_keels_auth_hook_is_the_reviewer(app: KeelApp) -> None:
+    """Keel's Aegra hook: ``identity`` is the team (Aegra scopes threads by it, and a reviewer
+    must see the thread another user started), the person is in ``keel_user``."""
+    chat = Chat(app)
+    chat.send(_say(REFUND_REQUEST), user=EngineUser(identity="keel", keel_user="bob"))
+    alice = EngineUser(identity="keel", keel_user="alice", display_name="alice")
+    chat.answer(APPROVE_ALL, user=alice)
+    assert {r.approved_by for r in chat.values()["approvals"].values()} == {"alice"}
+    assert chat.values()["reviewed_by"] == Reviewer(name="alice", authenticated=True)
 
 
 def test_the_authenticated_rejecter_is_named_in_the_answer(app: KeelApp) -> None:
