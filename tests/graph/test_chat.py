@@ -416,3 +416,62 @@ def test_messages_and_the_reviewer_survive_the_strict_checkpoint(
     assert values["messages"][-1].additional_kwargs["keel"]["status"] == "done"
     assert isinstance(values["reviewed_by"], Reviewer)
     assert all(isinstance(r, Receipt) for r in values["approvals"].values())
+
+
+def test_the_chat_stream_shows_keels_answer_not_the_planners_model_output(
+    settings: Settings,
+) -> None:
+    """Agent Chat UI streams ``messages``: every chat model call inside a node would appear in
+    the chat (here, the planner's JSON plan). The planner's calls are tagged ``nostream``; the
+    chat shows the human's message and Keel's answer. The model is a langchain-core fake."""
+    import json
+
+    from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel
+
+    from graph.context import KeelContext
+    from retrieval.embeddings import embedder_for
+    from retrieval.store import CorpusStore
+
+    hits = CorpusStore(settings, embedder_for(settings)).query(REFUND_REQUEST, 6)
+    chunk = next(e.chunk_id for e in hits if e.kind == "runbook")
+    plan = {"intent": "refund_duplicate_charge", "steps": [{
+        "tool": "refund_charge", "purpose": "refund the duplicate", "evidence": [chunk],
+        "args": {"charge_id": "CH-3002", "amount": 49.0, "reason": "duplicate"}}]}  # fmt: skip
+    model = FakeMessagesListChatModel(responses=[AIMessage(json.dumps(plan))])
+    context = KeelContext.from_settings(settings, planner_model=model)
+    with KeelApp.open(settings, context) as app:
+        chat = Chat(app)
+        streamed = []
+        for mode, part in app.graph.stream(
+            _say(REFUND_REQUEST),
+            _config(chat.thread_id),
+            context=app.context,
+            durability="sync",
+            stream_mode=["messages", "values"],
+        ):
+            if mode == "messages":
+                message, _metadata = part
+                streamed.append(message)
+        assert chat.values()["planner"].startswith("model:")  # the model did plan
+        assert chat.status() == "awaiting_approval"
+        approve_all = {"decisions": [{"type": "approve"}] * len(chat.pending()["digests"])}
+        streamed += _stream_resume(app, chat, approve_all)
+        assert chat.status() == "done"
+    assert streamed, "nothing streamed"
+    shown = [m for m in streamed if not isinstance(m, HumanMessage)]
+    assert [m.id for m in shown] == ["keel-outcome"]
+    assert all("refund_duplicate_charge" not in str(m.content) for m in streamed)
+
+
+def _stream_resume(app: KeelApp, chat: Chat, resume: Any) -> list[Any]:
+    out = []
+    for mode, part in app.graph.stream(
+        Command(resume=resume),
+        _config(chat.thread_id),
+        context=app.context,
+        durability="sync",
+        stream_mode=["messages", "values"],
+    ):
+        if mode == "messages":
+            out.append(part[0])
+    return out
