@@ -121,6 +121,11 @@ def test_messages_in_and_an_ai_message_out_when_done(app: KeelApp, backend: Demo
     assert [(r["charge_id"], r["amount"]) for r in backend.refunds()] == [("CH-3002", 49.0)]
     assert len(backend.outbox()) == 1
 
+    # A double-clicked "Approve All": the thread has nothing pending, nothing runs again.
+    twice = chat.answer(APPROVE_ALL)
+    assert twice["status"] == "done" and len(twice["messages"]) == 2
+    assert len(backend.refunds()) == 1 and len(backend.outbox()) == 1
+
 
 def test_a_plain_request_also_gets_the_transcript(app: KeelApp) -> None:
     chat = Chat(app)
