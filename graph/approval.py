@@ -13,9 +13,10 @@ reviewer: ``{"decisions": [{"type": "approve"}]}``, ``{"type": "reject", "messag
 edit fields return every value as text). An approve or reject answers the actions pending now.
 An edit that changes an argument is a new proposal, never an approval: the edited action is
 validated again and asked for again with its own digest (text put back into the original's JSON
-types), unless the edit names the digest it edits (``keel resume --edit``), whose reviewer typed
-the exact arguments. An edit that changes nothing approves the action shown. The reviewer is the
-serving engine's authenticated user when there is one (``graph.reviewer``).
+types), together with the other actions of that answer (which may depend on it), unless the edit
+names the digest it edits (``keel resume --edit``), whose reviewer typed the exact arguments. An
+edit that changes nothing approves the action shown. The reviewer is the serving engine's
+authenticated user when there is one (``graph.reviewer``).
 """
 
 from __future__ import annotations
@@ -170,7 +171,7 @@ def read_decisions(
     rejected: list[str] = []
     reasons: list[str] = []
     steps = list(plan.steps)
-    edited = False
+    edited = proposed = False
     for decision, digest, index in zip(
         decisions, request["digests"], request["steps"], strict=True
     ):
@@ -195,7 +196,8 @@ def read_decisions(
                 digest = approval_digest(step.tool, step.args)
                 edited = True
                 if "digest" not in decision:
-                    continue  # a proposal: validated again, then asked for with its own digest
+                    proposed = True  # validated again, then asked for with its own digest
+                    continue
         receipts[digest] = signer.sign(
             Receipt(
                 tool=step.tool,
@@ -220,6 +222,10 @@ def read_decisions(
             + "; ".join(reasons)
             + ". Nothing irreversible was done.",
         }
+    if proposed:
+        # The other actions are asked for again with the edited one: what they say may depend
+        # on it (an e-mail about the refund), so no approval is kept from this answer.
+        receipts = {}
     update: dict[str, Any] = {
         "approvals": receipts,
         "reviewed_by": reviewer,

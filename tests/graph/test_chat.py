@@ -231,7 +231,8 @@ def test_the_panels_edit_is_asked_for_again_before_it_runs(
     app: KeelApp, backend: DemoBackend
 ) -> None:
     """The panel's edit carries no digest and returns values as text: the edited refund is
-    validated again and shown again with its own digest; only an approval of that runs it."""
+    validated again and shown again with its own digest, with the e-mail that goes with it; only
+    an approval of those runs them."""
     chat = Chat(app)
     chat.send(_say(REFUND_REQUEST))
     first = chat.pending()
@@ -248,15 +249,15 @@ def test_the_panels_edit_is_asked_for_again_before_it_runs(
     assert out["status"] == "awaiting_approval"
     assert backend.refunds() == []
     again = chat.pending()
-    assert [a["name"] for a in again["action_requests"]] == ["refund_charge"]
+    assert [a["name"] for a in again["action_requests"]] == ["refund_charge", "send_email"]
     assert again["action_requests"][0]["args"]["amount"] == 10  # typed again
     new_digest = approval_digest("refund_charge", again["action_requests"][0]["args"])
-    assert again["digests"] == [new_digest] and new_digest != first["digests"][0]
-    # Nobody approved the edited refund yet: no receipt for it (the e-mail's is kept).
-    assert new_digest not in chat.values()["approvals"]
-    assert first["digests"][1] in chat.values()["approvals"]
+    assert again["digests"] == [new_digest, first["digests"][1]]
+    assert new_digest != first["digests"][0]
+    # Nobody approved anything yet: the e-mail is asked for again with the edited refund.
+    assert chat.values().get("approvals", {}) == {}
 
-    final = chat.answer({"decisions": [{"type": "approve"}]})
+    final = chat.answer(APPROVE_ALL)
     assert final["status"] == "done"
     assert [r["amount"] for r in backend.refunds()] == [10.0]
     assert len(backend.outbox()) == 1
@@ -279,8 +280,9 @@ def test_an_edit_that_breaks_the_rules_never_runs(app: KeelApp, backend: DemoBac
     )
     assert out["status"] == "awaiting_approval"
     assert chat.values()["replans"] == 1
-    (asked,) = chat.pending()["action_requests"]
-    assert asked["name"] == "refund_charge" and asked["args"]["amount"] == 49.0
+    asked = chat.pending()["action_requests"]
+    assert [a["name"] for a in asked] == ["refund_charge", "send_email"]
+    assert asked[0]["args"]["amount"] == 49.0
     assert backend.refunds() == [] and backend.outbox() == []
 
 
