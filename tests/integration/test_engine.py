@@ -116,6 +116,9 @@ def test_a_killed_worker_s_run_is_re_run_elsewhere_and_the_refund_happens_once(
     emails = [m for m in backend.outbox() if m["recipient"] == "ada@example.com"]
     assert len(refunds) == 1, refunds
     assert len(emails) == 1, emails
+    # The receipts name the user the engine authenticated, not a string the client sent.
+    receipts = state["values"].get("approvals") or {}
+    assert {r["approved_by"] for r in receipts.values()} == {"reviewer"}, receipts
     # Who approved is on the receipt; the run that finished was not the killed worker's.
     survivor = running.workers[1 - victim]
     finished = [
