@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, cast
 
@@ -132,8 +133,9 @@ class Domain(Protocol):
     def fault_profiles(self) -> Mapping[str, FaultProfile]:
         """The domain's own named fault profiles (for its integrations), usable wherever a
         profile is named (``KEEL_FAULTS``, ``--faults``) beside the generic ones in
-        ``tools.faults.PROFILES``; ``tools`` applies them with
-        ``profile_named(settings.faults, self.fault_profiles())``."""
+        ``tools.faults.PROFILES`` (which name no integration); ``tools`` applies them with
+        ``profile_named(settings.faults, self.fault_profiles())``. The faults eval runs each of
+        them, and the generic ``transient``, on the domain's scenarios tagged ``faults``."""
 
     def commands(self) -> Mapping[str, DomainCommand]:
         """The domain's own CLI verbs (``keel domain NAME``); ``seed`` is Keel's and need not be
@@ -145,6 +147,39 @@ class Domain(Protocol):
     def demo_summary(self, settings: Settings) -> dict[str, Any]:
         """What the backend holds after the demo (a few counts and lists), printed and returned
         by ``keel demo --json``."""
+
+    def snapshot(self, settings: Settings) -> set[str]:
+        """Every observable fact a write or irreversible call can change, one line each: what
+        the contract suite and every eval judge an end state by (never an agent's own account).
+
+        Two kinds of line (``split_snapshot`` reads them):
+
+        - a state a write changes, ``"SUBJECT is VALUE"`` (``"item ITEM-001 is archived"``);
+        - one irreversible action done, ``"WHAT#ID"`` (``"archive of ITEM-001#7"``): the ``#ID``
+          (the backend's own id for it) keeps two copies of the same action apart, so a
+          duplicate shows as two lines with the same ``WHAT``.
+        """
+
+
+def split_snapshot(lines: Iterable[str]) -> tuple[Counter[str], set[str]]:
+    """A snapshot's irreversible actions (each ``WHAT``, counted) and its states.
+
+    Example:
+        >>> actions, states = split_snapshot(
+        ...     {"page to Ann#1", "page to Ann#2", "light L-1 is off"}
+        ... )
+        >>> actions["page to Ann"], sorted(states)
+        (2, ['light L-1 is off'])
+    """
+    actions: Counter[str] = Counter()
+    states: set[str] = set()
+    for line in lines:
+        what, marker, _ = line.rpartition("#")
+        if marker:
+            actions[what] += 1
+        else:
+            states.add(line)
+    return actions, states
 
 
 _MEMBERS = tuple(

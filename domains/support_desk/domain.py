@@ -30,6 +30,16 @@ _ENTITY_PATTERNS = {
 }
 
 
+FAULT_PROFILES: dict[str, FaultProfile] = {
+    "outage": FaultProfile(outage=True, integrations=["billing"]),
+    "drift": FaultProfile(drift_rate=1.0, integrations=["billing"]),
+    "expired": FaultProfile(expired_credentials=True, integrations=["email"]),
+}
+"""The desk's own fault profiles, beside the machinery's generic ones (``transient``,
+``lost_responses``): the billing API down (refunds go through the legacy endpoint), the billing
+API answering in a changed shape, the mail provider refusing expired credentials."""
+
+
 DEMO_REQUESTS = (
     DemoRequest(
         "Customer C-1001 was charged twice for invoice INV-2001, please refund the duplicate charge"
@@ -208,9 +218,7 @@ class SupportDesk:
         }
 
     def fault_profiles(self) -> Mapping[str, FaultProfile]:
-        """None of its own yet: the generic profiles (``tools.faults.PROFILES``) were written
-        for this desk's integrations (billing, e-mail)."""
-        return {}
+        return FAULT_PROFILES
 
     def snapshot(self, settings: Settings) -> set[str]:
         """Every fact a write or irreversible call can change, one line each: what the contract
