@@ -26,8 +26,8 @@ from tools.spec import AgentTools, ToolRegistry
 
 @dataclass(frozen=True)
 class DomainCommand:
-    """A verb of the domain's own, run as ``keel domain NAME`` (e.g. the support desk's
-    ``settle``: the bank settles pending refunds).
+    """A verb of the domain's own, run as ``keel domain NAME`` (e.g. a shipping desk's
+    ``deliver``: the carrier delivers the parcels in transit).
 
     Attributes:
         help: one line for ``keel domain --help``.
@@ -47,7 +47,7 @@ class DemoRequest:
         request: the request, in plain words.
         decision: what the demo's reviewer answers when the thread asks for approval.
         then: the domain command (``Domain.commands``) the demo runs when the thread waits for an
-            event (the world moving on: a bank settling a refund, a rollback finishing); the
+            event (the world moving on: a carrier delivering a parcel, a build finishing); the
             demo then delivers the domain's new events, which wakes the thread.
     """
 
@@ -77,7 +77,7 @@ class Domain(Protocol):
         planner_role: who the planner works for, in a few words; the planner's system prompt says
             "You are the planner of {planner_role}".
         subject_keys: the entity names (from ``extract_entities``) that identify what a thread is
-            about (a customer, an invoice, a service); the gate's scopes read them as the
+            about (an order, a parcel, a service); the gate's scopes read them as the
             thread's subjects, and nothing else the request says reaches the scopes.
     """
 
@@ -102,7 +102,7 @@ class Domain(Protocol):
         arguments its check reads (a grant on a tool without them does not load)."""
 
     def extract_entities(self, request: str) -> dict[str, str]:
-        """Business ids and values the request names (customer, invoice, amount, ...)."""
+        """Business ids and values the request names (an order id, an amount, ...)."""
 
     def gather_records(self, entities: dict[str, str], tools: AgentTools) -> dict[str, Any]:
         """Read, through read-only tools, the records the request's entities point at.
