@@ -47,8 +47,9 @@ def test_the_incident_desk_runs_under_its_own_profiles(tmp_path: Path) -> None:
     # Healthy apart from the metrics answering in a changed shape: every run reads metrics,
     # so every run stops on it; the baselines consume the changed answers.
     assert scores["keel"]["metrics_drift"]["shape_changes_detected"] == 3
-    # The deploy system down: the rollback cannot read its deploys and escalates; the restart
-    # and the page never touch it.
-    outage = scores["keel"]["deploys_outage"]["by_request"]
-    assert outage["rollback-bad-deploy"]["succeeded"] == 0
-    assert outage["page-oncall"] == {"runs": 1, "succeeded": 1}
+    # The deploy system down: every request reads the service's deploys first, so every run
+    # escalates before acting; the pager refusing its credentials stops the pages, not the rest.
+    assert scores["keel"]["deploys_outage"]["escalated"] == 3
+    assert scores["keel"]["deploys_outage"]["success_rate"] == 0.0
+    expired = scores["keel"]["pager_expired"]
+    assert expired["escalated"] == 3 and expired["wrong_irreversible"] == 0
