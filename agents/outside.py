@@ -1,6 +1,6 @@
 """Outside text a tool returned, turned into untrusted evidence: screened, marked, tainting.
 
-An order's note or a message from outside the company reaches the planner through a tool, not through the curated
+A message from outside the company reaches the planner through a tool, not through the curated
 corpus, so it was never screened at ingest. Here it gets the same treatment a low-trust document
 does: the injection screen reads it (a flagged text is withheld from the model), it is shown to
 the model only as marked data, and as ``untrusted`` evidence in the state it taints the thread, so

@@ -145,7 +145,11 @@ class Attacks(Strict):
 
 def load_attacks(settings: Settings) -> Attacks:
     """The domain's attack cases; a domain without ``attacks.yaml`` cannot be attacked here."""
-    path = settings.domain_dir / ATTACKS_FILE
+    return attacks_from(settings.domain_dir / ATTACKS_FILE)
+
+
+def attacks_from(path: Path) -> Attacks:
+    """The attack cases of one file; a file that does not fit is one line naming the field."""
     if not path.is_file():
         raise BadRequest(f"{path}: the attacks suite needs this file (see evals/attacks_eval.py)")
     _, data = load_reviewed(path.read_text(encoding="utf-8"))

@@ -118,13 +118,12 @@ def run_named(
 
 
 SUPPORT_DESK_ONLY = {
-    "attacks": "its attacks are written against the support desk's tools and records",
     "compounding": "its workflows are the support desk's requests, judged on its records",
     "crashes": "its sweep drives the support desk's four acting requests",
 }
 """Suites that measure the support desk and no other domain yet, and why. The retrieval, faults,
-record, scenarios and screening suites run on whatever domain ``KEEL_DOMAIN`` names (its corpus,
-questions, scenarios, fault profiles and ``record.yaml``)."""
+attacks, record, scenarios and screening suites run on whatever domain ``KEEL_DOMAIN`` names (its
+corpus, questions, scenarios, fault profiles, ``attacks.yaml`` and ``record.yaml``)."""
 
 
 def run_suites(names: list[str] | None, settings: Settings, *, progress: bool) -> dict[str, Any]:

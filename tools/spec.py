@@ -33,8 +33,8 @@ O = TypeVar("O", bound=BaseModel)  # noqa: E741
 class OutsideText:
     """Marks an output field whose text was written by someone outside the company.
 
-    An order's note, a message from outside, an alert's description: text the tool only carries. Such
-    text reaches a model as data, is screened as the corpus is at ingest, and taints the thread
+    An order's note, a customer's message, an alert's description: text the tool only carries.
+    Such text reaches a model as data, is screened as the corpus is at ingest, and taints the thread
     as a low-trust document does. Mark a field with ``Annotated[str | None, OUTSIDE_TEXT]``.
 
     Example:

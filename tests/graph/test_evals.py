@@ -54,13 +54,13 @@ def test_each_suite_says_its_domain_and_none_judges_another_domain_with_the_wron
     def suite(name: str) -> evals.runner.Suite:
         return lambda settings, progress: ran.append(name) or {"score": 1.0}
 
-    monkeypatch.setattr(evals.runner, "SUITES", {n: suite(n) for n in ("faults", "attacks")})
+    monkeypatch.setattr(evals.runner, "SUITES", {n: suite(n) for n in ("faults", "crashes")})
     incident = Settings(home=tmp_path, domain="domains.incident_desk:IncidentDesk", _env_file=None)  # type: ignore[call-arg]
-    with pytest.raises(BadRequest, match=r"attacks suite\(s\) measure the support desk only"):
-        run_suites(["attacks"], incident, progress=False)
+    with pytest.raises(BadRequest, match=r"crashes suite\(s\) measure the support desk only"):
+        run_suites(["crashes"], incident, progress=False)
     assert ran == []
     results = run_suites(None, incident, progress=False)
     assert results["faults"] == {"domain": "incident_desk", "score": 1.0}
-    assert set(results["not_run"]) == {"attacks"} and ran == ["faults"]
+    assert set(results["not_run"]) == {"crashes"} and ran == ["faults"]
     desk = Settings(home=tmp_path, _env_file=None)  # type: ignore[call-arg]
-    assert run_suites(["attacks"], desk, progress=False)["attacks"]["domain"] == "support_desk"
+    assert run_suites(["crashes"], desk, progress=False)["crashes"]["domain"] == "support_desk"
