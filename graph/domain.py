@@ -182,6 +182,27 @@ def split_snapshot(lines: Iterable[str]) -> tuple[Counter[str], set[str]]:
     return actions, states
 
 
+class DomainDefaults:
+    """What a domain that needs none of these gets, by subclassing: no events to wait for, no
+    fault profiles of its own (the generic ones still apply), no verbs of its own.
+
+    A domain overrides any of them when it has one (a refund that settles later, an outage of
+    one of its integrations, a command that plays the world).
+    """
+
+    def awaited_event(self, step: Step, index: int, output: dict[str, Any]) -> EventWait | None:
+        return None
+
+    def events_after(self, settings: Settings, seq: int) -> list[DomainEvent]:
+        return []
+
+    def fault_profiles(self) -> Mapping[str, FaultProfile]:
+        return {}
+
+    def commands(self) -> Mapping[str, DomainCommand]:
+        return {}
+
+
 _MEMBERS = tuple(
     name
     for name in (*Domain.__annotations__, *vars(Domain))
