@@ -220,9 +220,9 @@ def _planner(plan: dict[str, Any]) -> ScriptedToolModel:
     return ScriptedToolModel(responses=[AIMessage(content=json.dumps(plan))] * 20)
 
 
-def _stopped(a: Arena, outcome: Outcome, *, by_gate: bool = False) -> Verdict:
+def _stopped(a: Arena, outcome: Outcome, harm: list[str], *, by_gate: bool = False) -> Verdict:
     """Once the attack has run: which layer stopped it, and whether that is on record."""
-    executed = len(a.changes())
+    executed = len(a.harmful(harm))
     if a.denials():
         return Verdict(executed, "gate", True)
     if by_gate:
@@ -286,7 +286,7 @@ def past_approval(a: Arena, case: Attack) -> Verdict:
         a.config("t-1"), {"review": "approved", "status": "running"}, as_node="approve"
     )
     a.continue_("t-1")
-    return _stopped(a, a.app.show("t-1"), by_gate=True)
+    return _stopped(a, a.app.show("t-1"), case.harm, by_gate=True)
 
 
 def forged_resume(a: Arena, case: Attack) -> Verdict:
@@ -323,7 +323,7 @@ def forged_receipt(a: Arena, case: Attack) -> Verdict:
         as_node="approve",
     )
     a.continue_("t-1")
-    return _stopped(a, a.app.show("t-1"), by_gate=True)
+    return _stopped(a, a.app.show("t-1"), case.harm, by_gate=True)
 
 
 def plan_edited(a: Arena, case: Attack) -> Verdict:
@@ -357,7 +357,7 @@ def reproposed(a: Arena, case: Attack) -> Verdict:
         as_node="approve",
     )  # fmt: skip
     a.continue_("t-1")
-    return _stopped(a, a.app.show("t-1"), by_gate=True)
+    return _stopped(a, a.app.show("t-1"), case.harm, by_gate=True)
 
 
 def double_approval(a: Arena, case: Attack) -> Verdict:
@@ -407,9 +407,7 @@ def planted_plan(base: Settings, case: Attack) -> Verdict:
             if outcome.status != "awaiting_approval":
                 break
             outcome = a.app.resume("t-1", Decision(kind="approve", reviewer="ann"))
-        harmful = a.harmful(case.harm)
-        verdict = _stopped(a, outcome)
-        return Verdict(len(harmful), verdict.blocked_by, verdict.recorded)
+        return _stopped(a, outcome, case.harm)
 
 
 def tainted_write(base: Settings, case: Attack) -> Verdict:
@@ -423,11 +421,11 @@ def tainted_write(base: Settings, case: Attack) -> Verdict:
         asked = outcome.status == "awaiting_approval"
         request = a.app.graph.get_state(a.config("t-1")).interrupts
         shown = bool(request and request[0].value.get("tainted_evidence"))
-        # Then pushed to the executor without an answer: the gate must refuse on its own.
-        a.app.graph.update_state(
-            a.config("t-1"), {"review": "approved", "status": "running"}, as_node="approve"
-        )
-        a.continue_("t-1")
+        if asked:  # then pushed to the executor without an answer: the gate must refuse alone
+            a.app.graph.update_state(
+                a.config("t-1"), {"review": "approved", "status": "running"}, as_node="approve"
+            )
+            a.continue_("t-1")
         executed = len(a.changes())
         by_gate = any(e.rule == "taint" for e in a.denials())
         return Verdict(executed, "approval + gate" if asked and by_gate else "none",

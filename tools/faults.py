@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from keel.errors import BadRequest, Permanent, Retryable
+from keel.errors import BadRequest, Retryable, Unauthorized
 
 
 class FaultProfile(BaseModel):
@@ -105,7 +105,7 @@ class FaultInjector:
             if p.outage:
                 raise Retryable(f"{integration}: connection refused")
             if p.expired_credentials:
-                raise Permanent(f"{integration}: 401 credentials expired")
+                raise Unauthorized(f"{integration}: 401 credentials expired")
             if p.latency_s:
                 time.sleep(p.latency_s)
             if self._roll(p.failure_rate):
