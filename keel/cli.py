@@ -35,8 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--debug", action="store_true", help="show tracebacks")
     common.add_argument(
         "--faults", metavar="PROFILE",
-        help="inject faults into the domain's integrations: a profile name (transient, outage, "
-        "drift, expired, lost_responses) or a JSON FaultProfile (default: KEEL_FAULTS, none)",
+        help="inject faults into the domain's integrations: a generic profile (transient, "
+        "lost_responses), one of the domain's own (the support desk's outage, drift, expired) "
+        "or a JSON FaultProfile (default: KEEL_FAULTS, none)",
     )  # fmt: skip
     common.add_argument(
         "--fault-seed", type=int, metavar="N", help="seed of the fault layer (KEEL_FAULT_SEED)"
