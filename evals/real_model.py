@@ -36,6 +36,7 @@ from typing import Any
 from urllib.parse import urlparse
 from uuid import UUID
 
+import openai
 from langchain.agents import create_agent
 from langchain.agents.middleware import ModelFallbackMiddleware
 from langchain_core.callbacks import BaseCallbackHandler
@@ -87,8 +88,9 @@ HOW_TO_READ_MISTAKES = (
     "their rows say nothing about injection."
 )
 
-_REFUSED = ("AuthenticationError", "PermissionDeniedError", "NotFoundError")
-"""Errors that no retry or other scenario will fix: the key, the permission or the model name."""
+_REFUSED = (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError)
+"""Errors that no retry or other scenario will fix: the key, the permission or the model name
+(langchain-openai's own error classes are subclasses of these)."""
 
 
 class RealModel(BaseModel):
@@ -173,13 +175,18 @@ class Meter(BaseCallbackHandler):
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         kind = type(error).__name__
+        said = str(error).splitlines()[0][:200] if str(error) else kind
         with self._lock:
             self.calls += 1
             self.errors[kind] += 1
-            if kind in _REFUSED and self.refused is None:
-                self.refused = f"{kind}: {str(error).splitlines()[0][:200]}"
-            elif kind == "APIConnectionError" and self.refused is None:
-                self.refused = f"cannot connect ({str(error).splitlines()[0][:200]})"
+            if self.refused is not None:
+                return
+            if isinstance(error, _REFUSED):
+                self.refused = f"{kind}: {said}"
+            elif isinstance(error, openai.APIConnectionError) and not isinstance(
+                error, openai.APITimeoutError
+            ):  # a slow answer is this run's failure; no connection at all is the setting's
+                self.refused = f"cannot connect ({said})"
 
     @property
     def tokens(self) -> int:
@@ -308,7 +315,9 @@ def run_baseline(
         if careful:
             # The scorecard's middleware, but no scripted fallback: the configured one, or none.
             middleware = [
-                m for m in careful_middleware(scenario) if not isinstance(m, ModelFallbackMiddleware)
+                m
+                for m in careful_middleware(scenario)
+                if not isinstance(m, ModelFallbackMiddleware)
             ]
             if fallback:
                 middleware.insert(1, ModelFallbackMiddleware(fallback[0]))
@@ -459,10 +468,10 @@ def _verdict(run: RealRun) -> str:
     said = "success" if r.success else "failed"
     if run.mistake_scenario:
         said += " (scripted-mistake scenario)"
-    errors = sum(run.meter.errors.values())
+    errors = ", ".join(f"{n} {kind}" for kind, n in sorted(run.meter.errors.items()))
     return (
         f"{said}, {run.status}, {run.meter.calls} model call(s)"
-        + (f" ({errors} failed)" if errors else "")
+        + (f" (failed: {errors})" if errors else "")
         + f", {run.meter.tokens} tokens, {run.seconds:.1f} s"
         + (f", planner {run.planner}" if r.agent == "keel" else "")
     )
