@@ -244,7 +244,11 @@ class KeelApp:
         context = context or KeelContext.from_settings(settings)
         redactor = Redactor.from_settings(settings)
         tracing = Tracing(redactor)
-        records = RecordStore(settings.records_db) if settings.record else None
+        records = (
+            RecordStore(settings.records_db, synchronous=settings.record_sync)
+            if settings.record
+            else None
+        )
         try:
             with open_checkpointer(settings) as opened:
                 leases = open_leases(settings, opened)
