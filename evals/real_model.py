@@ -448,7 +448,11 @@ def run_real_scorecard(
         say(f"real model {model.name} at {model.base_url_host}: {len(jobs)} runs "
             f"({len(scenarios)} scenarios, k={k}, agents {', '.join(AGENTS)})")  # fmt: skip
         for i, (label, job) in enumerate(jobs, 1):
-            run = job()
+            try:
+                run = job()
+            except KeyboardInterrupt:  # Ctrl-C: what the endpoint was paid for is kept and scored
+                say(f"interrupted in run {i} of {len(jobs)}: the {i - 1} finished are scored")
+                break
             runs.append(run)
             say(f"[{i}/{len(jobs)}] {label}: {_verdict(run)}")
             if run.meter.refused is not None:
@@ -456,7 +460,9 @@ def run_real_scorecard(
                     f"the endpoint at {model.base_url_host} refused model {model.name!r}: "
                     f"{run.meter.refused} (check OPENAI_API_KEY, OPENAI_BASE_URL and the name)"
                 )
-    return _card(model, runs, k, [s.name for s in scenarios], [p.as_dict() for p in problems])
+    return _card(
+        model, runs, k, [s.name for s in scenarios], [p.as_dict() for p in problems], len(jobs)
+    )
 
 
 def _bind(func: Callable[..., RealRun], *args: Any) -> Callable[[], RealRun]:
@@ -483,9 +489,12 @@ def _card(
     k: int,
     scenario_names: list[str],
     problems: list[dict[str, str]],
+    planned: int,
 ) -> dict[str, Any]:
     headline = [r for r in runs if not r.mistake_scenario]
     out: dict[str, Any] = {"model": model.describe()}
+    out["complete"] = len(runs) == planned
+    out["runs_planned"] = planned
     for agent in AGENTS:
         out[agent] = summarize([r.result for r in headline if r.result.agent == agent], k)
     out["ablations"] = {}
@@ -527,6 +536,14 @@ def real_markdown(card: dict[str, Any]) -> str:
         + (f", fallback `{m['fallback']}`" if m["fallback"] else "")
         + "). Every model decision of every agent was made by this model over HTTP; these are "
         "its figures, not the scripted scorecard's.",
+    ]
+    if not card["complete"]:
+        done = len(card["runs"])
+        lines.append(
+            f"\nInterrupted: {done} of {card['runs_planned']} runs finished; every figure "
+            "below is theirs only."
+        )
+    lines += [
         "",
         markdown(card).rstrip("\n"),
         "",

@@ -18,8 +18,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from evals.real_model import real_markdown
+from evals import real_model
+from evals.real_model import RealRun, real_markdown
 from keel.cli import main
+from keel.settings import Settings
 from tests.integration.desk_model_server import DeskModel, serve, shipped
 
 SECRET = "sk-test-never-printed-4242"
@@ -65,6 +67,7 @@ def test_the_scorecard_runs_every_agent_on_the_real_endpoint_and_says_which_mode
     card = json.loads(out)
 
     # It says it was a real model, which one and where; never the key.
+    assert card["complete"] is True and card["runs_planned"] == 7
     assert card["model"] == {"kind": "real", "name": "desk-model", "base_url_host": "127.0.0.1",
                              "fallback": None, "timeout_s": 30.0, "max_retries": 2}  # fmt: skip
     written = (out_dir / "scorecard.json").read_text() + (out_dir / "scorecard.md").read_text()
@@ -160,3 +163,32 @@ def test_without_an_endpoint_or_with_a_refused_model_it_is_one_clear_line(
     monkeypatch.setenv("OPENAI_BASE_URL", "http://user:pw@127.0.0.1:9/v1")
     code, _, err = _keel(dead, monkeypatch, capsys, *base, "--model", "desk-model")
     assert code == 2 and "127.0.0.1 is unreachable" in err and "pw" not in err
+
+
+def test_an_interrupted_run_keeps_and_scores_the_runs_that_finished(
+    settings: Settings, tmp_path: Path, desk_model: tuple[str, DeskModel],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Ctrl-C in the middle of a long real-model run: the runs already paid for are scored and
+    said to be all there is. The interrupt is raised where a user's Ctrl-C would land, inside the
+    second run (the first baseline's), by replacing that run with one that is interrupted."""
+    url, server = desk_model
+
+    def interrupted(*args: object) -> RealRun:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(real_model, "run_baseline", interrupted)
+    tuned = settings.model_copy(update={"openai_base_url": url})
+    lines: list[str] = []
+    card = real_model.run_real_scorecard(
+        tuned,
+        real_model.RealModel.from_settings(tuned, "desk-model"),
+        paths=[_scenario_file(tmp_path, ["refund-duplicate"])],
+        progress=lines.append,
+    )
+    assert card["complete"] is False and card["runs_planned"] == 3
+    assert [(r["agent"], r["success"]) for r in card["runs"]] == [("keel", True)]
+    assert card["keel"]["runs"] == 1 and card["plain"] == {"runs": 0}
+    assert lines[-1] == "interrupted in run 2 of 3: the 1 finished are scored"
+    assert "Interrupted: 1 of 3 runs finished" in real_markdown(card)
+    assert len(server.requests["desk-model"]) == 1  # Keel's one plan; nothing after the stop
