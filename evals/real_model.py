@@ -10,7 +10,8 @@ server), through the real ``langchain-openai`` client with Keel's timeout and re
   stays the last resort when the model fails; which planner planned each run is counted);
 - ``plain``: ``create_agent`` on the same model with the desk's tools and a short system prompt;
 - ``middleware``: the same with the scorecard's production middleware (the fallback model is
-  ``KEEL_PLANNER_FALLBACK_MODEL`` when set, as for Keel; no scripted fallback).
+  ``KEEL_PLANNER_FALLBACK_MODEL`` when set, as for Keel; no scripted fallback; no PII masking,
+  see ``for_real_model``).
 
 Scenarios tagged ``scripted-mistake`` were written around a mistake the scripted model makes on
 purpose (obeying a poisoned note); their expected end state is what an agent must do once the
@@ -38,7 +39,7 @@ from uuid import UUID
 
 import openai
 from langchain.agents import create_agent
-from langchain.agents.middleware import ModelFallbackMiddleware
+from langchain.agents.middleware import ModelFallbackMiddleware, PIIMiddleware
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, HumanMessage
@@ -240,6 +241,19 @@ def _models(settings: Settings, model: RealModel, meter: Meter) -> tuple[BaseCha
     return chat, chat_model_for(settings, model.fallback, callbacks=[meter])
 
 
+def for_real_model(middleware: list[Any], fallback: BaseChatModel | None) -> list[Any]:
+    """The scorecard's production middleware, fitted to a real model.
+
+    Its scripted fallback model becomes the configured fallback (or none, as for Keel), and PII
+    masking is left out: it masks the customer's address in the tools' answers ("ada@****.com"),
+    the very address a real model must e-mail, which the scripted calls never had to read.
+    """
+    kept = [m for m in middleware if not isinstance(m, ModelFallbackMiddleware | PIIMiddleware)]
+    if fallback is not None:
+        kept.insert(1, ModelFallbackMiddleware(fallback))
+    return kept
+
+
 def run_keel(
     worlds: Worlds, scenario: Scenario, seed: int, seeded: DemoBackend, model: RealModel
 ) -> RealRun:
@@ -313,14 +327,9 @@ def run_baseline(
         made: list[tuple[str, dict[str, Any]]] = []
         middleware: list[Any] = []
         if careful:
-            # The scorecard's middleware, but no scripted fallback: the configured one, or none.
-            middleware = [
-                m
-                for m in careful_middleware(scenario)
-                if not isinstance(m, ModelFallbackMiddleware)
-            ]
-            if fallback:
-                middleware.insert(1, ModelFallbackMiddleware(fallback[0]))
+            middleware = for_real_model(
+                careful_middleware(scenario), fallback[0] if fallback else None
+            )
         agent = create_agent(
             chat,
             tools=baseline_tools(

@@ -87,3 +87,29 @@ def test_the_meter_counts_usage_and_tells_a_refusal_from_a_slow_answer() -> None
     unreachable = Meter()
     unreachable.on_llm_error(openai.APIConnectionError(request=request), run_id=uuid.uuid4())
     assert unreachable.refused is not None and unreachable.refused.startswith("cannot connect")
+
+
+def test_the_middleware_baseline_gets_the_configured_fallback_and_no_masking() -> None:
+    from langchain.agents.middleware import (
+        ModelFallbackMiddleware,
+        ModelRetryMiddleware,
+        PIIMiddleware,
+        ToolCallLimitMiddleware,
+    )
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    from evals.real_model import for_real_model
+
+    scripted, configured = FakeListChatModel(responses=["a"]), FakeListChatModel(responses=["b"])
+    careful = [
+        ModelRetryMiddleware(max_retries=2),
+        ModelFallbackMiddleware(scripted),
+        ToolCallLimitMiddleware(run_limit=8),
+        PIIMiddleware("email", strategy="mask", apply_to_tool_results=True),
+    ]
+    alone = for_real_model(careful, None)
+    assert [type(m) for m in alone] == [ModelRetryMiddleware, ToolCallLimitMiddleware]
+    fitted = for_real_model(careful, configured)
+    assert [type(m) for m in fitted] == [
+        ModelRetryMiddleware, ModelFallbackMiddleware, ToolCallLimitMiddleware]  # fmt: skip
+    assert fitted[1].models == [configured]
