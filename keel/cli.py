@@ -187,7 +187,7 @@ def _parser() -> argparse.ArgumentParser:
         "--out", metavar="DIR",
         help="where the scorecard (scorecard.json, scorecard.md, scorecard.png) or the "
         "compounding curve (compounding.json, .md, .png) is written (default: "
-        "KEEL_HOME/scorecard, KEEL_HOME/compounding)",
+        "KEEL_HOME/scorecard, KEEL_HOME/compounding; with --model, KEEL_HOME/scorecard-real)",
     )  # fmt: skip
     runs = sub.add_parser(
         "runs", parents=[common],
