@@ -130,9 +130,9 @@ class RealModel(BaseModel):
         if settings.openai_base_url is not None:
             url = urlparse(settings.openai_base_url)
             if url.scheme not in ("http", "https") or not url.hostname:
-                raise ConfigError(
-                    f"OPENAI_BASE_URL is not an http(s) URL such as http://127.0.0.1:11434/v1"
-                    f" (it starts {settings.openai_base_url[:12]!r})"
+                raise ConfigError(  # not echoed: a URL may carry credentials
+                    "OPENAI_BASE_URL is not an http(s) URL with a host, such as "
+                    "http://127.0.0.1:11434/v1"
                 )
             host = url.hostname  # never the whole URL: it may carry credentials
         return cls(
