@@ -93,8 +93,8 @@ def plan(state: PlannerView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
     conflicts = state.get("conflicts", [])
     verdict = state.get("plan_verdict")
     feedback = verdict.reasons if verdict is not None and not verdict.ok else []
-    # What the thread already did (a replan after steps ran, a fork after a refund): typed facts
-    # with their step and tool, side effects always kept, so the model neither repeats nor
+    # What the thread already did (a replan after steps ran, a fork after a side effect): typed
+    # facts with their step and tool, side effects always kept, so the model neither repeats nor
     # contradicts them.
     memory = remember(
         state.get("results", []), {name: ctx.tools[name].effect for name in ctx.tools.names()}

@@ -49,23 +49,23 @@ from langgraph.types import Command
 from pydantic import BaseModel, ConfigDict
 
 from agents.models import chat_model_for
-from domains.support_desk import SupportDesk
-from domains.support_desk.backend import DemoBackend
-from evals.faults_eval import TIMEOUT_S, baseline_tools
+from evals.baselines import TIMEOUT_S, baseline_tools
 from evals.prompts import BASELINE_SYSTEM
-from evals.scenarios import Scenario, load_scenarios, seeded_backend
+from evals.scenarios import Scenario, Seeded, load_scenarios, seeded_world
 from evals.scorecard import (
     BASELINES,
     RunResult,
     Worlds,
     _play,
     careful_middleware,
+    effects_of,
     judge,
     markdown,
     summarize,
     trajectory_matches,
 )
 from graph.context import KeelContext
+from graph.domain import load_domain
 from keel.app import KeelApp, Outcome, probe_endpoint
 from keel.errors import BadRequest, ConfigError, KeelError
 from keel.settings import Settings
@@ -255,14 +255,17 @@ def for_real_model(middleware: list[Any], fallback: BaseChatModel | None) -> lis
 
 
 def run_keel(
-    worlds: Worlds, scenario: Scenario, seed: int, seeded: DemoBackend, model: RealModel
+    worlds: Worlds, scenario: Scenario, seed: int, seeded: Seeded, model: RealModel
 ) -> RealRun:
     """Keel with the real model as its planner (and fallback), judged as the scorecard judges."""
     meter = Meter()
     with worlds.world(scenario, seed, None) as settings:
         chat, *fallback = _models(settings, model, meter)
         context = KeelContext.from_settings(
-            settings, planner_model=chat, fallback_model=fallback[0] if fallback else None
+            settings,
+            domain=worlds.domain,
+            planner_model=chat,
+            fallback_model=fallback[0] if fallback else None,
         )
         made: list[ToolEvent] = []
         context.tools.listeners.append(made.append)
@@ -271,7 +274,7 @@ def run_keel(
         crashed: list[str] = []
         try:
             with KeelApp.open(settings, context) as app:
-                outcome = _play(app, scenario)
+                outcome = _play(app, scenario, worlds.domain)
         except KeelError as err:  # a run Keel did not handle: a bug, counted, not hidden
             crashed = [f"crashed: {type(err).__name__}: {err}"]
         finally:
@@ -282,8 +285,8 @@ def run_keel(
         status = outcome.status if outcome else "crashed"
         success, unsafe, duplicate, why = judge(
             scenario.expect,
-            DemoBackend(settings.domain_db),
-            seeded,
+            worlds.domain.snapshot(settings),
+            seeded.snapshot,
             status=status,
             answer=outcome.answer if outcome else "",
         )
@@ -313,29 +316,28 @@ def run_baseline(
     worlds: Worlds,
     scenario: Scenario,
     seed: int,
-    seeded: DemoBackend,
+    seeded: Seeded,
     model: RealModel,
     careful: bool,
-    role: str,
 ) -> RealRun:
     """``create_agent`` on the real model (with the production middleware when ``careful``)."""
     meter = Meter()
     notes: list[str] = []
     with worlds.world(scenario, seed, None) as settings:
-        backend = DemoBackend(settings.domain_db)
+        registry = worlds.domain.tools(settings.model_copy(update={"faults": "none"}))
         chat, *fallback = _models(settings, model, meter)
         made: list[tuple[str, dict[str, Any]]] = []
         middleware: list[Any] = []
         if careful:
             middleware = for_real_model(
-                careful_middleware(scenario), fallback[0] if fallback else None
+                careful_middleware(scenario, registry), fallback[0] if fallback else None
             )
         agent = create_agent(
             chat,
             tools=baseline_tools(
-                backend, FaultInjector(scenario.fault_profile, seed), {"shape_changed": 0}, made
+                registry, FaultInjector(scenario.fault_profile, seed), {"shape_changed": 0}, made
             ),
-            system_prompt=BASELINE_SYSTEM.format(role=role),
+            system_prompt=BASELINE_SYSTEM.format(role=worlds.domain.planner_role),
             middleware=middleware,
             checkpointer=InMemorySaver(),
         )
@@ -360,7 +362,11 @@ def run_baseline(
         seconds = time.perf_counter() - started
         if scenario.fault_profile.timeout_rate:
             time.sleep(TIMEOUT_S * 2)
-        success, unsafe, duplicate, why = judge(scenario.expect, backend, seeded)
+        if scenario.then is not None:  # the world moves on whoever started it (a bank settles)
+            worlds.domain.commands()[scenario.then].run(settings)
+        success, unsafe, duplicate, why = judge(
+            scenario.expect, worlds.domain.snapshot(settings), seeded.snapshot
+        )
     acted = [(n, a) for n, a in made if worlds.acts(n)]
     result = RunResult(
         scenario=scenario.name, agent="middleware" if careful else "plain", seed=seed,
@@ -435,15 +441,16 @@ def run_real_scorecard(
             ) from None
     CorpusStore(settings, embedder_for(settings)).ingest(progress=False)
     embedder_for(settings).embed(["warm-up"])
-    backend, folder = seeded_backend(settings)
-    domain = SupportDesk()
+    domain = load_domain(settings.domain)
     runs: list[RealRun] = []
-    with folder, tempfile.TemporaryDirectory(prefix="keel-real-scorecard-") as tmp:
-        scratch = Path(tmp)
-        tools = domain.tools(settings.model_copy(update={"domain_backend": backend.path}))
-        loaded, problems = load_scenarios(paths or [settings.scenarios_dir], tools, backend)
+    with (
+        seeded_world(settings, domain) as backend,
+        tempfile.TemporaryDirectory(prefix="keel-real-scorecard-") as scratch,
+    ):
+        tools = domain.tools(backend.settings)
+        loaded, problems = load_scenarios(paths or [settings.scenarios_dir], tools, domain)
         scenarios = choose(loaded, names or [], limit)
-        worlds = Worlds(settings, scratch, {n: tools[n].effect for n in tools.names()})
+        worlds = Worlds(settings, Path(scratch), domain, effects_of(tools))
         jobs: list[tuple[str, Callable[[], RealRun]]] = []
         for scenario in scenarios:
             for seed in range(k):
@@ -453,9 +460,10 @@ def run_real_scorecard(
                     agent = "middleware" if careful else "plain"
                     jobs.append((f"{agent} {scenario.name} (seed {seed})",
                                  _bind(run_baseline, worlds, scenario, seed, backend, model,
-                                       careful, domain.planner_role)))  # fmt: skip
+                                       careful)))  # fmt: skip
         say(f"real model {model.name} at {model.base_url_host}: {len(jobs)} runs "
-            f"({len(scenarios)} scenarios, k={k}, agents {', '.join(AGENTS)})")  # fmt: skip
+            f"({len(scenarios)} scenarios of {domain.name}, k={k}, "
+            f"agents {', '.join(AGENTS)})")  # fmt: skip
         for i, (label, job) in enumerate(jobs, 1):
             try:
                 run = job()
@@ -470,7 +478,13 @@ def run_real_scorecard(
                     f"{run.meter.refused} (check OPENAI_API_KEY, OPENAI_BASE_URL and the name)"
                 )
     return _card(
-        model, runs, k, [s.name for s in scenarios], [p.as_dict() for p in problems], len(jobs)
+        domain.name,
+        model,
+        runs,
+        k,
+        [s.name for s in scenarios],
+        [p.as_dict() for p in problems],
+        len(jobs),
     )
 
 
@@ -493,6 +507,7 @@ def _verdict(run: RealRun) -> str:
 
 
 def _card(
+    domain: str,
     model: RealModel,
     runs: list[RealRun],
     k: int,
@@ -501,7 +516,7 @@ def _card(
     planned: int,
 ) -> dict[str, Any]:
     headline = [r for r in runs if not r.mistake_scenario]
-    out: dict[str, Any] = {"model": model.describe()}
+    out: dict[str, Any] = {"domain": domain, "model": model.describe()}
     out["complete"] = len(runs) == planned
     out["runs_planned"] = planned
     for agent in AGENTS:
@@ -540,7 +555,8 @@ def real_markdown(card: dict[str, Any]) -> str:
     """The real-model scorecard: which model, the scorecard's table, the bill, how to read it."""
     m = card["model"]
     lines = [
-        f"Real model: `{m['name']}` at {m['base_url_host']} (timeout {m['timeout_s']} s, "
+        f"Real model: `{m['name']}` at {m['base_url_host']}, on the {card['domain']} domain "
+        f"(timeout {m['timeout_s']} s, "
         f"{m['max_retries']} retries per call"
         + (f", fallback `{m['fallback']}`" if m["fallback"] else "")
         + "). Every model decision of every agent was made by this model over HTTP; these are "

@@ -157,7 +157,7 @@ class ToolOutcome(Model):
 class EventWait(Model):
     """A step's effect still in flight: the thread sleeps until the event that settles it."""
 
-    event: str = Field(description="the event type, e.g. refund.settled")
+    event: str = Field(description="the event type, e.g. parcel.delivered")
     key: str = Field(description="which one: the business id the event carries")
     step: int
     why: str
@@ -186,7 +186,7 @@ LOW_TRUST: tuple[TrustTier, ...] = ("wiki", "untrusted")
 
 
 OUTSIDE_PREFIX = "tool:"
-"""Chunk ids of outside text a tool returned (``tool:get_ticket:T-77:body``), not the corpus."""
+"""Chunk ids of outside text a tool returned (``tool:get_order:ORD-7:note``), not the corpus."""
 
 
 def is_outside(evidence: Evidence) -> bool:
@@ -203,8 +203,8 @@ def approval_digest(tool: str, args: dict[str, Any]) -> str:
     """The digest an approval is bound to: the tool and its canonical arguments.
 
     Example:
-        >>> a = approval_digest("refund", {"b": 1, "a": 2})
-        >>> a == approval_digest("refund", {"a": 2, "b": 1})
+        >>> a = approval_digest("ship_parcel", {"b": 1, "a": 2})
+        >>> a == approval_digest("ship_parcel", {"a": 2, "b": 1})
         True
     """
     canonical = json.dumps(

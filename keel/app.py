@@ -5,7 +5,7 @@ The CLI, the demo, the notebooks and the tests all go through this one class.
 Example:
     >>> from keel.app import KeelApp
     >>> with KeelApp.open() as app:  # doctest: +SKIP
-    ...     outcome = app.run("Customer C-1001 was charged twice for invoice INV-2001")
+    ...     outcome = app.run("Ship order ORD-7 to the customer")
     ...     outcome.status
     'awaiting_approval'
     ...     app.resume(outcome.thread_id, Decision(kind="approve")).status
@@ -647,8 +647,8 @@ class KeelApp:
         """Wake the threads waiting for the domain's new events (``keel events``).
 
         Example:
-            >>> app.dispatch_events()  # after the bank settled RF-5001  # doctest: +SKIP
-            [{'seq': 1, 'type': 'refund.settled', 'key': 'RF-5001', 'woke': ['t-1']}]
+            >>> app.dispatch_events()  # after the carrier delivered P-1  # doctest: +SKIP
+            [{'seq': 1, 'type': 'parcel.delivered', 'key': 'P-1', 'woke': ['t-1']}]
         """
 
         def resume(thread_id: str, event: DomainEvent) -> None:

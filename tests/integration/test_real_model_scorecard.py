@@ -66,7 +66,8 @@ def test_the_scorecard_runs_every_agent_on_the_real_endpoint_and_says_which_mode
     assert code == 0, err
     card = json.loads(out)
 
-    # It says it was a real model, which one and where; never the key.
+    # It says it was a real model, which one and where, on which domain; never the key.
+    assert card["domain"] == "support_desk"
     assert card["complete"] is True and card["runs_planned"] == 7
     assert card["model"] == {"kind": "real", "name": "desk-model", "base_url_host": "127.0.0.1",
                              "fallback": None, "timeout_s": 30.0, "max_retries": 2}  # fmt: skip
