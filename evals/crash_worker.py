@@ -70,7 +70,7 @@ SAVER_READS = frozenset(
      "with_allowlist", "setup"}
 )  # fmt: skip
 LEDGER_READS = frozenset({"get", "for_thread", "owners"})
-INBOX_READS = frozenset({"waiting_for", "cursor"})
+INBOX_READS = frozenset({"waiting_for", "cursor", "relaying"})
 RECORD_READS = frozenset(
     {"events", "count", "latest_run", "next_segment", "resolve", "run_ids", "runs", "close"}
 )

@@ -44,7 +44,7 @@ from observability.events import (
     VerdictGiven,
 )
 from observability.redaction import Redactor
-from observability.store import RecordStore
+from observability.store import FlightRecord
 from retrieval.curation import Retrieval
 from retrieval.store import CorpusStore
 from tools.spec import ToolEvent
@@ -113,9 +113,10 @@ class RunRecording:
 
 
 class Recorder:
-    """Writes the record of the runs of one ``KeelApp`` (or one replay) to a ``RecordStore``.
+    """Writes the record of the runs of one ``KeelApp`` (or one replay) to a ``FlightRecord``.
 
     Example:
+        >>> from observability.store import RecordStore
         >>> rec = Recorder(RecordStore(":memory:"), Redactor(["token"]))
         >>> rec.active is None
         True
@@ -123,7 +124,7 @@ class Recorder:
 
     def __init__(
         self,
-        store: RecordStore,
+        store: FlightRecord,
         redactor: Redactor,
         *,
         wall_clock: Callable[[], datetime] = _utc_now,
