@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import sqlite3
 import statistics
 import subprocess
@@ -224,7 +225,6 @@ def scale_demo(threads: int = 50, *, progress: bool = False) -> dict[str, Any]:
     from evals.servers import chroma_server, postgres_server
     from retrieval.embeddings import embedder_for
     from retrieval.store import CorpusStore
-    from tools.permissions import ReceiptSigner
 
     chosen = cases(threads)
 
@@ -250,14 +250,14 @@ def scale_demo(threads: int = 50, *, progress: bool = False) -> dict[str, Any]:
         say(f"ingested {ingest.added} chunks into the Chroma server")
         SupportDesk().prepare(settings, reset=True)
         seed_cases(settings.domain_db, chosen)
-        # Made here, once: two workers creating it at the same moment could race.
-        ReceiptSigner.for_home(settings.home)
         setup_s = time.perf_counter() - t0
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
         env.update(
             KEEL_HOME=str(home),
             KEEL_POSTGRES_URL=pg.url(),
+            # Both workers sign and check receipts with this one key (Postgres requires it).
+            KEEL_APPROVAL_KEY=secrets.token_hex(32),
             KEEL_CHROMA_URL=chroma.url,
             LANGSMITH_TRACING="false",
         )

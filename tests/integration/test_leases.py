@@ -28,7 +28,7 @@ from graph.lease import LeaseOwner, LeaseStore, PostgresLeaseStore, SqliteLeaseS
 from keel.errors import LeaseHeld
 from keel.settings import Settings
 from observability.store import RecordStore
-from tests.conftest import REFUND_REQUEST
+from tests.conftest import APPROVAL_KEY, REFUND_REQUEST
 
 KEEL = str(Path(sys.executable).parent / "keel")
 
@@ -62,7 +62,7 @@ def _side_effects(home: Path) -> tuple[list[tuple[str, float]], list[str]]:
 def checkpointer(request: pytest.FixtureRequest) -> dict[str, str]:
     if request.param == "sqlite":
         return {}
-    return {"KEEL_POSTGRES_URL": request.getfixturevalue("postgres_url")}
+    return {"KEEL_POSTGRES_URL": request.getfixturevalue("postgres_url"), **APPROVAL_KEY}
 
 
 def _store(home: Path, checkpointer: dict[str, str], ttl_s: float = 30) -> LeaseStore:

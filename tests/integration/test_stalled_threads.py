@@ -23,7 +23,7 @@ from domains.support_desk.backend import DemoBackend
 from graph.builder import build_graph
 from graph.persistence import open_checkpointer
 from keel.settings import Settings
-from tests.conftest import REFUND_REQUEST
+from tests.conftest import APPROVAL_KEY, REFUND_REQUEST
 
 KEEL = str(Path(sys.executable).parent / "keel")
 STRANDING_WORKER = str(Path(__file__).with_name("stranding_worker.py"))
@@ -59,7 +59,7 @@ def checkpointer(request: pytest.FixtureRequest) -> dict[str, str]:
     """The KEEL_* settings that select each checkpointer (Postgres: a fresh database)."""
     if request.param == "sqlite":
         return {}
-    return {"KEEL_POSTGRES_URL": request.getfixturevalue("postgres_url")}
+    return {"KEEL_POSTGRES_URL": request.getfixturevalue("postgres_url"), **APPROVAL_KEY}
 
 
 def strand_after_execute(home: Path, checkpointer: dict[str, str]) -> str:
