@@ -230,6 +230,11 @@ class Settings(BaseSettings):
         "permissions.yaml).",
     )
     record: bool = Field(default=True, description="Keep the flight recorder on.")
+    record_sync: Literal["NORMAL", "FULL"] = Field(
+        default="NORMAL",
+        description="SQLite flight record: NORMAL survives a killed process and loses at most "
+        "the last events to a power cut; FULL also syncs the disk on every event.",
+    )
     sensitive_fields: list[str] = Field(
         default_factory=lambda: ["api_key", "authorization", "password", "secret", "token"],
         description="Fields redacted before anything is recorded or traced.",

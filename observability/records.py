@@ -10,7 +10,7 @@ from observability.store import FlightRecord, RecordStore, RunNotFound
 def record_store_for(settings: Settings) -> FlightRecord:
     """The store a run records into (made on first use)."""
     if settings.postgres_url is None:
-        return RecordStore(settings.records_db)
+        return RecordStore(settings.records_db, synchronous=settings.record_sync)
     from observability.store_postgres import PostgresRecordStore  # psycopg only when configured
 
     return PostgresRecordStore(

@@ -3,8 +3,13 @@
 (With ``KEEL_POSTGRES_URL`` it is in PostgreSQL instead: ``observability.store_postgres``; both
 share :class:`FlightRecord`'s reads, and ``observability.records`` picks one.)
 
-Durability: WAL with ``synchronous=FULL`` and autocommit, so an event is on disk when ``append``
-returns; a crash (of the process or the machine) loses nothing that was acknowledged. Append-only
+Durability: WAL and autocommit, so an event is in the database file's log when ``append``
+returns, and a killed process loses nothing that was acknowledged. What a power cut or a kernel
+crash may lose depends on ``synchronous`` (``KEEL_RECORD_SYNC``): with ``NORMAL``, the default
+for a run, the last events not yet synced to disk (never the database's consistency); with
+``FULL``, nothing, at the price of one disk sync per event. A run emits about 60 events, and on a
+busy disk those syncs were most of a warm refund's time; the record explains runs, while
+exactly-once rests on the intent ledger, which keeps SQLite's default, ``FULL``. Append-only
 is enforced by the database itself: triggers refuse every UPDATE and DELETE.
 """
 

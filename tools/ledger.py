@@ -39,6 +39,7 @@ class IntentLedger:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._ready = False
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
@@ -46,7 +47,14 @@ class IntentLedger:
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         try:
             conn.execute("PRAGMA busy_timeout = 30000")
-            conn.executescript(SCHEMA)
+            if not self._ready:
+                # Once per ledger object, not per call: the schema script commits, and on a busy
+                # disk each of those cost about as much as the write it preceded. WAL (a property
+                # of the file, kept by every later connection) makes a commit one log append and
+                # one sync, where the rollback journal took several; synchronous stays FULL.
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.executescript(SCHEMA)
+                self._ready = True
             yield conn
         finally:
             conn.close()

@@ -310,3 +310,23 @@ def test_sensitive_patterns_are_read_as_json_and_checked_at_start_up(
 
 def test_by_default_no_pattern_is_set() -> None:
     assert Settings.model_fields["sensitive_patterns"].default_factory() == []  # type: ignore[call-arg, misc]
+
+
+@pytest.mark.parametrize(("mode", "pragma"), [("NORMAL", 1), ("FULL", 2)])
+def test_the_app_records_with_the_synchronous_mode_the_settings_name(
+    tmp_path: Path, mode: str, pragma: int
+) -> None:
+    from keel.app import KeelApp
+
+    settings = Settings(home=tmp_path, record_sync=mode, _env_file=None)  # type: ignore[call-arg]
+    with KeelApp.open(settings) as app:
+        assert app.recorder is not None
+        conn = app.recorder.store._conn
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == pragma
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_runs_record_with_normal_sync_by_default() -> None:
+    # What a SIGKILL leaves of a NORMAL record is checked end to end by
+    # tests/integration/test_record_crash.py, which runs on this default.
+    assert Settings(_env_file=None).record_sync == "NORMAL"  # type: ignore[call-arg]
