@@ -240,10 +240,13 @@ def scale_demo(threads: int = 50, *, progress: bool = False) -> dict[str, Any]:
     ):
         home = Path(tmp) / "home"
         say(f"PostgreSQL on 127.0.0.1:{pg.port}, Chroma server on {chroma.url}")
+        # The receipts' key of this deployment: the workers and the checks share it.
+        approval_key = secrets.token_hex(32)
         settings = Settings(
             home=home,
             postgres_url=pg.url(),  # type: ignore[arg-type]
             chroma_url=chroma.url,
+            approval_key=approval_key,  # type: ignore[arg-type]
             _env_file=None,  # type: ignore[call-arg]
         )
         ingest = CorpusStore(settings, embedder_for(settings)).ingest(progress=False)
@@ -256,8 +259,7 @@ def scale_demo(threads: int = 50, *, progress: bool = False) -> dict[str, Any]:
         env.update(
             KEEL_HOME=str(home),
             KEEL_POSTGRES_URL=pg.url(),
-            # Both workers sign and check receipts with this one key (Postgres requires it).
-            KEEL_APPROVAL_KEY=secrets.token_hex(32),
+            KEEL_APPROVAL_KEY=approval_key,  # one key for every worker (Postgres requires it)
             KEEL_CHROMA_URL=chroma.url,
             LANGSMITH_TRACING="false",
         )
