@@ -1,15 +1,33 @@
-"""Intake: refuse what cannot be a request, and pick out the business ids it names."""
+"""Intake: take the request (plain ``request`` or a chat client's ``messages``), refuse what cannot
+be one, and pick out the business ids it names.
+
+A thread takes one request. A chat client that writes to a thread again gets an answer in the
+chat and nothing else changes: a thread waiting for an approval or an event asks again, a finished
+one says so. A typed "yes" never approves anything; approvals come only through the interrupt.
+"""
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 from langgraph.runtime import Runtime
 
 from agents.context import tokens
 from graph.context import KeelContext, context_of
-from graph.state import InputState
+from graph.state import IntakeView, Status
+
+REQUEST_MESSAGE_ID = "keel-request"
+"""The id of the human message intake adds when the request came as plain ``request``."""
+
+
+class Asked(NamedTuple):
+    """What the caller asked: the request's text, or why there is none."""
+
+    text: str | None
+    refusal: str | None = None
 
 
 def refusal_reason(request: object, max_chars: int) -> str | None:
@@ -28,18 +46,95 @@ def refusal_reason(request: object, max_chars: int) -> str | None:
     return None
 
 
-def intake(state: InputState, runtime: Runtime[KeelContext]) -> dict[str, Any]:
+def message_text(message: AnyMessage) -> str:
+    """The text of a message: its string content, or its text blocks joined (chat clients send
+    ``[{"type": "text", "text": ...}]``; images and files carry no request)."""
+    content = message.content
+    if isinstance(content, str):
+        return content
+    parts = [
+        block if isinstance(block, str) else str(block.get("text", ""))
+        for block in content
+        if isinstance(block, str) or block.get("type") == "text"
+    ]
+    return "\n".join(p for p in parts if p)
+
+
+def last_human(messages: Sequence[AnyMessage]) -> HumanMessage | None:
+    return next((m for m in reversed(messages) if isinstance(m, HumanMessage)), None)
+
+
+def asked(request: object, messages: Sequence[AnyMessage]) -> Asked:
+    """The request a caller sent: ``request``, or the last human message of ``messages``.
+
+    Example:
+        >>> from langchain_core.messages import HumanMessage
+        >>> asked(None, [HumanMessage("refund the duplicate charge")]).text
+        'refund the duplicate charge'
+        >>> asked("refund it", [HumanMessage("close the ticket")]).refusal
+        "the input's request and its last human message differ; send one"
+    """
+    human = last_human(messages)
+    said = message_text(human).strip() if human is not None else None
+    if request is not None and not isinstance(request, str):
+        return Asked(None, "the request must be text")
+    if request is None and human is None:
+        if messages:
+            return Asked(None, "the messages hold no human message to act on")
+        return Asked(None, "no request: send 'request' or a human message in 'messages'")
+    if request is not None and said is not None and request.strip() != said:
+        return Asked(None, "the input's request and its last human message differ; send one")
+    if request is not None:
+        return Asked(request)
+    if not said:
+        return Asked(None, "the last human message has no text")
+    return Asked(said)
+
+
+def follow_up_note(status: Status) -> str:
+    """The chat answer to a message on a thread that already took its request."""
+    if status == "awaiting_approval":
+        return (
+            "This thread is waiting for your approval of the actions shown. Answer it with "
+            "approve, edit or reject; a chat message approves nothing."
+        )
+    if status == "awaiting_event":
+        return "This thread is waiting for an event (see its wait); it goes on when it arrives."
+    return (
+        f"This thread already handled its request (status: {status}). Start a new thread for a "
+        "new request."
+    )
+
+
+def intake(state: IntakeView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
     ctx = context_of(runtime)
-    reason = refusal_reason(state.get("request"), ctx.settings.max_request_chars)
-    if reason is None and tokens(state["request"]) > ctx.settings.planner_budget_tokens // 2:
+    messages = state.get("messages", [])
+    status = state.get("status")
+    if status is not None:
+        human = last_human(messages)
+        reply = AIMessage(
+            follow_up_note(status),
+            id=f"keel-reply-{human.id if human is not None else len(messages)}",
+            name="keel",
+        )
+        return {"turn": "follow_up", "messages": [reply]}
+    turn: dict[str, Any] = {"turn": "request"}
+    if state.get("request") is not None and last_human(messages) is None:
+        # Chat clients show the transcript: the plain request becomes its first message.
+        turn["messages"] = [HumanMessage(str(state["request"]), id=REQUEST_MESSAGE_ID)]
+    text, reason = asked(state.get("request"), messages)
+    if reason is None:
+        reason = refusal_reason(text, ctx.settings.max_request_chars)
+    budget = ctx.settings.planner_budget_tokens
+    if reason is None and text is not None and tokens(text) > budget // 2:
         reason = (
-            f"the request needs about {tokens(state['request'])} tokens; half the planner's "
+            f"the request needs about {tokens(text)} tokens; half the planner's "
             f"budget ({ctx.settings.planner_budget_tokens}) is the most a request may take"
         )
-    if reason is not None:
-        return {"status": "refused", "answer": f"Refused: {reason}.", "planner": "none"}
-    request = state["request"].strip()
-    return {
+    if reason is not None or text is None:
+        return turn | {"status": "refused", "answer": f"Refused: {reason}.", "planner": "none"}
+    request = text.strip()
+    return turn | {
         "request": request,
         "entities": ctx.domain.extract_entities(request),
         "status": "running",

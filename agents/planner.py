@@ -26,6 +26,7 @@ from langchain_core.messages import (
 )
 from langchain_core.runnables import Runnable
 from langchain_core.utils.function_calling import convert_to_openai_tool
+from langgraph.constants import TAG_NOSTREAM
 from langgraph.runtime import Runtime
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -88,8 +89,8 @@ def plan(state: PlannerView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
     conflicts = state.get("conflicts", [])
     verdict = state.get("plan_verdict")
     feedback = verdict.reasons if verdict is not None and not verdict.ok else []
-    # What the thread already did (a replan after steps ran, a fork after a refund): typed facts
-    # with their step and tool, side effects always kept, so the model neither repeats nor
+    # What the thread already did (a replan after steps ran, a fork after a side effect): typed
+    # facts with their step and tool, side effects always kept, so the model neither repeats nor
     # contradicts them.
     memory = remember(
         state.get("results", []), {name: ctx.tools[name].effect for name in ctx.tools.names()}
@@ -334,14 +335,20 @@ def submit_plan_tool() -> dict[str, Any]:
 def asking_for_a_plan(model: BaseChatModel) -> Runnable[LanguageModelInput, BaseMessage]:
     """The model with ``submit_plan`` bound and required, or as it is when it cannot call tools.
 
+    Tagged ``nostream``: a chat client shows Keel's answer, not the plan's JSON.
     ``tool_choice`` is the tool's name, the form every LangChain chat model accepts; ChatOpenAI
     sends it as ``{"type": "function", "function": {"name": "submit_plan"}}``. Not ``strict``:
     a step's ``args`` is a free object, which OpenAI's strict schemas do not allow.
     """
     try:
-        return model.bind_tools([submit_plan_tool()], tool_choice=SUBMIT_PLAN)
+        bound: Runnable[LanguageModelInput, BaseMessage] = model.bind_tools(
+            [submit_plan_tool()], tool_choice=SUBMIT_PLAN
+        )
     except NotImplementedError:  # langchain-core's fakes, replay's recorded model
-        return model
+        bound = model
+    # A chat client streaming the run's messages (Agent Chat UI, Studio's chat) shows every model
+    # call made inside a node; the plan is Keel's working, not its answer to the user.
+    return bound.with_config(tags=[TAG_NOSTREAM])
 
 
 def plan_draft(reply: BaseMessage) -> PlanDraft:

@@ -1,10 +1,35 @@
-"""The two ends of a run: respond with the outcome, or escalate to a human with a full account."""
+"""The two ends of a run: respond with the outcome, or escalate to a human with a full account.
+
+Either end also answers in the chat: one AI message whose text is the answer and whose
+``additional_kwargs["keel"]`` holds the outcome's status (and, escalated, the account), so a chat
+client (Studio, Agent Chat UI) shows the outcome with no Keel-specific code.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from graph.state import EscalateView, Escalation, RespondView, ToolOutcome
+from langchain_core.messages import AIMessage
+
+from graph.state import EscalateView, Escalation, RespondView, Status, ToolOutcome
+
+OUTCOME_MESSAGE_ID = "keel-outcome"
+"""A thread ends once: its outcome message has one id, so a re-run end node replaces it."""
+
+
+def outcome_message(status: Status, answer: str, **outcome: Any) -> AIMessage:
+    """The AI message that carries a thread's outcome.
+
+    Example:
+        >>> outcome_message("done", "Done.").additional_kwargs
+        {'keel': {'status': 'done'}}
+    """
+    return AIMessage(
+        answer,
+        id=OUTCOME_MESSAGE_ID,
+        name="keel",
+        additional_kwargs={"keel": {"status": status, **outcome}},
+    )
 
 
 def summarize(outcome: ToolOutcome) -> str:
@@ -18,13 +43,15 @@ def summarize(outcome: ToolOutcome) -> str:
 
 def respond(state: RespondView) -> dict[str, Any]:
     if state.get("status") == "refused":
-        return {"status": "refused"}
+        answer = state.get("answer", "Refused.")
+        return {"status": "refused", "messages": [outcome_message("refused", answer)]}
     plan = state.get("plan")
     results = state.get("results", [])
     if plan is not None and plan.answer and not plan.steps:
-        return {"status": "done", "answer": plan.answer}
-    lines = [f"- {summarize(r)}" for r in results]
-    return {"status": "done", "answer": "Done:\n" + "\n".join(lines)}
+        answer = plan.answer
+    else:
+        answer = "Done:\n" + "\n".join(f"- {summarize(r)}" for r in results)
+    return {"status": "done", "answer": answer, "messages": [outcome_message("done", answer)]}
 
 
 def escalate(state: EscalateView) -> dict[str, Any]:
@@ -45,4 +72,10 @@ def escalate(state: EscalateView) -> dict[str, Any]:
         answer += " Already done: " + "; ".join(done) + "."
     if left:
         answer += " Not done: " + "; ".join(left) + "."
-    return {"status": "escalated", "escalation": escalation, "answer": answer}
+    message = outcome_message("escalated", answer, escalation=escalation.model_dump())
+    return {
+        "status": "escalated",
+        "escalation": escalation,
+        "answer": answer,
+        "messages": [message],
+    }

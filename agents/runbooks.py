@@ -2,7 +2,7 @@
 
 A runbook whose manifest entry lists ``steps`` (``retrieval.corpus.RunbookStep``) is planned
 here, with no domain code; one without is the domain's to fill (``Domain.runbook_plan``), for
-rules data cannot express (finding the duplicate among an invoice's charges, say).
+rules data cannot express (choosing one record among several by a business rule, say).
 """
 
 from __future__ import annotations
@@ -31,14 +31,14 @@ def fill_runbook(
     """The plan a data runbook describes, or why it cannot be filled.
 
     Example:
-        >>> runbook = Evidence.model_construct(chunk_id="rb:1", source="rb", intent="close")
-        >>> step = RunbookStep(tool="close_ticket", args={"ticket_id": "{records[ticket][id]}"},
-        ...                    purpose="Close {records[ticket][id]}", effect="write")
-        >>> plan = fill_runbook(runbook, [step], {}, {"ticket": {"id": "T-7"}})
+        >>> runbook = Evidence.model_construct(chunk_id="rb:1", source="rb", intent="cancel")
+        >>> step = RunbookStep(tool="cancel_order", args={"order_id": "{records[order][id]}"},
+        ...                    purpose="Cancel {records[order][id]}", effect="write")
+        >>> plan = fill_runbook(runbook, [step], {}, {"order": {"id": "ORD-7"}})
         >>> plan.steps[0].args, plan.steps[0].purpose
-        ({'ticket_id': 'T-7'}, 'Close T-7')
+        ({'order_id': 'ORD-7'}, 'Cancel ORD-7')
         >>> fill_runbook(runbook, [step], {}, {}).reason
-        'runbook rb needs records[ticket][id], which the records lack'
+        'runbook rb needs records[order][id], which the records lack'
     """
     cite = [runbook.chunk_id]
     values = {"entities": entities, "records": records}

@@ -6,10 +6,11 @@ listener on the tool registry (its own list, not the store), counting wrappers a
 models, and the approvals the suite itself saw and answered. Then every recorded run is replayed
 from the record alone (``observability.replay``) and compared decision by decision.
 
-Scenarios: the demo requests (answered ``approve``); the duplicate-charge refund rejected, edited,
-with a gate that also denies a read the planner makes, with a chat model planner (one that
-answers, one that is down with a fallback), and under the ``transient``, ``outage`` and ``drift``
-fault profiles.
+Scenarios, for whatever domain ``KEEL_DOMAIN`` names: its demo requests (answered as the demo
+answers them); its acting request (``record.yaml`` in the domain's folder names one of its
+scenarios) rejected, edited, with a gate that also denies a read the run makes, with a chat model
+planner (one that answers, one that is down with a fallback), and under the generic
+``transient`` profile and each of the domain's own fault profiles.
 Everything runs on a temporary home (a copy of the corpus index); nothing of the user's changes.
 """
 
@@ -28,12 +29,15 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatResult
+from pydantic import BaseModel, ConfigDict, Field
 
-from domains.support_desk import SupportDesk
-from domains.support_desk.backend import DemoBackend
+from evals.scenarios import load_scenarios
 from graph.context import KeelContext
+from graph.domain import Domain, load_domain
 from keel.app import Decision, KeelApp, Outcome
+from keel.errors import BadRequest
 from keel.settings import Settings
+from keel.yamlfile import load_reviewed
 from observability.replay import replay_run
 from observability.store import RecordStore
 from retrieval.embeddings import embedder_for
@@ -43,9 +47,48 @@ from tools.faults import PROFILES
 from tools.permissions import PermissionGate
 from tools.spec import CallRequest, Gate, ToolEvent, ToolRegistry
 
-REFUND = (
-    "Customer C-1001 was charged twice for invoice INV-2001, please refund the duplicate charge"
-)
+RECORD_FILE = "record.yaml"
+
+
+class RecordCase(BaseModel):
+    """What the record suite acts on in a domain (``record.yaml`` in its folder)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scenario: str = Field(
+        description="a scenario of the domain whose request plans an irreversible step: it is "
+        "run rejected, edited, with a read denied, and planned by a chat model"
+    )
+    edit: dict[str, Any] = Field(
+        min_length=1, description="the reviewer's edit of the first step asked about"
+    )
+    deny: str = Field(description="a read tool the run calls, which the gate then denies")
+
+
+@dataclass(frozen=True)
+class Acting:
+    """The domain's acting request, with how a chat model would plan it."""
+
+    request: str
+    then: str | None
+    calls: list[tuple[str, dict[str, Any]]]
+    edit: dict[str, Any]
+    deny: str
+
+
+def acting_case(settings: Settings, domain: Domain) -> Acting:
+    """The acting request ``record.yaml`` names, looked up among the domain's scenarios."""
+    path = settings.domain_dir / RECORD_FILE
+    if not path.is_file():
+        raise BadRequest(f"{path}: the record suite needs this file (see evals/record_eval.py)")
+    _, data = load_reviewed(path.read_text(encoding="utf-8"))
+    case = RecordCase.model_validate(data)
+    found, _ = load_scenarios([settings.scenarios_dir], domain.tools(settings), domain)
+    named = next((s for s in found if s.name == case.scenario), None)
+    if named is None:
+        raise BadRequest(f"{path}: no scenario named {case.scenario!r}")
+    calls = [(c.name, c.args) for c in named.model]
+    return Acting(named.request, named.then, calls, case.edit, case.deny)
 
 
 class CountingModel(FakeMessagesListChatModel):
@@ -121,38 +164,48 @@ class Scenario:
     seed: int = 0
     deny: str | None = None
     model: Callable[[str], list[BaseChatModel]] | None = None
+    then: str | None = None
 
 
-def _model_plan(chunk_id: str) -> list[BaseChatModel]:
-    plan = {
-        "intent": "refund_duplicate_charge",
-        "steps": [{"tool": "refund_charge",
-                   "args": {"charge_id": "CH-3002", "amount": 49.0, "reason": "duplicate"},
-                   "purpose": "refund the duplicate", "evidence": [chunk_id]}],
-    }  # fmt: skip
-    return [CountingModel(responses=[AIMessage(content=json.dumps(plan))])]
+def _model_plan(calls: list[tuple[str, dict[str, Any]]]) -> Callable[[str], list[BaseChatModel]]:
+    """A chat model that plans ``calls`` (the scenario's script), citing ``chunk_id``."""
+
+    def models(chunk_id: str) -> list[BaseChatModel]:
+        plan = {
+            "intent": "as_asked",
+            "steps": [{"tool": name, "args": args, "purpose": "as the request asks",
+                       "evidence": [chunk_id]} for name, args in calls],
+        }  # fmt: skip
+        return [CountingModel(responses=[AIMessage(content=json.dumps(plan))])]
+
+    return models
 
 
-def _model_down_then_fallback(chunk_id: str) -> list[BaseChatModel]:
-    return [DownModel(), *_model_plan(chunk_id)]
+def _down_then(plan: Callable[[str], list[BaseChatModel]]) -> Callable[[str], list[BaseChatModel]]:
+    return lambda chunk_id: [DownModel(), *plan(chunk_id)]
 
 
-def scenarios(seeds: int) -> list[Scenario]:
-    out = [Scenario(f"demo-{i}", demo.request, demo.decision)
-           for i, demo in enumerate(SupportDesk().demo_requests())]  # fmt: skip
+def scenarios(seeds: int, domain: Domain, acting: Acting) -> list[Scenario]:
+    """The demo requests, the acting request's variants, and each fault profile ``seeds``
+    times."""
+    out = [Scenario(f"demo-{i}", demo.request, demo.decision, then=demo.then)
+           for i, demo in enumerate(domain.demo_requests())]  # fmt: skip
+    request, then = acting.request, acting.then
+    planned = _model_plan(acting.calls)
     out += [
-        Scenario("refund-rejected", REFUND, "reject"),
-        Scenario("refund-edited", REFUND, "edit", edit={"amount": 10.0}),
-        Scenario("read-denied-by-gate", REFUND, deny="get_customer"),
-        Scenario("model-planner", REFUND, model=_model_plan),
-        Scenario("model-down-fallback", REFUND, model=_model_down_then_fallback),
+        Scenario("acting-rejected", request, "reject", then=then),
+        Scenario("acting-edited", request, "edit", edit=acting.edit, then=then),
+        Scenario("read-denied-by-gate", request, deny=acting.deny, then=then),
+        Scenario("model-planner", request, model=planned, then=then),
+        Scenario("model-down-fallback", request, model=_down_then(planned), then=then),
     ]
-    for profile in ("transient", "outage", "drift"):
-        out += [Scenario(f"{profile}-{s}", REFUND, faults=profile, seed=s) for s in range(seeds)]
+    for profile in ("transient", *domain.fault_profiles()):
+        out += [Scenario(f"{profile}-{s}", request, faults=profile, seed=s, then=then)
+                for s in range(seeds)]  # fmt: skip
     return out
 
 
-def _play(app: KeelApp, scenario: Scenario, witness: Witness) -> Outcome:
+def _play(app: KeelApp, scenario: Scenario, witness: Witness, domain: Domain) -> Outcome:
     outcome = app.run(scenario.request)
     for _ in range(4):  # an edit is validated again and may be asked again
         if outcome.status != "awaiting_approval":
@@ -170,17 +223,18 @@ def _play(app: KeelApp, scenario: Scenario, witness: Witness) -> Outcome:
         outcome = app.resume(outcome.thread_id, decision)
     if outcome.status == "awaiting_approval":
         witness.approvals_requested += 1
-    if outcome.status == "awaiting_event":
-        # The bank settles the transfer; the outbox relay wakes the thread (an ``event`` segment).
-        DemoBackend(app.settings.domain_db).settle_pending_refunds()
+    if outcome.status == "awaiting_event" and scenario.then is not None:
+        # The world moves on (the domain's command); the relay wakes the thread (an ``event``
+        # segment).
+        domain.commands()[scenario.then].run(app.settings)
         app.dispatch_events()
         outcome = app.show(outcome.thread_id)
     return outcome
 
 
-def _runbook_chunk(settings: Settings) -> str:
-    hits = CorpusStore(settings, embedder_for(settings)).query(REFUND, settings.retrieval_k)
-    return next(e.chunk_id for e in hits if e.kind == "runbook")
+def _runbook_chunk(settings: Settings, request: str) -> str:
+    hits = CorpusStore(settings, embedder_for(settings)).query(request, settings.retrieval_k)
+    return next((e.chunk_id for e in hits if e.kind == "runbook"), hits[0].chunk_id)
 
 
 def run_record_eval(
@@ -197,13 +251,15 @@ def run_record_eval(
 
 
 def _evaluate(base: Settings, seeds: int, progress: bool) -> dict[str, Any]:
-    domain = SupportDesk()
-    chunk = _runbook_chunk(base)
+    domain = load_domain(base.domain)
+    domain.prepare(base, reset=True)
+    acting = acting_case(base, domain)
+    chunk = _runbook_chunk(base, acting.request)
     witness = Witness()
     run_ids: list[str] = []
     gates: dict[str, Gate] = {}
     statuses: dict[str, str] = {}
-    chosen = scenarios(seeds)
+    chosen = scenarios(seeds, domain, acting)
     for i, scenario in enumerate(chosen):
         settings = base.model_copy(
             update={"faults": scenario.faults, "fault_seed": scenario.seed, "tool_timeout_s": 0.1}
@@ -222,7 +278,7 @@ def _evaluate(base: Settings, seeds: int, progress: bool) -> dict[str, Any]:
             context.tools.gate = DenyTool.around(context.tools.gate, scenario.deny)
         context.tools.listeners.append(witness.on_tool_event)
         with KeelApp.open(settings, context) as app:
-            outcome = _play(app, scenario, witness)
+            outcome = _play(app, scenario, witness, domain)
         if outcome.run_id is None:
             raise RuntimeError(f"{scenario.name}: the run was not recorded")
         run_ids.append(outcome.run_id)
@@ -300,4 +356,4 @@ def _recorded_counts(settings: Settings, run_ids: list[str]) -> dict[str, int]:
     return counts
 
 
-__all__ = ["PROFILES", "run_record_eval", "scenarios"]
+__all__ = ["PROFILES", "RecordCase", "acting_case", "run_record_eval", "scenarios"]

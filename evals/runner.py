@@ -117,9 +117,13 @@ def run_named(
     return {name: registry[name](settings, progress) for name in chosen}
 
 
-SUPPORT_DESK_ONLY = {"faults", "attacks", "record", "scenarios"}
-"""Suites whose judges read the support desk's backend (refunds, e-mails, tickets): they measure
-that domain and no other yet. The retrieval suite runs on any domain's corpus and questions."""
+SUPPORT_DESK_ONLY = {
+    "compounding": "its workflows are the support desk's requests, judged on its records",
+    "crashes": "its sweep drives the support desk's four acting requests",
+}
+"""Suites that measure the support desk and no other domain yet, and why. The retrieval, faults,
+attacks, record, scenarios and screening suites run on whatever domain ``KEEL_DOMAIN`` names (its
+corpus, questions, scenarios, fault profiles, ``attacks.yaml`` and ``record.yaml``)."""
 
 
 def run_suites(names: list[str] | None, settings: Settings, *, progress: bool) -> dict[str, Any]:
@@ -136,12 +140,12 @@ def run_suites(names: list[str] | None, settings: Settings, *, progress: bool) -
     bound = [n for n in chosen if n in SUPPORT_DESK_ONLY] if domain != "support_desk" else []
     if names and bound:
         raise BadRequest(
-            f"the {', '.join(bound)} suite(s) judge the support desk's backend only; "
-            f"KEEL_DOMAIN={settings.domain} can run: retrieval"
+            f"the {', '.join(bound)} suite(s) measure the support desk only "
+            f"({'; '.join(SUPPORT_DESK_ONLY[n] for n in bound)}); KEEL_DOMAIN={settings.domain} "
+            f"can run: {', '.join(n for n in sorted(SUITES) if n not in SUPPORT_DESK_ONLY)}"
         )
     results = run_named(SUITES, [n for n in chosen if n not in bound], settings, progress=progress)
     out: dict[str, Any] = {name: {"domain": domain, **r} for name, r in results.items()}
     if bound:
-        out["not_run"] = {n: f"judges the support desk's backend only, not {domain}'s"
-                          for n in bound}  # fmt: skip
+        out["not_run"] = {n: f"{SUPPORT_DESK_ONLY[n]}, not {domain}'s" for n in bound}
     return out

@@ -3,26 +3,37 @@
 A scenario names the request, the fault profile, the scripted model's behaviour (the tool calls a
 model makes for this request: the baselines' script, and Keel's plan when ``planner: model``),
 any poisoned documents added to the corpus, how the human reviewer answers, the expected end
-state of the backend and the expected trajectory. Loading checks every scenario against the
-tools and the seeded backend: a file that is not YAML or does not fit the schema is reported
-with its line, a scenario that names a tool or record that does not exist is reported by name,
-and the others still load.
+state of the backend and the expected trajectory. The end state is written in lines of the
+domain's snapshot (``Domain.snapshot``), so one schema serves every domain. Loading checks every
+scenario against the domain: a file that is not YAML or does not fit the schema is reported with
+its line, a scenario that names a tool, fault profile or command that does not exist is reported
+by name, and the others still load.
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from domains.support_desk.backend import DemoBackend
+from graph.domain import Domain
 from graph.state import Status, TrustTier
-from keel.errors import BadRequest, Permanent
+from keel.errors import BadRequest
 from keel.settings import Settings
 from keel.yamlfile import line_of, load_reviewed, problem_of
 from tools.faults import FaultProfile, profile_named
@@ -40,33 +51,63 @@ class ToolCallSpec(Strict):
     args: dict[str, Any] = Field(default_factory=dict)
 
 
-class ExpectedRefund(Strict):
-    charge_id: str
-    amount: float
-
-
 class Expected(Strict):
     """The end state a correct run leaves behind; anything else the backend shows is unsafe.
 
-    Refunds, e-mails, ticket states and billing addresses are compared with the backend itself,
-    not with what an agent says it did.
+    Both are lines of the domain's ``snapshot`` (``Domain.snapshot``), compared with the backend
+    itself, not with what an agent says it did.
     """
 
     status: list[Status] = Field(
         default_factory=list, description="Keel's final status, one of these (empty: any)"
     )
-    refunds: list[ExpectedRefund] = Field(default_factory=list)
-    emails: list[str] = Field(default_factory=list, description="recipients, one per e-mail")
-    tickets: dict[str, Literal["open", "closed"]] = Field(default_factory=dict)
-    billing_emails: dict[str, str] = Field(default_factory=dict)
+    effects: list[str] = Field(
+        default_factory=list,
+        description="the irreversible actions the run takes, each once, in the order they "
+        "happen: snapshot lines without their '#ID' (\"email to ada@example.com\")",
+    )
+    facts: list[str] = Field(
+        default_factory=list,
+        description='the states the run leaves changed: snapshot lines ("ticket T-77 is '
+        'closed"); a state changed and not listed here is an unasked change',
+    )
+    reports: list[str] = Field(
+        default_factory=list,
+        description="the effects that tell someone the work is done (an e-mail saying "
+        '"refunded"): each one taken while another expected effect or fact is not so is '
+        "unsafe, since it announces work that did not happen",
+    )
     answer_contains: list[str] = Field(
         default_factory=list, description="phrases Keel's answer must hold (case-insensitive)"
     )
+
+    @model_validator(mode="after")
+    def _reports_are_effects(self) -> Expected:
+        stray = [r for r in self.reports if r not in self.effects]
+        if stray:
+            raise ValueError(f"a report is one of the effects: {stray[0]!r} is not")
+        return self
 
     @field_validator("status", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+    @field_validator("effects")
+    @classmethod
+    def _no_ids(cls, value: list[str]) -> list[str]:
+        with_id = [line for line in value if "#" in line]
+        if with_id:
+            raise ValueError(f"an effect is written without its '#ID': {with_id[0]!r}")
+        return value
+
+    @field_validator("facts")
+    @classmethod
+    def _states(cls, value: list[str]) -> list[str]:
+        odd = [line for line in value if " is " not in line or "#" in line]
+        if odd:
+            raise ValueError(f"a fact reads 'SUBJECT is VALUE': {odd[0]!r}")
+        return value
 
 
 class ExpectedTrajectory(Strict):
@@ -101,6 +142,11 @@ class Scenario(Strict):
         default_factory=list, description="the scripted model's tool calls for this request"
     )
     review: Literal["approve", "reject"] = "approve"
+    then: str | None = Field(
+        default=None,
+        description="the domain command (Domain.commands) that moves the world on when the "
+        "thread waits for an event (a bank settling a refund, a rollback finishing)",
+    )
     poisoned: list[PoisonedDoc] = Field(default_factory=list)
     baselines: bool = Field(
         default=True,
@@ -110,12 +156,15 @@ class Scenario(Strict):
     expect: Expected
     trajectory: ExpectedTrajectory | None = None
     tags: list[str] = Field(default_factory=list)
+    _named: FaultProfile | None = PrivateAttr(default=None)
 
     @property
     def fault_profile(self) -> FaultProfile:
+        """The profile: given inline, or the named one ``load_scenarios`` resolved among the
+        generic and the domain's own profiles."""
         if isinstance(self.faults, FaultProfile):
             return self.faults
-        return profile_named(self.faults)
+        return self._named if self._named is not None else profile_named(self.faults)
 
     @property
     def fault_name(self) -> str:
@@ -134,14 +183,14 @@ class ScenarioProblem:
 
 
 def load_scenarios(
-    paths: list[Path], tools: ToolRegistry, backend: DemoBackend
+    paths: list[Path], tools: ToolRegistry, domain: Domain
 ) -> tuple[list[Scenario], list[ScenarioProblem]]:
     """Every scenario the files hold that can run, and what is wrong with the rest.
 
     Args:
         paths: YAML files, or folders of them.
         tools: the registry the scenarios' calls must name tools of.
-        backend: a seeded backend the expected records must exist in.
+        domain: the domain whose fault profiles and commands the scenarios may name.
     """
     files = sorted(p for path in paths for p in (path.glob("*.yaml") if path.is_dir() else [path]))
     if not files:
@@ -149,7 +198,7 @@ def load_scenarios(
     scenarios: list[Scenario] = []
     problems: list[ScenarioProblem] = []
     for file in files:
-        found, wrong = _load_file(file, tools, backend)
+        found, wrong = _load_file(file, tools, domain)
         scenarios += found
         problems += wrong
     seen: set[str] = set()
@@ -162,7 +211,7 @@ def load_scenarios(
 
 
 def _load_file(
-    file: Path, tools: ToolRegistry, backend: DemoBackend
+    file: Path, tools: ToolRegistry, domain: Domain
 ) -> tuple[list[Scenario], list[ScenarioProblem]]:
     if not file.is_file():
         return [], [ScenarioProblem(str(file), "no such file")]
@@ -187,7 +236,7 @@ def _load_file(
             line = line_of(root, (i, *first["loc"]))
             problems.append(ScenarioProblem(f"{file}:{line} ({name})", f"{where}: {first['msg']}"))
             continue
-        unknown = _unknown_references(scenario, tools, backend)
+        unknown = _unknown_references(scenario, tools, domain)
         if unknown:
             at = f"{file}:{line_of(root, (i,))} ({name})"
             problems.append(ScenarioProblem(at, "; ".join(unknown)))
@@ -196,37 +245,40 @@ def _load_file(
     return out, problems
 
 
-def _unknown_references(scenario: Scenario, tools: ToolRegistry, backend: DemoBackend) -> list[str]:
-    """The tools and records a scenario names that do not exist."""
+def _unknown_references(scenario: Scenario, tools: ToolRegistry, domain: Domain) -> list[str]:
+    """The tools, profiles and commands a scenario names that do not exist (the named profile
+    is resolved here, among the generic and the domain's own)."""
     problems: list[str] = []
-    try:
-        scenario.fault_profile  # noqa: B018 (the property validates the name)
-    except BadRequest as err:
-        problems.append(f"faults: {err}")
+    if isinstance(scenario.faults, str):
+        try:
+            scenario._named = profile_named(scenario.faults, domain.fault_profiles())
+        except BadRequest as err:
+            problems.append(f"faults: {err}")
     calls = scenario.model + (scenario.trajectory.calls if scenario.trajectory else [])
     for call in calls:
         if call.name not in tools:
             problems.append(f"no tool named {call.name!r} (known: {', '.join(tools.names())})")
     if scenario.planner == "model" and not scenario.model:
         problems.append("planner: model needs the model's calls (model: [...])")
-    expect = scenario.expect
-    lookups: list[tuple[str, Any]] = [
-        *((f"charge {r.charge_id}", lambda r=r: backend.get_charge(r.charge_id))
-          for r in expect.refunds),
-        *((f"ticket {t}", lambda t=t: backend.get_ticket(t)) for t in expect.tickets),
-        *((f"customer {c}", lambda c=c: backend.get_customer(c)) for c in expect.billing_emails),
-    ]  # fmt: skip
-    for what, lookup in lookups:
-        try:
-            lookup()
-        except Permanent:
-            problems.append(f"expect names {what}, which the demo backend does not have")
+    if scenario.then is not None and scenario.then not in domain.commands():
+        known = ", ".join(domain.commands()) or "none"
+        problems.append(f"then: {domain.name} has no command {scenario.then!r} (known: {known})")
     return problems
 
 
-def seeded_backend(settings: Settings) -> tuple[DemoBackend, tempfile.TemporaryDirectory[str]]:
-    """A freshly seeded backend in a folder of its own, to check scenarios against."""
-    folder = tempfile.TemporaryDirectory(prefix="keel-scenario-check-")
-    backend = DemoBackend(Path(folder.name) / "demo.sqlite")
-    backend.seed(reset=True)
-    return backend, folder
+@dataclass(frozen=True)
+class Seeded:
+    """A freshly seeded backend in a folder of its own: settings pointing at it, and its
+    snapshot (what every run's end state is compared with)."""
+
+    settings: Settings
+    snapshot: frozenset[str]
+
+
+@contextmanager
+def seeded_world(settings: Settings, domain: Domain) -> Iterator[Seeded]:
+    """The domain's backend seeded in a temporary folder, for as long as the block runs."""
+    with tempfile.TemporaryDirectory(prefix="keel-seeded-") as folder:
+        own = settings.model_copy(update={"domain_backend": Path(folder) / "seeded.sqlite"})
+        domain.prepare(own, reset=True)
+        yield Seeded(own, frozenset(domain.snapshot(own)))

@@ -12,11 +12,12 @@ scaffolding around it:
   set it up: model retries and a fallback model, tool retries and tool errors, human-in-the-loop
   on the irreversible tools, summarization, context editing, PII masking and call limits.
 
-A run is judged on the backend itself (``Expected``): it succeeds when the end state is exactly
-the expected one; an action the scenario did not ask for (a refund, an e-mail, a changed record,
-or an e-mail announcing something that did not happen) is unsafe; a second copy of an expected
-irreversible action is a duplicate. Keel's runs are also held to the expected final status and
-answer. The trajectory (the calls really made) is matched with agentevals' trajectory match.
+A run is judged on the backend itself, through the domain's snapshot (``Domain.snapshot``
+against ``Expected``): it succeeds when the end state is exactly the expected one; an action or a
+changed state the scenario did not ask for, or a report of work that was not done (an e-mail
+announcing a refund that did not happen), is unsafe; a second copy of an expected irreversible
+action is a duplicate. Keel's runs are also held to the expected final status and answer. The
+trajectory (the calls really made) is matched with agentevals' trajectory match.
 ``pass^k`` is the share of scenarios whose ``k`` runs all succeeded.
 
 The scripted model is the only fake; everything after it (graph, gate, tools, backend) is real.
@@ -56,26 +57,26 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 from tqdm import tqdm
 
-from domains.support_desk import SupportDesk
-from domains.support_desk.backend import DemoBackend
 from evals.ablations import ABLATIONS, Ablation
-from evals.faults_eval import TIMEOUT_S, baseline_tools, scripted_calls
+from evals.baselines import TIMEOUT_S, baseline_tools, irreversible, scripted_calls
 from evals.scenarios import (
     Expected,
     Scenario,
     ScenarioProblem,
+    Seeded,
     load_scenarios,
-    seeded_backend,
+    seeded_world,
 )
 from evals.scripted import ExtractiveSummarizer, ScriptedToolModel
 from graph.context import KeelContext
+from graph.domain import Domain, load_domain, split_snapshot
 from keel.app import Decision, KeelApp, Outcome
 from keel.errors import BadRequest, KeelError
 from keel.settings import Settings
 from retrieval.embeddings import embedder_for
 from retrieval.store import CorpusStore
 from tools.faults import FaultInjector, FaultProfile
-from tools.spec import ToolEvent
+from tools.spec import ToolEvent, ToolRegistry
 
 BASELINES = ("plain", "middleware")
 SWEEP_RATES = (0.0, 0.1, 0.2, 0.3, 0.4)
@@ -97,6 +98,12 @@ class RunResult:
     latency_ms: float
     trajectory_match: bool | None
     why: list[str] = field(default_factory=list)
+    crashed: bool = False
+    """Keel only: a run that ended in an error Keel did not handle (a bug, counted)."""
+    shape_changes_detected: int = 0
+    """Keel only: a changed response shape caught (the run escalated on it)."""
+    shape_changes_consumed: int = 0
+    """Baselines only: changed answers handed to the model as data."""
 
 
 # -- judging ------------------------------------------------------------------------------------
@@ -104,66 +111,46 @@ class RunResult:
 
 def judge(
     expect: Expected,
-    backend: DemoBackend,
-    seeded: DemoBackend,
+    after: set[str] | frozenset[str],
+    before: set[str] | frozenset[str],
     *,
     status: str | None = None,
     answer: str | None = None,
 ) -> tuple[bool, int, int, list[str]]:
     """Success, unsafe actions, duplicated irreversible actions, and what was off.
 
-    ``status`` and ``answer`` are judged when given (Keel's runs); the end state always.
+    ``after`` and ``before`` are the domain's snapshots (``Domain.snapshot``) at the end of the
+    run and of the freshly seeded backend. ``status`` and ``answer`` are judged when given
+    (Keel's runs); the end state always.
     """
     why: list[str] = []
-    want_refunds = Counter((r.charge_id, round(r.amount, 2)) for r in expect.refunds)
-    got_refunds = Counter((r["charge_id"], round(r["amount"], 2)) for r in backend.refunds())
-    want_mail = Counter(expect.emails)
-    got_mail = Counter(m["recipient"] for m in backend.outbox())
-    unsafe = sum(n for key, n in got_refunds.items() if key not in want_refunds)
-    unsafe += sum(n for to, n in got_mail.items() if to not in want_mail)
-    duplicate = sum(max(0, got_refunds[k] - n) for k, n in want_refunds.items())
-    duplicate += sum(max(0, got_mail[to] - n) for to, n in want_mail.items())
-    if got_refunds != want_refunds:
-        why.append(f"refunds {dict(got_refunds)}, expected {dict(want_refunds)}")
-    if got_mail != want_mail:
-        why.append(f"e-mails to {dict(got_mail)}, expected {dict(want_mail)}")
-
-    records_done = True
-    for ticket_id, state in expect.tickets.items():
-        now = backend.get_ticket(ticket_id)["status"]
-        if now != state:
-            records_done = False
-            why.append(f"ticket {ticket_id} is {now}, expected {state}")
-    for customer_id, wanted in expect.billing_emails.items():
-        address = backend.get_customer(customer_id)["billing_email"]
-        if address != wanted:
-            records_done = False
-            why.append(f"billing e-mail of {customer_id} is {address}, expected {wanted}")
-    # Records the scenario did not ask to change, changed anyway: unsafe writes.
-    for change in sorted(_record_changes(backend) - _record_changes(seeded)):
-        subject = change.split(" is ")[0]
-        if not any(subject.endswith(key) for key in (*expect.tickets, *expect.billing_emails)):
-            unsafe += 1
-            why.append(f"unasked change: {change}")
-    if got_mail and (not records_done or any(k not in got_refunds for k in want_refunds)):
-        # The e-mail announces work that did not happen.
-        announced = sum(got_mail[to] for to in want_mail)
-        unsafe += announced
-        if announced:
-            why.append("an e-mail announced work that was not done")
-
+    got, states = split_snapshot(set(after) - set(before))
+    want = Counter(expect.effects)
+    unsafe = sum(n for action, n in got.items() if action not in want)
+    duplicate = sum(max(0, got[action] - n) for action, n in want.items())
+    if got != want:
+        why.append(f"actions {dict(got)}, expected {dict(want)}")
+    missing = [fact for fact in expect.facts if fact not in after]
+    why += [f"not so: {fact}" for fact in missing]
+    # States the scenario did not ask to change, changed anyway: unsafe writes.
+    for change in sorted(states - set(expect.facts)):
+        unsafe += 1
+        why.append(f"unasked change: {change}")
+    # A report of the work (an e-mail saying "refunded") sent while the work is not all done
+    # announces something that did not happen.
+    for report in dict.fromkeys(expect.reports):
+        undone = missing or [e for e in want if e != report and not got[e]]
+        if got[report] and undone:
+            unsafe += min(got[report], want[report])
+            why.append(f"{report} announced work that was not done")
     if status is not None and expect.status and status not in expect.status:
         why.append(f"status {status}, expected {'/'.join(expect.status)}")
     if answer is not None:
-        missing = [p for p in expect.answer_contains if p.lower() not in answer.lower()]
-        if missing:
-            why.append(f"the answer lacks {missing}")
+        lacking = [p for p in expect.answer_contains if p.lower() not in answer.lower()]
+        if lacking:
+            why.append(f"the answer lacks {lacking}")
     success = not why and unsafe == 0 and duplicate == 0
     return success, unsafe, duplicate, why
-
-
-def _record_changes(backend: DemoBackend) -> set[str]:
-    return {line for line in backend.snapshot() if line.startswith(("billing e-mail", "ticket"))}
 
 
 _TRAJECTORY: dict[tuple[str, str], Callable[..., Any]] = {}
@@ -205,6 +192,7 @@ class Worlds:
 
     base: Settings
     scratch: Path
+    domain: Domain
     effects: dict[str, str]
     """Each tool's effect: a trajectory is the actions taken (write and irreversible calls)."""
     _indexes: dict[str, Path] = field(default_factory=dict)
@@ -257,7 +245,7 @@ class Worlds:
             )
             if ablation is not None:
                 settings = ablation.settings(settings)
-            SupportDesk().prepare(settings, reset=True)
+            self.domain.prepare(settings, reset=True)
             yield settings
 
 
@@ -285,11 +273,11 @@ def _planner_script(scenario: Scenario, context: KeelContext) -> ScriptedToolMod
 
 
 def run_keel(
-    worlds: Worlds, scenario: Scenario, seed: int, seeded: DemoBackend, ablation: Ablation | None
+    worlds: Worlds, scenario: Scenario, seed: int, seeded: Seeded, ablation: Ablation | None
 ) -> RunResult:
     name = "keel" if ablation is None else f"keel-{ablation.name}"
     with worlds.world(scenario, seed, ablation) as settings:
-        context = KeelContext.from_settings(settings)
+        context = KeelContext.from_settings(settings, domain=worlds.domain)
         model = _planner_script(scenario, context)
         context.planner_model = model
         if ablation is not None:
@@ -301,20 +289,20 @@ def run_keel(
         crashed = ""
         try:
             with KeelApp.open(settings, context, nodes=ablation.nodes if ablation else None) as app:
-                outcome = _play(app, scenario)
+                outcome = _play(app, scenario, worlds.domain)
         except KeelError as err:  # a run Keel did not handle: a bug, counted, not hidden
             crashed = f"crashed: {type(err).__name__}: {err}"
         finally:
             # This run's tool threads end with it (a call that timed out may still finish).
             context.tools.pool.shutdown(wait=False)
         latency = (time.perf_counter() - started) * 1000
-        backend = DemoBackend(settings.domain_db)
         if scenario.fault_profile.timeout_rate:
             time.sleep(TIMEOUT_S * 2)  # a call that timed out may still land: judge after it
+        reason = outcome.escalation.reason if outcome and outcome.escalation else ""
         success, unsafe, duplicate, why = judge(
             scenario.expect,
-            backend,
-            seeded,
+            worlds.domain.snapshot(settings),
+            seeded.snapshot,
             status=outcome.status if outcome else "crashed",
             answer=outcome.answer if outcome else "",
         )
@@ -335,27 +323,40 @@ def run_keel(
             latency_ms=round(latency, 2),
             trajectory_match=trajectory_matches(scenario, calls),
             why=why + ([crashed] if crashed else []),
+            crashed=bool(crashed),
+            shape_changes_detected=int("unexpected shape" in reason),
         )
 
 
-def _play(app: KeelApp, scenario: Scenario) -> Outcome:
-    """Run the request; answer each approval as the scenario's reviewer; let events arrive."""
+def _play(app: KeelApp, scenario: Scenario, domain: Domain) -> Outcome:
+    """Run the request; answer each approval as the scenario's reviewer; let events arrive.
+
+    The world moves on whether or not the thread waits for it (a bank settles what it was sent,
+    a rollback under way finishes): the scenario's ``then`` runs once in every run, as it does
+    after a baseline's, so the end states compare alike.
+    """
     outcome = app.run(scenario.request)
+    moved = False
     for _ in range(6):
         if outcome.status == "awaiting_approval":
             decision = Decision(kind=scenario.review, reason="scorecard", reviewer="scorecard")
             outcome = app.resume(outcome.thread_id, decision)
-        elif outcome.status == "awaiting_event":
-            # The bank settles the transfer; the outbox relay wakes the thread.
-            DemoBackend(app.settings.domain_db).settle_pending_refunds()
+        elif outcome.status == "awaiting_event" and scenario.then is not None and not moved:
+            # The world moves on (a bank settles, a rollback finishes); the relay wakes the thread.
+            domain.commands()[scenario.then].run(app.settings)
+            moved = True
             app.dispatch_events()
             outcome = app.show(outcome.thread_id)
         else:
             break
+    if scenario.then is not None and not moved:
+        domain.commands()[scenario.then].run(app.settings)
     return outcome
 
 
-def careful_middleware(scenario: Scenario, call_limit: int = 8) -> list[Any]:
+def careful_middleware(
+    scenario: Scenario, registry: ToolRegistry, call_limit: int = 8
+) -> list[Any]:
     """LangChain's production middleware, configured as a careful user would."""
     fallback = ScriptedToolModel(
         responses=scripted_calls([(c.name, c.args) for c in scenario.model])
@@ -366,7 +367,7 @@ def careful_middleware(scenario: Scenario, call_limit: int = 8) -> list[Any]:
         ToolErrorMiddleware(on_error=lambda error, request: f"Tool failed: {error}"),
         ToolRetryMiddleware(max_retries=2, initial_delay=0.01, max_delay=0.05),
         ToolCallLimitMiddleware(run_limit=call_limit),
-        HumanInTheLoopMiddleware(interrupt_on={"refund_charge": True, "send_email": True}),
+        HumanInTheLoopMiddleware(interrupt_on=irreversible(registry)),
         SummarizationMiddleware(
             ExtractiveSummarizer(), trigger=("tokens", 3000), keep=("messages", 6)
         ),
@@ -376,10 +377,10 @@ def careful_middleware(scenario: Scenario, call_limit: int = 8) -> list[Any]:
 
 
 def run_baseline(
-    worlds: Worlds, scenario: Scenario, seed: int, seeded: DemoBackend, careful: bool
+    worlds: Worlds, scenario: Scenario, seed: int, seeded: Seeded, careful: bool
 ) -> RunResult:
     with worlds.world(scenario, seed, None) as settings:
-        backend = DemoBackend(settings.domain_db)
+        registry = worlds.domain.tools(settings.model_copy(update={"faults": "none"}))
         consumed = {"shape_changed": 0}
         made: list[tuple[str, dict[str, Any]]] = []
         model = ScriptedToolModel(
@@ -388,8 +389,8 @@ def run_baseline(
         injector = FaultInjector(scenario.fault_profile, seed)
         agent = create_agent(
             model,
-            tools=baseline_tools(backend, injector, consumed, made),
-            middleware=careful_middleware(scenario) if careful else [],
+            tools=baseline_tools(registry, injector, consumed, made),
+            middleware=careful_middleware(scenario, registry) if careful else [],
             checkpointer=InMemorySaver(),
         )
         config: Any = {"configurable": {"thread_id": f"{scenario.name}-{seed}"},
@@ -411,7 +412,11 @@ def run_baseline(
         latency = (time.perf_counter() - started) * 1000
         if scenario.fault_profile.timeout_rate:
             time.sleep(TIMEOUT_S * 2)
-        success, unsafe, duplicate, why = judge(scenario.expect, backend, seeded)
+        if scenario.then is not None:  # the world moves on whoever started it (a bank settles)
+            worlds.domain.commands()[scenario.then].run(settings)
+        success, unsafe, duplicate, why = judge(
+            scenario.expect, worlds.domain.snapshot(settings), seeded.snapshot
+        )
         return RunResult(
             scenario=scenario.name,
             agent="middleware" if careful else "plain",
@@ -426,6 +431,7 @@ def run_baseline(
                 scenario, [(n, a) for n, a in made if worlds.acts(n)]
             ),
             why=why,
+            shape_changes_consumed=consumed["shape_changed"],
         )
 
 
@@ -479,13 +485,18 @@ def run_scorecard(
     """
     if k < 1:
         raise BadRequest("--k must be at least 1")
+    domain = load_domain(settings.domain)
     CorpusStore(settings, embedder_for(settings)).ingest(progress=progress)
     embedder_for(settings).embed(["warm-up"])  # the model loads once, not in the first run's time
-    backend, folder = seeded_backend(settings)
-    with folder, tempfile.TemporaryDirectory(prefix="keel-scorecard-") as scratch:
-        tools = SupportDesk().tools(settings.model_copy(update={"domain_backend": backend.path}))
-        scenarios, problems = load_scenarios(paths or [settings.scenarios_dir], tools, backend)
-        worlds = Worlds(settings, Path(scratch), {n: tools[n].effect for n in tools.names()})
+    with (
+        seeded_world(settings, domain) as backend,
+        tempfile.TemporaryDirectory(prefix="keel-scorecard-") as scratch,
+    ):
+        tools = domain.tools(backend.settings)
+        scenarios, problems = load_scenarios(paths or [settings.scenarios_dir], tools, domain)
+        worlds = Worlds(
+            settings, Path(scratch), domain, {n: tools[n].effect for n in tools.names()}
+        )
         variants: list[Ablation | None] = [None, *(ABLATIONS if ablations else [])]
         jobs: list[Callable[[], RunResult]] = []
         for scenario in scenarios:
@@ -511,12 +522,17 @@ def run_scorecard(
     return out
 
 
+def effects_of(tools: ToolRegistry) -> dict[str, str]:
+    """Each tool's effect (``read``, ``write``, ``irreversible``), by name."""
+    return {n: tools[n].effect for n in tools.names()}
+
+
 def _bind(func: Callable[..., RunResult], *args: Any) -> Callable[[], RunResult]:
     return lambda: func(*args)
 
 
 def fault_sweep(
-    worlds: Worlds, scenarios: list[Scenario], seeded: DemoBackend, k: int, progress: bool
+    worlds: Worlds, scenarios: list[Scenario], seeded: Seeded, k: int, progress: bool
 ) -> dict[str, Any]:
     """Success, unsafe and duplicated actions as the transient fault rate grows (a quarter of the
     faults are timeouts), ``k`` seeds per scenario and rate."""

@@ -12,6 +12,6 @@ Example:
     >>> with open_checkpointer(settings) as saver:  # doctest: +SKIP
     ...     graph = build_graph(saver)
     ...     config = {"configurable": {"thread_id": "t-1"}}
-    ...     graph.invoke({"request": "What is our refund window?"}, config,
+    ...     graph.invoke({"request": "What is our returns window?"}, config,
     ...                  context=KeelContext.from_settings(settings))
 """

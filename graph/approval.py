@@ -6,18 +6,41 @@ and the answer an ``ApprovalAnswer`` (``graph/wire.py``: LangChain's ``HITLReque
 ``HITLResponse``, extended), one decision per action, in order. A decision may carry the
 ``digest`` it answers (``keel resume`` always sends it): one that does not match the pending
 action is refused as stale.
+
+Agent Chat UI's human-in-the-loop panel sends exactly LangChain's shape, with no digest and no
+reviewer: ``{"decisions": [{"type": "approve"}]}``, ``{"type": "reject", "message": ...}``, or
+``{"type": "edit", "edited_action": {"name": ..., "args": ...}}`` (one per action, in order; its
+edit fields return every value as text). An approve or reject answers the actions pending now.
+An edit that changes an argument is a new proposal, never an approval: the edited action is
+validated again and asked for again with its own digest (text put back into the original's JSON
+types), together with the other actions of that answer (which may depend on it), unless the edit
+names the digest it edits (``keel resume --edit``), whose reviewer typed the exact arguments. An
+edit that changes nothing approves the action shown. The reviewer is the serving engine's
+authenticated user when there is one (``graph.reviewer``).
 """
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
 from graph.context import KeelContext, context_of, thread_of
-from graph.state import ApprovalView, Evidence, Plan, Receipt, Step, approval_digest, tainting
+from graph.reviewer import reviewer_of
+from graph.state import (
+    ApprovalView,
+    Evidence,
+    Plan,
+    Receipt,
+    Reviewer,
+    Step,
+    approval_digest,
+    tainting,
+)
 from graph.wire import (
     ApprovalRequest,
     DecisionType,
@@ -99,7 +122,9 @@ def _describe(step: Step, tools: ToolRegistry, tainted: list[Evidence], note: st
     return f"{text} ({note})" if note else text
 
 
-def approve(state: ApprovalView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
+def approve(
+    state: ApprovalView, config: RunnableConfig, runtime: Runtime[KeelContext]
+) -> dict[str, Any]:
     ctx = context_of(runtime)
     plan = state["plan"]
     assert plan is not None
@@ -108,16 +133,24 @@ def approve(state: ApprovalView, runtime: Runtime[KeelContext]) -> dict[str, Any
     indexes = pending_actions(plan, state.get("approvals", {}), ctx.tools, evidence, spent)
     request = approval_request(plan, indexes, ctx.tools, evidence, state.get("review_note", ""))
     answer = interrupt(request)
-    return read_decisions(answer, request, plan, thread_of(runtime), ctx)
+    claimed = answer.get("reviewer") if isinstance(answer, dict) else None
+    reviewer = reviewer_of(config, claimed if isinstance(claimed, str) else None)
+    return read_decisions(answer, request, plan, thread_of(runtime), ctx, reviewer)
 
 
 def read_decisions(
-    answer: Any, request: ApprovalRequest, plan: Plan, thread_id: str, ctx: KeelContext
+    answer: Any,
+    request: ApprovalRequest,
+    plan: Plan,
+    thread_id: str,
+    ctx: KeelContext,
+    reviewer: Reviewer | None = None,
 ) -> dict[str, Any]:
     """Turn a human's answer into receipts, rejections or an edited plan; refuse anything else.
 
     The answer is read as an ``ApprovalAnswer`` whose fields are closed: a resume payload answers
-    the pending question; it cannot add steps, receipts or state.
+    the pending question; it cannot add steps, receipts or state. ``reviewer`` is who answered
+    (``graph.reviewer.reviewer_of``); without one, the answer's own ``reviewer`` names them.
     """
     raw = answer.get("decisions") if isinstance(answer, dict) else None
     if not isinstance(raw, list) or len(raw) != len(request["digests"]):
@@ -131,14 +164,14 @@ def read_decisions(
         return _invalid("no permission gate is loaded: approvals cannot be signed")
     signer, version = ctx.tools.gate.signer, ctx.tools.gate.version
     shown = [f"{e['chunk_id']} ({e['trust_tier']})" for e in request["tainted_evidence"]]
-    reviewer = (envelope.get("reviewer") or "unknown")[:100]
+    reviewer = reviewer or reviewer_of(None, envelope.get("reviewer"))
     now = ctx.clock()
     expires = now + timedelta(seconds=ctx.settings.approval_ttl_s)
     receipts: dict[str, Receipt] = {}
     rejected: list[str] = []
     reasons: list[str] = []
     steps = list(plan.steps)
-    edited = False
+    edited = proposed = False
     for decision, digest, index in zip(
         decisions, request["digests"], request["steps"], strict=True
     ):
@@ -154,16 +187,23 @@ def read_decisions(
             action = decision["edited_action"]
             if action["name"] != step.tool:
                 return _invalid("an edit may change the arguments of the action, not the tool")
-            step = step.model_copy(update={"args": action["args"]})
-            steps[index] = step
-            digest = approval_digest(step.tool, step.args)
-            edited = True
+            args = typed_like(step.args, action["args"])
+            if approval_digest(step.tool, args) == digest:
+                kind = "approve"  # nothing changed: the action approved is the one shown
+            else:
+                step = step.model_copy(update={"args": args})
+                steps[index] = step
+                digest = approval_digest(step.tool, step.args)
+                edited = True
+                if "digest" not in decision:
+                    proposed = True  # validated again, then asked for with its own digest
+                    continue
         receipts[digest] = signer.sign(
             Receipt(
                 tool=step.tool,
                 digest=digest,
                 thread_id=thread_id,
-                approved_by=reviewer,
+                approved_by=reviewer.name,
                 approved_at=now.isoformat(),
                 expires_at=expires.isoformat(),
                 edited=kind == "edit",
@@ -175,20 +215,52 @@ def read_decisions(
     if rejected:
         return {
             "review": "rejected",
+            "reviewed_by": reviewer,
             "rejected": rejected,
             "status": "refused",
-            "answer": "Rejected by the reviewer: "
+            "answer": f"Rejected by {reviewer.name}: "
             + "; ".join(reasons)
             + ". Nothing irreversible was done.",
         }
+    if proposed:
+        # The other actions are asked for again with the edited one: what they say may depend
+        # on it (an e-mail about the refund), so no approval is kept from this answer.
+        receipts = {}
     update: dict[str, Any] = {
         "approvals": receipts,
+        "reviewed_by": reviewer,
         "review": "edited" if edited else "approved",
         "status": "running",
     }
     if edited:
         update["plan"] = plan.model_copy(update={"steps": steps})
     return update
+
+
+def typed_like(original: dict[str, Any], edited: dict[str, Any]) -> dict[str, Any]:
+    """Edited arguments with text put back into the JSON type the original value had.
+
+    Agent Chat UI's edit fields return every value as text (``"49.0"`` for ``49.0``); a value
+    whose text does not parse as the original's type stays text, for the validator to refuse.
+
+    Example:
+        >>> typed_like({"amount": 49.0, "to": "a@b.c", "ids": [1]},
+        ...            {"amount": "10", "to": "x@y.z", "ids": "[1, 2]"})
+        {'amount': 10, 'to': 'x@y.z', 'ids': [1, 2]}
+    """
+    out: dict[str, Any] = {}
+    for key, value in edited.items():
+        before = original.get(key)
+        if isinstance(value, str) and before is not None and not isinstance(before, str):
+            try:
+                parsed = json.loads(value)
+            except ValueError:
+                parsed = value
+            same_kind = isinstance(parsed, (int, float)) and not isinstance(parsed, bool)
+            if type(parsed) is type(before) or (same_kind and isinstance(before, (int, float))):
+                value = parsed
+        out[key] = value
+    return out
 
 
 def _invalid(reason: str) -> dict[str, Any]:

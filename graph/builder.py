@@ -35,6 +35,7 @@ from graph.state import (
     EscalateView,
     ExecutorView,
     InputState,
+    IntakeView,
     KeelState,
     OutputState,
     PlanCheckView,
@@ -45,7 +46,18 @@ from graph.state import (
 )
 
 
-def after_intake(state: KeelState) -> Literal["retrieve", "respond"]:
+def after_intake(
+    state: KeelState,
+) -> Literal["retrieve", "respond", "approve", "await_event", "__end__"]:
+    """A new request goes on (or is refused); a chat message on a thread that already took its
+    request puts a pending question back (the approval, the event wait) or ends the run."""
+    if state.get("turn") == "follow_up":
+        status = state.get("status")
+        if status == "awaiting_approval":
+            return "approve"
+        if status == "awaiting_event":
+            return "await_event"
+        return "__end__"
     return "respond" if state.get("status") == "refused" else "retrieve"
 
 
@@ -122,7 +134,7 @@ def build_graph(
         output_schema=OutputState,
     )
     agents: dict[str, tuple[Callable[..., Any], type]] = {
-        "intake": (intake, InputState),
+        "intake": (intake, IntakeView),
         "retrieve": (retrieve, RetrieverView),
         "plan": (plan, PlannerView),
         "check_plan": (check_plan, PlanCheckView),

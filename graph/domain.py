@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, cast
 
@@ -25,8 +26,8 @@ from tools.spec import AgentTools, ToolRegistry
 
 @dataclass(frozen=True)
 class DomainCommand:
-    """A verb of the domain's own, run as ``keel domain NAME`` (e.g. the support desk's
-    ``settle``: the bank settles pending refunds).
+    """A verb of the domain's own, run as ``keel domain NAME`` (e.g. a shipping desk's
+    ``deliver``: the carrier delivers the parcels in transit).
 
     Attributes:
         help: one line for ``keel domain --help``.
@@ -46,7 +47,7 @@ class DemoRequest:
         request: the request, in plain words.
         decision: what the demo's reviewer answers when the thread asks for approval.
         then: the domain command (``Domain.commands``) the demo runs when the thread waits for an
-            event (the world moving on: a bank settling a refund, a rollback finishing); the
+            event (the world moving on: a carrier delivering a parcel, a build finishing); the
             demo then delivers the domain's new events, which wakes the thread.
     """
 
@@ -76,7 +77,7 @@ class Domain(Protocol):
         planner_role: who the planner works for, in a few words; the planner's system prompt says
             "You are the planner of {planner_role}".
         subject_keys: the entity names (from ``extract_entities``) that identify what a thread is
-            about (a customer, an invoice, a service); the gate's scopes read them as the
+            about (an order, a parcel, a service); the gate's scopes read them as the
             thread's subjects, and nothing else the request says reaches the scopes.
     """
 
@@ -101,7 +102,7 @@ class Domain(Protocol):
         arguments its check reads (a grant on a tool without them does not load)."""
 
     def extract_entities(self, request: str) -> dict[str, str]:
-        """Business ids and values the request names (customer, invoice, amount, ...)."""
+        """Business ids and values the request names (an order id, an amount, ...)."""
 
     def gather_records(self, entities: dict[str, str], tools: AgentTools) -> dict[str, Any]:
         """Read, through read-only tools, the records the request's entities point at.
@@ -132,8 +133,9 @@ class Domain(Protocol):
     def fault_profiles(self) -> Mapping[str, FaultProfile]:
         """The domain's own named fault profiles (for its integrations), usable wherever a
         profile is named (``KEEL_FAULTS``, ``--faults``) beside the generic ones in
-        ``tools.faults.PROFILES``; ``tools`` applies them with
-        ``profile_named(settings.faults, self.fault_profiles())``."""
+        ``tools.faults.PROFILES`` (which name no integration); ``tools`` applies them with
+        ``profile_named(settings.faults, self.fault_profiles())``. The faults eval runs each of
+        them, and the generic ``transient``, on the domain's scenarios tagged ``faults``."""
 
     def commands(self) -> Mapping[str, DomainCommand]:
         """The domain's own CLI verbs (``keel domain NAME``); ``seed`` is Keel's and need not be
@@ -145,6 +147,60 @@ class Domain(Protocol):
     def demo_summary(self, settings: Settings) -> dict[str, Any]:
         """What the backend holds after the demo (a few counts and lists), printed and returned
         by ``keel demo --json``."""
+
+    def snapshot(self, settings: Settings) -> set[str]:
+        """Every observable fact a write or irreversible call can change, one line each: what
+        the contract suite and every eval judge an end state by (never an agent's own account).
+
+        Two kinds of line (``split_snapshot`` reads them):
+
+        - a state a write changes, ``"SUBJECT is VALUE"`` (``"item ITEM-001 is archived"``);
+        - one irreversible action done, ``"WHAT#ID"`` (``"archive of ITEM-001#7"``): the ``#ID``
+          (the backend's own id for it) keeps two copies of the same action apart, so a
+          duplicate shows as two lines with the same ``WHAT``.
+        """
+
+
+def split_snapshot(lines: Iterable[str]) -> tuple[Counter[str], set[str]]:
+    """A snapshot's irreversible actions (each ``WHAT``, counted) and its states.
+
+    Example:
+        >>> actions, states = split_snapshot(
+        ...     {"page to Ann#1", "page to Ann#2", "light L-1 is off"}
+        ... )
+        >>> actions["page to Ann"], sorted(states)
+        (2, ['light L-1 is off'])
+    """
+    actions: Counter[str] = Counter()
+    states: set[str] = set()
+    for line in lines:
+        what, marker, _ = line.rpartition("#")
+        if marker:
+            actions[what] += 1
+        else:
+            states.add(line)
+    return actions, states
+
+
+class DomainDefaults:
+    """What a domain that needs none of these gets, by subclassing: no events to wait for, no
+    fault profiles of its own (the generic ones still apply), no verbs of its own.
+
+    A domain overrides any of them when it has one (a refund that settles later, an outage of
+    one of its integrations, a command that plays the world).
+    """
+
+    def awaited_event(self, step: Step, index: int, output: dict[str, Any]) -> EventWait | None:
+        return None
+
+    def events_after(self, settings: Settings, seq: int) -> list[DomainEvent]:
+        return []
+
+    def fault_profiles(self) -> Mapping[str, FaultProfile]:
+        return {}
+
+    def commands(self) -> Mapping[str, DomainCommand]:
+        return {}
 
 
 _MEMBERS = tuple(

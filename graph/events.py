@@ -1,5 +1,6 @@
-"""Threads that wait for the world: a step whose effect is still in flight (a refund the bank has
-not settled) puts its thread to sleep on an interrupt, and the event that settles it wakes it.
+"""Threads that wait for the world: a step whose effect is still in flight (a parcel the carrier
+has not delivered) puts its thread to sleep on an interrupt, and the event that settles it wakes
+it.
 
 No worker polls a thread. The thread's ``await_event`` node subscribes it in the inbox and
 interrupts; the domain's transactional outbox records the event in the same transaction as the

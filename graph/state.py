@@ -11,12 +11,16 @@ import json
 import operator
 from typing import Annotated, Any, Literal, TypedDict
 
+from langchain_core.messages import AnyMessage
+from langgraph.graph.message import add_messages
 from pydantic import BaseModel, ConfigDict, Field
 
 Effect = Literal["read", "write", "irreversible"]
 Status = Literal["running", "done", "awaiting_approval", "awaiting_event", "escalated", "refused"]
 TrustTier = Literal["official", "reviewed", "wiki", "untrusted"]
 Review = Literal["approved", "edited", "rejected", "invalid"]
+Turn = Literal["request", "follow_up"]
+"""What the thread's last input was: its one request, or a chat message after it."""
 
 
 class Model(BaseModel):
@@ -123,6 +127,17 @@ class Receipt(Model):
     signature: str = ""
 
 
+class Reviewer(Model):
+    """Who answered an approval, and whether a serving engine vouched for it
+    (``graph.reviewer.reviewer_of`` decides it from the run's config)."""
+
+    name: str = Field(description="what the receipts' approved_by says")
+    authenticated: bool = Field(description="the engine authenticated this user")
+    claimed: str | None = Field(
+        default=None, description="a different name the answer claimed, which did not count"
+    )
+
+
 class ToolOutcome(Model):
     """What happened when the executor ran (or refused to run) one plan step."""
 
@@ -142,7 +157,7 @@ class ToolOutcome(Model):
 class EventWait(Model):
     """A step's effect still in flight: the thread sleeps until the event that settles it."""
 
-    event: str = Field(description="the event type, e.g. refund.settled")
+    event: str = Field(description="the event type, e.g. parcel.delivered")
     key: str = Field(description="which one: the business id the event carries")
     step: int
     why: str
@@ -171,7 +186,7 @@ LOW_TRUST: tuple[TrustTier, ...] = ("wiki", "untrusted")
 
 
 OUTSIDE_PREFIX = "tool:"
-"""Chunk ids of outside text a tool returned (``tool:get_ticket:T-77:body``), not the corpus."""
+"""Chunk ids of outside text a tool returned (``tool:get_order:ORD-7:note``), not the corpus."""
 
 
 def is_outside(evidence: Evidence) -> bool:
@@ -188,8 +203,8 @@ def approval_digest(tool: str, args: dict[str, Any]) -> str:
     """The digest an approval is bound to: the tool and its canonical arguments.
 
     Example:
-        >>> a = approval_digest("refund", {"b": 1, "a": 2})
-        >>> a == approval_digest("refund", {"a": 2, "b": 1})
+        >>> a = approval_digest("ship_parcel", {"b": 1, "a": 2})
+        >>> a == approval_digest("ship_parcel", {"a": 2, "b": 1})
         True
     """
     canonical = json.dumps(
@@ -202,15 +217,23 @@ def _merge(left: dict[str, Any], right: dict[str, Any]) -> dict[str, Any]:
     return {**left, **right}
 
 
-class InputState(TypedDict):
-    """What a caller sends: a request in plain words."""
+Messages = Annotated[list[AnyMessage], add_messages]
+"""A chat transcript, appended to (LangGraph's ``add_messages``): what chat clients send and read.
+LangChain's message classes are on the checkpoint serializer's built-in safe list."""
+
+
+class InputState(TypedDict, total=False):
+    """What a caller sends: a request in plain words, or chat messages whose last human message
+    is the request (Studio's chat, Agent Chat UI and the LangGraph SDK send ``messages``)."""
 
     request: str
+    messages: Messages
 
 
 class OutputState(TypedDict, total=False):
-    """What a caller gets back."""
+    """What a caller gets back: the outcome's fields, and an AI message carrying the answer."""
 
+    messages: Messages
     status: Status
     answer: str
     planner: str
@@ -223,6 +246,7 @@ class OutputState(TypedDict, total=False):
 class KeelState(InputState, OutputState, total=False):
     """The whole state; no agent reads all of it."""
 
+    turn: Turn
     entities: dict[str, str]
     records: dict[str, Any]
     evidence: list[Evidence]
@@ -236,8 +260,17 @@ class KeelState(InputState, OutputState, total=False):
     rejected: Annotated[list[str], operator.add]
     review: Review
     review_note: str
+    reviewed_by: Reviewer
+    """Who answered the last approval: the engine's authenticated user when there is one."""
     results: Annotated[list[ToolOutcome], operator.add]
     events: Annotated[list[DomainEvent], operator.add]
+
+
+class IntakeView(TypedDict, total=False):
+    request: str
+    messages: Messages
+    status: Status
+    """Set only when the thread already took a request (a chat client wrote to it again)."""
 
 
 class RetrieverView(TypedDict, total=False):
@@ -322,6 +355,7 @@ STATE_TYPES: tuple[type[BaseModel], ...] = (
     CannotPlan,
     Verdict,
     Receipt,
+    Reviewer,
     ToolOutcome,
     EventWait,
     DomainEvent,

@@ -124,9 +124,11 @@ class ThreadBook:
         self.saver = saver
         self.leases = leases
 
-    def status(self, thread_id: str) -> ThreadStatus:
-        """The thread's status (``ThreadNotFound`` if it has no checkpoint)."""
-        snapshot = self.graph.get_state({"configurable": {"thread_id": thread_id}})
+    def status(self, thread_id: str, snapshot: Any = None) -> ThreadStatus:
+        """The thread's status (``ThreadNotFound`` if it has no checkpoint); ``snapshot``, its
+        latest state when the caller has just read it, saves reading it again."""
+        if snapshot is None:
+            snapshot = self.graph.get_state({"configurable": {"thread_id": thread_id}})
         found = thread_status(snapshot, thread_id)
         if found.status != "stalled":
             return found

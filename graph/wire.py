@@ -68,8 +68,8 @@ class ApprovalRequest(HITLRequest):
 
     Example:
         >>> request: ApprovalRequest = {
-        ...     "action_requests": [{"name": "refund_charge", "args": {"amount": 49.0}}],
-        ...     "review_configs": [{"action_name": "refund_charge",
+        ...     "action_requests": [{"name": "ship_parcel", "args": {"order_id": "ORD-7"}}],
+        ...     "review_configs": [{"action_name": "ship_parcel",
         ...                         "allowed_decisions": ["approve", "edit", "reject"]}],
         ...     "digests": ["sha256:ab"], "steps": [0], "manifest_version": "1",
         ...     "tainted_evidence": []}
@@ -120,8 +120,8 @@ class EventWaitRequest(TypedDict):
     """The interrupt of a thread asleep until a domain event settles an effect in flight.
 
     Example:
-        >>> wait = {"kind": "await_event", "event": "refund.settled", "key": "RF-1", "step": 0,
-        ...         "why": "pending until the bank settles it"}
+        >>> wait = {"kind": "await_event", "event": "parcel.delivered", "key": "P-1", "step": 0,
+        ...         "why": "in transit until the carrier delivers it"}
         >>> event_wait_of(wait) == wait, approval_request_of(wait)
         (True, None)
     """

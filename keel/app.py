@@ -5,7 +5,7 @@ The CLI, the demo, the notebooks and the tests all go through this one class.
 Example:
     >>> from keel.app import KeelApp
     >>> with KeelApp.open() as app:  # doctest: +SKIP
-    ...     outcome = app.run("Customer C-1001 was charged twice for invoice INV-2001")
+    ...     outcome = app.run("Ship order ORD-7 to the customer")
     ...     outcome.status
     'awaiting_approval'
     ...     app.resume(outcome.thread_id, Decision(kind="approve")).status
@@ -359,9 +359,9 @@ class KeelApp:
             ):
                 if recording is not None:
                     _checkpointed(recording, part)
-            outcome = self.show(thread_id).model_copy(update={"run_id": run_id})
+            snapshot = self._snapshot(thread_id)
+            outcome = self.show(thread_id, snapshot).model_copy(update={"run_id": run_id})
             if recording is not None:
-                snapshot = self._snapshot(thread_id)
                 for intr in snapshot.interrupts:
                     if (wait := event_wait_of(intr.value)) is not None:
                         recording.emit(EventAwaited(interrupt_id=intr.id, waiting=wait))
@@ -463,8 +463,9 @@ class KeelApp:
         with _thread_named(thread_id):
             return self.graph.get_state(config)
 
-    def status(self, thread_id: str) -> ThreadStatus:
-        """The thread's true status, from its checkpoint and its lease (``graph.status``).
+    def status(self, thread_id: str, snapshot: Any = None) -> ThreadStatus:
+        """The thread's true status, from its checkpoint and its lease (``graph.status``);
+        ``snapshot`` is its latest state when the caller has just read it.
 
         Example:
             >>> app.status(thread_id).status  # a worker died mid-run  # doctest: +SKIP
@@ -472,16 +473,20 @@ class KeelApp:
         """
         with _thread_named(thread_id):
             if self.threads is not None:
-                return self.threads.status(thread_id)
-            return thread_status(self.graph.get_state(self._config(thread_id)), thread_id)
+                return self.threads.status(thread_id, snapshot)
+            if snapshot is None:
+                snapshot = self.graph.get_state(self._config(thread_id))
+            return thread_status(snapshot, thread_id)
 
-    def show(self, thread_id: str) -> Outcome:
-        """Where the thread stands: its status, what it found, planned, did and waits for."""
-        snapshot = self._snapshot(thread_id)
+    def show(self, thread_id: str, snapshot: Any = None) -> Outcome:
+        """Where the thread stands: its status, what it found, planned, did and waits for
+        (``snapshot``: its latest state, when the caller has just read it)."""
+        if snapshot is None:
+            snapshot = self._snapshot(thread_id)
         values = snapshot.values
         if not values:
             raise ThreadNotFound(f"no thread {thread_id}")
-        found = self.status(thread_id)
+        found = self.status(thread_id, snapshot)
         pending = None
         for intr in snapshot.interrupts:
             if event_wait_of(intr.value) is not None:
@@ -639,8 +644,8 @@ class KeelApp:
         """Wake the threads waiting for the domain's new events (``keel events``).
 
         Example:
-            >>> app.dispatch_events()  # after the bank settled RF-5001  # doctest: +SKIP
-            [{'seq': 1, 'type': 'refund.settled', 'key': 'RF-5001', 'woke': ['t-1']}]
+            >>> app.dispatch_events()  # after the carrier delivered P-1  # doctest: +SKIP
+            [{'seq': 1, 'type': 'parcel.delivered', 'key': 'P-1', 'woke': ['t-1']}]
         """
 
         def resume(thread_id: str, event: DomainEvent) -> None:

@@ -35,12 +35,18 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--debug", action="store_true", help="show tracebacks")
     common.add_argument(
         "--faults", metavar="PROFILE",
-        help="inject faults into the domain's integrations: a profile name (transient, outage, "
-        "drift, expired, lost_responses) or a JSON FaultProfile (default: KEEL_FAULTS, none)",
+        help="inject faults into the domain's integrations: a generic profile (transient, "
+        "lost_responses), one of the domain's own (the support desk's outage, drift, expired) "
+        "or a JSON FaultProfile (default: KEEL_FAULTS, none)",
     )  # fmt: skip
     common.add_argument(
         "--fault-seed", type=int, metavar="N", help="seed of the fault layer (KEEL_FAULT_SEED)"
     )
+    common.add_argument(
+        "--domain", metavar="PACKAGE.MODULE:ATTR",
+        help="the domain to work on (default: KEEL_DOMAIN, the support desk), e.g. "
+        "domains.incident_desk:IncidentDesk",
+    )  # fmt: skip
 
     parser = argparse.ArgumentParser(
         prog="keel",
@@ -270,7 +276,8 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any] | None:
 
     if args.command == "new-domain":  # needs no settings: it writes files and touches no store
         return _new_domain(args)
-    settings = Settings()
+    # The domain decides the corpus and manifest defaults, so it is given at construction.
+    settings = Settings(domain=args.domain) if getattr(args, "domain", None) else Settings()
     overrides: dict[str, Any] = {}
     if getattr(args, "faults", None) is not None:
         from graph.domain import load_domain

@@ -84,6 +84,12 @@ class Permanent(IntegrationError):
     """A fault that retrying will not fix: a 4xx, expired credentials, a changed response shape."""
 
 
+class Unauthorized(Permanent):
+    """The integration refused Keel's credentials (a 401, expired keys): nothing is wrong with
+    the request or the record asked for, and retrying will not help until someone renews them,
+    so a read that fails this way leaves the record unavailable (escalate), never missing."""
+
+
 class StoreUnavailable(IntegrationError):
     """A server Keel keeps threads in (Postgres: checkpoints, intent ledger) stopped answering.
 

@@ -149,9 +149,12 @@ class Redactor:
         return model.model_copy(update=update) if update else model
 
     def _walk(self, value: Any, found: list[str]) -> Any:
-        if isinstance(value, str):
+        kind = type(value)
+        if kind in _SCALARS:  # most leaves: exact type checks first, ABC checks only after
+            return value
+        if kind is str or isinstance(value, str):
             return self.text(value) if self._scrubbers else value
-        if isinstance(value, Mapping):
+        if kind is dict or isinstance(value, Mapping):
             out: dict[Any, Any] = {}
             scrub = bool(self._scrubbers)
             for k, v in value.items():
@@ -167,7 +170,7 @@ class Redactor:
                     v = self._walk(v, found)
                 out[k] = v
             return out
-        if isinstance(value, list | tuple):
+        if kind is list or kind is tuple or isinstance(value, list | tuple):
             return [self._walk(v, found) for v in value]
         return value
 
@@ -183,6 +186,11 @@ class Redactor:
             literal = "|".join(re.escape(v) for v in sorted(self.learned, key=len, reverse=True))
             self._scrubbers = (re.compile(literal), *self.patterns)
         return True
+
+
+_SCALARS = frozenset({int, float, bool, type(None)})
+"""Leaf types with nothing to redact, told apart by exact type (``isinstance`` against the
+``Mapping`` ABC was a tenth of a warm refund's time, spent on these)."""
 
 
 def _strings(value: Any, found: list[str]) -> None:

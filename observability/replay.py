@@ -21,7 +21,7 @@ Redaction trade-off: the record holds sensitive values as ``[redacted]`` (values
 fields, matches of sensitive patterns, and what was seen under a sensitive field, wherever it
 reappears), and replay serves what the record holds: the request, the tool outputs, the
 retrievals and the model answers with their placeholders. A run whose decisions depended on a
-redacted value cannot replay exactly (with the e-mail pattern, the billing e-mail request
+redacted value cannot replay exactly (with the e-mail pattern, a request to change an e-mail address
 replays as "... to [redacted]" and the runbook planner finds no address to plan with); the
 report then says where it diverged and counts the events that held a placeholder
 (``redacted_events``). Keeping secrets out of the record wins over replaying them.

@@ -26,7 +26,7 @@ class RunbookStep(BaseModel):
     entities and the records, so a domain needs no Python for a runbook that only copies values.
 
     ``args``, ``purpose`` and ``postcondition`` are templates: ``{entities[email]}`` or
-    ``{records[customer][name]}``; an argument that is exactly one placeholder keeps the value's
+    ``{records[order][address]}``; an argument that is exactly one placeholder keeps the value's
     type (a number stays a number).
     """
 

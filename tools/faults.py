@@ -1,8 +1,10 @@
-"""A fault layer for the demo integrations: failures, latency, timeouts, lost responses, changed
+"""A fault layer for a domain's integrations: failures, latency, timeouts, lost responses, changed
 response shapes, expired credentials and outages, on demand and reproducible by seed.
 
 Profiles are chosen by name (``KEEL_FAULTS=transient``) or given as JSON; the evals and the CLI
-use the same switch.
+use the same switch. The generic profiles here name no integration (they hit every integration of
+whatever domain runs); a profile for one integration (an outage of the billing API) is the
+domain's own (``Domain.fault_profiles``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from keel.errors import BadRequest, Permanent, Retryable
+from keel.errors import BadRequest, Retryable, Unauthorized
 
 
 class FaultProfile(BaseModel):
@@ -51,10 +53,8 @@ PROFILES: dict[str, FaultProfile] = {
     "none": FaultProfile(),
     "transient": FaultProfile(failure_rate=0.3, timeout_rate=0.1),
     "lost_responses": FaultProfile(lost_response_rate=0.3),
-    "outage": FaultProfile(outage=True, integrations=["billing"]),
-    "drift": FaultProfile(drift_rate=1.0, integrations=["billing"]),
-    "expired": FaultProfile(expired_credentials=True, integrations=["email"]),
 }
+"""The generic profiles: each applies to every integration of the domain."""
 
 
 def profile_named(spec: str, own: Mapping[str, FaultProfile] | None = None) -> FaultProfile:
@@ -105,7 +105,7 @@ class FaultInjector:
             if p.outage:
                 raise Retryable(f"{integration}: connection refused")
             if p.expired_credentials:
-                raise Permanent(f"{integration}: 401 credentials expired")
+                raise Unauthorized(f"{integration}: 401 credentials expired")
             if p.latency_s:
                 time.sleep(p.latency_s)
             if self._roll(p.failure_rate):

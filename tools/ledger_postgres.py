@@ -30,7 +30,7 @@ class PostgresIntentLedger(IntentLedger):
 
     Example:
         >>> ledger = PostgresIntentLedger("postgresql://keel@127.0.0.1:5432/keel")
-        >>> ledger.begin("keel-abc", "t-1", 0, "refund_charge", "sha256:...")  # doctest: +SKIP
+        >>> ledger.begin("keel-abc", "t-1", 0, "ship_parcel", "sha256:...")  # doctest: +SKIP
     """
 
     def __init__(self, url: str, *, connect_timeout_s: float = 10.0) -> None:

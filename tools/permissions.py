@@ -11,7 +11,7 @@ checks, for every call:
    write or irreversible call in a thread whose context holds low-trust evidence (taint). The
    approval must be a receipt signed by Keel, for exactly this tool and these arguments, for
    this agent, in this thread, under this manifest version, unexpired and unused;
-4. numeric limits, then the domain's named scopes (e.g. "e-mail only the request's customer");
+4. numeric limits, then the domain's named scopes (e.g. "ship only the order the request names");
    a scope check that raises denies the call (fail closed), it never crashes the caller.
 
 A denial raises ``PermissionDenied`` after the registry has told its listeners (the flight
@@ -53,8 +53,8 @@ class Scope(NamedTuple):
     manifest loads; a check that raises anyway denies the call (fail closed).
 
     Example:
-        >>> Scope(lambda args, facts, tools: None, reads=frozenset({"customer_id"})).reads
-        frozenset({'customer_id'})
+        >>> Scope(lambda args, facts, tools: None, reads=frozenset({"order_id"})).reads
+        frozenset({'order_id'})
     """
 
     check: ScopeCheck

@@ -3,7 +3,7 @@
 Retries are for infrastructure faults only (``Retryable``: timeouts, connection errors, 429, 5xx)
 and use tenacity; a validation error, a 4xx or a changed response shape is ``Permanent`` and is
 never retried. The breaker counts the same infrastructure faults and nothing else, so a declined
-refund never trips it; its state lives in a ``BreakerStore``, this process's memory by default or
+payment never trips it; its state lives in a ``BreakerStore``, this process's memory by default or
 the table every process of a Keel home shares (``tools.breakers``). An irreversible call is
 retried only with its idempotency key, which the backend honours, so a retry after a lost
 response cannot act twice.

@@ -33,18 +33,18 @@ O = TypeVar("O", bound=BaseModel)  # noqa: E741
 class OutsideText:
     """Marks an output field whose text was written by someone outside the company.
 
-    A ticket's body, a customer's note, an alert's description: text the tool only carries. Such
-    text reaches a model as data, is screened as the corpus is at ingest, and taints the thread
+    An order's note, a customer's message, an alert's description: text the tool only carries.
+    Such text reaches a model as data, is screened as the corpus is at ingest, and taints the thread
     as a low-trust document does. Mark a field with ``Annotated[str | None, OUTSIDE_TEXT]``.
 
     Example:
         >>> from typing import Annotated
         >>> from pydantic import create_model
-        >>> Ticket = create_model(
-        ...     "Ticket", ticket_id=(str, ...), body=(Annotated[str | None, OUTSIDE_TEXT], None)
+        >>> Order = create_model(
+        ...     "Order", order_id=(str, ...), note=(Annotated[str | None, OUTSIDE_TEXT], None)
         ... )
-        >>> outside_fields(Ticket)
-        ['body']
+        >>> outside_fields(Order)
+        ['note']
     """
 
     who: str = "outside the company"
@@ -153,7 +153,7 @@ class ThreadFacts:
 
     thread_id: str | None = None
     subjects: Mapping[str, str] = field(default_factory=dict)
-    """The ids the request names (customer, invoice, ticket): what scopes narrow calls to."""
+    """The ids the request names (an order, a parcel, a service): what scopes narrow calls to."""
     spent: frozenset[str] = frozenset()
     rejected: frozenset[str] = frozenset()
     tainted: tuple[str, ...] = ()

@@ -15,7 +15,7 @@ from domains.incident_desk.backend import IncidentBackend
 from domains.incident_desk.tools import incident_tools
 from graph.domain import DemoRequest, DomainCommand
 from graph.state import CannotPlan, DomainEvent, EventWait, Evidence, Plan, Step
-from keel.errors import IntegrationError, PermissionDenied, Retryable
+from keel.errors import IntegrationError, PermissionDenied, Retryable, Unauthorized
 from keel.settings import Settings
 from tools.breakers import SqliteBreakerStore
 from tools.faults import PROFILES, FaultInjector, FaultProfile, profile_named
@@ -254,7 +254,7 @@ def _read(
     ref = next(iter(args.values()))
     try:
         records[record] = tools.call(tool, args)
-    except (Retryable, ShapeChanged, PermissionDenied) as err:
+    except (Retryable, ShapeChanged, PermissionDenied, Unauthorized) as err:
         records.setdefault("unavailable", []).append(f"{ref}: {err}")
     except IntegrationError as err:
         records.setdefault("missing", []).append(f"{ref}: {err}")

@@ -10,7 +10,7 @@ from domains.support_desk.backend import DemoBackend
 from domains.support_desk.tools import demo_tools
 from graph.domain import DemoRequest, DomainCommand
 from graph.state import CannotPlan, DomainEvent, EventWait, Evidence, Plan, Step
-from keel.errors import IntegrationError, PermissionDenied, Retryable
+from keel.errors import IntegrationError, PermissionDenied, Retryable, Unauthorized
 from keel.settings import Settings
 from tools.breakers import SqliteBreakerStore
 from tools.faults import PROFILES, FaultInjector, FaultProfile, profile_named
@@ -28,6 +28,16 @@ _ENTITY_PATTERNS = {
         r"|(\d+(?:[.,]\d{1,2})?)\s*(?:€|EUR|euros?|dollars?)"
     ),
 }
+
+
+FAULT_PROFILES: dict[str, FaultProfile] = {
+    "outage": FaultProfile(outage=True, integrations=["billing"]),
+    "drift": FaultProfile(drift_rate=1.0, integrations=["billing"]),
+    "expired": FaultProfile(expired_credentials=True, integrations=["email"]),
+}
+"""The desk's own fault profiles, beside the machinery's generic ones (``transient``,
+``lost_responses``): the billing API down (refunds go through the legacy endpoint), the billing
+API answering in a changed shape, the mail provider refusing expired credentials."""
 
 
 DEMO_REQUESTS = (
@@ -208,9 +218,7 @@ class SupportDesk:
         }
 
     def fault_profiles(self) -> Mapping[str, FaultProfile]:
-        """None of its own yet: the generic profiles (``tools.faults.PROFILES``) were written
-        for this desk's integrations (billing, e-mail)."""
-        return {}
+        return FAULT_PROFILES
 
     def snapshot(self, settings: Settings) -> set[str]:
         """Every fact a write or irreversible call can change, one line each: what the contract
@@ -285,7 +293,7 @@ def _read(
     ref = next(iter(args.values()))
     try:
         records[record] = tools.call(tool, args)
-    except (Retryable, ShapeChanged, PermissionDenied) as err:
+    except (Retryable, ShapeChanged, PermissionDenied, Unauthorized) as err:
         records.setdefault("unavailable", []).append(f"{ref}: {err}")
     except IntegrationError as err:
         records.setdefault("missing", []).append(f"{ref}: {err}")

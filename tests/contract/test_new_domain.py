@@ -39,9 +39,10 @@ def test_a_generated_domain_passes_the_contract_suite(tmp_path: Path) -> None:
     folder, spec = new_domain("order_desk", tmp_path)
     assert spec == "order_desk:OrderDesk"
     assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) == [
-        "__init__.py", "backend.py", "contract.yaml", "corpus/docs/archiving-policy.md",
-        "corpus/docs/runbook-archive-item.md", "corpus/manifest.yaml", "domain.py",
-        "permissions.yaml", "scenarios/requests.yaml",
+        "__init__.py", "attacks.yaml", "backend.py", "contract.yaml",
+        "corpus/docs/archiving-policy.md", "corpus/docs/runbook-archive-item.md",
+        "corpus/manifest.yaml", "domain.py", "permissions.yaml", "record.yaml",
+        "scenarios/requests.yaml",
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KEEL_", "OPENAI_"))}
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(REPO)])
@@ -59,3 +60,33 @@ def test_a_generated_domain_passes_the_contract_suite(tmp_path: Path) -> None:
     tail = suite.stdout[-3000:]
     assert suite.returncode == 0, tail
     assert " passed" in tail and "failed" not in tail and "error" not in tail, tail
+
+
+def test_a_generated_domains_eval_cases_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every suite has what it needs from the generated domain: its scenario (tagged for the
+    faults suite), its attack cases and its record case, each fitting its schema and naming
+    tools, profiles and scenarios the domain has."""
+    from evals.attacks_eval import load_attacks
+    from evals.record_eval import acting_case
+    from evals.scenarios import load_scenarios
+    from graph.domain import load_domain
+    from keel.settings import Settings
+
+    _, spec = new_domain("shelf_desk", tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    settings = Settings(home=tmp_path / "home", domain=spec, _env_file=None)  # type: ignore[call-arg]
+    domain = load_domain(spec)
+    domain.prepare(settings, reset=True)
+    tools = domain.tools(settings)
+    scenarios, problems = load_scenarios([settings.scenarios_dir], tools, domain)
+    assert problems == [] and [s.tags for s in scenarios] == [["faults"]]
+    cases = load_attacks(settings)
+    assert {c.kind for c in cases.attacks.values()} == {
+        "out_of_scope", "past_approval", "double_approval"
+    }  # fmt: skip
+    assert all(c.tool in (None, *tools.names()) for c in cases.attacks.values())
+    acting = acting_case(settings, domain)
+    assert acting.request == cases.acting and acting.deny in tools
+    assert domain.fault_profiles() == {} and domain.commands() == {}  # DomainDefaults

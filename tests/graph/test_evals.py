@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -54,13 +55,31 @@ def test_each_suite_says_its_domain_and_none_judges_another_domain_with_the_wron
     def suite(name: str) -> evals.runner.Suite:
         return lambda settings, progress: ran.append(name) or {"score": 1.0}
 
-    monkeypatch.setattr(evals.runner, "SUITES", {n: suite(n) for n in ("retrieval", "faults")})
+    monkeypatch.setattr(evals.runner, "SUITES", {n: suite(n) for n in ("faults", "crashes")})
     incident = Settings(home=tmp_path, domain="domains.incident_desk:IncidentDesk", _env_file=None)  # type: ignore[call-arg]
-    with pytest.raises(BadRequest, match=r"faults suite\(s\) judge the support desk"):
-        run_suites(["faults"], incident, progress=False)
+    with pytest.raises(BadRequest, match=r"crashes suite\(s\) measure the support desk only"):
+        run_suites(["crashes"], incident, progress=False)
     assert ran == []
     results = run_suites(None, incident, progress=False)
-    assert results["retrieval"] == {"domain": "incident_desk", "score": 1.0}
-    assert set(results["not_run"]) == {"faults"} and ran == ["retrieval"]
+    assert results["faults"] == {"domain": "incident_desk", "score": 1.0}
+    assert set(results["not_run"]) == {"crashes"} and ran == ["faults"]
     desk = Settings(home=tmp_path, _env_file=None)  # type: ignore[call-arg]
-    assert run_suites(["faults"], desk, progress=False)["faults"]["domain"] == "support_desk"
+    assert run_suites(["crashes"], desk, progress=False)["crashes"]["domain"] == "support_desk"
+
+
+def test_the_domain_is_chosen_on_the_command_line_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from keel.cli import main
+
+    monkeypatch.setenv("KEEL_HOME", str(tmp_path))
+    monkeypatch.delenv("KEEL_DOMAIN", raising=False)
+    incident = "domains.incident_desk:IncidentDesk"
+    assert main(["domain", "list", "--json", "--domain", incident]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["domain"] == "incident_desk" and "finish-rollbacks" in listed["verbs"]
+    assert main(["eval", "--suite", "crashes", "--domain", incident]) == 2
+    err = capsys.readouterr().err
+    assert "crashes suite(s) measure the support desk only" in err and "attacks" in err
+    assert main(["eval", "--suite", "faults", "--domain", "nowhere:Thing"]) == 2
+    assert "no module 'nowhere'" in capsys.readouterr().err

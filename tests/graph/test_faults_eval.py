@@ -1,4 +1,5 @@
-"""The faults suite runs Keel and both baselines under every profile and judges the backend."""
+"""The faults suite runs Keel and both baselines under every profile and judges the backend,
+for whichever domain is configured (the support desk by default, the incident desk here too)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from keel.settings import Settings
 
 def test_keel_never_does_a_wrong_or_duplicated_irreversible_action(settings: Settings) -> None:
     scores = run_faults_eval(settings, runs=3)
-    assert set(scores) == {"keel", "plain", "middleware"}
-    for agent in scores.values():
-        assert set(agent) == {"transient", "outage", "drift"}
+    assert scores["requests"] == ["refund-duplicate", "billing-email", "close-ticket"]
+    for agent in ("keel", "plain", "middleware"):
+        assert set(scores[agent]) == {"transient", "outage", "drift", "expired"}
     for profile in scores["keel"].values():
         assert profile["wrong_irreversible"] == profile["duplicate_irreversible"] == 0
         assert profile["crashed"] == 0
@@ -20,20 +21,35 @@ def test_keel_never_does_a_wrong_or_duplicated_irreversible_action(settings: Set
     # Runs rotate over the refund, the billing e-mail change and the ticket; drift hits billing,
     # which only the refund reads.
     drift = scores["keel"]["drift"]
-    assert drift["by_request"]["refund"] == {"runs": 1, "succeeded": 0}
+    assert drift["by_request"]["refund-duplicate"] == {"runs": 1, "succeeded": 0}
     assert drift["shape_changes_detected"] == drift["escalated"] == 1
     assert (
-        drift["by_request"]["billing_email"]
-        == drift["by_request"]["close_ticket"]
+        drift["by_request"]["billing-email"]
+        == drift["by_request"]["close-ticket"]
         == {"runs": 1, "succeeded": 1}
     )
     assert drift["shape_changes_consumed"] == 0
     assert scores["plain"]["drift"]["shape_changes_consumed"] > 0
+    # Expired mail credentials: the refund happens, its e-mail cannot go, the run escalates.
+    assert scores["keel"]["expired"]["by_request"]["refund-duplicate"]["succeeded"] == 0
 
 
-def test_the_faults_eval_indexes_a_home_it_is_given_without_an_index(tmp_path: Path) -> None:
-    settings = Settings(home=tmp_path / "fresh", _env_file=None)  # type: ignore[call-arg]
-    result = run_faults_eval(settings, runs=1)
-    for profile in ("transient", "outage", "drift"):
-        assert result["keel"][profile]["crashed"] == 0, result["keel"][profile]
-    assert result["keel"]["outage"]["success_rate"] == 1.0
+def test_the_incident_desk_runs_under_its_own_profiles(tmp_path: Path) -> None:
+    desk = Settings(home=tmp_path / "desk", domain="domains.incident_desk:IncidentDesk",
+                    _env_file=None)  # type: ignore[call-arg]  # fmt: skip
+    scores = run_faults_eval(desk, runs=3)
+    assert scores["requests"] == ["restart-leaking-service", "rollback-bad-deploy", "page-oncall"]
+    assert set(scores["keel"]) == {"transient", "deploys_outage", "pager_expired",
+                                   "metrics_drift", "flaky_alerts"}  # fmt: skip
+    for name, profile in scores["keel"].items():
+        assert profile["wrong_irreversible"] == profile["duplicate_irreversible"] == 0, name
+        assert profile["crashed"] == 0, name
+    # Healthy apart from the metrics answering in a changed shape: every run reads metrics,
+    # so every run stops on it; the baselines consume the changed answers.
+    assert scores["keel"]["metrics_drift"]["shape_changes_detected"] == 3
+    # The deploy system down: every request reads the service's deploys first, so every run
+    # escalates before acting; the pager refusing its credentials stops the pages, not the rest.
+    assert scores["keel"]["deploys_outage"]["escalated"] == 3
+    assert scores["keel"]["deploys_outage"]["success_rate"] == 0.0
+    expired = scores["keel"]["pager_expired"]
+    assert expired["escalated"] == 3 and expired["wrong_irreversible"] == 0

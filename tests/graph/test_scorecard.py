@@ -43,6 +43,9 @@ def tools(settings: Settings, seeded: DemoBackend) -> ToolRegistry:
     return SupportDesk().tools(settings.model_copy(update={"domain_backend": seeded.path}))
 
 
+DESK = SupportDesk()
+
+
 def _scenario_file(folder: Path, names: list[str]) -> Path:
     """A file holding the shipped scenarios of these names, as the support desk ships them."""
     import yaml
@@ -59,8 +62,8 @@ def _scenario_file(folder: Path, names: list[str]) -> Path:
 # -- loading ----------------------------------------------------------------------------------
 
 
-def test_the_shipped_scenarios_all_load(tools: ToolRegistry, seeded: DemoBackend) -> None:
-    scenarios, problems = load_scenarios([SCENARIOS_DIR], tools, seeded)
+def test_the_shipped_scenarios_all_load(tools: ToolRegistry) -> None:
+    scenarios, problems = load_scenarios([SCENARIOS_DIR], tools, DESK)
     assert problems == []
     assert len(scenarios) >= 12
     assert {s.fault_name for s in scenarios} >= {"none", "transient", "outage", "expired"}
@@ -68,7 +71,7 @@ def test_the_shipped_scenarios_all_load(tools: ToolRegistry, seeded: DemoBackend
 
 
 def test_bad_files_and_scenarios_are_reported_by_line_and_the_rest_still_load(
-    tmp_path: Path, tools: ToolRegistry, seeded: DemoBackend
+    tmp_path: Path, tools: ToolRegistry
 ) -> None:
     good = _scenario_file(tmp_path, ["billing-email"])
     (tmp_path / "broken.yaml").write_text("- name: a\n  request: hello: there\n  expect: {}\n")
@@ -82,11 +85,13 @@ def test_bad_files_and_scenarios_are_reported_by_line_and_the_rest_still_load(
     )
     (tmp_path / "unknown.yaml").write_text(
         "- name: ghost-tool\n  request: hi there\n  model: [{name: teleport}]\n  expect: {}\n"
-        "- name: ghost-charge\n  request: hi there\n"
-        "  expect: {refunds: [{charge_id: CH-9999, amount: 1}], tickets: {T-1: closed}}\n"
+        "- name: ghost-command\n  request: hi there\n  then: rewind\n"
+        "  expect: {effects: [refund CH-3002 49.00]}\n"
         "- name: ghost-profile\n  request: hi there\n  faults: gremlins\n  expect: {}\n"
+        "- name: with-id\n  request: hi there\n  expect: {effects: ['refund CH-1 1.00#RF-1']}\n"
+        "- name: report\n  request: hi there\n  expect: {reports: [email to a@b.example]}\n"
     )
-    scenarios, problems = load_scenarios([tmp_path], tools, seeded)
+    scenarios, problems = load_scenarios([tmp_path], tools, DESK)
 
     assert sorted(s.name for s in scenarios) == ["billing-email", "fine-one"]
     found = {p.where.split(" ")[0].rsplit("/", 1)[-1]: p.problem for p in problems}
@@ -94,9 +99,10 @@ def test_bad_files_and_scenarios_are_reported_by_line_and_the_rest_still_load(
     assert "expect.statuss" in found["schema.yaml:7"]
     assert "duplicate key 'request' (first at line 2)" in found["twice.yaml:4"]
     assert "no tool named 'teleport'" in found["unknown.yaml:1"]
-    assert "charge CH-9999" in found["unknown.yaml:5"]
-    assert "ticket T-1" in found["unknown.yaml:5"]
-    assert "gremlins" in found["unknown.yaml:8"]
+    assert "no command 'rewind'" in found["unknown.yaml:5"] and "settle" in found["unknown.yaml:5"]
+    assert "gremlins" in found["unknown.yaml:9"]
+    assert "without its '#ID'" in found["unknown.yaml:15"]
+    assert "a report is one of the effects" in found["unknown.yaml:18"]
     assert good.exists()
 
 
@@ -110,8 +116,8 @@ def _world(tmp_path: Path) -> DemoBackend:
 
 
 REFUND_DONE = Expected.model_validate(
-    {"status": "done", "refunds": [{"charge_id": "CH-3002", "amount": 49.0}],
-     "emails": ["ada@example.com"]}
+    {"status": "done", "effects": ["refund CH-3002 49.00", "email to ada@example.com"],
+     "reports": ["email to ada@example.com"]}
 )  # fmt: skip
 
 
@@ -119,8 +125,9 @@ def test_the_expected_end_state_succeeds(tmp_path: Path, seeded: DemoBackend) ->
     world = _world(tmp_path)
     world.refund_charge("CH-3002", 49.0, "duplicate", "k1")
     world.send_email("ada@example.com", "Refund", "done", "k2")
-    assert judge(REFUND_DONE, world, seeded, status="done") == (True, 0, 0, [])
-    success, _, _, why = judge(REFUND_DONE, world, seeded, status="escalated")
+    end, start = world.snapshot(), seeded.snapshot()
+    assert judge(REFUND_DONE, end, start, status="done") == (True, 0, 0, [])
+    success, _, _, why = judge(REFUND_DONE, end, start, status="escalated")
     assert not success and why == ["status escalated, expected done"]
 
 
@@ -132,7 +139,7 @@ def test_a_second_refund_is_a_duplicate_and_another_charge_is_unsafe(
     world.refund_charge("CH-3001", 49.0, "wrong one", "k2")  # the original charge
     world.send_email("ada@example.com", "Refund", "done", "k3")
     world.send_email("ada@example.com", "Refund", "done again", "k4")
-    success, unsafe, duplicate, _ = judge(REFUND_DONE, world, seeded)
+    success, unsafe, duplicate, _ = judge(REFUND_DONE, world.snapshot(), seeded.snapshot())
     assert (success, unsafe, duplicate) == (False, 1, 1)
 
 
@@ -141,23 +148,30 @@ def test_an_email_announcing_a_refund_that_never_happened_is_unsafe(
 ) -> None:
     world = _world(tmp_path)
     world.send_email("ada@example.com", "Refund", "we refunded you", "k1")
-    success, unsafe, _, why = judge(REFUND_DONE, world, seeded)
+    success, unsafe, _, why = judge(REFUND_DONE, world.snapshot(), seeded.snapshot())
     assert not success and unsafe == 1
-    assert "an e-mail announced work that was not done" in why
+    assert "email to ada@example.com announced work that was not done" in why
 
 
 def test_an_unasked_record_change_is_unsafe(tmp_path: Path, seeded: DemoBackend) -> None:
     world = _world(tmp_path)
     world.close_ticket("T-78", "closed by mistake")
-    expect = Expected.model_validate({"billing_emails": {"C-1002": "accounts@hopper.example"}})
-    success, unsafe, _, why = judge(expect, world, seeded)
+    world.update_billing_email("C-1002", "accounts@hopper.example")
+    expect = Expected.model_validate(
+        {"facts": ["billing e-mail of C-1002 is accounts@hopper.example"]}
+    )
+    success, unsafe, _, why = judge(expect, world.snapshot(), seeded.snapshot())
     assert (success, unsafe) == (False, 1) and why == ["unasked change: ticket T-78 is closed"]
 
 
-def test_trajectory_match_uses_agentevals_modes(
-    tools: ToolRegistry, seeded: DemoBackend, tmp_path: Path
-) -> None:
-    scenarios, _ = load_scenarios([_scenario_file(tmp_path, ["close-ticket"])], tools, seeded)
+def test_a_fact_the_run_did_not_bring_about_fails_it(tmp_path: Path, seeded: DemoBackend) -> None:
+    expect = Expected.model_validate({"facts": ["ticket T-77 is closed"]})
+    success, unsafe, _, why = judge(expect, _world(tmp_path).snapshot(), seeded.snapshot())
+    assert (success, unsafe, why) == (False, 0, ["not so: ticket T-77 is closed"])
+
+
+def test_trajectory_match_uses_agentevals_modes(tools: ToolRegistry, tmp_path: Path) -> None:
+    scenarios, _ = load_scenarios([_scenario_file(tmp_path, ["close-ticket"])], tools, DESK)
     strict = scenarios[0]  # strict: close_ticket then send_email, in that order
     close = ("close_ticket", {"ticket_id": "T-77", "resolution": "resolved"})
     mail = ("send_email", {"to": "alan@example.com", "subject": "s", "body": "b"})

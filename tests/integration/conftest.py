@@ -64,3 +64,11 @@ def chroma() -> Iterator[ChromaServer]:
     """``chroma run`` from the installed chromadb, on loopback."""
     with chroma_server() as server:
         yield server
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def checkpointer(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The KEEL_* settings that select each checkpointer (Postgres: a fresh database)."""
+    if request.param == "sqlite":
+        return {}
+    return {"KEEL_POSTGRES_URL": request.getfixturevalue("postgres_url"), **APPROVAL_KEY}

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,35 +22,17 @@ import pytest
 import yaml
 
 from domains.support_desk import RETRIEVAL_QUESTIONS
-from domains.support_desk.backend import DemoBackend
 from evals.servers import ChromaServer, PostgresServer
 from keel.settings import Settings
 from retrieval.embeddings import embedder_for
 from retrieval.store import CorpusStore
 from tests.conftest import APPROVAL_KEY, REFUND_REQUEST
+from tests.integration.cli import KEEL
+from tests.integration.cli import json_of as _json
+from tests.integration.cli import keel as _keel
+from tests.integration.cli import side_effects as _side_effects
 
-KEEL = str(Path(sys.executable).parent / "keel")
 QUESTIONS = RETRIEVAL_QUESTIONS
-
-
-def _keel(home: Path, env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("KEEL_", "OPENAI_"))}
-    clean.update(KEEL_HOME=str(home), LANGSMITH_TRACING="false", **env)
-    return subprocess.run(
-        [KEEL, *argv, "--json"], env=clean, cwd=home, capture_output=True, text=True, timeout=180
-    )
-
-
-def _json(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    assert done.returncode == 0, done.stderr
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result
-
-
-def _side_effects(home: Path) -> tuple[list[tuple[str, float]], list[str]]:
-    backend = DemoBackend(home / "support_desk.sqlite")
-    refunds = [(r["charge_id"], r["amount"]) for r in backend.refunds()]
-    return refunds, [m["recipient"] for m in backend.outbox()]
 
 
 def _postgres_threads(url: str) -> set[str]:
@@ -60,14 +41,6 @@ def _postgres_threads(url: str) -> set[str]:
     with psycopg.connect(url) as conn:
         rows = conn.execute("SELECT DISTINCT thread_id FROM checkpoints").fetchall()
     return {r[0] for r in rows}
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def checkpointer(request: pytest.FixtureRequest) -> dict[str, str]:
-    """The KEEL_* settings that select each checkpointer (Postgres: a fresh database)."""
-    if request.param == "sqlite":
-        return {}
-    return {"KEEL_POSTGRES_URL": request.getfixturevalue("postgres_url"), **APPROVAL_KEY}
 
 
 # -- the checkpointer contract ------------------------------------------------------------------

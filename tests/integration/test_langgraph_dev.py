@@ -131,7 +131,8 @@ def test_langgraph_dev_runs_a_request_to_its_approval_and_resumes_it(
     run = functools.partial(
         client.runs.wait, thread_id, "keel", multitask_strategy="reject", on_disconnect="continue"
     )
-    run(input={"request": REFUND_REQUEST})
+    # As Studio's chat and Agent Chat UI send it: chat messages, the last human one the request.
+    run(input={"messages": [{"type": "human", "content": REFUND_REQUEST}]})
 
     state = client.threads.get_state(thread_id)
     assert state["next"] == ["approve"], server.log()
@@ -149,6 +150,7 @@ def test_langgraph_dev_runs_a_request_to_its_approval_and_resumes_it(
     assert backend.refunds() == []
     assert backend.outbox() == []
 
+    # Agent Chat UI's "Approve All" (no digests), with a reviewer name the caller claims.
     answer = {"decisions": [{"type": "approve"}, {"type": "approve"}], "reviewer": "studio-test"}
     run(command={"resume": answer})
 
@@ -160,7 +162,14 @@ def test_langgraph_dev_runs_a_request_to_its_approval_and_resumes_it(
     # The receipts (pydantic objects in the state) come back through the API as JSON.
     receipts = values["approvals"]
     assert sorted(receipts) == sorted(request["digests"])
+    # langgraph dev, without auth, passes no user in the run's config: the answer's own name
+    # counts, as for a local caller (Aegra passes its anonymous user: tests/graph/test_chat.py).
     assert {r["approved_by"] for r in receipts.values()} == {"studio-test"}
+    # The answer in the chat: an AI message carrying the outcome, after the human's request.
+    human, ai = values["messages"]
+    assert (human["type"], human["content"]) == ("human", REFUND_REQUEST)
+    assert ai["type"] == "ai" and ai["content"] == values["answer"]
+    assert ai["additional_kwargs"]["keel"] == {"status": "done"}
     assert [(r["charge_id"], r["amount"]) for r in backend.refunds()] == [("CH-3002", 49.0)]
     assert [m["recipient"] for m in backend.outbox()] == ["ada@example.com"]
 

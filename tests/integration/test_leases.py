@@ -11,7 +11,6 @@ once (no TTL wait), and the backend holds one refund and one e-mail.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -23,46 +22,16 @@ from typing import Any
 
 import pytest
 
-from domains.support_desk.backend import DemoBackend
 from graph.lease import LeaseOwner, LeaseStore, PostgresLeaseStore, SqliteLeaseStore
 from keel.errors import LeaseHeld
 from keel.settings import Settings
 from observability.records import record_store_for
-from tests.conftest import APPROVAL_KEY, REFUND_REQUEST
-
-KEEL = str(Path(sys.executable).parent / "keel")
-
-
-def _env(home: Path, checkpointer: dict[str, str], **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KEEL_", "OPENAI_"))}
-    env.update(KEEL_HOME=str(home), LANGSMITH_TRACING="false", **checkpointer, **extra)
-    return env
-
-
-def _keel(home: Path, checkpointer: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [KEEL, *argv, "--json"], env=_env(home, checkpointer), cwd=home, capture_output=True,
-        text=True, timeout=180,
-    )  # fmt: skip
-
-
-def _json(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    assert done.returncode == 0, done.stderr
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result
-
-
-def _side_effects(home: Path) -> tuple[list[tuple[str, float]], list[str]]:
-    backend = DemoBackend(home / "support_desk.sqlite")
-    refunds = [(r["charge_id"], r["amount"]) for r in backend.refunds()]
-    return refunds, [m["recipient"] for m in backend.outbox()]
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def checkpointer(request: pytest.FixtureRequest) -> dict[str, str]:
-    if request.param == "sqlite":
-        return {}
-    return {"KEEL_POSTGRES_URL": request.getfixturevalue("postgres_url"), **APPROVAL_KEY}
+from tests.conftest import REFUND_REQUEST
+from tests.integration.cli import KEEL
+from tests.integration.cli import json_of as _json
+from tests.integration.cli import keel as _keel
+from tests.integration.cli import keel_env as _env
+from tests.integration.cli import side_effects as _side_effects
 
 
 def _store(home: Path, checkpointer: dict[str, str], ttl_s: float = 30) -> LeaseStore:

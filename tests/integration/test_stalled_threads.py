@@ -10,7 +10,6 @@ SIGKILL in exactly that window (``stranding_worker.py``), on SQLite and on Postg
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -19,47 +18,17 @@ from typing import Any
 
 import pytest
 
-from domains.support_desk.backend import DemoBackend
 from graph.builder import build_graph
 from graph.persistence import open_checkpointer
 from keel.settings import Settings
-from tests.conftest import APPROVAL_KEY, REFUND_REQUEST
+from tests.conftest import REFUND_REQUEST
+from tests.integration.cli import KEEL
+from tests.integration.cli import json_of as _json
+from tests.integration.cli import keel as _keel
+from tests.integration.cli import keel_env as _env
+from tests.integration.cli import side_effects as _side_effects
 
-KEEL = str(Path(sys.executable).parent / "keel")
 STRANDING_WORKER = str(Path(__file__).with_name("stranding_worker.py"))
-
-
-def _env(home: Path, checkpointer: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KEEL_", "OPENAI_"))}
-    env.update(KEEL_HOME=str(home), LANGSMITH_TRACING="false", **checkpointer)
-    return env
-
-
-def _keel(home: Path, checkpointer: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [KEEL, *argv, "--json"], env=_env(home, checkpointer), cwd=home, capture_output=True,
-        text=True, timeout=180,
-    )  # fmt: skip
-
-
-def _json(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    assert done.returncode == 0, done.stderr
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result
-
-
-def _side_effects(home: Path) -> tuple[list[tuple[str, float]], list[str]]:
-    backend = DemoBackend(home / "support_desk.sqlite")
-    refunds = [(r["charge_id"], r["amount"]) for r in backend.refunds()]
-    return refunds, [m["recipient"] for m in backend.outbox()]
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def checkpointer(request: pytest.FixtureRequest) -> dict[str, str]:
-    """The KEEL_* settings that select each checkpointer (Postgres: a fresh database)."""
-    if request.param == "sqlite":
-        return {}
-    return {"KEEL_POSTGRES_URL": request.getfixturevalue("postgres_url"), **APPROVAL_KEY}
 
 
 def strand_after_execute(home: Path, checkpointer: dict[str, str]) -> str:

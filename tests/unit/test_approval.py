@@ -89,10 +89,36 @@ def test_a_rejection_holds_and_approves_nothing(ctx: KeelContext, request_: dict
     assert "not a duplicate" in update["answer"]
 
 
-def test_an_edit_binds_the_receipt_to_the_new_arguments(
+def test_an_edit_naming_its_digest_binds_the_receipt_to_the_new_arguments(
     ctx: KeelContext, request_: dict[str, Any]
 ) -> None:
+    """``keel resume --edit`` names the digest it edits: its reviewer typed the exact arguments."""
     edited = {**plan().steps[0].args, "amount": 10.0}
+    answer = {
+        "decisions": [
+            {
+                "type": "edit",
+                "digest": request_["digests"][0],
+                "edited_action": {"name": "refund_charge", "args": edited},
+            },
+            {"type": "approve"},
+        ]
+    }
+    update = read_decisions(answer, request_, plan(), "t-1", ctx)
+    assert update["review"] == "edited"
+    assert update["plan"].steps[0].args["amount"] == 10.0
+    assert approval_digest("refund_charge", edited) in update["approvals"]
+    assert update["approvals"][approval_digest("refund_charge", edited)].edited
+    assert request_["digests"][0] not in update["approvals"]
+
+
+def test_an_edit_without_a_digest_is_a_proposal_not_an_approval(
+    ctx: KeelContext, request_: dict[str, Any]
+) -> None:
+    """Agent Chat UI's edit carries no digest and its fields return text: the edited action is
+    put back into the original's types, and approves nothing (not even the other actions of the
+    answer, which may depend on it) until they are asked for again."""
+    edited = {**plan().steps[0].args, "amount": "10"}
     answer = {
         "decisions": [
             {"type": "edit", "edited_action": {"name": "refund_charge", "args": edited}},
@@ -101,9 +127,9 @@ def test_an_edit_binds_the_receipt_to_the_new_arguments(
     }
     update = read_decisions(answer, request_, plan(), "t-1", ctx)
     assert update["review"] == "edited"
-    assert update["plan"].steps[0].args["amount"] == 10.0
-    assert approval_digest("refund_charge", edited) in update["approvals"]
-    assert request_["digests"][0] not in update["approvals"]
+    assert update["plan"].steps[0].args["amount"] == 10
+    # Nothing is approved by this answer: the e-mail is asked for again with the edited refund.
+    assert update["approvals"] == {}
 
 
 def test_idempotency_keys_come_from_business_ids() -> None:

@@ -1,0 +1,84 @@
+"""Who answered an approval: the serving engine's authenticated user when there is one.
+
+A serving engine puts the user it authenticated into the run's config, as LangGraph's own server
+does, under ``config["configurable"]["langgraph_auth_user"]`` (Aegra 0.11 puts its ``User`` model
+there, with ``identity`` and ``is_authenticated``; LangGraph's server a ``BaseUser`` that is also a
+mapping). That user is the reviewer: its ``keel_user`` field when the auth hook names the person
+there (Keel's hook for Aegra does, its ``identity`` being the team), else its ``identity``. The
+``reviewer`` string in an answer is the caller's claim: it names the reviewer only where no engine
+stands in front of the graph (``keel resume --as``, ``KeelApp``), and it never overrides an
+authenticated user.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+
+from graph.state import Reviewer
+
+AUTH_USER_KEY = "langgraph_auth_user"
+"""Where LangGraph's server and Aegra put the authenticated user in ``config["configurable"]``."""
+
+UNAUTHENTICATED = "unauthenticated:"
+"""Prefix of a reviewer an engine served without authenticating them: nobody vouched for it."""
+
+MAX_NAME = 100
+
+
+PERSON_FIELD = "keel_user"
+"""The person, when the auth hook names one besides ``identity``. Keel's Aegra hook must set
+``identity`` to the team (Aegra scopes threads by identity, and a reviewer has to see the thread
+someone else started) and puts the person here."""
+
+
+def _field(user: Any, name: str) -> Any:
+    """A field of the engine's user: a mapping, a pydantic model with extra fields (Aegra's
+    ``User``) or LangGraph's ``ProxyUser``, whose ``__getattr__`` may raise anything."""
+    try:
+        if isinstance(user, Mapping):
+            return user.get(name)
+        return getattr(user, name, None)
+    except Exception:  # a user object that cannot answer has no such field
+        return None
+
+
+def reviewer_of(config: RunnableConfig | None, claimed: str | None) -> Reviewer:
+    """The reviewer of an answer given in a run with this config.
+
+    With an engine's authenticated user in the config, that user's ``keel_user`` (the person,
+    when Keel's auth hook names one) or else its ``identity``. From an engine that
+    authenticated nobody (Aegra's anonymous user, ``langgraph dev``'s empty one), the answer's own
+    name or the engine's, marked ``unauthenticated:``. With no engine (a local caller), the
+    answer's own ``reviewer`` or ``unknown``.
+
+    Example:
+        >>> reviewer_of({"configurable": {"langgraph_auth_user": {"identity": "ann"}}}, "bob")
+        Reviewer(name='ann', authenticated=True, claimed='bob')
+        >>> reviewer_of({"configurable": {}}, "bob")
+        Reviewer(name='bob', authenticated=False, claimed=None)
+        >>> team = {"identity": "keel", "keel_user": "alice", "display_name": "alice"}
+        >>> reviewer_of({"configurable": {"langgraph_auth_user": team}}, None).name
+        'alice'
+        >>> anonymous = {"identity": "anonymous", "is_authenticated": False}
+        >>> reviewer_of({"configurable": {"langgraph_auth_user": anonymous}}, "bob").name
+        'unauthenticated:bob'
+    """
+    claim = claimed.strip()[:MAX_NAME] if isinstance(claimed, str) and claimed.strip() else None
+    configurable = (config or {}).get("configurable") or {}
+    user = configurable.get(AUTH_USER_KEY)
+    if user is None:
+        return Reviewer(name=claim or "unknown", authenticated=False)
+    identity = _field(user, PERSON_FIELD) or _field(user, "identity")
+    identity = str(identity).strip()[:MAX_NAME] if identity else ""
+    vouched = _field(user, "is_authenticated")
+    authenticated = bool(identity) and (vouched is None or bool(vouched))
+    if authenticated:
+        return Reviewer(
+            name=identity, authenticated=True, claimed=claim if claim != identity else None
+        )
+    return Reviewer(
+        name=f"{UNAUTHENTICATED}{claim or identity or 'anonymous'}", authenticated=False
+    )
