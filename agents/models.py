@@ -7,16 +7,25 @@ command that only reads or answers a thread, never need it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
 
 from keel.settings import Settings
 
 
-def chat_model_for(settings: Settings, model: str | None) -> BaseChatModel:
+def chat_model_for(
+    settings: Settings,
+    model: str | None,
+    *,
+    callbacks: Sequence[BaseCallbackHandler] = (),
+) -> BaseChatModel:
     """A ``ChatOpenAI`` with Keel's timeout and retry settings.
 
     The client's own retries cover 429, 5xx and connection errors; Keel's fallback model and the
-    runbook planner cover what is left.
+    runbook planner cover what is left. ``callbacks`` see every call the model makes, wherever
+    it is made from (the real-model scorecard counts calls and tokens with them).
     """
     from langchain_openai import ChatOpenAI
 
@@ -27,4 +36,5 @@ def chat_model_for(settings: Settings, model: str | None) -> BaseChatModel:
         timeout=settings.model_timeout_s,
         max_retries=settings.model_max_retries,
         temperature=0,
+        callbacks=list(callbacks) or None,
     )

@@ -73,6 +73,10 @@ class PlanDraft(BaseModel):
     intent: str
     steps: list[StepDraft] = Field(default_factory=list)
     answer: str | None = None
+    evidence: list[str] = Field(
+        default_factory=list,
+        description="the chunk ids a pure answer relies on (a step cites its own)",
+    )
     cannot_plan: str | None = None
 
 
@@ -235,7 +239,8 @@ def model_plan(
             intent=draft.intent,
             answer=draft.answer,
             planner=name,
-            evidence=sorted({c for s in draft.steps for c in s.evidence}),
+            # An answer cites at the top level (the validator checks it); a step in the step.
+            evidence=sorted({*draft.evidence, *(c for s in draft.steps for c in s.evidence)}),
             steps=[
                 Step(
                     tool=s.tool,

@@ -9,7 +9,8 @@ object as JSON and nothing else. Its shape:
 {{"intent": "<short_snake_case_name>",
   "steps": [{{"tool": "<tool name>", "args": {{...}}, "purpose": "<why>",
              "evidence": ["<chunk id>", ...], "postcondition": "<what must be true after>"}}],
-  "answer": "<for a pure question: the answer, citing the evidence; else null>",
+  "answer": "<for a pure question: the answer; else null>",
+  "evidence": ["<chunk id the answer relies on>", ...],
   "cannot_plan": "<reason, when the request must not or cannot be planned; else null>"}}
 
 Rules:

@@ -177,10 +177,23 @@ def _parser() -> argparse.ArgumentParser:
         "runs the scenarios suite only)",
     )  # fmt: skip
     evaluate.add_argument(
+        "--model", metavar="NAME",
+        help="scenarios: run Keel's model planner and both baselines on this real model, at "
+        "OPENAI_BASE_URL (an OpenAI-compatible server) or OpenAI (OPENAI_API_KEY); one of them "
+        "must be set. Runs the scenarios suite only, k=1 unless --k",
+    )  # fmt: skip
+    evaluate.add_argument(
+        "--scenario", action="append", metavar="NAME",
+        help="with --model: run only this scenario (repeatable)",
+    )  # fmt: skip
+    evaluate.add_argument(
+        "--limit", type=int, metavar="N", help="with --model: run only the first N scenarios"
+    )
+    evaluate.add_argument(
         "--out", metavar="DIR",
         help="where the scorecard (scorecard.json, scorecard.md, scorecard.png) or the "
         "compounding curve (compounding.json, .md, .png) is written (default: "
-        "KEEL_HOME/scorecard, KEEL_HOME/compounding)",
+        "KEEL_HOME/scorecard, KEEL_HOME/compounding; with --model, KEEL_HOME/scorecard-real)",
     )  # fmt: skip
     runs = sub.add_parser(
         "runs", parents=[common],
@@ -628,6 +641,10 @@ def _eval(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None
 
     if args.k is not None and args.k < 1:
         raise BadRequest("--k must be at least 1")
+    if args.model is not None:
+        return _eval_real_model(args, settings)
+    if args.scenario or args.limit is not None:
+        raise BadRequest("--scenario and --limit go with --model (the real-model scorecard)")
     update: dict[str, Any] = {"eval_plot": args.plot or settings.eval_plot}
     if args.k is not None:
         update["eval_k"] = args.k
@@ -673,6 +690,41 @@ def _eval(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None
             if not results:
                 return None
     return _report(args, results)
+
+
+def _eval_real_model(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None:
+    """The scenarios' scorecard with every model decision made by a real model (--model)."""
+    from pathlib import Path
+
+    from evals.real_model import DEFAULT_K, RealModel, real_markdown, run_real_scorecard
+    from evals.real_model import write_real_scorecard as write
+
+    if args.suite and args.suite != ["scenarios"]:
+        raise BadRequest("--model runs the scenarios suite only: --suite scenarios --model NAME")
+    if args.plot:
+        raise BadRequest("--plot sweeps tool faults with the scripted model; not with --model")
+    model = RealModel.from_settings(settings, args.model)
+    paths = None
+    if args.scenarios:
+        missing = [p for p in args.scenarios if not Path(p).exists()]
+        if missing:
+            raise BadRequest(f"--scenarios: no such file or folder: {', '.join(missing)}")
+        paths = [Path(p).resolve() for p in args.scenarios]
+    card = run_real_scorecard(
+        settings,
+        model,
+        k=args.k or DEFAULT_K,
+        paths=paths,
+        names=args.scenario or [],
+        limit=args.limit,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    card["written"] = write(card, Path(args.out) if args.out else settings.home / "scorecard-real")
+    if args.json:
+        return card
+    print(real_markdown(card))
+    print(f"written: {', '.join(card['written'].values())}")
+    return None
 
 
 def _report(args: argparse.Namespace, results: dict[str, Any]) -> dict[str, Any] | None:

@@ -119,3 +119,28 @@ def test_a_replan_shows_the_model_what_the_thread_already_did(settings: Settings
     first, replan = model.seen_text
     assert "RF-5001" not in first and "none yet" in first
     assert "[step 1 refund_charge] refund_id = RF-5001" in replan
+
+
+def test_a_model_answer_to_a_question_cites_its_evidence_and_is_accepted(
+    settings: Settings,
+) -> None:
+    """A pure answer has no step to cite evidence in: it cites at the top level of the plan, and
+    the validator (which refuses an answer citing nothing retrieved) accepts it. Found by the
+    real-model scorecard: before, a model's answer could never pass and always escalated."""
+    from retrieval.embeddings import embedder_for
+    from retrieval.store import CorpusStore
+
+    question = "What is our refund window?"
+    hits = CorpusStore(settings, embedder_for(settings)).query(question, 6)
+    policy = next(e for e in hits if e.trust_tier == "official" and "30 days" in e.text)
+    answer = {"intent": "answer_question", "steps": [], "answer": "30 days from the charge.",
+              "evidence": [policy.chunk_id]}  # fmt: skip
+    uncited = answer | {"evidence": []}
+    model = FakeMessagesListChatModel(
+        responses=[AIMessage(json.dumps(uncited)), AIMessage(json.dumps(answer))]
+    )
+    for app in _app(settings, model):
+        done = app.run(question)
+        assert done.status == "done" and done.planner.startswith("model:"), done.plan_verdict
+        assert done.plan is not None and done.plan.evidence == [policy.chunk_id]
+        assert "30 days" in done.answer
