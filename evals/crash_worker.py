@@ -32,6 +32,7 @@ import contextlib
 import io
 import json
 import os
+import secrets
 import signal
 import sys
 import threading
@@ -70,7 +71,7 @@ SAVER_READS = frozenset(
      "with_allowlist", "setup"}
 )  # fmt: skip
 LEDGER_READS = frozenset({"get", "for_thread", "owners"})
-INBOX_READS = frozenset({"waiting_for", "cursor"})
+INBOX_READS = frozenset({"waiting_for", "cursor", "relaying"})
 RECORD_READS = frozenset(
     {"events", "count", "latest_run", "next_segment", "resolve", "run_ids", "runs", "close"}
 )
@@ -301,7 +302,8 @@ def _environment(home: Path, postgres_url: str | None) -> Iterator[None]:
             del os.environ[name]
     os.environ.update(KEEL_HOME=str(home), LANGSMITH_TRACING="false")
     if postgres_url is not None:
-        os.environ["KEEL_POSTGRES_URL"] = postgres_url
+        # The worker and the operator (forked from this process) share it, as workers must.
+        os.environ.update(KEEL_POSTGRES_URL=postgres_url, KEEL_APPROVAL_KEY=secrets.token_hex(32))
     os.chdir(home)  # no .env of the caller's working directory
     yield
 

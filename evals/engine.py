@@ -288,27 +288,23 @@ def engine_env(
 
 
 def prepare_home(home: Path, postgres_url: str, chroma_url: str, approval_key: str) -> Settings:
-    """The corpus in the Chroma server, the demo domain's backend and the approval key, made
-    once before any worker starts (two workers creating the key at the same moment could race).
+    """The corpus in the Chroma server and the demo domain's backend, made once before any
+    worker starts; the settings every process shares, the approval key among them (a secret
+    setting, KEEL_APPROVAL_KEY: with PostgreSQL, Keel refuses to start without it).
     """
     from domains.support_desk import SupportDesk
     from retrieval.embeddings import embedder_for
     from retrieval.store import CorpusStore
-    from tools.permissions import ReceiptSigner
 
-    # The approval key as a secret setting (KEEL_APPROVAL_KEY), the same for every process;
-    # a Keel without that setting ignores it and uses HOME/approval.key, made just below.
-    secret: dict[str, Any] = {"approval_key": approval_key}
     settings = Settings(
         home=home,
         postgres_url=postgres_url,  # type: ignore[arg-type]
         chroma_url=chroma_url,
+        approval_key=approval_key,  # type: ignore[arg-type]
         _env_file=None,  # type: ignore[call-arg]
-        **secret,
     )
     CorpusStore(settings, embedder_for(settings)).ingest(progress=False)
     SupportDesk().prepare(settings, reset=True)
-    ReceiptSigner.for_home(settings.home)
     return settings
 
 

@@ -85,7 +85,7 @@ class KeelContext:
             tools=tools,
             store=CorpusStore(settings, embedder_for(settings)),
             ledger=_ledger_for(settings),
-            inbox=EventInbox(settings.events_db),
+            inbox=inbox_for(settings),
             planner_model=planner_model,
             fallback_model=fallback_model,
         )
@@ -96,6 +96,18 @@ def _ledger_for(settings: Settings) -> IntentLedger:
     if settings.postgres_url is None:
         return IntentLedger(settings.intent_db)
     return PostgresIntentLedger(
+        settings.postgres_url.get_secret_value(),
+        connect_timeout_s=settings.postgres_connect_timeout_s,
+    )
+
+
+def inbox_for(settings: Settings) -> EventInbox:
+    """The event inbox beside the checkpoints: Postgres when they are there, else SQLite."""
+    if settings.postgres_url is None:
+        return EventInbox(settings.events_db)
+    from tools.events_postgres import PostgresEventInbox  # psycopg only when configured
+
+    return PostgresEventInbox(
         settings.postgres_url.get_secret_value(),
         connect_timeout_s=settings.postgres_connect_timeout_s,
     )

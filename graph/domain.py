@@ -20,7 +20,7 @@ from graph.state import CannotPlan, DomainEvent, EventWait, Evidence, Plan, Step
 from keel.errors import ConfigError
 from keel.settings import Settings
 from tools.faults import FaultProfile
-from tools.permissions import Scope, open_gate
+from tools.permissions import ReceiptSigner, Scope, open_gate
 from tools.spec import AgentTools, ToolRegistry
 
 
@@ -255,5 +255,8 @@ def gated_registry(domain: Domain, settings: Settings) -> ToolRegistry:
     Deny by default: no manifest, no registry (and so no graph run).
     """
     tools = domain.tools(settings)
-    open_gate(settings.policy_file, tools, domain.scopes(), settings.home)
+    open_gate(
+        settings.policy_file, tools, domain.scopes(), settings.home,
+        signer=ReceiptSigner.from_settings(settings),
+    )  # fmt: skip
     return tools

@@ -63,17 +63,23 @@ def dispatch_events(
 
     Returns:
         One entry per event read: its type, key, and the threads it woke.
+
+    Raises:
+        RelayBusy: another relay kept the inbox longer than ``tools.events.RELAY_WAIT_S``.
     """
     if ctx.inbox is None:
         return []
     report = []
-    for event in ctx.domain.events_after(ctx.settings, ctx.inbox.cursor()):
-        woken = []
-        for thread_id in ctx.inbox.waiting_for(event):
-            if waiting(thread_id):
-                resume(thread_id, event)
-                woken.append(thread_id)
-            ctx.inbox.delivered(thread_id, event)
-        ctx.inbox.advance(event.seq)
-        report.append({"seq": event.seq, "type": event.type, "key": event.key, "woke": woken})
+    # One relay at a time (a second waits its turn, then reads from where the first stopped):
+    # two relays reading the same events would each resume the same threads.
+    with ctx.inbox.relaying():
+        for event in ctx.domain.events_after(ctx.settings, ctx.inbox.cursor()):
+            woken = []
+            for thread_id in ctx.inbox.waiting_for(event):
+                if waiting(thread_id):
+                    resume(thread_id, event)
+                    woken.append(thread_id)
+                ctx.inbox.delivered(thread_id, event)
+            ctx.inbox.advance(event.seq)
+            report.append({"seq": event.seq, "type": event.type, "key": event.key, "woke": woken})
     return report

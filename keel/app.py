@@ -64,8 +64,9 @@ from observability.events import (
     RunStarted,
 )
 from observability.recorder import Recorder, RunRecording, jsonable, model_name
+from observability.records import record_store_for
 from observability.redaction import Redactor
-from observability.store import RecordStore
+from observability.store import FlightRecord
 from observability.tracing import Tracing, run_config
 from tools.events import EventInbox
 from tools.ledger import IntentLedger
@@ -181,7 +182,7 @@ class Stores:
     ledger: IntentLedger | None
     inbox: EventInbox | None
     tools: ToolRegistry
-    records: RecordStore | None
+    records: FlightRecord | None
     leases: LeaseStore | None
 
 
@@ -244,11 +245,7 @@ class KeelApp:
         context = context or KeelContext.from_settings(settings)
         redactor = Redactor.from_settings(settings)
         tracing = Tracing(redactor)
-        records = (
-            RecordStore(settings.records_db, synchronous=settings.record_sync)
-            if settings.record
-            else None
-        )
+        records = record_store_for(settings) if settings.record else None
         try:
             with open_checkpointer(settings) as opened:
                 leases = open_leases(settings, opened)

@@ -320,10 +320,10 @@ def _command(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | N
         return _record_view(args, settings)
     domain = load_domain(settings.domain)
     if args.command == "seed" or (args.command == "domain" and args.verb == "seed"):
-        from tools.events import EventInbox
+        from graph.context import inbox_for
 
         domain.prepare(settings, reset=True)
-        EventInbox(settings.events_db).restart()
+        inbox_for(settings).restart()
         return _say(
             args,
             {"domain": domain.name, "seeded": str(settings.domain_db)},
@@ -466,7 +466,7 @@ def _json_logs(settings: Settings) -> logging.Handler:
 def _record_view(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None:
     """``runs``, ``trace`` and ``explain``: read the flight record (and, for ``runs``, each
     thread's checkpoint and lease), run nothing."""
-    from observability.store import open_record
+    from observability.records import open_record
     from observability.views import explain, render_explanation, render_tree, trace_tree
 
     if args.command == "runs":
@@ -494,7 +494,7 @@ def _runs(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None
     from graph.status import open_thread_book
     from keel import report
     from keel.errors import ThreadNotFound
-    from observability.store import open_record
+    from observability.records import open_record
 
     if args.limit < 1:
         raise BadRequest("--limit must be at least 1")

@@ -54,6 +54,11 @@ class LeaseHeld(KeelError):
         )
 
 
+class RelayBusy(KeelError):
+    """Another event relay (``keel events``) kept the inbox past the wait: one relay at a time
+    reads the outbox, so two never resume the same thread with the same event at once."""
+
+
 class RecoveryIncomplete(KeelError):
     """``recover --all`` left a thread stalled, refused (a live worker) or failed."""
 

@@ -50,6 +50,30 @@ def domain_folder(spec: str) -> Path:
     return Path(found.origin).resolve().parent
 
 
+SIGNING_KEY_HEX_CHARS = 64
+"""An approval key is 32 random bytes written as hex, as ``home/approval.key`` holds it."""
+
+
+def _signing_key_text(text: str, where: str) -> str:
+    """The key as 64 lowercase hex characters; the error names the setting, never the value.
+
+    Example:
+        >>> _signing_key_text("ab" * 31, "KEEL_APPROVAL_KEY")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: KEEL_APPROVAL_KEY must be 64 hex characters (32 bytes, ...); it has 62
+    """
+    key = text.strip().lower()
+    if len(key) != SIGNING_KEY_HEX_CHARS:
+        raise ValueError(
+            f"{where} must be {SIGNING_KEY_HEX_CHARS} hex characters (32 bytes, e.g. "
+            f"`openssl rand -hex 32`); it has {len(key)}"
+        )
+    if not all(c in "0123456789abcdef" for c in key):
+        raise ValueError(f"{where} must be {SIGNING_KEY_HEX_CHARS} hex characters (0-9, a-f)")
+    return key
+
+
 class Settings(BaseSettings):
     """Every knob Keel has, with the embedded, offline defaults.
 
@@ -58,8 +82,9 @@ class Settings(BaseSettings):
         PosixPath('/tmp/keel/checkpoints.sqlite')
     """
 
+    # Errors never echo what was given: a bad KEEL_APPROVAL_KEY must not reach a log or a terminal.
     model_config = SettingsConfigDict(
-        env_prefix="KEEL_", env_file=".env", extra="ignore", frozen=True
+        env_prefix="KEEL_", env_file=".env", extra="ignore", frozen=True, hide_input_in_errors=True
     )
 
     home: Path = Field(default=Path(".keel"), description="Folder for every embedded store.")
@@ -200,6 +225,16 @@ class Settings(BaseSettings):
         "dead worker on the same machine is seen at once, by its pid.",
     )
     approval_ttl_s: int = Field(default=24 * 3600, ge=60)
+    approval_key: SecretStr | None = Field(
+        default=None,
+        description="The key that signs approval receipts: 64 hex characters (32 bytes, "
+        "`openssl rand -hex 32`), the same on every worker. Unset: HOME/approval.key, made on "
+        "first use (one machine only; refused with KEEL_POSTGRES_URL).",
+    )
+    approval_key_file: Path | None = Field(
+        default=None,
+        description="A file holding that key (a mounted secret), instead of KEEL_APPROVAL_KEY.",
+    )
     reviewer: str = Field(default="operator", description="Who approves from this shell.")
     policy_file: Path = Field(
         default=None,  # type: ignore[assignment]  # filled from the domain below
@@ -257,6 +292,38 @@ class Settings(BaseSettings):
                     " (it would match everywhere)"
                 )
         return value
+
+    @field_validator("approval_key")
+    @classmethod
+    def _approval_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        return SecretStr(_signing_key_text(value.get_secret_value(), "KEEL_APPROVAL_KEY"))
+
+    @model_validator(mode="after")
+    def _one_signing_key(self) -> Settings:
+        if self.approval_key is not None and self.approval_key_file is not None:
+            raise ValueError("set KEEL_APPROVAL_KEY or KEEL_APPROVAL_KEY_FILE, not both")
+        self.approval_signing_key()  # a missing or malformed key file is refused here, at start
+        return self
+
+    def approval_signing_key(self) -> bytes | None:
+        """The receipts' key from ``KEEL_APPROVAL_KEY`` or ``KEEL_APPROVAL_KEY_FILE``; None when
+        neither is set (the key file in ``home`` is used then).
+
+        Raises:
+            ValueError: the key file cannot be read or does not hold 64 hex characters.
+        """
+        if self.approval_key is not None:
+            return bytes.fromhex(self.approval_key.get_secret_value())
+        if self.approval_key_file is None:
+            return None
+        where = f"KEEL_APPROVAL_KEY_FILE={self.approval_key_file}"
+        try:
+            text = self.approval_key_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise ValueError(f"{where}: cannot read it ({type(err).__name__})") from None
+        return bytes.fromhex(_signing_key_text(text, where))
 
     @field_validator("chroma_url")
     @classmethod

@@ -15,6 +15,7 @@ interrupt payloads) and answers (the resume values).
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -30,6 +31,7 @@ from langgraph.errors import GraphBubbleUp
 from pydantic_core import to_jsonable_python
 
 from graph.context import KeelContext
+from keel.errors import StoreUnavailable
 from observability.events import (
     AnyPayload,
     ClockRead,
@@ -44,7 +46,7 @@ from observability.events import (
     VerdictGiven,
 )
 from observability.redaction import Redactor
-from observability.store import RecordStore
+from observability.store import FlightRecord
 from retrieval.curation import Retrieval
 from retrieval.store import CorpusStore
 from tools.spec import ToolEvent
@@ -82,9 +84,16 @@ class RunRecording:
         self.trace_id = trace_id
         self.checkpoint_id: str | None = None
         self.written = 0
+        self.lost = 0
+        """Events the store refused (an outage): logged as a warning, never the run's failure."""
 
     def emit(self, payload: AnyPayload, *, node: str | None = None, step: int | None = None) -> int:
-        """Redact, store (committed) and log one event; its sequence number."""
+        """Redact, store (committed) and log one event; its sequence number (0 when lost).
+
+        A store that fails (a Postgres outage, a disk error) loses the event, not the run: the
+        record watches the run, and the checkpoints, the ledger and the backend hold its truth.
+        The loss is a warning in the log, with the event's ids and kind.
+        """
         clean = self.recorder.redactor.model(payload)
         event = RecordEvent(
             run_id=self.run_id,
@@ -96,7 +105,20 @@ class RunRecording:
             at=self.recorder.wall_clock().isoformat(),
             payload=clean,
         )
-        seq = self.recorder.store.append(event)
+        try:
+            seq = self.recorder.store.append(event)
+        except (StoreUnavailable, sqlite3.Error) as err:
+            self.lost += 1
+            self.recorder.log.warning(
+                "record_event_lost",
+                extra={
+                    "keel": {
+                        "event": payload.kind, "run_id": self.run_id, "thread_id": self.thread_id,
+                        "segment": self.segment, "error": " ".join(str(err).split())[:300],
+                    }
+                },
+            )  # fmt: skip
+            return 0
         self.written += 1
         self.recorder.log.info(
             payload.kind,
@@ -113,9 +135,10 @@ class RunRecording:
 
 
 class Recorder:
-    """Writes the record of the runs of one ``KeelApp`` (or one replay) to a ``RecordStore``.
+    """Writes the record of the runs of one ``KeelApp`` (or one replay) to a ``FlightRecord``.
 
     Example:
+        >>> from observability.store import RecordStore
         >>> rec = Recorder(RecordStore(":memory:"), Redactor(["token"]))
         >>> rec.active is None
         True
@@ -123,7 +146,7 @@ class Recorder:
 
     def __init__(
         self,
-        store: RecordStore,
+        store: FlightRecord,
         redactor: Redactor,
         *,
         wall_clock: Callable[[], datetime] = _utc_now,

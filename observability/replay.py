@@ -63,8 +63,9 @@ from observability.events import (
     RunStarted,
 )
 from observability.recorder import Recorder, jsonable
+from observability.records import open_record
 from observability.redaction import REDACTED, Redactor
-from observability.store import RecordStore, open_record
+from observability.store import RecordStore
 from retrieval.curation import Retrieval
 from retrieval.embeddings import Embedder
 from retrieval.store import CorpusStore

@@ -1,5 +1,8 @@
 """The flight record on SQLite next to the checkpoints: append-only, one committed insert per event.
 
+(With ``KEEL_POSTGRES_URL`` it is in PostgreSQL instead: ``observability.store_postgres``; both
+share :class:`FlightRecord`'s reads, and ``observability.records`` picks one.)
+
 Durability: WAL and autocommit, so an event is in the database file's log when ``append``
 returns, and a killed process loses nothing that was acknowledged. What a power cut or a kernel
 crash may lose depends on ``synchronous`` (``KEEL_RECORD_SYNC``): with ``NORMAL``, the default
@@ -15,13 +18,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from keel.errors import BadRequest
-from keel.settings import Settings
 from observability.events import SCHEMA_VERSION, RecordEvent
 
 _SCHEMA = """
@@ -67,52 +70,34 @@ class RunSummary(BaseModel):
     planner: str | None
 
 
-class RecordStore:
-    """Events of every run, keyed by thread, run, segment, checkpoint and sequence.
+class FlightRecord(ABC):
+    """The flight record's reads, written once for every backend; a backend stores and queries.
 
-    Example:
-        >>> store = RecordStore(":memory:")
-        >>> store.count()
-        0
+    A backend gives ``append`` and ``_query`` (SQL written with ``?`` placeholders, rows as
+    tuples); turning rows into typed events, checking their schema version, and finding a run
+    are the same code on SQLite and PostgreSQL. Append-only is the backend's database's job.
     """
 
-    def __init__(self, path: Path | str, *, synchronous: str = "FULL") -> None:
-        self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._lock = threading.Lock()
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute(f"PRAGMA synchronous={synchronous}")
-        self._conn.execute("PRAGMA busy_timeout=5000")
-        self._conn.executescript(_SCHEMA)
+    where: str
+    """Where the record is, as messages name it (a file, or ``KEEL_POSTGRES_URL=...``)."""
 
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
+    @abstractmethod
     def append(self, event: RecordEvent) -> int:
         """Store one event (committed when this returns); its sequence number."""
-        row = (
-            event.schema_version, event.run_id, event.thread_id, event.segment,
-            event.checkpoint_id, event.node, event.step, event.kind, event.at,
-            event.payload.model_dump_json(),
-        )  # fmt: skip
-        with self._lock:
-            cursor = self._conn.execute(
-                "INSERT INTO events (schema_version, run_id, thread_id, segment, checkpoint_id,"
-                " node, step, kind, at, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                row,
-            )
-        return int(cursor.lastrowid or 0)
+
+    @abstractmethod
+    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """The rows of one read (``?`` placeholders)."""
+
+    def close(self) -> None:  # noqa: B027 - optional: nothing to close for some backends
+        """Give back what the store holds open."""
 
     def _rows(self, where: str, params: tuple[Any, ...]) -> list[RecordEvent]:
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT seq, schema_version, run_id, thread_id, segment, checkpoint_id, node, step,"
-                f" at, payload FROM events WHERE {where} ORDER BY seq",
-                params,
-            ).fetchall()
+        rows = self._query(
+            "SELECT seq, schema_version, run_id, thread_id, segment, checkpoint_id, node, step,"
+            f" at, payload FROM {self.table} WHERE {where} ORDER BY seq",
+            params,
+        )
         events = []
         for seq, version, run_id, thread_id, segment, checkpoint_id, node, step, at, body in rows:
             if version != SCHEMA_VERSION:
@@ -131,29 +116,27 @@ class RecordStore:
             )  # fmt: skip
         return events
 
+    table = "events"
+    """The events' table (Postgres prefixes Keel's tables)."""
+
     def events(self, run_id: str) -> list[RecordEvent]:
         """Every event of one run, in order."""
         return self._rows("run_id = ?", (run_id,))
 
     def count(self) -> int:
-        with self._lock:
-            return int(self._conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+        return int(self._query(f"SELECT COUNT(*) FROM {self.table}")[0][0])
 
     def latest_run(self, thread_id: str) -> str | None:
         """The run a thread's last event belongs to, if it has any."""
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT run_id FROM events WHERE thread_id = ? ORDER BY seq DESC LIMIT 1",
-                (thread_id,),
-            ).fetchone()
-        return None if row is None else str(row[0])
+        rows = self._query(
+            f"SELECT run_id FROM {self.table} WHERE thread_id = ? ORDER BY seq DESC LIMIT 1",
+            (thread_id,),
+        )
+        return str(rows[0][0]) if rows else None
 
     def next_segment(self, run_id: str) -> int:
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT MAX(segment) FROM events WHERE run_id = ?", (run_id,)
-            ).fetchone()
-        return 0 if row[0] is None else int(row[0]) + 1
+        rows = self._query(f"SELECT MAX(segment) FROM {self.table} WHERE run_id = ?", (run_id,))
+        return 0 if not rows or rows[0][0] is None else int(rows[0][0]) + 1
 
     def resolve(self, ref: str) -> str:
         """A run id from a run id, a thread id, or a unique prefix of a run id.
@@ -161,21 +144,16 @@ class RecordStore:
         Raises:
             BadRequest: nothing, or more than one run, matches.
         """
-        with self._lock:
-            exact = self._conn.execute(
-                "SELECT 1 FROM events WHERE run_id = ? LIMIT 1", (ref,)
-            ).fetchone()
-            if exact:
-                return ref
-            by_thread = self._conn.execute(
-                "SELECT run_id FROM events WHERE thread_id = ? ORDER BY seq DESC LIMIT 1", (ref,)
-            ).fetchone()
-            if by_thread:
-                return str(by_thread[0])
-            prefixed = self._conn.execute(
-                "SELECT DISTINCT run_id FROM events WHERE run_id LIKE ? LIMIT 2",
-                (ref.replace("%", "").replace("_", "\\_") + "%",),
-            ).fetchall()
+        if self._query(f"SELECT 1 FROM {self.table} WHERE run_id = ? LIMIT 1", (ref,)):
+            return ref
+        by_thread = self.latest_run(ref)
+        if by_thread is not None:
+            return by_thread
+        escaped = ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        prefixed = self._query(
+            f"SELECT DISTINCT run_id FROM {self.table} WHERE run_id LIKE ? ESCAPE '\\' LIMIT 2",
+            (escaped + "%",),
+        )
         if len(prefixed) == 1 and len(ref) >= 4:
             return str(prefixed[0][0])
         if len(prefixed) > 1:
@@ -184,16 +162,66 @@ class RecordStore:
 
     def run_ids(self, limit: int | None = None) -> list[str]:
         """Run ids, most recent first."""
-        sql = "SELECT run_id FROM events GROUP BY run_id ORDER BY MAX(seq) DESC"
-        with self._lock:
-            rows = self._conn.execute(
-                sql + (" LIMIT ?" if limit else ""), (limit,) if limit else ()
-            ).fetchall()
+        sql = f"SELECT run_id FROM {self.table} GROUP BY run_id ORDER BY MAX(seq) DESC"
+        rows = self._query(sql + (" LIMIT ?" if limit else ""), (limit,) if limit else ())
         return [str(r[0]) for r in rows]
 
     def runs(self, limit: int = 20) -> list[RunSummary]:
         """The most recent runs, newest first, summarized."""
         return [summarize(self.events(run_id)) for run_id in self.run_ids(limit)]
+
+
+def event_row(event: RecordEvent) -> tuple[Any, ...]:
+    """The columns ``append`` inserts, in the order of ``INSERT_COLUMNS``."""
+    return (
+        event.schema_version, event.run_id, event.thread_id, event.segment,
+        event.checkpoint_id, event.node, event.step, event.kind, event.at,
+        event.payload.model_dump_json(),
+    )  # fmt: skip
+
+
+INSERT_COLUMNS = (
+    "(schema_version, run_id, thread_id, segment, checkpoint_id, node, step, kind, at, payload)"
+)
+
+
+class RecordStore(FlightRecord):
+    """Events of every run, keyed by thread, run, segment, checkpoint and sequence (SQLite).
+
+    Example:
+        >>> store = RecordStore(":memory:")
+        >>> store.count()
+        0
+    """
+
+    def __init__(self, path: Path | str, *, synchronous: str = "FULL") -> None:
+        self.path = str(path)
+        self.where = self.path
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._lock = threading.Lock()
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute(f"PRAGMA synchronous={synchronous}")
+        self._conn.execute("PRAGMA busy_timeout=5000")
+        self._conn.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def append(self, event: RecordEvent) -> int:
+        """Store one event (committed when this returns); its sequence number."""
+        with self._lock:
+            cursor = self._conn.execute(
+                f"INSERT INTO events {INSERT_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                event_row(event),
+            )
+        return int(cursor.lastrowid or 0)
+
+    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return list(self._conn.execute(sql, params).fetchall())
 
 
 def summarize(events: list[RecordEvent]) -> RunSummary:
@@ -241,17 +269,3 @@ def summarize(events: list[RecordEvent]) -> RunSummary:
 
 class RunNotFound(BadRequest):
     """No recorded run matches the id given."""
-
-
-def open_record(settings: Settings) -> RecordStore:
-    """The flight record of these settings, for reading.
-
-    Raises:
-        RunNotFound: there is no record yet.
-    """
-    if not settings.records_db.exists():
-        raise RunNotFound(
-            f"no flight record at {settings.records_db}: nothing was recorded yet "
-            "(or KEEL_RECORD is off)"
-        )
-    return RecordStore(settings.records_db)

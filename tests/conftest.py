@@ -20,6 +20,8 @@ from keel.settings import Settings
 from retrieval.embeddings import embedder_for
 from retrieval.store import CorpusStore
 
+APPROVAL_KEY = {"KEEL_APPROVAL_KEY": "5e" * 32}
+"""The receipts' key every worker of a Postgres test shares (Postgres refuses to run without)."""
 REFUND_REQUEST = (
     "Customer C-1001 was charged twice for invoice INV-2001, please refund the duplicate charge"
 )

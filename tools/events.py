@@ -1,17 +1,32 @@
 """The event inbox: which thread waits for which business event, and how far the relay has read.
 
-See ``graph/events.py`` for the flow; this is its store (SQLite, next to the intent ledger).
+See ``graph/events.py`` for the flow; this is its store: SQLite next to the intent ledger, or
+PostgreSQL beside the checkpoints with ``KEEL_POSTGRES_URL`` (``tools.events_postgres``), chosen
+by ``graph.context.inbox_for``. Both keep the same promises:
+
+- ``subscribe`` is idempotent (the node that calls it runs again when its thread is resumed);
+- ``delivered`` marks a subscription served, after the thread was resumed (at-least-once);
+- the relay's cursor never moves back (``advance`` keeps the larger number; only ``restart``,
+  after the domain's outbox was reset, starts it again), and ``relaying`` lets one relay at a
+  time read the outbox, so two relays started together never wake a thread twice with one event.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 from graph.state import DomainEvent, EventWait
+from keel.errors import RelayBusy
+
+RELAY_WAIT_S = 60.0
+"""How long a relay waits for another to finish reading the outbox before giving up."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS subscriptions (
@@ -22,8 +37,23 @@ CREATE TABLE IF NOT EXISTS relay (id INTEGER PRIMARY KEY CHECK (id = 1), seq INT
 """
 
 
+def relay_busy(waited_s: float) -> RelayBusy:
+    return RelayBusy(
+        f"another `keel events` relay has been reading the outbox for {waited_s:g} s; "
+        "nothing was relayed by this one (run it again when that one is done)"
+    )
+
+
 class EventInbox:
-    """Which thread waits for which event, and how far the relay has read the outbox (SQLite)."""
+    """Which thread waits for which event, and how far the relay has read the outbox (SQLite).
+
+    Example:
+        >>> inbox = EventInbox(Path("/tmp/keel-doc/events.sqlite"))
+        >>> inbox.advance(7); inbox.advance(3); inbox.cursor()
+        7
+        >>> inbox.restart(); inbox.cursor()
+        0
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -78,8 +108,35 @@ class EventInbox:
             db.execute("DELETE FROM relay")
 
     def advance(self, seq: int) -> None:
+        """The relay has handled every event up to ``seq``; a smaller number changes nothing."""
         with self._db() as db:
             db.execute(
-                "INSERT INTO relay VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET seq = excluded.seq",
+                "INSERT INTO relay VALUES (1, ?)"
+                " ON CONFLICT(id) DO UPDATE SET seq = max(seq, excluded.seq)",
                 (seq,),
             )
+
+    @contextmanager
+    def relaying(self, wait_s: float = RELAY_WAIT_S) -> Iterator[None]:
+        """Hold the relay's turn: a second relay waits here until the first is done.
+
+        An exclusive ``flock`` on a file beside the inbox; the kernel releases it when its
+        process dies, so a killed relay never blocks the next.
+
+        Raises:
+            RelayBusy: another relay kept its turn for ``wait_s``.
+        """
+        fd = os.open(self.path.with_name(self.path.name + ".relay"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            deadline = time.monotonic() + wait_s
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise relay_busy(wait_s) from None
+                    time.sleep(0.05)
+            yield
+        finally:
+            os.close(fd)  # releases the lock

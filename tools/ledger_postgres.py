@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from graph.persistence import advisory_lock, redact_url
-from keel.errors import StoreUnavailable
 from tools.ledger import Intent, IntentLedger
 
 SCHEMA = """
@@ -36,32 +34,18 @@ class PostgresIntentLedger(IntentLedger):
     """
 
     def __init__(self, url: str, *, connect_timeout_s: float = 10.0) -> None:
+        from graph.postgres_tables import KeelTables
+
         self.url = url
         self.connect_timeout_s = connect_timeout_s
-        self._ready = False
+        self._tables = KeelTables(
+            url, schema=SCHEMA, table="keel_intents", lock_key=_SCHEMA_LOCK,
+            what="intent ledger", connect_timeout_s=connect_timeout_s,
+        )  # fmt: skip
 
     def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        import psycopg
-
-        try:
-            with psycopg.connect(
-                self.url, autocommit=True, connect_timeout=max(1, round(self.connect_timeout_s))
-            ) as conn:
-                if not self._ready:
-                    exists = conn.execute("SELECT to_regclass('keel_intents')").fetchone()
-                    if exists is None or exists[0] is None:
-                        # Workers starting together on a fresh database race on CREATE TABLE.
-                        with advisory_lock(conn, _SCHEMA_LOCK, timeout_s=60):
-                            conn.execute(SCHEMA)
-                    self._ready = True
-                cursor = conn.execute(sql, params)  # type: ignore[arg-type]
-                return list(cursor.fetchall()) if cursor.description else []
-        except (psycopg.OperationalError, TimeoutError) as err:
-            # The checkpointer already proved the URL when the process started: this is an outage.
-            reason = " ".join(str(err).split())
-            raise StoreUnavailable(
-                f"KEEL_POSTGRES_URL={redact_url(self.url)}", f"intent ledger: {reason}"
-            ) from err
+        # The checkpointer already proved the URL when the process started: an error is an outage.
+        return self._tables.execute(sql, params)
 
     def get(self, key: str) -> Intent | None:
         rows = self._execute("SELECT status, answer FROM keel_intents WHERE key = %s", (key,))

@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from graph.state import Effect, Receipt
 from keel.errors import ConfigError, IntegrationError, PermissionDenied
+from keel.settings import Settings
 from keel.yamlfile import line_of, load_reviewed, problem_of
 from tools.spec import AgentTools, CallRequest, ThreadFacts, ToolRegistry, ToolSpec
 
@@ -184,6 +185,37 @@ class ReceiptSigner:
 
     key: bytes
 
+    def __repr__(self) -> str:
+        return "ReceiptSigner(key=<hidden>)"  # the dataclass's own repr would print the key
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ReceiptSigner:
+        """The key of ``KEEL_APPROVAL_KEY`` / ``KEEL_APPROVAL_KEY_FILE`` (nothing is written to
+        disk), else the one kept in the home (``for_home``), for a single machine.
+
+        A receipt signed on one worker must verify on every other: with ``KEEL_POSTGRES_URL``
+        (threads shared across machines) a key per home would make each worker its own, so the
+        setting is required there, and its absence is refused when the worker starts.
+
+        Raises:
+            ConfigError: Postgres is configured and no key setting is.
+
+        Example:
+            >>> s = Settings(home=Path("/tmp/keel-doc"), approval_key="0f" * 32)
+            >>> ReceiptSigner.from_settings(s).key == bytes.fromhex("0f" * 32)
+            True
+        """
+        key = settings.approval_signing_key()
+        if key is not None:
+            return cls(key)
+        if settings.postgres_url is not None:
+            raise ConfigError(
+                "KEEL_POSTGRES_URL is set but no approval key is: set KEEL_APPROVAL_KEY (or "
+                "KEEL_APPROVAL_KEY_FILE) to the same 64 hex characters on every worker "
+                "(`openssl rand -hex 32`), so that a receipt signed on one verifies on all"
+            )
+        return cls.for_home(settings.home)
+
     @classmethod
     def for_home(cls, home: Path) -> ReceiptSigner:
         """The key kept at ``home/approval.key`` (created on first use, readable by owner only)."""
@@ -312,10 +344,15 @@ def open_gate(
     scopes: Mapping[str, Scope],
     home: Path,
     clock: Callable[[], datetime] = _utc_now,
+    *,
+    signer: ReceiptSigner | None = None,
 ) -> PermissionGate:
-    """Load the manifest, check it against the tools, and put the gate on the registry."""
+    """Load the manifest, check it against the tools, and put the gate on the registry.
+
+    ``signer`` signs and checks receipts; without it, the key kept in ``home`` does.
+    """
     gate = PermissionGate(
-        load_manifest(path, tools, scopes), scopes, ReceiptSigner.for_home(home), clock
+        load_manifest(path, tools, scopes), scopes, signer or ReceiptSigner.for_home(home), clock
     )
     tools.gate = gate
     return gate

@@ -48,7 +48,7 @@ def test_a_redelivered_event_changes_nothing(
     _waiting(app)
     backend.settle_pending_refunds()
     app.dispatch_events()
-    EventInbox(settings.home / "events.sqlite").advance(0)  # the relay forgets how far it read
+    EventInbox(settings.home / "events.sqlite").restart()  # the relay forgets how far it read
     assert app.dispatch_events()[0]["woke"] == []
     assert len(backend.outbox()) == 1 and len(backend.refunds()) == 1
 

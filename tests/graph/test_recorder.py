@@ -269,3 +269,30 @@ def test_explain_a_denial_names_the_rule_and_the_escalation(settings: Settings) 
     assert {(d["tool"], d["rule"]) for d in why.denials} == {("get_customer", "eval.deny")}
     assert why.status == outcome.status == "escalated"
     assert why.why.startswith("Escalated") and why.escalation is not None
+
+
+def test_a_record_store_that_fails_loses_events_not_the_run(settings: Settings) -> None:
+    """A record store that stops answering (a Postgres outage, a full disk) must not fail a run
+    or its irreversible step: the refund is made once, and the loss is a warning in the log."""
+    from domains.support_desk.backend import DemoBackend
+    from keel.app import Stores
+    from keel.errors import StoreUnavailable
+    from observability.store import RecordStore
+
+    class Failing(RecordStore):
+        def append(self, event: RecordEvent) -> int:
+            raise StoreUnavailable(
+                "KEEL_POSTGRES_URL=postgresql://db/keel", "flight recorder: gone"
+            )
+
+    def failing(stores: Stores) -> Stores:
+        return Stores(stores.checkpointer, stores.ledger, stores.inbox, stores.tools,
+                      Failing(":memory:"), stores.leases)  # fmt: skip
+
+    with KeelApp.open(settings, wrap_stores=failing) as app:
+        waiting = app.run(REFUND_REQUEST)
+        assert waiting.status == "awaiting_approval"
+        assert app.resume(waiting.thread_id, Decision(kind="approve")).status == "done"
+        assert app.recorder is not None and app.recorder.store.count() == 0
+    refunds = DemoBackend(settings.domain_db).refunds()
+    assert [(r["charge_id"], r["amount"]) for r in refunds] == [("CH-3002", 49.0)]

@@ -23,6 +23,7 @@ from evals.servers import (
     postgres_bin,
     postgres_server,
 )
+from tests.conftest import APPROVAL_KEY
 
 
 def _require_postgres() -> None:
@@ -57,16 +58,22 @@ def postgres() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture
-def own_postgres() -> Iterator[PostgresServer]:
+def own_postgres(monkeypatch: pytest.MonkeyPatch) -> Iterator[PostgresServer]:
     """A cluster of the test's own, which it may stop and start again (the session's stays up)."""
     _require_postgres()
+    monkeypatch.setenv("KEEL_APPROVAL_KEY", APPROVAL_KEY["KEEL_APPROVAL_KEY"])
     with postgres_server(durable=False) as server:
         yield server
 
 
 @pytest.fixture
-def postgres_url(postgres: PostgresServer) -> str:
-    """A new, empty database on the session's cluster, so tests share no thread."""
+def postgres_url(postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new, empty database on the session's cluster, so tests share no thread.
+
+    Settings built in the test's process get the shared approval key from the environment
+    (Postgres refuses to run without one); a worker process is given ``APPROVAL_KEY`` with it.
+    """
+    monkeypatch.setenv("KEEL_APPROVAL_KEY", APPROVAL_KEY["KEEL_APPROVAL_KEY"])
     return postgres.create_database(f"keel_{uuid.uuid4().hex[:12]}")
 
 
@@ -82,4 +89,4 @@ def checkpointer(request: pytest.FixtureRequest) -> dict[str, str]:
     """The KEEL_* settings that select each checkpointer (Postgres: a fresh database)."""
     if request.param == "sqlite":
         return {}
-    return {"KEEL_POSTGRES_URL": request.getfixturevalue("postgres_url")}
+    return {"KEEL_POSTGRES_URL": request.getfixturevalue("postgres_url"), **APPROVAL_KEY}

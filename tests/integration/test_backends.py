@@ -26,7 +26,7 @@ from evals.servers import ChromaServer, PostgresServer
 from keel.settings import Settings
 from retrieval.embeddings import embedder_for
 from retrieval.store import CorpusStore
-from tests.conftest import REFUND_REQUEST
+from tests.conftest import APPROVAL_KEY, REFUND_REQUEST
 from tests.integration.cli import KEEL
 from tests.integration.cli import json_of as _json
 from tests.integration.cli import keel as _keel
@@ -112,20 +112,21 @@ def test_a_wrong_postgres_url_is_one_clear_line_and_loses_no_thread(
     home: Path, postgres_url: str
 ) -> None:
     closed = "postgresql://keel:s3cret@127.0.0.1:1/keel"
-    message = _one_line_error(_keel(home, {"KEEL_POSTGRES_URL": closed}, "run", REFUND_REQUEST),
-                              "KEEL_POSTGRES_URL")  # fmt: skip
+    closed_env = {"KEEL_POSTGRES_URL": closed, **APPROVAL_KEY}
+    message = _one_line_error(_keel(home, closed_env, "run", REFUND_REQUEST), "KEEL_POSTGRES_URL")
     assert "s3cret" not in message and ":***@" in message
 
     missing_db = postgres_url.rsplit("/", 1)[0] + "/no_such_database"
     message = _one_line_error(
-        _keel(home, {"KEEL_POSTGRES_URL": missing_db}, "run", REFUND_REQUEST), "KEEL_POSTGRES_URL"
+        _keel(home, {"KEEL_POSTGRES_URL": missing_db, **APPROVAL_KEY}, "run", REFUND_REQUEST),
+        "KEEL_POSTGRES_URL",
     )
     assert "no_such_database" in message
 
-    good = {"KEEL_POSTGRES_URL": postgres_url}
+    good = {"KEEL_POSTGRES_URL": postgres_url, **APPROVAL_KEY}
     thread = _json(_keel(home, good, "run", REFUND_REQUEST))["thread_id"]
     _one_line_error(
-        _keel(home, {"KEEL_POSTGRES_URL": closed}, "resume", thread, "--approve"),
+        _keel(home, {"KEEL_POSTGRES_URL": closed, **APPROVAL_KEY}, "resume", thread, "--approve"),
         "KEEL_POSTGRES_URL",
     )
     assert _side_effects(home) == ([], [])
@@ -298,7 +299,7 @@ def test_a_worker_killed_after_the_refund_is_recovered_by_another_on_postgres(
 ) -> None:
     from tools.ledger_postgres import PostgresIntentLedger
 
-    pg = {"KEEL_POSTGRES_URL": postgres_url}
+    pg = {"KEEL_POSTGRES_URL": postgres_url, **APPROVAL_KEY}
     thread = _json(_keel(home, pg, "run", REFUND_REQUEST))["thread_id"]
     kill = {**pg, "KEEL_FAULTS": json.dumps({"crash_after": ["refund_charge"]})}
     killed = _keel(home, kill, "resume", thread, "--approve")
@@ -473,7 +474,11 @@ def test_a_postgres_that_goes_away_during_a_refund_is_one_line_and_recovered_exa
     """The server stops while the refund is at the bank: the intent is written, the refund is
     made, its settlement cannot be. The CLI says so in one line; `keel recover` finishes it, and
     the backend, asked with the idempotency key, answers with the first refund."""
-    pg = {"KEEL_POSTGRES_URL": own_postgres.url(), "KEEL_POSTGRES_CONNECT_TIMEOUT_S": "2"}
+    pg = {
+        "KEEL_POSTGRES_URL": own_postgres.url(),
+        "KEEL_POSTGRES_CONNECT_TIMEOUT_S": "2",
+        **APPROVAL_KEY,
+    }
     thread = _json(_keel(home, pg, "run", REFUND_REQUEST))["thread_id"]
 
     slow_bank = {
@@ -515,6 +520,7 @@ def test_settings_alone_move_a_thread_onto_postgres_and_a_chroma_server(
 ) -> None:
     servers = {
         "KEEL_POSTGRES_URL": postgres_url,
+        **APPROVAL_KEY,
         "KEEL_CHROMA_URL": chroma.url,
         "KEEL_COLLECTION": f"keel-cli-{uuid.uuid4().hex[:8]}",
     }

@@ -25,7 +25,7 @@ import pytest
 from graph.lease import LeaseOwner, LeaseStore, PostgresLeaseStore, SqliteLeaseStore
 from keel.errors import LeaseHeld
 from keel.settings import Settings
-from observability.store import RecordStore
+from observability.records import record_store_for
 from tests.conftest import REFUND_REQUEST
 from tests.integration.cli import KEEL
 from tests.integration.cli import json_of as _json
@@ -112,7 +112,9 @@ def test_two_live_processes_never_run_one_thread(home: Path, checkpointer: dict[
         worker.wait(timeout=30)
 
     # Neither refused attempt started a segment: the record has no recover of this thread.
-    record = RecordStore(Settings(home=home, _env_file=None).records_db)  # type: ignore[call-arg]
+    record = record_store_for(  # the record follows the checkpoints (Postgres or SQLite)
+        Settings(home=home, postgres_url=checkpointer.get("KEEL_POSTGRES_URL"), _env_file=None)  # type: ignore[call-arg, arg-type]
+    )
     try:
         events = record.events(record.resolve(thread))
     finally:

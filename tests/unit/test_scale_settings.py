@@ -57,3 +57,28 @@ def test_an_empty_chroma_url_means_embedded(tmp_path: Path) -> None:
 )
 def test_messages_never_show_the_database_password(url: str, shown: str) -> None:
     assert redact_url(url) == shown
+
+
+def test_the_approval_key_setting_is_checked_and_never_echoed(tmp_path: Path) -> None:
+    key = "a1" * 32
+    assert _settings(tmp_path, approval_key=key.upper()).approval_signing_key() == bytes.fromhex(
+        key
+    )
+    assert key not in repr(_settings(tmp_path, approval_key=key))
+    for bad, says in (("a1" * 16, "it has 32"), ("g" * 64, "0-9, a-f")):
+        with pytest.raises(ValidationError) as caught:
+            _settings(tmp_path, approval_key=bad)
+        assert "KEEL_APPROVAL_KEY must be 64 hex characters" in str(caught.value)
+        assert says in str(caught.value) and bad not in str(caught.value)
+    secret = tmp_path / "secret"
+    with pytest.raises(ValidationError, match=r"KEEL_APPROVAL_KEY_FILE=.*cannot read it"):
+        _settings(tmp_path, approval_key_file=secret)
+    secret.write_text("short\n")
+    with pytest.raises(ValidationError, match=r"KEEL_APPROVAL_KEY_FILE=.* must be 64 hex"):
+        _settings(tmp_path, approval_key_file=secret)
+    secret.write_text(key + "\n")
+    assert _settings(tmp_path, approval_key_file=secret).approval_signing_key() == bytes.fromhex(
+        key
+    )
+    with pytest.raises(ValidationError, match="not both"):
+        _settings(tmp_path, approval_key=key, approval_key_file=secret)
