@@ -8,9 +8,9 @@ same without Keel installed.
 
 Example:
     >>> from langgraph_sdk import get_sync_client  # doctest: +SKIP
-    >>> reviewer = get_sync_client(url=URL, headers={"Authorization": "Bearer ..."})
-    >>> request = pending_approval(reviewer, thread_id)
-    >>> run = answer_approval(reviewer, thread_id, request, "approve")
+    >>> reviewer = get_sync_client(url=URL, headers={"Authorization": TOKEN})  # doctest: +SKIP
+    >>> request = pending_approval(reviewer, thread_id)  # doctest: +SKIP
+    >>> run = answer_approval(reviewer, thread_id, request, "approve")  # doctest: +SKIP
 """
 
 from __future__ import annotations
