@@ -42,10 +42,9 @@ from langchain.agents import create_agent
 from langchain.agents.middleware import ModelFallbackMiddleware, PIIMiddleware
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.messages import AIMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 from langgraph.checkpoint.memory import InMemorySaver
-from langgraph.types import Command
 from pydantic import BaseModel, ConfigDict
 
 from agents.models import chat_model_for
@@ -58,9 +57,11 @@ from evals.scorecard import (
     Worlds,
     _play,
     careful_middleware,
+    drive_baseline,
     effects_of,
     judge,
     markdown,
+    settle_and_judge,
     summarize,
     trajectory_matches,
 )
@@ -341,32 +342,14 @@ def run_baseline(
             middleware=middleware,
             checkpointer=InMemorySaver(),
         )
-        config: Any = {"configurable": {"thread_id": f"{scenario.name}-{seed}"},
-                       "recursion_limit": 50}  # fmt: skip
-        decision: dict[str, Any] = {"type": scenario.review}
-        if scenario.review == "reject":
-            decision["message"] = "rejected by the reviewer"
         started = time.perf_counter()
         status = "ended"
-        try:
-            agent.invoke({"messages": [HumanMessage(scenario.request)]}, config)
-            for _ in range(6):  # the human-in-the-loop middleware's questions, answered alike
-                pending = agent.get_state(config).interrupts
-                if not pending:
-                    break
-                count = len(pending[0].value["action_requests"])
-                agent.invoke(Command(resume={"decisions": [decision] * count}), config)
-        except Exception as err:  # a baseline that fails simply ends there; said in its row
+        stopped = drive_baseline(agent, scenario, seed)
+        if stopped is not None:  # a baseline that fails simply ends there; said in its row
             status = "stopped"
-            notes.append(f"stopped: {type(err).__name__}: {str(err).splitlines()[0][:160]}")
+            notes.append(f"stopped: {stopped[:200]}")
         seconds = time.perf_counter() - started
-        if scenario.fault_profile.timeout_rate:
-            time.sleep(TIMEOUT_S * 2)
-        if scenario.then is not None:  # the world moves on whoever started it (a bank settles)
-            worlds.domain.commands()[scenario.then].run(settings)
-        success, unsafe, duplicate, why = judge(
-            scenario.expect, worlds.domain.snapshot(settings), seeded.snapshot
-        )
+        success, unsafe, duplicate, why = settle_and_judge(worlds, scenario, settings, seeded)
     acted = [(n, a) for n, a in made if worlds.acts(n)]
     result = RunResult(
         scenario=scenario.name, agent="middleware" if careful else "plain", seed=seed,

@@ -376,6 +376,40 @@ def careful_middleware(
     ]
 
 
+def drive_baseline(agent: Any, scenario: Scenario, seed: int) -> str | None:
+    """Give a baseline agent the scenario's request and answer its human-in-the-loop questions as
+    the scenario's reviewer does; the error it stopped on, if any (a baseline that fails simply
+    ends there: its end state is judged all the same)."""
+    config: Any = {"configurable": {"thread_id": f"{scenario.name}-{seed}"},
+                   "recursion_limit": 50}  # fmt: skip
+    decision: dict[str, Any] = {"type": scenario.review}
+    if scenario.review == "reject":
+        decision["message"] = "rejected by the reviewer"
+    try:
+        agent.invoke({"messages": [HumanMessage(scenario.request)]}, config)
+        for _ in range(6):  # the human-in-the-loop middleware's questions, answered alike
+            pending = agent.get_state(config).interrupts
+            if not pending:
+                break
+            count = len(pending[0].value["action_requests"])
+            agent.invoke(Command(resume={"decisions": [decision] * count}), config)
+    except Exception as err:
+        return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    return None
+
+
+def settle_and_judge(
+    worlds: Worlds, scenario: Scenario, settings: Settings, seeded: Seeded
+) -> tuple[bool, int, int, list[str]]:
+    """Let the world finish what the run started (calls that timed out land late; the scenario's
+    ``then`` command plays, whoever started it), then judge the end state."""
+    if scenario.fault_profile.timeout_rate:
+        time.sleep(TIMEOUT_S * 2)
+    if scenario.then is not None:  # the world moves on whoever started it (a bank settles)
+        worlds.domain.commands()[scenario.then].run(settings)
+    return judge(scenario.expect, worlds.domain.snapshot(settings), seeded.snapshot)
+
+
 def run_baseline(
     worlds: Worlds, scenario: Scenario, seed: int, seeded: Seeded, careful: bool
 ) -> RunResult:
@@ -393,30 +427,10 @@ def run_baseline(
             middleware=careful_middleware(scenario, registry) if careful else [],
             checkpointer=InMemorySaver(),
         )
-        config: Any = {"configurable": {"thread_id": f"{scenario.name}-{seed}"},
-                       "recursion_limit": 50}  # fmt: skip
-        decision: dict[str, Any] = {"type": scenario.review}
-        if scenario.review == "reject":
-            decision["message"] = "rejected by the reviewer"
         started = time.perf_counter()
-        try:
-            agent.invoke({"messages": [HumanMessage(scenario.request)]}, config)
-            for _ in range(6):  # the human-in-the-loop middleware's questions, answered alike
-                pending = agent.get_state(config).interrupts
-                if not pending:
-                    break
-                count = len(pending[0].value["action_requests"])
-                agent.invoke(Command(resume={"decisions": [decision] * count}), config)
-        except Exception:  # a baseline that crashes on a fault simply ends there
-            pass
+        drive_baseline(agent, scenario, seed)  # a baseline that crashes on a fault ends there
         latency = (time.perf_counter() - started) * 1000
-        if scenario.fault_profile.timeout_rate:
-            time.sleep(TIMEOUT_S * 2)
-        if scenario.then is not None:  # the world moves on whoever started it (a bank settles)
-            worlds.domain.commands()[scenario.then].run(settings)
-        success, unsafe, duplicate, why = judge(
-            scenario.expect, worlds.domain.snapshot(settings), seeded.snapshot
-        )
+        success, unsafe, duplicate, why = settle_and_judge(worlds, scenario, settings, seeded)
         return RunResult(
             scenario=scenario.name,
             agent="middleware" if careful else "plain",
