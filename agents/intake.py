@@ -69,9 +69,9 @@ def asked(request: object, messages: Sequence[AnyMessage]) -> Asked:
 
     Example:
         >>> from langchain_core.messages import HumanMessage
-        >>> asked(None, [HumanMessage("refund the duplicate charge")]).text
-        'refund the duplicate charge'
-        >>> asked("refund it", [HumanMessage("close the ticket")]).refusal
+        >>> asked(None, [HumanMessage("ship order ORD-7")]).text
+        'ship order ORD-7'
+        >>> asked("ship it", [HumanMessage("cancel the order")]).refusal
         "the input's request and its last human message differ; send one"
     """
     human = last_human(messages)

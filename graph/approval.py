@@ -224,7 +224,7 @@ def read_decisions(
         }
     if proposed:
         # The other actions are asked for again with the edited one: what they say may depend
-        # on it (an e-mail about the refund), so no approval is kept from this answer.
+        # on it (a notice about the edited action), so no approval is kept from this answer.
         receipts = {}
     update: dict[str, Any] = {
         "approvals": receipts,

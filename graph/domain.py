@@ -186,7 +186,7 @@ class DomainDefaults:
     """What a domain that needs none of these gets, by subclassing: no events to wait for, no
     fault profiles of its own (the generic ones still apply), no verbs of its own.
 
-    A domain overrides any of them when it has one (a refund that settles later, an outage of
+    A domain overrides any of them when it has one (a payment that settles later, an outage of
     one of its integrations, a command that plays the world).
     """
 

@@ -190,7 +190,7 @@ class Redactor:
 
 _SCALARS = frozenset({int, float, bool, type(None)})
 """Leaf types with nothing to redact, told apart by exact type (``isinstance`` against the
-``Mapping`` ABC was a tenth of a warm refund's time, spent on these)."""
+``Mapping`` ABC was a tenth of a warm run's time, spent on these)."""
 
 
 def _strings(value: Any, found: list[str]) -> None:

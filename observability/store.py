@@ -8,7 +8,7 @@ returns, and a killed process loses nothing that was acknowledged. What a power 
 crash may lose depends on ``synchronous`` (``KEEL_RECORD_SYNC``): with ``NORMAL``, the default
 for a run, the last events not yet synced to disk (never the database's consistency); with
 ``FULL``, nothing, at the price of one disk sync per event. A run emits about 60 events, and on a
-busy disk those syncs were most of a warm refund's time; the record explains runs, while
+busy disk those syncs were most of a warm run's time; the record explains runs, while
 exactly-once rests on the intent ledger, which keeps SQLite's default, ``FULL``. Append-only
 is enforced by the database itself: triggers refuse every UPDATE and DELETE.
 """

@@ -26,11 +26,17 @@ from evals.servers import (
 from tests.conftest import APPROVAL_KEY
 
 
+def _unavailable(what: str, why: str) -> None:
+    """Skip, saying ``why`` and how to get what is missing; under ``CI=true`` fail instead: CI
+    runs every test."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI must run {what}: {why}")
+    pytest.skip(f"{why}; then run the integration tests again")
+
+
 def _require_postgres() -> None:
     if postgres_bin() is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI must run the Postgres tests: {POSTGRES_HINT}")
-        pytest.skip(f"{POSTGRES_HINT}; then run the integration tests again")
+        _unavailable("the Postgres tests", POSTGRES_HINT)
 
 
 def require_engine() -> None:
@@ -44,9 +50,7 @@ def require_engine() -> None:
     if importlib.util.find_spec("aegra_api") is None:
         missing.append("Aegra is not installed: `make install` (Python >= 3.12)")
     if missing:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("CI must run the engine's tests: " + "; ".join(missing))
-        pytest.skip("; ".join(missing))
+        _unavailable("the engine's tests", "; ".join(missing))
 
 
 @pytest.fixture(scope="session")
