@@ -12,13 +12,12 @@ survives a reboot; ``tools.resilience.cooled`` treats a clock that went back as 
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from keel.sqlitefile import SqliteFile
 from tools.resilience import CLOSED, Breaker, BreakerRecord, cooled
 
 SCHEMA = """
@@ -45,30 +44,13 @@ class SqliteBreakerStore:
     def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
         self.path = path
         self.clock = clock
-        self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
-        self._pid = 0
+        # Breaker state lost to a power cut is harmless (it is re-learnt in two calls); the fsync
+        # per change that FULL costs is not.
+        self._file = SqliteFile(path, schema=SCHEMA, synchronous="NORMAL")
 
     def breaker(self, name: str) -> Breaker:
         """A breaker for ``name`` kept in this store (what ``ToolRegistry.breaker_for`` takes)."""
         return Breaker(name, clock=self.clock, store=self)
-
-    def _db(self) -> sqlite3.Connection:
-        # One connection per process (a forked child must not use its parent's), used under the
-        # lock by every thread of it.
-        if self._conn is None or self._pid != os.getpid():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                self.path, timeout=30, isolation_level=None, check_same_thread=False
-            )
-            conn.execute("PRAGMA busy_timeout = 30000")
-            conn.execute("PRAGMA journal_mode = WAL")
-            # Breaker state lost to a power cut is harmless (it is re-learnt in two calls); the
-            # fsync per change that FULL costs is not.
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.executescript(SCHEMA)
-            self._conn, self._pid = conn, os.getpid()
-        return self._conn
 
     def _row(self, db: sqlite3.Connection, name: str) -> BreakerRecord:
         row = db.execute(
@@ -77,32 +59,24 @@ class SqliteBreakerStore:
         return CLOSED if row is None else BreakerRecord(*row)
 
     def read(self, name: str) -> BreakerRecord:
-        with self._lock:
-            return self._row(self._db(), name)
+        with self._file.connect() as db:
+            return self._row(db, name)
 
     def fault(self, name: str, *, now: float, threshold: int) -> BreakerRecord:
-        with self._lock:
-            db = self._db()
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                was = self._row(db, name)
-                failures = was.failures + 1
-                opened = now if failures >= threshold or was.opened_at is not None else None
-                db.execute(
-                    "INSERT INTO breakers VALUES (?, ?, ?, NULL, ?) ON CONFLICT (integration) DO "
-                    "UPDATE SET failures = excluded.failures, opened_at = excluded.opened_at, "
-                    "probe_at = NULL, updated_at = excluded.updated_at",
-                    (name, failures, opened, time.time()),
-                )
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+        with self._file.transaction() as db:
+            was = self._row(db, name)
+            failures = was.failures + 1
+            opened = now if failures >= threshold or was.opened_at is not None else None
+            db.execute(
+                "INSERT INTO breakers VALUES (?, ?, ?, NULL, ?) ON CONFLICT (integration) DO "
+                "UPDATE SET failures = excluded.failures, opened_at = excluded.opened_at, "
+                "probe_at = NULL, updated_at = excluded.updated_at",
+                (name, failures, opened, time.time()),
+            )
         return BreakerRecord(failures, opened, None)
 
     def success(self, name: str) -> None:
-        with self._lock:
-            db = self._db()
+        with self._file.connect() as db:
             if self._row(db, name) == CLOSED:
                 return  # the everyday case: nothing to change, no write lock taken
             db.execute(
@@ -112,34 +86,24 @@ class SqliteBreakerStore:
             )
 
     def claim_probe(self, name: str, *, now: float, cooldown_s: float) -> bool:
-        with self._lock:
-            db = self._db()
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                was = self._row(db, name)
-                free = (
-                    was.opened_at is not None
-                    and cooled(was.opened_at, now, cooldown_s)
-                    and (was.probe_at is None or cooled(was.probe_at, now, cooldown_s))
+        with self._file.transaction() as db:
+            was = self._row(db, name)
+            free = (
+                was.opened_at is not None
+                and cooled(was.opened_at, now, cooldown_s)
+                and (was.probe_at is None or cooled(was.probe_at, now, cooldown_s))
+            )
+            if free:
+                db.execute(
+                    "UPDATE breakers SET probe_at = ?, updated_at = ? WHERE integration = ?",
+                    (now, time.time(), name),
                 )
-                if free:
-                    db.execute(
-                        "UPDATE breakers SET probe_at = ?, updated_at = ? WHERE integration = ?",
-                        (now, time.time(), name),
-                    )
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
         return free
 
     def reset(self) -> None:
         """Close every breaker (an eval's runs start from the same state, as its backend does)."""
-        with self._lock:
-            self._db().execute("DELETE FROM breakers")
+        with self._file.connect() as db:
+            db.execute("DELETE FROM breakers")
 
     def close(self) -> None:
-        with self._lock:
-            if self._conn is not None and self._pid == os.getpid():
-                self._conn.close()
-            self._conn = None
+        self._file.close()

@@ -18,12 +18,13 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 from graph.state import DomainEvent, EventWait
 from keel.errors import RelayBusy
+from keel.sqlitefile import SqliteFile
 
 RELAY_WAIT_S = 60.0
 """How long a relay waits for another to finish reading the outbox before giving up."""
@@ -57,19 +58,11 @@ class EventInbox:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self._db() as db:
-            db.executescript(_SCHEMA)
+        path.parent.mkdir(parents=True, exist_ok=True)  # the relay's lock file lives beside it
+        self._file = SqliteFile(path, schema=_SCHEMA, rows="row")
 
-    @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.path, timeout=30)
-        conn.row_factory = sqlite3.Row
-        try:
-            with conn:
-                yield conn
-        finally:
-            conn.close()
+    def _db(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self._file.transaction()
 
     def subscribe(self, thread_id: str, wait: EventWait) -> None:
         """Idempotent: the node that calls it runs again when the thread is resumed."""

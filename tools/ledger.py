@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
+
+from keel.sqlitefile import SqliteFile
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS intents (
@@ -35,29 +36,15 @@ class Intent:
 
 
 class IntentLedger:
-    """Intents in a SQLite file; each write is its own committed transaction."""
+    """Intents in a SQLite file; each write is its own committed transaction, synced to disk
+    (``synchronous=FULL``: an intent must outlive a power cut, not only a killed process)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._ready = False
+        self._file = SqliteFile(path, schema=SCHEMA)
 
-    @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        try:
-            conn.execute("PRAGMA busy_timeout = 30000")
-            if not self._ready:
-                # Once per ledger object, not per call: the schema script commits, and on a busy
-                # disk each of those cost about as much as the write it preceded. WAL (a property
-                # of the file, kept by every later connection) makes a commit one log append and
-                # one sync, where the rollback journal took several; synchronous stays FULL.
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.executescript(SCHEMA)
-                self._ready = True
-            yield conn
-        finally:
-            conn.close()
+    def _db(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self._file.connect()
 
     def get(self, key: str) -> Intent | None:
         with self._db() as db:

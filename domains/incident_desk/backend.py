@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from keel.errors import Permanent
+from keel.sqlitefile import SqliteFile
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS services (
@@ -119,22 +119,10 @@ class IncidentBackend:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._file = SqliteFile(path, rows="row")
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        try:
-            conn.execute("PRAGMA busy_timeout = 30000")
-            conn.execute("BEGIN IMMEDIATE")
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        finally:
-            conn.close()
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self._file.transaction()
 
     # -- set-up ---------------------------------------------------------------------------------
 
@@ -142,25 +130,24 @@ class IncidentBackend:
         return self.path.exists()
 
     def seed(self, *, reset: bool = False) -> None:
-        """Create the schema and the deterministic seed data (``reset`` starts from nothing)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Create the schema and the deterministic seed data (``reset`` starts from nothing).
+
+        A reset drops the tables rather than the file, so a process that holds the file open
+        sees the new data, not a deleted file.
+        """
         if reset and self.path.exists():
-            self.path.unlink()
-        conn = sqlite3.connect(self.path)
-        try:
-            conn.execute("PRAGMA journal_mode = WAL")
+            self._file.wipe()
+        with self._file.connect() as conn:
             conn.executescript(SCHEMA)
-            with conn:
-                conn.executemany("INSERT OR IGNORE INTO services VALUES (?,?,?)", SEED_SERVICES)
-                conn.executemany("INSERT OR IGNORE INTO oncall VALUES (?,?,?)", SEED_ONCALL)
-                conn.executemany("INSERT OR IGNORE INTO deploys VALUES (?,?,?,?,?,?)", SEED_DEPLOYS)
-                conn.executemany("INSERT OR IGNORE INTO metrics VALUES (?,?,?,?)", SEED_METRICS)
-                conn.executemany("INSERT OR IGNORE INTO alerts VALUES (?,?,?,?,?,?)", SEED_ALERTS)
-                conn.executemany(
-                    "INSERT OR IGNORE INTO incidents VALUES (?,?,?,?,?,?,?,?)", SEED_INCIDENTS
-                )
-        finally:
-            conn.close()
+        with self._tx() as conn:
+            conn.executemany("INSERT OR IGNORE INTO services VALUES (?,?,?)", SEED_SERVICES)
+            conn.executemany("INSERT OR IGNORE INTO oncall VALUES (?,?,?)", SEED_ONCALL)
+            conn.executemany("INSERT OR IGNORE INTO deploys VALUES (?,?,?,?,?,?)", SEED_DEPLOYS)
+            conn.executemany("INSERT OR IGNORE INTO metrics VALUES (?,?,?,?)", SEED_METRICS)
+            conn.executemany("INSERT OR IGNORE INTO alerts VALUES (?,?,?,?,?,?)", SEED_ALERTS)
+            conn.executemany(
+                "INSERT OR IGNORE INTO incidents VALUES (?,?,?,?,?,?,?,?)", SEED_INCIDENTS
+            )
 
     # -- reads ----------------------------------------------------------------------------------
 

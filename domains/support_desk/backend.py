@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from keel.errors import Permanent
+from keel.sqlitefile import SqliteFile
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS customers (
@@ -97,22 +97,10 @@ class DemoBackend:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._file = SqliteFile(path, rows="row")
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        try:
-            conn.execute("PRAGMA busy_timeout = 30000")
-            conn.execute("BEGIN IMMEDIATE")
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        finally:
-            conn.close()
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self._file.transaction()
 
     # -- set-up ---------------------------------------------------------------------------------
 
@@ -120,24 +108,23 @@ class DemoBackend:
         return self.path.exists()
 
     def seed(self, *, reset: bool = False) -> None:
-        """Create the schema and the deterministic demo data (``reset`` starts from nothing)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Create the schema and the deterministic demo data (``reset`` starts from nothing).
+
+        A reset drops the tables rather than the file, so a process that holds the file open
+        (a worker, a long-lived app) sees the new data, not a deleted file.
+        """
         if reset and self.path.exists():
-            self.path.unlink()
-        conn = sqlite3.connect(self.path)
-        try:
-            conn.execute("PRAGMA journal_mode = WAL")
+            self._file.wipe()
+        with self._file.connect() as conn:
             conn.executescript(SCHEMA)
             columns = {r[1] for r in conn.execute("PRAGMA table_info(tickets)")}
             if "body" not in columns:  # a home seeded before tickets kept their body
                 conn.execute("ALTER TABLE tickets ADD COLUMN body TEXT")
-            with conn:
-                conn.executemany("INSERT OR IGNORE INTO customers VALUES (?,?,?,?)", SEED_CUSTOMERS)
-                conn.executemany("INSERT OR IGNORE INTO invoices VALUES (?,?,?,?,?)", SEED_INVOICES)
-                conn.executemany("INSERT OR IGNORE INTO charges VALUES (?,?,?,?,?)", SEED_CHARGES)
-                conn.executemany("INSERT OR IGNORE INTO tickets VALUES (?,?,?,?,?,?)", SEED_TICKETS)
-        finally:
-            conn.close()
+        with self._tx() as conn:
+            conn.executemany("INSERT OR IGNORE INTO customers VALUES (?,?,?,?)", SEED_CUSTOMERS)
+            conn.executemany("INSERT OR IGNORE INTO invoices VALUES (?,?,?,?,?)", SEED_INVOICES)
+            conn.executemany("INSERT OR IGNORE INTO charges VALUES (?,?,?,?,?)", SEED_CHARGES)
+            conn.executemany("INSERT OR IGNORE INTO tickets VALUES (?,?,?,?,?,?)", SEED_TICKETS)
 
     # -- reads ----------------------------------------------------------------------------------
 
