@@ -11,7 +11,6 @@ from langchain.agents.middleware.human_in_the_loop import HITLRequest, HITLRespo
 from pydantic import TypeAdapter
 
 from graph import wire
-
 from graph.approval import approval_request, pending_actions, read_decisions
 from graph.context import KeelContext
 from graph.wire import approval_request_of, event_wait_of
