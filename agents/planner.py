@@ -14,9 +14,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import (
     AIMessage,
     BaseMessage,
@@ -46,6 +45,9 @@ from graph.state import CannotPlan, Conflict, Evidence, Plan, PlannerView, Step,
 from retrieval.corpus import RunbookStep, load_manifest
 from retrieval.curation import TIER_RANK
 from tools.spec import HeardText, ToolRegistry
+
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel, LanguageModelInput
 
 QUESTION = re.compile(
     r"\?\s*$|^(what|how|when|which|who|why|where|can|do|does|is|are|may)\b", re.IGNORECASE

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
+from typing import TYPE_CHECKING
 
-from langchain_core.language_models import BaseChatModel
 from langgraph.runtime import Runtime
 
 from agents.models import chat_model_for
@@ -24,6 +24,9 @@ from tools.events import EventInbox
 from tools.ledger import IntentLedger
 from tools.ledger_postgres import PostgresIntentLedger
 from tools.spec import ToolRegistry
+
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
 
 
 def _utc_now() -> datetime:

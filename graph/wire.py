@@ -7,6 +7,13 @@ low-trust evidence in the thread) extend it as a typed subclass. Its answer is L
 ``HITLResponse`` (``decisions``, one per action) with an optional ``reviewer``, and each decision
 may carry the ``digest`` it answers. The event wait has its own interrupt type.
 
+LangChain's schema types are declared here, field for field as
+``langchain.agents.middleware.human_in_the_loop`` declares them, instead of imported from it:
+that module can only be imported with the whole ``langchain.agents`` package (the agent factory
+and every middleware), about a fifth of a second at every ``keel show`` and ``keel resume``
+for a handful of TypedDicts. ``tests/unit/test_wire.py`` checks that each one still has
+LangChain's exact shape, so a change in LangChain fails a test instead of a client.
+
 Interrupt values cross process boundaries as JSON, so readers tell them apart by validating them
 against these types (``event_wait_of``, ``approval_request_of``), never by a key they happen to
 hold.
@@ -16,17 +23,6 @@ from __future__ import annotations
 
 from typing import Any, Literal, NotRequired
 
-from langchain.agents.middleware.human_in_the_loop import (
-    Action,
-    ActionRequest,
-    ApproveDecision,
-    DecisionType,
-    EditDecision,
-    HITLRequest,
-    HITLResponse,
-    RejectDecision,
-    ReviewConfig,
-)
 from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
 from typing_extensions import TypedDict
 
@@ -35,12 +31,18 @@ __all__ = [
     "ActionRequest",
     "ApprovalAnswer",
     "ApprovalRequest",
+    "ApproveDecision",
     "DecisionType",
+    "EditDecision",
     "EventWaitRequest",
+    "HITLRequest",
+    "HITLResponse",
     "KeelApprove",
     "KeelDecision",
     "KeelEdit",
     "KeelReject",
+    "RejectDecision",
+    "RespondDecision",
     "ReviewConfig",
     "TaintedEvidence",
     "approval_request_of",
@@ -48,6 +50,68 @@ __all__ = [
 ]
 
 _FORBID = ConfigDict(extra="forbid")
+
+
+# LangChain v1's human-in-the-loop schema (langchain.agents.middleware.human_in_the_loop).
+
+
+class Action(TypedDict):
+    """An action with a name and args (LangChain's ``Action``)."""
+
+    name: str
+    args: dict[str, Any]
+
+
+class ActionRequest(TypedDict):
+    """An action put to a reviewer (LangChain's ``ActionRequest``)."""
+
+    name: str
+    args: dict[str, Any]
+    description: NotRequired[str]
+
+
+DecisionType = Literal["approve", "edit", "reject", "respond"]
+"""LangChain's decision types; Keel takes all but ``respond`` (``KeelDecision``)."""
+
+
+class ReviewConfig(TypedDict):
+    """Which decisions a reviewer may give an action (LangChain's ``ReviewConfig``)."""
+
+    action_name: str
+    allowed_decisions: list[DecisionType]
+    args_schema: NotRequired[dict[str, Any]]
+
+
+class HITLRequest(TypedDict):
+    """LangChain's human-in-the-loop interrupt value: the actions and how each may be answered."""
+
+    action_requests: list[ActionRequest]
+    review_configs: list[ReviewConfig]
+
+
+class ApproveDecision(TypedDict):
+    type: Literal["approve"]
+
+
+class EditDecision(TypedDict):
+    type: Literal["edit"]
+    edited_action: Action
+
+
+class RejectDecision(TypedDict):
+    type: Literal["reject"]
+    message: NotRequired[str]
+
+
+class RespondDecision(TypedDict):
+    type: Literal["respond"]
+    message: str
+
+
+class HITLResponse(TypedDict):
+    """LangChain's answer to a ``HITLRequest``: one decision per action, in order."""
+
+    decisions: list[ApproveDecision | EditDecision | RejectDecision | RespondDecision]
 
 
 @with_config(_FORBID)

@@ -43,7 +43,7 @@ from graph.state import (
     ToolOutcome,
     Verdict,
 )
-from graph.status import ThreadBook, ThreadState, ThreadStatus, thread_status
+from graph.status import ThreadBook, ThreadState, ThreadStatus, open_thread_book, thread_status
 from graph.wire import ApprovalAnswer, KeelDecision, approval_request_of, event_wait_of
 from keel.errors import (
     BadRequest,
@@ -483,44 +483,10 @@ class KeelApp:
         (``snapshot``: its latest state, when the caller has just read it)."""
         if snapshot is None:
             snapshot = self._snapshot(thread_id)
-        values = snapshot.values
-        if not values:
+        if not snapshot.values:
             raise ThreadNotFound(f"no thread {thread_id}")
-        found = self.status(thread_id, snapshot)
-        pending = None
-        for intr in snapshot.interrupts:
-            if event_wait_of(intr.value) is not None:
-                continue
-            request = approval_request_of(intr.value)
-            if request is None:
-                raise KeelError(f"thread {thread_id} waits on an interrupt Keel did not raise")
-            pending = [
-                PendingAction(
-                    name=a["name"],
-                    args=a["args"],
-                    description=a.get("description", ""),
-                    digest=digest,
-                )
-                for a, digest in zip(request["action_requests"], request["digests"], strict=True)
-            ]
-        return Outcome(
-            thread_id=thread_id,
-            run_id=self.recorder.store.latest_run(thread_id) if self.recorder else None,
-            status=found.status,
-            stalled_at=found.stalled_at,
-            owner=found.owner,
-            planner=values.get("planner", "none"),
-            answer=values.get("answer", ""),
-            pending=pending,
-            evidence=values.get("evidence", []),
-            filtered=values.get("filtered", []),
-            conflicts=values.get("conflicts", []),
-            plan=values.get("plan"),
-            plan_verdict=values.get("plan_verdict"),
-            results=values.get("results", []),
-            escalation=values.get("escalation"),
-            waiting=values.get("waiting"),
-        )
+        run_id = self.recorder.store.latest_run(thread_id) if self.recorder else None
+        return outcome_of(thread_id, snapshot, self.status(thread_id, snapshot), run_id)
 
     def history(self, thread_id: str) -> list[dict[str, Any]]:
         """The thread's checkpoints, newest first: id, the node that wrote it, what runs next."""
@@ -670,6 +636,71 @@ class KeelApp:
         return self.invoke_segment(Command(resume=answer), thread_id, "resume")
 
 
+def show_thread(settings: Settings, thread_id: str) -> Outcome:
+    """``KeelApp.show`` without opening an app: what ``keel show`` runs.
+
+    A status read needs the checkpoint, the graph compiled on it (LangGraph derives the thread's
+    tasks and interrupts from it, and ``graph.status`` decides from those, not from ``next``),
+    the lease and the record's last run; not the runtime context a run needs (the domain, its
+    tools and manifest, the corpus, the ledger, the models), which ``KeelApp.open`` builds.
+
+    Raises:
+        ThreadNotFound: the thread has no checkpoint.
+    """
+    with open_thread_book(settings) as book, _thread_named(thread_id):
+        snapshot = book.graph.get_state({"configurable": {"thread_id": thread_id}})
+        if not snapshot.values:
+            raise ThreadNotFound(f"no thread {thread_id}")
+        found = book.status(thread_id, snapshot)
+    records = record_store_for(settings) if settings.record else None
+    try:
+        run_id = records.latest_run(thread_id) if records is not None else None
+    finally:
+        if records is not None:
+            records.close()
+    return outcome_of(thread_id, snapshot, found, run_id)
+
+
+def outcome_of(thread_id: str, snapshot: Any, found: ThreadStatus, run_id: str | None) -> Outcome:
+    """The outcome a thread's latest state shows, with its status (``graph.status``) and the
+    flight record's last run id."""
+    values = snapshot.values
+    pending = None
+    for intr in snapshot.interrupts:
+        if event_wait_of(intr.value) is not None:
+            continue
+        request = approval_request_of(intr.value)
+        if request is None:
+            raise KeelError(f"thread {thread_id} waits on an interrupt Keel did not raise")
+        pending = [
+            PendingAction(
+                name=a["name"],
+                args=a["args"],
+                description=a.get("description", ""),
+                digest=digest,
+            )
+            for a, digest in zip(request["action_requests"], request["digests"], strict=True)
+        ]
+    return Outcome(
+        thread_id=thread_id,
+        run_id=run_id,
+        status=found.status,
+        stalled_at=found.stalled_at,
+        owner=found.owner,
+        planner=values.get("planner", "none"),
+        answer=values.get("answer", ""),
+        pending=pending,
+        evidence=values.get("evidence", []),
+        filtered=values.get("filtered", []),
+        conflicts=values.get("conflicts", []),
+        plan=values.get("plan"),
+        plan_verdict=values.get("plan_verdict"),
+        results=values.get("results", []),
+        escalation=values.get("escalation"),
+        waiting=values.get("waiting"),
+    )
+
+
 @contextmanager
 def _thread_named(thread_id: str) -> Iterator[None]:
     """A database outage names the thread it interrupted, so its hint can be run as printed."""
@@ -768,4 +799,6 @@ __all__ = [
     "StoreWrapper",
     "Stores",
     "ThreadRecovery",
+    "outcome_of",
+    "show_thread",
 ]

@@ -314,10 +314,16 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any] | None:
 def _command(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None:
     from graph.domain import gated_registry, load_domain
     from keel import report
-    from keel.app import Decision, KeelApp
+    from keel.app import Decision, KeelApp, show_thread
 
     if args.command in ("runs", "trace", "explain"):
         return _record_view(args, settings)
+    if args.command == "show" and not args.history:
+        # A status read: the checkpoint, the graph and the lease, no runtime context to build.
+        outcome = show_thread(settings, args.thread)
+        if not args.json:
+            report.print_outcome(outcome)
+        return outcome.model_dump(mode="json") if args.json else None
     domain = load_domain(settings.domain)
     if args.command == "seed" or (args.command == "domain" and args.verb == "seed"):
         from graph.context import inbox_for
@@ -436,16 +442,11 @@ def _command(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | N
             if not args.json:
                 report.print_outcome(outcome)
             return outcome.model_dump(mode="json") if args.json else None
-        if args.command == "show":
-            if args.history:
-                rows = app.history(args.thread)
-                if not args.json:
-                    report.print_history(rows)
-                return {"thread_id": args.thread, "history": rows} if args.json else None
-            outcome = app.show(args.thread)
+        if args.command == "show":  # --history; a plain show is read above
+            rows = app.history(args.thread)
             if not args.json:
-                report.print_outcome(outcome)
-            return outcome.model_dump(mode="json") if args.json else None
+                report.print_history(rows)
+            return {"thread_id": args.thread, "history": rows} if args.json else None
     raise BadRequest(f"unknown command {args.command}")
 
 

@@ -1,5 +1,6 @@
 """Each command imports only what it needs: the commands that read or answer a thread load neither
-Chroma nor an embedding model, and langchain-openai only when a model is configured.
+Chroma nor an embedding model, nor LangChain's agent package, nor a Postgres driver or the engine
+without their settings; langchain-openai only when a model is configured.
 
 The commands run through the CLI's own ``main`` in a fresh interpreter, which reports after each
 which heavy modules it has loaded. The speed itself is a figure for ``keel bench --only startup``,
@@ -28,8 +29,19 @@ HEAVY = (
     "transformers",
     "langchain_openai",
     "openai",
+    "langchain",
+    "psycopg",
+    "psycopg_pool",
+    "aegra_api",
+    "aegra_cli",
+    "fastapi",
+    "sqlalchemy",
+    "redis",
 )
-"""Modules that cost a cold start seconds: the index, the embedding runtimes, the model client."""
+"""Modules that cost a cold start seconds or a good part of one: the index, the embedding runtimes,
+the model client; LangChain's agent package (``langchain``, not ``langchain_core``: the approval
+wire format declares its HITL types itself, ``graph/wire.py``); and what only Postgres
+(``KEEL_POSTGRES_URL``) or the serving engine needs."""
 
 CHILD = """
 import contextlib, io, json, sys
@@ -43,12 +55,15 @@ for argv in json.loads(sys.argv[1]):
         except SystemExit as exit:  # argparse's --help
             code = exit.code
     heavy = sorted({name.split(".")[0] for name in sys.modules} & set(json.loads(sys.argv[2])))
-    reports.append({"argv": argv, "exit": code, "output": out.getvalue(), "heavy": heavy})
+    domain = any(name.startswith("domains.") for name in sys.modules)
+    reports.append({"argv": argv, "exit": code, "output": out.getvalue(), "heavy": heavy,
+                    "domain_loaded": domain})
 print(json.dumps(reports))
 """
 """Runs keel commands one after another in one interpreter, reporting after each which heavy
-modules are loaded so far. Loaded modules stay loaded, so a command whose report is clean, and
-every command before it, imported none of them."""
+modules are loaded so far, and whether a domain is (a module under ``domains``; the settings
+import the package itself to locate the domain's folder). Loaded modules stay loaded, so a
+command whose report is clean, and every command before it, imported none of them."""
 
 
 def _commands(
@@ -104,6 +119,10 @@ def test_the_commands_that_do_not_retrieve_import_nothing_heavy(
     for report in (help_, shown, missing, runs, access, resumed, after, trace, explain):
         assert report["heavy"] == [], report
         assert report["exit"] == (2 if report is missing else 0), report
+    # Reading a thread's status builds no runtime context: no domain, tools, manifest or corpus.
+    for report in (help_, shown, missing, runs):
+        assert not report["domain_loaded"], report
+    assert access["domain_loaded"]  # the detector sees a domain where one is loaded
     assert "usage: keel" in help_["output"]
     assert json.loads(runs["output"])["runs"]
     assert json.loads(access["output"])["agents"]
@@ -116,10 +135,11 @@ def test_the_commands_that_do_not_retrieve_import_nothing_heavy(
 
 @pytest.mark.integration
 def test_langchain_openai_loads_when_a_model_is_configured(home: Path) -> None:
-    # No request goes out: `show` only builds the context, whose planner model is a ChatOpenAI.
+    # No request goes out: `resume` builds the context, whose planner model is a ChatOpenAI, and
+    # finds no thread to resume.
     [configured] = _commands(
         home,
-        ("show", "NO-SUCH-THREAD", "--json"),
+        ("resume", "NO-SUCH-THREAD", "--approve", "--json"),
         env={"KEEL_PLANNER_MODEL": "gpt-4o-mini", "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"},
     )
     assert configured["exit"] == 2

@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from langchain.agents.middleware import human_in_the_loop as langchain_hitl
 from langchain.agents.middleware.human_in_the_loop import HITLRequest, HITLResponse
 from pydantic import TypeAdapter
 
+from graph import wire
 from graph.approval import approval_request, pending_actions, read_decisions
 from graph.context import KeelContext
 from graph.wire import approval_request_of, event_wait_of
@@ -32,6 +34,38 @@ def test_the_approval_request_is_a_langchain_hitl_request_with_keels_additions(
     # ... and Keel's type, closed, reads all of it; it is not an event wait.
     assert approval_request_of(request) == request
     assert event_wait_of(request) is None
+
+
+def _shape(schema: Any) -> Any:
+    """A JSON schema without its prose: what a client sees of a type, not how it is documented."""
+    if isinstance(schema, dict):
+        return {k: _shape(v) for k, v in schema.items() if k != "description"}
+    if isinstance(schema, list):
+        return [_shape(v) for v in schema]
+    return schema
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Action",
+        "ActionRequest",
+        "DecisionType",
+        "ReviewConfig",
+        "HITLRequest",
+        "ApproveDecision",
+        "EditDecision",
+        "RejectDecision",
+        "RespondDecision",
+        "HITLResponse",
+    ],
+)
+def test_keels_copy_of_the_hitl_schema_is_langchains(name: str) -> None:
+    """graph/wire.py declares LangChain's HITL types instead of importing ``langchain.agents``
+    (a cold start's fifth of a second); each must keep LangChain's exact shape."""
+    ours = TypeAdapter(getattr(wire, name)).json_schema()
+    theirs = TypeAdapter(getattr(langchain_hitl, name)).json_schema()
+    assert _shape(ours) == _shape(theirs)
 
 
 def test_an_event_wait_is_not_an_approval_and_a_stray_value_is_neither() -> None:
