@@ -20,11 +20,10 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
-from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import LLMResult
 from langgraph.errors import GraphBubbleUp
@@ -50,6 +49,9 @@ from observability.store import FlightRecord
 from retrieval.curation import Retrieval
 from retrieval.store import CorpusStore
 from tools.spec import ToolEvent
+
+if TYPE_CHECKING:  # the chat models' package is imported when a model is made, not by every command
+    from langchain_core.language_models import BaseChatModel
 
 ROLES = {"plan": "planner", "check_plan": "validator", "check_result": "validator"}
 """The agent role of each node, for model calls (a node's name otherwise)."""
