@@ -128,7 +128,11 @@ FIGURES: dict[str, Figure] = {
     "warm_refund_p50_ms": Figure(
         "startup", ("warm", "refund_p50_ms"), "<= 100 ms run + resume", lambda v: v <= 100
     ),
-    "venv_mb": Figure("startup", ("venv_mb",), "<= 1000 MB", lambda v: v <= 1000),
+    # What `make demo` installs (Keel and its runtime dependencies); the development environment
+    # around it (test tools, engine, eval corpora) is the startup bench's `venv_mb`.
+    "runtime_install_mb": Figure(
+        "startup", ("runtime_mb", "mb"), "<= 1000 MB (make demo's install)", lambda v: v <= 1000
+    ),
 }
 PEAK_RSS = "peak_rss_mb"
 

@@ -108,6 +108,45 @@ def venv_mb() -> float:
     return round(total / 1e6, 1)
 
 
+def runtime_mb(distribution: str = "keel") -> dict[str, Any]:
+    """What ``make demo`` installs, measured from whatever environment this runs in: Keel's
+    requirements without extras, followed recursively (markers evaluated for this interpreter),
+    each distribution's files as its RECORD lists them plus their bytecode, in MB.
+
+    The development environment holds more (the test tools, the engine, the eval corpora):
+    ``venv_mb`` is that whole environment.
+    """
+    import importlib.util
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    seen: set[str] = set()
+    todo = [canonicalize_name(distribution)]
+    total = 0
+    counted: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        dist = metadata.distribution(name)
+        for requirement in map(Requirement, dist.requires or []):
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                todo.append(canonicalize_name(requirement.name))
+        for file in dist.files or []:
+            path = str(file.locate())
+            candidates = [path]
+            if path.endswith(".py"):
+                candidates.append(importlib.util.cache_from_source(path))
+            for candidate in candidates:
+                if candidate not in counted and os.path.isfile(candidate):
+                    counted.add(candidate)
+                    total += os.path.getsize(candidate)
+    return {"mb": round(total / 1e6, 1), "distributions": len(seen)}
+
+
 def warm_refund(settings: Settings, runs: int) -> dict[str, Any]:
     """The refund run plus its approval's resume in one warm process, p50 and p95 in ms."""
     from domains.support_desk import SupportDesk
@@ -191,5 +230,6 @@ def bench_startup(settings: Settings, *, reps: int = 5, warm_runs: int = 20) -> 
             "target_ratio": target,
         }
     result["warm"] = warm
+    result["runtime_mb"] = runtime_mb()
     result["venv_mb"] = venv_mb()
     return result
