@@ -126,19 +126,33 @@ attacks, record, scenarios and screening suites run on whatever domain ``KEEL_DO
 corpus, questions, scenarios, fault profiles, ``attacks.yaml`` and ``record.yaml``)."""
 
 
-def run_suites(names: list[str] | None, settings: Settings, *, progress: bool) -> dict[str, Any]:
-    """Run the named eval suites (all when None), each result saying which domain it measured.
+LONG = {
+    "crashes": "a kill-point sweep of every durable boundary, about an hour on 2 cores; run it "
+    "with --suite crashes (--every K for a strided one) or --suite all",
+}
+"""Suites left out when no suite is named, and why: each is listed under ``not_run``."""
 
-    For a domain other than the support desk, a suite that can only judge the support desk is
-    refused when named, and listed under ``not_run`` with the reason when all suites are asked
-    for: it is never run against the wrong backend, and never left out silently.
+
+def run_suites(names: list[str] | None, settings: Settings, *, progress: bool) -> dict[str, Any]:
+    """Run the named eval suites, each result saying which domain it measured.
+
+    No names: every suite but the long ones (``LONG``); ``["all"]``: every suite. For a domain
+    other than the support desk, a suite that can only judge the support desk is refused when
+    named, and listed under ``not_run`` with the reason when all suites are asked for: it is never
+    run against the wrong backend, and never left out silently. A long suite left out by default
+    is listed there too.
     """
     from graph.domain import load_domain
 
     domain = load_domain(settings.domain).name
-    chosen = names or sorted(SUITES)
+    if names and "all" in names and names != ["all"]:
+        raise BadRequest("--suite all runs every suite: name it alone")
+    every = names == ["all"]
+    default = sorted(n for n in SUITES if n not in LONG)
+    chosen = sorted(SUITES) if every else names or default
+    skipped = {} if names else {n: LONG[n] for n in sorted(LONG) if n in SUITES}
     bound = [n for n in chosen if n in SUPPORT_DESK_ONLY] if domain != "support_desk" else []
-    if names and bound:
+    if names and not every and bound:
         raise BadRequest(
             f"the {', '.join(bound)} suite(s) measure the support desk only "
             f"({'; '.join(SUPPORT_DESK_ONLY[n] for n in bound)}); KEEL_DOMAIN={settings.domain} "
@@ -146,6 +160,12 @@ def run_suites(names: list[str] | None, settings: Settings, *, progress: bool) -
         )
     results = run_named(SUITES, [n for n in chosen if n not in bound], settings, progress=progress)
     out: dict[str, Any] = {name: {"domain": domain, **r} for name, r in results.items()}
-    if bound:
-        out["not_run"] = {n: f"{SUPPORT_DESK_ONLY[n]}, not {domain}'s" for n in bound}
+    not_run = {n: f"{SUPPORT_DESK_ONLY[n]}, not {domain}'s" for n in bound}
+    for name, why in skipped.items():
+        if domain == "support_desk" or name not in SUPPORT_DESK_ONLY:
+            not_run[name] = why
+        else:
+            not_run[name] = f"{SUPPORT_DESK_ONLY[name]}, not {domain}'s"
+    if not_run:
+        out["not_run"] = not_run
     return out

@@ -140,8 +140,9 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--suite",
         action="append",
-        help="a suite to run (repeatable; default: every suite): retrieval, faults, attacks, "
-        "record, scenarios, crashes, compounding, screening",
+        help="a suite to run (repeatable): retrieval, faults, attacks, record, scenarios, "
+        "compounding, screening, crashes; `all` for every one. Default: every suite but crashes "
+        "(a kill-point sweep of about an hour), which the output lists under not_run",
     )
     evaluate.add_argument(
         "--backend", action="append", choices=["sqlite", "postgres"],

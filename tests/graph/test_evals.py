@@ -62,9 +62,33 @@ def test_each_suite_says_its_domain_and_none_judges_another_domain_with_the_wron
     assert ran == []
     results = run_suites(None, incident, progress=False)
     assert results["faults"] == {"domain": "incident_desk", "score": 1.0}
-    assert set(results["not_run"]) == {"crashes"} and ran == ["faults"]
+    assert results["not_run"] == {
+        "crashes": "its sweep drives the support desk's four acting requests, not incident_desk's"
+    } and ran == ["faults"]
+    assert set(run_suites(["all"], incident, progress=False)["not_run"]) == {"crashes"}
     desk = Settings(home=tmp_path, _env_file=None)  # type: ignore[call-arg]
     assert run_suites(["crashes"], desk, progress=False)["crashes"]["domain"] == "support_desk"
+
+
+def test_no_suite_named_runs_all_but_the_long_sweep_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import evals.runner
+
+    ran: list[str] = []
+
+    def suite(name: str) -> evals.runner.Suite:
+        return lambda settings, progress: ran.append(name) or {"score": 1.0}
+
+    monkeypatch.setattr(evals.runner, "SUITES", {n: suite(n) for n in ("faults", "crashes")})
+    desk = Settings(home=tmp_path, _env_file=None)  # type: ignore[call-arg]
+    results = run_suites(None, desk, progress=False)
+    assert ran == ["faults"] and "--suite crashes" in results["not_run"]["crashes"]
+    ran.clear()
+    assert "not_run" not in run_suites(["all"], desk, progress=False)
+    assert sorted(ran) == ["crashes", "faults"]
+    with pytest.raises(BadRequest, match="name it alone"):
+        run_suites(["all", "faults"], desk, progress=False)
 
 
 def test_the_domain_is_chosen_on_the_command_line_too(
