@@ -108,15 +108,9 @@ def venv_mb() -> float:
     return round(total / 1e6, 1)
 
 
-def runtime_mb(distribution: str = "keel") -> dict[str, Any]:
-    """What ``make demo`` installs, measured from whatever environment this runs in: Keel's
-    requirements without extras, followed recursively (markers evaluated for this interpreter),
-    each distribution's files as its RECORD lists them plus their bytecode, in MB.
-
-    The development environment holds more (the test tools, the engine, the eval corpora):
-    ``venv_mb`` is that whole environment.
-    """
-    import importlib.util
+def runtime_distributions(distribution: str = "keel") -> list[str]:
+    """What ``make demo`` installs: ``distribution`` and its requirements without extras,
+    followed recursively, markers evaluated for this interpreter (canonical names, sorted)."""
     from importlib import metadata
 
     from packaging.requirements import Requirement
@@ -124,18 +118,32 @@ def runtime_mb(distribution: str = "keel") -> dict[str, Any]:
 
     seen: set[str] = set()
     todo = [canonicalize_name(distribution)]
-    total = 0
-    counted: set[str] = set()
     while todo:
         name = todo.pop()
         if name in seen:
             continue
         seen.add(name)
-        dist = metadata.distribution(name)
-        for requirement in map(Requirement, dist.requires or []):
+        for requirement in map(Requirement, metadata.distribution(name).requires or []):
             if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
                 todo.append(canonicalize_name(requirement.name))
-        for file in dist.files or []:
+    return sorted(seen)
+
+
+def runtime_mb(distribution: str = "keel") -> dict[str, Any]:
+    """The size on disk of :func:`runtime_distributions`, measured from whatever environment
+    this runs in: each distribution's files as its RECORD lists them, plus their bytecode, in MB.
+
+    The development environment holds more (the test tools, the engine, the eval corpora):
+    ``venv_mb`` is that whole environment.
+    """
+    import importlib.util
+    from importlib import metadata
+
+    names = runtime_distributions(distribution)
+    counted: set[str] = set()
+    total = 0
+    for name in names:
+        for file in metadata.distribution(name).files or []:
             path = str(file.locate())
             candidates = [path]
             if path.endswith(".py"):
@@ -144,7 +152,7 @@ def runtime_mb(distribution: str = "keel") -> dict[str, Any]:
                 if candidate not in counted and os.path.isfile(candidate):
                     counted.add(candidate)
                     total += os.path.getsize(candidate)
-    return {"mb": round(total / 1e6, 1), "distributions": len(seen)}
+    return {"mb": round(total / 1e6, 1), "distributions": len(names)}
 
 
 def warm_refund(settings: Settings, runs: int) -> dict[str, Any]:
