@@ -435,7 +435,7 @@ class RunbookFiller(NamedTuple):
 
     The filler is shown those records and no others, and only their outage stops it. ``needs``
     covers every record ``RULE_READS`` names for the steps it plans, so a plan the validator could
-    not check is never made (the contract tests check this for every filler).
+    not check is never made (tests/graph/test_incident_records.py checks this for every filler).
     """
 
     fill: Callable[[Evidence, Mapping[str, Any]], Plan | CannotPlan]
