@@ -8,8 +8,8 @@ announced by the deploy system's ``rollback.finished`` event, which wakes the wa
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 from domains.incident_desk.backend import IncidentBackend
 from domains.incident_desk.tools import incident_tools
@@ -49,6 +49,22 @@ FAULT_PROFILES: dict[str, FaultProfile] = {
 }
 """The incident desk's own fault profiles, beside the machinery's generic ones (``transient``,
 ``lost_responses`` and JSON profiles apply to any domain)."""
+
+UNREADABLE = "unreadable"
+"""The records key naming each record that could not be read, with why (``{"deploys": "..."}``).
+
+``"unavailable"`` (the seam's list of reasons) says that something could not be read; this says
+what, so a runbook escalates only when a record it needs is down, and a rule never reads a record
+that is down as an empty one."""
+
+RULE_READS: dict[str, frozenset[str]] = {
+    "open_incident": frozenset({"alert"}),
+    "rollback_deploy": frozenset({"alert", "deploys"}),
+    "restart_service": frozenset({"alert"}),
+    "page_oncall": frozenset({"alert", "oncall"}),
+}
+"""The records ``plan_rules`` checks each tool's step against: a step whose records are down or
+absent cannot be checked, and is refused as such."""
 
 
 class IncidentDesk:
@@ -108,16 +124,20 @@ class IncidentDesk:
     def runbook_plan(
         self, runbook: Evidence, request: str, entities: dict[str, str], records: dict[str, Any]
     ) -> Plan | CannotPlan:
-        if records.get("unavailable"):
-            reason = "cannot read the records: " + "; ".join(records["unavailable"])
-            return CannotPlan(reason=reason, temporary=True)
-        if records.get("missing"):
-            return CannotPlan(reason="unknown record: " + "; ".join(records["missing"]))
-        filler = _RUNBOOKS.get(runbook.intent or "")
+        filler = RUNBOOKS.get(runbook.intent or "")
         if filler is None:
             return CannotPlan(
                 reason=f"runbook {runbook.source} has no filler for {runbook.intent!r}"
             )
+        unreadable: dict[str, str] = records.get(UNREADABLE, {})
+        if down := sorted(filler.needs & unreadable.keys()):
+            # Only what this runbook reads stops it: a page does not wait for the deploy system.
+            reason = f"{runbook.intent} needs records that cannot be read: " + "; ".join(
+                f"{record} ({unreadable[record]})" for record in down
+            )
+            return CannotPlan(reason=reason, temporary=True)
+        if records.get("missing"):
+            return CannotPlan(reason="unknown record: " + "; ".join(records["missing"]))
         alert = records.get("alert")
         if alert is None:
             return CannotPlan(reason="the request names no alert to act on")
@@ -128,35 +148,25 @@ class IncidentDesk:
             return CannotPlan(
                 reason=f"alert {alert['alert_id']} is on {alert['service']}, not {named}"
             )
-        return filler(runbook, records)
+        if absent := sorted(filler.needs - records.keys()):
+            return CannotPlan(reason=f"{runbook.intent} needs {', '.join(absent)}: none on record")
+        # The filler sees only what it declared: reading anything else is a KeyError, not a guess.
+        return filler.fill(runbook, {record: records[record] for record in filler.needs})
 
     def plan_rules(self, plan: Plan, records: dict[str, Any]) -> list[str]:
         reasons: list[str] = []
-        alert = records.get("alert") or {}
-        service = alert.get("service")
-        deploys = {d["deploy_id"]: d for d in (records.get("deploys") or {}).get("deploys", [])}
-        oncall = records.get("oncall") or {}
+        unreadable: dict[str, str] = records.get(UNREADABLE, {})
         for i, step in enumerate(plan.steps):
             where = f"step {i + 1} ({step.tool})"
-            args = step.args
-            if step.tool == "open_incident" and args.get("alert_id") != alert.get("alert_id"):
-                reasons.append(f"{where}: alert {args.get('alert_id')} is not the one asked about")
-            elif step.tool == "rollback_deploy":
-                deploy = deploys.get(args.get("deploy_id", ""))
-                if deploy is None:
-                    reasons.append(f"{where}: deploy {args.get('deploy_id')} is not {service}'s")
-                elif deploy["status"] != "live":
-                    reasons.append(f"{where}: deploy {deploy['deploy_id']} is {deploy['status']}")
-            elif step.tool == "restart_service" and args.get("service") != service:
-                reasons.append(f"{where}: {args.get('service')} is not the alert's service")
-            elif step.tool == "page_oncall":
-                if args.get("service") != service:
-                    reasons.append(f"{where}: {args.get('service')} is not the alert's service")
-                elif args.get("engineer") != oncall.get("engineer"):
-                    reasons.append(
-                        f"{where}: {args.get('engineer')} is not on call for {service} "
-                        f"({oncall.get('engineer')} is)"
-                    )
+            reads = RULE_READS.get(step.tool, frozenset())
+            # A record that is down is not an empty one: the step cannot be checked, so it fails.
+            if down := sorted(reads & unreadable.keys()):
+                reasons += [f"{where}: cannot be checked, {r} cannot be read ({unreadable[r]})"
+                            for r in down]  # fmt: skip
+            elif absent := sorted(reads - records.keys()):
+                reasons.append(f"{where}: cannot be checked, no {', '.join(absent)} on record")
+            elif problem := _step_rule(step, records):
+                reasons.append(f"{where}: {problem}")
         return reasons
 
     def health_probes(self) -> dict[str, tuple[str, dict[str, Any]]]:
@@ -256,8 +266,31 @@ def _read(
         records[record] = tools.call(tool, args)
     except (Retryable, ShapeChanged, PermissionDenied, Unauthorized) as err:
         records.setdefault("unavailable", []).append(f"{ref}: {err}")
+        records.setdefault(UNREADABLE, {})[record] = f"{ref}: {err}"
     except IntegrationError as err:
         records.setdefault("missing", []).append(f"{ref}: {err}")
+
+
+def _step_rule(step: Step, records: dict[str, Any]) -> str | None:
+    """What is wrong with one step against the records ``RULE_READS`` names for it (all read)."""
+    args = step.args
+    alert = records["alert"]
+    service = alert["service"]
+    if step.tool == "open_incident" and args.get("alert_id") != alert["alert_id"]:
+        return f"alert {args.get('alert_id')} is not the one asked about"
+    if step.tool == "rollback_deploy":
+        deploys = {d["deploy_id"]: d for d in records["deploys"]["deploys"]}
+        deploy = deploys.get(args.get("deploy_id", ""))
+        if deploy is None:
+            return f"deploy {args.get('deploy_id')} is not {service}'s"
+        if deploy["status"] != "live":
+            return f"deploy {deploy['deploy_id']} is {deploy['status']}"
+    if step.tool in ("restart_service", "page_oncall") and args.get("service") != service:
+        return f"{args.get('service')} is not the alert's service"
+    if step.tool == "page_oncall" and args.get("engineer") != records["oncall"]["engineer"]:
+        engineer = records["oncall"]["engineer"]
+        return f"{args.get('engineer')} is not on call for {service} ({engineer} is)"
+    return None
 
 
 # -- scopes: each reads through the calling agent's own grants ----------------------------------
@@ -339,7 +372,7 @@ def _page(alert: dict[str, Any], oncall: dict[str, Any], cite: list[str], what: 
     )  # fmt: skip
 
 
-def _rollback_bad_deploy(runbook: Evidence, records: dict[str, Any]) -> Plan | CannotPlan:
+def _rollback_bad_deploy(runbook: Evidence, records: Mapping[str, Any]) -> Plan | CannotPlan:
     alert = records["alert"]
     live = [d for d in records["deploys"]["deploys"] if d["status"] == "live"]
     if not live:
@@ -366,7 +399,7 @@ def _rollback_bad_deploy(runbook: Evidence, records: dict[str, Any]) -> Plan | C
     )  # fmt: skip
 
 
-def _restart_service(runbook: Evidence, records: dict[str, Any]) -> Plan | CannotPlan:
+def _restart_service(runbook: Evidence, records: Mapping[str, Any]) -> Plan | CannotPlan:
     alert = records["alert"]
     cite = [runbook.chunk_id]
     return Plan(
@@ -387,7 +420,7 @@ def _restart_service(runbook: Evidence, records: dict[str, Any]) -> Plan | Canno
     )  # fmt: skip
 
 
-def _page_oncall(runbook: Evidence, records: dict[str, Any]) -> Plan | CannotPlan:
+def _page_oncall(runbook: Evidence, records: Mapping[str, Any]) -> Plan | CannotPlan:
     alert = records["alert"]
     cite = [runbook.chunk_id]
     return Plan(
@@ -397,8 +430,26 @@ def _page_oncall(runbook: Evidence, records: dict[str, Any]) -> Plan | CannotPla
     )
 
 
-_RUNBOOKS = {
-    "rollback_bad_deploy": _rollback_bad_deploy,
-    "restart_service": _restart_service,
-    "page_oncall": _page_oncall,
+class RunbookFiller(NamedTuple):
+    """A runbook's filler and the records it reads (``gather_records``' names).
+
+    The filler is shown those records and no others, and only their outage stops it. ``needs``
+    covers every record ``RULE_READS`` names for the steps it plans, so a plan the validator could
+    not check is never made (tests/graph/test_incident_records.py checks this for every filler).
+    """
+
+    fill: Callable[[Evidence, Mapping[str, Any]], Plan | CannotPlan]
+    needs: frozenset[str]
+
+
+RUNBOOKS: dict[str, RunbookFiller] = {
+    # The suspect is the newest live deploy; the page goes to the rota's engineer. The runbook
+    # says the error rate is above baseline, but nothing here reads the metrics.
+    "rollback_bad_deploy": RunbookFiller(
+        _rollback_bad_deploy, frozenset({"alert", "deploys", "oncall"})
+    ),
+    # The runbook's text reads the metrics, but the filler and the rules never look at them.
+    "restart_service": RunbookFiller(_restart_service, frozenset({"alert", "oncall"})),
+    "page_oncall": RunbookFiller(_page_oncall, frozenset({"alert", "oncall"})),
 }
+"""Each runbook intent the desk fills in code, with the records it needs."""

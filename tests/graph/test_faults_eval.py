@@ -44,12 +44,17 @@ def test_the_incident_desk_runs_under_its_own_profiles(tmp_path: Path) -> None:
     for name, profile in scores["keel"].items():
         assert profile["wrong_irreversible"] == profile["duplicate_irreversible"] == 0, name
         assert profile["crashed"] == 0, name
-    # Healthy apart from the metrics answering in a changed shape: every run reads metrics,
-    # so every run stops on it; the baselines consume the changed answers.
-    assert scores["keel"]["metrics_drift"]["shape_changes_detected"] == 3
-    # The deploy system down: every request reads the service's deploys first, so every run
-    # escalates before acting; the pager refusing its credentials stops the pages, not the rest.
-    assert scores["keel"]["deploys_outage"]["escalated"] == 3
-    assert scores["keel"]["deploys_outage"]["success_rate"] == 0.0
+    # Healthy apart from the metrics answering in a changed shape: no runbook reads the metrics,
+    # so no run stops on them.
+    drift = scores["keel"]["metrics_drift"]
+    assert drift["success_rate"] == 1.0 and drift["escalated"] == 0
+    # The deploy system down: the rollback reads the deploys and the restart goes through the
+    # deploy system, so both escalate; the page needs neither and is done.
+    outage = scores["keel"]["deploys_outage"]
+    assert outage["escalated"] == 2
+    assert {n: r["succeeded"] for n, r in outage["by_request"].items()} == {
+        "restart-leaking-service": 0, "rollback-bad-deploy": 0, "page-oncall": 1
+    }  # fmt: skip
+    # The pager refusing its credentials stops every request: each pages the on-call engineer.
     expired = scores["keel"]["pager_expired"]
     assert expired["escalated"] == 3 and expired["wrong_irreversible"] == 0

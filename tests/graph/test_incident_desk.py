@@ -105,3 +105,43 @@ def test_the_desks_scenarios_load_without_problems(tmp_path: Path) -> None:
         "alerts", "pager", "deploys"
     }  # fmt: skip
     assert {s.then for s in scenarios} == {None, "finish-rollbacks"}
+
+
+RESTART = "Alert ALR-102: search-api memory is climbing, please restart the service"
+
+
+@pytest.mark.parametrize(
+    ("request_text", "approvals", "status", "pages", "reason"),
+    [
+        pytest.param("Page the on-call engineer for alert ALR-103", ["page_oncall"], "done",
+                     ["Priya Nair"], None, id="page"),
+        # The rollback reads the deploys: it escalates before anything is done.
+        pytest.param(ROLLBACK, None, "escalated", [], "rollback_bad_deploy needs records that "
+                     "cannot be read: deploys (checkout-api: deploys:", id="rollback"),
+        # The restart reads no deploy, but goes through the deploy system: the call is refused
+        # (its breaker opened on the reads), and the page announcing it is never sent.
+        pytest.param(RESTART, ["restart_service", "page_oncall"], "escalated", [],
+                     "step 2 (restart_service) failed: deploys", id="restart"),
+    ],
+)  # fmt: skip
+def test_a_deploys_outage_escalates_only_what_needs_the_deploy_system(
+    desk: Settings,
+    request_text: str,
+    approvals: list[str] | None,
+    status: str,
+    pages: list[str],
+    reason: str | None,
+) -> None:
+    down = desk.model_copy(update={"faults": "deploys_outage"})
+    with KeelApp.open(down, KeelContext.from_settings(down, domain=IncidentDesk())) as app:
+        outcome = app.run(request_text)
+        if approvals is not None:
+            assert outcome.status == "awaiting_approval"
+            assert [p.name for p in outcome.pending or []] == approvals
+            outcome = app.resume(outcome.thread_id, Decision(kind="approve", reviewer="alice"))
+    assert outcome.status == status
+    if reason is not None:
+        assert outcome.escalation is not None and reason in outcome.escalation.reason
+    actions = IncidentBackend(desk.domain_db).actions()
+    assert [p["engineer"] for p in actions["pages"]] == pages
+    assert actions["rollbacks"] == actions["restarts"] == []
