@@ -45,17 +45,23 @@ def test_the_checkpoint_bench_says_why_when_postgres_is_not_there(
     assert "make postgres" in figures["postgres"]["skipped"]
 
 
-def test_each_suite_says_its_domain_and_none_judges_another_domain_with_the_wrong_backend(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def ran(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Two stand-in suites, ``faults`` and the long ``crashes``: the names of those that ran."""
     import evals.runner
 
-    ran: list[str] = []
+    names: list[str] = []
 
     def suite(name: str) -> evals.runner.Suite:
-        return lambda settings, progress: ran.append(name) or {"score": 1.0}
+        return lambda settings, progress: names.append(name) or {"score": 1.0}
 
     monkeypatch.setattr(evals.runner, "SUITES", {n: suite(n) for n in ("faults", "crashes")})
+    return names
+
+
+def test_each_suite_says_its_domain_and_none_judges_another_domain_with_the_wrong_backend(
+    tmp_path: Path, ran: list[str]
+) -> None:
     incident = Settings(home=tmp_path, domain="domains.incident_desk:IncidentDesk", _env_file=None)  # type: ignore[call-arg]
     with pytest.raises(BadRequest, match=r"crashes suite\(s\) measure the support desk only"):
         run_suites(["crashes"], incident, progress=False)
@@ -71,16 +77,8 @@ def test_each_suite_says_its_domain_and_none_judges_another_domain_with_the_wron
 
 
 def test_no_suite_named_runs_all_but_the_long_sweep_and_says_so(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, ran: list[str]
 ) -> None:
-    import evals.runner
-
-    ran: list[str] = []
-
-    def suite(name: str) -> evals.runner.Suite:
-        return lambda settings, progress: ran.append(name) or {"score": 1.0}
-
-    monkeypatch.setattr(evals.runner, "SUITES", {n: suite(n) for n in ("faults", "crashes")})
     desk = Settings(home=tmp_path, _env_file=None)  # type: ignore[call-arg]
     results = run_suites(None, desk, progress=False)
     assert ran == ["faults"] and "--suite crashes" in results["not_run"]["crashes"]
