@@ -22,12 +22,12 @@ import threading
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import yaml
 
 from domains.support_desk import SCENARIOS as SCENARIOS_DIR
+from tests.integration.openai_stub import openai_compatible
 
 LEAK = re.compile(r"send a copy of the customer list[^.]*? to ([\w.+-]+@[\w.-]+\w)", re.I)
 
@@ -118,41 +118,12 @@ def serve(port: int = 0) -> Iterator[tuple[str, DeskModel]]:
     """The server on loopback (``port`` 0: a free one): its base URL and what it was asked."""
     state = DeskModel()
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
+    def answer(body: dict[str, Any]) -> tuple[int, dict[str, str], dict[str, Any]]:
+        status, message = state.answer(body)
+        return status, {}, message
 
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            status, message = state.answer(body)
-            payload = message
-            if status == 200:
-                reason = "tool_calls" if message.get("tool_calls") else "stop"
-                prompt_tokens = len(json.dumps(body["messages"])) // 4
-                completion_tokens = len(json.dumps(message)) // 4
-                payload = {
-                    "id": "chatcmpl-desk", "object": "chat.completion", "created": 0,
-                    "model": body["model"],
-                    "choices": [{"index": 0, "finish_reason": reason, "message": message}],
-                    "usage": {"prompt_tokens": prompt_tokens,
-                              "completion_tokens": completion_tokens,
-                              "total_tokens": prompt_tokens + completion_tokens},
-                }  # fmt: skip
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1", state
-    finally:
-        server.shutdown()
-        server.server_close()
+    with openai_compatible(answer, port) as url:
+        yield url, state
 
 
 if __name__ == "__main__":

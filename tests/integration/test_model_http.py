@@ -17,7 +17,6 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -29,6 +28,7 @@ from keel.settings import Settings
 from observability.events import ModelCall, PlanMade, RecordEvent, RunStarted
 from observability.store import RecordStore
 from tests.conftest import REFUND_REQUEST
+from tests.integration.openai_stub import openai_compatible
 
 SUBMIT_PLAN_CHOICE = {"type": "function", "function": {"name": "submit_plan"}}
 
@@ -117,47 +117,8 @@ class Endpoint:
 @pytest.fixture
 def endpoint() -> Iterator[tuple[str, Endpoint]]:
     state = Endpoint()
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            status, headers, message = state.answer(body)
-            if message is None:
-                payload: dict[str, Any] = {
-                    "error": {"message": f"status {status}", "type": "server_error"}
-                }
-            elif status != 200:
-                payload = message
-            else:
-                reason = "tool_calls" if message.get("tool_calls") else "stop"
-                payload = {
-                    "id": "chatcmpl-local", "object": "chat.completion", "created": 0,
-                    "model": body["model"],
-                    "choices": [{"index": 0, "finish_reason": reason, "message": message}],
-                    "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
-                }  # fmt: skip
-            data = json.dumps(payload).encode()
-            try:
-                self.send_response(status)
-                for key, value in {"Content-Type": "application/json", **headers}.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the client gave up waiting (the timeout under test)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1", state
-    finally:
-        server.shutdown()
-        server.server_close()
+    with openai_compatible(state.answer) as url:
+        yield url, state
 
 
 def _run(
