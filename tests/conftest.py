@@ -31,6 +31,20 @@ EMAIL_PATTERN = r"[^@\s]+@[^@\s]+\.[^@\s]+"
 """The e-mail preset the README documents for KEEL_SENSITIVE_PATTERNS."""
 
 
+def run_keel(
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *argv: str
+) -> tuple[int, str, str]:
+    """``keel ARGV`` in this process on ``home``: its exit code, stdout and stderr. The working
+    directory is the home, so no stray ``.env`` from the developer's checkout is read."""
+    from keel.cli import main
+
+    monkeypatch.setenv("KEEL_HOME", str(home))
+    monkeypatch.chdir(home)
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     """A CI timeout stops a test run with SIGTERM: make it an orderly stop, as Ctrl-C is, so the
     fixtures' servers are stopped and their folders removed (evals.servers)."""

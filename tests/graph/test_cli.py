@@ -9,23 +9,8 @@ from typing import Any
 import pytest
 
 from domains.support_desk.backend import DemoBackend
-from keel.cli import main
 from tests.builders import bench_results
 from tests.conftest import REFUND_REQUEST
-
-
-@pytest.fixture
-def keel(home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
-    monkeypatch.setenv("KEEL_HOME", str(home))
-    monkeypatch.chdir(home)  # no stray .env from the developer's checkout
-
-    def run(*argv: str) -> tuple[int, Any, str]:
-        code = main(list(argv))
-        out, err = capsys.readouterr()
-        data = json.loads(out) if "--json" in argv and code == 0 else out
-        return code, data, err
-
-    return run
 
 
 def _waiting(keel: Any) -> dict[str, Any]:

@@ -8,22 +8,7 @@ from typing import Any
 
 import pytest
 
-from keel.cli import main
 from tests.conftest import REFUND_REQUEST
-
-
-@pytest.fixture
-def keel(home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
-    monkeypatch.setenv("KEEL_HOME", str(home))
-    monkeypatch.chdir(home)
-
-    def run(*argv: str) -> tuple[int, Any, str]:
-        code = main(list(argv))
-        out, err = capsys.readouterr()
-        data = json.loads(out) if "--json" in argv and code == 0 else out
-        return code, data, err
-
-    return run
 
 
 @pytest.fixture

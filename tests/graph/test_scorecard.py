@@ -26,8 +26,8 @@ from evals.scorecard import (
     run_scorecard,
     trajectory_matches,
 )
-from keel.cli import main
 from keel.settings import Settings
+from tests.conftest import run_keel
 from tools.spec import ToolRegistry
 
 
@@ -220,15 +220,6 @@ def test_a_scorecard_scores_keel_its_ablations_and_both_baselines(
 # -- the command line -------------------------------------------------------------------------
 
 
-def _keel(home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-          *argv: str) -> tuple[int, str, str]:  # fmt: skip
-    monkeypatch.setenv("KEEL_HOME", str(home))
-    monkeypatch.chdir(home)
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_keel_eval_writes_the_scorecard_and_the_plot(
     home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -236,7 +227,7 @@ def test_keel_eval_writes_the_scorecard_and_the_plot(
     scenarios = _scenario_file(tmp_path, ["billing-email"])
     out_dir = tmp_path / "card"
     monkeypatch.setenv("KEEL_EVAL_SWEEP_K", "2")
-    code, out, err = _keel(home, monkeypatch, capsys, "eval", "--plot", "--k", "1",
+    code, out, err = run_keel(home, monkeypatch, capsys, "eval", "--plot", "--k", "1",
                            "--scenarios", str(scenarios), "--out", str(out_dir),
                            "--json")  # fmt: skip
     assert code == 0, err
@@ -255,16 +246,16 @@ def test_keel_eval_bad_input_is_one_clear_line(
     home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
-    code, _, err = _keel(home, monkeypatch, capsys, "eval", "--suite", "vibes")
+    code, _, err = run_keel(home, monkeypatch, capsys, "eval", "--suite", "vibes")
     assert code == 2 and "unknown suite" in err and "scenarios" in err
-    code, _, err = _keel(home, monkeypatch, capsys, "eval", "--suite", "scenarios", "--k", "0")
+    code, _, err = run_keel(home, monkeypatch, capsys, "eval", "--suite", "scenarios", "--k", "0")
     assert code == 2 and "--k must be at least 1" in err
-    code, _, err = _keel(home, monkeypatch, capsys, "eval", "--suite", "scenarios",
+    code, _, err = run_keel(home, monkeypatch, capsys, "eval", "--suite", "scenarios",
                          "--scenarios", str(tmp_path / "nowhere.yaml"))  # fmt: skip
     assert code == 2 and "nowhere.yaml" in err
     empty = tmp_path / "empty"
     empty.mkdir()
-    code, _, err = _keel(home, monkeypatch, capsys, "eval", "--suite", "scenarios",
+    code, _, err = run_keel(home, monkeypatch, capsys, "eval", "--suite", "scenarios",
                          "--scenarios", str(empty))  # fmt: skip
     assert code == 2 and "no scenario files" in err
     shutil.rmtree(empty)

@@ -20,8 +20,8 @@ import yaml
 
 from evals import real_model
 from evals.real_model import RealRun, real_markdown
-from keel.cli import main
 from keel.settings import Settings
+from tests.conftest import run_keel
 from tests.integration.desk_model_server import DeskModel, serve, shipped
 
 SECRET = "sk-test-never-printed-4242"
@@ -42,15 +42,6 @@ def _scenario_file(folder: Path, names: list[str]) -> Path:
     return path
 
 
-def _keel(home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-          *argv: str) -> tuple[int, str, str]:  # fmt: skip
-    monkeypatch.setenv("KEEL_HOME", str(home))
-    monkeypatch.chdir(home)
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_the_scorecard_runs_every_agent_on_the_real_endpoint_and_says_which_model(
     home: Path, tmp_path: Path, desk_model: tuple[str, DeskModel],
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
@@ -60,7 +51,7 @@ def test_the_scorecard_runs_every_agent_on_the_real_endpoint_and_says_which_mode
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     scenarios = _scenario_file(tmp_path, CHOSEN)
     out_dir = tmp_path / "card"
-    code, out, err = _keel(home, monkeypatch, capsys, "eval", "--suite", "scenarios",
+    code, out, err = run_keel(home, monkeypatch, capsys, "eval", "--suite", "scenarios",
                            "--model", "desk-model", "--scenarios", str(scenarios),
                            "--out", str(out_dir), "--json")  # fmt: skip
     assert code == 0, err
@@ -134,24 +125,24 @@ def test_without_an_endpoint_or_with_a_refused_model_it_is_one_clear_line(
     url, server = desk_model
     scenarios = _scenario_file(tmp_path, ["refund-duplicate"])
     base = ["eval", "--suite", "scenarios", "--scenarios", str(scenarios)]
-    code, out, err = _keel(home, monkeypatch, capsys, *base, "--model", "gpt-4o-mini")
+    code, out, err = run_keel(home, monkeypatch, capsys, *base, "--model", "gpt-4o-mini")
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
     assert "OPENAI_API_KEY" in err and "OPENAI_BASE_URL" in err
 
     monkeypatch.setenv("OPENAI_BASE_URL", url)
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
-    code, _, err = _keel(home, monkeypatch, capsys, *base, "--model", "desk-model",
+    code, _, err = run_keel(home, monkeypatch, capsys, *base, "--model", "desk-model",
                          "--scenario", "nope")  # fmt: skip
     assert code == 2 and "no scenario named nope" in err and "refund-duplicate" in err
-    code, _, err = _keel(home, monkeypatch, capsys, "eval", "--suite", "retrieval",
+    code, _, err = run_keel(home, monkeypatch, capsys, "eval", "--suite", "retrieval",
                          "--model", "desk-model")  # fmt: skip
     assert code == 2 and "scenarios suite only" in err
-    code, _, err = _keel(home, monkeypatch, capsys, *base, "--limit", "1")
+    code, _, err = run_keel(home, monkeypatch, capsys, *base, "--limit", "1")
     assert code == 2 and "go with --model" in err
     assert server.requests == {}  # none of that reached the endpoint
 
     # A model the endpoint does not have: stopped after the first run, not once per scenario.
-    code, _, err = _keel(home, monkeypatch, capsys, *base, "--model", "no-such-model")
+    code, _, err = run_keel(home, monkeypatch, capsys, *base, "--model", "no-such-model")
     lines = err.strip().splitlines()
     assert code == 2 and "keel: " in lines[-1] and "refused model 'no-such-model'" in lines[-1]
     assert "NotFoundError" in lines[-1] and "does not exist" in lines[-1] and SECRET not in err
@@ -162,7 +153,7 @@ def test_without_an_endpoint_or_with_a_refused_model_it_is_one_clear_line(
     dead = tmp_path / "dead"
     shutil.copytree(home, dead)
     monkeypatch.setenv("OPENAI_BASE_URL", "http://user:pw@127.0.0.1:9/v1")
-    code, _, err = _keel(dead, monkeypatch, capsys, *base, "--model", "desk-model")
+    code, _, err = run_keel(dead, monkeypatch, capsys, *base, "--model", "desk-model")
     assert code == 2 and "127.0.0.1 is unreachable" in err and "pw" not in err
 
 
