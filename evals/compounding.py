@@ -47,6 +47,7 @@ from tqdm import tqdm
 
 from domains.support_desk import SupportDesk as DemoDomain
 from domains.support_desk.backend import SEED_CHARGES, SEED_CUSTOMERS, SEED_INVOICES, DemoBackend
+from evals.artifacts import write_artifacts
 from evals.baselines import baseline_tools, scripted_calls
 from evals.fallible import FallibleModel, Injection, ModelFaultProfile
 from evals.scenarios import (
@@ -628,9 +629,6 @@ def plot(curve: dict[str, Any], path: Path) -> Path:
 
 def write_curve(curve: dict[str, Any], folder: Path) -> dict[str, str]:
     """Write ``compounding.json``, ``compounding.md`` and ``compounding.png`` into ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    written = {"json": folder / "compounding.json", "markdown": folder / "compounding.md"}
-    written["json"].write_text(json.dumps(curve, indent=2) + "\n", encoding="utf-8")
-    written["markdown"].write_text(markdown(curve), encoding="utf-8")
-    written["plot"] = plot(curve, folder / "compounding.png")
-    return {kind: str(p) for kind, p in written.items()}
+    return write_artifacts(
+        folder, "compounding", curve, markdown(curve), lambda path: plot(curve, path)
+    )

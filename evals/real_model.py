@@ -25,7 +25,6 @@ the scripted scorecard does without a bill.
 
 from __future__ import annotations
 
-import json
 import tempfile
 import threading
 import time
@@ -588,15 +587,6 @@ def real_markdown(card: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_real_scorecard(card: dict[str, Any], folder: Path) -> dict[str, str]:
-    """Write ``scorecard.json`` and ``scorecard.md`` for a real-model run."""
-    folder.mkdir(parents=True, exist_ok=True)
-    written = {"json": folder / "scorecard.json", "markdown": folder / "scorecard.md"}
-    written["json"].write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-    written["markdown"].write_text(real_markdown(card), encoding="utf-8")
-    return {kind: str(p) for kind, p in written.items()}
-
-
 __all__ = [
     "MISTAKE_TAG",
     "Meter",
@@ -604,5 +594,4 @@ __all__ = [
     "choose",
     "real_markdown",
     "run_real_scorecard",
-    "write_real_scorecard",
 ]

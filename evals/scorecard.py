@@ -58,6 +58,7 @@ from langgraph.types import Command
 from tqdm import tqdm
 
 from evals.ablations import ABLATIONS, Ablation
+from evals.artifacts import write_artifacts
 from evals.baselines import TIMEOUT_S, baseline_tools, irreversible, scripted_calls
 from evals.scenarios import (
     Expected,
@@ -662,15 +663,13 @@ def plot(card: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def write_scorecard(card: dict[str, Any], folder: Path) -> dict[str, str]:
-    """Write ``scorecard.json``, ``scorecard.md`` (and with a sweep ``scorecard.png``)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    written = {"json": folder / "scorecard.json", "markdown": folder / "scorecard.md"}
-    written["json"].write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-    written["markdown"].write_text(markdown(card), encoding="utf-8")
-    if card.get("sweep"):
-        written["plot"] = plot(card, folder / "scorecard.png")
-    return {kind: str(p) for kind, p in written.items()}
+def write_scorecard(
+    card: dict[str, Any], folder: Path, render: Callable[[dict[str, Any]], str] | None = None
+) -> dict[str, str]:
+    """Write ``scorecard.json``, ``scorecard.md`` (``render``: the Markdown, by default the
+    scripted scorecard's table) and with a sweep ``scorecard.png``."""
+    sweep = (lambda path: plot(card, path)) if card.get("sweep") else None
+    return write_artifacts(folder, "scorecard", card, (render or markdown)(card), sweep)
 
 
 __all__ = [

@@ -699,7 +699,7 @@ def _eval_real_model(args: argparse.Namespace, settings: Settings) -> dict[str, 
     from pathlib import Path
 
     from evals.real_model import DEFAULT_K, RealModel, real_markdown, run_real_scorecard
-    from evals.real_model import write_real_scorecard as write
+    from evals.scorecard import write_scorecard
 
     if args.suite and args.suite != ["scenarios"]:
         raise BadRequest("--model runs the scenarios suite only: --suite scenarios --model NAME")
@@ -721,7 +721,8 @@ def _eval_real_model(args: argparse.Namespace, settings: Settings) -> dict[str, 
         limit=args.limit,
         progress=lambda line: print(line, file=sys.stderr, flush=True),
     )
-    card["written"] = write(card, Path(args.out) if args.out else settings.home / "scorecard-real")
+    folder = Path(args.out) if args.out else settings.home / "scorecard-real"
+    card["written"] = write_scorecard(card, folder, render=real_markdown)
     if args.json:
         return card
     print(real_markdown(card))
