@@ -109,23 +109,29 @@ def venv_mb() -> float:
 
 
 def runtime_distributions(distribution: str = "keel") -> list[str]:
-    """What ``make demo`` installs: ``distribution`` and its requirements without extras,
-    followed recursively, markers evaluated for this interpreter (canonical names, sorted)."""
+    """What ``make demo`` installs: ``distribution`` and its requirements without Keel's own
+    extras, followed recursively with the extras each requirement asks for (``psycopg[binary]``
+    brings ``psycopg-binary``), markers evaluated for this interpreter (canonical names, sorted)."""
     from importlib import metadata
 
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
     seen: set[str] = set()
-    todo = [canonicalize_name(distribution)]
+    todo: list[tuple[str, frozenset[str]]] = [(canonicalize_name(distribution), frozenset())]
+    done: set[tuple[str, frozenset[str]]] = set()
     while todo:
-        name = todo.pop()
-        if name in seen:
+        name, extras = todo.pop()
+        if (name, extras) in done:
             continue
+        done.add((name, extras))
         seen.add(name)
         for requirement in map(Requirement, metadata.distribution(name).requires or []):
-            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
-                todo.append(canonicalize_name(requirement.name))
+            wanted = requirement.marker is None or any(
+                requirement.marker.evaluate({"extra": extra}) for extra in {"", *extras}
+            )
+            if wanted:
+                todo.append((canonicalize_name(requirement.name), frozenset(requirement.extras)))
     return sorted(seen)
 
 
