@@ -147,25 +147,21 @@ def run_suites(names: list[str] | None, settings: Settings, *, progress: bool) -
     domain = load_domain(settings.domain).name
     if names and "all" in names and names != ["all"]:
         raise BadRequest("--suite all runs every suite: name it alone")
-    every = names == ["all"]
-    default = sorted(n for n in SUITES if n not in LONG)
-    chosen = sorted(SUITES) if every else names or default
-    skipped = {} if names else {n: LONG[n] for n in sorted(LONG) if n in SUITES}
+    every = names is None or names == ["all"]
+    chosen = sorted(SUITES) if names is None or every else names
     bound = [n for n in chosen if n in SUPPORT_DESK_ONLY] if domain != "support_desk" else []
-    if names and not every and bound:
+    if bound and not every:
         raise BadRequest(
             f"the {', '.join(bound)} suite(s) measure the support desk only "
             f"({'; '.join(SUPPORT_DESK_ONLY[n] for n in bound)}); KEEL_DOMAIN={settings.domain} "
             f"can run: {', '.join(n for n in sorted(SUITES) if n not in SUPPORT_DESK_ONLY)}"
         )
-    results = run_named(SUITES, [n for n in chosen if n not in bound], settings, progress=progress)
+    long = [n for n in chosen if n in LONG and n not in bound] if names is None else []
+    run = [n for n in chosen if n not in bound and n not in long]
+    results = run_named(SUITES, run, settings, progress=progress)
     out: dict[str, Any] = {name: {"domain": domain, **r} for name, r in results.items()}
     not_run = {n: f"{SUPPORT_DESK_ONLY[n]}, not {domain}'s" for n in bound}
-    for name, why in skipped.items():
-        if domain == "support_desk" or name not in SUPPORT_DESK_ONLY:
-            not_run[name] = why
-        else:
-            not_run[name] = f"{SUPPORT_DESK_ONLY[name]}, not {domain}'s"
+    not_run |= {n: LONG[n] for n in long}
     if not_run:
         out["not_run"] = not_run
     return out
