@@ -240,13 +240,18 @@ def read_decisions(
 def typed_like(original: dict[str, Any], edited: dict[str, Any]) -> dict[str, Any]:
     """Edited arguments with text put back into the JSON type the original value had.
 
-    Agent Chat UI's edit fields return every value as text (``"49.0"`` for ``49.0``); a value
-    whose text does not parse as the original's type stays text, for the validator to refuse.
+    Agent Chat UI's edit fields return every value as text, written by JavaScript, where 49.0
+    and 49 are one number (``"49"`` for ``49.0``): a value equal to the original is the original
+    (so an edit that changes nothing keeps the action's digest), and a number edited in place of
+    a float stays a float. A value whose text does not parse as the original's type stays text,
+    for the validator to refuse.
 
     Example:
         >>> typed_like({"amount": 49.0, "to": "a@b.c", "ids": [1]},
         ...            {"amount": "10", "to": "x@y.z", "ids": "[1, 2]"})
-        {'amount': 10, 'to': 'x@y.z', 'ids': [1, 2]}
+        {'amount': 10.0, 'to': 'x@y.z', 'ids': [1, 2]}
+        >>> typed_like({"amount": 49.0}, {"amount": "49"})
+        {'amount': 49.0}
     """
     out: dict[str, Any] = {}
     for key, value in edited.items():
@@ -256,8 +261,12 @@ def typed_like(original: dict[str, Any], edited: dict[str, Any]) -> dict[str, An
                 parsed = json.loads(value)
             except ValueError:
                 parsed = value
-            same_kind = isinstance(parsed, (int, float)) and not isinstance(parsed, bool)
-            if type(parsed) is type(before) or (same_kind and isinstance(before, (int, float))):
+            number = isinstance(parsed, (int, float)) and not isinstance(parsed, bool)
+            if parsed == before:
+                value = before
+            elif number and isinstance(before, float):
+                value = float(parsed)
+            elif type(parsed) is type(before) or (number and isinstance(before, int)):
                 value = parsed
         out[key] = value
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,29 @@ def test_a_studio_answer_without_digests_is_taken(ctx: KeelContext) -> None:
     answer: HITLResponse = {
         "decisions": [
             {"type": "edit", "edited_action": {"name": first["name"], "args": first["args"]}},
+            {"type": "approve"},
+        ]
+    }
+    update = read_decisions(answer, request, p, "t-1", ctx)
+    assert update["review"] == "approved" and set(update["approvals"]) == set(request["digests"])
+
+
+def test_an_unchanged_edit_from_the_chat_panel_approves_even_a_float(ctx: KeelContext) -> None:
+    """The panel returns every value as JavaScript writes it: 49.0 comes back as "49". That is
+    the value shown, so the action shown is approved, not proposed again."""
+    p = plan()
+    request = approval_request(p, pending_actions(p, {}, ctx.tools), ctx.tools, [])
+    first = request["action_requests"][0]
+    assert any(isinstance(v, float) and v.is_integer() for v in first["args"].values())
+    as_text = {
+        k: v
+        if isinstance(v, str)
+        else json.dumps(int(v) if isinstance(v, float) and v.is_integer() else v)
+        for k, v in first["args"].items()
+    }
+    answer: HITLResponse = {
+        "decisions": [
+            {"type": "edit", "edited_action": {"name": first["name"], "args": as_text}},
             {"type": "approve"},
         ]
     }
