@@ -100,6 +100,11 @@ def follow_up_note(status: Status) -> str:
         )
     if status == "awaiting_event":
         return "This thread is waiting for an event (see its wait); it goes on when it arrives."
+    if status == "running":
+        return (
+            "This thread's run stopped before it finished (its worker died), and a message does "
+            "not continue it: it is handed to a human, with what was done and what was not."
+        )
     return (
         f"This thread already handled its request (status: {status}). Start a new thread for a "
         "new request."
@@ -117,7 +122,7 @@ def intake(state: IntakeView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
             id=f"keel-reply-{human.id if human is not None else len(messages)}",
             name="keel",
         )
-        return {"turn": "follow_up", "messages": [reply]}
+        return {"turn": "cut_short" if status == "running" else "follow_up", "messages": [reply]}
     turn: dict[str, Any] = {"turn": "request"}
     if state.get("request") is not None and last_human(messages) is None:
         # Chat clients show the transcript: the plain request becomes its first message.

@@ -59,6 +59,8 @@ def escalate(state: EscalateView) -> dict[str, Any]:
     results = state.get("results", [])
     verdict = state.get("result_verdict") or state.get("plan_verdict")
     reason = "; ".join(verdict.reasons) if verdict is not None and not verdict.ok else "unknown"
+    if state.get("turn") == "cut_short":
+        reason = "the run stopped before it finished; a chat message arrived, which does not go on"
     done = [summarize(r) for r in results if r.ok]
     ran = {r.step for r in results}
     left = (

@@ -48,10 +48,15 @@ from graph.state import (
 
 def after_intake(
     state: KeelState,
-) -> Literal["retrieve", "respond", "approve", "await_event", "__end__"]:
+) -> Literal["retrieve", "respond", "approve", "await_event", "escalate", "__end__"]:
     """A new request goes on (or is refused); a chat message on a thread that already took its
-    request puts a pending question back (the approval, the event wait) or ends the run."""
-    if state.get("turn") == "follow_up":
+    request puts a pending question back (the approval, the event wait), ends a finished run, or
+    hands a run that stopped mid-way to a human: LangGraph drops a thread's unfinished tasks when
+    new input arrives, so that work would otherwise be left half-done with nobody told."""
+    turn = state.get("turn")
+    if turn == "cut_short":
+        return "escalate"
+    if turn == "follow_up":
         status = state.get("status")
         if status == "awaiting_approval":
             return "approve"

@@ -19,8 +19,10 @@ Effect = Literal["read", "write", "irreversible"]
 Status = Literal["running", "done", "awaiting_approval", "awaiting_event", "escalated", "refused"]
 TrustTier = Literal["official", "reviewed", "wiki", "untrusted"]
 Review = Literal["approved", "edited", "rejected", "invalid"]
-Turn = Literal["request", "follow_up"]
-"""What the thread's last input was: its one request, or a chat message after it."""
+Turn = Literal["request", "follow_up", "cut_short"]
+"""What the thread's last input was: its one request, a chat message after it, or a chat message
+that reached a run which had stopped mid-way (its worker died), whose unfinished work LangGraph
+drops on new input."""
 
 
 class Model(BaseModel):
@@ -339,6 +341,7 @@ class RespondView(TypedDict, total=False):
 
 
 class EscalateView(TypedDict, total=False):
+    turn: Turn
     plan: Plan | None
     cursor: int
     results: list[ToolOutcome]

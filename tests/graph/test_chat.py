@@ -227,6 +227,37 @@ def test_a_finished_thread_takes_no_second_request(app: KeelApp, backend: DemoBa
     assert len(backend.refunds()) == 1 and len(backend.outbox()) == 1
 
 
+class WorkerDied(BaseException):
+    """Stands for the worker's process dying mid-step (a BaseException: nothing catches it)."""
+
+
+def test_a_message_to_a_run_cut_short_hands_it_to_a_human_and_repeats_nothing(
+    app: KeelApp, backend: DemoBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker dies after the refund and before the e-mail. A chat message then arrives:
+    LangGraph drops the thread's unfinished task on new input, so the thread must not end as if
+    it were finished, and the refund must not run again."""
+    chat = Chat(app)
+    chat.send(_say(REFUND_REQUEST))
+
+    def dies(*args: Any, **kwargs: Any) -> Any:
+        raise WorkerDied
+
+    monkeypatch.setattr(DemoBackend, "send_email", dies)
+    with pytest.raises(WorkerDied):
+        chat.answer(APPROVE_ALL)
+    monkeypatch.undo()
+    assert len(backend.refunds()) == 1 and backend.outbox() == []
+    assert chat.values()["status"] == "running"  # the e-mail's step was never finished
+
+    out = chat.send(_say("any news?"))
+    assert out["status"] == "escalated" and chat.status() == "escalated"
+    assert "stopped before it finished" in out["escalation"].reason
+    assert any("send_email" in step for step in out["escalation"].left)
+    assert "handed to a human" in out["messages"][-2].content
+    assert len(backend.refunds()) == 1 and backend.outbox() == []
+
+
 def test_the_panels_edit_is_asked_for_again_before_it_runs(
     app: KeelApp, backend: DemoBackend
 ) -> None:
