@@ -22,7 +22,6 @@ from retrieval.embeddings import embedder_for
 from retrieval.store import CorpusStore
 from tools.events import EventInbox
 from tools.ledger import IntentLedger
-from tools.ledger_postgres import PostgresIntentLedger
 from tools.spec import ToolRegistry
 
 if TYPE_CHECKING:
@@ -98,9 +97,12 @@ def _ledger_for(settings: Settings) -> IntentLedger:
     """The intent ledger beside the checkpoints: Postgres when they are there, else SQLite."""
     if settings.postgres_url is None:
         return IntentLedger(settings.intent_db)
+    from tools.ledger_postgres import PostgresIntentLedger  # psycopg only when configured
+
     return PostgresIntentLedger(
         settings.postgres_url.get_secret_value(),
         connect_timeout_s=settings.postgres_connect_timeout_s,
+        behind_pooler=settings.postgres_behind_pooler,
     )
 
 
@@ -113,6 +115,7 @@ def inbox_for(settings: Settings) -> EventInbox:
     return PostgresEventInbox(
         settings.postgres_url.get_secret_value(),
         connect_timeout_s=settings.postgres_connect_timeout_s,
+        behind_pooler=settings.postgres_behind_pooler,
     )
 
 

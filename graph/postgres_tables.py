@@ -36,6 +36,8 @@ class KeelTables:
         connect_timeout_s: bounds each connection attempt (and a wait for the pool).
         pool_size: 0 opens a connection per call (a store written a few times per run); more
             keeps a pool of that size (the recorder writes dozens of events per run).
+        behind_pooler: the URL is a transaction pooler (PgBouncer; KEEL_POSTGRES_BEHIND_POOLER):
+            no server-side prepared statements, as for the checkpointer's connections.
 
     Example:
         >>> tables = KeelTables("postgresql://keel@127.0.0.1/keel", schema="CREATE TABLE IF NOT"
@@ -54,6 +56,7 @@ class KeelTables:
         what: str,
         connect_timeout_s: float = 10.0,
         pool_size: int = 0,
+        behind_pooler: bool = False,
     ) -> None:
         self.url = url
         self.schema = schema
@@ -62,6 +65,11 @@ class KeelTables:
         self.what = what
         self.connect_timeout_s = connect_timeout_s
         self.pool_size = pool_size
+        self._kwargs: dict[str, Any] = {
+            "autocommit": True,
+            "connect_timeout": max(1, round(connect_timeout_s)),
+            **({"prepare_threshold": None} if behind_pooler else {}),
+        }
         self._pool: KeelPool | None = None
         self._ready = False
 
@@ -76,10 +84,9 @@ class KeelTables:
         Raises:
             StoreUnavailable: the server does not answer, or went away during the block.
         """
-        timeout = max(1, round(self.connect_timeout_s))
         try:
             if self.pool_size == 0:
-                with psycopg.connect(self.url, autocommit=True, connect_timeout=timeout) as conn:
+                with psycopg.connect(self.url, **self._kwargs) as conn:
                     self._make_tables(conn)
                     yield conn
                 return
@@ -108,10 +115,7 @@ class KeelTables:
                 setting=self.setting,
                 min_size=1,
                 max_size=self.pool_size,
-                kwargs={
-                    "autocommit": True,
-                    "connect_timeout": max(1, round(self.connect_timeout_s)),
-                },
+                kwargs=self._kwargs,
                 check=KeelPool.check_connection,
                 max_idle=300,
                 timeout=self.connect_timeout_s,

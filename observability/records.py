@@ -16,6 +16,7 @@ def record_store_for(settings: Settings) -> FlightRecord:
     return PostgresRecordStore(
         settings.postgres_url.get_secret_value(),
         connect_timeout_s=settings.postgres_connect_timeout_s,
+        behind_pooler=settings.postgres_behind_pooler,
     )
 
 

@@ -59,10 +59,18 @@ class PostgresRecordStore(FlightRecord):
 
     table = "keel_events"
 
-    def __init__(self, url: str, *, connect_timeout_s: float = 10.0, pool_size: int = 2) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        connect_timeout_s: float = 10.0,
+        pool_size: int = 2,
+        behind_pooler: bool = False,
+    ) -> None:
         self._tables = KeelTables(
-            url, schema=SCHEMA, table="keel_events", lock_key=_SCHEMA_LOCK,
+            url, schema=SCHEMA, table=self.table, lock_key=_SCHEMA_LOCK,
             what="flight recorder", connect_timeout_s=connect_timeout_s, pool_size=pool_size,
+            behind_pooler=behind_pooler,
         )  # fmt: skip
         self.where = self._tables.setting
 

@@ -45,11 +45,13 @@ class PostgresEventInbox(EventInbox):
         0
     """
 
-    def __init__(self, url: str, *, connect_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, url: str, *, connect_timeout_s: float = 10.0, behind_pooler: bool = False
+    ) -> None:
         self.url = url
         self._tables = KeelTables(
             url, schema=SCHEMA, table="keel_relay", lock_key=_SCHEMA_LOCK,
-            what="event inbox", connect_timeout_s=connect_timeout_s,
+            what="event inbox", connect_timeout_s=connect_timeout_s, behind_pooler=behind_pooler,
         )  # fmt: skip
 
     def subscribe(self, thread_id: str, wait: EventWait) -> None:

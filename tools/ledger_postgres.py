@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from graph.postgres_tables import KeelTables
 from tools.ledger import Intent, IntentLedger
 
 SCHEMA = """
@@ -33,14 +34,14 @@ class PostgresIntentLedger(IntentLedger):
         >>> ledger.begin("keel-abc", "t-1", 0, "ship_parcel", "sha256:...")  # doctest: +SKIP
     """
 
-    def __init__(self, url: str, *, connect_timeout_s: float = 10.0) -> None:
-        from graph.postgres_tables import KeelTables
-
+    def __init__(
+        self, url: str, *, connect_timeout_s: float = 10.0, behind_pooler: bool = False
+    ) -> None:
         self.url = url
         self.connect_timeout_s = connect_timeout_s
         self._tables = KeelTables(
             url, schema=SCHEMA, table="keel_intents", lock_key=_SCHEMA_LOCK,
-            what="intent ledger", connect_timeout_s=connect_timeout_s,
+            what="intent ledger", connect_timeout_s=connect_timeout_s, behind_pooler=behind_pooler,
         )  # fmt: skip
 
     def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

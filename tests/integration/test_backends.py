@@ -253,6 +253,33 @@ def test_the_pool_survives_connections_the_server_closed_while_a_human_decided(
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("behind_pooler", [False, True])
+def test_keels_own_tables_follow_the_pooler_setting_too(
+    home: Path, postgres_url: str, behind_pooler: bool
+) -> None:
+    """The flight record, the intent ledger and the event inbox make no server-side prepared
+    statements behind a transaction pooler, as the checkpointer does not (TRAPS.md)."""
+    from graph.context import _ledger_for, inbox_for
+    from observability.records import record_store_for
+
+    settings = Settings(
+        home=home,
+        postgres_url=postgres_url,  # type: ignore[arg-type]
+        postgres_behind_pooler=behind_pooler,
+        _env_file=None,  # type: ignore[call-arg]
+    )
+    stores: list[Any] = [record_store_for(settings), _ledger_for(settings), inbox_for(settings)]
+    for store in stores:
+        with store._tables.connection() as conn:
+            assert conn.prepare_threshold == (None if behind_pooler else 5)
+            for _ in range(8):  # psycopg prepares a statement on its fifth run
+                conn.execute("SELECT 1 WHERE %s", (True,))
+            prepared = conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()
+            assert prepared is not None and (prepared[0] == 0) == behind_pooler
+    stores[0].close()
+
+
+@pytest.mark.integration
 def test_the_checkpoint_bench_measures_both_backends(postgres_url: str, tmp_path: Path) -> None:
     from evals.bench_checkpoint import bench_checkpoint
 
