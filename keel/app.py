@@ -64,9 +64,9 @@ from observability.events import (
     RunStarted,
 )
 from observability.recorder import Recorder, RunRecording, jsonable, model_name
-from observability.records import record_store_for
+from observability.records import open_record, record_store_for
 from observability.redaction import Redactor
-from observability.store import FlightRecord
+from observability.store import FlightRecord, RunNotFound
 from observability.tracing import Tracing, run_config
 from tools.events import EventInbox
 from tools.ledger import IntentLedger
@@ -652,13 +652,21 @@ def show_thread(settings: Settings, thread_id: str) -> Outcome:
         if not snapshot.values:
             raise ThreadNotFound(f"no thread {thread_id}")
         found = book.status(thread_id, snapshot)
-    records = record_store_for(settings) if settings.record else None
+    return outcome_of(thread_id, snapshot, found, _latest_run(settings, thread_id))
+
+
+def _latest_run(settings: Settings, thread_id: str) -> str | None:
+    """The thread's last recorded run, read without creating a record that is not there."""
+    if not settings.record:
+        return None
     try:
-        run_id = records.latest_run(thread_id) if records is not None else None
+        records = open_record(settings)
+    except RunNotFound:
+        return None
+    try:
+        return records.latest_run(thread_id)
     finally:
-        if records is not None:
-            records.close()
-    return outcome_of(thread_id, snapshot, found, run_id)
+        records.close()
 
 
 def outcome_of(thread_id: str, snapshot: Any, found: ThreadStatus, run_id: str | None) -> Outcome:

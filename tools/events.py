@@ -62,7 +62,8 @@ class EventInbox:
         self._file = SqliteFile(path, schema=_SCHEMA, rows="row")
 
     def _db(self) -> AbstractContextManager[sqlite3.Connection]:
-        return self._file.transaction()
+        # Every call is one statement, its own transaction: a read takes no write lock.
+        return self._file.connect()
 
     def subscribe(self, thread_id: str, wait: EventWait) -> None:
         """Idempotent: the node that calls it runs again when the thread is resumed."""
