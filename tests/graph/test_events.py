@@ -3,6 +3,10 @@ event, relayed from the domain's outbox, wakes the thread; nothing polls it."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+from typing import Any
+
 import pytest
 from langgraph.types import Command
 
@@ -87,3 +91,35 @@ def test_after_keel_seed_the_new_outbox_is_read_from_its_start(
     assert main(["domain", "settle"]) == 0
     assert app.dispatch_events()[0]["woke"] == ["t-again"]
     assert app.show("t-again").status == "done"
+
+
+def test_one_sqlite_relay_at_a_time_and_a_dead_ones_turn_is_free(tmp_path: Path) -> None:
+    """Two relays on one inbox file: the second waits, then gives up with RelayBusy; once the
+    first is done (or its process gone: the lock is the kernel's), the turn is free."""
+    import multiprocessing
+
+    from keel.errors import RelayBusy
+
+    path = tmp_path / "events.sqlite"
+    first, second = EventInbox(path), EventInbox(path)
+    with first.relaying(), pytest.raises(RelayBusy), second.relaying(wait_s=0.3):
+        pass
+    with second.relaying(wait_s=0.3):
+        pass  # the first is done: the turn is free
+    ctx = multiprocessing.get_context("fork")
+    held = ctx.Event()
+    holder = ctx.Process(target=_hold_turn_then_die, args=(path, held))
+    holder.start()
+    assert held.wait(30)
+    with pytest.raises(RelayBusy), second.relaying(wait_s=0.3):
+        pass
+    holder.kill()
+    holder.join(30)
+    with second.relaying(wait_s=5):
+        pass  # the killed relay's lock went with its process
+
+
+def _hold_turn_then_die(path: Path, held: Any) -> None:
+    with EventInbox(path).relaying():
+        held.set()
+        time.sleep(60)
