@@ -32,6 +32,12 @@ def test_keel_never_does_a_wrong_or_duplicated_irreversible_action(settings: Set
     assert scores["plain"]["drift"]["shape_changes_consumed"] > 0
     # Expired mail credentials: the refund happens, its e-mail cannot go, the run escalates.
     assert scores["keel"]["expired"]["by_request"]["refund-duplicate"]["succeeded"] == 0
+    expired = scores["keel"]["expired"]
+    (refund,) = [f for f in expired["failed"] if f.startswith("refund-duplicate:")]
+    assert "'refund CH-3002 49.00': 1}" in refund and "status escalated" in refund
+    # The refund and the ticket, which e-mail the customer, escalate; the billing change is done.
+    assert expired["escalated"] == 2
+    assert expired["by_request"]["billing-email"] == {"runs": 1, "succeeded": 1}
 
 
 def test_the_incident_desk_runs_under_its_own_profiles(tmp_path: Path) -> None:
