@@ -166,10 +166,10 @@ def split_snapshot(lines: Iterable[str]) -> tuple[Counter[str], set[str]]:
 
     Example:
         >>> actions, states = split_snapshot(
-        ...     {"page to Ann#1", "page to Ann#2", "light L-1 is off"}
+        ...     {"archive ITEM-001#1", "archive ITEM-001#2", "item ITEM-002 is active"}
         ... )
-        >>> actions["page to Ann"], sorted(states)
-        (2, ['light L-1 is off'])
+        >>> actions["archive ITEM-001"], sorted(states)
+        (2, ['item ITEM-002 is active'])
     """
     actions: Counter[str] = Counter()
     states: set[str] = set()

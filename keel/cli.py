@@ -36,16 +36,16 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--faults", metavar="PROFILE",
         help="inject faults into the domain's integrations: a generic profile (transient, "
-        "lost_responses), one of the domain's own (the support desk's outage, drift, expired) "
-        "or a JSON FaultProfile (default: KEEL_FAULTS, none)",
+        "lost_responses), one the domain defines (Domain.fault_profiles) or a JSON FaultProfile "
+        "(default: KEEL_FAULTS, none)",
     )  # fmt: skip
     common.add_argument(
         "--fault-seed", type=int, metavar="N", help="seed of the fault layer (KEEL_FAULT_SEED)"
     )
     common.add_argument(
         "--domain", metavar="PACKAGE.MODULE:ATTR",
-        help="the domain to work on (default: KEEL_DOMAIN, the support desk), e.g. "
-        "domains.incident_desk:IncidentDesk",
+        help="the domain to work on: a module and the domain object in it, e.g. "
+        "domains.my_desk:MyDesk (default: KEEL_DOMAIN)",
     )  # fmt: skip
 
     parser = argparse.ArgumentParser(
@@ -109,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     domain = sub.add_parser(
         "domain", parents=[common],
         help="the domain's own verbs (KEEL_DOMAIN): `seed` resets its backend; `list` shows the "
-        "rest, e.g. the support desk's `settle`",
+        "rest",
     )  # fmt: skip
     domain.add_argument("verb", help="seed, list, or a verb of the domain")
     new = sub.add_parser(

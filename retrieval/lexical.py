@@ -22,8 +22,8 @@ class BM25:
     """Okapi BM25 over a fixed list of documents.
 
     Example:
-        >>> index = BM25(["refund window 30 days", "billing e-mail change"])
-        >>> index.scores("refund window")[0] > index.scores("refund window")[1]
+        >>> index = BM25(["return window 30 days", "delivery address change"])
+        >>> index.scores("return window")[0] > index.scores("return window")[1]
         True
     """
 

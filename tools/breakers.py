@@ -37,7 +37,7 @@ class SqliteBreakerStore:
 
     Example:
         >>> store = SqliteBreakerStore(Path("/tmp/keel/breakers.sqlite"))
-        >>> store.breaker("billing").state
+        >>> store.breaker("carrier_api").state
         'closed'
     """
 

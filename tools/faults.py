@@ -3,7 +3,7 @@ response shapes, expired credentials and outages, on demand and reproducible by 
 
 Profiles are chosen by name (``KEEL_FAULTS=transient``) or given as JSON; the evals and the CLI
 use the same switch. The generic profiles here name no integration (they hit every integration of
-whatever domain runs); a profile for one integration (an outage of the billing API) is the
+whatever domain runs); a profile for one integration (an outage of one API) is the
 domain's own (``Domain.fault_profiles``).
 """
 

@@ -162,7 +162,7 @@ class Breaker:
     on the second call.
 
     Example:
-        >>> breaker = Breaker("billing", threshold=2)
+        >>> breaker = Breaker("carrier_api", threshold=2)
         >>> breaker.record(infrastructure_fault=True)
         >>> breaker.record(infrastructure_fault=True)
         >>> breaker.state

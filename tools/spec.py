@@ -33,7 +33,7 @@ O = TypeVar("O", bound=BaseModel)  # noqa: E741
 class OutsideText:
     """Marks an output field whose text was written by someone outside the company.
 
-    An order's note, a customer's message, an alert's description: text the tool only carries.
+    A message from outside, a record's free-text note: text the tool only carries.
     Such text reaches a model as data, is screened as the corpus is at ingest, and taints the thread
     as a low-trust document does. Mark a field with ``Annotated[str | None, OUTSIDE_TEXT]``.
 
