@@ -15,7 +15,6 @@ interrupt payloads) and answers (the resume values).
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -87,15 +86,21 @@ class RunRecording:
         self.checkpoint_id: str | None = None
         self.written = 0
         self.lost = 0
-        """Events the store refused (an outage): logged as a warning, never the run's failure."""
+        """Events the store refused (an outage): never the run's failure. After the first, the
+        segment stops writing to the store (one warning, not one wait per event)."""
 
     def emit(self, payload: AnyPayload, *, node: str | None = None, step: int | None = None) -> int:
         """Redact, store (committed) and log one event; its sequence number (0 when lost).
 
         A store that fails (a Postgres outage, a disk error) loses the event, not the run: the
         record watches the run, and the checkpoints, the ledger and the backend hold its truth.
-        The loss is a warning in the log, with the event's ids and kind.
+        The first loss is a warning in the log, with the event's ids and kind; the segment's
+        later events are not offered to that store again (an outage would make each one wait
+        for its connection timeout), and the segment's end logs how many were lost.
         """
+        if self.lost:
+            self.lost += 1
+            return 0
         clean = self.recorder.redactor.model(payload)
         event = RecordEvent(
             run_id=self.run_id,
@@ -109,7 +114,7 @@ class RunRecording:
         )
         try:
             seq = self.recorder.store.append(event)
-        except (StoreUnavailable, sqlite3.Error) as err:
+        except StoreUnavailable as err:
             self.lost += 1
             self.recorder.log.warning(
                 "record_event_lost",
@@ -173,6 +178,13 @@ class Recorder:
         return self.active
 
     def stop(self) -> None:
+        active = self.active
+        if active is not None and active.lost:
+            self.log.warning(
+                "record_events_lost",
+                extra={"keel": {"run_id": active.run_id, "thread_id": active.thread_id,
+                                "segment": active.segment, "lost": active.lost}},
+            )  # fmt: skip
         self.active = None
         self.node = None
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from keel.errors import BadRequest
+from keel.errors import BadRequest, StoreUnavailable
 from observability.events import SCHEMA_VERSION, RecordEvent
 
 _SCHEMA = """
@@ -83,7 +83,12 @@ class FlightRecord(ABC):
 
     @abstractmethod
     def append(self, event: RecordEvent) -> int:
-        """Store one event (committed when this returns); its sequence number."""
+        """Store one event (committed when this returns); its sequence number.
+
+        Raises:
+            StoreUnavailable: the store could not take it (an outage, a full disk, a read-only
+                database): whatever the backend's own error was.
+        """
 
     @abstractmethod
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -212,11 +217,14 @@ class RecordStore(FlightRecord):
 
     def append(self, event: RecordEvent) -> int:
         """Store one event (committed when this returns); its sequence number."""
-        with self._lock:
-            cursor = self._conn.execute(
-                f"INSERT INTO events {INSERT_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                event_row(event),
-            )
+        try:
+            with self._lock:
+                cursor = self._conn.execute(
+                    f"INSERT INTO events {INSERT_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    event_row(event),
+                )
+        except sqlite3.Error as err:
+            raise StoreUnavailable(f"records={self.path}", f"flight recorder: {err}") from err
         return int(cursor.lastrowid or 0)
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
+
 from graph.postgres_tables import KeelTables
+from keel.errors import StoreUnavailable
 from observability.events import RecordEvent
 from observability.store import INSERT_COLUMNS, FlightRecord, event_row
 
@@ -75,11 +78,14 @@ class PostgresRecordStore(FlightRecord):
         self.where = self._tables.setting
 
     def append(self, event: RecordEvent) -> int:
-        rows = self._tables.execute(
-            f"INSERT INTO keel_events {INSERT_COLUMNS}"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING seq",
-            event_row(event),
-        )
+        try:
+            rows = self._tables.execute(
+                f"INSERT INTO keel_events {INSERT_COLUMNS}"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING seq",
+                event_row(event),
+            )
+        except psycopg.Error as err:  # refused, not unreachable: a read-only server, a privilege
+            raise StoreUnavailable(self._tables.setting, f"flight recorder: {err}") from err
         return int(rows[0][0])
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

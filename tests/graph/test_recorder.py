@@ -271,7 +271,9 @@ def test_explain_a_denial_names_the_rule_and_the_escalation(settings: Settings) 
     assert why.why.startswith("Escalated") and why.escalation is not None
 
 
-def test_a_record_store_that_fails_loses_events_not_the_run(settings: Settings) -> None:
+def test_a_record_store_that_fails_loses_events_not_the_run(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
     """A record store that stops answering (a Postgres outage, a full disk) must not fail a run
     or its irreversible step: the refund is made once, and the loss is a warning in the log."""
     from domains.support_desk.backend import DemoBackend
@@ -280,7 +282,10 @@ def test_a_record_store_that_fails_loses_events_not_the_run(settings: Settings) 
     from observability.store import RecordStore
 
     class Failing(RecordStore):
+        offered = 0
+
         def append(self, event: RecordEvent) -> int:
+            Failing.offered += 1
             raise StoreUnavailable(
                 "KEEL_POSTGRES_URL=postgresql://db/keel", "flight recorder: gone"
             )
@@ -296,3 +301,9 @@ def test_a_record_store_that_fails_loses_events_not_the_run(settings: Settings) 
         assert app.recorder is not None and app.recorder.store.count() == 0
     refunds = DemoBackend(settings.domain_db).refunds()
     assert [(r["charge_id"], r["amount"]) for r in refunds] == [("CH-3002", 49.0)]
+    # One warning for the first loss and one count per segment (the run, the resume), and the
+    # store is offered one event per segment, not each of the dozens a segment emits.
+    lost = [r for r in caplog.records if r.getMessage() == "record_event_lost"]
+    counted = [r for r in caplog.records if r.getMessage() == "record_events_lost"]
+    assert len(lost) == len(counted) == Failing.offered == 2
+    assert all(r.keel["lost"] > 1 for r in counted)  # type: ignore[attr-defined]
