@@ -29,9 +29,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from evals.baselines import TIMEOUT_S
 from evals.scenarios import Scenario, Seeded, load_scenarios, seeded_world
-from evals.scorecard import BASELINES, RunResult, Worlds, run_baseline, run_keel
+from evals.scorecard import BASELINES, RunResult, Worlds, effects_of, run_baseline, run_keel
 from graph.domain import load_domain
 from keel.errors import BadRequest
 from keel.settings import Settings
@@ -40,7 +39,7 @@ from retrieval.store import CorpusStore
 from tools.faults import PROFILES, FaultProfile
 
 FAULTS_TAG = "faults"
-__all__ = ["FAULTS_TAG", "TIMEOUT_S", "eval_profiles", "run_faults_eval"]
+__all__ = ["FAULTS_TAG", "eval_profiles", "run_faults_eval"]
 
 
 def eval_profiles(own: dict[str, FaultProfile]) -> dict[str, FaultProfile]:
@@ -53,6 +52,7 @@ def run_faults_eval(
 ) -> dict[str, Any]:
     """Each profile ``runs`` times per agent over the domain's scenarios tagged ``faults``."""
     domain = load_domain(settings.domain)
+    profiles = eval_profiles(dict(domain.fault_profiles()))
     # Keel's runs retrieve: on a home never indexed, every one of them would stop at the first
     # node with CorpusMissing and count as a crash.
     CorpusStore(settings, embedder_for(settings)).ingest(progress=progress)
@@ -68,10 +68,8 @@ def run_faults_eval(
             raise BadRequest(
                 f"{domain.name} has no scenario tagged {FAULTS_TAG!r} in {settings.scenarios_dir}"
             )
-        worlds = Worlds(
-            settings, Path(scratch), domain, {n: tools[n].effect for n in tools.names()}
-        )
-        for name, profile in eval_profiles(dict(domain.fault_profiles())).items():
+        worlds = Worlds(settings, Path(scratch), domain, effects_of(tools))
+        for name, profile in profiles.items():
             results: list[RunResult] = []
             for run in range(runs):
                 scenario = requests[run % len(requests)].model_copy(update={"faults": profile})
@@ -82,7 +80,6 @@ def run_faults_eval(
                 out[agent][name] = _summary([r for r in results if r.agent == agent], requests)
     if progress:
         print(file=sys.stderr)
-    profiles = eval_profiles(dict(domain.fault_profiles()))
     out["profiles"] = {n: p.model_dump(exclude_defaults=True) for n, p in profiles.items()}
     out["requests"] = [s.name for s in requests]
     out["problems"] = [p.as_dict() for p in problems]

@@ -31,6 +31,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -436,13 +437,12 @@ def run_real_scorecard(
         jobs: list[tuple[str, Callable[[], RealRun]]] = []
         for scenario in scenarios:
             for seed in range(k):
-                jobs.append((f"keel {scenario.name} (seed {seed})",
-                             _bind(run_keel, worlds, scenario, seed, backend, model)))  # fmt: skip
+                keel = partial(run_keel, worlds, scenario, seed, backend, model)
+                jobs.append((f"keel {scenario.name} (seed {seed})", keel))
                 for careful in (False, True) if scenario.baselines else ():
                     agent = "middleware" if careful else "plain"
-                    jobs.append((f"{agent} {scenario.name} (seed {seed})",
-                                 _bind(run_baseline, worlds, scenario, seed, backend, model,
-                                       careful)))  # fmt: skip
+                    base = partial(run_baseline, worlds, scenario, seed, backend, model, careful)
+                    jobs.append((f"{agent} {scenario.name} (seed {seed})", base))
         say(f"real model {model.name} at {model.base_url_host}: {len(jobs)} runs "
             f"({len(scenarios)} scenarios of {domain.name}, k={k}, "
             f"agents {', '.join(AGENTS)})")  # fmt: skip
@@ -468,10 +468,6 @@ def run_real_scorecard(
         [p.as_dict() for p in problems],
         len(jobs),
     )
-
-
-def _bind(func: Callable[..., RealRun], *args: Any) -> Callable[[], RealRun]:
-    return lambda: func(*args)
 
 
 def _verdict(run: RealRun) -> str:

@@ -34,6 +34,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -509,17 +510,15 @@ def run_scorecard(
     ):
         tools = domain.tools(backend.settings)
         scenarios, problems = load_scenarios(paths or [settings.scenarios_dir], tools, domain)
-        worlds = Worlds(
-            settings, Path(scratch), domain, {n: tools[n].effect for n in tools.names()}
-        )
+        worlds = Worlds(settings, Path(scratch), domain, effects_of(tools))
         variants: list[Ablation | None] = [None, *(ABLATIONS if ablations else [])]
         jobs: list[Callable[[], RunResult]] = []
         for scenario in scenarios:
             for seed in range(k):
                 for ablation in variants:
-                    jobs.append(_bind(run_keel, worlds, scenario, seed, backend, ablation))
+                    jobs.append(partial(run_keel, worlds, scenario, seed, backend, ablation))
                 for careful in (False, True) if scenario.baselines else ():
-                    jobs.append(_bind(run_baseline, worlds, scenario, seed, backend, careful))
+                    jobs.append(partial(run_baseline, worlds, scenario, seed, backend, careful))
         results = [job() for job in tqdm(jobs, desc="scorecard", disable=not progress)]
         out: dict[str, Any] = {
             agent: summarize([r for r in results if r.agent == agent], k)
@@ -540,10 +539,6 @@ def run_scorecard(
 def effects_of(tools: ToolRegistry) -> dict[str, str]:
     """Each tool's effect (``read``, ``write``, ``irreversible``), by name."""
     return {n: tools[n].effect for n in tools.names()}
-
-
-def _bind(func: Callable[..., RunResult], *args: Any) -> Callable[[], RunResult]:
-    return lambda: func(*args)
 
 
 def fault_sweep(
