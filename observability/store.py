@@ -224,7 +224,7 @@ class RecordStore(FlightRecord):
                     event_row(event),
                 )
         except sqlite3.Error as err:
-            raise StoreUnavailable(f"records={self.path}", f"flight recorder: {err}") from err
+            raise StoreUnavailable(self.where, f"flight recorder: {err}") from err
         return int(cursor.lastrowid or 0)
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

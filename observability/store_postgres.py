@@ -80,12 +80,12 @@ class PostgresRecordStore(FlightRecord):
     def append(self, event: RecordEvent) -> int:
         try:
             rows = self._tables.execute(
-                f"INSERT INTO keel_events {INSERT_COLUMNS}"
+                f"INSERT INTO {self.table} {INSERT_COLUMNS}"
                 " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING seq",
                 event_row(event),
             )
         except psycopg.Error as err:  # refused, not unreachable: a read-only server, a privilege
-            raise StoreUnavailable(self._tables.setting, f"flight recorder: {err}") from err
+            raise StoreUnavailable(self.where, f"flight recorder: {err}") from err
         return int(rows[0][0])
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

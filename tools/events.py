@@ -49,7 +49,8 @@ class EventInbox:
     """Which thread waits for which event, and how far the relay has read the outbox (SQLite).
 
     Example:
-        >>> inbox = EventInbox(Path("/tmp/keel-doc/events.sqlite"))
+        >>> import tempfile
+        >>> inbox = EventInbox(Path(tempfile.mkdtemp()) / "events.sqlite")
         >>> inbox.advance(7); inbox.advance(3); inbox.cursor()
         7
         >>> inbox.restart(); inbox.cursor()
