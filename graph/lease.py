@@ -40,7 +40,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from graph.persistence import advisory_lock
+from graph.persistence import ensure_table
 from keel.errors import LeaseHeld
 from keel.settings import Settings
 from keel.sqlitefile import SqliteFile
@@ -385,11 +385,7 @@ class PostgresLeaseStore(LeaseStore):
     def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> tuple[list[Any], int]:
         with self.connection() as conn:
             if not self._ready:
-                exists = conn.execute("SELECT to_regclass('keel_leases') AS t").fetchone()
-                if _first(exists) is None:
-                    # Workers starting together on a fresh database race on CREATE TABLE.
-                    with advisory_lock(conn, _SCHEMA_LOCK, timeout_s=60):
-                        conn.execute(_POSTGRES_SCHEMA)
+                ensure_table(conn, "keel_leases", _POSTGRES_SCHEMA, _SCHEMA_LOCK)
                 self._ready = True
             cursor = conn.execute(sql, params)
             rows = list(cursor.fetchall()) if cursor.description else []

@@ -213,6 +213,16 @@ def advisory_lock(conn: Any, key: int, *, timeout_s: float) -> Iterator[None]:
         conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
 
 
+def ensure_table(conn: Any, table: str, schema: str, lock_key: int) -> None:
+    """Run ``schema`` (its ``CREATE ... IF NOT EXISTS``) unless ``table`` is there already, under
+    an advisory lock: workers starting together on a fresh database race on ``CREATE TABLE``.
+    Everyday starts find the table and take no lock (which a transaction pooler would break)."""
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+    if not (next(iter(row.values())) if isinstance(row, dict) else row[0]):
+        with advisory_lock(conn, lock_key, timeout_s=60):
+            conn.execute(schema)
+
+
 def redact_url(url: str) -> str:
     """The URL (or key=value conninfo) with its password replaced by ``***``, for messages."""
     if "://" not in url:

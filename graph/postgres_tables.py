@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from graph.persistence import advisory_lock, redact_url
+from graph.persistence import ensure_table, redact_url
 from graph.postgres_pool import KeelPool
 from keel.errors import StoreUnavailable
 
@@ -127,11 +127,6 @@ class KeelTables:
         return self._pool
 
     def _make_tables(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
-        if self._ready:
-            return
-        exists = conn.execute("SELECT to_regclass(%s)", (self.table,)).fetchone()
-        if exists is None or exists[0] is None:
-            # Workers starting together on a fresh database race on CREATE TABLE.
-            with advisory_lock(conn, self.lock_key, timeout_s=60):
-                conn.execute(self.schema)  # type: ignore[arg-type]
-        self._ready = True
+        if not self._ready:
+            ensure_table(conn, self.table, self.schema, self.lock_key)
+            self._ready = True
