@@ -42,15 +42,16 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from evals.baselines import baseline_tools, irreversible, scripted_calls
+from evals.scenarios import Strict
 from evals.scripted import ScriptedToolModel
 from graph.context import KeelContext
 from graph.domain import Domain, load_domain, split_snapshot
 from graph.state import Receipt, approval_digest
 from keel.app import Decision, KeelApp, Outcome
-from keel.errors import BadRequest, PermissionDenied
+from keel.errors import BadRequest, PermissionDenied, first_error
 from keel.settings import Settings
 from keel.yamlfile import load_reviewed
 from retrieval.embeddings import embedder_for
@@ -58,10 +59,6 @@ from retrieval.store import CorpusStore
 from tools.spec import ThreadFacts, ToolEvent
 
 ATTACKS_FILE = "attacks.yaml"
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Call(Strict):
@@ -156,9 +153,7 @@ def attacks_from(path: Path) -> Attacks:
     try:
         return Attacks.model_validate(data)
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise BadRequest(f"{path}: {where}: {first['msg']}") from err
+        raise BadRequest(f"{path}: {first_error(err)}") from err
 
 
 @dataclass

@@ -6,6 +6,11 @@ state; these exceptions are for broken input, broken infrastructure and bugs.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 
 class KeelError(Exception):
     """Root of every error Keel raises deliberately."""
@@ -124,3 +129,21 @@ class StoreUnavailable(IntegrationError):
         named = StoreUnavailable(self.setting, self.reason, thread_id)
         named.__cause__ = self.__cause__
         return named
+
+
+def first_error(err: ValidationError) -> str:
+    """A validation error as one line: the first problem, where it is and what is wrong.
+
+    Example:
+        >>> from pydantic import BaseModel, ValidationError
+        >>> class Step(BaseModel):
+        ...     tool: str
+        >>> try:
+        ...     Step.model_validate({"tool": 7})
+        ... except ValidationError as err:
+        ...     first_error(err)
+        'tool: Input should be a valid string'
+    """
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    return f"{where}: {first['msg']}" if where else first["msg"]

@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from graph.state import TrustTier
-from keel.errors import CorpusMissing
+from keel.errors import CorpusMissing, first_error
 from retrieval.screening import screen
 
 
@@ -134,9 +134,7 @@ def load_manifest(corpus_dir: Path) -> CorpusManifest:
     try:
         return CorpusManifest.model_validate(raw)
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise CorpusMissing(f"{path}: {where}: {first['msg']}") from err
+        raise CorpusMissing(f"{path}: {first_error(err)}") from err
 
 
 def chunk_markdown(text: str) -> list[tuple[str, str]]:
