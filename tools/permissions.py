@@ -165,7 +165,7 @@ def _contradiction(
     if spec.effect == "irreversible" and grant.approval != "required":
         return "an irreversible tool needs `approval: required`"
     if grant.four_eyes and grant.approval != "required":
-        return "`four_eyes: true` needs `approval: required` (four eyes approve; none did)"
+        return "`four_eyes: true` needs `approval: required` (it says who may approve)"
     unknown = [s for s in grant.scopes if s not in scopes]
     if unknown:
         return f"unknown scope(s) {unknown} (known: {sorted(scopes)})"

@@ -192,3 +192,57 @@ def test_a_real_event_replayed_by_hand_wakes_nothing_twice(
     app.dispatch_events()
     assert app.show("t-early").status == "done"
     assert len(backend.outbox()) == 1
+
+
+def _as(user: str, thread_id: str) -> dict[str, Any]:
+    """A run's config as a serving engine makes it for an authenticated ``user``."""
+    auth = {"identity": "keel", "keel_user": user, "is_authenticated": True}
+    return {"configurable": {"thread_id": thread_id, "langgraph_auth_user": auth}}
+
+
+def _approve_all(app: KeelApp, user: str, thread_id: str) -> Any:
+    question = app.graph.get_state(_config(thread_id)).interrupts[0].value
+    answer = {"decisions": [{"type": "approve", "digest": d} for d in question["digests"]]}
+    return app.graph.invoke(
+        Command(resume=answer), _as(user, thread_id), context=app.context, durability="sync"
+    )
+
+
+def test_the_requester_cannot_approve_their_own_refund(app: KeelApp, backend: DemoBackend) -> None:
+    """Four eyes (the shipped manifest's refunds): the engine's authenticated user who asked is
+    refused as its approver, with the reason, and the approval is asked again."""
+    app.graph.invoke(
+        {"request": REFUND_REQUEST}, _as("ann", "t-4eyes"), context=app.context, durability="sync"
+    )
+    assert app.context.guard is not None and app.context.guard.requester("t-4eyes") == "ann"
+    _approve_all(app, "ann", "t-4eyes")
+    state = app.graph.get_state(_config("t-4eyes"))
+    assert state.interrupts, "the approval is asked again"
+    assert "someone other than its requester (ann)" in state.values["review_note"]
+    assert "four eyes" in state.interrupts[0].value["action_requests"][0]["description"]
+    assert backend.refunds() == []
+
+    _approve_all(app, "bob", "t-4eyes")
+    assert app.show("t-4eyes").status == "done"
+    assert len(backend.refunds()) == 1
+    receipts = app.graph.get_state(_config("t-4eyes")).values["approvals"]
+    assert {r.approved_by for r in receipts.values()} == {"bob"}
+
+
+def test_the_requester_is_who_the_engine_authenticated_first(
+    app: KeelApp, backend: DemoBackend
+) -> None:
+    """A later run by someone else (a chat message on the thread) does not become the requester,
+    and a local run (no engine) names nobody, so four eyes cannot apply there."""
+    app.graph.invoke(
+        {"request": REFUND_REQUEST}, _as("ann", "t-first"), context=app.context, durability="sync"
+    )
+    app.graph.invoke(
+        {"messages": [{"type": "human", "content": "any news?"}]}, _as("mallory", "t-first"),
+        context=app.context, durability="sync",
+    )  # fmt: skip
+    assert app.context.guard is not None
+    assert app.context.guard.requester("t-first") == "ann"
+    local = app.run(REFUND_REQUEST, thread_id="t-local")
+    assert app.context.guard.requester("t-local") is None
+    assert app.resume(local.thread_id, Decision(kind="approve", reviewer="ann")).status == "done"
