@@ -4,7 +4,9 @@ It never runs a step that is not in the plan (a cursor a caller set outside the 
 never used as an index), never runs an irreversible step without an unused, unexpired receipt for
 exactly those arguments, and gives every irreversible call an idempotency key made from business
 ids (the thread and the action's digest, never a position a client can set) so that a re-run asks
-the ledger and the backend for the first result instead of acting again.
+the ledger and the backend for the first result instead of acting again. A write a human approved
+goes through the ledger too (its backend takes no key): a receipt works once, and a re-run of the
+same approved write finds it done.
 
 What "unused" and "rejected" mean is read from the thread guard (``tools.guard``), not from the
 checkpoint: a receipt is consumed there at the moment of its call, once.
@@ -80,13 +82,21 @@ def execute(state: ExecutorView, runtime: Runtime[KeelContext]) -> dict[str, Any
     guarded = ctx.guard.facts(thread_id, attempt=attempt) if ctx.guard is not None else None
     facts = thread_facts(state, thread_id, ctx.domain.subject_keys, guarded)
     tools = ctx.tools.for_agent("executor", facts)
-    irreversible = step.tool in ctx.tools and ctx.tools[step.tool].effect == "irreversible"
-    key = idempotency_key(thread_id, digest) if irreversible else None
+    effect = ctx.tools[step.tool].effect if step.tool in ctx.tools else step.effect
+    irreversible = effect == "irreversible"
     approval = state.get("approvals", {}).get(digest)
+    # An irreversible call, and a write a human approved (a receipt works once), go through the
+    # ledger: a re-run of the same action in this thread finds it done there. Only an
+    # irreversible call's backend is given the key (a write's backend takes none).
+    ledgered = irreversible or (approval is not None and effect != "read")
+    key = idempotency_key(thread_id, digest) if irreversible else None
     consume = _consumer(ctx, thread_id, digest, attempt, approval)
     try:
-        if key is not None and ctx.ledger is not None:
-            outcome = _exactly_once(ctx, tools, step.tool, step.args, key, approval, base, consume)
+        if ledgered and ctx.ledger is not None:
+            outcome = _exactly_once(
+                ctx, tools, step.tool, step.args, idempotency_key(thread_id, digest), approval,
+                base, consume, keyed=irreversible,
+            )  # fmt: skip
         else:
             answer = tools.invoke(
                 step.tool, step.args, approval=approval, idempotency_key=key, before=consume
@@ -152,26 +162,31 @@ def _exactly_once(
     approval: Receipt | None,
     base: dict[str, Any],
     consume: Callable[[], None] | None = None,
+    *,
+    keyed: bool = True,
 ) -> ToolOutcome:
-    """An irreversible call through the intent ledger: written before, settled after.
+    """A call through the intent ledger: written before, settled after.
 
     A call the ledger or the backend knows as done is reported, not made again; any call that is
     made passes the gate first and consumes its receipt (``consume``), and a denied one leaves no
-    intent behind.
+    intent behind. ``keyed``: the backend takes the key (an irreversible call) and can be asked
+    whether it acted; an approved write's backend cannot, so a pending write is made again (a
+    write is at-least-once, as any node is).
     """
     assert ctx.ledger is not None
     ledger = ctx.ledger
+    sent = key if keyed else None
     intent = ledger.get(key)
     if intent is not None and intent.status == "done" and intent.answer is not None:
-        return ToolOutcome(**base, ok=True, output=intent.answer, idempotency_key=key,
+        return ToolOutcome(**base, ok=True, output=intent.answer, idempotency_key=sent,
                            via="intent ledger (done earlier)")  # fmt: skip
     if intent is not None:  # pending: an earlier attempt died mid-call; did it act?
-        earlier = ctx.tools.recorded(tool, key)
+        earlier = ctx.tools.recorded(tool, key) if keyed else None
         if earlier is not None:
             ledger.finish(key, earlier)
             return ToolOutcome(**base, ok=True, output=earlier, idempotency_key=key,
                                via="intent ledger (found at the backend)")  # fmt: skip
-        answer = tools.invoke(tool, args, approval=approval, idempotency_key=key, before=consume)
+        answer = tools.invoke(tool, args, approval=approval, idempotency_key=sent, before=consume)
     else:
         thread_id = tools.facts.thread_id or ""
 
@@ -180,9 +195,9 @@ def _exactly_once(
                 consume()
             ledger.begin(key, thread_id, base["step"], tool, base["digest"])
 
-        answer = tools.invoke(tool, args, approval=approval, idempotency_key=key, before=before)
+        answer = tools.invoke(tool, args, approval=approval, idempotency_key=sent, before=before)
     ledger.finish(key, answer.output)
-    return _answered(base, key, answer)
+    return _answered(base, sent, answer)
 
 
 def _answered(base: dict[str, Any], key: str | None, answer: CallResult) -> ToolOutcome:

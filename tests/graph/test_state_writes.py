@@ -246,3 +246,42 @@ def test_the_requester_is_who_the_engine_authenticated_first(
     local = app.run(REFUND_REQUEST, thread_id="t-local")
     assert app.context.guard.requester("t-local") is None
     assert app.resume(local.thread_id, Decision(kind="approve", reviewer="ann")).status == "done"
+
+
+def test_an_approved_write_run_again_from_an_earlier_checkpoint_is_not_made_again(
+    app: KeelApp, backend: DemoBackend
+) -> None:
+    """A receipt works once for a write too (the tainted ticket closure): the same approved
+    action, run again from the checkpoint before it, is found done in the ledger."""
+    waiting = app.run(TICKET_REQUEST, thread_id="t-write")
+    assert app.resume(waiting.thread_id, Decision(kind="approve", reviewer="ann")).status == "done"
+    assert backend.get_ticket("T-77")["status"] == "closed"
+    with backend._tx() as conn:  # someone reopens it: a second close would show
+        conn.execute("UPDATE tickets SET status = 'open' WHERE id = 'T-77'")
+    history = list(app.graph.get_state_history(_config("t-write")))
+    for before_execute in [s for s in history if s.next == ("execute",)]:
+        app.graph.invoke(None, before_execute.config, context=app.context, durability="sync")
+        forked = app.graph.update_state(
+            before_execute.config, {"results": {"__overwrite__": []}}, as_node="approve"
+        )
+        app.graph.invoke(None, forked, context=app.context, durability="sync")
+    assert backend.get_ticket("T-77")["status"] == "open"
+    assert len(backend.outbox()) == 1
+    _readable(app, "t-write")
+
+
+def test_an_approved_write_whose_attempt_runs_again_ends_as_the_first_did(
+    app: KeelApp, backend: DemoBackend
+) -> None:
+    """The same attempt run again after its call answered (a worker killed after the write and
+    before its checkpoint; here, the checkpoint before it run again) is told the write was done,
+    and the thread ends done, not refused for a receipt it used itself."""
+    waiting = app.run(TICKET_REQUEST, thread_id="t-again-write")
+    app.resume(waiting.thread_id, Decision(kind="approve", reviewer="ann"))
+    history = list(app.graph.get_state_history(_config("t-again-write")))
+    first = [s for s in history if s.next == ("execute",)][-1]
+    app.graph.invoke(None, first.config, context=app.context, durability="sync")
+    state = app.graph.get_state(_config("t-again-write")).values
+    assert state["status"] == "done", state.get("answer")
+    assert state["results"][0].via == "intent ledger (done earlier)"
+    assert len(backend.outbox()) == 1
