@@ -285,3 +285,42 @@ def test_an_approved_write_whose_attempt_runs_again_ends_as_the_first_did(
     assert state["status"] == "done", state.get("answer")
     assert state["results"][0].via == "intent ledger (done earlier)"
     assert len(backend.outbox()) == 1
+
+
+def test_a_thread_forked_before_its_plan_check_after_a_rejection_is_refused_by_the_validator(
+    app: KeelApp, backend: DemoBackend
+) -> None:
+    """The checkpoint before the rejection holds no ``rejected``: the validator reads the guard."""
+    waiting = app.run(REFUND_REQUEST, thread_id="t-recheck")
+    app.resume(waiting.thread_id, Decision(kind="reject", reason="not a duplicate"))
+    history = list(app.graph.get_state_history(_config("t-recheck")))
+    before_check = [s for s in history if s.next == ("check_plan",)][-1]
+    assert not before_check.values.get("rejected")
+    app.graph.invoke(None, before_check.config, context=app.context, durability="sync")
+    state = app.graph.get_state(_config("t-recheck"))
+    assert not state.interrupts  # never asked for again
+    verdict = state.values["plan_verdict"]
+    assert any("a reviewer rejected this exact action" in r for r in verdict.reasons), verdict
+    assert backend.refunds() == [] and backend.outbox() == []
+    assert _readable(app, "t-recheck") in ("escalated", "refused")
+
+
+def test_an_approval_asked_again_after_the_evidence_was_erased_still_shows_the_taint(
+    app: KeelApp,
+) -> None:
+    """The approval node reads the taint from the guard: the tainted write is still asked for,
+    with the evidence that tainted it."""
+    app.run(TICKET_REQUEST, thread_id="t-shown")
+    first = app.graph.get_state(_config("t-shown")).interrupts[0].value
+    app.graph.update_state(
+        _config("t-shown"), {"evidence": [], "review": "invalid"}, as_node="approve"
+    )
+    app.graph.invoke(None, _config("t-shown"), context=app.context, durability="sync")
+    again = app.graph.get_state(_config("t-shown")).interrupts[0].value
+    assert [a["name"] for a in again["action_requests"]] == [
+        a["name"] for a in first["action_requests"]
+    ]
+    assert "close_ticket" in [a["name"] for a in again["action_requests"]]
+    assert again["tainted_evidence"] and [e["chunk_id"] for e in again["tainted_evidence"]] == [
+        e["chunk_id"] for e in first["tainted_evidence"]
+    ]
