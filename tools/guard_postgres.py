@@ -16,7 +16,7 @@ from typing import Any
 
 from graph.postgres_tables import KeelTables
 from graph.state import DomainEvent, Evidence
-from tools.guard import ThreadGuard
+from tools.guard import GuardFacts, ThreadGuard
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS keel_guard_receipts (
@@ -44,6 +44,13 @@ CREATE TABLE IF NOT EXISTS keel_guard_deliveries (
 );
 """
 _SCHEMA_LOCK = 0x6B656567  # any constant shared by Keel's processes; one per store
+_SPENT = (
+    "SELECT digest FROM keel_guard_receipts WHERE thread_id = %s"
+    " AND (settled_at IS NOT NULL OR attempt IS DISTINCT FROM %s)"
+)
+_REJECTED = "SELECT digest FROM keel_guard_rejections WHERE thread_id = %s"
+_TAINT = "SELECT evidence FROM keel_guard_taint WHERE thread_id = %s ORDER BY entered"
+_REQUESTER = "SELECT requester FROM keel_guard_requesters WHERE thread_id = %s"
 
 
 class PostgresThreadGuard(ThreadGuard):
@@ -88,12 +95,7 @@ class PostgresThreadGuard(ThreadGuard):
         )
 
     def spent(self, thread_id: str, *, attempt: str | None = None) -> frozenset[str]:
-        rows = self._execute(
-            "SELECT digest FROM keel_guard_receipts WHERE thread_id = %s"
-            " AND (settled_at IS NOT NULL OR attempt IS DISTINCT FROM %s)",
-            (thread_id, attempt),
-        )
-        return frozenset(str(r[0]) for r in rows)
+        return frozenset(str(r[0]) for r in self._execute(_SPENT, (thread_id, attempt)))
 
     def record_rejection(self, thread_id: str, digest: str, *, by: str) -> None:
         self._execute(
@@ -103,10 +105,7 @@ class PostgresThreadGuard(ThreadGuard):
         )
 
     def rejected(self, thread_id: str) -> frozenset[str]:
-        rows = self._execute(
-            "SELECT digest FROM keel_guard_rejections WHERE thread_id = %s", (thread_id,)
-        )
-        return frozenset(str(r[0]) for r in rows)
+        return frozenset(str(r[0]) for r in self._execute(_REJECTED, (thread_id,)))
 
     def _record_taint(self, thread_id: str, evidence: Sequence[Evidence]) -> None:
         with self._tables.connection() as conn, conn.transaction():
@@ -118,11 +117,7 @@ class PostgresThreadGuard(ThreadGuard):
                 )
 
     def taint(self, thread_id: str) -> list[Evidence]:
-        rows = self._execute(
-            "SELECT evidence FROM keel_guard_taint WHERE thread_id = %s ORDER BY entered",
-            (thread_id,),
-        )
-        return [Evidence.model_validate_json(r[0]) for r in rows]
+        return [Evidence.model_validate_json(r[0]) for r in self._execute(_TAINT, (thread_id,))]
 
     def record_requester(self, thread_id: str, requester: str) -> str:
         rows = self._execute(
@@ -134,9 +129,7 @@ class PostgresThreadGuard(ThreadGuard):
         return str(rows[0][0])
 
     def requester(self, thread_id: str) -> str | None:
-        rows = self._execute(
-            "SELECT requester FROM keel_guard_requesters WHERE thread_id = %s", (thread_id,)
-        )
+        rows = self._execute(_REQUESTER, (thread_id,))
         return str(rows[0][0]) if rows else None
 
     def record_delivery(self, thread_id: str, event: DomainEvent) -> None:
@@ -161,6 +154,25 @@ class PostgresThreadGuard(ThreadGuard):
             (attempt, thread_id, seq, attempt),
         )
         return bool(rows)
+
+    def facts(self, thread_id: str, *, attempt: str | None = None) -> GuardFacts:
+        """The four reads on one connection (a connection per read would cost four handshakes;
+        each node that checks reads them once)."""
+        with self._tables.connection() as conn:
+
+            def rows(sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+                return list(conn.execute(sql, params).fetchall())  # type: ignore[arg-type]
+
+            spent = rows(_SPENT, (thread_id, attempt))
+            rejected = rows(_REJECTED, (thread_id,))
+            taint = rows(_TAINT, (thread_id,))
+            requester = rows(_REQUESTER, (thread_id,))
+        return GuardFacts(
+            spent=frozenset(str(r[0]) for r in spent),
+            rejected=frozenset(str(r[0]) for r in rejected),
+            taint=tuple(Evidence.model_validate_json(r[0]) for r in taint),
+            requester=str(requester[0][0]) if requester else None,
+        )
 
     def close(self) -> None:
         self._tables.close()
