@@ -9,16 +9,23 @@ digest), ``keel resume --edit`` is ``KeelApp.resume`` with an edit (digest-bound
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel
+from langchain_core.messages import AIMessage
 from langgraph.types import Command
 
 from domains.support_desk.backend import DemoBackend
+from graph.context import KeelContext
 from graph.wire import approval_request_of
 from keel.app import Decision, KeelApp
+from keel.settings import Settings
+from retrieval.embeddings import embedder_for
+from retrieval.store import CorpusStore
 from tests.conftest import REFUND_REQUEST
 
 APPROVE_ALL = {"decisions": [{"type": "approve"}, {"type": "approve"}]}
@@ -129,3 +136,72 @@ def test_an_edit_above_the_charge_is_refused_with_the_rule(
     note = panel.pending()["review_note"]
     assert "was refused" in note and "exceeds" in note
     assert backend.refunds() == []
+
+
+def _model_plan(chunk: str, amount: float, says: float) -> str:
+    return json.dumps(
+        {
+            "intent": "refund_duplicate_charge",
+            "steps": [
+                {
+                    "tool": "refund_charge",
+                    "purpose": f"Refund {amount:.2f} EUR of the duplicate",
+                    "evidence": [chunk],
+                    "args": {"charge_id": "CH-3002", "amount": amount, "reason": "duplicate"},
+                },
+                {
+                    "tool": "send_email",
+                    "purpose": "Tell the customer",
+                    "evidence": [chunk],
+                    "args": {
+                        "to": "ada@example.com",
+                        "subject": "Refund for INV-2001",
+                        "body": f"We refunded {says:.2f} EUR on invoice INV-2001.",
+                    },
+                },
+            ],
+        }
+    )
+
+
+def _model_app(settings: Settings, *replies: str) -> KeelApp:
+    hits = CorpusStore(settings, embedder_for(settings)).query(REFUND_REQUEST, 6)
+    chunk = next(e.chunk_id for e in hits if e.kind == "runbook")
+    model = FakeMessagesListChatModel(
+        responses=[AIMessage(r.replace("CHUNK", chunk)) for r in replies]
+    )
+    return KeelApp.open(settings, KeelContext.from_settings(settings, planner_model=model))
+
+
+def test_a_model_planner_derives_the_edit_again(settings: Settings, backend: DemoBackend) -> None:
+    """The model is told the edit as a constraint and plans again; here it says 10.00."""
+    with _model_app(
+        settings, _model_plan("CHUNK", 49.0, 49.0), _model_plan("CHUNK", 10.0, 10.0)
+    ) as app:
+        panel = Panel(app)
+        panel.send({"request": REFUND_REQUEST})
+        panel.edit_refund(amount="10")
+        email = panel.pending()["action_requests"][1]
+        assert "10.00 EUR" in email["args"]["body"]
+        assert panel.send(Command(resume=APPROVE_ALL))["status"] == "done"
+    assert [r["amount"] for r in backend.refunds()] == [10.0]
+
+
+def test_a_model_plan_that_still_states_the_old_amount_refuses_the_edit(
+    settings: Settings, backend: DemoBackend
+) -> None:
+    """Derived again, the model's e-mail still says 49.00: the edit is refused with that reason,
+    and the model's plan made again (the third reply) is asked for."""
+    with _model_app(
+        settings,
+        _model_plan("CHUNK", 49.0, 49.0),
+        _model_plan("CHUNK", 10.0, 49.0),
+        _model_plan("CHUNK", 49.0, 49.0),
+    ) as app:
+        panel = Panel(app)
+        panel.send({"request": REFUND_REQUEST})
+        panel.edit_refund(amount="10")
+        asked = panel.pending()
+        assert "was refused" in asked["review_note"] and "still states 49.0" in asked["review_note"]
+        assert asked["action_requests"][0]["args"]["amount"] == 49.0
+    assert backend.refunds() == [] and backend.outbox() == []
