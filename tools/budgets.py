@@ -366,3 +366,70 @@ def iter_keys(totals: dict[str, Amount]) -> Iterator[tuple[str, str, str, str, A
         scope, rest = key.split(":", 1)
         who, period, window = rest.rsplit(":", 2)
         yield scope, who, period, window, amount
+
+
+class UsageRow(BaseModel):
+    """One running total, with the budgets that apply to it and what is left of each."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scope: str
+    who: str
+    period: str
+    window: str = Field(description="the day or month (UTC); empty for a lifetime")
+    tokens: int
+    calls: int
+    cost_usd: float
+    budgets: list[dict[str, Any]] = Field(
+        default_factory=list, description="each budget on this total: its limits and what is left"
+    )
+
+
+def usage_rows(
+    store: BudgetStore,
+    rules: Sequence[BudgetRule],
+    *,
+    scope: str | None = None,
+    who: str | None = None,
+    period: str | None = None,
+) -> list[UsageRow]:
+    """The running totals (spend settled, plus reservations held, each at its reservation),
+    filtered by scope, name and period, with the budgets that apply to each.
+
+    Example:
+        >>> import tempfile
+        >>> store = SqliteBudgetStore(Path(tempfile.mkdtemp()) / "b.sqlite")
+        >>> usage_rows(store, [])
+        []
+    """
+    prefix = f"{scope}:" if scope else ""
+    if scope and who:
+        prefix += f"{who}:"
+    rows = []
+    for s, w, p, window, amount in iter_keys(store.all_totals(prefix)):
+        if (who is not None and w != who) or (period is not None and p != period):
+            continue
+        budgets = [
+            {
+                "budget": rule.describe(),
+                **{
+                    f"{unit}_left": limit - used
+                    for unit, limit, used in (
+                        ("tokens", rule.tokens, amount.tokens),
+                        ("calls", rule.calls, amount.calls),
+                        ("cost_micros", rule.cost_micros, amount.cost_micros or 0),
+                    )
+                    if limit is not None
+                },
+            }
+            for rule in rules
+            if rule.scope == s and rule.period == p and rule.applies_to(w)
+        ]
+        rows.append(
+            UsageRow(
+                scope=s, who=w, period=p, window=window, tokens=amount.tokens,
+                calls=amount.calls, cost_usd=(amount.cost_micros or 0) / 1_000_000,
+                budgets=budgets,
+            )
+        )  # fmt: skip
+    return rows

@@ -128,3 +128,30 @@ def test_an_unpriced_model_is_refused_by_a_money_budget_and_allowed_by_a_token_o
     for app in _app(tokens, model):
         out = app.run("What is our refund window?")
         assert model.reached >= 1 and out.budget_stop is None
+
+
+def test_keel_usage_shows_totals_per_scope_and_period_and_a_thread_s_calls(
+    home: Any, keel: Any, monkeypatch: Any
+) -> None:
+    from agents.models import Meter
+    from agents.usage import Payer, PriceTable
+    from tools.budgets import SqliteBudgetStore
+
+    monkeypatch.setenv("KEEL_BUDGETS", '[{"scope": "team", "period": "day", "tokens": 5000}]')
+    store = SqliteBudgetStore(home / "budgets.sqlite")
+    meter = Meter(store, prices=PriceTable(prices={"fake-pricey": Price(input=1, output=2)}))
+    model = MeteredFake(responses=[_answer("a plan", (900, 300))])
+    meter.invoke(model, "plan", model="fake-pricey", role="planner",
+                 payer=Payer(thread_id="t-9", user="ann", team="ops"))  # fmt: skip
+    code, out, _ = keel("usage", "--team", "ops", "--period", "day", "--json")
+    assert code == 0
+    (row,) = out["totals"]
+    assert (row["scope"], row["who"], row["tokens"], row["calls"]) == ("team", "ops", 1200, 1)
+    assert row["cost_usd"] == 0.0015
+    assert row["budgets"] == [
+        {"budget": "team budget (each team, day): 5000 tokens", "tokens_left": 3800}
+    ]
+    code, out, _ = keel("usage", "--thread", "t-9", "--json")
+    assert [c["input_tokens"] for c in out["calls"]] == [900]
+    code, text, _ = keel("usage", "--thread", "t-9")
+    assert "thread t-9 lifetime: 1200 tokens, 1 calls, $0.001500" in text
