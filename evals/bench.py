@@ -114,9 +114,6 @@ FIGURES: dict[str, Figure] = {
         "graph", ("step_overhead_ratio",), "<= 1.5 x bare StateGraph", lambda v: v <= 1.5
     ),
     "tool_overhead_ms": Figure("tools", ("tool_overhead_ms",), "< 1 ms median", lambda v: v < 1.0),
-    "meter_overhead_ms": Figure(
-        "meter", ("meter_overhead_ms",), "< 1 ms median per model call", lambda v: v < 1.0
-    ),
     "checkpoint_write_ms": Figure("checkpoint", ("sqlite", "put_p50_ms")),
     "retrieval_p95_ms": Figure("retrieval", ("search_p95_ms",)),
     # The threads that completed, all of them in flight at once: a failed thread does not count.
