@@ -68,7 +68,7 @@ def escalate(state: EscalateView) -> dict[str, Any]:
         if plan is not None
         else []
     )
-    escalation = Escalation(reason=reason, done=done, left=left)
+    escalation = Escalation(reason=reason, done=done, left=left, budget=state.get("budget_stop"))
     answer = f"Escalated to a human: {reason}."
     if done:
         answer += " Already done: " + "; ".join(done) + "."

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from langgraph.runtime import Runtime
 
-from agents.models import chat_model_for
+from agents.models import Meter, chat_model_for, meter_for
 from graph.domain import Domain, gated_registry, load_domain
 from graph.review_log import ReviewLog, SqliteReviewLog
 from keel.settings import Settings
@@ -44,6 +44,8 @@ class KeelContext:
         store: the corpus index the retriever queries.
         planner_model: the chat model for the planner, or None for the runbook planner.
         fallback_model: a second chat model tried when the first fails.
+        meter: the door every model call goes through (usage, prices, budgets); None: an
+            unmetered one with no budget (a context built by hand).
         clock: the time source (replay and tests control it).
         reviews: the threads' approval history (``graph.review_log``), outside the checkpoint.
     """
@@ -58,6 +60,7 @@ class KeelContext:
     fallback_model: BaseChatModel | None = None
     clock: Callable[[], datetime] = field(default=_utc_now)
     reviews: ReviewLog | None = None
+    meter: Meter | None = None
 
     @classmethod
     def from_settings(
@@ -94,6 +97,7 @@ class KeelContext:
             planner_model=planner_model,
             fallback_model=fallback_model,
             reviews=review_log_for(settings),
+            meter=meter_for(settings),
         )
 
 

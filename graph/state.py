@@ -186,12 +186,42 @@ class DomainEvent(Model):
     created_at: str
 
 
+class BudgetStop(Model):
+    """A model call a budget refused, with the account of what the thread had spent: the part of
+    an escalation (or of a runbook plan's answer) that says why the model was not asked."""
+
+    budget: str = Field(description="which budget stopped it, with its limits")
+    unit: Literal["tokens", "calls", "cost"]
+    limit: int = Field(description="tokens, calls, or micro-dollars")
+    spent: int = Field(description="what the budget had spent or held before the call")
+    asked: int = Field(description="the refused call's worst case")
+    model: str
+    role: str
+    thread_tokens: int = Field(default=0, description="what this thread spent on models")
+    thread_calls: int = 0
+    thread_cost_usd: float | None = None
+    spent_on: list[str] = Field(
+        default_factory=list, description="the thread's calls, one line each"
+    )
+
+    def describe(self) -> str:
+        cost = f", ${self.thread_cost_usd:.6f}" if self.thread_cost_usd is not None else ""
+        return (
+            f"{self.budget} would be exceeded by a {self.role} call to {self.model} ({self.unit}: "
+            f"{self.spent} spent or held, {self.asked} asked, limit {self.limit}); this thread "
+            f"spent {self.thread_tokens} tokens in {self.thread_calls} model calls{cost}"
+        )
+
+
 class Escalation(Model):
     """The account handed to a human: what happened, what was done, what is left."""
 
     reason: str
     done: list[str]
     left: list[str]
+    budget: BudgetStop | None = Field(
+        default=None, description="the budget that stopped the model, when one did"
+    )
 
 
 LOW_TRUST: tuple[TrustTier, ...] = ("wiki", "untrusted")
@@ -279,6 +309,8 @@ class KeelState(InputState, OutputState, total=False):
     """Who answered the last approval: the engine's authenticated user when there is one."""
     results: Annotated[list[ToolOutcome], operator.add]
     events: Annotated[list[DomainEvent], operator.add]
+    budget_stop: BudgetStop | None
+    """The budget that stopped the planner's model on its last pass, if one did."""
 
 
 class IntakeView(TypedDict, total=False):
@@ -358,6 +390,7 @@ class RespondView(TypedDict, total=False):
 
 
 class EscalateView(TypedDict, total=False):
+    budget_stop: BudgetStop | None
     turn: Turn
     plan: Plan | None
     cursor: int
@@ -381,5 +414,6 @@ STATE_TYPES: tuple[type[BaseModel], ...] = (
     EventWait,
     DomainEvent,
     Escalation,
+    BudgetStop,
 )
 """Every pydantic type the state holds: the checkpoint serializer's allow-list."""

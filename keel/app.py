@@ -33,6 +33,7 @@ from graph.events import dispatch_events
 from graph.lease import LeaseStore, open_leases
 from graph.persistence import open_checkpointer
 from graph.state import (
+    BudgetStop,
     Conflict,
     DomainEvent,
     Escalation,
@@ -107,6 +108,9 @@ class Outcome(BaseModel):
     results: list[ToolOutcome] = Field(default_factory=list)
     escalation: Escalation | None = None
     waiting: EventWait | None = None
+    budget_stop: BudgetStop | None = Field(
+        default=None, description="a budget refused the planner's model: which, and the account"
+    )
 
 
 class ThreadRecovery(BaseModel):
@@ -706,6 +710,7 @@ def outcome_of(thread_id: str, snapshot: Any, found: ThreadStatus, run_id: str |
         results=values.get("results", []),
         escalation=values.get("escalation"),
         waiting=values.get("waiting"),
+        budget_stop=values.get("budget_stop"),
     )
 
 
