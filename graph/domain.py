@@ -90,7 +90,9 @@ class Domain(Protocol):
         (``settings.domain_db`` is the file a SQLite-backed domain should use)."""
 
     def is_prepared(self, settings: Settings) -> bool:
-        """Whether ``prepare`` has run for these settings (Keel prepares on first use)."""
+        """Whether the backing stores hold what a run needs (tables, seed data; never just "the
+        file exists": a failed first run leaves an empty one). Keel prepares on first use when
+        not; a store that is not the domain's at all raises ``ConfigError``."""
 
     def tools(self, settings: Settings) -> ToolRegistry:
         """The domain's tool registry, bound to its backends and to the home's shared breakers

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ import pytest
 from langgraph_sdk import get_sync_client
 
 from domains.support_desk.backend import DemoBackend
+from keel.settings import Settings
 from tests.conftest import REFUND_REQUEST
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,8 +74,8 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(timeout=10)
 
 
-@pytest.fixture
-def server(home: Path, tmp_path: Path) -> Iterator[Server]:
+@contextmanager
+def serving(home: Path, tmp_path: Path) -> Iterator[Server]:
     """``langgraph dev`` on a free port with KEEL_HOME=home; always stopped, log in tmp_path."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KEEL_", "OPENAI_"))}
@@ -102,6 +105,12 @@ def server(home: Path, tmp_path: Path) -> Iterator[Server]:
             _stop(proc)
             # Shown by pytest only when the test failed.
             print(f"--- langgraph dev log ({served.log_path}) ---\n{served.log()}")
+
+
+@pytest.fixture
+def server(home: Path, tmp_path: Path) -> Iterator[Server]:
+    with serving(home, tmp_path) as served:
+        yield served
 
 
 def _values(state: Any) -> dict[str, Any]:
@@ -186,3 +195,23 @@ def test_langgraph_dev_runs_a_request_to_its_approval_and_resumes_it(
     assert "already refunded" in forked["answer"]
     assert len(backend.refunds()) == 1 and len(backend.outbox()) == 1
     assert len(client.threads.get_history(thread_id, limit=200)) > len(history)
+
+
+@pytest.mark.integration
+def test_langgraph_dev_on_a_fresh_clone_plans_the_first_request(
+    indexed_home: Path, tmp_path: Path
+) -> None:
+    """The README's recipe on a fresh clone: ``keel ingest``, then ``langgraph dev``; nobody ran
+    ``keel seed`` or ``keel demo``. The server prepares the domain before it takes a request."""
+    home = tmp_path / "home"
+    shutil.copytree(indexed_home, home)
+    settings = Settings(home=home, _env_file=None)  # type: ignore[call-arg]
+    settings.domain_db.unlink(missing_ok=True)
+    with serving(home, tmp_path) as served:
+        client = get_sync_client(url=served.url, timeout=RUN_TIMEOUT_S)
+        thread_id = client.threads.create()["thread_id"]
+        client.runs.wait(
+            thread_id, "keel", input={"messages": [{"type": "human", "content": REFUND_REQUEST}]}
+        )
+        values = _values(client.threads.get_state(thread_id))
+        assert values["status"] == "awaiting_approval", served.log()
