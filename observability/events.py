@@ -155,6 +155,9 @@ class EscalationMade(Payload):
     reason: str
     done: list[str] = Field(default_factory=list)
     left: list[str] = Field(default_factory=list)
+    unsure: list[str] = Field(
+        default_factory=list, description="under way when the run stopped: may have happened"
+    )
 
 
 class ClockRead(Payload):
