@@ -100,6 +100,24 @@ class KeelContext:
             meter=meter_for(settings),
         )
 
+    def prepare(self) -> None:
+        """Make the set-up ready to serve runs, as ``KeelApp`` does before its first: the
+        domain's backend prepared when it is not (an empty or half-written one is repaired;
+        one that is not the domain's raises ``ConfigError``), the corpus index required
+        (``CorpusMissing`` names ``keel ingest``)."""
+        if not self.domain.is_prepared(self.settings):
+            self.domain.prepare(self.settings)
+        self.store.require()
+
+
+def serving_context(settings: Settings | None = None) -> KeelContext:
+    """The context of a server process (``langgraph dev``, an engine worker): built from the
+    settings and prepared (``KeelContext.prepare``), so a fresh clone's first request plans
+    instead of failing on a backend nobody seeded."""
+    context = KeelContext.from_settings(settings)
+    context.prepare()
+    return context
+
 
 def _ledger_for(settings: Settings) -> IntentLedger:
     """The intent ledger beside the checkpoints: Postgres when they are there, else SQLite."""
@@ -161,11 +179,12 @@ class _ProcessContext:
 
 @cache
 def _process_context() -> _ProcessContext:
-    return _ProcessContext(KeelContext.from_settings)
+    return _ProcessContext(serving_context)
 
 
 def process_context() -> KeelContext:
-    """This process's context, built from the environment's settings on first use."""
+    """This process's context, built from the environment's settings and prepared
+    (``serving_context``) on first use."""
     return _process_context().get()
 
 

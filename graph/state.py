@@ -21,8 +21,8 @@ TrustTier = Literal["official", "reviewed", "wiki", "untrusted"]
 Review = Literal["approved", "edited", "rejected", "invalid"]
 Turn = Literal["request", "follow_up", "cut_short"]
 """What the thread's last input was: its one request, a chat message after it, or a chat message
-that reached a run which had stopped mid-way (its worker died), whose unfinished work LangGraph
-drops on new input."""
+that reached a run which had stopped mid-way (cancelled, or its process ended), whose unfinished
+work LangGraph drops on new input."""
 
 
 class Model(BaseModel):
@@ -222,6 +222,11 @@ class Escalation(Model):
     budget: BudgetStop | None = Field(
         default=None, description="the budget that stopped the model, when one did"
     )
+    unsure: list[str] = Field(
+        default_factory=list,
+        description="actions whose call was under way when the run stopped and that the "
+        "backend does not show yet: they may have happened (checked again on the next message)",
+    )
 
 
 LOW_TRUST: tuple[TrustTier, ...] = ("wiki", "untrusted")
@@ -318,6 +323,8 @@ class IntakeView(TypedDict, total=False):
     messages: Messages
     status: Status
     """Set only when the thread already took a request (a chat client wrote to it again)."""
+    escalation: Escalation | None
+    """An escalated thread's account: a message checks its unsure actions again."""
 
 
 class RetrieverView(TypedDict, total=False):
@@ -387,11 +394,15 @@ class RespondView(TypedDict, total=False):
     results: list[ToolOutcome]
     evidence: list[Evidence]
     review_note: str
+    review: Review
+    reviewed_by: Reviewer
+    rejected: list[str]
 
 
 class EscalateView(TypedDict, total=False):
     budget_stop: BudgetStop | None
     turn: Turn
+    escalation: Escalation | None
     plan: Plan | None
     cursor: int
     results: list[ToolOutcome]

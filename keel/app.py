@@ -442,9 +442,7 @@ class KeelApp:
 
     def preflight(self) -> None:
         """Fail before a thread exists when the set-up cannot serve a run."""
-        if not self.context.domain.is_prepared(self.settings):
-            self.context.domain.prepare(self.settings)
-        self.context.store.require()
+        self.context.prepare()
         if self.context.planner_model is not None and self.settings.openai_base_url:
             probe_endpoint(self.settings.openai_base_url)
 

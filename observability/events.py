@@ -181,6 +181,9 @@ class EscalationMade(Payload):
     budget: dict[str, Any] | None = Field(
         default=None, description="the budget that stopped the model, when one did"
     )
+    unsure: list[str] = Field(
+        default_factory=list, description="under way when the run stopped: may have happened"
+    )
 
 
 class ClockRead(Payload):
