@@ -30,7 +30,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
 from graph.context import KeelContext, context_of, thread_of
-from graph.reviewer import reviewer_of
+from graph.reviewer import answer_refusal, reviewer_of
 from graph.state import (
     ApprovalView,
     Evidence,
@@ -133,6 +133,9 @@ def approve(
     indexes = pending_actions(plan, state.get("approvals", {}), ctx.tools, evidence, spent)
     request = approval_request(plan, indexes, ctx.tools, evidence, state.get("review_note", ""))
     answer = interrupt(request)
+    refused = answer_refusal(config)  # an engine's unauthenticated caller signs nothing
+    if refused is not None:
+        return _invalid(refused)
     claimed = answer.get("reviewer") if isinstance(answer, dict) else None
     reviewer = reviewer_of(config, claimed if isinstance(claimed, str) else None)
     return read_decisions(answer, request, plan, thread_of(runtime), ctx, reviewer)
