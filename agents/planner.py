@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 from langchain_core.messages import (
     AIMessage,
@@ -23,7 +23,7 @@ from langchain_core.messages import (
     SystemMessage,
     ToolMessage,
 )
-from langchain_core.runnables import Runnable
+from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.constants import TAG_NOSTREAM
 from langgraph.runtime import Runtime
@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agents import prompts
 from agents.context import Fact, Section, assemble, remember, render_memory, tokens
+from agents.models import BudgetExhausted, Meter, model_name, payer_of
 from agents.outside import (
     outside_evidence,
     records_for_prompt,
@@ -39,9 +40,20 @@ from agents.outside import (
     with_outside,
 )
 from agents.runbooks import fill_runbook, runbook_steps
+from agents.usage import Payer
 from graph.context import KeelContext, context_of, guarded_thread
-from graph.domain import Domain
-from graph.state import CannotPlan, Conflict, Evidence, Plan, PlannerView, Step, Verdict
+from graph.domain import Domain, EditablePlans
+from graph.state import (
+    BudgetStop,
+    CannotPlan,
+    Conflict,
+    Edit,
+    Evidence,
+    Plan,
+    PlannerView,
+    Step,
+    Verdict,
+)
 from retrieval.corpus import RunbookStep, load_manifest
 from retrieval.curation import TIER_RANK
 from tools.spec import HeardText, ToolRegistry
@@ -82,8 +94,20 @@ class PlanDraft(BaseModel):
     cannot_plan: str | None = None
 
 
-def plan(state: PlannerView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
+BUDGET_PLANNER = "runbook (budget exhausted)"
+"""The planner a thread got when a budget refused its model and the runbook planner stood in."""
+
+
+def plan(
+    state: PlannerView,
+    runtime: Runtime[KeelContext],
+    # Spelled so: LangGraph injects the run's config only for these annotations (as text, under
+    # ``from __future__ import annotations``); "RunnableConfig | None" is silently not injected.
+    config: Optional[RunnableConfig] = None,  # noqa: UP045
+) -> dict[str, Any]:
     ctx = context_of(runtime)
+    meter = ctx.meter or Meter(None)
+    payer = payer_of(config, _thread(runtime, config), ctx.settings)
     entities = state.get("entities", {})
     heard: list[HeardText] = []
     records = ctx.domain.gather_records(entities, ctx.tools.for_agent("planner", heard=heard))
@@ -98,6 +122,11 @@ def plan(state: PlannerView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
     conflicts = state.get("conflicts", [])
     verdict = state.get("plan_verdict")
     feedback = verdict.reasons if verdict is not None and not verdict.ok else []
+    # A reviewer's edits: the plan is derived again with their arguments fixed.
+    edits = state.get("edits") or []
+    pinned = {e.step: e.args for e in edits}
+    if edits:
+        feedback = [edit_constraint(e) for e in edits]
     # What the thread already did (a replan after steps ran, a fork after a side effect): typed
     # facts with their step and tool, side effects always kept, so the model neither repeats nor
     # contradicts them.
@@ -107,6 +136,7 @@ def plan(state: PlannerView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
 
     result: Plan | CannotPlan | None = None
     failures: list[str] = []
+    stop: BudgetStop | None = None
     for model in (ctx.planner_model, ctx.fallback_model):
         if model is None:
             continue
@@ -126,21 +156,46 @@ def plan(state: PlannerView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
                 memory_budget=ctx.settings.memory_budget_tokens,
                 repair_attempts=ctx.settings.plan_repair_attempts,
                 role=ctx.domain.planner_role,
+                meter=meter,
+                payer=payer,
             )
             break
+        except BudgetExhausted as err:  # not made: the fallback model may still fit the budget
+            stop = stop or err.stop
         except Exception as err:  # any model failure falls through to the next planner
-            failures.append(f"{_model_name(model)}: {type(err).__name__}: {err}"[:300])
+            failures.append(f"{model_name(model)}: {type(err).__name__}: {err}"[:300])
+
+    seen: dict[str, Any] = {"records": records, "budget_stop": stop if result is None else None}
+    if outside:
+        seen["evidence"] = thread_evidence
+    if result is None and stop is not None and not _runbook_stands_in(state, ctx):
+        return _stopped_by_budget(stop, "the runbook planner may not stand in", seen)
     if result is None:
         losers = {c.loser for c in conflicts}
         usable = [e for e in evidence if e.chunk_id not in losers]
         data = runbook_steps(load_manifest(ctx.settings.corpus_dir))
-        result = runbook_plan(state["request"], entities, usable, records, ctx.domain, data)
-        if failures:
+        result = runbook_plan(
+            state["request"], entities, usable, records, ctx.domain, data, pinned=pinned
+        )
+        if stop is not None and isinstance(result, CannotPlan) and not result.temporary:
+            # The request was not refused on its merits: the model that could plan it was not
+            # asked. A human decides, with the account.
+            return _stopped_by_budget(stop, f"the runbook planner cannot: {result.reason}", seen)
+        if stop is not None:
+            result = result.model_copy(update={"planner": BUDGET_PLANNER})
+        elif failures:
             result = result.model_copy(update={"planner": "runbook (model failed)"})
-
-    seen: dict[str, Any] = {"records": records}
-    if outside:
-        seen["evidence"] = thread_evidence
+    if edits:
+        derived = with_edits(result, edits) if isinstance(result, Plan) else result
+        if isinstance(derived, CannotPlan):
+            # The edit is refused, with its reason; the plan shown before it is asked again.
+            return {
+                "plan": without_edits(state.get("plan"), edits),
+                "edits": [],
+                "review_note": f"the edit by {edits[0].by} was refused: {derived.reason}",
+                **seen,
+            }
+        return {"plan": derived, "planner": derived.planner, **seen}
     if isinstance(result, CannotPlan) and result.temporary:
         # Not a refusal: the request may be fine, a system it needs is down. A human decides.
         verdict = Verdict(stage="plan", ok=False, reasons=[result.reason])
@@ -156,6 +211,31 @@ def plan(state: PlannerView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
     return {"plan": result, "planner": result.planner, **seen}
 
 
+def _thread(runtime: Runtime[KeelContext], config: RunnableConfig | None) -> str:
+    info = runtime.execution_info
+    if info is not None and info.thread_id:
+        return info.thread_id
+    return str(((config or {}).get("configurable") or {}).get("thread_id") or "unthreaded")
+
+
+def _runbook_stands_in(state: PlannerView, ctx: KeelContext) -> bool:
+    """Whether the free runbook planner may plan instead of a model a budget refused.
+
+    Only before the thread did anything: the runbook planner has no working memory, so on a
+    replan after a step ran it could plan that step again. And not when the settings say to
+    escalate (``KEEL_BUDGET_EXHAUSTED=escalate``).
+    """
+    return ctx.settings.budget_exhausted == "runbook" and not state.get("results")
+
+
+def _stopped_by_budget(stop: BudgetStop, why: str, seen: dict[str, Any]) -> dict[str, Any]:
+    """No plan: the escalation says which budget stopped the model, and what was spent on what."""
+    reason = f"budget exhausted: {stop.describe()}; {why}"
+    verdict = Verdict(stage="plan", ok=False, reasons=[reason])
+    return {"plan": None, "plan_verdict": verdict, "planner": BUDGET_PLANNER, **seen,
+            "budget_stop": stop}  # fmt: skip
+
+
 def runbook_plan(
     request: str,
     entities: dict[str, str],
@@ -163,12 +243,15 @@ def runbook_plan(
     records: dict[str, Any],
     domain: Domain,
     data: Mapping[str, Sequence[RunbookStep]] | None = None,
+    pinned: Mapping[int, Mapping[str, Any]] | None = None,
 ) -> Plan | CannotPlan:
     """The deterministic planner: the first retrieved runbook that fits, or an answer from policy.
 
     A runbook fits when the request uses one of its keywords and names every entity it needs.
     A runbook with steps as data (``data``: source id to steps, from the corpus manifest) is
     filled here; any other is the domain's to fill. Records the domain could not read stop both.
+    ``pinned`` (a reviewer's edit: step index to arguments) fixes arguments: a data runbook is
+    filled with them (``fill_runbook``), a domain's with ``EditablePlans`` when it has it.
     """
     text = request.lower()
     for runbook in (e for e in evidence if e.kind == "runbook"):
@@ -177,13 +260,15 @@ def runbook_plan(
         ):
             steps = (data or {}).get(runbook.source)
             if not steps:
+                if pinned and isinstance(domain, EditablePlans):
+                    return domain.runbook_plan_edited(runbook, request, entities, records, pinned)
                 return domain.runbook_plan(runbook, request, entities, records)
             if records.get("unavailable"):
                 reason = "cannot read the records: " + "; ".join(records["unavailable"])
                 return CannotPlan(reason=reason, temporary=True)
             if records.get("missing"):
                 return CannotPlan(reason="unknown record: " + "; ".join(records["missing"]))
-            return fill_runbook(runbook, steps, entities, records)
+            return fill_runbook(runbook, steps, entities, records, pinned)
     if QUESTION.search(request.strip()):
         sources = sorted(
             (e for e in evidence if e.kind != "runbook" and e.score >= MIN_ANSWER_SCORE),
@@ -198,6 +283,52 @@ def runbook_plan(
                 evidence=[best.chunk_id],
             )
     return CannotPlan(reason="no runbook or policy covers this request")
+
+
+def edit_constraint(edit: Edit) -> str:
+    """What a model planner is told about a reviewer's edit."""
+    return prompts.PLANNER_EDIT.format(
+        step=edit.step + 1,
+        tool=edit.tool,
+        args=json.dumps(edit.args, sort_keys=True, default=str),
+        before=json.dumps(edit.before, sort_keys=True, default=str),
+    )
+
+
+def with_edits(plan: Plan, edits: Sequence[Edit]) -> Plan | CannotPlan:
+    """The plan derived again, with each edit's arguments set on its step exactly (what the
+    reviewer gave is what runs), or why the plan cannot take them.
+
+    Example:
+        >>> from graph.state import Step
+        >>> step = Step(tool="ship", args={"qty": 1}, purpose="Ship 1", effect="write")
+        >>> edit = Edit(step=0, tool="ship", before={"qty": 1}, args={"qty": 2}, by="ann")
+        >>> with_edits(Plan(intent="x", steps=[step]), [edit]).steps[0].args
+        {'qty': 2}
+        >>> with_edits(Plan(intent="x", steps=[]), [edit]).reason
+        'the plan derived again has no step 1 (ship) to take the edit'
+    """
+    steps = list(plan.steps)
+    for edit in edits:
+        if not (0 <= edit.step < len(steps)) or steps[edit.step].tool != edit.tool:
+            return CannotPlan(
+                reason=f"the plan derived again has no step {edit.step + 1} ({edit.tool}) to "
+                "take the edit",
+                planner=plan.planner,
+            )
+        steps[edit.step] = steps[edit.step].model_copy(update={"args": edit.args})
+    return plan.model_copy(update={"steps": steps})
+
+
+def without_edits(plan: Plan | None, edits: Sequence[Edit]) -> Plan | None:
+    """The plan as it was shown before the edits (their steps' arguments put back)."""
+    if plan is None:
+        return None
+    steps = list(plan.steps)
+    for edit in edits:
+        if 0 <= edit.step < len(steps) and steps[edit.step].tool == edit.tool:
+            steps[edit.step] = steps[edit.step].model_copy(update={"args": edit.before})
+    return plan.model_copy(update={"steps": steps})
 
 
 def model_plan(
@@ -216,22 +347,33 @@ def model_plan(
     budget: int = 4000,
     memory_budget: int = 600,
     role: str = "an operations team",
+    meter: Meter | None = None,
+    payer: Payer | None = None,
 ) -> Plan | CannotPlan:
     """Ask a chat model for a plan; a malformed answer is sent back, a bounded number of times.
 
+    Every call, repairs included, goes through ``meter`` (an unmetered one when None), charged
+    to ``payer``.
+
     Raises:
+        BudgetExhausted: a budget refused a call (the first, or a repair); it was not made.
         ValueError: the model gave no valid plan within the repair budget.
         Exception: whatever the model client raised (timeouts, connection errors, ...).
     """
-    name = f"model:{_model_name(model)}"
+    meter = meter or Meter(None)
+    payer = payer or Payer(thread_id="unthreaded", user="unknown", team="unknown")
+    name = f"model:{model_name(model)}"
     messages = planner_messages(
         request, entities, records, evidence, tools, feedback, conflicts, memory,
         budget=budget, memory_budget=memory_budget, role=role, outside=outside,
     )  # fmt: skip
     planner = asking_for_a_plan(model)
+    schemas = [submit_plan_tool()]  # counted even where a fake ignores it: an estimate errs high
     error = ""
     for _ in range(repair_attempts + 1):
-        reply = planner.invoke(messages)
+        reply = meter.invoke(
+            planner, messages, model=model_name(model), role="planner", payer=payer, tools=schemas
+        )
         try:
             draft = plan_draft(reply)
         except (ValidationError, ValueError) as err:
@@ -405,9 +547,3 @@ def _json_body(reply: BaseMessage) -> str:
     )
     fenced = re.search(r"```(?:json)?\s*(.*?)```", text, flags=re.DOTALL)
     return (fenced.group(1) if fenced else text).strip()
-
-
-def _model_name(model: BaseChatModel) -> str:
-    return str(
-        getattr(model, "model_name", None) or getattr(model, "model", None) or type(model).__name__
-    )

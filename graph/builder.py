@@ -52,7 +52,8 @@ def after_intake(
 ) -> Literal["retrieve", "respond", "approve", "await_event", "escalate", "__end__"]:
     """A new request goes on (or is refused); a chat message on a thread that already took its
     request puts a pending question back (the approval, the event wait), ends a finished run, or
-    hands a run that stopped mid-way to a human: LangGraph drops a thread's unfinished tasks when
+    hands a run that stopped mid-way to a person (and checks again an escalated thread's actions
+    that may have happened): LangGraph drops a thread's unfinished tasks when
     new input arrives, so that work would otherwise be left half-done with nobody told."""
     turn = state.get("turn")
     if turn == "cut_short":
@@ -63,6 +64,9 @@ def after_intake(
             return "approve"
         if status == "awaiting_event":
             return "await_event"
+        escalation = state.get("escalation")
+        if status == "escalated" and escalation is not None and escalation.unsure:
+            return "escalate"  # its account holds actions that may have happened: check again
         return "__end__"
     return "respond" if state.get("status") == "refused" else "retrieve"
 
@@ -95,12 +99,14 @@ def after_plan_check(
     return "execute"
 
 
-def after_approval(state: KeelState) -> Literal["execute", "check_plan", "respond", "approve"]:
+def after_approval(state: KeelState) -> Literal["execute", "plan", "respond", "approve"]:
+    """An edit goes back to the planner, which derives the plan again with the edited arguments
+    fixed (the validator then checks it and the approval asks for it again)."""
     review = state.get("review")
     if review == "rejected":
         return "respond"
     if review == "edited":
-        return "check_plan"
+        return "plan"
     if review == "invalid":
         return "approve"
     return "execute"

@@ -14,7 +14,7 @@ import inspect
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Literal, Protocol, cast, runtime_checkable
 
 from graph.state import CannotPlan, DomainEvent, EventWait, Evidence, Plan, Step
 from keel.errors import ConfigError
@@ -90,7 +90,9 @@ class Domain(Protocol):
         (``settings.domain_db`` is the file a SQLite-backed domain should use)."""
 
     def is_prepared(self, settings: Settings) -> bool:
-        """Whether ``prepare`` has run for these settings (Keel prepares on first use)."""
+        """Whether the backing stores hold what a run needs (tables, seed data; never just "the
+        file exists": a failed first run leaves an empty one). Keel prepares on first use when
+        not; a store that is not the domain's at all raises ``ConfigError``."""
 
     def tools(self, settings: Settings) -> ToolRegistry:
         """The domain's tool registry, bound to its backends and to the home's shared breakers
@@ -130,6 +132,13 @@ class Domain(Protocol):
     def health_probes(self) -> dict[str, tuple[str, dict[str, Any]]]:
         """For each integration, a cheap read (tool, arguments) that shows whether it answers."""
 
+    def describe_action(self, step: Step, output: dict[str, Any] | None) -> str | None:
+        """One action in words, for the person who asked (the chat's answer, an escalation's
+        account): with ``output`` None, what the step would do ("refund 49.00 of charge
+        CH-3002"); with the tool's validated output, what was done, with the facts that matter
+        ("refunded 49.00 of charge CH-3002 (refund RF-5001)"). None: Keel words it from the
+        tool's name and its output (``action_words``)."""
+
     def fault_profiles(self) -> Mapping[str, FaultProfile]:
         """The domain's own named fault profiles (for its integrations), usable wherever a
         profile is named (``KEEL_FAULTS``, ``--faults``) beside the generic ones in
@@ -159,6 +168,30 @@ class Domain(Protocol):
           (the backend's own id for it) keeps two copies of the same action apart, so a
           duplicate shows as two lines with the same ``WHAT``.
         """
+
+
+@runtime_checkable
+class EditablePlans(Protocol):
+    """What a domain whose runbooks are filled by code adds so that a reviewer may edit them.
+
+    Optional: the runbook planner derives an edited plan from data runbooks by itself
+    (``agents.runbooks.fill_runbook``), and from any other runbook by setting the edited
+    arguments as given, after which the validator refuses a plan in which a step still states a
+    value the edit replaced. A domain with this method derives everything that depends on the
+    edited values (a notice stating an amount) itself.
+    """
+
+    def runbook_plan_edited(
+        self,
+        runbook: Evidence,
+        request: str,
+        entities: dict[str, str],
+        records: dict[str, Any],
+        pinned: Mapping[int, Mapping[str, Any]],
+    ) -> Plan | CannotPlan:
+        """``Domain.runbook_plan`` with some steps' arguments fixed (step index to arguments):
+        a pure function like it, whose plan keeps those arguments and says nothing they
+        contradict."""
 
 
 def split_snapshot(lines: Iterable[str]) -> tuple[Counter[str], set[str]]:
@@ -201,6 +234,42 @@ class DomainDefaults:
 
     def commands(self) -> Mapping[str, DomainCommand]:
         return {}
+
+    def describe_action(self, step: Step, output: dict[str, Any] | None) -> str | None:
+        return None
+
+
+def action_words(domain: Domain, step: Step, output: dict[str, Any] | None) -> str:
+    """An action in words: the domain's own (``Domain.describe_action``), else a plain reading
+    of the tool's name and its arguments (planned) or its output (done).
+
+    Example:
+        >>> from graph.state import Step
+        >>> step = Step(tool="archive_item", args={"item_id": "ITEM-001"}, purpose="",
+        ...             effect="write")
+        >>> action_words(DomainDefaults(), step, None)  # type: ignore[arg-type]
+        'archive item (item id ITEM-001)'
+        >>> action_words(DomainDefaults(), step, {"item_id": "ITEM-001", "archive": 3,
+        ...                                       "replayed": False})  # type: ignore[arg-type]
+        'archive item done (item id ITEM-001, archive 3)'
+    """
+    worded = domain.describe_action(step, output)
+    if worded:
+        return worded
+    name = step.tool.replace("_", " ")
+    shown = step.args if output is None else output
+    facts = ", ".join(
+        f"{key.replace('_', ' ')} {_short(value)}"
+        for key, value in shown.items()
+        if key != "replayed" and isinstance(value, str | int | float)
+    )
+    done = "" if output is None else " done"
+    return f"{name}{done} ({facts})" if facts else f"{name}{done}"
+
+
+def _short(value: str | int | float, limit: int = 60) -> str:
+    text = str(value).replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 _MEMBERS = tuple(

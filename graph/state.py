@@ -21,8 +21,8 @@ TrustTier = Literal["official", "reviewed", "wiki", "untrusted"]
 Review = Literal["approved", "edited", "rejected", "invalid"]
 Turn = Literal["request", "follow_up", "cut_short"]
 """What the thread's last input was: its one request, a chat message after it, or a chat message
-that reached a run which had stopped mid-way (its worker died), whose unfinished work LangGraph
-drops on new input."""
+that reached a run which had stopped mid-way (cancelled, or its process ended), whose unfinished
+work LangGraph drops on new input."""
 
 
 class Model(BaseModel):
@@ -140,6 +140,17 @@ class Reviewer(Model):
     )
 
 
+class Edit(Model):
+    """A reviewer's edit of one pending action: the plan is derived again with these arguments
+    fixed, and shown again (``graph/approval.py``, ``agents/planner.py``)."""
+
+    step: int = Field(description="the plan step edited")
+    tool: str
+    before: dict[str, Any] = Field(description="the arguments shown")
+    args: dict[str, Any] = Field(description="the arguments the edit fixes")
+    by: str = Field(description="who proposed it (a reviewer's name)")
+
+
 class ToolOutcome(Model):
     """What happened when the executor ran (or refused to run) one plan step."""
 
@@ -178,12 +189,47 @@ class DomainEvent(Model):
     created_at: str
 
 
+class BudgetStop(Model):
+    """A model call a budget refused, with the account of what the thread had spent: the part of
+    an escalation (or of a runbook plan's answer) that says why the model was not asked."""
+
+    budget: str = Field(description="which budget stopped it, with its limits")
+    unit: Literal["tokens", "calls", "cost"]
+    limit: int = Field(description="tokens, calls, or micro-dollars")
+    spent: int = Field(description="what the budget had spent or held before the call")
+    asked: int = Field(description="the refused call's worst case")
+    model: str
+    role: str
+    thread_tokens: int = Field(default=0, description="what this thread spent on models")
+    thread_calls: int = 0
+    thread_cost_usd: float | None = None
+    spent_on: list[str] = Field(
+        default_factory=list, description="the thread's calls, one line each"
+    )
+
+    def describe(self) -> str:
+        cost = f", ${self.thread_cost_usd:.6f}" if self.thread_cost_usd is not None else ""
+        return (
+            f"{self.budget} would be exceeded by a {self.role} call to {self.model} ({self.unit}: "
+            f"{self.spent} spent or held, {self.asked} asked, limit {self.limit}); this thread "
+            f"spent {self.thread_tokens} tokens in {self.thread_calls} model calls{cost}"
+        )
+
+
 class Escalation(Model):
     """The account handed to a human: what happened, what was done, what is left."""
 
     reason: str
     done: list[str]
     left: list[str]
+    budget: BudgetStop | None = Field(
+        default=None, description="the budget that stopped the model, when one did"
+    )
+    unsure: list[str] = Field(
+        default_factory=list,
+        description="actions whose call was under way when the run stopped and that the "
+        "backend does not show yet: they may have happened (checked again on the next message)",
+    )
 
 
 LOW_TRUST: tuple[TrustTier, ...] = ("wiki", "untrusted")
@@ -265,10 +311,14 @@ class KeelState(InputState, OutputState, total=False):
     rejected: Annotated[list[str], operator.add]
     review: Review
     review_note: str
+    edits: list[Edit]
+    """The edits the plan is being derived again for (empty once answered or refused)."""
     reviewed_by: Reviewer
     """Who answered the last approval: the engine's authenticated user when there is one."""
     results: Annotated[list[ToolOutcome], operator.add]
     events: Annotated[list[DomainEvent], operator.add]
+    budget_stop: BudgetStop | None
+    """The budget that stopped the planner's model on its last pass, if one did."""
 
 
 class IntakeView(TypedDict, total=False):
@@ -276,6 +326,8 @@ class IntakeView(TypedDict, total=False):
     messages: Messages
     status: Status
     """Set only when the thread already took a request (a chat client wrote to it again)."""
+    escalation: Escalation | None
+    """An escalated thread's account: a message checks its unsure actions again."""
 
 
 class RetrieverView(TypedDict, total=False):
@@ -292,6 +344,9 @@ class PlannerView(TypedDict, total=False):
     plan_verdict: Verdict | None
     results: list[ToolOutcome]
     """What the thread already did: the planner's working memory on a replan."""
+    plan: Plan | None
+    """The plan a reviewer's edits apply to (read only when ``edits`` is set)."""
+    edits: list[Edit]
 
 
 class PlanCheckView(TypedDict, total=False):
@@ -302,6 +357,7 @@ class PlanCheckView(TypedDict, total=False):
     replans: int
     approvals: dict[str, Receipt]
     rejected: list[str]
+    edits: list[Edit]
 
 
 class ApprovalView(TypedDict, total=False):
@@ -341,10 +397,15 @@ class RespondView(TypedDict, total=False):
     results: list[ToolOutcome]
     evidence: list[Evidence]
     review_note: str
+    review: Review
+    reviewed_by: Reviewer
+    rejected: list[str]
 
 
 class EscalateView(TypedDict, total=False):
+    budget_stop: BudgetStop | None
     turn: Turn
+    escalation: Escalation | None
     plan: Plan | None
     cursor: int
     results: list[ToolOutcome]
@@ -362,9 +423,11 @@ STATE_TYPES: tuple[type[BaseModel], ...] = (
     Verdict,
     Receipt,
     Reviewer,
+    Edit,
     ToolOutcome,
     EventWait,
     DomainEvent,
     Escalation,
+    BudgetStop,
 )
 """Every pydantic type the state holds: the checkpoint serializer's allow-list."""

@@ -32,7 +32,9 @@ from graph.context import KeelContext
 from graph.events import dispatch_events
 from graph.lease import LeaseStore, open_leases
 from graph.persistence import open_checkpointer
+from graph.run_input import check_resume, check_run_input
 from graph.state import (
+    BudgetStop,
     Conflict,
     DomainEvent,
     Escalation,
@@ -108,6 +110,9 @@ class Outcome(BaseModel):
     results: list[ToolOutcome] = Field(default_factory=list)
     escalation: Escalation | None = None
     waiting: EventWait | None = None
+    budget_stop: BudgetStop | None = Field(
+        default=None, description="a budget refused the planner's model: which, and the account"
+    )
 
 
 class ThreadRecovery(BaseModel):
@@ -303,7 +308,14 @@ class KeelApp:
 
         Raises:
             LeaseHeld: another live worker is running the thread.
+            BadRequest: the input (or resume value) could not be stored and read back
+                (``graph.run_input``); nothing is written.
         """
+        if isinstance(payload, Command):
+            if payload.resume is not None:
+                check_resume(payload.resume)
+        else:
+            check_run_input(payload)
         with self._lease(thread_id):
             return self._segment(
                 payload, thread_id, mode, request=request, run_id=run_id,
@@ -444,9 +456,7 @@ class KeelApp:
 
     def preflight(self) -> None:
         """Fail before a thread exists when the set-up cannot serve a run."""
-        if not self.context.domain.is_prepared(self.settings):
-            self.context.domain.prepare(self.settings)
-        self.context.store.require()
+        self.context.prepare()
         if self.context.planner_model is not None and self.settings.openai_base_url:
             probe_endpoint(self.settings.openai_base_url)
 
@@ -712,6 +722,7 @@ def outcome_of(thread_id: str, snapshot: Any, found: ThreadStatus, run_id: str |
         results=values.get("results", []),
         escalation=values.get("escalation"),
         waiting=values.get("waiting"),
+        budget_stop=values.get("budget_stop"),
     )
 
 
