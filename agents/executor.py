@@ -80,6 +80,13 @@ def execute(state: ExecutorView, runtime: Runtime[KeelContext]) -> dict[str, Any
     digest = approval_digest(step.tool, step.args)
     base: dict[str, Any] = {"step": index, "tool": step.tool, "args": step.args, "digest": digest}
     guarded = ctx.guard.facts(thread_id, attempt=attempt) if ctx.guard is not None else None
+    held = [w for w in guarded.waiting if w[2] != digest] if guarded is not None else []
+    if held:
+        # An effect in flight holds the thread until its event wakes it (``graph.events``),
+        # whatever ``waiting`` in the state says: only the action that started it may run again.
+        awaited, subject, _ = held[0]
+        why = f"refused: the thread waits for {awaited} {subject}; nothing else runs before it"
+        return {"results": [ToolOutcome(**base, ok=False, denied=True, error=why)]}
     facts = thread_facts(state, thread_id, ctx.domain.subject_keys, guarded)
     tools = ctx.tools.for_agent("executor", facts)
     effect = ctx.tools[step.tool].effect if step.tool in ctx.tools else step.effect
@@ -113,6 +120,10 @@ def execute(state: ExecutorView, runtime: Runtime[KeelContext]) -> dict[str, Any
         outcome = ToolOutcome(**base, ok=False, denied=True, error=f"denied: {err.reason}")
     except (KeelError, ValidationError) as err:
         outcome = ToolOutcome(**base, ok=False, error=str(err)[:500], idempotency_key=key)
+    if outcome.ok and outcome.output is not None and ctx.guard is not None:
+        wait = ctx.domain.awaited_event(step, index, outcome.output)
+        if wait is not None:  # recorded where no state write can clear it
+            ctx.guard.record_wait(thread_id, wait, digest=digest)
     return {"results": [outcome], "cursor": index + 1}
 
 

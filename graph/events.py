@@ -11,6 +11,8 @@ left alone, and an event that does not match what a thread waits for is refused 
 waiting). A resume value is only a caller's word: before anything acts on an event, the thread
 checks it against the domain's outbox and the deliveries the relay recorded in the thread guard
 (``refusal``), so a forged or replayed event keeps the thread waiting, with a note that says why.
+The wait is in the guard as well (the executor records it when the step answers, and a wake-up
+closes it): a state write that clears ``waiting`` runs nothing after the step before its event.
 """
 
 from __future__ import annotations

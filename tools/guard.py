@@ -18,8 +18,11 @@ authority. Per thread, append-only:
   thread's context;
 - **the requester**: the authenticated user of the thread's first run (first write wins), for
   four-eyes approvals;
+- **waits**: the domain events the thread's effects in flight wait for, recorded by the executor
+  when the step answered (``record_wait``); until one is woken, nothing but the action that
+  started it runs in the thread, whatever ``waiting`` in the state says;
 - **deliveries**: the domain events the relay delivered to the thread, and whether one has woken
-  it (``record_wake``: once).
+  it (``record_wake``: once, which also closes the wait it answers).
 
 ``ThreadGuard`` states the contract; ``SqliteThreadGuard`` keeps it in a SQLite file and
 ``tools.guard_postgres.PostgresThreadGuard`` in PostgreSQL; ``graph.context.guard_for`` picks one
@@ -37,7 +40,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from graph.state import DomainEvent, Evidence, tainting
+from graph.state import DomainEvent, EventWait, Evidence, tainting
 from keel.sqlitefile import SqliteFile
 
 
@@ -51,12 +54,14 @@ class GuardFacts:
         rejected: digests a reviewer rejected (a rejection holds).
         taint: the low-trust evidence that entered the thread, oldest first.
         requester: the thread's authenticated requester, or None (nobody authenticated).
+        waiting: the open waits: (event type, key, digest of the action that started it).
     """
 
     spent: frozenset[str] = frozenset()
     rejected: frozenset[str] = frozenset()
     taint: tuple[Evidence, ...] = field(default=())
     requester: str | None = None
+    waiting: tuple[tuple[str, str, str], ...] = ()
 
 
 class ThreadGuard(ABC):
@@ -135,7 +140,17 @@ class ThreadGuard(ABC):
     @abstractmethod
     def record_wake(self, thread_id: str, seq: int, *, attempt: str) -> bool:
         """The delivered event ``seq`` wakes the thread, once: True for the first attempt (and
-        that attempt re-run), False when it woke the thread before (or was never delivered)."""
+        that attempt re-run), False when it woke the thread before (or was never delivered).
+        The wait it answers (same event type and key) is closed in the same transaction."""
+
+    @abstractmethod
+    def record_wait(self, thread_id: str, wait: EventWait, *, digest: str) -> None:
+        """The action ``digest`` answered with an effect in flight: the thread waits for
+        ``wait``'s event, and nothing else runs in it before the event wakes it."""
+
+    @abstractmethod
+    def waiting(self, thread_id: str) -> tuple[tuple[str, str, str], ...]:
+        """The open waits: (event type, key, digest of the action that started it)."""
 
     # -- reading it all -------------------------------------------------------------------------
 
@@ -146,6 +161,7 @@ class ThreadGuard(ABC):
             rejected=self.rejected(thread_id),
             taint=tuple(self.taint(thread_id)),
             requester=self.requester(thread_id),
+            waiting=self.waiting(thread_id),
         )
 
     def close(self) -> None:  # noqa: B027 (a store without resources needs nothing)
@@ -173,6 +189,10 @@ CREATE TABLE IF NOT EXISTS guard_requesters (
 CREATE TABLE IF NOT EXISTS guard_deliveries (
     thread_id TEXT NOT NULL, seq INTEGER NOT NULL, event TEXT NOT NULL,
     delivered_at TEXT NOT NULL, woken_by TEXT, woken_at TEXT, PRIMARY KEY (thread_id, seq)
+);
+CREATE TABLE IF NOT EXISTS guard_waits (
+    thread_id TEXT NOT NULL, event TEXT NOT NULL, key TEXT NOT NULL, digest TEXT NOT NULL,
+    recorded_at TEXT NOT NULL, woken_seq INTEGER, PRIMARY KEY (thread_id, event, key)
 );
 """
 
@@ -300,14 +320,37 @@ class SqliteThreadGuard(ThreadGuard):
         return DomainEvent.model_validate(json.loads(row[0])) if row else None
 
     def record_wake(self, thread_id: str, seq: int, *, attempt: str) -> bool:
-        with self._db() as db:
+        with self._file.transaction() as db:
             row = db.execute(
                 "UPDATE guard_deliveries SET woken_by = ?, woken_at = ?"
                 " WHERE thread_id = ? AND seq = ? AND (woken_by IS NULL OR woken_by = ?)"
-                " RETURNING 1",
+                " RETURNING event",
                 (attempt, _now(), thread_id, seq, attempt),
             ).fetchall()
+            if row:
+                event = DomainEvent.model_validate_json(row[0][0])
+                db.execute(
+                    "UPDATE guard_waits SET woken_seq = ? WHERE thread_id = ? AND event = ?"
+                    " AND key = ? AND woken_seq IS NULL",
+                    (seq, thread_id, event.type, event.key),
+                )
         return bool(row)
+
+    def record_wait(self, thread_id: str, wait: EventWait, *, digest: str) -> None:
+        with self._db() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO guard_waits VALUES (?,?,?,?,?,NULL)",
+                (thread_id, wait.event, wait.key, digest, _now()),
+            )
+
+    def waiting(self, thread_id: str) -> tuple[tuple[str, str, str], ...]:
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT event, key, digest FROM guard_waits WHERE thread_id = ?"
+                " AND woken_seq IS NULL ORDER BY rowid",
+                (thread_id,),
+            ).fetchall()
+        return tuple((str(e), str(k), str(d)) for e, k, d in rows)
 
     def close(self) -> None:
         self._file.close()

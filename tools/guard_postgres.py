@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from graph.postgres_tables import KeelTables
-from graph.state import DomainEvent, Evidence
+from graph.state import DomainEvent, EventWait, Evidence
 from tools.guard import GuardFacts, ThreadGuard
 
 SCHEMA = """
@@ -42,6 +42,11 @@ CREATE TABLE IF NOT EXISTS keel_guard_deliveries (
     delivered_at TIMESTAMPTZ NOT NULL DEFAULT now(), woken_by TEXT, woken_at TIMESTAMPTZ,
     PRIMARY KEY (thread_id, seq)
 );
+CREATE TABLE IF NOT EXISTS keel_guard_waits (
+    thread_id TEXT NOT NULL, event TEXT NOT NULL, key TEXT NOT NULL, digest TEXT NOT NULL,
+    recorded BIGSERIAL, recorded_at TIMESTAMPTZ NOT NULL DEFAULT now(), woken_seq BIGINT,
+    PRIMARY KEY (thread_id, event, key)
+);
 """
 _SCHEMA_LOCK = 0x6B656567  # any constant shared by Keel's processes; one per store
 _SPENT = (
@@ -51,6 +56,10 @@ _SPENT = (
 _REJECTED = "SELECT digest FROM keel_guard_rejections WHERE thread_id = %s"
 _TAINT = "SELECT evidence FROM keel_guard_taint WHERE thread_id = %s ORDER BY entered"
 _REQUESTER = "SELECT requester FROM keel_guard_requesters WHERE thread_id = %s"
+_WAITING = (
+    "SELECT event, key, digest FROM keel_guard_waits WHERE thread_id = %s"
+    " AND woken_seq IS NULL ORDER BY recorded"
+)
 
 
 class PostgresThreadGuard(ThreadGuard):
@@ -68,7 +77,7 @@ class PostgresThreadGuard(ThreadGuard):
         self.url = url
         # The last table of the schema: when it exists, every one before it does.
         self._tables = KeelTables(
-            url, schema=SCHEMA, table="keel_guard_deliveries", lock_key=_SCHEMA_LOCK,
+            url, schema=SCHEMA, table="keel_guard_waits", lock_key=_SCHEMA_LOCK,
             what="thread guard", connect_timeout_s=connect_timeout_s, behind_pooler=behind_pooler,
         )  # fmt: skip
 
@@ -147,16 +156,35 @@ class PostgresThreadGuard(ThreadGuard):
         return DomainEvent.model_validate(json.loads(rows[0][0])) if rows else None
 
     def record_wake(self, thread_id: str, seq: int, *, attempt: str) -> bool:
-        rows = self._execute(
-            "UPDATE keel_guard_deliveries SET woken_by = %s, woken_at = now()"
-            " WHERE thread_id = %s AND seq = %s AND (woken_by IS NULL OR woken_by = %s)"
-            " RETURNING 1",
-            (attempt, thread_id, seq, attempt),
-        )
+        with self._tables.connection() as conn, conn.transaction():
+            rows = conn.execute(
+                "UPDATE keel_guard_deliveries SET woken_by = %s, woken_at = now()"
+                " WHERE thread_id = %s AND seq = %s AND (woken_by IS NULL OR woken_by = %s)"
+                " RETURNING event",
+                (attempt, thread_id, seq, attempt),
+            ).fetchall()
+            if rows:
+                event = DomainEvent.model_validate_json(rows[0][0])
+                conn.execute(
+                    "UPDATE keel_guard_waits SET woken_seq = %s WHERE thread_id = %s"
+                    " AND event = %s AND key = %s AND woken_seq IS NULL",
+                    (seq, thread_id, event.type, event.key),
+                )
         return bool(rows)
 
+    def record_wait(self, thread_id: str, wait: EventWait, *, digest: str) -> None:
+        self._execute(
+            "INSERT INTO keel_guard_waits (thread_id, event, key, digest)"
+            " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            (thread_id, wait.event, wait.key, digest),
+        )
+
+    def waiting(self, thread_id: str) -> tuple[tuple[str, str, str], ...]:
+        rows = self._execute(_WAITING, (thread_id,))
+        return tuple((str(e), str(k), str(d)) for e, k, d in rows)
+
     def facts(self, thread_id: str, *, attempt: str | None = None) -> GuardFacts:
-        """The four reads on one connection (a connection per read would cost four handshakes;
+        """The five reads on one connection (a connection per read would cost four handshakes;
         each node that checks reads them once)."""
         with self._tables.connection() as conn:
 
@@ -167,11 +195,13 @@ class PostgresThreadGuard(ThreadGuard):
             rejected = rows(_REJECTED, (thread_id,))
             taint = rows(_TAINT, (thread_id,))
             requester = rows(_REQUESTER, (thread_id,))
+            waiting = rows(_WAITING, (thread_id,))
         return GuardFacts(
             spent=frozenset(str(r[0]) for r in spent),
             rejected=frozenset(str(r[0]) for r in rejected),
             taint=tuple(Evidence.model_validate_json(r[0]) for r in taint),
             requester=str(requester[0][0]) if requester else None,
+            waiting=tuple((str(e), str(k), str(d)) for e, k, d in waiting),
         )
 
     def close(self) -> None:

@@ -324,3 +324,20 @@ def test_an_approval_asked_again_after_the_evidence_was_erased_still_shows_the_t
     assert again["tainted_evidence"] and [e["chunk_id"] for e in again["tainted_evidence"]] == [
         e["chunk_id"] for e in first["tainted_evidence"]
     ]
+
+
+def test_a_wait_written_away_from_the_state_still_holds_the_thread(
+    app: KeelApp, backend: DemoBackend
+) -> None:
+    """Break 5 without a resume: ``waiting`` cleared by a state write as the waiting node, so the
+    event check never runs. The wait is the guard's, recorded when the refund answered: nothing
+    after the refund runs before its event woke the thread."""
+    waiting = app.run(SEPA_REQUEST, thread_id="t-unwait")
+    assert app.resume(waiting.thread_id, Decision(kind="approve", reviewer="ann")).waiting
+    app.graph.update_state(
+        _config("t-unwait"), {"waiting": None, "status": "running"}, as_node="await_event"
+    )
+    app.graph.invoke(None, _config("t-unwait"), context=app.context, durability="sync")
+    assert backend.outbox() == []
+    assert len(backend.refunds()) == 1
+    assert _readable(app, "t-unwait") != "done"

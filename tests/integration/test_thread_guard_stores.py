@@ -12,7 +12,7 @@ from langgraph.types import Command
 
 from domains.support_desk.backend import DemoBackend
 from graph.context import guard_for
-from graph.state import DomainEvent, Evidence
+from graph.state import DomainEvent, EventWait, Evidence
 from keel.app import Decision, KeelApp
 from keel.errors import StoreUnavailable
 from keel.settings import Settings
@@ -116,6 +116,21 @@ def test_an_event_wakes_its_thread_once_and_only_when_delivered(guard: ThreadGua
     assert guard.record_wake("t-1", 1, attempt="task-1")
     assert guard.record_wake("t-1", 1, attempt="task-1")  # the same attempt, re-run
     assert not guard.record_wake("t-1", 1, attempt="task-2")
+
+
+def test_a_wait_holds_until_the_event_it_waits_for_wakes_the_thread(guard: ThreadGuard) -> None:
+    wait = EventWait(event="refund.settled", key="RF-1", step=0, why="the bank settles later")
+    guard.record_wait("t-1", wait, digest="sha256:refund")
+    guard.record_wait("t-1", wait, digest="sha256:other")  # the first action's wait stays
+    assert guard.waiting("t-1") == (("refund.settled", "RF-1", "sha256:refund"),)
+    assert guard.waiting("t-2") == ()
+    guard.record_delivery("t-1", _event(1, key="RF-2"))  # another refund's event
+    assert guard.record_wake("t-1", 1, attempt="task-1")
+    assert guard.waiting("t-1") != ()  # not the event it waits for
+    guard.record_delivery("t-1", _event(2))
+    assert guard.record_wake("t-1", 2, attempt="task-2")
+    assert guard.waiting("t-1") == ()
+    assert guard.facts("t-1").waiting == ()
 
 
 def test_the_facts_are_read_in_one_call(guard: ThreadGuard) -> None:
