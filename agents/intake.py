@@ -19,7 +19,7 @@ from langgraph.runtime import Runtime
 from agents.context import tokens
 from graph.context import KeelContext, context_of, guarded_thread
 from graph.reviewer import reviewer_of
-from graph.state import IntakeView, Status
+from graph.state import REFUSED_KEY, IntakeView, Status
 
 REQUEST_MESSAGE_ID = "keel-request"
 """The id of the human message intake adds when the request came as plain ``request``."""
@@ -77,6 +77,8 @@ def asked(request: object, messages: Sequence[AnyMessage]) -> Asked:
         "the input's request and its last human message differ; send one"
     """
     human = last_human(messages)
+    if human is not None and human.additional_kwargs.get(REFUSED_KEY):
+        return Asked(None, f"the last human message {unreadable(human)}")
     said = message_text(human).strip() if human is not None else None
     if request is not None and not isinstance(request, str):
         return Asked(None, "the request must be text")
@@ -91,6 +93,13 @@ def asked(request: object, messages: Sequence[AnyMessage]) -> Asked:
     if not said:
         return Asked(None, "the last human message has no text")
     return Asked(said)
+
+
+def unreadable(message: AnyMessage) -> str:
+    """Why a message put in place of an unreadable one was refused (``graph.state``'s reducer
+    keeps such a message empty, with the reason), worded to follow "the message"."""
+    reason = str(message.additional_kwargs.get(REFUSED_KEY, ""))
+    return reason.removeprefix("the message ") or "could not be read"
 
 
 def follow_up_note(status: Status, *, unsure: bool = False) -> str:
@@ -139,8 +148,11 @@ def intake(
         human = last_human(messages)
         escalation = state.get("escalation")
         unsure = escalation is not None and bool(escalation.unsure)
+        note = follow_up_note(status, unsure=unsure)
+        if human is not None and human.additional_kwargs.get(REFUSED_KEY):
+            note = f"Your last message {unreadable(human)}; nothing was taken from it. {note}"
         reply = AIMessage(
-            follow_up_note(status, unsure=unsure),
+            note,
             id=f"keel-reply-{human.id if human is not None else len(messages)}",
             name="keel",
         )

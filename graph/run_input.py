@@ -5,8 +5,10 @@ it: a message the reducer cannot read (``{"type": "human", "content": 5}``) is s
 on every later read of the thread (its state answers 500, its approval can no longer be answered;
 shared/TRAPS.md, "Clients can write state"). So input is refused at the boundary, with one line
 that says why: by the engine's auth handler for ``threads.create_run`` (``graph/serve_auth.py``)
-and by ``KeelApp`` for Python callers. A caller of the compiled graph who skips both is not
-stopped here (``tests/graph/test_run_input.py`` shows what then happens).
+and by ``KeelApp`` for Python callers. A caller of the compiled graph who skips both meets the
+floor in ``graph.state.add_readable_messages``: the unreadable message is kept as an empty one
+that says why, intake answers it, and the thread stays readable
+(``tests/graph/test_run_input.py``).
 
 The rules: the input is an object with ``request`` (text) and/or ``messages`` (a list of chat
 messages a client writes: ``human``/``user`` and ``ai``/``assistant``, with text content or text

@@ -11,7 +11,7 @@ import json
 import operator
 from typing import Annotated, Any, Literal, TypedDict
 
-from langchain_core.messages import AnyMessage
+from langchain_core.messages import AnyMessage, HumanMessage, convert_to_messages
 from langgraph.graph.message import add_messages
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -268,8 +268,42 @@ def _merge(left: dict[str, Any], right: dict[str, Any]) -> dict[str, Any]:
     return {**left, **right}
 
 
-Messages = Annotated[list[AnyMessage], add_messages]
-"""A chat transcript, appended to (LangGraph's ``add_messages``): what chat clients send and read.
+REFUSED_KEY = "keel_refused"
+"""``additional_kwargs`` key of a message put in the place of one that could not be read."""
+
+
+def add_readable_messages(left: Any, right: Any) -> Any:
+    """LangGraph's ``add_messages``, with a message it cannot read kept as an empty human message
+    that says why (``additional_kwargs[REFUSED_KEY]``), instead of an error.
+
+    LangGraph stores a run's input as a pending write before this reducer reads it, and reads it
+    again on every later read of the thread: a reducer that raises on one bad message (content
+    ``5``, an unknown type) would make the thread unreadable for good (shared/TRAPS.md, "Clients
+    can write state"). ``graph.run_input`` refuses such input at the server and in ``KeelApp``;
+    this is the floor for a caller of the compiled graph, whom intake then answers.
+
+    Example:
+        >>> kept = add_readable_messages([], [{"type": "human", "content": 5}])
+        >>> kept[0].content, kept[0].additional_kwargs[REFUSED_KEY][:24]
+        ('', 'the message could not be')
+    """
+    try:
+        return add_messages(left, right)
+    except (ValueError, TypeError, NotImplementedError, KeyError):
+        pass
+    readable: list[Any] = []
+    for message in right if isinstance(right, list) else [right]:
+        try:
+            readable += convert_to_messages([message])
+        except (ValueError, TypeError, NotImplementedError, KeyError) as err:
+            said = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            reason = f"the message could not be read ({type(err).__name__}: {said})"
+            readable.append(HumanMessage("", additional_kwargs={REFUSED_KEY: reason[:300]}))
+    return add_messages(left, readable)
+
+
+Messages = Annotated[list[AnyMessage], add_readable_messages]
+"""A chat transcript, appended to (``add_readable_messages``): what chat clients send and read.
 LangChain's message classes are on the checkpoint serializer's built-in safe list."""
 
 
