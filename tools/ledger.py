@@ -1,10 +1,12 @@
 """The intent ledger: an irreversible call is written down before it is made.
 
-Before the call, the intent (idempotency key, thread, step, tool, action digest) is stored as
+Before the call, the intent (idempotency key, thread, step, tool, action digest; the key is made
+from the thread and the digest alone, ``agents.executor.idempotency_key``) is stored as
 ``pending``; after it, the answer is stored and the intent is ``done``. When a worker dies
 between the two, the intent stays pending, and the next attempt asks the backend whether the
 action already happened (the tool's ``lookup``) before issuing it again. A ``done`` intent is
-never issued again: its stored answer is returned.
+never issued again: its stored answer is returned. A write a human approved is written down the
+same way (its backend takes no key, so a pending one is made again): a receipt works once.
 """
 
 from __future__ import annotations
