@@ -89,6 +89,12 @@ def _crashes(settings: Settings, progress: bool) -> dict[str, Any]:
     )
 
 
+def _hostile(settings: Settings, progress: bool) -> dict[str, Any]:
+    from evals.hostile import run_hostile_eval
+
+    return run_hostile_eval(settings, progress=progress)
+
+
 SUITES: dict[str, Suite] = {
     "compounding": _compounding,
     "screening": _screening,
@@ -98,6 +104,7 @@ SUITES: dict[str, Suite] = {
     "record": _record,
     "scenarios": _scenarios,
     "crashes": _crashes,
+    "hostile": _hostile,
 }
 
 
@@ -120,6 +127,7 @@ def run_named(
 SUPPORT_DESK_ONLY = {
     "compounding": "its workflows are the support desk's requests, judged on its records",
     "crashes": "its sweep drives the support desk's four acting requests",
+    "hostile": "its attacks act on the support desk's refunds, e-mails and tickets",
 }
 """Suites that measure the support desk and no other domain yet, and why. The retrieval, faults,
 attacks, record, scenarios and screening suites run on whatever domain ``KEEL_DOMAIN`` names (its
