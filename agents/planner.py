@@ -40,8 +40,8 @@ from agents.outside import (
 )
 from agents.runbooks import fill_runbook, runbook_steps
 from graph.context import KeelContext, context_of
-from graph.domain import Domain
-from graph.state import CannotPlan, Conflict, Evidence, Plan, PlannerView, Step, Verdict
+from graph.domain import Domain, EditablePlans
+from graph.state import CannotPlan, Conflict, Edit, Evidence, Plan, PlannerView, Step, Verdict
 from retrieval.corpus import RunbookStep, load_manifest
 from retrieval.curation import TIER_RANK
 from tools.spec import HeardText, ToolRegistry
@@ -95,6 +95,11 @@ def plan(state: PlannerView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
     conflicts = state.get("conflicts", [])
     verdict = state.get("plan_verdict")
     feedback = verdict.reasons if verdict is not None and not verdict.ok else []
+    # A reviewer's edits: the plan is derived again with their arguments fixed.
+    edits = state.get("edits") or []
+    pinned = {e.step: e.args for e in edits}
+    if edits:
+        feedback = [edit_constraint(e) for e in edits]
     # What the thread already did (a replan after steps ran, a fork after a side effect): typed
     # facts with their step and tool, side effects always kept, so the model neither repeats nor
     # contradicts them.
@@ -131,13 +136,26 @@ def plan(state: PlannerView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
         losers = {c.loser for c in conflicts}
         usable = [e for e in evidence if e.chunk_id not in losers]
         data = runbook_steps(load_manifest(ctx.settings.corpus_dir))
-        result = runbook_plan(state["request"], entities, usable, records, ctx.domain, data)
+        result = runbook_plan(
+            state["request"], entities, usable, records, ctx.domain, data, pinned=pinned
+        )
         if failures:
             result = result.model_copy(update={"planner": "runbook (model failed)"})
 
     seen: dict[str, Any] = {"records": records}
     if outside:
         seen["evidence"] = thread_evidence
+    if edits:
+        derived = with_edits(result, edits) if isinstance(result, Plan) else result
+        if isinstance(derived, CannotPlan):
+            # The edit is refused, with its reason; the plan shown before it is asked again.
+            return {
+                "plan": without_edits(state.get("plan"), edits),
+                "edits": [],
+                "review_note": f"the edit by {edits[0].by} was refused: {derived.reason}",
+                **seen,
+            }
+        return {"plan": derived, "planner": derived.planner, **seen}
     if isinstance(result, CannotPlan) and result.temporary:
         # Not a refusal: the request may be fine, a system it needs is down. A human decides.
         verdict = Verdict(stage="plan", ok=False, reasons=[result.reason])
@@ -160,12 +178,15 @@ def runbook_plan(
     records: dict[str, Any],
     domain: Domain,
     data: Mapping[str, Sequence[RunbookStep]] | None = None,
+    pinned: Mapping[int, Mapping[str, Any]] | None = None,
 ) -> Plan | CannotPlan:
     """The deterministic planner: the first retrieved runbook that fits, or an answer from policy.
 
     A runbook fits when the request uses one of its keywords and names every entity it needs.
     A runbook with steps as data (``data``: source id to steps, from the corpus manifest) is
     filled here; any other is the domain's to fill. Records the domain could not read stop both.
+    ``pinned`` (a reviewer's edit: step index to arguments) fixes arguments: a data runbook is
+    filled with them (``fill_runbook``), a domain's with ``EditablePlans`` when it has it.
     """
     text = request.lower()
     for runbook in (e for e in evidence if e.kind == "runbook"):
@@ -174,13 +195,15 @@ def runbook_plan(
         ):
             steps = (data or {}).get(runbook.source)
             if not steps:
+                if pinned and isinstance(domain, EditablePlans):
+                    return domain.runbook_plan_edited(runbook, request, entities, records, pinned)
                 return domain.runbook_plan(runbook, request, entities, records)
             if records.get("unavailable"):
                 reason = "cannot read the records: " + "; ".join(records["unavailable"])
                 return CannotPlan(reason=reason, temporary=True)
             if records.get("missing"):
                 return CannotPlan(reason="unknown record: " + "; ".join(records["missing"]))
-            return fill_runbook(runbook, steps, entities, records)
+            return fill_runbook(runbook, steps, entities, records, pinned)
     if QUESTION.search(request.strip()):
         sources = sorted(
             (e for e in evidence if e.kind != "runbook" and e.score >= MIN_ANSWER_SCORE),
@@ -195,6 +218,52 @@ def runbook_plan(
                 evidence=[best.chunk_id],
             )
     return CannotPlan(reason="no runbook or policy covers this request")
+
+
+def edit_constraint(edit: Edit) -> str:
+    """What a model planner is told about a reviewer's edit."""
+    return prompts.PLANNER_EDIT.format(
+        step=edit.step + 1,
+        tool=edit.tool,
+        args=json.dumps(edit.args, sort_keys=True, default=str),
+        before=json.dumps(edit.before, sort_keys=True, default=str),
+    )
+
+
+def with_edits(plan: Plan, edits: Sequence[Edit]) -> Plan | CannotPlan:
+    """The plan derived again, with each edit's arguments set on its step exactly (what the
+    reviewer gave is what runs), or why the plan cannot take them.
+
+    Example:
+        >>> from graph.state import Step
+        >>> step = Step(tool="ship", args={"qty": 1}, purpose="Ship 1", effect="write")
+        >>> edit = Edit(step=0, tool="ship", before={"qty": 1}, args={"qty": 2}, by="ann")
+        >>> with_edits(Plan(intent="x", steps=[step]), [edit]).steps[0].args
+        {'qty': 2}
+        >>> with_edits(Plan(intent="x", steps=[]), [edit]).reason
+        'the plan derived again has no step 1 (ship) to take the edit'
+    """
+    steps = list(plan.steps)
+    for edit in edits:
+        if not (0 <= edit.step < len(steps)) or steps[edit.step].tool != edit.tool:
+            return CannotPlan(
+                reason=f"the plan derived again has no step {edit.step + 1} ({edit.tool}) to "
+                "take the edit",
+                planner=plan.planner,
+            )
+        steps[edit.step] = steps[edit.step].model_copy(update={"args": edit.args})
+    return plan.model_copy(update={"steps": steps})
+
+
+def without_edits(plan: Plan | None, edits: Sequence[Edit]) -> Plan | None:
+    """The plan as it was shown before the edits (their steps' arguments put back)."""
+    if plan is None:
+        return None
+    steps = list(plan.steps)
+    for edit in edits:
+        if 0 <= edit.step < len(steps) and steps[edit.step].tool == edit.tool:
+            steps[edit.step] = steps[edit.step].model_copy(update={"args": edit.before})
+    return plan.model_copy(update={"steps": steps})
 
 
 def model_plan(

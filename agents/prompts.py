@@ -44,6 +44,12 @@ PLANNER_FEEDBACK = """\
 The validator refused your previous plan for these reasons; fix them:
 {reasons}"""
 
+PLANNER_EDIT = """\
+A reviewer edited step {step} ({tool}) of your plan: its arguments must be exactly {args} \
+(they were {before}). Plan again with those arguments fixed: keep that step, and derive every \
+other step, purpose and postcondition from the edited values, so that no step states a value \
+the edit replaced."""
+
 PLANNER_REPAIR = """\
 Your answer was not a valid plan: {error}
 Answer again: call submit_plan once with the whole plan (without tools: only the JSON object)."""

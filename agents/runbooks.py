@@ -8,7 +8,7 @@ rules data cannot express (choosing one record among several by a business rule,
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from string import Formatter
 from typing import Any
 
@@ -27,8 +27,15 @@ def fill_runbook(
     steps: Sequence[RunbookStep],
     entities: dict[str, str],
     records: dict[str, Any],
+    pinned: Mapping[int, Mapping[str, Any]] | None = None,
 ) -> Plan | CannotPlan:
     """The plan a data runbook describes, or why it cannot be filled.
+
+    ``pinned`` fixes arguments of some steps (a reviewer's edit: step index to arguments). An
+    argument whose template is one placeholder fixes that placeholder's value for the whole
+    runbook, so every step and description that uses it says the new value; an argument written
+    otherwise is taken as given (the planner sets it, the validator checks what still states the
+    old value).
 
     Example:
         >>> runbook = Evidence.model_construct(chunk_id="rb:1", source="rb", intent="cancel")
@@ -42,15 +49,22 @@ def fill_runbook(
     """
     cite = [runbook.chunk_id]
     values = {"entities": entities, "records": records}
+    fixed: dict[str, Any] = {}
+    for index, args in (pinned or {}).items():
+        if 0 <= index < len(steps):
+            for name, value in args.items():
+                field = _single_field(steps[index].args.get(name))
+                if field is not None:
+                    fixed[field] = value
     try:
         filled = [
             Step(
                 tool=s.tool,
-                args={name: _value(template, values) for name, template in s.args.items()},
-                purpose=str(_value(s.purpose, values)),
+                args={name: _value(template, values, fixed) for name, template in s.args.items()},
+                purpose=str(_value(s.purpose, values, fixed)),
                 effect=s.effect,
                 evidence=cite,
-                postcondition=str(_value(s.postcondition, values)),
+                postcondition=str(_value(s.postcondition, values, fixed)),
             )
             for s in steps
         ]
@@ -59,8 +73,19 @@ def fill_runbook(
     return Plan(intent=runbook.intent or runbook.source, evidence=cite, steps=filled)
 
 
-def _value(template: str, values: dict[str, Any]) -> Any:
-    """A template filled in; exactly one placeholder keeps its value's own type."""
+def _single_field(template: Any) -> str | None:
+    """The placeholder a template is made of alone (``"{entities[amount]}"``), else None."""
+    if not isinstance(template, str):
+        return None
+    parts = list(Formatter().parse(template))
+    if len(parts) == 1 and parts[0][0] == "" and parts[0][1] and not parts[0][2]:
+        return parts[0][1]
+    return None
+
+
+def _value(template: str, values: dict[str, Any], fixed: Mapping[str, Any] | None = None) -> Any:
+    """A template filled in; exactly one placeholder keeps its value's own type. ``fixed``
+    gives some placeholders their value (an edit's), whatever the records say."""
     parts = list(Formatter().parse(template))
     fields = [f for _, f, _, _ in parts if f is not None]
     for field in fields:
@@ -69,13 +94,16 @@ def _value(template: str, values: dict[str, Any]) -> Any:
                 f"a placeholder of the form {{entities[..]}} or {{records[..]}}: {field}"
             )
     if len(parts) == 1 and parts[0][0] == "" and fields:
-        return _lookup(fields[0], values)
+        return _lookup(fields[0], values, fixed)
     return "".join(
-        text + ("" if field is None else str(_lookup(field, values))) for text, field, _, _ in parts
+        text + ("" if field is None else str(_lookup(field, values, fixed)))
+        for text, field, _, _ in parts
     )
 
 
-def _lookup(field: str, values: dict[str, Any]) -> Any:
+def _lookup(field: str, values: dict[str, Any], fixed: Mapping[str, Any] | None = None) -> Any:
+    if fixed and field in fixed:
+        return fixed[field]
     root, _, rest = field.partition("[")
     current: Any = values[root]
     for key in rest.rstrip("]").split("]["):

@@ -6,6 +6,8 @@ a failed result escalates, because what already ran cannot be un-run.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from typing import Any
 
 from langgraph.runtime import Runtime
@@ -14,6 +16,8 @@ from pydantic import ValidationError
 from graph.approval import pending_actions
 from graph.context import KeelContext, context_of
 from graph.state import (
+    Edit,
+    Plan,
     PlanCheckView,
     ResultCheckView,
     Step,
@@ -44,6 +48,67 @@ def step_problems(
         problems.append(f"{where}: effect is {spec.effect}, the plan says {step.effect}")
     if spec.effect != "read" and not set(step.evidence) & known_evidence:
         problems.append(f"{where}: cites no retrieved evidence")
+    return problems
+
+
+def stated(value: Any) -> re.Pattern[str] | None:
+    """How a text states ``value``: a number as written with two decimals, one, or none when it
+    is whole (``49.00``, ``49.0``, ``49``, not inside ``1249`` or ``49.5``); a text of three
+    characters or more as itself. None for anything else (short texts, lists, booleans).
+
+    Example:
+        >>> pattern = stated(49.0)
+        >>> [bool(pattern.search(t)) for t in ("refunded 49.00 EUR", "CH-3049", "49.5", "49")]
+        [True, False, False, True]
+    """
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        forms = {f"{value:.2f}", str(value)}
+        if float(value).is_integer():
+            forms.add(str(int(value)))
+        alternatives = "|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True))
+        return re.compile(rf"(?<![\w.,])(?:{alternatives})(?![\w]|[.,]\d)")
+    if isinstance(value, str) and len(value.strip()) >= 3:
+        return re.compile(re.escape(value.strip()), re.IGNORECASE)
+    return None
+
+
+def edit_problems(plan: Plan, edits: Sequence[Edit]) -> list[str]:
+    """What contradicts a reviewer's edits in the plan derived again from them: an edited step
+    that does not carry its edited arguments, or a step (its arguments, purpose or
+    postcondition) that still states a value an edit replaced."""
+    problems: list[str] = []
+    for edit in edits:
+        where = f"step {edit.step + 1} ({edit.tool})"
+        if not (0 <= edit.step < len(plan.steps)) or (
+            plan.steps[edit.step].tool,
+            plan.steps[edit.step].args,
+        ) != (edit.tool, edit.args):
+            problems.append(f"{where}: the plan does not carry the edited arguments")
+            continue
+        for name, before in edit.before.items():
+            after = edit.args.get(name)
+            pattern = stated(before)
+            if (
+                after == before
+                or pattern is None
+                or (isinstance(after, str) and pattern.search(after))
+            ):
+                continue
+            for i, step in enumerate(plan.steps):
+                texts = {"purpose": step.purpose, "postcondition": step.postcondition}
+                texts |= {
+                    arg: value
+                    for arg, value in step.args.items()
+                    if isinstance(value, str) and not (i == edit.step and arg in edit.args)
+                }
+                for field, text in texts.items():
+                    if pattern.search(text):
+                        problems.append(
+                            f"step {i + 1} ({step.tool}): its {field} still states {before!r}, "
+                            f"which the edit of {where} changed to {after!r}"
+                        )
     return problems
 
 
@@ -95,6 +160,9 @@ def check_plan(state: PlanCheckView, runtime: Runtime[KeelContext]) -> dict[str,
         if step.tool in ctx.tools and (down := unavailable(step.tool, ctx.tools)):
             # A fact for the plan, never a reason to skip a check or an approval.
             reasons.append(f"step {i + 1} ({step.tool}): {down}")
+    edits = state.get("edits") or []
+    # A plan derived again from a reviewer's edit states nothing the edit contradicts.
+    reasons += edit_problems(plan, edits)
     if not reasons:
         # Business rules read fresh records: the validator does not trust the planner's copy.
         records = ctx.domain.gather_records(
@@ -106,6 +174,11 @@ def check_plan(state: PlanCheckView, runtime: Runtime[KeelContext]) -> dict[str,
         "plan_verdict": verdict,
         "replans": replans + (0 if verdict.ok else 1),
     }
+    if edits and not verdict.ok:
+        # The edit is refused and the plan made again without it; the approval asked next says
+        # why, so the edit never disappears without a word.
+        update["edits"] = []
+        update["review_note"] = f"the edit by {edits[0].by} was refused: " + "; ".join(reasons)
     if verdict.ok and pending_actions(
         plan, state.get("approvals", {}), ctx.tools, state.get("evidence", [])
     ):

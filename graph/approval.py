@@ -17,11 +17,43 @@ types), together with the other actions of that answer (which may depend on it),
 names the digest it edits (``keel resume --edit``), whose reviewer typed the exact arguments. An
 edit that changes nothing approves the action shown. The reviewer is the serving engine's
 authenticated user when there is one (``graph.reviewer``).
+
+An edit fixes arguments; it does not rewrite the plan by hand. The planner derives the plan again
+with the edited arguments fixed (``agents/planner.py``: the step's description and every step that
+depends on the edited values, such as a notice stating an amount), the validator checks it (and
+that no step still states a value the edit replaced), and the result is asked for again. An edit
+that cannot be derived or validated is refused, and the request asked again says why
+(``review_note``, also in each action's description); so does any refused answer.
+
+Request identity. Each request carries a ``request_id`` (a hash of the thread, its digests and a
+``revision``: how many times the thread's pending actions changed), and ``changed_by``: who changed
+them last. A request's revision is the previous request's when its digests are the same, and one
+more when they differ; ``changed_by`` is then the proposer of the last edit proposed in between,
+or empty when they changed otherwise (planned again, a state write, a fork). The history that
+decides this (requests shown, edits proposed, refusals seen) is kept outside the checkpoint
+(``graph.review_log``), so writing the review channels of the state changes none of it.
+
+An answer is exact when it names the pending ``request_id`` or when every decision names its
+digest (``keel resume`` always does; so can Studio's raw resume): it answers these actions and
+nothing else, and one naming anything else is refused as stale. A digest-less answer (a chat
+panel's "Approve All") may have been aimed at an earlier request, so it counts only when:
+
+- the actions never changed in this thread (revision 0), or
+- its reviewer is who changed them (an edit's proposer answering the request their edit made;
+  not an engine's unauthenticated caller, whom nothing tells apart from another), or
+- its reviewer already had a digest-less answer refused at this revision: the refusal asked them
+  again, with the changed actions and the reason, and that is what they answer now.
+
+Anything else that would approve is refused ("the actions changed since you saw them: X proposed
+an edit; review them again") and asked again; the refusal is recorded, so the same reviewer's next
+digest-less answer counts. A digest-less rejection or edit proposal approves nothing and is taken.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -30,9 +62,11 @@ from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
 from graph.context import KeelContext, context_of, thread_of
-from graph.reviewer import reviewer_of
+from graph.review_log import MemoryReviewLog, ReviewEntry, ReviewLog
+from graph.reviewer import UNAUTHENTICATED, reviewer_of
 from graph.state import (
     ApprovalView,
+    Edit,
     Evidence,
     Plan,
     Receipt,
@@ -82,11 +116,24 @@ def pending_actions(
 
 
 def approval_request(
-    plan: Plan, indexes: list[int], tools: ToolRegistry, evidence: list[Evidence], note: str = ""
+    plan: Plan,
+    indexes: list[int],
+    tools: ToolRegistry,
+    evidence: list[Evidence],
+    note: str = "",
+    shown: ReviewEntry | None = None,
 ) -> ApprovalRequest:
-    """The interrupt's payload: LangChain's HITL schema, the digests, and the tainted evidence."""
+    """The interrupt's payload: LangChain's HITL schema, the digests, the tainted evidence, and
+    the request's identity (``shown``: its entry in the thread's review log) and note."""
     steps = [plan.steps[i] for i in indexes]
     tainted = tainting(evidence)
+    identity: dict[str, Any] = {}
+    if shown is not None:
+        identity = {
+            "request_id": shown.request_id,
+            "revision": shown.revision,
+            "changed_by": shown.by,
+        }
     return {
         "action_requests": [
             {"name": s.tool, "args": s.args, "description": _describe(s, tools, tainted, note)}
@@ -108,7 +155,83 @@ def approval_request(
             }
             for e in tainted
         ],
+        **identity,  # type: ignore[typeddict-item]
+        "review_note": note,
     }
+
+
+def request_identity(thread_id: str, revision: int, digests: Sequence[str]) -> str:
+    """The identity of the request showing these actions at this revision of the thread.
+
+    Example:
+        >>> a = request_identity("t-1", 0, ["sha256:a"])
+        >>> a == request_identity("t-1", 0, ["sha256:a"]), a == request_identity("t-1", 1, ["x"])
+        (True, False)
+    """
+    canonical = json.dumps([thread_id, revision, list(digests)], separators=(",", ":"))
+    return "req:" + hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def shown_entry(
+    history: Sequence[ReviewEntry], thread_id: str, key: str, digests: Sequence[str]
+) -> ReviewEntry:
+    """The review log's entry for a request raised by the approval task ``key``: the one its
+    first run wrote (a resumed node runs again), else a new one whose revision and ``changed_by``
+    follow from the last request shown and the edits proposed since (module docstring)."""
+    for entry in history:
+        if entry.kind == "shown" and entry.key == key:
+            return entry
+    shown = [i for i, e in enumerate(history) if e.kind == "shown"]
+    revision, by = 0, ""
+    if shown:
+        last = history[shown[-1]]
+        if list(last.digests) == list(digests):
+            revision, by = last.revision, last.by
+        else:
+            proposers = [e.by for e in history[shown[-1] + 1 :] if e.kind == "proposed"]
+            revision, by = last.revision + 1, proposers[-1] if proposers else ""
+    return ReviewEntry(
+        "shown",
+        key,
+        by=by,
+        digests=tuple(digests),
+        revision=revision,
+        request_id=request_identity(thread_id, revision, digests),
+    )
+
+
+def blind_refusal(
+    history: Sequence[ReviewEntry], request: ApprovalRequest, reviewer: Reviewer
+) -> str | None:
+    """Why a digest-less answer by ``reviewer`` may not approve ``request``, or None when it may
+    (the rule is the module docstring's)."""
+    revision = request.get("revision", 0)
+    if revision == 0:
+        return None
+    changed_by = request.get("changed_by", "")
+    engine_anonymous = reviewer.name.startswith(UNAUTHENTICATED)
+    if changed_by and changed_by == reviewer.name and not engine_anonymous:
+        return None
+    if any(
+        e.kind == "acknowledged" and e.by == reviewer.name and e.revision == revision
+        for e in history
+    ):
+        return None
+    what = (
+        f"{changed_by} proposed an edit"
+        if changed_by
+        else "they were planned again or rewritten since they were first shown"
+    )
+    return f"the actions changed since you saw them: {what}; review them again"
+
+
+_PROCESS_LOG = MemoryReviewLog()
+"""The review log of a context that has none (a caller that built its own context)."""
+
+
+def review_log_of(ctx: KeelContext) -> ReviewLog:
+    """Where the thread's approval history is kept (``graph.review_log``)."""
+    return ctx.reviews if ctx.reviews is not None else _PROCESS_LOG
 
 
 def _describe(step: Step, tools: ToolRegistry, tainted: list[Evidence], note: str) -> str:
@@ -131,11 +254,20 @@ def approve(
     evidence = state.get("evidence", [])
     spent = {r.digest for r in state.get("results", []) if r.ok and r.digest}
     indexes = pending_actions(plan, state.get("approvals", {}), ctx.tools, evidence, spent)
-    request = approval_request(plan, indexes, ctx.tools, evidence, state.get("review_note", ""))
+    thread_id = thread_of(runtime)
+    log = review_log_of(ctx)
+    digests = [approval_digest(plan.steps[i].tool, plan.steps[i].args) for i in indexes]
+    # One entry per approval task: a resumed node runs again and finds the one it wrote.
+    info = runtime.execution_info
+    key = info.task_id if info is not None else ""
+    shown = shown_entry(log.entries(thread_id), thread_id, key, digests)
+    log.add(thread_id, shown)
+    note = state.get("review_note", "")
+    request = approval_request(plan, indexes, ctx.tools, evidence, note, shown)
     answer = interrupt(request)
     claimed = answer.get("reviewer") if isinstance(answer, dict) else None
     reviewer = reviewer_of(config, claimed if isinstance(claimed, str) else None)
-    return read_decisions(answer, request, plan, thread_of(runtime), ctx, reviewer)
+    return read_decisions(answer, request, plan, thread_id, ctx, reviewer, log=log)
 
 
 def read_decisions(
@@ -145,12 +277,15 @@ def read_decisions(
     thread_id: str,
     ctx: KeelContext,
     reviewer: Reviewer | None = None,
+    log: ReviewLog | None = None,
 ) -> dict[str, Any]:
-    """Turn a human's answer into receipts, rejections or an edited plan; refuse anything else.
+    """Turn a human's answer into receipts, rejections or edits; refuse anything else.
 
     The answer is read as an ``ApprovalAnswer`` whose fields are closed: a resume payload answers
     the pending question; it cannot add steps, receipts or state. ``reviewer`` is who answered
     (``graph.reviewer.reviewer_of``); without one, the answer's own ``reviewer`` names them.
+    ``log`` is the thread's review history (``review_log_of``): a digest-less approval is
+    judged by it, and an edit proposal or a refusal of a changed request is written to it.
     """
     raw = answer.get("decisions") if isinstance(answer, dict) else None
     if not isinstance(raw, list) or len(raw) != len(request["digests"]):
@@ -162,6 +297,10 @@ def read_decisions(
         return _invalid(f"not an answer of {DECISIONS} decisions ({err})")
     if not isinstance(ctx.tools.gate, PermissionGate):
         return _invalid("no permission gate is loaded: approvals cannot be signed")
+    named = envelope.get("request_id")
+    if named is not None and named != request.get("request_id"):
+        return _invalid("the answer names a request that is not pending (stale approval)")
+    exact = named is not None or all("digest" in d for d in decisions)
     signer, version = ctx.tools.gate.signer, ctx.tools.gate.version
     shown = [f"{e['chunk_id']} ({e['trust_tier']})" for e in request["tainted_evidence"]]
     reviewer = reviewer or reviewer_of(None, envelope.get("reviewer"))
@@ -170,14 +309,14 @@ def read_decisions(
     receipts: dict[str, Receipt] = {}
     rejected: list[str] = []
     reasons: list[str] = []
-    steps = list(plan.steps)
-    edited = proposed = False
+    edits: list[Edit] = []
+    proposed = False
     for decision, digest, index in zip(
         decisions, request["digests"], request["steps"], strict=True
     ):
         if decision.get("digest", digest) != digest:
             return _invalid("a decision names a digest that is not pending (stale approval)")
-        step = steps[index]
+        step = plan.steps[index]
         kind = decision["type"]
         if decision["type"] == "reject":
             rejected.append(digest)
@@ -191,12 +330,12 @@ def read_decisions(
             if approval_digest(step.tool, args) == digest:
                 kind = "approve"  # nothing changed: the action approved is the one shown
             else:
-                step = step.model_copy(update={"args": args})
-                steps[index] = step
-                digest = approval_digest(step.tool, step.args)
-                edited = True
+                edits.append(
+                    Edit(step=index, tool=step.tool, before=step.args, args=args, by=reviewer.name)
+                )
+                digest = approval_digest(step.tool, args)
                 if "digest" not in decision:
-                    proposed = True  # validated again, then asked for with its own digest
+                    proposed = True  # derived again, validated again, then asked for again
                     continue
         receipts[digest] = signer.sign(
             Receipt(
@@ -217,24 +356,61 @@ def read_decisions(
             "review": "rejected",
             "reviewed_by": reviewer,
             "rejected": rejected,
+            "review_note": "",
+            "edits": [],
             "status": "refused",
             "answer": f"Rejected by {reviewer.name}: "
             + "; ".join(reasons)
             + ". Nothing irreversible was done.",
         }
+    history = log.entries(thread_id) if log is not None else []
+    request_id = request.get("request_id", "")
     if proposed:
         # The other actions are asked for again with the edited one: what they say may depend
         # on it (a notice about the edited action), so no approval is kept from this answer.
         receipts = {}
+        if log is not None:
+            log.add(
+                thread_id,
+                ReviewEntry("proposed", f"{request_id}:{reviewer.name}", by=reviewer.name),
+            )
+    elif not exact and (refused := blind_refusal(history, request, reviewer)):
+        if log is not None:
+            # Refused and asked again: what this reviewer answers next is the changed request.
+            key = f"{request_id}:{reviewer.name}"
+            revision = request.get("revision", 0)
+            log.add(
+                thread_id, ReviewEntry("acknowledged", key, by=reviewer.name, revision=revision)
+            )
+        return _invalid(refused)
     update: dict[str, Any] = {
         "approvals": receipts,
         "reviewed_by": reviewer,
-        "review": "edited" if edited else "approved",
+        "review": "edited" if edits else "approved",
+        "review_note": _proposal_note(edits) if edits else "",
+        "edits": edits,
         "status": "running",
     }
-    if edited:
+    if edits:
+        steps = list(plan.steps)
+        for edit in edits:
+            steps[edit.step] = steps[edit.step].model_copy(update={"args": edit.args})
         update["plan"] = plan.model_copy(update={"steps": steps})
     return update
+
+
+def _proposal_note(edits: list[Edit]) -> str:
+    """What the request asked after an edit says about it."""
+    changes = "; ".join(
+        f"step {e.step + 1} ({e.tool}) "
+        + ", ".join(
+            f"{name} {e.before.get(name)!r} -> {value!r}"
+            for name, value in e.args.items()
+            if e.before.get(name) != value
+        )
+        for e in edits
+    )
+    return f"{edits[0].by} edited {changes}; the plan was derived again from the edit"
 
 
 def typed_like(original: dict[str, Any], edited: dict[str, Any]) -> dict[str, Any]:

@@ -90,12 +90,14 @@ def after_plan_check(
     return "execute"
 
 
-def after_approval(state: KeelState) -> Literal["execute", "check_plan", "respond", "approve"]:
+def after_approval(state: KeelState) -> Literal["execute", "plan", "respond", "approve"]:
+    """An edit goes back to the planner, which derives the plan again with the edited arguments
+    fixed (the validator then checks it and the approval asks for it again)."""
     review = state.get("review")
     if review == "rejected":
         return "respond"
     if review == "edited":
-        return "check_plan"
+        return "plan"
     if review == "invalid":
         return "approve"
     return "execute"

@@ -17,6 +17,7 @@ from langgraph.runtime import Runtime
 
 from agents.models import chat_model_for
 from graph.domain import Domain, gated_registry, load_domain
+from graph.review_log import ReviewLog, SqliteReviewLog
 from keel.settings import Settings
 from retrieval.embeddings import embedder_for
 from retrieval.store import CorpusStore
@@ -44,6 +45,7 @@ class KeelContext:
         planner_model: the chat model for the planner, or None for the runbook planner.
         fallback_model: a second chat model tried when the first fails.
         clock: the time source (replay and tests control it).
+        reviews: the threads' approval history (``graph.review_log``), outside the checkpoint.
     """
 
     settings: Settings
@@ -55,6 +57,7 @@ class KeelContext:
     planner_model: BaseChatModel | None = None
     fallback_model: BaseChatModel | None = None
     clock: Callable[[], datetime] = field(default=_utc_now)
+    reviews: ReviewLog | None = None
 
     @classmethod
     def from_settings(
@@ -90,6 +93,7 @@ class KeelContext:
             inbox=inbox_for(settings),
             planner_model=planner_model,
             fallback_model=fallback_model,
+            reviews=review_log_for(settings),
         )
 
 
@@ -104,6 +108,15 @@ def _ledger_for(settings: Settings) -> IntentLedger:
         connect_timeout_s=settings.postgres_connect_timeout_s,
         behind_pooler=settings.postgres_behind_pooler,
     )
+
+
+def review_log_for(settings: Settings) -> ReviewLog:
+    """The threads' approval history: a file in Keel's home, shared by the machine's processes.
+
+    Served from PostgreSQL, it belongs beside the intent ledger there (so that every machine's
+    workers share it); until then the home's file serves the workers of one machine.
+    """
+    return SqliteReviewLog(settings.home / "reviews.sqlite")
 
 
 def inbox_for(settings: Settings) -> EventInbox:

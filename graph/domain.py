@@ -14,7 +14,7 @@ import inspect
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Literal, Protocol, cast, runtime_checkable
 
 from graph.state import CannotPlan, DomainEvent, EventWait, Evidence, Plan, Step
 from keel.errors import ConfigError
@@ -159,6 +159,30 @@ class Domain(Protocol):
           (the backend's own id for it) keeps two copies of the same action apart, so a
           duplicate shows as two lines with the same ``WHAT``.
         """
+
+
+@runtime_checkable
+class EditablePlans(Protocol):
+    """What a domain whose runbooks are filled by code adds so that a reviewer may edit them.
+
+    Optional: the runbook planner derives an edited plan from data runbooks by itself
+    (``agents.runbooks.fill_runbook``), and from any other runbook by setting the edited
+    arguments as given, after which the validator refuses a plan in which a step still states a
+    value the edit replaced. A domain with this method derives everything that depends on the
+    edited values (a notice stating an amount) itself.
+    """
+
+    def runbook_plan_edited(
+        self,
+        runbook: Evidence,
+        request: str,
+        entities: dict[str, str],
+        records: dict[str, Any],
+        pinned: Mapping[int, Mapping[str, Any]],
+    ) -> Plan | CannotPlan:
+        """``Domain.runbook_plan`` with some steps' arguments fixed (step index to arguments):
+        a pure function like it, whose plan keeps those arguments and says nothing they
+        contradict."""
 
 
 def split_snapshot(lines: Iterable[str]) -> tuple[Counter[str], set[str]]:

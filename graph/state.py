@@ -140,6 +140,17 @@ class Reviewer(Model):
     )
 
 
+class Edit(Model):
+    """A reviewer's edit of one pending action: the plan is derived again with these arguments
+    fixed, and shown again (``graph/approval.py``, ``agents/planner.py``)."""
+
+    step: int = Field(description="the plan step edited")
+    tool: str
+    before: dict[str, Any] = Field(description="the arguments shown")
+    args: dict[str, Any] = Field(description="the arguments the edit fixes")
+    by: str = Field(description="who proposed it (a reviewer's name)")
+
+
 class ToolOutcome(Model):
     """What happened when the executor ran (or refused to run) one plan step."""
 
@@ -262,6 +273,8 @@ class KeelState(InputState, OutputState, total=False):
     rejected: Annotated[list[str], operator.add]
     review: Review
     review_note: str
+    edits: list[Edit]
+    """The edits the plan is being derived again for (empty once answered or refused)."""
     reviewed_by: Reviewer
     """Who answered the last approval: the engine's authenticated user when there is one."""
     results: Annotated[list[ToolOutcome], operator.add]
@@ -289,6 +302,9 @@ class PlannerView(TypedDict, total=False):
     plan_verdict: Verdict | None
     results: list[ToolOutcome]
     """What the thread already did: the planner's working memory on a replan."""
+    plan: Plan | None
+    """The plan a reviewer's edits apply to (read only when ``edits`` is set)."""
+    edits: list[Edit]
 
 
 class PlanCheckView(TypedDict, total=False):
@@ -299,6 +315,7 @@ class PlanCheckView(TypedDict, total=False):
     replans: int
     approvals: dict[str, Receipt]
     rejected: list[str]
+    edits: list[Edit]
 
 
 class ApprovalView(TypedDict, total=False):
@@ -359,6 +376,7 @@ STATE_TYPES: tuple[type[BaseModel], ...] = (
     Verdict,
     Receipt,
     Reviewer,
+    Edit,
     ToolOutcome,
     EventWait,
     DomainEvent,

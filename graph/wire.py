@@ -3,9 +3,10 @@
 The approval interrupt is LangChain v1's human-in-the-loop request (``HITLRequest``: action
 requests and review configs), so Studio, Agent Chat UI and any client written for that schema can
 answer it; Keel's additions (the digest and plan step of each action, the manifest version, the
-low-trust evidence in the thread) extend it as a typed subclass. Its answer is LangChain's
-``HITLResponse`` (``decisions``, one per action) with an optional ``reviewer``, and each decision
-may carry the ``digest`` it answers. The event wait has its own interrupt type.
+low-trust evidence in the thread, the request's identity and why it is asked again) extend it as a
+typed subclass. Its answer is LangChain's ``HITLResponse`` (``decisions``, one per action) with an
+optional ``reviewer`` and ``request_id``, and each decision may carry the ``digest`` it answers.
+The event wait has its own interrupt type.
 
 LangChain's schema types are declared here, field for field as
 ``langchain.agents.middleware.human_in_the_loop`` declares them, instead of imported from it:
@@ -149,6 +150,16 @@ class ApprovalRequest(HITLRequest):
     """The permission manifest the approval is given under."""
     tainted_evidence: list[TaintedEvidence]
     """Low-trust evidence in the thread's context, whatever the actions cite."""
+    request_id: NotRequired[str]
+    """This request's identity: a hash of the thread, the digests and the revision. An answer
+    that names it answers exactly this request (``graph/approval.py``)."""
+    revision: NotRequired[int]
+    """How many times the thread's pending actions changed before this request was raised."""
+    changed_by: NotRequired[str]
+    """Who changed the pending actions last (an edit's proposer); empty when nobody did, or
+    when they changed otherwise (planned again, a state write)."""
+    review_note: NotRequired[str]
+    """Why the request is asked again (an answer refused, an edit refused), or empty."""
 
 
 @with_config(_FORBID)
@@ -174,9 +185,11 @@ here is a tool call that must run or not, never answered in its place), each wit
 
 @with_config(_FORBID)
 class ApprovalAnswer(HITLResponse):
-    """A human's answer: LangChain's ``{"decisions": [...]}`` plus who answered."""
+    """A human's answer: LangChain's ``{"decisions": [...]}`` plus who answered, and optionally
+    the ``request_id`` of the request it answers (one that is not pending is refused as stale)."""
 
     reviewer: NotRequired[str]
+    request_id: NotRequired[str]
 
 
 @with_config(_FORBID)

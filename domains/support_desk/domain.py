@@ -129,6 +129,30 @@ class SupportDesk:
             )
         return filler(runbook, entities, records)
 
+    def runbook_plan_edited(
+        self,
+        runbook: Evidence,
+        request: str,
+        entities: dict[str, str],
+        records: dict[str, Any],
+        pinned: Mapping[int, Mapping[str, Any]],
+    ) -> Plan | CannotPlan:
+        """A refund runbook filled with a reviewer's amount: the refund's description and the
+        customer's e-mail say the edited amount (every other edited argument is set as given)."""
+        refund = pinned.get(0, {})
+        amount = refund.get("amount")
+        if "amount" in refund and (
+            isinstance(amount, bool) or not isinstance(amount, (int, float))
+        ):
+            return CannotPlan(reason=f"the refund amount {amount!r} is not a number")
+        if runbook.intent == "refund_duplicate_charge" and amount is not None:
+            return self.runbook_plan(
+                runbook, request, {**entities, _EDITED_AMOUNT: str(float(amount))}, records
+            )
+        if runbook.intent == "refund_amount" and amount is not None:
+            return self.runbook_plan(runbook, request, {**entities, "amount": str(amount)}, records)
+        return self.runbook_plan(runbook, request, entities, records)
+
     def plan_rules(self, plan: Plan, records: dict[str, Any]) -> list[str]:
         reasons: list[str] = []
         customer = records.get("customer") or {}
@@ -282,6 +306,15 @@ def _unbacked(email: Step, before: list[Step], records: dict[str, Any]) -> list[
             already = invoice_id == invoice and any(c["refunded"] > 0 for c in charges)
             if not (refunding or already):
                 problems.append(f"announces a refund on {invoice_id}, but nothing refunds it")
+        # An amount the e-mail says was refunded is one a step refunds or a charge shows refunded.
+        refunds = {
+            round(float(s.args.get("amount", 0)), 2) for s in before if s.tool == "refund_charge"
+        }
+        refunds |= {round(float(c["refunded"]), 2) for c in charges if c["refunded"] > 0}
+        for said in sorted(set(re.findall(r"(\d+(?:\.\d+)?)\s*EUR", text))):
+            if refunds and round(float(said), 2) not in refunds:
+                amounts = ", ".join(f"{a:.2f}" for a in sorted(refunds))
+                problems.append(f"announces {said} EUR refunded, but the refund is {amounts} EUR")
     return problems
 
 
@@ -365,7 +398,16 @@ def _refund_duplicate(
     if duplicate["refunded"] >= duplicate["amount"]:
         return CannotPlan(reason=f"duplicate charge {duplicate['charge_id']} was already refunded")
     customer = records["customer"]
-    amount = duplicate["amount"]
+    edited = entities.get(_EDITED_AMOUNT)
+    amount = float(edited) if edited is not None else duplicate["amount"]
+    if edited is None:
+        purpose = f"Refund the duplicate charge {duplicate['charge_id']} of {amount:.2f} EUR"
+        told = f"we refunded the duplicate charge of {amount:.2f} EUR"
+        postcondition = "one settled refund of exactly the duplicate amount"
+    else:  # a reviewer's partial refund: nothing may still say the whole duplicate was refunded
+        purpose = f"Refund {amount:.2f} EUR of the duplicate charge {duplicate['charge_id']}"
+        told = f"we refunded {amount:.2f} EUR of the duplicate charge"
+        postcondition = f"one settled refund of exactly {amount:.2f} EUR"
     cite = [runbook.chunk_id]
     return Plan(
         intent="refund_duplicate_charge",
@@ -378,18 +420,18 @@ def _refund_duplicate(
                     "amount": amount,
                     "reason": f"duplicate charge on {entities['invoice_id']}",
                 },
-                purpose=f"Refund the duplicate charge {duplicate['charge_id']} of {amount:.2f} EUR",
+                purpose=purpose,
                 effect="irreversible",
                 evidence=cite,
-                postcondition="one settled refund of exactly the duplicate amount",
+                postcondition=postcondition,
             ),
             Step(
                 tool="send_email",
                 args={
                     "to": customer["email"],
                     "subject": f"Refund for {entities['invoice_id']}",
-                    "body": f"Dear {customer['name']}, we refunded the duplicate charge of "
-                    f"{amount:.2f} EUR on invoice {entities['invoice_id']}. "
+                    "body": f"Dear {customer['name']}, {told} "
+                    f"on invoice {entities['invoice_id']}. "
                     "It reaches your account within 5 business days.",
                 },
                 purpose="Tell the customer about the refund",
@@ -428,6 +470,11 @@ def _refund_amount(
             ),
         ],
     )
+
+
+_EDITED_AMOUNT = "edited amount"
+"""The entity a reviewer's edited refund amount is passed to the duplicate refund's filler as
+(not a name ``extract_entities`` ever gives, so no request can set it)."""
 
 
 # The runbooks whose steps need code (finding the duplicate among an invoice's charges, the last

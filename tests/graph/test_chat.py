@@ -262,8 +262,8 @@ def test_the_panels_edit_is_asked_for_again_before_it_runs(
     app: KeelApp, backend: DemoBackend
 ) -> None:
     """The panel's edit carries no digest and returns values as text: the edited refund is
-    validated again and shown again with its own digest, with the e-mail that goes with it; only
-    an approval of those runs them."""
+    validated again and shown again with its own digest, with the e-mail derived again from it
+    (it states the edited amount); only an approval of those runs them."""
     chat = Chat(app)
     chat.send(_say(REFUND_REQUEST))
     first = chat.pending()
@@ -283,8 +283,10 @@ def test_the_panels_edit_is_asked_for_again_before_it_runs(
     assert [a["name"] for a in again["action_requests"]] == ["refund_charge", "send_email"]
     assert again["action_requests"][0]["args"]["amount"] == 10  # typed again
     new_digest = approval_digest("refund_charge", again["action_requests"][0]["args"])
-    assert again["digests"] == [new_digest, first["digests"][1]]
+    email = again["action_requests"][1]["args"]
+    assert again["digests"] == [new_digest, approval_digest("send_email", email)]
     assert new_digest != first["digests"][0]
+    assert "10.00 EUR" in email["body"] and "49.00" not in email["body"]  # derived again
     # Nobody approved anything yet: the e-mail is asked for again with the edited refund.
     assert chat.values().get("approvals", {}) == {}
 
@@ -292,6 +294,7 @@ def test_the_panels_edit_is_asked_for_again_before_it_runs(
     assert final["status"] == "done"
     assert [r["amount"] for r in backend.refunds()] == [10.0]
     assert len(backend.outbox()) == 1
+    assert "10.00 EUR" in backend.outbox()[0]["body"]
 
 
 def test_an_edit_that_breaks_the_rules_never_runs(app: KeelApp, backend: DemoBackend) -> None:
@@ -321,7 +324,15 @@ def test_a_digest_bound_answer_from_keels_own_client_still_works(
     app: KeelApp, backend: DemoBackend
 ) -> None:
     outcome = app.run(REFUND_REQUEST)
-    done = app.resume(outcome.thread_id, Decision(kind="edit", edit={"amount": 10}, reviewer="ann"))
+    edited = app.resume(
+        outcome.thread_id, Decision(kind="edit", edit={"amount": 10}, reviewer="ann")
+    )
+    # The refund was approved with the arguments ann typed; the e-mail, derived again from the
+    # edited amount, is what she has not seen yet.
+    assert edited.status == "awaiting_approval" and edited.pending is not None
+    assert [p.name for p in edited.pending] == ["send_email"]
+    assert "10.00 EUR" in edited.pending[0].args["body"]
+    done = app.resume(outcome.thread_id, Decision(kind="approve", reviewer="ann"))
     assert done.status == "done"
     assert [r["amount"] for r in backend.refunds()] == [10.0]
     values = app.graph.get_state(_config(outcome.thread_id)).values

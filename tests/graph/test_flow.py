@@ -55,9 +55,15 @@ def test_rejection_runs_nothing_and_ends_refused(app: KeelApp, backend: DemoBack
 
 def test_an_edit_is_validated_then_runs_with_the_new_amount(app: KeelApp, backend: DemoBackend):
     waiting = app.run(REFUND_REQUEST)
-    outcome = app.resume(waiting.thread_id, Decision(kind="edit", edit={"amount": 10}))
+    edited = app.resume(waiting.thread_id, Decision(kind="edit", edit={"amount": 10}))
+    # The e-mail that states the amount is derived again and asked for; nothing ran yet.
+    assert edited.status == "awaiting_approval" and edited.pending is not None
+    assert [p.name for p in edited.pending] == ["send_email"]
+    assert backend.refunds() == []
+    outcome = app.resume(waiting.thread_id, Decision(kind="approve"))
     assert outcome.status == "done"
     assert [r["amount"] for r in backend.refunds()] == [10.0]
+    assert [m["body"].count("10.00 EUR") for m in backend.outbox()] == [1]
 
 
 def test_an_edit_that_breaks_a_rule_runs_nothing_and_asks_again(app: KeelApp, backend: DemoBackend):
