@@ -48,7 +48,7 @@ from evals.servers import (
     terminate_gracefully,
 )
 from keel.errors import ConfigError
-from keel.settings import Settings
+from keel.settings import Settings, parse_api_tokens
 
 REPO = Path(__file__).resolve().parent.parent
 AEGRA_CONFIG = REPO / "aegra.json"
@@ -205,6 +205,8 @@ class Engine:
     tokens: dict[str, str]
     env: dict[str, str]
     settings: Settings
+    roles: dict[str, str] = field(default_factory=dict)
+    """Each user's roles as KEEL_API_TOKENS writes them (``requester+reviewer``)."""
 
     @property
     def home(self) -> Path:
@@ -214,12 +216,19 @@ class Engine:
     def keel_postgres_url(self) -> str:
         return self.postgres.url()
 
-    def client(self, user: str) -> Any:
-        """A LangGraph SDK sync client for ``user`` (its bearer token), on the API process."""
+    def client(self, user: str, *, api_key: bool = False) -> Any:
+        """A LangGraph SDK sync client for ``user`` on the API process: its token as
+        ``Authorization: Bearer`` or, with ``api_key``, as the SDK's ``api_key`` (``X-Api-Key``,
+        what Agent Chat UI sends)."""
         from langgraph_sdk import get_sync_client
 
+        if api_key:
+            return get_sync_client(url=self.api.url, api_key=self.tokens[user])
+        # api_key=None: no key from the environment (LANGSMITH_API_KEY) beside the bearer token.
         return get_sync_client(
-            url=self.api.url, headers={"Authorization": f"Bearer {self.tokens[user]}"}
+            url=self.api.url,
+            api_key=None,
+            headers={"Authorization": f"Bearer {self.tokens[user]}"},
         )
 
     def restart(self, index: int) -> AegraServer:
@@ -248,6 +257,7 @@ def engine_env(
     tokens: Mapping[str, str],
     *,
     worker_count: int,
+    roles: Mapping[str, str] | None = None,
     lease_s: int | None = None,
     base: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
@@ -271,7 +281,7 @@ def engine_env(
         CRON_ENABLED="false",
         KEEL_HOME=str(home),
         KEEL_POSTGRES_URL=postgres.url(),
-        KEEL_API_TOKENS=",".join(f"{user}={token}" for user, token in tokens.items()),
+        KEEL_API_TOKENS=api_tokens(tokens, roles or {}),
         LANGSMITH_TRACING="false",
     )
     if lease_s is not None:
@@ -285,6 +295,45 @@ def engine_env(
             STUCK_PENDING_THRESHOLD_SECONDS=str(max(10, 3 * lease_s)),
         )
     return env
+
+
+def api_tokens(tokens: Mapping[str, str], roles: Mapping[str, str]) -> str:
+    """The ``KEEL_API_TOKENS`` value for {user: token} and {user: roles}.
+
+    Example:
+        >>> api_tokens({"alice": "t0ken-a1", "olga": "t0ken-o1"}, {"olga": "operator"})
+        'alice=t0ken-a1,olga=t0ken-o1:operator'
+    """
+    return ",".join(
+        f"{user}={token}:{roles[user]}" if roles.get(user) else f"{user}={token}"
+        for user, token in tokens.items()
+    )
+
+
+def user_roles(users: Sequence[str]) -> dict[str, str]:
+    """``["alice:requester", "rita"]`` as {user: roles} ("" for a user with the default roles).
+
+    Raises:
+        ConfigError: a user or a role is malformed (the same check as KEEL_API_TOKENS).
+    """
+    out = {}
+    for entry in users:
+        user, _, roles = entry.partition(":")
+        out[user] = roles
+    check_api_tokens(api_tokens({u: "x" * 24 for u in out}, out))
+    return out
+
+
+def check_api_tokens(value: str) -> None:
+    """Refuse a malformed KEEL_API_TOKENS before any process starts, in one line naming it.
+
+    Raises:
+        ConfigError: the value is malformed.
+    """
+    try:
+        parse_api_tokens(value)
+    except ValueError as err:
+        raise ConfigError(str(err).splitlines()[0]) from None
 
 
 def prepare_home(home: Path, postgres_url: str, chroma_url: str, approval_key: str) -> Settings:
@@ -313,7 +362,7 @@ def engine(
     *,
     workers: int = 2,
     worker_count: int = 2,
-    users: Sequence[str] = ("agent", "reviewer"),
+    users: Sequence[str] = ("agent:requester", "reviewer:reviewer"),
     lease_s: int | None = None,
     home: Path | None = None,
     durable: bool = True,
@@ -332,6 +381,9 @@ def engine(
     """
     if workers < 1 or worker_count < 1:
         raise ConfigError("the engine needs at least one worker process with one worker loop")
+    roles = user_roles(users)
+    if extra_env and "KEEL_API_TOKENS" in extra_env:
+        check_api_tokens(extra_env["KEEL_API_TOKENS"])  # before any server starts
     with contextlib.ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="keel-engine-")))
         pg = stack.enter_context(postgres_server(durable=durable))
@@ -340,11 +392,13 @@ def engine(
         home = home or root / "home"
         approval_key = secrets.token_hex(32)
         settings = prepare_home(home, pg.url(), chroma.url, approval_key)
-        tokens = {user: secrets.token_urlsafe(24) for user in users}
-        env = engine_env(pg, redis, home, tokens, worker_count=worker_count, lease_s=lease_s)
+        tokens = {user: secrets.token_hex(24) for user in roles}
+        env = engine_env(
+            pg, redis, home, tokens, worker_count=worker_count, lease_s=lease_s, roles=roles
+        )
         env.update(KEEL_CHROMA_URL=chroma.url, KEEL_APPROVAL_KEY=approval_key, **(extra_env or {}))
         api = AegraServer("api", free_port(), root / "aegra-api.log")
-        running = Engine(pg, redis, api, [], tokens, env, settings)
+        running = Engine(pg, redis, api, [], tokens, env, settings, roles=roles)
         stack.callback(running.stop)
         api.start({**env, "WORKER_COUNT": "0"})
         api.wait_ready()
@@ -361,6 +415,10 @@ def engine(
         yield running
 
 
+SERVE_USERS = ("alice:requester", "rita:reviewer", "olga:operator")
+"""``make serve``'s users: one per role (README, "Who may do what")."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evals.engine", description=__doc__)
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
@@ -374,12 +432,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     # jobs (the ignore is inherited, and Python would keep it).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        with engine(workers=args.workers, worker_count=args.worker_count, say=say) as running:
+        with engine(
+            workers=args.workers, worker_count=args.worker_count, users=SERVE_USERS, say=say
+        ) as running:
             say(f"Keel's home: {running.home}; KEEL_POSTGRES_URL={running.keel_postgres_url}")
             for user, token in running.tokens.items():
-                say(f"bearer token for {user!r}: {token}")
-            say("graph 'keel'; e.g. get_sync_client(url=..., headers={'Authorization': "
-                "'Bearer <token>'}). Ctrl-C stops everything.")  # fmt: skip
+                roles = running.roles.get(user) or "requester+reviewer"
+                say(f"token for {user!r} ({roles}): {token}")
+            say("graph 'keel'; send a token as `Authorization: Bearer TOKEN` or `X-Api-Key: "
+                "TOKEN`, e.g. get_sync_client(url=..., api_key=TOKEN). Who may do what: README, "
+                "\"Who may do what\". Ctrl-C stops everything.")  # fmt: skip
             while all(
                 s.process is not None and s.process.poll() is None for s in running.processes()
             ):

@@ -63,7 +63,7 @@ from langgraph.types import interrupt
 
 from graph.context import KeelContext, context_of, thread_of
 from graph.review_log import MemoryReviewLog, ReviewEntry, ReviewLog
-from graph.reviewer import UNAUTHENTICATED, reviewer_of
+from graph.reviewer import UNAUTHENTICATED, answer_refusal, reviewer_of
 from graph.state import (
     ApprovalView,
     Edit,
@@ -265,6 +265,9 @@ def approve(
     note = state.get("review_note", "")
     request = approval_request(plan, indexes, ctx.tools, evidence, note, shown)
     answer = interrupt(request)
+    refused = answer_refusal(config)  # an engine's unauthenticated caller signs nothing
+    if refused is not None:
+        return _invalid(refused)
     claimed = answer.get("reviewer") if isinstance(answer, dict) else None
     reviewer = reviewer_of(config, claimed if isinstance(claimed, str) else None)
     return read_decisions(answer, request, plan, thread_id, ctx, reviewer, log=log)

@@ -8,6 +8,12 @@ there (Keel's hook for Aegra does, its ``identity`` being the team), else its ``
 ``reviewer`` string in an answer is the caller's claim: it names the reviewer only where no engine
 stands in front of the graph (``keel resume --as``, ``KeelApp``), and it never overrides an
 authenticated user.
+
+An engine that serves the graph without authenticating the caller (Aegra with no auth hook, a
+hook that failed to load) vouches for nobody: no receipt is signed then (:func:`answer_refusal`),
+whatever name the answer claims. Nor for a user whose roles, given by Keel's hook
+(``keel_roles``), include neither ``reviewer`` nor ``operator``. ``langgraph dev`` without auth
+puts no user in the config: it is a local caller here, as ``KeelApp`` is.
 """
 
 from __future__ import annotations
@@ -27,6 +33,10 @@ UNAUTHENTICATED = "unauthenticated:"
 
 MAX_NAME = 100
 
+
+ROLES_FIELD = "keel_roles"
+"""The user's roles, when Keel's auth hook (``graph/serve_auth.py``) gave them."""
+APPROVING_ROLES = frozenset({"reviewer", "operator"})
 
 PERSON_FIELD = "keel_user"
 """The person, when the auth hook names one besides ``identity``. Keel's Aegra hook must set
@@ -82,3 +92,36 @@ def reviewer_of(config: RunnableConfig | None, claimed: str | None) -> Reviewer:
     return Reviewer(
         name=f"{UNAUTHENTICATED}{claim or identity or 'anonymous'}", authenticated=False
     )
+
+
+def answer_refusal(config: RunnableConfig | None) -> str | None:
+    """Why the engine's user of this run may not answer an approval, or None when they may.
+
+    None with no engine user (a local caller, ``langgraph dev`` without auth). Refused: a user
+    the engine did not authenticate, and one whose Keel roles hold neither ``reviewer`` nor
+    ``operator``.
+
+    Example:
+        >>> answer_refusal({"configurable": {}}) is None
+        True
+        >>> anonymous = {"identity": "anonymous", "is_authenticated": False}
+        >>> answer_refusal({"configurable": {"langgraph_auth_user": anonymous}})[:40]
+        'the server did not authenticate who answ'
+        >>> alice = {"identity": "keel", "keel_user": "alice", "keel_roles": ["requester"]}
+        >>> answer_refusal({"configurable": {"langgraph_auth_user": alice}})
+        'alice may not approve: the reviewer role is needed'
+    """
+    configurable = (config or {}).get("configurable") or {}
+    user = configurable.get(AUTH_USER_KEY)
+    if user is None:
+        return None
+    reviewer = reviewer_of(config, None)
+    if not reviewer.authenticated:
+        return (
+            "the server did not authenticate who answered (no token, or no auth configured): "
+            "an approval needs an authenticated reviewer"
+        )
+    roles = _field(user, ROLES_FIELD)
+    if isinstance(roles, list | tuple | set | frozenset) and not APPROVING_ROLES & set(roles):
+        return f"{reviewer.name} may not approve: the reviewer role is needed"
+    return None

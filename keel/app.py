@@ -32,6 +32,7 @@ from graph.context import KeelContext
 from graph.events import dispatch_events
 from graph.lease import LeaseStore, open_leases
 from graph.persistence import open_checkpointer
+from graph.run_input import check_resume, check_run_input
 from graph.state import (
     Conflict,
     DomainEvent,
@@ -297,7 +298,14 @@ class KeelApp:
 
         Raises:
             LeaseHeld: another live worker is running the thread.
+            BadRequest: the input (or resume value) could not be stored and read back
+                (``graph.run_input``); nothing is written.
         """
+        if isinstance(payload, Command):
+            if payload.resume is not None:
+                check_resume(payload.resume)
+        else:
+            check_run_input(payload)
         with self._lease(thread_id):
             return self._segment(
                 payload, thread_id, mode, request=request, run_id=run_id,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -48,6 +49,85 @@ def domain_folder(spec: str) -> Path:
     if found is None or found.origin is None:
         raise ValueError(f"KEEL_DOMAIN={spec!r}: no module {module!r} can be found")
     return Path(found.origin).resolve().parent
+
+
+ApiRole = Literal["requester", "reviewer", "operator"]
+"""What a user of the engine may do (README, "Who may do what"): a requester starts threads and
+answers them with ``command.resume``; a reviewer reads the team's threads and answers approvals;
+an operator may do everything, state writes and forks included."""
+
+API_ROLES: tuple[ApiRole, ...] = ("requester", "reviewer", "operator")
+DEFAULT_API_ROLES: frozenset[ApiRole] = frozenset({"requester", "reviewer"})
+"""The roles of a ``user=token`` pair that names none (what every user could do before roles)."""
+
+MIN_API_TOKEN_CHARS = 8
+_API_USER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class ApiUser:
+    """A user of the engine: the person a token names and the roles it holds."""
+
+    name: str
+    roles: frozenset[ApiRole]
+
+    def can(self, role: ApiRole) -> bool:
+        """Whether the user holds ``role``; an operator holds every role."""
+        return role in self.roles or "operator" in self.roles
+
+
+def parse_api_tokens(raw: str) -> dict[str, ApiUser]:
+    """``KEEL_API_TOKENS`` as {token: user}: ``user=TOKEN[:role+role]`` pairs separated by commas.
+
+    A pair without roles is a requester and reviewer. Tokens are at least 8 characters, with no
+    ``,``, ``:`` or white space, and unique; user names are unique. The error names the setting
+    and the user, never a token.
+
+    Raises:
+        ValueError: the setting is malformed (one line, starting with ``KEEL_API_TOKENS``).
+
+    Example:
+        >>> users = parse_api_tokens("alice=s3cret-a1:requester, olga=s3cret-o1:operator")
+        >>> users["s3cret-a1"].name, sorted(users["s3cret-o1"].roles)
+        ('alice', ['operator'])
+        >>> sorted(parse_api_tokens("carl=s3cret-c1")["s3cret-c1"].roles)
+        ['requester', 'reviewer']
+    """
+    users: dict[str, ApiUser] = {}
+    names: set[str] = set()
+    for index, pair in enumerate(filter(None, (p.strip() for p in raw.split(","))), start=1):
+        name, sep, rest = (part.strip() for part in pair.partition("="))
+        token, colon, role_text = (
+            (part.strip() for part in rest.rpartition(":")) if (":" in rest) else (rest, "", "")
+        )
+        who = f"user {name!r}" if _API_USER.match(name) else f"pair {index}"
+        if not sep or not _API_USER.match(name):
+            raise ValueError(
+                f"KEEL_API_TOKENS: {who} is not user=token[:roles] (a user name of letters, "
+                "digits and ._@-, then =, then the token)"
+            )
+        if len(token) < MIN_API_TOKEN_CHARS or any(c.isspace() or c in ",:=" for c in token):
+            raise ValueError(
+                f"KEEL_API_TOKENS: the token of {who} must be at least {MIN_API_TOKEN_CHARS} "
+                "characters with no white space, ',', ':' or '='"
+            )
+        roles: frozenset[ApiRole] = DEFAULT_API_ROLES
+        if colon:
+            named = [r.strip() for r in role_text.split("+")]
+            unknown = [r for r in named if r not in API_ROLES]
+            if not role_text or unknown:
+                raise ValueError(
+                    f"KEEL_API_TOKENS: {who} names unknown role(s) {unknown or [role_text]}; "
+                    f"roles are {'+'.join(API_ROLES)} (e.g. alice=TOKEN:requester+reviewer)"
+                )
+            roles = frozenset(r for r in API_ROLES if r in named)
+        if token in users:
+            raise ValueError(f"KEEL_API_TOKENS: {users[token].name!r} and {who} share a token")
+        if name in names:
+            raise ValueError(f"KEEL_API_TOKENS: {who} is named twice")
+        names.add(name)
+        users[token] = ApiUser(name=name, roles=roles)
+    return users
 
 
 SIGNING_KEY_HEX_CHARS = 64
@@ -122,9 +202,11 @@ class Settings(BaseSettings):
     )
     api_tokens: SecretStr | None = Field(
         default=None,
-        description="The engine's bearer tokens (`make serve`, graph/serve_auth.py): "
-        "user=token pairs separated by commas; the user is who the engine says ran a request. "
-        "A secret: set it in the environment or a secret store, never in the repo.",
+        description="The engine's tokens (`make serve`, graph/serve_auth.py): user=TOKEN[:roles] "
+        "pairs separated by commas, roles of requester, reviewer, operator joined by + (default "
+        "requester+reviewer); the user is who the engine says ran a request. Checked at start-up: "
+        "a malformed value stops every Keel process. A secret: set it in the environment or a "
+        "secret store, never in the repo.",
     )
     api_team: str = Field(
         default="keel",
@@ -292,6 +374,19 @@ class Settings(BaseSettings):
                     " (it would match everywhere)"
                 )
         return value
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _api_tokens(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_api_tokens(value.get_secret_value())
+        return value
+
+    def api_users(self) -> dict[str, ApiUser]:
+        """``KEEL_API_TOKENS`` as {token: user} (empty when unset: the engine refuses everyone)."""
+        return (
+            {} if self.api_tokens is None else parse_api_tokens(self.api_tokens.get_secret_value())
+        )
 
     @field_validator("approval_key")
     @classmethod

@@ -380,31 +380,46 @@ def test_the_authenticated_rejecter_is_named_in_the_answer(app: KeelApp) -> None
 
 
 @pytest.mark.parametrize(
-    ("user", "claim", "approved_by"),
+    ("user", "claim"),
     [
-        # Aegra without an auth handler: every caller is its anonymous user.
-        (EngineUser(identity="anonymous", is_authenticated=False), "ann", "unauthenticated:ann"),
-        (
-            EngineUser(identity="anonymous", is_authenticated=False),
-            None,
-            "unauthenticated:anonymous",
-        ),
+        # Aegra without an auth handler (or one that failed to load): its anonymous user.
+        (EngineUser(identity="anonymous", is_authenticated=False), "ann"),
+        (EngineUser(identity="anonymous", is_authenticated=False), None),
         # A user the engine could not name.
-        ({"identity": ""}, "studio", "unauthenticated:studio"),
+        ({"identity": ""}, "studio"),
     ],
 )
-def test_an_unauthenticated_engine_caller_is_marked_so(
-    app: KeelApp, user: object, claim: str | None, approved_by: str
+def test_an_unauthenticated_engine_caller_signs_no_receipt(
+    app: KeelApp, backend: DemoBackend, user: object, claim: str | None
 ) -> None:
+    """Issue 21, break 1: a refund was approved and paid for ``unauthenticated:anonymous``."""
     chat = Chat(app)
     chat.send(_say(REFUND_REQUEST))
     answer: dict[str, Any] = dict(APPROVE_ALL)
     if claim is not None:
         answer["reviewer"] = claim
     chat.answer(answer, user=user)
-    receipts = chat.values()["approvals"].values()
-    assert {r.approved_by for r in receipts} == {approved_by}
-    assert chat.values()["reviewed_by"].authenticated is False
+    values = chat.values()
+    assert not values.get("approvals"), values.get("approvals")
+    assert "did not authenticate who answered" in values["review_note"]
+    assert thread_status(chat.state()).status == "awaiting_approval"  # asked again
+    assert backend.refunds() == [] and backend.outbox() == []
+
+
+def test_an_engine_user_without_the_reviewer_role_cannot_approve(
+    app: KeelApp, backend: DemoBackend
+) -> None:
+    requester = EngineUser(identity="keel", keel_user="alice", keel_roles=["requester"])
+    chat = Chat(app, user=requester)
+    chat.send(_say(REFUND_REQUEST))
+    chat.answer(dict(APPROVE_ALL))
+    assert not chat.values().get("approvals")
+    assert "alice may not approve" in chat.values()["review_note"]
+    assert backend.refunds() == []
+    reviewer = EngineUser(identity="keel", keel_user="rita", keel_roles=["reviewer"])
+    chat.answer(dict(APPROVE_ALL), user=reviewer)
+    assert {r.approved_by for r in chat.values()["approvals"].values()} == {"rita"}
+    assert len(backend.refunds()) == 1
 
 
 def test_the_authenticated_reviewer_is_in_the_flight_record(
