@@ -1,42 +1,68 @@
 """Executor: runs one step of the validated plan per pass, so every step is its own checkpoint.
 
-It never runs a step that is not in the plan, never runs an irreversible step without an unused,
-unexpired receipt for exactly those arguments, and gives every irreversible call an idempotency
-key made from business ids (thread, step, action digest) so that a re-run asks the backend for the
-first result instead of acting again.
+It never runs a step that is not in the plan (a cursor a caller set outside the plan is refused,
+never used as an index), never runs an irreversible step without an unused, unexpired receipt for
+exactly those arguments, and gives every irreversible call an idempotency key made from business
+ids (the thread and the action's digest, never a position a client can set) so that a re-run asks
+the ledger and the backend for the first result instead of acting again. A write a human approved
+goes through the ledger too (its backend takes no key): a receipt works once, and a re-run of the
+same approved write finds it done.
+
+What "unused" and "rejected" mean is read from the thread guard (``tools.guard``), not from the
+checkpoint: a receipt is consumed there at the moment of its call, once.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 from langgraph.runtime import Runtime
 from pydantic import ValidationError
 
-from graph.context import KeelContext, context_of, thread_of
+from graph.context import KeelContext, attempt_of, context_of, thread_of
 from graph.state import ExecutorView, Receipt, ToolOutcome, approval_digest, tainting
 from keel.errors import KeelError, PermissionDenied, StoreUnavailable
+from tools.guard import GuardFacts
 from tools.spec import AgentTools, CallResult, ThreadFacts
 
 
-def idempotency_key(thread_id: str, step: int, digest: str) -> str:
-    return "keel-" + hashlib.sha256(f"{thread_id}:{step}:{digest}".encode()).hexdigest()[:32]
+def idempotency_key(thread_id: str, digest: str) -> str:
+    """The key an irreversible call carries to the ledger and the backend: one per action in a
+    thread, whatever step index, fork or re-run it is reached by.
+
+    Example:
+        >>> idempotency_key("t-1", "sha256:a") == idempotency_key("t-1", "sha256:a")
+        True
+        >>> idempotency_key("t-1", "sha256:a") == idempotency_key("t-2", "sha256:a")
+        False
+    """
+    return "keel-" + hashlib.sha256(f"{thread_id}:{digest}".encode()).hexdigest()[:32]
 
 
-def thread_facts(state: ExecutorView, thread_id: str, subject_keys: Collection[str]) -> ThreadFacts:
+def thread_facts(
+    state: ExecutorView,
+    thread_id: str,
+    subject_keys: Collection[str],
+    guarded: GuardFacts | None = None,
+) -> ThreadFacts:
     """What the permission gate must know about this thread for the executor's calls.
 
     The subjects are the entities the domain says identify the thread (``Domain.subject_keys``);
-    the scopes read nothing else the request said.
+    the scopes read nothing else the request said. Receipts used, rejections, taint and the
+    requester come from the thread guard (``guarded``); the state's copies only add to them.
     """
+    guarded = guarded or GuardFacts()
+    state_spent = {r.digest for r in state.get("results", []) if r.ok and r.digest}
+    state_taint = [e.chunk_id for e in tainting(state.get("evidence", []))]
     return ThreadFacts(
         thread_id=thread_id,
         subjects={k: v for k, v in state.get("entities", {}).items() if k in subject_keys},
-        spent=frozenset(r.digest for r in state.get("results", []) if r.ok and r.digest),
-        rejected=frozenset(state.get("rejected", [])),
-        tainted=tuple(e.chunk_id for e in tainting(state.get("evidence", []))),
+        spent=guarded.spent | state_spent,
+        rejected=guarded.rejected | frozenset(state.get("rejected", [])),
+        tainted=tuple(dict.fromkeys([*(e.chunk_id for e in guarded.taint), *state_taint])),
+        requester=guarded.requester,
     )
 
 
@@ -45,20 +71,39 @@ def execute(state: ExecutorView, runtime: Runtime[KeelContext]) -> dict[str, Any
     plan = state["plan"]
     assert plan is not None  # routed here only with a validated plan
     index = state.get("cursor", 0)
+    if not isinstance(index, int) or not 0 <= index < len(plan.steps):
+        # The cursor is a channel any caller can write: never an index it chose.
+        return {"results": [_out_of_plan(index, len(plan.steps))]}
     step = plan.steps[index]
     thread_id = thread_of(runtime)
+    attempt = attempt_of(runtime)
     digest = approval_digest(step.tool, step.args)
     base: dict[str, Any] = {"step": index, "tool": step.tool, "args": step.args, "digest": digest}
-    tools = ctx.tools.for_agent("executor", thread_facts(state, thread_id, ctx.domain.subject_keys))
-    irreversible = step.tool in ctx.tools and ctx.tools[step.tool].effect == "irreversible"
-    key = idempotency_key(thread_id, index, digest) if irreversible else None
+    guarded = ctx.guard.facts(thread_id, attempt=attempt) if ctx.guard is not None else None
+    facts = thread_facts(state, thread_id, ctx.domain.subject_keys, guarded)
+    tools = ctx.tools.for_agent("executor", facts)
+    effect = ctx.tools[step.tool].effect if step.tool in ctx.tools else step.effect
+    irreversible = effect == "irreversible"
     approval = state.get("approvals", {}).get(digest)
+    # An irreversible call, and a write a human approved (a receipt works once), go through the
+    # ledger: a re-run of the same action in this thread finds it done there. Only an
+    # irreversible call's backend is given the key (a write's backend takes none).
+    ledgered = irreversible or (approval is not None and effect != "read")
+    key = idempotency_key(thread_id, digest) if irreversible else None
+    consume = _consumer(ctx, thread_id, digest, attempt, approval)
     try:
-        if key is not None and ctx.ledger is not None:
-            outcome = _exactly_once(ctx, tools, step.tool, step.args, key, approval, base)
+        if ledgered and ctx.ledger is not None:
+            outcome = _exactly_once(
+                ctx, tools, step.tool, step.args, idempotency_key(thread_id, digest), approval,
+                base, consume, keyed=irreversible,
+            )  # fmt: skip
         else:
-            answer = tools.invoke(step.tool, step.args, approval=approval, idempotency_key=key)
+            answer = tools.invoke(
+                step.tool, step.args, approval=approval, idempotency_key=key, before=consume
+            )
             outcome = _answered(base, key, answer)
+        if approval is not None and ctx.guard is not None:
+            ctx.guard.settle_receipt(thread_id, digest)
     except StoreUnavailable:
         # The ledger's database is down: not the tool's answer. The run stops here, unsaved, and
         # the next attempt asks the ledger and the backend whether the call happened.
@@ -71,6 +116,43 @@ def execute(state: ExecutorView, runtime: Runtime[KeelContext]) -> dict[str, Any
     return {"results": [outcome], "cursor": index + 1}
 
 
+def _out_of_plan(index: object, steps: int) -> ToolOutcome:
+    """The outcome of a pass whose cursor points at no step: nothing ran, the thread escalates."""
+    return ToolOutcome(
+        step=index if isinstance(index, int) else -1,
+        tool="(none)",
+        args={},
+        ok=False,
+        denied=True,
+        error=f"refused: the step cursor {index!r} is not a step of the plan "
+        f"(0 to {steps - 1}); nothing was run",
+    )
+
+
+def _consumer(
+    ctx: KeelContext, thread_id: str, digest: str, attempt: str, approval: Receipt | None
+) -> Callable[[], None] | None:
+    """What runs once the gate allowed a call and before it is made: the receipt it uses is
+    consumed in the thread guard, atomically (a receipt works once, whatever the state says).
+
+    Raises (when called):
+        PermissionDenied: another attempt consumed the receipt since the gate looked.
+    """
+    if approval is None or ctx.guard is None:
+        return None
+    guard = ctx.guard
+
+    def consume() -> None:
+        if not guard.consume_receipt(
+            thread_id, digest, attempt=attempt, approved_by=approval.approved_by
+        ):
+            raise PermissionDenied(
+                "the approval was already used (a receipt works once)", rule="approval"
+            )
+
+    return consume
+
+
 def _exactly_once(
     ctx: KeelContext,
     tools: AgentTools,
@@ -79,32 +161,43 @@ def _exactly_once(
     key: str,
     approval: Receipt | None,
     base: dict[str, Any],
+    consume: Callable[[], None] | None = None,
+    *,
+    keyed: bool = True,
 ) -> ToolOutcome:
-    """An irreversible call through the intent ledger: written before, settled after.
+    """A call through the intent ledger: written before, settled after.
 
     A call the ledger or the backend knows as done is reported, not made again; any call that is
-    made passes the gate first, and a denied one leaves no intent behind.
+    made passes the gate first and consumes its receipt (``consume``), and a denied one leaves no
+    intent behind. ``keyed``: the backend takes the key (an irreversible call) and can be asked
+    whether it acted; an approved write's backend cannot, so a pending write is made again (a
+    write is at-least-once, as any node is).
     """
     assert ctx.ledger is not None
-    intent = ctx.ledger.get(key)
+    ledger = ctx.ledger
+    sent = key if keyed else None
+    intent = ledger.get(key)
     if intent is not None and intent.status == "done" and intent.answer is not None:
-        return ToolOutcome(**base, ok=True, output=intent.answer, idempotency_key=key,
+        return ToolOutcome(**base, ok=True, output=intent.answer, idempotency_key=sent,
                            via="intent ledger (done earlier)")  # fmt: skip
     if intent is not None:  # pending: an earlier attempt died mid-call; did it act?
-        earlier = ctx.tools.recorded(tool, key)
+        earlier = ctx.tools.recorded(tool, key) if keyed else None
         if earlier is not None:
-            ctx.ledger.finish(key, earlier)
+            ledger.finish(key, earlier)
             return ToolOutcome(**base, ok=True, output=earlier, idempotency_key=key,
                                via="intent ledger (found at the backend)")  # fmt: skip
-        answer = tools.invoke(tool, args, approval=approval, idempotency_key=key)
+        answer = tools.invoke(tool, args, approval=approval, idempotency_key=sent, before=consume)
     else:
-        answer = tools.invoke(
-            tool, args, approval=approval, idempotency_key=key,
-            before=lambda: ctx.ledger.begin(key, tools.facts.thread_id or "", base["step"],
-                                            tool, base["digest"]),  # type: ignore[union-attr]
-        )  # fmt: skip
-    ctx.ledger.finish(key, answer.output)
-    return _answered(base, key, answer)
+        thread_id = tools.facts.thread_id or ""
+
+        def before() -> None:
+            if consume is not None:
+                consume()
+            ledger.begin(key, thread_id, base["step"], tool, base["digest"])
+
+        answer = tools.invoke(tool, args, approval=approval, idempotency_key=sent, before=before)
+    ledger.finish(key, answer.output)
+    return _answered(base, sent, answer)
 
 
 def _answered(base: dict[str, Any], key: str | None, answer: CallResult) -> ToolOutcome:

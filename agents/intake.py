@@ -13,10 +13,12 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
+from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
 from agents.context import tokens
-from graph.context import KeelContext, context_of
+from graph.context import KeelContext, context_of, guarded_thread
+from graph.reviewer import reviewer_of
 from graph.state import IntakeView, Status
 
 REQUEST_MESSAGE_ID = "keel-request"
@@ -111,7 +113,22 @@ def follow_up_note(status: Status) -> str:
     )
 
 
-def intake(state: IntakeView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
+def record_requester(runtime: Runtime[KeelContext], config: RunnableConfig) -> str | None:
+    """Name the thread's requester in the thread guard: the user the serving engine
+    authenticated for this run (``graph.reviewer``), read from the run's config, never from the
+    state or the input. The first write wins; with no authenticated user (a local run) nothing
+    is written, and four-eyes grants have nobody to compare a reviewer with."""
+    user = reviewer_of(config, None)
+    guarded = guarded_thread(runtime)
+    if not user.authenticated or guarded is None:
+        return None
+    guard, thread_id = guarded
+    return guard.record_requester(thread_id, user.name)
+
+
+def intake(
+    state: IntakeView, config: RunnableConfig, runtime: Runtime[KeelContext]
+) -> dict[str, Any]:
     ctx = context_of(runtime)
     messages = state.get("messages", [])
     status = state.get("status")
@@ -124,6 +141,7 @@ def intake(state: IntakeView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
         )
         return {"turn": "cut_short" if status == "running" else "follow_up", "messages": [reply]}
     turn: dict[str, Any] = {"turn": "request"}
+    record_requester(runtime, config)
     if state.get("request") is not None and last_human(messages) is None:
         # Chat clients show the transcript: the plain request becomes its first message.
         turn["messages"] = [HumanMessage(str(state["request"]), id=REQUEST_MESSAGE_ID)]

@@ -39,7 +39,7 @@ from agents.outside import (
     with_outside,
 )
 from agents.runbooks import fill_runbook, runbook_steps
-from graph.context import KeelContext, context_of
+from graph.context import KeelContext, context_of, guarded_thread
 from graph.domain import Domain, EditablePlans
 from graph.state import CannotPlan, Conflict, Edit, Evidence, Plan, PlannerView, Step, Verdict
 from retrieval.corpus import RunbookStep, load_manifest
@@ -90,6 +90,9 @@ def plan(state: PlannerView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
     # What people outside the company wrote, as the tools returned it: screened, shown to the
     # model as marked data, and kept in the thread's evidence, where it taints like a wiki page.
     outside = outside_evidence(heard, ctx.clock().date())
+    if (guarded := guarded_thread(runtime)) is not None:
+        guard, thread_id = guarded
+        guard.record_taint(thread_id, outside)  # it entered the thread: append-only
     thread_evidence = with_outside(state.get("evidence", []), outside)
     evidence = retrieved(thread_evidence)
     conflicts = state.get("conflicts", [])

@@ -14,7 +14,7 @@ from langgraph.runtime import Runtime
 from pydantic import ValidationError
 
 from graph.approval import pending_actions
-from graph.context import KeelContext, context_of
+from graph.context import KeelContext, context_of, guarded_thread
 from graph.state import (
     Edit,
     Plan,
@@ -26,6 +26,7 @@ from graph.state import (
     is_outside,
 )
 from keel.errors import IntegrationError, PermissionDenied
+from tools.guard import GuardFacts, with_taint
 from tools.spec import ToolRegistry
 
 
@@ -132,7 +133,10 @@ def check_plan(state: PlanCheckView, runtime: Runtime[KeelContext]) -> dict[str,
     # Only the corpus is an authority for a step: outside text a tool returned is data about the
     # request (it taints the thread), never a reason to act.
     known = {e.chunk_id for e in state.get("evidence", []) if not is_outside(e)}
-    rejected = set(state.get("rejected", []))
+    # Rejections and taint as the thread guard holds them; the state's copies only add to them.
+    guarded = guarded_thread(runtime)
+    facts = guarded[0].facts(guarded[1]) if guarded is not None else GuardFacts()
+    rejected = set(state.get("rejected", [])) | facts.rejected
     reasons: list[str] = []
     if not plan.steps and not plan.answer:
         reasons.append("the plan has neither steps nor an answer")
@@ -179,9 +183,8 @@ def check_plan(state: PlanCheckView, runtime: Runtime[KeelContext]) -> dict[str,
         # why, so the edit never disappears without a word.
         update["edits"] = []
         update["review_note"] = f"the edit by {edits[0].by} was refused: " + "; ".join(reasons)
-    if verdict.ok and pending_actions(
-        plan, state.get("approvals", {}), ctx.tools, state.get("evidence", [])
-    ):
+    evidence = with_taint(state.get("evidence", []), facts.taint)
+    if verdict.ok and pending_actions(plan, state.get("approvals", {}), ctx.tools, evidence):
         # Written before the approval interrupt, so Studio and raw graph users see it too.
         update["status"] = "awaiting_approval"
     return update
@@ -192,6 +195,11 @@ def check_result(state: ResultCheckView, runtime: Runtime[KeelContext]) -> dict[
     plan = state["plan"]
     assert plan is not None  # the executor only runs validated plans
     outcome = state["results"][-1]
+    if not 0 <= outcome.step < len(plan.steps):
+        # The executor refused a cursor outside the plan: there is no step to check.
+        reasons = [outcome.error or f"step index {outcome.step} is not a step of the plan"]
+        verdict = Verdict(stage="result", ok=False, reasons=reasons, step=outcome.step)
+        return {"result_verdict": verdict}
     step = plan.steps[outcome.step]
     if not outcome.ok:
         reasons = [f"step {outcome.step + 1} ({step.tool}) failed: {outcome.error}"]

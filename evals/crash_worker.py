@@ -19,10 +19,10 @@ status are compared with what the same request does without a crash. ``--kill-at
 it counts the boundaries and prints the expected end.
 
 A boundary is a call that writes (or, for the backend, acts): every public method of the
-checkpointer, the intent ledger, the event inbox, the run leases and the flight recorder's store
-that is not in its short list of reads, and every backend call (before it, and after the backend
-acted, before its answer came back). A method added to a store later is counted without anyone
-listing it.
+checkpointer, the intent ledger, the thread guard, the event inbox, the run leases and the flight
+recorder's store that is not in its short list of reads, and every backend call (before it, and
+after the backend acted, before its answer came back). A method added to a store later is counted
+without anyone listing it.
 """
 
 from __future__ import annotations
@@ -72,6 +72,9 @@ SAVER_READS = frozenset(
 )  # fmt: skip
 LEDGER_READS = frozenset({"get", "for_thread", "owners"})
 INBOX_READS = frozenset({"waiting_for", "cursor", "relaying"})
+GUARD_READS = frozenset(
+    {"spent", "rejected", "taint", "requester", "delivery", "facts", "close"}
+)  # fmt: skip
 RECORD_READS = frozenset(
     {"events", "count", "latest_run", "next_segment", "resolve", "run_ids", "runs", "close"}
 )
@@ -204,6 +207,9 @@ def counting(wire: Tripwire) -> StoreWrapper:
             else None,
             leases=cast(Any, _Counted(stores.leases, wire, "lease", LEASE_READS))
             if stores.leases is not None
+            else None,
+            guard=cast(Any, _Counted(stores.guard, wire, "guard", GUARD_READS))
+            if stores.guard is not None
             else None,
         )
 

@@ -82,6 +82,7 @@ from graph.wire import (
     approval_answer_of,
     decision_of,
 )
+from tools.guard import GuardFacts, with_taint
 from tools.permissions import PermissionGate
 from tools.spec import ToolRegistry
 
@@ -251,10 +252,15 @@ def approve(
     ctx = context_of(runtime)
     plan = state["plan"]
     assert plan is not None
-    evidence = state.get("evidence", [])
-    spent = {r.digest for r in state.get("results", []) if r.ok and r.digest}
-    indexes = pending_actions(plan, state.get("approvals", {}), ctx.tools, evidence, spent)
     thread_id = thread_of(runtime)
+    # Receipts used, rejections and taint as the thread guard holds them, not as the state says.
+    guarded = ctx.guard.facts(thread_id) if ctx.guard is not None else GuardFacts()
+    evidence = with_taint(state.get("evidence", []), guarded.taint)
+    spent = {r.digest for r in state.get("results", []) if r.ok and r.digest} | guarded.spent
+    indexes = pending_actions(plan, state.get("approvals", {}), ctx.tools, evidence, spent)
+    held = [plan.steps[i] for i in indexes if _digest(plan.steps[i]) in guarded.rejected]
+    if held:
+        return _rejection_holds(held)
     log = review_log_of(ctx)
     digests = [approval_digest(plan.steps[i].tool, plan.steps[i].args) for i in indexes]
     # One entry per approval task: a resumed node runs again and finds the one it wrote.
@@ -271,6 +277,21 @@ def approve(
     claimed = answer.get("reviewer") if isinstance(answer, dict) else None
     reviewer = reviewer_of(config, claimed if isinstance(claimed, str) else None)
     return read_decisions(answer, request, plan, thread_id, ctx, reviewer, log=log)
+
+
+def _digest(step: Step) -> str:
+    return approval_digest(step.tool, step.args)
+
+
+def _rejection_holds(steps: list[Step]) -> dict[str, Any]:
+    """A rejected action is never asked for again in its thread, whatever the state says."""
+    actions = "; ".join(f"{s.tool} {s.args}" for s in steps)
+    return {
+        "review": "rejected",
+        "status": "refused",
+        "answer": f"A reviewer rejected {actions} earlier in this thread, and a rejection holds. "
+        "Nothing irreversible was done.",
+    }
 
 
 def read_decisions(
@@ -304,7 +325,10 @@ def read_decisions(
     if named is not None and named != request.get("request_id"):
         return _invalid("the answer names a request that is not pending (stale approval)")
     exact = named is not None or all("digest" in d for d in decisions)
-    signer, version = ctx.tools.gate.signer, ctx.tools.gate.version
+    gate = ctx.tools.gate
+    signer, version = gate.signer, gate.version
+    held = ctx.guard.rejected(thread_id) if ctx.guard is not None else frozenset()
+    requester = ctx.guard.requester(thread_id) if ctx.guard is not None else None
     shown = [f"{e['chunk_id']} ({e['trust_tier']})" for e in request["tainted_evidence"]]
     reviewer = reviewer or reviewer_of(None, envelope.get("reviewer"))
     now = ctx.clock()
@@ -320,6 +344,7 @@ def read_decisions(
         if decision.get("digest", digest) != digest:
             return _invalid("a decision names a digest that is not pending (stale approval)")
         step = plan.steps[index]
+        pending = digest
         kind = decision["type"]
         if decision["type"] == "reject":
             rejected.append(digest)
@@ -340,6 +365,13 @@ def read_decisions(
                 if "digest" not in decision:
                     proposed = True  # derived again, validated again, then asked for again
                     continue
+        if digest in held or pending in held:
+            return _invalid(f"{step.tool} was rejected earlier in this thread; a rejection holds")
+        if requester is not None and reviewer.name == requester and gate.four_eyes(step.tool):
+            return _invalid(
+                f"{step.tool} needs the approval of someone other than its requester "
+                f"({requester}): four eyes"
+            )
         receipts[digest] = signer.sign(
             Receipt(
                 tool=step.tool,
@@ -355,6 +387,9 @@ def read_decisions(
             )
         )
     if rejected:
+        if ctx.guard is not None:
+            for digest in rejected:
+                ctx.guard.record_rejection(thread_id, digest, by=reviewer.name)
         return {
             "review": "rejected",
             "reviewed_by": reviewer,

@@ -22,6 +22,7 @@ from keel.settings import Settings
 from retrieval.embeddings import embedder_for
 from retrieval.store import CorpusStore
 from tools.events import EventInbox
+from tools.guard import SqliteThreadGuard, ThreadGuard
 from tools.ledger import IntentLedger
 from tools.spec import ToolRegistry
 
@@ -42,6 +43,11 @@ class KeelContext:
         domain: the example domain (tools, entities, runbooks, rules).
         tools: the domain's tool registry, bound to its backends.
         store: the corpus index the retriever queries.
+        ledger: the intent ledger of irreversible calls.
+        inbox: the event inbox (who waits for which domain event).
+        guard: the thread guard (``tools.guard``): receipts consumed, rejections, taint, the
+            requester and event deliveries, outside the checkpoint. None only where nothing is
+            live (a replay), and then the checks read the state's working copy alone.
         planner_model: the chat model for the planner, or None for the runbook planner.
         fallback_model: a second chat model tried when the first fails.
         clock: the time source (replay and tests control it).
@@ -54,6 +60,7 @@ class KeelContext:
     store: CorpusStore
     ledger: IntentLedger | None = None
     inbox: EventInbox | None = None
+    guard: ThreadGuard | None = None
     planner_model: BaseChatModel | None = None
     fallback_model: BaseChatModel | None = None
     clock: Callable[[], datetime] = field(default=_utc_now)
@@ -91,6 +98,7 @@ class KeelContext:
             store=CorpusStore(settings, embedder_for(settings)),
             ledger=_ledger_for(settings),
             inbox=inbox_for(settings),
+            guard=guard_for(settings),
             planner_model=planner_model,
             fallback_model=fallback_model,
             reviews=review_log_for(settings),
@@ -117,6 +125,20 @@ def review_log_for(settings: Settings) -> ReviewLog:
     workers share it); until then the home's file serves the workers of one machine.
     """
     return SqliteReviewLog(settings.home / "reviews.sqlite")
+
+
+def guard_for(settings: Settings) -> ThreadGuard:
+    """The thread guard beside the intent ledger: in its SQLite file, or in the Postgres database
+    of the checkpoints when they are there."""
+    if settings.postgres_url is None:
+        return SqliteThreadGuard(settings.intent_db)
+    from tools.guard_postgres import PostgresThreadGuard  # psycopg only when configured
+
+    return PostgresThreadGuard(
+        settings.postgres_url.get_secret_value(),
+        connect_timeout_s=settings.postgres_connect_timeout_s,
+        behind_pooler=settings.postgres_behind_pooler,
+    )
 
 
 def inbox_for(settings: Settings) -> EventInbox:
@@ -169,12 +191,32 @@ def _default_context() -> KeelContext:
     return process_context()
 
 
+def attempt_of(runtime: Runtime[KeelContext]) -> str:
+    """This node's attempt: LangGraph's task id, the same when the task is run again after a
+    crash (from the same checkpoint), new for any write of the state or fork that made a new
+    checkpoint. The thread guard lets an attempt finish what it started, and nothing else."""
+    info = runtime.execution_info
+    if info is None or not info.task_id:
+        raise RuntimeError("Keel's graph runs its nodes with LangGraph's execution info")
+    return f"{info.checkpoint_id}:{info.task_id}"
+
+
 def thread_of(runtime: Runtime[KeelContext]) -> str:
     """The thread this run belongs to: the business id approvals and idempotency keys use."""
     info = runtime.execution_info
     if info is None or not info.thread_id:
         raise RuntimeError("Keel's graph needs a thread_id in config['configurable']")
     return info.thread_id
+
+
+def guarded_thread(runtime: Runtime[KeelContext]) -> tuple[ThreadGuard, str] | None:
+    """The thread guard and this run's thread, or None: no guard (a replay), or a node called
+    outside a graph run (a benchmark, a unit test), which has no thread to guard."""
+    ctx = context_of(runtime)
+    info = runtime.execution_info
+    if ctx.guard is None or info is None or not info.thread_id:
+        return None
+    return ctx.guard, info.thread_id
 
 
 def context_of(runtime: Runtime[KeelContext]) -> KeelContext:

@@ -174,6 +174,9 @@ class EventWait(Model):
     key: str = Field(description="which one: the business id the event carries")
     step: int
     why: str
+    refused: str = Field(
+        default="", description="why the last event that woke the thread did not count"
+    )
 
 
 class DomainEvent(Model):

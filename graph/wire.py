@@ -208,6 +208,8 @@ class EventWaitRequest(TypedDict):
     key: str
     step: int
     why: str
+    refused: NotRequired[str]
+    """Why the last event this thread was woken with did not count (a forged or replayed one)."""
 
 
 _REQUEST = TypeAdapter(ApprovalRequest)

@@ -70,6 +70,7 @@ from observability.redaction import Redactor
 from observability.store import FlightRecord, RunNotFound
 from observability.tracing import Tracing, run_config
 from tools.events import EventInbox
+from tools.guard import ThreadGuard
 from tools.ledger import IntentLedger
 from tools.spec import ToolRegistry
 
@@ -185,6 +186,8 @@ class Stores:
     tools: ToolRegistry
     records: FlightRecord | None
     leases: LeaseStore | None
+    guard: ThreadGuard | None = None
+    """The thread guard: receipts consumed, rejections, taint, the requester, event deliveries."""
 
 
 StoreWrapper = Callable[[Stores], Stores]
@@ -251,12 +254,15 @@ class KeelApp:
             with open_checkpointer(settings) as opened:
                 leases = open_leases(settings, opened)
                 ctx = context
-                stores = Stores(opened, ctx.ledger, ctx.inbox, ctx.tools, records, leases)
+                stores = Stores(
+                    opened, ctx.ledger, ctx.inbox, ctx.tools, records, leases, ctx.guard
+                )
                 if wrap_stores is not None:
                     stores = wrap_stores(stores)
                     context = replace(
-                        context, ledger=stores.ledger, inbox=stores.inbox, tools=stores.tools
-                    )
+                        context, ledger=stores.ledger, inbox=stores.inbox, tools=stores.tools,
+                        guard=stores.guard,
+                    )  # fmt: skip
                 recorder = None
                 if stores.records is not None:
                     recorder = Recorder(stores.records, redactor)

@@ -10,7 +10,9 @@ approval receipts are made from it), with every dependency served from the recor
 - a planner model, if one ran, is a chat model that gives the recorded answers in order;
 - the clock gives the recorded readings in order;
 - the human answers are the recorded resume values, one per recorded resume;
-- the intent ledger is a fresh one in a temporary folder; backends are never asked.
+- the intent ledger is a fresh one in a temporary folder; backends are never asked; there is no
+  thread guard (the live one holds the recorded run's receipts, spent), so the gate and the
+  nodes read the replayed state alone.
 
 What is not served is what replay exists to test: the graph, the agents' logic, the validator,
 the permission gate and the prompts. So replaying with another permission manifest
@@ -487,6 +489,7 @@ def replay_run(
             store=served_store,
             ledger=ledger,
             inbox=None,  # subscriptions are the live inbox's business, not a replay's
+            guard=None,  # the live thread guard holds the recorded run's receipts, spent already
             planner_model=(
                 RecordedChatModel.serving(first.planner_model, answers)
                 if first and first.planner_model

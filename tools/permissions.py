@@ -10,7 +10,10 @@ checks, for every call:
 3. an approval, where one is needed: for a tool granted with ``approval: required``, and for any
    write or irreversible call in a thread whose context holds low-trust evidence (taint). The
    approval must be a receipt signed by Keel, for exactly this tool and these arguments, for
-   this agent, in this thread, under this manifest version, unexpired and unused;
+   this agent, in this thread, under this manifest version, unexpired and unused; under a
+   ``four_eyes`` grant, signed by someone other than the thread's requester. What "unused",
+   "rejected", "tainted" and "requester" mean comes from the thread guard (``tools.guard``),
+   outside the checkpoint, through ``ThreadFacts``;
 4. numeric limits, then the domain's named scopes (e.g. "ship only the order the request names");
    a scope check that raises denies the call (fail closed), it never crashes the caller.
 
@@ -65,11 +68,24 @@ EFFECT_ORDER: dict[Effect, int] = {"read": 0, "write": 1, "irreversible": 2}
 
 
 class Grant(BaseModel):
-    """One tool granted to one agent, and how narrowly."""
+    """One tool granted to one agent, and how narrowly.
+
+    ``four_eyes: true`` (with ``approval: required``) asks for an approval by someone other than
+    the action's requester: the user a serving engine authenticated for the thread's first run
+    (recorded in the thread guard at intake, from the run's config, never from the state or the
+    input). An answer from the requester is refused (the approval is asked again, with the
+    reason), and the gate refuses a receipt the requester signed. Where no engine authenticated
+    the requester (``keel run``, ``KeelApp``, a Python caller with no ``langgraph_auth_user``),
+    there is nobody to compare the reviewer with and the rule does not apply: on one machine,
+    whoever runs Keel is every role at once.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     approval: Literal["required", "none"] = "none"
+    four_eyes: bool = Field(
+        default=False, description="approved by someone other than the thread's requester"
+    )
     scopes: list[str] = Field(default_factory=list)
     limits: dict[str, float] = Field(
         default_factory=dict, description="argument name -> the largest value allowed"
@@ -148,6 +164,8 @@ def _contradiction(
         return f"the tool is {spec.effect}, but the agent's effects are {policy.effects}"
     if spec.effect == "irreversible" and grant.approval != "required":
         return "an irreversible tool needs `approval: required`"
+    if grant.four_eyes and grant.approval != "required":
+        return "`four_eyes: true` needs `approval: required` (it says who may approve)"
     unknown = [s for s in grant.scopes if s not in scopes]
     if unknown:
         return f"unknown scope(s) {unknown} (known: {sorted(scopes)})"
@@ -290,6 +308,17 @@ class PermissionGate:
                     )
                     return "taint", problem
                 return "approval", problem
+        receipt = request.approval
+        if (
+            grant.four_eyes
+            and receipt is not None
+            and facts.requester is not None
+            and receipt.approved_by == facts.requester
+        ):
+            return "four-eyes", (
+                f"{name} needs the approval of someone other than its requester "
+                f"({facts.requester}); {receipt.approved_by} approved it"
+            )
         for arg, ceiling in grant.limits.items():
             value = request.args.get(arg)
             if isinstance(value, int | float) and value > ceiling:
@@ -305,6 +334,12 @@ class PermissionGate:
             if reason is not None:
                 return f"scope:{scope}", f"{name} is out of scope {scope!r}: {reason}"
         return None
+
+    def four_eyes(self, tool: str, agent: str = "executor") -> bool:
+        """Whether ``agent``'s grant of ``tool`` asks for an approver other than the requester."""
+        policy = self.manifest.agents.get(agent)
+        grant = policy.tools.get(tool) if policy else None
+        return grant is not None and grant.four_eyes
 
     def needs_approval(self, agent: str, spec: ToolSpec[Any, Any], tainted: bool) -> bool:
         policy = self.manifest.agents.get(agent)
@@ -383,6 +418,8 @@ def effective_access(manifest: Manifest, tools: ToolRegistry) -> dict[str, Any]:
                     "scopes": sorted(grant.scopes),
                     "limits": dict(sorted(grant.limits.items())),
                     "also_via": via,
+                    # Only when set, so that every lock written before the field stays true.
+                    **({"four_eyes": True} if grant.four_eyes else {}),
                 }
             )
         out[agent] = {"corpus": policy.corpus, "effects": policy.effects, "grants": grants}
@@ -396,6 +433,7 @@ def access_lines(access: Mapping[str, Any]) -> list[str]:
         lines.append(f"{agent}: corpus {entry['corpus']}; effects {', '.join(entry['effects'])}")
         for g in entry["grants"]:
             extras = [f"approval {g['approval']}"] if g["approval"] == "required" else []
+            extras += ["four eyes"] if g.get("four_eyes") else []
             extras += [f"scope {s}" for s in g["scopes"]]
             extras += [f"{k} <= {v:g}" for k, v in g["limits"].items()]
             extras += [f"via {v}" for v in g["also_via"]]

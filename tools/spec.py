@@ -149,6 +149,8 @@ class ThreadFacts:
         rejected: digests a human rejected (a rejection holds).
         tainted: low-trust evidence in the thread's context; writes planned from it lose their
             standing grants.
+        requester: the thread's authenticated requester, when an engine vouched for one: a
+            four-eyes grant refuses a receipt this person approved.
     """
 
     thread_id: str | None = None
@@ -157,6 +159,7 @@ class ThreadFacts:
     spent: frozenset[str] = frozenset()
     rejected: frozenset[str] = frozenset()
     tainted: tuple[str, ...] = ()
+    requester: str | None = None
 
 
 @dataclass(frozen=True)

@@ -167,7 +167,8 @@ def test_access_diff_shows_what_changed_since_a_git_ref(
     assert code == 0
     assert sorted(data["removed"]) == [
         "executor: refund_charge (irreversible, billing) "
-        "[approval required; scope refund_within_charge; amount <= 1000; via refund_charge_legacy]",
+        "[approval required; four eyes; scope refund_within_charge; amount <= 1000; "
+        "via refund_charge_legacy]",
         "planner: get_customer (read, crm)",
     ]
     assert any("amount <= 5000" in line for line in data["added"])

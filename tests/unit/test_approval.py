@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -133,7 +134,10 @@ def test_an_edit_without_a_digest_is_a_proposal_not_an_approval(
 
 
 def test_idempotency_keys_come_from_business_ids() -> None:
-    key = idempotency_key("t-1", 0, "sha256:a")
-    assert key == idempotency_key("t-1", 0, "sha256:a")
-    assert key != idempotency_key("t-1", 1, "sha256:a")
-    assert key != idempotency_key("t-2", 0, "sha256:a")
+    """The thread and the action's digest, never the step index: a caller can set the cursor
+    (-1, -2, a fork), and a new index for the same action must not make a new key (issue 21)."""
+    key = idempotency_key("t-1", "sha256:a")
+    assert key == idempotency_key("t-1", "sha256:a")
+    assert key != idempotency_key("t-1", "sha256:b")
+    assert key != idempotency_key("t-2", "sha256:a")
+    assert "step" not in inspect.signature(idempotency_key).parameters

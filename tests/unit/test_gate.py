@@ -16,9 +16,16 @@ from domains.support_desk import MANIFEST, SupportDesk
 from domains.support_desk.backend import DemoBackend
 from domains.support_desk.tools import demo_tools
 from graph.state import Receipt, approval_digest
-from keel.errors import PermissionDenied
-from tools.permissions import Manifest, PermissionGate, ReceiptSigner, Scope, open_gate
-from tools.spec import ThreadFacts, ToolEvent, ToolRegistry
+from keel.errors import ConfigError, PermissionDenied
+from tools.permissions import (
+    Manifest,
+    PermissionGate,
+    ReceiptSigner,
+    Scope,
+    open_gate,
+    parse_manifest,
+)
+from tools.spec import CallRequest, ThreadFacts, ToolEvent, ToolRegistry
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 EMAIL = {"to": "ada@example.com", "subject": "Refund", "body": "Done."}
@@ -135,3 +142,53 @@ def test_a_scope_check_that_breaks_denies_the_call_and_is_recorded(
     assert caught.value.rule == "scope:broken"
     assert "could not be verified: KeyError" in str(caught.value)
     assert [(e.decision, e.rule) for e in events] == [("denied", "scope:broken")]
+
+
+def _four_eyes(tools: ToolRegistry, tmp_path: Path) -> None:
+    """The e-mail granted to the executor with four eyes (its scope dropped: the absent backend
+    could not answer it, and the four-eyes rule comes first)."""
+    gate = _gate(tools)
+    manifest = Manifest.model_validate(
+        {"version": gate.version, "agents": {"executor": {"effects": ["irreversible"], "tools": {
+            "send_email": {"approval": "required", "four_eyes": True}}}}}
+    )  # fmt: skip
+    tools.gate = PermissionGate(manifest, {}, gate.signer, lambda: NOW)
+
+
+def test_a_four_eyes_receipt_signed_by_the_requester_is_refused(
+    tools: ToolRegistry, events: list[ToolEvent], tmp_path: Path
+) -> None:
+    _four_eyes(tools, tmp_path)
+    denied = _denial(tools, receipt(tools, approved_by="ann"), requester="ann")
+    assert denied.rule == "four-eyes"
+    assert "someone other than its requester (ann)" in str(denied)
+    assert [(e.decision, e.rule) for e in events] == [("denied", "four-eyes")]
+
+
+def test_a_four_eyes_receipt_passes_when_someone_else_or_nobody_known_requested(
+    tools: ToolRegistry, tmp_path: Path
+) -> None:
+    """Another approver passes; so does any approver where no engine authenticated a requester
+    (a local run)."""
+    _four_eyes(tools, tmp_path)
+    approval = receipt(tools, approved_by="ann")
+    for requester in ("bob", None):
+        facts = ThreadFacts(thread_id=THREAD, requester=requester)
+        request = CallRequest(
+            "executor", tools["send_email"], EMAIL, approval.digest, facts, approval
+        )
+        assert _gate(tools).check(request, tools) is None, requester
+    # The requester's own receipt, for the control.
+    facts = ThreadFacts(thread_id=THREAD, requester="ann")
+    request = CallRequest("executor", tools["send_email"], EMAIL, approval.digest, facts, approval)
+    assert _gate(tools).check(request, tools) is not None
+
+
+def test_four_eyes_without_an_approval_does_not_load(tmp_path: Path) -> None:
+    registry = demo_tools(DemoBackend(tmp_path / "absent.sqlite"))
+    text = (
+        'version: "1"\nagents:\n  executor:\n    effects: [read, write]\n    tools:\n'
+        "      close_ticket:\n        four_eyes: true\n"
+    )
+    with pytest.raises(ConfigError, match=r"m.yaml:6: .*four_eyes: true. needs .approval: req"):
+        parse_manifest(text, "m.yaml", registry, SupportDesk().scopes())

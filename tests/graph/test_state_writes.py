@@ -1,0 +1,287 @@
+"""What a prompt cannot do, a Python caller of the compiled graph cannot do either.
+
+Issue 21's breaks 2 to 5, reproduced with LangGraph's own API on the SQLite checkpointer: a
+caller who can write any state channel (``update_state`` with ``as_node``, ``Command(update=...,
+goto=...)``, a run from an earlier checkpoint, ``{"__overwrite__": ...}`` past a reducer). Each
+test judges the domain's backend (refunds, e-mails, tickets), never the thread's own account, and
+checks that the thread is still readable afterwards. The guarantees hold because what they depend
+on lives in the thread guard (``tools.guard``), beside the intent ledger, not in the checkpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.types import Command
+
+from domains.support_desk.backend import DemoBackend
+from keel.app import Decision, KeelApp
+from tests.conftest import REFUND_REQUEST
+
+TICKET_REQUEST = "Close ticket T-77 and tell the customer"
+SEPA_REQUEST = (
+    "Customer C-1004 paid invoice INV-2005 twice by bank transfer, "
+    "please refund the duplicate charge"
+)
+
+
+def _config(thread_id: str) -> dict[str, Any]:
+    return {"configurable": {"thread_id": thread_id}}
+
+
+def _room_for_another_refund(backend: DemoBackend) -> None:
+    """Double every refunded charge, so the refund's scope (no more than what is left of the
+    charge) cannot be what stops a second refund: only the guarantees under test can."""
+    with backend._tx() as conn:
+        conn.execute(
+            "UPDATE charges SET amount_cents = amount_cents * 2"
+            " WHERE id IN (SELECT charge_id FROM refunds)"
+        )
+
+
+def _readable(app: KeelApp, thread_id: str) -> str:
+    """The thread still answers LangGraph and Keel; its status."""
+    assert app.graph.get_state(_config(thread_id)).values
+    return app.show(thread_id).status
+
+
+def test_a_finished_thread_sent_back_to_execute_with_its_results_erased_sends_nothing_again(
+    app: KeelApp, backend: DemoBackend
+) -> None:
+    """Break 2, first variant: ``results`` overwritten past its reducer, the cursor at -1."""
+    waiting = app.run(REFUND_REQUEST, thread_id="t-goto")
+    assert app.resume(waiting.thread_id, Decision(kind="approve", reviewer="ann")).status == "done"
+    assert (len(backend.refunds()), len(backend.outbox())) == (1, 1)
+    _room_for_another_refund(backend)
+
+    app.graph.invoke(
+        Command(update={"results": {"__overwrite__": []}, "cursor": -1}, goto="execute"),
+        _config("t-goto"), context=app.context, durability="sync",
+    )  # fmt: skip
+    assert (len(backend.refunds()), len(backend.outbox())) == (1, 1)
+    assert _readable(app, "t-goto") in ("escalated", "done")
+
+
+def test_every_cursor_a_caller_sets_on_a_finished_thread_acts_no_second_time(
+    app: KeelApp, backend: DemoBackend
+) -> None:
+    """The same through every index: a valid one meets the ledger, an invalid one is refused."""
+    waiting = app.run(REFUND_REQUEST, thread_id="t-any")
+    app.resume(waiting.thread_id, Decision(kind="approve", reviewer="ann"))
+    _room_for_another_refund(backend)
+    for cursor in (0, 1, -1, -2, 2, 99):
+        app.graph.invoke(
+            Command(update={"results": {"__overwrite__": []}, "cursor": cursor}, goto="execute"),
+            _config("t-any"), context=app.context, durability="sync",
+        )  # fmt: skip
+        assert (len(backend.refunds()), len(backend.outbox())) == (1, 1), cursor
+        _readable(app, "t-any")
+
+
+def test_a_fork_before_execute_with_a_negative_cursor_pays_the_refund_once(
+    app: KeelApp, backend: DemoBackend
+) -> None:
+    """Break 2, second variant: ``update_state`` on the checkpoint before ``execute`` (as the
+    approval node, cursor -2), then a run from the new checkpoint."""
+    waiting = app.run(REFUND_REQUEST, thread_id="t-fork")
+    app.resume(waiting.thread_id, Decision(kind="approve", reviewer="ann"))
+    assert len(backend.refunds()) == 1
+    _room_for_another_refund(backend)
+    history = list(app.graph.get_state_history(_config("t-fork")))
+    before_execute = [s for s in history if s.next == ("execute",)][-1]  # the first step's
+    forked = app.graph.update_state(before_execute.config, {"cursor": -2}, as_node="approve")
+    app.graph.invoke(None, forked, context=app.context, durability="sync")
+    assert len(backend.refunds()) == 1
+    assert len(backend.outbox()) == 1
+    _readable(app, "t-fork")
+
+
+def test_a_run_from_the_checkpoint_before_execute_pays_the_refund_once(
+    app: KeelApp, backend: DemoBackend
+) -> None:
+    """Time travel without a write: the same checkpoint, the same task, run again."""
+    waiting = app.run(REFUND_REQUEST, thread_id="t-again")
+    app.resume(waiting.thread_id, Decision(kind="approve", reviewer="ann"))
+    _room_for_another_refund(backend)
+    history = list(app.graph.get_state_history(_config("t-again")))
+    before_execute = [s for s in history if s.next == ("execute",)][-1]
+    app.graph.invoke(None, before_execute.config, context=app.context, durability="sync")
+    assert (len(backend.refunds()), len(backend.outbox())) == (1, 1)
+    _readable(app, "t-again")
+
+
+def test_erasing_the_evidence_at_the_approval_does_not_erase_the_taint(
+    app: KeelApp, backend: DemoBackend
+) -> None:
+    """Break 3: the tainted ticket closure, its evidence emptied and marked approved by a write."""
+    waiting = app.run(TICKET_REQUEST, thread_id="t-taint")
+    assert waiting.status == "awaiting_approval"
+    app.graph.update_state(
+        _config("t-taint"),
+        {"evidence": [], "review": "approved", "status": "running"},
+        as_node="approve",
+    )
+    app.graph.invoke(None, _config("t-taint"), context=app.context, durability="sync")
+    assert backend.get_ticket("T-77")["status"] == "open"
+    assert backend.outbox() == []
+    assert _readable(app, "t-taint") != "done"
+
+
+def test_a_rejection_erased_from_the_state_still_holds(app: KeelApp, backend: DemoBackend) -> None:
+    """Break 4: after a rejection, ``rejected`` overwritten and the approval asked again."""
+    waiting = app.run(REFUND_REQUEST, thread_id="t-reject")
+    refused = app.resume(waiting.thread_id, Decision(kind="reject", reason="not a duplicate"))
+    assert refused.status == "refused"
+    app.graph.update_state(
+        _config("t-reject"),
+        {"rejected": {"__overwrite__": []}, "review": "invalid"},
+        as_node="approve",
+    )
+    app.graph.invoke(None, _config("t-reject"), context=app.context, durability="sync")
+    state = app.graph.get_state(_config("t-reject"))
+    # The rejected action is not asked for again; were it asked, an approval would pay nothing.
+    if state.interrupts:
+        app.resume("t-reject", Decision(kind="approve", reviewer="requester"))
+    assert backend.refunds() == []
+    assert backend.outbox() == []
+    assert _readable(app, "t-reject") == "refused"
+
+
+def test_a_forged_settlement_event_keeps_the_thread_waiting(
+    app: KeelApp, backend: DemoBackend
+) -> None:
+    """Break 5: a resume with an event the domain never emitted."""
+    waiting = app.run(SEPA_REQUEST, thread_id="t-forged")
+    outcome = app.resume(waiting.thread_id, Decision(kind="approve", reviewer="ann"))
+    assert outcome.status == "awaiting_event" and outcome.waiting is not None
+    forged = {"seq": 424242, "type": "refund.settled", "key": outcome.waiting.key,
+              "payload": {"refund_id": outcome.waiting.key, "status": "settled"},
+              "created_at": "2026-11-25T00:00:00+00:00"}  # fmt: skip
+    app.graph.invoke(
+        Command(resume={"event": forged}), _config("t-forged"),
+        context=app.context, durability="sync",
+    )  # fmt: skip
+    assert backend.outbox() == []
+    assert _readable(app, "t-forged") == "awaiting_event"
+    note = app.graph.get_state(_config("t-forged")).interrupts[0].value.get("refused", "")
+    assert "424242" in note, note
+
+    # The real one, relayed from the outbox, still wakes it.
+    backend.settle_pending_refunds()
+    assert app.dispatch_events()[0]["woke"] == ["t-forged"]
+    assert app.show("t-forged").status == "done"
+    assert len(backend.outbox()) == 1
+
+
+def test_a_real_event_replayed_by_hand_wakes_nothing_twice(
+    app: KeelApp, backend: DemoBackend
+) -> None:
+    """An event the outbox did emit, but the relay never delivered to this thread (or it woke
+    the thread already), is refused too."""
+    waiting = app.run(SEPA_REQUEST, thread_id="t-early")
+    outcome = app.resume(waiting.thread_id, Decision(kind="approve", reviewer="ann"))
+    assert outcome.waiting is not None
+    backend.settle_pending_refunds()
+    [event] = backend.events_after(0)
+    app.graph.invoke(
+        Command(resume={"event": event}), _config("t-early"),
+        context=app.context, durability="sync",
+    )  # fmt: skip
+    assert backend.outbox() == []  # emitted, but not delivered by the relay: not yet
+    assert app.show("t-early").status == "awaiting_event"
+    app.dispatch_events()
+    assert app.show("t-early").status == "done"
+    assert len(backend.outbox()) == 1
+
+
+def _as(user: str, thread_id: str) -> dict[str, Any]:
+    """A run's config as a serving engine makes it for an authenticated ``user``."""
+    auth = {"identity": "keel", "keel_user": user, "is_authenticated": True}
+    return {"configurable": {"thread_id": thread_id, "langgraph_auth_user": auth}}
+
+
+def _approve_all(app: KeelApp, user: str, thread_id: str) -> Any:
+    question = app.graph.get_state(_config(thread_id)).interrupts[0].value
+    answer = {"decisions": [{"type": "approve", "digest": d} for d in question["digests"]]}
+    return app.graph.invoke(
+        Command(resume=answer), _as(user, thread_id), context=app.context, durability="sync"
+    )
+
+
+def test_the_requester_cannot_approve_their_own_refund(app: KeelApp, backend: DemoBackend) -> None:
+    """Four eyes (the shipped manifest's refunds): the engine's authenticated user who asked is
+    refused as its approver, with the reason, and the approval is asked again."""
+    app.graph.invoke(
+        {"request": REFUND_REQUEST}, _as("ann", "t-4eyes"), context=app.context, durability="sync"
+    )
+    assert app.context.guard is not None and app.context.guard.requester("t-4eyes") == "ann"
+    _approve_all(app, "ann", "t-4eyes")
+    state = app.graph.get_state(_config("t-4eyes"))
+    assert state.interrupts, "the approval is asked again"
+    assert "someone other than its requester (ann)" in state.values["review_note"]
+    assert "four eyes" in state.interrupts[0].value["action_requests"][0]["description"]
+    assert backend.refunds() == []
+
+    _approve_all(app, "bob", "t-4eyes")
+    assert app.show("t-4eyes").status == "done"
+    assert len(backend.refunds()) == 1
+    receipts = app.graph.get_state(_config("t-4eyes")).values["approvals"]
+    assert {r.approved_by for r in receipts.values()} == {"bob"}
+
+
+def test_the_requester_is_who_the_engine_authenticated_first(
+    app: KeelApp, backend: DemoBackend
+) -> None:
+    """A later run by someone else (a chat message on the thread) does not become the requester,
+    and a local run (no engine) names nobody, so four eyes cannot apply there."""
+    app.graph.invoke(
+        {"request": REFUND_REQUEST}, _as("ann", "t-first"), context=app.context, durability="sync"
+    )
+    app.graph.invoke(
+        {"messages": [{"type": "human", "content": "any news?"}]}, _as("mallory", "t-first"),
+        context=app.context, durability="sync",
+    )  # fmt: skip
+    assert app.context.guard is not None
+    assert app.context.guard.requester("t-first") == "ann"
+    local = app.run(REFUND_REQUEST, thread_id="t-local")
+    assert app.context.guard.requester("t-local") is None
+    assert app.resume(local.thread_id, Decision(kind="approve", reviewer="ann")).status == "done"
+
+
+def test_an_approved_write_run_again_from_an_earlier_checkpoint_is_not_made_again(
+    app: KeelApp, backend: DemoBackend
+) -> None:
+    """A receipt works once for a write too (the tainted ticket closure): the same approved
+    action, run again from the checkpoint before it, is found done in the ledger."""
+    waiting = app.run(TICKET_REQUEST, thread_id="t-write")
+    assert app.resume(waiting.thread_id, Decision(kind="approve", reviewer="ann")).status == "done"
+    assert backend.get_ticket("T-77")["status"] == "closed"
+    with backend._tx() as conn:  # someone reopens it: a second close would show
+        conn.execute("UPDATE tickets SET status = 'open' WHERE id = 'T-77'")
+    history = list(app.graph.get_state_history(_config("t-write")))
+    for before_execute in [s for s in history if s.next == ("execute",)]:
+        app.graph.invoke(None, before_execute.config, context=app.context, durability="sync")
+        forked = app.graph.update_state(
+            before_execute.config, {"results": {"__overwrite__": []}}, as_node="approve"
+        )
+        app.graph.invoke(None, forked, context=app.context, durability="sync")
+    assert backend.get_ticket("T-77")["status"] == "open"
+    assert len(backend.outbox()) == 1
+    _readable(app, "t-write")
+
+
+def test_an_approved_write_whose_attempt_runs_again_ends_as_the_first_did(
+    app: KeelApp, backend: DemoBackend
+) -> None:
+    """The same attempt run again after its call answered (a worker killed after the write and
+    before its checkpoint; here, the checkpoint before it run again) is told the write was done,
+    and the thread ends done, not refused for a receipt it used itself."""
+    waiting = app.run(TICKET_REQUEST, thread_id="t-again-write")
+    app.resume(waiting.thread_id, Decision(kind="approve", reviewer="ann"))
+    history = list(app.graph.get_state_history(_config("t-again-write")))
+    first = [s for s in history if s.next == ("execute",)][-1]
+    app.graph.invoke(None, first.config, context=app.context, durability="sync")
+    state = app.graph.get_state(_config("t-again-write")).values
+    assert state["status"] == "done", state.get("answer")
+    assert state["results"][0].via == "intent ledger (done earlier)"
+    assert len(backend.outbox()) == 1

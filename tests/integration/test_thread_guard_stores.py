@@ -1,0 +1,164 @@
+"""The thread guard keeps one contract on both backends: SQLite beside the intent ledger, and
+PostgreSQL beside the checkpoints (a throwaway cluster, ``conftest.py``); and a refund thread's
+guarantees hold with the guard in Postgres."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from langgraph.types import Command
+
+from domains.support_desk.backend import DemoBackend
+from graph.context import guard_for
+from graph.state import DomainEvent, Evidence
+from keel.app import Decision, KeelApp
+from keel.errors import StoreUnavailable
+from keel.settings import Settings
+from tests.builders import evidence
+from tests.conftest import REFUND_REQUEST
+from tools.guard import SqliteThreadGuard, ThreadGuard
+from tools.guard_postgres import PostgresThreadGuard
+
+pytestmark = pytest.mark.integration
+
+
+def _settings(home: Path, url: str | None) -> Settings:
+    return Settings(home=home, postgres_url=url, _env_file=None)  # type: ignore[call-arg, arg-type]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def guard(request: pytest.FixtureRequest, tmp_path: Path) -> ThreadGuard:
+    url = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
+    made = guard_for(_settings(tmp_path, url))
+    assert isinstance(made, PostgresThreadGuard if url else SqliteThreadGuard)
+    return made
+
+
+def _event(seq: int, key: str = "RF-1") -> DomainEvent:
+    return DomainEvent(
+        seq=seq, type="refund.settled", key=key, payload={"amount": 49.0}, created_at="now"
+    )
+
+
+def test_a_receipt_is_consumed_once_and_its_attempt_may_finish(guard: ThreadGuard) -> None:
+    assert guard.consume_receipt("t-1", "sha256:a", attempt="task-1", approved_by="ann")
+    # Another attempt (a fork, a caller's goto): refused. The same attempt re-run after a
+    # crash, before its call answered: it may make its call.
+    assert not guard.consume_receipt("t-1", "sha256:a", attempt="task-2", approved_by="ann")
+    assert guard.consume_receipt("t-1", "sha256:a", attempt="task-1", approved_by="ann")
+    assert guard.spent("t-1") == {"sha256:a"}
+    assert guard.spent("t-1", attempt="task-1") == frozenset()  # its own open consumption
+    assert guard.spent("t-1", attempt="task-2") == {"sha256:a"}
+    guard.settle_receipt("t-1", "sha256:a")
+    # Settled: not even the attempt that consumed it may use it again.
+    assert not guard.consume_receipt("t-1", "sha256:a", attempt="task-1", approved_by="ann")
+    assert guard.spent("t-1", attempt="task-1") == {"sha256:a"}
+    # Per thread and per action.
+    assert guard.consume_receipt("t-2", "sha256:a", attempt="task-3", approved_by="ann")
+    assert guard.consume_receipt("t-1", "sha256:b", attempt="task-4", approved_by="ann")
+
+
+def test_two_attempts_racing_for_one_receipt_get_one_yes(guard: ThreadGuard) -> None:
+    answers: list[bool] = []
+    start = threading.Barrier(8)
+
+    def race(n: int) -> None:
+        start.wait()
+        answers.append(
+            guard.consume_receipt("t-race", "sha256:a", attempt=f"task-{n}", approved_by="ann")
+        )
+
+    workers = [threading.Thread(target=race, args=(n,)) for n in range(8)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert sorted(answers) == [False] * 7 + [True]
+
+
+def test_rejections_hold_and_keep_who_rejected_first(guard: ThreadGuard) -> None:
+    assert guard.rejected("t-1") == frozenset()
+    guard.record_rejection("t-1", "sha256:a", by="ann")
+    guard.record_rejection("t-1", "sha256:a", by="bob")  # a second answer: still one rejection
+    assert guard.rejected("t-1") == {"sha256:a"}
+    assert guard.rejected("t-2") == frozenset()
+
+
+def test_taint_is_the_low_trust_evidence_that_ever_entered(guard: ThreadGuard) -> None:
+    official = evidence(chunk_id="policy:1", trust_tier="official")
+    wiki = evidence(chunk_id="wiki:1", trust_tier="wiki", text="The wiki says so.")
+    outside = evidence(chunk_id="tool:get_ticket:T-77:body", trust_tier="untrusted")
+    assert guard.record_taint("t-1", [official]) == []  # nothing low-trust: nothing written
+    assert guard.record_taint("t-1", [official, wiki]) == [wiki]
+    guard.record_taint("t-1", [outside, wiki])  # wiki again: kept once, where it first entered
+    taint = guard.taint("t-1")
+    assert [e.chunk_id for e in taint] == ["wiki:1", "tool:get_ticket:T-77:body"]
+    assert taint[0] == wiki and isinstance(taint[0], Evidence)  # the whole evidence, as shown
+    assert guard.taint("t-2") == []
+
+
+def test_the_first_requester_is_the_requester(guard: ThreadGuard) -> None:
+    assert guard.requester("t-1") is None
+    assert guard.record_requester("t-1", "ann") == "ann"
+    assert guard.record_requester("t-1", "mallory") == "ann"
+    assert guard.requester("t-1") == "ann"
+
+
+def test_an_event_wakes_its_thread_once_and_only_when_delivered(guard: ThreadGuard) -> None:
+    assert guard.delivery("t-1", 1) is None
+    assert not guard.record_wake("t-1", 1, attempt="task-1")  # never delivered
+    guard.record_delivery("t-1", _event(1))
+    guard.record_delivery("t-1", _event(1, key="RF-other"))  # append-only: the first stays
+    assert guard.delivery("t-1", 1) == _event(1)
+    assert guard.delivery("t-2", 1) is None  # delivered to t-1, not to t-2
+    assert guard.record_wake("t-1", 1, attempt="task-1")
+    assert guard.record_wake("t-1", 1, attempt="task-1")  # the same attempt, re-run
+    assert not guard.record_wake("t-1", 1, attempt="task-2")
+
+
+def test_the_facts_are_read_in_one_call(guard: ThreadGuard) -> None:
+    guard.consume_receipt("t-1", "sha256:a", attempt="task-1", approved_by="ann")
+    guard.record_rejection("t-1", "sha256:b", by="ann")
+    guard.record_taint("t-1", [evidence(chunk_id="wiki:1", trust_tier="wiki")])
+    guard.record_requester("t-1", "ann")
+    facts = guard.facts("t-1")
+    assert facts.spent == {"sha256:a"} and facts.rejected == {"sha256:b"}
+    assert [e.chunk_id for e in facts.taint] == ["wiki:1"] and facts.requester == "ann"
+    assert guard.facts("t-1", attempt="task-1").spent == frozenset()
+
+
+def test_the_sqlite_guard_lives_in_the_intent_ledgers_file(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, None)
+    guard = guard_for(settings)
+    assert isinstance(guard, SqliteThreadGuard) and guard.path == settings.intent_db
+
+
+def test_a_guard_whose_server_is_gone_is_one_error_naming_the_setting(tmp_path: Path) -> None:
+    guard = PostgresThreadGuard("postgresql://keel@127.0.0.1:9/keel", connect_timeout_s=1)
+    with pytest.raises(StoreUnavailable, match="KEEL_POSTGRES_URL") as caught:
+        guard.spent("t-1")
+    assert "thread guard" in str(caught.value)
+
+
+def test_a_refund_pays_once_with_the_guard_in_postgres(home: Path, postgres_url: str) -> None:
+    """Break 2 on the Postgres stores: a finished thread sent back to ``execute`` with its
+    results erased and the cursor at -1 refunds and e-mails nothing more."""
+    settings = _settings(home, postgres_url)
+    backend = DemoBackend(settings.domain_db)
+    with KeelApp.open(settings) as app:
+        waiting = app.run(REFUND_REQUEST, thread_id="t-pg")
+        assert app.resume("t-pg", Decision(kind="approve", reviewer="ann")).status == "done"
+        assert isinstance(app.context.guard, PostgresThreadGuard)
+        assert app.context.guard.spent("t-pg") == {
+            r.digest for r in app.show(waiting.thread_id).results if r.digest
+        }
+        for cursor in (-1, 0, 1):
+            app.graph.invoke(
+                Command(
+                    update={"results": {"__overwrite__": []}, "cursor": cursor}, goto="execute"
+                ),
+                {"configurable": {"thread_id": "t-pg"}}, context=app.context, durability="sync",
+            )  # fmt: skip
+    assert (len(backend.refunds()), len(backend.outbox())) == (1, 1)

@@ -1,0 +1,166 @@
+"""The thread guard in PostgreSQL: with ``KEEL_POSTGRES_URL`` set, the facts Keel's guarantees
+depend on (receipts consumed, rejections, taint, the requester, event deliveries) live beside the
+checkpoints and the intent ledger, so every worker on every machine reads the same ones.
+
+Same contract as :class:`tools.guard.ThreadGuard`. Consuming a receipt and an event's wake-up are
+each one statement (an upsert whose condition decides), so two workers racing for one receipt get
+one yes. A server that does not answer raises :class:`keel.errors.StoreUnavailable` naming
+``KEEL_POSTGRES_URL``: the executor lets it end the run, as it does the ledger's.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from graph.postgres_tables import KeelTables
+from graph.state import DomainEvent, Evidence
+from tools.guard import ThreadGuard
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS keel_guard_receipts (
+    thread_id TEXT NOT NULL, digest TEXT NOT NULL, attempt TEXT NOT NULL,
+    approved_by TEXT NOT NULL, consumed_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    settled_at TIMESTAMPTZ, PRIMARY KEY (thread_id, digest)
+);
+CREATE TABLE IF NOT EXISTS keel_guard_rejections (
+    thread_id TEXT NOT NULL, digest TEXT NOT NULL, rejected_by TEXT NOT NULL,
+    rejected_at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (thread_id, digest)
+);
+CREATE TABLE IF NOT EXISTS keel_guard_taint (
+    thread_id TEXT NOT NULL, chunk_id TEXT NOT NULL, source TEXT NOT NULL,
+    trust_tier TEXT NOT NULL, evidence TEXT NOT NULL, entered BIGSERIAL,
+    entered_at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (thread_id, chunk_id)
+);
+CREATE TABLE IF NOT EXISTS keel_guard_requesters (
+    thread_id TEXT PRIMARY KEY, requester TEXT NOT NULL,
+    recorded_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS keel_guard_deliveries (
+    thread_id TEXT NOT NULL, seq BIGINT NOT NULL, event TEXT NOT NULL,
+    delivered_at TIMESTAMPTZ NOT NULL DEFAULT now(), woken_by TEXT, woken_at TIMESTAMPTZ,
+    PRIMARY KEY (thread_id, seq)
+);
+"""
+_SCHEMA_LOCK = 0x6B656567  # any constant shared by Keel's processes; one per store
+
+
+class PostgresThreadGuard(ThreadGuard):
+    """The thread guard in the ``keel_guard_*`` tables of the checkpoint database.
+
+    Example:
+        >>> guard = PostgresThreadGuard("postgresql://keel@127.0.0.1:5432/keel")
+        >>> guard.rejected("t-1")  # doctest: +SKIP
+        frozenset()
+    """
+
+    def __init__(
+        self, url: str, *, connect_timeout_s: float = 10.0, behind_pooler: bool = False
+    ) -> None:
+        self.url = url
+        # The last table of the schema: when it exists, every one before it does.
+        self._tables = KeelTables(
+            url, schema=SCHEMA, table="keel_guard_deliveries", lock_key=_SCHEMA_LOCK,
+            what="thread guard", connect_timeout_s=connect_timeout_s, behind_pooler=behind_pooler,
+        )  # fmt: skip
+
+    def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        return self._tables.execute(sql, params)
+
+    def consume_receipt(
+        self, thread_id: str, digest: str, *, attempt: str, approved_by: str
+    ) -> bool:
+        rows = self._execute(
+            "INSERT INTO keel_guard_receipts (thread_id, digest, attempt, approved_by)"
+            " VALUES (%s, %s, %s, %s) ON CONFLICT (thread_id, digest) DO UPDATE"
+            " SET attempt = EXCLUDED.attempt WHERE keel_guard_receipts.attempt = EXCLUDED.attempt"
+            " AND keel_guard_receipts.settled_at IS NULL RETURNING 1",
+            (thread_id, digest, attempt, approved_by),
+        )
+        return bool(rows)
+
+    def settle_receipt(self, thread_id: str, digest: str) -> None:
+        self._execute(
+            "UPDATE keel_guard_receipts SET settled_at = now()"
+            " WHERE thread_id = %s AND digest = %s AND settled_at IS NULL",
+            (thread_id, digest),
+        )
+
+    def spent(self, thread_id: str, *, attempt: str | None = None) -> frozenset[str]:
+        rows = self._execute(
+            "SELECT digest FROM keel_guard_receipts WHERE thread_id = %s"
+            " AND (settled_at IS NOT NULL OR attempt IS DISTINCT FROM %s)",
+            (thread_id, attempt),
+        )
+        return frozenset(str(r[0]) for r in rows)
+
+    def record_rejection(self, thread_id: str, digest: str, *, by: str) -> None:
+        self._execute(
+            "INSERT INTO keel_guard_rejections (thread_id, digest, rejected_by)"
+            " VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+            (thread_id, digest, by),
+        )
+
+    def rejected(self, thread_id: str) -> frozenset[str]:
+        rows = self._execute(
+            "SELECT digest FROM keel_guard_rejections WHERE thread_id = %s", (thread_id,)
+        )
+        return frozenset(str(r[0]) for r in rows)
+
+    def _record_taint(self, thread_id: str, evidence: Sequence[Evidence]) -> None:
+        with self._tables.connection() as conn, conn.transaction():
+            for e in evidence:
+                conn.execute(
+                    "INSERT INTO keel_guard_taint (thread_id, chunk_id, source, trust_tier,"
+                    " evidence) VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    (thread_id, e.chunk_id, e.source, e.trust_tier, e.model_dump_json()),
+                )
+
+    def taint(self, thread_id: str) -> list[Evidence]:
+        rows = self._execute(
+            "SELECT evidence FROM keel_guard_taint WHERE thread_id = %s ORDER BY entered",
+            (thread_id,),
+        )
+        return [Evidence.model_validate_json(r[0]) for r in rows]
+
+    def record_requester(self, thread_id: str, requester: str) -> str:
+        rows = self._execute(
+            "INSERT INTO keel_guard_requesters (thread_id, requester) VALUES (%s, %s)"
+            " ON CONFLICT (thread_id) DO UPDATE SET requester = keel_guard_requesters.requester"
+            " RETURNING requester",
+            (thread_id, requester),
+        )
+        return str(rows[0][0])
+
+    def requester(self, thread_id: str) -> str | None:
+        rows = self._execute(
+            "SELECT requester FROM keel_guard_requesters WHERE thread_id = %s", (thread_id,)
+        )
+        return str(rows[0][0]) if rows else None
+
+    def record_delivery(self, thread_id: str, event: DomainEvent) -> None:
+        self._execute(
+            "INSERT INTO keel_guard_deliveries (thread_id, seq, event) VALUES (%s, %s, %s)"
+            " ON CONFLICT DO NOTHING",
+            (thread_id, event.seq, event.model_dump_json()),
+        )
+
+    def delivery(self, thread_id: str, seq: int) -> DomainEvent | None:
+        rows = self._execute(
+            "SELECT event FROM keel_guard_deliveries WHERE thread_id = %s AND seq = %s",
+            (thread_id, seq),
+        )
+        return DomainEvent.model_validate(json.loads(rows[0][0])) if rows else None
+
+    def record_wake(self, thread_id: str, seq: int, *, attempt: str) -> bool:
+        rows = self._execute(
+            "UPDATE keel_guard_deliveries SET woken_by = %s, woken_at = now()"
+            " WHERE thread_id = %s AND seq = %s AND (woken_by IS NULL OR woken_by = %s)"
+            " RETURNING 1",
+            (attempt, thread_id, seq, attempt),
+        )
+        return bool(rows)
+
+    def close(self) -> None:
+        self._tables.close()
