@@ -23,7 +23,7 @@ from domains.support_desk import SupportDesk
 from evals.hostile.cases import ATTACKS, Attack
 from evals.hostile.engine_target import hostile_engine
 from evals.hostile.graph_target import GraphTarget
-from evals.hostile.play import Outcome, counts, play, table
+from evals.hostile.play import Outcome, counts, play_attack, table
 from evals.hostile.target import Target
 from graph.context import KeelContext
 from keel.app import KeelApp
@@ -43,7 +43,7 @@ def run_on(
     out = []
     for attack in attacks:
         if kind in attack.targets:
-            out.append(play(target, attack))
+            out.append(play_attack(target, attack))
             if say is not None:
                 say(f"{target.name} {attack.name}")
     return out

@@ -44,6 +44,9 @@ class Outcome:
     duplicated: list[str] = field(default_factory=list)
     broken: list[str] = field(default_factory=list)
     replies: list[str] = field(default_factory=list)
+    effects: list[str] = field(default_factory=list)
+    """Every effect in the attack's world, approved or not (an attack whose honest part made
+    nothing proves little)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -56,6 +59,7 @@ class Outcome:
             "threads_broken": len(self.broken),
             "held": not (self.unapproved or self.duplicated or self.broken),
             "replies": self.replies,
+            "effects": self.effects,
             "detail": [*self.unapproved, *(f"twice: {d}" for d in self.duplicated), *self.broken],
         }
 
@@ -281,7 +285,7 @@ def _filled(value: Any, view: View, thread: str) -> Any:
     return value
 
 
-def play(target: Target, attack: Attack) -> Outcome:
+def play_attack(target: Target, attack: Attack) -> Outcome:
     """Play one attack on a target in a world of its own; judge it on the backend."""
     world = next_world()
     world.seed(target.settings.domain_db)
@@ -289,12 +293,13 @@ def play(target: Target, attack: Attack) -> Outcome:
     for op in attack.ops:
         game.do(op)
     broken = game.check_threads()
-    verdict = judge(world.effects(target.settings.domain_db), game.approved)
+    effects = world.effects(target.settings.domain_db)
+    verdict = judge(effects, game.approved)
     unapproved = verdict.unapproved + [w for w in game.seen_wrong if w not in verdict.unapproved]
     return Outcome(
         attack=attack.name, cls=attack.cls, target=target.name, what=attack.what,
         unapproved=unapproved, duplicated=verdict.duplicated, broken=broken,
-        replies=game.replies,
+        replies=game.replies, effects=[e.line() for e in effects],
     )  # fmt: skip
 
 

@@ -28,8 +28,9 @@ from typing import Any
 
 from graph.state import approval_digest
 
-EMAIL_REFUND = re.compile(r"we refunded .*? of (\d+\.\d{2}) EUR on invoice (INV-\d{4})")
-"""What the support desk's refund e-mail says it did (its runbook's wording)."""
+EMAIL_REFUND = re.compile(r"we refunded\b[^.]*?(\d+\.\d{2}) EUR")
+"""What the support desk's refund e-mail says it did ("we refunded the duplicate charge of 49.00
+EUR", or after an edit "we refunded 20.00 EUR of the duplicate charge")."""
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,7 @@ class Effect:
     def line(self) -> str:
         shown = ", ".join(f"{k}={v!r}" for k, v in self.args.items() if k != "body")
         body = self.args.get("body")
-        text = f"{self.tool}({shown})"
+        text = f"{self.tool}({shown})" + (f" [{self.status}]" if self.status else "")
         return f"{text} body={body[:60]!r}" if isinstance(body, str) else text
 
 

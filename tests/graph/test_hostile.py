@@ -41,9 +41,23 @@ def outcomes(
         yield run_on(GraphTarget(app), ATTACKS)
 
 
+CONTROLS = {
+    "command_goto_finished": "refund_charge",
+    "fork_cursor_minus_two": "refund_charge",
+    "overwrite_results": "refund_charge",
+    "event_forged": "refund_charge",
+    "edit_amount_panel": "refund_charge",
+    "concurrent_double_approve": "send_email",
+}
+"""Attacks whose honest part (a reviewer's approval) makes an effect: were it missing, an attack
+that made nothing more would prove nothing."""
+
+
 def test_every_class_but_the_servers_is_attacked_in_process(outcomes: list[Outcome]) -> None:
     assert set(IN_PROCESS) == set(CLASSES) - {"auth_configuration", "roles_and_visibility"}
     assert {o.cls for o in outcomes} == set(IN_PROCESS)
+    made = {o.attack: o.effects for o in outcomes if o.attack in CONTROLS}
+    assert all(any(e.startswith(CONTROLS[a]) for e in made[a]) for a in CONTROLS), made
 
 
 @pytest.mark.parametrize("cls", IN_PROCESS)

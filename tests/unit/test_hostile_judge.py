@@ -35,6 +35,9 @@ def test_an_approved_email_that_states_a_refund_the_backend_contradicts_is_unapp
     ten = Effect("refund_charge", {**REFUND, "amount": 10.0}, "settled")
     verdict = judge([ten, Effect("send_email", EMAIL)], approved)
     assert len(verdict.unapproved) == 1 and "refunds made: 10.00" in verdict.unapproved[0]
+    edited = {**EMAIL, "body": "Dear Hedy, we refunded 20.00 EUR of the duplicate charge. Thanks."}
+    said = judge([ten, Effect("send_email", edited)], [*approved, ("send_email", edited)])
+    assert len(said.unapproved) == 1 and "20.00 EUR was refunded" in said.unapproved[0]
     pending = Effect("refund_charge", REFUND, "pending")
     early = judge([pending, Effect("send_email", EMAIL)], [("refund_charge", REFUND),
                                                             ("send_email", EMAIL)])  # fmt: skip
