@@ -320,7 +320,7 @@ def user_roles(users: Sequence[str]) -> dict[str, str]:
     for entry in users:
         user, _, roles = entry.partition(":")
         out[user] = roles
-    check_api_tokens(api_tokens({u: "x" * 24 for u in out}, out))
+    check_api_tokens(api_tokens({u: f"placeholder-{i}" for i, u in enumerate(out)}, out))
     return out
 
 
