@@ -218,6 +218,10 @@ def _attacks() -> list[Attack]:
           what="a bank refund waiting for settlement: update_state(waiting=None), then a run",
           ops=[*WAITING, write({"waiting": None, "status": "running"}, as_node="await_event"),
                run(), *SETTLE]),
+        a(name="state_waiting_cleared_operator", cls="state_writes", targets=("engine",),
+          what="as state_waiting_cleared, by an operator",
+          ops=[*WAITING, write({"waiting": None, "status": "running"}, as_node="await_event",
+                               by="olga"), run(by="olga"), *SETTLE]),
         # -- command update / goto -----------------------------------------------------------
         a(name="command_goto_finished", cls="command_update_goto",
           what="a finished refund: command update results=__overwrite__ [], cursor=-1, "

@@ -3,8 +3,8 @@
 One engine (``evals.engine.engine``: PostgreSQL, Redis, Chroma, an API process and a worker
 process) serves every attack; each user holds a token of ``KEEL_API_TOKENS`` with its roles
 (``alice=TOKEN:requester,...``). Two transports speak the same Agent Protocol calls: ``sdk``
-(``langgraph_sdk.get_sync_client``, the key as the SDK's ``api_key`` sends it when the server
-takes ``X-Api-Key``, else as a bearer token) and ``http`` (plain JSON requests, bearer token).
+(``langgraph_sdk.get_sync_client``, the key as the SDK's ``api_key`` sends it: ``X-Api-Key``,
+as Agent Chat UI does) and ``http`` (plain JSON requests, ``Authorization: Bearer``).
 A refusal is its HTTP status; a run is followed until it ends (``interrupted`` and ``success``
 are the ends of a run that worked).
 """
@@ -42,14 +42,6 @@ STRANGER = "mallory"
 """A user who sends a token nobody holds."""
 RUN_ENDS = ("success", "interrupted")
 RUN_TIMEOUT_S = 120.0
-
-
-def tokens_setting(tokens: dict[str, str]) -> str:
-    """``KEEL_API_TOKENS`` for the suite's users: ``alice=TOKEN:requester,...``."""
-    return ",".join(
-        f"{user}={token}{':' + ROLES[user] if ROLES[user] else ''}"
-        for user, token in tokens.items()
-    )
 
 
 class _Http:
@@ -297,35 +289,12 @@ class EngineTarget:
                 server.stop()
 
 
-def credentials_for(url: str, tokens: dict[str, str]) -> tuple[dict[str, str], bool]:
-    """What each user sends as their key, and whether the server takes ``X-Api-Key``.
-
-    Keel's auth hook reads ``user=TOKEN:roles``; one that knows no roles took the whole
-    ``TOKEN:roles`` as the token (Keel at e9fdf4b): the suite asks the server which it is.
-    """
-    alice = tokens["alice"]
-    with_roles = f"{alice}:{ROLES['alice']}"
-    for candidate in (alice, with_roles):
-        answer = httpx.post(f"{url}/threads/search", json={"limit": 1}, timeout=30,
-                            headers={"Authorization": f"Bearer {candidate}"})  # fmt: skip
-        if answer.status_code == 200:
-            whole = candidate == with_roles
-            keys = {u: f"{t}:{ROLES[u]}" if whole and ROLES[u] else t for u, t in tokens.items()}
-            key = httpx.post(f"{url}/threads/search", json={"limit": 1}, timeout=30,
-                             headers={"X-Api-Key": keys["alice"]})  # fmt: skip
-            return keys, key.status_code == 200
-    raise ConfigError("the engine took none of the suite's tokens")
-
-
 @contextlib.contextmanager
 def hostile_engine(say: Callable[[str], None] | None = None) -> Iterator[list[EngineTarget]]:
-    """Start one engine for the suite; yield its two targets (SDK, raw HTTP)."""
-    tokens = {user: secrets.token_urlsafe(18) for user in ROLES}
-    with engine(
-        workers=1, worker_count=3, durable=False,
-        extra_env={"KEEL_API_TOKENS": tokens_setting(tokens)}, say=say,
-    ) as running:  # fmt: skip
-        keys, api_key_header = credentials_for(running.api.url, tokens)
+    """Start one engine for the suite, its users' tokens with their roles; yield its two
+    targets (the SDK, sending the key as ``X-Api-Key``; raw HTTP, as a bearer token)."""
+    users = [f"{user}:{roles}" if roles else user for user, roles in ROLES.items()]
+    with engine(workers=1, worker_count=3, durable=False, users=users, say=say) as running:
         contexts: list[KeelContext] = []
 
         def relay_context() -> KeelContext:
@@ -334,8 +303,7 @@ def hostile_engine(say: Callable[[str], None] | None = None) -> Iterator[list[En
             return contexts[0]
 
         yield [
-            EngineTarget(
-                running, transport, keys, api_key_header=api_key_header, relay_context=relay_context
-            )
+            EngineTarget(running, transport, dict(running.tokens), api_key_header=True,
+                         relay_context=relay_context)
             for transport in ("sdk", "http")
-        ]
+        ]  # fmt: skip
