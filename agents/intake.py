@@ -93,8 +93,9 @@ def asked(request: object, messages: Sequence[AnyMessage]) -> Asked:
     return Asked(said)
 
 
-def follow_up_note(status: Status) -> str:
-    """The chat answer to a message on a thread that already took its request."""
+def follow_up_note(status: Status, *, unsure: bool = False) -> str:
+    """The chat answer to a message on a thread that already took its request; ``unsure``:
+    the thread was escalated with actions that may have happened, checked again now."""
     if status == "awaiting_approval":
         return (
             "This thread is waiting for your approval of the actions shown. Answer it with "
@@ -104,9 +105,11 @@ def follow_up_note(status: Status) -> str:
         return "This thread is waiting for an event (see its wait); it goes on when it arrives."
     if status == "running":
         return (
-            "This thread's run stopped before it finished (its worker died), and a message does "
-            "not continue it: it is handed to a human, with what was done and what was not."
+            "This thread's run stopped mid-way, before it finished, and a message does not "
+            "continue it: it is handed to a human, with what was done and what was not."
         )
+    if status == "escalated" and unsure:
+        return "Checking again what this thread's unsure actions did; the account follows."
     return (
         f"This thread already handled its request (status: {status}). Start a new thread for a "
         "new request."
@@ -134,8 +137,10 @@ def intake(
     status = state.get("status")
     if status is not None:
         human = last_human(messages)
+        escalation = state.get("escalation")
+        unsure = escalation is not None and bool(escalation.unsure)
         reply = AIMessage(
-            follow_up_note(status),
+            follow_up_note(status, unsure=unsure),
             id=f"keel-reply-{human.id if human is not None else len(messages)}",
             name="keel",
         )

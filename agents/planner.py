@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 from langchain_core.messages import (
     AIMessage,
@@ -23,7 +23,7 @@ from langchain_core.messages import (
     SystemMessage,
     ToolMessage,
 )
-from langchain_core.runnables import Runnable
+from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.constants import TAG_NOSTREAM
 from langgraph.runtime import Runtime
@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agents import prompts
 from agents.context import Fact, Section, assemble, remember, render_memory, tokens
+from agents.models import BudgetExhausted, Meter, model_name, payer_of
 from agents.outside import (
     outside_evidence,
     records_for_prompt,
@@ -39,9 +40,20 @@ from agents.outside import (
     with_outside,
 )
 from agents.runbooks import fill_runbook, runbook_steps
+from agents.usage import Payer
 from graph.context import KeelContext, context_of, guarded_thread
 from graph.domain import Domain, EditablePlans
-from graph.state import CannotPlan, Conflict, Edit, Evidence, Plan, PlannerView, Step, Verdict
+from graph.state import (
+    BudgetStop,
+    CannotPlan,
+    Conflict,
+    Edit,
+    Evidence,
+    Plan,
+    PlannerView,
+    Step,
+    Verdict,
+)
 from retrieval.corpus import RunbookStep, load_manifest
 from retrieval.curation import TIER_RANK
 from tools.spec import HeardText, ToolRegistry
@@ -82,8 +94,20 @@ class PlanDraft(BaseModel):
     cannot_plan: str | None = None
 
 
-def plan(state: PlannerView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
+BUDGET_PLANNER = "runbook (budget exhausted)"
+"""The planner a thread got when a budget refused its model and the runbook planner stood in."""
+
+
+def plan(
+    state: PlannerView,
+    runtime: Runtime[KeelContext],
+    # Spelled so: LangGraph injects the run's config only for these annotations (as text, under
+    # ``from __future__ import annotations``); "RunnableConfig | None" is silently not injected.
+    config: Optional[RunnableConfig] = None,  # noqa: UP045
+) -> dict[str, Any]:
     ctx = context_of(runtime)
+    meter = ctx.meter or Meter(None)
+    payer = payer_of(config, _thread(runtime, config), ctx.settings)
     entities = state.get("entities", {})
     heard: list[HeardText] = []
     records = ctx.domain.gather_records(entities, ctx.tools.for_agent("planner", heard=heard))
@@ -112,6 +136,7 @@ def plan(state: PlannerView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
 
     result: Plan | CannotPlan | None = None
     failures: list[str] = []
+    stop: BudgetStop | None = None
     for model in (ctx.planner_model, ctx.fallback_model):
         if model is None:
             continue
@@ -131,10 +156,20 @@ def plan(state: PlannerView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
                 memory_budget=ctx.settings.memory_budget_tokens,
                 repair_attempts=ctx.settings.plan_repair_attempts,
                 role=ctx.domain.planner_role,
+                meter=meter,
+                payer=payer,
             )
             break
+        except BudgetExhausted as err:  # not made: the fallback model may still fit the budget
+            stop = stop or err.stop
         except Exception as err:  # any model failure falls through to the next planner
-            failures.append(f"{_model_name(model)}: {type(err).__name__}: {err}"[:300])
+            failures.append(f"{model_name(model)}: {type(err).__name__}: {err}"[:300])
+
+    seen: dict[str, Any] = {"records": records, "budget_stop": stop if result is None else None}
+    if outside:
+        seen["evidence"] = thread_evidence
+    if result is None and stop is not None and not _runbook_stands_in(state, ctx):
+        return _stopped_by_budget(stop, "the runbook planner may not stand in", seen)
     if result is None:
         losers = {c.loser for c in conflicts}
         usable = [e for e in evidence if e.chunk_id not in losers]
@@ -142,12 +177,14 @@ def plan(state: PlannerView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
         result = runbook_plan(
             state["request"], entities, usable, records, ctx.domain, data, pinned=pinned
         )
-        if failures:
+        if stop is not None and isinstance(result, CannotPlan) and not result.temporary:
+            # The request was not refused on its merits: the model that could plan it was not
+            # asked. A human decides, with the account.
+            return _stopped_by_budget(stop, f"the runbook planner cannot: {result.reason}", seen)
+        if stop is not None:
+            result = result.model_copy(update={"planner": BUDGET_PLANNER})
+        elif failures:
             result = result.model_copy(update={"planner": "runbook (model failed)"})
-
-    seen: dict[str, Any] = {"records": records}
-    if outside:
-        seen["evidence"] = thread_evidence
     if edits:
         derived = with_edits(result, edits) if isinstance(result, Plan) else result
         if isinstance(derived, CannotPlan):
@@ -172,6 +209,31 @@ def plan(state: PlannerView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
             **seen,
         }
     return {"plan": result, "planner": result.planner, **seen}
+
+
+def _thread(runtime: Runtime[KeelContext], config: RunnableConfig | None) -> str:
+    info = runtime.execution_info
+    if info is not None and info.thread_id:
+        return info.thread_id
+    return str(((config or {}).get("configurable") or {}).get("thread_id") or "unthreaded")
+
+
+def _runbook_stands_in(state: PlannerView, ctx: KeelContext) -> bool:
+    """Whether the free runbook planner may plan instead of a model a budget refused.
+
+    Only before the thread did anything: the runbook planner has no working memory, so on a
+    replan after a step ran it could plan that step again. And not when the settings say to
+    escalate (``KEEL_BUDGET_EXHAUSTED=escalate``).
+    """
+    return ctx.settings.budget_exhausted == "runbook" and not state.get("results")
+
+
+def _stopped_by_budget(stop: BudgetStop, why: str, seen: dict[str, Any]) -> dict[str, Any]:
+    """No plan: the escalation says which budget stopped the model, and what was spent on what."""
+    reason = f"budget exhausted: {stop.describe()}; {why}"
+    verdict = Verdict(stage="plan", ok=False, reasons=[reason])
+    return {"plan": None, "plan_verdict": verdict, "planner": BUDGET_PLANNER, **seen,
+            "budget_stop": stop}  # fmt: skip
 
 
 def runbook_plan(
@@ -285,22 +347,33 @@ def model_plan(
     budget: int = 4000,
     memory_budget: int = 600,
     role: str = "an operations team",
+    meter: Meter | None = None,
+    payer: Payer | None = None,
 ) -> Plan | CannotPlan:
     """Ask a chat model for a plan; a malformed answer is sent back, a bounded number of times.
 
+    Every call, repairs included, goes through ``meter`` (an unmetered one when None), charged
+    to ``payer``.
+
     Raises:
+        BudgetExhausted: a budget refused a call (the first, or a repair); it was not made.
         ValueError: the model gave no valid plan within the repair budget.
         Exception: whatever the model client raised (timeouts, connection errors, ...).
     """
-    name = f"model:{_model_name(model)}"
+    meter = meter or Meter(None)
+    payer = payer or Payer(thread_id="unthreaded", user="unknown", team="unknown")
+    name = f"model:{model_name(model)}"
     messages = planner_messages(
         request, entities, records, evidence, tools, feedback, conflicts, memory,
         budget=budget, memory_budget=memory_budget, role=role, outside=outside,
     )  # fmt: skip
     planner = asking_for_a_plan(model)
+    schemas = [submit_plan_tool()]  # counted even where a fake ignores it: an estimate errs high
     error = ""
     for _ in range(repair_attempts + 1):
-        reply = planner.invoke(messages)
+        reply = meter.invoke(
+            planner, messages, model=model_name(model), role="planner", payer=payer, tools=schemas
+        )
         try:
             draft = plan_draft(reply)
         except (ValidationError, ValueError) as err:
@@ -474,9 +547,3 @@ def _json_body(reply: BaseMessage) -> str:
     )
     fenced = re.search(r"```(?:json)?\s*(.*?)```", text, flags=re.DOTALL)
     return (fenced.group(1) if fenced else text).strip()
-
-
-def _model_name(model: BaseChatModel) -> str:
-    return str(
-        getattr(model, "model_name", None) or getattr(model, "model", None) or type(model).__name__
-    )

@@ -80,6 +80,12 @@ def _embeddings(settings: Settings, progress: bool) -> dict[str, Any]:
     return bench_embeddings(settings)
 
 
+def _meter(settings: Settings, progress: bool) -> dict[str, Any]:
+    from evals.bench_meter import bench_meter
+
+    return bench_meter(settings)
+
+
 BENCHES: dict[str, Bench] = {
     "context": _context,
     "retrieval": _retrieval,
@@ -90,6 +96,7 @@ BENCHES: dict[str, Bench] = {
     "checkpoint": _checkpoint,
     "startup": _startup,
     "embeddings": _embeddings,
+    "meter": _meter,
 }
 
 

@@ -89,6 +89,12 @@ def _crashes(settings: Settings, progress: bool) -> dict[str, Any]:
     )
 
 
+def _budgets(settings: Settings, progress: bool) -> dict[str, Any]:
+    from evals.budgets_eval import run_budgets_eval
+
+    return run_budgets_eval(settings, progress=progress)
+
+
 def _hostile(settings: Settings, progress: bool) -> dict[str, Any]:
     from evals.hostile import run_hostile_eval
 
@@ -104,6 +110,7 @@ SUITES: dict[str, Suite] = {
     "record": _record,
     "scenarios": _scenarios,
     "crashes": _crashes,
+    "budgets": _budgets,
     "hostile": _hostile,
 }
 
@@ -127,6 +134,7 @@ def run_named(
 SUPPORT_DESK_ONLY = {
     "compounding": "its workflows are the support desk's requests, judged on its records",
     "crashes": "its sweep drives the support desk's four acting requests",
+    "budgets": "its threads are the support desk's duplicate-charge refund",
     "hostile": "its attacks act on the support desk's refunds, e-mails and tickets",
 }
 """Suites that measure the support desk and no other domain yet, and why. The retrieval, faults,

@@ -52,7 +52,8 @@ def after_intake(
 ) -> Literal["retrieve", "respond", "approve", "await_event", "escalate", "__end__"]:
     """A new request goes on (or is refused); a chat message on a thread that already took its
     request puts a pending question back (the approval, the event wait), ends a finished run, or
-    hands a run that stopped mid-way to a human: LangGraph drops a thread's unfinished tasks when
+    hands a run that stopped mid-way to a person (and checks again an escalated thread's actions
+    that may have happened): LangGraph drops a thread's unfinished tasks when
     new input arrives, so that work would otherwise be left half-done with nobody told."""
     turn = state.get("turn")
     if turn == "cut_short":
@@ -63,6 +64,9 @@ def after_intake(
             return "approve"
         if status == "awaiting_event":
             return "await_event"
+        escalation = state.get("escalation")
+        if status == "escalated" and escalation is not None and escalation.unsure:
+            return "escalate"  # its account holds actions that may have happened: check again
         return "__end__"
     return "respond" if state.get("status") == "refused" else "retrieve"
 

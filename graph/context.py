@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from langgraph.runtime import Runtime
 
-from agents.models import chat_model_for
+from agents.models import Meter, chat_model_for, meter_for
 from graph.domain import Domain, gated_registry, load_domain
 from graph.review_log import ReviewLog, SqliteReviewLog
 from keel.settings import Settings
@@ -50,6 +50,8 @@ class KeelContext:
             live (a replay), and then the checks read the state's working copy alone.
         planner_model: the chat model for the planner, or None for the runbook planner.
         fallback_model: a second chat model tried when the first fails.
+        meter: the door every model call goes through (usage, prices, budgets); None: an
+            unmetered one with no budget (a context built by hand).
         clock: the time source (replay and tests control it).
         reviews: the threads' approval history (``graph.review_log``), outside the checkpoint.
     """
@@ -65,6 +67,7 @@ class KeelContext:
     fallback_model: BaseChatModel | None = None
     clock: Callable[[], datetime] = field(default=_utc_now)
     reviews: ReviewLog | None = None
+    meter: Meter | None = None
 
     @classmethod
     def from_settings(
@@ -102,7 +105,26 @@ class KeelContext:
             planner_model=planner_model,
             fallback_model=fallback_model,
             reviews=review_log_for(settings),
+            meter=meter_for(settings),
         )
+
+    def prepare(self) -> None:
+        """Make the set-up ready to serve runs, as ``KeelApp`` does before its first: the
+        domain's backend prepared when it is not (an empty or half-written one is repaired;
+        one that is not the domain's raises ``ConfigError``), the corpus index required
+        (``CorpusMissing`` names ``keel ingest``)."""
+        if not self.domain.is_prepared(self.settings):
+            self.domain.prepare(self.settings)
+        self.store.require()
+
+
+def serving_context(settings: Settings | None = None) -> KeelContext:
+    """The context of a server process (``langgraph dev``, an engine worker): built from the
+    settings and prepared (``KeelContext.prepare``), so a fresh clone's first request plans
+    instead of failing on a backend nobody seeded."""
+    context = KeelContext.from_settings(settings)
+    context.prepare()
+    return context
 
 
 def _ledger_for(settings: Settings) -> IntentLedger:
@@ -179,11 +201,12 @@ class _ProcessContext:
 
 @cache
 def _process_context() -> _ProcessContext:
-    return _ProcessContext(KeelContext.from_settings)
+    return _ProcessContext(serving_context)
 
 
 def process_context() -> KeelContext:
-    """This process's context, built from the environment's settings on first use."""
+    """This process's context, built from the environment's settings and prepared
+    (``serving_context``) on first use."""
     return _process_context().get()
 
 

@@ -90,7 +90,9 @@ class Domain(Protocol):
         (``settings.domain_db`` is the file a SQLite-backed domain should use)."""
 
     def is_prepared(self, settings: Settings) -> bool:
-        """Whether ``prepare`` has run for these settings (Keel prepares on first use)."""
+        """Whether the backing stores hold what a run needs (tables, seed data; never just "the
+        file exists": a failed first run leaves an empty one). Keel prepares on first use when
+        not; a store that is not the domain's at all raises ``ConfigError``."""
 
     def tools(self, settings: Settings) -> ToolRegistry:
         """The domain's tool registry, bound to its backends and to the home's shared breakers
@@ -129,6 +131,13 @@ class Domain(Protocol):
 
     def health_probes(self) -> dict[str, tuple[str, dict[str, Any]]]:
         """For each integration, a cheap read (tool, arguments) that shows whether it answers."""
+
+    def describe_action(self, step: Step, output: dict[str, Any] | None) -> str | None:
+        """One action in words, for the person who asked (the chat's answer, an escalation's
+        account): with ``output`` None, what the step would do ("refund 49.00 of charge
+        CH-3002"); with the tool's validated output, what was done, with the facts that matter
+        ("refunded 49.00 of charge CH-3002 (refund RF-5001)"). None: Keel words it from the
+        tool's name and its output (``action_words``)."""
 
     def fault_profiles(self) -> Mapping[str, FaultProfile]:
         """The domain's own named fault profiles (for its integrations), usable wherever a
@@ -225,6 +234,42 @@ class DomainDefaults:
 
     def commands(self) -> Mapping[str, DomainCommand]:
         return {}
+
+    def describe_action(self, step: Step, output: dict[str, Any] | None) -> str | None:
+        return None
+
+
+def action_words(domain: Domain, step: Step, output: dict[str, Any] | None) -> str:
+    """An action in words: the domain's own (``Domain.describe_action``), else a plain reading
+    of the tool's name and its arguments (planned) or its output (done).
+
+    Example:
+        >>> from graph.state import Step
+        >>> step = Step(tool="archive_item", args={"item_id": "ITEM-001"}, purpose="",
+        ...             effect="write")
+        >>> action_words(DomainDefaults(), step, None)  # type: ignore[arg-type]
+        'archive item (item id ITEM-001)'
+        >>> action_words(DomainDefaults(), step, {"item_id": "ITEM-001", "archive": 3,
+        ...                                       "replayed": False})  # type: ignore[arg-type]
+        'archive item done (item id ITEM-001, archive 3)'
+    """
+    worded = domain.describe_action(step, output)
+    if worded:
+        return worded
+    name = step.tool.replace("_", " ")
+    shown = step.args if output is None else output
+    facts = ", ".join(
+        f"{key.replace('_', ' ')} {_short(value)}"
+        for key, value in shown.items()
+        if key != "replayed" and isinstance(value, str | int | float)
+    )
+    done = "" if output is None else " done"
+    return f"{name}{done} ({facts})" if facts else f"{name}{done}"
+
+
+def _short(value: str | int | float, limit: int = 60) -> str:
+    text = str(value).replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 _MEMBERS = tuple(

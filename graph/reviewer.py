@@ -125,3 +125,21 @@ def answer_refusal(config: RunnableConfig | None) -> str | None:
     if isinstance(roles, list | tuple | set | frozenset) and not APPROVING_ROLES & set(roles):
         return f"{reviewer.name} may not approve: the reviewer role is needed"
     return None
+
+
+def team_of(config: RunnableConfig | None) -> str | None:
+    """The team of the engine's authenticated user: its ``identity`` when Keel's auth hook names
+    the person apart (``keel_user``), else None (the engine knows no team; the settings' applies).
+
+    Example:
+        >>> user = {"identity": "ops", "keel_user": "ann"}
+        >>> team_of({"configurable": {"langgraph_auth_user": user}})
+        'ops'
+        >>> team_of({"configurable": {"langgraph_auth_user": {"identity": "ann"}}}) is None
+        True
+    """
+    user = ((config or {}).get("configurable") or {}).get(AUTH_USER_KEY)
+    if user is None or not _field(user, PERSON_FIELD):
+        return None
+    identity = _field(user, "identity")
+    return str(identity).strip()[:MAX_NAME] or None if identity else None

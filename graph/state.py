@@ -21,8 +21,8 @@ TrustTier = Literal["official", "reviewed", "wiki", "untrusted"]
 Review = Literal["approved", "edited", "rejected", "invalid"]
 Turn = Literal["request", "follow_up", "cut_short"]
 """What the thread's last input was: its one request, a chat message after it, or a chat message
-that reached a run which had stopped mid-way (its worker died), whose unfinished work LangGraph
-drops on new input."""
+that reached a run which had stopped mid-way (cancelled, or its process ended), whose unfinished
+work LangGraph drops on new input."""
 
 
 class Model(BaseModel):
@@ -189,12 +189,47 @@ class DomainEvent(Model):
     created_at: str
 
 
+class BudgetStop(Model):
+    """A model call a budget refused, with the account of what the thread had spent: the part of
+    an escalation (or of a runbook plan's answer) that says why the model was not asked."""
+
+    budget: str = Field(description="which budget stopped it, with its limits")
+    unit: Literal["tokens", "calls", "cost"]
+    limit: int = Field(description="tokens, calls, or micro-dollars")
+    spent: int = Field(description="what the budget had spent or held before the call")
+    asked: int = Field(description="the refused call's worst case")
+    model: str
+    role: str
+    thread_tokens: int = Field(default=0, description="what this thread spent on models")
+    thread_calls: int = 0
+    thread_cost_usd: float | None = None
+    spent_on: list[str] = Field(
+        default_factory=list, description="the thread's calls, one line each"
+    )
+
+    def describe(self) -> str:
+        cost = f", ${self.thread_cost_usd:.6f}" if self.thread_cost_usd is not None else ""
+        return (
+            f"{self.budget} would be exceeded by a {self.role} call to {self.model} ({self.unit}: "
+            f"{self.spent} spent or held, {self.asked} asked, limit {self.limit}); this thread "
+            f"spent {self.thread_tokens} tokens in {self.thread_calls} model calls{cost}"
+        )
+
+
 class Escalation(Model):
     """The account handed to a human: what happened, what was done, what is left."""
 
     reason: str
     done: list[str]
     left: list[str]
+    budget: BudgetStop | None = Field(
+        default=None, description="the budget that stopped the model, when one did"
+    )
+    unsure: list[str] = Field(
+        default_factory=list,
+        description="actions whose call was under way when the run stopped and that the "
+        "backend does not show yet: they may have happened (checked again on the next message)",
+    )
 
 
 LOW_TRUST: tuple[TrustTier, ...] = ("wiki", "untrusted")
@@ -282,6 +317,8 @@ class KeelState(InputState, OutputState, total=False):
     """Who answered the last approval: the engine's authenticated user when there is one."""
     results: Annotated[list[ToolOutcome], operator.add]
     events: Annotated[list[DomainEvent], operator.add]
+    budget_stop: BudgetStop | None
+    """The budget that stopped the planner's model on its last pass, if one did."""
 
 
 class IntakeView(TypedDict, total=False):
@@ -289,6 +326,8 @@ class IntakeView(TypedDict, total=False):
     messages: Messages
     status: Status
     """Set only when the thread already took a request (a chat client wrote to it again)."""
+    escalation: Escalation | None
+    """An escalated thread's account: a message checks its unsure actions again."""
 
 
 class RetrieverView(TypedDict, total=False):
@@ -358,10 +397,15 @@ class RespondView(TypedDict, total=False):
     results: list[ToolOutcome]
     evidence: list[Evidence]
     review_note: str
+    review: Review
+    reviewed_by: Reviewer
+    rejected: list[str]
 
 
 class EscalateView(TypedDict, total=False):
+    budget_stop: BudgetStop | None
     turn: Turn
+    escalation: Escalation | None
     plan: Plan | None
     cursor: int
     results: list[ToolOutcome]
@@ -384,5 +428,6 @@ STATE_TYPES: tuple[type[BaseModel], ...] = (
     EventWait,
     DomainEvent,
     Escalation,
+    BudgetStop,
 )
 """Every pydantic type the state holds: the checkpoint serializer's allow-list."""

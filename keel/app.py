@@ -34,6 +34,7 @@ from graph.lease import LeaseStore, open_leases
 from graph.persistence import open_checkpointer
 from graph.run_input import check_resume, check_run_input
 from graph.state import (
+    BudgetStop,
     Conflict,
     DomainEvent,
     Escalation,
@@ -109,6 +110,9 @@ class Outcome(BaseModel):
     results: list[ToolOutcome] = Field(default_factory=list)
     escalation: Escalation | None = None
     waiting: EventWait | None = None
+    budget_stop: BudgetStop | None = Field(
+        default=None, description="a budget refused the planner's model: which, and the account"
+    )
 
 
 class ThreadRecovery(BaseModel):
@@ -452,9 +456,7 @@ class KeelApp:
 
     def preflight(self) -> None:
         """Fail before a thread exists when the set-up cannot serve a run."""
-        if not self.context.domain.is_prepared(self.settings):
-            self.context.domain.prepare(self.settings)
-        self.context.store.require()
+        self.context.prepare()
         if self.context.planner_model is not None and self.settings.openai_base_url:
             probe_endpoint(self.settings.openai_base_url)
 
@@ -720,6 +722,7 @@ def outcome_of(thread_id: str, snapshot: Any, found: ThreadStatus, run_id: str |
         results=values.get("results", []),
         escalation=values.get("escalation"),
         waiting=values.get("waiting"),
+        budget_stop=values.get("budget_stop"),
     )
 
 

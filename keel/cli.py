@@ -206,6 +206,15 @@ def _parser() -> argparse.ArgumentParser:
         help="instead: every stalled thread in the checkpointer (worker gone mid-run), where it "
         "stopped; `keel recover --all` continues them",
     )  # fmt: skip
+    usage = sub.add_parser(
+        "usage", parents=[common],
+        help="model spend (tokens, calls, dollars) per thread, user and team, per period, with "
+        "what is left of each budget",
+    )  # fmt: skip
+    usage.add_argument("--thread", help="one thread (with its calls, one line each)")
+    usage.add_argument("--user", help="one user")
+    usage.add_argument("--team", help="one team")
+    usage.add_argument("--period", choices=["lifetime", "day", "month"], help="one period")
     trace = sub.add_parser("trace", parents=[common], help="a recorded run's timeline as a tree")
     trace.add_argument("run", help="run id (or a unique prefix), or a thread id")
     trace.add_argument("--clock", action="store_true", help="show the clock readings too")
@@ -319,6 +328,8 @@ def _command(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | N
 
     if args.command in ("runs", "trace", "explain"):
         return _record_view(args, settings)
+    if args.command == "usage":
+        return _usage(args, settings)
     if args.command == "show" and not args.history:
         # A status read: the checkpoint, the graph and the lease, no runtime context to build.
         outcome = show_thread(settings, args.thread)
@@ -487,6 +498,42 @@ def _record_view(args: argparse.Namespace, settings: Settings) -> dict[str, Any]
         return why.model_dump(mode="json") if args.json else None
     finally:
         store.close()
+
+
+def _usage(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None:
+    """What the budget store holds: running totals (held reservations at their worst case) and,
+    for one thread, its calls."""
+    from agents.models import budget_store_for, describe_spend
+    from tools.budgets import usage_rows
+
+    store = budget_store_for(settings)
+    named = [(s, w) for s, w in (("thread", args.thread), ("user", args.user),
+                                 ("team", args.team)) if w]  # fmt: skip
+    if len(named) > 1:
+        raise BadRequest("name one of --thread, --user, --team")
+    scope, who = named[0] if named else (None, None)
+    rows = usage_rows(store, settings.budgets, scope=scope, who=who, period=args.period)
+    calls = store.spends(thread_id=args.thread) if args.thread else []
+    if args.json:
+        return {
+            "totals": [r.model_dump(mode="json") for r in rows],
+            "calls": [c.model_dump(mode="json") for c in calls],
+        }
+    if not rows:
+        print("no model calls metered" + (f" for {scope} {who}" if scope else ""))
+    for r in rows:
+        window = f" {r.window}" if r.window else ""
+        left = "; ".join(
+            b["budget"] + ": left " + ", ".join(
+                f"{v} {k.removesuffix('_left')}" for k, v in b.items() if k != "budget"
+            )
+            for b in r.budgets
+        )  # fmt: skip
+        print(f"{r.scope} {r.who} {r.period}{window}: {r.tokens} tokens, {r.calls} calls, "
+              f"${r.cost_usd:.6f}" + (f"  [{left}]" if left else ""))  # fmt: skip
+    for c in calls:
+        print(f"  {c.id}: {describe_spend(c)}" + (f" ({c.note})" if c.note else ""))
+    return None
 
 
 def _runs(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None:

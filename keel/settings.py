@@ -9,11 +9,14 @@ import importlib.util
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 
+import yaml
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from agents.usage import BudgetRule, Price
 
 DEFAULT_DOMAIN = "domains.support_desk:SupportDesk"
 """The example domain Keel runs when ``KEEL_DOMAIN`` is not set."""
@@ -241,6 +244,42 @@ class Settings(BaseSettings):
     model_max_retries: int = Field(default=2, ge=0)
     plan_repair_attempts: int = Field(default=1, ge=0)
 
+    # Costs (README, "Budgets and prices"): a price table, and budgets enforced before each call.
+    user: str = Field(
+        default="local", min_length=1,
+        description="Who runs models from this shell: the user budgets charge when no serving "
+        "engine authenticated one (the team is KEEL_API_TEAM).",
+    )  # fmt: skip
+    model_prices: Annotated[dict[str, Price], NoDecode] = Field(
+        default_factory=dict,
+        description='Dollars per million tokens per model, JSON or YAML: {"gpt-4o-mini": '
+        '{"input": 0.15, "output": 0.6}}.',
+    )
+    unknown_model_price: Annotated[Price | None, NoDecode] = Field(
+        default=None,
+        description="The price assumed for a model missing from KEEL_MODEL_PRICES. Unset: such a "
+        "model's calls count tokens only, and a budget in money refuses them.",
+    )
+    budgets: Annotated[list[BudgetRule], NoDecode] = Field(
+        default_factory=list,
+        description='Budgets, JSON or YAML: [{"scope": "team", "period": "day", "tokens": '
+        '200000, "cost_usd": 5}, {"scope": "thread", "calls": 12}]; scope thread, user or team, '
+        "period lifetime, day or month (UTC), name: one of them (unset: each).",
+    )
+    model_max_tokens: int = Field(
+        default=2048, ge=1, description="Most output tokens per model call (its reservation)."
+    )
+    budget_reservation_ttl_s: float = Field(
+        default=600.0, gt=0,
+        description="A reservation not settled after this long is a dead worker's: it expires, "
+        "counted at its reservation. Keep it above the model's timeout times its tries.",
+    )  # fmt: skip
+    budget_exhausted: Literal["runbook", "escalate"] = Field(
+        default="runbook",
+        description="When a budget refuses the planner's model: plan with the free runbook "
+        "planner where that is safe (nothing done yet), or always escalate.",
+    )
+
     retrieval_k: int = Field(default=6, ge=1, le=50)
     hybrid_retrieval: bool = Field(
         default=False, description="Mix BM25 into the ranking (see the README's measurements)."
@@ -358,6 +397,17 @@ class Settings(BaseSettings):
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
 
+    @field_validator("model_prices", "unknown_model_price", "budgets", mode="before")
+    @classmethod
+    def _json_or_yaml(cls, value: Any) -> Any:
+        """Prices and budgets from the environment: JSON, or YAML (a superset of it)."""
+        if isinstance(value, str):
+            try:
+                return yaml.safe_load(value) if value.strip() else None
+            except yaml.YAMLError as err:
+                raise ValueError(f"neither JSON nor YAML: {err}") from None
+        return value
+
     @field_validator("sensitive_patterns")
     @classmethod
     def _patterns(cls, value: list[str]) -> list[str]:
@@ -460,6 +510,11 @@ class Settings(BaseSettings):
     @property
     def intent_db(self) -> Path:
         return self.home / "intents.sqlite"
+
+    @property
+    def budgets_db(self) -> Path:
+        """Model calls' reservations and spend, and the budgets' running totals."""
+        return self.home / "budgets.sqlite"
 
     @property
     def events_db(self) -> Path:

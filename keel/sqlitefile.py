@@ -35,6 +35,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
+from keel.errors import ConfigError
+
 Synchronous = Literal["FULL", "NORMAL"]
 
 
@@ -144,3 +146,62 @@ class SqliteFile:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+
+def schema_gaps(path: Path, schema: str) -> list[str]:
+    """What the tables and columns a ``CREATE ... IF NOT EXISTS`` script makes lack in a file:
+    ``[]`` when the file has them all. The file is read, never created or changed.
+
+    A backend's "prepared" check asks this rather than whether its file exists: a failed first
+    run or a killed seed leaves a file that exists and holds nothing a run can use.
+
+    Raises:
+        ConfigError: the file is there but is not a SQLite database; the message says how to
+            start again.
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "b.sqlite"
+        >>> script = "CREATE TABLE IF NOT EXISTS notes (text TEXT, at TEXT);"
+        >>> schema_gaps(path, script)
+        ['no file']
+        >>> _ = path.write_bytes(b"")  # what a failed first run leaves
+        >>> schema_gaps(path, script)
+        ['table notes']
+        >>> with sqlite3.connect(path) as conn:
+        ...     _ = conn.execute("CREATE TABLE notes (text TEXT)")
+        >>> schema_gaps(path, script)
+        ['column notes.at']
+    """
+    if not path.exists():
+        return ["no file"]
+    wanted = _columns(sqlite3.connect(":memory:"), schema)
+    try:
+        found = _columns(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True), "")
+    except sqlite3.DatabaseError as err:
+        raise ConfigError(
+            f"{path} is not a SQLite database ({err}): move it away, then run `keel seed`"
+        ) from err
+    gaps: list[str] = []
+    for table, columns in wanted.items():
+        if table not in found:
+            gaps.append(f"table {table}")
+            continue
+        gaps += [f"column {table}.{c}" for c in columns if c not in found[table]]
+    return gaps
+
+
+def _columns(conn: sqlite3.Connection, script: str) -> dict[str, list[str]]:
+    """Each table of a connection (after running ``script`` on it) with its column names."""
+    try:
+        if script:
+            conn.executescript(script)
+        tables = [
+            name
+            for (name,) in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            )
+        ]
+        return {t: [r[1] for r in conn.execute(f'PRAGMA table_info("{t}")')] for t in tables}
+    finally:
+        conn.close()

@@ -96,6 +96,29 @@ class ModelCall(Payload):
     planner: str = Field(description="the planner this call served, as a Plan names it")
 
 
+class BudgetMetered(Payload):
+    """What the meter did for one model call: a reservation made or refused (which budget), and
+    its settlement (the usage, reported or estimated, and the cost) or failure."""
+
+    kind: Literal["budget"] = "budget"
+    action: Literal["reserved", "refused", "settled", "failed"]
+    reservation_id: str
+    model: str
+    role: str
+    thread_id: str
+    user: str
+    team: str
+    reserved_tokens: int
+    reserved_cost_micros: int | None = None
+    budgets: list[str] = Field(default_factory=list, description="the totals checked")
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    estimated: bool | None = Field(default=None, description="the server reported no usage")
+    cost_micros: int | None = None
+    refused_by: str | None = None
+    note: str | None = None
+
+
 class RetrievalDone(Payload):
     """One search of the corpus: the query, what was kept (with scores, tiers) and what not."""
 
@@ -155,6 +178,12 @@ class EscalationMade(Payload):
     reason: str
     done: list[str] = Field(default_factory=list)
     left: list[str] = Field(default_factory=list)
+    budget: dict[str, Any] | None = Field(
+        default=None, description="the budget that stopped the model, when one did"
+    )
+    unsure: list[str] = Field(
+        default_factory=list, description="under way when the run stopped: may have happened"
+    )
 
 
 class ClockRead(Payload):
@@ -171,6 +200,7 @@ AnyPayload = Annotated[
     | NodeLeft
     | CheckpointSaved
     | ModelCall
+    | BudgetMetered
     | RetrievalDone
     | ToolCallMade
     | PlanMade
@@ -189,6 +219,7 @@ EventKind = Literal[
     "node_left",
     "checkpoint",
     "model_call",
+    "budget",
     "retrieval",
     "tool_call",
     "plan",
@@ -234,6 +265,7 @@ __all__ = [
     "AnyPayload",
     "ApprovalAnswered",
     "ApprovalRequested",
+    "BudgetMetered",
     "CheckpointSaved",
     "ClockRead",
     "EscalationMade",

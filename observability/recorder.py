@@ -28,10 +28,12 @@ from langchain_core.outputs import LLMResult
 from langgraph.errors import GraphBubbleUp
 from pydantic_core import to_jsonable_python
 
+from agents.models import MeterEvent
 from graph.context import KeelContext
 from keel.errors import StoreUnavailable
 from observability.events import (
     AnyPayload,
+    BudgetMetered,
     ClockRead,
     EscalationMade,
     ModelCall,
@@ -202,6 +204,8 @@ class Recorder:
         """The context with its taps: tool listener, recording store and clock."""
         if self.on_tool_event not in context.tools.listeners:
             context.tools.listeners.append(self.on_tool_event)
+        if context.meter is not None and self.on_meter_event not in context.meter.listeners:
+            context.meter.listeners.append(self.on_meter_event)
         return replace(
             context,
             store=RecordingStore(context.store, self),
@@ -210,6 +214,21 @@ class Recorder:
 
     def on_tool_event(self, event: ToolEvent) -> None:
         self.emit(ToolCallMade(call=event))
+
+    def on_meter_event(self, event: MeterEvent) -> None:
+        usage = event.usage
+        self.emit(
+            BudgetMetered(
+                action=event.action, reservation_id=event.reservation_id, model=event.model,
+                role=event.role, thread_id=event.payer.thread_id, user=event.payer.user,
+                team=event.payer.team, reserved_tokens=event.reserved.tokens,
+                reserved_cost_micros=event.reserved.cost_micros, budgets=event.budgets,
+                input_tokens=usage.input_tokens if usage else None,
+                output_tokens=usage.output_tokens if usage else None,
+                estimated=usage.estimated if usage else None, cost_micros=event.cost_micros,
+                refused_by=event.refused_by, note=event.note,
+            )
+        )  # fmt: skip
 
     def callback(self) -> RecordingCallback:
         return RecordingCallback(self)

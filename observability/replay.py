@@ -48,6 +48,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 from pydantic import BaseModel, ConfigDict, Field
 
+from agents.models import Meter
 from graph.builder import build_graph
 from graph.context import KeelContext
 from graph.persistence import keel_serde
@@ -501,6 +502,7 @@ def replay_run(
                 else None
             ),
             clock=ServedClock(events),
+            meter=Meter(None),  # a replay spends nothing and is charged to no budget
         )
         replayer = KeelApp(
             settings,

@@ -400,6 +400,7 @@ def render_explanation(x: Explanation) -> str:
         out.append(f"escalation: {x.escalation['reason']}")
         out += [f"  done: {d}" for d in x.escalation["done"]]
         out += [f"  left: {d}" for d in x.escalation["left"]]
+        out += [f"  may have happened: {d}" for d in x.escalation.get("unsure", [])]
     if x.answer:
         out.append(f"answer: {x.answer}")
     return "\n".join(out)

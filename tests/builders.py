@@ -142,6 +142,7 @@ def bench_results(**overrides: dict[str, Any]) -> dict[str, Any]:
     results: dict[str, Any] = {
         "graph": {"keel_median_ms": 30.0, "bare_median_ms": 20.0, "step_overhead_ratio": 1.5},
         "tools": {"bare_median_ms": 0.2, "layered_median_ms": 0.5, "tool_overhead_ms": 0.3},
+        "meter": {"bare_median_ms": 0.3, "metered_median_ms": 0.8, "meter_overhead_ms": 0.5},
         "checkpoint": {
             "writes": 300,
             "sqlite": {"put_p50_ms": 0.6, "put_p95_ms": 1.5, "get_p50_ms": 0.1},

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from keel.errors import Permanent
-from keel.sqlitefile import SqliteFile
+from keel.sqlitefile import SqliteFile, schema_gaps
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS services (
@@ -127,7 +127,17 @@ class IncidentBackend:
     # -- set-up ---------------------------------------------------------------------------------
 
     def exists(self) -> bool:
-        return self.path.exists()
+        """Whether the file holds every table and column of the schema and the seed data: a
+        file left empty or half-written by a failed first run is not a backend a run can use
+        (``seed`` repairs it). The file is only read, never created.
+
+        Raises:
+            ConfigError: the file is not a SQLite database.
+        """
+        if schema_gaps(self.path, SCHEMA):
+            return False
+        with self._file.connect() as conn:
+            return conn.execute("SELECT 1 FROM services LIMIT 1").fetchone() is not None
 
     def seed(self, *, reset: bool = False) -> None:
         """Create the schema and the deterministic seed data (``reset`` starts from nothing).

@@ -178,6 +178,40 @@ class IncidentDesk:
             "incidents": ("get_incident", {"incident_id": "INC-900"}),
         }
 
+    def describe_action(self, step: Step, output: dict[str, Any] | None) -> str | None:
+        a, out = step.args, output or {}
+        done = output is not None
+        if step.tool == "open_incident":
+            if not done:
+                return f"open an incident for alert {a.get('alert_id')} (“{a.get('title')}”)"
+            return (
+                f"opened incident {out.get('incident_id')} for alert {a.get('alert_id')} "
+                f"(“{a.get('title')}”)"
+            )
+        if step.tool == "annotate_incident":
+            verb = "noted" if done else "note"
+            return f"{verb} on incident {a.get('incident_id')}: “{a.get('note')}”"
+        if step.tool == "rollback_deploy":
+            if not done:
+                return f"roll back deploy {a.get('deploy_id')}"
+            return (
+                f"rolled back deploy {a.get('deploy_id')} of {out.get('service')} to "
+                f"{out.get('to_version')} (rollback {out.get('rollback_id')}, "
+                f"{str(out.get('status', '')).replace('_', ' ')})"
+            )
+        if step.tool == "restart_service":
+            if not done:
+                return f"restart {a.get('service')}"
+            return f"restarted {a.get('service')} (restart {out.get('restart_id')})"
+        if step.tool == "page_oncall":
+            if not done:
+                return f"page {a.get('engineer')}, on call for {a.get('service')}"
+            return (
+                f"paged {out.get('engineer', a.get('engineer'))}, on call for "
+                f"{a.get('service')} (page {out.get('page_id')})"
+            )
+        return None
+
     def postconditions(self, step: Step, output: dict[str, Any], tools: AgentTools) -> list[str]:
         args = step.args
         if step.tool == "open_incident":

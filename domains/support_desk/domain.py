@@ -201,6 +201,30 @@ class SupportDesk:
             "tickets": ("get_ticket", {"ticket_id": "T-77"}),
         }
 
+    def describe_action(self, step: Step, output: dict[str, Any] | None) -> str | None:
+        a, out = step.args, output or {}
+        done = output is not None
+        if step.tool in ("refund_charge", "refund_charge_legacy"):
+            amount = float(out.get("amount", a.get("amount", 0)))
+            what = f"of charge {out.get('charge_id', a.get('charge_id'))}"
+            if not done:
+                return f"refund {amount:.2f} {what}"
+            state = "settled" if out.get("status") == "settled" else "pending, settled by the bank"
+            return f"refunded {amount:.2f} {what} (refund {out.get('refund_id')}, {state})"
+        if step.tool == "send_email":
+            to, subject = out.get("to", a.get("to")), a.get("subject", "")
+            if not done:
+                return f"e-mail {to}: “{subject}”"
+            return f"e-mailed {to}: “{subject}” (message {out.get('message_id')})"
+        if step.tool == "update_billing_email":
+            who, email = a.get("customer_id"), out.get("billing_email", a.get("email"))
+            verb = "changed" if done else "change"
+            return f"{verb} the billing e-mail of {who} to {email}"
+        if step.tool == "close_ticket":
+            verb = "closed" if done else "close"
+            return f"{verb} ticket {a.get('ticket_id')} (“{a.get('resolution', '')}”)"
+        return None
+
     def awaited_event(self, step: Step, index: int, output: dict[str, Any]) -> EventWait | None:
         if step.tool == "refund_charge" and output.get("status") == "pending":
             return EventWait(

@@ -109,3 +109,22 @@ def test_a_recorded_run_replays_to_the_same_decisions(
     assert report.error is None and report.misses == []
     assert report.recorded_status == report.replayed_status == "done"
     assert report.served_tool_calls > 0
+
+
+def test_the_answer_says_in_words_what_each_action_did_and_where_to_look(
+    app: KeelApp, domain: Domain, contract: Contract
+) -> None:
+    """The chat's answer: one line per write or irreversible action, in the domain's words (no
+    tool name, no dict repr), then the thread and the command that explains it. The structured
+    results stay in the outcome."""
+    done = finish(app, domain, app.run(contract.acting.request), contract.acting.then)
+    assert done.status == "done"
+    acted = [r for r in done.results if r.ok and app.context.tools[r.tool].effect != "read"]
+    assert acted and all(r.output for r in acted), "the structured results stay"
+    lines = done.answer.splitlines()
+    assert lines[0] == "Done:"
+    assert len([line for line in lines if line.startswith("- ")]) == len(acted), done.answer
+    for result in acted:
+        assert result.tool not in done.answer, done.answer
+    assert "{" not in done.answer and "'" not in done.answer.replace("’", ""), done.answer
+    assert lines[-1].startswith(f"Thread {done.thread_id}: `keel explain {done.thread_id}`")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,9 @@ import pytest
 from langgraph_sdk import get_sync_client
 
 from domains.support_desk.backend import DemoBackend
+from keel.settings import Settings
 from tests.conftest import REFUND_REQUEST
+from tools.ledger import IntentLedger
 
 ROOT = Path(__file__).resolve().parents[2]
 LANGGRAPH = str(Path(sys.executable).parent / "langgraph")
@@ -71,12 +75,14 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(timeout=10)
 
 
-@pytest.fixture
-def server(home: Path, tmp_path: Path) -> Iterator[Server]:
-    """``langgraph dev`` on a free port with KEEL_HOME=home; always stopped, log in tmp_path."""
+@contextmanager
+def serving(home: Path, tmp_path: Path, **keel_env: str) -> Iterator[Server]:
+    """``langgraph dev`` on a free port with KEEL_HOME=home (and ``keel_env``'s variables);
+    always stopped, log in tmp_path."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KEEL_", "OPENAI_"))}
     env.update(KEEL_HOME=str(home), LANGSMITH_TRACING="false", LANGGRAPH_CLI_NO_ANALYTICS="1")
+    env.update(keel_env)
     served = Server(url=f"http://127.0.0.1:{port}", log_path=tmp_path / "langgraph-dev.log")
     argv = [LANGGRAPH, "dev", "--host", "127.0.0.1", "--port", str(port)]
     argv += ["--no-browser", "--no-reload", "--config", str(ROOT / "langgraph.json")]
@@ -102,6 +108,12 @@ def server(home: Path, tmp_path: Path) -> Iterator[Server]:
             _stop(proc)
             # Shown by pytest only when the test failed.
             print(f"--- langgraph dev log ({served.log_path}) ---\n{served.log()}")
+
+
+@pytest.fixture
+def server(home: Path, tmp_path: Path) -> Iterator[Server]:
+    with serving(home, tmp_path) as served:
+        yield served
 
 
 def _values(state: Any) -> dict[str, Any]:
@@ -186,3 +198,112 @@ def test_langgraph_dev_runs_a_request_to_its_approval_and_resumes_it(
     assert "already refunded" in forked["answer"]
     assert len(backend.refunds()) == 1 and len(backend.outbox()) == 1
     assert len(client.threads.get_history(thread_id, limit=200)) > len(history)
+
+
+@pytest.mark.integration
+def test_langgraph_dev_on_a_fresh_clone_plans_the_first_request(
+    indexed_home: Path, tmp_path: Path
+) -> None:
+    """The README's recipe on a fresh clone: ``keel ingest``, then ``langgraph dev``; nobody ran
+    ``keel seed`` or ``keel demo``. The server prepares the domain before it takes a request."""
+    home = tmp_path / "home"
+    shutil.copytree(indexed_home, home)
+    settings = Settings(home=home, _env_file=None)  # type: ignore[call-arg]
+    settings.domain_db.unlink(missing_ok=True)
+    with serving(home, tmp_path) as served:
+        client = get_sync_client(url=served.url, timeout=RUN_TIMEOUT_S)
+        thread_id = client.threads.create()["thread_id"]
+        client.runs.wait(
+            thread_id, "keel", input={"messages": [{"type": "human", "content": REFUND_REQUEST}]}
+        )
+        values = _values(client.threads.get_state(thread_id))
+        assert values["status"] == "awaiting_approval", served.log()
+
+
+SLOW_EMAIL = '{"latency_s": 4, "integrations": ["email"]}'
+"""The e-mail integration answers after 4 s: a cancel lands while the e-mail is in flight."""
+
+
+def _until(check: Any, what: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout_s} s: {what}")
+        time.sleep(0.1)
+
+
+def _last_answer(values: dict[str, Any]) -> str:
+    ai = [m for m in values["messages"] if m["type"] == "ai"]
+    content = ai[-1]["content"]
+    assert isinstance(content, str)
+    return content
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("stop", ["runs.cancel", "on_disconnect=cancel"])
+def test_a_run_cancelled_while_the_email_is_in_flight_is_accounted_for_truly(
+    home: Path, tmp_path: Path, stop: str
+) -> None:
+    """Approve, then stop the run after the refund while the e-mail is being sent (the SDK's
+    cancel, or Agent Chat UI's shape: a resume with ``on_disconnect="cancel"`` whose client goes
+    away). The e-mail call goes on in its thread and is sent after the cancel. A chat message then
+    gets an account that says the e-mail may have happened and is being checked (never "not
+    done"), and once it went out, the next message says it was sent. Nothing runs twice."""
+    backend = DemoBackend(home / "support_desk.sqlite")
+    with serving(home, tmp_path, KEEL_FAULTS=SLOW_EMAIL, KEEL_TOOL_TIMEOUT_S="10") as served:
+        client = get_sync_client(url=served.url, timeout=RUN_TIMEOUT_S)
+        thread_id = client.threads.create()["thread_id"]
+        client.runs.wait(
+            thread_id, "keel", input={"messages": [{"type": "human", "content": REFUND_REQUEST}]}
+        )
+        assert _values(client.threads.get_state(thread_id))["status"] == "awaiting_approval"
+        approve = {"resume": {"decisions": [{"type": "approve"}, {"type": "approve"}]}}
+        if stop == "runs.cancel":
+            run = client.runs.create(
+                thread_id, "keel", command=approve, multitask_strategy="reject"
+            )
+            _until(lambda: len(backend.refunds()) == 1, "the refund")
+            client.runs.cancel(thread_id, run["run_id"], wait=True)
+        else:
+            parts = client.runs.stream(
+                thread_id, "keel", command=approve, stream_mode="values", on_disconnect="cancel"
+            )
+            for _ in parts:
+                if backend.refunds():
+                    break
+            ledger = IntentLedger(Settings(home=home, _env_file=None).intent_db)  # type: ignore[call-arg]
+            _until(
+                lambda: any(i["tool"] == "send_email" and i["status"] == "pending"
+                            for i in ledger.for_thread(thread_id)),
+                "the e-mail's call under way",
+            )  # fmt: skip
+            parts.close()  # type: ignore[attr-defined]  # the client goes away: a page reload
+            _until(
+                lambda: client.runs.list(thread_id)[0]["status"] not in ("pending", "running"),
+                "the server cancels the run",
+            )
+        assert backend.outbox() == [], "the e-mail is still in flight"
+
+        client.runs.wait(
+            thread_id, "keel", input={"messages": [{"type": "human", "content": "any news?"}]}
+        )
+        values = _values(client.threads.get_state(thread_id))
+        assert values["status"] == "escalated", served.log()
+        answer = _last_answer(values)
+        assert "worker died" not in answer and "stopped before it finished" in answer, answer
+        assert "Refunded 49.00 of charge CH-3002" in answer, answer
+        assert "May have happened, being checked:" in answer, answer
+        unsure = answer.split("May have happened, being checked:")[1].split("Not done:")[0]
+        assert "ada@example.com" in unsure, answer
+        assert "Not done" not in answer or "ada@example.com" not in answer.split("Not done:")[1]
+
+        _until(lambda: len(backend.outbox()) == 1, "the e-mail sent after the cancel")
+        client.runs.wait(
+            thread_id, "keel", input={"messages": [{"type": "human", "content": "and now?"}]}
+        )
+        values = _values(client.threads.get_state(thread_id))
+        answer = _last_answer(values)
+        assert "May have happened" not in answer, answer
+        assert "E-mailed ada@example.com" in answer, answer
+        assert values["escalation"]["unsure"] == []
+        assert len(backend.refunds()) == 1 and len(backend.outbox()) == 1
