@@ -95,6 +95,12 @@ def _budgets(settings: Settings, progress: bool) -> dict[str, Any]:
     return run_budgets_eval(settings, progress=progress)
 
 
+def _hostile(settings: Settings, progress: bool) -> dict[str, Any]:
+    from evals.hostile import run_hostile_eval
+
+    return run_hostile_eval(settings, progress=progress)
+
+
 SUITES: dict[str, Suite] = {
     "compounding": _compounding,
     "screening": _screening,
@@ -105,6 +111,7 @@ SUITES: dict[str, Suite] = {
     "scenarios": _scenarios,
     "crashes": _crashes,
     "budgets": _budgets,
+    "hostile": _hostile,
 }
 
 
@@ -128,6 +135,7 @@ SUPPORT_DESK_ONLY = {
     "compounding": "its workflows are the support desk's requests, judged on its records",
     "crashes": "its sweep drives the support desk's four acting requests",
     "budgets": "its threads are the support desk's duplicate-charge refund",
+    "hostile": "its attacks act on the support desk's refunds, e-mails and tickets",
 }
 """Suites that measure the support desk and no other domain yet, and why. The retrieval, faults,
 attacks, record, scenarios and screening suites run on whatever domain ``KEEL_DOMAIN`` names (its

@@ -141,8 +141,8 @@ def _parser() -> argparse.ArgumentParser:
         "--suite",
         action="append",
         help="a suite to run (repeatable): retrieval, faults, attacks, record, scenarios, "
-        "compounding, screening, crashes; `all` for every one. Default: every suite but crashes "
-        "(a kill-point sweep of about an hour), which the output lists under not_run",
+        "compounding, screening, crashes, hostile; `all` for every one. Default: every suite but "
+        "crashes (a kill-point sweep of about an hour), which the output lists under not_run",
     )
     evaluate.add_argument(
         "--backend", action="append", choices=["sqlite", "postgres"],
@@ -726,6 +726,14 @@ def _eval(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None
         print(curve_markdown(curve))
         print(f"written: {', '.join(curve['written'].values())}")
         results = {name: r for name, r in results.items() if name != "compounding"}
+        if not results:
+            return None
+    hostile = results.get("hostile")
+    if hostile is not None and not args.json:
+        from evals.hostile import table
+
+        print(table(hostile))
+        results = {name: r for name, r in results.items() if name != "hostile"}
         if not results:
             return None
     card = results.get("scenarios")
