@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 
-from graph.context import process_context
+from graph.served import served_context
 from keel.errors import KeelError
 
 log = logging.getLogger("keel.serve")
@@ -27,7 +27,7 @@ log = logging.getLogger("keel.serve")
 async def prepared(_: Starlette) -> AsyncIterator[None]:
     """Build the process's context (domain prepared, index required) off the event loop."""
     try:
-        await asyncio.to_thread(process_context)
+        await asyncio.to_thread(served_context)
     except KeelError as err:
         print(f"keel: cannot serve: {err}", file=sys.stderr, flush=True)
         raise
