@@ -15,6 +15,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from langgraph.checkpoint.serde._msgpack import STRICT_MSGPACK_ENABLED
 from starlette.applications import Starlette
 
 from graph.served import served_context
@@ -32,6 +33,10 @@ async def prepared(_: Starlette) -> AsyncIterator[None]:
         print(f"keel: cannot serve: {err}", file=sys.stderr, flush=True)
         raise
     log.info("keel: the domain is prepared and the corpus index answers")
+    log.info(
+        "keel: checkpoints are read with Keel's allow-list (LANGGRAPH_STRICT_MSGPACK=%s)",
+        "true" if STRICT_MSGPACK_ENABLED else "false",
+    )
     yield
 
 

@@ -44,6 +44,7 @@ from uuid import UUID
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import LLMResult
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.config import get_config
 from langgraph.errors import GraphInterrupt
 from langgraph.graph.state import CompiledStateGraph
@@ -51,6 +52,7 @@ from langgraph.types import Command
 
 from graph.builder import build_graph
 from graph.context import KeelContext, process_context
+from graph.persistence import keel_checkpointer
 from graph.wire import approval_request_of, event_wait_of
 from observability.events import (
     AnyPayload,
@@ -402,10 +404,30 @@ RUNS = ServedRuns()
 """This process's recorder of served runs (the served graph's callback)."""
 
 
-def served_graph(runs: ServedRuns = RUNS) -> CompiledStateGraph[Any, Any, Any, Any]:
-    """Keel's graph as a server runs it: no checkpointer (the server brings its own), no
-    context schema (the nodes use the process's context), every run recorded by ``runs``."""
-    return build_graph(with_context_schema=False).with_config(callbacks=[runs])
+class ServedGraph(CompiledStateGraph[Any, Any, Any, Any]):
+    """Keel's compiled graph, reading the server's checkpoints with Keel's allow-list.
+
+    A server gives the graph its checkpointer by copying the graph (``copy`` keeps this class,
+    not the allow-list LangGraph derives at compile time under ``LANGGRAPH_STRICT_MSGPACK``,
+    which the copy drops: Keel's types would then load as dicts). LangGraph asks the graph for
+    the saver every run and state read uses (``_apply_checkpointer_allowlist``, where a strict
+    graph adds its allow-list); this graph answers with ``graph.persistence.keel_checkpointer``,
+    strict or not strict in the environment.
+    """
+
+    def _apply_checkpointer_allowlist(
+        self, checkpointer: BaseCheckpointSaver[Any] | None
+    ) -> BaseCheckpointSaver[Any] | None:
+        return keel_checkpointer(checkpointer) if checkpointer is not None else None
+
+
+def served_graph(runs: ServedRuns = RUNS) -> ServedGraph:
+    """Keel's graph as a server runs it: no checkpointer (the server brings its own, read with
+    Keel's allow-list), no context schema (the nodes use the process's context), every run
+    recorded by ``runs``."""
+    compiled = build_graph(with_context_schema=False).with_config(callbacks=[runs])
+    # What ``Pregel.copy`` does, into this class.
+    return ServedGraph(**{k: v for k, v in compiled.__dict__.items() if k != "__orig_class__"})
 
 
 def served_context(runs: ServedRuns = RUNS) -> KeelContext:

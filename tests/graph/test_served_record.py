@@ -14,10 +14,15 @@ from typing import Any
 
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.serde.event_hooks import register_serde_event_listener
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.types import Command
 
+from domains.support_desk import SupportDesk
 from graph import context as context_module
 from graph.served import ServedRuns, served_graph
+from graph.state import Evidence, Plan, ToolOutcome
+from keel.settings import Settings
 from observability.store import RecordStore
 from tests.conftest import REFUND_REQUEST, run_keel
 
@@ -118,3 +123,31 @@ def test_a_run_the_engine_starts_again_is_a_recover_segment_of_the_same_run(
         if e.kind == "run_started"
     ]  # fmt: skip
     assert [s.mode for s in started] == ["run", "recover"]  # type: ignore[union-attr]
+
+
+def test_the_served_graph_reads_the_server_s_checkpoints_strictly_and_knows_keel_s_types(
+    served: ServedRuns, home: Path
+) -> None:
+    """A server's checkpointer comes with a serializer of its own, permissive by default (every
+    type loads, with a "Deserializing unregistered type" warning) or strict
+    (LANGGRAPH_STRICT_MSGPACK: unknown types come back as dicts). The served graph gives it Keel's
+    allow-list either way: Keel's types load as themselves, nothing unknown loads, no warning."""
+    seen: list[dict[str, Any]] = []
+    stop = register_serde_event_listener(lambda event: seen.append(dict(event)))
+    try:
+        for serde in (JsonPlusSerializer(), JsonPlusSerializer(allowed_msgpack_modules=None)):
+            SupportDesk().prepare(Settings(home=home, _env_file=None), reset=True)  # type: ignore[call-arg]
+            saver = InMemorySaver(serde=serde)
+            graph = served_graph(served).copy(update={"checkpointer": saver})
+            thread_id = str(uuid.uuid4())
+            message = {"messages": [{"type": "human", "content": REFUND_REQUEST}]}
+            _serve(graph, message, thread_id, str(uuid.uuid4()))
+            answer = {"decisions": [{"type": "approve"}, {"type": "approve"}]}
+            _serve(graph, Command(resume=answer), thread_id, str(uuid.uuid4()))
+            values = graph.get_state({"configurable": {"thread_id": thread_id}}).values
+            assert values["status"] == "done"
+            assert isinstance(values["plan"], Plan) and isinstance(values["evidence"][0], Evidence)
+            assert all(isinstance(r, ToolOutcome) for r in values["results"])
+    finally:
+        stop()
+    assert seen == [], seen

@@ -153,6 +153,14 @@ def test_a_killed_worker_s_run_is_re_run_elsewhere_and_the_refund_happens_once(
     assert "approval requested for refund_charge, send_email" in traced.stdout
     assert "tool send_email" in traced.stdout and "ended done" in traced.stdout
 
+    # Every process read its checkpoints strictly with Keel's allow-list: no warning of a type
+    # loaded (or refused) that it did not know (issue 23, item 5).
+    for server in running.processes():
+        log = server.log_path.read_text(errors="replace")
+        assert "unregistered type" not in log and "Blocked deserialization" not in log, (
+            server.name, log[-3000:]
+        )  # fmt: skip
+
 
 def test_an_outbox_event_wakes_the_waiting_thread_through_the_engine(running: Any) -> None:
     from graph.context import KeelContext

@@ -228,6 +228,12 @@ def test_langgraph_dev_runs_a_request_to_its_approval_and_resumes_it(
     assert len(backend.refunds()) == 1 and len(backend.outbox()) == 1
     assert len(client.threads.get_history(thread_id, limit=200)) > len(history)
 
+    # The server read its checkpoints strictly with Keel's allow-list: no type it did not know
+    # was loaded (nor refused) with a warning (issue 23, item 5).
+    log = server.log()
+    assert "LANGGRAPH_STRICT_MSGPACK=true" in log, log
+    assert "unregistered type" not in log and "Blocked deserialization" not in log, log
+
 
 @pytest.mark.integration
 def test_langgraph_dev_on_a_fresh_clone_plans_the_first_request(
