@@ -83,6 +83,52 @@ if log.level == logging.NOTSET:
     log.setLevel(logging.WARNING)
 
 
+TITLE_CHARS = 80
+"""A thread's title is its request cut to about this many characters, at a word."""
+
+
+@dataclass(frozen=True)
+class ThreadLabel:
+    """What a client's thread list shows of a thread, kept in the thread's metadata by the
+    server (``keel_title``, ``keel_status``, ``keel_domain``)."""
+
+    thread_id: str
+    title: str | None
+    status: str
+    domain: str
+
+    def metadata(self) -> dict[str, str]:
+        """The metadata keys this label sets (no title: the thread keeps the one it has).
+
+        Example:
+            >>> ThreadLabel("t", "Refund INV-1", "done", "support_desk").metadata()
+            {'keel_status': 'done', 'keel_domain': 'support_desk', 'keel_title': 'Refund INV-1'}
+        """
+        out = {"keel_status": self.status, "keel_domain": self.domain}
+        if self.title:
+            out["keel_title"] = self.title
+        return out
+
+
+ThreadLabeller = Callable[[ThreadLabel], None]
+"""Writes a thread's label where the server keeps the thread's metadata (``graph.studio``'s
+engine entry gives one for Aegra's table)."""
+
+
+def title_of(request: str) -> str:
+    """A thread's title: the request on one line, cut at a word to about 80 characters.
+
+    Example:
+        >>> title_of("Customer C-1001 was charged twice for invoice INV-2001, please refund the "
+        ...          "duplicate charge")
+        'Customer C-1001 was charged twice for invoice INV-2001, please refund the…'
+    """
+    text = " ".join(request.split())
+    if len(text) <= TITLE_CHARS:
+        return text
+    return text[:TITLE_CHARS].rsplit(" ", 1)[0].rstrip(",;:.") + "…"
+
+
 @dataclass
 class _Run:
     """One served run being recorded: its recorder, segment and node callback."""
@@ -92,6 +138,7 @@ class _Run:
     callback: RecordingCallback
     thread_id: str
     started: float
+    request: str | None = None
     children: set[UUID] = field(default_factory=set)
 
 
@@ -136,6 +183,8 @@ class ServedRuns(BaseCallbackHandler):
         self._runs: dict[UUID, _Run] = {}
         self._owner: dict[UUID, UUID] = {}
         self._threads: dict[str, _Run] = {}
+        self.labeller: ThreadLabeller | None = None
+        """Where each run's end labels its thread (None: the server keeps no label)."""
 
     def process(self) -> _Process | None:
         """This process's context, tapped, and its record (None with ``KEEL_RECORD`` off).
@@ -202,7 +251,9 @@ class ServedRuns(BaseCallbackHandler):
         )
         if mode == "resume" and answer is not None:
             recording.emit(ApprovalAnswered(answer=answer))
-        run = _Run(recorder, recording, recorder.callback(), thread_id, time.perf_counter())
+        run = _Run(
+            recorder, recording, recorder.callback(), thread_id, time.perf_counter(), request
+        )
         with self._lock:
             self._runs[run_id] = run
             self._threads[thread_id] = run
@@ -232,9 +283,24 @@ class ServedRuns(BaseCallbackHandler):
             )
         run.recording.emit(ended)
         run.recorder.stop()
+        self._label(run, ended.status)
         store = run.recorder.store
         if isinstance(store, BatchedRecord):
             store.flush()
+
+    def _label(self, run: _Run, status: str) -> None:
+        labeller, served = self.labeller, self._process
+        if labeller is None or served is None:
+            return
+        title = title_of(run.request) if run.request else None
+        label = ThreadLabel(run.thread_id, title, status, served.context.domain.name)
+        try:
+            labeller(label)
+        except Exception as err:  # a label is for a list on screen: never the run's failure
+            log.warning(
+                "thread_label_failed",
+                extra={"keel": {"thread_id": run.thread_id, "error": str(err)[:300]}},
+            )
 
     def _run_of(self, run_id: UUID, parent_run_id: UUID | None, *, adopt: bool) -> _Run | None:
         """The served run a callback belongs to (``adopt``: a start, remembered as its child)."""

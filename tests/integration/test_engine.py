@@ -204,3 +204,14 @@ def test_an_outbox_event_wakes_the_waiting_thread_through_the_engine(running: An
     emails = [m for m in backend.outbox() if m["recipient"] == "katherine@example.com"]
     assert len(emails) == 1, emails
     assert relay_events(agent, ctx) == []  # the event was relayed once; the cursor moved past it
+
+    # The thread list means something (issue 23, item 6): the thread's metadata holds its title
+    # (the request, cut), the status of its last run and the domain, and the SDK's search finds
+    # it by them, as a client's history list does.
+    from graph.served import title_of
+
+    labels = {"keel_domain": "support_desk", "keel_title": title_of(request)}
+    found = agent.threads.search(metadata=labels, limit=10)
+    assert [t["thread_id"] for t in found] == [thread_id], found
+    assert found[0]["metadata"]["keel_status"] == "done", found[0]["metadata"]
+    assert found[0]["metadata"]["keel_title"].endswith("…")
