@@ -283,6 +283,10 @@ def engine_env(
         KEEL_POSTGRES_URL=postgres.url(),
         KEEL_API_TOKENS=api_tokens(tokens, roles or {}),
         LANGSMITH_TRACING="false",
+        # Aegra builds its checkpointer with LangGraph's default serializer and ignores
+        # aegra.json's checkpointer.serde: strict from the environment, and Keel's served
+        # graph adds its allow-list (graph.served.ServedGraph).
+        LANGGRAPH_STRICT_MSGPACK="true",
     )
     if lease_s is not None:
         beat = max(1, lease_s // 3)

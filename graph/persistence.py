@@ -7,6 +7,7 @@ it. The serializer is strict: only safe types and Keel's own state types load fr
 
 from __future__ import annotations
 
+import copy
 import re
 import sqlite3
 import time
@@ -27,11 +28,38 @@ from keel.settings import Settings
 _SETUP_LOCK = 0x6B65656C  # "keel"
 
 
+STATE_ALLOWLIST: tuple[tuple[str, str], ...] = tuple(
+    (t.__module__, t.__name__) for t in STATE_TYPES
+)
+"""Keel's state types as the checkpoint serializer's allow-list names them."""
+
+
 def keel_serde() -> JsonPlusSerializer:
     """A serializer that deserializes Keel's state types and nothing it does not know."""
-    return JsonPlusSerializer(
-        allowed_msgpack_modules=[(t.__module__, t.__name__) for t in STATE_TYPES]
-    )
+    return JsonPlusSerializer(allowed_msgpack_modules=list(STATE_ALLOWLIST))
+
+
+def keel_checkpointer(saver: BaseCheckpointSaver[Any]) -> BaseCheckpointSaver[Any]:
+    """A server's checkpointer, reading with Keel's allow-list and nothing else.
+
+    The server built it with a serializer of its own: permissive by default (every type loads,
+    each unknown one with a "Deserializing unregistered type" warning), strict with
+    ``LANGGRAPH_STRICT_MSGPACK`` (only safe types load; Keel's would come back as dicts).
+    A strict one gets Keel's types added (``with_allowlist``, as LangGraph's own strict graphs
+    do); a permissive one is replaced, on a shallow copy of the saver (same storage), by
+    ``keel_serde`` (a serializer of another kind, an encrypting one, is left as it is).
+
+    Example:
+        >>> from langgraph.checkpoint.memory import InMemorySaver
+        >>> keel_checkpointer(InMemorySaver()).serde.loads_typed  # doctest: +ELLIPSIS
+        <bound method JsonPlusSerializer.loads_typed of ...>
+    """
+    # JsonPlusSerializer says "permissive" only in this attribute (True: every type loads).
+    if getattr(saver.serde, "_allowed_msgpack_modules", None) is True:
+        clone = copy.copy(saver)
+        clone.serde = keel_serde()
+        return clone
+    return saver.with_allowlist(STATE_ALLOWLIST)
 
 
 @contextmanager

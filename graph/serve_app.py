@@ -15,9 +15,10 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from langgraph.checkpoint.serde._msgpack import STRICT_MSGPACK_ENABLED
 from starlette.applications import Starlette
 
-from graph.context import process_context
+from graph.served import served_context
 from keel.errors import KeelError
 
 log = logging.getLogger("keel.serve")
@@ -27,11 +28,15 @@ log = logging.getLogger("keel.serve")
 async def prepared(_: Starlette) -> AsyncIterator[None]:
     """Build the process's context (domain prepared, index required) off the event loop."""
     try:
-        await asyncio.to_thread(process_context)
+        await asyncio.to_thread(served_context)
     except KeelError as err:
         print(f"keel: cannot serve: {err}", file=sys.stderr, flush=True)
         raise
     log.info("keel: the domain is prepared and the corpus index answers")
+    log.info(
+        "keel: checkpoints are read with Keel's allow-list (LANGGRAPH_STRICT_MSGPACK=%s)",
+        "true" if STRICT_MSGPACK_ENABLED else "false",
+    )
     yield
 
 

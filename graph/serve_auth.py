@@ -41,10 +41,13 @@ from pydantic import ValidationError
 
 from graph.run_input import input_refusal, resume_refusal
 from keel.errors import first_error
-from keel.settings import ApiRole, ApiUser, Settings, parse_api_tokens
+from keel.settings import ApiRole, ApiUser, Settings, domain_folder, parse_api_tokens
 
 OWNER_KEY = "keel_owner"
 """The thread metadata key naming the user who created the thread (set by the server)."""
+DOMAIN_KEY = "keel_domain"
+"""The thread metadata key naming the domain that serves it (set by the server at creation;
+each run's end sets it again with the thread's title and status: ``graph.served``)."""
 
 ThreadLookup = Callable[[str], Awaitable[Mapping[str, Any] | None]]
 """A thread's metadata by id within the team, or None when the team has no such thread."""
@@ -297,12 +300,13 @@ def decide(
     action: str,
     value: dict[str, Any],
     thread: Mapping[str, Any] | None,
+    domain: str | None = None,
 ) -> dict[str, Any] | None:
     """What the engine does with one request: None (go on), a metadata filter (go on, showing
     only the threads it matches), or an ``Auth.exceptions.HTTPException`` raised with a
     one-line reason. ``thread`` is the metadata of the thread ``value["thread_id"]`` names, None
-    when the team has none (or the value names none). ``threads.create`` writes the owner into
-    ``value["metadata"]``, which Aegra keeps.
+    when the team has none (or the value names none). ``threads.create`` writes the owner (and
+    the serving ``domain``) into ``value["metadata"]``, which Aegra keeps.
 
     Example:
         >>> alice = Caller("alice", frozenset({"requester"}))
@@ -328,6 +332,7 @@ def decide(
             metadata = value.get("metadata")
             value["metadata"] = {
                 **(metadata if isinstance(metadata, Mapping) else {}),
+                **({DOMAIN_KEY: domain} if domain else {}),
                 OWNER_KEY: caller.name,
             }
             return None
@@ -375,7 +380,10 @@ async def aegra_thread(thread_id: str, team: str) -> Mapping[str, Any] | None:
 
 
 def make_auth(
-    users: Mapping[str, ApiUser], team: str = "keel", threads: ThreadLookup | None = None
+    users: Mapping[str, ApiUser],
+    team: str = "keel",
+    threads: ThreadLookup | None = None,
+    domain: str | None = None,
 ) -> Auth:
     """An ``Auth`` that admits exactly the holders of ``users``' tokens ({token: user}) and
     decides each request with :func:`decide`; ``threads`` finds a thread's metadata (default:
@@ -425,7 +433,7 @@ def make_auth(
         named = ctx.resource == "threads" and isinstance(thread_id, str) and bool(thread_id)
         if named and (not caller.can("operator") or ctx.action == "create"):
             thread = await lookup(str(thread_id))
-        return decide(caller, ctx.resource, ctx.action, body, thread)
+        return decide(caller, ctx.resource, ctx.action, body, thread, domain)
 
     return made
 
@@ -459,7 +467,8 @@ def configured_auth() -> Auth:
     cannot be read (this module must not raise at import)."""
     try:
         settings = Settings()
-        return make_auth(settings.api_users(), settings.api_team)
+        domain = domain_folder(settings.domain).name
+        return make_auth(settings.api_users(), settings.api_team, domain=domain)
     except Exception as err:  # whatever it is, refusing every request is the safe answer
         return refusing_auth(configuration_error(err))
 

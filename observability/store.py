@@ -16,6 +16,7 @@ is enforced by the database itself: triggers refuse every UPDATE and DELETE.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
@@ -89,6 +90,15 @@ class FlightRecord(ABC):
             StoreUnavailable: the store could not take it (an outage, a full disk, a read-only
                 database): whatever the backend's own error was.
         """
+
+    def append_many(self, events: list[RecordEvent]) -> None:
+        """Store several events in one transaction (all committed when this returns, or none).
+
+        Raises:
+            StoreUnavailable: as ``append``.
+        """
+        for event in events:
+            self.append(event)
 
     @abstractmethod
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -190,6 +200,9 @@ INSERT_COLUMNS = (
 )
 
 
+_INSERT = f"INSERT INTO events {INSERT_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
+
 class RecordStore(FlightRecord):
     """Events of every run, keyed by thread, run, segment, checkpoint and sequence (SQLite).
 
@@ -219,13 +232,25 @@ class RecordStore(FlightRecord):
         """Store one event (committed when this returns); its sequence number."""
         try:
             with self._lock:
-                cursor = self._conn.execute(
-                    f"INSERT INTO events {INSERT_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    event_row(event),
-                )
+                cursor = self._conn.execute(_INSERT, event_row(event))
         except sqlite3.Error as err:
             raise StoreUnavailable(self.where, f"flight recorder: {err}") from err
         return int(cursor.lastrowid or 0)
+
+    def append_many(self, events: list[RecordEvent]) -> None:
+        """Store the events in one transaction: one disk sync for the batch, not one each."""
+        rows = [event_row(event) for event in events]
+        try:
+            with self._lock:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    self._conn.executemany(_INSERT, rows)
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+                self._conn.execute("COMMIT")
+        except sqlite3.Error as err:
+            raise StoreUnavailable(self.where, f"flight recorder: {err}") from err
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -273,6 +298,121 @@ def summarize(events: list[RecordEvent]) -> RunSummary:
         escalations=counts["escalations"],
         planner=planner,
     )
+
+
+class BatchedRecord(FlightRecord):
+    """A flight record written behind the run: ``append`` queues the event, a writer thread
+    stores whatever is queued in one transaction (``append_many``), and every read waits for
+    the queue to be written first, so a read sees every event appended before it.
+
+    What a served run records (``graph.served``) goes through it: the node that emits an event
+    does not wait for the disk or the database, and a burst of events is one commit, not one
+    each. ``flush`` is the barrier (a served run's end waits for it, so ``keel trace`` right
+    after the run sees all of it). The price: a process killed (SIGKILL) loses the events
+    queued in the last moments before it died, which were never acknowledged; what was written
+    stays, and the run's re-run continues the same run in the record.
+
+    Example:
+        >>> record = BatchedRecord(RecordStore(":memory:"))
+        >>> record.count()
+        0
+        >>> record.close()
+    """
+
+    def __init__(
+        self, inner: FlightRecord, *, log: logging.Logger | None = None, max_batch: int = 500
+    ) -> None:
+        self.inner = inner
+        self.where = inner.where
+        self.table = inner.table
+        self.log = log or logging.getLogger("keel.record")
+        self.max_batch = max_batch
+        self.lost = 0
+        """Events the store refused (an outage): logged once per outage, counted here."""
+        self._queue: list[RecordEvent] = []
+        self._writing = 0
+        self._closed = False
+        self._cond = threading.Condition()
+        self._writer: threading.Thread | None = None
+
+    def append(self, event: RecordEvent) -> int:
+        """Queue the event for the writer; 0 (its sequence number is the store's, later)."""
+        with self._cond:
+            if self._closed:
+                raise StoreUnavailable(self.where, "flight recorder: closed")
+            self._queue.append(event)
+            if self._writer is None:
+                self._writer = threading.Thread(
+                    target=self._write_loop, name="keel-record-writer", daemon=True
+                )
+                self._writer.start()
+            self._cond.notify_all()
+        return 0
+
+    def append_many(self, events: list[RecordEvent]) -> None:
+        for event in events:
+            self.append(event)
+
+    def flush(self, timeout_s: float = 30.0) -> bool:
+        """Wait until every event queued so far is written (or refused); False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._queue and not self._writing, timeout_s)
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._queue or self._closed)
+                if not self._queue and self._closed:
+                    return
+                batch = self._queue[: self.max_batch]
+                del self._queue[: self.max_batch]
+                self._writing = len(batch)
+            try:
+                self.inner.append_many(batch)
+            except StoreUnavailable as err:
+                self._refused(batch, err)
+            except Exception as err:  # a bug must not kill the writer: the queue would grow
+                self._refused(batch, StoreUnavailable(self.where, f"flight recorder: {err!r}"))
+            else:
+                if self.lost:
+                    self.log.warning(
+                        "record_store_back", extra={"keel": {"lost": self.lost}}
+                    )  # fmt: skip
+                    self.lost = 0
+            finally:
+                with self._cond:
+                    self._writing = 0
+                    self._cond.notify_all()
+
+    def _refused(self, batch: list[RecordEvent], err: StoreUnavailable) -> None:
+        """A store that fails loses the batch, never a run: one warning per outage."""
+        if not self.lost:
+            first = batch[0]
+            self.log.warning(
+                "record_event_lost",
+                extra={
+                    "keel": {
+                        "event": first.kind, "run_id": first.run_id, "thread_id": first.thread_id,
+                        "segment": first.segment, "error": " ".join(str(err).split())[:300],
+                    }
+                },
+            )  # fmt: skip
+        self.lost += len(batch)
+
+    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        self.flush()
+        return self.inner._query(sql, params)
+
+    def close(self) -> None:
+        """Write what is queued, stop the writer, close the store."""
+        self.flush()
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            writer = self._writer
+        if writer is not None:
+            writer.join(timeout=30)
+        self.inner.close()
 
 
 class RunNotFound(BadRequest):

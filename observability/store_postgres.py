@@ -88,6 +88,19 @@ class PostgresRecordStore(FlightRecord):
             raise StoreUnavailable(self.where, f"flight recorder: {err}") from err
         return int(rows[0][0])
 
+    def append_many(self, events: list[RecordEvent]) -> None:
+        """Store the events in one transaction: one round trip and one commit for the batch."""
+        rows = [event_row(event) for event in events]
+        try:
+            with self._tables.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                cur.executemany(
+                    f"INSERT INTO {self.table} {INSERT_COLUMNS}"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    rows,
+                )
+        except psycopg.Error as err:
+            raise StoreUnavailable(self.where, f"flight recorder: {err}") from err
+
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         # The shared reads are written with ``?``; none holds a literal question mark.
         return self._tables.execute(sql.replace("?", "%s"), params)

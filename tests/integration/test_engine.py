@@ -10,10 +10,13 @@ one refund and one e-mail. No model is involved (the offline runbook planner).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +25,7 @@ from domains.support_desk.backend import DemoBackend
 from tests.integration.conftest import require_engine
 
 pytestmark = pytest.mark.integration
+KEEL = str(Path(sys.executable).parent / "keel")
 
 REQUEST = (
     "Customer C-1001 was charged twice for invoice INV-2001, please refund the duplicate charge"
@@ -50,6 +54,15 @@ def _wait(predicate: Any, timeout_s: float, what: str) -> Any:
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+
+
+def _keel(running: Any, *argv: str) -> subprocess.CompletedProcess[str]:
+    """``keel ARGV`` with the engine's settings (its PostgreSQL, its home), as an operator runs
+    it beside the engine."""
+    env = {k: v for k, v in running.env.items() if not k.startswith(("AEGRA_", "WORKER_"))}
+    return subprocess.run(
+        [KEEL, *argv], env=env, cwd=running.home, capture_output=True, text=True, timeout=120
+    )
 
 
 def _holder(running: Any, run_id: str) -> int | None:
@@ -129,6 +142,25 @@ def test_a_killed_worker_s_run_is_re_run_elsewhere_and_the_refund_happens_once(
     assert finished, survivor.log_tail()
     running.restart(victim)  # a supervisor's restart: the module's engine has two workers again
 
+    # The engine's runs are in the flight record in the engine's PostgreSQL, as `keel run`'s
+    # are: the request, the answer the killed worker took, and the run the survivor finished.
+    traced = _keel(running, "trace", thread_id)
+    assert traced.returncode == 0, traced.stderr
+    lines = traced.stdout.splitlines()
+    assert lines[0].startswith(f"run {first['run_id']}  thread {thread_id}  done"), traced.stdout
+    segments = [line.split("  ")[0].split(": ", 1)[1] for line in lines if "─ segment " in line]
+    assert segments[0] == "run" and segments[-1] == "resume", traced.stdout
+    assert "approval requested for refund_charge, send_email" in traced.stdout
+    assert "tool send_email" in traced.stdout and "ended done" in traced.stdout
+
+    # Every process read its checkpoints strictly with Keel's allow-list: no warning of a type
+    # loaded (or refused) that it did not know (issue 23, item 5).
+    for server in running.processes():
+        log = server.log_path.read_text(errors="replace")
+        assert "unregistered type" not in log and "Blocked deserialization" not in log, (
+            server.name, log[-3000:]
+        )  # fmt: skip
+
 
 def test_an_outbox_event_wakes_the_waiting_thread_through_the_engine(running: Any) -> None:
     from graph.context import KeelContext
@@ -172,3 +204,14 @@ def test_an_outbox_event_wakes_the_waiting_thread_through_the_engine(running: An
     emails = [m for m in backend.outbox() if m["recipient"] == "katherine@example.com"]
     assert len(emails) == 1, emails
     assert relay_events(agent, ctx) == []  # the event was relayed once; the cursor moved past it
+
+    # The thread list means something (issue 23, item 6): the thread's metadata holds its title
+    # (the request, cut), the status of its last run and the domain, and the SDK's search finds
+    # it by them, as a client's history list does.
+    from graph.served import title_of
+
+    labels = {"keel_domain": "support_desk", "keel_title": title_of(request)}
+    found = agent.threads.search(metadata=labels, limit=10)
+    assert [t["thread_id"] for t in found] == [thread_id], found
+    assert found[0]["metadata"]["keel_status"] == "done", found[0]["metadata"]
+    assert found[0]["metadata"]["keel_title"].endswith("…")

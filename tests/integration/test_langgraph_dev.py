@@ -8,6 +8,7 @@ in-memory checkpointer and passes no Keel context, so the nodes build theirs fro
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import signal
@@ -33,6 +34,7 @@ from tools.ledger import IntentLedger
 
 ROOT = Path(__file__).resolve().parents[2]
 LANGGRAPH = str(Path(sys.executable).parent / "langgraph")
+KEEL = str(Path(sys.executable).parent / "keel")
 START_TIMEOUT_S = 120.0
 RUN_TIMEOUT_S = 180.0
 
@@ -116,6 +118,15 @@ def server(home: Path, tmp_path: Path) -> Iterator[Server]:
         yield served
 
 
+def keel_cli(home: Path, *argv: str, **keel_env: str) -> subprocess.CompletedProcess[str]:
+    """``keel ARGV`` in a process of its own on ``home`` (as a user reads the record)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KEEL_", "OPENAI_"))}
+    env.update(KEEL_HOME=str(home), LANGSMITH_TRACING="false", **keel_env)
+    return subprocess.run(
+        [KEEL, *argv], env=env, cwd=home, capture_output=True, text=True, timeout=120
+    )
+
+
 def _values(state: Any) -> dict[str, Any]:
     values = state["values"]
     assert isinstance(values, dict), values
@@ -185,6 +196,24 @@ def test_langgraph_dev_runs_a_request_to_its_approval_and_resumes_it(
     assert [(r["charge_id"], r["amount"]) for r in backend.refunds()] == [("CH-3002", 49.0)]
     assert [m["recipient"] for m in backend.outbox()] == ["ada@example.com"]
 
+    # Both runs are in the flight record, one Keel run named by the server's first run id, as
+    # `keel run` and `keel resume` record theirs: `keel trace` and `keel runs` show them.
+    first_run = client.runs.list(thread_id)[-1]["run_id"]
+    traced = keel_cli(home, "trace", thread_id)
+    assert traced.returncode == 0, traced.stderr
+    lines = traced.stdout.splitlines()
+    assert lines[0].startswith(f"run {first_run}  thread {thread_id}  done"), traced.stdout
+    assert [line.split(":")[0] for line in lines if "segment" in line] == [
+        "├─ segment 0", "└─ segment 1"
+    ], traced.stdout  # fmt: skip
+    assert "segment 0: run" in traced.stdout and "segment 1: resume" in traced.stdout
+    assert "approval requested for refund_charge, send_email" in traced.stdout
+    assert "tool refund_charge" in traced.stdout and "tool send_email" in traced.stdout
+    listed = keel_cli(home, "runs", "--json")
+    assert listed.returncode == 0, listed.stderr
+    [row] = [r for r in json.loads(listed.stdout)["runs"] if r["thread_id"] == thread_id]
+    assert (row["run_id"], row["status"], row["segments"]) == (first_run, "done", 2), row
+
     # Time travel through the SDK: a run started from an earlier checkpoint forks the thread
     # there. Forked from just before the plan check, Keel checks the plan again against the
     # world as it is now, where the duplicate was refunded on the first branch: the fork is
@@ -198,6 +227,12 @@ def test_langgraph_dev_runs_a_request_to_its_approval_and_resumes_it(
     assert "already refunded" in forked["answer"]
     assert len(backend.refunds()) == 1 and len(backend.outbox()) == 1
     assert len(client.threads.get_history(thread_id, limit=200)) > len(history)
+
+    # The server read its checkpoints strictly with Keel's allow-list: no type it did not know
+    # was loaded (nor refused) with a warning (issue 23, item 5).
+    log = server.log()
+    assert "LANGGRAPH_STRICT_MSGPACK=true" in log, log
+    assert "unregistered type" not in log and "Blocked deserialization" not in log, log
 
 
 @pytest.mark.integration

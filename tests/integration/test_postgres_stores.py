@@ -341,3 +341,11 @@ def test_postgres_without_a_key_and_a_malformed_key_are_refused_in_one_line(
     assert bad.returncode == 2
     assert "must be 64 hex characters" in bad.stderr and short not in bad.stderr
     assert "\n" not in bad.stderr.strip()
+
+
+def test_a_batch_of_events_is_one_transaction_and_reads_back_in_order(
+    record: FlightRecord,
+) -> None:
+    batch = [_recorded("run-b").model_copy(update={"segment": i}) for i in range(50)]
+    record.append_many(batch)
+    assert [e.segment for e in record.events("run-b")] == list(range(50))

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from keel.errors import BadRequest
+from keel.errors import BadRequest, StoreUnavailable
 from keel.settings import Settings
 from observability.events import (
     SCHEMA_VERSION,
@@ -30,7 +30,7 @@ from observability.events import (
 from observability.logs import JsonFormatter
 from observability.recorder import Recorder
 from observability.redaction import REDACTED, Redactor
-from observability.store import RecordStore, RunNotFound
+from observability.store import BatchedRecord, RecordStore, RunNotFound
 from tests.conftest import BILLING_ADDRESS as ADDRESS
 from tests.conftest import EMAIL_PATTERN as EMAIL
 from tools.spec import ToolEvent
@@ -330,3 +330,51 @@ def test_runs_record_with_normal_sync_by_default() -> None:
     # What a SIGKILL leaves of a NORMAL record is checked end to end by
     # tests/integration/test_record_crash.py, which runs on this default.
     assert Settings(_env_file=None).record_sync == "NORMAL"  # type: ignore[call-arg]
+
+
+class _Counting(RecordStore):
+    """The SQLite record, counting its transactions; ``refuse`` makes it an outage."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.batches: list[int] = []
+        self.refuse = False
+
+    def append_many(self, events: list[RecordEvent]) -> None:
+        if self.refuse:
+            raise StoreUnavailable(self.where, "flight recorder: disk I/O error")
+        self.batches.append(len(events))
+        super().append_many(events)
+
+
+def test_a_batched_record_writes_behind_and_a_read_sees_everything_appended(
+    tmp_path: Path,
+) -> None:
+    inner = _Counting(tmp_path / "records.sqlite")
+    record = BatchedRecord(inner)
+    events = [_event(segment=i) for i in range(200)]
+    for event in events:
+        assert record.append(event) == 0  # queued: the caller does not wait for the disk
+    assert [e.segment for e in record.events("run-1")] == list(range(200))
+    assert sum(inner.batches) == 200 and len(inner.batches) < 200  # batches, not one by one
+    # Another reader (another process) sees them once flushed.
+    assert RecordStore(tmp_path / "records.sqlite").count() == 200
+    record.close()
+
+
+def test_a_batched_record_loses_a_batch_to_an_outage_and_never_raises_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    inner = _Counting(tmp_path / "records.sqlite")
+    record = BatchedRecord(inner)
+    inner.refuse = True
+    with caplog.at_level(logging.WARNING, logger="keel.record"):
+        record.append(_event())
+        assert record.flush(timeout_s=10)
+    assert record.lost == 1
+    assert [r.getMessage() for r in caplog.records] == ["record_event_lost"]
+    inner.refuse = False
+    record.append(_event(segment=1))
+    assert [e.segment for e in record.events("run-1")] == [1]
+    assert record.lost == 0  # the store is back
+    record.close()

@@ -368,3 +368,12 @@ def test_the_owner_of_a_new_thread_is_the_authenticated_user_whatever_the_client
     value = {"metadata": None}
     asyncio.run(handler(ctx=_ctx("carl", "threads", "create"), value=value))
     assert value["metadata"] == {"keel_owner": "carl"}
+
+
+def test_a_new_thread_names_the_domain_that_serves_it() -> None:
+    """A client's thread list can show (and filter by) the domain from the first moment."""
+    handler = make_auth(USERS, threads=_lookup, domain="support_desk")._global_handlers[-1]
+    value: dict[str, Any] = {"metadata": {"keel_domain": "other", "title": "refund"}}
+    asyncio.run(handler(ctx=_ctx("alice", "threads", "create"), value=value))
+    assert value["metadata"] == {"keel_owner": "alice", "keel_domain": "support_desk",
+                                 "title": "refund"}  # fmt: skip
