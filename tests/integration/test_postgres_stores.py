@@ -341,3 +341,33 @@ def test_postgres_without_a_key_and_a_malformed_key_are_refused_in_one_line(
     assert bad.returncode == 2
     assert "must be 64 hex characters" in bad.stderr and short not in bad.stderr
     assert "\n" not in bad.stderr.strip()
+
+
+# -- one pool per process for Keel's own stores --------------------------------------------------
+
+
+def test_keels_stores_share_one_pool_and_a_ledger_statement_opens_no_connection(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from graph.postgres_tables import SharedPools
+    from tools.ledger_postgres import PostgresIntentLedger
+
+    opened: list[str] = []
+    real = psycopg.Connection.connect
+
+    def counting(cls: Any, *args: Any, **kwargs: Any) -> Any:
+        opened.append("connect")
+        return real.__func__(cls, *args, **kwargs)  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(psycopg.Connection, "connect", classmethod(counting))
+    ledger, inbox = PostgresIntentLedger(postgres_url), PostgresEventInbox(postgres_url)
+    for step in range(10):
+        key = f"keel-pool-{step}"
+        ledger.begin(key, "t-pool", step, "refund_charge", "sha256:x")
+        ledger.finish(key, {"refund_id": f"RF-{step}"})
+        found = ledger.get(key)
+        assert found is not None and found.status == "done"
+    inbox.cursor()
+    # 31 statements from two stores: before, the ledger opened a connection for each one.
+    assert len(opened) <= SharedPools.MIN_SIZE
+    assert ledger._tables._pool is inbox._tables._pool  # one pool for the process's stores
