@@ -317,6 +317,7 @@ def budget_store_for(settings: Settings) -> BudgetStore:
     return PostgresBudgetStore(
         settings.postgres_url.get_secret_value(),
         connect_timeout_s=settings.postgres_connect_timeout_s,
+        pool_size=settings.postgres_pool_size,  # the process's stores share one pool this size
         behind_pooler=settings.postgres_behind_pooler,
     )
 

@@ -80,6 +80,12 @@ def _embeddings(settings: Settings, progress: bool) -> dict[str, Any]:
     return bench_embeddings(settings)
 
 
+def _engine(settings: Settings, progress: bool) -> dict[str, Any]:
+    from evals.bench_engine import bench
+
+    return bench(settings, progress)
+
+
 def _meter(settings: Settings, progress: bool) -> dict[str, Any]:
     from evals.bench_meter import bench_meter
 
@@ -97,6 +103,7 @@ BENCHES: dict[str, Bench] = {
     "startup": _startup,
     "embeddings": _embeddings,
     "meter": _meter,
+    "engine": _engine,
 }
 
 

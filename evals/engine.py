@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from evals.servers import (
+    ChromaServer,
     PostgresServer,
     chroma_server,
     free_port,
@@ -207,6 +208,8 @@ class Engine:
     settings: Settings
     roles: dict[str, str] = field(default_factory=dict)
     """Each user's roles as KEEL_API_TOKENS writes them (``requester+reviewer``)."""
+    chroma: ChromaServer | None = None
+    """The corpus server (its pid, for the engine bench's CPU per process)."""
 
     @property
     def home(self) -> Path:
@@ -402,7 +405,7 @@ def engine(
         )
         env.update(KEEL_CHROMA_URL=chroma.url, KEEL_APPROVAL_KEY=approval_key, **(extra_env or {}))
         api = AegraServer("api", free_port(), root / "aegra-api.log")
-        running = Engine(pg, redis, api, [], tokens, env, settings, roles=roles)
+        running = Engine(pg, redis, api, [], tokens, env, settings, roles=roles, chroma=chroma)
         stack.callback(running.stop)
         api.start({**env, "WORKER_COUNT": "0"})
         api.wait_ready()

@@ -285,15 +285,7 @@ def scale_demo(threads: int = 50, *, progress: bool = False) -> dict[str, Any]:
         finished = _who_ran(running, worker_logs)
         checks = _check(running.settings, running.keel_postgres_url, chosen, runs)
         statuses = _run_statuses(running.keel_postgres_url)
-    by_resume = {r.resume_id: r for r in runs if r.resume_id}
-    recovered = [
-        run_id
-        for run_id in kill.held
-        if statuses.get(run_id) == "success"
-        and any(pid != kill.pid for pid in finished.get(run_id, []))
-        and run_id in by_resume
-        and by_resume[run_id].final_status == "done"
-    ]
+    held = held_runs(kill, runs, statuses, finished)
     resumes = [r for r in runs if r.final_status]
     cross = [
         r
@@ -313,7 +305,8 @@ def scale_demo(threads: int = 50, *, progress: bool = False) -> dict[str, Any]:
         "resumes_on_another_worker": len(cross),
         "killed_worker": kill.pid,
         "runs_held_by_killed_worker": len(kill.held),
-        "recovered_after_worker_kill": len(recovered),
+        "held_by_kind": dict(Counter(h["kind"] for h in held)),
+        "recovered_after_worker_kill": sum(h["recovered"] for h in held),
         "errors": [f"{r.case.thread_id}: {r.error}" for r in runs if r.error][:5],
         "wall_s": round(wall_s, 2),
         "throughput_threads_per_min": round(60 * threads / wall_s, 1) if wall_s else 0.0,
@@ -325,6 +318,45 @@ def scale_demo(threads: int = 50, *, progress: bool = False) -> dict[str, Any]:
         "total_s": round(time.perf_counter() - t0, 2),
     }
     return report
+
+
+ENDED = {"run": ("interrupted", "success"), "resume": ("success",)}
+"""How a run of each kind ends well: a first run stops at its approval (or answers at once)."""
+
+
+def held_runs(
+    kill: Kill,
+    runs: Sequence[ThreadRun],
+    statuses: dict[str, str],
+    finished: dict[str, list[int]],
+) -> list[dict[str, Any]]:
+    """Every run the killed worker held, first runs and resumes alike, each with its kind and
+    whether it was recovered: it ended well (``ENDED``), a worker other than the killed one
+    finished it, and its thread ended done.
+
+    Example:
+        >>> t = ThreadRun(cases(1)[0], run_id="r1", resume_id="s1", final_status="done")
+        >>> held_runs(Kill(pid=7, held=("r1",)), [t], {"r1": "interrupted"}, {"r1": [7, 8]})
+        [{'run_id': 'r1', 'kind': 'run', 'status': 'interrupted', 'recovered': True}]
+    """
+    kinds: dict[str, tuple[str, ThreadRun]] = {}
+    for r in runs:
+        if r.run_id:
+            kinds[r.run_id] = ("run", r)
+        if r.resume_id:
+            kinds[r.resume_id] = ("resume", r)
+    out = []
+    for run_id in kill.held:
+        kind, thread = kinds.get(run_id, ("unknown", None))
+        status = statuses.get(run_id, "")
+        recovered = bool(
+            thread is not None
+            and status in ENDED.get(kind, ())
+            and any(pid != kill.pid for pid in finished.get(run_id, []))
+            and thread.final_status == "done"
+        )
+        out.append({"run_id": run_id, "kind": kind, "status": status, "recovered": recovered})
+    return out
 
 
 def _run_statuses(postgres_url: str) -> dict[str, str]:
@@ -421,8 +453,8 @@ def summary(report: dict[str, Any]) -> str:
         f"  completed                {r['completed']}/{r['threads']}",
         f"  resumed on another worker {r['resumes_on_another_worker']}",
         f"  killed worker            pid {r['killed_worker']}, holding "
-        f"{r['runs_held_by_killed_worker']} run(s); recovered on another worker: "
-        f"{r['recovered_after_worker_kill']}",
+        f"{r['runs_held_by_killed_worker']} run(s) {r['held_by_kind']}; recovered on another "
+        f"worker: {r['recovered_after_worker_kill']}",
         f"  crossed state            {r['crossed_state']}",
         f"  duplicate irreversible   {r['duplicate_irreversible']}",
         f"  refunds / e-mails        {r['refunds']} / {r['emails']}"

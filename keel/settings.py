@@ -191,7 +191,11 @@ class Settings(BaseSettings):
         description="A PostgreSQL URL: checkpoints go to Postgres instead of SQLite in home.",
     )
     postgres_pool_size: int = Field(
-        default=2, ge=1, le=100, description="Most connections one process keeps open."
+        default=2,
+        ge=1,
+        le=100,
+        description="Most connections one process keeps open: the checkpointer's pool, and the "
+        "one pool Keel's own stores (intent ledger, inbox, budgets, flight record) share.",
     )
     postgres_behind_pooler: bool = Field(
         default=False,

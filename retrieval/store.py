@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import sys
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
     from retrieval.chroma import Connection
 
 BATCH = 64
+QUERY_VECTORS = 256
+"""Query texts whose embedding a store keeps (a re-run or a retried retrieval embeds again)."""
 
 
 @contextlib.contextmanager
@@ -53,13 +57,23 @@ class IngestReport:
 
 
 class CorpusStore:
-    """One Chroma collection holding the corpus chunks with their provenance as metadata."""
+    """One Chroma collection holding the corpus chunks with their provenance as metadata.
+
+    A store keeps the collection's handle and its count between queries (on a Chroma server each
+    is an HTTP call), and the embedding of the last ``QUERY_VECTORS`` query texts (the same
+    embedder gives the same vector for the same text). A collection dropped or rebuilt meanwhile
+    (``keel ingest --rebuild`` in another process) fails the query on the old handle: the store
+    then opens it again once, and a collection gone for good is ``CorpusMissing``.
+    """
 
     def __init__(self, settings: Settings, embedder: Embedder) -> None:
         self.settings = settings
         self.embedder = embedder
         self._connection: Connection | None = None
         self._lexical: tuple[list[str], BM25] | None = None
+        self._opened: tuple[Collection, int] | None = None
+        self._vectors: OrderedDict[str, list[float]] = OrderedDict()
+        self._lock = threading.Lock()  # a serving process runs several runs on threads
 
     @property
     def location(self) -> str:
@@ -118,7 +132,7 @@ class CorpusStore:
         are removed.
         """
         _, chunks = load_corpus(self.settings.corpus_dir)
-        self._lexical = None
+        self._forget()
         if rebuild:
             with contextlib.suppress(Exception):  # the collection did not exist
                 self.connection().client.delete_collection(self.settings.collection)
@@ -160,7 +174,7 @@ class CorpusStore:
                 documents=[c.text for c in chunks],
                 metadatas=[_metadata(c) for c in chunks],
             )
-        self._lexical = None
+        self._forget()
         return len(chunks)
 
     def count(self) -> int:
@@ -173,12 +187,26 @@ class CorpusStore:
         With ``hybrid``, the ``n`` best BM25 matches join them, each candidate carrying its
         normalised lexical score for the ranking.
         """
-        collection = self._collection(create=False)
-        query_vector = self.embedder.embed([text])
+        self._open()  # refuses an index of other embeddings before anything is embedded
+        query_vector = self._query_vector(text)
+        try:
+            return self._candidates(query_vector, text, n, hybrid=hybrid)
+        except CorpusMissing:
+            raise
+        except Exception:
+            # The kept handle may name a collection dropped or rebuilt since: open it again once
+            # (a collection gone for good is then CorpusMissing, a server gone a ConfigError).
+            self._forget()
+            return self._candidates(query_vector, text, n, hybrid=hybrid)
+
+    def _candidates(
+        self, query_vector: list[float], text: str, n: int, *, hybrid: bool
+    ) -> list[Candidate]:
+        collection, count = self._open()
         with _same_dimensions(self):
             hits = collection.query(
-                query_embeddings=query_vector,  # type: ignore[arg-type]
-                n_results=max(1, min(n, collection.count())),
+                query_embeddings=[query_vector],  # type: ignore[arg-type]
+                n_results=max(1, min(n, count)),
                 include=["documents", "metadatas", "distances"],
             )
         ids, docs = hits["ids"][0], hits["documents"] or [[]]
@@ -198,9 +226,39 @@ class CorpusStore:
                 extra["ids"], extra["documents"] or [], extra["metadatas"] or [],
                 extra["embeddings"] if extra["embeddings"] is not None else [], strict=True,
             ):  # fmt: skip
-                cosine = float(sum(a * b for a, b in zip(vec, query_vector[0], strict=True)))
+                cosine = float(sum(a * b for a, b in zip(vec, query_vector, strict=True)))
                 found[cid] = _candidate(cid, doc, meta, 1.0 - cosine)
         return [dataclasses.replace(c, lexical=lexical.get(cid, 0.0)) for cid, c in found.items()]
+
+    def _open(self) -> tuple[Collection, int]:
+        """The collection and its count, as this store last opened them."""
+        with self._lock:
+            opened = self._opened
+        if opened is None:
+            collection = self._collection(create=False)
+            opened = (collection, int(collection.count()))
+            with self._lock:
+                self._opened = opened
+        return opened
+
+    def _forget(self) -> None:
+        """Drop what was kept of the collection (its handle, count and lexical index)."""
+        with self._lock:
+            self._opened = None
+            self._lexical = None
+
+    def _query_vector(self, text: str) -> list[float]:
+        with self._lock:
+            kept = self._vectors.get(text)
+            if kept is not None:
+                self._vectors.move_to_end(text)
+                return kept
+        vector = list(self.embedder.embed([text])[0])
+        with self._lock:
+            self._vectors[text] = vector
+            while len(self._vectors) > QUERY_VECTORS:
+                self._vectors.popitem(last=False)
+        return vector
 
     def _lexical_scores(self, collection: Collection, text: str) -> dict[str, float]:
         if self._lexical is None:

@@ -163,6 +163,27 @@ def bench_results(**overrides: dict[str, Any]) -> dict[str, Any]:
         },
         "context": {"steps": 50},
         "record": {"events": 2000},
+        "engine": {
+            "threads": 24,
+            "figures": {
+                "workers_1": {
+                    "ratio": {
+                        "throughput": 0.85,
+                        "server_run_p50": 1.9,
+                        "server_resume_p50": 1.8,
+                        "met": True,
+                    }
+                },
+                "workers_2": {
+                    "ratio": {
+                        "throughput": 0.75,
+                        "server_run_p50": 2.1,
+                        "server_resume_p50": 1.7,
+                        "met": False,
+                    }
+                },
+            },
+        },
         "startup": {
             "reps": 5,
             "floor_s": 1.5,

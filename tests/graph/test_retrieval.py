@@ -125,3 +125,57 @@ def test_hybrid_candidates_carry_lexical_scores(store: CorpusStore) -> None:
     assert max(c.lexical for c in hybrid) == 1.0  # scores are normalised to the best match
     best = max(hybrid, key=lambda c: c.lexical)
     assert "SEPA direct debit" in best.evidence.text
+
+
+class _Counting:
+    """The index's own embeddings, counting the texts embedded."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.inner = embedder_for(settings)
+        self.name = self.inner.name
+        self.texts: list[str] = []
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        self.texts += texts
+        return self.inner.embed(texts)
+
+
+def test_a_store_opens_its_collection_once_and_embeds_a_query_text_once(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    embedder = _Counting(settings)
+    store = CorpusStore(settings, embedder)
+    client = store.connection().client
+    opened: list[str] = []
+    real = client.get_collection
+    monkeypatch.setattr(
+        client, "get_collection", lambda *a, **k: opened.append("get") or real(*a, **k)
+    )
+    first = store.search("What is our refund window?", 6)
+    again = store.search("What is our refund window?", 6)
+    other = store.search("Which payment methods do we accept?", 6)
+    assert first == again and other.evidence
+    assert len(opened) == 1  # the handle and its count are kept, not fetched per query
+    assert embedder.texts == ["What is our refund window?", "Which payment methods do we accept?"]
+
+
+def test_a_store_reopens_a_collection_another_process_rebuilt(settings: Settings) -> None:
+    store = CorpusStore(settings, embedder_for(settings))
+    before = store.search("What is our refund window?", 6)
+    # Another process (`keel ingest --rebuild`) drops the collection and makes a new one.
+    CorpusStore(settings, embedder_for(settings)).ingest(progress=False, rebuild=True)
+    after = store.search("What is our refund window?", 6)
+    assert [e.chunk_id for e in after.evidence] == [e.chunk_id for e in before.evidence]
+    hybrid = settings.model_copy(update={"hybrid_retrieval": True})
+    store = CorpusStore(hybrid, embedder_for(hybrid))
+    store.search("SEPA direct debit", 6)
+    CorpusStore(settings, embedder_for(settings)).ingest(progress=False, rebuild=True)
+    assert store.search("SEPA direct debit", 6).evidence
+
+
+def test_a_store_says_so_when_the_collection_is_gone_for_good(settings: Settings) -> None:
+    store = CorpusStore(settings, embedder_for(settings))
+    store.search("What is our refund window?", 6)
+    store.connection().client.delete_collection(settings.collection)
+    with pytest.raises(CorpusMissing, match="keel ingest"):
+        store.search("What is our refund window?", 6)

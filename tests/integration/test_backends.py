@@ -415,6 +415,26 @@ def test_a_chroma_server_that_goes_away_is_named_not_mistaken_for_a_missing_inde
         store.count()  # the same client, after the server stopped
 
 
+@pytest.mark.integration
+def test_a_server_store_reopens_a_rebuilt_collection_and_names_a_server_gone(
+    tmp_path: Path,
+) -> None:
+    from evals.servers import chroma_server
+    from keel.errors import ConfigError
+
+    with chroma_server() as server:
+        settings = Settings(home=tmp_path, chroma_url=server.url, _env_file=None)  # type: ignore[call-arg]
+        CorpusStore(settings, embedder_for(settings)).ingest(progress=False)
+        store = CorpusStore(settings, embedder_for(settings))
+        before = [e.chunk_id for e in store.search("What is our refund window?", 6).evidence]
+        # `keel ingest --rebuild` elsewhere: a new collection under the same name, a new id.
+        CorpusStore(settings, embedder_for(settings)).ingest(progress=False, rebuild=True)
+        after = [e.chunk_id for e in store.search("What is our refund window?", 6).evidence]
+        assert after == before
+    with pytest.raises(ConfigError, match=r"KEEL_CHROMA_URL=.*no Chroma server answers"):
+        store.search("What is our refund window?", 6)  # the kept handle, the server gone
+
+
 class _Impostor:
     """An embedder that answers with vectors of another size, under a name of its choosing."""
 

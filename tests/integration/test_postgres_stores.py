@@ -349,3 +349,33 @@ def test_a_batch_of_events_is_one_transaction_and_reads_back_in_order(
     batch = [_recorded("run-b").model_copy(update={"segment": i}) for i in range(50)]
     record.append_many(batch)
     assert [e.segment for e in record.events("run-b")] == list(range(50))
+
+
+# -- one pool per process for Keel's own stores --------------------------------------------------
+
+
+def test_keels_stores_share_one_pool_and_a_ledger_statement_opens_no_connection(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from graph.postgres_tables import SharedPools
+    from tools.ledger_postgres import PostgresIntentLedger
+
+    opened: list[str] = []
+    real = psycopg.Connection.connect
+
+    def counting(cls: Any, *args: Any, **kwargs: Any) -> Any:
+        opened.append("connect")
+        return real.__func__(cls, *args, **kwargs)  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(psycopg.Connection, "connect", classmethod(counting))
+    ledger, inbox = PostgresIntentLedger(postgres_url), PostgresEventInbox(postgres_url)
+    for step in range(10):
+        key = f"keel-pool-{step}"
+        ledger.begin(key, "t-pool", step, "refund_charge", "sha256:x")
+        ledger.finish(key, {"refund_id": f"RF-{step}"})
+        found = ledger.get(key)
+        assert found is not None and found.status == "done"
+    inbox.cursor()
+    # 31 statements from two stores: before, the ledger opened a connection for each one.
+    assert len(opened) <= SharedPools.MIN_SIZE
+    assert ledger._tables._pool is inbox._tables._pool  # one pool for the process's stores

@@ -28,4 +28,7 @@ def test_the_scale_demo_survives_a_killed_worker_without_crossing_threads() -> N
     assert (report["refunds"], report["emails"]) == (6, 6)
     assert report["runs_held_by_killed_worker"] >= 1
     assert report["recovered_after_worker_kill"] == report["runs_held_by_killed_worker"]
+    # Every held run is counted with its kind, a first run re-run elsewhere as well as a resume.
+    assert sum(report["held_by_kind"].values()) == report["runs_held_by_killed_worker"]
+    assert set(report["held_by_kind"]) <= {"run", "resume"}
     assert report["engine"].startswith("aegra-api ")

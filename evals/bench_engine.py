@@ -1,0 +1,669 @@
+"""`keel bench --only engine`: Keel's graph beside a bare graph of the same shape, on one engine.
+
+One engine (``evals/engine.py``: PostgreSQL with fsync on, Redis, a Chroma server, an Aegra API
+process and worker processes of 2 worker loops each) serves both graphs from
+``evals/bench_engine.json``: Keel's (``graph/studio.py``, exactly as ``make serve`` serves it) and
+the hand-built floor (``evals/bare_graph.py``: intake -> plan -> approve with ``interrupt()`` ->
+execute with the same two idempotent SQLite writes -> respond). Each thread is the scale demo's
+load shape: one client starts it and waits for the approval, a second client (a reviewer, with
+its own token) reads the approval and resumes it; 8 client threads at once.
+
+At 1 and then 2 worker processes, after a warm-up round of each graph, rounds of each graph are
+alternated (ABBA), and each round measures: throughput, client-side run and resume latency,
+server-side run and resume time (each run's ``execution_seconds``, from the lease to its release,
+in the workers' logs), CPU by process (workers, API, PostgreSQL with its backends, Chroma, Redis,
+the bench's own clients; from ``/proc``), PostgreSQL's commits (``pg_stat_database.xact_commit``,
+read after the stats settle), write transactions and WAL bytes, and the checkpoints each thread
+left (rows and bytes of ``checkpoints``, ``checkpoint_blobs``, ``checkpoint_writes``).
+Keel's figures are then set beside the bare graph's as ratios: the machine is shared, so only a
+ratio taken in one run means anything. Everything runs on loopback and is stopped at the end.
+
+``keel bench --only engine`` writes its page, ``docs/engine.md`` (and ``docs/engine.json``);
+``python -m evals.bench_engine --threads N ...`` runs other sizes (``--out`` another folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evals.artifacts import write_artifacts
+from evals.scale_demo import Case, Clients, cases, seed_cases
+from keel.errors import KeelError
+from keel.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIG = Path(__file__).resolve().parent / "bench_engine.json"
+GRAPHS = ("keel", "bare")
+CLIENTS = 8
+TARGET_THROUGHPUT = 0.8
+"""Keel's throughput over the bare graph's, at least (issue 26)."""
+TARGET_SERVER = 2.0
+"""Keel's server-side run and resume p50 over the bare graph's, at most (issue 26)."""
+SERVERS = ("workers", "api", "postgres", "chroma", "redis")
+PROCESSES = (*SERVERS, "clients")
+POLL_S = 0.05
+"""How often a client asks whether its run ended (Aegra's ``runs.join`` looks every 2 s)."""
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+# -- CPU by process, from /proc ------------------------------------------------------------------
+
+
+def _stat(pid: int) -> tuple[int, float] | None:
+    """(parent pid, CPU seconds of the process and of its children it has waited for)."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2 :].split()
+    # After the name: state ppid ... utime(14) stime(15) cutime(16) cstime(17), 1-based in proc(5).
+    ticks = sum(int(v) for v in fields[11:15])
+    return int(fields[1]), ticks / _TICK
+
+
+def cpu_seconds(roots: Sequence[int]) -> float:
+    """CPU time of the processes ``roots`` and every live descendant, plus the children they
+    have reaped (a PostgreSQL backend that exits is counted in the postmaster's ``cutime``).
+
+    Example:
+        >>> cpu_seconds([os.getpid()]) > 0
+        True
+    """
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and (found := _stat(int(entry.name))) is not None:
+            stats[int(entry.name)] = found
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in stats.items():
+        children.setdefault(ppid, []).append(pid)
+    total, todo, seen = 0.0, [p for p in roots if p in stats], set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        total += stats[pid][1]
+        todo.extend(children.get(pid, []))
+    return total
+
+
+def _postmaster_pid(data_dir: Path) -> int:
+    try:
+        return int((data_dir / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+# -- one thread, from the clients' side ----------------------------------------------------------
+
+
+@dataclass
+class ThreadTiming:
+    graph: str
+    thread_id: str
+    run_id: str = ""
+    resume_id: str = ""
+    run_s: float = 0.0
+    resume_s: float = 0.0
+    ok: bool = False
+    error: str = ""
+
+
+def _interrupt_value(state: Mapping[str, Any]) -> dict[str, Any] | None:
+    found = list(state.get("interrupts") or [])
+    for task in state.get("tasks") or []:
+        found.extend(task.get("interrupts") or [])
+    for item in found:
+        if isinstance(item.get("value"), dict):
+            return dict(item["value"])
+    return None
+
+
+def drive(graph: str, case: Case, clients: Clients) -> ThreadTiming:
+    """One thread: the agent starts it and waits for its approval; the reviewer reads the
+    approval and resumes it (Keel's with the digests it was shown, the bare graph's with a
+    decision), then waits for the end. Each wait polls the run every ``POLL_S``."""
+    from keel.engine import answer_approval, wait_for_run
+
+    timing = ThreadTiming(graph, case.thread_id)
+    agent, reviewer = clients("agent"), clients("reviewer")
+    try:
+        started = time.perf_counter()
+        agent.threads.create(thread_id=case.thread_id, if_exists="do_nothing")
+        run = agent.runs.create(
+            case.thread_id, graph, input={"request": case.request}, multitask_strategy="reject"
+        )
+        timing.run_id = run["run_id"]
+        wait_for_run(agent, case.thread_id, timing.run_id, poll_s=POLL_S)
+        timing.run_s = time.perf_counter() - started
+        request = _interrupt_value(reviewer.threads.get_state(case.thread_id))
+        if request is None:
+            timing.error = "no approval pending"
+            return timing
+        started = time.perf_counter()
+        if graph == "keel":
+            resume = answer_approval(reviewer, case.thread_id, request, "approve")
+        else:
+            resume = reviewer.runs.create(
+                case.thread_id, graph, command={"resume": {"decision": "approve"}},
+                multitask_strategy="reject",
+            )  # fmt: skip
+        timing.resume_id = resume["run_id"]
+        wait_for_run(reviewer, case.thread_id, timing.resume_id, poll_s=POLL_S)
+        timing.resume_s = time.perf_counter() - started
+        values = reviewer.threads.get_state(case.thread_id)["values"]
+        if graph == "keel":
+            timing.ok = values.get("status") == "done"
+        else:
+            timing.ok = str(values.get("answer", "")).startswith("done: 2 action(s)")
+        if not timing.ok:
+            timing.error = f"ended with {str(values.get('status') or values.get('answer'))!r}"
+    except Exception as err:  # an SDK or HTTP error: reported per thread, the bench goes on
+        timing.error = f"{type(err).__name__}: {str(err)[:200]}"
+    return timing
+
+
+# -- one round -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Round:
+    graph: str
+    workers: int
+    warmup: bool
+    threads: list[ThreadTiming]
+    wall_s: float
+    cpu_s: dict[str, float]
+    commits: int
+    write_xacts: int
+    wal_bytes: int
+
+
+@dataclass
+class Counters:
+    """PostgreSQL's counters a round is measured between."""
+
+    commits: int
+    next_xid: int
+    wal_lsn: int
+
+
+def _counters(url: str) -> Counters:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        row = conn.execute(
+            "SELECT (SELECT sum(xact_commit) FROM pg_stat_database)::bigint,"
+            " pg_snapshot_xmax(pg_current_snapshot())::text::bigint,"
+            " pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint"
+        ).fetchone()
+    assert row is not None
+    return Counters(int(row[0]), int(row[1]), int(row[2]))
+
+
+@dataclass
+class Stage:
+    """The running engine as a round sees it: which processes to measure, where to count."""
+
+    running: Any
+    active: int
+    clients: Clients
+    settle_s: float
+    logs: list[Path] = field(default_factory=list)
+
+    def pids(self) -> dict[str, list[int]]:
+        r = self.running
+        return {
+            "workers": [w.pid for w in r.workers[: self.active]],
+            "api": [r.api.pid],
+            "postgres": [_postmaster_pid(r.postgres.data_dir)],
+            "chroma": [r.chroma.pid] if r.chroma is not None else [],
+            "redis": [r.redis.pid],
+            "clients": [os.getpid()],
+        }
+
+    def cpu(self) -> dict[str, float]:
+        return {name: cpu_seconds(pids) for name, pids in self.pids().items()}
+
+
+def run_round(stage: Stage, graph: str, chosen: Sequence[Case], *, warmup: bool) -> Round:
+    """Drive ``chosen`` threads through ``graph``, ``CLIENTS`` at a time; measure around it."""
+    url = stage.running.keel_postgres_url
+    before, cpu0 = _counters(url), stage.cpu()
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=CLIENTS) as pool:
+        timings = list(pool.map(lambda c: drive(graph, c, stage.clients), chosen))
+    wall = time.perf_counter() - started
+    cpu1 = stage.cpu()
+    # PostgreSQL publishes a backend's commit count when it goes idle, at most once a second, or
+    # 10 s later (PGSTAT_IDLE_INTERVAL): wait that out, so each round counts its own commits.
+    if stage.settle_s > 0:
+        time.sleep(stage.settle_s)
+    after = _counters(url)
+    return Round(
+        graph=graph,
+        workers=stage.active,
+        warmup=warmup,
+        threads=timings,
+        wall_s=wall,
+        cpu_s={k: cpu1[k] - cpu0[k] for k in cpu0},
+        commits=after.commits - before.commits,
+        write_xacts=after.next_xid - before.next_xid,
+        wal_bytes=after.wal_lsn - before.wal_lsn,
+    )
+
+
+# -- what the rounds add up to -------------------------------------------------------------------
+
+
+def _p(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(1000 * ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))], 1)
+
+
+def _p50(values: Sequence[float]) -> float | None:
+    return round(1000 * statistics.median(values), 1) if values else None
+
+
+def server_seconds(logs: Sequence[Path]) -> dict[str, float]:
+    """Each run's server-side time: ``execution_seconds`` of "Worker finished run" (Aegra's
+    JSON logs: from taking the run's lease to releasing it), the last attempt's."""
+    out: dict[str, float] = {}
+    for path in logs:
+        if not path.exists():
+            continue
+        for line in path.read_text(errors="replace").splitlines():
+            if not line.startswith("{") or "Worker finished run" not in line:
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if record.get("run_id") and "execution_seconds" in record:
+                out[str(record["run_id"])] = float(record["execution_seconds"])
+    return out
+
+
+def checkpoint_sizes(url: str, thread_ids: Sequence[str]) -> dict[str, float]:
+    """Rows and bytes the threads left in the checkpointer's tables, per thread."""
+    import psycopg
+
+    n = max(1, len(thread_ids))
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT (SELECT count(*) FROM checkpoints WHERE thread_id = ANY(%(t)s)),"
+            " (SELECT coalesce(sum(octet_length(checkpoint::text) + octet_length(metadata::text)),"
+            "  0) FROM checkpoints WHERE thread_id = ANY(%(t)s)),"
+            " (SELECT count(*) FROM checkpoint_blobs WHERE thread_id = ANY(%(t)s)),"
+            " (SELECT coalesce(sum(octet_length(blob)), 0) FROM checkpoint_blobs"
+            "  WHERE thread_id = ANY(%(t)s)),"
+            " (SELECT count(*) FROM checkpoint_writes WHERE thread_id = ANY(%(t)s)),"
+            " (SELECT coalesce(sum(octet_length(blob)), 0) FROM checkpoint_writes"
+            "  WHERE thread_id = ANY(%(t)s))",
+            {"t": list(thread_ids)},
+        ).fetchone()
+    assert rows is not None
+    checkpoints, cp_bytes, blobs, blob_bytes, writes, write_bytes = (int(v) for v in rows)
+    return {
+        "checkpoints": round(checkpoints / n, 1),
+        "blobs": round(blobs / n, 1),
+        "writes": round(writes / n, 1),
+        "kb": round((cp_bytes + blob_bytes + write_bytes) / n / 1024, 1),
+    }
+
+
+def summarize(
+    rounds: Sequence[Round], server: Mapping[str, float], sizes: Mapping[tuple[int, str], Any]
+) -> dict[str, Any]:
+    """Each (workers, graph)'s figures over its measured rounds, and Keel's ratios to bare."""
+    out: dict[str, Any] = {}
+    for workers in sorted({r.workers for r in rounds}):
+        per: dict[str, Any] = {}
+        for graph in GRAPHS:
+            chosen = [
+                r for r in rounds if (r.workers, r.graph) == (workers, graph) and not r.warmup
+            ]
+            if not chosen:
+                continue
+            timings = [t for r in chosen for t in r.threads]
+            n = len(timings)
+            wall = sum(r.wall_s for r in chosen)
+            cpu = {k: 1000 * sum(r.cpu_s.get(k, 0.0) for r in chosen) / n for k in PROCESSES}
+            srv_run = [server[t.run_id] for t in timings if t.run_id in server]
+            srv_resume = [server[t.resume_id] for t in timings if t.resume_id in server]
+            per[graph] = {
+                "threads": n,
+                "ok": sum(t.ok for t in timings),
+                "errors": [t.error for t in timings if t.error][:3],
+                "throughput_per_min": round(60 * n / wall, 1) if wall else 0.0,
+                "client_run_p50_ms": _p50([t.run_s for t in timings if t.run_id]),
+                "client_run_p95_ms": _p(([t.run_s for t in timings if t.run_id]), 0.95),
+                "client_resume_p50_ms": _p50([t.resume_s for t in timings if t.resume_id]),
+                "client_resume_p95_ms": _p([t.resume_s for t in timings if t.resume_id], 0.95),
+                "server_run_p50_ms": _p50(srv_run),
+                "server_run_p95_ms": _p(srv_run, 0.95),
+                "server_resume_p50_ms": _p50(srv_resume),
+                "server_resume_p95_ms": _p(srv_resume, 0.95),
+                "cpu_ms_per_thread": {k: round(v, 1) for k, v in cpu.items()},
+                "cpu_ms_per_thread_total": round(sum(cpu[k] for k in SERVERS), 1),
+                "commits_per_thread": round(sum(r.commits for r in chosen) / n, 1),
+                "write_xacts_per_thread": round(sum(r.write_xacts for r in chosen) / n, 1),
+                "wal_kb_per_thread": round(sum(r.wal_bytes for r in chosen) / n / 1024, 1),
+                "checkpoint_per_thread": sizes.get((workers, graph), {}),
+            }
+        if len(per) == len(GRAPHS):
+            per["ratio"] = ratios(per["keel"], per["bare"])
+        out[f"workers_{workers}"] = per
+    return out
+
+
+def _over(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a is not None and b else None
+
+
+def ratios(keel: Mapping[str, Any], bare: Mapping[str, Any]) -> dict[str, Any]:
+    """Keel over bare, and whether issue 26's targets are met.
+
+    Example:
+        >>> figures = {"throughput_per_min": 300.0, "server_run_p50_ms": 100.0,
+        ...            "server_resume_p50_ms": 90.0, "cpu_ms_per_thread_total": 200.0}
+        >>> bare = {"throughput_per_min": 360.0, "server_run_p50_ms": 60.0,
+        ...         "server_resume_p50_ms": 50.0, "cpu_ms_per_thread_total": 150.0}
+        >>> ratios(figures, bare)["met"]
+        True
+    """
+    out: dict[str, Any] = {
+        "throughput": _over(keel["throughput_per_min"], bare["throughput_per_min"]),
+        "server_run_p50": _over(keel["server_run_p50_ms"], bare["server_run_p50_ms"]),
+        "server_resume_p50": _over(keel["server_resume_p50_ms"], bare["server_resume_p50_ms"]),
+        "cpu_per_thread": _over(keel["cpu_ms_per_thread_total"], bare["cpu_ms_per_thread_total"]),
+    }
+    out["met"] = bool(
+        out["throughput"] is not None
+        and out["throughput"] >= TARGET_THROUGHPUT
+        and out["server_run_p50"] is not None
+        and out["server_run_p50"] <= TARGET_SERVER
+        and out["server_resume_p50"] is not None
+        and out["server_resume_p50"] <= TARGET_SERVER
+    )
+    return out
+
+
+# -- the whole bench -----------------------------------------------------------------------------
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:g}" if isinstance(value, float | int) else str(value)
+
+
+def markdown(result: Mapping[str, Any]) -> str:
+    """The generated page: the comparison table, CPU by process, PostgreSQL and checkpoints."""
+    lines = [
+        "# Keel on the engine, beside a bare graph",
+        "",
+        "Written by `keel bench --only engine` (`evals/bench_engine.py`); do not edit by hand.",
+        "",
+        f"{result['engine']}. {result['shape']}",
+        "",
+        f"Machine: {result['machine']}. Measured rounds per graph and worker count: "
+        f"{result['rounds']} of {result['threads']} threads, after a warm-up of "
+        f"{result['warmup']}, alternated (ABBA). Issue 26's targets: Keel's throughput at least "
+        f"{TARGET_THROUGHPUT:g} of the bare graph's, its server-side run and resume p50 at most "
+        f"{TARGET_SERVER:g}x. {result['flight_record']}",
+        "",
+        "| workers | graph | threads/min | client run p50/p95 ms | client resume p50/p95 ms "
+        "| server run p50/p95 ms | server resume p50/p95 ms | server CPU ms/thread | ok |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    figures = result["figures"]
+    for key, per in figures.items():
+        workers = key.removeprefix("workers_")
+        for graph in GRAPHS:
+            f = per.get(graph)
+            if f is None:
+                continue
+            lines.append(
+                f"| {workers} | {graph} | {_fmt(f['throughput_per_min'])} "
+                f"| {_fmt(f['client_run_p50_ms'])} / {_fmt(f['client_run_p95_ms'])} "
+                f"| {_fmt(f['client_resume_p50_ms'])} / {_fmt(f['client_resume_p95_ms'])} "
+                f"| {_fmt(f['server_run_p50_ms'])} / {_fmt(f['server_run_p95_ms'])} "
+                f"| {_fmt(f['server_resume_p50_ms'])} / {_fmt(f['server_resume_p95_ms'])} "
+                f"| {_fmt(f['cpu_ms_per_thread_total'])} | {f['ok']}/{f['threads']} |"
+            )
+    lines += [
+        "",
+        "## Keel over bare (same engine, same run)",
+        "",
+        "| workers | throughput | server run p50 | server resume p50 | CPU per thread | targets |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, per in figures.items():
+        r = per.get("ratio")
+        if r is None:
+            continue
+        lines.append(
+            f"| {key.removeprefix('workers_')} | {_fmt(r['throughput'])} "
+            f"| {_fmt(r['server_run_p50'])} | {_fmt(r['server_resume_p50'])} "
+            f"| {_fmt(r['cpu_per_thread'])} | {'met' if r['met'] else 'NOT MET'} |"
+        )
+    lines += [
+        "",
+        "## Where the CPU goes (ms per thread, by process)",
+        "",
+        "| workers | graph | " + " | ".join(PROCESSES) + " | servers' total |",
+        "|---|---|" + "---|" * (len(PROCESSES) + 1),
+    ]
+    for key, per in figures.items():
+        for graph in GRAPHS:
+            f = per.get(graph)
+            if f is None:
+                continue
+            cpu = f["cpu_ms_per_thread"]
+            lines.append(
+                f"| {key.removeprefix('workers_')} | {graph} | "
+                + " | ".join(_fmt(cpu.get(p)) for p in PROCESSES)
+                + f" | {_fmt(f['cpu_ms_per_thread_total'])} |"
+            )
+    lines += [
+        "",
+        "## PostgreSQL and checkpoints (per thread)",
+        "",
+        "| workers | graph | commits | write transactions | WAL kB | checkpoints | blobs "
+        "| writes | checkpoint kB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key, per in figures.items():
+        for graph in GRAPHS:
+            f = per.get(graph)
+            if f is None:
+                continue
+            c = f["checkpoint_per_thread"]
+            lines.append(
+                f"| {key.removeprefix('workers_')} | {graph} | {_fmt(f['commits_per_thread'])} "
+                f"| {_fmt(f['write_xacts_per_thread'])} | {_fmt(f['wal_kb_per_thread'])} "
+                f"| {_fmt(c.get('checkpoints'))} | {_fmt(c.get('blobs'))} "
+                f"| {_fmt(c.get('writes'))} | {_fmt(c.get('kb'))} |"
+            )
+    for note in result.get("notes", []):
+        lines += ["", note]
+    return "\n".join(lines) + "\n"
+
+
+def _round_summary(done: Round) -> dict[str, Any]:
+    out = {k: v for k, v in asdict(done).items() if k != "threads"}
+    return {**out, "ok": sum(t.ok for t in done.threads), "n": len(done.threads)}
+
+
+def _plan_rounds(rounds: int) -> Iterator[tuple[int, str]]:
+    """ABBA: round i's order alternates, so a drift in the machine's load hits both graphs."""
+    for i in range(rounds):
+        yield from ((i, g) for g in (GRAPHS if i % 2 == 0 else GRAPHS[::-1]))
+
+
+def bench_engine(
+    *,
+    threads: int = 24,
+    rounds: int = 2,
+    warmup: int = 6,
+    workers: Sequence[int] = (1, 2),
+    settle_s: float = 10.5,
+    out: Path | None = REPO / "docs",
+    say: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Start one engine serving both graphs and measure them (see the module's docstring).
+
+    Args:
+        threads: threads per measured round.
+        rounds: measured rounds per graph and worker count (alternated).
+        warmup: threads of the unmeasured warm-up round of each graph after a worker start.
+        workers: the worker process counts to measure, in order (each of 2 worker loops).
+        settle_s: the wait after a round for PostgreSQL's statistics (0: commits not settled).
+        out: where ``engine.md`` and ``engine.json`` are written (None: nowhere).
+        say: progress lines (None: quiet).
+    """
+    import importlib.metadata
+
+    from evals.engine import engine
+
+    most = max(workers)
+    per_phase = len(GRAPHS) * (warmup + rounds * threads)
+    chosen = cases(per_phase * len(workers))
+    note = say or (lambda _: None)
+    all_rounds: list[Round] = []
+    logs: list[Path] = []
+    sizes: dict[tuple[int, str], Any] = {}
+    t0 = time.perf_counter()
+    with engine(
+        workers=most, worker_count=2, extra_env={"AEGRA_CONFIG": str(CONFIG)}, say=say
+    ) as running:
+        seed_cases(running.settings.domain_db, chosen)
+        clients = Clients(running)
+        logs += [w.log_path for w in running.workers]
+        next_case = iter(chosen)
+        for active in workers:
+            for index, worker in enumerate(list(running.workers)):
+                alive = worker.process is not None and worker.process.poll() is None
+                if index >= active and alive:
+                    worker.stop()
+                elif index < active and not alive:
+                    logs.append(running.restart(index).log_path)
+            stage = Stage(running, active, clients, settle_s)
+            ids: dict[str, list[str]] = {g: [] for g in GRAPHS}
+            for graph in GRAPHS:
+                batch = [next(next_case) for _ in range(warmup)]
+                all_rounds.append(run_round(stage, graph, batch, warmup=True))
+            for i, graph in _plan_rounds(rounds):
+                batch = [next(next_case) for _ in range(threads)]
+                done = run_round(stage, graph, batch, warmup=False)
+                all_rounds.append(done)
+                ids[graph] += [c.thread_id for c in batch]
+                ok = sum(t.ok for t in done.threads)
+                note(f"{active} worker(s), round {i + 1} {graph}: {ok}/{len(batch)} ok, "
+                     f"{60 * len(batch) / done.wall_s:.0f} threads/min")  # fmt: skip
+            for graph in GRAPHS:
+                sizes[(active, graph)] = checkpoint_sizes(running.keel_postgres_url, ids[graph])
+        server = server_seconds(logs)
+    result: dict[str, Any] = {
+        "engine": f"aegra-api {importlib.metadata.version('aegra-api')}: 1 API process, 1 or 2 "
+        "worker processes of 2 worker loops, PostgreSQL (fsync on), Redis, a Chroma server",
+        "shape": f"Each thread: a client starts it and waits for the approval, a reviewer "
+        f"resumes it and waits for the end; {CLIENTS} client threads at once.",
+        "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, Python "
+        f"{platform.python_version()}",
+        "flight_record": "The flight record of served runs: not written by the engine's "
+        "workers in this build (only `KeelApp` wires the recorder).",
+        "threads": threads,
+        "rounds": rounds,
+        "warmup": warmup,
+        "workers": list(workers),
+        "figures": summarize(all_rounds, server, sizes),
+        "rounds_measured": [_round_summary(r) for r in all_rounds],
+        "total_s": round(time.perf_counter() - t0, 1),
+        "notes": [
+            "Server-side times are Aegra's `execution_seconds` per run (lease taken to lease "
+            "released, 10 ms resolution). CPU is read from /proc around each round (a process's "
+            "own time, its live descendants' and the children it reaped: PostgreSQL's backends "
+            "included); `clients` is this bench's own process (its SDK clients poll each run every "
+            f"{POLL_S * 1000:g} ms), left out of the servers' total. Commits are "
+            "`pg_stat_database.xact_commit` (all databases, read after the statistics settle), "
+            "write transactions the transaction ids assigned, WAL the bytes written.",
+        ],
+    }
+    if out is not None:
+        result["written"] = write_artifacts(out, "engine", result, markdown(result))
+    return result
+
+
+def bench(settings: Settings, progress: bool) -> dict[str, Any]:
+    """``keel bench --only engine``: the default size, written to docs/engine.md."""
+    import importlib.util
+    import shutil
+
+    from evals.servers import POSTGRES_HINT, postgres_bin
+
+    del settings  # the engine brings its own home, databases and servers
+    missing = [
+        hint
+        for hint, found in (
+            (POSTGRES_HINT, postgres_bin() is not None),
+            ("redis-server is missing: run `make redis`", shutil.which("redis-server")),
+            ("Aegra is not installed (Python >= 3.12)", importlib.util.find_spec("aegra_api")),
+        )
+        if not found
+    ]
+    if missing:  # the other benches' figures stand alone, and this says why
+        return {"skipped": "; ".join(missing)}
+    say = (lambda text: print(text, file=sys.stderr, flush=True)) if progress else None
+    return bench_engine(say=say)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m evals.bench_engine", description=__doc__)
+    parser.add_argument("--threads", type=int, default=24, help="threads per measured round")
+    parser.add_argument("--rounds", type=int, default=2, help="measured rounds per graph")
+    parser.add_argument("--warmup", type=int, default=6, help="warm-up threads per graph")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--settle", type=float, default=10.5, help="seconds for pg stats")
+    parser.add_argument("--out", type=Path, default=REPO / "docs", help="folder for engine.md")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = parser.parse_args(argv)
+    if min(args.threads, args.rounds, *args.workers) < 1 or args.warmup < 0:
+        parser.error("--threads, --rounds and --workers must be at least 1")
+    lock = threading.Lock()
+
+    def say(text: str) -> None:
+        with lock:
+            print(text, file=sys.stderr, flush=True)
+
+    try:
+        result = bench_engine(
+            threads=args.threads, rounds=args.rounds, warmup=args.warmup, workers=args.workers,
+            settle_s=args.settle, out=args.out, say=None if args.json else say,
+        )  # fmt: skip
+    except KeelError as err:
+        print(f"bench engine: error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bench engine: interrupted; its servers are stopped", file=sys.stderr)
+        return 130
+    print(json.dumps(result) if args.json else markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""The engine bench's config and arithmetic, without an engine (the engine run: integration)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from evals.bench_engine import (
+    CONFIG,
+    Round,
+    ThreadTiming,
+    cpu_seconds,
+    markdown,
+    ratios,
+    summarize,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _resolve(config: Path, entry: str) -> tuple[Path, str]:
+    path, _, export = entry.partition(":")
+    return (config.parent / path).resolve(), export
+
+
+def test_the_bench_serves_keel_as_make_serve_does_beside_the_bare_graph() -> None:
+    aegra = json.loads((ROOT / "aegra.json").read_text())
+    bench = json.loads(CONFIG.read_text())
+    assert bench["checkpointer"] == aegra["checkpointer"]  # durability sync, the allow-list
+    assert _resolve(CONFIG, bench["graphs"]["keel"]) == _resolve(
+        ROOT / "aegra.json", aegra["graphs"]["keel"]
+    )
+    assert _resolve(CONFIG, bench["auth"]["path"]) == _resolve(
+        ROOT / "aegra.json", aegra["auth"]["path"]
+    )
+    bare, export = _resolve(CONFIG, bench["graphs"]["bare"])
+    assert bare == ROOT / "evals" / "bare_graph.py" and export == "graph"
+    assert sorted(bench["graphs"]) == ["bare", "keel"]
+
+
+def test_the_bare_graph_has_the_same_shape_with_one_interrupt() -> None:
+    from evals.bare_graph import graph
+
+    nodes = set(graph.get_graph().nodes) - {"__start__", "__end__"}
+    assert nodes == {"intake", "plan", "approve", "execute", "respond"}
+
+
+def test_cpu_counts_children_that_have_exited() -> None:
+    before = cpu_seconds([os.getpid()])
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass"
+    subprocess.run([sys.executable, "-c", burn], check=True)  # waited for: in our cutime
+    assert cpu_seconds([os.getpid()]) - before >= 0.25
+
+
+def _round(graph: str, wall: float, run_s: float, cpu: float, commits: int) -> Round:
+    timings = [
+        ThreadTiming(graph, f"t{i}", f"{graph}-r{i}", f"{graph}-s{i}", run_s, run_s, ok=True)
+        for i in range(4)
+    ]
+    return Round(
+        graph, 1, False, timings, wall, {"workers": cpu, "postgres": cpu / 2, "clients": 9.0},
+        commits, commits // 2, 4096 * 4,
+    )  # fmt: skip
+
+
+def test_keel_is_set_beside_bare_per_thread_and_as_ratios() -> None:
+    rounds = [
+        _round("keel", 2.0, 0.4, 2.0, 200),
+        _round("bare", 1.0, 0.2, 1.0, 120),
+        Round("keel", 1, True, [], 9.0, {}, 999, 0, 0),  # a warm-up: not counted
+    ]
+    server = {f"keel-r{i}": 0.3 for i in range(4)} | {f"keel-s{i}": 0.25 for i in range(4)}
+    server |= {f"bare-r{i}": 0.1 for i in range(4)} | {f"bare-s{i}": 0.1 for i in range(4)}
+    sizes = {(1, "keel"): {"checkpoints": 12.0}, (1, "bare"): {"checkpoints": 7.0}}
+    figures = summarize(rounds, server, sizes)["workers_1"]
+    keel, bare = figures["keel"], figures["bare"]
+    assert (keel["throughput_per_min"], bare["throughput_per_min"]) == (120.0, 240.0)
+    assert keel["cpu_ms_per_thread"]["workers"] == 500.0
+    assert keel["cpu_ms_per_thread_total"] == 750.0  # workers + postgres: not the clients
+    assert (keel["commits_per_thread"], keel["wal_kb_per_thread"]) == (50.0, 4.0)
+    assert (keel["server_run_p50_ms"], keel["server_resume_p50_ms"]) == (300.0, 250.0)
+    assert keel["checkpoint_per_thread"] == {"checkpoints": 12.0}
+    assert figures["ratio"] == {
+        "throughput": 0.5,
+        "server_run_p50": 3.0,
+        "server_resume_p50": 2.5,
+        "cpu_per_thread": 2.0,
+        "met": False,
+    }
+    page = markdown(
+        {"engine": "e", "shape": "s", "machine": "m", "rounds": 1, "threads": 4, "warmup": 0,
+         "flight_record": "f", "figures": {"workers_1": figures}}
+    )  # fmt: skip
+    assert "| 1 | keel | 120 |" in page and "| 1 | 0.5 | 3 | 2.5 | 2 | NOT MET |" in page
+
+
+def test_the_targets_are_issue_26s() -> None:
+    bare = {"throughput_per_min": 100.0, "server_run_p50_ms": 100.0,
+            "server_resume_p50_ms": 100.0, "cpu_ms_per_thread_total": 100.0}  # fmt: skip
+    just = {**bare, "throughput_per_min": 80.0, "server_run_p50_ms": 200.0,
+            "server_resume_p50_ms": 200.0}  # fmt: skip
+    assert ratios(just, bare)["met"]
+    assert not ratios({**just, "throughput_per_min": 79.0}, bare)["met"]
+    assert not ratios({**just, "server_resume_p50_ms": 201.0}, bare)["met"]
