@@ -108,10 +108,9 @@ class EnvironmentBackend:
             except Exception as err:  # the function's own refusal: an answer, not a fault
                 raise Permanent(f"{tool}: {type(err).__name__}: {err}") from err
             output = {"result": to_jsonable_python(result)}
-            if effect != "read":
-                conn.execute(
-                    "UPDATE environment SET body = ? WHERE id = 1", (env.model_dump_json(),)
-                )
+            # Written back after reads too: a read can leave a trace AgentDojo judges (a web
+            # page fetched is in the site's log, and a fetch of an attacker's page is harm).
+            conn.execute("UPDATE environment SET body = ? WHERE id = 1", (env.model_dump_json(),))
             conn.execute(
                 "INSERT INTO calls (tool, args, effect, idempotency_key, output) "
                 "VALUES (?, ?, ?, ?, ?)",
