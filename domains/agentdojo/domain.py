@@ -38,6 +38,9 @@ from tools.resilience import RetryPolicy
 from tools.spec import AgentTools, ToolRegistry
 
 HERE = Path(__file__).resolve().parent
+LOOKUPS = 12
+"""How many read calls the model planner may make before it plans (AgentDojo's ground truths
+read up to six things; a model that explores needs more)."""
 
 
 class AgentDojoDomain(DomainDefaults):
@@ -65,6 +68,7 @@ class AgentDojoDomain(DomainDefaults):
         self.name = f"agentdojo_{suite}"
         self.planner_role = self.data.role
         self.subject_keys = frozenset(self.data.subject_keys)
+        self.planner_lookups = LOOKUPS
 
     @cached_property
     def suite(self) -> Any:
