@@ -154,7 +154,7 @@ def verdicts(
 
 
 @contextmanager
-def keel_world(base: Settings, suite: str, model: OracleModel) -> Iterator[tuple[KeelApp, Path]]:
+def keel_world(base: Settings, suite: str, model: BaseChatModel) -> Iterator[tuple[KeelApp, Path]]:
     """A Keel app on a fresh home for one suite (its corpus indexed, its manifest)."""
     domain = AgentDojoDomain(suite)
     spec = f"domains.agentdojo.{suite}:{suite.capitalize()}" if domain.folder else None
@@ -171,9 +171,13 @@ def keel_world(base: Settings, suite: str, model: OracleModel) -> Iterator[tuple
                 home=home, domain="domains.agentdojo.domain:AgentDojoDomain", policy_file=policy,
                 _env_file=None,
             )  # fmt: skip
+        # A suite's tool list alone can take 4,000 tokens (travel: 28 tools); the prompt's
+        # evidence must still fit, or no step can cite it.
+        budget = max(base.planner_budget_tokens, 16000)
         settings = settings.model_copy(
-            update={**update, "record": False, "model_prices": base.model_prices}
-        )
+            update={**update, "record": False, "model_prices": base.model_prices,
+                    "planner_budget_tokens": budget}
+        )  # fmt: skip
         CorpusStore(settings, embedder_for(settings)).ingest(progress=False)
         domain.prepare(settings, reset=True)
         context = KeelContext.from_settings(settings, domain=domain, planner_model=model)
@@ -347,7 +351,7 @@ def run_suite(
             (u, None, {}, oracle) for u in users
         ] + [(u, i, texts, obedient) for u, i, texts in attacked]
         if agent == "keel":
-            with keel_world(settings, suite, OracleModel()) as (app, _):
+            with keel_world(settings, suite, model or OracleModel()) as (app, _):
                 for n, (user_id, injection_id, texts, chosen) in enumerate(cases):
                     tally_case(tally, suite, agent, reviewer, user_id, injection_id, texts,
                                chosen, app=app, thread=f"case-{n}")  # fmt: skip
