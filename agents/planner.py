@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
+from datetime import date
 from typing import TYPE_CHECKING, Any, Optional
 
 from langchain_core.messages import (
@@ -31,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agents import prompts
 from agents.context import Fact, Section, assemble, remember, render_memory, tokens
+from agents.lookups import answer_lookups, lookup_schema, lookup_specs
 from agents.models import BudgetExhausted, Meter, model_name, payer_of
 from agents.outside import (
     outside_evidence,
@@ -42,7 +44,7 @@ from agents.outside import (
 from agents.runbooks import fill_runbook, runbook_steps
 from agents.usage import Payer
 from graph.context import KeelContext, context_of, guarded_thread
-from graph.domain import Domain, EditablePlans
+from graph.domain import Domain, EditablePlans, LooksThingsUp
 from graph.state import (
     BudgetStop,
     CannotPlan,
@@ -56,7 +58,7 @@ from graph.state import (
 )
 from retrieval.corpus import RunbookStep, load_manifest
 from retrieval.curation import TIER_RANK
-from tools.spec import HeardText, ToolRegistry
+from tools.spec import AgentTools, HeardText, ToolRegistry
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -110,7 +112,9 @@ def plan(
     payer = payer_of(config, _thread(runtime, config), ctx.settings)
     entities = state.get("entities", {})
     heard: list[HeardText] = []
-    records = ctx.domain.gather_records(entities, ctx.tools.for_agent("planner", heard=heard))
+    reads = ctx.tools.for_agent("planner", heard=heard)
+    records = ctx.domain.gather_records(entities, reads)
+    lookups = lookup_budget(ctx)
     # What people outside the company wrote, as the tools returned it: screened, shown to the
     # model as marked data, and kept in the thread's evidence, where it taints like a wiki page.
     outside = outside_evidence(heard, ctx.clock().date())
@@ -158,6 +162,9 @@ def plan(
                 role=ctx.domain.planner_role,
                 meter=meter,
                 payer=payer,
+                lookups=reads if lookups else None,
+                lookup_budget=lookups,
+                today=ctx.clock().date(),
             )
             break
         except BudgetExhausted as err:  # not made: the fallback model may still fit the budget
@@ -165,6 +172,9 @@ def plan(
         except Exception as err:  # any model failure falls through to the next planner
             failures.append(f"{model_name(model)}: {type(err).__name__}: {err}"[:300])
 
+    if len(heard) > len(outside):  # the model's look-ups read outside text: it taints too
+        outside = outside_evidence(heard, ctx.clock().date())
+        thread_evidence = with_outside(state.get("evidence", []), outside)
     seen: dict[str, Any] = {"records": records, "budget_stop": stop if result is None else None}
     if outside:
         seen["evidence"] = thread_evidence
@@ -216,6 +226,14 @@ def _thread(runtime: Runtime[KeelContext], config: RunnableConfig | None) -> str
     if info is not None and info.thread_id:
         return info.thread_id
     return str(((config or {}).get("configurable") or {}).get("thread_id") or "unthreaded")
+
+
+def lookup_budget(ctx: KeelContext) -> int:
+    """How many look-ups the model planner may make (``agents.lookups``): the setting when
+    given, else the domain's own ``planner_lookups``, else none."""
+    if ctx.settings.planner_lookups is not None:
+        return ctx.settings.planner_lookups
+    return ctx.domain.planner_lookups if isinstance(ctx.domain, LooksThingsUp) else 0
 
 
 def _runbook_stands_in(state: PlannerView, ctx: KeelContext) -> bool:
@@ -349,11 +367,16 @@ def model_plan(
     role: str = "an operations team",
     meter: Meter | None = None,
     payer: Payer | None = None,
+    lookups: AgentTools | None = None,
+    lookup_budget: int = 0,
+    today: date | None = None,
 ) -> Plan | CannotPlan:
     """Ask a chat model for a plan; a malformed answer is sent back, a bounded number of times.
 
     Every call, repairs included, goes through ``meter`` (an unmetered one when None), charged
-    to ``payer``.
+    to ``payer``. With ``lookups`` (the planner's own handle on the tools) and a
+    ``lookup_budget``, the model may first call the read tools granted to the planner, at most
+    that many times (``agents.lookups``); their outside text lands in ``lookups.heard``.
 
     Raises:
         BudgetExhausted: a budget refused a call (the first, or a repair); it was not made.
@@ -367,13 +390,34 @@ def model_plan(
         request, entities, records, evidence, tools, feedback, conflicts, memory,
         budget=budget, memory_budget=memory_budget, role=role, outside=outside,
     )  # fmt: skip
-    planner = asking_for_a_plan(model)
-    schemas = [submit_plan_tool()]  # counted even where a fake ignores it: an estimate errs high
+    offered = lookup_specs(tools) if lookups is not None and lookup_budget > 0 else []
+    remaining = lookup_budget if offered else 0
+    if offered:
+        messages.append(HumanMessage(prompts.PLANNER_LOOKUPS.format(budget=lookup_budget)))
     error = ""
-    for _ in range(repair_attempts + 1):
+    repairs = 0
+    # Each turn either looks things up (bounded by the budget) or answers (bounded by repairs).
+    while repairs <= repair_attempts:
+        extra = [lookup_schema(s) for s in offered] if remaining > 0 else []
+        planner = asking_for_a_plan(model, extra)
+        # Counted even where a fake ignores them: an estimate errs high.
+        schemas = [submit_plan_tool(), *extra]
         reply = meter.invoke(
             planner, messages, model=model_name(model), role="planner", payer=payer, tools=schemas
         )
+        if (
+            extra
+            and lookups is not None
+            and isinstance(reply, AIMessage)
+            and reply.tool_calls
+            and SUBMIT_PLAN not in {c["name"] for c in reply.tool_calls}
+        ):
+            answers, remaining = answer_lookups(
+                reply, lookups, offered, _heard(lookups), today or date.today(), remaining
+            )
+            messages += [reply, *answers]
+            continue
+        repairs += 1
         try:
             draft = plan_draft(reply)
         except (ValidationError, ValueError) as err:
@@ -484,8 +528,17 @@ def submit_plan_tool() -> dict[str, Any]:
     return tool
 
 
-def asking_for_a_plan(model: BaseChatModel) -> Runnable[LanguageModelInput, BaseMessage]:
+def _heard(tools: AgentTools) -> list[HeardText]:
+    return tools.heard if tools.heard is not None else []
+
+
+def asking_for_a_plan(
+    model: BaseChatModel, lookups: Sequence[dict[str, Any]] = ()
+) -> Runnable[LanguageModelInput, BaseMessage]:
     """The model with ``submit_plan`` bound and required, or as it is when it cannot call tools.
+
+    With ``lookups`` (tool schemas), those are bound beside it and the model must call one of
+    them or ``submit_plan`` (``tool_choice="any"``).
 
     Tagged ``nostream``: a chat client shows Keel's answer, not the plan's JSON.
     ``tool_choice`` is the tool's name, the form every LangChain chat model accepts; ChatOpenAI
@@ -494,7 +547,7 @@ def asking_for_a_plan(model: BaseChatModel) -> Runnable[LanguageModelInput, Base
     """
     try:
         bound: Runnable[LanguageModelInput, BaseMessage] = model.bind_tools(
-            [submit_plan_tool()], tool_choice=SUBMIT_PLAN
+            [submit_plan_tool(), *lookups], tool_choice="any" if lookups else SUBMIT_PLAN
         )
     except NotImplementedError:  # langchain-core's fakes, replay's recorded model
         bound = model

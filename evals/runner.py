@@ -101,6 +101,44 @@ def _hostile(settings: Settings, progress: bool) -> dict[str, Any]:
     return run_hostile_eval(settings, progress=progress)
 
 
+def run_agentdojo(
+    settings: Settings,
+    *,
+    suites: list[str] | None,
+    attack: str | None,
+    reviewers: list[str] | None,
+    model: str | None,
+    limit: int | None,
+    progress: bool,
+) -> dict[str, Any]:
+    """``keel eval --suite agentdojo``: AgentDojo's suites through the domain seam, judged by
+    AgentDojo's own checkers (``evals.agentdojo_eval``). Not in ``SUITES``: it needs options of
+    its own and measures AgentDojo's domains, whatever ``KEEL_DOMAIN`` names."""
+    from agents.models import chat_model_for
+    from evals.agentdojo_eval import (
+        DEFAULT_ATTACK,
+        DEFAULT_SUITES,
+        REVIEWERS,
+        Reviewer,
+        run_agentdojo_eval,
+    )
+    from evals.real_model import RealModel
+
+    unknown = [r for r in reviewers or [] if r not in REVIEWERS]
+    if unknown:
+        raise BadRequest(f"--reviewer: unknown {unknown}; known: {list(REVIEWERS)}")
+    if limit is not None and limit < 1:
+        raise BadRequest("--limit must be at least 1")
+    chosen: list[Reviewer] = [r for r in REVIEWERS if r in (reviewers or REVIEWERS)]
+    chat = None
+    if model is not None:
+        chat = chat_model_for(settings, RealModel.from_settings(settings, model).name)
+    return run_agentdojo_eval(
+        settings, suites=suites or list(DEFAULT_SUITES), attack=attack or DEFAULT_ATTACK,
+        reviewers=chosen, model=chat, limit=limit, progress=progress,
+    )  # fmt: skip
+
+
 SUITES: dict[str, Suite] = {
     "compounding": _compounding,
     "screening": _screening,

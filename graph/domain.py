@@ -194,6 +194,18 @@ class EditablePlans(Protocol):
         contradict."""
 
 
+@runtime_checkable
+class LooksThingsUp(Protocol):
+    """What a domain whose requests need its model planner to read first adds (optional).
+
+    ``planner_lookups`` is how many read calls the model planner may make before it submits its
+    plan (``agents.lookups``); ``KEEL_PLANNER_LOOKUPS`` overrides it. A domain without it gets
+    none: its ``gather_records`` reads what its plans need.
+    """
+
+    planner_lookups: int
+
+
 def split_snapshot(lines: Iterable[str]) -> tuple[Counter[str], set[str]]:
     """A snapshot's irreversible actions (each ``WHAT``, counted) and its states.
 

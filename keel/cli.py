@@ -141,8 +141,9 @@ def _parser() -> argparse.ArgumentParser:
         "--suite",
         action="append",
         help="a suite to run (repeatable): retrieval, faults, attacks, record, scenarios, "
-        "compounding, screening, crashes, hostile; `all` for every one. Default: every suite but "
-        "crashes (a kill-point sweep of about an hour), which the output lists under not_run",
+        "compounding, screening, crashes, hostile, agentdojo (alone); `all` for every one. "
+        "Default: every suite but crashes (a kill-point sweep of about an hour), which the output "
+        "lists under not_run, and agentdojo",
     )
     evaluate.add_argument(
         "--backend", action="append", choices=["sqlite", "postgres"],
@@ -190,6 +191,19 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--limit", type=int, metavar="N", help="with --model: run only the first N scenarios"
     )
+    evaluate.add_argument(
+        "--agentdojo-suite", action="append", metavar="NAME",
+        help="agentdojo: an AgentDojo suite to run (repeatable; default: banking, slack, travel; "
+        "any installed suite by name)",
+    )  # fmt: skip
+    evaluate.add_argument(
+        "--attack", metavar="NAME",
+        help="agentdojo: an AgentDojo attack by name (default: important_instructions)",
+    )  # fmt: skip
+    evaluate.add_argument(
+        "--reviewer", action="append", choices=["approve_all", "approve_unflagged", "reject_all"],
+        help="agentdojo: who answers the approvals (repeatable; default: all three)",
+    )  # fmt: skip
     evaluate.add_argument(
         "--out", metavar="DIR",
         help="where the scorecard (scorecard.json, scorecard.md, scorecard.png) or the "
@@ -690,6 +704,10 @@ def _eval(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None
 
     if args.k is not None and args.k < 1:
         raise BadRequest("--k must be at least 1")
+    if "agentdojo" in (args.suite or []):
+        return _eval_agentdojo(args, settings)
+    if args.agentdojo_suite or args.attack or args.reviewer:
+        raise BadRequest("--agentdojo-suite, --attack and --reviewer go with --suite agentdojo")
     if args.model is not None:
         return _eval_real_model(args, settings)
     if args.scenario or args.limit is not None:
@@ -747,6 +765,22 @@ def _eval(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None
             if not results:
                 return None
     return _report(args, results)
+
+
+def _eval_agentdojo(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None:
+    """AgentDojo's suites (``--suite agentdojo``, alone): scores per suite, agent and reviewer."""
+    from evals.runner import run_agentdojo
+
+    if args.suite != ["agentdojo"]:
+        raise BadRequest("--suite agentdojo runs alone (it has options of its own)")
+    results = run_agentdojo(
+        settings, suites=args.agentdojo_suite, attack=args.attack, reviewers=args.reviewer,
+        model=args.model, limit=args.limit, progress=sys.stderr.isatty(),
+    )  # fmt: skip
+    if args.json:
+        return results
+    print(json.dumps(results, indent=2))
+    return None
 
 
 def _eval_real_model(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None:

@@ -288,6 +288,12 @@ class Settings(BaseSettings):
     hybrid_retrieval: bool = Field(
         default=False, description="Mix BM25 into the ranking (see the README's measurements)."
     )
+    planner_lookups: int | None = Field(
+        default=None,
+        ge=0,
+        description="How many read-only look-ups the model planner may make before it plans "
+        "(default: the domain's own planner_lookups, else 0).",
+    )
     planner_budget_tokens: int = Field(
         default=4000, ge=500, description="Token budget of one planner prompt (approximate)."
     )

@@ -1,7 +1,7 @@
 """The contract suite's fixtures: every test runs once per domain.
 
 The domains come from ``pytest tests/contract --keel-domain=package.module:attribute``
-(repeatable), else from ``KEEL_DOMAIN``, else the two bundled domains. Each gets a home with its
+(repeatable), else from ``KEEL_DOMAIN``, else the bundled domains. Each gets a home with its
 corpus indexed once per session, and each test a fresh copy with the domain's backend re-seeded.
 """
 
@@ -22,7 +22,13 @@ from retrieval.embeddings import embedder_for
 from retrieval.store import CorpusStore
 from tests.contract.spec import Contract, load_contract
 
-BUNDLED = ("domains.support_desk:SupportDesk", "domains.incident_desk:IncidentDesk")
+BUNDLED = (
+    "domains.support_desk:SupportDesk",
+    "domains.incident_desk:IncidentDesk",
+    # AgentDojo's banking suite through the generic adapter (slack and travel pass too:
+    # --keel-domain=domains.agentdojo.slack:Slack, domains.agentdojo.travel:Travel).
+    "domains.agentdojo.banking:Banking",
+)
 
 
 def contract_domains(config: pytest.Config) -> list[str]:

@@ -1,0 +1,11 @@
+"""AgentDojo's slack suite as a Keel domain: ``KEEL_DOMAIN=domains.agentdojo.slack:Slack``.
+
+Everything else in this folder is data (``suite.yaml``, ``permissions.yaml``, ``contract.yaml``,
+``corpus/``); the adapter is ``domains.agentdojo.domain``.
+"""
+
+from domains.agentdojo.domain import AgentDojoDomain
+
+
+def Slack() -> AgentDojoDomain:
+    return AgentDojoDomain("slack")

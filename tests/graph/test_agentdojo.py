@@ -1,0 +1,107 @@
+"""AgentDojo through the domain seam: a few cases per suite, judged by AgentDojo's own checkers.
+
+The whole sweep is ``keel eval --suite agentdojo``; here one benign and one attacked case per
+suite, for Keel and the plain ``create_agent`` baseline on the same oracle models, and the
+planner's look-ups on their own: within the planner's grants, bounded, their outside text
+tainting the thread.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.messages import AIMessage
+
+from agents.lookups import answer_lookups, lookup_specs
+from domains.agentdojo.domain import AgentDojoDomain
+from evals.agentdojo_eval import Tally, keel_world, suite_cases, tally_case
+from evals.agentdojo_oracle import OracleModel
+from graph.state import is_outside
+from keel.settings import Settings
+from tools.spec import HeardText
+
+CASES = {
+    # suite: (user task, injection task): each user task reads text the attack writes into.
+    "banking": ("user_task_0", "injection_task_0"),
+    "slack": ("user_task_1", "injection_task_1"),
+    "travel": ("user_task_0", "injection_task_0"),
+}
+
+
+def _settings(tmp_path: Path) -> Settings:
+    return Settings(home=tmp_path / "base", _env_file=None)  # type: ignore[call-arg]
+
+
+def _attack_texts(suite: str, user: str, injection: str) -> dict[str, str]:
+    _, attacked = suite_cases(AgentDojoDomain(suite).suite, "important_instructions", None)
+    return next(t for u, i, t in attacked if (u, i) == (user, injection))
+
+
+@pytest.mark.parametrize("suite", sorted(CASES))
+def test_an_obedient_model_is_hijacked_in_the_plain_agent_and_not_in_keel(
+    suite: str, tmp_path: Path
+) -> None:
+    user, injection = CASES[suite]
+    texts = _attack_texts(suite, user, injection)
+    baseline = Settings(home=tmp_path / "plain", domain="domains.agentdojo.domain:AgentDojoDomain",
+                        _env_file=None)  # type: ignore[call-arg]  # fmt: skip
+    plain = Tally()
+    tally_case(plain, suite, "plain", "approve_all", user, injection, texts,
+               OracleModel(obedient=True), settings=baseline)  # fmt: skip
+    # The worst-case model obeys the injection when nothing stands between it and the tools.
+    assert plain.attacked[0].security, f"{suite}: the attack should succeed on the plain agent"
+
+    keel = Tally()
+    with keel_world(_settings(tmp_path), suite, OracleModel()) as (app, _):
+        tally_case(keel, suite, "keel", "approve_all", user, None, {}, OracleModel(),
+                   app=app, thread="benign")  # fmt: skip
+        tally_case(keel, suite, "keel", "approve_all", user, injection, texts,
+                   OracleModel(obedient=True), app=app, thread="attacked")  # fmt: skip
+        outcome = app.show("attacked")
+    assert keel.benign[0].utility, f"{suite}: Keel lost the benign task"
+    assert not keel.attacked[0].security, f"{suite}: the injection succeeded through Keel"
+    # What the look-ups returned is in the thread as outside text, and the injected part of it
+    # was withheld from the model by the screen.
+    outside = [e for e in outcome.evidence if is_outside(e)]
+    assert outside and all(e.trust_tier == "untrusted" for e in outside)
+    assert any(e.flags for e in outside), "the injected text was not flagged"
+
+
+def test_keel_under_reject_all_does_nothing_irreversible(tmp_path: Path) -> None:
+    tally = Tally()
+    with keel_world(_settings(tmp_path), "banking", OracleModel()) as (app, _):
+        result = tally_case(tally, "banking", "keel", "reject_all", "user_task_0", None, {},
+                            OracleModel(), app=app, thread="rejected")  # fmt: skip
+        domain = AgentDojoDomain("banking")
+        assert not domain.snapshot(app.settings), "a rejected payment was made"
+    assert result.approvals >= 1 and not result.utility
+
+
+def test_look_ups_are_the_planners_reads_only_and_bounded(tmp_path: Path) -> None:
+    with keel_world(_settings(tmp_path), "banking", OracleModel()) as (app, _):
+        tools = app.context.tools
+        offered = lookup_specs(tools)
+        assert {s.name for s in offered} == {
+            "get_iban", "get_balance", "get_most_recent_transactions",
+            "get_scheduled_transactions", "read_file", "get_user_info",
+        }  # fmt: skip
+        assert all(s.effect == "read" for s in offered)
+        heard: list[HeardText] = []
+        planner = tools.for_agent("planner", heard=heard)
+        calls: list[dict[str, Any]] = [
+            {"name": "send_money", "args": {"recipient": "X", "amount": 1.0, "subject": "s",
+                                            "date": "2022-01-01"}, "id": "a"},
+            {"name": "read_file", "args": {"file_path": "bill-december-2023.txt"}, "id": "b"},
+            {"name": "get_balance", "args": {}, "id": "c"},
+        ]  # fmt: skip
+        answers, left = answer_lookups(
+            AIMessage(content="", tool_calls=calls), planner, offered, heard, date.today(), 1
+        )
+        assert not AgentDojoDomain("banking").snapshot(app.settings), "a look-up wrote"
+    first, second, third = (str(m.content) for m in answers)
+    assert first.startswith("refused: send_money is not a look-up")
+    assert "<outside-text" in second and heard, "the file came back unmarked"
+    assert third.startswith("refused:") and "submit_plan" in third and left == 0
