@@ -105,3 +105,34 @@ def test_every_page_is_in_the_nav() -> None:
     nav = (ROOT / "mkdocs.yml").read_text().split("\nnav:", 1)[1]
     pages = sorted(p.name for p in DOCS.glob("*.md"))
     assert [p for p in pages if p not in nav] == []
+
+
+def _source_files() -> list[Path]:
+    """The files whose comments and docstrings may point a reader at the docs."""
+    skip = {".venv", ".git", "node_modules", "site", ".cache"}
+    files = [
+        ROOT / "Makefile",
+        ROOT / "pyproject.toml",
+        ROOT / ".env.example",
+        ROOT / ".ci" / "run",
+    ]
+    for path in ROOT.rglob("*.py"):
+        parts = set(path.relative_to(ROOT).parts)
+        if not parts & skip and not any(part.startswith(".venv") for part in parts):
+            files.append(path)
+    return files
+
+
+def test_code_points_at_docs_pages_that_exist_not_at_readme_sections() -> None:
+    """A docstring links to a page instead of a README section (the README is only a front door)."""
+    readme_sections, missing = [], []
+    for path in _source_files():
+        text = path.read_text()
+        where = path.relative_to(ROOT)
+        if re.search(r"README(,|'s)? *\"|see (the )?README", text) and path != Path(__file__):
+            readme_sections.append(str(where))
+        for page in set(re.findall(r"(?<![\w/])docs/([\w-]+\.md)", text)):
+            if not (DOCS / page).exists():
+                missing.append(f"{where}: docs/{page}")
+    assert readme_sections == [], "point at a page under docs/ instead"
+    assert missing == []
