@@ -7,8 +7,11 @@ checked here, with the same slugs MkDocs gives headings.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from markdown.extensions.toc import slugify
@@ -136,3 +139,40 @@ def test_code_points_at_docs_pages_that_exist_not_at_readme_sections() -> None:
                 missing.append(f"{where}: docs/{page}")
     assert readme_sections == [], "point at a page under docs/ instead"
     assert missing == []
+
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def _code_digest(notebook: dict[str, Any]) -> str:
+    """What ``docs/execute_notebooks.py`` records: the sha256 of the code cells' sources."""
+    sources = [
+        "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+        for cell in notebook["cells"]
+        if cell["cell_type"] == "code"
+    ]
+    return hashlib.sha256(json.dumps(sources).encode()).hexdigest()
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_are_committed_with_the_outputs_of_their_code(path: Path) -> None:
+    """The docs show the committed outputs (not executed at build): they must be this code's."""
+    notebook = json.loads(path.read_text())
+    code = [cell for cell in notebook["cells"] if cell["cell_type"] == "code"]
+    recorded = notebook["metadata"].get("keel", {}).get("sources_sha256")
+    assert recorded == _code_digest(notebook), f"{path.name}'s code changed: run `make notebooks`"
+    assert all(cell["execution_count"] is not None for cell in code), "a cell was not executed"
+    outputs = [output for cell in code for output in cell["outputs"]]
+    assert outputs, f"{path.name} has no outputs"
+    assert [o for o in outputs if o["output_type"] == "error"] == []
+
+
+def test_the_evals_notebook_shows_its_plots() -> None:
+    notebook = json.loads((ROOT / "notebooks" / "evals.ipynb").read_text())
+    images = [
+        output
+        for cell in notebook["cells"]
+        for output in cell.get("outputs", [])
+        if "image/png" in output.get("data", {})
+    ]
+    assert len(images) >= 2, "the fault-rate plot and the compounding curve"
