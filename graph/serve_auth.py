@@ -1,6 +1,6 @@
 """Who may call the engine and what each caller may do: Aegra's auth hook and handlers.
 
-Aegra (``make serve``; README, "Past one machine") loads ``auth`` through ``aegra.json``
+Aegra (``make serve``; docs/serving.md) loads ``auth`` through ``aegra.json``
 (``"auth": {"path": "./graph/serve_auth.py:auth"}``).
 
 **Authentication.** Every request carries a token, as ``Authorization: Bearer TOKEN`` or as
@@ -23,7 +23,7 @@ starting anything.
 
 **Authorization** is one ``@auth.on`` handler, which Aegra 0.11 calls for every protocol route
 (``aegra_api.core.auth_registry``: resource ``threads``, ``assistants``, ``crons`` or ``store``
-and an action), through :func:`decide`: a table of roles and actions (README, "Who may do what").
+and an action), through :func:`decide`: a table of roles and actions (docs/serving.md).
 Aegra ignores the filter a handler returns on the routes it dispatches itself (a thread's state,
 history and runs), so a requester's access to one thread is decided here from the thread's
 metadata, read from Aegra's own table; the owner is written there by the ``threads.create``

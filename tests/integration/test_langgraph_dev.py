@@ -239,8 +239,9 @@ def test_langgraph_dev_runs_a_request_to_its_approval_and_resumes_it(
 def test_langgraph_dev_on_a_fresh_clone_plans_the_first_request(
     indexed_home: Path, tmp_path: Path
 ) -> None:
-    """The README's recipe on a fresh clone: ``keel ingest``, then ``langgraph dev``; nobody ran
-    ``keel seed`` or ``keel demo``. The server prepares the domain before it takes a request."""
+    """The README's recipe (docs/usage.md) on a fresh clone: ``keel ingest``, then ``langgraph
+    dev``; nobody ran ``keel seed`` or ``keel demo``. The server prepares the domain before it
+    takes a request."""
     home = tmp_path / "home"
     shutil.copytree(indexed_home, home)
     settings = Settings(home=home, _env_file=None)  # type: ignore[call-arg]

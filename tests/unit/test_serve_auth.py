@@ -182,10 +182,10 @@ def test_a_process_builds_its_context_once_however_many_runs_ask_at_once() -> No
     assert len(seen) == 8 and all(s is built[0] for s in seen)
 
 
-# Who may do what: every (resource, action) Aegra authorizes, for each role (README, "Who may do
-# what"). Alice and Bob are requesters, Rita a reviewer, Olga an operator; thread "t-a" is
-# Alice's, "t-new" does not exist. An outcome is "ok", "filter" (a metadata filter: the caller's
-# own threads), or the status of the refusal.
+# Who may do what: every (resource, action) Aegra authorizes, for each role (docs/serving.md).
+# Alice and Bob are requesters, Rita a reviewer, Olga an operator; thread "t-a" is Alice's,
+# "t-new" does not exist. An outcome is "ok", "filter" (a metadata filter: the caller's own
+# threads), or the status of the refusal.
 
 USERS = parse_tokens(TOKENS)
 ROLE_OF = {u.name: sorted(u.roles) for u in USERS.values()}
