@@ -229,7 +229,12 @@ class OtelExport:
         ids = _KeelIds()
         attributes = {} if environ.get("OTEL_SERVICE_NAME") else {"service.name": "keel"}
         provider = TracerProvider(resource=Resource.create(attributes), id_generator=ids)  # type: ignore[arg-type]
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        # The endpoint from ``environ`` (the SDK would read os.environ): the signal's own URL as
+        # given, the base one with the traces path, as the OTLP exporter specification says.
+        traces = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+        base = environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip().rstrip("/")
+        exporter = OTLPSpanExporter(endpoint=traces or f"{base}/v1/traces")
+        provider.add_span_processor(BatchSpanProcessor(exporter))
         content = environ.get(CONTENT_VAR, "").strip().lower() == "true"
         return cls(provider, provider.get_tracer("keel"), ids, capture_content=content)
 
