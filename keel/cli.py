@@ -207,8 +207,9 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--out", metavar="DIR",
         help="where the scorecard (scorecard.json, scorecard.md, scorecard.png) or the "
-        "compounding curve (compounding.json, .md, .png) is written (default: "
-        "KEEL_HOME/scorecard, KEEL_HOME/compounding; with --model, KEEL_HOME/scorecard-real)",
+        "compounding curve (compounding.json, .md, .png) or the budgets eval (budgets-eval.json, "
+        ".md) is written (default: KEEL_HOME/scorecard, KEEL_HOME/compounding, "
+        "KEEL_HOME/budgets; with --model, KEEL_HOME/scorecard-real)",
     )  # fmt: skip
     runs = sub.add_parser(
         "runs", parents=[common],
@@ -720,7 +721,7 @@ def _eval(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None
         if args.runs < 1:
             raise BadRequest("--runs must be at least 1")
         update["eval_compounding_runs"] = args.runs
-    if args.out and "compounding" in (args.suite or []):
+    if args.out and {"compounding", "budgets"} & set(args.suite or []):
         update["eval_out"] = Path(args.out)
     if args.every is not None and args.every < 1:
         raise BadRequest("--every must be at least 1")
