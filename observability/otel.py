@@ -4,8 +4,8 @@ Switched on by OpenTelemetry's own environment: ``OTEL_EXPORTER_OTLP_ENDPOINT`` 
 ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``), with the SDK's other settings honoured as the SDK reads
 them (``OTEL_EXPORTER_OTLP_HEADERS``, ``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``,
 ``OTEL_BSP_SCHEDULE_DELAY``, ``OTEL_SDK_DISABLED``...). Unset, this module imports nothing of
-OpenTelemetry's SDK (chromadb may have) and a run pays one empty loop per recorded event. It runs beside LangSmith
-(``observability.tracing``), not instead of it.
+OpenTelemetry's SDK (chromadb may have) and a run pays one empty loop per recorded event. It
+runs beside LangSmith (``observability.tracing``), not instead of it.
 
 The spans are made from the flight record's events, as the recorder emits them (a sink of
 ``observability.recorder.Recorder``): one seam for ``keel run`` (``KeelApp``), ``langgraph dev``
