@@ -453,7 +453,38 @@ def markdown(result: dict[str, Any]) -> str:
 
 def engine_markdown(engine: dict[str, Any]) -> list[str]:
     """The page's section on the engine part (:mod:`evals.budgets_engine`)."""
-    return ["## On the engine", "", "(not measured yet)", ""]
+    o, store = engine["outcomes"], engine["store"]
+    lines = [
+        "## On the engine",
+        "",
+        f"{engine['threads']} threads of one team (four users) started at once on "
+        f"{engine['workers']} Aegra worker processes ({engine['worker_loops']} worker loops "
+        "each) over one PostgreSQL, the costly model served over HTTP to each worker's "
+        "`ChatOpenAI`; every thread carries every kind of budget at once (each thread's and the "
+        "team's for the day, as above), so the first to run out stops it. The baseline is not "
+        "served by the engine: its concurrent figures are above.",
+        "",
+        "| budget | overspend | threads over budget | team spent | team budget | "
+        "completed_within_budget |",
+        "|---|---|---|---|---|---|",
+    ]
+    for kind in KINDS:
+        f = engine["kinds"][kind]
+        lines.append(
+            f"| {kind} | {_amount(kind, f['overspend'])} | {f['threads_over_budget']} | "
+            f"{_amount(kind, f['team_spent'])} | {_amount(kind, f['team_budget'])} | "
+            f"{f['completed_within_budget']} |"
+        )
+    lines += [
+        "",
+        f"Stopped by a budget: {o['stopped_by_budget']}; answered_by_runbook: "
+        f"{o['answered_by_runbook']}; escalated_over_budget: {o['escalated_over_budget']}; runs "
+        f"that failed: {o['run_errors']}; client errors: {len(engine['errors'])}. Keel's store "
+        f"after the runs: {store['calls']} model calls, {store['held']} reservations still "
+        f"held ({', '.join(f'{n} {s}' for s, n in store['by_status'].items())}).",
+        "",
+    ]
+    return lines
 
 
 def write_budgets_eval(result: dict[str, Any], folder: Path) -> dict[str, str]:

@@ -162,6 +162,11 @@ def _parser() -> argparse.ArgumentParser:
         "--jobs", type=int, metavar="N", help="crashes: kill points run at once (default: 1)"
     )
     evaluate.add_argument(
+        "--engine", action="store_true",
+        help="budgets: also run 20 threads of one team on the engine (Aegra worker processes, "
+        "PostgreSQL, Redis), the model served over HTTP",
+    )  # fmt: skip
+    evaluate.add_argument(
         "--runs", type=int, help="compounding: runs (model seeds) per agent and point "
         "(default: 10)",
     )  # fmt: skip
@@ -724,6 +729,10 @@ def _eval(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None
         update["eval_compounding_runs"] = args.runs
     if args.out and {"compounding", "hostile", "budgets"} & set(args.suite or []):
         update["eval_out"] = Path(args.out)
+    if args.engine:
+        if "budgets" not in (args.suite or []):
+            raise BadRequest("--engine goes with --suite budgets")
+        update["eval_budgets_engine"] = True
     if args.every is not None and args.every < 1:
         raise BadRequest("--every must be at least 1")
     if args.jobs is not None and not 1 <= args.jobs <= 16:
