@@ -22,6 +22,7 @@ from keel.errors import BadRequest, KeelError
 if TYPE_CHECKING:
     from graph.domain import Domain
     from keel.settings import Settings
+    from tools.budgets import ThreadSpend
 
 EXIT_ERROR = 2
 EXIT_BUG = 1
@@ -354,9 +355,13 @@ def _command(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | N
     if args.command == "show" and not args.history:
         # A status read: the checkpoint, the graph and the lease, no runtime context to build.
         outcome = show_thread(settings, args.thread)
+        spend = _thread_spend(settings, args.thread)
         if not args.json:
             report.print_outcome(outcome)
-        return outcome.model_dump(mode="json") if args.json else None
+            print(spend.describe())
+        return (
+            outcome.model_dump(mode="json") | {"spend": spend.model_dump()} if args.json else None
+        )
     domain = load_domain(settings.domain)
     if args.command == "seed" or (args.command == "domain" and args.verb == "seed"):
         from graph.context import inbox_for
@@ -517,6 +522,18 @@ def _record_view(args: argparse.Namespace, settings: Settings) -> dict[str, Any]
         if not args.json:
             print(render_explanation(why))
         return why.model_dump(mode="json") if args.json else None
+    finally:
+        store.close()
+
+
+def _thread_spend(settings: Settings, thread_id: str) -> ThreadSpend:
+    """A thread's spend on models and what its budgets have left (``keel show``)."""
+    from agents.models import budget_store_for
+    from tools.budgets import thread_spend
+
+    store = budget_store_for(settings)
+    try:
+        return thread_spend(store, settings.budgets, thread_id)
     finally:
         store.close()
 
