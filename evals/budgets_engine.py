@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from agents.planner import BUDGET_PLANNER
 from agents.usage import BudgetRule
 from evals.budgets_eval import BUDGETS, KINDS, MODEL, PRICES, REQUEST, rules
 from evals.costly_server import CostlyServer, costly_server
@@ -145,7 +146,10 @@ def figures(threads: Sequence[EngineThread], model: CostlyServer, store: Any) ->
         "statuses": sorted(statuses),
         "stopped_by_budget": sum(stops),
         "escalated_over_budget": sum(escalated),
-        "answered_by_runbook": sum(p == "runbook (budget exhausted)" for p in planners),
+        "answered_by_runbook": sum(
+            p == BUDGET_PLANNER and (t.values or {}).get("plan") is not None
+            for p, t in zip(planners, threads, strict=True)
+        ),
         "run_errors": sum(t.run_status == "error" for t in threads),
     }
     out["store"] = {

@@ -56,8 +56,10 @@ from langchain_core.runnables import Runnable
 from pydantic import Field, PrivateAttr
 
 from agents.models import MeterEvent
+from agents.planner import BUDGET_PLANNER
 from agents.usage import MICROS, BudgetRule, Price, PriceTable
 from evals.baselines import baseline_tools
+from evals.bench_meter import bench_meter
 from graph.context import KeelContext
 from graph.domain import load_domain
 from keel.app import KeelApp
@@ -211,7 +213,8 @@ def keel_thread(app: KeelApp, behaviour: Behaviour) -> dict[str, Any]:
         and out.escalation is not None
         and out.escalation.budget is not None,
         "completed": out.status in ("done", "awaiting_approval"),
-        "runbook_stood_in": out.planner == "runbook (budget exhausted)",
+        # The planner's label names the budget stop whether the runbook planned or not.
+        "runbook_stood_in": out.planner == BUDGET_PLANNER and out.plan is not None,
     }
 
 
@@ -317,6 +320,7 @@ def run_budgets_eval(
             for kind, b in BUDGETS.items() if kind in kinds
         },
         "kinds": {},
+        "meter_bench": bench_meter(settings),
     }  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="keel-budgets-") as scratch:
         for kind in kinds:
@@ -332,12 +336,30 @@ def run_budgets_eval(
                     for _ in range(per_behaviour):
                         keel_rows.append(keel_thread(app, behaviour))
                         base_rows.append(baseline_thread(single, behaviour, kind))
+            # Told to escalate instead of letting the runbook planner stand in: every thread a
+            # budget stops ends escalated with its account.
+            escalating = single.model_copy(
+                update={
+                    "budget_exhausted": "escalate",
+                    "home": single.home.with_name(f"esc-{kind}"),
+                }
+            )
+            shutil.copytree(single.home, escalating.home)
+            escalated_rows: list[dict[str, Any]] = []
+            esc_overhead: list[float] = []
+            with KeelApp.open(escalating, KeelContext.from_settings(escalating)) as app:
+                assert app.context.meter is not None
+                app.context.meter.listeners.append(partial(_settled, into=esc_overhead))
+                for behaviour in BEHAVIOURS:
+                    for _ in range(per_behaviour):
+                        escalated_rows.append(keel_thread(app, behaviour))
             if progress:
                 print(f"budgets eval: {kind}, one thread at a time", file=sys.stderr)
             shared = _keel_settings(_home(settings, Path(scratch), f"team-{kind}"), kind, team=True)
             out["kinds"][kind] = {
                 "single": {"keel": summary(keel_rows, kind, overhead),
                            BASELINE: summary(base_rows, kind, None)},
+                "single_escalate": {"keel": summary(escalated_rows, kind, esc_overhead)},
                 "concurrent": _concurrent(shared, kind, threads, workers),
             }  # fmt: skip
             if progress:
@@ -424,7 +446,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines += [
             f"## {kind}",
             "",
-            f"Each thread's budget {thread} {'' if kind == 'money' else kind}; the team's "
+            f"Each thread's budget {thread}{'' if kind == 'money' else ' ' + kind}; the team's "
             f"{team} a day in the concurrent part; the baseline's call limit "
             f"{b['baseline_call_limit']}.",
             "",
@@ -432,10 +454,16 @@ def markdown(result: dict[str, Any]) -> str:
             "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         runs = [("single", "one at a time", parts["single"])]
+        if "single_escalate" in parts:
+            runs.append(
+                ("single_escalate", "one at a time, told to escalate", parts["single_escalate"])
+            )
         conc = parts["concurrent"]
         runs.append(("concurrent", f"{conc['threads']} threads, {conc['workers']} processes", conc))
         for _, label, figures in runs:
             for agent in ("keel", BASELINE):
+                if agent not in figures:
+                    continue
                 f = figures[agent]
                 overhead = f["metering_overhead_ms"]
                 lines.append(
@@ -446,6 +474,20 @@ def markdown(result: dict[str, Any]) -> str:
                     f"{'-' if overhead is None else overhead} |"
                 )
         lines.append("")
+    bench = result.get("meter_bench")
+    if bench is not None:
+        lines += [
+            "## The meter's own cost",
+            "",
+            f"The same instant fake model called {bench['calls']} times bare and through the "
+            f"meter ({bench['store']}, three budgets applying; `keel bench --only meter`): "
+            f"the meter adds {bench['meter_overhead_ms']} ms a call (median, metered minus "
+            f"bare); its own time is {bench['meter_own_median_ms']} ms median, "
+            f"{bench['meter_own_p95_ms']} ms p95. The `metering_overhead_ms` above is the "
+            "meter's own time per call under the graph (mean), on this machine while the eval "
+            "ran.",
+            "",
+        ]
     if result.get("engine") is not None:
         lines += engine_markdown(result["engine"])
     return "\n".join(lines).rstrip() + "\n"

@@ -26,6 +26,11 @@ def test_every_budget_kind_holds_for_keel_and_is_overspent_by_the_baseline(
             assert keel["metering_overhead_ms"] is not None
             assert baseline["metering_overhead_ms"] is None
         assert parts["concurrent"]["keel"]["team_spent"] <= result["budgets"][kind]["team"]
+        # Told to escalate, every thread a budget stopped ends escalated with its account.
+        escalated = parts["single_escalate"]["keel"]
+        assert escalated["overspend"] == 0
+        assert escalated["escalated_over_budget"] == escalated["stopped_by_budget"] > 0, escalated
+        assert escalated["answered_by_runbook"] == 0
     # The baseline's call limit keeps no team budget, nor (but in calls) a thread's.
     assert result["kinds"]["calls"]["concurrent"][BASELINE]["team_overspend"] > 0
     assert result["kinds"]["tokens"]["single"][BASELINE]["overspend"] > 0
@@ -36,3 +41,5 @@ def test_every_budget_kind_holds_for_keel_and_is_overspent_by_the_baseline(
     assert "keel eval --suite budgets" in page
     for kind in KINDS:
         assert f"## {kind}" in page
+    assert result["meter_bench"]["meter_overhead_ms"] < 5  # the bench's own figure, with slack
+    assert "The meter's own cost" in page
