@@ -18,7 +18,7 @@ from langgraph.types import Command
 from domains.support_desk.backend import DemoBackend
 from graph.state import Plan, Receipt, Step, Verdict
 from keel.app import Decision, KeelApp
-from tests.conftest import REFUND_REQUEST
+from tests.conftest import BILLING_REQUEST, REFUND_REQUEST
 from tools.spec import ToolEvent
 
 TICKET_REQUEST = "Close ticket T-77 and tell the customer"
@@ -455,3 +455,34 @@ def test_receipts_written_as_dicts_are_no_receipts(
     [outcome] = app.graph.get_state(_config(thread_id)).values["results"]
     said = "signature is not Keel's" if forged else "needs a human's approval"
     assert outcome.denied and said in (outcome.error or ""), outcome.error
+
+
+@pytest.mark.parametrize(
+    "request_text", [REFUND_REQUEST, TICKET_REQUEST, BILLING_REQUEST],
+    ids=["refund", "ticket", "billing"],
+)  # fmt: skip
+def test_the_account_after_the_results_were_erased_says_what_the_ledger_did(
+    app: KeelApp, backend: DemoBackend, request_text: str
+) -> None:
+    """Break 2's attack (``results`` erased past the reducer, the executor sent back with the
+    cursor at -1) escalates the thread; its account says what was really done, from the
+    ledger and the backend, never "not done" for an action the ledger holds as done, nor for a
+    write the ledger never held (a billing change within the grants): that one may have been."""
+    outcome = app.run(request_text, thread_id="t-account")
+    if outcome.status == "awaiting_approval":
+        outcome = app.resume(outcome.thread_id, Decision(kind="approve", reviewer="ann"))
+    assert outcome.status == "done"
+    app.graph.invoke(
+        Command(update={"results": {"__overwrite__": []}, "cursor": -1}, goto="execute"),
+        _config("t-account"), context=app.context, durability="sync",
+    )  # fmt: skip
+    escalation = app.show("t-account").escalation
+    assert escalation is not None
+    plan = app.graph.get_state(_config("t-account")).values["plan"]
+    acted = [s.tool for s in plan.steps if s.effect != "read"]
+    assert not escalation.left, escalation
+    if request_text == BILLING_REQUEST:
+        assert not escalation.done and len(escalation.unsure) == len(acted) == 1, escalation
+        assert "record of its steps was rewritten" in escalation.unsure[0]
+    else:
+        assert len(escalation.done) == len(acted) and not escalation.unsure, escalation
