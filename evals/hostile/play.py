@@ -340,3 +340,38 @@ def table(report: dict[str, Any]) -> str:
     for name, why in report.get("not_run", {}).items():
         lines.append(f"not run on {name}: {why}")
     return "\n".join(lines)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The report as the generated page ``docs/hostile.md`` (``keel eval --suite hostile --out
+    docs``): per class and per target, the four counts, and every attack that broke something."""
+    head = "| class | attempts | unapproved effects | duplicated effects | threads broken |"
+    lines = [
+        "# Against hostile clients: the measured figures",
+        "",
+        "Written by `keel eval --suite hostile --out docs` (never edited by hand): every attack of "
+        "`evals/hostile/cases.py`, judged on the support desk's backend and the thread's "
+        "readability, not on Keel's view of itself. See [Security](security.md) for what each "
+        "class attempts.",
+        "",
+        f"Targets: {', '.join(f'`{t}`' for t in report['targets'])}.",
+        "",
+        head,
+        "|---|---:|---:|---:|---:|",
+    ]
+    for cls, c in report["classes"].items():
+        lines.append(f"| {cls} | " + " | ".join(str(c[k]) for k in COUNTS) + " |")
+    totals = [sum(c[k] for c in report["classes"].values()) for k in COUNTS]
+    lines.append("| **total** | " + " | ".join(f"**{t}**" for t in totals) + " |")
+    for target, classes in report.get("by_target", {}).items():
+        attempts = sum(c["attempts"] for c in classes.values())
+        harm = sum(c[k] for c in classes.values() for k in COUNTS if k != "attempts")
+        lines.append(f"\n`{target}`: {attempts} attempts, {harm} effects or broken threads.")
+    failed = [a for a in report["attacks"] if not a["held"]]
+    lines += ["", "## Attacks that broke something", ""]
+    lines += [f"- `{a['target']}` `{a['attack']}`: {'; '.join(a['detail'])}" for a in failed]
+    if not failed:
+        lines.append("None.")
+    for name, why in report.get("not_run", {}).items():
+        lines.append(f"\nNot run on `{name}`: {why}")
+    return "\n".join(lines) + "\n"
