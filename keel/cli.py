@@ -721,7 +721,7 @@ def _eval(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None
         if args.runs < 1:
             raise BadRequest("--runs must be at least 1")
         update["eval_compounding_runs"] = args.runs
-    if args.out and "compounding" in (args.suite or []):
+    if args.out and {"compounding", "hostile"} & set(args.suite or []):
         update["eval_out"] = Path(args.out)
     if args.every is not None and args.every < 1:
         raise BadRequest("--every must be at least 1")
