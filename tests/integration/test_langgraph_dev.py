@@ -199,6 +199,18 @@ def test_langgraph_dev_runs_a_request_to_its_approval_and_resumes_it(
     assert [(r["charge_id"], r["amount"]) for r in backend.refunds()] == [("CH-3002", 49.0)]
     assert [m["recipient"] for m in backend.outbox()] == ["ada@example.com"]
 
+    # Studio's thread list shows what the thread's metadata says: its title (the first request),
+    # status and domain, written through the server's own API at each run's end (issue 23, 4).
+    labelled: list[dict[str, Any]] = []
+    for _ in range(50):  # the label is written after the run's end, not waited for by it
+        labelled = client.threads.search(metadata={"keel_status": "done", "keel_domain":
+                                                   "support_desk"}, limit=50)  # fmt: skip
+        if any(t["thread_id"] == thread_id for t in labelled):
+            break
+        time.sleep(0.1)
+    [mine] = [t for t in labelled if t["thread_id"] == thread_id]
+    assert mine["metadata"]["keel_title"].startswith("Customer C-1001 was charged twice"), mine
+
     # Both runs are in the flight record, one Keel run named by the server's first run id, as
     # `keel run` and `keel resume` record theirs: `keel trace` and `keel runs` show them.
     first_run = client.runs.list(thread_id)[-1]["run_id"]
