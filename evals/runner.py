@@ -90,9 +90,15 @@ def _crashes(settings: Settings, progress: bool) -> dict[str, Any]:
 
 
 def _budgets(settings: Settings, progress: bool) -> dict[str, Any]:
-    from evals.budgets_eval import run_budgets_eval
+    from evals.budgets_eval import run_budgets_eval, write_budgets_eval
 
-    return run_budgets_eval(settings, progress=progress)
+    result = run_budgets_eval(settings, progress=progress)
+    if settings.eval_budgets_engine:
+        from evals.budgets_engine import run_on_engine
+
+        result["engine"] = run_on_engine(progress=progress)
+    result["written"] = write_budgets_eval(result, settings.eval_out or settings.home / "budgets")
+    return result
 
 
 def _hostile(settings: Settings, progress: bool) -> dict[str, Any]:

@@ -335,6 +335,11 @@ class Settings(BaseSettings):
     eval_out: Path | None = Field(
         default=None, description="Where eval tables and plots are written (default: HOME/...)."
     )
+    eval_budgets_engine: bool = Field(
+        default=False,
+        description="The budgets eval also runs 20 threads of one team on the engine (Aegra, "
+        "PostgreSQL, Redis; a few minutes).",
+    )
     eval_crash_backends: list[str] = Field(
         default_factory=list,
         description="Crash sweep: the backends to sweep (default: sqlite and postgres).",

@@ -19,7 +19,7 @@ from markdown.extensions.toc import slugify
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 DOCS = ROOT / "docs"
-GENERATED = ("scorecard.md", "compounding.md", "engine.md")
+GENERATED = ("scorecard.md", "compounding.md", "engine.md", "budgets-eval.md")
 """The pages ``keel eval`` and ``keel bench`` write; every other page is written by hand."""
 
 LINK = re.compile(r"\]\(([^)\s]+)\)")
