@@ -98,6 +98,9 @@ class PlanDraft(BaseModel):
 
 BUDGET_PLANNER = "runbook (budget exhausted)"
 """The planner a thread got when a budget refused its model and the runbook planner stood in."""
+NO_PLANNER_BUDGET = "none (budget exhausted)"
+"""The planner a thread got when a budget refused its model and nothing could stand in: it
+escalates with the budget's account."""
 
 
 def plan(
@@ -250,7 +253,7 @@ def _stopped_by_budget(stop: BudgetStop, why: str, seen: dict[str, Any]) -> dict
     """No plan: the escalation says which budget stopped the model, and what was spent on what."""
     reason = f"budget exhausted: {stop.describe()}; {why}"
     verdict = Verdict(stage="plan", ok=False, reasons=[reason])
-    return {"plan": None, "plan_verdict": verdict, "planner": BUDGET_PLANNER, **seen,
+    return {"plan": None, "plan_verdict": verdict, "planner": NO_PLANNER_BUDGET, **seen,
             "budget_stop": stop}  # fmt: skip
 
 

@@ -33,6 +33,7 @@ limits are per thread: it has no team budget to keep, and its team figure says w
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -291,6 +292,11 @@ def _worker(home: str, count: int, offset: int) -> None:
     rows = []
     overhead: list[float] = []
     with KeelApp.open(settings, KeelContext.from_settings(settings)) as app:
+        # The embedded Chroma index is one process's by design: the workers open it in turn (a
+        # client starting beside another one's first read can see no collection), then share it.
+        with open(Path(home) / ".workers-open.lock", "w") as turn:
+            fcntl.flock(turn, fcntl.LOCK_EX)
+            app.preflight()
         assert app.context.meter is not None
         app.context.meter.listeners.append(partial(_settled, into=overhead))
         for n in range(count):

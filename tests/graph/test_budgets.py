@@ -95,6 +95,7 @@ def test_a_thread_out_of_money_escalates_with_the_account_when_told_not_to_stand
         assert escalation.budget.unit == "cost"
         assert "team budget (each team, day): $0.001" in escalation.reason
         assert "budget exhausted" in out.answer
+        assert out.planner == "none (budget exhausted)"  # no runbook stood in: no plan
 
 
 def test_a_request_no_runbook_covers_escalates_instead_of_being_refused(
