@@ -144,6 +144,35 @@ def test_the_facts_are_read_in_one_call(guard: ThreadGuard) -> None:
     assert guard.facts("t-1", attempt="task-1").spent == frozenset()
 
 
+def test_the_postgres_guard_reads_its_facts_in_one_statement(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every node that checks reads the facts: one round trip, one snapshot (issue 26), with
+    each fact as the single reads give it, in the order it entered."""
+    guard = guard_for(_settings(tmp_path, postgres_url))
+    assert isinstance(guard, PostgresThreadGuard)
+    guard.consume_receipt("t-1", "sha256:a", attempt="task-1", approved_by="ann")
+    guard.record_taint("t-1", [evidence(chunk_id="wiki:2", trust_tier="wiki")])
+    guard.record_taint("t-1", [evidence(chunk_id="wiki:1", trust_tier="wiki")])
+    for key in ("RF-2", "RF-1"):
+        wait = EventWait(event="refund.settled", key=key, step=0, why="the bank settles later")
+        guard.record_wait("t-1", wait, digest=f"sha256:{key}")
+    statements: list[str] = []
+    execute = guard._tables.execute
+    monkeypatch.setattr(
+        guard._tables,
+        "execute",
+        lambda sql, params=(): statements.append(sql) or execute(sql, params),
+    )
+    facts = guard.facts("t-1", attempt="task-2")
+    assert len(statements) == 1
+    assert facts.spent == guard.spent("t-1", attempt="task-2") == {"sha256:a"}
+    assert [e.chunk_id for e in facts.taint] == ["wiki:2", "wiki:1"]
+    assert facts.waiting == guard.waiting("t-1")
+    assert [k for _, k, _ in facts.waiting] == ["RF-2", "RF-1"]
+    assert facts.rejected == frozenset() and facts.requester is None
+
+
 def test_the_sqlite_guard_lives_in_the_intent_ledgers_file(tmp_path: Path) -> None:
     settings = _settings(tmp_path, None)
     guard = guard_for(settings)
