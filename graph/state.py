@@ -333,7 +333,6 @@ class KeelState(InputState, OutputState, total=False):
 
     turn: Turn
     entities: dict[str, str]
-    records: dict[str, Any]
     evidence: list[Evidence]
     filtered: list[Filtered]
     conflicts: list[Conflict]
