@@ -83,7 +83,7 @@ def thread_writes(
     config: Any = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
     tuples: list[CheckpointTuple] = list(saver.list(config))[::-1]
     names: dict[str, str] = {}
-    for snapshot in graph.with_config(checkpointer=saver).get_state_history(config):
+    for snapshot in graph.copy(update={"checkpointer": saver}).get_state_history(config):
         for pending in snapshot.tasks:
             names[pending.id] = pending.name
     names[_NULL_TASK] = "(input)"

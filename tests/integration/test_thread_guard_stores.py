@@ -206,3 +206,20 @@ def test_a_refund_pays_once_with_the_guard_in_postgres(home: Path, postgres_url:
                 {"configurable": {"thread_id": "t-pg"}}, context=app.context, durability="sync",
             )  # fmt: skip
     assert (len(backend.refunds()), len(backend.outbox())) == (1, 1)
+
+
+def test_the_engine_bench_reads_a_thread_s_writes_from_postgres(
+    home: Path, postgres_url: str
+) -> None:
+    """``keel bench --only engine`` reads one thread's supersteps from the engine's
+    checkpoints: here a refund thread's, in the same tables, with no write that changes
+    nothing."""
+    from evals.bench_engine import thread_writes_of
+
+    with KeelApp.open(_settings(home, postgres_url)) as app:
+        app.run(REFUND_REQUEST, thread_id="t-probe")
+        assert app.resume("t-probe", Decision(kind="approve", reviewer="ann")).status == "done"
+    tasks = thread_writes_of(postgres_url, "keel", "t-probe")
+    nodes = [t.node for t in tasks]
+    assert nodes.count("execute") == 2 and "approve" in nodes and "respond" in nodes
+    assert all(w.changed for t in tasks for w in t.writes)
