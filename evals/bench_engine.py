@@ -18,6 +18,13 @@ left (rows and bytes of ``checkpoints``, ``checkpoint_blobs``, ``checkpoint_writ
 Keel's figures are then set beside the bare graph's as ratios: the machine is shared, so only a
 ratio taken in one run means anything. Everything runs on loopback and is stopped at the end.
 
+A third graph, ``keel_unrecorded`` (``evals/unrecorded_graph.py``: Keel's served graph without
+the callback that writes the flight record), runs in the same alternated rounds, so the record's
+cost is a difference taken in the same run. The page then says where the rest goes: Keel minus
+bare per thread, by process and by store, and one thread of each graph read back from its
+checkpoints, superstep by superstep (``evals/state_probe.py``: which channels each task wrote,
+their bytes, and whether a write changed anything).
+
 ``keel bench --only engine`` writes its page, ``docs/engine.md`` (and ``docs/engine.json``);
 ``python -m evals.bench_engine --threads N ...`` runs other sizes (``--out`` another folder).
 """

@@ -326,7 +326,7 @@ class BatchedRecord(FlightRecord):
         *,
         log: logging.Logger | None = None,
         max_batch: int = 500,
-        linger_s: float = 0.05,
+        linger_s: float = 0.25,
     ) -> None:
         self.inner = inner
         self.where = inner.where

@@ -223,3 +223,29 @@ def test_the_engine_bench_reads_a_thread_s_writes_from_postgres(
     nodes = [t.node for t in tasks]
     assert nodes.count("execute") == 2 and "approve" in nodes and "respond" in nodes
     assert all(w.changed for t in tasks for w in t.writes)
+
+
+def test_a_receipt_consumed_and_its_intent_are_one_transaction(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """The executor consumes the receipt and writes the intent in ``ledger.atomic()``: they
+    commit together (one round trip and one commit less, issue 26), and when the block fails
+    before its commit, neither the receipt nor the intent is written."""
+    from tools.ledger_postgres import PostgresIntentLedger
+
+    guard = guard_for(_settings(tmp_path, postgres_url))
+    ledger = PostgresIntentLedger(postgres_url)
+    assert isinstance(guard, PostgresThreadGuard)
+    with ledger.atomic():
+        assert guard.consume_receipt("t-1", "sha256:a", attempt="task-1", approved_by="ann")
+        ledger.begin("key-a", "t-1", 0, "refund_charge", "sha256:a")
+        in_block = guard._tables.execute("SELECT txid_current_if_assigned()::text")[0][0]
+        assert in_block == ledger._tables.execute("SELECT txid_current_if_assigned()::text")[0][0]
+        assert in_block is not None  # one write transaction for both stores
+    assert guard.spent("t-1") == {"sha256:a"} and ledger.get("key-a") is not None
+
+    with pytest.raises(ZeroDivisionError), ledger.atomic():
+        assert guard.consume_receipt("t-1", "sha256:b", attempt="task-2", approved_by="ann")
+        ledger.begin("key-b", "t-1", 1, "send_email", "sha256:b")
+        raise ZeroDivisionError  # the block fails before its commit
+    assert guard.spent("t-1") == {"sha256:a"} and ledger.get("key-b") is None
