@@ -21,7 +21,7 @@ Figures per agent: ``overspend`` (tokens billed above each budget, summed over b
 within their budget), ``metering_overhead_ms`` (the meter's own time per call).
 
 The concurrent part runs ``threads`` threads of one team on ``workers`` worker processes that
-share the SQLite budget store of one home (not the engine: see the README); the baseline's call
+share the SQLite budget store of one home (not the engine: see docs/budgets.md); the baseline's call
 limits are per thread, so it has no team budget to keep.
 """
 

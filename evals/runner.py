@@ -96,9 +96,14 @@ def _budgets(settings: Settings, progress: bool) -> dict[str, Any]:
 
 
 def _hostile(settings: Settings, progress: bool) -> dict[str, Any]:
+    from evals.artifacts import write_artifacts
     from evals.hostile import run_hostile_eval
+    from evals.hostile.play import markdown
 
-    return run_hostile_eval(settings, progress=progress)
+    report = run_hostile_eval(settings, progress=progress)
+    folder = settings.eval_out or settings.home / "hostile"
+    report["written"] = write_artifacts(folder, "hostile", report, markdown(report))
+    return report
 
 
 def run_agentdojo(

@@ -206,9 +206,10 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     evaluate.add_argument(
         "--out", metavar="DIR",
-        help="where the scorecard (scorecard.json, scorecard.md, scorecard.png) or the "
-        "compounding curve (compounding.json, .md, .png) is written (default: "
-        "KEEL_HOME/scorecard, KEEL_HOME/compounding; with --model, KEEL_HOME/scorecard-real)",
+        help="where the scorecard (scorecard.json, scorecard.md, scorecard.png), the "
+        "compounding curve (compounding.json, .md, .png) or the hostile suite's figures "
+        "(hostile.json, .md) are written (default: KEEL_HOME/scorecard, KEEL_HOME/compounding, "
+        "KEEL_HOME/hostile; with --model, KEEL_HOME/scorecard-real)",
     )  # fmt: skip
     runs = sub.add_parser(
         "runs", parents=[common],
@@ -720,7 +721,7 @@ def _eval(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None
         if args.runs < 1:
             raise BadRequest("--runs must be at least 1")
         update["eval_compounding_runs"] = args.runs
-    if args.out and "compounding" in (args.suite or []):
+    if args.out and {"compounding", "hostile"} & set(args.suite or []):
         update["eval_out"] = Path(args.out)
     if args.every is not None and args.every < 1:
         raise BadRequest("--every must be at least 1")
@@ -751,6 +752,7 @@ def _eval(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None
         from evals.hostile import table
 
         print(table(hostile))
+        print(f"written: {', '.join(hostile.get('written', {}).values())}")
         results = {name: r for name, r in results.items() if name != "hostile"}
         if not results:
             return None

@@ -203,6 +203,24 @@ INSERT_COLUMNS = (
 _INSERT = f"INSERT INTO events {INSERT_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 
+class NoRecord(FlightRecord):
+    """A record that keeps nothing: with ``KEEL_RECORD=false``, a recorder's sinks (OpenTelemetry's
+    spans) are still told every event, and nothing is stored or found.
+
+    Example:
+        >>> NoRecord().next_segment("r"), NoRecord().latest_run("t")
+        (0, None)
+    """
+
+    where = "nowhere (KEEL_RECORD=false)"
+
+    def append(self, event: RecordEvent) -> int:
+        return 0
+
+    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        return []
+
+
 class RecordStore(FlightRecord):
     """Events of every run, keyed by thread, run, segment, checkpoint and sequence (SQLite).
 

@@ -1,6 +1,7 @@
 """The thread guard keeps one contract on both backends: SQLite beside the intent ledger, and
 PostgreSQL beside the checkpoints (a throwaway cluster, ``conftest.py``); and a refund thread's
-guarantees hold with the guard in Postgres."""
+guarantees hold with the guard in Postgres. The approval history (``graph.review_log``) is kept
+in the same store, so workers on two machines share it."""
 
 from __future__ import annotations
 
@@ -11,14 +12,15 @@ import pytest
 from langgraph.types import Command
 
 from domains.support_desk.backend import DemoBackend
-from graph.context import guard_for
-from graph.state import DomainEvent, EventWait, Evidence
+from graph.context import KeelContext, guard_for, review_log_for
+from graph.review_log import ReviewEntry
+from graph.state import DomainEvent, EventWait, Evidence, Plan, Step
 from keel.app import Decision, KeelApp
 from keel.errors import StoreUnavailable
 from keel.settings import Settings
 from tests.builders import evidence
 from tests.conftest import REFUND_REQUEST
-from tools.guard import SqliteThreadGuard, ThreadGuard
+from tools.guard import SqliteThreadGuard, ThreadGuard, plan_digest
 from tools.guard_postgres import PostgresThreadGuard
 
 pytestmark = pytest.mark.integration
@@ -171,6 +173,53 @@ def test_the_postgres_guard_reads_its_facts_in_one_statement(
     assert facts.waiting == guard.waiting("t-1")
     assert [k for _, k, _ in facts.waiting] == ["RF-2", "RF-1"]
     assert facts.rejected == frozenset() and facts.requester is None
+
+
+def test_a_validated_plan_is_known_in_its_thread_only(guard: ThreadGuard) -> None:
+    step = Step(tool="get_invoice", args={"invoice_id": "INV-1"}, purpose="p", effect="read")
+    plan = Plan(intent="i", steps=[step])
+    other = Plan(intent="i", steps=[step.model_copy(update={"args": {"invoice_id": "INV-2"}})])
+    assert not guard.validated_plan("t-1", plan_digest(plan))
+    guard.record_validated_plan("t-1", plan_digest(plan))
+    guard.record_validated_plan("t-1", plan_digest(plan))  # the validator ran again
+    assert guard.validated_plan("t-1", plan_digest(plan))
+    assert not guard.validated_plan("t-1", plan_digest(other))
+    assert not guard.validated_plan("t-2", plan_digest(plan))
+
+
+def test_the_approval_history_is_append_only_per_kind_and_key(guard: ThreadGuard) -> None:
+    guard.add_review_entry("t-1", "shown", "task-1", '{"n": 1}')
+    guard.add_review_entry("t-1", "proposed", "task-1", '{"n": 2}')  # another kind, same key
+    guard.add_review_entry("t-1", "shown", "task-1", '{"n": 3}')  # the node ran again: kept once
+    guard.add_review_entry("t-2", "shown", "task-1", '{"n": 4}')
+    assert guard.review_entries("t-1") == ['{"n": 1}', '{"n": 2}']
+    assert guard.review_entries("t-2") == ['{"n": 4}'] and guard.review_entries("t-3") == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_two_workers_share_the_approval_history_through_the_guards_store(
+    request: pytest.FixtureRequest, tmp_path: Path, backend: str
+) -> None:
+    """Two workers' contexts (two homes: two machines) on one deployment read one approval
+    history: in the guard's store, never a file in a worker's home."""
+    url = request.getfixturevalue("postgres_url") if backend == "postgres" else None
+    first = review_log_for(_settings(tmp_path / "a", url))
+    shown = ReviewEntry("shown", "task-1", by="ann", digests=("sha256:a",), revision=2,
+                        request_id="req-1")  # fmt: skip
+    first.add("t-1", shown)
+    first.add("t-1", ReviewEntry("proposed", "req-1:bob", by="bob"))
+    if url is not None:
+        second = review_log_for(_settings(tmp_path / "b", url))
+        assert second.entries("t-1") == [shown, ReviewEntry("proposed", "req-1:bob", by="bob")]
+    assert not (tmp_path / "a" / "reviews.sqlite").exists()
+    assert review_log_for(_settings(tmp_path / "a", url)).entries("t-1")[0] == shown
+
+
+def test_the_context_keeps_the_approval_history_in_its_guard(tmp_path: Path) -> None:
+    ctx = KeelContext.from_settings(_settings(tmp_path, None))
+    assert ctx.reviews is not None and ctx.guard is not None
+    ctx.reviews.add("t-1", ReviewEntry("proposed", "r-1:ann", by="ann"))
+    assert len(ctx.guard.review_entries("t-1")) == 1
 
 
 def test_the_sqlite_guard_lives_in_the_intent_ledgers_file(tmp_path: Path) -> None:
