@@ -235,9 +235,10 @@ def _exactly_once(
         thread_id = tools.facts.thread_id or ""
 
         def before() -> None:
-            if consume is not None:
-                consume()
-            ledger.begin(key, thread_id, base["step"], tool, base["digest"])
+            with ledger.atomic():  # the receipt consumed and the intent written, or neither
+                if consume is not None:
+                    consume()
+                ledger.begin(key, thread_id, base["step"], tool, base["digest"])
 
         answer = tools.invoke(tool, args, approval=approval, idempotency_key=sent, before=before)
     ledger.finish(key, answer.output)

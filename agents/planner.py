@@ -178,7 +178,9 @@ def plan(
     if len(heard) > len(outside):  # the model's look-ups read outside text: it taints too
         outside = outside_evidence(heard, ctx.clock().date())
         thread_evidence = with_outside(state.get("evidence", []), outside)
-    seen: dict[str, Any] = {"records": records, "budget_stop": stop if result is None else None}
+    # The records the planner read are not kept in the state: no node reads them again (the
+    # validator reads fresh ones), and the flight record holds the tool calls that returned them.
+    seen: dict[str, Any] = {"budget_stop": stop if result is None else None}
     if outside:
         seen["evidence"] = thread_evidence
     if result is None and stop is not None and not _runbook_stands_in(state, ctx):

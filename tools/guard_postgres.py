@@ -71,6 +71,11 @@ _WAITING = (
     "SELECT event, key, digest FROM keel_guard_waits WHERE thread_id = %s"
     " AND woken_seq IS NULL ORDER BY recorded"
 )
+_FACTS = (
+    f"SELECT ARRAY({_SPENT}), ARRAY({_REJECTED}), ARRAY({_TAINT}), ({_REQUESTER}),"
+    " ARRAY(SELECT ARRAY[event, key, digest] FROM keel_guard_waits WHERE thread_id = %s"
+    " AND woken_seq IS NULL ORDER BY recorded)"
+)
 
 
 class PostgresThreadGuard(ThreadGuard):
@@ -228,23 +233,15 @@ class PostgresThreadGuard(ThreadGuard):
         return [str(r[0]) for r in rows]
 
     def facts(self, thread_id: str, *, attempt: str | None = None) -> GuardFacts:
-        """The five reads on one connection (a connection per read would cost four handshakes;
-        each node that checks reads them once)."""
-        with self._tables.connection() as conn:
-
-            def rows(sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-                return list(conn.execute(sql, params).fetchall())  # type: ignore[arg-type]
-
-            spent = rows(_SPENT, (thread_id, attempt))
-            rejected = rows(_REJECTED, (thread_id,))
-            taint = rows(_TAINT, (thread_id,))
-            requester = rows(_REQUESTER, (thread_id,))
-            waiting = rows(_WAITING, (thread_id,))
+        """The five reads in one statement (one round trip and one snapshot: each node that
+        checks reads them once, and they agree with each other)."""
+        rows = self._execute(_FACTS, (thread_id, attempt, *(thread_id,) * 4))
+        spent, rejected, taint, requester, waiting = rows[0]
         return GuardFacts(
-            spent=frozenset(str(r[0]) for r in spent),
-            rejected=frozenset(str(r[0]) for r in rejected),
-            taint=tuple(Evidence.model_validate_json(r[0]) for r in taint),
-            requester=str(requester[0][0]) if requester else None,
+            spent=frozenset(str(d) for d in spent),
+            rejected=frozenset(str(d) for d in rejected),
+            taint=tuple(Evidence.model_validate_json(e) for e in taint),
+            requester=str(requester) if requester is not None else None,
             waiting=tuple((str(e), str(k), str(d)) for e, k, d in waiting),
         )
 

@@ -146,6 +146,35 @@ def test_the_facts_are_read_in_one_call(guard: ThreadGuard) -> None:
     assert guard.facts("t-1", attempt="task-1").spent == frozenset()
 
 
+def test_the_postgres_guard_reads_its_facts_in_one_statement(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every node that checks reads the facts: one round trip, one snapshot (issue 26), with
+    each fact as the single reads give it, in the order it entered."""
+    guard = guard_for(_settings(tmp_path, postgres_url))
+    assert isinstance(guard, PostgresThreadGuard)
+    guard.consume_receipt("t-1", "sha256:a", attempt="task-1", approved_by="ann")
+    guard.record_taint("t-1", [evidence(chunk_id="wiki:2", trust_tier="wiki")])
+    guard.record_taint("t-1", [evidence(chunk_id="wiki:1", trust_tier="wiki")])
+    for key in ("RF-2", "RF-1"):
+        wait = EventWait(event="refund.settled", key=key, step=0, why="the bank settles later")
+        guard.record_wait("t-1", wait, digest=f"sha256:{key}")
+    statements: list[str] = []
+    execute = guard._tables.execute
+    monkeypatch.setattr(
+        guard._tables,
+        "execute",
+        lambda sql, params=(): statements.append(sql) or execute(sql, params),
+    )
+    facts = guard.facts("t-1", attempt="task-2")
+    assert len(statements) == 1
+    assert facts.spent == guard.spent("t-1", attempt="task-2") == {"sha256:a"}
+    assert [e.chunk_id for e in facts.taint] == ["wiki:2", "wiki:1"]
+    assert facts.waiting == guard.waiting("t-1")
+    assert [k for _, k, _ in facts.waiting] == ["RF-2", "RF-1"]
+    assert facts.rejected == frozenset() and facts.requester is None
+
+
 def test_a_validated_plan_is_known_in_its_thread_only(guard: ThreadGuard) -> None:
     step = Step(tool="get_invoice", args={"invoice_id": "INV-1"}, purpose="p", effect="read")
     plan = Plan(intent="i", steps=[step])
@@ -226,3 +255,46 @@ def test_a_refund_pays_once_with_the_guard_in_postgres(home: Path, postgres_url:
                 {"configurable": {"thread_id": "t-pg"}}, context=app.context, durability="sync",
             )  # fmt: skip
     assert (len(backend.refunds()), len(backend.outbox())) == (1, 1)
+
+
+def test_the_engine_bench_reads_a_thread_s_writes_from_postgres(
+    home: Path, postgres_url: str
+) -> None:
+    """``keel bench --only engine`` reads one thread's supersteps from the engine's
+    checkpoints: here a refund thread's, in the same tables, with no write that changes
+    nothing."""
+    from evals.bench_engine import thread_writes_of
+
+    with KeelApp.open(_settings(home, postgres_url)) as app:
+        app.run(REFUND_REQUEST, thread_id="t-probe")
+        assert app.resume("t-probe", Decision(kind="approve", reviewer="ann")).status == "done"
+    tasks = thread_writes_of(postgres_url, "keel", "t-probe")
+    nodes = [t.node for t in tasks]
+    assert nodes.count("execute") == 2 and "approve" in nodes and "respond" in nodes
+    assert all(w.changed for t in tasks for w in t.writes)
+
+
+def test_a_receipt_consumed_and_its_intent_are_one_transaction(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """The executor consumes the receipt and writes the intent in ``ledger.atomic()``: they
+    commit together (one round trip and one commit less, issue 26), and when the block fails
+    before its commit, neither the receipt nor the intent is written."""
+    from tools.ledger_postgres import PostgresIntentLedger
+
+    guard = guard_for(_settings(tmp_path, postgres_url))
+    ledger = PostgresIntentLedger(postgres_url)
+    assert isinstance(guard, PostgresThreadGuard)
+    with ledger.atomic():
+        assert guard.consume_receipt("t-1", "sha256:a", attempt="task-1", approved_by="ann")
+        ledger.begin("key-a", "t-1", 0, "refund_charge", "sha256:a")
+        in_block = guard._tables.execute("SELECT txid_current_if_assigned()::text")[0][0]
+        assert in_block == ledger._tables.execute("SELECT txid_current_if_assigned()::text")[0][0]
+        assert in_block is not None  # one write transaction for both stores
+    assert guard.spent("t-1") == {"sha256:a"} and ledger.get("key-a") is not None
+
+    with pytest.raises(ZeroDivisionError), ledger.atomic():
+        assert guard.consume_receipt("t-1", "sha256:b", attempt="task-2", approved_by="ann")
+        ledger.begin("key-b", "t-1", 1, "send_email", "sha256:b")
+        raise ZeroDivisionError  # the block fails before its commit
+    assert guard.spent("t-1") == {"sha256:a"} and ledger.get("key-b") is None
