@@ -96,6 +96,9 @@ class PlanDraft(BaseModel):
     cannot_plan: str | None = None
 
 
+LOOKED_UP = "looked_up"
+"""The records' entry for what the model's look-ups returned that their owners vouch for."""
+
 BUDGET_PLANNER = "runbook (budget exhausted)"
 """The planner a thread got when a budget refused its model and the runbook planner stood in."""
 
@@ -112,8 +115,10 @@ def plan(
     payer = payer_of(config, _thread(runtime, config), ctx.settings)
     entities = state.get("entities", {})
     heard: list[HeardText] = []
-    reads = ctx.tools.for_agent("planner", heard=heard)
+    vouched: list[dict[str, Any]] = []
+    reads = ctx.tools.for_agent("planner", heard=heard, vouched=vouched)
     records = ctx.domain.gather_records(entities, reads)
+    gathered = len(vouched)
     lookups = lookup_budget(ctx)
     # What people outside the company wrote, as the tools returned it: screened, shown to the
     # model as marked data, and kept in the thread's evidence, where it taints like a wiki page.
@@ -174,7 +179,13 @@ def plan(
 
     if len(heard) > len(outside):  # the model's look-ups read outside text: it taints too
         outside = outside_evidence(heard, ctx.clock().date())
+        if guarded is not None:  # in the guard too, as the records' text is: append-only
+            guarded[0].record_taint(guarded[1], outside)
         thread_evidence = with_outside(state.get("evidence", []), outside)
+    if len(vouched) > gathered:
+        # What the look-ups' owners vouch for: the trusted records an argument may come from
+        # (``tools.provenance``), kept beside the domain's own.
+        records = {**records, LOOKED_UP: vouched[gathered:]}
     seen: dict[str, Any] = {"records": records, "budget_stop": stop if result is None else None}
     if outside:
         seen["evidence"] = thread_evidence

@@ -215,11 +215,12 @@ def keel_case(
 
 
 def action_flagged(request: dict[str, Any], index: int) -> bool:
-    """Whether the approval screen warns about action ``index``: an argument whose provenance is
-    outside text, or tainted evidence the injection screen flagged."""
-    sources = (request.get("provenance") or [{}] * (index + 1))[index]
-    if any(s.get("source") == "outside" for s in sources.values()):
-        return True
+    """Whether the approval screen warns about action ``index``: an argument that rests on
+    outside text, or evidence it cites that the injection screen flagged (the screen's
+    ``flagged``, per action). A screen without per-action flags warns about every action as soon
+    as any flagged text is in the thread."""
+    if "flagged" in request:
+        return bool(request["flagged"][index])
     return any(e.get("flags") for e in request.get("tainted_evidence", []))
 
 

@@ -396,6 +396,8 @@ class PlanCheckView(TypedDict, total=False):
 
 class ApprovalView(TypedDict, total=False):
     plan: Plan | None
+    request: str
+    records: dict[str, Any]
     evidence: list[Evidence]
     results: list[ToolOutcome]
     approvals: dict[str, Receipt]
@@ -405,6 +407,8 @@ class ApprovalView(TypedDict, total=False):
 
 class ExecutorView(TypedDict, total=False):
     plan: Plan | None
+    request: str
+    records: dict[str, Any]
     entities: dict[str, str]
     evidence: list[Evidence]
     cursor: int
