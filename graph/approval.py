@@ -331,8 +331,8 @@ def _sources_in_words(traced: dict[str, ArgumentProvenance]) -> str:
         for name, found in traced.items()
         if found["source"] != "outside"
     ]
-    said = " ".join([*warnings, *refused])
-    return f"{said} Arguments: {', '.join(rest)}." if rest else said
+    listed = [f"Arguments: {', '.join(rest)}."] if rest else []
+    return " ".join([*warnings, *refused, *listed])
 
 
 def approve(
