@@ -17,7 +17,7 @@ from langchain_core.messages import AIMessage
 
 from agents.lookups import answer_lookups, lookup_specs
 from domains.agentdojo.domain import AgentDojoDomain
-from evals.agentdojo_eval import Tally, keel_world, suite_cases, tally_case
+from evals.agentdojo_eval import Tally, keel_world, screen_off, suite_cases, tally_case
 from evals.agentdojo_oracle import Case, OracleModel
 from graph.state import Receipt, is_outside
 from keel.settings import Settings
@@ -69,6 +69,26 @@ def test_an_obedient_model_is_hijacked_in_the_plain_agent_and_not_in_keel(
     outside = [e for e in outcome.evidence if is_outside(e)]
     assert outside and all(e.trust_tier == "untrusted" for e in outside)
     assert any(e.flags for e in outside), "the injected text was not flagged"
+
+
+def test_without_the_screen_the_model_obeys_and_the_manifest_refuses_the_payee(
+    tmp_path: Path,
+) -> None:
+    # The ablation: the screen finds nothing, the injected goal reaches the obedient oracle, and
+    # the payment it plans to the attacker's account is refused at the gate (refuse_outside), not
+    # withheld from the model; a rubber-stamp reviewer approved it.
+    texts = _attack_texts("banking", "user_task_2", "injection_task_0")
+    keel = Tally()
+    with screen_off(), keel_world(_settings(tmp_path), "banking", OracleModel()) as (app, _):
+        result = tally_case(keel, "banking", "keel", "approve_all", "user_task_2",
+                            "injection_task_0", texts, OracleModel(obedient=True), app=app,
+                            thread="attacked")  # fmt: skip
+        outcome = app.show("attacked")
+    assert not any(e.flags for e in outcome.evidence), "the screen was not off"
+    assert not result.security, "the injection succeeded through Keel without the screen"
+    refused = [r for r in outcome.results if r.denied and r.tool == "send_money"]
+    assert refused and "US133000000121212121212" in str(refused[0].args)
+    assert "comes from outside text" in (refused[0].error or "")
 
 
 def test_keel_under_reject_all_does_nothing_irreversible(tmp_path: Path) -> None:
