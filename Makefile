@@ -1,6 +1,6 @@
 # The few verbs a Keel user needs. Every target installs what it needs into .venv first.
 # Python 3.12 by default: the engine (Aegra, `make serve`) needs >= 3.12 and shares .venv with the
-# tests; 3.11 and 3.13 are checked by `make pythons` (README, "Python versions").
+# tests; 3.11 and 3.13 are checked by `make pythons` (docs/python-versions.md).
 PYTHON ?= python3.12
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -17,13 +17,13 @@ RUNTIME := $(VENV)/.keel-runtime
 UV     := $(BIN)/uv
 THREADS ?= 50
 
-.PHONY: install install-runtime install-torch demo test lint typecheck unit clean postgres redis \
-	serve scale-demo bench pythons
+.PHONY: install install-runtime install-torch demo test lint typecheck docs notebooks unit clean \
+	postgres redis serve scale-demo bench pythons
 
 # Two steps, so that `make demo` waits only for what the demo runs: Keel and its runtime
 # dependencies first (RUNTIME), the test, lint and engine tools on top (STAMP, `.[dev]`). Both go
 # through uv, installed into the virtualenv by the interpreter's own pip: it resolves the same
-# versions as pip, several times faster (README, "Installing"). Everything is byte-compiled at
+# versions as pip, several times faster (docs/startup.md, "Installing"). Everything is byte-compiled at
 # install, Keel's own packages too: where PYTHONDONTWRITEBYTECODE is set, nothing would be later,
 # and every command would compile its modules again.
 PACKAGES := keel graph agents retrieval tools observability evals domains
@@ -106,16 +106,28 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# The docs site (mkdocs.yml), built strictly into a temporary folder: a broken link or anchor, a
+# page missing from the nav or a snippet that is not there fails it. A few seconds; the notebooks
+# are rendered with their committed outputs, not executed (docs/notebooks.md says why).
+docs: install
+	@site=$$(mktemp -d) && NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict \
+		--site-dir "$$site"; status=$$?; rm -rf "$$site"; exit $$status
+
+# Execute both notebooks in place, so their outputs and plots are committed with them (about two
+# minutes); tests/unit/test_docs.py fails when a notebook's code changed since.
+notebooks: install
+	$(BIN)/python docs/execute_notebooks.py
+
 # PostgreSQL's server programs and Redis are installed when missing (as root, with apt-get); where
 # they cannot be, their tests skip and say how to run them, except under CI=true, where they fail.
-test: lint typecheck
+test: lint typecheck docs
 	-@$(MAKE) --no-print-directory postgres
 	-@$(MAKE) --no-print-directory redis
 	$(BIN)/pytest
 
 # Python 3.11 and 3.13 beside the default 3.12: for each, a virtualenv of its own (.venv311,
 # .venv313), the demo end to end and the unit tests. A few minutes with a warm pip cache, most of it
-# installing, so it is not part of `make test` (README, "Python versions"). Under pyenv, each
+# installing, so it is not part of `make test` (docs/python-versions.md). Under pyenv, each
 # interpreter is found even when another version is the active one.
 PYTHONS ?= 3.11 3.13
 pythons:

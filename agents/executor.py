@@ -9,7 +9,11 @@ goes through the ledger too (its backend takes no key): a receipt works once, an
 same approved write finds it done.
 
 What "unused" and "rejected" mean is read from the thread guard (``tools.guard``), not from the
-checkpoint: a receipt is consumed there at the moment of its call, once.
+checkpoint: a receipt is consumed there at the moment of its call, once. So is what "validated"
+means: a step runs only when its plan is one the validator passed in the thread (the guard holds
+the digest of each), never because ``plan_verdict`` in the state says ok. A receipt is what the
+state holds only when it is a ``Receipt``: anything else written there (a client's dict) is
+read as the receipt it claims to be, which its signature then refuses, or as none.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from pydantic import ValidationError
 from graph.context import KeelContext, attempt_of, context_of, thread_of
 from graph.state import ExecutorView, Receipt, ToolOutcome, approval_digest, tainting
 from keel.errors import KeelError, PermissionDenied, StoreUnavailable
-from tools.guard import GuardFacts, with_taint
+from tools.guard import GuardFacts, plan_digest, with_taint
 from tools.provenance import Sources
 from tools.spec import AgentTools, CallResult, ThreadFacts
 
@@ -87,6 +91,15 @@ def execute(state: ExecutorView, runtime: Runtime[KeelContext]) -> dict[str, Any
     attempt = attempt_of(runtime)
     digest = approval_digest(step.tool, step.args)
     base: dict[str, Any] = {"step": index, "tool": step.tool, "args": step.args, "digest": digest}
+    if ctx.guard is not None and not ctx.guard.validated_plan(thread_id, plan_digest(plan)):
+        # A plan and an ok verdict written into the state past the validator: nothing of it runs.
+        denied = ctx.tools.refuse(
+            "executor", step.tool, step.args, ThreadFacts(thread_id=thread_id), "validated-plan",
+            "the step is not in a plan the validator passed in this thread (the plan was written "
+            "into the state past it); nothing was run",
+        )  # fmt: skip
+        outcome = ToolOutcome(**base, ok=False, denied=True, error=f"denied: {denied.reason}")
+        return {"results": [outcome], "cursor": index + 1}
     guarded = ctx.guard.facts(thread_id, attempt=attempt) if ctx.guard is not None else None
     held = [w for w in guarded.waiting if w[2] != digest] if guarded is not None else []
     if held:
@@ -99,7 +112,7 @@ def execute(state: ExecutorView, runtime: Runtime[KeelContext]) -> dict[str, Any
     tools = ctx.tools.for_agent("executor", facts)
     effect = ctx.tools[step.tool].effect if step.tool in ctx.tools else step.effect
     irreversible = effect == "irreversible"
-    approval = state.get("approvals", {}).get(digest)
+    approval = receipt_of(state.get("approvals", {}).get(digest))
     # An irreversible call, and a write a human approved (a receipt works once), go through the
     # ledger: a re-run of the same action in this thread finds it done there. Only an
     # irreversible call's backend is given the key (a write's backend takes none).
@@ -133,6 +146,26 @@ def execute(state: ExecutorView, runtime: Runtime[KeelContext]) -> dict[str, Any
         if wait is not None:  # recorded where no state write can clear it
             ctx.guard.record_wait(thread_id, wait, digest=digest)
     return {"results": [outcome], "cursor": index + 1}
+
+
+def receipt_of(stored: object) -> Receipt | None:
+    """The receipt the state holds for an action: a ``Receipt``, or what a dict written there
+    claims to be (its signature, checked by the gate, then refuses a forged one); None for
+    anything that is not one (treated as no receipt, never an ``AttributeError`` on every run).
+
+    Example:
+        >>> receipt_of({"not": "a receipt"}) is None
+        True
+        >>> receipt_of({"tool": "t", "digest": "d", "thread_id": "t-1", "approved_by": "m",
+        ...             "approved_at": "x", "expires_at": "y", "signature": "f"}).signature
+        'f'
+    """
+    if stored is None or isinstance(stored, Receipt):
+        return stored
+    try:
+        return Receipt.model_validate(stored)
+    except ValidationError:
+        return None
 
 
 def _out_of_plan(index: object, steps: int) -> ToolOutcome:
@@ -210,9 +243,10 @@ def _exactly_once(
         thread_id = tools.facts.thread_id or ""
 
         def before() -> None:
-            if consume is not None:
-                consume()
-            ledger.begin(key, thread_id, base["step"], tool, base["digest"])
+            with ledger.atomic():  # the receipt consumed and the intent written, or neither
+                if consume is not None:
+                    consume()
+                ledger.begin(key, thread_id, base["step"], tool, base["digest"])
 
         answer = tools.invoke(tool, args, approval=approval, idempotency_key=sent, before=before)
     ledger.finish(key, answer.output)

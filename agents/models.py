@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables.config import merge_configs
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents.usage import (
@@ -215,8 +216,16 @@ class Meter:
                 raise BudgetExhausted(self.stop(granted, payer, model=model, role=role))
         overhead = _ms(started)
         self._tell(event.model_copy(update={"overhead_ms": overhead}))
+        metadata: dict[str, Any] = {
+            "keel_reservation_id": rid, "keel_role": role, "keel_reserved_tokens": asked.tokens,
+            "keel_budgets": keys, "keel_payer_user": payer.user, "keel_payer_team": payer.team,
+        }  # fmt: skip
+        price = self.prices.price_of(model)
+        if price is not None:  # a tracer prices the call's usage with it (LangSmith's metadata)
+            metadata |= {"keel_price_input": price.input, "keel_price_output": price.output}
+        call_config = merge_configs(config, {"metadata": metadata})
         try:
-            reply = runnable.invoke(messages, config, max_tokens=self.max_tokens)
+            reply = runnable.invoke(messages, call_config, max_tokens=self.max_tokens)
         except BaseException as err:
             failed = f"the call failed ({type(err).__name__}): counted at its reservation"
             if self.store is not None:

@@ -101,6 +101,9 @@ LOOKED_UP = "looked_up"
 
 BUDGET_PLANNER = "runbook (budget exhausted)"
 """The planner a thread got when a budget refused its model and the runbook planner stood in."""
+NO_PLANNER_BUDGET = "none (budget exhausted)"
+"""The planner a thread got when a budget refused its model and nothing could stand in: it
+escalates with the budget's account."""
 
 
 def plan(
@@ -186,6 +189,9 @@ def plan(
         # What the look-ups' owners vouch for: the trusted records an argument may come from
         # (``tools.provenance``), kept beside the domain's own.
         records = {**records, LOOKED_UP: vouched[gathered:]}
+    # The records stay in the state for one reader: where each argument came from (a value a
+    # trusted record holds is the record's), traced by the approval screen and by the executor's
+    # gate (``tools.provenance``). No other node reads them again (the validator reads fresh ones).
     seen: dict[str, Any] = {"records": records, "budget_stop": stop if result is None else None}
     if outside:
         seen["evidence"] = thread_evidence
@@ -261,7 +267,7 @@ def _stopped_by_budget(stop: BudgetStop, why: str, seen: dict[str, Any]) -> dict
     """No plan: the escalation says which budget stopped the model, and what was spent on what."""
     reason = f"budget exhausted: {stop.describe()}; {why}"
     verdict = Verdict(stage="plan", ok=False, reasons=[reason])
-    return {"plan": None, "plan_verdict": verdict, "planner": BUDGET_PLANNER, **seen,
+    return {"plan": None, "plan_verdict": verdict, "planner": NO_PLANNER_BUDGET, **seen,
             "budget_stop": stop}  # fmt: skip
 
 

@@ -100,6 +100,10 @@ def account_of(
         return account
     outcomes = {r.step: r for r in results}
     intents = _intents(ctx, thread_id) if stopped or any(not r.ok for r in results) else {}
+    # Results a client rewrote (erased past the reducer, a cursor set outside the plan): a step
+    # with no outcome may have run all the same. The ledger knows its intents; for a write it
+    # never held (one within the grants), nobody can say "not done".
+    rewritten = any(not 0 <= r.step < len(plan.steps) for r in results)
     for index, step in enumerate(plan.steps):
         if step.effect == "read":
             continue
@@ -120,6 +124,12 @@ def account_of(
                 )
             continue
         planned = action_words(ctx.domain, step, None)
+        if outcome is None and (rewritten or any(i > index for i in outcomes)):
+            account.unsure.append(
+                f"{planned}: may have happened (the thread's record of its steps was rewritten, "
+                "and the intent ledger holds no call for it): check the backend"
+            )
+            continue
         if approval_digest(step.tool, step.args) in rejected:
             account.not_done.append(f"{planned}: rejected")
         elif outcome is not None and outcome.denied:

@@ -1,7 +1,9 @@
 """Validator: deterministic checks between stages, the plan before it runs and each result after.
 
-It only reads. A refused plan goes back to the planner with reasons, a bounded number of times;
-a failed result escalates, because what already ran cannot be un-run.
+It only reads, but for one record: a plan it passes is written to the thread guard
+(``tools.guard``), where the executor looks for it before each step. A refused plan goes back to
+the planner with reasons, a bounded number of times; a failed result escalates, because what
+already ran cannot be un-run.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from graph.state import (
     is_outside,
 )
 from keel.errors import IntegrationError, PermissionDenied
-from tools.guard import GuardFacts, with_taint
+from tools.guard import GuardFacts, plan_digest, with_taint
 from tools.spec import ToolRegistry
 
 
@@ -183,6 +185,9 @@ def check_plan(state: PlanCheckView, runtime: Runtime[KeelContext]) -> dict[str,
         # why, so the edit never disappears without a word.
         update["edits"] = []
         update["review_note"] = f"the edit by {edits[0].by} was refused: " + "; ".join(reasons)
+    if verdict.ok and guarded is not None:
+        # The executor runs the steps of this plan and of no other (whatever the state says).
+        guarded[0].record_validated_plan(guarded[1], plan_digest(plan))
     evidence = with_taint(state.get("evidence", []), facts.taint)
     if verdict.ok and pending_actions(plan, state.get("approvals", {}), ctx.tools, evidence):
         # Written before the approval interrupt, so Studio and raw graph users see it too.

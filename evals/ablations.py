@@ -6,7 +6,10 @@ runtime context, ``build_graph(nodes=...)``), never by patching Keel's code:
 - ``no_curation``: the retriever hands the planner the nearest chunks as they come (superseded,
   quarantined and low-trust ones included), with nothing filtered and no conflicts reported;
 - ``no_validator``: every plan passes and every result is taken as it comes (a call that failed
-  still stops the run: that is the executor's own error, not a check);
+  still stops the run: that is the executor's own error, not a check). The unchecked plan node
+  still records the plans it passes in the thread guard, as the validator does: the executor
+  runs only plans passed in the thread, and the ablation measures the validator's checks, not
+  that record (which stops clients, not models);
 - ``no_gate``: the permission gate allows every call (approvals are still asked for and signed);
 - ``no_retries``: one attempt per tool call;
 - ``no_validator_no_gate``: both checks out at once. The validator checks a plan against the
@@ -24,11 +27,12 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from graph.approval import pending_actions
-from graph.context import KeelContext, context_of
+from graph.context import KeelContext, context_of, guarded_thread
 from graph.state import PlanCheckView, ResultCheckView, Verdict
 from keel.settings import Settings
 from retrieval.curation import Retrieval
 from retrieval.store import CorpusStore
+from tools.guard import plan_digest
 from tools.permissions import PermissionGate
 from tools.spec import CallRequest, ToolRegistry
 
@@ -58,6 +62,9 @@ def unchecked_plan(state: PlanCheckView, runtime: Runtime[KeelContext]) -> dict[
     ctx = context_of(runtime)
     plan = state.get("plan")
     update: dict[str, Any] = {"plan_verdict": Verdict(stage="plan", ok=plan is not None)}
+    guarded = guarded_thread(runtime)
+    if plan is not None and guarded is not None:
+        guarded[0].record_validated_plan(guarded[1], plan_digest(plan))
     if plan is not None and pending_actions(
         plan, state.get("approvals", {}), ctx.tools, state.get("evidence", [])
     ):

@@ -18,6 +18,13 @@ left (rows and bytes of ``checkpoints``, ``checkpoint_blobs``, ``checkpoint_writ
 Keel's figures are then set beside the bare graph's as ratios: the machine is shared, so only a
 ratio taken in one run means anything. Everything runs on loopback and is stopped at the end.
 
+A third graph, ``keel_unrecorded`` (``evals/unrecorded_graph.py``: Keel's served graph without
+the callback that writes the flight record), runs in the same alternated rounds, so the record's
+cost is a difference taken in the same run. The page then says where the rest goes: Keel minus
+bare per thread, by process and by store, and one thread of each graph read back from its
+checkpoints, superstep by superstep (``evals/state_probe.py``: which channels each task wrote,
+their bytes, and whether a write changed anything).
+
 ``keel bench --only engine`` writes its page, ``docs/engine.md`` (and ``docs/engine.json``);
 ``python -m evals.bench_engine --threads N ...`` runs other sizes (``--out`` another folder).
 """
@@ -46,6 +53,9 @@ from keel.settings import Settings
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = Path(__file__).resolve().parent / "bench_engine.json"
 GRAPHS = ("keel", "bare")
+UNRECORDED = "keel_unrecorded"
+"""Keel's graph without the flight record of its runs (``evals/unrecorded_graph.py``): served
+beside the two with ``record_cost``, so the record's cost is a difference in the same run."""
 CLIENTS = 8
 TARGET_THROUGHPUT = 0.8
 """Keel's throughput over the bare graph's, at least (issue 26)."""
@@ -155,6 +165,12 @@ def drive(graph: str, case: Case, clients: Clients) -> ThreadTiming:
         started = time.perf_counter()
         if graph == "keel":
             resume = answer_approval(reviewer, case.thread_id, request, "approve")
+        elif graph == UNRECORDED:  # the same answer, to the same graph without the record
+            decisions = [{"type": "approve", "digest": d} for d in request["digests"]]
+            resume = reviewer.runs.create(
+                case.thread_id, graph, command={"resume": {"decisions": decisions}},
+                multitask_strategy="reject",
+            )  # fmt: skip
         else:
             resume = reviewer.runs.create(
                 case.thread_id, graph, command={"resume": {"decision": "approve"}},
@@ -164,7 +180,7 @@ def drive(graph: str, case: Case, clients: Clients) -> ThreadTiming:
         wait_for_run(reviewer, case.thread_id, timing.resume_id, poll_s=POLL_S)
         timing.resume_s = time.perf_counter() - started
         values = reviewer.threads.get_state(case.thread_id)["values"]
-        if graph == "keel":
+        if graph != "bare":
             timing.ok = values.get("status") == "done"
         else:
             timing.ok = str(values.get("answer", "")).startswith("done: 2 action(s)")
@@ -299,6 +315,24 @@ def server_seconds(logs: Sequence[Path]) -> dict[str, float]:
     return out
 
 
+def thread_writes_of(url: str, graph: str, thread_id: str) -> list[Any]:
+    """One thread's writes per superstep (``evals.state_probe``), read from the engine's
+    checkpoints with Keel's serializer."""
+    import psycopg
+    from langgraph.checkpoint.postgres import PostgresSaver
+    from psycopg.rows import dict_row
+
+    from evals.bare_graph import build_bare_graph
+    from evals.state_probe import thread_writes
+    from graph.builder import build_graph
+    from graph.persistence import keel_serde
+
+    compiled = build_bare_graph() if graph == "bare" else build_graph(with_context_schema=False)
+    with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+        saver = PostgresSaver(conn, serde=keel_serde())  # type: ignore[arg-type]
+        return thread_writes(compiled, saver, thread_id)
+
+
 def checkpoint_sizes(url: str, thread_ids: Sequence[str]) -> dict[str, float]:
     """Rows and bytes the threads left in the checkpointer's tables, per thread."""
     import psycopg
@@ -334,7 +368,7 @@ def summarize(
     out: dict[str, Any] = {}
     for workers in sorted({r.workers for r in rounds}):
         per: dict[str, Any] = {}
-        for graph in GRAPHS:
+        for graph in (*GRAPHS, UNRECORDED):
             chosen = [
                 r for r in rounds if (r.workers, r.graph) == (workers, graph) and not r.warmup
             ]
@@ -366,10 +400,44 @@ def summarize(
                 "wal_kb_per_thread": round(sum(r.wal_bytes for r in chosen) / n / 1024, 1),
                 "checkpoint_per_thread": sizes.get((workers, graph), {}),
             }
-        if len(per) == len(GRAPHS):
+        if all(g in per for g in GRAPHS):
             per["ratio"] = ratios(per["keel"], per["bare"])
+        if "keel" in per and UNRECORDED in per:
+            per["record"] = record_cost(per["keel"], per[UNRECORDED])
         out[f"workers_{workers}"] = per
     return out
+
+
+def record_cost(recorded: Mapping[str, Any], unrecorded: Mapping[str, Any]) -> dict[str, Any]:
+    """What the flight record of served runs adds per thread: Keel's graph with it minus
+    without it, in the same run.
+
+    Example:
+        >>> on = {"throughput_per_min": 300.0, "server_run_p50_ms": 100.0,
+        ...       "server_resume_p50_ms": 90.0, "cpu_ms_per_thread_total": 200.0,
+        ...       "cpu_ms_per_thread": {"workers": 100.0}, "commits_per_thread": 40.0}
+        >>> off = {**on, "throughput_per_min": 310.0, "cpu_ms_per_thread_total": 190.0,
+        ...        "cpu_ms_per_thread": {"workers": 92.0}, "commits_per_thread": 36.0}
+        >>> record_cost(on, off)["cpu_ms_per_thread"], record_cost(on, off)["throughput"]
+        (10.0, 0.97)
+    """
+
+    def less(key: str) -> float | None:
+        a, b = recorded.get(key), unrecorded.get(key)
+        return round(a - b, 1) if a is not None and b is not None else None
+
+    return {
+        "throughput": _over(recorded["throughput_per_min"], unrecorded["throughput_per_min"]),
+        "server_run_p50_ms": less("server_run_p50_ms"),
+        "server_resume_p50_ms": less("server_resume_p50_ms"),
+        "cpu_ms_per_thread": less("cpu_ms_per_thread_total"),
+        "worker_cpu_ms_per_thread": round(
+            recorded["cpu_ms_per_thread"].get("workers", 0.0)
+            - unrecorded["cpu_ms_per_thread"].get("workers", 0.0),
+            1,
+        ),
+        "commits_per_thread": less("commits_per_thread"),
+    }
 
 
 def _over(a: float | None, b: float | None) -> float | None:
@@ -433,7 +501,7 @@ def markdown(result: Mapping[str, Any]) -> str:
     figures = result["figures"]
     for key, per in figures.items():
         workers = key.removeprefix("workers_")
-        for graph in GRAPHS:
+        for graph in (*GRAPHS, UNRECORDED):
             f = per.get(graph)
             if f is None:
                 continue
@@ -469,7 +537,7 @@ def markdown(result: Mapping[str, Any]) -> str:
         "|---|---|" + "---|" * (len(PROCESSES) + 1),
     ]
     for key, per in figures.items():
-        for graph in GRAPHS:
+        for graph in (*GRAPHS, UNRECORDED):
             f = per.get(graph)
             if f is None:
                 continue
@@ -488,7 +556,7 @@ def markdown(result: Mapping[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for key, per in figures.items():
-        for graph in GRAPHS:
+        for graph in (*GRAPHS, UNRECORDED):
             f = per.get(graph)
             if f is None:
                 continue
@@ -499,9 +567,90 @@ def markdown(result: Mapping[str, Any]) -> str:
                 f"| {_fmt(c.get('checkpoints'))} | {_fmt(c.get('blobs'))} "
                 f"| {_fmt(c.get('writes'))} | {_fmt(c.get('kb'))} |"
             )
+    lines += _record_lines(figures) + _rest_lines(figures) + _channel_lines(result)
     for note in result.get("notes", []):
         lines += ["", note]
     return "\n".join(lines) + "\n"
+
+
+def _record_lines(figures: Mapping[str, Any]) -> list[str]:
+    rows = [(k, per["record"]) for k, per in figures.items() if "record" in per]
+    if not rows:
+        return []
+    lines = [
+        "",
+        f"## The flight record's cost (`keel` minus `{UNRECORDED}`, same run)",
+        "",
+        "| workers | throughput ratio | server run p50 ms | server resume p50 ms "
+        "| server CPU ms/thread | worker CPU ms/thread | commits/thread |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key, r in rows:
+        lines.append(
+            f"| {key.removeprefix('workers_')} | {_fmt(r['throughput'])} "
+            f"| {_fmt(r['server_run_p50_ms'])} | {_fmt(r['server_resume_p50_ms'])} "
+            f"| {_fmt(r['cpu_ms_per_thread'])} | {_fmt(r['worker_cpu_ms_per_thread'])} "
+            f"| {_fmt(r['commits_per_thread'])} |"
+        )
+    return lines
+
+
+def _less(a: Any, b: Any) -> float | None:
+    return round(a - b, 1) if isinstance(a, int | float) and isinstance(b, int | float) else None
+
+
+def _rest_lines(figures: Mapping[str, Any]) -> list[str]:
+    """Keel minus bare per thread, by process and by store: where Keel's extra cost goes."""
+    lines = [
+        "",
+        "## Where the rest goes (Keel minus bare, per thread)",
+        "",
+        "| workers | " + " | ".join(f"{p} CPU ms" for p in SERVERS) + " | servers' CPU ms "
+        "| of it the flight record | commits | checkpoint writes | blobs | checkpoint kB |",
+        "|---|" + "---|" * (len(SERVERS) + 6),
+    ]
+    for key, per in figures.items():
+        keel, bare = per.get("keel"), per.get("bare")
+        if keel is None or bare is None:
+            continue
+        cpu_k, cpu_b = keel["cpu_ms_per_thread"], bare["cpu_ms_per_thread"]
+        cp_k, cp_b = keel["checkpoint_per_thread"], bare["checkpoint_per_thread"]
+        record = per.get("record", {}).get("cpu_ms_per_thread")
+        lines.append(
+            f"| {key.removeprefix('workers_')} | "
+            + " | ".join(_fmt(_less(cpu_k.get(p), cpu_b.get(p))) for p in SERVERS)
+            + f" | {_fmt(_less(keel['cpu_ms_per_thread_total'], bare['cpu_ms_per_thread_total']))}"
+            f" | {_fmt(record)}"
+            f" | {_fmt(_less(keel['commits_per_thread'], bare['commits_per_thread']))}"
+            f" | {_fmt(_less(cp_k.get('writes'), cp_b.get('writes')))}"
+            f" | {_fmt(_less(cp_k.get('blobs'), cp_b.get('blobs')))}"
+            f" | {_fmt(_less(cp_k.get('kb'), cp_b.get('kb')))} |"
+        )
+    return lines
+
+
+def _channel_lines(result: Mapping[str, Any]) -> list[str]:
+    """What one thread of each graph wrote, superstep by superstep (``evals.state_probe``)."""
+    channels = result.get("channels") or {}
+    if not channels:
+        return []
+    lines = [
+        "",
+        "## Supersteps and channel writes (one thread of each graph, from its checkpoints)",
+        "",
+        "| graph | tasks | channel writes | bytes written | no-op writes "
+        "| LangGraph's own writes |",
+        "|---|---|---|---|---|---|",
+    ]
+    for graph, found in channels.items():
+        s = found["summary"]
+        lines.append(
+            f"| {graph} | {s['tasks']} | {s['writes']} | {s['bytes']} | {s['noop_writes']} "
+            f"| {s['bookkeeping_writes']} |"
+        )
+    if "keel" in channels:
+        lines += ["", "Keel's thread, task by task:", "", *channels["keel"]["table"]]
+    return lines
 
 
 def _round_summary(done: Round) -> dict[str, Any]:
@@ -509,10 +658,15 @@ def _round_summary(done: Round) -> dict[str, Any]:
     return {**out, "ok": sum(t.ok for t in done.threads), "n": len(done.threads)}
 
 
-def _plan_rounds(rounds: int) -> Iterator[tuple[int, str]]:
-    """ABBA: round i's order alternates, so a drift in the machine's load hits both graphs."""
+def _plan_rounds(rounds: int, graphs: Sequence[str] = GRAPHS) -> Iterator[tuple[int, str]]:
+    """ABBA: round i's order alternates, so a drift in the machine's load hits every graph.
+
+    Example:
+        >>> [g for _, g in _plan_rounds(2, ("a", "b", "c"))]
+        ['a', 'b', 'c', 'c', 'b', 'a']
+    """
     for i in range(rounds):
-        yield from ((i, g) for g in (GRAPHS if i % 2 == 0 else GRAPHS[::-1]))
+        yield from ((i, g) for g in (graphs if i % 2 == 0 else graphs[::-1]))
 
 
 def bench_engine(
@@ -522,10 +676,11 @@ def bench_engine(
     warmup: int = 6,
     workers: Sequence[int] = (1, 2),
     settle_s: float = 10.5,
+    record_cost: bool = True,
     out: Path | None = REPO / "docs",
     say: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Start one engine serving both graphs and measure them (see the module's docstring).
+    """Start one engine serving the graphs and measure them (see the module's docstring).
 
     Args:
         threads: threads per measured round.
@@ -533,15 +688,18 @@ def bench_engine(
         warmup: threads of the unmeasured warm-up round of each graph after a worker start.
         workers: the worker process counts to measure, in order (each of 2 worker loops).
         settle_s: the wait after a round for PostgreSQL's statistics (0: commits not settled).
+        record_cost: also measure Keel's graph without the flight record (``UNRECORDED``).
         out: where ``engine.md`` and ``engine.json`` are written (None: nowhere).
         say: progress lines (None: quiet).
     """
     import importlib.metadata
 
     from evals.engine import engine
+    from evals.state_probe import summary, table
 
     most = max(workers)
-    per_phase = len(GRAPHS) * (warmup + rounds * threads)
+    graphs = (*GRAPHS, UNRECORDED) if record_cost else GRAPHS
+    per_phase = len(graphs) * (warmup + rounds * threads)
     chosen = cases(per_phase * len(workers))
     note = say or (lambda _: None)
     all_rounds: list[Round] = []
@@ -563,11 +721,11 @@ def bench_engine(
                 elif index < active and not alive:
                     logs.append(running.restart(index).log_path)
             stage = Stage(running, active, clients, settle_s)
-            ids: dict[str, list[str]] = {g: [] for g in GRAPHS}
-            for graph in GRAPHS:
+            ids: dict[str, list[str]] = {g: [] for g in graphs}
+            for graph in graphs:
                 batch = [next(next_case) for _ in range(warmup)]
                 all_rounds.append(run_round(stage, graph, batch, warmup=True))
-            for i, graph in _plan_rounds(rounds):
+            for i, graph in _plan_rounds(rounds, graphs):
                 batch = [next(next_case) for _ in range(threads)]
                 done = run_round(stage, graph, batch, warmup=False)
                 all_rounds.append(done)
@@ -575,9 +733,11 @@ def bench_engine(
                 ok = sum(t.ok for t in done.threads)
                 note(f"{active} worker(s), round {i + 1} {graph}: {ok}/{len(batch)} ok, "
                      f"{60 * len(batch) / done.wall_s:.0f} threads/min")  # fmt: skip
-            for graph in GRAPHS:
+            for graph in graphs:
                 sizes[(active, graph)] = checkpoint_sizes(running.keel_postgres_url, ids[graph])
+            last = ids
         server = server_seconds(logs)
+        probed = {g: thread_writes_of(running.keel_postgres_url, g, last[g][-1]) for g in GRAPHS}
     result: dict[str, Any] = {
         "engine": f"aegra-api {importlib.metadata.version('aegra-api')}: 1 API process, 1 or 2 "
         "worker processes of 2 worker loops, PostgreSQL (fsync on), Redis, a Chroma server",
@@ -585,13 +745,21 @@ def bench_engine(
         f"resumes it and waits for the end; {CLIENTS} client threads at once.",
         "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, Python "
         f"{platform.python_version()}",
-        "flight_record": "The flight record of served runs: not written by the engine's "
-        "workers in this build (only `KeelApp` wires the recorder).",
+        "flight_record": "Keel's served runs are written to the flight record (`graph.served`: "
+        "a callback handler, events batched by a background thread)"
+        + (
+            f"; `{UNRECORDED}` is the same graph without it, measured in the same rounds."
+            if record_cost
+            else "."
+        ),
         "threads": threads,
         "rounds": rounds,
         "warmup": warmup,
         "workers": list(workers),
         "figures": summarize(all_rounds, server, sizes),
+        "channels": {
+            g: {"summary": summary(tasks), "table": table(tasks)} for g, tasks in probed.items()
+        },
         "rounds_measured": [_round_summary(r) for r in all_rounds],
         "total_s": round(time.perf_counter() - t0, 1),
         "notes": [
@@ -639,6 +807,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=6, help="warm-up threads per graph")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--settle", type=float, default=10.5, help="seconds for pg stats")
+    parser.add_argument(
+        "--no-record-cost", action="store_true",
+        help=f"leave out {UNRECORDED} (Keel's graph without the flight record)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=REPO / "docs", help="folder for engine.md")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
@@ -653,7 +825,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = bench_engine(
             threads=args.threads, rounds=args.rounds, warmup=args.warmup, workers=args.workers,
-            settle_s=args.settle, out=args.out, say=None if args.json else say,
+            settle_s=args.settle, record_cost=not args.no_record_cost, out=args.out,
+            say=None if args.json else say,
         )  # fmt: skip
     except KeelError as err:
         print(f"bench engine: error: {str(err).splitlines()[0]}", file=sys.stderr)

@@ -73,7 +73,8 @@ SAVER_READS = frozenset(
 LEDGER_READS = frozenset({"get", "for_thread", "owners"})
 INBOX_READS = frozenset({"waiting_for", "cursor", "relaying"})
 GUARD_READS = frozenset(
-    {"spent", "rejected", "taint", "requester", "delivery", "facts", "close"}
+    {"spent", "rejected", "taint", "requester", "delivery", "facts", "close", "validated_plan",
+     "review_entries"}
 )  # fmt: skip
 RECORD_READS = frozenset(
     {"events", "count", "latest_run", "next_segment", "resolve", "run_ids", "runs", "close"}

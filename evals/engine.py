@@ -15,7 +15,7 @@
 
 Ctrl-C (or SIGTERM) stops everything it started and removes its folders. The scale demo and the
 engine's integration test start the same engine through :func:`engine`. A production deployment
-runs the same processes against servers of its own (README, "Past one machine").
+runs the same processes against servers of its own (docs/serving.md).
 """
 
 from __future__ import annotations
@@ -423,7 +423,7 @@ def engine(
 
 
 SERVE_USERS = ("alice:requester", "rita:reviewer", "olga:operator")
-"""``make serve``'s users: one per role (README, "Who may do what")."""
+"""``make serve``'s users: one per role (docs/serving.md, "Who may do what")."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -447,8 +447,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 roles = running.roles.get(user) or "requester+reviewer"
                 say(f"token for {user!r} ({roles}): {token}")
             say("graph 'keel'; send a token as `Authorization: Bearer TOKEN` or `X-Api-Key: "
-                "TOKEN`, e.g. get_sync_client(url=..., api_key=TOKEN). Who may do what: README, "
-                "\"Who may do what\". Ctrl-C stops everything.")  # fmt: skip
+                "TOKEN`, e.g. get_sync_client(url=..., api_key=TOKEN). Who may do what: "
+                "docs/serving.md. Ctrl-C stops everything.")  # fmt: skip
             while all(
                 s.process is not None and s.process.poll() is None for s in running.processes()
             ):

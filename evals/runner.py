@@ -90,15 +90,26 @@ def _crashes(settings: Settings, progress: bool) -> dict[str, Any]:
 
 
 def _budgets(settings: Settings, progress: bool) -> dict[str, Any]:
-    from evals.budgets_eval import run_budgets_eval
+    from evals.budgets_eval import run_budgets_eval, write_budgets_eval
 
-    return run_budgets_eval(settings, progress=progress)
+    result = run_budgets_eval(settings, progress=progress)
+    if settings.eval_budgets_engine:
+        from evals.budgets_engine import run_on_engine
+
+        result["engine"] = run_on_engine(progress=progress)
+    result["written"] = write_budgets_eval(result, settings.eval_out or settings.home / "budgets")
+    return result
 
 
 def _hostile(settings: Settings, progress: bool) -> dict[str, Any]:
+    from evals.artifacts import write_artifacts
     from evals.hostile import run_hostile_eval
+    from evals.hostile.play import markdown
 
-    return run_hostile_eval(settings, progress=progress)
+    report = run_hostile_eval(settings, progress=progress)
+    folder = settings.eval_out or settings.home / "hostile"
+    report["written"] = write_artifacts(folder, "hostile", report, markdown(report))
+    return report
 
 
 def run_agentdojo(

@@ -366,7 +366,7 @@ def approve(
         return _invalid(refused)
     claimed = answer.get("reviewer") if isinstance(answer, dict) else None
     reviewer = reviewer_of(config, claimed if isinstance(claimed, str) else None)
-    return read_decisions(answer, request, plan, thread_id, ctx, reviewer, log=log)
+    return read_decisions(answer, request, plan, thread_id, ctx, reviewer, log=log, facts=guarded)
 
 
 def _digest(step: Step) -> str:
@@ -392,6 +392,7 @@ def read_decisions(
     ctx: KeelContext,
     reviewer: Reviewer | None = None,
     log: ReviewLog | None = None,
+    facts: GuardFacts | None = None,
 ) -> dict[str, Any]:
     """Turn a human's answer into receipts, rejections or edits; refuse anything else.
 
@@ -400,6 +401,7 @@ def read_decisions(
     (``graph.reviewer.reviewer_of``); without one, the answer's own ``reviewer`` names them.
     ``log`` is the thread's review history (``review_log_of``): a digest-less approval is
     judged by it, and an edit proposal or a refusal of a changed request is written to it.
+    ``facts`` is what the thread guard held when the answer arrived (read again when None).
     """
     raw = answer.get("decisions") if isinstance(answer, dict) else None
     if not isinstance(raw, list) or len(raw) != len(request["digests"]):
@@ -417,8 +419,10 @@ def read_decisions(
     exact = named is not None or all("digest" in d for d in decisions)
     gate = ctx.tools.gate
     signer, version = gate.signer, gate.version
-    held = ctx.guard.rejected(thread_id) if ctx.guard is not None else frozenset()
-    requester = ctx.guard.requester(thread_id) if ctx.guard is not None else None
+    if facts is None and ctx.guard is not None:
+        facts = ctx.guard.facts(thread_id)
+    held = facts.rejected if facts is not None else frozenset()
+    requester = facts.requester if facts is not None else None
     shown = [f"{e['chunk_id']} ({e['trust_tier']})" for e in request["tainted_evidence"]]
     reviewer = reviewer or reviewer_of(None, envelope.get("reviewer"))
     now = ctx.clock()

@@ -12,8 +12,9 @@ START -> intake -> retrieve -> plan -> check_plan --ok--> approve? --> execute -
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_origin, get_type_hints
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
@@ -122,6 +123,69 @@ def after_result(state: KeelState) -> Literal["execute", "respond", "escalate", 
     return "execute" if state.get("cursor", 0) < len(plan_.steps) else "respond"
 
 
+_APPENDED: frozenset[str] = frozenset(
+    name
+    for name, hint in get_type_hints(KeelState, include_extras=True).items()
+    if get_origin(hint) is Annotated and name not in ("messages",)
+)
+"""Channels with a reducer that appends or merges (``results``, ``approvals``...): an empty
+write adds nothing. ``messages`` is left out: its reducer also replaces by id."""
+_OUTPUT: frozenset[str] = frozenset(OutputState.__annotations__)
+_EMPTY: tuple[Any, ...] = (None, "", [], {})
+
+
+def unchanged(channel: str, value: Any, state: Mapping[str, Any]) -> bool:
+    """Whether writing ``value`` to ``channel`` would leave ``state`` as it is: an empty write
+    to a channel that appends; the same value again; an empty value (None, "", 0, [], {}) on a
+    channel the state does not hold yet, which its readers take as that empty value (``get``
+    with a default), except on the output channels, where a caller sees the key.
+
+    Example:
+        >>> unchanged("results", [], {}), unchanged("replans", 0, {"replans": 0})
+        (True, True)
+        >>> unchanged("review_note", "", {}), unchanged("status", None, {})
+        (True, False)
+        >>> unchanged("cursor", 1, {"cursor": 0})
+        False
+    """
+    if channel in _APPENDED:
+        return value in ([], {})
+    if channel in state:
+        try:
+            return bool(state[channel] == value)
+        except Exception:  # a value that cannot be compared is written
+            return False
+    if channel in _OUTPUT or isinstance(value, bool):
+        return False
+    return value in _EMPTY or (type(value) is int and value == 0)
+
+
+def changes_only(node: Callable[..., Any], view: type) -> Callable[..., Any]:
+    """``node``, returning only the channels its update changes (issue 26).
+
+    A write that changes nothing still costs the engine a write row and, for a plain channel,
+    a new version of the channel's value in the next checkpoint. Only the channels the node's
+    view holds can be judged (the others are written as returned), so a view lists a channel
+    its node writes even where the node does not read it. The node's signature is kept
+    (``functools.wraps``): LangGraph reads it to pass ``config`` and ``runtime``.
+    """
+    keys = frozenset(get_type_hints(view))
+
+    @functools.wraps(node)
+    def lean(state: Any, *args: Any, **kwargs: Any) -> Any:
+        update = node(state, *args, **kwargs)
+        if not isinstance(update, dict):
+            return update
+        return {
+            channel: value
+            for channel, value in update.items()
+            if (channel not in keys and channel not in _APPENDED)
+            or not unchanged(channel, value, state)
+        }
+
+    return lean
+
+
 def build_graph(
     checkpointer: BaseCheckpointSaver[Any] | None = None,
     *,
@@ -165,7 +229,7 @@ def build_graph(
     if unknown:
         raise ValueError(f"no node(s) {unknown} to replace; the nodes are {sorted(agents)}")
     for name, (node, view) in agents.items():
-        builder.add_node(name, (nodes or {}).get(name, node), input_schema=view)
+        builder.add_node(name, changes_only((nodes or {}).get(name, node), view), input_schema=view)
 
     builder.add_edge(START, "intake")
     builder.add_conditional_edges("intake", after_intake)

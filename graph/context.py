@@ -17,7 +17,7 @@ from langgraph.runtime import Runtime
 
 from agents.models import Meter, chat_model_for, meter_for
 from graph.domain import Domain, gated_registry, load_domain
-from graph.review_log import ReviewLog, SqliteReviewLog
+from graph.review_log import ReviewLog, StoredReviewLog
 from keel.settings import Settings
 from retrieval.embeddings import embedder_for
 from retrieval.store import CorpusStore
@@ -94,6 +94,7 @@ class KeelContext:
                 fallback_model = chat_model_for(settings, settings.planner_fallback_model)
         # Deny by default: no manifest, no context (and so no graph run).
         tools = gated_registry(domain, settings)
+        guard = guard_for(settings)
         return cls(
             settings=settings,
             domain=domain,
@@ -101,10 +102,10 @@ class KeelContext:
             store=CorpusStore(settings, embedder_for(settings)),
             ledger=_ledger_for(settings),
             inbox=inbox_for(settings),
-            guard=guard_for(settings),
+            guard=guard,
             planner_model=planner_model,
             fallback_model=fallback_model,
-            reviews=review_log_for(settings),
+            reviews=review_log_for(settings, guard),
             meter=meter_for(settings),
         )
 
@@ -154,13 +155,11 @@ def guard_for(settings: Settings) -> ThreadGuard:
     )
 
 
-def review_log_for(settings: Settings) -> ReviewLog:
-    """The threads' approval history: a file in Keel's home, shared by the machine's processes.
-
-    Served from PostgreSQL, it belongs beside the intent ledger there (so that every machine's
-    workers share it); until then the home's file serves the workers of one machine.
-    """
-    return SqliteReviewLog(settings.home / "reviews.sqlite")
+def review_log_for(settings: Settings, guard: ThreadGuard | None = None) -> ReviewLog:
+    """The threads' approval history, in the thread guard's store (``guard``, else the one the
+    settings pick): beside the intent ledger, in PostgreSQL when the checkpoints are there, so
+    the workers of every machine share it."""
+    return StoredReviewLog(guard if guard is not None else guard_for(settings))
 
 
 def inbox_for(settings: Settings) -> EventInbox:

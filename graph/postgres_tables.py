@@ -8,8 +8,10 @@ set; it is imported only then.
 from __future__ import annotations
 
 import threading
+import time
+import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import psycopg
@@ -17,6 +19,37 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from graph.persistence import ensure_table, redact_url
 from keel.errors import StoreUnavailable
+
+_BOUND = threading.local()
+"""This thread's ``one_transaction`` block: its exit stack and its connection per pool."""
+
+
+@contextmanager
+def one_transaction() -> Iterator[None]:
+    """Run every statement this thread makes through Keel's stores in the block in one
+    transaction per pool (stores on one database share one pool: one transaction), committed
+    when the block ends, rolled back when it raises. A block inside another joins it.
+
+    The executor consumes a receipt (thread guard) and writes the intent (ledger) so: one
+    round trip and one commit less, and never one without the other (issue 26).
+
+    Raises:
+        StoreUnavailable: the server went away before the commit.
+    """
+    if getattr(_BOUND, "stack", None) is not None:
+        yield
+        return
+    try:
+        with ExitStack() as stack:
+            _BOUND.stack, _BOUND.conns, _BOUND.setting = stack, {}, ""
+            try:
+                yield
+            finally:
+                setting = _BOUND.setting
+                _BOUND.stack = _BOUND.conns = None
+    except (psycopg.OperationalError, PoolTimeout, TimeoutError) as err:
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise StoreUnavailable(setting or "KEEL_POSTGRES_URL", reason) from err
 
 
 class KeelTables:
@@ -90,6 +123,10 @@ class KeelTables:
             StoreUnavailable: the server does not answer, or went away during the block.
         """
         try:
+            stack = getattr(_BOUND, "stack", None)
+            if stack is not None:  # inside ``one_transaction``: its connection, its transaction
+                yield self._bound(stack)
+                return
             with self._pooled().connection() as conn:
                 self._make_tables(conn)
                 yield conn
@@ -102,6 +139,20 @@ class KeelTables:
         with self.connection() as conn:
             cursor = conn.execute(sql, params)  # type: ignore[arg-type]
             return list(cursor.fetchall()) if cursor.description else []
+
+    def _bound(self, stack: ExitStack) -> psycopg.Connection[tuple[Any, ...]]:
+        pool = self._pooled()
+        conns: dict[int, Any] = _BOUND.conns
+        conn = conns.get(id(pool))
+        if conn is None:
+            conn = stack.enter_context(pool.connection())
+            self._make_tables(conn)  # before the transaction: the schema commits on its own
+            stack.enter_context(conn.transaction())
+            conns[id(pool)] = conn
+            _BOUND.setting = _BOUND.setting or self.setting
+        else:
+            self._make_tables(conn)
+        return conn  # type: ignore[no-any-return]
 
     def close(self) -> None:
         """Let go of the shared pool (closed when its last store lets go)."""
@@ -120,6 +171,36 @@ class KeelTables:
         if not self._ready:
             ensure_table(conn, self.table, self.schema, self.lock_key)
             self._ready = True
+
+
+class _RecentCheck:
+    """A pool's check before it hands a connection out: a round trip to the server (an empty
+    statement), skipped for a connection returned to the pool less than ``fresh_s`` ago.
+
+    The check is there for a connection that sat idle while a human took hours to approve, and
+    that the server or a firewall closed meanwhile; a serving worker that runs several statements
+    per node otherwise pays one extra round trip for each (issue 26). A connection the server
+    dropped within the last few seconds fails its statement as it would have failed the check
+    an instant later: the store says ``StoreUnavailable`` and the run's next attempt goes on.
+    """
+
+    def __init__(self, fresh_s: float = 5.0) -> None:
+        self.fresh_s = fresh_s
+        self._returned: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def returned(self, conn: Any) -> None:
+        """The pool's ``reset``: the connection came back in working order."""
+        with self._lock:
+            self._returned[conn] = time.monotonic()
+
+    def check(self, conn: Any) -> None:
+        """The pool's ``check``: raises when a connection idle for long no longer answers."""
+        with self._lock:
+            returned = self._returned.get(conn)
+        stale = returned is None or time.monotonic() - returned >= self.fresh_s
+        if stale or conn.closed or conn.broken:
+            ConnectionPool.check_connection(conn)
 
 
 class SharedPools:
@@ -153,12 +234,14 @@ class SharedPools:
                 self._pools[key] = (shared, users + 1)
                 return shared
             # A plain pool: the store's own ``connection`` names the setting and the store.
+            recent = _RecentCheck()
             pool: ConnectionPool[Any] = ConnectionPool(
                 url,
                 min_size=1,
                 max_size=wanted,
                 kwargs=kwargs,
-                check=ConnectionPool.check_connection,
+                check=recent.check,
+                reset=recent.returned,
                 max_idle=300,
                 timeout=timeout_s,
                 reconnect_timeout=timeout_s,

@@ -9,9 +9,10 @@ pretend a request was already shown.
 
 The log is append-only, one entry per event, and idempotent per (thread, kind, key): the approval
 node runs again from its first line when it is resumed, and finds the entry its first run wrote.
-``ReviewLog`` is the protocol; ``SqliteReviewLog`` keeps it in a file in Keel's home (every process
-on the machine shares it), ``MemoryReviewLog`` in the process. A store beside the intent ledger
-(PostgreSQL when the checkpoints are there) can back the same protocol.
+``ReviewLog`` is the protocol; ``StoredReviewLog`` keeps it in the thread guard's store
+(``tools.guard``: the intent ledger's SQLite file, or PostgreSQL beside the checkpoints with
+``KEEL_POSTGRES_URL``, so every worker on every machine reads the same history);
+``MemoryReviewLog`` in the process.
 """
 
 from __future__ import annotations
@@ -19,10 +20,7 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal, Protocol
-
-from keel.sqlitefile import SqliteFile
 
 EntryKind = Literal["shown", "proposed", "acknowledged"]
 
@@ -81,36 +79,33 @@ class MemoryReviewLog:
                 kept.append(entry)
 
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS review_log (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, thread_id TEXT NOT NULL, kind TEXT NOT NULL,
-    key TEXT NOT NULL, entry TEXT NOT NULL, UNIQUE (thread_id, kind, key)
-);
-"""
+class ReviewStore(Protocol):
+    """Where a ``StoredReviewLog`` keeps its entries: the thread guard (``tools.guard``)."""
+
+    def add_review_entry(self, thread_id: str, kind: str, key: str, entry: str) -> None: ...
+
+    def review_entries(self, thread_id: str) -> list[str]: ...
 
 
-class SqliteReviewLog:
-    """The history in a SQLite file, shared by every process using it.
+@dataclass
+class StoredReviewLog:
+    """The history in the thread guard's store, shared by every process and machine using it.
 
     Example:
         >>> import tempfile
-        >>> log = SqliteReviewLog(Path(tempfile.mkdtemp()) / "reviews.sqlite")
+        >>> from pathlib import Path
+        >>> from tools.guard import SqliteThreadGuard
+        >>> log = StoredReviewLog(SqliteThreadGuard(Path(tempfile.mkdtemp()) / "intents.sqlite"))
         >>> log.add("t-1", ReviewEntry("proposed", "r-1:ann", by="ann"))
         >>> log.add("t-1", ReviewEntry("proposed", "r-1:ann", by="ann"))  # the node ran again
         >>> [e.by for e in log.entries("t-1")], log.entries("t-2")
         (['ann'], [])
     """
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._file = SqliteFile(path, schema=SCHEMA)
+    store: ReviewStore
 
     def entries(self, thread_id: str) -> list[ReviewEntry]:
-        with self._file.connect() as db:
-            rows = db.execute(
-                "SELECT entry FROM review_log WHERE thread_id = ? ORDER BY seq", (thread_id,)
-            ).fetchall()
-        return [_entry(json.loads(row[0])) for row in rows]
+        return [_entry(json.loads(body)) for body in self.store.review_entries(thread_id)]
 
     def add(self, thread_id: str, entry: ReviewEntry) -> None:
         body = json.dumps(
@@ -123,11 +118,7 @@ class SqliteReviewLog:
                 "request_id": entry.request_id,
             }
         )
-        with self._file.connect() as db:
-            db.execute(
-                "INSERT OR IGNORE INTO review_log (thread_id, kind, key, entry) VALUES (?,?,?,?)",
-                (thread_id, entry.kind, entry.key, body),
-            )
+        self.store.add_review_entry(thread_id, entry.kind, entry.key, body)
 
 
 def _entry(body: dict[str, object]) -> ReviewEntry:

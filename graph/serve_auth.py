@@ -1,6 +1,6 @@
 """Who may call the engine and what each caller may do: Aegra's auth hook and handlers.
 
-Aegra (``make serve``; README, "Past one machine") loads ``auth`` through ``aegra.json``
+Aegra (``make serve``; docs/serving.md) loads ``auth`` through ``aegra.json``
 (``"auth": {"path": "./graph/serve_auth.py:auth"}``).
 
 **Authentication.** Every request carries a token, as ``Authorization: Bearer TOKEN`` or as
@@ -23,7 +23,7 @@ starting anything.
 
 **Authorization** is one ``@auth.on`` handler, which Aegra 0.11 calls for every protocol route
 (``aegra_api.core.auth_registry``: resource ``threads``, ``assistants``, ``crons`` or ``store``
-and an action), through :func:`decide`: a table of roles and actions (README, "Who may do what").
+and an action), through :func:`decide`: a table of roles and actions (docs/serving.md).
 Aegra ignores the filter a handler returns on the routes it dispatches itself (a thread's state,
 history and runs), so a requester's access to one thread is decided here from the thread's
 metadata, read from Aegra's own table; the owner is written there by the ``threads.create``
@@ -48,6 +48,14 @@ OWNER_KEY = "keel_owner"
 DOMAIN_KEY = "keel_domain"
 """The thread metadata key naming the domain that serves it (set by the server at creation;
 each run's end sets it again with the thread's title and status: ``graph.served``)."""
+
+SHARED_KEY = "keel_shared_with"
+"""The thread metadata key an owner (or an operator) sets to let other users read the thread: a
+list of user names. Sharing gives sight, not a say: only the owner writes to the thread, only
+reviewers answer its approvals."""
+SERVER_KEYS = frozenset({OWNER_KEY, DOMAIN_KEY, "keel_title", "keel_status"})
+"""Thread metadata only the server writes (the owner and domain at creation; the title and status
+after each run, ``graph.served``): a client's value is dropped at creation, refused after it."""
 
 ThreadLookup = Callable[[str], Awaitable[Mapping[str, Any] | None]]
 """A thread's metadata by id within the team, or None when the team has no such thread."""
@@ -155,6 +163,11 @@ class Caller:
         """Whether ``thread`` (its metadata) was created by this caller."""
         return thread is not None and thread.get(OWNER_KEY) == self.name
 
+    def shares(self, thread: Mapping[str, Any] | None) -> bool:
+        """Whether the thread's owner shared it with this caller (``SHARED_KEY``)."""
+        shared = thread.get(SHARED_KEY) if thread is not None else None
+        return isinstance(shared, list | tuple) and self.name in shared
+
 
 def _non_empty(value: Any) -> bool:
     return value is not None and value != {} and value != [] and value != ""
@@ -253,6 +266,10 @@ def _check_run(caller: Caller, value: Mapping[str, Any], thread: Mapping[str, An
                 403, f"{caller.name} is not a requester: a reviewer answers, with command.resume"
             )
         if not caller.owns(thread):
+            if _sees(caller, thread):
+                raise _refuse(
+                    403, "only the thread's requester writes to it (it is shared to read)"
+                )
             raise _refuse(404, f"thread {value.get('thread_id')!s:.64} not found")
         return
     if resumes:
@@ -265,8 +282,11 @@ def _check_run(caller: Caller, value: Mapping[str, Any], thread: Mapping[str, An
 
 
 def _sees(caller: Caller, thread: Mapping[str, Any] | None) -> bool:
-    """Whether the caller may read the thread: its owner, any reviewer, an operator."""
-    return thread is not None and (caller.can("reviewer") or caller.owns(thread))
+    """Whether the caller may read the thread: its owner, whom the owner shared it with, any
+    reviewer (they answer the team's approvals), an operator."""
+    return thread is not None and (
+        caller.can("reviewer") or caller.owns(thread) or caller.shares(thread)
+    )
 
 
 def _check_update(
@@ -279,8 +299,15 @@ def _check_update(
     if any(_non_empty(value.get(k)) for k in STATE_WRITE_KEYS):
         raise _refuse(403, "writing a thread's state (update_state) is for operators")
     metadata = value.get("metadata")
-    if isinstance(metadata, Mapping) and OWNER_KEY in metadata:
-        raise _refuse(403, f"metadata.{OWNER_KEY} is set by the server")
+    if isinstance(metadata, Mapping):
+        forged = sorted(SERVER_KEYS & set(metadata))
+        if forged:
+            raise _refuse(403, f"metadata.{forged[0]} is set by the server")
+        shared = metadata.get(SHARED_KEY)
+        if shared is not None and not (
+            isinstance(shared, list) and all(isinstance(u, str) for u in shared)
+        ):
+            raise _refuse(422, f"metadata.{SHARED_KEY} must be a list of user names")
     if "thread_id" not in value:
         raise _refuse(403, "cancelling runs across threads is for operators")
     run_or_thread = any(k in value for k in ("run_id", "run_ids", "status", "metadata", "ttl"))
@@ -331,7 +358,11 @@ def decide(
                 raise _refuse(409, f"thread {value['thread_id']!s:.64} already exists")
             metadata = value.get("metadata")
             value["metadata"] = {
-                **(metadata if isinstance(metadata, Mapping) else {}),
+                **{
+                    k: v
+                    for k, v in (metadata if isinstance(metadata, Mapping) else {}).items()
+                    if k not in SERVER_KEYS
+                },
                 **({DOMAIN_KEY: domain} if domain else {}),
                 OWNER_KEY: caller.name,
             }

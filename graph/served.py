@@ -62,17 +62,19 @@ from observability.events import (
     RunEnded,
     RunStarted,
 )
+from observability.otel import otel_from_environment
 from observability.recorder import (
     Recorder,
     RecordingCallback,
     RecordingClock,
     RecordingStore,
+    RecordSink,
     RunRecording,
     model_name,
 )
 from observability.records import record_store_for
 from observability.redaction import Redactor
-from observability.store import BatchedRecord
+from observability.store import BatchedRecord, NoRecord
 
 Mode = Literal["run", "resume", "recover", "fork", "event"]
 
@@ -165,6 +167,8 @@ class _Process:
     context: KeelContext
     record: BatchedRecord
     router: _Router
+    sinks: list[RecordSink] = field(default_factory=list)
+    """Told every event of every run (OpenTelemetry's spans, when an endpoint is set)."""
 
 
 class ServedRuns(BaseCallbackHandler):
@@ -187,7 +191,8 @@ class ServedRuns(BaseCallbackHandler):
         """Where each run's end labels its thread (None: the server keeps no label)."""
 
     def process(self) -> _Process | None:
-        """This process's context, tapped, and its record (None with ``KEEL_RECORD`` off).
+        """This process's context, tapped, and its record (None with ``KEEL_RECORD`` off and no
+        OpenTelemetry endpoint; with an endpoint only, a record that keeps nothing).
 
         Built once per process context (a test that builds a new one gets a new record)."""
         context = self._context()
@@ -195,15 +200,17 @@ class ServedRuns(BaseCallbackHandler):
             known = self._process
             if known is not None and known.context is context:
                 return known
-            if not context.settings.record:
+            otel = otel_from_environment()
+            if not context.settings.record and otel is None:
                 return None
-            record = BatchedRecord(record_store_for(context.settings), log=log)
+            store = record_store_for(context.settings) if context.settings.record else NoRecord()
+            record = BatchedRecord(store, log=log)
             atexit.register(record.close)
             router = _Router(self, record, Redactor.from_settings(context.settings))
             _tap(context, router)
             if known is not None:
                 known.record.close()
-            self._process = _Process(context, record, router)
+            self._process = _Process(context, record, router, [otel.on_event] if otel else [])
             return self._process
 
     def current(self) -> _Run | None:
@@ -231,7 +238,9 @@ class ServedRuns(BaseCallbackHandler):
             keel_run = server_run or str(uuid.uuid4())
         else:
             keel_run = record.latest_run(thread_id) or server_run or str(uuid.uuid4())
-        recorder = Recorder(record, Redactor.from_settings(served.context.settings), log=log)
+        recorder = Recorder(
+            record, Redactor.from_settings(served.context.settings), log=log, sinks=served.sinks
+        )
         recording = recorder.start(run_id=keel_run, thread_id=thread_id, trace_id=str(run_id))
         if mode == "run" and recording.segment > 0:
             mode = "recover"  # the engine runs it again: its worker died mid-run

@@ -334,6 +334,8 @@ class KeelState(InputState, OutputState, total=False):
     turn: Turn
     entities: dict[str, str]
     records: dict[str, Any]
+    """What the planner read that its owners vouch for: where an argument may come from
+    (``tools.provenance``), read by the approval screen and the executor's gate."""
     evidence: list[Evidence]
     filtered: list[Filtered]
     conflicts: list[Conflict]
@@ -362,6 +364,10 @@ class IntakeView(TypedDict, total=False):
     """Set only when the thread already took a request (a chat client wrote to it again)."""
     escalation: Escalation | None
     """An escalated thread's account: a message checks its unsure actions again."""
+    replans: int
+    cursor: int
+    """``replans`` and ``cursor`` are not read: a new request sets them, and a fresh thread,
+    which holds neither yet, is left as it is (``graph.builder.changes_only``)."""
 
 
 class RetrieverView(TypedDict, total=False):
@@ -381,6 +387,8 @@ class PlannerView(TypedDict, total=False):
     plan: Plan | None
     """The plan a reviewer's edits apply to (read only when ``edits`` is set)."""
     edits: list[Edit]
+    budget_stop: BudgetStop | None
+    """Not read: written only when it changes (``graph.builder.changes_only``)."""
 
 
 class PlanCheckView(TypedDict, total=False):
@@ -403,6 +411,8 @@ class ApprovalView(TypedDict, total=False):
     approvals: dict[str, Receipt]
     review: Review
     review_note: str
+    edits: list[Edit]
+    """Not read: an answer clears it only when it holds edits (``graph.builder.changes_only``)."""
 
 
 class ExecutorView(TypedDict, total=False):

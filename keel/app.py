@@ -65,10 +65,11 @@ from observability.events import (
     RunEnded,
     RunStarted,
 )
+from observability.otel import otel_from_environment
 from observability.recorder import Recorder, RunRecording, jsonable, model_name
 from observability.records import open_record, record_store_for
 from observability.redaction import Redactor
-from observability.store import FlightRecord, RunNotFound
+from observability.store import FlightRecord, NoRecord, RunNotFound
 from observability.tracing import Tracing, run_config
 from tools.events import EventInbox
 from tools.guard import ThreadGuard
@@ -253,7 +254,10 @@ class KeelApp:
         context = context or KeelContext.from_settings(settings)
         redactor = Redactor.from_settings(settings)
         tracing = Tracing(redactor)
+        otel = otel_from_environment()
         records = record_store_for(settings) if settings.record else None
+        if records is None and otel is not None:
+            records = NoRecord()  # spans are made from the record's events: kept nowhere
         try:
             with open_checkpointer(settings) as opened:
                 leases = open_leases(settings, opened)
@@ -269,7 +273,8 @@ class KeelApp:
                     )  # fmt: skip
                 recorder = None
                 if stores.records is not None:
-                    recorder = Recorder(stores.records, redactor)
+                    sinks = [otel.on_event] if otel is not None else []
+                    recorder = Recorder(stores.records, redactor, sinks=sinks)
                     context = recorder.instrument(context)
                 graph = build_graph(stores.checkpointer, nodes=nodes)
                 try:
@@ -281,6 +286,8 @@ class KeelApp:
                     leases.close()
         finally:
             tracing.flush()
+            if otel is not None:
+                otel.flush()
             if records is not None:
                 records.close()
 

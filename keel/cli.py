@@ -22,6 +22,7 @@ from keel.errors import BadRequest, KeelError
 if TYPE_CHECKING:
     from graph.domain import Domain
     from keel.settings import Settings
+    from tools.budgets import ThreadSpend
 
 EXIT_ERROR = 2
 EXIT_BUG = 1
@@ -162,6 +163,11 @@ def _parser() -> argparse.ArgumentParser:
         "--jobs", type=int, metavar="N", help="crashes: kill points run at once (default: 1)"
     )
     evaluate.add_argument(
+        "--engine", action="store_true",
+        help="budgets: also run 20 threads of one team on the engine (Aegra worker processes, "
+        "PostgreSQL, Redis), the model served over HTTP",
+    )  # fmt: skip
+    evaluate.add_argument(
         "--runs", type=int, help="compounding: runs (model seeds) per agent and point "
         "(default: 10)",
     )  # fmt: skip
@@ -211,9 +217,11 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     evaluate.add_argument(
         "--out", metavar="DIR",
-        help="where the scorecard (scorecard.json, scorecard.md, scorecard.png) or the "
-        "compounding curve (compounding.json, .md, .png) is written (default: "
-        "KEEL_HOME/scorecard, KEEL_HOME/compounding; with --model, KEEL_HOME/scorecard-real)",
+        help="where the scorecard (scorecard.json, scorecard.md, scorecard.png), the "
+        "compounding curve (compounding.json, .md, .png), the hostile suite's figures "
+        "(hostile.json, .md) or the budgets eval's (budgets-eval.json, .md) are written "
+        "(default: KEEL_HOME/scorecard, KEEL_HOME/compounding, KEEL_HOME/hostile, "
+        "KEEL_HOME/budgets; with --model, KEEL_HOME/scorecard-real)",
     )  # fmt: skip
     runs = sub.add_parser(
         "runs", parents=[common],
@@ -352,9 +360,13 @@ def _command(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | N
     if args.command == "show" and not args.history:
         # A status read: the checkpoint, the graph and the lease, no runtime context to build.
         outcome = show_thread(settings, args.thread)
+        spend = _thread_spend(settings, args.thread)
         if not args.json:
             report.print_outcome(outcome)
-        return outcome.model_dump(mode="json") if args.json else None
+            print(spend.describe())
+        return (
+            outcome.model_dump(mode="json") | {"spend": spend.model_dump()} if args.json else None
+        )
     domain = load_domain(settings.domain)
     if args.command == "seed" or (args.command == "domain" and args.verb == "seed"):
         from graph.context import inbox_for
@@ -515,6 +527,18 @@ def _record_view(args: argparse.Namespace, settings: Settings) -> dict[str, Any]
         if not args.json:
             print(render_explanation(why))
         return why.model_dump(mode="json") if args.json else None
+    finally:
+        store.close()
+
+
+def _thread_spend(settings: Settings, thread_id: str) -> ThreadSpend:
+    """A thread's spend on models and what its budgets have left (``keel show``)."""
+    from agents.models import budget_store_for
+    from tools.budgets import thread_spend
+
+    store = budget_store_for(settings)
+    try:
+        return thread_spend(store, settings.budgets, thread_id)
     finally:
         store.close()
 
@@ -727,8 +751,12 @@ def _eval(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None
         if args.runs < 1:
             raise BadRequest("--runs must be at least 1")
         update["eval_compounding_runs"] = args.runs
-    if args.out and "compounding" in (args.suite or []):
+    if args.out and {"compounding", "hostile", "budgets"} & set(args.suite or []):
         update["eval_out"] = Path(args.out)
+    if args.engine:
+        if "budgets" not in (args.suite or []):
+            raise BadRequest("--engine goes with --suite budgets")
+        update["eval_budgets_engine"] = True
     if args.every is not None and args.every < 1:
         raise BadRequest("--every must be at least 1")
     if args.jobs is not None and not 1 <= args.jobs <= 16:
@@ -758,6 +786,7 @@ def _eval(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None
         from evals.hostile import table
 
         print(table(hostile))
+        print(f"written: {', '.join(hostile.get('written', {}).values())}")
         results = {name: r for name, r in results.items() if name != "hostile"}
         if not results:
             return None

@@ -1,6 +1,6 @@
 """Keel's threads on an engine, from the client's side: through the LangGraph SDK, no Keel process.
 
-The engine (Aegra; ``make serve``, README "Past one machine") runs the graph; these helpers are
+The engine (Aegra; ``make serve``, docs/serving.md) runs the graph; these helpers are
 what a second client needs to take part: read the approval a thread waits on, answer it with the
 digests it was shown, and relay the domain's outbox events to the threads that wait for them.
 Each is a few SDK calls, so any client (a reviewer's tool, a cron job, another service) can do the

@@ -55,7 +55,7 @@ def domain_folder(spec: str) -> Path:
 
 
 ApiRole = Literal["requester", "reviewer", "operator"]
-"""What a user of the engine may do (README, "Who may do what"): a requester starts threads and
+"""What a user of the engine may do (docs/serving.md): a requester starts threads and
 answers them with ``command.resume``; a reviewer reads the team's threads and answers approvals;
 an operator may do everything, state writes and forks included."""
 
@@ -248,7 +248,7 @@ class Settings(BaseSettings):
     model_max_retries: int = Field(default=2, ge=0)
     plan_repair_attempts: int = Field(default=1, ge=0)
 
-    # Costs (README, "Budgets and prices"): a price table, and budgets enforced before each call.
+    # Costs (docs/budgets.md): a price table, and budgets enforced before each call.
     user: str = Field(
         default="local", min_length=1,
         description="Who runs models from this shell: the user budgets charge when no serving "
@@ -286,7 +286,7 @@ class Settings(BaseSettings):
 
     retrieval_k: int = Field(default=6, ge=1, le=50)
     hybrid_retrieval: bool = Field(
-        default=False, description="Mix BM25 into the ranking (see the README's measurements)."
+        default=False, description="Mix BM25 into the ranking (measured in docs/retrieval.md)."
     )
     planner_lookups: int | None = Field(
         default=None,
@@ -334,6 +334,11 @@ class Settings(BaseSettings):
     )
     eval_out: Path | None = Field(
         default=None, description="Where eval tables and plots are written (default: HOME/...)."
+    )
+    eval_budgets_engine: bool = Field(
+        default=False,
+        description="The budgets eval also runs 20 threads of one team on the engine (Aegra, "
+        "PostgreSQL, Redis; a few minutes).",
     )
     eval_crash_backends: list[str] = Field(
         default_factory=list,
@@ -385,7 +390,8 @@ class Settings(BaseSettings):
     sensitive_patterns: list[str] = Field(
         default_factory=list,
         description="Regular expressions: every match, in any string recorded or traced, is "
-        "redacted (free text included). Opt-in; the README shows one for e-mail addresses.",
+        "redacted (free text included). Opt-in; docs/observability.md shows one for e-mail "
+        "addresses.",
     )
 
     @model_validator(mode="before")

@@ -80,6 +80,9 @@ class ModelCall(Payload):
     kind: Literal["model_call"] = "model_call"
     role: str
     model: str
+    provider: str | None = Field(
+        default=None, description="the provider the chat model names (LangChain's ls_provider)"
+    )
     prompt: list[dict[str, Any]]
     output: str | None = None
     tool_calls: list[dict[str, Any]] = Field(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
@@ -53,6 +53,9 @@ from tools.spec import ToolEvent
 
 if TYPE_CHECKING:  # the chat models' package is imported when a model is made, not by every command
     from langchain_core.language_models import BaseChatModel
+
+RecordSink = Callable[[RecordEvent], None]
+"""Told every event a recorder records, after redaction, before (and whatever) the store."""
 
 ROLES = {"plan": "planner", "check_plan": "validator", "check_result": "validator"}
 """The agent role of each node, for model calls (a node's name otherwise)."""
@@ -100,7 +103,8 @@ class RunRecording:
         later events are not offered to that store again (an outage would make each one wait
         for its connection timeout), and the segment's end logs how many were lost.
         """
-        if self.lost:
+        sinks = self.recorder.sinks
+        if self.lost and not sinks:
             self.lost += 1
             return 0
         clean = self.recorder.redactor.model(payload)
@@ -114,6 +118,11 @@ class RunRecording:
             at=self.recorder.wall_clock().isoformat(),
             payload=clean,
         )
+        for sink in sinks:
+            sink(event)
+        if self.lost:
+            self.lost += 1
+            return 0
         try:
             seq = self.recorder.store.append(event)
         except StoreUnavailable as err:
@@ -160,8 +169,11 @@ class Recorder:
         *,
         wall_clock: Callable[[], datetime] = _utc_now,
         log: logging.Logger | None = None,
+        sinks: Iterable[RecordSink] = (),
     ) -> None:
         self.store = store
+        self.sinks = list(sinks)
+        """Given every event as it is recorded, redacted (OpenTelemetry's spans are one)."""
         self.redactor = redactor
         self.wall_clock = wall_clock
         self.log = log or logging.getLogger("keel.record")
@@ -372,13 +384,14 @@ class RecordingCallback(BaseCallbackHandler):
         prompt = [
             {"role": m.type, "content": jsonable(m.content)} for batch in messages for m in batch
         ]
-        self._models[run_id] = (node, name, prompt, time.perf_counter(), str(meta.get("step", "")))
+        provider = str(meta.get("ls_provider") or "")
+        self._models[run_id] = (node, name, prompt, time.perf_counter(), provider)
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         entry = self._models.pop(run_id, None)
         if entry is None:
             return
-        node, name, prompt, started, _ = entry
+        node, name, prompt, started, provider = entry
         generation = response.generations[0][0] if response.generations else None
         message = getattr(generation, "message", None)
         usage = getattr(message, "usage_metadata", None) or {}
@@ -387,6 +400,7 @@ class RecordingCallback(BaseCallbackHandler):
             ModelCall(
                 role=ROLES.get(node, node or "unknown"),
                 model=name,
+                provider=provider or None,
                 prompt=prompt,
                 output=text,
                 tool_calls=[
@@ -409,11 +423,12 @@ class RecordingCallback(BaseCallbackHandler):
         entry = self._models.pop(run_id, None)
         if entry is None:
             return
-        node, name, prompt, started, _ = entry
+        node, name, prompt, started, provider = entry
         self.recorder.emit(
             ModelCall(
                 role=ROLES.get(node, node or "unknown"),
                 model=name,
+                provider=provider or None,
                 prompt=prompt,
                 error=str(error)[:500],
                 error_kind=type(error).__name__,

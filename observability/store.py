@@ -203,6 +203,24 @@ INSERT_COLUMNS = (
 _INSERT = f"INSERT INTO events {INSERT_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 
+class NoRecord(FlightRecord):
+    """A record that keeps nothing: with ``KEEL_RECORD=false``, a recorder's sinks (OpenTelemetry's
+    spans) are still told every event, and nothing is stored or found.
+
+    Example:
+        >>> NoRecord().next_segment("r"), NoRecord().latest_run("t")
+        (0, None)
+    """
+
+    where = "nowhere (KEEL_RECORD=false)"
+
+    def append(self, event: RecordEvent) -> int:
+        return 0
+
+    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        return []
+
+
 class RecordStore(FlightRecord):
     """Events of every run, keyed by thread, run, segment, checkpoint and sequence (SQLite).
 
@@ -306,11 +324,12 @@ class BatchedRecord(FlightRecord):
     the queue to be written first, so a read sees every event appended before it.
 
     What a served run records (``graph.served``) goes through it: the node that emits an event
-    does not wait for the disk or the database, and a burst of events is one commit, not one
-    each. ``flush`` is the barrier (a served run's end waits for it, so ``keel trace`` right
-    after the run sees all of it). The price: a process killed (SIGKILL) loses the events
-    queued in the last moments before it died, which were never acknowledged; what was written
-    stays, and the run's re-run continues the same run in the record.
+    does not wait for the disk or the database, and the events of a moment (``linger_s``) are
+    one commit, not one each. ``flush`` is the barrier (a served run's end waits for it, so
+    ``keel trace`` right after the run sees all of it). The price: a process killed (SIGKILL)
+    loses the events queued in its last moments (about ``linger_s``), which were never
+    acknowledged; what was written stays, and the run's re-run continues the same run in the
+    record.
 
     Example:
         >>> record = BatchedRecord(RecordStore(":memory:"))
@@ -320,18 +339,28 @@ class BatchedRecord(FlightRecord):
     """
 
     def __init__(
-        self, inner: FlightRecord, *, log: logging.Logger | None = None, max_batch: int = 500
+        self,
+        inner: FlightRecord,
+        *,
+        log: logging.Logger | None = None,
+        max_batch: int = 500,
+        linger_s: float = 0.25,
     ) -> None:
         self.inner = inner
         self.where = inner.where
         self.table = inner.table
         self.log = log or logging.getLogger("keel.record")
         self.max_batch = max_batch
+        self.linger_s = linger_s
+        """How long the writer waits for more events after the first of a batch: a run emits
+        its events one at a time, and without the wait each would be its own transaction
+        (issue 26). A flush does not wait for it."""
         self.lost = 0
         """Events the store refused (an outage): logged once per outage, counted here."""
         self._queue: list[RecordEvent] = []
         self._writing = 0
         self._closed = False
+        self._flushing = 0
         self._cond = threading.Condition()
         self._writer: threading.Thread | None = None
 
@@ -356,7 +385,12 @@ class BatchedRecord(FlightRecord):
     def flush(self, timeout_s: float = 30.0) -> bool:
         """Wait until every event queued so far is written (or refused); False on timeout."""
         with self._cond:
-            return self._cond.wait_for(lambda: not self._queue and not self._writing, timeout_s)
+            self._flushing += 1  # the writer stops lingering
+            self._cond.notify_all()
+            try:
+                return self._cond.wait_for(lambda: not self._queue and not self._writing, timeout_s)
+            finally:
+                self._flushing -= 1
 
     def _write_loop(self) -> None:
         while True:
@@ -364,6 +398,11 @@ class BatchedRecord(FlightRecord):
                 self._cond.wait_for(lambda: self._queue or self._closed)
                 if not self._queue and self._closed:
                     return
+                # Gather what the run emits next, unless someone waits for the record.
+                self._cond.wait_for(
+                    lambda: self._closed or self._flushing or len(self._queue) >= self.max_batch,
+                    self.linger_s,
+                )
                 batch = self._queue[: self.max_batch]
                 del self._queue[: self.max_batch]
                 self._writing = len(batch)

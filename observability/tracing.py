@@ -24,21 +24,56 @@ from langchain_core.tracers.schemas import Run
 from langsmith import Client
 from langsmith.utils import tracing_is_enabled
 
+from agents.usage import MICROS, Price, PriceTable
 from observability.redaction import Redactor
 
 
 class KeelTracer(LangChainTracer):
-    """LangChain's LangSmith tracer, tagging each agent node's run ``agent:NAME``.
+    """LangChain's LangSmith tracer, tagging each agent node's run ``agent:NAME``, and pricing
+    each metered model call.
 
     LangGraph names a node's run after the node and tags it ``graph:step:N``; the agent tag makes
-    "every run of the planner" one filter in LangSmith.
+    "every run of the planner" one filter in LangSmith. A model call the meter made carries its
+    reservation, role, payer and budgets in its metadata (``keel_*``), and its model's price when
+    it has one; LangChain's tracer adds the provider's ``usage_metadata``, and this adds
+    ``keel_cost_usd``: the usage at Keel's prices, as the budget store settles it.
     """
+
+    def _on_llm_end(self, run: Run) -> None:
+        metadata = run.extra.setdefault("metadata", {})
+        usage = _usage(run.outputs or {})
+        if usage is not None and "keel_price_input" in metadata:
+            prices = PriceTable(
+                prices={"m": Price(input=metadata["keel_price_input"],
+                                   output=metadata["keel_price_output"])}
+            )  # fmt: skip
+            cost = prices.cost_micros("m", input_tokens=usage[0], output_tokens=usage[1])
+            metadata["keel_cost_usd"] = (cost or 0) / MICROS
+        super()._on_llm_end(run)
 
     def _on_chain_start(self, run: Run) -> None:
         node = (run.extra or {}).get("metadata", {}).get("langgraph_node")
         if node is not None and node == run.name:
             run.tags = [*(run.tags or []), f"agent:{node}"]
         super()._on_chain_start(run)
+
+
+def _usage(outputs: dict[str, Any]) -> tuple[int, int] | None:
+    """Input and output tokens the generations of an LLM run report, summed; None if none do."""
+    found = [
+        m["kwargs"]["usage_metadata"]
+        for batch in outputs.get("generations") or []
+        for g in batch
+        if isinstance(m := (g or {}).get("message"), dict)
+        and isinstance(m.get("kwargs"), dict)
+        and isinstance(m["kwargs"].get("usage_metadata"), dict)
+    ]
+    if not found:
+        return None
+    return (
+        sum(int(u.get("input_tokens") or 0) for u in found),
+        sum(int(u.get("output_tokens") or 0) for u in found),
+    )
 
 
 class Tracing:

@@ -191,6 +191,14 @@ class Explanation(BaseModel):
     failures: list[dict[str, Any]] = Field(default_factory=list)
     human_decisions: list[dict[str, Any]] = Field(default_factory=list)
     escalation: dict[str, Any] | None = None
+    budget: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="the meter's events: each model call's reservation, settlement or refusal",
+    )
+    spend: dict[str, Any] | None = Field(
+        default=None,
+        description="what the run's model calls used (settled) and how many a budget refused",
+    )
 
 
 def explain(events: list[RecordEvent]) -> Explanation:
@@ -206,9 +214,12 @@ def explain(events: list[RecordEvent]) -> Explanation:
     humans: list[dict[str, Any]] = []
     escalation = None
     answer = ""
+    budget: list[dict[str, Any]] = []
     for event in events:
         p = event.payload
-        if p.kind == "retrieval":
+        if p.kind == "budget":
+            budget.append(p.model_dump(exclude={"kind"}, exclude_none=True))
+        elif p.kind == "retrieval":
             chunks.update({e["chunk_id"]: e for e in p.evidence})
             filtered = [*p.filtered]
         elif p.kind == "plan":
@@ -308,7 +319,33 @@ def explain(events: list[RecordEvent]) -> Explanation:
         failures=failures,
         human_decisions=humans,
         escalation=escalation,
+        budget=budget,
+        spend=_spend(budget),
     )
+
+
+def _spend(budget: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The run's model spend from its budget events: settled usage (calls that failed count at
+    their reservation), and refusals."""
+    if not budget:
+        return None
+    used = [b for b in budget if b["action"] in ("settled", "failed")]
+    tokens = sum(
+        b.get("input_tokens", 0) + b.get("output_tokens", 0)
+        if b["action"] == "settled"
+        else b["reserved_tokens"]
+        for b in used
+    )
+    costs = [
+        b.get("cost_micros") if b["action"] == "settled" else b.get("reserved_cost_micros")
+        for b in used
+    ]
+    return {
+        "tokens": tokens,
+        "calls": len(used),
+        "cost_usd": None if not used or None in costs else sum(c or 0 for c in costs) / 1_000_000,
+        "refused": sum(b["action"] == "refused" for b in budget),
+    }
 
 
 def _why(
@@ -346,6 +383,22 @@ def _why(
     if status == "error":
         return "The run stopped on an error: " + (failures[-1]["error"] if failures else "unknown")
     return f"The run is {status}."
+
+
+def _budget_line(b: dict[str, Any]) -> str:
+    """One meter event: ``settled planner gpt-x: 900 in, 300 out, $0.000315``."""
+    head = f"{b['action']} {b['role']} {b['model']}"
+    if b["action"] == "refused":
+        return f"{head}: {b.get('refused_by')}"
+    if b["action"] == "settled":
+        guessed = " (estimated)" if b.get("estimated") else ""
+        cost = b.get("cost_micros")
+        money = f", ${cost / 1_000_000:.6f}" if cost is not None else ""
+        return f"{head}: {b.get('input_tokens')} in, {b.get('output_tokens')} out{guessed}{money}"
+    cost = b.get("reserved_cost_micros")
+    money = f", ${cost / 1_000_000:.6f}" if cost is not None else ""
+    note = f" ({b['note']})" if b.get("note") else ""
+    return f"{head}: {b['reserved_tokens']} tokens reserved{money}{note}"
 
 
 def render_explanation(x: Explanation) -> str:
@@ -396,6 +449,12 @@ def render_explanation(x: Explanation) -> str:
                     f"  {h['answered_by']}: "
                     + ", ".join(str(d.get("type")) for d in h["decisions"])
                 )
+    if x.spend is not None:
+        s = x.spend
+        money = f", ${s['cost_usd']:.6f}" if s["cost_usd"] is not None else ""
+        refused = f"; {s['refused']} refused by a budget" if s["refused"] else ""
+        out.append(f"model spend: {s['tokens']} tokens in {s['calls']} calls{money}{refused}")
+        out += [f"  {_budget_line(b)}" for b in x.budget]
     if x.escalation:
         out.append(f"escalation: {x.escalation['reason']}")
         out += [f"  done: {d}" for d in x.escalation["done"]]

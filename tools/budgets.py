@@ -126,6 +126,9 @@ class BudgetStore(ABC):
 
     placeholder = "?"
 
+    def close(self) -> None:  # noqa: B027 (a store with nothing to release keeps this)
+        """Release the store's connections."""
+
     def _sql(self, sql: str) -> str:
         return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
 
@@ -410,18 +413,7 @@ def usage_rows(
         if (who is not None and w != who) or (period is not None and p != period):
             continue
         budgets = [
-            {
-                "budget": rule.describe(),
-                **{
-                    f"{unit}_left": limit - used
-                    for unit, limit, used in (
-                        ("tokens", rule.tokens, amount.tokens),
-                        ("calls", rule.calls, amount.calls),
-                        ("cost_micros", rule.cost_micros, amount.cost_micros or 0),
-                    )
-                    if limit is not None
-                },
-            }
+            {"budget": rule.describe(), **_left(rule, amount)}
             for rule in rules
             if rule.scope == s and rule.period == p and rule.applies_to(w)
         ]
@@ -433,3 +425,72 @@ def usage_rows(
             )
         )  # fmt: skip
     return rows
+
+
+class ThreadSpend(BaseModel):
+    """What one thread has spent on models (held reservations at their worst case) and what is
+    left of each budget on it: ``keel show``'s spend."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tokens: int
+    calls: int
+    cost_usd: float | None = Field(description="None when a call of the thread had no price")
+    held: int = Field(description="reservations not settled yet")
+    budgets: list[dict[str, Any]] = Field(
+        default_factory=list, description="each budget on the thread: its limits and what is left"
+    )
+
+    def describe(self) -> str:
+        money = f", ${self.cost_usd:.6f}" if self.cost_usd is not None else ""
+        held = f" ({self.held} held at their worst case)" if self.held else ""
+        lines = [f"spend: {self.tokens} tokens, {self.calls} calls{money}{held}"]
+        for b in self.budgets:
+            left = ", ".join(
+                f"{v} {k.removesuffix('_left')}" for k, v in b.items() if k != "budget"
+            )
+            lines.append(f"  {b['budget']}: left {left}")
+        return "\n".join(lines)
+
+
+def thread_spend(store: BudgetStore, rules: Sequence[BudgetRule], thread_id: str) -> ThreadSpend:
+    """The thread's spend, from its calls in ``store``, and what each budget on it has left.
+
+    Example:
+        >>> import tempfile
+        >>> store = SqliteBudgetStore(Path(tempfile.mkdtemp()) / "b.sqlite")
+        >>> print(thread_spend(store, [BudgetRule(scope="thread", calls=3)], "t-1").describe())
+        spend: 0 tokens, 0 calls, $0.000000
+          thread budget (each thread, lifetime): 3 calls: left 3 calls
+    """
+    calls = store.spends(thread_id=thread_id)
+    counted = [c.counted for c in calls]
+    costs = [a.cost_micros for a in counted]
+    spent = Amount(
+        tokens=sum(a.tokens for a in counted),
+        calls=len(counted),
+        cost_micros=None if None in costs else sum(c or 0 for c in costs),
+    )
+    return ThreadSpend(
+        tokens=spent.tokens,
+        calls=spent.calls,
+        cost_usd=None if spent.cost_micros is None else spent.cost_micros / 1_000_000,
+        held=sum(c.status == "held" for c in calls),
+        budgets=[
+            {"budget": rule.describe(), **_left(rule, spent)}
+            for rule in rules
+            if rule.scope == "thread" and rule.applies_to(thread_id)
+        ],
+    )
+
+
+def _left(rule: BudgetRule, spent: Amount) -> dict[str, int]:
+    return {
+        f"{unit}_left": limit - used
+        for unit, limit, used in (
+            ("tokens", rule.tokens, spent.tokens),
+            ("calls", rule.calls, spent.calls),
+            ("cost_micros", rule.cost_micros, spent.cost_micros or 0),
+        )
+        if limit is not None
+    }

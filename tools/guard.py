@@ -22,7 +22,12 @@ authority. Per thread, append-only:
   when the step answered (``record_wait``); until one is woken, nothing but the action that
   started it runs in the thread, whatever ``waiting`` in the state says;
 - **deliveries**: the domain events the relay delivered to the thread, and whether one has woken
-  it (``record_wake``: once, which also closes the wait it answers).
+  it (``record_wake``: once, which also closes the wait it answers);
+- **validated plans**: the digest (``plan_digest``) of every plan the validator passed in the
+  thread; the executor runs no step of any other plan, whatever ``plan`` and ``plan_verdict``
+  in the state say;
+- **the approval history**: what reviewers were shown and who changed it (``graph.review_log``
+  reads and writes it through ``add_review_entry`` and ``review_entries``).
 
 ``ThreadGuard`` states the contract; ``SqliteThreadGuard`` keeps it in a SQLite file and
 ``tools.guard_postgres.PostgresThreadGuard`` in PostgreSQL; ``graph.context.guard_for`` picks one
@@ -31,6 +36,7 @@ from the settings.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from abc import ABC, abstractmethod
@@ -40,7 +46,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from graph.state import DomainEvent, EventWait, Evidence, tainting
+from graph.state import DomainEvent, EventWait, Evidence, Plan, tainting
 from keel.sqlitefile import SqliteFile
 
 
@@ -152,6 +158,27 @@ class ThreadGuard(ABC):
     def waiting(self, thread_id: str) -> tuple[tuple[str, str, str], ...]:
         """The open waits: (event type, key, digest of the action that started it)."""
 
+    # -- validated plans ------------------------------------------------------------------------
+
+    @abstractmethod
+    def record_validated_plan(self, thread_id: str, digest: str) -> None:
+        """The validator passed the plan whose ``plan_digest`` is ``digest`` in the thread."""
+
+    @abstractmethod
+    def validated_plan(self, thread_id: str, digest: str) -> bool:
+        """Whether the validator ever passed the plan ``digest`` in the thread."""
+
+    # -- the approval history -------------------------------------------------------------------
+
+    @abstractmethod
+    def add_review_entry(self, thread_id: str, kind: str, key: str, entry: str) -> None:
+        """Append ``entry`` (its JSON, ``graph.review_log``) to the thread's approval history,
+        unless the thread already has an entry of that kind with that key."""
+
+    @abstractmethod
+    def review_entries(self, thread_id: str) -> list[str]:
+        """The thread's approval history as stored, oldest first."""
+
     # -- reading it all -------------------------------------------------------------------------
 
     def facts(self, thread_id: str, *, attempt: str | None = None) -> GuardFacts:
@@ -195,6 +222,16 @@ CREATE TABLE IF NOT EXISTS guard_waits (
     recorded_at TEXT NOT NULL, woken_seq INTEGER, PRIMARY KEY (thread_id, event, key)
 );
 """
+PLANS_AND_REVIEWS = """
+CREATE TABLE IF NOT EXISTS guard_plans (
+    thread_id TEXT NOT NULL, digest TEXT NOT NULL, validated_at TEXT NOT NULL,
+    PRIMARY KEY (thread_id, digest)
+);
+CREATE TABLE IF NOT EXISTS guard_reviews (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, thread_id TEXT NOT NULL, kind TEXT NOT NULL,
+    key TEXT NOT NULL, entry TEXT NOT NULL, UNIQUE (thread_id, kind, key)
+);
+"""
 
 
 def _now() -> str:
@@ -218,7 +255,7 @@ class SqliteThreadGuard(ThreadGuard):
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._file = SqliteFile(path, schema=SCHEMA)
+        self._file = SqliteFile(path, schema=SCHEMA + PLANS_AND_REVIEWS)
 
     def _db(self) -> AbstractContextManager[sqlite3.Connection]:
         return self._file.connect()
@@ -352,8 +389,55 @@ class SqliteThreadGuard(ThreadGuard):
             ).fetchall()
         return tuple((str(e), str(k), str(d)) for e, k, d in rows)
 
+    def record_validated_plan(self, thread_id: str, digest: str) -> None:
+        with self._db() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO guard_plans VALUES (?,?,?)", (thread_id, digest, _now())
+            )
+
+    def validated_plan(self, thread_id: str, digest: str) -> bool:
+        with self._db() as db:
+            row = db.execute(
+                "SELECT 1 FROM guard_plans WHERE thread_id = ? AND digest = ?", (thread_id, digest)
+            ).fetchone()
+        return row is not None
+
+    def add_review_entry(self, thread_id: str, kind: str, key: str, entry: str) -> None:
+        with self._db() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO guard_reviews (thread_id, kind, key, entry)"
+                " VALUES (?,?,?,?)",
+                (thread_id, kind, key, entry),
+            )
+
+    def review_entries(self, thread_id: str) -> list[str]:
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT entry FROM guard_reviews WHERE thread_id = ? ORDER BY seq", (thread_id,)
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
     def close(self) -> None:
         self._file.close()
+
+
+def plan_digest(plan: Plan) -> str:
+    """The identity of a plan as the validator passed it: every field of it and of its steps,
+    canonically encoded, so that a step changed, added, removed or moved is another plan.
+
+    Example:
+        >>> from graph.state import Step
+        >>> step = Step(tool="get_invoice", args={"invoice_id": "I"}, purpose="p", effect="read")
+        >>> one = Plan(intent="i", steps=[step])
+        >>> plan_digest(one) == plan_digest(Plan.model_validate(one.model_dump(mode="json")))
+        True
+        >>> plan_digest(one) == plan_digest(Plan(intent="i", steps=[step, step]))
+        False
+    """
+    canonical = json.dumps(
+        plan.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), default=str
+    )
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def with_taint(evidence: Sequence[Evidence], taint: Sequence[Evidence]) -> list[Evidence]:

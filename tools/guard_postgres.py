@@ -48,7 +48,18 @@ CREATE TABLE IF NOT EXISTS keel_guard_waits (
     PRIMARY KEY (thread_id, event, key)
 );
 """
+PLANS_AND_REVIEWS = """
+CREATE TABLE IF NOT EXISTS keel_guard_plans (
+    thread_id TEXT NOT NULL, digest TEXT NOT NULL,
+    validated_at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (thread_id, digest)
+);
+CREATE TABLE IF NOT EXISTS keel_guard_reviews (
+    seq BIGSERIAL PRIMARY KEY, thread_id TEXT NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL,
+    entry TEXT NOT NULL, UNIQUE (thread_id, kind, key)
+);
+"""
 _SCHEMA_LOCK = 0x6B656567  # any constant shared by Keel's processes; one per store
+_PLANS_LOCK = 0x6B656568
 _SPENT = (
     "SELECT digest FROM keel_guard_receipts WHERE thread_id = %s"
     " AND (settled_at IS NOT NULL OR attempt IS DISTINCT FROM %s)"
@@ -59,6 +70,11 @@ _REQUESTER = "SELECT requester FROM keel_guard_requesters WHERE thread_id = %s"
 _WAITING = (
     "SELECT event, key, digest FROM keel_guard_waits WHERE thread_id = %s"
     " AND woken_seq IS NULL ORDER BY recorded"
+)
+_FACTS = (
+    f"SELECT ARRAY({_SPENT}), ARRAY({_REJECTED}), ARRAY({_TAINT}), ({_REQUESTER}),"
+    " ARRAY(SELECT ARRAY[event, key, digest] FROM keel_guard_waits WHERE thread_id = %s"
+    " AND woken_seq IS NULL ORDER BY recorded)"
 )
 
 
@@ -78,6 +94,11 @@ class PostgresThreadGuard(ThreadGuard):
         # The last table of the schema: when it exists, every one before it does.
         self._tables = KeelTables(
             url, schema=SCHEMA, table="keel_guard_waits", lock_key=_SCHEMA_LOCK,
+            what="thread guard", connect_timeout_s=connect_timeout_s, behind_pooler=behind_pooler,
+        )  # fmt: skip
+        # Tables added later, made on their own (a database made before them has the first).
+        self._plans = KeelTables(
+            url, schema=PLANS_AND_REVIEWS, table="keel_guard_reviews", lock_key=_PLANS_LOCK,
             what="thread guard", connect_timeout_s=connect_timeout_s, behind_pooler=behind_pooler,
         )  # fmt: skip
 
@@ -183,26 +204,47 @@ class PostgresThreadGuard(ThreadGuard):
         rows = self._execute(_WAITING, (thread_id,))
         return tuple((str(e), str(k), str(d)) for e, k, d in rows)
 
+    def record_validated_plan(self, thread_id: str, digest: str) -> None:
+        self._plans.execute(
+            "INSERT INTO keel_guard_plans (thread_id, digest) VALUES (%s, %s)"
+            " ON CONFLICT DO NOTHING",
+            (thread_id, digest),
+        )
+
+    def validated_plan(self, thread_id: str, digest: str) -> bool:
+        rows = self._plans.execute(
+            "SELECT 1 FROM keel_guard_plans WHERE thread_id = %s AND digest = %s",
+            (thread_id, digest),
+        )
+        return bool(rows)
+
+    def add_review_entry(self, thread_id: str, kind: str, key: str, entry: str) -> None:
+        self._plans.execute(
+            "INSERT INTO keel_guard_reviews (thread_id, kind, key, entry)"
+            " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            (thread_id, kind, key, entry),
+        )
+
+    def review_entries(self, thread_id: str) -> list[str]:
+        rows = self._plans.execute(
+            "SELECT entry FROM keel_guard_reviews WHERE thread_id = %s ORDER BY seq",
+            (thread_id,),
+        )
+        return [str(r[0]) for r in rows]
+
     def facts(self, thread_id: str, *, attempt: str | None = None) -> GuardFacts:
-        """The five reads on one connection (a connection per read would cost four handshakes;
-        each node that checks reads them once)."""
-        with self._tables.connection() as conn:
-
-            def rows(sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-                return list(conn.execute(sql, params).fetchall())  # type: ignore[arg-type]
-
-            spent = rows(_SPENT, (thread_id, attempt))
-            rejected = rows(_REJECTED, (thread_id,))
-            taint = rows(_TAINT, (thread_id,))
-            requester = rows(_REQUESTER, (thread_id,))
-            waiting = rows(_WAITING, (thread_id,))
+        """The five reads in one statement (one round trip and one snapshot: each node that
+        checks reads them once, and they agree with each other)."""
+        rows = self._execute(_FACTS, (thread_id, attempt, *(thread_id,) * 4))
+        spent, rejected, taint, requester, waiting = rows[0]
         return GuardFacts(
-            spent=frozenset(str(r[0]) for r in spent),
-            rejected=frozenset(str(r[0]) for r in rejected),
-            taint=tuple(Evidence.model_validate_json(r[0]) for r in taint),
-            requester=str(requester[0][0]) if requester else None,
+            spent=frozenset(str(d) for d in spent),
+            rejected=frozenset(str(d) for d in rejected),
+            taint=tuple(Evidence.model_validate_json(e) for e in taint),
+            requester=str(requester) if requester is not None else None,
             waiting=tuple((str(e), str(k), str(d)) for e, k, d in waiting),
         )
 
     def close(self) -> None:
         self._tables.close()
+        self._plans.close()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +47,11 @@ class IntentLedger:
 
     def _db(self) -> AbstractContextManager[sqlite3.Connection]:
         return self._file.connect()
+
+    def atomic(self) -> AbstractContextManager[None]:
+        """A block whose ledger writes commit with the thread guard's, as one transaction,
+        where both stores can (PostgreSQL); here each write commits on its own."""
+        return nullcontext()
 
     def get(self, key: str) -> Intent | None:
         with self._db() as db:

@@ -10,9 +10,10 @@ run (it is not a tool's answer), and the next attempt settles the intent with th
 from __future__ import annotations
 
 import json
+from contextlib import AbstractContextManager
 from typing import Any
 
-from graph.postgres_tables import KeelTables
+from graph.postgres_tables import KeelTables, one_transaction
 from tools.ledger import Intent, IntentLedger
 
 SCHEMA = """
@@ -47,6 +48,11 @@ class PostgresIntentLedger(IntentLedger):
     def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         # The checkpointer already proved the URL when the process started: an error is an outage.
         return self._tables.execute(sql, params)
+
+    def atomic(self) -> AbstractContextManager[None]:
+        """One transaction for the block's writes to this ledger and to the thread guard (they
+        share the process's pool on the checkpoint database)."""
+        return one_transaction()
 
     def get(self, key: str) -> Intent | None:
         rows = self._execute("SELECT status, answer FROM keel_intents WHERE key = %s", (key,))

@@ -394,6 +394,15 @@ class ToolRegistry:
         ))  # fmt: skip
         return answer
 
+    def refuse(
+        self, agent: str, name: str, args: Mapping[str, Any], facts: ThreadFacts, rule: str,
+        reason: str,
+    ) -> PermissionDenied:  # fmt: skip
+        """Record a call its caller refuses before the gate (the executor: a step of no plan the
+        validator passed), as a denial like the gate's; the error that says so."""
+        effect = self._specs[name].effect if name in self._specs else "read"
+        return self._refused(agent, name, args, facts, rule, reason, effect)
+
     def _refused(
         self, agent: str, name: str, args: Mapping[str, Any], facts: ThreadFacts, rule: str,
         reason: str, effect: Effect = "read",

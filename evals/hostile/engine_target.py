@@ -210,8 +210,9 @@ class EngineTarget:
         values = state.get("values") or {}
         if not isinstance(values, dict):
             values = {}
+        errors = [str(t.get("error")) for t in state.get("tasks") or [] if t.get("error")]
         return Reply(True, code=200, data=view_of(values, list(state.get("next") or []),
-                                                  interrupts))  # fmt: skip
+                                                  interrupts, errors))  # fmt: skip
 
     def history(self, by: str, thread: str) -> Reply:
         try:

@@ -4,7 +4,9 @@ It drives the graph the way a LangGraph server does (``graph.invoke`` with the t
 the authenticated user where a server puts it, ``config["configurable"]["langgraph_auth_user"]``),
 and takes every liberty a Python caller has: ``update_state`` with ``as_node`` and an earlier
 ``checkpoint_id``, ``Command(update=..., goto=...)``, runs from any checkpoint. No server stands
-in front, so no role is checked: what must hold here holds in the stores.
+in front, so no role is checked: what must hold here holds in the stores. A Python caller writes
+a plan and verdicts as Keel's own types (``typed``); receipts as the attack gives them (a dict is
+what a careless caller writes, and what a JSON client's write becomes).
 """
 
 from __future__ import annotations
@@ -17,7 +19,20 @@ from typing import Any
 from langgraph.types import Command
 
 from evals.hostile.target import Reply, Target, view_of
+from graph.state import Plan, Verdict
 from keel.app import KeelApp
+
+TYPED: dict[str, type[Plan] | type[Verdict]] = {
+    "plan": Plan, "plan_verdict": Verdict, "result_verdict": Verdict,
+}  # fmt: skip
+
+
+def typed(values: Any) -> Any:
+    """State values with a plan and verdicts given as JSON objects made Keel's types."""
+    if not isinstance(values, dict):
+        return values
+    return {k: TYPED[k].model_validate(v) if k in TYPED and isinstance(v, dict) else v
+            for k, v in values.items()}  # fmt: skip
 
 
 def auth_user(name: str) -> dict[str, Any]:
@@ -62,6 +77,8 @@ class GraphTarget:
         command: dict[str, Any] | None = None,
         checkpoint_id: str | None = None,
     ) -> Reply:
+        if command is not None and "update" in command:
+            command = {**command, "update": typed(command["update"])}
         payload: Any = Command(**command) if command is not None else input
         return self._invoke(payload, self._config(by, thread, checkpoint_id))
 
@@ -80,7 +97,8 @@ class GraphTarget:
             "waiting": waiting.model_dump(mode="json") if waiting is not None else None,
         }
         interrupts = [i.value for i in snapshot.interrupts]
-        return Reply(True, data=view_of(shown, list(snapshot.next), interrupts))
+        errors = [repr(t.error) for t in snapshot.tasks if t.error is not None]
+        return Reply(True, data=view_of(shown, list(snapshot.next), interrupts, errors))
 
     def history(self, by: str, thread: str) -> Reply:
         try:
@@ -103,7 +121,7 @@ class GraphTarget:
     ) -> Reply:
         try:
             written = self.app.graph.update_state(
-                self._config(by, thread, checkpoint_id), values, as_node=as_node
+                self._config(by, thread, checkpoint_id), typed(values), as_node=as_node
             )
         except Exception as err:  # a refused write
             return Reply(False, error=f"{type(err).__name__}: {err}"[:300])

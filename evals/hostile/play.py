@@ -3,8 +3,9 @@
 For each attack: a fresh world (``evals.hostile.world``), its actions in order (``Play.do``),
 then two checks that do not ask Keel what it thinks of itself. The backend's effects are judged
 against what the honest humans approved as they read it. Every thread the attack touched must
-still be readable by its owner, and a pending approval must still be answerable: Rita rejects
-it with its digests, and the thread must then no longer ask it.
+still be readable by its owner, its last run must not have crashed in a node (a task that ended
+in an error runs into it again on every run), and a pending approval must still be answerable:
+Rita rejects it with its digests, and the thread must then no longer ask it.
 """
 
 from __future__ import annotations
@@ -185,7 +186,7 @@ class Play:
         if value is None or "$" not in repr(value):
             return value
         view = self._read_as(op, target, thread) or View()
-        return _filled(value, view, thread)
+        return _filled(value, view, thread, self.world.customer)
 
     def _checkpoint(self, op: Op, target: Target, thread: str) -> str | None:
         """The checkpoint an op names; for a run with neither input nor command, the one the
@@ -217,6 +218,9 @@ class Play:
             before = self.target.state(owner, thread)
             if not before.ok or not isinstance(before.data, View):
                 broken.append(f"thread {name}: its state cannot be read ({before.brief()})")
+                continue
+            if before.data.crashed:
+                broken.append(f"thread {name}: its last run crashed ({before.data.crashed[:100]})")
                 continue
             request = before.data.request
             if request is None:
@@ -265,11 +269,13 @@ def decisions_for(
     return decisions, approves
 
 
-def _filled(value: Any, view: View, thread: str) -> Any:
+def _filled(value: Any, view: View, thread: str, customer: str) -> Any:
     if isinstance(value, dict):
-        return {k: _filled(v, view, thread) for k, v in value.items()}
+        return {k: _filled(v, view, thread, customer) for k, v in value.items()}
     if isinstance(value, list):
-        return [_filled(v, view, thread) for v in value]
+        return [_filled(v, view, thread, customer) for v in value]
+    if value == "$customer":
+        return customer
     if value == "$forged_receipts":
         request = view.request or {"action_requests": [], "digests": []}
         return {
@@ -334,3 +340,38 @@ def table(report: dict[str, Any]) -> str:
     for name, why in report.get("not_run", {}).items():
         lines.append(f"not run on {name}: {why}")
     return "\n".join(lines)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The report as the generated page ``docs/hostile.md`` (``keel eval --suite hostile --out
+    docs``): per class and per target, the four counts, and every attack that broke something."""
+    head = "| class | attempts | unapproved effects | duplicated effects | threads broken |"
+    lines = [
+        "# Against hostile clients: the measured figures",
+        "",
+        "Written by `keel eval --suite hostile --out docs` (never edited by hand): every attack of "
+        "`evals/hostile/cases.py`, judged on the support desk's backend and the thread's "
+        "readability, not on Keel's view of itself. See [Security](security.md) for what each "
+        "class attempts.",
+        "",
+        f"Targets: {', '.join(f'`{t}`' for t in report['targets'])}.",
+        "",
+        head,
+        "|---|---:|---:|---:|---:|",
+    ]
+    for cls, c in report["classes"].items():
+        lines.append(f"| {cls} | " + " | ".join(str(c[k]) for k in COUNTS) + " |")
+    totals = [sum(c[k] for c in report["classes"].values()) for k in COUNTS]
+    lines.append("| **total** | " + " | ".join(f"**{t}**" for t in totals) + " |")
+    for target, classes in report.get("by_target", {}).items():
+        attempts = sum(c["attempts"] for c in classes.values())
+        harm = sum(c[k] for c in classes.values() for k in COUNTS if k != "attempts")
+        lines.append(f"\n`{target}`: {attempts} attempts, {harm} effects or broken threads.")
+    failed = [a for a in report["attacks"] if not a["held"]]
+    lines += ["", "## Attacks that broke something", ""]
+    lines += [f"- `{a['target']}` `{a['attack']}`: {'; '.join(a['detail'])}" for a in failed]
+    if not failed:
+        lines.append("None.")
+    for name, why in report.get("not_run", {}).items():
+        lines.append(f"\nNot run on `{name}`: {why}")
+    return "\n".join(lines) + "\n"

@@ -45,6 +45,9 @@ class View:
     waiting: dict[str, Any] | None = None
     """The event the thread sleeps on (``event``, ``key``), if any."""
     review_note: str = ""
+    crashed: str = ""
+    """The error a node of the thread's last run raised (its task ended in it), if any: a
+    refusal is a value the graph routes on, a crash leaves the thread stuck on that task."""
 
 
 class Target(Protocol):
@@ -115,8 +118,11 @@ def interrupts_of(state: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from task.get("interrupts") or []
 
 
-def view_of(values: dict[str, Any], next_: list[str], interrupts: list[Any]) -> View:
-    """A ``View`` from JSON-shaped values and the values of the thread's interrupts."""
+def view_of(
+    values: dict[str, Any], next_: list[str], interrupts: list[Any], errors: list[str] | None = None
+) -> View:
+    """A ``View`` from JSON-shaped values, the values of the thread's interrupts, and the errors
+    its pending tasks ended in."""
     request = next(
         (
             v
@@ -132,4 +138,5 @@ def view_of(values: dict[str, Any], next_: list[str], interrupts: list[Any]) -> 
         request=request,
         waiting=waiting if isinstance(waiting, dict) else None,
         review_note=str(values.get("review_note") or ""),
+        crashed="; ".join(e for e in errors or [] if e)[:300],
     )

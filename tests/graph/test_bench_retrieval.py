@@ -1,4 +1,4 @@
-"""The benchmarks measure what they say (no timing thresholds: the numbers are for the README,
+"""The benchmarks measure what they say (no timing thresholds: the numbers are for the docs,
 not for a test)."""
 
 from __future__ import annotations

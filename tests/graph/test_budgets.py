@@ -95,6 +95,7 @@ def test_a_thread_out_of_money_escalates_with_the_account_when_told_not_to_stand
         assert escalation.budget.unit == "cost"
         assert "team budget (each team, day): $0.001" in escalation.reason
         assert "budget exhausted" in out.answer
+        assert out.planner == "none (budget exhausted)"  # no runbook stood in: no plan
 
 
 def test_a_request_no_runbook_covers_escalates_instead_of_being_refused(
@@ -155,3 +156,41 @@ def test_keel_usage_shows_totals_per_scope_and_period_and_a_thread_s_calls(
     assert [c["input_tokens"] for c in out["calls"]] == [900]
     code, text, _ = keel("usage", "--thread", "t-9")
     assert "thread t-9 lifetime: 1200 tokens, 1 calls, $0.001500" in text
+
+
+def test_keel_show_and_explain_show_the_thread_s_spend_and_budget_events(
+    settings: Settings, keel: Any, monkeypatch: Any
+) -> None:
+    """``keel show`` gives the thread's spend beside its budget; ``keel explain`` the record's
+    reservations, settlements and the refusal that stopped the model."""
+    budgets = '[{"scope": "thread", "calls": 2}]'
+    monkeypatch.setenv("KEEL_BUDGETS", budgets)
+    model = MeteredFake(responses=[_answer("not a plan")] * 5)
+    limited = _with(settings, budgets=[BudgetRule(scope="thread", calls=2)], plan_repair_attempts=4)
+    for app in _app(limited, model):
+        waiting = app.run(REFUND_REQUEST)
+    assert waiting.status == "awaiting_approval"
+
+    code, shown, _ = keel("show", waiting.thread_id, "--json")
+    assert code == 0
+    assert shown["spend"]["tokens"] == 2400 and shown["spend"]["calls"] == 2
+    assert shown["spend"]["held"] == 0
+    assert shown["spend"]["budgets"] == [
+        {"budget": "thread budget (each thread, lifetime): 2 calls", "calls_left": 0}
+    ]
+    code, text, _ = keel("show", waiting.thread_id)
+    assert "spend: 2400 tokens, 2 calls" in text
+    assert "thread budget (each thread, lifetime): 2 calls: left 0 calls" in text
+
+    code, why, _ = keel("explain", waiting.thread_id, "--json")
+    assert code == 0
+    assert [(b["action"], b["role"]) for b in why["budget"]] == [
+        ("reserved", "planner"),
+        ("settled", "planner"),
+    ] * 2 + [("refused", "planner")]
+    assert why["budget"][1]["input_tokens"] == 900 and why["budget"][1]["output_tokens"] == 300
+    assert "2 calls" in why["budget"][-1]["refused_by"]
+    assert why["spend"] == {"tokens": 2400, "calls": 2, "cost_usd": None, "refused": 1}
+    code, text, _ = keel("explain", waiting.thread_id)
+    assert "model spend: 2400 tokens in 2 calls" in text
+    assert "  refused planner fake-pricey: thread budget (each thread, lifetime)" in text

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from langgraph.types import Command
 
 from domains.support_desk.backend import DemoBackend
+from graph.state import Plan, Receipt, Step, Verdict
 from keel.app import Decision, KeelApp
-from tests.conftest import REFUND_REQUEST
+from tests.conftest import BILLING_REQUEST, REFUND_REQUEST
+from tools.spec import ToolEvent
 
 TICKET_REQUEST = "Close ticket T-77 and tell the customer"
 SEPA_REQUEST = (
@@ -341,3 +344,145 @@ def test_a_wait_written_away_from_the_state_still_holds_the_thread(
     assert backend.outbox() == []
     assert len(backend.refunds()) == 1
     assert _readable(app, "t-unwait") != "done"
+
+
+def _plan_written_past_the_validator(app: KeelApp, thread_id: str, email: str, how: str) -> None:
+    """A client's own plan (a billing change within the executor's grants: no receipt needed)
+    and an ok verdict, written past the validator: a state write as the approval node (whose
+    router sends an approved review to the executor), or a command that goes to the executor."""
+    plan = Plan(
+        intent="change_billing_email",
+        steps=[Step(tool="update_billing_email", args={"customer_id": "C-1001", "email": email},
+                    purpose="send the invoices elsewhere", effect="write", evidence=["x"])],
+    )  # fmt: skip
+    values = {"plan": plan, "plan_verdict": Verdict(stage="plan", ok=True), "cursor": 0,
+              "review": "approved", "status": "running"}  # fmt: skip
+    if how == "update_state":
+        app.graph.update_state(_config(thread_id), values, as_node="approve")
+        payload: Any = None
+    else:
+        payload = Command(update=values, goto="execute")
+    app.graph.invoke(payload, _config(thread_id), context=app.context, durability="sync")
+
+
+@pytest.mark.parametrize("how", ["update_state", "command"])
+def test_a_plan_written_past_the_validator_runs_no_step(
+    app: KeelApp, backend: DemoBackend, how: str
+) -> None:
+    """Issue 21's first remaining hole: a plan and an ok verdict written by a client skip the
+    validator; the executor runs only steps of a plan the validator passed in this thread (the
+    guard's record), so the write is refused, on record, and the thread escalates with the
+    reason."""
+    thread_id = f"t-unchecked-{how}"
+    before = backend.get_customer("C-1001")["billing_email"]
+    waiting = app.run(REFUND_REQUEST, thread_id=thread_id)
+    assert waiting.status == "awaiting_approval"
+    told: list[ToolEvent] = []
+    app.context.tools.listeners.append(told.append)
+    _plan_written_past_the_validator(app, thread_id, "mallory@evil.example", how)
+    assert backend.get_customer("C-1001")["billing_email"] == before
+    assert backend.refunds() == [] and backend.outbox() == []
+    denials = [e for e in told if e.decision == "denied"]  # recorded as the gate's are
+    assert [(e.tool, e.rule) for e in denials] == [("update_billing_email", "validated-plan")]
+    if how == "command":
+        # The command's goto ran beside the approval's pending interrupt, asked again; the
+        # executor's refusal waits in that step's writes.
+        assert _readable(app, thread_id) == "awaiting_approval"
+        return
+    assert _readable(app, thread_id) == "escalated"
+    [outcome] = app.graph.get_state(_config(thread_id)).values["results"]
+    assert outcome.denied and "not in a plan the validator passed" in (outcome.error or "")
+    assert "not in a plan the validator passed" in (app.show(thread_id).answer or "")
+
+
+def test_a_validated_plan_written_back_still_runs(app: KeelApp, backend: DemoBackend) -> None:
+    """The check is the plan's identity, not who wrote it: the plan the validator passed, written
+    back as a copy (an operator's time travel) after its approval, runs as before."""
+    app.run(REFUND_REQUEST, thread_id="t-same")
+    question = app.graph.get_state(_config("t-same")).interrupts[0].value
+    answer = {"decisions": [{"type": "approve", "digest": d} for d in question["digests"]],
+              "reviewer": "ann"}  # fmt: skip
+    app.graph.invoke(
+        Command(resume=answer), _config("t-same"), context=app.context, durability="sync",
+        interrupt_before=["execute"],
+    )  # fmt: skip
+    plan = app.graph.get_state(_config("t-same")).values["plan"]
+    copy = Plan.model_validate(plan.model_dump(mode="json"))
+    app.graph.update_state(_config("t-same"), {"plan": copy}, as_node="approve")
+    app.graph.invoke(None, _config("t-same"), context=app.context, durability="sync")
+    assert app.show("t-same").status == "done"
+    assert (len(backend.refunds()), len(backend.outbox())) == (1, 1)
+
+
+def _forged(receipt: Receipt) -> dict[str, Any]:
+    return {**receipt.model_dump(mode="json"), "approved_by": "mallory", "signature": "f" * 64}
+
+
+@pytest.mark.parametrize(
+    ("overwrite", "forged"),
+    [(False, True), (True, True), (False, False)],
+    ids=["merged", "overwritten", "not-a-receipt"],
+)
+def test_receipts_written_as_dicts_are_no_receipts(
+    app: KeelApp, backend: DemoBackend, overwrite: bool, forged: bool
+) -> None:
+    """Issue 21's second remaining hole: receipts written as plain dicts (what a JSON client
+    writes; past the reducer with ``__overwrite__`` too) are treated as no receipt: the call is
+    denied with the reason, never an AttributeError on every run."""
+    thread_id = f"t-dicts-{overwrite}-{forged}"
+    waiting = app.run(REFUND_REQUEST, thread_id=thread_id)
+    question = app.graph.get_state(_config(thread_id)).interrupts[0].value
+    shaped = Receipt(tool="x", digest="d", thread_id=thread_id, approved_by="mallory",
+                     approved_at="2026-11-10T09:00:00+00:00",
+                     expires_at="2999-01-01T00:00:00+00:00")  # fmt: skip
+    written: dict[str, Any] = {
+        d: _forged(shaped.model_copy(update={"digest": d, "tool": a["name"]}))
+        if forged
+        else {"not": "a receipt"}
+        for d, a in zip(question["digests"], question["action_requests"], strict=True)
+    }
+    approvals = {"__overwrite__": written} if overwrite else written
+    app.graph.update_state(
+        _config(thread_id), {"approvals": approvals, "review": "approved", "status": "running"},
+        as_node="approve",
+    )  # fmt: skip
+    for _ in range(2):  # a second run is no crash either
+        app.graph.invoke(None, _config(thread_id), context=app.context, durability="sync")
+        state = app.graph.get_state(_config(thread_id))
+        assert not [t.error for t in state.tasks if t.error is not None]
+    assert backend.refunds() == [] and backend.outbox() == []
+    assert _readable(app, waiting.thread_id) == "escalated"
+    [outcome] = app.graph.get_state(_config(thread_id)).values["results"]
+    said = "signature is not Keel's" if forged else "needs a human's approval"
+    assert outcome.denied and said in (outcome.error or ""), outcome.error
+
+
+@pytest.mark.parametrize(
+    "request_text", [REFUND_REQUEST, TICKET_REQUEST, BILLING_REQUEST],
+    ids=["refund", "ticket", "billing"],
+)  # fmt: skip
+def test_the_account_after_the_results_were_erased_says_what_the_ledger_did(
+    app: KeelApp, backend: DemoBackend, request_text: str
+) -> None:
+    """Break 2's attack (``results`` erased past the reducer, the executor sent back with the
+    cursor at -1) escalates the thread; its account says what was really done, from the
+    ledger and the backend, never "not done" for an action the ledger holds as done, nor for a
+    write the ledger never held (a billing change within the grants): that one may have been."""
+    outcome = app.run(request_text, thread_id="t-account")
+    if outcome.status == "awaiting_approval":
+        outcome = app.resume(outcome.thread_id, Decision(kind="approve", reviewer="ann"))
+    assert outcome.status == "done"
+    app.graph.invoke(
+        Command(update={"results": {"__overwrite__": []}, "cursor": -1}, goto="execute"),
+        _config("t-account"), context=app.context, durability="sync",
+    )  # fmt: skip
+    escalation = app.show("t-account").escalation
+    assert escalation is not None
+    plan = app.graph.get_state(_config("t-account")).values["plan"]
+    acted = [s.tool for s in plan.steps if s.effect != "read"]
+    assert not escalation.left, escalation
+    if request_text == BILLING_REQUEST:
+        assert not escalation.done and len(escalation.unsure) == len(acted) == 1, escalation
+        assert "record of its steps was rewritten" in escalation.unsure[0]
+    else:
+        assert len(escalation.done) == len(acted) and not escalation.unsure, escalation

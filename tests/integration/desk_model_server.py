@@ -1,5 +1,6 @@
 """A scripted "desk model" behind a local OpenAI-compatible HTTP server: the model boundary of
-the real-model scorecard's tests, and of its README figure (never a real model; said so).
+the real-model scorecard's tests, and of its figure in docs/evals-real-model.md (never a real
+model; said so).
 
 It answers the three agents' requests as a tool-calling model would. Keel's planner gets its plan
 as a ``submit_plan`` call (the shipped scenario's calls for the request, citing a runbook chunk its

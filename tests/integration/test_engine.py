@@ -23,6 +23,8 @@ import pytest
 
 from domains.support_desk.backend import DemoBackend
 from tests.integration.conftest import require_engine
+from tests.integration.js_client import js_client, js_sdk
+from tests.otlp import Received, one, otlp_receiver
 
 pytestmark = pytest.mark.integration
 KEEL = str(Path(sys.executable).parent / "keel")
@@ -33,16 +35,27 @@ REQUEST = (
 
 
 @pytest.fixture(scope="module")
-def running() -> Iterator[Any]:
+def otlp() -> Iterator[tuple[str, Received]]:
+    """A real OTLP/HTTP receiver on loopback (``tests/otlp.py``): the engine's spans go there."""
+    with otlp_receiver() as receiving:
+        yield receiving
+
+
+@pytest.fixture(scope="module")
+def running(otlp: tuple[str, Received]) -> Iterator[Any]:
     require_engine()
     from evals.engine import engine
 
     # Every e-mail takes 1.5 s (the demo integrations' fault layer, under the 2 s tool timeout):
     # the window in which the refund is made and the run is still in flight.
     slow_email = '{"latency_s": 1.5, "integrations": ["email"]}'
-    with engine(
-        workers=2, worker_count=1, lease_s=6, durable=False, extra_env={"KEEL_FAULTS": slow_email}
-    ) as started:
+    env = {
+        "KEEL_FAULTS": slow_email,
+        # Every process exports its runs' spans, sent every 200 ms (the SDK's default is 5 s).
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp[0],
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+    }
+    with engine(workers=2, worker_count=1, lease_s=6, durable=False, extra_env=env) as started:
         yield started
 
 
@@ -215,3 +228,67 @@ def test_an_outbox_event_wakes_the_waiting_thread_through_the_engine(running: An
     assert [t["thread_id"] for t in found] == [thread_id], found
     assert found[0]["metadata"]["keel_status"] == "done", found[0]["metadata"]
     assert found[0]["metadata"]["keel_title"].endswith("…")
+
+
+def test_agent_chat_ui_s_client_with_its_api_key_on_the_engine(
+    running: Any, otlp: tuple[str, Received]
+) -> None:
+    """The JavaScript SDK as Agent Chat UI uses it: X-Api-Key, its stream modes, one decision per
+    action with no digest, on_disconnect "cancel", the thread list by metadata. Last in the
+    module: it seeds the demo backend afresh (the tests above refunded the duplicate)."""
+    from graph.served import title_of
+
+    script = js_sdk()
+    backend = DemoBackend(running.settings.domain_db)
+    backend.seed(reset=True)
+    url = running.api.url
+    ask = {"messages": [{"type": "human", "content": REQUEST}]}
+
+    nobody = js_client(script, "stream", url=url, input=ask)
+    assert nobody.get("status") == 401, nobody
+
+    asked = js_client(script, "stream", url=url, apiKey=running.tokens["agent"], input=ask)
+    assert "error" not in asked, asked
+    assert {"values", "updates"} <= set(asked["kinds"]), asked["kinds"]
+    assert asked["status"] == "awaiting_approval", asked
+    [request] = asked["interrupts"]
+    assert [a["name"] for a in request["action_requests"]] == ["refund_charge", "send_email"]
+    # The reviewer answers with the UI's "Approve All": one decision per action, no digest.
+    approve = {"resume": {"decisions": [{"type": "approve"}, {"type": "approve"}]}}
+    thread_id = asked["thread_id"]
+    done = js_client(
+        script, "stream", url=url, apiKey=running.tokens["reviewer"], threadId=thread_id,
+        command=approve,
+    )  # fmt: skip
+    assert "error" not in done, done
+    assert done["status"] == "done", done
+    assert [(r["charge_id"], r["amount"]) for r in backend.refunds()] == [("CH-3002", 49.0)]
+    assert [m["recipient"] for m in backend.outbox()] == ["ada@example.com"]
+    answer = done["ai_messages"][-1]
+    assert "49.00" in answer and "CH-3002" in answer and "ada@example.com" in answer, answer
+    assert "{'" not in answer, answer
+
+    # The thread list: found by the metadata the engine keeps (title, domain), with its status.
+    labels = {"keel_title": title_of(REQUEST), "keel_domain": "support_desk"}
+    found = js_client(script, "search", url=url, apiKey=running.tokens["agent"], metadata=labels)
+    [thread] = [t for t in found["threads"] if t["thread_id"] == thread_id]
+    assert thread["metadata"]["keel_status"] == "done", thread
+
+    # The engine workers' spans reached the OTLP receiver, with Keel's ids.
+    _, received = otlp
+
+    def complete(spans: list[dict[str, Any]]) -> bool:
+        mine = [s for s in spans if s["attributes"].get("gen_ai.conversation.id") == thread_id]
+        ended = [s for s in mine if s["attributes"].get("keel.status") == "done"]
+        return bool(ended) and "execute_tool send_email" in {s["name"] for s in mine}
+
+    spans = [
+        s for s in received.wait(complete, timeout_s=30)
+        if s["attributes"].get("gen_ai.conversation.id") == thread_id
+    ]  # fmt: skip
+    roots = [s for s in spans if s["name"] == "invoke_workflow keel"]
+    assert [r["attributes"]["keel.mode"] for r in roots] == ["run", "resume"], roots
+    assert {r["attributes"]["keel.run_id"] for r in roots} == {asked["run_id"]}
+    assert one(spans, "execute_tool refund_charge")["attributes"]["keel.tool.outcome"] == "ok"
+    [answered] = [e for e in roots[1]["events"] if e["name"] == "keel.approval.answered"]
+    assert answered["attributes"]["keel.approval.decisions"] == ["approve", "approve"]

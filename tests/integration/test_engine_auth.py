@@ -1,7 +1,7 @@
 """Who may do what on the engine (issue 21, items 1, 2 and 5), against real Aegra processes.
 
 One engine for the module (an API process, one worker process), four users: Alice and Bob are
-requesters, Rita a reviewer, Olga an operator (graph/serve_auth.py; README, "Who may do what").
+requesters, Rita a reviewer, Olga an operator (graph/serve_auth.py; docs/serving.md).
 Each attack goes through the LangGraph SDK and raw HTTP, and the test then reads the backend and
 the thread: a refused write changed nothing. No model is involved (the offline runbook planner).
 """

@@ -27,9 +27,12 @@ from typing import Any
 import pytest
 from langgraph_sdk import get_sync_client
 
+from domains.support_desk import SupportDesk
 from domains.support_desk.backend import DemoBackend
 from keel.settings import Settings
 from tests.conftest import REFUND_REQUEST
+from tests.integration.js_client import js_client, js_sdk
+from tests.otlp import Received, one, otlp_receiver
 from tools.ledger import IntentLedger
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -196,6 +199,18 @@ def test_langgraph_dev_runs_a_request_to_its_approval_and_resumes_it(
     assert [(r["charge_id"], r["amount"]) for r in backend.refunds()] == [("CH-3002", 49.0)]
     assert [m["recipient"] for m in backend.outbox()] == ["ada@example.com"]
 
+    # Studio's thread list shows what the thread's metadata says: its title (the first request),
+    # status and domain, written through the server's own API at each run's end (issue 23, 4).
+    labelled: list[dict[str, Any]] = []
+    for _ in range(50):  # the label is written after the run's end, not waited for by it
+        labelled = client.threads.search(metadata={"keel_status": "done", "keel_domain":
+                                                   "support_desk"}, limit=50)  # fmt: skip
+        if any(t["thread_id"] == thread_id for t in labelled):
+            break
+        time.sleep(0.1)
+    [mine] = [t for t in labelled if t["thread_id"] == thread_id]
+    assert mine["metadata"]["keel_title"].startswith("Customer C-1001 was charged twice"), mine
+
     # Both runs are in the flight record, one Keel run named by the server's first run id, as
     # `keel run` and `keel resume` record theirs: `keel trace` and `keel runs` show them.
     first_run = client.runs.list(thread_id)[-1]["run_id"]
@@ -239,8 +254,9 @@ def test_langgraph_dev_runs_a_request_to_its_approval_and_resumes_it(
 def test_langgraph_dev_on_a_fresh_clone_plans_the_first_request(
     indexed_home: Path, tmp_path: Path
 ) -> None:
-    """The README's recipe on a fresh clone: ``keel ingest``, then ``langgraph dev``; nobody ran
-    ``keel seed`` or ``keel demo``. The server prepares the domain before it takes a request."""
+    """The README's recipe (docs/usage.md) on a fresh clone: ``keel ingest``, then ``langgraph
+    dev``; nobody ran ``keel seed`` or ``keel demo``. The server prepares the domain before it
+    takes a request."""
     home = tmp_path / "home"
     shutil.copytree(indexed_home, home)
     settings = Settings(home=home, _env_file=None)  # type: ignore[call-arg]
@@ -342,3 +358,106 @@ def test_a_run_cancelled_while_the_email_is_in_flight_is_accounted_for_truly(
         assert "E-mailed ada@example.com" in answer, answer
         assert values["escalation"]["unsure"] == []
         assert len(backend.refunds()) == 1 and len(backend.outbox()) == 1
+
+
+@pytest.fixture(scope="module")
+def otlp() -> Iterator[tuple[str, Received]]:
+    """A real OTLP/HTTP receiver on loopback (``tests/otlp.py``) for the module's server."""
+    with otlp_receiver() as receiving:
+        yield receiving
+
+
+@pytest.fixture(scope="module")
+def chat_server(
+    indexed_home: Path, tmp_path_factory: pytest.TempPathFactory, otlp: tuple[str, Received]
+) -> Iterator[tuple[Server, Path]]:
+    """One ``langgraph dev`` for the module's client tests, exporting spans to ``otlp``."""
+    root = tmp_path_factory.mktemp("chat-dev")
+    home = root / "home"
+    shutil.copytree(indexed_home, home)
+    SupportDesk().prepare(Settings(home=home, _env_file=None), reset=True)  # type: ignore[call-arg]
+    # Spans leave every 200 ms (the SDK's default batch delay is 5 s).
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp[0], "OTEL_BSP_SCHEDULE_DELAY": "200"}
+    with serving(home, root, **env) as served:
+        yield served, home
+
+
+@pytest.mark.integration
+def test_agent_chat_ui_s_client_rejects_edits_and_approves_on_langgraph_dev(
+    chat_server: tuple[Server, Path], otlp: tuple[str, Received]
+) -> None:
+    server, home = chat_server
+    script = js_sdk()
+    backend = DemoBackend(home / "support_desk.sqlite")
+    ask = {"messages": [{"type": "human", "content": REFUND_REQUEST}]}
+
+    # A request, streamed as useStream streams it, stops at the approval.
+    asked = js_client(script, "stream", url=server.url, input=ask)
+    assert "error" not in asked, asked
+    assert {"values", "updates"} <= set(asked["kinds"]), asked["kinds"]
+    # Each node's update, and the interrupt as Agent Chat UI reads it from the stream.
+    assert {"intake", "plan", "check_plan", "__interrupt__"} <= set(asked["nodes"]), asked["nodes"]
+    assert asked["next"] == ["approve"] and asked["status"] == "awaiting_approval", asked
+    [request] = asked["interrupts"]
+    assert [a["name"] for a in request["action_requests"]] == ["refund_charge", "send_email"]
+
+    # Reject, with a message, one decision per action and no digest: nothing happens.
+    why = "Not a duplicate: the customer ordered twice"
+    rejected = js_client(
+        script, "stream", url=server.url, threadId=asked["thread_id"],
+        command={"resume": {"decisions": [{"type": "reject", "message": why}] * 2}},
+    )  # fmt: skip
+    assert "error" not in rejected, rejected
+    assert rejected["status"] == "refused" and rejected["next"] == [], rejected["ai_messages"]
+    said = rejected["ai_messages"][-1]
+    assert said.startswith("Rejected by") and why in said, said
+    assert backend.refunds() == [] and backend.outbox() == []
+
+    # Edit (the arguments as the UI's form sends them: every value a string), approve the rest.
+    again = js_client(script, "stream", url=server.url, input=ask)
+    [request] = again["interrupts"]
+    refund = request["action_requests"][0]
+    edited = {"name": refund["name"], "args": {k: str(v) for k, v in refund["args"].items()}}
+    assert edited["args"]["amount"] == "49"  # as a JavaScript number prints
+    decisions = [{"type": "edit", "edited_action": edited}, {"type": "approve"}]
+    done = js_client(
+        script, "stream", url=server.url, threadId=again["thread_id"],
+        command={"resume": {"decisions": decisions}},
+    )  # fmt: skip
+    assert "error" not in done, done
+    assert done["status"] == "done", done
+    assert [(r["charge_id"], r["amount"]) for r in backend.refunds()] == [("CH-3002", 49.0)]
+    assert [m["recipient"] for m in backend.outbox()] == ["ada@example.com"]
+    # What the client shows: an AI message in words, streamed too (messages mode).
+    answer = done["ai_messages"][-1]
+    assert "49.00" in answer and "CH-3002" in answer and "ada@example.com" in answer, answer
+    assert "{'" not in answer, answer  # no Python dict reprs
+    assert "messages" in done["kinds"] and answer in done["streamed_ai"].values(), done
+
+    found = js_client(script, "search", url=server.url, metadata={}, limit=50)
+    ids = {t["thread_id"] for t in found["threads"]}
+    assert {asked["thread_id"], again["thread_id"]} <= ids, found
+
+    # The served runs' spans reached the OTLP receiver, with Keel's ids and the GenAI shape.
+    _, received = otlp
+    thread = again["thread_id"]
+
+    def complete(spans: list[dict[str, Any]]) -> bool:
+        mine = [s for s in spans if s["attributes"].get("gen_ai.conversation.id") == thread]
+        return {"invoke_workflow keel", "execute_tool send_email"} <= {s["name"] for s in mine}
+
+    spans = [
+        s for s in received.wait(complete)
+        if s["attributes"].get("gen_ai.conversation.id") == thread
+    ]  # fmt: skip
+    roots = [s for s in spans if s["name"] == "invoke_workflow keel"]
+    assert [r["attributes"]["keel.mode"] for r in roots] == ["run", "resume"], roots
+    # One Keel run: named by the server's id of the request's run, as `keel trace` shows it.
+    assert {r["attributes"]["keel.run_id"] for r in roots} == {again["run_id"]}, roots
+    refund_span = one(spans, "execute_tool refund_charge")
+    assert refund_span["attributes"]["keel.tool.outcome"] == "ok"
+    assert refund_span["attributes"]["gen_ai.operation.name"] == "execute_tool"
+    names = {s["name"] for s in spans}
+    assert {"invoke_agent plan", "invoke_agent approve", "invoke_agent execute"} <= names, names
+    [answered] = [e for e in roots[1]["events"] if e["name"] == "keel.approval.answered"]
+    assert answered["attributes"]["keel.approval.decisions"] == ["edit", "approve"]

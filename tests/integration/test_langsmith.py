@@ -177,3 +177,46 @@ def test_a_sensitive_pattern_keeps_an_address_out_of_every_posted_run(
     # ... and the record holds no more of it than the trace.
     store = RecordStore(Settings(home=home, _env_file=None).records_db)  # type: ignore[call-arg]
     assert all(address not in e.model_dump_json() for e in store.events(outcome["run_id"]))
+
+
+@pytest.mark.integration
+def test_a_traced_model_call_carries_its_usage_cost_and_reservation(
+    home: Path, langsmith: tuple[str, Any]
+) -> None:
+    """The planner's model (a costly fake over HTTP) is traced with the provider's token usage,
+    its cost at Keel's prices, and the meter's reservation and budgets in its run metadata."""
+    from evals.budgets_eval import MODEL, PRICES
+    from evals.costly_server import costly_server
+
+    endpoint, server = langsmith
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KEEL_", "OPENAI_", "LANG"))}
+    with costly_server(PRICES, MODEL) as model:
+        env.update(
+            KEEL_HOME=str(home),
+            KEEL_PLANNER_MODEL=MODEL,
+            KEEL_OPENAI_BASE_URL=model.url,
+            KEEL_MODEL_PRICES=json.dumps({MODEL: {"input": 2.5, "output": 10.0}}),
+            KEEL_BUDGETS='[{"scope": "thread", "calls": 1}]',
+            KEEL_MODEL_MAX_RETRIES="0",
+            LANGSMITH_TRACING="true",
+            LANGSMITH_ENDPOINT=endpoint,
+            LANGSMITH_API_KEY="lsv2-fake-key-for-a-local-server",
+            LANGSMITH_PROJECT="keel-test",
+        )
+        done = subprocess.run(
+            [KEEL, "run", f"{REFUND_REQUEST} (ref loop-1)", "--json"],
+            env=env, cwd=home, capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+        billed = model.bills["loop-1"]
+    assert done.returncode == 0, done.stderr
+    assert len(billed) == 1  # the budget allowed one call
+
+    llm = [r for r in server.runs.values() if r.get("run_type") == "llm"]
+    assert len(llm) == 1, [r.get("name") for r in server.runs.values()]
+    metadata = llm[0]["extra"]["metadata"]
+    usage = metadata["usage_metadata"]
+    assert usage["input_tokens"] + usage["output_tokens"] == billed[0][0]
+    assert metadata["keel_cost_usd"] == billed[0][1] / 1_000_000
+    assert metadata["keel_reservation_id"].startswith("call-")
+    assert metadata["keel_role"] == "planner"
+    assert metadata["keel_budgets"] == [f"thread:{json.loads(done.stdout)['thread_id']}:lifetime:"]

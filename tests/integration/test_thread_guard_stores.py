@@ -1,6 +1,7 @@
 """The thread guard keeps one contract on both backends: SQLite beside the intent ledger, and
 PostgreSQL beside the checkpoints (a throwaway cluster, ``conftest.py``); and a refund thread's
-guarantees hold with the guard in Postgres."""
+guarantees hold with the guard in Postgres. The approval history (``graph.review_log``) is kept
+in the same store, so workers on two machines share it."""
 
 from __future__ import annotations
 
@@ -11,14 +12,15 @@ import pytest
 from langgraph.types import Command
 
 from domains.support_desk.backend import DemoBackend
-from graph.context import guard_for
-from graph.state import DomainEvent, EventWait, Evidence
+from graph.context import KeelContext, guard_for, review_log_for
+from graph.review_log import ReviewEntry
+from graph.state import DomainEvent, EventWait, Evidence, Plan, Step
 from keel.app import Decision, KeelApp
 from keel.errors import StoreUnavailable
 from keel.settings import Settings
 from tests.builders import evidence
 from tests.conftest import REFUND_REQUEST
-from tools.guard import SqliteThreadGuard, ThreadGuard
+from tools.guard import SqliteThreadGuard, ThreadGuard, plan_digest
 from tools.guard_postgres import PostgresThreadGuard
 
 pytestmark = pytest.mark.integration
@@ -144,6 +146,82 @@ def test_the_facts_are_read_in_one_call(guard: ThreadGuard) -> None:
     assert guard.facts("t-1", attempt="task-1").spent == frozenset()
 
 
+def test_the_postgres_guard_reads_its_facts_in_one_statement(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every node that checks reads the facts: one round trip, one snapshot (issue 26), with
+    each fact as the single reads give it, in the order it entered."""
+    guard = guard_for(_settings(tmp_path, postgres_url))
+    assert isinstance(guard, PostgresThreadGuard)
+    guard.consume_receipt("t-1", "sha256:a", attempt="task-1", approved_by="ann")
+    guard.record_taint("t-1", [evidence(chunk_id="wiki:2", trust_tier="wiki")])
+    guard.record_taint("t-1", [evidence(chunk_id="wiki:1", trust_tier="wiki")])
+    for key in ("RF-2", "RF-1"):
+        wait = EventWait(event="refund.settled", key=key, step=0, why="the bank settles later")
+        guard.record_wait("t-1", wait, digest=f"sha256:{key}")
+    statements: list[str] = []
+    execute = guard._tables.execute
+    monkeypatch.setattr(
+        guard._tables,
+        "execute",
+        lambda sql, params=(): statements.append(sql) or execute(sql, params),
+    )
+    facts = guard.facts("t-1", attempt="task-2")
+    assert len(statements) == 1
+    assert facts.spent == guard.spent("t-1", attempt="task-2") == {"sha256:a"}
+    assert [e.chunk_id for e in facts.taint] == ["wiki:2", "wiki:1"]
+    assert facts.waiting == guard.waiting("t-1")
+    assert [k for _, k, _ in facts.waiting] == ["RF-2", "RF-1"]
+    assert facts.rejected == frozenset() and facts.requester is None
+
+
+def test_a_validated_plan_is_known_in_its_thread_only(guard: ThreadGuard) -> None:
+    step = Step(tool="get_invoice", args={"invoice_id": "INV-1"}, purpose="p", effect="read")
+    plan = Plan(intent="i", steps=[step])
+    other = Plan(intent="i", steps=[step.model_copy(update={"args": {"invoice_id": "INV-2"}})])
+    assert not guard.validated_plan("t-1", plan_digest(plan))
+    guard.record_validated_plan("t-1", plan_digest(plan))
+    guard.record_validated_plan("t-1", plan_digest(plan))  # the validator ran again
+    assert guard.validated_plan("t-1", plan_digest(plan))
+    assert not guard.validated_plan("t-1", plan_digest(other))
+    assert not guard.validated_plan("t-2", plan_digest(plan))
+
+
+def test_the_approval_history_is_append_only_per_kind_and_key(guard: ThreadGuard) -> None:
+    guard.add_review_entry("t-1", "shown", "task-1", '{"n": 1}')
+    guard.add_review_entry("t-1", "proposed", "task-1", '{"n": 2}')  # another kind, same key
+    guard.add_review_entry("t-1", "shown", "task-1", '{"n": 3}')  # the node ran again: kept once
+    guard.add_review_entry("t-2", "shown", "task-1", '{"n": 4}')
+    assert guard.review_entries("t-1") == ['{"n": 1}', '{"n": 2}']
+    assert guard.review_entries("t-2") == ['{"n": 4}'] and guard.review_entries("t-3") == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_two_workers_share_the_approval_history_through_the_guards_store(
+    request: pytest.FixtureRequest, tmp_path: Path, backend: str
+) -> None:
+    """Two workers' contexts (two homes: two machines) on one deployment read one approval
+    history: in the guard's store, never a file in a worker's home."""
+    url = request.getfixturevalue("postgres_url") if backend == "postgres" else None
+    first = review_log_for(_settings(tmp_path / "a", url))
+    shown = ReviewEntry("shown", "task-1", by="ann", digests=("sha256:a",), revision=2,
+                        request_id="req-1")  # fmt: skip
+    first.add("t-1", shown)
+    first.add("t-1", ReviewEntry("proposed", "req-1:bob", by="bob"))
+    if url is not None:
+        second = review_log_for(_settings(tmp_path / "b", url))
+        assert second.entries("t-1") == [shown, ReviewEntry("proposed", "req-1:bob", by="bob")]
+    assert not (tmp_path / "a" / "reviews.sqlite").exists()
+    assert review_log_for(_settings(tmp_path / "a", url)).entries("t-1")[0] == shown
+
+
+def test_the_context_keeps_the_approval_history_in_its_guard(tmp_path: Path) -> None:
+    ctx = KeelContext.from_settings(_settings(tmp_path, None))
+    assert ctx.reviews is not None and ctx.guard is not None
+    ctx.reviews.add("t-1", ReviewEntry("proposed", "r-1:ann", by="ann"))
+    assert len(ctx.guard.review_entries("t-1")) == 1
+
+
 def test_the_sqlite_guard_lives_in_the_intent_ledgers_file(tmp_path: Path) -> None:
     settings = _settings(tmp_path, None)
     guard = guard_for(settings)
@@ -177,3 +255,46 @@ def test_a_refund_pays_once_with_the_guard_in_postgres(home: Path, postgres_url:
                 {"configurable": {"thread_id": "t-pg"}}, context=app.context, durability="sync",
             )  # fmt: skip
     assert (len(backend.refunds()), len(backend.outbox())) == (1, 1)
+
+
+def test_the_engine_bench_reads_a_thread_s_writes_from_postgres(
+    home: Path, postgres_url: str
+) -> None:
+    """``keel bench --only engine`` reads one thread's supersteps from the engine's
+    checkpoints: here a refund thread's, in the same tables, with no write that changes
+    nothing."""
+    from evals.bench_engine import thread_writes_of
+
+    with KeelApp.open(_settings(home, postgres_url)) as app:
+        app.run(REFUND_REQUEST, thread_id="t-probe")
+        assert app.resume("t-probe", Decision(kind="approve", reviewer="ann")).status == "done"
+    tasks = thread_writes_of(postgres_url, "keel", "t-probe")
+    nodes = [t.node for t in tasks]
+    assert nodes.count("execute") == 2 and "approve" in nodes and "respond" in nodes
+    assert all(w.changed for t in tasks for w in t.writes)
+
+
+def test_a_receipt_consumed_and_its_intent_are_one_transaction(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """The executor consumes the receipt and writes the intent in ``ledger.atomic()``: they
+    commit together (one round trip and one commit less, issue 26), and when the block fails
+    before its commit, neither the receipt nor the intent is written."""
+    from tools.ledger_postgres import PostgresIntentLedger
+
+    guard = guard_for(_settings(tmp_path, postgres_url))
+    ledger = PostgresIntentLedger(postgres_url)
+    assert isinstance(guard, PostgresThreadGuard)
+    with ledger.atomic():
+        assert guard.consume_receipt("t-1", "sha256:a", attempt="task-1", approved_by="ann")
+        ledger.begin("key-a", "t-1", 0, "refund_charge", "sha256:a")
+        in_block = guard._tables.execute("SELECT txid_current_if_assigned()::text")[0][0]
+        assert in_block == ledger._tables.execute("SELECT txid_current_if_assigned()::text")[0][0]
+        assert in_block is not None  # one write transaction for both stores
+    assert guard.spent("t-1") == {"sha256:a"} and ledger.get("key-a") is not None
+
+    with pytest.raises(ZeroDivisionError), ledger.atomic():
+        assert guard.consume_receipt("t-1", "sha256:b", attempt="task-2", approved_by="ann")
+        ledger.begin("key-b", "t-1", 1, "send_email", "sha256:b")
+        raise ZeroDivisionError  # the block fails before its commit
+    assert guard.spent("t-1") == {"sha256:a"} and ledger.get("key-b") is None

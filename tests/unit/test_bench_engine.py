@@ -38,7 +38,9 @@ def test_the_bench_serves_keel_as_make_serve_does_beside_the_bare_graph() -> Non
     )
     bare, export = _resolve(CONFIG, bench["graphs"]["bare"])
     assert bare == ROOT / "evals" / "bare_graph.py" and export == "graph"
-    assert sorted(bench["graphs"]) == ["bare", "keel"]
+    unrecorded, export = _resolve(CONFIG, bench["graphs"]["keel_unrecorded"])
+    assert unrecorded == ROOT / "evals" / "unrecorded_graph.py" and export == "unrecorded_graph"
+    assert sorted(bench["graphs"]) == ["bare", "keel", "keel_unrecorded"]
 
 
 def test_the_bare_graph_has_the_same_shape_with_one_interrupt() -> None:
@@ -95,6 +97,34 @@ def test_keel_is_set_beside_bare_per_thread_and_as_ratios() -> None:
          "flight_record": "f", "figures": {"workers_1": figures}}
     )  # fmt: skip
     assert "| 1 | keel | 120 |" in page and "| 1 | 0.5 | 3 | 2.5 | 2 | NOT MET |" in page
+
+
+def test_the_record_s_cost_is_keel_with_it_minus_keel_without_it() -> None:
+    rounds = [
+        _round("keel", 2.0, 0.4, 2.0, 200),
+        _round("bare", 1.0, 0.2, 1.0, 120),
+        _round("keel_unrecorded", 1.6, 0.3, 1.6, 160),
+    ]
+    figures = summarize(rounds, {}, {})["workers_1"]
+    record = figures["record"]
+    assert record["throughput"] == 0.8  # 120 threads/min with it, 150 without
+    assert (record["worker_cpu_ms_per_thread"], record["commits_per_thread"]) == (100.0, 10.0)
+    assert record["cpu_ms_per_thread"] == 150.0  # workers and postgres
+    page = markdown(
+        {"engine": "e", "shape": "s", "machine": "m", "rounds": 1, "threads": 4, "warmup": 0,
+         "flight_record": "f", "figures": {"workers_1": figures}}
+    )  # fmt: skip
+    assert "| 1 | 0.8 | - | - | 150 | 100 | 10 |" in page
+    assert "## Where the rest goes" in page
+
+
+def test_the_unrecorded_graph_is_keel_s_without_the_record_handler() -> None:
+    from evals.unrecorded_graph import graph as unrecorded
+    from graph.studio import graph as served
+
+    assert set(unrecorded.get_graph().nodes) == set(served.get_graph().nodes)
+    assert served.config is not None and served.config.get("callbacks")
+    assert not (unrecorded.config or {}).get("callbacks")
 
 
 def test_the_targets_are_issue_26s() -> None:

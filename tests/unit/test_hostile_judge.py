@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from evals.hostile.cases import ATTACKS, CLASSES, Op
-from evals.hostile.play import decisions_for, table
+from evals.hostile.play import decisions_for, markdown, table
 from evals.hostile.world import Effect, judge
 
 REFUND = {"charge_id": "CH-5001", "amount": 49.0, "reason": "duplicate charge on INV-3001"}
@@ -79,3 +79,22 @@ def test_the_table_names_every_class_and_what_broke() -> None:
     }
     text = table(report)
     assert all(c in text for c in CLASSES) and "graph x: it broke" in text
+
+
+def test_the_generated_page_sums_every_class_and_lists_what_broke() -> None:
+    zero = dict.fromkeys(("attempts", "unapproved_effects", "duplicated_effects",
+                          "threads_broken"), 0)  # fmt: skip
+    classes = {c: {**zero, "attempts": 2} for c in CLASSES}
+    classes[CLASSES[0]]["duplicated_effects"] = 1
+    report = {
+        "targets": ["graph", "engine:sdk"],
+        "classes": classes,
+        "by_target": {"graph": classes},
+        "attacks": [{"attack": "x", "target": "graph", "held": False, "detail": ["twice: y"]}],
+    }
+    page = markdown(report)
+    assert all(f"| {c} | 2 |" in page for c in CLASSES)
+    assert f"| **total** | **{2 * len(CLASSES)}** | **0** | **1** | **0** |" in page
+    assert "- `graph` `x`: twice: y" in page and "`graph`: 20 attempts, 1 effects" in page
+    held = markdown({**report, "attacks": [], "classes": {c: zero for c in CLASSES}})
+    assert "## Attacks that broke something\n\nNone." in held

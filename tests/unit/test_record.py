@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -359,6 +360,25 @@ def test_a_batched_record_writes_behind_and_a_read_sees_everything_appended(
     assert sum(inner.batches) == 200 and len(inner.batches) < 200  # batches, not one by one
     # Another reader (another process) sees them once flushed.
     assert RecordStore(tmp_path / "records.sqlite").count() == 200
+    record.close()
+
+
+def test_a_batched_record_gathers_events_that_arrive_one_by_one(tmp_path: Path) -> None:
+    """A served run emits its events one at a time, a few ms apart: the writer waits a moment
+    for the next ones (``linger_s``) instead of one transaction per event (issue 26), and a
+    flush (a run's end, a read) does not wait for that moment."""
+    inner = _Counting(tmp_path / "records.sqlite")
+    record = BatchedRecord(inner, linger_s=0.2)
+    for i in range(10):
+        record.append(_event(segment=i))
+        time.sleep(0.005)
+    assert record.flush(timeout_s=10)
+    assert sum(inner.batches) == 10 and len(inner.batches) <= 2
+    patient = BatchedRecord(_Counting(tmp_path / "other.sqlite"), linger_s=60)
+    started = time.perf_counter()
+    patient.append(_event())
+    assert patient.flush(timeout_s=10) and time.perf_counter() - started < 5
+    patient.close()
     record.close()
 
 

@@ -34,4 +34,4 @@ def test_agentdojo_templates_are_caught_and_the_scores_are_computed(tmp_path: Pa
     assert scores["corpora"]["keel-corpus"]["false_positives"] == 0
     overall = scores["overall"]
     assert overall["false_positive_rate"] < 0.01
-    assert 0 < overall["recall"] < 1  # the held-out corpora still get past it: said in the README
+    assert 0 < overall["recall"] < 1  # the held-out corpora still get past it: docs/retrieval.md

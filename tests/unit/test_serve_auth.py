@@ -182,15 +182,18 @@ def test_a_process_builds_its_context_once_however_many_runs_ask_at_once() -> No
     assert len(seen) == 8 and all(s is built[0] for s in seen)
 
 
-# Who may do what: every (resource, action) Aegra authorizes, for each role (README, "Who may do
-# what"). Alice and Bob are requesters, Rita a reviewer, Olga an operator; thread "t-a" is
-# Alice's, "t-new" does not exist. An outcome is "ok", "filter" (a metadata filter: the caller's
-# own threads), or the status of the refusal.
+# Who may do what: every (resource, action) Aegra authorizes, for each role (docs/serving.md).
+# Alice and Bob are requesters, Rita a reviewer, Olga an operator; thread "t-a" is Alice's,
+# "t-new" does not exist. An outcome is "ok", "filter" (a metadata filter: the caller's own
+# threads), or the status of the refusal.
 
 USERS = parse_tokens(TOKENS)
 ROLE_OF = {u.name: sorted(u.roles) for u in USERS.values()}
-THREADS: dict[str, dict[str, Any]] = {"t-a": {"keel_owner": "alice", "owner": "keel"}}
-A, NEW = {"thread_id": "t-a"}, {"thread_id": "t-new"}
+THREADS: dict[str, dict[str, Any]] = {
+    "t-a": {"keel_owner": "alice", "owner": "keel"},
+    "t-s": {"keel_owner": "alice", "owner": "keel", "keel_shared_with": ["bob"]},
+}
+A, NEW, SHARED = {"thread_id": "t-a"}, {"thread_id": "t-new"}, {"thread_id": "t-s"}
 ASK = {"messages": [{"type": "human", "content": "refund the duplicate charge"}]}
 APPROVE = {"resume": {"decisions": [{"type": "approve"}]}}
 EVERYONE_BUT_OLGA_403 = {"alice": 403, "bob": 403, "rita": 403, "olga": "ok"}
@@ -231,6 +234,18 @@ CASES: list[tuple[str, str, str, dict[str, Any], dict[str, Any]]] = [
      {"alice": "ok", "bob": 404, "rita": 403, "olga": "ok"}),
     ("hand a thread to someone else", "threads", "update", {**A, "metadata": {"keel_owner": "bob"}},
      EVERYONE_BUT_OLGA_403),
+    ("forge a thread's status label", "threads", "update",
+     {**A, "metadata": {"keel_status": "done"}}, EVERYONE_BUT_OLGA_403),
+    ("share a thread", "threads", "update", {**A, "metadata": {"keel_shared_with": ["bob"]}},
+     {"alice": "ok", "bob": 404, "rita": 403, "olga": "ok"}),
+    ("share a thread with a malformed list", "threads", "update",
+     {**A, "metadata": {"keel_shared_with": "bob"}}, {"alice": 422, "bob": 422, "rita": 422,
+                                                      "olga": "ok"}),
+    ("read a thread shared with you", "threads", "read", dict(SHARED),
+     {"alice": "ok", "bob": "ok", "rita": "ok", "olga": "ok"}),
+    ("write to a thread shared with you", "threads", "create_run",
+     {"assistant_id": "keel", **SHARED, "input": {"request": "refund it"}},
+     {"alice": "ok", "bob": 403, "rita": 403, "olga": "ok"}),
     ("cancel the team's runs by status", "threads", "update", {"status": "all"},
      EVERYONE_BUT_OLGA_403),
     ("delete a thread", "threads", "delete", dict(A), EVERYONE_BUT_OLGA_403),

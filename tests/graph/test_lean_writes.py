@@ -1,0 +1,35 @@
+"""A node writes only the channels it changes (issue 26): a write that changes nothing still
+costs the engine a write row and a new version of the channel in the next checkpoint."""
+
+from __future__ import annotations
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+
+from evals.state_probe import summary, thread_writes
+from graph.builder import build_graph, changes_only
+from graph.state import ApprovalView
+from keel.app import Decision, KeelApp
+from tests.conftest import REFUND_REQUEST
+
+
+def test_a_refund_thread_writes_no_channel_it_does_not_change(app: KeelApp) -> None:
+    waiting = app.run(REFUND_REQUEST, thread_id="t-lean")
+    assert app.resume(waiting.thread_id, Decision(kind="approve", reviewer="ann")).status == "done"
+    saver = app.graph.checkpointer
+    assert isinstance(saver, BaseCheckpointSaver)
+    tasks = thread_writes(build_graph(), saver, "t-lean")  # as the engine bench reads it
+    noops = [(t.node, w.channel) for t in tasks for w in t.writes if not w.changed]
+    assert noops == []
+    assert summary(tasks)["writes"] > 0
+    written = {t.node: {w.channel for w in t.writes} for t in tasks}
+    assert {"replans", "cursor"}.isdisjoint(written["intake"])  # a fresh thread holds neither
+    assert {"edits", "review_note"}.isdisjoint(written["approve"])
+
+
+def test_a_node_keeps_writes_outside_its_view_and_the_ones_that_change() -> None:
+    def node(state: ApprovalView) -> dict[str, object]:
+        return {"review": "approved", "review_note": "", "edits": [], "answer": "", "rejected": []}
+
+    lean = changes_only(node, ApprovalView)
+    assert lean({"review": "invalid", "review_note": ""}) == {"review": "approved", "answer": ""}
+    assert lean({"review": "approved", "edits": ["x"]}) == {"edits": [], "answer": ""}
