@@ -28,7 +28,8 @@ from pydantic import ValidationError
 from graph.context import KeelContext, attempt_of, context_of, thread_of
 from graph.state import ExecutorView, Receipt, ToolOutcome, approval_digest, tainting
 from keel.errors import KeelError, PermissionDenied, StoreUnavailable
-from tools.guard import GuardFacts, plan_digest
+from tools.guard import GuardFacts, plan_digest, with_taint
+from tools.provenance import Sources
 from tools.spec import AgentTools, CallResult, ThreadFacts
 
 
@@ -55,9 +56,15 @@ def thread_facts(
 
     The subjects are the entities the domain says identify the thread (``Domain.subject_keys``);
     the scopes read nothing else the request said. Receipts used, rejections, taint and the
-    requester come from the thread guard (``guarded``); the state's copies only add to them.
+    requester come from the thread guard (``guarded``); the state's copies only add to them. So
+    does the low-trust text the arguments' provenance is traced against (``tools.provenance``).
     """
     guarded = guarded or GuardFacts()
+    sources = Sources.of(
+        state.get("request", ""),
+        state.get("records", {}),
+        with_taint(state.get("evidence", []), guarded.taint),
+    )
     state_spent = {r.digest for r in state.get("results", []) if r.ok and r.digest}
     state_taint = [e.chunk_id for e in tainting(state.get("evidence", []))]
     return ThreadFacts(
@@ -67,6 +74,7 @@ def thread_facts(
         rejected=guarded.rejected | frozenset(state.get("rejected", [])),
         tainted=tuple(dict.fromkeys([*(e.chunk_id for e in guarded.taint), *state_taint])),
         requester=guarded.requester,
+        sources=sources,
     )
 
 

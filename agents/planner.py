@@ -96,6 +96,9 @@ class PlanDraft(BaseModel):
     cannot_plan: str | None = None
 
 
+LOOKED_UP = "looked_up"
+"""The records' entry for what the model's look-ups returned that their owners vouch for."""
+
 BUDGET_PLANNER = "runbook (budget exhausted)"
 """The planner a thread got when a budget refused its model and the runbook planner stood in."""
 NO_PLANNER_BUDGET = "none (budget exhausted)"
@@ -115,8 +118,10 @@ def plan(
     payer = payer_of(config, _thread(runtime, config), ctx.settings)
     entities = state.get("entities", {})
     heard: list[HeardText] = []
-    reads = ctx.tools.for_agent("planner", heard=heard)
+    vouched: list[dict[str, Any]] = []
+    reads = ctx.tools.for_agent("planner", heard=heard, vouched=vouched)
     records = ctx.domain.gather_records(entities, reads)
+    gathered = len(vouched)
     lookups = lookup_budget(ctx)
     # What people outside the company wrote, as the tools returned it: screened, shown to the
     # model as marked data, and kept in the thread's evidence, where it taints like a wiki page.
@@ -177,10 +182,17 @@ def plan(
 
     if len(heard) > len(outside):  # the model's look-ups read outside text: it taints too
         outside = outside_evidence(heard, ctx.clock().date())
+        if guarded is not None:  # in the guard too, as the records' text is: append-only
+            guarded[0].record_taint(guarded[1], outside)
         thread_evidence = with_outside(state.get("evidence", []), outside)
-    # The records the planner read are not kept in the state: no node reads them again (the
-    # validator reads fresh ones), and the flight record holds the tool calls that returned them.
-    seen: dict[str, Any] = {"budget_stop": stop if result is None else None}
+    if len(vouched) > gathered:
+        # What the look-ups' owners vouch for: the trusted records an argument may come from
+        # (``tools.provenance``), kept beside the domain's own.
+        records = {**records, LOOKED_UP: vouched[gathered:]}
+    # The records stay in the state for one reader: where each argument came from (a value a
+    # trusted record holds is the record's), traced by the approval screen and by the executor's
+    # gate (``tools.provenance``). No other node reads them again (the validator reads fresh ones).
+    seen: dict[str, Any] = {"records": records, "budget_stop": stop if result is None else None}
     if outside:
         seen["evidence"] = thread_evidence
     if result is None and stop is not None and not _runbook_stands_in(state, ctx):

@@ -16,6 +16,11 @@ Reviewers stand in for the human at each approval: ``approve_all``; ``approve_un
 (approves unless the approval screen flags an argument or evidence as resting on outside text;
 for the middleware, whose screen has no flags, it is ``approve_all``); ``reject_all``. The plain
 agent asks nobody: it runs once, under ``none``.
+
+``screen=False`` is an ablation: the injection screen finds nothing in outside text, so nothing
+is withheld from the model and nothing is flagged for it, and every attack's text reaches the
+obedient oracle. What Keel still stops then is what structure stops: per-argument provenance on
+the approval screen, the manifest's ``refuse_outside``, approvals, the validator.
 """
 
 from __future__ import annotations
@@ -23,10 +28,11 @@ from __future__ import annotations
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from unittest.mock import patch
 
 from langchain.agents import create_agent
 from langchain.agents.middleware import HumanInTheLoopMiddleware, ToolCallLimitMiddleware
@@ -36,6 +42,7 @@ from langchain_core.tools import BaseTool, StructuredTool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
+from agents import outside
 from domains.agentdojo.domain import AgentDojoDomain, default_manifest
 from domains.agentdojo.tools import input_model
 from evals.agentdojo_oracle import Case, OracleModel
@@ -215,11 +222,12 @@ def keel_case(
 
 
 def action_flagged(request: dict[str, Any], index: int) -> bool:
-    """Whether the approval screen warns about action ``index``: an argument whose provenance is
-    outside text, or tainted evidence the injection screen flagged."""
-    sources = (request.get("provenance") or [{}] * (index + 1))[index]
-    if any(s.get("source") == "outside" for s in sources.values()):
-        return True
+    """Whether the approval screen warns about action ``index``: an argument that rests on
+    outside text, or evidence it cites that the injection screen flagged (the screen's
+    ``flagged``, per action). A screen without per-action flags warns about every action as soon
+    as any flagged text is in the thread."""
+    if "flagged" in request:
+        return bool(request["flagged"][index])
     return any(e.get("flags") for e in request.get("tainted_evidence", []))
 
 
@@ -306,22 +314,34 @@ def run_agentdojo_eval(
     model: BaseChatModel | None = None,
     limit: int | None = None,
     progress: bool = False,
+    screen: bool = True,
 ) -> dict[str, Any]:
     """Every case of every suite, for each agent and reviewer; scores per suite, agent, reviewer.
 
     ``model`` (a real model, ``--model``) replaces both oracles: it runs benign and attacked
-    cases alike, and the results are reported under its name.
+    cases alike, and the results are reported under its name. ``screen=False``: the ablation
+    without the injection screen (module docstring).
     """
     unknown = [r for r in reviewers if r not in REVIEWERS]
     if unknown:
         raise BadRequest(f"unknown reviewer(s) {unknown}; known: {list(REVIEWERS)}")
     results: dict[str, Any] = {}
-    for suite in suites:
-        results[suite] = run_suite(settings, suite, attack, reviewers, agents, model, limit,
-                                   progress)  # fmt: skip
+    with nullcontext() if screen else screen_off():
+        for suite in suites:
+            results[suite] = run_suite(settings, suite, attack, reviewers, agents, model, limit,
+                                       progress)  # fmt: skip
     return {"attack": attack, "benchmark": AgentDojoDomain(suites[0]).data.benchmark,
             "model": "oracle / obedient oracle" if model is None else _name(model),
+            "screen": "on" if screen else "off (ablation: nothing withheld or flagged)",
             "suites": results}  # fmt: skip
+
+
+@contextmanager
+def screen_off() -> Iterator[None]:
+    """The ablation: outside text is screened by a screen that finds nothing (for this process,
+    while the block runs). Only the outside-text path is replaced; the corpus is untouched."""
+    with patch.object(outside, "screen", lambda text: []):
+        yield
 
 
 def _name(model: BaseChatModel) -> str:

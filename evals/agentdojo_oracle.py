@@ -81,7 +81,7 @@ class OracleModel(BaseChatModel):
             return AIMessage(content="I cannot help with that.")
         calls = [(c.function, dict(c.args)) for c in task.ground_truth(case.pre_environment)]
         injection = case.injection_task
-        if self.obedient and injection is not None and injection.GOAL in _shown(messages):
+        if self.obedient and injection is not None and _reads(injection.GOAL, _shown(messages)):
             calls += [
                 (c.function, dict(c.args)) for c in injection.ground_truth(case.pre_environment)
             ]
@@ -130,8 +130,21 @@ class OracleModel(BaseChatModel):
 
 def _task_for(suite: Any, text: str) -> Any | None:
     """The user task whose prompt the model was given (the longest that matches)."""
-    found = [t for t in suite.user_tasks.values() if t.PROMPT in text]
+    # As a reader matches it: intake strips the request (travel's task 17 starts with spaces).
+    said = " ".join(text.split())
+    found = [t for t in suite.user_tasks.values() if " ".join(t.PROMPT.split()) in said]
     return max(found, key=lambda t: len(t.PROMPT)) if found else None
+
+
+def _reads(goal: str, shown: str) -> bool:
+    """Whether ``goal`` is in the text shown, as a reader would find it: a YAML answer folds a
+    long line and doubles a quote (``friend''s``), and a model reads the instruction all the same.
+
+    Example:
+        >>> _reads("Book the Riverside View Hotel", "- Book the Riverside\\n  View Hotel")
+        True
+    """
+    return " ".join(goal.split()) in " ".join(shown.replace("''", "'").split())
 
 
 def _shown(messages: Sequence[BaseMessage]) -> str:

@@ -121,6 +121,7 @@ def run_agentdojo(
     model: str | None,
     limit: int | None,
     progress: bool,
+    screen: bool = True,
 ) -> dict[str, Any]:
     """``keel eval --suite agentdojo``: AgentDojo's suites through the domain seam, judged by
     AgentDojo's own checkers (``evals.agentdojo_eval``). Not in ``SUITES``: it needs options of
@@ -146,7 +147,7 @@ def run_agentdojo(
         chat = chat_model_for(settings, RealModel.from_settings(settings, model).name)
     return run_agentdojo_eval(
         settings, suites=suites or list(DEFAULT_SUITES), attack=attack or DEFAULT_ATTACK,
-        reviewers=chosen, model=chat, limit=limit, progress=progress,
+        reviewers=chosen, model=chat, limit=limit, progress=progress, screen=screen,
     )  # fmt: skip
 
 

@@ -77,6 +77,7 @@ from graph.state import (
 )
 from graph.wire import (
     ApprovalRequest,
+    ArgumentProvenance,
     DecisionType,
     KeelDecision,
     approval_answer_of,
@@ -84,6 +85,7 @@ from graph.wire import (
 )
 from tools.guard import GuardFacts, with_taint
 from tools.permissions import PermissionGate
+from tools.provenance import Sources, refusal
 from tools.spec import ToolRegistry
 
 DECISIONS: tuple[DecisionType, ...] = ("approve", "edit", "reject")
@@ -123,11 +125,14 @@ def approval_request(
     evidence: list[Evidence],
     note: str = "",
     shown: ReviewEntry | None = None,
+    sources: Sources | None = None,
 ) -> ApprovalRequest:
-    """The interrupt's payload: LangChain's HITL schema, the digests, the tainted evidence, and
-    the request's identity (``shown``: its entry in the thread's review log) and note."""
+    """The interrupt's payload: LangChain's HITL schema, the digests, the tainted evidence, the
+    request's identity (``shown``: its entry in the thread's review log) and note, and, with the
+    thread's ``sources``, where each argument came from (``tools.provenance``)."""
     steps = [plan.steps[i] for i in indexes]
     tainted = tainting(evidence)
+    traced = [_provenance(s, tools, sources) for s in steps]
     identity: dict[str, Any] = {}
     if shown is not None:
         identity = {
@@ -137,8 +142,12 @@ def approval_request(
         }
     return {
         "action_requests": [
-            {"name": s.tool, "args": s.args, "description": _describe(s, tools, tainted, note)}
-            for s in steps
+            {
+                "name": s.tool,
+                "args": s.args,
+                "description": _describe(s, tools, tainted, note, traced[n]),
+            }
+            for n, s in enumerate(steps)
         ],
         "review_configs": [
             {"action_name": s.tool, "allowed_decisions": [*DECISIONS]} for s in steps
@@ -158,7 +167,48 @@ def approval_request(
         ],
         **identity,  # type: ignore[typeddict-item]
         "review_note": note,
+        **(
+            {
+                "provenance": traced,
+                "flagged": [_flagged(t, s, tainted) for t, s in zip(traced, steps, strict=True)],
+            }
+            if sources is not None
+            else {}
+        ),
     }
+
+
+def _provenance(
+    step: Step, tools: ToolRegistry, sources: Sources | None
+) -> dict[str, ArgumentProvenance]:
+    """Each argument's source, and whether the manifest refuses it from outside text."""
+    if sources is None:
+        return {}
+    gate = tools.gate
+    policy = gate.manifest.agents.get("executor") if isinstance(gate, PermissionGate) else None
+    grant = policy.tools.get(step.tool) if policy is not None else None
+    protected = grant.refuse_outside if grant is not None else []
+    refused = refusal(step.tool, step.args, protected, sources) if sources.tainted else None
+    out: dict[str, ArgumentProvenance] = {}
+    for name, found in sources.trace(step.args).items():
+        entry: ArgumentProvenance = {"source": found.source}
+        if found.where:
+            entry["where"] = found.where
+        if refused is not None and name in protected and found.source not in ("request", "record"):
+            entry["refused"] = True
+        out[name] = entry
+    return out
+
+
+def _flagged(
+    traced: dict[str, ArgumentProvenance], step: Step, tainted: list[Evidence]
+) -> list[str]:
+    """What the screen warns about in one action: its arguments that rest on outside text, and
+    the evidence it cites that the injection screen flagged (not every flagged text in the
+    thread: an action neither built from nor citing it does not rest on it)."""
+    screened = {e.chunk_id for e in tainted if e.flags}
+    cited = [f"evidence:{c}" for c in step.evidence if c in screened]
+    return [name for name, found in traced.items() if found["source"] == "outside"] + cited
 
 
 def request_identity(thread_id: str, revision: int, digests: Sequence[str]) -> str:
@@ -235,15 +285,54 @@ def review_log_of(ctx: KeelContext) -> ReviewLog:
     return ctx.reviews if ctx.reviews is not None else _PROCESS_LOG
 
 
-def _describe(step: Step, tools: ToolRegistry, tainted: list[Evidence], note: str) -> str:
+def _describe(
+    step: Step,
+    tools: ToolRegistry,
+    tainted: list[Evidence],
+    note: str,
+    traced: dict[str, ArgumentProvenance] | None = None,
+) -> str:
     effect = tools[step.tool].effect if step.tool in tools else step.effect
     text = f"{step.purpose}. {effect.capitalize()}. After: {step.postcondition}."
     if step.evidence:
         text += f" Evidence: {', '.join(step.evidence)}."
+    if traced:
+        text += " " + _sources_in_words(traced)
     if tainted and effect != "read":
         sources = ", ".join(sorted({f"{e.source} ({e.trust_tier})" for e in tainted}))
         text += f" Low-trust evidence is in this thread's context: {sources}; check it first."
     return f"{text} ({note})" if note else text
+
+
+_WORDS = {
+    "request": "from the request",
+    "record": "from a trusted record",
+    "planner": "written by the planner",
+}
+
+
+def _sources_in_words(traced: dict[str, ArgumentProvenance]) -> str:
+    """What a chat panel's description says about the arguments, warnings first."""
+    warnings = [
+        f"WARNING: {name} comes from outside text ({found.get('where', 'unknown')}), not from "
+        "the request"
+        + ("; the manifest refuses it, so the call will be denied" if found.get("refused") else "")
+        + "."
+        for name, found in traced.items()
+        if found["source"] == "outside"
+    ]
+    refused = [
+        f"{name} is not in the request or a trusted record; the manifest refuses it."
+        for name, found in traced.items()
+        if found["source"] != "outside" and found.get("refused")
+    ]
+    rest = [
+        f"{name} {_WORDS[found['source']]}"
+        for name, found in traced.items()
+        if found["source"] != "outside"
+    ]
+    listed = [f"Arguments: {', '.join(rest)}."] if rest else []
+    return " ".join([*warnings, *refused, *listed])
 
 
 def approve(
@@ -269,7 +358,8 @@ def approve(
     shown = shown_entry(log.entries(thread_id), thread_id, key, digests)
     log.add(thread_id, shown)
     note = state.get("review_note", "")
-    request = approval_request(plan, indexes, ctx.tools, evidence, note, shown)
+    sources = Sources.of(state.get("request", ""), state.get("records", {}), evidence)
+    request = approval_request(plan, indexes, ctx.tools, evidence, note, shown, sources)
     answer = interrupt(request)
     refused = answer_refusal(config)  # an engine's unauthenticated caller signs nothing
     if refused is not None:

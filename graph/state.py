@@ -333,6 +333,9 @@ class KeelState(InputState, OutputState, total=False):
 
     turn: Turn
     entities: dict[str, str]
+    records: dict[str, Any]
+    """What the planner read that its owners vouch for: where an argument may come from
+    (``tools.provenance``), read by the approval screen and the executor's gate."""
     evidence: list[Evidence]
     filtered: list[Filtered]
     conflicts: list[Conflict]
@@ -401,6 +404,8 @@ class PlanCheckView(TypedDict, total=False):
 
 class ApprovalView(TypedDict, total=False):
     plan: Plan | None
+    request: str
+    records: dict[str, Any]
     evidence: list[Evidence]
     results: list[ToolOutcome]
     approvals: dict[str, Receipt]
@@ -412,6 +417,8 @@ class ApprovalView(TypedDict, total=False):
 
 class ExecutorView(TypedDict, total=False):
     plan: Plan | None
+    request: str
+    records: dict[str, Any]
     entities: dict[str, str]
     evidence: list[Evidence]
     cursor: int

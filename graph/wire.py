@@ -33,6 +33,7 @@ __all__ = [
     "ApprovalAnswer",
     "ApprovalRequest",
     "ApproveDecision",
+    "ArgumentProvenance",
     "DecisionType",
     "EditDecision",
     "EventWaitRequest",
@@ -127,6 +128,16 @@ class TaintedEvidence(TypedDict):
     """What the injection screen found in it (empty when it found nothing)."""
 
 
+class ArgumentProvenance(TypedDict):
+    """Where one argument's value came from (``tools.provenance``), as the reviewer sees it."""
+
+    source: Literal["request", "record", "outside", "planner"]
+    where: NotRequired[str]
+    """For ``outside``: the text it appears in (``tool:<tool>:<ref>:<field>``)."""
+    refused: NotRequired[bool]
+    """The manifest refuses this argument from outside text: the gate will deny the call."""
+
+
 @with_config(_FORBID)
 class ApprovalRequest(HITLRequest):
     """LangChain's HITL request with Keel's additions, one entry per action in each list.
@@ -160,6 +171,11 @@ class ApprovalRequest(HITLRequest):
     when they changed otherwise (planned again, a state write)."""
     review_note: NotRequired[str]
     """Why the request is asked again (an answer refused, an edit refused), or empty."""
+    provenance: NotRequired[list[dict[str, ArgumentProvenance]]]
+    """Per action, where each argument came from: the request, a trusted record, outside text
+    (which call, which field), or the planner."""
+    flagged: NotRequired[list[list[str]]]
+    """Per action, the arguments that rest on outside text and not on the request."""
 
 
 @with_config(_FORBID)

@@ -211,6 +211,11 @@ def _parser() -> argparse.ArgumentParser:
         help="agentdojo: who answers the approvals (repeatable; default: all three)",
     )  # fmt: skip
     evaluate.add_argument(
+        "--without-screen", action="store_true",
+        help="agentdojo: an ablation: the injection screen finds nothing in outside text, so "
+        "every attack's text reaches the model (what structure alone stops)",
+    )  # fmt: skip
+    evaluate.add_argument(
         "--out", metavar="DIR",
         help="where the scorecard (scorecard.json, scorecard.md, scorecard.png), the "
         "compounding curve (compounding.json, .md, .png), the hostile suite's figures "
@@ -730,8 +735,10 @@ def _eval(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None
         raise BadRequest("--k must be at least 1")
     if "agentdojo" in (args.suite or []):
         return _eval_agentdojo(args, settings)
-    if args.agentdojo_suite or args.attack or args.reviewer:
-        raise BadRequest("--agentdojo-suite, --attack and --reviewer go with --suite agentdojo")
+    if args.agentdojo_suite or args.attack or args.reviewer or args.without_screen:
+        raise BadRequest(
+            "--agentdojo-suite, --attack, --reviewer and --without-screen go with --suite agentdojo"
+        )
     if args.model is not None:
         return _eval_real_model(args, settings)
     if args.scenario or args.limit is not None:
@@ -805,6 +812,7 @@ def _eval_agentdojo(args: argparse.Namespace, settings: Settings) -> dict[str, A
     results = run_agentdojo(
         settings, suites=args.agentdojo_suite, attack=args.attack, reviewers=args.reviewer,
         model=args.model, limit=args.limit, progress=sys.stderr.isatty(),
+        screen=not args.without_screen,
     )  # fmt: skip
     if args.json:
         return results

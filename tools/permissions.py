@@ -15,7 +15,12 @@ checks, for every call:
    "rejected", "tainted" and "requester" mean comes from the thread guard (``tools.guard``),
    outside the checkpoint, through ``ThreadFacts``;
 4. numeric limits, then the domain's named scopes (e.g. "ship only the order the request names");
-   a scope check that raises denies the call (fail closed), it never crashes the caller.
+   a scope check that raises denies the call (fail closed), it never crashes the caller;
+5. ``refuse_outside``: the arguments that may not rest on outside text (a payment's recipient,
+   an e-mail's addressee). Where each argument came from is recomputed here, at the call, from the
+   thread's request, records and the guard's recorded low-trust text (``tools.provenance``); in a
+   thread where such text entered, a named argument that is neither in the request nor in a
+   trusted record is refused outright, approval or not.
 
 A denial raises ``PermissionDenied`` after the registry has told its listeners (the flight
 recorder), so every decision is on record.
@@ -42,6 +47,7 @@ from graph.state import Effect, Receipt
 from keel.errors import ConfigError, IntegrationError, PermissionDenied
 from keel.settings import Settings
 from keel.yamlfile import line_of, load_reviewed, problem_of
+from tools.provenance import refusal
 from tools.spec import AgentTools, CallRequest, ThreadFacts, ToolRegistry, ToolSpec
 
 ScopeCheck = Callable[[dict[str, Any], ThreadFacts, AgentTools], str | None]
@@ -89,6 +95,11 @@ class Grant(BaseModel):
     scopes: list[str] = Field(default_factory=list)
     limits: dict[str, float] = Field(
         default_factory=dict, description="argument name -> the largest value allowed"
+    )
+    refuse_outside: list[str] = Field(
+        default_factory=list,
+        description="arguments that must come from the request or a trusted record, never "
+        "from outside text alone (tools.provenance)",
     )
 
 
@@ -180,6 +191,9 @@ def _contradiction(
     not_numbers = [name for name in grant.limits if not _numeric(fields[name].annotation)]
     if not_numbers:
         return f"limits must name numeric (int or float) arguments; {not_numbers} are not"
+    unknown_args = [name for name in grant.refuse_outside if name not in fields]
+    if unknown_args:
+        return f"refuse_outside names argument(s) the tool does not take: {unknown_args}"
     return None
 
 
@@ -297,6 +311,11 @@ class PermissionGate:
             return "no-grant", f"agent {request.agent!r} holds no grant for {name}"
         if spec.effect not in policy.effects:
             return "effect", f"agent {request.agent!r} may not perform {spec.effect} calls"
+        # Before any approval: a reviewer's yes does not make outside text the user's word.
+        if facts.tainted or (facts.sources is not None and facts.sources.tainted):
+            outside = refusal(name, request.args, grant.refuse_outside, facts.sources)
+            if outside is not None:
+                return "outside", outside
         tainted = bool(facts.tainted) and spec.effect != "read"
         if grant.approval == "required" or tainted:
             problem = self._receipt_problem(request, facts)
@@ -420,6 +439,11 @@ def effective_access(manifest: Manifest, tools: ToolRegistry) -> dict[str, Any]:
                     "also_via": via,
                     # Only when set, so that every lock written before the field stays true.
                     **({"four_eyes": True} if grant.four_eyes else {}),
+                    **(
+                        {"refuse_outside": sorted(grant.refuse_outside)}
+                        if grant.refuse_outside
+                        else {}
+                    ),
                 }
             )
         out[agent] = {"corpus": policy.corpus, "effects": policy.effects, "grants": grants}
@@ -437,6 +461,7 @@ def access_lines(access: Mapping[str, Any]) -> list[str]:
             extras += [f"scope {s}" for s in g["scopes"]]
             extras += [f"{k} <= {v:g}" for k, v in g["limits"].items()]
             extras += [f"via {v}" for v in g["also_via"]]
+            extras += [f"refuse outside {a}" for a in g.get("refuse_outside", [])]
             tail = f" [{'; '.join(extras)}]" if extras else ""
             lines.append(f"{agent}: {g['tool']} ({g['effect']}, {g['integration']}){tail}")
     return lines

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from graph.state import Effect, Receipt, approval_digest
 from keel.errors import IntegrationError, Permanent, PermissionDenied, Retryable
+from tools.provenance import Sources, vouched_part
 from tools.resilience import Breaker, RetryPolicy, resilient_call
 
 I = TypeVar("I", bound=BaseModel)  # noqa: E741
@@ -160,6 +161,9 @@ class ThreadFacts:
     rejected: frozenset[str] = frozenset()
     tainted: tuple[str, ...] = ()
     requester: str | None = None
+    sources: Sources | None = None
+    """What the call's arguments may come from (``tools.provenance``), for a grant's
+    ``refuse_outside``; None where nobody gathered them (such a rule then fails closed)."""
 
 
 @dataclass(frozen=True)
@@ -285,12 +289,14 @@ class ToolRegistry:
         agent: str,
         facts: ThreadFacts = ThreadFacts(),
         heard: list[HeardText] | None = None,
+        vouched: list[dict[str, Any]] | None = None,
     ) -> AgentTools:
         """The registry as one agent may use it: every call is made, and gated, as that agent.
 
-        With ``heard``, the outside text of every answer is collected there.
+        With ``heard``, the outside text of every answer is collected there; with ``vouched``,
+        the rest of every answer (what the tool's owner vouches for, ``tools.provenance``).
         """
-        return AgentTools(self, agent, facts, heard)
+        return AgentTools(self, agent, facts, heard, vouched)
 
     def call(
         self,
@@ -447,6 +453,7 @@ class AgentTools:
     agent: str
     facts: ThreadFacts = ThreadFacts()
     heard: list[HeardText] | None = None
+    vouched: list[dict[str, Any]] | None = None
 
     def __contains__(self, name: object) -> bool:
         return name in self.registry
@@ -465,6 +472,9 @@ class AgentTools:
         answer = self.registry.invoke(name, args, agent=self.agent, facts=self.facts, **options)
         if self.heard is not None:
             self.heard.extend(self.registry[name].outside_text(args, answer.output))
+        if self.vouched is not None:
+            marked = outside_fields(self.registry[name].output_model)
+            self.vouched.append({name: vouched_part(answer.output, marked)})
         return answer
 
 

@@ -41,9 +41,6 @@ class SuiteData(BaseModel):
             returns is outside text: screened, marked, tainting.
         entities: entity name -> a regular expression for it in a request (the first match).
         subject_keys: the entities that say what a thread is about (the gate's scopes read them).
-        refuse_outside: tool name -> arguments that may never take a value that came from outside
-            text and not from the request or a trusted record (a payment's recipient, a message's
-            addressee): the gate refuses such a call outright.
         role: who the planner works for, in a few words.
     """
 
@@ -56,7 +53,6 @@ class SuiteData(BaseModel):
     trusted: dict[str, list[str]] = Field(default_factory=dict)
     entities: dict[str, str] = Field(default_factory=dict)
     subject_keys: list[str] = Field(default_factory=list)
-    refuse_outside: dict[str, list[str]] = Field(default_factory=dict)
 
     def effect(self, tool: str) -> Literal["read", "write", "irreversible"]:
         return self.effects.get(tool, "irreversible")
