@@ -105,7 +105,8 @@ class Sources:
         """The sources of a thread: its request, its records, its low-trust evidence.
 
         A record field whose text is one of the low-trust texts is outside text carried by a
-        record (a ticket's body), so it vouches for nothing.
+        record (a ticket's body), so it vouches for nothing. The request and the records are
+        state channels a caller can write: a request that is not text vouches for nothing.
 
         Example:
             >>> s = Sources.of("Pay the bill", {"iban": "GB29"}, [])
@@ -116,7 +117,7 @@ class Sources:
         texts = {normal(e.text) for e in low}
         vouched = frozenset(s for leaf in _leaves(records, keys=True) for s in _spellings(leaf))
         return cls(
-            request=normal(request),
+            request=normal(request) if isinstance(request, str) else "",
             vouched=vouched - texts,
             outside=tuple((e.chunk_id, normal(e.text)) for e in low),
         )
