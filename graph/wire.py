@@ -171,9 +171,11 @@ class ApprovalRequest(HITLRequest):
     when they changed otherwise (planned again, a state write)."""
     review_note: NotRequired[str]
     """Why the request is asked again (an answer refused, an edit refused), or empty."""
-    provenance: NotRequired[list[dict[str, ArgumentProvenance]]]
+    provenance: NotRequired[list[dict[str, Any]]]
     """Per action, where each argument came from: the request, a trusted record, outside text
-    (which call, which field), or the planner."""
+    (which call, which field), or the planner (an ``ArgumentProvenance`` per argument name;
+    typed loosely because the flight record keeps this payload redacted, where a sensitive
+    argument's entry is ``"[redacted]"``)."""
     flagged: NotRequired[list[list[str]]]
     """Per action, the arguments that rest on outside text and not on the request."""
 
