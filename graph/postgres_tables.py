@@ -8,8 +8,6 @@ set; it is imported only then.
 from __future__ import annotations
 
 import threading
-import time
-import weakref
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
@@ -173,36 +171,6 @@ class KeelTables:
             self._ready = True
 
 
-class _RecentCheck:
-    """A pool's check before it hands a connection out: a round trip to the server (an empty
-    statement), skipped for a connection returned to the pool less than ``fresh_s`` ago.
-
-    The check is there for a connection that sat idle while a human took hours to approve, and
-    that the server or a firewall closed meanwhile; a serving worker that runs several statements
-    per node otherwise pays one extra round trip for each (issue 26). A connection the server
-    dropped within the last few seconds fails its statement as it would have failed the check
-    an instant later: the store says ``StoreUnavailable`` and the run's next attempt goes on.
-    """
-
-    def __init__(self, fresh_s: float = 5.0) -> None:
-        self.fresh_s = fresh_s
-        self._returned: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
-        self._lock = threading.Lock()
-
-    def returned(self, conn: Any) -> None:
-        """The pool's ``reset``: the connection came back in working order."""
-        with self._lock:
-            self._returned[conn] = time.monotonic()
-
-    def check(self, conn: Any) -> None:
-        """The pool's ``check``: raises when a connection idle for long no longer answers."""
-        with self._lock:
-            returned = self._returned.get(conn)
-        stale = returned is None or time.monotonic() - returned >= self.fresh_s
-        if stale or conn.closed or conn.broken:
-            ConnectionPool.check_connection(conn)
-
-
 class SharedPools:
     """The connection pools Keel's stores share in one process: one per database and connection
     options, grown to the largest size a store asks for, closed when its last store closes.
@@ -234,14 +202,15 @@ class SharedPools:
                 self._pools[key] = (shared, users + 1)
                 return shared
             # A plain pool: the store's own ``connection`` names the setting and the store.
-            recent = _RecentCheck()
+            # Every connection is checked before use (a round trip): skipping the check for one
+            # returned a moment ago handed out dead connections right after a server restart, so
+            # the first statement of each failed (tests/integration/test_backends.py).
             pool: ConnectionPool[Any] = ConnectionPool(
                 url,
                 min_size=1,
                 max_size=wanted,
                 kwargs=kwargs,
-                check=recent.check,
-                reset=recent.returned,
+                check=ConnectionPool.check_connection,
                 max_idle=300,
                 timeout=timeout_s,
                 reconnect_timeout=timeout_s,
