@@ -724,6 +724,18 @@ def _parse_edit(text: str) -> dict[str, Any]:
     return value
 
 
+def _curve_text(curve: dict[str, Any]) -> str:
+    from evals.compounding import markdown
+
+    return markdown(curve)
+
+
+def _hostile_text(report: dict[str, Any]) -> str:
+    from evals.hostile import table
+
+    return table(report)
+
+
 def _eval(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None:
     """Run the suites; the scenarios' scorecard is also written as JSON and Markdown (and PNG)."""
     from pathlib import Path
@@ -772,22 +784,13 @@ def _eval(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None
     suites = args.suite or (["scenarios"] if args.plot else None)
     args.suite = suites  # what was asked for, as _report reads it
     results = run_suites(suites, settings.model_copy(update=update), progress=sys.stderr.isatty())
-    curve = results.get("compounding")
-    if curve is not None and not args.json:
-        from evals.compounding import markdown as curve_markdown
-
-        print(curve_markdown(curve))
-        print(f"written: {', '.join(curve['written'].values())}")
-        results = {name: r for name, r in results.items() if name != "compounding"}
-        if not results:
-            return None
-    hostile = results.get("hostile")
-    if hostile is not None and not args.json:
-        from evals.hostile import table
-
-        print(table(hostile))
-        print(f"written: {', '.join(hostile.get('written', {}).values())}")
-        results = {name: r for name, r in results.items() if name != "hostile"}
+    for name, render in (("compounding", _curve_text), ("hostile", _hostile_text)):
+        result = results.get(name)
+        if result is None or args.json:
+            continue
+        print(render(result))
+        print(f"written: {', '.join(result.get('written', {}).values())}")
+        results = {other: r for other, r in results.items() if other != name}
         if not results:
             return None
     card = results.get("scenarios")
