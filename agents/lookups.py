@@ -14,10 +14,11 @@ model planner looks things up itself. How that fits the loop (plan, validate, ap
   ``planner_lookups``; 0 turns look-ups off, the default for a domain that does not ask for
   them); a call over the budget is refused, and the next turn offers ``submit_plan`` alone.
 - **Every answer is outside text.** A field a tool marks as outside text (for the AgentDojo
-  adapter: everything the suite's data file does not declare trusted) is screened as a ticket body
-  is (``agents.outside``): flagged text is withheld from the model, the rest is shown fenced and
-  marked with its chunk id, and all of it becomes ``untrusted`` evidence in the thread, so a
-  write or irreversible step planned after it needs an approval that shows it (taint).
+  adapter: everything the suite's data file does not declare trusted) is screened as any
+  outside text is (``agents.outside``): flagged text is withheld from the model, the rest is shown
+  fenced and marked with its chunk id, and all of it becomes ``untrusted`` evidence in the
+  thread, so a write or irreversible step planned after it needs an approval that shows it
+  (taint).
 - **The validator still stands between any look-up and any write.** The plan the model submits
   after its look-ups goes to ``check_plan`` like any other; the executor runs only validated
   steps, under their approvals.

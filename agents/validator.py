@@ -61,7 +61,7 @@ def stated(value: Any) -> re.Pattern[str] | None:
 
     Example:
         >>> pattern = stated(49.0)
-        >>> [bool(pattern.search(t)) for t in ("refunded 49.00 EUR", "CH-3049", "49.5", "49")]
+        >>> [bool(pattern.search(t)) for t in ("shipped 49.00 kg", "ORD-3049", "49.5", "49")]
         [True, False, False, True]
     """
     if isinstance(value, bool) or value is None:

@@ -134,9 +134,9 @@ class Domain(Protocol):
 
     def describe_action(self, step: Step, output: dict[str, Any] | None) -> str | None:
         """One action in words, for the person who asked (the chat's answer, an escalation's
-        account): with ``output`` None, what the step would do ("refund 49.00 of charge
-        CH-3002"); with the tool's validated output, what was done, with the facts that matter
-        ("refunded 49.00 of charge CH-3002 (refund RF-5001)"). None: Keel words it from the
+        account): with ``output`` None, what the step would do ("ship order ORD-7 to
+        Lyon"); with the tool's validated output, what was done, with the facts that matter
+        ("shipped order ORD-7 to Lyon (parcel P-12)"). None: Keel words it from the
         tool's name and its output (``action_words``)."""
 
     def fault_profiles(self) -> Mapping[str, FaultProfile]:

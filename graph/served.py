@@ -103,8 +103,8 @@ class ThreadLabel:
         """The metadata keys this label sets (no title: the thread keeps the one it has).
 
         Example:
-            >>> ThreadLabel("t", "Refund INV-1", "done", "support_desk").metadata()
-            {'keel_status': 'done', 'keel_domain': 'support_desk', 'keel_title': 'Refund INV-1'}
+            >>> ThreadLabel("t", "Ship ORD-7", "done", "order_desk").metadata()
+            {'keel_status': 'done', 'keel_domain': 'order_desk', 'keel_title': 'Ship ORD-7'}
         """
         out = {"keel_status": self.status, "keel_domain": self.domain}
         if self.title:
@@ -121,9 +121,9 @@ def title_of(request: str) -> str:
     """A thread's title: the request on one line, cut at a word to about 80 characters.
 
     Example:
-        >>> title_of("Customer C-1001 was charged twice for invoice INV-2001, please refund the "
-        ...          "duplicate charge")
-        'Customer C-1001 was charged twice for invoice INV-2001, please refund the…'
+        >>> title_of("Order ORD-7 left the warehouse yesterday but the carrier lost it, please "
+        ...          "ship a replacement")
+        'Order ORD-7 left the warehouse yesterday but the carrier lost it, please ship a…'
     """
     text = " ".join(request.split())
     if len(text) <= TITLE_CHARS:
