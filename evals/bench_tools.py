@@ -18,7 +18,7 @@ from domains.support_desk.tools import demo_tools
 from keel.settings import Settings
 from tools.breakers import SqliteBreakerStore
 from tools.permissions import open_gate
-from tools.spec import ToolEvent
+from tools.spec import ToolEvent, ToolRegistry
 
 
 def bench_tools(settings: Settings, *, calls: int = 2000) -> dict[str, Any]:
@@ -26,7 +26,9 @@ def bench_tools(settings: Settings, *, calls: int = 2000) -> dict[str, Any]:
         backend = DemoBackend(Path(tmp) / "demo.sqlite")
         backend.seed()
         breakers = SqliteBreakerStore(Path(tmp) / "breakers.sqlite")
-        tools = demo_tools(backend, timeout_s=settings.tool_timeout_s, breakers=breakers.breaker)
+        tools = ToolRegistry(
+            demo_tools(backend), timeout_s=settings.tool_timeout_s, breaker_for=breakers.breaker
+        )
         open_gate(settings.policy_file, tools, SupportDesk().scopes(), Path(tmp))
         events: list[ToolEvent] = []
         tools.listeners.append(events.append)

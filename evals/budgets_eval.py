@@ -62,7 +62,7 @@ from agents.usage import MICROS, BudgetRule, Price, PriceTable
 from evals.baselines import baseline_tools
 from evals.bench_meter import bench_meter
 from graph.context import KeelContext
-from graph.domain import load_domain
+from graph.domain import load_domain, tool_registry
 from keel.app import KeelApp
 from keel.settings import Settings
 from retrieval.embeddings import embedder_for
@@ -223,7 +223,7 @@ def baseline_thread(settings: Settings, behaviour: Behaviour, kind: Kind) -> dic
     """One thread of ``create_agent`` with ``ModelCallLimitMiddleware`` (a per-thread call limit
     derived from the same budget), and no fallback of its own but the middleware's."""
     model = CostlyModel(behaviour=behaviour, baseline=True)
-    tools = baseline_tools(load_domain(settings.domain).tools(settings))
+    tools = baseline_tools(tool_registry(load_domain(settings.domain), settings))
     limit = BUDGETS[kind].call_limit
     agent = create_agent(
         model, tools,

@@ -666,6 +666,7 @@ def _domain_verb(
 
 
 def _access(args: argparse.Namespace, settings: Settings, domain: Domain) -> dict[str, Any] | None:
+    from graph.domain import tool_registry
     from tools.permissions import (
         access_diff,
         access_lines,
@@ -676,7 +677,7 @@ def _access(args: argparse.Namespace, settings: Settings, domain: Domain) -> dic
         write_lock,
     )
 
-    tools = domain.tools(settings)
+    tools = tool_registry(domain, settings)
     manifest = load_manifest(settings.policy_file, tools, domain.scopes())
     access = effective_access(manifest, tools)
     if args.diff:

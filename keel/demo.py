@@ -1,7 +1,7 @@
 """`keel demo` / `make demo`: the domain's demo requests end to end, offline, embedded.
 
 It resets the domain's backend, indexes its corpus, then runs each of the domain's demo requests
-(``Domain.demo_requests``); when one stops for an approval, the demo answers as a reviewer named
+(``Showcase.demo_requests``); when one stops for an approval, the demo answers as a reviewer named
 ``demo-reviewer`` and says so, and when one waits for an event, it runs the domain command that
 makes the world move on and delivers the events.
 """
@@ -12,7 +12,7 @@ import uuid
 from typing import Any
 
 from graph.context import inbox_for
-from graph.domain import load_domain
+from graph.domain import load_showcase
 from keel.app import Decision, KeelApp, Outcome
 from keel.report import print_outcome
 from keel.settings import Settings
@@ -21,7 +21,7 @@ from retrieval.store import CorpusStore
 
 
 def run_demo(settings: Settings, *, as_json: bool = False) -> dict[str, Any] | None:
-    domain = load_domain(settings.domain)
+    domain = load_showcase(settings.domain)
     domain.prepare(settings, reset=True)
     inbox_for(settings).restart()
     report = CorpusStore(settings, embedder_for(settings)).ingest()

@@ -69,6 +69,35 @@ class Scope(NamedTuple):
     check: ScopeCheck
     reads: frozenset[str] = frozenset()
 
+    @classmethod
+    def entity_in_request(cls, argument: str, *, subject: str | None = None) -> Scope:
+        """The scope "only the one the request names": the call's ``argument`` must equal the
+        thread's subject ``subject`` (the entity ``extract_entities`` named; by default the
+        argument's own name). A request that names none refuses every call.
+
+        Example:
+            >>> from tools.spec import ThreadFacts
+            >>> scope = Scope.entity_in_request("customer_id")
+            >>> facts = ThreadFacts(subjects={"customer_id": "C-1"})
+            >>> scope.check({"customer_id": "C-1"}, facts, None)  # type: ignore[arg-type]
+            >>> scope.check({"customer_id": "C-2"}, facts, None)  # type: ignore[arg-type]
+            'customer C-2 is not the one the request names (C-1)'
+            >>> scope.reads
+            frozenset({'customer_id'})
+        """
+        entity = subject or argument
+        what = argument.removesuffix("_id").replace("_", " ")
+
+        def named_in_request(
+            args: dict[str, Any], facts: ThreadFacts, tools: AgentTools
+        ) -> str | None:
+            named = facts.subjects.get(entity)
+            if args[argument] != named:
+                return f"{what} {args[argument]} is not the one the request names ({named})"
+            return None
+
+        return cls(named_in_request, frozenset({argument}))
+
 
 EFFECT_ORDER: dict[Effect, int] = {"read": 0, "write": 1, "irreversible": 2}
 

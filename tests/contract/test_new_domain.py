@@ -71,15 +71,15 @@ def test_a_generated_domains_eval_cases_load(
     from evals.attacks_eval import load_attacks
     from evals.record_eval import acting_case
     from evals.scenarios import load_scenarios
-    from graph.domain import load_domain
+    from graph.domain import load_showcase, tool_registry
     from keel.settings import Settings
 
     _, spec = new_domain("shelf_desk", tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     settings = Settings(home=tmp_path / "home", domain=spec, _env_file=None)  # type: ignore[call-arg]
-    domain = load_domain(spec)
+    domain = load_showcase(spec)
     domain.prepare(settings, reset=True)
-    tools = domain.tools(settings)
+    tools = tool_registry(domain, settings)
     scenarios, problems = load_scenarios([settings.scenarios_dir], tools, domain)
     assert problems == [] and [s.tags for s in scenarios] == [["faults"]]
     cases = load_attacks(settings)

@@ -24,7 +24,7 @@ KNOWN = {"runbook-duplicate-charge:abc"}
 def tools(tmp_path: Path) -> ToolRegistry:
     backend = DemoBackend(tmp_path / "demo.sqlite")
     backend.seed()
-    return demo_tools(backend)
+    return ToolRegistry(demo_tools(backend))
 
 
 def test_a_good_step_has_no_problems(tools: ToolRegistry) -> None:
