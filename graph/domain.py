@@ -89,8 +89,9 @@ class Domain(Protocol):
 
     The contract, which the contract suite checks for every domain:
 
-    - ``tools`` are reached only through the gate built from the domain's manifest: a domain
-      never calls its backends around its own tools.
+    - ``tools`` are declared, never wrapped by the domain: Keel adds the fault layer, timeouts,
+      retries and breakers (``tool_registry``), and they are reached only through the gate built
+      from the domain's manifest: a domain never calls its backends around its own tools.
     - Reads (``gather_records``, ``postconditions``, ``health_probes``, scopes) go through the
       ``AgentTools`` they are given, so the caller's grants apply to them too.
     - ``runbook_plan`` and ``plan_rules`` are pure functions of their arguments: the planner and
