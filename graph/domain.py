@@ -289,6 +289,40 @@ class DomainDefaults:
         return {}
 
 
+def read_record(
+    records: dict[str, Any], name: str, tools: AgentTools, tool: str, args: dict[str, Any]
+) -> Literal["read", "unavailable", "missing"]:
+    """Read one record through the caller's ``tools`` into ``records[name]`` (what
+    ``Domain.gather_records`` does for each record), and say how it went.
+
+    A system that is broken (a fault retries did not cure, a changed shape, expired credentials)
+    or a read not granted puts ``"REF: why"`` under ``records["unavailable"]`` (the planner
+    escalates: the record may exist); a record the system says does not exist goes under
+    ``records["missing"]`` (the planner refuses).
+
+    Example:
+        >>> from keel.errors import Permanent
+        >>> class Tools:
+        ...     def call(self, tool, args):
+        ...         raise Permanent(f"no order {args['order_id']}")
+        >>> records = {}
+        >>> read_record(records, "order", Tools(), "get_order", {"order_id": "O-9"})
+        'missing'
+        >>> records
+        {'missing': ['O-9: no order O-9']}
+    """
+    ref = ",".join(str(value) for value in args.values())
+    try:
+        records[name] = tools.call(tool, args)
+    except (Retryable, ShapeChanged, PermissionDenied, Unauthorized) as err:
+        records.setdefault("unavailable", []).append(f"{ref}: {err}")
+        return "unavailable"
+    except IntegrationError as err:
+        records.setdefault("missing", []).append(f"{ref}: {err}")
+        return "missing"
+    return "read"
+
+
 def action_words(domain: Domain, step: Step, output: dict[str, Any] | None) -> str:
     """An action in words: the domain's own (``Domain.describe_action``), else a plain reading
     of the tool's name and its arguments (planned) or its output (done).
@@ -475,6 +509,7 @@ __all__ = [
     "load_domain",
     "load_reviewed",
     "load_showcase",
+    "read_record",
     "schema_gaps",
     "split_snapshot",
     "tool_registry",

@@ -22,17 +22,14 @@ from graph.domain import (
     EventWait,
     Evidence,
     FaultProfile,
-    IntegrationError,
     PermissionDenied,
     Plan,
-    Retryable,
     Scope,
     Settings,
-    ShapeChanged,
     Step,
     ThreadFacts,
     ToolSpec,
-    Unauthorized,
+    read_record,
 )
 
 ENTITY_PATTERNS = {
@@ -295,16 +292,10 @@ def _finish_rollbacks(settings: Settings) -> tuple[dict[str, Any], str]:
 def _read(
     records: dict[str, Any], record: str, tools: AgentTools, tool: str, args: dict[str, str]
 ) -> None:
-    """One record read: a broken system (or a read not granted) leaves the record unavailable,
-    which escalates; a record the system says does not exist is missing, which refuses."""
-    ref = next(iter(args.values()))
-    try:
-        records[record] = tools.call(tool, args)
-    except (Retryable, ShapeChanged, PermissionDenied, Unauthorized) as err:
-        records.setdefault("unavailable", []).append(f"{ref}: {err}")
-        records.setdefault(UNREADABLE, {})[record] = f"{ref}: {err}"
-    except IntegrationError as err:
-        records.setdefault("missing", []).append(f"{ref}: {err}")
+    """One record read (``read_record``); one that cannot be read is also named under
+    ``UNREADABLE``, with why."""
+    if read_record(records, record, tools, tool, args) == "unavailable":
+        records.setdefault(UNREADABLE, {})[record] = records["unavailable"][-1]
 
 
 def _step_rule(step: Step, records: dict[str, Any]) -> str | None:

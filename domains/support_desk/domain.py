@@ -17,17 +17,13 @@ from graph.domain import (
     EventWait,
     Evidence,
     FaultProfile,
-    IntegrationError,
-    PermissionDenied,
     Plan,
-    Retryable,
     Scope,
     Settings,
-    ShapeChanged,
     Step,
     ThreadFacts,
     ToolSpec,
-    Unauthorized,
+    read_record,
 )
 
 _ENTITY_PATTERNS = {
@@ -109,11 +105,11 @@ class SupportDesk:
         for record, tool, key in reads:
             if key not in entities:
                 continue
-            _read(records, record, tools, tool, {key: entities[key]})
+            read_record(records, record, tools, tool, {key: entities[key]})
         # The customer on record is the one the ticket or invoice belongs to.
         owner = (records.get("ticket") or records.get("invoice") or {}).get("customer_id")
         if owner and "customer" not in records:
-            _read(records, "customer", tools, "get_customer", {"customer_id": owner})
+            read_record(records, "customer", tools, "get_customer", {"customer_id": owner})
         return records
 
     def runbook_plan(
@@ -342,20 +338,6 @@ def _unbacked(email: Step, before: list[Step], records: dict[str, Any]) -> list[
                 amounts = ", ".join(f"{a:.2f}" for a in sorted(refunds))
                 problems.append(f"announces {said} EUR refunded, but the refund is {amounts} EUR")
     return problems
-
-
-def _read(
-    records: dict[str, Any], record: str, tools: AgentTools, tool: str, args: dict[str, str]
-) -> None:
-    """One record read: a system that is broken (or a read not granted) leaves the record
-    unavailable, which escalates; a record the system says does not exist is missing."""
-    ref = next(iter(args.values()))
-    try:
-        records[record] = tools.call(tool, args)
-    except (Retryable, ShapeChanged, PermissionDenied, Unauthorized) as err:
-        records.setdefault("unavailable", []).append(f"{ref}: {err}")
-    except IntegrationError as err:
-        records.setdefault("missing", []).append(f"{ref}: {err}")
 
 
 # -- scopes: what the manifest narrows grants to; each reads through the caller's own grants --

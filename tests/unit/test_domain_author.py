@@ -22,9 +22,10 @@ from graph.domain import (
     as_showcase,
     gated_registry,
     load_domain,
+    read_record,
     tool_registry,
 )
-from keel.errors import ConfigError, PermissionDenied, Retryable
+from keel.errors import ConfigError, Permanent, PermissionDenied, Retryable
 from keel.newdomain import new_domain
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,7 +66,7 @@ def test_an_example_domain_imports_keel_from_the_seam_alone(name: str) -> None:
 
 
 def test_a_generated_domain_imports_keel_from_the_seam_alone(tmp_path: Path) -> None:
-    folder, _ = new_domain("shelf_desk", tmp_path)
+    folder, _ = new_domain("author_desk", tmp_path)
     assert set(keel_imports(sorted(folder.rglob("*.py")))) == {SEAM}
 
 
@@ -83,7 +84,7 @@ def test_no_domain_assembles_keels_resilience_itself(folder: str) -> None:
 def test_the_seam_exports_every_name_the_domains_import_from_it(tmp_path: Path) -> None:
     import graph.domain
 
-    folder, _ = new_domain("shelf_desk", tmp_path)
+    folder, _ = new_domain("author_desk", tmp_path)
     for file in [*(REPO / "domains").rglob("*.py"), *folder.rglob("*.py")]:
         for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and node.module == SEAM:
@@ -174,3 +175,41 @@ def test_the_runtime_needs_no_showcase_and_the_demo_says_what_is_missing() -> No
         tool_registry(SupportDesk(), Settings(_env_file=None)).call(  # type: ignore[call-arg]
             "get_customer", {"customer_id": "C-1001"}, agent="validator"
         )
+
+
+class _Systems:
+    """A caller's tools whose answers are scripted by tool name."""
+
+    def __init__(self, **answers: Any) -> None:
+        self.answers = answers
+
+    def call(self, tool: str, args: dict[str, Any]) -> Any:
+        answer = self.answers[tool]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def test_a_record_read_is_filed_as_read_unavailable_or_missing() -> None:
+    tools: Any = _Systems(
+        get_order={"order_id": "O-1"},
+        get_parcel=Retryable("carrier: 503"),
+        get_invoice=PermissionDenied("no grant", rule="no-grant"),
+        get_customer=Permanent("no customer C-9"),
+    )
+    records: dict[str, Any] = {}
+    assert read_record(records, "order", tools, "get_order", {"order_id": "O-1"}) == "read"
+    assert read_record(records, "parcel", tools, "get_parcel", {"parcel_id": "P-1"}) == (
+        "unavailable"
+    )
+    assert read_record(records, "invoice", tools, "get_invoice", {"invoice_id": "I-1"}) == (
+        "unavailable"
+    )
+    assert read_record(records, "customer", tools, "get_customer", {"customer_id": "C-9"}) == (
+        "missing"
+    )
+    assert records == {
+        "order": {"order_id": "O-1"},
+        "unavailable": ["P-1: carrier: 503", "I-1: no grant"],
+        "missing": ["C-9: no customer C-9"],
+    }
