@@ -29,7 +29,6 @@ from agents.retriever import retrieve
 from agents.validator import check_plan, check_result
 from graph.approval import approve, pending_actions
 from graph.context import KeelContext, context_of, guarded_thread
-from graph.events import after_event, await_event
 from graph.state import (
     ApprovalView,
     AwaitView,
@@ -45,7 +44,8 @@ from graph.state import (
     ResultCheckView,
     RetrieverView,
 )
-from tools.guard import GuardFacts, with_taint
+from graph.waits import after_event, await_event
+from stores.guard import GuardFacts, with_taint
 
 
 def after_intake(
@@ -195,7 +195,7 @@ def build_graph(
     """Compile Keel's graph.
 
     Args:
-        checkpointer: where state persists (``graph.persistence.open_checkpointer`` gives the
+        checkpointer: where state persists (``stores.checkpoints.open_checkpointer`` gives the
             configured one); None for ``langgraph dev``, which brings its own.
         with_context_schema: declare ``KeelContext`` as the runtime context. The server build
             leaves it out: its dependencies are live objects, not a JSON form.

@@ -29,9 +29,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from graph.builder import build_graph
 from graph.context import KeelContext
-from graph.events import dispatch_events
-from graph.lease import LeaseStore, open_leases
-from graph.persistence import open_checkpointer
 from graph.run_input import check_resume, check_run_input
 from graph.state import (
     BudgetStop,
@@ -46,6 +43,7 @@ from graph.state import (
     Verdict,
 )
 from graph.status import ThreadBook, ThreadState, ThreadStatus, open_thread_book, thread_status
+from graph.waits import dispatch_events
 from graph.wire import ApprovalAnswer, KeelDecision, approval_request_of, event_wait_of
 from keel.errors import (
     BadRequest,
@@ -57,7 +55,8 @@ from keel.errors import (
     ThreadNotFound,
 )
 from keel.settings import Settings
-from observability.events import (
+from observability.otel import otel_from_environment
+from observability.record_events import (
     ApprovalAnswered,
     ApprovalRequested,
     CheckpointSaved,
@@ -65,15 +64,16 @@ from observability.events import (
     RunEnded,
     RunStarted,
 )
-from observability.otel import otel_from_environment
 from observability.recorder import Recorder, RunRecording, jsonable, model_name
 from observability.records import open_record, record_store_for
 from observability.redaction import Redactor
-from observability.store import FlightRecord, NoRecord, RunNotFound
 from observability.tracing import Tracing, run_config
-from tools.events import EventInbox
-from tools.guard import ThreadGuard
-from tools.ledger import IntentLedger
+from stores.checkpoints import open_checkpointer
+from stores.flight_record import FlightRecord, NoRecord, RunNotFound
+from stores.guard import ThreadGuard
+from stores.inbox import EventInbox
+from stores.leases import LeaseStore, open_leases
+from stores.ledger import IntentLedger
 from tools.spec import ToolRegistry
 
 Mode = Literal["run", "resume", "recover", "fork", "event"]

@@ -19,8 +19,8 @@ import time
 from typing import Any, Literal
 
 from graph.context import KeelContext
-from graph.events import dispatch_events
 from graph.state import DomainEvent
+from graph.waits import dispatch_events
 from keel.errors import KeelError
 
 ASSISTANT = "keel"
@@ -56,7 +56,7 @@ def pending_approval(client: Any, thread_id: str) -> dict[str, Any] | None:
 
 
 def waiting_for_event(client: Any, thread_id: str) -> bool:
-    """Whether a thread sleeps on an ``await_event`` interrupt (graph/events.py)."""
+    """Whether a thread sleeps on an ``await_event`` interrupt (graph/waits.py)."""
     return any(
         isinstance(item.get("value"), dict) and item["value"].get("kind") == "await_event"
         for item in _interrupts(client, thread_id)
@@ -119,7 +119,7 @@ def wait_for_run(
 def relay_events(client: Any, ctx: KeelContext) -> list[dict[str, Any]]:
     """Wake the threads that wait for the domain's new outbox events, through the engine.
 
-    The same relay as ``keel events`` (``graph.events.dispatch_events``: the inbox says who
+    The same relay as ``keel events`` (``graph.waits.dispatch_events``: the inbox says who
     waits, its cursor how far the outbox was read), but each wake-up is a run the engine queues
     (``Command(resume={"event": ...})``) and a worker executes; nothing runs the graph here.
     """
