@@ -28,7 +28,7 @@ from graph.state import (
     is_outside,
 )
 from keel.errors import IntegrationError, PermissionDenied
-from tools.guard import GuardFacts, plan_digest, with_taint
+from tools.guard import GuardFacts, plan_digest
 from tools.spec import ToolRegistry
 
 
@@ -188,8 +188,19 @@ def check_plan(state: PlanCheckView, runtime: Runtime[KeelContext]) -> dict[str,
     if verdict.ok and guarded is not None:
         # The executor runs the steps of this plan and of no other (whatever the state says).
         guarded[0].record_validated_plan(guarded[1], plan_digest(plan))
-    evidence = with_taint(state.get("evidence", []), facts.taint)
-    if verdict.ok and pending_actions(plan, state.get("approvals", {}), ctx.tools, evidence):
+    # What still needs approval, decided here once: the router and the approval node read it.
+    pending: list[int] = []
+    if verdict.ok:
+        pending = pending_actions(
+            plan,
+            state.get("approvals", {}),
+            ctx.tools,
+            facts,
+            state.get("evidence", []),
+            state.get("results", []),
+        )
+    update["pending_actions"] = pending
+    if pending:
         # Written before the approval interrupt, so Studio and raw graph users see it too.
         update["status"] = "awaiting_approval"
     return update

@@ -32,7 +32,7 @@ from graph.state import PlanCheckView, ResultCheckView, Verdict
 from keel.settings import Settings
 from retrieval.curation import Retrieval
 from retrieval.store import CorpusStore
-from tools.guard import plan_digest
+from tools.guard import GuardFacts, plan_digest
 from tools.permissions import PermissionGate
 from tools.spec import CallRequest, ToolRegistry
 
@@ -65,9 +65,19 @@ def unchecked_plan(state: PlanCheckView, runtime: Runtime[KeelContext]) -> dict[
     guarded = guarded_thread(runtime)
     if plan is not None and guarded is not None:
         guarded[0].record_validated_plan(guarded[1], plan_digest(plan))
-    if plan is not None and pending_actions(
-        plan, state.get("approvals", {}), ctx.tools, state.get("evidence", [])
-    ):
+    facts = guarded[0].facts(guarded[1]) if guarded is not None else GuardFacts()
+    pending: list[int] = []
+    if plan is not None:
+        pending = pending_actions(
+            plan,
+            state.get("approvals", {}),
+            ctx.tools,
+            facts,
+            state.get("evidence", []),
+            state.get("results", []),
+        )
+    update["pending_actions"] = pending
+    if pending:
         update["status"] = "awaiting_approval"
     return update
 

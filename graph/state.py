@@ -343,6 +343,10 @@ class KeelState(InputState, OutputState, total=False):
     result_verdict: Verdict | None
     replans: int
     cursor: int
+    pending_actions: list[int]
+    """The plan steps that still need a human's approval, as the plan check found them
+    (``graph.approval.pending_actions``): the router reads it, and the approval node asks for
+    these actions (and any more the thread guard says need one)."""
     approvals: Annotated[dict[str, Receipt], _merge]
     rejected: Annotated[list[str], operator.add]
     review: Review
@@ -399,11 +403,16 @@ class PlanCheckView(TypedDict, total=False):
     replans: int
     approvals: dict[str, Receipt]
     rejected: list[str]
+    results: list[ToolOutcome]
+    """What the thread already did: a receipt its results show as used approves nothing."""
     edits: list[Edit]
+    pending_actions: list[int]
+    """Not read: written only when it changes (``graph.builder.changes_only``)."""
 
 
 class ApprovalView(TypedDict, total=False):
     plan: Plan | None
+    pending_actions: list[int]
     request: str
     records: dict[str, Any]
     evidence: list[Evidence]

@@ -27,6 +27,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.types import Command
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from graph.approval import Decision, approval_answer
 from graph.builder import build_graph
 from graph.context import KeelContext
 from graph.events import dispatch_events
@@ -46,7 +47,7 @@ from graph.state import (
     Verdict,
 )
 from graph.status import ThreadBook, ThreadState, ThreadStatus, open_thread_book, thread_status
-from graph.wire import ApprovalAnswer, KeelDecision, approval_request_of, event_wait_of
+from graph.wire import ApprovalRequest, approval_request_of, event_wait_of
 from keel.errors import (
     BadRequest,
     ConfigError,
@@ -158,18 +159,6 @@ class RecoveryReport(BaseModel):
     @property
     def complete(self) -> bool:
         return self.refused == self.failed == self.still_stalled == 0
-
-
-class Decision(BaseModel):
-    """A human's answer to a pending approval, as the CLI takes it."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["approve", "reject", "edit"]
-    reason: str = ""
-    edit: dict[str, Any] | None = None
-    action: int | None = Field(default=None, ge=0, description="which pending action to edit")
-    reviewer: str | None = Field(default=None, description="default: KEEL_REVIEWER")
 
 
 @dataclass(frozen=True)
@@ -646,16 +635,17 @@ class KeelApp:
         return dispatch_events(self.context, resume, waiting)
 
     def resume(self, thread_id: str, decision: Decision) -> Outcome:
-        """Answer the pending approval, bound to the digests of the actions shown."""
-        current = self.show(thread_id)
-        if current.pending is None:
+        """Answer the pending approval, bound to the digests of the actions shown
+        (``graph.approval.approval_answer``)."""
+        snapshot = self._snapshot(thread_id)
+        current = self.show(thread_id, snapshot)
+        request = pending_request(thread_id, snapshot)
+        if request is None:
             raise NoPendingApproval(
                 f"thread {thread_id} is {current.status}, not awaiting approval"
             )
-        answer: ApprovalAnswer = {
-            "decisions": decisions_for(current.pending, decision),  # type: ignore[typeddict-item]
-            "reviewer": decision.reviewer or self.settings.reviewer,
-        }
+        reviewer = decision.reviewer or self.settings.reviewer
+        answer = approval_answer(request, decision.model_copy(update={"reviewer": reviewer}))
         return self.invoke_segment(Command(resume=answer), thread_id, "resume")
 
 
@@ -697,12 +687,8 @@ def outcome_of(thread_id: str, snapshot: Any, found: ThreadStatus, run_id: str |
     flight record's last run id."""
     values = snapshot.values
     pending = None
-    for intr in snapshot.interrupts:
-        if event_wait_of(intr.value) is not None:
-            continue
-        request = approval_request_of(intr.value)
-        if request is None:
-            raise KeelError(f"thread {thread_id} waits on an interrupt Keel did not raise")
+    request = pending_request(thread_id, snapshot)
+    if request is not None:
         pending = [
             PendingAction(
                 name=a["name"],
@@ -731,6 +717,23 @@ def outcome_of(thread_id: str, snapshot: Any, found: ThreadStatus, run_id: str |
         waiting=values.get("waiting"),
         budget_stop=values.get("budget_stop"),
     )
+
+
+def pending_request(thread_id: str, snapshot: Any) -> ApprovalRequest | None:
+    """The approval request the thread waits on, or None. Each interrupt is read as the type
+    it is (``graph.wire``): an event wait is not an approval, and anything else is not Keel's.
+
+    Raises:
+        KeelError: the thread waits on an interrupt Keel did not raise.
+    """
+    found = None
+    for intr in snapshot.interrupts:
+        if event_wait_of(intr.value) is not None:
+            continue
+        found = approval_request_of(intr.value)
+        if found is None:
+            raise KeelError(f"thread {thread_id} waits on an interrupt Keel did not raise")
+    return found
 
 
 @contextmanager
@@ -763,50 +766,6 @@ def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
 
 
-def decisions_for(pending: list[PendingAction], decision: Decision) -> list[KeelDecision]:
-    """One HITL decision per pending action, each carrying the digest it answers."""
-    if decision.kind == "approve":
-        return [{"type": "approve", "digest": p.digest} for p in pending]
-    if decision.kind == "reject":
-        return [
-            {"type": "reject", "message": decision.reason or "rejected", "digest": p.digest}
-            for p in pending
-        ]
-    patch = decision.edit or {}
-    if not patch:
-        raise BadRequest("--edit needs a JSON object of arguments to change")
-    if decision.action is not None:
-        if decision.action >= len(pending):
-            raise BadRequest(
-                f"there are {len(pending)} pending actions; --action {decision.action} is not one"
-            )
-        targets = [decision.action]
-    else:
-        targets = [i for i, p in enumerate(pending) if set(patch) <= set(p.args)]
-    if not targets:
-        raise BadRequest(f"no pending action has the argument(s) {sorted(patch)}")
-    if len(targets) > 1:
-        raise BadRequest(
-            f"{len(targets)} pending actions have {sorted(patch)}: choose one with --action N"
-        )
-    out: list[KeelDecision] = []
-    for i, p in enumerate(pending):
-        if i == targets[0]:
-            unknown = set(patch) - set(p.args)
-            if unknown:
-                raise BadRequest(f"{p.name} has no argument(s) {sorted(unknown)}")
-            out.append(
-                {
-                    "type": "edit",
-                    "digest": p.digest,
-                    "edited_action": {"name": p.name, "args": {**p.args, **patch}},
-                }
-            )
-        else:
-            out.append({"type": "approve", "digest": p.digest})
-    return out
-
-
 def probe_endpoint(base_url: str, timeout_s: float = 3.0) -> None:
     """A model endpoint that cannot even be connected to is a setting to fix, not a fault."""
     url = urlparse(base_url)
@@ -832,5 +791,6 @@ __all__ = [
     "Stores",
     "ThreadRecovery",
     "outcome_of",
+    "pending_request",
     "show_thread",
 ]
