@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from graph.approval import Decision, approval_answer
 from graph.builder import build_graph
 from graph.context import KeelContext
+from graph.domain import Domain
 from graph.events import dispatch_events
 from graph.lease import LeaseStore, open_leases
 from graph.persistence import open_checkpointer
@@ -232,15 +233,18 @@ class KeelApp:
         *,
         nodes: Mapping[str, Callable[..., Any]] | None = None,
         wrap_stores: StoreWrapper | None = None,
+        domain: Domain | None = None,
     ) -> Iterator[KeelApp]:
         """Open the configured checkpointer and compile the graph on it.
 
         ``nodes`` replaces agent nodes by name (see ``graph.build_graph``). ``wrap_stores``
         replaces the durable stores built from the settings by wrappers around them (see
-        ``Stores``); the crash sweep uses it to die at every write.
+        ``Stores``); the crash sweep uses it to die at every write. ``domain``: the domain the
+        caller already built from the settings (the context is built with it), when there is no
+        ``context``.
         """
         settings = settings or (context.settings if context else Settings())
-        context = context or KeelContext.from_settings(settings)
+        context = context or KeelContext.from_settings(settings, domain=domain)
         redactor = Redactor.from_settings(settings)
         tracing = Tracing(redactor)
         otel = otel_from_environment()
