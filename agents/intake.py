@@ -16,10 +16,10 @@ from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
-from agents.context import tokens
+from agents.budgeted_context import tokens
 from graph.context import KeelContext, context_of, guarded_thread
 from graph.reviewer import reviewer_of
-from graph.state import REFUSED_KEY, IntakeView, Status
+from graph.state import REFUSED_KEY, IntakeView, ThreadStatus
 
 REQUEST_MESSAGE_ID = "keel-request"
 """The id of the human message intake adds when the request came as plain ``request``."""
@@ -102,7 +102,7 @@ def unreadable(message: AnyMessage) -> str:
     return reason.removeprefix("the message ") or "could not be read"
 
 
-def follow_up_note(status: Status, *, unsure: bool = False) -> str:
+def follow_up_note(status: ThreadStatus, *, unsure: bool = False) -> str:
     """The chat answer to a message on a thread that already took its request; ``unsure``:
     the thread was escalated with actions that may have happened, checked again now."""
     if status == "awaiting_approval":

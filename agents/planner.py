@@ -31,7 +31,7 @@ from langgraph.runtime import Runtime
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agents import prompts
-from agents.context import Fact, Section, assemble, remember, render_memory, tokens
+from agents.budgeted_context import Fact, Section, assemble, remember, render_memory, tokens
 from agents.lookups import answer_lookups, lookup_schema, lookup_specs
 from agents.models import BudgetExhausted, Meter, model_name, payer_of
 from agents.outside import (

@@ -30,8 +30,8 @@ from graph.state import (
     Plan,
     RespondView,
     Reviewer,
-    Status,
     Step,
+    ThreadStatus,
     ToolOutcome,
     approval_digest,
 )
@@ -44,7 +44,7 @@ STOPPED_MID_WAY = "the run stopped before it finished, mid-way through its plan"
 
 
 def outcome_message(
-    status: Status, answer: str, *, message_id: str = OUTCOME_MESSAGE_ID, **outcome: Any
+    status: ThreadStatus, answer: str, *, message_id: str = OUTCOME_MESSAGE_ID, **outcome: Any
 ) -> AIMessage:
     """The AI message that carries a thread's outcome (``message_id``: a later account of the
     same thread, after the chat's newest message rather than in place of the first).

@@ -47,7 +47,7 @@ from graph.state import (
     ToolOutcome,
     Verdict,
 )
-from graph.status import ThreadBook, ThreadState, ThreadStatus, open_thread_book, thread_status
+from graph.status import ThreadBook, ThreadStanding, ThreadStatus, open_thread_book, thread_status
 from graph.wire import ApprovalRequest, approval_request_of, event_wait_of
 from keel.errors import (
     BadRequest,
@@ -96,7 +96,7 @@ class Outcome(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     thread_id: str
-    status: ThreadState
+    status: ThreadStatus
     stalled_at: str | None = Field(
         default=None, description="stalled or running: the node the run stopped (or is) in"
     )
@@ -124,9 +124,9 @@ class ThreadRecovery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     thread_id: str
-    before: ThreadState
+    before: ThreadStatus
     stalled_at: str | None = None
-    after: ThreadState | None = Field(default=None, description="its status after recover")
+    after: ThreadStatus | None = Field(default=None, description="its status after recover")
     refused: str | None = Field(default=None, description="why not: a live worker holds it")
     error: str | None = Field(default=None, description="recover failed: the one-line error")
 
@@ -479,17 +479,17 @@ class KeelApp:
         with _thread_named(thread_id):
             return self.graph.get_state(config)
 
-    def status(self, thread_id: str, snapshot: Any = None) -> ThreadStatus:
+    def standing(self, thread_id: str, snapshot: Any = None) -> ThreadStanding:
         """The thread's true status, from its checkpoint and its lease (``graph.status``);
         ``snapshot`` is its latest state when the caller has just read it.
 
         Example:
-            >>> app.status(thread_id).status  # a worker died mid-run  # doctest: +SKIP
+            >>> app.standing(thread_id).status  # a worker died mid-run  # doctest: +SKIP
             'stalled'
         """
         with _thread_named(thread_id):
             if self.threads is not None:
-                return self.threads.status(thread_id, snapshot)
+                return self.threads.standing(thread_id, snapshot)
             if snapshot is None:
                 snapshot = self.graph.get_state(self._config(thread_id))
             return thread_status(snapshot, thread_id)
@@ -502,7 +502,7 @@ class KeelApp:
         if not snapshot.values:
             raise ThreadNotFound(f"no thread {thread_id}")
         run_id = self.recorder.store.latest_run(thread_id) if self.recorder else None
-        return outcome_of(thread_id, snapshot, self.status(thread_id, snapshot), run_id)
+        return outcome_of(thread_id, snapshot, self.standing(thread_id, snapshot), run_id)
 
     def history(self, thread_id: str) -> list[dict[str, Any]]:
         """The thread's checkpoints, newest first: id, the node that wrote it, what runs next."""
@@ -540,7 +540,7 @@ class KeelApp:
             'done'
         """
         with self._lease(thread_id):
-            found = self.status(thread_id)
+            found = self.standing(thread_id)
             if found.status in ("awaiting_approval", "awaiting_event"):
                 raise BadRequest(
                     f"thread {thread_id} is waiting: for an approval (`keel resume`) "
@@ -552,14 +552,14 @@ class KeelApp:
                 )
             return self._segment(None, thread_id, "recover")
 
-    def stalled(self) -> list[ThreadStatus]:
+    def stalled(self) -> list[ThreadStanding]:
         """Every thread whose worker stopped mid-run (no live lease), newest first."""
-        return [t for t in self._statuses() if t.status == "stalled"]
+        return [t for t in self._standings() if t.status == "stalled"]
 
-    def _statuses(self) -> Iterator[ThreadStatus]:
+    def _standings(self) -> Iterator[ThreadStanding]:
         if self.threads is None:
             raise ConfigError("listing threads needs the app opened on a checkpointer")
-        yield from self.threads.statuses()
+        yield from self.threads.standings()
 
     def recover_all(self, progress: Callable[[ThreadRecovery], None] | None = None) -> (
         RecoveryReport
@@ -581,7 +581,7 @@ class KeelApp:
         for thread_id in self.threads.thread_ids():
             report.threads += 1
             try:
-                found = self.status(thread_id)
+                found = self.standing(thread_id)
             except ThreadNotFound:
                 continue
             report.by_status[found.status] = report.by_status.get(found.status, 0) + 1
@@ -668,7 +668,7 @@ def show_thread(settings: Settings, thread_id: str) -> Outcome:
         snapshot = book.graph.get_state({"configurable": {"thread_id": thread_id}})
         if not snapshot.values:
             raise ThreadNotFound(f"no thread {thread_id}")
-        found = book.status(thread_id, snapshot)
+        found = book.standing(thread_id, snapshot)
     return outcome_of(thread_id, snapshot, found, _latest_run(settings, thread_id))
 
 
@@ -686,7 +686,7 @@ def _latest_run(settings: Settings, thread_id: str) -> str | None:
         records.close()
 
 
-def outcome_of(thread_id: str, snapshot: Any, found: ThreadStatus, run_id: str | None) -> Outcome:
+def outcome_of(thread_id: str, snapshot: Any, found: ThreadStanding, run_id: str | None) -> Outcome:
     """The outcome a thread's latest state shows, with its status (``graph.status``) and the
     flight record's last run id."""
     values = snapshot.values

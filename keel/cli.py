@@ -596,7 +596,7 @@ def _runs(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None
         raise BadRequest("--limit must be at least 1")
     if args.stalled:
         with open_thread_book(settings) as book:
-            stalled = [t.model_dump(mode="json") for t in book.statuses() if t.status == "stalled"]
+            stalled = [t.model_dump(mode="json") for t in book.standings() if t.status == "stalled"]
         if not args.json:
             report.print_stalled(stalled)
         return {"stalled": stalled} if args.json else None
@@ -609,7 +609,7 @@ def _runs(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None
                     continue  # a fork's earlier run: its record is its history
                 # Nothing checkpointed (refused before its first step, or deleted): the record's.
                 with contextlib.suppress(ThreadNotFound):
-                    row["status"] = book.status(row["thread_id"]).status
+                    row["status"] = book.standing(row["thread_id"]).status
     finally:
         store.close()
     if not args.json:
