@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from graph.approval import spent_digests
 from graph.context import KeelContext, attempt_of, context_of, thread_of
-from graph.state import ExecutorView, Receipt, ToolOutcome, approval_digest, tainting
+from graph.state import ExecutorView, Receipt, StateUpdate, ToolOutcome, approval_digest, tainting
 from keel.errors import KeelError, PermissionDenied, StoreUnavailable
 from tools.guard import GuardFacts, plan_digest, with_taint
 from tools.provenance import Sources
@@ -78,7 +78,7 @@ def thread_facts(
     )
 
 
-def execute(state: ExecutorView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
+def execute(state: ExecutorView, runtime: Runtime[KeelContext]) -> StateUpdate:
     ctx = context_of(runtime)
     plan = state["plan"]
     assert plan is not None  # routed here only with a validated plan

@@ -30,6 +30,7 @@ from graph.state import (
     Plan,
     RespondView,
     Reviewer,
+    StateUpdate,
     Step,
     ThreadStatus,
     ToolOutcome,
@@ -206,7 +207,7 @@ def _rejection_note(answer: str, reviewer: Reviewer | None) -> str:
     return note.removesuffix(". Nothing irreversible was done.").strip()
 
 
-def respond(state: RespondView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
+def respond(state: RespondView, runtime: Runtime[KeelContext]) -> StateUpdate:
     ctx = context_of(runtime)
     thread_id = thread_of(runtime)
     plan = state.get("plan")
@@ -245,7 +246,7 @@ def _rejection(ctx: KeelContext, thread_id: str, state: RespondView, answer: str
     return "\n".join([*lines, where_to_look(thread_id)])
 
 
-def escalate(state: EscalateView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
+def escalate(state: EscalateView, runtime: Runtime[KeelContext]) -> StateUpdate:
     ctx = context_of(runtime)
     thread_id = thread_of(runtime)
     plan = state.get("plan")

@@ -22,6 +22,7 @@ from graph.state import (
     Plan,
     PlanCheckView,
     ResultCheckView,
+    StateUpdate,
     Step,
     Verdict,
     approval_digest,
@@ -125,7 +126,7 @@ def unavailable(tool: str, tools: ToolRegistry) -> str | None:
     return f"{spec.integration} is down (circuit open) and no fallback is available"
 
 
-def check_plan(state: PlanCheckView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
+def check_plan(state: PlanCheckView, runtime: Runtime[KeelContext]) -> StateUpdate:
     ctx = context_of(runtime)
     plan = state.get("plan")
     replans = state.get("replans", 0)
@@ -176,7 +177,7 @@ def check_plan(state: PlanCheckView, runtime: Runtime[KeelContext]) -> dict[str,
         )
         reasons += ctx.domain.plan_rules(plan, records)
     verdict = Verdict(stage="plan", ok=not reasons, reasons=reasons)
-    update: dict[str, Any] = {
+    update: StateUpdate = {
         "plan_verdict": verdict,
         "replans": replans + (0 if verdict.ok else 1),
     }
@@ -206,7 +207,7 @@ def check_plan(state: PlanCheckView, runtime: Runtime[KeelContext]) -> dict[str,
     return update
 
 
-def check_result(state: ResultCheckView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
+def check_result(state: ResultCheckView, runtime: Runtime[KeelContext]) -> StateUpdate:
     ctx = context_of(runtime)
     plan = state["plan"]
     assert plan is not None  # the executor only runs validated plans
@@ -231,7 +232,7 @@ def check_result(state: ResultCheckView, runtime: Runtime[KeelContext]) -> dict[
                 f"step {outcome.step + 1} ({step.tool}) ran, but could not be verified: {err}"
             ]
     verdict = Verdict(stage="result", ok=not reasons, reasons=reasons, step=outcome.step)
-    update: dict[str, Any] = {"result_verdict": verdict}
+    update: StateUpdate = {"result_verdict": verdict}
     if verdict.ok and outcome.output is not None:
         wait = ctx.domain.awaited_event(step, outcome.step, outcome.output)
         if wait is not None:

@@ -28,7 +28,7 @@ from langgraph.runtime import Runtime
 
 from graph.approval import pending_actions
 from graph.context import KeelContext, context_of, guarded_thread
-from graph.state import PlanCheckView, ResultCheckView, Verdict
+from graph.state import PlanCheckView, ResultCheckView, StateUpdate, Verdict
 from keel.settings import Settings
 from retrieval.curation import Retrieval
 from retrieval.store import CorpusStore
@@ -57,11 +57,11 @@ class OpenGate(PermissionGate):
         return None
 
 
-def unchecked_plan(state: PlanCheckView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
+def unchecked_plan(state: PlanCheckView, runtime: Runtime[KeelContext]) -> StateUpdate:
     """The plan check with no checks: whatever is planned runs (approvals still asked)."""
     ctx = context_of(runtime)
     plan = state.get("plan")
-    update: dict[str, Any] = {"plan_verdict": Verdict(stage="plan", ok=plan is not None)}
+    update: StateUpdate = {"plan_verdict": Verdict(stage="plan", ok=plan is not None)}
     guarded = guarded_thread(runtime)
     if plan is not None and guarded is not None:
         guarded[0].record_validated_plan(guarded[1], plan_digest(plan))
@@ -82,7 +82,7 @@ def unchecked_plan(state: PlanCheckView, runtime: Runtime[KeelContext]) -> dict[
     return update
 
 
-def unchecked_result(state: ResultCheckView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
+def unchecked_result(state: ResultCheckView, runtime: Runtime[KeelContext]) -> StateUpdate:
     """The result check with no post-conditions: only a call that failed stops the run."""
     outcome = state["results"][-1]
     reasons = [] if outcome.ok else [f"step {outcome.step + 1} failed: {outcome.error}"]

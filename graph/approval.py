@@ -72,6 +72,7 @@ from graph.state import (
     Plan,
     Receipt,
     Reviewer,
+    StateUpdate,
     Step,
     ToolOutcome,
     approval_digest,
@@ -448,7 +449,7 @@ def _sources_in_words(traced: dict[str, ArgumentProvenance]) -> str:
 
 def approve(
     state: ApprovalView, config: RunnableConfig, runtime: Runtime[KeelContext]
-) -> dict[str, Any]:
+) -> StateUpdate:
     ctx = context_of(runtime)
     plan = state["plan"]
     assert plan is not None
@@ -491,7 +492,7 @@ def _digest(step: Step) -> str:
     return approval_digest(step.tool, step.args)
 
 
-def _rejection_holds(steps: list[Step]) -> dict[str, Any]:
+def _rejection_holds(steps: list[Step]) -> StateUpdate:
     """A rejected action is never asked for again in its thread, whatever the state says."""
     actions = "; ".join(f"{s.tool} {s.args}" for s in steps)
     return {
@@ -511,7 +512,7 @@ def read_decisions(
     reviewer: Reviewer | None = None,
     log: ReviewLog | None = None,
     facts: GuardFacts | None = None,
-) -> dict[str, Any]:
+) -> StateUpdate:
     """Turn a human's answer into receipts, rejections or edits; refuse anything else.
 
     The answer is read as an ``ApprovalAnswer`` whose fields are closed: a resume payload answers
@@ -633,7 +634,7 @@ def read_decisions(
                 thread_id, ReviewEntry("acknowledged", key, by=reviewer.name, revision=revision)
             )
         return _invalid(refused)
-    update: dict[str, Any] = {
+    update: StateUpdate = {
         "approvals": receipts,
         "reviewed_by": reviewer,
         "review": "edited" if edits else "approved",
@@ -698,5 +699,5 @@ def typed_like(original: dict[str, Any], edited: dict[str, Any]) -> dict[str, An
     return out
 
 
-def _invalid(reason: str) -> dict[str, Any]:
+def _invalid(reason: str) -> StateUpdate:
     return {"review": "invalid", "review_note": f"previous answer refused: {reason}"}

@@ -369,6 +369,11 @@ class KeelState(InputState, OutputState, total=False):
     """The budget that stopped the planner's model on its last pass, if one did."""
 
 
+class StateUpdate(KeelState, total=False):
+    """What a node returns: a partial update of the state, any of its channels and nothing else,
+    so a misspelled channel is a type error (every node of ``graph.builder`` returns one)."""
+
+
 class IntakeView(TypedDict, total=False):
     request: str
     messages: Messages
