@@ -329,26 +329,30 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any] | None:
     # The domain decides the corpus and manifest defaults, so it is given at construction.
     settings = Settings(domain=args.domain) if getattr(args, "domain", None) else Settings()
     overrides: dict[str, Any] = {}
+    domain: Domain | None = None  # built once, here or by the verb, and shared from then on
     if getattr(args, "faults", None) is not None:
         from graph.domain import load_domain
         from tools.faults import profile_named
 
         # A bad profile is one clear line, before anything runs; the domain's own names count.
-        profile_named(args.faults, load_domain(settings.domain).fault_profiles())
+        domain = load_domain(settings.domain)
+        profile_named(args.faults, domain.fault_profiles())
         overrides["faults"] = args.faults
     if getattr(args, "fault_seed", None) is not None:
         overrides["fault_seed"] = args.fault_seed
     settings = settings.model_copy(update=overrides) if overrides else settings
     handler = _json_logs(settings)
     try:
-        return _command(args, settings)
+        return _command(args, settings, domain)
     finally:
         for name in LOGGED:
             logging.getLogger(name).removeHandler(handler)
         handler.close()
 
 
-def _command(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None:
+def _command(
+    args: argparse.Namespace, settings: Settings, domain: Domain | None = None
+) -> dict[str, Any] | None:
     from graph.domain import gated_registry, load_domain
     from keel import report
     from keel.app import Decision, KeelApp, show_thread
@@ -367,7 +371,7 @@ def _command(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | N
         return (
             outcome.model_dump(mode="json") | {"spend": spend.model_dump()} if args.json else None
         )
-    domain = load_domain(settings.domain)
+    domain = domain or load_domain(settings.domain)
     if args.command == "seed" or (args.command == "domain" and args.verb == "seed"):
         from graph.context import inbox_for
 
@@ -428,7 +432,7 @@ def _command(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | N
 
         return run_demo(settings, as_json=args.json)
 
-    with KeelApp.open(settings) as app:
+    with KeelApp.open(settings, domain=domain) as app:
         if args.command == "replay":
             from pathlib import Path
 
@@ -592,7 +596,7 @@ def _runs(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None
         raise BadRequest("--limit must be at least 1")
     if args.stalled:
         with open_thread_book(settings) as book:
-            stalled = [t.model_dump(mode="json") for t in book.statuses() if t.status == "stalled"]
+            stalled = [t.model_dump(mode="json") for t in book.standings() if t.status == "stalled"]
         if not args.json:
             report.print_stalled(stalled)
         return {"stalled": stalled} if args.json else None
@@ -605,7 +609,7 @@ def _runs(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None
                     continue  # a fork's earlier run: its record is its history
                 # Nothing checkpointed (refused before its first step, or deleted): the record's.
                 with contextlib.suppress(ThreadNotFound):
-                    row["status"] = book.status(row["thread_id"]).status
+                    row["status"] = book.standing(row["thread_id"]).status
     finally:
         store.close()
     if not args.json:
