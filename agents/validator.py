@@ -1,7 +1,7 @@
 """Validator: deterministic checks between stages, the plan before it runs and each result after.
 
 It only reads, but for one record: a plan it passes is written to the thread guard
-(``tools.guard``), where the executor looks for it before each step. A refused plan goes back to
+(``stores.guard``), where the executor looks for it before each step. A refused plan goes back to
 the planner with reasons, a bounded number of times; a failed result escalates, because what
 already ran cannot be un-run.
 """
@@ -29,7 +29,7 @@ from graph.state import (
     is_outside,
 )
 from keel.errors import IntegrationError, PermissionDenied
-from tools.guard import GuardFacts, plan_digest
+from stores.guard import GuardFacts, plan_digest
 from tools.spec import ToolRegistry
 
 

@@ -32,7 +32,7 @@ from graph.state import PlanCheckView, ResultCheckView, StateUpdate, Verdict
 from keel.settings import Settings
 from retrieval.curation import Retrieval
 from retrieval.store import CorpusStore
-from tools.guard import GuardFacts, plan_digest
+from stores.guard import GuardFacts, plan_digest
 from tools.permissions import PermissionGate
 from tools.spec import CallRequest, ToolRegistry
 

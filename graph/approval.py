@@ -31,7 +31,7 @@ them last. A request's revision is the previous request's when its digests are t
 more when they differ; ``changed_by`` is then the proposer of the last edit proposed in between,
 or empty when they changed otherwise (planned again, a state write, a fork). The history that
 decides this (requests shown, edits proposed, refusals seen) is kept outside the checkpoint
-(``graph.review_log``), so writing the review channels of the state changes none of it.
+(``stores.review_log``), so writing the review channels of the state changes none of it.
 
 An answer is exact when it names the pending ``request_id`` or when every decision names its
 digest (``keel resume`` always does; so can Studio's raw resume): it answers these actions and
@@ -63,7 +63,6 @@ from langgraph.types import interrupt
 from pydantic import BaseModel, ConfigDict, Field
 
 from graph.context import KeelContext, context_of, thread_of
-from graph.review_log import MemoryReviewLog, ReviewEntry, ReviewLog
 from graph.reviewer import UNAUTHENTICATED, answer_refusal, reviewer_of
 from graph.state import (
     ApprovalView,
@@ -90,7 +89,8 @@ from graph.wire import (
     decision_of,
 )
 from keel.errors import BadRequest
-from tools.guard import GuardFacts, with_taint
+from stores.guard import GuardFacts, with_taint
+from stores.review_log import MemoryReviewLog, ReviewEntry, ReviewLog
 from tools.permissions import PermissionGate
 from tools.provenance import Sources, refusal
 from tools.spec import ToolRegistry
@@ -393,7 +393,7 @@ _PROCESS_LOG = MemoryReviewLog()
 
 
 def review_log_of(ctx: KeelContext) -> ReviewLog:
-    """Where the thread's approval history is kept (``graph.review_log``)."""
+    """Where the thread's approval history is kept (``stores.review_log``)."""
     return ctx.reviews if ctx.reviews is not None else _PROCESS_LOG
 
 

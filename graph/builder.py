@@ -29,7 +29,6 @@ from agents.retriever import retrieve
 from agents.validator import check_plan, check_result
 from graph.approval import approve
 from graph.context import KeelContext, context_of
-from graph.events import after_event, await_event
 from graph.state import (
     ApprovalView,
     AwaitView,
@@ -45,6 +44,7 @@ from graph.state import (
     ResultCheckView,
     RetrieverView,
 )
+from graph.waits import after_event, await_event
 
 
 def after_intake(
@@ -189,7 +189,7 @@ def build_graph(
     """Compile Keel's graph.
 
     Args:
-        checkpointer: where state persists (``graph.persistence.open_checkpointer`` gives the
+        checkpointer: where state persists (``stores.checkpoints.open_checkpointer`` gives the
             configured one); None for ``langgraph dev``, which brings its own.
         with_context_schema: declare ``KeelContext`` as the runtime context. The server build
             leaves it out: its dependencies are live objects, not a JSON form.

@@ -23,12 +23,12 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from pydantic import BaseModel, ConfigDict, Field
 
 from graph.builder import build_graph
-from graph.lease import LeaseStore, open_leases
-from graph.persistence import open_checkpointer, thread_ids
 from graph.state import ThreadStatus
 from graph.wire import event_wait_of
 from keel.errors import ThreadNotFound
 from keel.settings import Settings
+from stores.checkpoints import open_checkpointer, thread_ids
+from stores.leases import LeaseStore, open_leases
 
 FINISHED: tuple[ThreadStatus, ...] = ("done", "refused", "escalated")
 WAITING: tuple[ThreadStatus, ...] = ("awaiting_approval", "awaiting_event")
@@ -113,7 +113,7 @@ class ThreadBook:
     Args:
         graph: Keel's graph compiled on ``saver`` (no runtime context is needed to read state).
         saver: the checkpointer.
-        leases: the lease store beside it (``graph.lease.open_leases``).
+        leases: the lease store beside it (``stores.leases.open_leases``).
     """
 
     def __init__(self, graph: Any, saver: BaseCheckpointSaver[Any], leases: LeaseStore) -> None:

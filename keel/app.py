@@ -31,9 +31,6 @@ from graph.approval import Decision, approval_answer
 from graph.builder import build_graph
 from graph.context import KeelContext
 from graph.domain import Domain
-from graph.events import dispatch_events
-from graph.lease import LeaseStore, open_leases
-from graph.persistence import open_checkpointer
 from graph.run_input import check_resume, check_run_input
 from graph.state import (
     BudgetStop,
@@ -48,6 +45,7 @@ from graph.state import (
     Verdict,
 )
 from graph.status import ThreadBook, ThreadStanding, ThreadStatus, open_thread_book, thread_status
+from graph.waits import dispatch_events
 from graph.wire import ApprovalRequest, approval_request_of, event_wait_of
 from keel.errors import (
     BadRequest,
@@ -59,7 +57,8 @@ from keel.errors import (
     ThreadNotFound,
 )
 from keel.settings import Settings
-from observability.events import (
+from observability.otel import otel_from_environment
+from observability.record_events import (
     ApprovalAnswered,
     ApprovalRequested,
     CheckpointSaved,
@@ -67,15 +66,16 @@ from observability.events import (
     RunEnded,
     RunStarted,
 )
-from observability.otel import otel_from_environment
 from observability.recorder import Recorder, RunRecording, jsonable, model_name
 from observability.records import open_record, record_store_for
 from observability.redaction import Redactor
-from observability.store import FlightRecord, NoRecord, RunNotFound
 from observability.tracing import Tracing, run_config
-from tools.events import EventInbox
-from tools.guard import ThreadGuard
-from tools.ledger import IntentLedger
+from stores.checkpoints import open_checkpointer
+from stores.flight_record import FlightRecord, NoRecord, RunNotFound
+from stores.guard import ThreadGuard
+from stores.inbox import EventInbox
+from stores.leases import LeaseStore, open_leases
+from stores.ledger import IntentLedger
 from tools.spec import ToolRegistry
 
 Mode = Literal["run", "resume", "recover", "fork", "event"]

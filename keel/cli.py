@@ -22,7 +22,7 @@ from keel.errors import BadRequest, KeelError
 if TYPE_CHECKING:
     from graph.domain import Domain
     from keel.settings import Settings
-    from tools.budgets import ThreadSpend
+    from stores.budgets import ThreadSpend
 
 EXIT_ERROR = 2
 EXIT_BUG = 1
@@ -538,7 +538,7 @@ def _record_view(args: argparse.Namespace, settings: Settings) -> dict[str, Any]
 def _thread_spend(settings: Settings, thread_id: str) -> ThreadSpend:
     """A thread's spend on models and what its budgets have left (``keel show``)."""
     from agents.models import budget_store_for
-    from tools.budgets import thread_spend
+    from stores.budgets import thread_spend
 
     store = budget_store_for(settings)
     try:
@@ -551,7 +551,7 @@ def _usage(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | Non
     """What the budget store holds: running totals (held reservations at their worst case) and,
     for one thread, its calls."""
     from agents.models import budget_store_for, describe_spend
-    from tools.budgets import usage_rows
+    from stores.budgets import usage_rows
 
     store = budget_store_for(settings)
     named = [(s, w) for s, w in (("thread", args.thread), ("user", args.user),

@@ -21,8 +21,8 @@ from typing import Any, Literal
 
 from graph.approval import Decision, approval_answer
 from graph.context import KeelContext
-from graph.events import dispatch_events
 from graph.state import DomainEvent
+from graph.waits import dispatch_events
 from graph.wire import ApprovalRequest, approval_request_of, event_wait_of
 from keel.errors import KeelError
 
@@ -60,7 +60,7 @@ def pending_approval(client: Any, thread_id: str) -> ApprovalRequest | None:
 
 
 def waiting_for_event(client: Any, thread_id: str) -> bool:
-    """Whether a thread sleeps on an event wait (``graph/events.py``), read as its type."""
+    """Whether a thread sleeps on an event wait (``graph/waits.py``), read as its type."""
     return any(
         event_wait_of(item.get("value")) is not None for item in _interrupts(client, thread_id)
     )
@@ -127,7 +127,7 @@ def wait_for_run(
 def relay_events(client: Any, ctx: KeelContext) -> list[dict[str, Any]]:
     """Wake the threads that wait for the domain's new outbox events, through the engine.
 
-    The same relay as ``keel events`` (``graph.events.dispatch_events``: the inbox says who
+    The same relay as ``keel events`` (``graph.waits.dispatch_events``: the inbox says who
     waits, its cursor how far the outbox was read), but each wake-up is a run the engine queues
     (``Command(resume={"event": ...})``) and a worker executes; nothing runs the graph here.
     """

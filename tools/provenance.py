@@ -36,7 +36,7 @@ argument must be traced to the request or a trusted record, or the call is refus
 
 What an API caller could forge: the check is recomputed by the gate at the moment of the call
 (``ThreadFacts.sources``, built by the executor), never read from a field a client sent. The
-outside side comes from the thread guard's recorded taint (``tools.guard``), append-only outside
+outside side comes from the thread guard's recorded taint (``stores.guard``), append-only outside
 the checkpoint, so erasing evidence from the state hides nothing. The exemptions (the request and
 the records) come from the state: only a caller allowed to write state (on a server, an operator;
 locally, whoever runs Keel, who is every role) can change them, and text a model reads cannot.

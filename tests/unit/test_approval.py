@@ -14,8 +14,8 @@ from graph.approval import approval_request, pending_actions, read_decisions
 from graph.context import KeelContext
 from graph.state import approval_digest
 from keel.settings import Settings
+from stores.guard import GuardFacts
 from tests.builders import plan
-from tools.guard import GuardFacts
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 

@@ -16,8 +16,8 @@ from graph.approval import approval_request, pending_actions, read_decisions
 from graph.context import KeelContext
 from graph.wire import approval_request_of, event_wait_of
 from keel.settings import Settings
+from stores.guard import GuardFacts
 from tests.builders import evidence, plan
-from tools.guard import GuardFacts
 
 
 @pytest.fixture

@@ -101,7 +101,7 @@ def dispatch_events(
         One entry per event read: its type, key, and the threads it woke.
 
     Raises:
-        RelayBusy: another relay kept the inbox longer than ``tools.events.RELAY_WAIT_S``.
+        RelayBusy: another relay kept the inbox longer than ``stores.inbox.RELAY_WAIT_S``.
     """
     if ctx.inbox is None:
         return []
