@@ -7,6 +7,12 @@ and the answer an ``ApprovalAnswer`` (``graph/wire.py``: LangChain's ``HITLReque
 ``digest`` it answers (``keel resume`` always sends it): one that does not match the pending
 action is refused as stale.
 
+Each decision is made in one place here. ``pending_actions`` says which actions still need an
+approval (with ``spent_digests``, the receipts already used as the thread guard holds them); the
+plan check writes its finding to the state, the router reads it, and this node asks for it and
+for anything more the guard says needs one. ``approval_answer`` builds an answer from a request
+and a ``Decision``, for ``KeelApp.resume`` and for the engine client (``keel.engine``) alike.
+
 Agent Chat UI's human-in-the-loop panel sends exactly LangChain's shape, with no digest and no
 reviewer: ``{"decisions": [{"type": "approve"}]}``, ``{"type": "reject", "message": ...}``, or
 ``{"type": "edit", "edited_action": {"name": ..., "args": ...}}`` (one per action, in order; its

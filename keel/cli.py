@@ -430,7 +430,7 @@ def _command(
     if args.command == "demo":
         from keel.demo import run_demo
 
-        return run_demo(settings, as_json=args.json)
+        return run_demo(settings, as_json=args.json, domain=domain)
 
     with KeelApp.open(settings, domain=domain) as app:
         if args.command == "replay":
