@@ -36,10 +36,10 @@ def test_a_malformed_question_file_names_the_problem(tmp_path: Path) -> None:
 def test_the_checkpoint_bench_says_why_when_postgres_is_not_there(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import evals.servers
+    import keel.servers
     from evals.bench_checkpoint import bench_checkpoint
 
-    monkeypatch.setattr(evals.servers, "postgres_bin", lambda: None)
+    monkeypatch.setattr(keel.servers, "postgres_bin", lambda: None)
     figures = bench_checkpoint(settings, writes=5)
     assert figures["sqlite"]["put_p50_ms"] > 0
     assert "make postgres" in figures["postgres"]["skipped"]

@@ -6,7 +6,10 @@ of every layer would escape that check, so this test fails when one is added wit
 
 from __future__ import annotations
 
+import json
 import pkgutil
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -44,3 +47,31 @@ def test_package_inits_import_only_their_own_package() -> None:
     for package in MACHINERY:
         imported = graph.find_modules_directly_imported_by(package)
         assert {m for m in imported if m.split(".")[0] != package} == set(), package
+
+
+SERVED = ("keel.serve", "keel.servers", "graph.studio", "graph.serve_app", "graph.serve_auth")
+"""What ``make serve`` runs (``python -m keel.serve``) and what Aegra's processes load."""
+
+
+def _evals_loaded_by(*modules: str) -> list[str]:
+    """The ``evals`` modules a fresh interpreter holds after importing ``modules`` (imports made
+    at run time included, which ``lint-imports`` cannot see)."""
+    code = (
+        f"import sys, json, {', '.join(modules)}\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] == 'evals')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    loaded: list[str] = json.loads(out.stdout)
+    return loaded
+
+
+def test_serving_imports_nothing_from_the_evals() -> None:
+    """Serving is product code: a deployment never loads the benchmark package (the static
+    contract is in pyproject's [tool.importlinter]; this checks the running interpreter)."""
+    assert _evals_loaded_by(*SERVED) == []
+
+
+def test_the_scale_demo_loads_only_its_own_driver_from_the_evals() -> None:
+    assert _evals_loaded_by("evals.scale_demo") == ["evals", "evals.scale_demo"]
