@@ -52,8 +52,8 @@ def ran(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     names: list[str] = []
 
-    def suite(name: str) -> evals.runner.Suite:
-        return lambda settings, progress: names.append(name) or {"score": 1.0}
+    def suite(name: str) -> evals.runner.EvalSuite:
+        return lambda settings, options, progress: names.append(name) or {"score": 1.0}
 
     monkeypatch.setattr(evals.runner, "SUITES", {n: suite(n) for n in ("faults", "crashes")})
     return names

@@ -75,3 +75,64 @@ def test_serving_imports_nothing_from_the_evals() -> None:
 
 def test_the_scale_demo_loads_only_its_own_driver_from_the_evals() -> None:
     assert _evals_loaded_by("evals.scale_demo") == ["evals", "evals.scale_demo"]
+
+
+def _cycles(graph: grimp.ImportGraph) -> list[list[str]]:
+    """The import cycles among ``graph``'s modules: its strongly connected components of more
+    than one module (Tarjan's algorithm, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+    for root in sorted(graph.modules):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph.find_modules_directly_imported_by(root))))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            module, imported = work[-1]
+            for other in imported:
+                if other not in index:
+                    index[other] = low[other] = len(index)
+                    stack.append(other)
+                    on_stack.add(other)
+                    work.append(
+                        (other, iter(sorted(graph.find_modules_directly_imported_by(other))))
+                    )
+                    break
+                if other in on_stack:
+                    low[module] = min(low[module], index[other])
+            else:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[module])
+                if low[module] == index[module]:
+                    component = []
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        component.append(member)
+                        if member == module:
+                            break
+                    if len(component) > 1:
+                        cycles.append(sorted(component))
+    return cycles
+
+
+def test_no_import_cycle_runs_through_the_template_its_evals_or_its_domains() -> None:
+    """Every import counts, those inside functions too: a cycle across packages (the CLI that
+    loaded the evals that called the CLI) is found here, where the layers and the acyclic
+    contract of pyproject.toml look inside one package at a time."""
+    graph = grimp.build_graph(*MACHINERY, "evals", "domains")
+    assert _cycles(graph) == []
+
+
+def test_a_cycle_is_found() -> None:
+    graph = grimp.ImportGraph()
+    for importer, imported in (("a.cli", "b.verbs"), ("b.verbs", "b.worker"),
+                               ("b.worker", "a.cli"), ("b.worker", "a.settings")):  # fmt: skip
+        graph.add_import(importer=importer, imported=imported)
+    assert _cycles(graph) == [["a.cli", "b.verbs", "b.worker"]]
