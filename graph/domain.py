@@ -35,9 +35,9 @@ from keel.errors import (
     Unauthorized,
 )
 from keel.settings import Settings
-from keel.sqlitefile import SqliteFile, schema_gaps
 from keel.yamlfile import load_reviewed
-from tools.breakers import SqliteBreakerStore
+from stores.breakers import SqliteBreakerStore
+from stores.sqlitefile import SqliteFile, schema_gaps
 from tools.faults import PROFILES, FaultInjector, FaultProfile, profile_named
 from tools.permissions import ReceiptSigner, Scope, open_gate
 from tools.resilience import RetryPolicy
