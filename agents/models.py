@@ -42,7 +42,7 @@ from graph.reviewer import AUTH_USER_KEY, reviewer_of, team_of
 from graph.state import BudgetStop
 from keel.errors import KeelError
 from keel.settings import Settings
-from stores.budgets import BudgetStore, Spend, SqliteBudgetStore
+from stores.budgets import Budgets, Spend, SqliteBudgets
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -127,7 +127,7 @@ class Meter:
     Example:
         >>> from langchain_core.language_models import FakeListChatModel
         >>> import tempfile; from pathlib import Path
-        >>> store = SqliteBudgetStore(Path(tempfile.mkdtemp()) / "budgets.sqlite")
+        >>> store = SqliteBudgets(Path(tempfile.mkdtemp()) / "budgets.sqlite")
         >>> meter = Meter(store, budgets=[BudgetRule(scope="thread", calls=1)])
         >>> payer = Payer(thread_id="t-1", user="ann", team="keel")
         >>> meter.invoke(FakeListChatModel(responses=["hi"]), "hello", model="m",
@@ -142,7 +142,7 @@ class Meter:
 
     def __init__(
         self,
-        store: BudgetStore | None,
+        store: Budgets | None,
         *,
         prices: PriceTable | None = None,
         budgets: Sequence[BudgetRule] = (),
@@ -317,13 +317,13 @@ def payer_of(config: RunnableConfig | None, thread_id: str, settings: Settings) 
     )
 
 
-def budget_store_for(settings: Settings) -> BudgetStore:
+def budget_store_for(settings: Settings) -> Budgets:
     """The budget store beside the checkpoints: Postgres when they are there, else SQLite."""
     if settings.postgres_url is None:
-        return SqliteBudgetStore(settings.budgets_db)
-    from stores.budgets_postgres import PostgresBudgetStore  # psycopg only when configured
+        return SqliteBudgets(settings.budgets_db)
+    from stores.budgets_postgres import PostgresBudgets  # psycopg only when configured
 
-    return PostgresBudgetStore(
+    return PostgresBudgets(
         settings.postgres_url.get_secret_value(),
         connect_timeout_s=settings.postgres_connect_timeout_s,
         pool_size=settings.postgres_pool_size,  # the process's stores share one pool this size
@@ -331,7 +331,7 @@ def budget_store_for(settings: Settings) -> BudgetStore:
     )
 
 
-def meter_for(settings: Settings, store: BudgetStore | None = None) -> Meter:
+def meter_for(settings: Settings, store: Budgets | None = None) -> Meter:
     """The meter the settings describe, on the configured store."""
     return Meter(
         store if store is not None else budget_store_for(settings),

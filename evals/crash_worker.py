@@ -52,7 +52,7 @@ from graph.status import FINISHED
 from keel.app import Decision, KeelApp, Stores, StoreWrapper
 from keel.settings import Settings
 from stores.checkpoints import open_checkpointer
-from stores.ledger import IntentLedger
+from stores.ledger import Ledger
 from tools.spec import ToolSpec
 
 RequestName = Literal["refund", "bank_refund", "billing_email", "close_ticket"]
@@ -196,7 +196,7 @@ def counting(wire: Tripwire) -> StoreWrapper:
         stores.tools.wrap_specs(lambda spec: counted_spec(spec, wire))
         return Stores(
             checkpointer=counted_saver(stores.checkpointer, wire),
-            ledger=cast(IntentLedger, _Counted(stores.ledger, wire, "ledger", LEDGER_READS))
+            ledger=cast(Ledger, _Counted(stores.ledger, wire, "ledger", LEDGER_READS))
             if stores.ledger is not None
             else None,
             inbox=cast(Any, _Counted(stores.inbox, wire, "inbox", INBOX_READS))

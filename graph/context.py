@@ -20,9 +20,9 @@ from graph.domain import Domain, gated_registry, load_domain
 from keel.settings import Settings
 from retrieval.embeddings import embedder_for
 from retrieval.store import CorpusStore
-from stores.guard import SqliteThreadGuard, ThreadGuard
-from stores.inbox import EventInbox
-from stores.ledger import IntentLedger
+from stores.guard import Guard, SqliteGuard
+from stores.inbox import Inbox, SqliteInbox
+from stores.ledger import Ledger, SqliteLedger
 from stores.review_log import ReviewLog, StoredReviewLog
 from tools.spec import ToolRegistry
 
@@ -60,9 +60,9 @@ class KeelContext:
     domain: Domain
     tools: ToolRegistry
     store: CorpusStore
-    ledger: IntentLedger | None = None
-    inbox: EventInbox | None = None
-    guard: ThreadGuard | None = None
+    ledger: Ledger | None = None
+    inbox: Inbox | None = None
+    guard: Guard | None = None
     planner_model: BaseChatModel | None = None
     fallback_model: BaseChatModel | None = None
     clock: Callable[[], datetime] = field(default=_utc_now)
@@ -128,47 +128,47 @@ def serving_context(settings: Settings | None = None) -> KeelContext:
     return context
 
 
-def _ledger_for(settings: Settings) -> IntentLedger:
+def _ledger_for(settings: Settings) -> Ledger:
     """The intent ledger beside the checkpoints: Postgres when they are there, else SQLite."""
     if settings.postgres_url is None:
-        return IntentLedger(settings.intent_db)
-    from stores.ledger_postgres import PostgresIntentLedger  # psycopg only when configured
+        return SqliteLedger(settings.intent_db)
+    from stores.ledger_postgres import PostgresLedger  # psycopg only when configured
 
-    return PostgresIntentLedger(
+    return PostgresLedger(
         settings.postgres_url.get_secret_value(),
         connect_timeout_s=settings.postgres_connect_timeout_s,
         behind_pooler=settings.postgres_behind_pooler,
     )
 
 
-def guard_for(settings: Settings) -> ThreadGuard:
+def guard_for(settings: Settings) -> Guard:
     """The thread guard beside the intent ledger: in its SQLite file, or in the Postgres database
     of the checkpoints when they are there."""
     if settings.postgres_url is None:
-        return SqliteThreadGuard(settings.intent_db)
-    from stores.guard_postgres import PostgresThreadGuard  # psycopg only when configured
+        return SqliteGuard(settings.intent_db)
+    from stores.guard_postgres import PostgresGuard  # psycopg only when configured
 
-    return PostgresThreadGuard(
+    return PostgresGuard(
         settings.postgres_url.get_secret_value(),
         connect_timeout_s=settings.postgres_connect_timeout_s,
         behind_pooler=settings.postgres_behind_pooler,
     )
 
 
-def review_log_for(settings: Settings, guard: ThreadGuard | None = None) -> ReviewLog:
+def review_log_for(settings: Settings, guard: Guard | None = None) -> ReviewLog:
     """The threads' approval history, in the thread guard's store (``guard``, else the one the
     settings pick): beside the intent ledger, in PostgreSQL when the checkpoints are there, so
     the workers of every machine share it."""
     return StoredReviewLog(guard if guard is not None else guard_for(settings))
 
 
-def inbox_for(settings: Settings) -> EventInbox:
+def inbox_for(settings: Settings) -> Inbox:
     """The event inbox beside the checkpoints: Postgres when they are there, else SQLite."""
     if settings.postgres_url is None:
-        return EventInbox(settings.events_db)
-    from stores.inbox_postgres import PostgresEventInbox  # psycopg only when configured
+        return SqliteInbox(settings.events_db)
+    from stores.inbox_postgres import PostgresInbox  # psycopg only when configured
 
-    return PostgresEventInbox(
+    return PostgresInbox(
         settings.postgres_url.get_secret_value(),
         connect_timeout_s=settings.postgres_connect_timeout_s,
         behind_pooler=settings.postgres_behind_pooler,
@@ -231,7 +231,7 @@ def thread_of(runtime: Runtime[KeelContext]) -> str:
     return info.thread_id
 
 
-def guarded_thread(runtime: Runtime[KeelContext]) -> tuple[ThreadGuard, str] | None:
+def guarded_thread(runtime: Runtime[KeelContext]) -> tuple[Guard, str] | None:
     """The thread guard and this run's thread, or None: no guard (a replay), or a node called
     outside a graph run (a benchmark, a unit test), which has no thread to guard."""
     ctx = context_of(runtime)

@@ -96,7 +96,7 @@ class Domain(Protocol):
 
     def tools(self, settings: Settings) -> ToolRegistry:
         """The domain's tool registry, bound to its backends and to the home's shared breakers
-        (``breaker_for=SqliteBreakerStore(settings.breaker_db).breaker``), with its fault
+        (``breaker_for=SqliteBreakers(settings.breaker_db).breaker``), with its fault
         profile (``settings.faults``) applied."""
 
     def scopes(self) -> Mapping[str, Scope]:

@@ -27,7 +27,7 @@ from graph.wire import event_wait_of
 from keel.errors import ThreadNotFound
 from keel.settings import Settings
 from stores.checkpoints import open_checkpointer, thread_ids
-from stores.leases import LeaseStore, open_leases
+from stores.leases import Leases, open_leases
 
 ThreadState = Literal[
     "done", "refused", "escalated", "awaiting_approval", "awaiting_event", "stalled", "running"
@@ -119,7 +119,7 @@ class ThreadBook:
         leases: the lease store beside it (``stores.leases.open_leases``).
     """
 
-    def __init__(self, graph: Any, saver: BaseCheckpointSaver[Any], leases: LeaseStore) -> None:
+    def __init__(self, graph: Any, saver: BaseCheckpointSaver[Any], leases: Leases) -> None:
         self.graph = graph
         self.saver = saver
         self.leases = leases

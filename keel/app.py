@@ -70,10 +70,10 @@ from observability.redaction import Redactor
 from observability.tracing import Tracing, run_config
 from stores.checkpoints import open_checkpointer
 from stores.flight_record import FlightRecord, NoRecord, RunNotFound
-from stores.guard import ThreadGuard
-from stores.inbox import EventInbox
-from stores.leases import LeaseStore, open_leases
-from stores.ledger import IntentLedger
+from stores.guard import Guard
+from stores.inbox import Inbox
+from stores.leases import Leases, open_leases
+from stores.ledger import Ledger
 from tools.spec import ToolRegistry
 
 Mode = Literal["run", "resume", "recover", "fork", "event"]
@@ -186,12 +186,12 @@ class Stores:
     """
 
     checkpointer: BaseCheckpointSaver[str]
-    ledger: IntentLedger | None
-    inbox: EventInbox | None
+    ledger: Ledger | None
+    inbox: Inbox | None
     tools: ToolRegistry
     records: FlightRecord | None
-    leases: LeaseStore | None
-    guard: ThreadGuard | None = None
+    leases: Leases | None
+    guard: Guard | None = None
     """The thread guard: receipts consumed, rejections, taint, the requester, event deliveries."""
 
 
@@ -220,7 +220,7 @@ class KeelApp:
         *,
         recorder: Recorder | None = None,
         tracing: Tracing | None = None,
-        leases: LeaseStore | None = None,
+        leases: Leases | None = None,
     ) -> None:
         self.settings = settings
         self.context = context

@@ -156,8 +156,8 @@ class Recorder:
     """Writes the record of the runs of one ``KeelApp`` (or one replay) to a ``FlightRecord``.
 
     Example:
-        >>> from stores.flight_record import RecordStore
-        >>> rec = Recorder(RecordStore(":memory:"), Redactor(["token"]))
+        >>> from stores.flight_record import SqliteFlightRecord
+        >>> rec = Recorder(SqliteFlightRecord(":memory:"), Redactor(["token"]))
         >>> rec.active is None
         True
     """

@@ -4,16 +4,16 @@
 from __future__ import annotations
 
 from keel.settings import Settings
-from stores.flight_record import FlightRecord, RecordStore, RunNotFound
+from stores.flight_record import FlightRecord, RunNotFound, SqliteFlightRecord
 
 
 def record_store_for(settings: Settings) -> FlightRecord:
     """The store a run records into (made on first use)."""
     if settings.postgres_url is None:
-        return RecordStore(settings.records_db, synchronous=settings.record_sync)
-    from stores.flight_record_postgres import PostgresRecordStore  # psycopg only when configured
+        return SqliteFlightRecord(settings.records_db, synchronous=settings.record_sync)
+    from stores.flight_record_postgres import PostgresFlightRecord  # psycopg only when configured
 
-    return PostgresRecordStore(
+    return PostgresFlightRecord(
         settings.postgres_url.get_secret_value(),
         connect_timeout_s=settings.postgres_connect_timeout_s,
         behind_pooler=settings.postgres_behind_pooler,

@@ -71,8 +71,8 @@ from retrieval.curation import Retrieval
 from retrieval.embeddings import Embedder
 from retrieval.store import CorpusStore
 from stores.checkpoints import keel_serde
-from stores.flight_record import RecordStore
-from stores.ledger import IntentLedger
+from stores.flight_record import SqliteFlightRecord
+from stores.ledger import Ledger, SqliteLedger
 from tools.resilience import Breaker, RetryPolicy
 from tools.spec import Gate, ToolCall, ToolEvent, ToolRegistry, ToolSpec
 
@@ -438,9 +438,9 @@ class RecordedChatModel(BaseChatModel):
 
 
 @contextmanager
-def _temporary_ledger() -> Iterator[IntentLedger]:
+def _temporary_ledger() -> Iterator[Ledger]:
     with tempfile.TemporaryDirectory(prefix="keel-replay-") as folder:
-        yield IntentLedger(Path(folder) / "intents.sqlite")
+        yield SqliteLedger(Path(folder) / "intents.sqlite")
 
 
 def replay_run(
@@ -478,7 +478,7 @@ def replay_run(
     started = [e.payload for e in events if isinstance(e.payload, RunStarted)]
     first = started[0] if started else None
     served_store = ServedStore(settings, app.context.store.embedder, events)
-    recorder = Recorder(RecordStore(":memory:"), redactor)
+    recorder = Recorder(SqliteFlightRecord(":memory:"), redactor)
     error: str | None = None
     with _temporary_ledger() as ledger:
         registry = tools.registry(base.tools)

@@ -221,11 +221,11 @@ class NoRecord(FlightRecord):
         return []
 
 
-class RecordStore(FlightRecord):
+class SqliteFlightRecord(FlightRecord):
     """Events of every run, keyed by thread, run, segment, checkpoint and sequence (SQLite).
 
     Example:
-        >>> store = RecordStore(":memory:")
+        >>> store = SqliteFlightRecord(":memory:")
         >>> store.count()
         0
     """
@@ -332,7 +332,7 @@ class BatchedRecord(FlightRecord):
     record.
 
     Example:
-        >>> record = BatchedRecord(RecordStore(":memory:"))
+        >>> record = BatchedRecord(SqliteFlightRecord(":memory:"))
         >>> record.count()
         0
         >>> record.close()

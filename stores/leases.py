@@ -15,10 +15,10 @@ A lease is dead, and can be taken over, when
 It lives in ``graph/`` because it guards the checkpoints and is kept in their store: a table in
 the SQLite checkpoint file, or in the Postgres database with ``KEEL_POSTGRES_URL``, so every
 worker that can see a thread sees its owner too. The two stores share one interface
-(:class:`LeaseStore`); deciding life and death is the same code for both.
+(:class:`Leases`); deciding life and death is the same code for both.
 
 Example:
-    >>> leases = SqliteLeaseStore(Path("/tmp/keel/checkpoints.sqlite"), ttl_s=30)  # doctest: +SKIP
+    >>> leases = SqliteLeases(Path("/tmp/keel/checkpoints.sqlite"), ttl_s=30)  # doctest: +SKIP
     >>> with leases.hold("t-1"):  # doctest: +SKIP
     ...     graph.invoke(None, config)
 """
@@ -149,7 +149,7 @@ class Lease(BaseModel):
         return self.owner.alive_here() is not False
 
 
-class LeaseStore(ABC):
+class Leases(ABC):
     """Leases in the checkpoints' store; subclasses give the five row operations.
 
     Args:
@@ -264,7 +264,7 @@ CREATE TABLE IF NOT EXISTS keel_leases (
 """
 
 
-class SqliteLeaseStore(LeaseStore):
+class SqliteLeases(Leases):
     """Leases in a table of the SQLite checkpoint file; every write is its own transaction.
 
     Args:
@@ -363,7 +363,7 @@ CREATE TABLE IF NOT EXISTS keel_leases (
 """
 
 
-class PostgresLeaseStore(LeaseStore):
+class PostgresLeases(Leases):
     """Leases in the ``keel_leases`` table of the checkpoint database, timed by the server's
     clock (workers on several machines need not agree on the time).
 
@@ -446,11 +446,11 @@ class PostgresLeaseStore(LeaseStore):
         )
 
 
-def open_leases(settings: Settings, saver: Any) -> LeaseStore:
+def open_leases(settings: Settings, saver: Any) -> Leases:
     """The lease store beside the checkpoints ``saver`` keeps (``open_checkpointer``'s)."""
     if settings.postgres_url is None:
-        return SqliteLeaseStore(settings.checkpoint_db, settings.lease_ttl_s)
-    return PostgresLeaseStore(saver.conn.connection, settings.lease_ttl_s)
+        return SqliteLeases(settings.checkpoint_db, settings.lease_ttl_s)
+    return PostgresLeases(saver.conn.connection, settings.lease_ttl_s)
 
 
 def _first(row: Any) -> Any:
@@ -462,8 +462,8 @@ def _first(row: Any) -> Any:
 __all__ = [
     "Lease",
     "LeaseOwner",
-    "LeaseStore",
-    "PostgresLeaseStore",
-    "SqliteLeaseStore",
+    "Leases",
+    "PostgresLeases",
+    "SqliteLeases",
     "open_leases",
 ]

@@ -236,7 +236,7 @@ class ToolRegistry:
     """The tools of one domain, by name, with one breaker per integration.
 
     ``breaker_for`` makes each integration's breaker: ``Breaker`` keeps its state in this process;
-    ``SqliteBreakerStore(settings.breaker_db).breaker`` (what a domain built from settings uses)
+    ``SqliteBreakers(settings.breaker_db).breaker`` (what a domain built from settings uses)
     shares it with every process of the Keel home. ``breakers`` given up front are kept.
     """
 

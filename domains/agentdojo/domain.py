@@ -31,7 +31,7 @@ from domains.agentdojo.tools import suite_tools
 from graph.domain import DemoRequest, DomainDefaults
 from graph.state import CannotPlan, Evidence, Plan, Step
 from keel.settings import Settings
-from stores.breakers import SqliteBreakerStore
+from stores.breakers import SqliteBreakers
 from tools.faults import PROFILES, FaultInjector, profile_named
 from tools.permissions import Scope
 from tools.resilience import RetryPolicy
@@ -101,7 +101,7 @@ class AgentDojoDomain(DomainDefaults):
             faults=faults,
             timeout_s=max(settings.tool_timeout_s, 5.0),  # a travel world loads in ~50 ms
             retry=RetryPolicy(attempts=settings.tool_retry_attempts),
-            breakers=SqliteBreakerStore(settings.breaker_db).breaker,
+            breakers=SqliteBreakers(settings.breaker_db).breaker,
         )
 
     def scopes(self) -> Mapping[str, Scope]:

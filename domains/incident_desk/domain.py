@@ -17,7 +17,7 @@ from graph.domain import DemoRequest, DomainCommand
 from graph.state import CannotPlan, DomainEvent, EventWait, Evidence, Plan, Step
 from keel.errors import IntegrationError, PermissionDenied, Retryable, Unauthorized
 from keel.settings import Settings
-from stores.breakers import SqliteBreakerStore
+from stores.breakers import SqliteBreakers
 from tools.faults import PROFILES, FaultInjector, FaultProfile, profile_named
 from tools.permissions import Scope
 from tools.resilience import RetryPolicy
@@ -93,7 +93,7 @@ class IncidentDesk:
             faults=faults,
             timeout_s=settings.tool_timeout_s,
             retry=RetryPolicy(attempts=settings.tool_retry_attempts),
-            breakers=SqliteBreakerStore(settings.breaker_db).breaker,
+            breakers=SqliteBreakers(settings.breaker_db).breaker,
         )
 
     def extract_entities(self, request: str) -> dict[str, str]:

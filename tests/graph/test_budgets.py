@@ -136,10 +136,10 @@ def test_keel_usage_shows_totals_per_scope_and_period_and_a_thread_s_calls(
 ) -> None:
     from agents.models import Meter
     from agents.usage import Payer, PriceTable
-    from stores.budgets import SqliteBudgetStore
+    from stores.budgets import SqliteBudgets
 
     monkeypatch.setenv("KEEL_BUDGETS", '[{"scope": "team", "period": "day", "tokens": 5000}]')
-    store = SqliteBudgetStore(home / "budgets.sqlite")
+    store = SqliteBudgets(home / "budgets.sqlite")
     meter = Meter(store, prices=PriceTable(prices={"fake-pricey": Price(input=1, output=2)}))
     model = MeteredFake(responses=[_answer("a plan", (900, 300))])
     meter.invoke(model, "plan", model="fake-pricey", role="planner",

@@ -279,9 +279,9 @@ def test_a_record_store_that_fails_loses_events_not_the_run(
     from domains.support_desk.backend import DemoBackend
     from keel.app import Stores
     from keel.errors import StoreUnavailable
-    from stores.flight_record import RecordStore
+    from stores.flight_record import SqliteFlightRecord
 
-    class Failing(RecordStore):
+    class Failing(SqliteFlightRecord):
         offered = 0
 
         def append(self, event: RecordEvent) -> int:

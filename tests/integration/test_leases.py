@@ -25,7 +25,7 @@ import pytest
 from keel.errors import LeaseHeld
 from keel.settings import Settings
 from observability.records import record_store_for
-from stores.leases import LeaseOwner, LeaseStore, PostgresLeaseStore, SqliteLeaseStore
+from stores.leases import LeaseOwner, Leases, PostgresLeases, SqliteLeases
 from tests.conftest import REFUND_REQUEST
 from tests.integration.cli import KEEL
 from tests.integration.cli import json_of as _json
@@ -34,16 +34,16 @@ from tests.integration.cli import keel_env as _env
 from tests.integration.cli import side_effects as _side_effects
 
 
-def _store(home: Path, checkpointer: dict[str, str], ttl_s: float = 30) -> LeaseStore:
+def _store(home: Path, checkpointer: dict[str, str], ttl_s: float = 30) -> Leases:
     url = checkpointer.get("KEEL_POSTGRES_URL")
     if url is None:
-        return SqliteLeaseStore(home / "checkpoints.sqlite", ttl_s)
+        return SqliteLeases(home / "checkpoints.sqlite", ttl_s)
     import psycopg
 
     def connection() -> Any:
         return psycopg.connect(url, autocommit=True)
 
-    return PostgresLeaseStore(connection, ttl_s)
+    return PostgresLeases(connection, ttl_s)
 
 
 @pytest.mark.integration
