@@ -71,8 +71,8 @@ from observability.recorder import (
     RunRecording,
     model_name,
 )
-from observability.records import record_store_for
 from observability.redaction import Redactor
+from stores.backends import open_stores
 from stores.checkpoints import keel_checkpointer
 from stores.flight_record import BatchedRecord, NoRecord
 
@@ -203,7 +203,11 @@ class ServedRuns(BaseCallbackHandler):
             otel = otel_from_environment()
             if not context.settings.record and otel is None:
                 return None
-            store = record_store_for(context.settings) if context.settings.record else NoRecord()
+            store = (
+                open_stores(context.settings).flight_record
+                if context.settings.record
+                else NoRecord()
+            )
             record = BatchedRecord(store, log=log)
             atexit.register(record.close)
             router = _Router(self, record, Redactor.from_settings(context.settings))

@@ -26,8 +26,9 @@ from graph.builder import build_graph
 from graph.wire import event_wait_of
 from keel.errors import ThreadNotFound
 from keel.settings import Settings
-from stores.checkpoints import open_checkpointer, thread_ids
-from stores.leases import Leases, open_leases
+from stores.backends import open_stores
+from stores.checkpoints import thread_ids
+from stores.leases import Leases
 
 ThreadState = Literal[
     "done", "refused", "escalated", "awaiting_approval", "awaiting_event", "stalled", "running"
@@ -116,7 +117,7 @@ class ThreadBook:
     Args:
         graph: Keel's graph compiled on ``saver`` (no runtime context is needed to read state).
         saver: the checkpointer.
-        leases: the lease store beside it (``stores.leases.open_leases``).
+        leases: the lease store beside it (``Stores.open_leases``).
     """
 
     def __init__(self, graph: Any, saver: BaseCheckpointSaver[Any], leases: Leases) -> None:
@@ -153,8 +154,9 @@ class ThreadBook:
 @contextmanager
 def open_thread_book(settings: Settings) -> Iterator[ThreadBook]:
     """The configured checkpointer's threads, for commands that only read them (``keel runs``)."""
-    with open_checkpointer(settings) as saver:
-        leases = open_leases(settings, saver)
+    stores = open_stores(settings)
+    with stores.open_checkpointer() as saver:
+        leases = stores.open_leases(saver)
         try:
             yield ThreadBook(build_graph(saver), saver, leases)
         finally:

@@ -65,14 +65,14 @@ from observability.record_events import (
     RunStarted,
 )
 from observability.recorder import Recorder, RunRecording, jsonable, model_name
-from observability.records import open_record, record_store_for
+from observability.records import open_record
 from observability.redaction import Redactor
 from observability.tracing import Tracing, run_config
-from stores.checkpoints import open_checkpointer
+from stores.backends import open_stores
 from stores.flight_record import FlightRecord, NoRecord, RunNotFound
 from stores.guard import Guard
 from stores.inbox import Inbox
-from stores.leases import Leases, open_leases
+from stores.leases import Leases
 from stores.ledger import Ledger
 from tools.spec import ToolRegistry
 
@@ -173,8 +173,9 @@ class Decision(BaseModel):
 
 
 @dataclass(frozen=True)
-class Stores:
-    """Everything a run writes durably, as ``KeelApp.open`` hands it to ``wrap_stores``.
+class OpenedStores:
+    """Everything a run writes durably, as ``KeelApp.open`` opened it (from
+    ``stores.backends.open_stores``) and hands it to ``wrap_stores``.
 
     Attributes:
         checkpointer: the LangGraph saver (checkpoints and pending writes).
@@ -195,7 +196,7 @@ class Stores:
     """The thread guard: receipts consumed, rejections, taint, the requester, event deliveries."""
 
 
-StoreWrapper = Callable[[Stores], Stores]
+StoreWrapper = Callable[[OpenedStores], OpenedStores]
 """Given the stores ``KeelApp.open`` built from the settings, the stores the app uses instead.
 
 The crash sweep (``evals.crash_sweep``) counts every durable write through it; nothing in the
@@ -248,21 +249,22 @@ class KeelApp:
 
         ``nodes`` replaces agent nodes by name (see ``graph.build_graph``). ``wrap_stores``
         replaces the durable stores built from the settings by wrappers around them (see
-        ``Stores``); the crash sweep uses it to die at every write.
+        ``OpenedStores``); the crash sweep uses it to die at every write.
         """
         settings = settings or (context.settings if context else Settings())
-        context = context or KeelContext.from_settings(settings)
+        configured = open_stores(settings)
+        context = context or KeelContext.from_settings(settings, stores=configured)
         redactor = Redactor.from_settings(settings)
         tracing = Tracing(redactor)
         otel = otel_from_environment()
-        records = record_store_for(settings) if settings.record else None
+        records: FlightRecord | None = configured.flight_record if settings.record else None
         if records is None and otel is not None:
             records = NoRecord()  # spans are made from the record's events: kept nowhere
         try:
-            with open_checkpointer(settings) as opened:
-                leases = open_leases(settings, opened)
+            with configured.open_checkpointer() as opened:
+                leases = configured.open_leases(opened)
                 ctx = context
-                stores = Stores(
+                stores = OpenedStores(
                     opened, ctx.ledger, ctx.inbox, ctx.tools, records, leases, ctx.guard
                 )
                 if wrap_stores is not None:
@@ -825,11 +827,11 @@ def probe_endpoint(base_url: str, timeout_s: float = 3.0) -> None:
 __all__ = [
     "Decision",
     "KeelApp",
+    "OpenedStores",
     "Outcome",
     "PendingAction",
     "RecoveryReport",
     "StoreWrapper",
-    "Stores",
     "ThreadRecovery",
     "outcome_of",
     "show_thread",

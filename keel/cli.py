@@ -369,10 +369,10 @@ def _command(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | N
         )
     domain = load_domain(settings.domain)
     if args.command == "seed" or (args.command == "domain" and args.verb == "seed"):
-        from graph.context import inbox_for
+        from stores.backends import open_stores
 
         domain.prepare(settings, reset=True)
-        inbox_for(settings).restart()
+        open_stores(settings).inbox.restart()
         return _say(
             args,
             {"domain": domain.name, "seeded": str(settings.domain_db)},
@@ -533,10 +533,10 @@ def _record_view(args: argparse.Namespace, settings: Settings) -> dict[str, Any]
 
 def _thread_spend(settings: Settings, thread_id: str) -> ThreadSpend:
     """A thread's spend on models and what its budgets have left (``keel show``)."""
-    from agents.models import budget_store_for
+    from stores.backends import open_stores
     from stores.budgets import thread_spend
 
-    store = budget_store_for(settings)
+    store = open_stores(settings).budgets
     try:
         return thread_spend(store, settings.budgets, thread_id)
     finally:
@@ -546,10 +546,11 @@ def _thread_spend(settings: Settings, thread_id: str) -> ThreadSpend:
 def _usage(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None:
     """What the budget store holds: running totals (held reservations at their worst case) and,
     for one thread, its calls."""
-    from agents.models import budget_store_for, describe_spend
+    from agents.models import describe_spend
+    from stores.backends import open_stores
     from stores.budgets import usage_rows
 
-    store = budget_store_for(settings)
+    store = open_stores(settings).budgets
     named = [(s, w) for s, w in (("thread", args.thread), ("user", args.user),
                                  ("team", args.team)) if w]  # fmt: skip
     if len(named) > 1:

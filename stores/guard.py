@@ -30,7 +30,7 @@ authority. Per thread, append-only:
   reads and writes it through ``add_review_entry`` and ``review_entries``).
 
 ``Guard`` states the contract; ``SqliteGuard`` keeps it in a SQLite file and
-``stores.guard_postgres.PostgresGuard`` in PostgreSQL; ``graph.context.guard_for`` picks one
+``stores.guard_postgres.PostgresGuard`` in PostgreSQL; ``stores.backends.open_stores`` picks one
 from the settings.
 """
 

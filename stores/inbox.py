@@ -2,7 +2,7 @@
 
 See ``graph/waits.py`` for the flow; this is its store: SQLite next to the intent ledger, or
 PostgreSQL beside the checkpoints with ``KEEL_POSTGRES_URL`` (``stores.inbox_postgres``), chosen
-by ``graph.context.inbox_for``. Both keep the same promises:
+by ``stores.backends.open_stores``. Both keep the same promises:
 
 - ``subscribe`` is idempotent (the node that calls it runs again when its thread is resumed);
 - ``delivered`` marks a subscription served, after the thread was resumed (at-least-once);

@@ -12,9 +12,9 @@ A lease is dead, and can be taken over, when
   process (the owner is host + boot + pid + process start time + a random token): a worker that
   died here is recovered at once, without waiting for the TTL.
 
-It lives in ``graph/`` because it guards the checkpoints and is kept in their store: a table in
-the SQLite checkpoint file, or in the Postgres database with ``KEEL_POSTGRES_URL``, so every
-worker that can see a thread sees its owner too. The two stores share one interface
+It guards the checkpoints and is kept in their store: a table in the SQLite checkpoint file, or
+in the Postgres database with ``KEEL_POSTGRES_URL`` (``stores.backends.open_stores`` picks), so
+every worker that can see a thread sees its owner too. The two stores share one interface
 (:class:`Leases`); deciding life and death is the same code for both.
 
 Example:
@@ -41,7 +41,6 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from keel.errors import LeaseHeld
-from keel.settings import Settings
 from stores.checkpoints import ensure_table
 from stores.sqlitefile import SqliteFile
 
@@ -446,13 +445,6 @@ class PostgresLeases(Leases):
         )
 
 
-def open_leases(settings: Settings, saver: Any) -> Leases:
-    """The lease store beside the checkpoints ``saver`` keeps (``open_checkpointer``'s)."""
-    if settings.postgres_url is None:
-        return SqliteLeases(settings.checkpoint_db, settings.lease_ttl_s)
-    return PostgresLeases(saver.conn.connection, settings.lease_ttl_s)
-
-
 def _first(row: Any) -> Any:
     if row is None:
         return None
@@ -465,5 +457,4 @@ __all__ = [
     "Leases",
     "PostgresLeases",
     "SqliteLeases",
-    "open_leases",
 ]

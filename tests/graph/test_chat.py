@@ -27,7 +27,7 @@ from graph.wire import approval_request_of
 from keel.app import Decision, KeelApp
 from keel.settings import Settings
 from observability.tracing import run_config
-from stores.checkpoints import open_checkpointer
+from stores.backends import open_checkpointer
 from tests.conftest import REFUND_REQUEST
 
 APPROVE_ALL = {"decisions": [{"type": "approve"}, {"type": "approve"}]}

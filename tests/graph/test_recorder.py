@@ -277,7 +277,7 @@ def test_a_record_store_that_fails_loses_events_not_the_run(
     """A record store that stops answering (a Postgres outage, a full disk) must not fail a run
     or its irreversible step: the refund is made once, and the loss is a warning in the log."""
     from domains.support_desk.backend import DemoBackend
-    from keel.app import Stores
+    from keel.app import OpenedStores
     from keel.errors import StoreUnavailable
     from stores.flight_record import SqliteFlightRecord
 
@@ -290,8 +290,8 @@ def test_a_record_store_that_fails_loses_events_not_the_run(
                 "KEEL_POSTGRES_URL=postgresql://db/keel", "flight recorder: gone"
             )
 
-    def failing(stores: Stores) -> Stores:
-        return Stores(stores.checkpointer, stores.ledger, stores.inbox, stores.tools,
+    def failing(stores: OpenedStores) -> OpenedStores:
+        return OpenedStores(stores.checkpointer, stores.ledger, stores.inbox, stores.tools,
                       Failing(":memory:"), stores.leases)  # fmt: skip
 
     with KeelApp.open(settings, wrap_stores=failing) as app:

@@ -227,7 +227,7 @@ def test_the_pool_survives_connections_the_server_closed_while_a_human_decided(
     from psycopg.rows import dict_row
     from psycopg_pool import ConnectionPool
 
-    from stores.checkpoints import open_checkpointer
+    from stores.backends import open_checkpointer
 
     settings = Settings(
         home=home,
@@ -260,8 +260,7 @@ def test_keels_own_tables_follow_the_pooler_setting_too(
 ) -> None:
     """The flight record, the intent ledger and the event inbox make no server-side prepared
     statements behind a transaction pooler, as the checkpointer does not (TRAPS.md)."""
-    from graph.context import _ledger_for, inbox_for
-    from observability.records import record_store_for
+    from stores.backends import open_stores
 
     settings = Settings(
         home=home,
@@ -269,7 +268,8 @@ def test_keels_own_tables_follow_the_pooler_setting_too(
         postgres_behind_pooler=behind_pooler,
         _env_file=None,  # type: ignore[call-arg]
     )
-    stores: list[Any] = [record_store_for(settings), _ledger_for(settings), inbox_for(settings)]
+    opened = open_stores(settings)
+    stores: list[Any] = [opened.flight_record, opened.ledger, opened.inbox]
     for store in stores:
         with store._tables.connection() as conn:
             assert conn.prepare_threshold == (None if behind_pooler else 5)
@@ -352,7 +352,7 @@ def test_workers_starting_together_on_a_fresh_database_all_start(
     """setup() under a lock: a blocking lock deadlocked here against CREATE INDEX CONCURRENTLY."""
     import threading
 
-    from stores.checkpoints import open_checkpointer
+    from stores.backends import open_checkpointer
     from stores.ledger_postgres import PostgresLedger
 
     settings = Settings(home=home, postgres_url=postgres_url, _env_file=None)  # type: ignore[call-arg, arg-type]
@@ -384,7 +384,8 @@ def test_a_worker_starting_on_a_database_already_set_up_takes_no_lock(
 
     import psycopg
 
-    from stores.checkpoints import _SETUP_LOCK, open_checkpointer
+    from stores.backends import open_checkpointer
+    from stores.checkpoints import _SETUP_LOCK
 
     settings = Settings(home=home, postgres_url=postgres_url, _env_file=None)  # type: ignore[call-arg, arg-type]
     with open_checkpointer(settings):

@@ -24,7 +24,7 @@ import pytest
 
 from keel.errors import LeaseHeld
 from keel.settings import Settings
-from observability.records import record_store_for
+from stores.backends import open_stores
 from stores.leases import LeaseOwner, Leases, PostgresLeases, SqliteLeases
 from tests.conftest import REFUND_REQUEST
 from tests.integration.cli import KEEL
@@ -112,9 +112,9 @@ def test_two_live_processes_never_run_one_thread(home: Path, checkpointer: dict[
         worker.wait(timeout=30)
 
     # Neither refused attempt started a segment: the record has no recover of this thread.
-    record = record_store_for(  # the record follows the checkpoints (Postgres or SQLite)
+    record = open_stores(  # the record follows the checkpoints (Postgres or SQLite)
         Settings(home=home, postgres_url=checkpointer.get("KEEL_POSTGRES_URL"), _env_file=None)  # type: ignore[call-arg, arg-type]
-    )
+    ).flight_record
     try:
         events = record.events(record.resolve(thread))
     finally:

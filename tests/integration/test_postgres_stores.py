@@ -17,13 +17,12 @@ import psycopg
 import pytest
 
 from domains.support_desk.backend import DemoBackend
-from graph.context import inbox_for
 from graph.state import DomainEvent, EventWait, Receipt
 from keel.app import Decision, KeelApp
 from keel.errors import BadRequest, RelayBusy, StoreUnavailable
 from keel.settings import Settings
 from observability.record_events import RecordEvent, RunEnded
-from observability.records import record_store_for
+from stores.backends import open_stores
 from stores.flight_record import FlightRecord
 from stores.inbox import Inbox, SqliteInbox
 from stores.inbox_postgres import PostgresInbox
@@ -61,7 +60,7 @@ def _settings(home: Path, url: str | None) -> Settings:
 @pytest.fixture(params=["sqlite", "postgres"])
 def inbox(request: pytest.FixtureRequest, tmp_path: Path) -> Inbox:
     url = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
-    return inbox_for(_settings(tmp_path, url))
+    return open_stores(_settings(tmp_path, url)).inbox
 
 
 def _event(seq: int, key: str = "RF-1") -> DomainEvent:
@@ -200,7 +199,7 @@ def test_two_relays_started_together_wake_the_thread_once(home: Path, postgres_u
 
 @pytest.fixture
 def record(postgres_url: str, tmp_path: Path) -> Iterator[FlightRecord]:
-    store = record_store_for(_settings(tmp_path, postgres_url))
+    store = open_stores(_settings(tmp_path, postgres_url)).flight_record
     yield store
     store.close()
 

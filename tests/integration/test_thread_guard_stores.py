@@ -12,11 +12,12 @@ import pytest
 from langgraph.types import Command
 
 from domains.support_desk.backend import DemoBackend
-from graph.context import KeelContext, guard_for, review_log_for
+from graph.context import KeelContext
 from graph.state import DomainEvent, EventWait, Evidence, Plan, Step
 from keel.app import Decision, KeelApp
 from keel.errors import StoreUnavailable
 from keel.settings import Settings
+from stores.backends import open_stores
 from stores.guard import Guard, SqliteGuard, plan_digest
 from stores.guard_postgres import PostgresGuard
 from stores.review_log import ReviewEntry
@@ -33,7 +34,7 @@ def _settings(home: Path, url: str | None) -> Settings:
 @pytest.fixture(params=["sqlite", "postgres"])
 def guard(request: pytest.FixtureRequest, tmp_path: Path) -> Guard:
     url = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
-    made = guard_for(_settings(tmp_path, url))
+    made = open_stores(_settings(tmp_path, url)).guard
     assert isinstance(made, PostgresGuard if url else SqliteGuard)
     return made
 
@@ -151,7 +152,7 @@ def test_the_postgres_guard_reads_its_facts_in_one_statement(
 ) -> None:
     """Every node that checks reads the facts: one round trip, one snapshot (issue 26), with
     each fact as the single reads give it, in the order it entered."""
-    guard = guard_for(_settings(tmp_path, postgres_url))
+    guard = open_stores(_settings(tmp_path, postgres_url)).guard
     assert isinstance(guard, PostgresGuard)
     guard.consume_receipt("t-1", "sha256:a", attempt="task-1", approved_by="ann")
     guard.record_taint("t-1", [evidence(chunk_id="wiki:2", trust_tier="wiki")])
@@ -203,16 +204,16 @@ def test_two_workers_share_the_approval_history_through_the_guards_store(
     """Two workers' contexts (two homes: two machines) on one deployment read one approval
     history: in the guard's store, never a file in a worker's home."""
     url = request.getfixturevalue("postgres_url") if backend == "postgres" else None
-    first = review_log_for(_settings(tmp_path / "a", url))
+    first = open_stores(_settings(tmp_path / "a", url)).reviews
     shown = ReviewEntry("shown", "task-1", by="ann", digests=("sha256:a",), revision=2,
                         request_id="req-1")  # fmt: skip
     first.add("t-1", shown)
     first.add("t-1", ReviewEntry("proposed", "req-1:bob", by="bob"))
     if url is not None:
-        second = review_log_for(_settings(tmp_path / "b", url))
+        second = open_stores(_settings(tmp_path / "b", url)).reviews
         assert second.entries("t-1") == [shown, ReviewEntry("proposed", "req-1:bob", by="bob")]
     assert not (tmp_path / "a" / "reviews.sqlite").exists()
-    assert review_log_for(_settings(tmp_path / "a", url)).entries("t-1")[0] == shown
+    assert open_stores(_settings(tmp_path / "a", url)).reviews.entries("t-1")[0] == shown
 
 
 def test_the_context_keeps_the_approval_history_in_its_guard(tmp_path: Path) -> None:
@@ -224,7 +225,7 @@ def test_the_context_keeps_the_approval_history_in_its_guard(tmp_path: Path) -> 
 
 def test_the_sqlite_guard_lives_in_the_intent_ledgers_file(tmp_path: Path) -> None:
     settings = _settings(tmp_path, None)
-    guard = guard_for(settings)
+    guard = open_stores(settings).guard
     assert isinstance(guard, SqliteGuard) and guard.path == settings.intent_db
 
 
@@ -282,7 +283,7 @@ def test_a_receipt_consumed_and_its_intent_are_one_transaction(
     before its commit, neither the receipt nor the intent is written."""
     from stores.ledger_postgres import PostgresLedger
 
-    guard = guard_for(_settings(tmp_path, postgres_url))
+    guard = open_stores(_settings(tmp_path, postgres_url)).guard
     ledger = PostgresLedger(postgres_url)
     assert isinstance(guard, PostgresGuard)
     with ledger.atomic():
