@@ -43,7 +43,7 @@ class KeelContext:
         settings: the validated settings.
         domain: the example domain (tools, entities, runbooks, rules).
         tools: the domain's tool registry, bound to its backends.
-        store: the corpus index the retriever queries.
+        corpus: the corpus index the retriever queries.
         ledger: the intent ledger of irreversible calls.
         inbox: the event inbox (who waits for which domain event).
         guard: the thread guard (``stores.guard``): receipts consumed, rejections, taint, the
@@ -60,7 +60,7 @@ class KeelContext:
     settings: Settings
     domain: Domain
     tools: ToolRegistry
-    store: CorpusStore
+    corpus: CorpusStore
     ledger: Ledger | None = None
     inbox: Inbox | None = None
     guard: Guard | None = None
@@ -102,7 +102,7 @@ class KeelContext:
             settings=settings,
             domain=domain,
             tools=tools,
-            store=CorpusStore(settings, embedder_for(settings)),
+            corpus=CorpusStore(settings, embedder_for(settings)),
             ledger=stores.ledger,
             inbox=stores.inbox,
             guard=stores.guard,
@@ -119,7 +119,7 @@ class KeelContext:
         (``CorpusMissing`` names ``keel ingest``)."""
         if not self.domain.is_prepared(self.settings):
             self.domain.prepare(self.settings)
-        self.store.require()
+        self.corpus.require()
 
 
 def serving_context(settings: Settings | None = None) -> KeelContext:

@@ -66,7 +66,7 @@ from observability.recorder import (
     Recorder,
     RecordingCallback,
     RecordingClock,
-    RecordingStore,
+    RecordingCorpus,
     RecordSink,
     RunRecording,
     model_name,
@@ -297,7 +297,7 @@ class ServedRuns(BaseCallbackHandler):
         run.recording.emit(ended)
         run.recorder.stop()
         self._label(run, ended.status)
-        store = run.recorder.store
+        store = run.recorder.flight_record
         if isinstance(store, BatchedRecord):
             store.flush()
 
@@ -415,8 +415,8 @@ def _tap(context: KeelContext, router: _Router) -> None:
     """Give the process's context the recorder's taps, in place: the nodes of every served run
     use this one object (``graph.context.context_of``)."""
     tapped = router.instrument(context)
-    if not isinstance(context.store, RecordingStore):
-        context.store = tapped.store
+    if not isinstance(context.corpus, RecordingCorpus):
+        context.corpus = tapped.corpus
     if not isinstance(context.clock, RecordingClock):
         context.clock = tapped.clock
 

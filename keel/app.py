@@ -350,7 +350,7 @@ class KeelApp:
         checkpoint_id: str | None = None,
     ) -> Outcome:
         if run_id is None:
-            known = self.recorder.store.latest_run(thread_id) if self.recorder else None
+            known = self.recorder.flight_record.latest_run(thread_id) if self.recorder else None
             fresh = mode in ("run", "fork") or known is None
             run_id = str(uuid.uuid4()) if fresh or known is None else known
         trace_id = str(uuid.uuid4())
@@ -510,7 +510,7 @@ class KeelApp:
             snapshot = self._snapshot(thread_id)
         if not snapshot.values:
             raise ThreadNotFound(f"no thread {thread_id}")
-        run_id = self.recorder.store.latest_run(thread_id) if self.recorder else None
+        run_id = self.recorder.flight_record.latest_run(thread_id) if self.recorder else None
         return outcome_of(thread_id, snapshot, self.status(thread_id, snapshot), run_id)
 
     def history(self, thread_id: str) -> list[dict[str, Any]]:

@@ -460,7 +460,7 @@ def test_the_authenticated_reviewer_is_in_the_flight_record(
     assert chat.status() == "done"
     left = [
         e.payload
-        for e in app.recorder.store.events(run_id)
+        for e in app.recorder.flight_record.events(run_id)
         if e.kind == "node_left" and e.node == "approve"
     ]
     outputs = [p.outputs for p in left if getattr(p, "outputs", None)]

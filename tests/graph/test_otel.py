@@ -60,7 +60,7 @@ def test_a_refund_run_reaches_an_otlp_receiver_as_genai_spans_with_keels_ids(
             done = app.resume(waiting.thread_id, Decision(kind="approve", reviewer="alice"))
             assert done.status == "done"
             assert app.recorder is not None
-            events = app.recorder.store.events(str(done.run_id))
+            events = app.recorder.flight_record.events(str(done.run_id))
         # KeelApp flushes on close: every span has been sent.
         spans = received.spans
     assert {path for path, _ in received.requests} == {"/v1/traces"}

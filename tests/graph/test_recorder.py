@@ -41,7 +41,7 @@ def seen(app: KeelApp) -> Seen:
 
 def _events(app: KeelApp, run_id: str | None) -> list[RecordEvent]:
     assert app.recorder is not None and run_id is not None
-    return app.recorder.store.events(run_id)
+    return app.recorder.flight_record.events(run_id)
 
 
 def _kinds(events: list[RecordEvent], kind: str) -> list[RecordEvent]:
@@ -298,7 +298,7 @@ def test_a_record_store_that_fails_loses_events_not_the_run(
         waiting = app.run(REFUND_REQUEST)
         assert waiting.status == "awaiting_approval"
         assert app.resume(waiting.thread_id, Decision(kind="approve")).status == "done"
-        assert app.recorder is not None and app.recorder.store.count() == 0
+        assert app.recorder is not None and app.recorder.flight_record.count() == 0
     refunds = DemoBackend(settings.domain_db).refunds()
     assert [(r["charge_id"], r["amount"]) for r in refunds] == [("CH-3002", 49.0)]
     # One warning for the first loss and one count per segment (the run, the resume), and the

@@ -322,7 +322,7 @@ def test_the_app_records_with_the_synchronous_mode_the_settings_name(
     settings = Settings(home=tmp_path, record_sync=mode, _env_file=None)  # type: ignore[call-arg]
     with KeelApp.open(settings) as app:
         assert app.recorder is not None
-        conn = app.recorder.store._db()
+        conn = app.recorder.flight_record._db()
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == pragma
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
