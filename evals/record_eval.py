@@ -41,8 +41,8 @@ from keel.yamlfile import load_reviewed
 from observability.replay import replay_run
 from retrieval.embeddings import embedder_for
 from retrieval.store import CorpusStore
+from stores.backends import open_stores
 from stores.breakers import SqliteBreakers
-from stores.flight_record import SqliteFlightRecord
 from tools.faults import PROFILES
 from tools.permissions import PermissionGate
 from tools.spec import CallRequest, Gate, ToolEvent, ToolRegistry
@@ -334,7 +334,7 @@ def _evaluate(base: Settings, seeds: int, progress: bool) -> dict[str, Any]:
 
 
 def _recorded_counts(settings: Settings, run_ids: list[str]) -> dict[str, int]:
-    store = SqliteFlightRecord(settings.records_db)
+    store = open_stores(settings).flight_record
     counts = dict.fromkeys(
         ("tool_calls", "denials", "model_calls", "approvals_requested", "approvals_answered"), 0
     )
