@@ -21,6 +21,7 @@ from typing import Any, Literal
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from keel.settings import Settings
+from stores.breakers import SqliteBreakers
 from stores.budgets import Budgets, SqliteBudgets
 from stores.checkpoints import postgres_checkpointer, sqlite_checkpointer
 from stores.flight_record import FlightRecord, SqliteFlightRecord
@@ -45,6 +46,9 @@ class Stores:
         inbox: which thread waits for which domain event; the relay's cursor (``stores.inbox``).
         budgets: spend and reservations against the budgets (``stores.budgets``).
         flight_record: every run's events (``stores.flight_record``); made on first write.
+        breakers: the circuit breakers of the processes sharing this home: SQLite on either
+            backend, read before every call, and a breaker says what this machine reaches
+            (docs/persistence-and-scale.md).
         open_checkpointer: opens LangGraph's checkpointer (closed when the block ends).
         open_leases: the runs' leases beside an open checkpointer (``stores.leases``).
 
@@ -61,6 +65,7 @@ class Stores:
     inbox: Inbox
     budgets: Budgets
     flight_record: FlightRecord
+    breakers: SqliteBreakers
     open_checkpointer: Callable[[], AbstractContextManager[Saver]]
     open_leases: Callable[[BaseCheckpointSaver[Any]], Leases]
 
@@ -74,6 +79,7 @@ class Stores:
         self.guard.close()
         self.budgets.close()
         self.flight_record.close()
+        self.breakers.close()
 
 
 def open_stores(settings: Settings) -> Stores:
@@ -90,6 +96,7 @@ def open_stores(settings: Settings) -> Stores:
             inbox=SqliteInbox(settings.events_db),
             budgets=SqliteBudgets(settings.budgets_db),
             flight_record=SqliteFlightRecord(settings.records_db, synchronous=settings.record_sync),
+            breakers=SqliteBreakers(settings.breaker_db),
             open_checkpointer=lambda: sqlite_checkpointer(settings),
             open_leases=lambda _saver: SqliteLeases(settings.checkpoint_db, settings.lease_ttl_s),
         )
@@ -121,6 +128,7 @@ def _postgres_stores(settings: Settings) -> Stores:
             behind_pooler=pooler,
         ),
         flight_record=PostgresFlightRecord(url, connect_timeout_s=timeout, behind_pooler=pooler),
+        breakers=SqliteBreakers(settings.breaker_db),
         open_checkpointer=lambda: postgres_checkpointer(settings, url),
         open_leases=lambda saver: _postgres_leases(saver, settings.lease_ttl_s),
     )

@@ -12,6 +12,7 @@ from typing import Any
 
 from keel.settings import Settings
 from stores.backends import Stores, open_stores
+from stores.breakers import SqliteBreakers
 from stores.budgets import SqliteBudgets
 from stores.budgets_postgres import PostgresBudgets
 from stores.flight_record import SqliteFlightRecord
@@ -52,6 +53,9 @@ def test_no_postgres_url_picks_the_sqlite_stores_in_the_home(tmp_path: Path) -> 
     assert isinstance(stores.guard, SqliteGuard) and stores.guard.path == settings.intent_db
     assert isinstance(stores.inbox, SqliteInbox) and stores.inbox.path == settings.events_db
     assert stores.flight_record.where == str(settings.records_db)
+    assert (
+        isinstance(stores.breakers, SqliteBreakers) and stores.breakers.path == settings.breaker_db
+    )
     assert isinstance(stores.reviews, StoredReviewLog) and stores.reviews.store is stores.guard
     leases = stores.open_leases(object())  # SQLite leases live in the checkpoint file
     assert isinstance(leases, SqliteLeases) and leases.path == settings.checkpoint_db
@@ -80,7 +84,9 @@ def test_a_postgres_url_picks_the_postgres_stores(tmp_path: Path) -> None:
     assert stores.budgets._tables.pool_size == 7  # the process's shared pool grows to it
     assert stores.budgets._tables._kwargs["prepare_threshold"] is None  # behind a pooler
     assert "secret" not in stores.flight_record.where
-    assert list(tmp_path.iterdir()) == []  # nothing of SQLite's
+    # The breakers stay in the home (each machine's own); nothing else of SQLite's is made.
+    assert stores.breakers.path == settings.breaker_db
+    assert list(tmp_path.iterdir()) == []
 
     class Saver:  # what PostgresSaver exposes: its pool, whose connections the leases use
         class conn:
