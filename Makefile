@@ -83,7 +83,7 @@ redis:
 WORKERS ?= 2
 serve: postgres redis
 	@$(MAKE) --no-print-directory install >&2
-	@$(BIN)/python -m evals.engine --workers $(WORKERS)
+	@$(BIN)/python -m keel.serve --workers $(WORKERS)
 
 # 50 threads (THREADS=N) through the LangGraph SDK on the engine (2 Aegra processes), each
 # approved by a second client, one process SIGKILLed mid-run. JSON=1 prints one JSON object.

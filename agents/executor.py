@@ -25,8 +25,9 @@ from typing import Any
 from langgraph.runtime import Runtime
 from pydantic import ValidationError
 
+from graph.approval import spent_digests
 from graph.context import KeelContext, attempt_of, context_of, thread_of
-from graph.state import ExecutorView, Receipt, ToolOutcome, approval_digest, tainting
+from graph.state import ExecutorView, Receipt, StateUpdate, ToolOutcome, approval_digest, tainting
 from keel.errors import KeelError, PermissionDenied, StoreUnavailable
 from stores.guard import GuardFacts, plan_digest, with_taint
 from tools.provenance import Sources
@@ -65,12 +66,11 @@ def thread_facts(
         state.get("records", {}),
         with_taint(state.get("evidence", []), guarded.taint),
     )
-    state_spent = {r.digest for r in state.get("results", []) if r.ok and r.digest}
     state_taint = [e.chunk_id for e in tainting(state.get("evidence", []))]
     return ThreadFacts(
         thread_id=thread_id,
         subjects={k: v for k, v in state.get("entities", {}).items() if k in subject_keys},
-        spent=guarded.spent | state_spent,
+        spent=spent_digests(state.get("results", []), guarded),
         rejected=guarded.rejected | frozenset(state.get("rejected", [])),
         tainted=tuple(dict.fromkeys([*(e.chunk_id for e in guarded.taint), *state_taint])),
         requester=guarded.requester,
@@ -78,7 +78,7 @@ def thread_facts(
     )
 
 
-def execute(state: ExecutorView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
+def execute(state: ExecutorView, runtime: Runtime[KeelContext]) -> StateUpdate:
     ctx = context_of(runtime)
     plan = state["plan"]
     assert plan is not None  # routed here only with a validated plan

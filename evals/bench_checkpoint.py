@@ -65,7 +65,7 @@ def _measure(saver: BaseCheckpointSaver[str], writes: int) -> dict[str, float]:
 
 def bench_checkpoint(settings: Settings, *, writes: int = WRITES) -> dict[str, Any]:
     """Put then read back ``writes`` checkpoints of one thread on each backend."""
-    from evals.servers import POSTGRES_HINT, postgres_bin, postgres_server
+    from keel.servers import POSTGRES_HINT, postgres_bin, postgres_server
 
     results: dict[str, Any] = {"writes": writes}
     with ExitStack() as stack:

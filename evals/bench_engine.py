@@ -1,6 +1,6 @@
 """`keel bench --only engine`: Keel's graph beside a bare graph of the same shape, on one engine.
 
-One engine (``evals/engine.py``: PostgreSQL with fsync on, Redis, a Chroma server, an Aegra API
+One engine (``keel/serve.py``: PostgreSQL with fsync on, Redis, a Chroma server, an Aegra API
 process and worker processes of 2 worker loops each) serves both graphs from
 ``evals/bench_engine.json``: Keel's (``graph/studio.py``, exactly as ``make serve`` serves it) and
 the hand-built floor (``evals/bare_graph.py``: intake -> plan -> approve with ``interrupt()`` ->
@@ -694,8 +694,8 @@ def bench_engine(
     """
     import importlib.metadata
 
-    from evals.engine import engine
     from evals.state_probe import summary, table
+    from keel.serve import engine
 
     most = max(workers)
     graphs = (*GRAPHS, UNRECORDED) if record_cost else GRAPHS
@@ -782,7 +782,7 @@ def bench(settings: Settings, progress: bool) -> dict[str, Any]:
     import importlib.util
     import shutil
 
-    from evals.servers import POSTGRES_HINT, postgres_bin
+    from keel.servers import POSTGRES_HINT, postgres_bin
 
     del settings  # the engine brings its own home, databases and servers
     missing = [

@@ -60,7 +60,7 @@ def budgets_engine(
     say: Any = None,
 ) -> Iterator[tuple[Any, CostlyServer]]:
     """The costly model's server and an engine whose workers call it, both stopped on exit."""
-    from evals.engine import engine
+    from keel.serve import engine
 
     with (
         costly_server(PRICES, MODEL) as model,

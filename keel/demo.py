@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from graph.domain import load_domain
+from graph.domain import Domain, load_domain
 from keel.app import Decision, KeelApp, Outcome
 from keel.report import print_outcome
 from keel.settings import Settings
@@ -20,8 +20,12 @@ from retrieval.store import CorpusStore
 from stores.backends import open_stores
 
 
-def run_demo(settings: Settings, *, as_json: bool = False) -> dict[str, Any] | None:
-    domain = load_domain(settings.domain)
+def run_demo(
+    settings: Settings, *, as_json: bool = False, domain: Domain | None = None
+) -> dict[str, Any] | None:
+    """Reset the domain's data and run its demo requests end to end (``domain``: the one the
+    caller already built from the settings, shared rather than built again)."""
+    domain = domain or load_domain(settings.domain)
     domain.prepare(settings, reset=True)
     open_stores(settings).inbox.restart()
     report = CorpusStore(settings, embedder_for(settings)).ingest()
@@ -31,7 +35,7 @@ def run_demo(settings: Settings, *, as_json: bool = False) -> dict[str, Any] | N
         f"{report.added} chunks added, {report.unchanged} unchanged."
     )
     outcomes: list[Outcome] = []
-    with KeelApp.open(settings) as app:
+    with KeelApp.open(settings, domain=domain) as app:
         say(
             "Planner: "
             + (

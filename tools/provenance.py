@@ -49,7 +49,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from graph.state import Evidence, Model, tainting
+from graph.state import Evidence, Strict, tainting
 
 Source = Literal["request", "record", "outside", "planner"]
 STRENGTH: dict[Source, int] = {"request": 0, "record": 1, "planner": 2, "outside": 3}
@@ -61,7 +61,7 @@ MIN_TRACED = 3
 everywhere, so finding them says nothing."""
 
 
-class ArgumentSource(Model):
+class ArgumentSource(Strict):
     """Where one argument's value came from, as the approval screen shows it."""
 
     source: Source

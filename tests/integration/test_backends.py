@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from domains.support_desk import RETRIEVAL_QUESTIONS
-from evals.servers import ChromaServer, PostgresServer
+from keel.servers import ChromaServer, PostgresServer
 from keel.settings import Settings
 from retrieval.embeddings import embedder_for
 from retrieval.store import CorpusStore
@@ -137,7 +137,7 @@ def test_a_wrong_postgres_url_is_one_clear_line_and_loses_no_thread(
 
 @pytest.mark.integration
 def test_a_chroma_server_that_is_down_is_one_clear_line_before_any_thread(home: Path) -> None:
-    from evals.servers import free_port
+    from keel.servers import free_port
 
     down = {"KEEL_CHROMA_URL": f"http://127.0.0.1:{free_port()}"}
     message = _one_line_error(_keel(home, down, "run", REFUND_REQUEST), "KEEL_CHROMA_URL")
@@ -404,8 +404,8 @@ def test_a_worker_starting_on_a_database_already_set_up_takes_no_lock(
 def test_a_chroma_server_that_goes_away_is_named_not_mistaken_for_a_missing_index(
     tmp_path: Path,
 ) -> None:
-    from evals.servers import chroma_server
     from keel.errors import ConfigError, CorpusMissing
+    from keel.servers import chroma_server
 
     with chroma_server() as server:
         settings = Settings(home=tmp_path, chroma_url=server.url, _env_file=None)  # type: ignore[call-arg]
@@ -420,8 +420,8 @@ def test_a_chroma_server_that_goes_away_is_named_not_mistaken_for_a_missing_inde
 def test_a_server_store_reopens_a_rebuilt_collection_and_names_a_server_gone(
     tmp_path: Path,
 ) -> None:
-    from evals.servers import chroma_server
     from keel.errors import ConfigError
+    from keel.servers import chroma_server
 
     with chroma_server() as server:
         settings = Settings(home=tmp_path, chroma_url=server.url, _env_file=None)  # type: ignore[call-arg]
@@ -586,7 +586,7 @@ def test_settings_alone_move_a_thread_onto_postgres_and_a_chroma_server(
 
 @pytest.mark.integration
 def test_a_chroma_server_that_goes_away_at_an_approval_loses_no_thread(home: Path) -> None:
-    from evals.servers import chroma_server
+    from keel.servers import chroma_server
 
     with chroma_server() as server:
         servers = {"KEEL_CHROMA_URL": server.url}
