@@ -21,7 +21,7 @@ def retrieve(state: RetrieverView, runtime: Runtime[KeelContext]) -> StateUpdate
     query = state["request"]
     if verdict is not None and not verdict.ok:
         query = f"{query}\n" + "\n".join(verdict.reasons)
-    found = ctx.store.search(query, ctx.settings.retrieval_k, ctx.clock().date())
+    found = ctx.corpus.search(query, ctx.settings.retrieval_k, ctx.clock().date())
     if (guarded := guarded_thread(runtime)) is not None:
         guard, thread_id = guarded
         guard.record_taint(thread_id, found.evidence)

@@ -103,7 +103,7 @@ class Ablation:
 
 
 def _uncurated(ctx: KeelContext) -> KeelContext:
-    ctx.store = UncuratedStore(ctx.settings, ctx.store.embedder)
+    ctx.corpus = UncuratedStore(ctx.settings, ctx.corpus.embedder)
     return ctx
 
 

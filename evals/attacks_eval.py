@@ -230,7 +230,7 @@ def _stopped(a: Arena, outcome: Outcome, harm: list[str], *, by_gate: bool = Fal
 
 def _cited(a: Arena, request: str, kinds: tuple[str, ...] = ()) -> str:
     """A chunk the retriever really returns for ``request``: what a planted plan cites."""
-    found = a.app.context.store.search(
+    found = a.app.context.corpus.search(
         request, a.settings.retrieval_k, a.app.context.clock().date()
     )
     pick = [e for e in found.evidence if not kinds or e.trust_tier in kinds]

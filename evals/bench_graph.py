@@ -37,7 +37,8 @@ from graph.builder import build_graph
 from graph.context import KeelContext
 from graph.state import KeelState
 from keel.settings import Settings
-from stores.checkpoints import keel_serde, open_checkpointer
+from stores.backends import open_checkpointer
+from stores.checkpoints import keel_serde
 
 QUESTION = "What is our refund window?"
 STEPS = ("intake", "retrieve", "plan", "check_plan", "respond")

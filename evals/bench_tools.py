@@ -16,7 +16,7 @@ from domains.support_desk import SupportDesk
 from domains.support_desk.backend import DemoBackend
 from domains.support_desk.tools import demo_tools
 from keel.settings import Settings
-from stores.breakers import SqliteBreakerStore
+from stores.breakers import SqliteBreakers
 from tools.permissions import open_gate
 from tools.spec import ToolEvent, ToolRegistry
 
@@ -25,7 +25,7 @@ def bench_tools(settings: Settings, *, calls: int = 2000) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="keel-bench-") as tmp:
         backend = DemoBackend(Path(tmp) / "demo.sqlite")
         backend.seed()
-        breakers = SqliteBreakerStore(Path(tmp) / "breakers.sqlite")
+        breakers = SqliteBreakers(Path(tmp) / "breakers.sqlite")
         tools = ToolRegistry(
             demo_tools(backend), timeout_s=settings.tool_timeout_s, breaker_for=breakers.breaker
         )

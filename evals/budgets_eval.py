@@ -83,7 +83,7 @@ BASELINE = "create_agent+ModelCallLimitMiddleware"
 
 
 @dataclass(frozen=True)
-class Budgets:
+class BudgetLimits:
     """One kind's budgets, in its unit (tokens, calls, micro-dollars): a thread's, the team's for
     the concurrent part, and a well-behaved call's spend, from which the baseline's call limit
     is derived (the thread's budget over it)."""
@@ -97,10 +97,10 @@ class Budgets:
         return max(1, self.thread // self.typical_call)
 
 
-BUDGETS: dict[Kind, Budgets] = {
-    "tokens": Budgets(thread=12_000, team=60_000, typical_call=3_000),
-    "calls": Budgets(thread=4, team=20, typical_call=1),
-    "money": Budgets(thread=60_000, team=300_000, typical_call=15_000),  # $0.06 and $0.30
+BUDGETS: dict[Kind, BudgetLimits] = {
+    "tokens": BudgetLimits(thread=12_000, team=60_000, typical_call=3_000),
+    "calls": BudgetLimits(thread=4, team=20, typical_call=1),
+    "money": BudgetLimits(thread=60_000, team=300_000, typical_call=15_000),  # $0.06 and $0.30
 }
 
 

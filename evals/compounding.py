@@ -345,7 +345,7 @@ def run_keel(
 ) -> Run:
     with _world(worlds, scenario, seed) as (settings, backend):
         context = KeelContext.from_settings(settings)
-        found = context.store.search(
+        found = context.corpus.search(
             scenario.request, context.settings.retrieval_k, context.clock().date()
         )
         runbooks = [e for e in found.evidence if e.kind == "runbook"] or found.evidence

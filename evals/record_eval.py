@@ -41,8 +41,8 @@ from keel.yamlfile import load_reviewed
 from observability.replay import replay_run
 from retrieval.embeddings import embedder_for
 from retrieval.store import CorpusStore
-from stores.breakers import SqliteBreakerStore
-from stores.flight_record import RecordStore
+from stores.backends import open_stores
+from stores.breakers import SqliteBreakers
 from tools.faults import PROFILES
 from tools.permissions import PermissionGate
 from tools.spec import CallRequest, Gate, ToolEvent, ToolRegistry
@@ -265,7 +265,7 @@ def _evaluate(base: Settings, seeds: int, progress: bool) -> dict[str, Any]:
             update={"faults": scenario.faults, "fault_seed": scenario.seed, "tool_timeout_s": 0.1}
         )
         domain.prepare(settings, reset=True)
-        SqliteBreakerStore(settings.breaker_db).reset()  # each scenario starts with closed breakers
+        SqliteBreakers(settings.breaker_db).reset()  # each scenario starts with closed breakers
         models = scenario.model(chunk) if scenario.model else []
         witness.models += [m for m in models if isinstance(m, CountingModel | DownModel)]
         context = KeelContext.from_settings(
@@ -334,7 +334,7 @@ def _evaluate(base: Settings, seeds: int, progress: bool) -> dict[str, Any]:
 
 
 def _recorded_counts(settings: Settings, run_ids: list[str]) -> dict[str, int]:
-    store = RecordStore(settings.records_db)
+    store = open_stores(settings).flight_record
     counts = dict.fromkeys(
         ("tool_calls", "denials", "model_calls", "approvals_requested", "approvals_answered"), 0
     )

@@ -381,10 +381,10 @@ def _check(
     from domains.support_desk.backend import DemoBackend
     from graph.context import KeelContext
     from keel.app import KeelApp
-    from stores.ledger_postgres import PostgresIntentLedger
+    from stores.ledger_postgres import PostgresLedger
 
     backend = DemoBackend(settings.domain_db)
-    owner = PostgresIntentLedger(postgres_url).owners()
+    owner = PostgresLedger(postgres_url).owners()
     by_thread = {c.thread_id: c for c in chosen}
     ids = re.compile(r"\b(?:C-\d{4}|INV-\d{4}|CH-\d{4})\b")
     crossed: set[str] = set()

@@ -259,7 +259,7 @@ def _planner_script(scenario: Scenario, context: KeelContext) -> ScriptedToolMod
     citing what Keel's retriever really returns for the request (every time it is asked)."""
     if scenario.planner != "model":
         return None
-    found = context.store.search(
+    found = context.corpus.search(
         scenario.request, context.settings.retrieval_k, context.clock().date()
     )
     runbooks = [e for e in found.evidence if e.kind == "runbook"] or found.evidence

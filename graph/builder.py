@@ -189,7 +189,7 @@ def build_graph(
     """Compile Keel's graph.
 
     Args:
-        checkpointer: where state persists (``stores.checkpoints.open_checkpointer`` gives the
+        checkpointer: where state persists (``stores.backends.open_checkpointer`` gives the
             configured one); None for ``langgraph dev``, which brings its own.
         with_context_schema: declare ``KeelContext`` as the runtime context. The server build
             leaves it out: its dependencies are live objects, not a JSON form.

@@ -66,13 +66,13 @@ from observability.recorder import (
     Recorder,
     RecordingCallback,
     RecordingClock,
-    RecordingStore,
+    RecordingCorpus,
     RecordSink,
     RunRecording,
     model_name,
 )
-from observability.records import record_store_for
 from observability.redaction import Redactor
+from stores.backends import open_stores
 from stores.checkpoints import keel_checkpointer
 from stores.flight_record import BatchedRecord, NoRecord
 
@@ -203,7 +203,11 @@ class ServedRuns(BaseCallbackHandler):
             otel = otel_from_environment()
             if not context.settings.record and otel is None:
                 return None
-            store = record_store_for(context.settings) if context.settings.record else NoRecord()
+            store = (
+                open_stores(context.settings).flight_record
+                if context.settings.record
+                else NoRecord()
+            )
             record = BatchedRecord(store, log=log)
             atexit.register(record.close)
             router = _Router(self, record, Redactor.from_settings(context.settings))
@@ -293,7 +297,7 @@ class ServedRuns(BaseCallbackHandler):
         run.recording.emit(ended)
         run.recorder.stop()
         self._label(run, ended.status)
-        store = run.recorder.store
+        store = run.recorder.flight_record
         if isinstance(store, BatchedRecord):
             store.flush()
 
@@ -411,8 +415,8 @@ def _tap(context: KeelContext, router: _Router) -> None:
     """Give the process's context the recorder's taps, in place: the nodes of every served run
     use this one object (``graph.context.context_of``)."""
     tapped = router.instrument(context)
-    if not isinstance(context.store, RecordingStore):
-        context.store = tapped.store
+    if not isinstance(context.corpus, RecordingCorpus):
+        context.corpus = tapped.corpus
     if not isinstance(context.clock, RecordingClock):
         context.clock = tapped.clock
 

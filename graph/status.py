@@ -27,8 +27,9 @@ from graph.state import ThreadStatus
 from graph.wire import event_wait_of
 from keel.errors import ThreadNotFound
 from keel.settings import Settings
-from stores.checkpoints import open_checkpointer, thread_ids
-from stores.leases import LeaseStore, open_leases
+from stores.backends import open_stores
+from stores.checkpoints import thread_ids
+from stores.leases import Leases
 
 FINISHED: tuple[ThreadStatus, ...] = ("done", "refused", "escalated")
 WAITING: tuple[ThreadStatus, ...] = ("awaiting_approval", "awaiting_event")
@@ -113,10 +114,10 @@ class ThreadBook:
     Args:
         graph: Keel's graph compiled on ``saver`` (no runtime context is needed to read state).
         saver: the checkpointer.
-        leases: the lease store beside it (``stores.leases.open_leases``).
+        leases: the lease store beside it (``Stores.open_leases``).
     """
 
-    def __init__(self, graph: Any, saver: BaseCheckpointSaver[Any], leases: LeaseStore) -> None:
+    def __init__(self, graph: Any, saver: BaseCheckpointSaver[Any], leases: Leases) -> None:
         self.graph = graph
         self.saver = saver
         self.leases = leases
@@ -150,8 +151,9 @@ class ThreadBook:
 @contextmanager
 def open_thread_book(settings: Settings) -> Iterator[ThreadBook]:
     """The configured checkpointer's threads, for commands that only read them (``keel runs``)."""
-    with open_checkpointer(settings) as saver:
-        leases = open_leases(settings, saver)
+    stores = open_stores(settings)
+    with stores.open_checkpointer() as saver:
+        leases = stores.open_leases(saver)
         try:
             yield ThreadBook(build_graph(saver), saver, leases)
         finally:

@@ -67,15 +67,15 @@ from observability.record_events import (
     RunStarted,
 )
 from observability.recorder import Recorder, RunRecording, jsonable, model_name
-from observability.records import open_record, record_store_for
+from observability.records import open_record
 from observability.redaction import Redactor
 from observability.tracing import Tracing, run_config
-from stores.checkpoints import open_checkpointer
+from stores.backends import open_stores
 from stores.flight_record import FlightRecord, NoRecord, RunNotFound
-from stores.guard import ThreadGuard
-from stores.inbox import EventInbox
-from stores.leases import LeaseStore, open_leases
-from stores.ledger import IntentLedger
+from stores.guard import Guard
+from stores.inbox import Inbox
+from stores.leases import Leases
+from stores.ledger import Ledger
 from tools.spec import ToolRegistry
 
 Mode = Literal["run", "resume", "recover", "fork", "event"]
@@ -163,8 +163,9 @@ class RecoveryReport(BaseModel):
 
 
 @dataclass(frozen=True)
-class Stores:
-    """Everything a run writes durably, as ``KeelApp.open`` hands it to ``wrap_stores``.
+class OpenedStores:
+    """Everything a run writes durably, as ``KeelApp.open`` opened it (from
+    ``stores.backends.open_stores``) and hands it to ``wrap_stores``.
 
     Attributes:
         checkpointer: the LangGraph saver (checkpoints and pending writes).
@@ -176,16 +177,16 @@ class Stores:
     """
 
     checkpointer: BaseCheckpointSaver[str]
-    ledger: IntentLedger | None
-    inbox: EventInbox | None
+    ledger: Ledger | None
+    inbox: Inbox | None
     tools: ToolRegistry
     records: FlightRecord | None
-    leases: LeaseStore | None
-    guard: ThreadGuard | None = None
+    leases: Leases | None
+    guard: Guard | None = None
     """The thread guard: receipts consumed, rejections, taint, the requester, event deliveries."""
 
 
-StoreWrapper = Callable[[Stores], Stores]
+StoreWrapper = Callable[[OpenedStores], OpenedStores]
 """Given the stores ``KeelApp.open`` built from the settings, the stores the app uses instead.
 
 The crash sweep (``evals.crash_sweep``) counts every durable write through it; nothing in the
@@ -210,7 +211,7 @@ class KeelApp:
         *,
         recorder: Recorder | None = None,
         tracing: Tracing | None = None,
-        leases: LeaseStore | None = None,
+        leases: Leases | None = None,
     ) -> None:
         self.settings = settings
         self.context = context
@@ -239,23 +240,24 @@ class KeelApp:
 
         ``nodes`` replaces agent nodes by name (see ``graph.build_graph``). ``wrap_stores``
         replaces the durable stores built from the settings by wrappers around them (see
-        ``Stores``); the crash sweep uses it to die at every write. ``domain``: the domain the
-        caller already built from the settings (the context is built with it), when there is no
-        ``context``.
+        ``OpenedStores``); the crash sweep uses it to die at every write. ``domain``: the domain
+        the caller already built from the settings (the context is built with it), when there is
+        no ``context``.
         """
         settings = settings or (context.settings if context else Settings())
-        context = context or KeelContext.from_settings(settings, domain=domain)
+        configured = open_stores(settings)
+        context = context or KeelContext.from_settings(settings, domain=domain, stores=configured)
         redactor = Redactor.from_settings(settings)
         tracing = Tracing(redactor)
         otel = otel_from_environment()
-        records = record_store_for(settings) if settings.record else None
+        records: FlightRecord | None = configured.flight_record if settings.record else None
         if records is None and otel is not None:
             records = NoRecord()  # spans are made from the record's events: kept nowhere
         try:
-            with open_checkpointer(settings) as opened:
-                leases = open_leases(settings, opened)
+            with configured.open_checkpointer() as opened:
+                leases = configured.open_leases(opened)
                 ctx = context
-                stores = Stores(
+                stores = OpenedStores(
                     opened, ctx.ledger, ctx.inbox, ctx.tools, records, leases, ctx.guard
                 )
                 if wrap_stores is not None:
@@ -341,7 +343,7 @@ class KeelApp:
         checkpoint_id: str | None = None,
     ) -> Outcome:
         if run_id is None:
-            known = self.recorder.store.latest_run(thread_id) if self.recorder else None
+            known = self.recorder.flight_record.latest_run(thread_id) if self.recorder else None
             fresh = mode in ("run", "fork") or known is None
             run_id = str(uuid.uuid4()) if fresh or known is None else known
         trace_id = str(uuid.uuid4())
@@ -501,7 +503,7 @@ class KeelApp:
             snapshot = self._snapshot(thread_id)
         if not snapshot.values:
             raise ThreadNotFound(f"no thread {thread_id}")
-        run_id = self.recorder.store.latest_run(thread_id) if self.recorder else None
+        run_id = self.recorder.flight_record.latest_run(thread_id) if self.recorder else None
         return outcome_of(thread_id, snapshot, self.standing(thread_id, snapshot), run_id)
 
     def history(self, thread_id: str) -> list[dict[str, Any]]:
@@ -788,11 +790,11 @@ def probe_endpoint(base_url: str, timeout_s: float = 3.0) -> None:
 __all__ = [
     "Decision",
     "KeelApp",
+    "OpenedStores",
     "Outcome",
     "PendingAction",
     "RecoveryReport",
     "StoreWrapper",
-    "Stores",
     "ThreadRecovery",
     "outcome_of",
     "pending_request",

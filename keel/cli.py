@@ -373,10 +373,10 @@ def _show(args: argparse.Namespace, settings: Settings) -> Result:
 
 def _thread_spend(settings: Settings, thread_id: str) -> ThreadSpend:
     """A thread's spend on models and what its budgets have left (``keel show``)."""
-    from agents.models import budget_store_for
+    from stores.backends import open_stores
     from stores.budgets import thread_spend
 
-    store = budget_store_for(settings)
+    store = open_stores(settings).budgets
     try:
         return thread_spend(store, settings.budgets, thread_id)
     finally:
@@ -466,11 +466,11 @@ def _new_domain(args: argparse.Namespace) -> Result:
 
 
 def _seed(args: argparse.Namespace, settings: Settings) -> Result:
-    from graph.context import inbox_for
+    from stores.backends import open_stores
 
     domain = _domain(settings)
     domain.prepare(settings, reset=True)
-    inbox_for(settings).restart()
+    open_stores(settings).inbox.restart()
     return say(
         args,
         {"domain": domain.name, "seeded": str(settings.domain_db)},
@@ -626,10 +626,11 @@ def _usage_arguments(parser: argparse.ArgumentParser) -> None:
 def _usage(args: argparse.Namespace, settings: Settings) -> Result:
     """What the budget store holds: running totals (held reservations at their worst case) and,
     for one thread, its calls."""
-    from agents.models import budget_store_for, describe_spend
+    from agents.models import describe_spend
+    from stores.backends import open_stores
     from stores.budgets import usage_rows
 
-    store = budget_store_for(settings)
+    store = open_stores(settings).budgets
     named = [(s, w) for s, w in (("thread", args.thread), ("user", args.user),
                                  ("team", args.team)) if w]  # fmt: skip
     if len(named) > 1:

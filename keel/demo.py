@@ -11,13 +11,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from graph.context import inbox_for
 from graph.domain import Domain, as_showcase, load_domain
 from keel.app import Decision, KeelApp, Outcome
 from keel.report import print_outcome
 from keel.settings import Settings
 from retrieval.embeddings import embedder_for
 from retrieval.store import CorpusStore
+from stores.backends import open_stores
 
 
 def run_demo(
@@ -27,7 +27,7 @@ def run_demo(
     caller already built from the settings, shared rather than built again)."""
     domain = as_showcase(domain or load_domain(settings.domain))
     domain.prepare(settings, reset=True)
-    inbox_for(settings).restart()
+    open_stores(settings).inbox.restart()
     report = CorpusStore(settings, embedder_for(settings)).ingest()
     say = (lambda *_: None) if as_json else print
     say(

@@ -456,8 +456,9 @@ class Settings(BaseSettings):
         return value.strip().rstrip("/")
 
     @property
-    def checkpointer(self) -> Literal["sqlite", "postgres"]:
-        """Which checkpointer the settings select: Postgres when a URL is set."""
+    def backend(self) -> Literal["sqlite", "postgres"]:
+        """Which backend keeps the durable stores (``stores.backends.open_stores``): Postgres when
+        a URL is set. The one place that asks."""
         return "sqlite" if self.postgres_url is None else "postgres"
 
     @property

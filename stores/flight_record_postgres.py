@@ -46,7 +46,7 @@ CREATE OR REPLACE TRIGGER keel_events_no_truncate BEFORE TRUNCATE ON keel_events
 _SCHEMA_LOCK = 0x6B656563  # any constant shared by Keel's processes; one per store
 
 
-class PostgresRecordStore(FlightRecord):
+class PostgresFlightRecord(FlightRecord):
     """Events of every run in the ``keel_events`` table of the checkpoint database.
 
     Args:
@@ -55,7 +55,7 @@ class PostgresRecordStore(FlightRecord):
         pool_size: connections kept open (events come from the graph's thread and the tools').
 
     Example:
-        >>> store = PostgresRecordStore("postgresql://keel@127.0.0.1:5432/keel")
+        >>> store = PostgresFlightRecord("postgresql://keel@127.0.0.1:5432/keel")
         >>> store.count()  # doctest: +SKIP
         0
     """

@@ -29,8 +29,8 @@ authority. Per thread, append-only:
 - **the approval history**: what reviewers were shown and who changed it (``stores.review_log``
   reads and writes it through ``add_review_entry`` and ``review_entries``).
 
-``ThreadGuard`` states the contract; ``SqliteThreadGuard`` keeps it in a SQLite file and
-``stores.guard_postgres.PostgresThreadGuard`` in PostgreSQL; ``graph.context.guard_for`` picks one
+``Guard`` states the contract; ``SqliteGuard`` keeps it in a SQLite file and
+``stores.guard_postgres.PostgresGuard`` in PostgreSQL; ``stores.backends.open_stores`` picks one
 from the settings.
 """
 
@@ -70,7 +70,7 @@ class GuardFacts:
     waiting: tuple[tuple[str, str, str], ...] = ()
 
 
-class ThreadGuard(ABC):
+class Guard(ABC):
     """Per thread, the facts a guarantee depends on: append-only, outside the checkpoint.
 
     Every write is its own committed transaction; writing a fact twice keeps the first.
@@ -238,13 +238,13 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-class SqliteThreadGuard(ThreadGuard):
+class SqliteGuard(Guard):
     """The thread guard in a SQLite file: the intent ledger's (``settings.intent_db``), synced
     to disk on every write (``synchronous=FULL``), as the intents are.
 
     Example:
         >>> import tempfile
-        >>> guard = SqliteThreadGuard(Path(tempfile.mkdtemp()) / "intents.sqlite")
+        >>> guard = SqliteGuard(Path(tempfile.mkdtemp()) / "intents.sqlite")
         >>> guard.consume_receipt("t-1", "sha256:a", attempt="task-1", approved_by="ann")
         True
         >>> guard.consume_receipt("t-1", "sha256:a", attempt="task-2", approved_by="ann")

@@ -94,8 +94,8 @@ class StoredReviewLog:
     Example:
         >>> import tempfile
         >>> from pathlib import Path
-        >>> from stores.guard import SqliteThreadGuard
-        >>> log = StoredReviewLog(SqliteThreadGuard(Path(tempfile.mkdtemp()) / "intents.sqlite"))
+        >>> from stores.guard import SqliteGuard
+        >>> log = StoredReviewLog(SqliteGuard(Path(tempfile.mkdtemp()) / "intents.sqlite"))
         >>> log.add("t-1", ReviewEntry("proposed", "r-1:ann", by="ann"))
         >>> log.add("t-1", ReviewEntry("proposed", "r-1:ann", by="ann"))  # the node ran again
         >>> [e.by for e in log.entries("t-1")], log.entries("t-2")

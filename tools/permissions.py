@@ -269,7 +269,7 @@ class ReceiptSigner:
         key = settings.approval_signing_key()
         if key is not None:
             return cls(key)
-        if settings.postgres_url is not None:
+        if settings.backend == "postgres":
             raise ConfigError(
                 "KEEL_POSTGRES_URL is set but no approval key is: set KEEL_APPROVAL_KEY (or "
                 "KEEL_APPROVAL_KEY_FILE) to the same 64 hex characters on every worker "

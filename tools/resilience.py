@@ -78,7 +78,7 @@ CLOSED = BreakerRecord()
 
 class BreakerStore(Protocol):
     """Where breakers keep their state: ``MemoryBreakers`` for one process, or a store every
-    process of a Keel home shares (``stores.breakers.SqliteBreakerStore``).
+    process of a Keel home shares (``stores.breakers.SqliteBreakers``).
 
     Each method that changes state is one atomic step, so processes sharing a store agree.
     """

@@ -27,7 +27,7 @@ from graph.wire import approval_request_of
 from keel.app import Decision, KeelApp
 from keel.settings import Settings
 from observability.tracing import run_config
-from stores.checkpoints import open_checkpointer
+from stores.backends import open_checkpointer
 from tests.conftest import REFUND_REQUEST
 
 APPROVE_ALL = {"decisions": [{"type": "approve"}, {"type": "approve"}]}
@@ -460,7 +460,7 @@ def test_the_authenticated_reviewer_is_in_the_flight_record(
     assert chat.status() == "done"
     left = [
         e.payload
-        for e in app.recorder.store.events(run_id)
+        for e in app.recorder.flight_record.events(run_id)
         if e.kind == "node_left" and e.node == "approve"
     ]
     outputs = [p.outputs for p in left if getattr(p, "outputs", None)]

@@ -20,7 +20,7 @@ import pytest
 
 from graph.builder import build_graph
 from keel.settings import Settings
-from stores.checkpoints import open_checkpointer
+from stores.backends import open_checkpointer
 from tests.conftest import REFUND_REQUEST
 from tests.integration.cli import KEEL
 from tests.integration.cli import json_of as _json
