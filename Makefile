@@ -26,7 +26,7 @@ THREADS ?= 50
 # versions as pip, several times faster (docs/startup.md, "Installing"). Everything is byte-compiled at
 # install, Keel's own packages too: where PYTHONDONTWRITEBYTECODE is set, nothing would be later,
 # and every command would compile its modules again.
-PACKAGES := keel graph agents retrieval tools observability evals domains
+PACKAGES := keel graph agents retrieval tools observability stores evals domains
 
 $(RUNTIME): pyproject.toml Makefile
 	test -x $(UV) || { $(WITH_PY) $(PYTHON) -m venv $(VENV) && $(BIN)/pip install --quiet "uv>=0.9,<1"; }

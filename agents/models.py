@@ -42,7 +42,7 @@ from graph.reviewer import AUTH_USER_KEY, reviewer_of, team_of
 from graph.state import BudgetStop
 from keel.errors import KeelError
 from keel.settings import Settings
-from tools.budgets import BudgetStore, Spend, SqliteBudgetStore
+from stores.budgets import BudgetStore, Spend, SqliteBudgetStore
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -321,7 +321,7 @@ def budget_store_for(settings: Settings) -> BudgetStore:
     """The budget store beside the checkpoints: Postgres when they are there, else SQLite."""
     if settings.postgres_url is None:
         return SqliteBudgetStore(settings.budgets_db)
-    from tools.budgets_postgres import PostgresBudgetStore  # psycopg only when configured
+    from stores.budgets_postgres import PostgresBudgetStore  # psycopg only when configured
 
     return PostgresBudgetStore(
         settings.postgres_url.get_secret_value(),

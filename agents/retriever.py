@@ -8,15 +8,13 @@ reach the planner taints the thread: it is recorded in the thread guard as it en
 
 from __future__ import annotations
 
-from typing import Any
-
 from langgraph.runtime import Runtime
 
 from graph.context import KeelContext, context_of, guarded_thread
-from graph.state import RetrieverView
+from graph.state import RetrieverView, StateUpdate
 
 
-def retrieve(state: RetrieverView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
+def retrieve(state: RetrieverView, runtime: Runtime[KeelContext]) -> StateUpdate:
     ctx = context_of(runtime)
     verdict = state.get("plan_verdict")
     # On a replan, ask for what the validator's objections need, not the whole history.

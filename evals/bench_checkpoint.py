@@ -18,8 +18,8 @@ from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver, empty_checkpoint
 
-from graph.persistence import open_checkpointer
 from keel.settings import Settings
+from stores.checkpoints import open_checkpointer
 
 WRITES = 300
 

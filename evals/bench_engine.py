@@ -325,7 +325,7 @@ def thread_writes_of(url: str, graph: str, thread_id: str) -> list[Any]:
     from evals.bare_graph import build_bare_graph
     from evals.state_probe import thread_writes
     from graph.builder import build_graph
-    from graph.persistence import keel_serde
+    from stores.checkpoints import keel_serde
 
     compiled = build_bare_graph() if graph == "bare" else build_graph(with_context_schema=False)
     with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:

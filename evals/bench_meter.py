@@ -19,7 +19,7 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from agents.models import Meter, MeterEvent
 from agents.usage import BudgetRule, Payer, Price, PriceTable
 from keel.settings import Settings
-from tools.budgets import SqliteBudgetStore
+from stores.budgets import SqliteBudgetStore
 
 
 def bench_meter(settings: Settings, calls: int = 400) -> dict[str, Any]:

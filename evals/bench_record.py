@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from keel.settings import Settings
-from observability.events import AnyPayload, ClockRead, NodeLeft, RetrievalDone, ToolCallMade
 from observability.logs import JsonFormatter
+from observability.record_events import AnyPayload, ClockRead, NodeLeft, RetrievalDone, ToolCallMade
 from observability.recorder import Recorder
 from observability.redaction import Redactor
-from observability.store import RecordStore
+from stores.flight_record import RecordStore
 from tools.spec import ToolEvent
 
 

@@ -16,7 +16,7 @@ from domains.support_desk import SupportDesk
 from domains.support_desk.backend import DemoBackend
 from domains.support_desk.tools import demo_tools
 from keel.settings import Settings
-from tools.breakers import SqliteBreakerStore
+from stores.breakers import SqliteBreakerStore
 from tools.permissions import open_gate
 from tools.spec import ToolEvent
 

@@ -184,7 +184,7 @@ def run_on_engine(
 ) -> dict[str, Any]:
     """``threads`` threads of one team (``loop`` and ``long`` in turn) on ``workers`` Aegra
     worker processes against one team budget; the figures of :func:`figures`."""
-    from tools.budgets_postgres import PostgresBudgetStore
+    from stores.budgets_postgres import PostgresBudgetStore
 
     say = (lambda text: print(text, flush=True)) if progress else None
     refs = [f"{('loop', 'long')[n % 2]}-{n}" for n in range(threads)]

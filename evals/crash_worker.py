@@ -48,11 +48,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from domains.support_desk.backend import DemoBackend
 from graph.builder import build_graph
-from graph.persistence import open_checkpointer
 from graph.status import FINISHED
 from keel.app import Decision, KeelApp, Stores, StoreWrapper
 from keel.settings import Settings
-from tools.ledger import IntentLedger
+from stores.checkpoints import open_checkpointer
+from stores.ledger import IntentLedger
 from tools.spec import ToolSpec
 
 RequestName = Literal["refund", "bank_refund", "billing_email", "close_ticket"]

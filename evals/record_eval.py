@@ -39,10 +39,10 @@ from keel.errors import BadRequest
 from keel.settings import Settings
 from keel.yamlfile import load_reviewed
 from observability.replay import replay_run
-from observability.store import RecordStore
 from retrieval.embeddings import embedder_for
 from retrieval.store import CorpusStore
-from tools.breakers import SqliteBreakerStore
+from stores.breakers import SqliteBreakerStore
+from stores.flight_record import RecordStore
 from tools.faults import PROFILES
 from tools.permissions import PermissionGate
 from tools.spec import CallRequest, Gate, ToolEvent, ToolRegistry

@@ -381,7 +381,7 @@ def _check(
     from domains.support_desk.backend import DemoBackend
     from graph.context import KeelContext
     from keel.app import KeelApp
-    from tools.ledger_postgres import PostgresIntentLedger
+    from stores.ledger_postgres import PostgresIntentLedger
 
     backend = DemoBackend(settings.domain_db)
     owner = PostgresIntentLedger(postgres_url).owners()

@@ -32,7 +32,7 @@ from pydantic import (
 )
 
 from graph.domain import Domain
-from graph.state import Status, TrustTier
+from graph.state import ThreadStatus, TrustTier
 from keel.errors import BadRequest
 from keel.settings import Settings
 from keel.yamlfile import line_of, load_reviewed, problem_of
@@ -58,7 +58,7 @@ class Expected(Strict):
     itself, not with what an agent says it did.
     """
 
-    status: list[Status] = Field(
+    status: list[ThreadStatus] = Field(
         default_factory=list, description="Keel's final status, one of these (empty: any)"
     )
     effects: list[str] = Field(

@@ -17,13 +17,13 @@ from langgraph.runtime import Runtime
 
 from agents.models import Meter, chat_model_for, meter_for
 from graph.domain import Domain, gated_registry, load_domain
-from graph.review_log import ReviewLog, StoredReviewLog
 from keel.settings import Settings
 from retrieval.embeddings import embedder_for
 from retrieval.store import CorpusStore
-from tools.events import EventInbox
-from tools.guard import SqliteThreadGuard, ThreadGuard
-from tools.ledger import IntentLedger
+from stores.guard import SqliteThreadGuard, ThreadGuard
+from stores.inbox import EventInbox
+from stores.ledger import IntentLedger
+from stores.review_log import ReviewLog, StoredReviewLog
 from tools.spec import ToolRegistry
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ class KeelContext:
         store: the corpus index the retriever queries.
         ledger: the intent ledger of irreversible calls.
         inbox: the event inbox (who waits for which domain event).
-        guard: the thread guard (``tools.guard``): receipts consumed, rejections, taint, the
+        guard: the thread guard (``stores.guard``): receipts consumed, rejections, taint, the
             requester and event deliveries, outside the checkpoint. None only where nothing is
             live (a replay), and then the checks read the state's working copy alone.
         planner_model: the chat model for the planner, or None for the runbook planner.
@@ -53,7 +53,7 @@ class KeelContext:
         meter: the door every model call goes through (usage, prices, budgets); None: an
             unmetered one with no budget (a context built by hand).
         clock: the time source (replay and tests control it).
-        reviews: the threads' approval history (``graph.review_log``), outside the checkpoint.
+        reviews: the threads' approval history (``stores.review_log``), outside the checkpoint.
     """
 
     settings: Settings
@@ -132,7 +132,7 @@ def _ledger_for(settings: Settings) -> IntentLedger:
     """The intent ledger beside the checkpoints: Postgres when they are there, else SQLite."""
     if settings.postgres_url is None:
         return IntentLedger(settings.intent_db)
-    from tools.ledger_postgres import PostgresIntentLedger  # psycopg only when configured
+    from stores.ledger_postgres import PostgresIntentLedger  # psycopg only when configured
 
     return PostgresIntentLedger(
         settings.postgres_url.get_secret_value(),
@@ -146,7 +146,7 @@ def guard_for(settings: Settings) -> ThreadGuard:
     of the checkpoints when they are there."""
     if settings.postgres_url is None:
         return SqliteThreadGuard(settings.intent_db)
-    from tools.guard_postgres import PostgresThreadGuard  # psycopg only when configured
+    from stores.guard_postgres import PostgresThreadGuard  # psycopg only when configured
 
     return PostgresThreadGuard(
         settings.postgres_url.get_secret_value(),
@@ -166,7 +166,7 @@ def inbox_for(settings: Settings) -> EventInbox:
     """The event inbox beside the checkpoints: Postgres when they are there, else SQLite."""
     if settings.postgres_url is None:
         return EventInbox(settings.events_db)
-    from tools.events_postgres import PostgresEventInbox  # psycopg only when configured
+    from stores.inbox_postgres import PostgresEventInbox  # psycopg only when configured
 
     return PostgresEventInbox(
         settings.postgres_url.get_secret_value(),

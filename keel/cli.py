@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import logging
 import sys
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from graph.domain import Domain
     from keel.app import KeelApp, Outcome
     from keel.settings import Settings
-    from tools.budgets import ThreadSpend
+    from stores.budgets import ThreadSpend
 
 EXIT_ERROR = 2
 EXIT_BUG = 1
@@ -143,6 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BUG
     finally:
         _flush_traces()
+        _loaded.cache_clear()  # a domain is built once per command, never reused by the next
     if args.json and result is not None:
         print(json.dumps(result, default=str))
     return 0
@@ -186,11 +188,10 @@ def _settings(args: argparse.Namespace) -> Settings:
     settings = Settings(domain=args.domain) if args.domain else Settings()
     overrides: dict[str, Any] = {}
     if args.faults is not None:
-        from graph.domain import load_domain
         from tools.faults import profile_named
 
         # A bad profile is one clear line, before anything runs; the domain's own names count.
-        profile_named(args.faults, load_domain(settings.domain).fault_profiles())
+        profile_named(args.faults, _domain(settings).fault_profiles())
         overrides["faults"] = args.faults
     if args.fault_seed is not None:
         overrides["fault_seed"] = args.fault_seed
@@ -232,7 +233,7 @@ def _told(args: argparse.Namespace, outcome: Outcome) -> Result:
 def _app(settings: Settings) -> Iterator[KeelApp]:
     from keel.app import KeelApp
 
-    with KeelApp.open(settings) as app:
+    with KeelApp.open(settings, domain=_domain(settings)) as app:
         yield app
 
 
@@ -373,7 +374,7 @@ def _show(args: argparse.Namespace, settings: Settings) -> Result:
 def _thread_spend(settings: Settings, thread_id: str) -> ThreadSpend:
     """A thread's spend on models and what its budgets have left (``keel show``)."""
     from agents.models import budget_store_for
-    from tools.budgets import thread_spend
+    from stores.budgets import thread_spend
 
     store = budget_store_for(settings)
     try:
@@ -403,9 +404,16 @@ def _events(args: argparse.Namespace, settings: Settings) -> Result:
 
 
 def _domain(settings: Settings) -> Domain:
+    """The configured domain, built once per command (the profile check, the verb and the app
+    share it; ``main`` forgets it between commands)."""
+    return _loaded(settings.domain)
+
+
+@functools.lru_cache(maxsize=2)
+def _loaded(spec: str) -> Domain:
     from graph.domain import load_domain
 
-    return load_domain(settings.domain)
+    return load_domain(spec)
 
 
 def _domain_arguments(parser: argparse.ArgumentParser) -> None:
@@ -558,7 +566,7 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> Result:
 def _demo(args: argparse.Namespace, settings: Settings) -> Result:
     from keel.demo import run_demo
 
-    return run_demo(settings, as_json=args.json)
+    return run_demo(settings, as_json=args.json, domain=_domain(settings))
 
 
 # The record: runs, usage, trace, explain, replay.
@@ -586,7 +594,7 @@ def _runs(args: argparse.Namespace, settings: Settings) -> Result:
         raise BadRequest("--limit must be at least 1")
     if args.stalled:
         with open_thread_book(settings) as book:
-            stalled = [t.model_dump(mode="json") for t in book.statuses() if t.status == "stalled"]
+            stalled = [t.model_dump(mode="json") for t in book.standings() if t.status == "stalled"]
         if not args.json:
             report.print_stalled(stalled)
         return {"stalled": stalled} if args.json else None
@@ -599,7 +607,7 @@ def _runs(args: argparse.Namespace, settings: Settings) -> Result:
                     continue  # a fork's earlier run: its record is its history
                 # Nothing checkpointed (refused before its first step, or deleted): the record's.
                 with contextlib.suppress(ThreadNotFound):
-                    row["status"] = book.status(row["thread_id"]).status
+                    row["status"] = book.standing(row["thread_id"]).status
     finally:
         store.close()
     if not args.json:
@@ -618,7 +626,7 @@ def _usage(args: argparse.Namespace, settings: Settings) -> Result:
     """What the budget store holds: running totals (held reservations at their worst case) and,
     for one thread, its calls."""
     from agents.models import budget_store_for, describe_spend
-    from tools.budgets import usage_rows
+    from stores.budgets import usage_rows
 
     store = budget_store_for(settings)
     named = [(s, w) for s, w in (("thread", args.thread), ("user", args.user),

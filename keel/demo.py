@@ -12,7 +12,7 @@ import uuid
 from typing import Any
 
 from graph.context import inbox_for
-from graph.domain import load_domain
+from graph.domain import Domain, load_domain
 from keel.app import Decision, KeelApp, Outcome
 from keel.report import print_outcome
 from keel.settings import Settings
@@ -20,8 +20,12 @@ from retrieval.embeddings import embedder_for
 from retrieval.store import CorpusStore
 
 
-def run_demo(settings: Settings, *, as_json: bool = False) -> dict[str, Any] | None:
-    domain = load_domain(settings.domain)
+def run_demo(
+    settings: Settings, *, as_json: bool = False, domain: Domain | None = None
+) -> dict[str, Any] | None:
+    """Reset the domain's data and run its demo requests end to end (``domain``: the one the
+    caller already built from the settings, shared rather than built again)."""
+    domain = domain or load_domain(settings.domain)
     domain.prepare(settings, reset=True)
     inbox_for(settings).restart()
     report = CorpusStore(settings, embedder_for(settings)).ingest()
@@ -31,7 +35,7 @@ def run_demo(settings: Settings, *, as_json: bool = False) -> dict[str, Any] | N
         f"{report.added} chunks added, {report.unchanged} unchanged."
     )
     outcomes: list[Outcome] = []
-    with KeelApp.open(settings) as app:
+    with KeelApp.open(settings, domain=domain) as app:
         say(
             "Planner: "
             + (

@@ -31,7 +31,7 @@ from pydantic_core import to_jsonable_python
 from agents.models import MeterEvent
 from graph.context import KeelContext
 from keel.errors import StoreUnavailable
-from observability.events import (
+from observability.record_events import (
     AnyPayload,
     BudgetMetered,
     ClockRead,
@@ -46,9 +46,9 @@ from observability.events import (
     VerdictGiven,
 )
 from observability.redaction import Redactor
-from observability.store import FlightRecord
 from retrieval.curation import Retrieval
 from retrieval.store import CorpusStore
+from stores.flight_record import FlightRecord
 from tools.spec import ToolEvent
 
 if TYPE_CHECKING:  # the chat models' package is imported when a model is made, not by every command
@@ -156,7 +156,7 @@ class Recorder:
     """Writes the record of the runs of one ``KeelApp`` (or one replay) to a ``FlightRecord``.
 
     Example:
-        >>> from observability.store import RecordStore
+        >>> from stores.flight_record import RecordStore
         >>> rec = Recorder(RecordStore(":memory:"), Redactor(["token"]))
         >>> rec.active is None
         True

@@ -4,14 +4,14 @@
 from __future__ import annotations
 
 from keel.settings import Settings
-from observability.store import FlightRecord, RecordStore, RunNotFound
+from stores.flight_record import FlightRecord, RecordStore, RunNotFound
 
 
 def record_store_for(settings: Settings) -> FlightRecord:
     """The store a run records into (made on first use)."""
     if settings.postgres_url is None:
         return RecordStore(settings.records_db, synchronous=settings.record_sync)
-    from observability.store_postgres import PostgresRecordStore  # psycopg only when configured
+    from stores.flight_record_postgres import PostgresRecordStore  # psycopg only when configured
 
     return PostgresRecordStore(
         settings.postgres_url.get_secret_value(),

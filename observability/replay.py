@@ -51,13 +51,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from agents.models import Meter
 from graph.builder import build_graph
 from graph.context import KeelContext
-from graph.persistence import keel_serde
 from graph.state import Conflict, Evidence, Filtered, approval_digest
 from graph.wire import decision_types
 from keel.app import KeelApp
 from keel.errors import IntegrationError, KeelError, Permanent, Retryable
 from keel.settings import Settings
-from observability.events import (
+from observability.record_events import (
     ApprovalAnswered,
     ClockRead,
     ModelCall,
@@ -68,11 +67,12 @@ from observability.events import (
 from observability.recorder import Recorder, jsonable
 from observability.records import open_record
 from observability.redaction import REDACTED, Redactor
-from observability.store import RecordStore
 from retrieval.curation import Retrieval
 from retrieval.embeddings import Embedder
 from retrieval.store import CorpusStore
-from tools.ledger import IntentLedger
+from stores.checkpoints import keel_serde
+from stores.flight_record import RecordStore
+from stores.ledger import IntentLedger
 from tools.resilience import Breaker, RetryPolicy
 from tools.spec import Gate, ToolCall, ToolEvent, ToolRegistry, ToolSpec
 

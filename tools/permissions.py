@@ -12,7 +12,7 @@ checks, for every call:
    approval must be a receipt signed by Keel, for exactly this tool and these arguments, for
    this agent, in this thread, under this manifest version, unexpired and unused; under a
    ``four_eyes`` grant, signed by someone other than the thread's requester. What "unused",
-   "rejected", "tainted" and "requester" mean comes from the thread guard (``tools.guard``),
+   "rejected", "tainted" and "requester" mean comes from the thread guard (``stores.guard``),
    outside the checkpoint, through ``ThreadFacts``;
 4. numeric limits, then the domain's named scopes (e.g. "ship only the order the request names");
    a scope check that raises denies the call (fail closed), it never crashes the caller;

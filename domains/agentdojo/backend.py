@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
 from keel.errors import Permanent
-from keel.sqlitefile import SqliteFile, schema_gaps
+from stores.sqlitefile import SqliteFile, schema_gaps
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS environment (

@@ -31,7 +31,7 @@ from domains.agentdojo.tools import suite_tools
 from graph.domain import DemoRequest, DomainDefaults
 from graph.state import CannotPlan, Evidence, Plan, Step
 from keel.settings import Settings
-from tools.breakers import SqliteBreakerStore
+from stores.breakers import SqliteBreakerStore
 from tools.faults import PROFILES, FaultInjector, profile_named
 from tools.permissions import Scope
 from tools.resilience import RetryPolicy

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from keel.errors import Permanent
-from keel.sqlitefile import SqliteFile, schema_gaps
+from stores.sqlitefile import SqliteFile, schema_gaps
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS services (

@@ -12,7 +12,7 @@ from graph.domain import DemoRequest, DomainCommand
 from graph.state import CannotPlan, DomainEvent, EventWait, Evidence, Plan, Step
 from keel.errors import IntegrationError, PermissionDenied, Retryable, Unauthorized
 from keel.settings import Settings
-from tools.breakers import SqliteBreakerStore
+from stores.breakers import SqliteBreakerStore
 from tools.faults import PROFILES, FaultInjector, FaultProfile, profile_named
 from tools.permissions import Scope
 from tools.resilience import RetryPolicy

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.breakers import SqliteBreakerStore
+from stores.breakers import SqliteBreakerStore
 from tools.resilience import CLOSED, BreakerRecord, BreakerStore, MemoryBreakers
 
 Stores = Callable[[], tuple[BreakerStore, BreakerStore]]

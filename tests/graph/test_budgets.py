@@ -136,7 +136,7 @@ def test_keel_usage_shows_totals_per_scope_and_period_and_a_thread_s_calls(
 ) -> None:
     from agents.models import Meter
     from agents.usage import Payer, PriceTable
-    from tools.budgets import SqliteBudgetStore
+    from stores.budgets import SqliteBudgetStore
 
     monkeypatch.setenv("KEEL_BUDGETS", '[{"scope": "team", "period": "day", "tokens": 5000}]')
     store = SqliteBudgetStore(home / "budgets.sqlite")

@@ -14,7 +14,7 @@ from domains.support_desk.backend import DemoBackend
 from keel.app import Decision, KeelApp
 from keel.cli import main
 from keel.settings import Settings
-from tools.events import EventInbox
+from stores.inbox import EventInbox
 
 SEPA_REQUEST = (
     "Customer C-1004 paid invoice INV-2005 twice by bank transfer, "

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from graph.lease import LeaseOwner, SqliteLeaseStore
 from keel.errors import LeaseHeld
+from stores.leases import LeaseOwner, SqliteLeaseStore
 
 
 class Clock:

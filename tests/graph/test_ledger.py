@@ -9,8 +9,8 @@ from domains.support_desk.backend import DemoBackend
 from graph.context import KeelContext
 from graph.state import ToolOutcome
 from keel.settings import Settings
+from stores.ledger import IntentLedger
 from tests.builders import approved
-from tools.ledger import IntentLedger
 
 EMAIL = {"to": "ada@example.com", "subject": "Refund", "body": "We refunded you."}
 

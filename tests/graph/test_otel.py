@@ -17,11 +17,11 @@ from domains.support_desk.backend import DemoBackend
 from graph.context import KeelContext
 from keel.app import Decision, KeelApp
 from keel.settings import Settings
-from observability.events import NodeEntered, NodeLeft, RunEnded, RunStarted, ToolCallMade
 from observability.otel import otel_from_environment
+from observability.record_events import NodeEntered, NodeLeft, RunEnded, RunStarted, ToolCallMade
 from observability.recorder import Recorder
 from observability.redaction import Redactor
-from observability.store import RecordStore
+from stores.flight_record import RecordStore
 from tests.conftest import REFUND_REQUEST
 from tests.otlp import one, otlp_receiver
 from tools.spec import ToolEvent

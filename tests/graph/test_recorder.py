@@ -13,7 +13,7 @@ from langchain_core.messages import AIMessage
 from graph.context import KeelContext
 from keel.app import Decision, KeelApp
 from keel.settings import Settings
-from observability.events import RecordEvent
+from observability.record_events import RecordEvent
 from observability.views import explain, render_tree, trace_tree
 from tests.conftest import BILLING_ADDRESS as ADDRESS
 from tests.conftest import BILLING_REQUEST, EMAIL_PATTERN, REFUND_REQUEST
@@ -279,7 +279,7 @@ def test_a_record_store_that_fails_loses_events_not_the_run(
     from domains.support_desk.backend import DemoBackend
     from keel.app import Stores
     from keel.errors import StoreUnavailable
-    from observability.store import RecordStore
+    from stores.flight_record import RecordStore
 
     class Failing(RecordStore):
         offered = 0

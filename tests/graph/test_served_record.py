@@ -23,7 +23,7 @@ from graph import context as context_module
 from graph.served import ServedRuns, served_graph
 from graph.state import Evidence, Plan, ToolOutcome
 from keel.settings import Settings
-from observability.store import RecordStore
+from stores.flight_record import RecordStore
 from tests.conftest import REFUND_REQUEST, run_keel
 
 

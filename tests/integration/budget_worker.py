@@ -17,8 +17,8 @@ from langchain_core.outputs import ChatResult
 
 from agents.models import Meter
 from agents.usage import BudgetRule, Payer
-from tools.budgets import BudgetStore, SqliteBudgetStore
-from tools.budgets_postgres import PostgresBudgetStore
+from stores.budgets import BudgetStore, SqliteBudgetStore
+from stores.budgets_postgres import PostgresBudgetStore
 
 
 class Hangs(FakeMessagesListChatModel):

@@ -226,7 +226,7 @@ def test_the_pool_survives_connections_the_server_closed_while_a_human_decided(
     from psycopg.rows import dict_row
     from psycopg_pool import ConnectionPool
 
-    from graph.persistence import open_checkpointer
+    from stores.checkpoints import open_checkpointer
 
     settings = Settings(
         home=home,
@@ -296,8 +296,8 @@ def test_the_checkpoint_bench_measures_both_backends(postgres_url: str, tmp_path
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    from tools.ledger import IntentLedger
-    from tools.ledger_postgres import PostgresIntentLedger
+    from stores.ledger import IntentLedger
+    from stores.ledger_postgres import PostgresIntentLedger
 
     if request.param == "sqlite":
         return IntentLedger(tmp_path / "intents.sqlite")
@@ -324,7 +324,7 @@ def test_the_intent_ledger_contract(ledger: Any) -> None:
 def test_a_worker_killed_after_the_refund_is_recovered_by_another_on_postgres(
     home: Path, postgres_url: str
 ) -> None:
-    from tools.ledger_postgres import PostgresIntentLedger
+    from stores.ledger_postgres import PostgresIntentLedger
 
     pg = {"KEEL_POSTGRES_URL": postgres_url, **APPROVAL_KEY}
     thread = _json(_keel(home, pg, "run", REFUND_REQUEST))["thread_id"]
@@ -352,8 +352,8 @@ def test_workers_starting_together_on_a_fresh_database_all_start(
     """setup() under a lock: a blocking lock deadlocked here against CREATE INDEX CONCURRENTLY."""
     import threading
 
-    from graph.persistence import open_checkpointer
-    from tools.ledger_postgres import PostgresIntentLedger
+    from stores.checkpoints import open_checkpointer
+    from stores.ledger_postgres import PostgresIntentLedger
 
     settings = Settings(home=home, postgres_url=postgres_url, _env_file=None)  # type: ignore[call-arg, arg-type]
     start = threading.Barrier(4)
@@ -384,7 +384,7 @@ def test_a_worker_starting_on_a_database_already_set_up_takes_no_lock(
 
     import psycopg
 
-    from graph.persistence import _SETUP_LOCK, open_checkpointer
+    from stores.checkpoints import _SETUP_LOCK, open_checkpointer
 
     settings = Settings(home=home, postgres_url=postgres_url, _env_file=None)  # type: ignore[call-arg, arg-type]
     with open_checkpointer(settings):

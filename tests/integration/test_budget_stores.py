@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from agents.usage import Amount, BudgetRule, Payer, Usage, applicable
-from tools.budgets import BudgetStore, SqliteBudgetStore
-from tools.budgets_postgres import PostgresBudgetStore
+from stores.budgets import BudgetStore, SqliteBudgetStore
+from stores.budgets_postgres import PostgresBudgetStore
 
 pytestmark = pytest.mark.integration
 WORKER = Path(__file__).with_name("budget_worker.py")

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from domains.support_desk.backend import DemoBackend
+from stores.ledger import IntentLedger
 from tests.conftest import REFUND_REQUEST
-from tools.ledger import IntentLedger
 
 KEEL = str(Path(sys.executable).parent / "keel")
 

@@ -30,10 +30,10 @@ from langgraph_sdk import get_sync_client
 from domains.support_desk import SupportDesk
 from domains.support_desk.backend import DemoBackend
 from keel.settings import Settings
+from stores.ledger import IntentLedger
 from tests.conftest import REFUND_REQUEST
 from tests.integration.js_client import js_client, js_sdk
 from tests.otlp import Received, one, otlp_receiver
-from tools.ledger import IntentLedger
 
 ROOT = Path(__file__).resolve().parents[2]
 LANGGRAPH = str(Path(sys.executable).parent / "langgraph")

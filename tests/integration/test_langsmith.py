@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from keel.settings import Settings
-from observability.events import RunStarted
-from observability.store import RecordStore
+from observability.record_events import RunStarted
+from stores.flight_record import RecordStore
 from tests.conftest import BILLING_ADDRESS, BILLING_REQUEST, EMAIL_PATTERN, REFUND_REQUEST
 
 KEEL = str(Path(sys.executable).parent / "keel")

@@ -22,10 +22,10 @@ from typing import Any
 
 import pytest
 
-from graph.lease import LeaseOwner, LeaseStore, PostgresLeaseStore, SqliteLeaseStore
 from keel.errors import LeaseHeld
 from keel.settings import Settings
 from observability.records import record_store_for
+from stores.leases import LeaseOwner, LeaseStore, PostgresLeaseStore, SqliteLeaseStore
 from tests.conftest import REFUND_REQUEST
 from tests.integration.cli import KEEL
 from tests.integration.cli import json_of as _json

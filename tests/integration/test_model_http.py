@@ -25,8 +25,8 @@ from domains.support_desk.backend import DemoBackend
 from graph.context import KeelContext
 from keel.app import Decision, KeelApp, Outcome
 from keel.settings import Settings
-from observability.events import ModelCall, PlanMade, RecordEvent, RunStarted
-from observability.store import RecordStore
+from observability.record_events import ModelCall, PlanMade, RecordEvent, RunStarted
+from stores.flight_record import RecordStore
 from tests.conftest import REFUND_REQUEST
 from tests.integration.openai_stub import openai_compatible
 

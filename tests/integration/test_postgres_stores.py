@@ -22,12 +22,12 @@ from graph.state import DomainEvent, EventWait, Receipt
 from keel.app import Decision, KeelApp
 from keel.errors import BadRequest, RelayBusy, StoreUnavailable
 from keel.settings import Settings
-from observability.events import RecordEvent, RunEnded
+from observability.record_events import RecordEvent, RunEnded
 from observability.records import record_store_for
-from observability.store import FlightRecord
+from stores.flight_record import FlightRecord
+from stores.inbox import EventInbox
+from stores.inbox_postgres import PostgresEventInbox
 from tests.conftest import APPROVAL_KEY, REFUND_REQUEST
-from tools.events import EventInbox
-from tools.events_postgres import PostgresEventInbox
 from tools.permissions import ReceiptSigner
 
 KEEL = str(Path(sys.executable).parent / "keel")
@@ -118,7 +118,7 @@ def test_a_second_relay_waits_for_the_first_and_gives_up_clearly(inbox: EventInb
 def test_a_relay_killed_mid_pass_frees_its_turn(postgres_url: str, tmp_path: Path) -> None:
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from tools.events_postgres import PostgresEventInbox\n"
+         "import sys, time; from stores.inbox_postgres import PostgresEventInbox\n"
          "with PostgresEventInbox(sys.argv[1]).relaying():\n"
          "    print('holding', flush=True); time.sleep(60)",
          postgres_url],
@@ -357,8 +357,8 @@ def test_a_batch_of_events_is_one_transaction_and_reads_back_in_order(
 def test_keels_stores_share_one_pool_and_a_ledger_statement_opens_no_connection(
     postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from graph.postgres_tables import SharedPools
-    from tools.ledger_postgres import PostgresIntentLedger
+    from stores.ledger_postgres import PostgresIntentLedger
+    from stores.postgres_tables import SharedPools
 
     opened: list[str] = []
     real = psycopg.Connection.connect

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from keel.settings import Settings
-from observability.store import RecordStore
+from stores.flight_record import RecordStore
 from tests.conftest import REFUND_REQUEST
 
 KEEL = str(Path(sys.executable).parent / "keel")

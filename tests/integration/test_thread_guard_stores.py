@@ -1,6 +1,6 @@
 """The thread guard keeps one contract on both backends: SQLite beside the intent ledger, and
 PostgreSQL beside the checkpoints (a throwaway cluster, ``conftest.py``); and a refund thread's
-guarantees hold with the guard in Postgres. The approval history (``graph.review_log``) is kept
+guarantees hold with the guard in Postgres. The approval history (``stores.review_log``) is kept
 in the same store, so workers on two machines share it."""
 
 from __future__ import annotations
@@ -13,15 +13,15 @@ from langgraph.types import Command
 
 from domains.support_desk.backend import DemoBackend
 from graph.context import KeelContext, guard_for, review_log_for
-from graph.review_log import ReviewEntry
 from graph.state import DomainEvent, EventWait, Evidence, Plan, Step
 from keel.app import Decision, KeelApp
 from keel.errors import StoreUnavailable
 from keel.settings import Settings
+from stores.guard import SqliteThreadGuard, ThreadGuard, plan_digest
+from stores.guard_postgres import PostgresThreadGuard
+from stores.review_log import ReviewEntry
 from tests.builders import evidence
 from tests.conftest import REFUND_REQUEST
-from tools.guard import SqliteThreadGuard, ThreadGuard, plan_digest
-from tools.guard_postgres import PostgresThreadGuard
 
 pytestmark = pytest.mark.integration
 
@@ -280,7 +280,7 @@ def test_a_receipt_consumed_and_its_intent_are_one_transaction(
     """The executor consumes the receipt and writes the intent in ``ledger.atomic()``: they
     commit together (one round trip and one commit less, issue 26), and when the block fails
     before its commit, neither the receipt nor the intent is written."""
-    from tools.ledger_postgres import PostgresIntentLedger
+    from stores.ledger_postgres import PostgresIntentLedger
 
     guard = guard_for(_settings(tmp_path, postgres_url))
     ledger = PostgresIntentLedger(postgres_url)

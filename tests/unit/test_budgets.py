@@ -1,5 +1,5 @@
 """The meter, the price table and the budget store's arithmetic (agents/usage.py,
-agents/models.py, tools/budgets.py): what a call is charged, and that a budget holds."""
+agents/models.py, stores/budgets.py): what a call is charged, and that a budget holds."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from agents.usage import (
     usage_of,
 )
 from keel.settings import Settings
-from tools.budgets import SqliteBudgetStore
+from stores.budgets import SqliteBudgetStore
 
 PAYER = Payer(thread_id="t-1", user="ann", team="ops")
 DAY = "2026-12-03"

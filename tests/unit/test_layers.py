@@ -16,7 +16,7 @@ from pathlib import Path
 import grimp
 
 ROOT = Path(__file__).resolve().parents[2]
-MACHINERY = ("keel", "graph", "agents", "retrieval", "tools", "observability")
+MACHINERY = ("keel", "graph", "agents", "retrieval", "tools", "observability", "stores")
 
 
 def _layered() -> list[str]:

@@ -17,7 +17,8 @@ from pydantic import ValidationError
 
 from keel.errors import BadRequest, StoreUnavailable
 from keel.settings import Settings
-from observability.events import (
+from observability.logs import JsonFormatter
+from observability.record_events import (
     SCHEMA_VERSION,
     ApprovalRequested,
     ClockRead,
@@ -28,10 +29,9 @@ from observability.events import (
     ToolCallMade,
     VerdictGiven,
 )
-from observability.logs import JsonFormatter
 from observability.recorder import Recorder
 from observability.redaction import REDACTED, Redactor
-from observability.store import BatchedRecord, RecordStore, RunNotFound
+from stores.flight_record import BatchedRecord, RecordStore, RunNotFound
 from tests.conftest import BILLING_ADDRESS as ADDRESS
 from tests.conftest import EMAIL_PATTERN as EMAIL
 from tools.spec import ToolEvent

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from graph.persistence import redact_url
 from keel.settings import Settings
+from stores.checkpoints import redact_url
 
 
 def _settings(tmp_path: Path, **values: object) -> Settings:

@@ -1,7 +1,7 @@
 """The budget store in PostgreSQL: with ``KEEL_POSTGRES_URL`` set, every worker of a deployment
 reserves against the same totals, beside the checkpoints and the intent ledger.
 
-Same contract and arithmetic as :class:`tools.budgets.BudgetStore`. A reservation's transaction
+Same contract and arithmetic as :class:`stores.budgets.BudgetStore`. A reservation's transaction
 makes the totals it touches exist and locks them (in key order, so two workers never wait on
 each other in a circle) before it reads them: the check and the write
 are one step for every worker of a team.
@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 
-from graph.postgres_tables import KeelTables
-from tools.budgets import BudgetStore, Conn
+from stores.budgets import BudgetStore, Conn
+from stores.postgres_tables import KeelTables
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS keel_budget_spend (

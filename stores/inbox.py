@@ -1,7 +1,7 @@
 """The event inbox: which thread waits for which business event, and how far the relay has read.
 
-See ``graph/events.py`` for the flow; this is its store: SQLite next to the intent ledger, or
-PostgreSQL beside the checkpoints with ``KEEL_POSTGRES_URL`` (``tools.events_postgres``), chosen
+See ``graph/waits.py`` for the flow; this is its store: SQLite next to the intent ledger, or
+PostgreSQL beside the checkpoints with ``KEEL_POSTGRES_URL`` (``stores.inbox_postgres``), chosen
 by ``graph.context.inbox_for``. Both keep the same promises:
 
 - ``subscribe`` is idempotent (the node that calls it runs again when its thread is resumed);
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from graph.state import DomainEvent, EventWait
 from keel.errors import RelayBusy
-from keel.sqlitefile import SqliteFile
+from stores.sqlitefile import SqliteFile
 
 RELAY_WAIT_S = 60.0
 """How long a relay waits for another to finish reading the outbox before giving up."""

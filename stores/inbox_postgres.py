@@ -1,7 +1,7 @@
 """The event inbox in PostgreSQL: with ``KEEL_POSTGRES_URL`` set, every worker sees who waits for
 which event and how far the relay has read, whatever machine it runs on.
 
-Same contract as :class:`tools.events.EventInbox`. Two relays started at once (on two machines)
+Same contract as :class:`stores.inbox.EventInbox`. Two relays started at once (on two machines)
 take turns through a session advisory lock held for the whole pass, so the second reads the cursor
 the first advanced and wakes nobody twice; the lock goes with the session when a relay dies. A
 server that does not answer raises :class:`keel.errors.StoreUnavailable` naming
@@ -15,9 +15,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from graph.postgres_tables import KeelTables
 from graph.state import DomainEvent, EventWait
-from tools.events import RELAY_WAIT_S, EventInbox, relay_busy
+from stores.inbox import RELAY_WAIT_S, EventInbox, relay_busy
+from stores.postgres_tables import KeelTables
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS keel_subscriptions (

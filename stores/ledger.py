@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from keel.sqlitefile import SqliteFile
+from stores.sqlitefile import SqliteFile
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS intents (

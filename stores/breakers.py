@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from keel.sqlitefile import SqliteFile
+from stores.sqlitefile import SqliteFile
 from tools.resilience import CLOSED, Breaker, BreakerRecord, cooled
 
 SCHEMA = """

@@ -122,14 +122,14 @@ def _postgres(settings: Settings) -> Iterator[BaseCheckpointSaver[str]]:
     connection from the pool, and the pool's reconnection attempts after the server went away
     (past it, the next request starts a fresh attempt, so a worker serves again as soon as the
     server is back instead of after a long backoff). A server that stops answering mid-run is a
-    ``StoreUnavailable`` naming ``KEEL_POSTGRES_URL`` (``graph.postgres_pool``).
+    ``StoreUnavailable`` naming ``KEEL_POSTGRES_URL`` (``stores.postgres_pool``).
     """
     import psycopg
     from langgraph.checkpoint.postgres import PostgresSaver
     from psycopg.rows import dict_row
     from psycopg_pool import PoolTimeout
 
-    from graph.postgres_pool import KeelPool
+    from stores.postgres_pool import KeelPool
 
     assert settings.postgres_url is not None
     url = settings.postgres_url.get_secret_value()

@@ -16,7 +16,7 @@ never held again. Spend is never lost, only, for a dead worker's call, counted a
 A call that failed is settled the same way (``failed``, at its reservation).
 
 SQLite here (``HOME/budgets.sqlite``, beside the intent ledger; ``BEGIN IMMEDIATE`` serializes
-every process on the machine); PostgreSQL in :mod:`tools.budgets_postgres` (row locks on the
+every process on the machine); PostgreSQL in :mod:`stores.budgets_postgres` (row locks on the
 totals, in a fixed order). Both share the arithmetic below.
 """
 
@@ -33,7 +33,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents.usage import Amount, BudgetRule, Exceeded, Payer, Usage, counter_keys, first_exceeded
-from keel.sqlitefile import SqliteFile
+from stores.sqlitefile import SqliteFile
 
 SpendStatus = Literal["held", "settled", "expired", "failed"]
 

@@ -40,10 +40,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from graph.persistence import ensure_table
 from keel.errors import LeaseHeld
 from keel.settings import Settings
-from keel.sqlitefile import SqliteFile
+from stores.checkpoints import ensure_table
+from stores.sqlitefile import SqliteFile
 
 log = logging.getLogger("keel.lease")
 

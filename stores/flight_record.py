@@ -1,6 +1,6 @@
 """The flight record on SQLite next to the checkpoints: append-only, one committed insert per event.
 
-(With ``KEEL_POSTGRES_URL`` it is in PostgreSQL instead: ``observability.store_postgres``; both
+(With ``KEEL_POSTGRES_URL`` it is in PostgreSQL instead: ``stores.flight_record_postgres``; both
 share :class:`FlightRecord`'s reads, and ``observability.records`` picks one.)
 
 Durability: WAL and autocommit, so an event is in the database file's log when ``append``
@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from keel.errors import BadRequest, StoreUnavailable
-from observability.events import SCHEMA_VERSION, RecordEvent
+from observability.record_events import SCHEMA_VERSION, RecordEvent
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
