@@ -105,9 +105,10 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", metavar="DIR",
         help="where the scorecard (scorecard.json, scorecard.md, scorecard.png), the "
         "compounding curve (compounding.json, .md, .png), the hostile suite's figures "
-        "(hostile.json, .md) or the budgets eval's (budgets-eval.json, .md) are written "
-        "(default: KEEL_HOME/scorecard, KEEL_HOME/compounding, KEEL_HOME/hostile, "
-        "KEEL_HOME/budgets; with --model, KEEL_HOME/scorecard-real)",
+        "(hostile.json, .md), the budgets eval's (budgets-eval.json, .md) or AgentDojo's "
+        "(agentdojo-figures.json, .md; agentdojo-without-screen.* with --without-screen) are "
+        "written (default: KEEL_HOME/scorecard, KEEL_HOME/compounding, KEEL_HOME/hostile, "
+        "KEEL_HOME/budgets, KEEL_HOME/agentdojo; with --model, KEEL_HOME/scorecard-real)",
     )  # fmt: skip
 
 
@@ -195,6 +196,7 @@ def _hostile_text(report: dict[str, Any]) -> str:
 
 def _eval_agentdojo(args: argparse.Namespace, settings: Settings) -> Result:
     """AgentDojo's suites (``--suite agentdojo``, alone): scores per suite, agent and reviewer."""
+    from evals.agentdojo_eval import markdown
     from evals.runner import run_agentdojo
 
     if args.suite != ["agentdojo"]:
@@ -202,11 +204,12 @@ def _eval_agentdojo(args: argparse.Namespace, settings: Settings) -> Result:
     results = run_agentdojo(
         settings, suites=args.agentdojo_suite, attack=args.attack, reviewers=args.reviewer,
         model=args.model, limit=args.limit, progress=sys.stderr.isatty(),
-        screen=not args.without_screen,
+        screen=not args.without_screen, out=Path(args.out) if args.out else None,
     )  # fmt: skip
     if args.json:
         return results
-    print(json.dumps(results, indent=2))
+    print(markdown(results))
+    print(f"written: {', '.join(results['written'].values())}")
     return None
 
 

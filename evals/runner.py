@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from evals.options import EvalOptions
@@ -126,18 +127,28 @@ def run_agentdojo(
     limit: int | None,
     progress: bool,
     screen: bool = True,
+    out: Path | None = None,
 ) -> dict[str, Any]:
     """``keel eval --suite agentdojo``: AgentDojo's suites through the domain seam, judged by
     AgentDojo's own checkers (``evals.agentdojo_eval``). Not in ``SUITES``: it needs options of
-    its own and measures AgentDojo's domains, whatever ``KEEL_DOMAIN`` names."""
+    its own and measures AgentDojo's domains, whatever ``KEEL_DOMAIN`` names.
+
+    The figures are written into ``out`` (default ``KEEL_HOME/agentdojo``) as JSON and as a page,
+    ``agentdojo-figures.md`` (``agentdojo-without-screen.md`` for the ablation); ``--out docs``
+    writes the committed pages."""
+    import time
+
     from agents.models import chat_model_for
     from evals.agentdojo_eval import (
         DEFAULT_ATTACK,
         DEFAULT_SUITES,
+        PAGES,
         REVIEWERS,
         Reviewer,
+        markdown,
         run_agentdojo_eval,
     )
+    from evals.artifacts import write_artifacts
     from evals.real_model import RealModel
 
     unknown = [r for r in reviewers or [] if r not in REVIEWERS]
@@ -149,10 +160,15 @@ def run_agentdojo(
     chat = None
     if model is not None:
         chat = chat_model_for(settings, RealModel.from_settings(settings, model).name)
-    return run_agentdojo_eval(
+    started = time.monotonic()
+    report = run_agentdojo_eval(
         settings, suites=suites or list(DEFAULT_SUITES), attack=attack or DEFAULT_ATTACK,
         reviewers=chosen, model=chat, limit=limit, progress=progress, screen=screen,
     )  # fmt: skip
+    report["seconds"] = round(time.monotonic() - started, 1)
+    folder = out or settings.home / "agentdojo"
+    report["written"] = write_artifacts(folder, PAGES[screen], report, markdown(report))
+    return report
 
 
 SUITES: dict[str, EvalSuite] = {
