@@ -36,7 +36,7 @@ from keel.errors import (
 )
 from keel.settings import Settings
 from keel.yamlfile import load_reviewed
-from stores.breakers import SqliteBreakers
+from stores.backends import open_stores
 from stores.sqlitefile import SqliteFile, schema_gaps
 from tools.faults import PROFILES, FaultInjector, FaultProfile, profile_named
 from tools.permissions import ReceiptSigner, Scope, open_gate
@@ -453,7 +453,7 @@ def tool_registry(domain: Domain, settings: Settings) -> ToolRegistry:
         declared,
         timeout_s=settings.tool_timeout_s,
         retry=RetryPolicy(attempts=settings.tool_retry_attempts),
-        breaker_for=SqliteBreakers(settings.breaker_db).breaker,
+        breaker_for=open_stores(settings).breakers.breaker,
     )
 
 

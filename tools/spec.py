@@ -236,7 +236,7 @@ class ToolRegistry:
     """The tools of one domain, by name, with one breaker per integration.
 
     ``breaker_for`` makes each integration's breaker: ``Breaker`` keeps its state in this process;
-    ``SqliteBreakers(settings.breaker_db).breaker`` (what ``graph.domain.tool_registry`` passes
+    ``open_stores(settings).breakers.breaker`` (what ``graph.domain.tool_registry`` passes
     for a domain's declared tools) shares it with every process of the Keel home. ``breakers``
     given up front are kept.
     """
