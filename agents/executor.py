@@ -91,7 +91,13 @@ def execute(state: ExecutorView, runtime: Runtime[KeelContext]) -> StateUpdate:
     attempt = attempt_of(runtime)
     digest = approval_digest(step.tool, step.args)
     base: dict[str, Any] = {"step": index, "tool": step.tool, "args": step.args, "digest": digest}
-    if ctx.guard is not None and not ctx.guard.validated_plan(thread_id, plan_digest(plan)):
+    # The guard's facts and whether the validator passed this plan: one read.
+    guarded = (
+        ctx.guard.facts(thread_id, attempt=attempt, plan=plan_digest(plan))
+        if ctx.guard is not None
+        else None
+    )
+    if guarded is not None and not guarded.plan_validated:
         # A plan and an ok verdict written into the state past the validator: nothing of it runs.
         denied = ctx.tools.refuse(
             "executor", step.tool, step.args, ThreadFacts(thread_id=thread_id), "validated-plan",
@@ -100,7 +106,6 @@ def execute(state: ExecutorView, runtime: Runtime[KeelContext]) -> StateUpdate:
         )  # fmt: skip
         outcome = ToolOutcome(**base, ok=False, denied=True, error=f"denied: {denied.reason}")
         return {"results": [outcome], "cursor": index + 1}
-    guarded = ctx.guard.facts(thread_id, attempt=attempt) if ctx.guard is not None else None
     held = [w for w in guarded.waiting if w[2] != digest] if guarded is not None else []
     if held:
         # An effect in flight holds the thread until its event wakes it (``graph.waits``),
@@ -119,19 +124,20 @@ def execute(state: ExecutorView, runtime: Runtime[KeelContext]) -> StateUpdate:
     ledgered = irreversible or (approval is not None and effect != "read")
     key = idempotency_key(thread_id, digest) if irreversible else None
     consume = _consumer(ctx, thread_id, digest, attempt, approval)
+    settle = _settler(ctx, thread_id, digest) if approval is not None else None
     try:
         if ledgered and ctx.ledger is not None:
             outcome = _exactly_once(
                 ctx, tools, step.tool, step.args, idempotency_key(thread_id, digest), approval,
-                base, consume, keyed=irreversible,
+                base, consume, keyed=irreversible, settle=settle,
             )  # fmt: skip
         else:
             answer = tools.invoke(
                 step.tool, step.args, approval=approval, idempotency_key=key, before=consume
             )
             outcome = _answered(base, key, answer)
-        if approval is not None and ctx.guard is not None:
-            ctx.guard.settle_receipt(thread_id, digest)
+            if settle is not None:
+                settle()
     except StoreUnavailable:
         # The ledger's database is down: not the tool's answer. The run stops here, unsaved, and
         # the next attempt asks the ledger and the backend whether the call happened.
@@ -205,6 +211,14 @@ def _consumer(
     return consume
 
 
+def _settler(ctx: KeelContext, thread_id: str, digest: str) -> Callable[[], None] | None:
+    """What marks a consumed receipt settled once its call answered (no guard: nothing)."""
+    guard = ctx.guard
+    if guard is None:
+        return None
+    return lambda: guard.settle_receipt(thread_id, digest)
+
+
 def _exactly_once(
     ctx: KeelContext,
     tools: AgentTools,
@@ -216,6 +230,7 @@ def _exactly_once(
     consume: Callable[[], None] | None = None,
     *,
     keyed: bool = True,
+    settle: Callable[[], None] | None = None,
 ) -> ToolOutcome:
     """A call through the intent ledger: written before, settled after.
 
@@ -223,19 +238,29 @@ def _exactly_once(
     made passes the gate first and consumes its receipt (``consume``), and a denied one leaves no
     intent behind. ``keyed``: the backend takes the key (an irreversible call) and can be asked
     whether it acted; an approved write's backend cannot, so a pending write is made again (a
-    write is at-least-once, as any node is).
+    write is at-least-once, as any node is). ``settle`` marks the receipt used settled, in the
+    transaction that marks the intent done (one commit less per step, issue 26).
     """
     assert ctx.ledger is not None
     ledger = ctx.ledger
     sent = key if keyed else None
+
+    def finish(answer: Any) -> None:
+        with ledger.atomic():  # the intent done and its receipt settled, or neither
+            ledger.finish(key, answer)
+            if settle is not None:
+                settle()
+
     intent = ledger.get(key)
     if intent is not None and intent.status == "done" and intent.answer is not None:
+        if settle is not None:
+            settle()
         return ToolOutcome(**base, ok=True, output=intent.answer, idempotency_key=sent,
                            via="intent ledger (done earlier)")  # fmt: skip
     if intent is not None:  # pending: an earlier attempt died mid-call; did it act?
         earlier = ctx.tools.recorded(tool, key) if keyed else None
         if earlier is not None:
-            ledger.finish(key, earlier)
+            finish(earlier)
             return ToolOutcome(**base, ok=True, output=earlier, idempotency_key=key,
                                via="intent ledger (found at the backend)")  # fmt: skip
         answer = tools.invoke(tool, args, approval=approval, idempotency_key=sent, before=consume)
@@ -249,7 +274,7 @@ def _exactly_once(
                 ledger.begin(key, thread_id, base["step"], tool, base["digest"])
 
         answer = tools.invoke(tool, args, approval=approval, idempotency_key=sent, before=before)
-    ledger.finish(key, answer.output)
+    finish(answer.output)
     return _answered(base, sent, answer)
 
 

@@ -39,7 +39,7 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -333,6 +333,61 @@ def thread_writes_of(url: str, graph: str, thread_id: str) -> list[Any]:
         return thread_writes(compiled, saver, thread_id)
 
 
+def event_kind(message: str | bytes) -> str:
+    """The stream mode of one event the engine published (``debug:<type>`` for a debug event).
+
+    Example:
+        >>> event_kind('{"event_id": "1-0", "payload": ["debug", {"type": "checkpoint"}]}')
+        'debug:checkpoint'
+        >>> event_kind('{"event_id": "2-0", "payload": ["values", {"status": "done"}]}')
+        'values'
+    """
+    try:
+        payload = json.loads(message).get("payload")
+    except (ValueError, AttributeError):
+        return "unknown"
+    if not isinstance(payload, list) or not payload or not isinstance(payload[0], str):
+        return "unknown"
+    if payload[0] == "debug" and len(payload) > 1 and isinstance(payload[1], dict):
+        return f"debug:{payload[1].get('type', '?')}"
+    return payload[0]
+
+
+def tally_events(messages: Iterable[str | bytes]) -> dict[str, dict[str, float]]:
+    """The events by kind: how many, and their JSON kB (``total`` for all of them).
+
+    Example:
+        >>> tally_events(['{"payload": ["values", {}]}', '{"payload": ["values", {}]}'])
+        {'values': {'events': 2, 'kb': 0.1}, 'total': {'events': 2, 'kb': 0.1}}
+    """
+    found: dict[str, list[int]] = {}
+    for message in messages:
+        counted = found.setdefault(event_kind(message), [0, 0])
+        counted[0] += 1
+        counted[1] += len(message)
+    out = {k: {"events": n, "kb": round(b / 1024, 1)} for k, (n, b) in sorted(found.items())}
+    total = [sum(n for n, _ in found.values()), sum(b for _, b in found.values())]
+    out["total"] = {"events": total[0], "kb": round(total[1] / 1024, 1)}
+    return out
+
+
+def engine_events(redis_url: str, run_ids: Sequence[str]) -> dict[str, dict[str, float]]:
+    """What the engine published for these runs, as its replay buffer in Redis keeps it (Aegra:
+    ``<prefix>cache:<run id>``, every event of every stream mode, debug included): each one was
+    serialized from the run's state, written to Redis and sent to the run's subscribers."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    messages: list[bytes | str] = []
+    try:
+        for run_id in run_ids:
+            for key in client.scan_iter(match=f"*cache:{run_id}"):
+                messages += client.lrange(key, 0, -1)
+    finally:
+        client.close()
+    return tally_events(messages)
+
+
 def checkpoint_sizes(url: str, thread_ids: Sequence[str]) -> dict[str, float]:
     """Rows and bytes the threads left in the checkpointer's tables, per thread."""
     import psycopg
@@ -568,6 +623,7 @@ def markdown(result: Mapping[str, Any]) -> str:
                 f"| {_fmt(c.get('writes'))} | {_fmt(c.get('kb'))} |"
             )
     lines += _record_lines(figures) + _rest_lines(figures) + _channel_lines(result)
+    lines += _event_lines(result)
     for note in result.get("notes", []):
         lines += ["", note]
     return "\n".join(lines) + "\n"
@@ -653,6 +709,34 @@ def _channel_lines(result: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _event_lines(result: Mapping[str, Any]) -> list[str]:
+    """What the engine published for one thread of each graph (``engine_events``)."""
+    events = result.get("events") or {}
+    if not events:
+        return []
+    kinds = sorted({k for tally in events.values() for k in tally if k != "total"})
+    lines = [
+        "",
+        "## What the engine publishes per thread (one thread of each graph, from Redis)",
+        "",
+        "Every superstep, the engine serializes the state into a `values` event and a debug "
+        "`checkpoint` event, and each task's input into a debug `task` event (Aegra streams "
+        "`debug` and `updates` whatever the client asked for); each is JSON-encoded, written "
+        "to Redis and published. Events and kB:",
+        "",
+        "| graph | all | " + " | ".join(kinds) + " |",
+        "|---|---|" + "---|" * len(kinds),
+    ]
+    for graph, tally in events.items():
+        cells = [tally.get(k) for k in kinds]
+        lines.append(
+            f"| {graph} | {tally['total']['events']} / {_fmt(tally['total']['kb'])} kB | "
+            + " | ".join(f"{c['events']} / {_fmt(c['kb'])} kB" if c else "-" for c in cells)
+            + " |"
+        )
+    return lines
+
+
 def _round_summary(done: Round) -> dict[str, Any]:
     out = {k: v for k, v in asdict(done).items() if k != "threads"}
     return {**out, "ok": sum(t.ok for t in done.threads), "n": len(done.threads)}
@@ -705,6 +789,7 @@ def bench_engine(
     all_rounds: list[Round] = []
     logs: list[Path] = []
     sizes: dict[tuple[int, str], Any] = {}
+    events: dict[str, Any] = {}
     t0 = time.perf_counter()
     with engine(
         workers=most, worker_count=2, extra_env={"AEGRA_CONFIG": str(CONFIG)}, say=say
@@ -736,6 +821,13 @@ def bench_engine(
             for graph in graphs:
                 sizes[(active, graph)] = checkpoint_sizes(running.keel_postgres_url, ids[graph])
             last = ids
+            for graph in GRAPHS:  # one thread of each, its first run and its resume
+                done_ = [t for r in all_rounds if r.graph == graph and not r.warmup
+                         for t in r.threads if t.ok]  # fmt: skip
+                if done_:
+                    events[graph] = engine_events(
+                        running.redis.url, [done_[-1].run_id, done_[-1].resume_id]
+                    )
         server = server_seconds(logs)
         probed = {g: thread_writes_of(running.keel_postgres_url, g, last[g][-1]) for g in GRAPHS}
     result: dict[str, Any] = {
@@ -760,6 +852,7 @@ def bench_engine(
         "channels": {
             g: {"summary": summary(tasks), "table": table(tasks)} for g, tasks in probed.items()
         },
+        "events": events,
         "rounds_measured": [_round_summary(r) for r in all_rounds],
         "total_s": round(time.perf_counter() - t0, 1),
         "notes": [

@@ -77,8 +77,9 @@ GUARD_READS = frozenset(
      "review_entries"}
 )  # fmt: skip
 RECORD_READS = frozenset(
-    {"events", "count", "latest_run", "next_segment", "resolve", "run_ids", "runs", "close"}
-)
+    {"events", "count", "latest_run", "next_segment", "latest_segment", "resolve", "run_ids",
+     "runs", "close"}
+)  # fmt: skip
 LEASE_READS = frozenset({"get", "leases", "live", "close"})
 """What each store does that is not a write; every other public method is a boundary."""
 

@@ -238,14 +238,19 @@ class ServedRuns(BaseCallbackHandler):
         server_run = str(metadata.get("run_id") or "") or None
         mode, request, answer = _segment_of(inputs, metadata)
         record = served.record
+        segment: int | None = None  # a new run's: its record says (the engine may re-run it)
         if mode in ("run", "fork"):
             keel_run = server_run or str(uuid.uuid4())
-        else:
-            keel_run = record.latest_run(thread_id) or server_run or str(uuid.uuid4())
+        elif (latest := record.latest_segment(thread_id)) is not None:
+            keel_run, segment = latest[0], latest[1] + 1  # one read, the thread's events only
+        else:  # a thread with no record yet has no run to continue
+            keel_run, segment = server_run or str(uuid.uuid4()), 0
         recorder = Recorder(
             record, Redactor.from_settings(served.context.settings), log=log, sinks=served.sinks
         )
-        recording = recorder.start(run_id=keel_run, thread_id=thread_id, trace_id=str(run_id))
+        recording = recorder.start(
+            run_id=keel_run, thread_id=thread_id, trace_id=str(run_id), segment=segment
+        )
         if mode == "run" and recording.segment > 0:
             mode = "recover"  # the engine runs it again: its worker died mid-run
         ctx = served.context
@@ -298,8 +303,8 @@ class ServedRuns(BaseCallbackHandler):
         run.recorder.stop()
         self._label(run, ended.status)
         store = run.recorder.flight_record
-        if isinstance(store, BatchedRecord):
-            store.flush()
+        if isinstance(store, BatchedRecord):  # this run's events, not every run's of the process
+            store.flush(run_id=run.recording.run_id)
 
     def _label(self, run: _Run, status: str) -> None:
         labeller, served = self.labeller, self._process

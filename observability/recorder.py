@@ -182,10 +182,14 @@ class Recorder:
         """The node running now (set by the callback): tool calls, retrievals and clock readings
         are attributed to it."""
 
-    def start(self, *, run_id: str, thread_id: str, trace_id: str) -> RunRecording:
-        """Open the next segment of ``run_id``; events go to it until ``stop``."""
+    def start(
+        self, *, run_id: str, thread_id: str, trace_id: str, segment: int | None = None
+    ) -> RunRecording:
+        """Open the next segment of ``run_id`` (``segment``: the caller read which it is);
+        events go to it until ``stop``."""
         self.redactor.begin(run_id)
-        segment = self.flight_record.next_segment(run_id)
+        if segment is None:
+            segment = self.flight_record.next_segment(run_id)
         self.active = RunRecording(
             self, run_id=run_id, thread_id=thread_id, segment=segment, trace_id=trace_id
         )

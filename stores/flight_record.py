@@ -20,6 +20,7 @@ import logging
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +157,17 @@ class FlightRecord(ABC):
     def next_segment(self, run_id: str) -> int:
         rows = self._query(f"SELECT MAX(segment) FROM {self.table} WHERE run_id = ?", (run_id,))
         return 0 if not rows or rows[0][0] is None else int(rows[0][0]) + 1
+
+    def latest_segment(self, thread_id: str) -> tuple[str, int] | None:
+        """The run a thread's last event belongs to and that run's last segment, in one read
+        (a served resume continues it: ``graph.served``); None for a thread with no events."""
+        rows = self._query(
+            f"SELECT run_id, (SELECT MAX(segment) FROM {self.table} AS r"
+            f" WHERE r.run_id = t.run_id) FROM {self.table} AS t"
+            " WHERE thread_id = ? ORDER BY seq DESC LIMIT 1",
+            (thread_id,),
+        )
+        return (str(rows[0][0]), int(rows[0][1])) if rows else None
 
     def resolve(self, ref: str) -> str:
         """A run id from a run id, a thread id, or a unique prefix of a run id.
@@ -377,6 +389,8 @@ class BatchedRecord(FlightRecord):
         self.lost = 0
         """Events the store refused (an outage): logged once per outage, counted here."""
         self._queue: list[RecordEvent] = []
+        self._batch: list[RecordEvent] = []
+        """The events being written now."""
         self._writing = 0
         self._closed = False
         self._flushing = 0
@@ -401,8 +415,11 @@ class BatchedRecord(FlightRecord):
         for event in events:
             self.append(event)
 
-    def flush(self, timeout_s: float = 30.0) -> bool:
-        """Wait until every event queued so far is written (or refused); False on timeout."""
+    def flush(self, timeout_s: float = 30.0, *, run_id: str | None = None) -> bool:
+        """Wait until every event queued so far (of ``run_id`` only, when given) is written
+        (or refused); False on timeout."""
+        if run_id is not None:
+            return self._settle(lambda e: e.run_id == run_id, timeout_s)
         with self._cond:
             self._flushing += 1  # the writer stops lingering
             self._cond.notify_all()
@@ -410,6 +427,35 @@ class BatchedRecord(FlightRecord):
                 return self._cond.wait_for(lambda: not self._queue and not self._writing, timeout_s)
             finally:
                 self._flushing -= 1
+
+    def _settle(self, pending: Callable[[RecordEvent], bool], timeout_s: float = 30.0) -> bool:
+        """Wait until no event ``pending`` picks is queued or being written (False on timeout):
+        a read about one thread or run waits for its own events, not for everyone's."""
+        with self._cond:
+
+            def settled() -> bool:
+                return not any(map(pending, self._queue)) and not any(map(pending, self._batch))
+
+            if settled():
+                return True
+            self._flushing += 1  # the writer stops lingering
+            self._cond.notify_all()
+            try:
+                return self._cond.wait_for(settled, timeout_s)
+            finally:
+                self._flushing -= 1
+
+    def latest_run(self, thread_id: str) -> str | None:
+        self._settle(lambda e: e.thread_id == thread_id)
+        return self.inner.latest_run(thread_id)
+
+    def next_segment(self, run_id: str) -> int:
+        self._settle(lambda e: e.run_id == run_id)
+        return self.inner.next_segment(run_id)
+
+    def latest_segment(self, thread_id: str) -> tuple[str, int] | None:
+        self._settle(lambda e: e.thread_id == thread_id)
+        return self.inner.latest_segment(thread_id)
 
     def _write_loop(self) -> None:
         while True:
@@ -424,7 +470,7 @@ class BatchedRecord(FlightRecord):
                 )
                 batch = self._queue[: self.max_batch]
                 del self._queue[: self.max_batch]
-                self._writing = len(batch)
+                self._writing, self._batch = len(batch), batch
             try:
                 self.inner.append_many(batch)
             except StoreUnavailable as err:
@@ -439,7 +485,7 @@ class BatchedRecord(FlightRecord):
                     self.lost = 0
             finally:
                 with self._cond:
-                    self._writing = 0
+                    self._writing, self._batch = 0, []
                     self._cond.notify_all()
 
     def _refused(self, batch: list[RecordEvent], err: StoreUnavailable) -> None:

@@ -61,6 +61,8 @@ class GuardFacts:
         taint: the low-trust evidence that entered the thread, oldest first.
         requester: the thread's authenticated requester, or None (nobody authenticated).
         waiting: the open waits: (event type, key, digest of the action that started it).
+        plan_validated: whether the validator passed the plan ``facts`` was asked about
+            (``plan=``), read with the rest; None when it was not asked.
     """
 
     spent: frozenset[str] = frozenset()
@@ -68,6 +70,7 @@ class GuardFacts:
     taint: tuple[Evidence, ...] = field(default=())
     requester: str | None = None
     waiting: tuple[tuple[str, str, str], ...] = ()
+    plan_validated: bool | None = None
 
 
 class Guard(ABC):
@@ -181,14 +184,18 @@ class Guard(ABC):
 
     # -- reading it all -------------------------------------------------------------------------
 
-    def facts(self, thread_id: str, *, attempt: str | None = None) -> GuardFacts:
-        """Everything the gate reads about the thread, at once."""
+    def facts(
+        self, thread_id: str, *, attempt: str | None = None, plan: str | None = None
+    ) -> GuardFacts:
+        """Everything the gate reads about the thread, at once; with ``plan`` (a plan's
+        digest), whether the validator passed that plan too (the executor asks both)."""
         return GuardFacts(
             spent=self.spent(thread_id, attempt=attempt),
             rejected=self.rejected(thread_id),
             taint=tuple(self.taint(thread_id)),
             requester=self.requester(thread_id),
             waiting=self.waiting(thread_id),
+            plan_validated=self.validated_plan(thread_id, plan) if plan is not None else None,
         )
 
     def close(self) -> None:  # noqa: B027 (a store without resources needs nothing)

@@ -152,6 +152,11 @@ class KeelTables:
             self._make_tables(conn)
         return conn  # type: ignore[no-any-return]
 
+    def ensure(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+        """Make this store's tables (once per process) on ``conn``, another store's connection
+        of the same database: for one statement that reads both stores' tables."""
+        self._make_tables(conn)
+
     def close(self) -> None:
         """Let go of the shared pool (closed when its last store lets go)."""
         if self._pool is not None:

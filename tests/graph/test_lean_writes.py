@@ -33,3 +33,20 @@ def test_a_node_keeps_writes_outside_its_view_and_the_ones_that_change() -> None
     lean = changes_only(node, ApprovalView)
     assert lean({"review": "invalid", "review_note": ""}) == {"review": "approved", "answer": ""}
     assert lean({"review": "approved", "edits": ["x"]}) == {"edits": [], "answer": ""}
+
+
+# Measured on the refund thread (``python -m evals.state_probe``, issue 26): 12 tasks (11 node
+# runs and the resume's input), 26 channel writes, about 9.4 kB. Each superstep costs a served
+# run a checkpoint, its writes and the engine's events (values, debug) carrying the state.
+REFUND_TASKS, REFUND_WRITES, REFUND_BYTES = 12, 26, 10_500
+
+
+def test_a_refund_thread_takes_no_more_supersteps_and_writes_than_measured(app: KeelApp) -> None:
+    waiting = app.run(REFUND_REQUEST, thread_id="t-measured")
+    assert app.resume(waiting.thread_id, Decision(kind="approve", reviewer="ann")).status == "done"
+    saver = app.graph.checkpointer
+    assert isinstance(saver, BaseCheckpointSaver)
+    found = summary(thread_writes(build_graph(), saver, "t-measured"))
+    assert found["tasks"] <= REFUND_TASKS, found
+    assert found["writes"] <= REFUND_WRITES, found
+    assert found["bytes"] <= REFUND_BYTES, found

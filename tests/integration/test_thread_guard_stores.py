@@ -188,6 +188,19 @@ def test_a_validated_plan_is_known_in_its_thread_only(guard: Guard) -> None:
     assert not guard.validated_plan("t-2", plan_digest(plan))
 
 
+def test_the_facts_say_whether_a_plan_was_validated_in_the_same_read(guard: Guard) -> None:
+    """The executor reads the guard's facts and the validated plan at once (issue 26)."""
+    step = Step(tool="get_invoice", args={"invoice_id": "INV-1"}, purpose="p", effect="read")
+    digest = plan_digest(Plan(intent="i", steps=[step]))
+    guard.consume_receipt("t-1", "sha256:a", attempt="task-1", approved_by="ann")
+    assert guard.facts("t-1").plan_validated is None  # not asked
+    assert guard.facts("t-1", plan=digest).plan_validated is False
+    guard.record_validated_plan("t-1", digest)
+    facts = guard.facts("t-1", attempt="task-2", plan=digest)
+    assert facts.plan_validated is True and facts.spent == {"sha256:a"}
+    assert guard.facts("t-2", plan=digest).plan_validated is False
+
+
 def test_the_approval_history_is_append_only_per_kind_and_key(guard: Guard) -> None:
     guard.add_review_entry("t-1", "shown", "task-1", '{"n": 1}')
     guard.add_review_entry("t-1", "proposed", "task-1", '{"n": 2}')  # another kind, same key

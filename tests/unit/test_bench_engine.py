@@ -16,6 +16,7 @@ from evals.bench_engine import (
     markdown,
     ratios,
     summarize,
+    tally_events,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -135,3 +136,26 @@ def test_the_targets_are_issue_26s() -> None:
     assert ratios(just, bare)["met"]
     assert not ratios({**just, "throughput_per_min": 79.0}, bare)["met"]
     assert not ratios({**just, "server_resume_p50_ms": 201.0}, bare)["met"]
+
+
+def test_the_events_the_engine_published_are_counted_by_kind_and_shown() -> None:
+    def event(*payload: object) -> str:
+        return json.dumps({"event_id": "1-0", "payload": list(payload)})
+
+    messages = [
+        event("values", {"evidence": "x" * 2000}),
+        event("debug", {"type": "checkpoint", "payload": {}}),
+        event("debug", {"type": "task", "payload": {}}),
+        event("values", {}),
+        "not json",
+    ]
+    tally = tally_events(messages)
+    assert tally["values"]["events"] == 2 and tally["values"]["kb"] == 2.1
+    assert (tally["debug:checkpoint"]["events"], tally["debug:task"]["events"]) == (1, 1)
+    assert tally["unknown"]["events"] == 1 and tally["total"]["events"] == 5
+    page = markdown(
+        {"engine": "e", "shape": "s", "machine": "m", "rounds": 1, "threads": 4, "warmup": 0,
+         "flight_record": "f", "figures": {}, "events": {"keel": tally}}
+    )  # fmt: skip
+    assert "## What the engine publishes per thread" in page
+    assert "| keel | 5 / 2.2 kB | 1 / 0.1 kB | 1 / 0.1 kB | 1 / 0 kB | 2 / 2.1 kB |" in page

@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -397,4 +398,44 @@ def test_a_batched_record_loses_a_batch_to_an_outage_and_never_raises_it(
     record.append(_event(segment=1))
     assert [e.segment for e in record.events("run-1")] == [1]
     assert record.lost == 0  # the store is back
+    record.close()
+
+
+class _Held(SqliteFlightRecord):
+    """The SQLite record whose batches wait for ``release`` while they hold ``held``'s events."""
+
+    def __init__(self, path: Path, held: str) -> None:
+        super().__init__(path)
+        self.held = held
+        self.release = threading.Event()
+        self.writing = threading.Event()
+
+    def append_many(self, events: list[RecordEvent]) -> None:
+        if any(e.thread_id == self.held for e in events):
+            self.writing.set()
+            self.release.wait(30)
+        super().append_many(events)
+
+
+def test_a_run_start_reads_its_own_threads_record_without_waiting_for_other_threads(
+    tmp_path: Path,
+) -> None:
+    """A served run's start asks the record which segment it opens (issue 26): it waits for its
+    own thread's queued events, not for the commit of every other run's, and asks once."""
+    inner = _Held(tmp_path / "records.sqlite", held="t-busy")
+    record = BatchedRecord(inner, linger_s=0)
+    record.append(_event(run_id="run-a", thread_id="t-1", segment=0))
+    record.append(_event(run_id="run-a", thread_id="t-1", segment=1))
+    assert record.latest_segment("t-1") == ("run-a", 1)  # its own events, written first
+    assert record.latest_segment("t-new") is None
+    record.append(_event(run_id="run-busy", thread_id="t-busy"))
+    assert inner.writing.wait(10)  # another thread's batch is being written, slowly
+    record.append(_event(run_id="run-b", thread_id="t-2", segment=0))
+    started = time.perf_counter()
+    assert record.latest_segment("t-1") == ("run-a", 1)
+    assert record.next_segment("run-a") == 2
+    assert time.perf_counter() - started < 5  # not held by t-busy's batch
+    inner.release.set()
+    assert record.latest_segment("t-2") == ("run-b", 0)  # waits for its own queued event
+    assert record.latest_run("t-busy") == "run-busy"
     record.close()
