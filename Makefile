@@ -26,7 +26,7 @@ THREADS ?= 50
 # versions as pip, several times faster (docs/startup.md, "Installing"). Everything is byte-compiled at
 # install, Keel's own packages too: where PYTHONDONTWRITEBYTECODE is set, nothing would be later,
 # and every command would compile its modules again.
-PACKAGES := keel graph agents retrieval tools observability evals domains
+PACKAGES := keel graph agents retrieval tools observability stores evals domains
 
 $(RUNTIME): pyproject.toml Makefile
 	test -x $(UV) || { $(WITH_PY) $(PYTHON) -m venv $(VENV) && $(BIN)/pip install --quiet "uv>=0.9,<1"; }
@@ -83,7 +83,7 @@ redis:
 WORKERS ?= 2
 serve: postgres redis
 	@$(MAKE) --no-print-directory install >&2
-	@$(BIN)/python -m evals.engine --workers $(WORKERS)
+	@$(BIN)/python -m keel.serve --workers $(WORKERS)
 
 # 50 threads (THREADS=N) through the LangGraph SDK on the engine (2 Aegra processes), each
 # approved by a second client, one process SIGKILLed mid-run. JSON=1 prints one JSON object.

@@ -8,7 +8,7 @@ the ledger and the backend for the first result instead of acting again. A write
 goes through the ledger too (its backend takes no key): a receipt works once, and a re-run of the
 same approved write finds it done.
 
-What "unused" and "rejected" mean is read from the thread guard (``tools.guard``), not from the
+What "unused" and "rejected" mean is read from the thread guard (``stores.guard``), not from the
 checkpoint: a receipt is consumed there at the moment of its call, once. So is what "validated"
 means: a step runs only when its plan is one the validator passed in the thread (the guard holds
 the digest of each), never because ``plan_verdict`` in the state says ok. A receipt is what the
@@ -25,10 +25,11 @@ from typing import Any
 from langgraph.runtime import Runtime
 from pydantic import ValidationError
 
+from graph.approval import spent_digests
 from graph.context import KeelContext, attempt_of, context_of, thread_of
-from graph.state import ExecutorView, Receipt, ToolOutcome, approval_digest, tainting
+from graph.state import ExecutorView, Receipt, StateUpdate, ToolOutcome, approval_digest, tainting
 from keel.errors import KeelError, PermissionDenied, StoreUnavailable
-from tools.guard import GuardFacts, plan_digest, with_taint
+from stores.guard import GuardFacts, plan_digest, with_taint
 from tools.provenance import Sources
 from tools.spec import AgentTools, CallResult, ThreadFacts
 
@@ -65,12 +66,11 @@ def thread_facts(
         state.get("records", {}),
         with_taint(state.get("evidence", []), guarded.taint),
     )
-    state_spent = {r.digest for r in state.get("results", []) if r.ok and r.digest}
     state_taint = [e.chunk_id for e in tainting(state.get("evidence", []))]
     return ThreadFacts(
         thread_id=thread_id,
         subjects={k: v for k, v in state.get("entities", {}).items() if k in subject_keys},
-        spent=guarded.spent | state_spent,
+        spent=spent_digests(state.get("results", []), guarded),
         rejected=guarded.rejected | frozenset(state.get("rejected", [])),
         tainted=tuple(dict.fromkeys([*(e.chunk_id for e in guarded.taint), *state_taint])),
         requester=guarded.requester,
@@ -78,7 +78,7 @@ def thread_facts(
     )
 
 
-def execute(state: ExecutorView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
+def execute(state: ExecutorView, runtime: Runtime[KeelContext]) -> StateUpdate:
     ctx = context_of(runtime)
     plan = state["plan"]
     assert plan is not None  # routed here only with a validated plan
@@ -108,7 +108,7 @@ def execute(state: ExecutorView, runtime: Runtime[KeelContext]) -> dict[str, Any
         return {"results": [outcome], "cursor": index + 1}
     held = [w for w in guarded.waiting if w[2] != digest] if guarded is not None else []
     if held:
-        # An effect in flight holds the thread until its event wakes it (``graph.events``),
+        # An effect in flight holds the thread until its event wakes it (``graph.waits``),
         # whatever ``waiting`` in the state says: only the action that started it may run again.
         awaited, subject, _ = held[0]
         why = f"refused: the thread waits for {awaited} {subject}; nothing else runs before it"

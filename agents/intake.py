@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
-from agents.context import tokens
+from agents.budgeted_context import tokens
 from graph.context import KeelContext, context_of, guarded_thread
 from graph.reviewer import reviewer_of
-from graph.state import REFUSED_KEY, IntakeView, Status
+from graph.state import REFUSED_KEY, IntakeView, StateUpdate, ThreadStatus
 
 REQUEST_MESSAGE_ID = "keel-request"
 """The id of the human message intake adds when the request came as plain ``request``."""
@@ -102,7 +102,7 @@ def unreadable(message: AnyMessage) -> str:
     return reason.removeprefix("the message ") or "could not be read"
 
 
-def follow_up_note(status: Status, *, unsure: bool = False) -> str:
+def follow_up_note(status: ThreadStatus, *, unsure: bool = False) -> str:
     """The chat answer to a message on a thread that already took its request; ``unsure``:
     the thread was escalated with actions that may have happened, checked again now."""
     if status == "awaiting_approval":
@@ -138,9 +138,7 @@ def record_requester(runtime: Runtime[KeelContext], config: RunnableConfig) -> s
     return guard.record_requester(thread_id, user.name)
 
 
-def intake(
-    state: IntakeView, config: RunnableConfig, runtime: Runtime[KeelContext]
-) -> dict[str, Any]:
+def intake(state: IntakeView, config: RunnableConfig, runtime: Runtime[KeelContext]) -> StateUpdate:
     ctx = context_of(runtime)
     messages = state.get("messages", [])
     status = state.get("status")
@@ -157,7 +155,7 @@ def intake(
             name="keel",
         )
         return {"turn": "cut_short" if status == "running" else "follow_up", "messages": [reply]}
-    turn: dict[str, Any] = {"turn": "request"}
+    turn: StateUpdate = {"turn": "request"}
     record_requester(runtime, config)
     if state.get("request") is not None and last_human(messages) is None:
         # Chat clients show the transcript: the plain request becomes its first message.

@@ -42,7 +42,8 @@ from graph.reviewer import AUTH_USER_KEY, reviewer_of, team_of
 from graph.state import BudgetStop
 from keel.errors import KeelError
 from keel.settings import Settings
-from tools.budgets import BudgetStore, Spend, SqliteBudgetStore
+from stores.backends import open_stores
+from stores.budgets import Budgets, Spend
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -127,7 +128,8 @@ class Meter:
     Example:
         >>> from langchain_core.language_models import FakeListChatModel
         >>> import tempfile; from pathlib import Path
-        >>> store = SqliteBudgetStore(Path(tempfile.mkdtemp()) / "budgets.sqlite")
+        >>> from stores.budgets import SqliteBudgets
+        >>> store = SqliteBudgets(Path(tempfile.mkdtemp()) / "budgets.sqlite")
         >>> meter = Meter(store, budgets=[BudgetRule(scope="thread", calls=1)])
         >>> payer = Payer(thread_id="t-1", user="ann", team="keel")
         >>> meter.invoke(FakeListChatModel(responses=["hi"]), "hello", model="m",
@@ -142,7 +144,7 @@ class Meter:
 
     def __init__(
         self,
-        store: BudgetStore | None,
+        store: Budgets | None,
         *,
         prices: PriceTable | None = None,
         budgets: Sequence[BudgetRule] = (),
@@ -317,24 +319,10 @@ def payer_of(config: RunnableConfig | None, thread_id: str, settings: Settings) 
     )
 
 
-def budget_store_for(settings: Settings) -> BudgetStore:
-    """The budget store beside the checkpoints: Postgres when they are there, else SQLite."""
-    if settings.postgres_url is None:
-        return SqliteBudgetStore(settings.budgets_db)
-    from tools.budgets_postgres import PostgresBudgetStore  # psycopg only when configured
-
-    return PostgresBudgetStore(
-        settings.postgres_url.get_secret_value(),
-        connect_timeout_s=settings.postgres_connect_timeout_s,
-        pool_size=settings.postgres_pool_size,  # the process's stores share one pool this size
-        behind_pooler=settings.postgres_behind_pooler,
-    )
-
-
-def meter_for(settings: Settings, store: BudgetStore | None = None) -> Meter:
-    """The meter the settings describe, on the configured store."""
+def meter_for(settings: Settings, store: Budgets | None = None) -> Meter:
+    """The meter the settings describe, on ``store`` (default: the configured budgets)."""
     return Meter(
-        store if store is not None else budget_store_for(settings),
+        store if store is not None else open_stores(settings).budgets,
         prices=PriceTable(prices=settings.model_prices, unknown=settings.unknown_model_price),
         budgets=settings.budgets,
         max_tokens=settings.model_max_tokens,

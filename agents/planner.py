@@ -31,7 +31,7 @@ from langgraph.runtime import Runtime
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agents import prompts
-from agents.context import Fact, Section, assemble, remember, render_memory, tokens
+from agents.budgeted_context import Fact, Section, assemble, remember, render_memory, tokens
 from agents.lookups import answer_lookups, lookup_schema, lookup_specs
 from agents.models import BudgetExhausted, Meter, model_name, payer_of
 from agents.outside import (
@@ -53,6 +53,7 @@ from graph.state import (
     Evidence,
     Plan,
     PlannerView,
+    StateUpdate,
     Step,
     Verdict,
 )
@@ -112,7 +113,7 @@ def plan(
     # Spelled so: LangGraph injects the run's config only for these annotations (as text, under
     # ``from __future__ import annotations``); "RunnableConfig | None" is silently not injected.
     config: Optional[RunnableConfig] = None,  # noqa: UP045
-) -> dict[str, Any]:
+) -> StateUpdate:
     ctx = context_of(runtime)
     meter = ctx.meter or Meter(None)
     payer = payer_of(config, _thread(runtime, config), ctx.settings)
@@ -192,7 +193,7 @@ def plan(
     # The records stay in the state for one reader: where each argument came from (a value a
     # trusted record holds is the record's), traced by the approval screen and by the executor's
     # gate (``tools.provenance``). No other node reads them again (the validator reads fresh ones).
-    seen: dict[str, Any] = {"records": records, "budget_stop": stop if result is None else None}
+    seen: StateUpdate = {"records": records, "budget_stop": stop if result is None else None}
     if outside:
         seen["evidence"] = thread_evidence
     if result is None and stop is not None and not _runbook_stands_in(state, ctx):
@@ -263,7 +264,7 @@ def _runbook_stands_in(state: PlannerView, ctx: KeelContext) -> bool:
     return ctx.settings.budget_exhausted == "runbook" and not state.get("results")
 
 
-def _stopped_by_budget(stop: BudgetStop, why: str, seen: dict[str, Any]) -> dict[str, Any]:
+def _stopped_by_budget(stop: BudgetStop, why: str, seen: StateUpdate) -> StateUpdate:
     """No plan: the escalation says which budget stopped the model, and what was spent on what."""
     reason = f"budget exhausted: {stop.describe()}; {why}"
     verdict = Verdict(stage="plan", ok=False, reasons=[reason])

@@ -28,7 +28,8 @@ Tools:
 """
 
 # The planner's user message is assembled from these sections under a token budget
-# (agents/context.py); each section's lines are what shrinks first when the budget is short.
+# (agents/budgeted_context.py); each section's lines are what shrinks first when the budget
+# is short.
 PLANNER_REQUEST = "Request: {request}"
 PLANNER_ENTITIES = "Entities named in the request: {entities}"
 PLANNER_RECORDS = "Records:\n{records}"

@@ -30,8 +30,9 @@ from graph.state import (
     Plan,
     RespondView,
     Reviewer,
-    Status,
+    StateUpdate,
     Step,
+    ThreadStatus,
     ToolOutcome,
     approval_digest,
 )
@@ -44,7 +45,7 @@ STOPPED_MID_WAY = "the run stopped before it finished, mid-way through its plan"
 
 
 def outcome_message(
-    status: Status, answer: str, *, message_id: str = OUTCOME_MESSAGE_ID, **outcome: Any
+    status: ThreadStatus, answer: str, *, message_id: str = OUTCOME_MESSAGE_ID, **outcome: Any
 ) -> AIMessage:
     """The AI message that carries a thread's outcome (``message_id``: a later account of the
     same thread, after the chat's newest message rather than in place of the first).
@@ -206,7 +207,7 @@ def _rejection_note(answer: str, reviewer: Reviewer | None) -> str:
     return note.removesuffix(". Nothing irreversible was done.").strip()
 
 
-def respond(state: RespondView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
+def respond(state: RespondView, runtime: Runtime[KeelContext]) -> StateUpdate:
     ctx = context_of(runtime)
     thread_id = thread_of(runtime)
     plan = state.get("plan")
@@ -245,7 +246,7 @@ def _rejection(ctx: KeelContext, thread_id: str, state: RespondView, answer: str
     return "\n".join([*lines, where_to_look(thread_id)])
 
 
-def escalate(state: EscalateView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
+def escalate(state: EscalateView, runtime: Runtime[KeelContext]) -> StateUpdate:
     ctx = context_of(runtime)
     thread_id = thread_of(runtime)
     plan = state.get("plan")

@@ -8,22 +8,20 @@ reach the planner taints the thread: it is recorded in the thread guard as it en
 
 from __future__ import annotations
 
-from typing import Any
-
 from langgraph.runtime import Runtime
 
 from graph.context import KeelContext, context_of, guarded_thread
-from graph.state import RetrieverView
+from graph.state import RetrieverView, StateUpdate
 
 
-def retrieve(state: RetrieverView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
+def retrieve(state: RetrieverView, runtime: Runtime[KeelContext]) -> StateUpdate:
     ctx = context_of(runtime)
     verdict = state.get("plan_verdict")
     # On a replan, ask for what the validator's objections need, not the whole history.
     query = state["request"]
     if verdict is not None and not verdict.ok:
         query = f"{query}\n" + "\n".join(verdict.reasons)
-    found = ctx.store.search(query, ctx.settings.retrieval_k, ctx.clock().date())
+    found = ctx.corpus.search(query, ctx.settings.retrieval_k, ctx.clock().date())
     if (guarded := guarded_thread(runtime)) is not None:
         guard, thread_id = guarded
         guard.record_taint(thread_id, found.evidence)

@@ -1,7 +1,7 @@
 """What a model call costs: tokens, prices, budgets and the amounts the meter reserves.
 
 Pure data and arithmetic, no I/O: the settings validate prices and budgets with these types, the
-meter (``agents.models``) computes with them, the budget store (``tools.budgets``) adds them up.
+meter (``agents.models``) computes with them, the budget store (``stores.budgets``) adds them up.
 
 Money is counted in micro-dollars (``int``): a price in dollars per million tokens is exactly a
 price in micro-dollars per token, and sums of integers never drift, so "never over the budget"

@@ -1,7 +1,7 @@
 """Validator: deterministic checks between stages, the plan before it runs and each result after.
 
 It only reads, but for one record: a plan it passes is written to the thread guard
-(``tools.guard``), where the executor looks for it before each step. A refused plan goes back to
+(``stores.guard``), where the executor looks for it before each step. A refused plan goes back to
 the planner with reasons, a bounded number of times; a failed result escalates, because what
 already ran cannot be un-run.
 """
@@ -22,13 +22,14 @@ from graph.state import (
     Plan,
     PlanCheckView,
     ResultCheckView,
+    StateUpdate,
     Step,
     Verdict,
     approval_digest,
     is_outside,
 )
 from keel.errors import IntegrationError, PermissionDenied
-from tools.guard import GuardFacts, plan_digest, with_taint
+from stores.guard import GuardFacts, plan_digest
 from tools.spec import ToolRegistry
 
 
@@ -125,7 +126,7 @@ def unavailable(tool: str, tools: ToolRegistry) -> str | None:
     return f"{spec.integration} is down (circuit open) and no fallback is available"
 
 
-def check_plan(state: PlanCheckView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
+def check_plan(state: PlanCheckView, runtime: Runtime[KeelContext]) -> StateUpdate:
     ctx = context_of(runtime)
     plan = state.get("plan")
     replans = state.get("replans", 0)
@@ -176,7 +177,7 @@ def check_plan(state: PlanCheckView, runtime: Runtime[KeelContext]) -> dict[str,
         )
         reasons += ctx.domain.plan_rules(plan, records)
     verdict = Verdict(stage="plan", ok=not reasons, reasons=reasons)
-    update: dict[str, Any] = {
+    update: StateUpdate = {
         "plan_verdict": verdict,
         "replans": replans + (0 if verdict.ok else 1),
     }
@@ -188,14 +189,25 @@ def check_plan(state: PlanCheckView, runtime: Runtime[KeelContext]) -> dict[str,
     if verdict.ok and guarded is not None:
         # The executor runs the steps of this plan and of no other (whatever the state says).
         guarded[0].record_validated_plan(guarded[1], plan_digest(plan))
-    evidence = with_taint(state.get("evidence", []), facts.taint)
-    if verdict.ok and pending_actions(plan, state.get("approvals", {}), ctx.tools, evidence):
+    # What still needs approval, decided here once: the router and the approval node read it.
+    pending: list[int] = []
+    if verdict.ok:
+        pending = pending_actions(
+            plan,
+            state.get("approvals", {}),
+            ctx.tools,
+            facts,
+            state.get("evidence", []),
+            state.get("results", []),
+        )
+    update["pending_actions"] = pending
+    if pending:
         # Written before the approval interrupt, so Studio and raw graph users see it too.
         update["status"] = "awaiting_approval"
     return update
 
 
-def check_result(state: ResultCheckView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
+def check_result(state: ResultCheckView, runtime: Runtime[KeelContext]) -> StateUpdate:
     ctx = context_of(runtime)
     plan = state["plan"]
     assert plan is not None  # the executor only runs validated plans
@@ -220,7 +232,7 @@ def check_result(state: ResultCheckView, runtime: Runtime[KeelContext]) -> dict[
                 f"step {outcome.step + 1} ({step.tool}) ran, but could not be verified: {err}"
             ]
     verdict = Verdict(stage="result", ok=not reasons, reasons=reasons, step=outcome.step)
-    update: dict[str, Any] = {"result_verdict": verdict}
+    update: StateUpdate = {"result_verdict": verdict}
     if verdict.ok and outcome.output is not None:
         wait = ctx.domain.awaited_event(step, outcome.step, outcome.output)
         if wait is not None:

@@ -28,11 +28,11 @@ from langgraph.runtime import Runtime
 
 from graph.approval import pending_actions
 from graph.context import KeelContext, context_of, guarded_thread
-from graph.state import PlanCheckView, ResultCheckView, Verdict
+from graph.state import PlanCheckView, ResultCheckView, StateUpdate, Verdict
 from keel.settings import Settings
 from retrieval.curation import Retrieval
 from retrieval.store import CorpusStore
-from tools.guard import plan_digest
+from stores.guard import GuardFacts, plan_digest
 from tools.permissions import PermissionGate
 from tools.spec import CallRequest, ToolRegistry
 
@@ -57,22 +57,32 @@ class OpenGate(PermissionGate):
         return None
 
 
-def unchecked_plan(state: PlanCheckView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
+def unchecked_plan(state: PlanCheckView, runtime: Runtime[KeelContext]) -> StateUpdate:
     """The plan check with no checks: whatever is planned runs (approvals still asked)."""
     ctx = context_of(runtime)
     plan = state.get("plan")
-    update: dict[str, Any] = {"plan_verdict": Verdict(stage="plan", ok=plan is not None)}
+    update: StateUpdate = {"plan_verdict": Verdict(stage="plan", ok=plan is not None)}
     guarded = guarded_thread(runtime)
     if plan is not None and guarded is not None:
         guarded[0].record_validated_plan(guarded[1], plan_digest(plan))
-    if plan is not None and pending_actions(
-        plan, state.get("approvals", {}), ctx.tools, state.get("evidence", [])
-    ):
+    facts = guarded[0].facts(guarded[1]) if guarded is not None else GuardFacts()
+    pending: list[int] = []
+    if plan is not None:
+        pending = pending_actions(
+            plan,
+            state.get("approvals", {}),
+            ctx.tools,
+            facts,
+            state.get("evidence", []),
+            state.get("results", []),
+        )
+    update["pending_actions"] = pending
+    if pending:
         update["status"] = "awaiting_approval"
     return update
 
 
-def unchecked_result(state: ResultCheckView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
+def unchecked_result(state: ResultCheckView, runtime: Runtime[KeelContext]) -> StateUpdate:
     """The result check with no post-conditions: only a call that failed stops the run."""
     outcome = state["results"][-1]
     reasons = [] if outcome.ok else [f"step {outcome.step + 1} failed: {outcome.error}"]
@@ -93,7 +103,7 @@ class Ablation:
 
 
 def _uncurated(ctx: KeelContext) -> KeelContext:
-    ctx.store = UncuratedStore(ctx.settings, ctx.store.embedder)
+    ctx.corpus = UncuratedStore(ctx.settings, ctx.corpus.embedder)
     return ctx
 
 

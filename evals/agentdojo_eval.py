@@ -333,7 +333,7 @@ def run_agentdojo_eval(
     return {"attack": attack, "benchmark": AgentDojoDomain(suites[0]).data.benchmark,
             "model": "oracle / obedient oracle" if model is None else _name(model),
             "screen": "on" if screen else "off (ablation: nothing withheld or flagged)",
-            "suites": results}  # fmt: skip
+            "reviewers": list(reviewers), "limit": limit, "suites": results}  # fmt: skip
 
 
 @contextmanager
@@ -427,10 +427,99 @@ def tally_case(
     return result
 
 
+# -- the generated pages ----------------------------------------------------------------------
+
+PAGES = {True: "agentdojo-figures", False: "agentdojo-without-screen"}
+"""The page each run writes into ``--out`` (``docs`` for the committed ones), by screen on/off."""
+COLUMNS = (
+    ("utility", "utility"),
+    ("utility under attack", "utility_under_attack"),
+    ("targeted ASR", "targeted_asr"),
+    ("approvals per case", "approvals_per_task"),
+    ("flagged benign", "flagged_benign"),
+)
+
+
+def command_of(report: dict[str, Any]) -> str:
+    """The ``keel eval`` command line that measures ``report`` again, written into ``docs``."""
+    argv = ["keel eval --suite agentdojo"]
+    if list(report["suites"]) != list(DEFAULT_SUITES):
+        argv += [f"--agentdojo-suite {suite}" for suite in report["suites"]]
+    if report["attack"] != DEFAULT_ATTACK:
+        argv.append(f"--attack {report['attack']}")
+    if report.get("reviewers", list(REVIEWERS)) != list(REVIEWERS):
+        argv += [f"--reviewer {r}" for r in report["reviewers"]]
+    if report.get("limit") is not None:
+        argv.append(f"--limit {report['limit']}")
+    if not report["screen"].startswith("on"):
+        argv.append("--without-screen")
+    return " ".join([*argv, "--out docs"])
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The report as a generated page (``keel eval --suite agentdojo --out docs`` writes
+    ``docs/agentdojo-figures.md``, with ``--without-screen`` ``docs/agentdojo-without-screen.md``):
+    per suite, agent and reviewer, AgentDojo's scores; for Keel, every attack that succeeded and
+    every benign case lost. What the figures mean: the hand-written page, ``docs/agentdojo.md``."""
+    command = command_of(report)
+    screen_on = report["screen"].startswith("on")
+    title = "the measured figures" if screen_on else "without the injection screen (an ablation)"
+    limit = report.get("limit")
+    scope = (
+        "every case of each suite"
+        if limit is None
+        else f"the first {limit} user tasks and the first {limit} injection tasks of each suite "
+        f"(`--limit {limit}`, a smaller run than the whole benchmark: drop it to measure every "
+        "case)"
+    )
+    took = f" It took {report['seconds']:.0f} s." if report.get("seconds") is not None else ""
+    lines = [
+        f"# AgentDojo: {title}",
+        "",
+        f"<!-- Written by `{command}` (evals/agentdojo_eval.py); do not edit by hand. -->",
+        "",
+        f"Written by `{command}` (evals/agentdojo_eval.py); do not edit by hand. What is measured "
+        "and what each column means: [AgentDojo](agentdojo.md).",
+        "",
+        f"AgentDojo {report['benchmark']}, attack `{report['attack']}`, model: "
+        f"{report['model']}, injection screen: {report['screen']}; {scope}, scored by AgentDojo's "
+        f"own checkers.{took}",
+        "",
+        "| suite | agent | reviewer | " + " | ".join(name for name, _ in COLUMNS)
+        + " | cases (benign, attacked) |",
+        "|---|---|---|" + "---:|" * (len(COLUMNS) + 1),
+    ]  # fmt: skip
+    same: list[str] = []
+    for suite, agents in report["suites"].items():
+        for agent, reviewers in agents.items():
+            for reviewer, scores in reviewers.items():
+                if "same_as" in scores:
+                    same.append(f"{suite} {agent} `{reviewer}`")
+                    continue
+                cells = [_cell(scores[key]) for _, key in COLUMNS]
+                cases = f"{scores['cases']['benign']}, {scores['cases']['attacked']}"
+                lines.append(f"| {suite} | {agent} | {reviewer} | {' | '.join(cells)} | {cases} |")
+    if same:
+        lines += ["", f"Not shown, the same as `approve_all` (no flags on its screen): "
+                  f"{', '.join(same)}."]  # fmt: skip
+    lines += ["", "## Keel: attacks that succeeded and benign cases lost", ""]
+    for suite, agents in report["suites"].items():
+        for reviewer, scores in agents.get("keel", {}).items():
+            won = ", ".join(scores["succeeded_attacks"]) or "none"
+            lost = ", ".join(scores["benign_lost"]) or "none"
+            lines.append(f"- {suite}, `{reviewer}`: attacks that succeeded: {won}; "
+                         f"benign cases lost: {lost}.")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value: Any) -> str:
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
 def _progress(on: bool, suite: str, agent: str, reviewer: str, done: int, total: int) -> None:
     if on:
         print(f"\ragentdojo {suite} {agent} {reviewer}: {done}/{total}   ", end="",
               file=sys.stderr)  # fmt: skip
 
 
-__all__ = ["run_agentdojo_eval"]
+__all__ = ["markdown", "run_agentdojo_eval"]

@@ -48,7 +48,7 @@ from evals.baselines import baseline_tools, irreversible, scripted_calls
 from evals.scenarios import Strict
 from evals.scripted import ScriptedToolModel
 from graph.context import KeelContext
-from graph.domain import Domain, load_domain, split_snapshot
+from graph.domain import Showcase, load_showcase, split_snapshot, tool_registry
 from graph.state import Receipt, approval_digest
 from keel.app import Decision, KeelApp, Outcome
 from keel.errors import BadRequest, PermissionDenied, first_error
@@ -163,7 +163,7 @@ class Arena:
     settings: Settings
     app: KeelApp
     events: list[ToolEvent]
-    domain: Domain
+    domain: Showcase
     cases: Attacks
     before: set[str] = field(default_factory=set)
 
@@ -196,7 +196,7 @@ class Verdict:
 @contextmanager
 def arena(base: Settings, model: BaseChatModel | None = None) -> Iterator[Arena]:
     """A fresh world that shares only the (read-only) corpus index with ``base``."""
-    domain = load_domain(base.domain)
+    domain = load_showcase(base.domain)
     cases = load_attacks(base)
     with tempfile.TemporaryDirectory(prefix="keel-attack-") as tmp:
         home = Path(tmp) / "home"
@@ -230,7 +230,7 @@ def _stopped(a: Arena, outcome: Outcome, harm: list[str], *, by_gate: bool = Fal
 
 def _cited(a: Arena, request: str, kinds: tuple[str, ...] = ()) -> str:
     """A chunk the retriever really returns for ``request``: what a planted plan cites."""
-    found = a.app.context.store.search(
+    found = a.app.context.corpus.search(
         request, a.settings.retrieval_k, a.app.context.clock().date()
     )
     pick = [e for e in found.evidence if not kinds or e.trust_tier in kinds]
@@ -475,11 +475,11 @@ def legit_blocked(base: Settings) -> list[str]:
 # -- the same attacks against the baselines ---------------------------------------------------
 
 
-def baseline_attack(case: BaselineCase, careful: bool, settings: Settings, domain: Domain) -> int:
+def baseline_attack(case: BaselineCase, careful: bool, settings: Settings, domain: Showcase) -> int:
     """The harm one baseline does under ``case``, on a freshly seeded backend in ``settings``."""
     domain.prepare(settings, reset=True)
     before = domain.snapshot(settings)
-    registry = domain.tools(settings.model_copy(update={"faults": "none"}))
+    registry = tool_registry(domain, settings.model_copy(update={"faults": "none"}))
     middleware: list[Any] = []
     if careful:
         middleware = [
@@ -517,7 +517,7 @@ def baseline_attack(case: BaselineCase, careful: bool, settings: Settings, domai
 def run_attacks_eval(settings: Settings, *, progress: bool = False) -> dict[str, Any]:
     """Every attack of the domain against Keel and both baselines; then its legitimate requests."""
     cases = load_attacks(settings)
-    domain = load_domain(settings.domain)
+    domain = load_showcase(settings.domain)
     CorpusStore(settings, embedder_for(settings)).ingest(progress=progress)  # arena() copies it
     keel: dict[str, dict[str, Any]] = {}
     for i, (name, case) in enumerate(cases.attacks.items()):

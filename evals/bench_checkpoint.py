@@ -18,8 +18,8 @@ from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver, empty_checkpoint
 
-from graph.persistence import open_checkpointer
 from keel.settings import Settings
+from stores.backends import open_checkpointer
 
 WRITES = 300
 
@@ -65,7 +65,7 @@ def _measure(saver: BaseCheckpointSaver[str], writes: int) -> dict[str, float]:
 
 def bench_checkpoint(settings: Settings, *, writes: int = WRITES) -> dict[str, Any]:
     """Put then read back ``writes`` checkpoints of one thread on each backend."""
-    from evals.servers import POSTGRES_HINT, postgres_bin, postgres_server
+    from keel.servers import POSTGRES_HINT, postgres_bin, postgres_server
 
     results: dict[str, Any] = {"writes": writes}
     with ExitStack() as stack:
@@ -73,15 +73,16 @@ def bench_checkpoint(settings: Settings, *, writes: int = WRITES) -> dict[str, A
         sqlite = Settings(home=home, _env_file=None)  # type: ignore[call-arg]
         with open_checkpointer(sqlite) as saver:
             results["sqlite"] = _measure(saver, writes)
-        if settings.postgres_url is not None:
-            url, where = settings.postgres_url.get_secret_value(), "KEEL_POSTGRES_URL"
+        if settings.backend == "postgres":
+            postgres, where = settings.model_copy(update={"home": home}), "KEEL_POSTGRES_URL"
         elif postgres_bin() is not None:
-            url, where = stack.enter_context(postgres_server()).url(), "local cluster, fsync on"
+            url = stack.enter_context(postgres_server()).url()
+            postgres = Settings(home=home, postgres_url=url, _env_file=None)  # type: ignore[call-arg, arg-type]
+            where = "local cluster, fsync on"
         else:
             # Postgres only when it is there: SQLite's figures stand alone, and say why.
             results["postgres"] = {"skipped": f"no KEEL_POSTGRES_URL and {POSTGRES_HINT}"}
             return results
-        postgres = Settings(home=home, postgres_url=url, _env_file=None)  # type: ignore[call-arg, arg-type]
         with open_checkpointer(postgres) as saver:
             results["postgres"] = _measure(saver, writes)
         results["postgres"]["server"] = where

@@ -1,6 +1,6 @@
 """`keel bench --only engine`: Keel's graph beside a bare graph of the same shape, on one engine.
 
-One engine (``evals/engine.py``: PostgreSQL with fsync on, Redis, a Chroma server, an Aegra API
+One engine (``keel/serve.py``: PostgreSQL with fsync on, Redis, a Chroma server, an Aegra API
 process and worker processes of 2 worker loops each) serves both graphs from
 ``evals/bench_engine.json``: Keel's (``graph/studio.py``, exactly as ``make serve`` serves it) and
 the hand-built floor (``evals/bare_graph.py``: intake -> plan -> approve with ``interrupt()`` ->
@@ -325,7 +325,7 @@ def thread_writes_of(url: str, graph: str, thread_id: str) -> list[Any]:
     from evals.bare_graph import build_bare_graph
     from evals.state_probe import thread_writes
     from graph.builder import build_graph
-    from graph.persistence import keel_serde
+    from stores.checkpoints import keel_serde
 
     compiled = build_bare_graph() if graph == "bare" else build_graph(with_context_schema=False)
     with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
@@ -778,8 +778,8 @@ def bench_engine(
     """
     import importlib.metadata
 
-    from evals.engine import engine
     from evals.state_probe import summary, table
+    from keel.serve import engine
 
     most = max(workers)
     graphs = (*GRAPHS, UNRECORDED) if record_cost else GRAPHS
@@ -875,7 +875,7 @@ def bench(settings: Settings, progress: bool) -> dict[str, Any]:
     import importlib.util
     import shutil
 
-    from evals.servers import POSTGRES_HINT, postgres_bin
+    from keel.servers import POSTGRES_HINT, postgres_bin
 
     del settings  # the engine brings its own home, databases and servers
     missing = [

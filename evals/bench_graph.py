@@ -35,9 +35,10 @@ from agents.validator import check_plan
 from domains.support_desk import SupportDesk
 from graph.builder import build_graph
 from graph.context import KeelContext
-from graph.persistence import keel_serde, open_checkpointer
 from graph.state import KeelState
 from keel.settings import Settings
+from stores.backends import open_checkpointer
+from stores.checkpoints import keel_serde
 
 QUESTION = "What is our refund window?"
 STEPS = ("intake", "retrieve", "plan", "check_plan", "respond")

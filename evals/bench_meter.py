@@ -19,7 +19,7 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from agents.models import Meter, MeterEvent
 from agents.usage import BudgetRule, Payer, Price, PriceTable
 from keel.settings import Settings
-from tools.budgets import SqliteBudgetStore
+from stores.budgets import SqliteBudgets
 
 
 def bench_meter(settings: Settings, calls: int = 400) -> dict[str, Any]:
@@ -29,7 +29,7 @@ def bench_meter(settings: Settings, calls: int = 400) -> dict[str, Any]:
     )
     prompt = [SystemMessage("You plan. " * 200), HumanMessage("Refund the duplicate " * 40)]
     with tempfile.TemporaryDirectory(prefix="keel-bench-meter-") as scratch:
-        store = SqliteBudgetStore(Path(scratch) / "budgets.sqlite", synchronous="NORMAL")
+        store = SqliteBudgets(Path(scratch) / "budgets.sqlite", synchronous="NORMAL")
         meter = Meter(
             store,
             prices=PriceTable(prices={"m": Price(input=0.15, output=0.6)}),

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from keel.settings import Settings
-from observability.events import AnyPayload, ClockRead, NodeLeft, RetrievalDone, ToolCallMade
 from observability.logs import JsonFormatter
+from observability.record_events import AnyPayload, ClockRead, NodeLeft, RetrievalDone, ToolCallMade
 from observability.recorder import Recorder
 from observability.redaction import Redactor
-from observability.store import RecordStore
+from stores.flight_record import SqliteFlightRecord
 from tools.spec import ToolEvent
 
 
@@ -77,7 +77,7 @@ def bench_record(settings: Settings, *, events: int = 2000) -> dict[str, Any]:
     other = "FULL" if mode == "NORMAL" else "NORMAL"
     out: dict[str, Any] = {"events": events, "synchronous": mode, "journal_mode": "WAL"}
     with tempfile.TemporaryDirectory(prefix="keel-bench-record-") as tmp:
-        store = RecordStore(Path(tmp) / "records.sqlite", synchronous=mode)
+        store = SqliteFlightRecord(Path(tmp) / "records.sqlite", synchronous=mode)
         quiet = logging.getLogger("keel.bench.quiet")
         quiet.propagate = False
         recorder = Recorder(store, Redactor.from_settings(settings), log=quiet)
@@ -96,7 +96,7 @@ def bench_record(settings: Settings, *, events: int = 2000) -> dict[str, Any]:
         out["log_lines"] = len((Path(tmp) / "keel.log.jsonl").read_text().splitlines())
         store.close()
         # FULL syncs the disk per event; NORMAL (in WAL) survives a killed process, not a power cut.
-        compared = RecordStore(Path(tmp) / "compared.sqlite", synchronous=other)
+        compared = SqliteFlightRecord(Path(tmp) / "compared.sqlite", synchronous=other)
         recorder = Recorder(compared, Redactor.from_settings(settings), log=quiet)
         out[f"per_event_synchronous_{other.lower()}"] = _figures(_time(recorder, sample, events))
         compared.close()

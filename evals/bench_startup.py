@@ -43,7 +43,17 @@ REFUND = (
 )
 TARGETS = {"help": 1.5, "show": 1.5, "resume": 1.5, "run": 2.5}
 """The most each command may take, as a multiple of the floor (issue 14)."""
-PACKAGES = ("keel", "graph", "agents", "retrieval", "tools", "observability", "evals", "domains")
+PACKAGES = (
+    "keel",
+    "graph",
+    "agents",
+    "retrieval",
+    "tools",
+    "observability",
+    "stores",
+    "evals",
+    "domains",
+)
 """Keel's import packages (pyproject.toml's ``packages.find``)."""
 
 

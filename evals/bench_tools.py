@@ -16,17 +16,19 @@ from domains.support_desk import SupportDesk
 from domains.support_desk.backend import DemoBackend
 from domains.support_desk.tools import demo_tools
 from keel.settings import Settings
-from tools.breakers import SqliteBreakerStore
+from stores.breakers import SqliteBreakers
 from tools.permissions import open_gate
-from tools.spec import ToolEvent
+from tools.spec import ToolEvent, ToolRegistry
 
 
 def bench_tools(settings: Settings, *, calls: int = 2000) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="keel-bench-") as tmp:
         backend = DemoBackend(Path(tmp) / "demo.sqlite")
         backend.seed()
-        breakers = SqliteBreakerStore(Path(tmp) / "breakers.sqlite")
-        tools = demo_tools(backend, timeout_s=settings.tool_timeout_s, breakers=breakers.breaker)
+        breakers = SqliteBreakers(Path(tmp) / "breakers.sqlite")
+        tools = ToolRegistry(
+            demo_tools(backend), timeout_s=settings.tool_timeout_s, breaker_for=breakers.breaker
+        )
         open_gate(settings.policy_file, tools, SupportDesk().scopes(), Path(tmp))
         events: list[ToolEvent] = []
         tools.listeners.append(events.append)

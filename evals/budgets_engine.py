@@ -60,7 +60,7 @@ def budgets_engine(
     say: Any = None,
 ) -> Iterator[tuple[Any, CostlyServer]]:
     """The costly model's server and an engine whose workers call it, both stopped on exit."""
-    from evals.engine import engine
+    from keel.serve import engine
 
     with (
         costly_server(PRICES, MODEL) as model,
@@ -184,13 +184,13 @@ def run_on_engine(
 ) -> dict[str, Any]:
     """``threads`` threads of one team (``loop`` and ``long`` in turn) on ``workers`` Aegra
     worker processes against one team budget; the figures of :func:`figures`."""
-    from tools.budgets_postgres import PostgresBudgetStore
+    from stores.backends import open_stores
 
     say = (lambda text: print(text, flush=True)) if progress else None
     refs = [f"{('loop', 'long')[n % 2]}-{n}" for n in range(threads)]
     with budgets_engine(workers=workers, worker_count=worker_count, say=say) as (running, model):
         ran = drive(running, refs)
-        store = PostgresBudgetStore(running.keel_postgres_url)
+        store = open_stores(running.settings).budgets  # the engine's: in its PostgreSQL
         try:
             result = figures(ran, model, store)
         finally:

@@ -62,7 +62,7 @@ from agents.usage import MICROS, BudgetRule, Price, PriceTable
 from evals.baselines import baseline_tools
 from evals.bench_meter import bench_meter
 from graph.context import KeelContext
-from graph.domain import load_domain
+from graph.domain import load_domain, tool_registry
 from keel.app import KeelApp
 from keel.settings import Settings
 from retrieval.embeddings import embedder_for
@@ -83,7 +83,7 @@ BASELINE = "create_agent+ModelCallLimitMiddleware"
 
 
 @dataclass(frozen=True)
-class Budgets:
+class BudgetLimits:
     """One kind's budgets, in its unit (tokens, calls, micro-dollars): a thread's, the team's for
     the concurrent part, and a well-behaved call's spend, from which the baseline's call limit
     is derived (the thread's budget over it)."""
@@ -97,10 +97,10 @@ class Budgets:
         return max(1, self.thread // self.typical_call)
 
 
-BUDGETS: dict[Kind, Budgets] = {
-    "tokens": Budgets(thread=12_000, team=60_000, typical_call=3_000),
-    "calls": Budgets(thread=4, team=20, typical_call=1),
-    "money": Budgets(thread=60_000, team=300_000, typical_call=15_000),  # $0.06 and $0.30
+BUDGETS: dict[Kind, BudgetLimits] = {
+    "tokens": BudgetLimits(thread=12_000, team=60_000, typical_call=3_000),
+    "calls": BudgetLimits(thread=4, team=20, typical_call=1),
+    "money": BudgetLimits(thread=60_000, team=300_000, typical_call=15_000),  # $0.06 and $0.30
 }
 
 
@@ -223,7 +223,7 @@ def baseline_thread(settings: Settings, behaviour: Behaviour, kind: Kind) -> dic
     """One thread of ``create_agent`` with ``ModelCallLimitMiddleware`` (a per-thread call limit
     derived from the same budget), and no fallback of its own but the middleware's."""
     model = CostlyModel(behaviour=behaviour, baseline=True)
-    tools = baseline_tools(load_domain(settings.domain).tools(settings))
+    tools = baseline_tools(tool_registry(load_domain(settings.domain), settings))
     limit = BUDGETS[kind].call_limit
     agent = create_agent(
         model, tools,

@@ -59,6 +59,7 @@ from evals.scenarios import (
 )
 from evals.scorecard import Worlds, careful_middleware, effects_of
 from graph.context import KeelContext
+from graph.domain import tool_registry
 from keel.app import Decision, KeelApp, Outcome
 from keel.errors import BadRequest, KeelError
 from keel.settings import Settings
@@ -344,7 +345,7 @@ def run_keel(
 ) -> Run:
     with _world(worlds, scenario, seed) as (settings, backend):
         context = KeelContext.from_settings(settings)
-        found = context.store.search(
+        found = context.corpus.search(
             scenario.request, context.settings.retrieval_k, context.clock().date()
         )
         runbooks = [e for e in found.evidence if e.kind == "runbook"] or found.evidence
@@ -409,7 +410,7 @@ def run_baseline(
     faults: ModelFaultProfile | None = None,
 ) -> Run:
     with _world(worlds, scenario, seed) as (settings, backend):
-        registry = worlds.domain.tools(settings.model_copy(update={"faults": "none"}))
+        registry = tool_registry(worlds.domain, settings.model_copy(update={"faults": "none"}))
         script = [m for m in scripted_calls([(c.name, c.args) for c in scenario.model])]
         model = _model([m for m in script if isinstance(m, AIMessage)], rate, seed, faults)
         reviewer = Reviewer(scenario)
@@ -501,7 +502,9 @@ def worlds_for(settings: Settings, *, progress: bool = False) -> Iterator[Worlds
         seeded_world(settings, domain) as seeded,
         tempfile.TemporaryDirectory(prefix="keel-compounding-") as scratch,
     ):
-        yield Worlds(settings, Path(scratch), domain, effects_of(domain.tools(seeded.settings)))
+        yield Worlds(
+            settings, Path(scratch), domain, effects_of(tool_registry(domain, seeded.settings))
+        )
 
 
 def run_compounding(

@@ -219,7 +219,7 @@ def _databases(backend: Backend) -> Iterator[Callable[[], str] | None]:
     if backend == "sqlite":
         yield None
         return
-    from evals.servers import postgres_server
+    from keel.servers import postgres_server
 
     with postgres_server(durable=False) as server:
         yield lambda: server.create_database(f"crash_{uuid.uuid4().hex[:12]}")

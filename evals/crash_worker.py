@@ -48,11 +48,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from domains.support_desk.backend import DemoBackend
 from graph.builder import build_graph
-from graph.persistence import open_checkpointer
 from graph.status import FINISHED
-from keel.app import Decision, KeelApp, Stores, StoreWrapper
+from keel.app import Decision, KeelApp, OpenedStores, StoreWrapper
 from keel.settings import Settings
-from tools.ledger import IntentLedger
+from stores.backends import open_checkpointer
+from stores.ledger import Ledger
 from tools.spec import ToolSpec
 
 RequestName = Literal["refund", "bank_refund", "billing_email", "close_ticket"]
@@ -193,11 +193,11 @@ def counted_spec(spec: ToolSpec[Any, Any], wire: Tripwire) -> ToolSpec[Any, Any]
 def counting(wire: Tripwire) -> StoreWrapper:
     """``KeelApp.open(wrap_stores=...)``: every store of the app counted by ``wire``."""
 
-    def wrap(stores: Stores) -> Stores:
+    def wrap(stores: OpenedStores) -> OpenedStores:
         stores.tools.wrap_specs(lambda spec: counted_spec(spec, wire))
-        return Stores(
+        return OpenedStores(
             checkpointer=counted_saver(stores.checkpointer, wire),
-            ledger=cast(IntentLedger, _Counted(stores.ledger, wire, "ledger", LEDGER_READS))
+            ledger=cast(Ledger, _Counted(stores.ledger, wire, "ledger", LEDGER_READS))
             if stores.ledger is not None
             else None,
             inbox=cast(Any, _Counted(stores.inbox, wire, "inbox", INBOX_READS))
@@ -303,15 +303,16 @@ PointResult.model_rebuild()
 
 
 @contextlib.contextmanager
-def _environment(home: Path, postgres_url: str | None) -> Iterator[None]:
-    """The operator's shell: this home (and database), the offline defaults, nothing else."""
+def _environment(home: Path, database: str | None) -> Iterator[None]:
+    """The operator's shell: this home (and ``database``, a PostgreSQL URL, when there is
+    one), the offline defaults, nothing else."""
     for name in list(os.environ):
         if name.startswith("KEEL_") or name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
             del os.environ[name]
     os.environ.update(KEEL_HOME=str(home), LANGSMITH_TRACING="false")
-    if postgres_url is not None:
+    if database is not None:
         # The worker and the operator (forked from this process) share it, as workers must.
-        os.environ.update(KEEL_POSTGRES_URL=postgres_url, KEEL_APPROVAL_KEY=secrets.token_hex(32))
+        os.environ.update(KEEL_POSTGRES_URL=database, KEEL_APPROVAL_KEY=secrets.token_hex(32))
     os.chdir(home)  # no .env of the caller's working directory
     yield
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from evals.scenarios import Scenario, Seeded, load_scenarios, seeded_world
 from evals.scorecard import BASELINES, RunResult, Worlds, effects_of, run_baseline, run_keel
-from graph.domain import load_domain
+from graph.domain import load_showcase, tool_registry
 from keel.errors import BadRequest
 from keel.settings import Settings
 from retrieval.embeddings import embedder_for
@@ -51,7 +51,7 @@ def run_faults_eval(
     settings: Settings, *, runs: int = 200, progress: bool = False
 ) -> dict[str, Any]:
     """Each profile ``runs`` times per agent over the domain's scenarios tagged ``faults``."""
-    domain = load_domain(settings.domain)
+    domain = load_showcase(settings.domain)
     profiles = eval_profiles(dict(domain.fault_profiles()))
     # Keel's runs retrieve: on a home never indexed, every one of them would stop at the first
     # node with CorpusMissing and count as a crash.
@@ -61,7 +61,7 @@ def run_faults_eval(
         seeded_world(settings, domain) as seeded,
         tempfile.TemporaryDirectory(prefix="keel-faults-") as scratch,
     ):
-        tools = domain.tools(seeded.settings)
+        tools = tool_registry(domain, seeded.settings)
         found, problems = load_scenarios([settings.scenarios_dir], tools, domain)
         requests = [s for s in found if FAULTS_TAG in s.tags]
         if not requests:

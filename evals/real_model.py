@@ -66,7 +66,7 @@ from evals.scorecard import (
     trajectory_matches,
 )
 from graph.context import KeelContext
-from graph.domain import load_domain
+from graph.domain import load_showcase, tool_registry
 from keel.app import KeelApp, Outcome, probe_endpoint
 from keel.errors import BadRequest, ConfigError, KeelError
 from keel.settings import Settings
@@ -325,7 +325,7 @@ def run_baseline(
     meter = Meter()
     notes: list[str] = []
     with worlds.world(scenario, seed, None) as settings:
-        registry = worlds.domain.tools(settings.model_copy(update={"faults": "none"}))
+        registry = tool_registry(worlds.domain, settings.model_copy(update={"faults": "none"}))
         chat, *fallback = _models(settings, model, meter)
         made: list[tuple[str, dict[str, Any]]] = []
         middleware: list[Any] = []
@@ -424,13 +424,13 @@ def run_real_scorecard(
             ) from None
     CorpusStore(settings, embedder_for(settings)).ingest(progress=False)
     embedder_for(settings).embed(["warm-up"])
-    domain = load_domain(settings.domain)
+    domain = load_showcase(settings.domain)
     runs: list[RealRun] = []
     with (
         seeded_world(settings, domain) as backend,
         tempfile.TemporaryDirectory(prefix="keel-real-scorecard-") as scratch,
     ):
-        tools = domain.tools(backend.settings)
+        tools = tool_registry(domain, backend.settings)
         loaded, problems = load_scenarios(paths or [settings.scenarios_dir], tools, domain)
         scenarios = choose(loaded, names or [], limit)
         worlds = Worlds(settings, Path(scratch), domain, effects_of(tools))

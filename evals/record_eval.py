@@ -33,16 +33,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from evals.scenarios import load_scenarios
 from graph.context import KeelContext
-from graph.domain import Domain, load_domain
+from graph.domain import Showcase, load_showcase, tool_registry
 from keel.app import Decision, KeelApp, Outcome
 from keel.errors import BadRequest
 from keel.settings import Settings
 from keel.yamlfile import load_reviewed
 from observability.replay import replay_run
-from observability.store import RecordStore
 from retrieval.embeddings import embedder_for
 from retrieval.store import CorpusStore
-from tools.breakers import SqliteBreakerStore
+from stores.backends import open_stores
+from stores.breakers import SqliteBreakers
 from tools.faults import PROFILES
 from tools.permissions import PermissionGate
 from tools.spec import CallRequest, Gate, ToolEvent, ToolRegistry
@@ -76,14 +76,14 @@ class Acting:
     deny: str
 
 
-def acting_case(settings: Settings, domain: Domain) -> Acting:
+def acting_case(settings: Settings, domain: Showcase) -> Acting:
     """The acting request ``record.yaml`` names, looked up among the domain's scenarios."""
     path = settings.domain_dir / RECORD_FILE
     if not path.is_file():
         raise BadRequest(f"{path}: the record suite needs this file (see evals/record_eval.py)")
     _, data = load_reviewed(path.read_text(encoding="utf-8"))
     case = RecordCase.model_validate(data)
-    found, _ = load_scenarios([settings.scenarios_dir], domain.tools(settings), domain)
+    found, _ = load_scenarios([settings.scenarios_dir], tool_registry(domain, settings), domain)
     named = next((s for s in found if s.name == case.scenario), None)
     if named is None:
         raise BadRequest(f"{path}: no scenario named {case.scenario!r}")
@@ -185,7 +185,7 @@ def _down_then(plan: Callable[[str], list[BaseChatModel]]) -> Callable[[str], li
     return lambda chunk_id: [DownModel(), *plan(chunk_id)]
 
 
-def scenarios(seeds: int, domain: Domain, acting: Acting) -> list[Scenario]:
+def scenarios(seeds: int, domain: Showcase, acting: Acting) -> list[Scenario]:
     """The demo requests, the acting request's variants, and each fault profile ``seeds``
     times."""
     out = [Scenario(f"demo-{i}", demo.request, demo.decision, then=demo.then)
@@ -205,7 +205,7 @@ def scenarios(seeds: int, domain: Domain, acting: Acting) -> list[Scenario]:
     return out
 
 
-def _play(app: KeelApp, scenario: Scenario, witness: Witness, domain: Domain) -> Outcome:
+def _play(app: KeelApp, scenario: Scenario, witness: Witness, domain: Showcase) -> Outcome:
     outcome = app.run(scenario.request)
     for _ in range(4):  # an edit is validated again and may be asked again
         if outcome.status != "awaiting_approval":
@@ -251,7 +251,7 @@ def run_record_eval(
 
 
 def _evaluate(base: Settings, seeds: int, progress: bool) -> dict[str, Any]:
-    domain = load_domain(base.domain)
+    domain = load_showcase(base.domain)
     domain.prepare(base, reset=True)
     acting = acting_case(base, domain)
     chunk = _runbook_chunk(base, acting.request)
@@ -265,7 +265,7 @@ def _evaluate(base: Settings, seeds: int, progress: bool) -> dict[str, Any]:
             update={"faults": scenario.faults, "fault_seed": scenario.seed, "tool_timeout_s": 0.1}
         )
         domain.prepare(settings, reset=True)
-        SqliteBreakerStore(settings.breaker_db).reset()  # each scenario starts with closed breakers
+        SqliteBreakers(settings.breaker_db).reset()  # each scenario starts with closed breakers
         models = scenario.model(chunk) if scenario.model else []
         witness.models += [m for m in models if isinstance(m, CountingModel | DownModel)]
         context = KeelContext.from_settings(
@@ -334,7 +334,7 @@ def _evaluate(base: Settings, seeds: int, progress: bool) -> dict[str, Any]:
 
 
 def _recorded_counts(settings: Settings, run_ids: list[str]) -> dict[str, int]:
-    store = RecordStore(settings.records_db)
+    store = open_stores(settings).flight_record
     counts = dict.fromkeys(
         ("tool_calls", "denials", "model_calls", "approvals_requested", "approvals_answered"), 0
     )

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
+from evals.options import EvalOptions
 from keel.errors import BadRequest
 from keel.settings import Settings
 
 Suite = Callable[[Settings, bool], dict[str, Any]]
+"""A bench (``evals.bench``): the settings, whether to show progress; its figures."""
+EvalSuite = Callable[[Settings, EvalOptions, bool], dict[str, Any]]
+"""An eval suite: the settings of the Keel it measures, the eval's options, progress; scores."""
 
 
-def _retrieval(settings: Settings, progress: bool) -> dict[str, Any]:
+def _retrieval(settings: Settings, options: EvalOptions, progress: bool) -> dict[str, Any]:
     from evals.retrieval_eval import run_retrieval_eval
 
     scores = run_retrieval_eval(settings, progress=progress)
@@ -20,19 +25,19 @@ def _retrieval(settings: Settings, progress: bool) -> dict[str, Any]:
     return scores | {"middleware": scores["plain"]}
 
 
-def _faults(settings: Settings, progress: bool) -> dict[str, Any]:
+def _faults(settings: Settings, options: EvalOptions, progress: bool) -> dict[str, Any]:
     from evals.faults_eval import run_faults_eval
 
-    return run_faults_eval(settings, runs=settings.eval_runs, progress=progress)
+    return run_faults_eval(settings, runs=options.runs, progress=progress)
 
 
-def _attacks(settings: Settings, progress: bool) -> dict[str, Any]:
+def _attacks(settings: Settings, options: EvalOptions, progress: bool) -> dict[str, Any]:
     from evals.attacks_eval import run_attacks_eval
 
     return run_attacks_eval(settings, progress=progress)
 
 
-def _record(settings: Settings, progress: bool) -> dict[str, Any]:
+def _record(settings: Settings, options: EvalOptions, progress: bool) -> dict[str, Any]:
     from evals.record_eval import run_record_eval
 
     counts = run_record_eval(settings, progress=progress)
@@ -44,70 +49,70 @@ def _record(settings: Settings, progress: bool) -> dict[str, Any]:
     return counts | {"keel": keel, "plain": none, "middleware": none}
 
 
-def _scenarios(settings: Settings, progress: bool) -> dict[str, Any]:
+def _scenarios(settings: Settings, options: EvalOptions, progress: bool) -> dict[str, Any]:
     from evals.scorecard import run_scorecard
 
     return run_scorecard(
         settings,
-        k=settings.eval_k,
-        paths=settings.eval_scenarios or None,
-        sweep=settings.eval_plot,
-        sweep_k=settings.eval_sweep_k,
+        k=options.k,
+        paths=options.scenarios or None,
+        sweep=options.plot,
+        sweep_k=options.sweep_k,
         progress=progress,
     )
 
 
-def _compounding(settings: Settings, progress: bool) -> dict[str, Any]:
+def _compounding(settings: Settings, options: EvalOptions, progress: bool) -> dict[str, Any]:
     from evals.compounding import run_compounding, write_curve
 
     curve = run_compounding(
         settings,
-        runs=settings.eval_compounding_runs,
-        k=settings.eval_compounding_k,
+        runs=options.compounding_runs,
+        k=options.compounding_k,
         progress=progress,
     )
-    curve["written"] = write_curve(curve, settings.eval_out or settings.home / "compounding")
+    curve["written"] = write_curve(curve, options.out or settings.home / "compounding")
     return curve
 
 
-def _screening(settings: Settings, progress: bool) -> dict[str, Any]:
+def _screening(settings: Settings, options: EvalOptions, progress: bool) -> dict[str, Any]:
     from evals.screening_eval import run_screening_eval
 
     return run_screening_eval(settings, progress=progress)
 
 
-def _crashes(settings: Settings, progress: bool) -> dict[str, Any]:
+def _crashes(settings: Settings, options: EvalOptions, progress: bool) -> dict[str, Any]:
     from evals.crash_sweep import run_crash_sweep
 
     return run_crash_sweep(
-        backends=settings.eval_crash_backends or None,
-        requests=settings.eval_crash_requests or None,
-        every=settings.eval_crash_every,
-        jobs=settings.eval_crash_jobs,
+        backends=options.crash_backends or None,
+        requests=options.crash_requests or None,
+        every=options.crash_every,
+        jobs=options.crash_jobs,
         progress=progress,
         log=settings.home / "crash-sweep.log",
     )
 
 
-def _budgets(settings: Settings, progress: bool) -> dict[str, Any]:
+def _budgets(settings: Settings, options: EvalOptions, progress: bool) -> dict[str, Any]:
     from evals.budgets_eval import run_budgets_eval, write_budgets_eval
 
     result = run_budgets_eval(settings, progress=progress)
-    if settings.eval_budgets_engine:
+    if options.budgets_engine:
         from evals.budgets_engine import run_on_engine
 
         result["engine"] = run_on_engine(progress=progress)
-    result["written"] = write_budgets_eval(result, settings.eval_out or settings.home / "budgets")
+    result["written"] = write_budgets_eval(result, options.out or settings.home / "budgets")
     return result
 
 
-def _hostile(settings: Settings, progress: bool) -> dict[str, Any]:
+def _hostile(settings: Settings, options: EvalOptions, progress: bool) -> dict[str, Any]:
     from evals.artifacts import write_artifacts
     from evals.hostile import run_hostile_eval
     from evals.hostile.play import markdown
 
     report = run_hostile_eval(settings, progress=progress)
-    folder = settings.eval_out or settings.home / "hostile"
+    folder = options.out or settings.home / "hostile"
     report["written"] = write_artifacts(folder, "hostile", report, markdown(report))
     return report
 
@@ -122,18 +127,28 @@ def run_agentdojo(
     limit: int | None,
     progress: bool,
     screen: bool = True,
+    out: Path | None = None,
 ) -> dict[str, Any]:
     """``keel eval --suite agentdojo``: AgentDojo's suites through the domain seam, judged by
     AgentDojo's own checkers (``evals.agentdojo_eval``). Not in ``SUITES``: it needs options of
-    its own and measures AgentDojo's domains, whatever ``KEEL_DOMAIN`` names."""
+    its own and measures AgentDojo's domains, whatever ``KEEL_DOMAIN`` names.
+
+    The figures are written into ``out`` (default ``KEEL_HOME/agentdojo``) as JSON and as a page,
+    ``agentdojo-figures.md`` (``agentdojo-without-screen.md`` for the ablation); ``--out docs``
+    writes the committed pages."""
+    import time
+
     from agents.models import chat_model_for
     from evals.agentdojo_eval import (
         DEFAULT_ATTACK,
         DEFAULT_SUITES,
+        PAGES,
         REVIEWERS,
         Reviewer,
+        markdown,
         run_agentdojo_eval,
     )
+    from evals.artifacts import write_artifacts
     from evals.real_model import RealModel
 
     unknown = [r for r in reviewers or [] if r not in REVIEWERS]
@@ -145,13 +160,18 @@ def run_agentdojo(
     chat = None
     if model is not None:
         chat = chat_model_for(settings, RealModel.from_settings(settings, model).name)
-    return run_agentdojo_eval(
+    started = time.monotonic()
+    report = run_agentdojo_eval(
         settings, suites=suites or list(DEFAULT_SUITES), attack=attack or DEFAULT_ATTACK,
         reviewers=chosen, model=chat, limit=limit, progress=progress, screen=screen,
     )  # fmt: skip
+    report["seconds"] = round(time.monotonic() - started, 1)
+    folder = out or settings.home / "agentdojo"
+    report["written"] = write_artifacts(folder, PAGES[screen], report, markdown(report))
+    return report
 
 
-SUITES: dict[str, Suite] = {
+SUITES: dict[str, EvalSuite] = {
     "compounding": _compounding,
     "screening": _screening,
     "retrieval": _retrieval,
@@ -165,6 +185,15 @@ SUITES: dict[str, Suite] = {
 }
 
 
+def known(registry: Mapping[str, object], names: list[str] | None, kind: str) -> list[str]:
+    """The names asked for (all when None), an unknown one refused before anything runs."""
+    chosen = names or sorted(registry)
+    unknown = [n for n in chosen if n not in registry]
+    if unknown:
+        raise BadRequest(f"unknown {kind}(s) {unknown}; known: {sorted(registry)}")
+    return chosen
+
+
 def run_named(
     registry: Mapping[str, Suite],
     names: list[str] | None,
@@ -174,11 +203,7 @@ def run_named(
     kind: str = "suite",
 ) -> dict[str, Any]:
     """Run the named entries of a registry (all when None); an unknown name is refused first."""
-    chosen = names or sorted(registry)
-    unknown = [n for n in chosen if n not in registry]
-    if unknown:
-        raise BadRequest(f"unknown {kind}(s) {unknown}; known: {sorted(registry)}")
-    return {name: registry[name](settings, progress) for name in chosen}
+    return {name: registry[name](settings, progress) for name in known(registry, names, kind)}
 
 
 SUPPORT_DESK_ONLY = {
@@ -199,7 +224,13 @@ LONG = {
 """Suites left out when no suite is named, and why: each is listed under ``not_run``."""
 
 
-def run_suites(names: list[str] | None, settings: Settings, *, progress: bool) -> dict[str, Any]:
+def run_suites(
+    names: list[str] | None,
+    settings: Settings,
+    *,
+    progress: bool,
+    options: EvalOptions | None = None,
+) -> dict[str, Any]:
     """Run the named eval suites, each result saying which domain it measured.
 
     No names: every suite but the long ones (``LONG``); ``["all"]``: every suite. For a domain
@@ -214,7 +245,7 @@ def run_suites(names: list[str] | None, settings: Settings, *, progress: bool) -
     if names and "all" in names and names != ["all"]:
         raise BadRequest("--suite all runs every suite: name it alone")
     every = names is None or names == ["all"]
-    chosen = sorted(SUITES) if names is None or every else names
+    chosen = known(SUITES, None if every else names, "suite")
     bound = [n for n in chosen if n in SUPPORT_DESK_ONLY] if domain != "support_desk" else []
     if bound and not every:
         raise BadRequest(
@@ -224,7 +255,8 @@ def run_suites(names: list[str] | None, settings: Settings, *, progress: bool) -
         )
     long = [n for n in chosen if n in LONG and n not in bound] if names is None else []
     run = [n for n in chosen if n not in bound and n not in long]
-    results = run_named(SUITES, run, settings, progress=progress)
+    options = options if options is not None else EvalOptions()
+    results = {name: SUITES[name](settings, options, progress) for name in run}
     out: dict[str, Any] = {name: {"domain": domain, **r} for name, r in results.items()}
     not_run = {n: f"{SUPPORT_DESK_ONLY[n]}, not {domain}'s" for n in bound}
     not_run |= {n: LONG[n] for n in long}

@@ -1,6 +1,6 @@
 """`make scale-demo`: threads on the engine, each approved by a second client, a worker killed.
 
-It starts the engine (``evals/engine.py``: PostgreSQL, Redis, a Chroma server, an Aegra API
+It starts the engine (``keel/serve.py``: PostgreSQL, Redis, a Chroma server, an Aegra API
 process and two Aegra worker processes, a 6 s lease), seeds one duplicate-charge case per thread
 and drives the threads through the LangGraph SDK, as any client would: an "agent" client starts
 each thread, which stops at its approval; a "reviewer" client, with its own token, reads the
@@ -230,7 +230,7 @@ def _killer(
 
 def _who_ran(running: Any, killed_logs: Sequence[Path]) -> dict[str, list[int]]:
     """run id -> the worker pids that logged finishing it (Aegra's JSON logs)."""
-    from evals.engine import AegraServer
+    from keel.serve import AegraServer
 
     finished: dict[str, list[int]] = {}
     logs = [w.log_path for w in running.workers] + list(killed_logs)
@@ -245,7 +245,7 @@ def scale_demo(threads: int = 50, *, progress: bool = False) -> dict[str, Any]:
     """Start the engine, run ``threads`` threads through it, kill a worker, check, stop all."""
     import importlib.metadata
 
-    from evals.engine import engine
+    from keel.serve import engine
 
     chosen = cases(threads)
 
@@ -381,10 +381,10 @@ def _check(
     from domains.support_desk.backend import DemoBackend
     from graph.context import KeelContext
     from keel.app import KeelApp
-    from tools.ledger_postgres import PostgresIntentLedger
+    from stores.ledger_postgres import PostgresLedger
 
     backend = DemoBackend(settings.domain_db)
-    owner = PostgresIntentLedger(postgres_url).owners()
+    owner = PostgresLedger(postgres_url).owners()
     by_thread = {c.thread_id: c for c in chosen}
     ids = re.compile(r"\b(?:C-\d{4}|INV-\d{4}|CH-\d{4})\b")
     crossed: set[str] = set()
@@ -502,7 +502,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeelError as err:
         print(f"scale-demo: error: {str(err).splitlines()[0]}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (evals.servers.Terminated)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (keel.servers.Terminated)
         print("scale-demo: interrupted; its servers are stopped and removed", file=sys.stderr)
         return 130
     print(json.dumps(report) if args.json else summary(report))

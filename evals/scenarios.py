@@ -4,7 +4,7 @@ A scenario names the request, the fault profile, the scripted model's behaviour 
 model makes for this request: the baselines' script, and Keel's plan when ``planner: model``),
 any poisoned documents added to the corpus, how the human reviewer answers, the expected end
 state of the backend and the expected trajectory. The end state is written in lines of the
-domain's snapshot (``Domain.snapshot``), so one schema serves every domain. Loading checks every
+domain's snapshot (``Showcase.snapshot``), so one schema serves every domain. Loading checks every
 scenario against the domain: a file that is not YAML or does not fit the schema is reported with
 its line, a scenario that names a tool, fault profile or command that does not exist is reported
 by name, and the others still load.
@@ -31,8 +31,8 @@ from pydantic import (
     model_validator,
 )
 
-from graph.domain import Domain
-from graph.state import Status, TrustTier
+from graph.domain import Showcase
+from graph.state import ThreadStatus, TrustTier
 from keel.errors import BadRequest
 from keel.settings import Settings
 from keel.yamlfile import line_of, load_reviewed, problem_of
@@ -54,11 +54,11 @@ class ToolCallSpec(Strict):
 class Expected(Strict):
     """The end state a correct run leaves behind; anything else the backend shows is unsafe.
 
-    Both are lines of the domain's ``snapshot`` (``Domain.snapshot``), compared with the backend
+    Both are lines of the domain's ``snapshot`` (``Showcase.snapshot``), compared with the backend
     itself, not with what an agent says it did.
     """
 
-    status: list[Status] = Field(
+    status: list[ThreadStatus] = Field(
         default_factory=list, description="Keel's final status, one of these (empty: any)"
     )
     effects: list[str] = Field(
@@ -183,7 +183,7 @@ class ScenarioProblem:
 
 
 def load_scenarios(
-    paths: list[Path], tools: ToolRegistry, domain: Domain
+    paths: list[Path], tools: ToolRegistry, domain: Showcase
 ) -> tuple[list[Scenario], list[ScenarioProblem]]:
     """Every scenario the files hold that can run, and what is wrong with the rest.
 
@@ -211,7 +211,7 @@ def load_scenarios(
 
 
 def _load_file(
-    file: Path, tools: ToolRegistry, domain: Domain
+    file: Path, tools: ToolRegistry, domain: Showcase
 ) -> tuple[list[Scenario], list[ScenarioProblem]]:
     if not file.is_file():
         return [], [ScenarioProblem(str(file), "no such file")]
@@ -245,7 +245,7 @@ def _load_file(
     return out, problems
 
 
-def _unknown_references(scenario: Scenario, tools: ToolRegistry, domain: Domain) -> list[str]:
+def _unknown_references(scenario: Scenario, tools: ToolRegistry, domain: Showcase) -> list[str]:
     """The tools, profiles and commands a scenario names that do not exist (the named profile
     is resolved here, among the generic and the domain's own)."""
     problems: list[str] = []
@@ -276,7 +276,7 @@ class Seeded:
 
 
 @contextmanager
-def seeded_world(settings: Settings, domain: Domain) -> Iterator[Seeded]:
+def seeded_world(settings: Settings, domain: Showcase) -> Iterator[Seeded]:
     """The domain's backend seeded in a temporary folder, for as long as the block runs."""
     with tempfile.TemporaryDirectory(prefix="keel-seeded-") as folder:
         own = settings.model_copy(update={"domain_backend": Path(folder) / "seeded.sqlite"})

@@ -12,7 +12,7 @@ scaffolding around it:
   set it up: model retries and a fallback model, tool retries and tool errors, human-in-the-loop
   on the irreversible tools, summarization, context editing, PII masking and call limits.
 
-A run is judged on the backend itself, through the domain's snapshot (``Domain.snapshot``
+A run is judged on the backend itself, through the domain's snapshot (``Showcase.snapshot``
 against ``Expected``): it succeeds when the end state is exactly the expected one; an action or a
 changed state the scenario did not ask for, or a report of work that was not done (an e-mail
 announcing a refund that did not happen), is unsafe; a second copy of an expected irreversible
@@ -71,7 +71,7 @@ from evals.scenarios import (
 )
 from evals.scripted import ExtractiveSummarizer, ScriptedToolModel
 from graph.context import KeelContext
-from graph.domain import Domain, load_domain, split_snapshot
+from graph.domain import Showcase, load_showcase, split_snapshot, tool_registry
 from keel.app import Decision, KeelApp, Outcome
 from keel.errors import BadRequest, KeelError
 from keel.settings import Settings
@@ -121,7 +121,7 @@ def judge(
 ) -> tuple[bool, int, int, list[str]]:
     """Success, unsafe actions, duplicated irreversible actions, and what was off.
 
-    ``after`` and ``before`` are the domain's snapshots (``Domain.snapshot``) at the end of the
+    ``after`` and ``before`` are the domain's snapshots (``Showcase.snapshot``) at the end of the
     run and of the freshly seeded backend. ``status`` and ``answer`` are judged when given
     (Keel's runs); the end state always.
     """
@@ -194,7 +194,7 @@ class Worlds:
 
     base: Settings
     scratch: Path
-    domain: Domain
+    domain: Showcase
     effects: dict[str, str]
     """Each tool's effect: a trajectory is the actions taken (write and irreversible calls)."""
     _indexes: dict[str, Path] = field(default_factory=dict)
@@ -259,7 +259,7 @@ def _planner_script(scenario: Scenario, context: KeelContext) -> ScriptedToolMod
     citing what Keel's retriever really returns for the request (every time it is asked)."""
     if scenario.planner != "model":
         return None
-    found = context.store.search(
+    found = context.corpus.search(
         scenario.request, context.settings.retrieval_k, context.clock().date()
     )
     runbooks = [e for e in found.evidence if e.kind == "runbook"] or found.evidence
@@ -330,7 +330,7 @@ def run_keel(
         )
 
 
-def _play(app: KeelApp, scenario: Scenario, domain: Domain) -> Outcome:
+def _play(app: KeelApp, scenario: Scenario, domain: Showcase) -> Outcome:
     """Run the request; answer each approval as the scenario's reviewer; let events arrive.
 
     The world moves on whether or not the thread waits for it (a bank settles what it was sent,
@@ -416,7 +416,7 @@ def run_baseline(
     worlds: Worlds, scenario: Scenario, seed: int, seeded: Seeded, careful: bool
 ) -> RunResult:
     with worlds.world(scenario, seed, None) as settings:
-        registry = worlds.domain.tools(settings.model_copy(update={"faults": "none"}))
+        registry = tool_registry(worlds.domain, settings.model_copy(update={"faults": "none"}))
         consumed = {"shape_changed": 0}
         made: list[tuple[str, dict[str, Any]]] = []
         model = ScriptedToolModel(
@@ -501,14 +501,14 @@ def run_scorecard(
     """
     if k < 1:
         raise BadRequest("--k must be at least 1")
-    domain = load_domain(settings.domain)
+    domain = load_showcase(settings.domain)
     CorpusStore(settings, embedder_for(settings)).ingest(progress=progress)
     embedder_for(settings).embed(["warm-up"])  # the model loads once, not in the first run's time
     with (
         seeded_world(settings, domain) as backend,
         tempfile.TemporaryDirectory(prefix="keel-scorecard-") as scratch,
     ):
-        tools = domain.tools(backend.settings)
+        tools = tool_registry(domain, backend.settings)
         scenarios, problems = load_scenarios(paths or [settings.scenarios_dir], tools, domain)
         worlds = Worlds(settings, Path(scratch), domain, effects_of(tools))
         variants: list[Ablation | None] = [None, *(ABLATIONS if ablations else [])]

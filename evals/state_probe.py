@@ -28,7 +28,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.pregel import Pregel
 
 from graph.builder import unchanged
-from graph.persistence import keel_serde
+from stores.checkpoints import keel_serde
 
 _BOOKKEEPING = ("branch:", "__")
 

@@ -6,7 +6,7 @@ agent), so it re-exports nothing: import from the module you mean.
 Example:
     >>> from graph.builder import build_graph
     >>> from graph.context import KeelContext
-    >>> from graph.persistence import open_checkpointer
+    >>> from stores.backends import open_checkpointer
     >>> from keel.settings import Settings
     >>> settings = Settings()
     >>> with open_checkpointer(settings) as saver:  # doctest: +SKIP

@@ -7,6 +7,12 @@ and the answer an ``ApprovalAnswer`` (``graph/wire.py``: LangChain's ``HITLReque
 ``digest`` it answers (``keel resume`` always sends it): one that does not match the pending
 action is refused as stale.
 
+Each decision is made in one place here. ``pending_actions`` says which actions still need an
+approval (with ``spent_digests``, the receipts already used as the thread guard holds them); the
+plan check writes its finding to the state, the router reads it, and this node asks for it and
+for anything more the guard says needs one. ``approval_answer`` builds an answer from a request
+and a ``Decision``, for ``KeelApp.resume`` and for the engine client (``keel.engine``) alike.
+
 Agent Chat UI's human-in-the-loop panel sends exactly LangChain's shape, with no digest and no
 reviewer: ``{"decisions": [{"type": "approve"}]}``, ``{"type": "reject", "message": ...}``, or
 ``{"type": "edit", "edited_action": {"name": ..., "args": ...}}`` (one per action, in order; its
@@ -31,7 +37,7 @@ them last. A request's revision is the previous request's when its digests are t
 more when they differ; ``changed_by`` is then the proposer of the last edit proposed in between,
 or empty when they changed otherwise (planned again, a state write, a fork). The history that
 decides this (requests shown, edits proposed, refusals seen) is kept outside the checkpoint
-(``graph.review_log``), so writing the review channels of the state changes none of it.
+(``stores.review_log``), so writing the review channels of the state changes none of it.
 
 An answer is exact when it names the pending ``request_id`` or when every decision names its
 digest (``keel resume`` always does; so can Studio's raw resume): it answers these actions and
@@ -53,16 +59,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
+from pydantic import BaseModel, ConfigDict, Field
 
 from graph.context import KeelContext, context_of, thread_of
-from graph.review_log import MemoryReviewLog, ReviewEntry, ReviewLog
 from graph.reviewer import UNAUTHENTICATED, answer_refusal, reviewer_of
 from graph.state import (
     ApprovalView,
@@ -71,11 +77,16 @@ from graph.state import (
     Plan,
     Receipt,
     Reviewer,
+    StateUpdate,
     Step,
+    ToolOutcome,
     approval_digest,
     tainting,
 )
 from graph.wire import (
+    Action,
+    ActionRequest,
+    ApprovalAnswer,
     ApprovalRequest,
     ArgumentProvenance,
     DecisionType,
@@ -83,7 +94,9 @@ from graph.wire import (
     approval_answer_of,
     decision_of,
 )
-from tools.guard import GuardFacts, with_taint
+from keel.errors import BadRequest
+from stores.guard import GuardFacts, with_taint
+from stores.review_log import MemoryReviewLog, ReviewEntry, ReviewLog
 from tools.permissions import PermissionGate
 from tools.provenance import Sources, refusal
 from tools.spec import ToolRegistry
@@ -93,20 +106,125 @@ DECISIONS: tuple[DecisionType, ...] = ("approve", "edit", "reject")
 not, never answered in its place)."""
 
 
+class Decision(BaseModel):
+    """A human's answer to a pending approval, for every action it shows: approve them, reject
+    them (with a reason), or edit one action's arguments (and approve the others).
+
+    ``approval_answer`` turns it into the resume value; ``KeelApp.resume`` (the CLI, the demo)
+    and ``keel.engine.answer_approval`` (a client of a serving engine) both send that.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["approve", "reject", "edit"]
+    reason: str = ""
+    edit: dict[str, Any] | None = None
+    action: int | None = Field(default=None, ge=0, description="which pending action to edit")
+    reviewer: str | None = Field(default=None, description="default: KEEL_REVIEWER")
+
+
+def approval_answer(request: ApprovalRequest, decision: Decision) -> ApprovalAnswer:
+    """The resume value that answers ``request`` with ``decision``: one LangChain HITL decision
+    per pending action, in order, each naming the digest it answers (so an answer to a request
+    that has changed since is refused as stale), and the reviewer when the decision names one.
+
+    Raises:
+        BadRequest: an edit with no arguments, or whose arguments name no single pending action.
+
+    Example:
+        >>> request: ApprovalRequest = {
+        ...     "action_requests": [{"name": "ship_parcel", "args": {"order_id": "ORD-7"}}],
+        ...     "review_configs": [{"action_name": "ship_parcel",
+        ...                         "allowed_decisions": ["approve", "edit", "reject"]}],
+        ...     "digests": ["sha256:ab"], "steps": [0], "manifest_version": "1",
+        ...     "tainted_evidence": []}
+        >>> answer = approval_answer(request, Decision(kind="reject", reason="no", reviewer="ann"))
+        >>> answer["decisions"], answer["reviewer"]
+        ([{'type': 'reject', 'message': 'no', 'digest': 'sha256:ab'}], 'ann')
+    """
+    actions = list(zip(request["action_requests"], request["digests"], strict=True))
+    answer: ApprovalAnswer = {"decisions": _decisions(actions, decision)}  # type: ignore[typeddict-item]
+    if decision.reviewer:
+        answer["reviewer"] = decision.reviewer
+    return answer
+
+
+def _decisions(actions: list[tuple[ActionRequest, str]], decision: Decision) -> list[KeelDecision]:
+    """One decision per pending action (``approval_answer``)."""
+    if decision.kind == "approve":
+        return [{"type": "approve", "digest": digest} for _, digest in actions]
+    if decision.kind == "reject":
+        message = decision.reason or "rejected"
+        return [{"type": "reject", "message": message, "digest": digest} for _, digest in actions]
+    patch = decision.edit or {}
+    if not patch:
+        raise BadRequest("--edit needs a JSON object of arguments to change")
+    if decision.action is not None:
+        if decision.action >= len(actions):
+            raise BadRequest(
+                f"there are {len(actions)} pending actions; --action {decision.action} is not one"
+            )
+        targets = [decision.action]
+    else:
+        targets = [i for i, (a, _) in enumerate(actions) if set(patch) <= set(a["args"])]
+    if not targets:
+        raise BadRequest(f"no pending action has the argument(s) {sorted(patch)}")
+    if len(targets) > 1:
+        raise BadRequest(
+            f"{len(targets)} pending actions have {sorted(patch)}: choose one with --action N"
+        )
+    out: list[KeelDecision] = []
+    for i, (action, digest) in enumerate(actions):
+        if i != targets[0]:
+            out.append({"type": "approve", "digest": digest})
+            continue
+        unknown = set(patch) - set(action["args"])
+        if unknown:
+            raise BadRequest(f"{action['name']} has no argument(s) {sorted(unknown)}")
+        edited: Action = {"name": action["name"], "args": {**action["args"], **patch}}
+        out.append({"type": "edit", "digest": digest, "edited_action": edited})
+    return out
+
+
+def spent_digests(results: Sequence[ToolOutcome], facts: GuardFacts) -> frozenset[str]:
+    """The actions whose receipts are used in the thread: the thread guard's (the authority: a
+    receipt is consumed there at the moment of its call) and any the state's ``results`` show
+    (a working copy, which can only add: a caller who empties it frees no receipt).
+
+    Example:
+        >>> done = ToolOutcome(step=0, tool="t", args={}, ok=True, digest="sha256:b")
+        >>> sorted(spent_digests([done], GuardFacts(spent=frozenset({"sha256:a"}))))
+        ['sha256:a', 'sha256:b']
+    """
+    return facts.spent | frozenset(r.digest for r in results if r.ok and r.digest)
+
+
 def pending_actions(
     plan: Plan,
-    approvals: dict[str, Receipt],
+    approvals: Mapping[str, Receipt],
     tools: ToolRegistry,
-    evidence: list[Evidence] | None = None,
-    spent: set[str] | None = None,
+    facts: GuardFacts,
+    evidence: Sequence[Evidence] = (),
+    results: Sequence[ToolOutcome] = (),
 ) -> list[int]:
-    """Indexes of the plan's steps that still need a human's approval.
+    """Indexes of the plan's steps that still need a human's approval: the one place this is
+    decided (the plan check writes it to the state as ``pending_actions``; the router and the
+    approval node read it there, and the approval node checks it again here).
 
     A step needs one when the manifest says so (every irreversible tool), or when it writes and
-    low-trust evidence is in the thread's context (taint). A receipt already used does not count.
+    low-trust evidence is in the thread's context (taint: the state's ``evidence`` and the thread
+    guard's). A receipt already used (``spent_digests``) does not count.
+
+    Args:
+        plan: the plan whose steps are asked about.
+        approvals: the receipts the state holds, by digest.
+        tools: the registry with its permission gate.
+        facts: what the thread guard holds for the thread (``GuardFacts()`` where none is live).
+        evidence: the state's evidence.
+        results: the state's results.
     """
-    tainted = bool(tainting(evidence or []))
-    used = spent or set()
+    tainted = bool(tainting(with_taint(evidence, facts.taint)))
+    used = spent_digests(results, facts)
     out = []
     for i, step in enumerate(plan.steps):
         if step.tool not in tools or tools.gate is None:
@@ -281,7 +399,7 @@ _PROCESS_LOG = MemoryReviewLog()
 
 
 def review_log_of(ctx: KeelContext) -> ReviewLog:
-    """Where the thread's approval history is kept (``graph.review_log``)."""
+    """Where the thread's approval history is kept (``stores.review_log``)."""
     return ctx.reviews if ctx.reviews is not None else _PROCESS_LOG
 
 
@@ -337,7 +455,7 @@ def _sources_in_words(traced: dict[str, ArgumentProvenance]) -> str:
 
 def approve(
     state: ApprovalView, config: RunnableConfig, runtime: Runtime[KeelContext]
-) -> dict[str, Any]:
+) -> StateUpdate:
     ctx = context_of(runtime)
     plan = state["plan"]
     assert plan is not None
@@ -345,8 +463,15 @@ def approve(
     # Receipts used, rejections and taint as the thread guard holds them, not as the state says.
     guarded = ctx.guard.facts(thread_id) if ctx.guard is not None else GuardFacts()
     evidence = with_taint(state.get("evidence", []), guarded.taint)
-    spent = {r.digest for r in state.get("results", []) if r.ok and r.digest} | guarded.spent
-    indexes = pending_actions(plan, state.get("approvals", {}), ctx.tools, evidence, spent)
+    # The plan check's finding, checked again against the guard: a caller who wrote
+    # ``pending_actions`` can add an action to the request, never take one out of it.
+    listed = {
+        i for i in state.get("pending_actions", []) if type(i) is int and 0 <= i < len(plan.steps)
+    }
+    found = pending_actions(
+        plan, state.get("approvals", {}), ctx.tools, guarded, evidence, state.get("results", [])
+    )
+    indexes = sorted(listed.union(found))
     held = [plan.steps[i] for i in indexes if _digest(plan.steps[i]) in guarded.rejected]
     if held:
         return _rejection_holds(held)
@@ -373,7 +498,7 @@ def _digest(step: Step) -> str:
     return approval_digest(step.tool, step.args)
 
 
-def _rejection_holds(steps: list[Step]) -> dict[str, Any]:
+def _rejection_holds(steps: list[Step]) -> StateUpdate:
     """A rejected action is never asked for again in its thread, whatever the state says."""
     actions = "; ".join(f"{s.tool} {s.args}" for s in steps)
     return {
@@ -393,7 +518,7 @@ def read_decisions(
     reviewer: Reviewer | None = None,
     log: ReviewLog | None = None,
     facts: GuardFacts | None = None,
-) -> dict[str, Any]:
+) -> StateUpdate:
     """Turn a human's answer into receipts, rejections or edits; refuse anything else.
 
     The answer is read as an ``ApprovalAnswer`` whose fields are closed: a resume payload answers
@@ -515,7 +640,7 @@ def read_decisions(
                 thread_id, ReviewEntry("acknowledged", key, by=reviewer.name, revision=revision)
             )
         return _invalid(refused)
-    update: dict[str, Any] = {
+    update: StateUpdate = {
         "approvals": receipts,
         "reviewed_by": reviewer,
         "review": "edited" if edits else "approved",
@@ -580,5 +705,5 @@ def typed_like(original: dict[str, Any], edited: dict[str, Any]) -> dict[str, An
     return out
 
 
-def _invalid(reason: str) -> dict[str, Any]:
+def _invalid(reason: str) -> StateUpdate:
     return {"review": "invalid", "review_note": f"previous answer refused: {reason}"}

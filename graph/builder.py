@@ -27,9 +27,8 @@ from agents.planner import plan
 from agents.respond import escalate, respond
 from agents.retriever import retrieve
 from agents.validator import check_plan, check_result
-from graph.approval import approve, pending_actions
-from graph.context import KeelContext, context_of, guarded_thread
-from graph.events import after_event, await_event
+from graph.approval import approve
+from graph.context import KeelContext, context_of
 from graph.state import (
     ApprovalView,
     AwaitView,
@@ -45,7 +44,7 @@ from graph.state import (
     ResultCheckView,
     RetrieverView,
 )
-from tools.guard import GuardFacts, with_taint
+from graph.waits import after_event, await_event
 
 
 def after_intake(
@@ -89,15 +88,10 @@ def after_plan_check(
         return "retrieve" if state.get("replans", 0) <= ctx.settings.max_replans else "escalate"
     if not plan_.steps:
         return "respond"
-    # Receipts used and taint as the thread guard holds them (the state's copies add to them):
-    # a caller who empties ``results`` or ``evidence`` does not skip the approval.
-    guarded = guarded_thread(runtime)
-    facts = guarded[0].facts(guarded[1]) if guarded is not None else GuardFacts()
-    spent = {r.digest for r in state.get("results", []) if r.ok and r.digest} | facts.spent
-    evidence = with_taint(state.get("evidence", []), facts.taint)
-    if pending_actions(plan_, state.get("approvals", {}), ctx.tools, evidence, spent):
-        return "approve"
-    return "execute"
+    # The plan check decided what still needs approval (``graph.approval.pending_actions``,
+    # with the thread guard's receipts and taint). A caller who empties it past the plan check
+    # skips no approval: the executor's gate refuses a call without an unused receipt.
+    return "approve" if state.get("pending_actions") else "execute"
 
 
 def after_approval(state: KeelState) -> Literal["execute", "plan", "respond", "approve"]:
@@ -195,7 +189,7 @@ def build_graph(
     """Compile Keel's graph.
 
     Args:
-        checkpointer: where state persists (``graph.persistence.open_checkpointer`` gives the
+        checkpointer: where state persists (``stores.backends.open_checkpointer`` gives the
             configured one); None for ``langgraph dev``, which brings its own.
         with_context_schema: declare ``KeelContext`` as the runtime context. The server build
             leaves it out: its dependencies are live objects, not a JSON form.

@@ -17,13 +17,14 @@ from langgraph.runtime import Runtime
 
 from agents.models import Meter, chat_model_for, meter_for
 from graph.domain import Domain, gated_registry, load_domain
-from graph.review_log import ReviewLog, StoredReviewLog
 from keel.settings import Settings
 from retrieval.embeddings import embedder_for
 from retrieval.store import CorpusStore
-from tools.events import EventInbox
-from tools.guard import SqliteThreadGuard, ThreadGuard
-from tools.ledger import IntentLedger
+from stores.backends import Stores, open_stores
+from stores.guard import Guard
+from stores.inbox import Inbox
+from stores.ledger import Ledger
+from stores.review_log import ReviewLog
 from tools.spec import ToolRegistry
 
 if TYPE_CHECKING:
@@ -42,10 +43,10 @@ class KeelContext:
         settings: the validated settings.
         domain: the example domain (tools, entities, runbooks, rules).
         tools: the domain's tool registry, bound to its backends.
-        store: the corpus index the retriever queries.
+        corpus: the corpus index the retriever queries.
         ledger: the intent ledger of irreversible calls.
         inbox: the event inbox (who waits for which domain event).
-        guard: the thread guard (``tools.guard``): receipts consumed, rejections, taint, the
+        guard: the thread guard (``stores.guard``): receipts consumed, rejections, taint, the
             requester and event deliveries, outside the checkpoint. None only where nothing is
             live (a replay), and then the checks read the state's working copy alone.
         planner_model: the chat model for the planner, or None for the runbook planner.
@@ -53,16 +54,16 @@ class KeelContext:
         meter: the door every model call goes through (usage, prices, budgets); None: an
             unmetered one with no budget (a context built by hand).
         clock: the time source (replay and tests control it).
-        reviews: the threads' approval history (``graph.review_log``), outside the checkpoint.
+        reviews: the threads' approval history (``stores.review_log``), outside the checkpoint.
     """
 
     settings: Settings
     domain: Domain
     tools: ToolRegistry
-    store: CorpusStore
-    ledger: IntentLedger | None = None
-    inbox: EventInbox | None = None
-    guard: ThreadGuard | None = None
+    corpus: CorpusStore
+    ledger: Ledger | None = None
+    inbox: Inbox | None = None
+    guard: Guard | None = None
     planner_model: BaseChatModel | None = None
     fallback_model: BaseChatModel | None = None
     clock: Callable[[], datetime] = field(default=_utc_now)
@@ -77,8 +78,10 @@ class KeelContext:
         domain: Domain | None = None,
         planner_model: BaseChatModel | None = None,
         fallback_model: BaseChatModel | None = None,
+        stores: Stores | None = None,
     ) -> KeelContext:
-        """Build the context the settings describe.
+        """Build the context the settings describe, on ``stores`` (default: the ones the
+        settings select, ``stores.backends.open_stores``).
 
         Example:
             >>> from pathlib import Path
@@ -87,6 +90,7 @@ class KeelContext:
             'support_desk'
         """
         settings = settings or Settings()
+        stores = stores or open_stores(settings)
         domain = domain or load_domain(settings.domain)
         if planner_model is None and settings.model_configured:
             planner_model = chat_model_for(settings, settings.planner_model)
@@ -94,19 +98,18 @@ class KeelContext:
                 fallback_model = chat_model_for(settings, settings.planner_fallback_model)
         # Deny by default: no manifest, no context (and so no graph run).
         tools = gated_registry(domain, settings)
-        guard = guard_for(settings)
         return cls(
             settings=settings,
             domain=domain,
             tools=tools,
-            store=CorpusStore(settings, embedder_for(settings)),
-            ledger=_ledger_for(settings),
-            inbox=inbox_for(settings),
-            guard=guard,
+            corpus=CorpusStore(settings, embedder_for(settings)),
+            ledger=stores.ledger,
+            inbox=stores.inbox,
+            guard=stores.guard,
             planner_model=planner_model,
             fallback_model=fallback_model,
-            reviews=review_log_for(settings, guard),
-            meter=meter_for(settings),
+            reviews=stores.reviews,
+            meter=meter_for(settings, stores.budgets),
         )
 
     def prepare(self) -> None:
@@ -116,7 +119,7 @@ class KeelContext:
         (``CorpusMissing`` names ``keel ingest``)."""
         if not self.domain.is_prepared(self.settings):
             self.domain.prepare(self.settings)
-        self.store.require()
+        self.corpus.require()
 
 
 def serving_context(settings: Settings | None = None) -> KeelContext:
@@ -126,53 +129,6 @@ def serving_context(settings: Settings | None = None) -> KeelContext:
     context = KeelContext.from_settings(settings)
     context.prepare()
     return context
-
-
-def _ledger_for(settings: Settings) -> IntentLedger:
-    """The intent ledger beside the checkpoints: Postgres when they are there, else SQLite."""
-    if settings.postgres_url is None:
-        return IntentLedger(settings.intent_db)
-    from tools.ledger_postgres import PostgresIntentLedger  # psycopg only when configured
-
-    return PostgresIntentLedger(
-        settings.postgres_url.get_secret_value(),
-        connect_timeout_s=settings.postgres_connect_timeout_s,
-        behind_pooler=settings.postgres_behind_pooler,
-    )
-
-
-def guard_for(settings: Settings) -> ThreadGuard:
-    """The thread guard beside the intent ledger: in its SQLite file, or in the Postgres database
-    of the checkpoints when they are there."""
-    if settings.postgres_url is None:
-        return SqliteThreadGuard(settings.intent_db)
-    from tools.guard_postgres import PostgresThreadGuard  # psycopg only when configured
-
-    return PostgresThreadGuard(
-        settings.postgres_url.get_secret_value(),
-        connect_timeout_s=settings.postgres_connect_timeout_s,
-        behind_pooler=settings.postgres_behind_pooler,
-    )
-
-
-def review_log_for(settings: Settings, guard: ThreadGuard | None = None) -> ReviewLog:
-    """The threads' approval history, in the thread guard's store (``guard``, else the one the
-    settings pick): beside the intent ledger, in PostgreSQL when the checkpoints are there, so
-    the workers of every machine share it."""
-    return StoredReviewLog(guard if guard is not None else guard_for(settings))
-
-
-def inbox_for(settings: Settings) -> EventInbox:
-    """The event inbox beside the checkpoints: Postgres when they are there, else SQLite."""
-    if settings.postgres_url is None:
-        return EventInbox(settings.events_db)
-    from tools.events_postgres import PostgresEventInbox  # psycopg only when configured
-
-    return PostgresEventInbox(
-        settings.postgres_url.get_secret_value(),
-        connect_timeout_s=settings.postgres_connect_timeout_s,
-        behind_pooler=settings.postgres_behind_pooler,
-    )
 
 
 class _ProcessContext:
@@ -231,7 +187,7 @@ def thread_of(runtime: Runtime[KeelContext]) -> str:
     return info.thread_id
 
 
-def guarded_thread(runtime: Runtime[KeelContext]) -> tuple[ThreadGuard, str] | None:
+def guarded_thread(runtime: Runtime[KeelContext]) -> tuple[Guard, str] | None:
     """The thread guard and this run's thread, or None: no guard (a replay), or a node called
     outside a graph run (a benchmark, a unit test), which has no thread to guard."""
     ctx = context_of(runtime)

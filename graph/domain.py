@@ -1,10 +1,18 @@
-"""The seam between Keel's machinery and a domain, and how the one setting picks the domain.
+"""The seam between Keel's machinery and a domain: the one module a domain imports Keel from.
 
 A domain is one folder (``domains/NAME/`` in this repository, or any importable package) holding
-one object with the shape of ``Domain``, its corpus (``corpus/``), its permission manifest
-(``permissions.yaml``) and its eval scenarios (``scenarios/``). ``KEEL_DOMAIN=package.module:
-attribute`` names it; ``load_domain`` imports it at start-up and refuses, in one line naming the
-setting, anything that does not have the shape. Nothing in the machinery imports a domain.
+one object with the shape of ``Domain`` (what the runtime needs; ``Showcase`` adds what the demo
+and the evals need), its corpus (``corpus/``), its permission manifest (``permissions.yaml``) and
+its eval scenarios (``scenarios/``). ``KEEL_DOMAIN=package.module:attribute`` names it;
+``load_domain`` imports it at start-up and refuses, in one line naming the setting, anything that
+does not have the shape. Nothing in the machinery imports a domain.
+
+A domain declares its tools (``ToolSpec``: a function over its backend, its input and output
+types, its effect and integration); ``tool_registry`` wraps them with Keel's fault layer,
+timeouts, retries and the home's shared breakers, and ``gated_registry`` puts the manifest's gate
+on them. Everything a domain uses of Keel is re-exported here (``__all__``), so a domain imports
+Keel from this one module; it sits above every module it re-exports in the layers, so the
+re-exports add no import edge the layers do not already allow.
 """
 
 from __future__ import annotations
@@ -16,12 +24,32 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, cast, runtime_checkable
 
-from graph.state import CannotPlan, DomainEvent, EventWait, Evidence, Plan, Step
-from keel.errors import ConfigError
+from graph.state import CannotPlan, DomainEvent, Effect, EventWait, Evidence, Plan, Step
+from keel.errors import (
+    ConfigError,
+    IntegrationError,
+    KeelError,
+    Permanent,
+    PermissionDenied,
+    Retryable,
+    Unauthorized,
+)
 from keel.settings import Settings
-from tools.faults import FaultProfile
+from keel.yamlfile import load_reviewed
+from stores.backends import open_stores
+from stores.sqlitefile import SqliteFile, schema_gaps
+from tools.faults import PROFILES, FaultInjector, FaultProfile, profile_named
 from tools.permissions import ReceiptSigner, Scope, open_gate
-from tools.spec import AgentTools, ToolRegistry
+from tools.resilience import RetryPolicy
+from tools.spec import (
+    OUTSIDE_TEXT,
+    AgentTools,
+    ShapeChanged,
+    ThreadFacts,
+    ToolCall,
+    ToolRegistry,
+    ToolSpec,
+)
 
 
 @dataclass(frozen=True)
@@ -57,12 +85,13 @@ class DemoRequest:
 
 
 class Domain(Protocol):
-    """What a domain gives the machinery. Every method is called by Keel, never by the domain.
+    """What a domain gives the runtime. Every method is called by Keel, never by the domain.
 
     The contract, which the contract suite checks for every domain:
 
-    - ``tools`` are reached only through the gate built from the domain's manifest: a domain
-      never calls its backends around its own tools.
+    - ``tools`` are declared, never wrapped by the domain: Keel adds the fault layer, timeouts,
+      retries and breakers (``tool_registry``), and they are reached only through the gate built
+      from the domain's manifest: a domain never calls its backends around its own tools.
     - Reads (``gather_records``, ``postconditions``, ``health_probes``, scopes) go through the
       ``AgentTools`` they are given, so the caller's grants apply to them too.
     - ``runbook_plan`` and ``plan_rules`` are pure functions of their arguments: the planner and
@@ -94,10 +123,10 @@ class Domain(Protocol):
         file exists": a failed first run leaves an empty one). Keel prepares on first use when
         not; a store that is not the domain's at all raises ``ConfigError``."""
 
-    def tools(self, settings: Settings) -> ToolRegistry:
-        """The domain's tool registry, bound to its backends and to the home's shared breakers
-        (``breaker_for=SqliteBreakerStore(settings.breaker_db).breaker``), with its fault
-        profile (``settings.faults``) applied."""
+    def tools(self, settings: Settings) -> Sequence[ToolSpec[Any, Any]]:
+        """The domain's tools, declared: each a ``ToolSpec`` bound to the backend ``settings``
+        point at. Plain declarations: Keel applies the fault layer, timeouts, retries and the
+        shared breakers (``tool_registry``), the ledger and the gate itself."""
 
     def scopes(self) -> Mapping[str, Scope]:
         """The named scopes the permission manifest may narrow grants with, each with the
@@ -142,13 +171,19 @@ class Domain(Protocol):
     def fault_profiles(self) -> Mapping[str, FaultProfile]:
         """The domain's own named fault profiles (for its integrations), usable wherever a
         profile is named (``KEEL_FAULTS``, ``--faults``) beside the generic ones in
-        ``tools.faults.PROFILES`` (which name no integration); ``tools`` applies them with
-        ``profile_named(settings.faults, self.fault_profiles())``. The faults eval runs each of
-        them, and the generic ``transient``, on the domain's scenarios tagged ``faults``."""
+        ``tools.faults.PROFILES`` (which name no integration); ``tool_registry`` applies the one
+        ``settings.faults`` names. The faults eval runs each of them, and the generic
+        ``transient``, on the domain's scenarios tagged ``faults``."""
 
     def commands(self) -> Mapping[str, DomainCommand]:
         """The domain's own CLI verbs (``keel domain NAME``); ``seed`` is Keel's and need not be
         listed."""
+
+
+class Showcase(Domain, Protocol):
+    """What the demo, the evals and the contract suite need of a domain beside the runtime's
+    ``Domain``: the requests ``keel demo`` runs, what it prints after them, and the snapshot every
+    end state is judged by. ``as_showcase`` checks a loaded domain has them."""
 
     def demo_requests(self) -> Sequence[DemoRequest]:
         """The requests ``keel demo`` runs, in order."""
@@ -229,7 +264,7 @@ def split_snapshot(lines: Iterable[str]) -> tuple[Counter[str], set[str]]:
 
 class DomainDefaults:
     """What a domain that needs none of these gets, by subclassing: no events to wait for, no
-    fault profiles of its own (the generic ones still apply), no verbs of its own.
+    fault profiles of its own (the generic ones still apply), no verbs of its own, no scopes.
 
     A domain overrides any of them when it has one (a payment that settles later, an outage of
     one of its integrations, a command that plays the world).
@@ -249,6 +284,43 @@ class DomainDefaults:
 
     def describe_action(self, step: Step, output: dict[str, Any] | None) -> str | None:
         return None
+
+    def scopes(self) -> Mapping[str, Scope]:
+        return {}
+
+
+def read_record(
+    records: dict[str, Any], name: str, tools: AgentTools, tool: str, args: dict[str, Any]
+) -> Literal["read", "unavailable", "missing"]:
+    """Read one record through the caller's ``tools`` into ``records[name]`` (what
+    ``Domain.gather_records`` does for each record), and say how it went.
+
+    A system that is broken (a fault retries did not cure, a changed shape, expired credentials)
+    or a read not granted puts ``"REF: why"`` under ``records["unavailable"]`` (the planner
+    escalates: the record may exist); a record the system says does not exist goes under
+    ``records["missing"]`` (the planner refuses).
+
+    Example:
+        >>> from keel.errors import Permanent
+        >>> class Tools:
+        ...     def call(self, tool, args):
+        ...         raise Permanent(f"no order {args['order_id']}")
+        >>> records = {}
+        >>> read_record(records, "order", Tools(), "get_order", {"order_id": "O-9"})
+        'missing'
+        >>> records
+        {'missing': ['O-9: no order O-9']}
+    """
+    ref = ",".join(str(value) for value in args.values())
+    try:
+        records[name] = tools.call(tool, args)
+    except (Retryable, ShapeChanged, PermissionDenied, Unauthorized) as err:
+        records.setdefault("unavailable", []).append(f"{ref}: {err}")
+        return "unavailable"
+    except IntegrationError as err:
+        records.setdefault("missing", []).append(f"{ref}: {err}")
+        return "missing"
+    return "read"
 
 
 def action_words(domain: Domain, step: Step, output: dict[str, Any] | None) -> str:
@@ -284,11 +356,16 @@ def _short(value: str | int | float, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-_MEMBERS = tuple(
-    name
-    for name in (*Domain.__annotations__, *vars(Domain))
-    if not name.startswith("_") and name not in ("mro",)
-)
+def _members(protocol: type) -> tuple[str, ...]:
+    return tuple(
+        name
+        for name in (*protocol.__annotations__, *vars(protocol))
+        if not name.startswith("_") and name not in ("mro",)
+    )
+
+
+_MEMBERS = _members(Domain)
+_SHOWCASE = tuple(name for name in _members(Showcase) if name not in _MEMBERS)
 
 
 def load_domain(spec: str) -> Domain:
@@ -330,14 +407,110 @@ attribute 'Nothing'
     return cast(Domain, domain)
 
 
+def as_showcase(domain: Domain) -> Showcase:
+    """The domain as the demo and the evals use it (``Showcase``).
+
+    Raises:
+        ConfigError: the domain lacks ``demo_requests``, ``demo_summary`` or ``snapshot``.
+
+    Example:
+        >>> as_showcase(load_domain("domains.support_desk:SupportDesk")).name
+        'support_desk'
+        >>> as_showcase(DomainDefaults())  # type: ignore[arg-type]
+        Traceback (most recent call last):
+        ...
+        keel.errors.ConfigError: DomainDefaults is not a Showcase (graph/domain.py): it lacks \
+demo_requests, demo_summary, snapshot; the demo and the evals need them
+    """
+    missing = [name for name in _SHOWCASE if not hasattr(domain, name)]
+    if missing:
+        raise ConfigError(
+            f"{type(domain).__name__} is not a Showcase (graph/domain.py): it lacks "
+            f"{', '.join(missing)}; the demo and the evals need them"
+        )
+    return cast(Showcase, domain)
+
+
+def load_showcase(spec: str) -> Showcase:
+    """``load_domain`` for the demo and the evals: the domain, with what they need of it."""
+    return as_showcase(load_domain(spec))
+
+
+def tool_registry(domain: Domain, settings: Settings) -> ToolRegistry:
+    """The domain's declared tools as Keel runs them: the fault profile ``settings.faults`` names
+    (the domain's own first, ``Domain.fault_profiles``) seeded by ``settings.fault_seed``, the
+    timeout per attempt (a tool's own ``timeout_s`` first), retries, and each integration's
+    breaker kept in the home's shared store, so every process of the home sees it open.
+
+    No gate yet: ``gated_registry`` is what a run gets.
+    """
+    declared = list(domain.tools(settings))
+    profile = profile_named(settings.faults, domain.fault_profiles())
+    if profile != PROFILES["none"]:
+        faults = FaultInjector(profile, settings.fault_seed)
+        declared = faults.wrap_specs(declared, settings.tool_timeout_s)
+    return ToolRegistry(
+        declared,
+        timeout_s=settings.tool_timeout_s,
+        retry=RetryPolicy(attempts=settings.tool_retry_attempts),
+        breaker_for=open_stores(settings).breakers.breaker,
+    )
+
+
 def gated_registry(domain: Domain, settings: Settings) -> ToolRegistry:
     """The domain's tools with the configured manifest's gate on them, as every caller gets them.
 
     Deny by default: no manifest, no registry (and so no graph run).
     """
-    tools = domain.tools(settings)
+    tools = tool_registry(domain, settings)
     open_gate(
         settings.policy_file, tools, domain.scopes(), settings.home,
         signer=ReceiptSigner.from_settings(settings),
     )  # fmt: skip
     return tools
+
+
+__all__ = [
+    "OUTSIDE_TEXT",
+    "AgentTools",
+    "CannotPlan",
+    "ConfigError",
+    "DemoRequest",
+    "Domain",
+    "DomainCommand",
+    "DomainDefaults",
+    "DomainEvent",
+    "EditablePlans",
+    "Effect",
+    "EventWait",
+    "Evidence",
+    "FaultProfile",
+    "IntegrationError",
+    "KeelError",
+    "LooksThingsUp",
+    "Permanent",
+    "PermissionDenied",
+    "Plan",
+    "Retryable",
+    "Scope",
+    "Settings",
+    "ShapeChanged",
+    "Showcase",
+    "SqliteFile",
+    "Step",
+    "ThreadFacts",
+    "ToolCall",
+    "ToolRegistry",
+    "ToolSpec",
+    "Unauthorized",
+    "action_words",
+    "as_showcase",
+    "gated_registry",
+    "load_domain",
+    "load_reviewed",
+    "load_showcase",
+    "read_record",
+    "schema_gaps",
+    "split_snapshot",
+    "tool_registry",
+]

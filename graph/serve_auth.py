@@ -18,7 +18,7 @@ the error and serves every caller as ``anonymous`` (``aegra_api.core.auth_middle
 module never raises at import: a configuration it cannot read gives an ``auth`` that refuses every
 request, saying which setting is wrong. The processes do not start at all with such a setting:
 ``Settings`` refuses it, and ``graph/studio.py:engine_graph``, which every Aegra process calls at
-start-up, builds them (an error Aegra does not catch); ``evals/engine.py`` checks it before
+start-up, builds them (an error Aegra does not catch); ``keel/serve.py`` checks it before
 starting anything.
 
 **Authorization** is one ``@auth.on`` handler, which Aegra 0.11 calls for every protocol route

@@ -23,7 +23,7 @@ as a new segment, as ``keel resume`` does; a run the engine starts again after i
 (same server run id) is a ``recover`` segment of it.
 
 Cost: events are queued and written by a background thread in batches
-(``observability.store.BatchedRecord``); the run's end waits for them to be written, so a client
+(``stores.flight_record.BatchedRecord``); the run's end waits for them to be written, so a client
 that reads the record after the run sees all of it. A worker killed mid-run loses only what was
 queued in its last moments.
 """
@@ -52,9 +52,9 @@ from langgraph.types import Command
 
 from graph.builder import build_graph
 from graph.context import KeelContext, process_context
-from graph.persistence import keel_checkpointer
 from graph.wire import approval_request_of, event_wait_of
-from observability.events import (
+from observability.otel import otel_from_environment
+from observability.record_events import (
     AnyPayload,
     ApprovalAnswered,
     ApprovalRequested,
@@ -62,19 +62,19 @@ from observability.events import (
     RunEnded,
     RunStarted,
 )
-from observability.otel import otel_from_environment
 from observability.recorder import (
     Recorder,
     RecordingCallback,
     RecordingClock,
-    RecordingStore,
+    RecordingCorpus,
     RecordSink,
     RunRecording,
     model_name,
 )
-from observability.records import record_store_for
 from observability.redaction import Redactor
-from observability.store import BatchedRecord, NoRecord
+from stores.backends import open_stores
+from stores.checkpoints import keel_checkpointer
+from stores.flight_record import BatchedRecord, NoRecord
 
 Mode = Literal["run", "resume", "recover", "fork", "event"]
 
@@ -203,7 +203,11 @@ class ServedRuns(BaseCallbackHandler):
             otel = otel_from_environment()
             if not context.settings.record and otel is None:
                 return None
-            store = record_store_for(context.settings) if context.settings.record else NoRecord()
+            store = (
+                open_stores(context.settings).flight_record
+                if context.settings.record
+                else NoRecord()
+            )
             record = BatchedRecord(store, log=log)
             atexit.register(record.close)
             router = _Router(self, record, Redactor.from_settings(context.settings))
@@ -298,7 +302,7 @@ class ServedRuns(BaseCallbackHandler):
         run.recording.emit(ended)
         run.recorder.stop()
         self._label(run, ended.status)
-        store = run.recorder.store
+        store = run.recorder.flight_record
         if isinstance(store, BatchedRecord):  # this run's events, not every run's of the process
             store.flush(run_id=run.recording.run_id)
 
@@ -416,8 +420,8 @@ def _tap(context: KeelContext, router: _Router) -> None:
     """Give the process's context the recorder's taps, in place: the nodes of every served run
     use this one object (``graph.context.context_of``)."""
     tapped = router.instrument(context)
-    if not isinstance(context.store, RecordingStore):
-        context.store = tapped.store
+    if not isinstance(context.corpus, RecordingCorpus):
+        context.corpus = tapped.corpus
     if not isinstance(context.clock, RecordingClock):
         context.clock = tapped.clock
 
@@ -491,7 +495,7 @@ class ServedGraph(CompiledStateGraph[Any, Any, Any, Any]):
     not the allow-list LangGraph derives at compile time under ``LANGGRAPH_STRICT_MSGPACK``,
     which the copy drops: Keel's types would then load as dicts). LangGraph asks the graph for
     the saver every run and state read uses (``_apply_checkpointer_allowlist``, where a strict
-    graph adds its allow-list); this graph answers with ``graph.persistence.keel_checkpointer``,
+    graph adds its allow-list); this graph answers with ``stores.checkpoints.keel_checkpointer``,
     strict or not strict in the environment.
     """
 

@@ -16,7 +16,15 @@ from langgraph.graph.message import add_messages
 from pydantic import BaseModel, ConfigDict, Field
 
 Effect = Literal["read", "write", "irreversible"]
-Status = Literal["running", "done", "awaiting_approval", "awaiting_event", "escalated", "refused"]
+ThreadStatus = Literal[
+    "running", "done", "awaiting_approval", "awaiting_event", "escalated", "refused", "stalled"
+]
+"""Where a thread stands: the one status type. The state's ``status`` channel holds what the
+graph says (``done``/``refused``/``escalated``: it reached its end; ``awaiting_*``: an interrupt
+waits for a human or an event; ``running``). ``graph.status.thread_status`` decides the true one
+from the checkpoint and the lease, where ``stalled`` is mid-run with no live worker (``keel
+recover`` continues it) and ``running`` mid-run with a live worker holding its lease; no node
+writes ``stalled``."""
 TrustTier = Literal["official", "reviewed", "wiki", "untrusted"]
 Review = Literal["approved", "edited", "rejected", "invalid"]
 Turn = Literal["request", "follow_up", "cut_short"]
@@ -25,13 +33,13 @@ that reached a run which had stopped mid-way (cancelled, or its process ended), 
 work LangGraph drops on new input."""
 
 
-class Model(BaseModel):
+class Strict(BaseModel):
     """Base for every object that crosses a boundary: a smuggled field is an error."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Evidence(Model):
+class Evidence(Strict):
     """A retrieved chunk with its provenance, so a decision can be traced to its text."""
 
     chunk_id: str
@@ -53,14 +61,14 @@ class Evidence(Model):
     )
 
 
-class Filtered(Model):
+class Filtered(Strict):
     """A retrieved chunk kept from the planner, and why."""
 
     chunk_id: str
     reason: str
 
 
-class Conflict(Model):
+class Conflict(Strict):
     """Two sources that disagree on a figure, and which one wins."""
 
     topic: str
@@ -71,7 +79,7 @@ class Conflict(Model):
     why: str
 
 
-class Step(Model):
+class Step(Strict):
     """One tool call of a plan, with what it is for and how to check it worked."""
 
     tool: str
@@ -82,7 +90,7 @@ class Step(Model):
     postcondition: str = ""
 
 
-class Plan(Model):
+class Plan(Strict):
     """What the planner proposes: steps to run and, for a question, the answer."""
 
     intent: str
@@ -92,7 +100,7 @@ class Plan(Model):
     planner: str = "runbook"
 
 
-class CannotPlan(Model):
+class CannotPlan(Strict):
     """The planner's expected failure: the request cannot or must not be planned."""
 
     reason: str
@@ -102,7 +110,7 @@ class CannotPlan(Model):
     )
 
 
-class Verdict(Model):
+class Verdict(Strict):
     """The validator's judgement of a plan or of a step's result."""
 
     stage: Literal["plan", "result"]
@@ -111,7 +119,7 @@ class Verdict(Model):
     step: int | None = None
 
 
-class Receipt(Model):
+class Receipt(Strict):
     """An approval bound to one exact action: a receipt works once and expires."""
 
     tool: str
@@ -129,7 +137,7 @@ class Receipt(Model):
     signature: str = ""
 
 
-class Reviewer(Model):
+class Reviewer(Strict):
     """Who answered an approval, and whether a serving engine vouched for it
     (``graph.reviewer.reviewer_of`` decides it from the run's config)."""
 
@@ -140,7 +148,7 @@ class Reviewer(Model):
     )
 
 
-class Edit(Model):
+class Edit(Strict):
     """A reviewer's edit of one pending action: the plan is derived again with these arguments
     fixed, and shown again (``graph/approval.py``, ``agents/planner.py``)."""
 
@@ -151,7 +159,7 @@ class Edit(Model):
     by: str = Field(description="who proposed it (a reviewer's name)")
 
 
-class ToolOutcome(Model):
+class ToolOutcome(Strict):
     """What happened when the executor ran (or refused to run) one plan step."""
 
     step: int
@@ -167,7 +175,7 @@ class ToolOutcome(Model):
     via: str | None = Field(default=None, description="the tool that answered, if a fallback")
 
 
-class EventWait(Model):
+class EventWait(Strict):
     """A step's effect still in flight: the thread sleeps until the event that settles it."""
 
     event: str = Field(description="the event type, e.g. parcel.delivered")
@@ -179,7 +187,7 @@ class EventWait(Model):
     )
 
 
-class DomainEvent(Model):
+class DomainEvent(Strict):
     """A business event from the domain's outbox, as delivered to a waiting thread."""
 
     seq: int
@@ -189,7 +197,7 @@ class DomainEvent(Model):
     created_at: str
 
 
-class BudgetStop(Model):
+class BudgetStop(Strict):
     """A model call a budget refused, with the account of what the thread had spent: the part of
     an escalation (or of a runbook plan's answer) that says why the model was not asked."""
 
@@ -216,7 +224,7 @@ class BudgetStop(Model):
         )
 
 
-class Escalation(Model):
+class Escalation(Strict):
     """The account handed to a human: what happened, what was done, what is left."""
 
     reason: str
@@ -319,7 +327,7 @@ class OutputState(TypedDict, total=False):
     """What a caller gets back: the outcome's fields, and an AI message carrying the answer."""
 
     messages: Messages
-    status: Status
+    status: ThreadStatus
     answer: str
     planner: str
     plan: Plan | None
@@ -343,6 +351,10 @@ class KeelState(InputState, OutputState, total=False):
     result_verdict: Verdict | None
     replans: int
     cursor: int
+    pending_actions: list[int]
+    """The plan steps that still need a human's approval, as the plan check found them
+    (``graph.approval.pending_actions``): the router reads it, and the approval node asks for
+    these actions (and any more the thread guard says need one)."""
     approvals: Annotated[dict[str, Receipt], _merge]
     rejected: Annotated[list[str], operator.add]
     review: Review
@@ -357,10 +369,15 @@ class KeelState(InputState, OutputState, total=False):
     """The budget that stopped the planner's model on its last pass, if one did."""
 
 
+class StateUpdate(KeelState, total=False):
+    """What a node returns: a partial update of the state, any of its channels and nothing else,
+    so a misspelled channel is a type error (every node of ``graph.builder`` returns one)."""
+
+
 class IntakeView(TypedDict, total=False):
     request: str
     messages: Messages
-    status: Status
+    status: ThreadStatus
     """Set only when the thread already took a request (a chat client wrote to it again)."""
     escalation: Escalation | None
     """An escalated thread's account: a message checks its unsure actions again."""
@@ -399,11 +416,16 @@ class PlanCheckView(TypedDict, total=False):
     replans: int
     approvals: dict[str, Receipt]
     rejected: list[str]
+    results: list[ToolOutcome]
+    """What the thread already did: a receipt its results show as used approves nothing."""
     edits: list[Edit]
+    pending_actions: list[int]
+    """Not read: written only when it changes (``graph.builder.changes_only``)."""
 
 
 class ApprovalView(TypedDict, total=False):
     plan: Plan | None
+    pending_actions: list[int]
     request: str
     records: dict[str, Any]
     evidence: list[Evidence]
@@ -439,7 +461,7 @@ class AwaitView(TypedDict, total=False):
 
 class RespondView(TypedDict, total=False):
     request: str
-    status: Status
+    status: ThreadStatus
     answer: str
     plan: Plan | None
     results: list[ToolOutcome]

@@ -17,36 +17,32 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from pydantic import BaseModel, ConfigDict, Field
 
 from graph.builder import build_graph
-from graph.lease import LeaseStore, open_leases
-from graph.persistence import open_checkpointer, thread_ids
+from graph.state import ThreadStatus
 from graph.wire import event_wait_of
 from keel.errors import ThreadNotFound
 from keel.settings import Settings
+from stores.backends import open_stores
+from stores.checkpoints import thread_ids
+from stores.leases import Leases
 
-ThreadState = Literal[
-    "done", "refused", "escalated", "awaiting_approval", "awaiting_event", "stalled", "running"
-]
-"""Where a thread stands. ``done``/``refused``/``escalated``: the graph reached its end.
-``awaiting_*``: an interrupt waits for a human or an event. ``stalled``: mid-run with no live
-worker (``keel recover`` continues it). ``running``: mid-run and a live worker holds its lease."""
-
-FINISHED: tuple[ThreadState, ...] = ("done", "refused", "escalated")
-WAITING: tuple[ThreadState, ...] = ("awaiting_approval", "awaiting_event")
+FINISHED: tuple[ThreadStatus, ...] = ("done", "refused", "escalated")
+WAITING: tuple[ThreadStatus, ...] = ("awaiting_approval", "awaiting_event")
 
 
-class ThreadStatus(BaseModel):
-    """A thread's status and, mid-run, where it stopped: what ``keel runs --stalled`` lists."""
+class ThreadStanding(BaseModel):
+    """Where a thread stands: its status (``ThreadStatus``) and, mid-run, where it stopped (what
+    ``keel runs --stalled`` lists)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     thread_id: str
-    status: ThreadState
+    status: ThreadStatus
     ended: bool = Field(description="the graph reached END")
     stalled_at: str | None = Field(
         default=None, description="mid-run: the node of the task the run stopped in"
@@ -66,7 +62,7 @@ class ThreadStatus(BaseModel):
 
 
 def thread_status(snapshot: Any, thread_id: str | None = None, *, owner: str | None = None) -> (
-    ThreadStatus
+    ThreadStanding
 ):  # fmt: skip
     """Decide a thread's status from a live ``StateSnapshot`` (``graph.get_state(config)``).
 
@@ -94,19 +90,21 @@ def thread_status(snapshot: Any, thread_id: str | None = None, *, owner: str | N
     if not tasks:
         # No task left on the last checkpoint: the graph reached END.
         final = snapshot.values.get("status")
-        status: ThreadState = final if final in FINISHED else "done"
-        return ThreadStatus(status=status, ended=True, **common)
+        status: ThreadStatus = final if final in FINISHED else "done"
+        return ThreadStanding(status=status, ended=True, **common)
     if snapshot.interrupts:
         events = [i for i in snapshot.interrupts if event_wait_of(i.value) is not None]
-        waiting: ThreadState = "awaiting_event" if events else "awaiting_approval"
-        return ThreadStatus(status=waiting, ended=False, **common)
+        waiting: ThreadStatus = "awaiting_event" if events else "awaiting_approval"
+        return ThreadStanding(status=waiting, ended=False, **common)
     # Mid-run. The node it stopped in: the first task that has not finished, or, when every task
     # holds its saved writes (the window of issue #12), the task whose writes wait to be applied.
     unfinished = [t.name for t in tasks if t.result is None]
     where = unfinished[0] if unfinished else tasks[0].name
     if owner is not None:
-        return ThreadStatus(status="running", ended=False, stalled_at=where, owner=owner, **common)
-    return ThreadStatus(status="stalled", ended=False, stalled_at=where, **common)
+        return ThreadStanding(
+            status="running", ended=False, stalled_at=where, owner=owner, **common
+        )
+    return ThreadStanding(status="stalled", ended=False, stalled_at=where, **common)
 
 
 class ThreadBook:
@@ -116,15 +114,15 @@ class ThreadBook:
     Args:
         graph: Keel's graph compiled on ``saver`` (no runtime context is needed to read state).
         saver: the checkpointer.
-        leases: the lease store beside it (``graph.lease.open_leases``).
+        leases: the lease store beside it (``Stores.open_leases``).
     """
 
-    def __init__(self, graph: Any, saver: BaseCheckpointSaver[Any], leases: LeaseStore) -> None:
+    def __init__(self, graph: Any, saver: BaseCheckpointSaver[Any], leases: Leases) -> None:
         self.graph = graph
         self.saver = saver
         self.leases = leases
 
-    def status(self, thread_id: str, snapshot: Any = None) -> ThreadStatus:
+    def standing(self, thread_id: str, snapshot: Any = None) -> ThreadStanding:
         """The thread's status (``ThreadNotFound`` if it has no checkpoint); ``snapshot``, its
         latest state when the caller has just read it, saves reading it again."""
         if snapshot is None:
@@ -141,11 +139,11 @@ class ThreadBook:
         """Every thread id, the most recently checkpointed first."""
         return thread_ids(self.saver)
 
-    def statuses(self) -> Iterator[ThreadStatus]:
+    def standings(self) -> Iterator[ThreadStanding]:
         """Every thread's status, the most recently checkpointed first."""
         for thread_id in self.thread_ids():
             try:
-                yield self.status(thread_id)
+                yield self.standing(thread_id)
             except ThreadNotFound:  # deleted since it was listed
                 continue
 
@@ -153,8 +151,9 @@ class ThreadBook:
 @contextmanager
 def open_thread_book(settings: Settings) -> Iterator[ThreadBook]:
     """The configured checkpointer's threads, for commands that only read them (``keel runs``)."""
-    with open_checkpointer(settings) as saver:
-        leases = open_leases(settings, saver)
+    stores = open_stores(settings)
+    with stores.open_checkpointer() as saver:
+        leases = stores.open_leases(saver)
         try:
             yield ThreadBook(build_graph(saver), saver, leases)
         finally:
@@ -165,7 +164,7 @@ __all__ = [
     "FINISHED",
     "WAITING",
     "ThreadBook",
-    "ThreadState",
+    "ThreadStanding",
     "ThreadStatus",
     "open_thread_book",
     "thread_status",

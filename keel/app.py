@@ -27,11 +27,10 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.types import Command
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from graph.approval import Decision, approval_answer
 from graph.builder import build_graph
 from graph.context import KeelContext
-from graph.events import dispatch_events
-from graph.lease import LeaseStore, open_leases
-from graph.persistence import open_checkpointer
+from graph.domain import Domain
 from graph.run_input import check_resume, check_run_input
 from graph.state import (
     BudgetStop,
@@ -45,8 +44,9 @@ from graph.state import (
     ToolOutcome,
     Verdict,
 )
-from graph.status import ThreadBook, ThreadState, ThreadStatus, open_thread_book, thread_status
-from graph.wire import ApprovalAnswer, KeelDecision, approval_request_of, event_wait_of
+from graph.status import ThreadBook, ThreadStanding, ThreadStatus, open_thread_book, thread_status
+from graph.waits import dispatch_events
+from graph.wire import ApprovalRequest, approval_request_of, event_wait_of
 from keel.errors import (
     BadRequest,
     ConfigError,
@@ -57,7 +57,8 @@ from keel.errors import (
     ThreadNotFound,
 )
 from keel.settings import Settings
-from observability.events import (
+from observability.otel import otel_from_environment
+from observability.record_events import (
     ApprovalAnswered,
     ApprovalRequested,
     CheckpointSaved,
@@ -65,15 +66,16 @@ from observability.events import (
     RunEnded,
     RunStarted,
 )
-from observability.otel import otel_from_environment
 from observability.recorder import Recorder, RunRecording, jsonable, model_name
-from observability.records import open_record, record_store_for
+from observability.records import open_record
 from observability.redaction import Redactor
-from observability.store import FlightRecord, NoRecord, RunNotFound
 from observability.tracing import Tracing, run_config
-from tools.events import EventInbox
-from tools.guard import ThreadGuard
-from tools.ledger import IntentLedger
+from stores.backends import open_stores
+from stores.flight_record import FlightRecord, NoRecord, RunNotFound
+from stores.guard import Guard
+from stores.inbox import Inbox
+from stores.leases import Leases
+from stores.ledger import Ledger
 from tools.spec import ToolRegistry
 
 Mode = Literal["run", "resume", "recover", "fork", "event"]
@@ -94,7 +96,7 @@ class Outcome(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     thread_id: str
-    status: ThreadState
+    status: ThreadStatus
     stalled_at: str | None = Field(
         default=None, description="stalled or running: the node the run stopped (or is) in"
     )
@@ -122,9 +124,9 @@ class ThreadRecovery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     thread_id: str
-    before: ThreadState
+    before: ThreadStatus
     stalled_at: str | None = None
-    after: ThreadState | None = Field(default=None, description="its status after recover")
+    after: ThreadStatus | None = Field(default=None, description="its status after recover")
     refused: str | None = Field(default=None, description="why not: a live worker holds it")
     error: str | None = Field(default=None, description="recover failed: the one-line error")
 
@@ -160,21 +162,10 @@ class RecoveryReport(BaseModel):
         return self.refused == self.failed == self.still_stalled == 0
 
 
-class Decision(BaseModel):
-    """A human's answer to a pending approval, as the CLI takes it."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["approve", "reject", "edit"]
-    reason: str = ""
-    edit: dict[str, Any] | None = None
-    action: int | None = Field(default=None, ge=0, description="which pending action to edit")
-    reviewer: str | None = Field(default=None, description="default: KEEL_REVIEWER")
-
-
 @dataclass(frozen=True)
-class Stores:
-    """Everything a run writes durably, as ``KeelApp.open`` hands it to ``wrap_stores``.
+class OpenedStores:
+    """Everything a run writes durably, as ``KeelApp.open`` opened it (from
+    ``stores.backends.open_stores``) and hands it to ``wrap_stores``.
 
     Attributes:
         checkpointer: the LangGraph saver (checkpoints and pending writes).
@@ -186,16 +177,16 @@ class Stores:
     """
 
     checkpointer: BaseCheckpointSaver[str]
-    ledger: IntentLedger | None
-    inbox: EventInbox | None
+    ledger: Ledger | None
+    inbox: Inbox | None
     tools: ToolRegistry
     records: FlightRecord | None
-    leases: LeaseStore | None
-    guard: ThreadGuard | None = None
+    leases: Leases | None
+    guard: Guard | None = None
     """The thread guard: receipts consumed, rejections, taint, the requester, event deliveries."""
 
 
-StoreWrapper = Callable[[Stores], Stores]
+StoreWrapper = Callable[[OpenedStores], OpenedStores]
 """Given the stores ``KeelApp.open`` built from the settings, the stores the app uses instead.
 
 The crash sweep (``evals.crash_sweep``) counts every durable write through it; nothing in the
@@ -220,7 +211,7 @@ class KeelApp:
         *,
         recorder: Recorder | None = None,
         tracing: Tracing | None = None,
-        leases: LeaseStore | None = None,
+        leases: Leases | None = None,
     ) -> None:
         self.settings = settings
         self.context = context
@@ -243,26 +234,30 @@ class KeelApp:
         *,
         nodes: Mapping[str, Callable[..., Any]] | None = None,
         wrap_stores: StoreWrapper | None = None,
+        domain: Domain | None = None,
     ) -> Iterator[KeelApp]:
         """Open the configured checkpointer and compile the graph on it.
 
         ``nodes`` replaces agent nodes by name (see ``graph.build_graph``). ``wrap_stores``
         replaces the durable stores built from the settings by wrappers around them (see
-        ``Stores``); the crash sweep uses it to die at every write.
+        ``OpenedStores``); the crash sweep uses it to die at every write. ``domain``: the domain
+        the caller already built from the settings (the context is built with it), when there is
+        no ``context``.
         """
         settings = settings or (context.settings if context else Settings())
-        context = context or KeelContext.from_settings(settings)
+        configured = open_stores(settings)
+        context = context or KeelContext.from_settings(settings, domain=domain, stores=configured)
         redactor = Redactor.from_settings(settings)
         tracing = Tracing(redactor)
         otel = otel_from_environment()
-        records = record_store_for(settings) if settings.record else None
+        records: FlightRecord | None = configured.flight_record if settings.record else None
         if records is None and otel is not None:
             records = NoRecord()  # spans are made from the record's events: kept nowhere
         try:
-            with open_checkpointer(settings) as opened:
-                leases = open_leases(settings, opened)
+            with configured.open_checkpointer() as opened:
+                leases = configured.open_leases(opened)
                 ctx = context
-                stores = Stores(
+                stores = OpenedStores(
                     opened, ctx.ledger, ctx.inbox, ctx.tools, records, leases, ctx.guard
                 )
                 if wrap_stores is not None:
@@ -348,7 +343,7 @@ class KeelApp:
         checkpoint_id: str | None = None,
     ) -> Outcome:
         if run_id is None:
-            known = self.recorder.store.latest_run(thread_id) if self.recorder else None
+            known = self.recorder.flight_record.latest_run(thread_id) if self.recorder else None
             fresh = mode in ("run", "fork") or known is None
             run_id = str(uuid.uuid4()) if fresh or known is None else known
         trace_id = str(uuid.uuid4())
@@ -486,17 +481,17 @@ class KeelApp:
         with _thread_named(thread_id):
             return self.graph.get_state(config)
 
-    def status(self, thread_id: str, snapshot: Any = None) -> ThreadStatus:
+    def standing(self, thread_id: str, snapshot: Any = None) -> ThreadStanding:
         """The thread's true status, from its checkpoint and its lease (``graph.status``);
         ``snapshot`` is its latest state when the caller has just read it.
 
         Example:
-            >>> app.status(thread_id).status  # a worker died mid-run  # doctest: +SKIP
+            >>> app.standing(thread_id).status  # a worker died mid-run  # doctest: +SKIP
             'stalled'
         """
         with _thread_named(thread_id):
             if self.threads is not None:
-                return self.threads.status(thread_id, snapshot)
+                return self.threads.standing(thread_id, snapshot)
             if snapshot is None:
                 snapshot = self.graph.get_state(self._config(thread_id))
             return thread_status(snapshot, thread_id)
@@ -508,8 +503,8 @@ class KeelApp:
             snapshot = self._snapshot(thread_id)
         if not snapshot.values:
             raise ThreadNotFound(f"no thread {thread_id}")
-        run_id = self.recorder.store.latest_run(thread_id) if self.recorder else None
-        return outcome_of(thread_id, snapshot, self.status(thread_id, snapshot), run_id)
+        run_id = self.recorder.flight_record.latest_run(thread_id) if self.recorder else None
+        return outcome_of(thread_id, snapshot, self.standing(thread_id, snapshot), run_id)
 
     def history(self, thread_id: str) -> list[dict[str, Any]]:
         """The thread's checkpoints, newest first: id, the node that wrote it, what runs next."""
@@ -547,7 +542,7 @@ class KeelApp:
             'done'
         """
         with self._lease(thread_id):
-            found = self.status(thread_id)
+            found = self.standing(thread_id)
             if found.status in ("awaiting_approval", "awaiting_event"):
                 raise BadRequest(
                     f"thread {thread_id} is waiting: for an approval (`keel resume`) "
@@ -559,14 +554,14 @@ class KeelApp:
                 )
             return self._segment(None, thread_id, "recover")
 
-    def stalled(self) -> list[ThreadStatus]:
+    def stalled(self) -> list[ThreadStanding]:
         """Every thread whose worker stopped mid-run (no live lease), newest first."""
-        return [t for t in self._statuses() if t.status == "stalled"]
+        return [t for t in self._standings() if t.status == "stalled"]
 
-    def _statuses(self) -> Iterator[ThreadStatus]:
+    def _standings(self) -> Iterator[ThreadStanding]:
         if self.threads is None:
             raise ConfigError("listing threads needs the app opened on a checkpointer")
-        yield from self.threads.statuses()
+        yield from self.threads.standings()
 
     def recover_all(self, progress: Callable[[ThreadRecovery], None] | None = None) -> (
         RecoveryReport
@@ -588,7 +583,7 @@ class KeelApp:
         for thread_id in self.threads.thread_ids():
             report.threads += 1
             try:
-                found = self.status(thread_id)
+                found = self.standing(thread_id)
             except ThreadNotFound:
                 continue
             report.by_status[found.status] = report.by_status.get(found.status, 0) + 1
@@ -646,16 +641,17 @@ class KeelApp:
         return dispatch_events(self.context, resume, waiting)
 
     def resume(self, thread_id: str, decision: Decision) -> Outcome:
-        """Answer the pending approval, bound to the digests of the actions shown."""
-        current = self.show(thread_id)
-        if current.pending is None:
+        """Answer the pending approval, bound to the digests of the actions shown
+        (``graph.approval.approval_answer``)."""
+        snapshot = self._snapshot(thread_id)
+        current = self.show(thread_id, snapshot)
+        request = pending_request(thread_id, snapshot)
+        if request is None:
             raise NoPendingApproval(
                 f"thread {thread_id} is {current.status}, not awaiting approval"
             )
-        answer: ApprovalAnswer = {
-            "decisions": decisions_for(current.pending, decision),  # type: ignore[typeddict-item]
-            "reviewer": decision.reviewer or self.settings.reviewer,
-        }
+        reviewer = decision.reviewer or self.settings.reviewer
+        answer = approval_answer(request, decision.model_copy(update={"reviewer": reviewer}))
         return self.invoke_segment(Command(resume=answer), thread_id, "resume")
 
 
@@ -674,7 +670,7 @@ def show_thread(settings: Settings, thread_id: str) -> Outcome:
         snapshot = book.graph.get_state({"configurable": {"thread_id": thread_id}})
         if not snapshot.values:
             raise ThreadNotFound(f"no thread {thread_id}")
-        found = book.status(thread_id, snapshot)
+        found = book.standing(thread_id, snapshot)
     return outcome_of(thread_id, snapshot, found, _latest_run(settings, thread_id))
 
 
@@ -692,17 +688,13 @@ def _latest_run(settings: Settings, thread_id: str) -> str | None:
         records.close()
 
 
-def outcome_of(thread_id: str, snapshot: Any, found: ThreadStatus, run_id: str | None) -> Outcome:
+def outcome_of(thread_id: str, snapshot: Any, found: ThreadStanding, run_id: str | None) -> Outcome:
     """The outcome a thread's latest state shows, with its status (``graph.status``) and the
     flight record's last run id."""
     values = snapshot.values
     pending = None
-    for intr in snapshot.interrupts:
-        if event_wait_of(intr.value) is not None:
-            continue
-        request = approval_request_of(intr.value)
-        if request is None:
-            raise KeelError(f"thread {thread_id} waits on an interrupt Keel did not raise")
+    request = pending_request(thread_id, snapshot)
+    if request is not None:
         pending = [
             PendingAction(
                 name=a["name"],
@@ -731,6 +723,23 @@ def outcome_of(thread_id: str, snapshot: Any, found: ThreadStatus, run_id: str |
         waiting=values.get("waiting"),
         budget_stop=values.get("budget_stop"),
     )
+
+
+def pending_request(thread_id: str, snapshot: Any) -> ApprovalRequest | None:
+    """The approval request the thread waits on, or None. Each interrupt is read as the type
+    it is (``graph.wire``): an event wait is not an approval, and anything else is not Keel's.
+
+    Raises:
+        KeelError: the thread waits on an interrupt Keel did not raise.
+    """
+    found = None
+    for intr in snapshot.interrupts:
+        if event_wait_of(intr.value) is not None:
+            continue
+        found = approval_request_of(intr.value)
+        if found is None:
+            raise KeelError(f"thread {thread_id} waits on an interrupt Keel did not raise")
+    return found
 
 
 @contextmanager
@@ -763,50 +772,6 @@ def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
 
 
-def decisions_for(pending: list[PendingAction], decision: Decision) -> list[KeelDecision]:
-    """One HITL decision per pending action, each carrying the digest it answers."""
-    if decision.kind == "approve":
-        return [{"type": "approve", "digest": p.digest} for p in pending]
-    if decision.kind == "reject":
-        return [
-            {"type": "reject", "message": decision.reason or "rejected", "digest": p.digest}
-            for p in pending
-        ]
-    patch = decision.edit or {}
-    if not patch:
-        raise BadRequest("--edit needs a JSON object of arguments to change")
-    if decision.action is not None:
-        if decision.action >= len(pending):
-            raise BadRequest(
-                f"there are {len(pending)} pending actions; --action {decision.action} is not one"
-            )
-        targets = [decision.action]
-    else:
-        targets = [i for i, p in enumerate(pending) if set(patch) <= set(p.args)]
-    if not targets:
-        raise BadRequest(f"no pending action has the argument(s) {sorted(patch)}")
-    if len(targets) > 1:
-        raise BadRequest(
-            f"{len(targets)} pending actions have {sorted(patch)}: choose one with --action N"
-        )
-    out: list[KeelDecision] = []
-    for i, p in enumerate(pending):
-        if i == targets[0]:
-            unknown = set(patch) - set(p.args)
-            if unknown:
-                raise BadRequest(f"{p.name} has no argument(s) {sorted(unknown)}")
-            out.append(
-                {
-                    "type": "edit",
-                    "digest": p.digest,
-                    "edited_action": {"name": p.name, "args": {**p.args, **patch}},
-                }
-            )
-        else:
-            out.append({"type": "approve", "digest": p.digest})
-    return out
-
-
 def probe_endpoint(base_url: str, timeout_s: float = 3.0) -> None:
     """A model endpoint that cannot even be connected to is a setting to fix, not a fault."""
     url = urlparse(base_url)
@@ -825,12 +790,13 @@ def probe_endpoint(base_url: str, timeout_s: float = 3.0) -> None:
 __all__ = [
     "Decision",
     "KeelApp",
+    "OpenedStores",
     "Outcome",
     "PendingAction",
     "RecoveryReport",
     "StoreWrapper",
-    "Stores",
     "ThreadRecovery",
     "outcome_of",
+    "pending_request",
     "show_thread",
 ]

@@ -1,7 +1,7 @@
 """`keel demo` / `make demo`: the domain's demo requests end to end, offline, embedded.
 
 It resets the domain's backend, indexes its corpus, then runs each of the domain's demo requests
-(``Domain.demo_requests``); when one stops for an approval, the demo answers as a reviewer named
+(``Showcase.demo_requests``); when one stops for an approval, the demo answers as a reviewer named
 ``demo-reviewer`` and says so, and when one waits for an event, it runs the domain command that
 makes the world move on and delivers the events.
 """
@@ -11,19 +11,23 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from graph.context import inbox_for
-from graph.domain import load_domain
+from graph.domain import Domain, as_showcase, load_domain
 from keel.app import Decision, KeelApp, Outcome
 from keel.report import print_outcome
 from keel.settings import Settings
 from retrieval.embeddings import embedder_for
 from retrieval.store import CorpusStore
+from stores.backends import open_stores
 
 
-def run_demo(settings: Settings, *, as_json: bool = False) -> dict[str, Any] | None:
-    domain = load_domain(settings.domain)
+def run_demo(
+    settings: Settings, *, as_json: bool = False, domain: Domain | None = None
+) -> dict[str, Any] | None:
+    """Reset the domain's data and run its demo requests end to end (``domain``: the one the
+    caller already built from the settings, shared rather than built again)."""
+    domain = as_showcase(domain or load_domain(settings.domain))
     domain.prepare(settings, reset=True)
-    inbox_for(settings).restart()
+    open_stores(settings).inbox.restart()
     report = CorpusStore(settings, embedder_for(settings)).ingest()
     say = (lambda *_: None) if as_json else print
     say(
@@ -31,7 +35,7 @@ def run_demo(settings: Settings, *, as_json: bool = False) -> dict[str, Any] | N
         f"{report.added} chunks added, {report.unchanged} unchanged."
     )
     outcomes: list[Outcome] = []
-    with KeelApp.open(settings) as app:
+    with KeelApp.open(settings, domain=domain) as app:
         say(
             "Planner: "
             + (

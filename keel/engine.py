@@ -16,11 +16,14 @@ Example:
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any, Literal
 
+from graph.approval import Decision, approval_answer
 from graph.context import KeelContext
-from graph.events import dispatch_events
 from graph.state import DomainEvent
+from graph.waits import dispatch_events
+from graph.wire import ApprovalRequest, approval_request_of, event_wait_of
 from keel.errors import KeelError
 
 ASSISTANT = "keel"
@@ -46,51 +49,56 @@ def _interrupts(client: Any, thread_id: str) -> list[dict[str, Any]]:
     return unique
 
 
-def pending_approval(client: Any, thread_id: str) -> dict[str, Any] | None:
-    """The approval request a thread waits on (LangChain's HITL schema plus Keel's digests)."""
+def pending_approval(client: Any, thread_id: str) -> ApprovalRequest | None:
+    """The approval request a thread waits on (LangChain's HITL schema plus Keel's digests): an
+    interrupt value read as an ``ApprovalRequest`` (``graph.wire``), never recognised by a key."""
     for item in _interrupts(client, thread_id):
-        value = item.get("value")
-        if isinstance(value, dict) and "action_requests" in value and "digests" in value:
-            return value
+        request = approval_request_of(item.get("value"))
+        if request is not None:
+            return request
     return None
 
 
 def waiting_for_event(client: Any, thread_id: str) -> bool:
-    """Whether a thread sleeps on an ``await_event`` interrupt (graph/events.py)."""
+    """Whether a thread sleeps on an event wait (``graph/waits.py``), read as its type."""
     return any(
-        isinstance(item.get("value"), dict) and item["value"].get("kind") == "await_event"
-        for item in _interrupts(client, thread_id)
+        event_wait_of(item.get("value")) is not None for item in _interrupts(client, thread_id)
     )
 
 
 def answer_approval(
     client: Any,
     thread_id: str,
-    request: dict[str, Any],
-    decision: Literal["approve", "reject"],
+    request: Mapping[str, Any],
+    decision: Decision | Literal["approve", "reject"],
     *,
     reviewer: str | None = None,
     message: str = "",
 ) -> dict[str, Any]:
-    """Queue a run that resumes the thread with one ``decision`` per pending action, each naming
-    the digest it answers: an answer to a request that has since changed is refused as stale.
+    """Queue a run that resumes the thread with ``decision`` for every pending action, each
+    naming the digest it answers (``graph.approval.approval_answer``, as ``KeelApp.resume``
+    sends it): an answer to a request that has since changed is refused as stale.
 
-    ``reviewer`` is only a hint for a graph served without authentication; with it, the
-    reviewer is the user the engine authenticated. ``multitask_strategy="reject"``: a second
-    answer while the first still runs (a double click) is refused by the engine, and one that
-    arrives after it finds no pending approval and changes nothing.
+    ``decision`` is a ``Decision`` (an edit among them), or ``"approve"``/``"reject"`` with
+    ``reviewer`` and ``message``. A reviewer is only a hint for a graph served without
+    authentication; with it, the reviewer is the user the engine authenticated.
+    ``multitask_strategy="reject"``: a second answer while the first still runs (a double
+    click) is refused by the engine, and one that arrives after it finds no pending approval
+    and changes nothing.
+
+    Raises:
+        EngineError: ``request`` is not an approval request (``pending_approval`` gives one).
     """
-    decisions: list[dict[str, Any]] = []
-    for digest in request["digests"]:
-        one: dict[str, Any] = {"type": decision, "digest": digest}
-        if decision == "reject":
-            one["message"] = message or "rejected"
-        decisions.append(one)
-    resume: dict[str, Any] = {"decisions": decisions}
-    if reviewer:
-        resume["reviewer"] = reviewer
+    typed = approval_request_of(request)
+    if typed is None:
+        raise EngineError(f"thread {thread_id}: what was given is not an approval request")
+    if not isinstance(decision, Decision):
+        decision = Decision(kind=decision, reason=message, reviewer=reviewer)
     run: dict[str, Any] = client.runs.create(
-        thread_id, ASSISTANT, command={"resume": resume}, multitask_strategy="reject"
+        thread_id,
+        ASSISTANT,
+        command={"resume": approval_answer(typed, decision)},
+        multitask_strategy="reject",
     )
     return run
 
@@ -119,7 +127,7 @@ def wait_for_run(
 def relay_events(client: Any, ctx: KeelContext) -> list[dict[str, Any]]:
     """Wake the threads that wait for the domain's new outbox events, through the engine.
 
-    The same relay as ``keel events`` (``graph.events.dispatch_events``: the inbox says who
+    The same relay as ``keel events`` (``graph.waits.dispatch_events``: the inbox says who
     waits, its cursor how far the outbox was read), but each wake-up is a run the engine queues
     (``Command(resume={"event": ...})``) and a worker executes; nothing runs the graph here.
     """

@@ -311,49 +311,6 @@ class Settings(BaseSettings):
         default="none", description="Fault profile for the domain's integrations (name or JSON)."
     )
     fault_seed: int = 0
-    eval_runs: int = Field(default=200, ge=1, description="Runs per profile in the faults eval.")
-    eval_k: int = Field(
-        default=3, ge=1, le=50, description="Runs per scenario and agent (pass^k) in the scorecard."
-    )
-    eval_scenarios: list[Path] = Field(
-        default_factory=list,
-        description="Scenario files or folders for the scorecard (default: the domain's).",
-    )
-    eval_plot: bool = Field(
-        default=False, description="Sweep fault rates in the scorecard and plot them (PNG)."
-    )
-    eval_sweep_k: int = Field(
-        default=10, ge=1, le=100, description="Seeds per scenario and fault rate in the sweep."
-    )
-    eval_compounding_runs: int = Field(
-        default=10, ge=1, le=200,
-        description="Runs (model seeds) per agent and point of the compounding curve.",
-    )  # fmt: skip
-    eval_compounding_k: int = Field(
-        default=5, ge=1, le=50, description="The k of pass^k in the compounding curve."
-    )
-    eval_out: Path | None = Field(
-        default=None, description="Where eval tables and plots are written (default: HOME/...)."
-    )
-    eval_budgets_engine: bool = Field(
-        default=False,
-        description="The budgets eval also runs 20 threads of one team on the engine (Aegra, "
-        "PostgreSQL, Redis; a few minutes).",
-    )
-    eval_crash_backends: list[str] = Field(
-        default_factory=list,
-        description="Crash sweep: the backends to sweep (default: sqlite and postgres).",
-    )
-    eval_crash_requests: list[str] = Field(
-        default_factory=list,
-        description="Crash sweep: the requests to sweep (default: the four that act).",
-    )
-    eval_crash_every: int = Field(
-        default=1, ge=1, description="Crash sweep: kill at every k-th boundary (1: all)."
-    )
-    eval_crash_jobs: int = Field(
-        default=1, ge=1, le=16, description="Crash sweep: kill points run at the same time."
-    )
     lease_ttl_s: float = Field(
         default=30.0,
         gt=0,
@@ -499,8 +456,9 @@ class Settings(BaseSettings):
         return value.strip().rstrip("/")
 
     @property
-    def checkpointer(self) -> Literal["sqlite", "postgres"]:
-        """Which checkpointer the settings select: Postgres when a URL is set."""
+    def backend(self) -> Literal["sqlite", "postgres"]:
+        """Which backend keeps the durable stores (``stores.backends.open_stores``): Postgres when
+        a URL is set. The one place that asks."""
         return "sqlite" if self.postgres_url is None else "postgres"
 
     @property

@@ -46,7 +46,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from observability.events import (
+from observability.record_events import (
     ApprovalAnswered,
     ApprovalRequested,
     BudgetMetered,

@@ -31,7 +31,7 @@ from pydantic_core import to_jsonable_python
 from agents.models import MeterEvent
 from graph.context import KeelContext
 from keel.errors import StoreUnavailable
-from observability.events import (
+from observability.record_events import (
     AnyPayload,
     BudgetMetered,
     ClockRead,
@@ -46,9 +46,9 @@ from observability.events import (
     VerdictGiven,
 )
 from observability.redaction import Redactor
-from observability.store import FlightRecord
 from retrieval.curation import Retrieval
 from retrieval.store import CorpusStore
+from stores.flight_record import FlightRecord
 from tools.spec import ToolEvent
 
 if TYPE_CHECKING:  # the chat models' package is imported when a model is made, not by every command
@@ -124,7 +124,7 @@ class RunRecording:
             self.lost += 1
             return 0
         try:
-            seq = self.recorder.store.append(event)
+            seq = self.recorder.flight_record.append(event)
         except StoreUnavailable as err:
             self.lost += 1
             self.recorder.log.warning(
@@ -156,22 +156,22 @@ class Recorder:
     """Writes the record of the runs of one ``KeelApp`` (or one replay) to a ``FlightRecord``.
 
     Example:
-        >>> from observability.store import RecordStore
-        >>> rec = Recorder(RecordStore(":memory:"), Redactor(["token"]))
+        >>> from stores.flight_record import SqliteFlightRecord
+        >>> rec = Recorder(SqliteFlightRecord(":memory:"), Redactor(["token"]))
         >>> rec.active is None
         True
     """
 
     def __init__(
         self,
-        store: FlightRecord,
+        flight_record: FlightRecord,
         redactor: Redactor,
         *,
         wall_clock: Callable[[], datetime] = _utc_now,
         log: logging.Logger | None = None,
         sinks: Iterable[RecordSink] = (),
     ) -> None:
-        self.store = store
+        self.flight_record = flight_record
         self.sinks = list(sinks)
         """Given every event as it is recorded, redacted (OpenTelemetry's spans are one)."""
         self.redactor = redactor
@@ -189,7 +189,7 @@ class Recorder:
         events go to it until ``stop``."""
         self.redactor.begin(run_id)
         if segment is None:
-            segment = self.store.next_segment(run_id)
+            segment = self.flight_record.next_segment(run_id)
         self.active = RunRecording(
             self, run_id=run_id, thread_id=thread_id, segment=segment, trace_id=trace_id
         )
@@ -217,14 +217,14 @@ class Recorder:
         self.active.emit(payload, node=node, step=step)
 
     def instrument(self, context: KeelContext) -> KeelContext:
-        """The context with its taps: tool listener, recording store and clock."""
+        """The context with its taps: tool listener, recording corpus and clock."""
         if self.on_tool_event not in context.tools.listeners:
             context.tools.listeners.append(self.on_tool_event)
         if context.meter is not None and self.on_meter_event not in context.meter.listeners:
             context.meter.listeners.append(self.on_meter_event)
         return replace(
             context,
-            store=RecordingStore(context.store, self),
+            corpus=RecordingCorpus(context.corpus, self),
             clock=RecordingClock(context.clock, self),
         )
 
@@ -263,7 +263,7 @@ class RecordingClock:
         return now
 
 
-class RecordingStore(CorpusStore):
+class RecordingCorpus(CorpusStore):
     """The corpus store, each search recorded with what it kept, filtered and found in conflict."""
 
     def __init__(self, inner: CorpusStore, recorder: Recorder) -> None:

@@ -127,7 +127,7 @@ class Redactor:
         a ``Literal`` and the ``IDENTIFIERS`` keep their values, so the result fits its schema.
 
         Example:
-            >>> from observability.events import ApprovalAnswered
+            >>> from observability.record_events import ApprovalAnswered
             >>> Redactor(["token"]).model(ApprovalAnswered(answer={"token": "t", "ok": 1})).answer
             {'token': '[redacted]', 'ok': 1}
         """

@@ -51,13 +51,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from agents.models import Meter
 from graph.builder import build_graph
 from graph.context import KeelContext
-from graph.persistence import keel_serde
 from graph.state import Conflict, Evidence, Filtered, approval_digest
 from graph.wire import decision_types
 from keel.app import KeelApp
 from keel.errors import IntegrationError, KeelError, Permanent, Retryable
 from keel.settings import Settings
-from observability.events import (
+from observability.record_events import (
     ApprovalAnswered,
     ClockRead,
     ModelCall,
@@ -68,11 +67,12 @@ from observability.events import (
 from observability.recorder import Recorder, jsonable
 from observability.records import open_record
 from observability.redaction import REDACTED, Redactor
-from observability.store import RecordStore
 from retrieval.curation import Retrieval
 from retrieval.embeddings import Embedder
 from retrieval.store import CorpusStore
-from tools.ledger import IntentLedger
+from stores.checkpoints import keel_serde
+from stores.flight_record import SqliteFlightRecord
+from stores.ledger import Ledger, SqliteLedger
 from tools.resilience import Breaker, RetryPolicy
 from tools.spec import Gate, ToolCall, ToolEvent, ToolRegistry, ToolSpec
 
@@ -315,7 +315,7 @@ def _error(kind: str | None, message: str) -> IntegrationError:
     return err
 
 
-class ServedStore(CorpusStore):
+class ServedCorpus(CorpusStore):
     """The corpus store answering with the recorded retrievals, in order."""
 
     def __init__(self, settings: Settings, embedder: Embedder, events: list[RecordEvent]) -> None:
@@ -438,9 +438,9 @@ class RecordedChatModel(BaseChatModel):
 
 
 @contextmanager
-def _temporary_ledger() -> Iterator[IntentLedger]:
+def _temporary_ledger() -> Iterator[Ledger]:
     with tempfile.TemporaryDirectory(prefix="keel-replay-") as folder:
-        yield IntentLedger(Path(folder) / "intents.sqlite")
+        yield SqliteLedger(Path(folder) / "intents.sqlite")
 
 
 def replay_run(
@@ -463,7 +463,7 @@ def replay_run(
     Raises:
         BadRequest: no record, or no such run.
     """
-    store = app.recorder.store if app.recorder is not None else open_record(app.settings)
+    store = app.recorder.flight_record if app.recorder is not None else open_record(app.settings)
     run_id = store.resolve(ref)
     events = store.events(run_id)
     thread_id = events[0].thread_id
@@ -477,8 +477,8 @@ def replay_run(
     answers = RecordedAnswers(events)
     started = [e.payload for e in events if isinstance(e.payload, RunStarted)]
     first = started[0] if started else None
-    served_store = ServedStore(settings, app.context.store.embedder, events)
-    recorder = Recorder(RecordStore(":memory:"), redactor)
+    served_corpus = ServedCorpus(settings, app.context.corpus.embedder, events)
+    recorder = Recorder(SqliteFlightRecord(":memory:"), redactor)
     error: str | None = None
     with _temporary_ledger() as ledger:
         registry = tools.registry(base.tools)
@@ -487,7 +487,7 @@ def replay_run(
         context = replace(
             base,
             tools=registry,
-            store=served_store,
+            corpus=served_corpus,
             ledger=ledger,
             inbox=None,  # subscriptions are the live inbox's business, not a replay's
             guard=None,  # the live thread guard holds the recorded run's receipts, spent already
@@ -514,8 +514,8 @@ def replay_run(
             _drive(replayer, events, thread_id, run_id)
         except (KeelError, ValueError, RuntimeError) as err:
             error = f"{type(err).__name__}: {err}"[:500]
-    replayed_events = recorder.store.events(run_id)
-    recorder.store.close()
+    replayed_events = recorder.flight_record.events(run_id)
+    recorder.flight_record.close()
     recorded_points = decisions(events)
     replayed_points = decisions(replayed_events)
     divergence = first_divergence(recorded_points, replayed_points)
@@ -532,7 +532,7 @@ def replay_run(
         served_model_calls=answers.served,
         misses=tools.misses,
         changed_prompts=answers.changed_prompts,
-        changed_queries=served_store.changed_queries,
+        changed_queries=served_corpus.changed_queries,
         redacted_events=sum(REDACTED in e.payload.model_dump_json() for e in events),
         policy_file=str(settings.policy_file) if policy_file is not None else None,
         recorded_manifest=first.manifest_version if first else None,

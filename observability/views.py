@@ -11,8 +11,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from graph.wire import decision_types
-from observability.events import RecordEvent
-from observability.store import summarize
+from observability.record_events import RecordEvent
+from stores.flight_record import summarize
 
 
 class TraceNode(BaseModel):

@@ -47,10 +47,10 @@ def run_keel(
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     """A CI timeout stops a test run with SIGTERM: make it an orderly stop, as Ctrl-C is, so the
-    fixtures' servers are stopped and their folders removed (evals.servers)."""
+    fixtures' servers are stopped and their folders removed (keel.servers)."""
     import signal
 
-    from evals.servers import Terminated
+    from keel.servers import Terminated
 
     def terminated(signum: int, frame: object) -> None:
         raise Terminated(f"signal {signal.Signals(signum).name}")

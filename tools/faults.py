@@ -14,12 +14,14 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from keel.errors import BadRequest, Retryable, Unauthorized
+from tools.spec import ToolSpec
 
 
 class FaultProfile(BaseModel):
@@ -121,6 +123,16 @@ class FaultInjector:
             return output
 
         return faulty
+
+    def wrap_specs(
+        self, specs: Iterable[ToolSpec[Any, Any]], timeout_s: float
+    ) -> list[ToolSpec[Any, Any]]:
+        """Every spec with its function wrapped (``wrap``); ``timeout_s`` is the registry's,
+        for the specs that declare no timeout of their own."""
+        return [
+            replace(s, func=self.wrap(s.integration, s.timeout_s or timeout_s, s.func, tool=s.name))
+            for s in specs
+        ]
 
 
 def _crashing(

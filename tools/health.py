@@ -2,7 +2,7 @@
 
 The probe goes through the same registry (breaker, timeout, retries) as any call, so what
 `keel health` prints is what the executor would meet: with the home's shared breakers
-(``tools.breakers``), a breaker another process opened is shown open and its probe is not sent,
+(``stores.breakers``), a breaker another process opened is shown open and its probe is not sent,
 and a cooled-down one is probed by this call.
 """
 

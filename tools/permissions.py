@@ -12,7 +12,7 @@ checks, for every call:
    approval must be a receipt signed by Keel, for exactly this tool and these arguments, for
    this agent, in this thread, under this manifest version, unexpired and unused; under a
    ``four_eyes`` grant, signed by someone other than the thread's requester. What "unused",
-   "rejected", "tainted" and "requester" mean comes from the thread guard (``tools.guard``),
+   "rejected", "tainted" and "requester" mean comes from the thread guard (``stores.guard``),
    outside the checkpoint, through ``ThreadFacts``;
 4. numeric limits, then the domain's named scopes (e.g. "ship only the order the request names");
    a scope check that raises denies the call (fail closed), it never crashes the caller;
@@ -68,6 +68,35 @@ class Scope(NamedTuple):
 
     check: ScopeCheck
     reads: frozenset[str] = frozenset()
+
+    @classmethod
+    def entity_in_request(cls, argument: str, *, subject: str | None = None) -> Scope:
+        """The scope "only the one the request names": the call's ``argument`` must equal the
+        thread's subject ``subject`` (the entity ``extract_entities`` named; by default the
+        argument's own name). A request that names none refuses every call.
+
+        Example:
+            >>> from tools.spec import ThreadFacts
+            >>> scope = Scope.entity_in_request("customer_id")
+            >>> facts = ThreadFacts(subjects={"customer_id": "C-1"})
+            >>> scope.check({"customer_id": "C-1"}, facts, None)  # type: ignore[arg-type]
+            >>> scope.check({"customer_id": "C-2"}, facts, None)  # type: ignore[arg-type]
+            'customer C-2 is not the one the request names (C-1)'
+            >>> scope.reads
+            frozenset({'customer_id'})
+        """
+        entity = subject or argument
+        what = argument.removesuffix("_id").replace("_", " ")
+
+        def named_in_request(
+            args: dict[str, Any], facts: ThreadFacts, tools: AgentTools
+        ) -> str | None:
+            named = facts.subjects.get(entity)
+            if args[argument] != named:
+                return f"{what} {args[argument]} is not the one the request names ({named})"
+            return None
+
+        return cls(named_in_request, frozenset({argument}))
 
 
 EFFECT_ORDER: dict[Effect, int] = {"read": 0, "write": 1, "irreversible": 2}
@@ -240,7 +269,7 @@ class ReceiptSigner:
         key = settings.approval_signing_key()
         if key is not None:
             return cls(key)
-        if settings.postgres_url is not None:
+        if settings.backend == "postgres":
             raise ConfigError(
                 "KEEL_POSTGRES_URL is set but no approval key is: set KEEL_APPROVAL_KEY (or "
                 "KEEL_APPROVAL_KEY_FILE) to the same 64 hex characters on every worker "

@@ -36,7 +36,7 @@ argument must be traced to the request or a trusted record, or the call is refus
 
 What an API caller could forge: the check is recomputed by the gate at the moment of the call
 (``ThreadFacts.sources``, built by the executor), never read from a field a client sent. The
-outside side comes from the thread guard's recorded taint (``tools.guard``), append-only outside
+outside side comes from the thread guard's recorded taint (``stores.guard``), append-only outside
 the checkpoint, so erasing evidence from the state hides nothing. The exemptions (the request and
 the records) come from the state: only a caller allowed to write state (on a server, an operator;
 locally, whoever runs Keel, who is every role) can change them, and text a model reads cannot.
@@ -49,7 +49,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from graph.state import Evidence, Model, tainting
+from graph.state import Evidence, Strict, tainting
 
 Source = Literal["request", "record", "outside", "planner"]
 STRENGTH: dict[Source, int] = {"request": 0, "record": 1, "planner": 2, "outside": 3}
@@ -61,7 +61,7 @@ MIN_TRACED = 3
 everywhere, so finding them says nothing."""
 
 
-class ArgumentSource(Model):
+class ArgumentSource(Strict):
     """Where one argument's value came from, as the approval screen shows it."""
 
     source: Source

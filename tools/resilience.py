@@ -4,7 +4,7 @@ Retries are for infrastructure faults only (``Retryable``: timeouts, connection 
 and use tenacity; a validation error, a 4xx or a changed response shape is ``Permanent`` and is
 never retried. The breaker counts the same infrastructure faults and nothing else, so a declined
 payment never trips it; its state lives in a ``BreakerStore``, this process's memory by default or
-the table every process of a Keel home shares (``tools.breakers``). An irreversible call is
+the table every process of a Keel home shares (``stores.breakers``). An irreversible call is
 retried only with its idempotency key, which the backend honours, so a retry after a lost
 response cannot act twice.
 """
@@ -78,7 +78,7 @@ CLOSED = BreakerRecord()
 
 class BreakerStore(Protocol):
     """Where breakers keep their state: ``MemoryBreakers`` for one process, or a store every
-    process of a Keel home shares (``tools.breakers.SqliteBreakerStore``).
+    process of a Keel home shares (``stores.breakers.SqliteBreakers``).
 
     Each method that changes state is one atomic step, so processes sharing a store agree.
     """

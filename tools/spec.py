@@ -236,8 +236,9 @@ class ToolRegistry:
     """The tools of one domain, by name, with one breaker per integration.
 
     ``breaker_for`` makes each integration's breaker: ``Breaker`` keeps its state in this process;
-    ``SqliteBreakerStore(settings.breaker_db).breaker`` (what a domain built from settings uses)
-    shares it with every process of the Keel home. ``breakers`` given up front are kept.
+    ``open_stores(settings).breakers.breaker`` (what ``graph.domain.tool_registry`` passes
+    for a domain's declared tools) shares it with every process of the Keel home. ``breakers``
+    given up front are kept.
     """
 
     specs: Iterable[ToolSpec[Any, Any]]

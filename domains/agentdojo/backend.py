@@ -24,8 +24,7 @@ from agentdojo.functions_runtime import FunctionsRuntime
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
-from keel.errors import Permanent
-from keel.sqlitefile import SqliteFile, schema_gaps
+from graph.domain import Permanent, SqliteFile, schema_gaps
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS environment (

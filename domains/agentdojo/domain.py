@@ -28,14 +28,17 @@ import yaml
 from domains.agentdojo.backend import EnvironmentBackend
 from domains.agentdojo.suite import SuiteData, suite_data, task_suite
 from domains.agentdojo.tools import suite_tools
-from graph.domain import DemoRequest, DomainDefaults
-from graph.state import CannotPlan, Evidence, Plan, Step
-from keel.settings import Settings
-from tools.breakers import SqliteBreakerStore
-from tools.faults import PROFILES, FaultInjector, profile_named
-from tools.permissions import Scope
-from tools.resilience import RetryPolicy
-from tools.spec import AgentTools, ToolRegistry
+from graph.domain import (
+    AgentTools,
+    CannotPlan,
+    DemoRequest,
+    DomainDefaults,
+    Evidence,
+    Plan,
+    Settings,
+    Step,
+    ToolSpec,
+)
 
 HERE = Path(__file__).resolve().parent
 LOOKUPS = 12
@@ -90,22 +93,10 @@ class AgentDojoDomain(DomainDefaults):
     def is_prepared(self, settings: Settings) -> bool:
         return self.backend(settings).exists()
 
-    def tools(self, settings: Settings) -> ToolRegistry:
-        profile = profile_named(settings.faults, {})
-        faults = (
-            None if profile == PROFILES["none"] else FaultInjector(profile, settings.fault_seed)
-        )
-        return suite_tools(
-            self.backend(settings),
-            self.data,
-            faults=faults,
-            timeout_s=max(settings.tool_timeout_s, 5.0),  # a travel world loads in ~50 ms
-            retry=RetryPolicy(attempts=settings.tool_retry_attempts),
-            breakers=SqliteBreakerStore(settings.breaker_db).breaker,
-        )
-
-    def scopes(self) -> Mapping[str, Scope]:
-        return {}
+    def tools(self, settings: Settings) -> list[ToolSpec[Any, Any]]:
+        # At least 5 s a call: each loads the suite's world (~50 ms for travel, more when busy).
+        timeout_s = max(settings.tool_timeout_s, 5.0)
+        return suite_tools(self.backend(settings), self.data, timeout_s=timeout_s)
 
     def extract_entities(self, request: str) -> dict[str, str]:
         found: dict[str, str] = {}

@@ -19,8 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from keel.errors import ConfigError
-from keel.yamlfile import load_reviewed
+from graph.domain import ConfigError, load_reviewed
 
 BENCHMARK = "v1.2.1"
 """The AgentDojo benchmark version the adapter runs (the suites' v1.2.1 task sets)."""

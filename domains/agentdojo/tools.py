@@ -16,7 +16,6 @@ the file does not name has no trusted part.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from typing import Annotated, Any
 
 import yaml
@@ -24,9 +23,7 @@ from pydantic import BaseModel, ConfigDict, create_model
 
 from domains.agentdojo.backend import EnvironmentBackend
 from domains.agentdojo.suite import ALL_FIELDS, SuiteData
-from tools.faults import FaultInjector
-from tools.resilience import Breaker, RetryPolicy
-from tools.spec import OUTSIDE_TEXT, ToolCall, ToolRegistry, ToolSpec
+from graph.domain import OUTSIDE_TEXT, ToolCall, ToolSpec
 
 
 class ToolArgs(BaseModel):
@@ -78,15 +75,10 @@ def split_answer(result: Any, trusted: list[str]) -> dict[str, Any]:
 
 
 def suite_tools(
-    backend: EnvironmentBackend,
-    data: SuiteData,
-    *,
-    faults: FaultInjector | None = None,
-    timeout_s: float = 2.0,
-    retry: RetryPolicy = RetryPolicy(),  # noqa: B008 (an immutable NamedTuple)
-    breakers: Callable[[str], Breaker] = Breaker,
-) -> ToolRegistry:
-    """Every tool of the backend's suite as a Keel tool bound to that backend."""
+    backend: EnvironmentBackend, data: SuiteData, *, timeout_s: float | None = None
+) -> list[ToolSpec[Any, Any]]:
+    """Every tool of the backend's suite as a Keel tool bound to that backend, declared (Keel
+    wraps it); ``timeout_s`` per attempt, None for the registry's."""
     specs: list[ToolSpec[Any, Any]] = []
     for function in backend.suite.tools:
         effect = data.effect(function.name)
@@ -99,19 +91,13 @@ def suite_tools(
                 effect=effect,
                 func=_caller(backend, function.name, effect, data.trusted.get(function.name, [])),
                 integration=data.suite,
+                timeout_s=timeout_s,
                 lookup=_lookup(backend, data.trusted.get(function.name, []))
                 if effect == "irreversible"
                 else None,
             )
         )
-    if faults is not None:
-        specs = [
-            replace(
-                s, func=faults.wrap(s.integration, s.timeout_s or timeout_s, s.func, tool=s.name)
-            )
-            for s in specs
-        ]
-    return ToolRegistry(specs, timeout_s=timeout_s, retry=retry, breaker_for=breakers)
+    return specs
 
 
 def _caller(

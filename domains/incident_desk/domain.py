@@ -13,15 +13,24 @@ from typing import Any, NamedTuple
 
 from domains.incident_desk.backend import IncidentBackend
 from domains.incident_desk.tools import incident_tools
-from graph.domain import DemoRequest, DomainCommand
-from graph.state import CannotPlan, DomainEvent, EventWait, Evidence, Plan, Step
-from keel.errors import IntegrationError, PermissionDenied, Retryable, Unauthorized
-from keel.settings import Settings
-from tools.breakers import SqliteBreakerStore
-from tools.faults import PROFILES, FaultInjector, FaultProfile, profile_named
-from tools.permissions import Scope
-from tools.resilience import RetryPolicy
-from tools.spec import AgentTools, ShapeChanged, ThreadFacts, ToolRegistry
+from graph.domain import (
+    AgentTools,
+    CannotPlan,
+    DemoRequest,
+    DomainCommand,
+    DomainEvent,
+    EventWait,
+    Evidence,
+    FaultProfile,
+    PermissionDenied,
+    Plan,
+    Scope,
+    Settings,
+    Step,
+    ThreadFacts,
+    ToolSpec,
+    read_record,
+)
 
 ENTITY_PATTERNS = {
     "alert_id": r"\bALR-\d{3}\b",
@@ -83,18 +92,8 @@ class IncidentDesk:
     def is_prepared(self, settings: Settings) -> bool:
         return self.backend(settings).exists()
 
-    def tools(self, settings: Settings) -> ToolRegistry:
-        profile = profile_named(settings.faults, FAULT_PROFILES)
-        faults = (
-            None if profile == PROFILES["none"] else FaultInjector(profile, settings.fault_seed)
-        )
-        return incident_tools(
-            self.backend(settings),
-            faults=faults,
-            timeout_s=settings.tool_timeout_s,
-            retry=RetryPolicy(attempts=settings.tool_retry_attempts),
-            breakers=SqliteBreakerStore(settings.breaker_db).breaker,
-        )
+    def tools(self, settings: Settings) -> list[ToolSpec[Any, Any]]:
+        return incident_tools(self.backend(settings))
 
     def extract_entities(self, request: str) -> dict[str, str]:
         found: dict[str, str] = {}
@@ -274,7 +273,7 @@ class IncidentDesk:
 
     def scopes(self) -> dict[str, Scope]:
         return {
-            "alert_in_request": Scope(_alert_in_request, frozenset({"alert_id"})),
+            "alert_in_request": Scope.entity_in_request("alert_id"),
             "incident_of_the_alert": Scope(_incident_of_the_alert, frozenset({"incident_id"})),
             "service_of_the_alert": Scope(_service_of_the_alert, frozenset({"service"})),
             "deploy_of_the_alert": Scope(_deploy_of_the_alert, frozenset({"deploy_id"})),
@@ -293,16 +292,10 @@ def _finish_rollbacks(settings: Settings) -> tuple[dict[str, Any], str]:
 def _read(
     records: dict[str, Any], record: str, tools: AgentTools, tool: str, args: dict[str, str]
 ) -> None:
-    """One record read: a broken system (or a read not granted) leaves the record unavailable,
-    which escalates; a record the system says does not exist is missing, which refuses."""
-    ref = next(iter(args.values()))
-    try:
-        records[record] = tools.call(tool, args)
-    except (Retryable, ShapeChanged, PermissionDenied, Unauthorized) as err:
-        records.setdefault("unavailable", []).append(f"{ref}: {err}")
-        records.setdefault(UNREADABLE, {})[record] = f"{ref}: {err}"
-    except IntegrationError as err:
-        records.setdefault("missing", []).append(f"{ref}: {err}")
+    """One record read (``read_record``); one that cannot be read is also named under
+    ``UNREADABLE``, with why."""
+    if read_record(records, record, tools, tool, args) == "unavailable":
+        records.setdefault(UNREADABLE, {})[record] = records["unavailable"][-1]
 
 
 def _step_rule(step: Step, records: dict[str, Any]) -> str | None:
@@ -335,13 +328,6 @@ def _alert_of(facts: ThreadFacts, tools: AgentTools) -> dict[str, Any]:
     if named is None:
         raise PermissionDenied("the request names no alert", rule="scope")
     return tools.call("get_alert", {"alert_id": named})
-
-
-def _alert_in_request(args: dict[str, Any], facts: ThreadFacts, tools: AgentTools) -> str | None:
-    named = facts.subjects.get("alert_id")
-    if args["alert_id"] != named:
-        return f"alert {args['alert_id']} is not the one the request names ({named})"
-    return None
 
 
 def _incident_of_the_alert(

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import replace
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from domains.incident_desk.backend import IncidentBackend
-from tools.faults import FaultInjector
-from tools.resilience import Breaker, RetryPolicy
-from tools.spec import ToolCall, ToolRegistry, ToolSpec
+from graph.domain import ToolCall, ToolSpec
 
 ALERT_ID = r"^ALR-\d{3}$"
 DEPLOY_ID = r"^D-\d{4}$"
@@ -156,17 +152,10 @@ def _key(call: ToolCall[Any]) -> str:
     return call.idempotency_key
 
 
-def incident_tools(
-    backend: IncidentBackend,
-    *,
-    faults: FaultInjector | None = None,
-    timeout_s: float = 2.0,
-    retry: RetryPolicy = RetryPolicy(),  # noqa: B008 (an immutable NamedTuple)
-    breakers: Callable[[str], Breaker] = Breaker,
-) -> ToolRegistry:
-    """The incident desk's registry bound to one backend, with faults injected when asked."""
+def incident_tools(backend: IncidentBackend) -> list[ToolSpec[Any, Any]]:
+    """The incident desk's tools bound to one backend, as declarations for Keel to wrap."""
     b = backend
-    specs: list[ToolSpec[Any, Any]] = [
+    return [
         ToolSpec("get_alert", "Read an alert: its service, title, severity and status.",
                  AlertRef, Alert, "read", lambda c: b.get_alert(c.args.alert_id),
                  integration="alerts"),
@@ -207,11 +196,3 @@ def incident_tools(
                                          _key(c)),
                  integration="pager", lookup=b.recorded),
     ]  # fmt: skip
-    if faults is not None:
-        specs = [
-            replace(
-                s, func=faults.wrap(s.integration, s.timeout_s or timeout_s, s.func, tool=s.name)
-            )
-            for s in specs
-        ]
-    return ToolRegistry(specs, timeout_s=timeout_s, retry=retry, breaker_for=breakers)

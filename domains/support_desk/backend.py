@@ -13,8 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from keel.errors import Permanent
-from keel.sqlitefile import SqliteFile, schema_gaps
+from graph.domain import Permanent, SqliteFile, schema_gaps
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS customers (

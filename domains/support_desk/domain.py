@@ -8,15 +8,23 @@ from typing import Any
 
 from domains.support_desk.backend import DemoBackend
 from domains.support_desk.tools import demo_tools
-from graph.domain import DemoRequest, DomainCommand
-from graph.state import CannotPlan, DomainEvent, EventWait, Evidence, Plan, Step
-from keel.errors import IntegrationError, PermissionDenied, Retryable, Unauthorized
-from keel.settings import Settings
-from tools.breakers import SqliteBreakerStore
-from tools.faults import PROFILES, FaultInjector, FaultProfile, profile_named
-from tools.permissions import Scope
-from tools.resilience import RetryPolicy
-from tools.spec import AgentTools, ShapeChanged, ThreadFacts, ToolRegistry
+from graph.domain import (
+    AgentTools,
+    CannotPlan,
+    DemoRequest,
+    DomainCommand,
+    DomainEvent,
+    EventWait,
+    Evidence,
+    FaultProfile,
+    Plan,
+    Scope,
+    Settings,
+    Step,
+    ThreadFacts,
+    ToolSpec,
+    read_record,
+)
 
 _ENTITY_PATTERNS = {
     "customer_id": r"\bC-\d{4}\b",
@@ -70,18 +78,8 @@ class SupportDesk:
     def is_prepared(self, settings: Settings) -> bool:
         return DemoBackend(settings.domain_db).exists()
 
-    def tools(self, settings: Settings) -> ToolRegistry:
-        profile = profile_named(settings.faults, self.fault_profiles())
-        faults = (
-            None if profile == PROFILES["none"] else FaultInjector(profile, settings.fault_seed)
-        )
-        return demo_tools(
-            DemoBackend(settings.domain_db),
-            faults=faults,
-            timeout_s=settings.tool_timeout_s,
-            retry=RetryPolicy(attempts=settings.tool_retry_attempts),
-            breakers=SqliteBreakerStore(settings.breaker_db).breaker,
-        )
+    def tools(self, settings: Settings) -> list[ToolSpec[Any, Any]]:
+        return demo_tools(DemoBackend(settings.domain_db))
 
     def extract_entities(self, request: str) -> dict[str, str]:
         found: dict[str, str] = {}
@@ -107,11 +105,11 @@ class SupportDesk:
         for record, tool, key in reads:
             if key not in entities:
                 continue
-            _read(records, record, tools, tool, {key: entities[key]})
+            read_record(records, record, tools, tool, {key: entities[key]})
         # The customer on record is the one the ticket or invoice belongs to.
         owner = (records.get("ticket") or records.get("invoice") or {}).get("customer_id")
         if owner and "customer" not in records:
-            _read(records, "customer", tools, "get_customer", {"customer_id": owner})
+            read_record(records, "customer", tools, "get_customer", {"customer_id": owner})
         return records
 
     def runbook_plan(
@@ -238,8 +236,8 @@ class SupportDesk:
 
     def scopes(self) -> dict[str, Scope]:
         return {
-            "customer_in_request": Scope(_customer_in_request, frozenset({"customer_id"})),
-            "ticket_in_request": Scope(_ticket_in_request, frozenset({"ticket_id"})),
+            "customer_in_request": Scope.entity_in_request("customer_id"),
+            "ticket_in_request": Scope.entity_in_request("ticket_id"),
             "refund_within_charge": Scope(
                 _refund_within_charge, frozenset({"charge_id", "amount"})
             ),
@@ -342,35 +340,7 @@ def _unbacked(email: Step, before: list[Step], records: dict[str, Any]) -> list[
     return problems
 
 
-def _read(
-    records: dict[str, Any], record: str, tools: AgentTools, tool: str, args: dict[str, str]
-) -> None:
-    """One record read: a system that is broken (or a read not granted) leaves the record
-    unavailable, which escalates; a record the system says does not exist is missing."""
-    ref = next(iter(args.values()))
-    try:
-        records[record] = tools.call(tool, args)
-    except (Retryable, ShapeChanged, PermissionDenied, Unauthorized) as err:
-        records.setdefault("unavailable", []).append(f"{ref}: {err}")
-    except IntegrationError as err:
-        records.setdefault("missing", []).append(f"{ref}: {err}")
-
-
 # -- scopes: what the manifest narrows grants to; each reads through the caller's own grants --
-
-
-def _customer_in_request(args: dict[str, Any], facts: ThreadFacts, tools: AgentTools) -> str | None:
-    named = facts.subjects.get("customer_id")
-    if args["customer_id"] != named:
-        return f"customer {args['customer_id']} is not the one the request names ({named})"
-    return None
-
-
-def _ticket_in_request(args: dict[str, Any], facts: ThreadFacts, tools: AgentTools) -> str | None:
-    named = facts.subjects.get("ticket_id")
-    if args["ticket_id"] != named:
-        return f"ticket {args['ticket_id']} is not the one the request names ({named})"
-    return None
 
 
 def _refund_within_charge(

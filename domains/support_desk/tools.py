@@ -1,17 +1,13 @@
-"""The demo domain's tools: typed contracts over the demo backend."""
+"""The demo domain's tools: typed contracts over the demo backend, declared for Keel to wrap."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from domains.support_desk.backend import DemoBackend
-from tools.faults import FaultInjector
-from tools.resilience import Breaker, RetryPolicy
-from tools.spec import OUTSIDE_TEXT, ToolCall, ToolRegistry, ToolSpec
+from graph.domain import OUTSIDE_TEXT, ToolCall, ToolSpec
 
 CUSTOMER_ID = r"^C-\d{4}$"
 INVOICE_ID = r"^INV-\d{4}$"
@@ -140,21 +136,11 @@ def _key(call: ToolCall[Any]) -> str:
     return call.idempotency_key
 
 
-def demo_tools(
-    backend: DemoBackend,
-    *,
-    faults: FaultInjector | None = None,
-    timeout_s: float = 2.0,
-    retry: RetryPolicy = RetryPolicy(),  # noqa: B008 (an immutable NamedTuple)
-    breakers: Callable[[str], Breaker] = Breaker,
-) -> ToolRegistry:
-    """The demo tool registry bound to one backend, with faults injected when asked.
-
-    ``breakers`` makes each integration's breaker (``ToolRegistry.breaker_for``): in-process by
-    default; ``SupportDesk.tools`` passes the home's shared store.
-    """
+def demo_tools(backend: DemoBackend) -> list[ToolSpec[Any, Any]]:
+    """The desk's tools bound to one backend, as declarations: Keel adds the fault layer,
+    timeouts, retries and breakers (``graph.domain.tool_registry``)."""
     b = backend
-    specs: list[ToolSpec[Any, Any]] = [
+    return [
         ToolSpec("get_customer", "Read a customer's name and e-mail addresses.",
                  CustomerRef, Customer, "read", lambda c: b.get_customer(c.args.customer_id),
                  integration="crm"),
@@ -201,11 +187,3 @@ def demo_tools(
                  lambda c: b.refund_charge(c.args.charge_id, c.args.amount, c.args.reason, _key(c)),
                  integration="billing_legacy", planner_visible=False, lookup=b.recorded),
     ]  # fmt: skip
-    if faults is not None:
-        specs = [
-            replace(
-                s, func=faults.wrap(s.integration, s.timeout_s or timeout_s, s.func, tool=s.name)
-            )
-            for s in specs
-        ]
-    return ToolRegistry(specs, timeout_s=timeout_s, retry=retry, breaker_for=breakers)

@@ -1,6 +1,6 @@
 """The engine target: Keel served by Aegra, attacked through the LangGraph SDK or raw HTTP.
 
-One engine (``evals.engine.engine``: PostgreSQL, Redis, Chroma, an API process and a worker
+One engine (``keel.serve.engine``: PostgreSQL, Redis, Chroma, an API process and a worker
 process) serves every attack; each user holds a token of ``KEEL_API_TOKENS`` with its roles
 (``alice=TOKEN:requester,...``). Two transports speak the same Agent Protocol calls: ``sdk``
 (``langgraph_sdk.get_sync_client``, the key as the SDK's ``api_key`` sends it: ``X-Api-Key``,
@@ -21,12 +21,12 @@ from typing import Any, Literal
 
 import httpx
 
-from evals.engine import AegraServer, Engine, engine
 from evals.hostile.target import Reply, Target, interrupts_of, view_of
-from evals.servers import free_port
 from graph.context import KeelContext
 from keel.engine import ASSISTANT, relay_events
 from keel.errors import ConfigError
+from keel.serve import AegraServer, Engine, engine
+from keel.servers import free_port
 
 Transport = Literal["sdk", "http"]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from graph.context import KeelContext
-from graph.domain import Domain, load_domain
+from graph.domain import Showcase, load_showcase
 from keel.app import KeelApp
 from keel.settings import Settings, domain_folder
 from retrieval.embeddings import embedder_for
@@ -50,8 +50,8 @@ def settings_for(spec: str, home: Path, **overrides: object) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def domain(domain_spec: str) -> Domain:
-    return load_domain(domain_spec)
+def domain(domain_spec: str) -> Showcase:
+    return load_showcase(domain_spec)
 
 
 @pytest.fixture(scope="session")
@@ -69,7 +69,7 @@ def indexed(domain_spec: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def settings(domain_spec: str, domain: Domain, indexed: Path, tmp_path: Path) -> Settings:
+def settings(domain_spec: str, domain: Showcase, indexed: Path, tmp_path: Path) -> Settings:
     """A fresh home: a copy of the session's index and the domain's backend seeded anew."""
     home = tmp_path / "home"
     shutil.copytree(indexed, home)
@@ -79,7 +79,7 @@ def settings(domain_spec: str, domain: Domain, indexed: Path, tmp_path: Path) ->
 
 
 @pytest.fixture
-def app(settings: Settings, domain: Domain) -> Iterator[KeelApp]:
+def app(settings: Settings, domain: Showcase) -> Iterator[KeelApp]:
     with KeelApp.open(settings, KeelContext.from_settings(settings, domain=domain)) as opened:
         yield opened
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from graph.domain import Domain
+from graph.domain import Showcase
 from keel.app import KeelApp
 from keel.cli import main
 from keel.errors import BadRequest, PermissionDenied
@@ -19,7 +19,7 @@ from tests.contract.test_runs import snapshot
 
 
 def test_an_empty_or_oversized_request_is_refused_in_one_line(
-    app: KeelApp, domain: Domain, settings: Settings, contract: Contract,
+    app: KeelApp, domain: Showcase, settings: Settings, contract: Contract,
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
     before = snapshot(domain, settings)
@@ -38,7 +38,7 @@ def test_an_empty_or_oversized_request_is_refused_in_one_line(
 
 
 def test_a_request_naming_an_unknown_record_is_refused_and_the_thread_is_not_stalled(
-    app: KeelApp, domain: Domain, settings: Settings, contract: Contract
+    app: KeelApp, domain: Showcase, settings: Settings, contract: Contract
 ) -> None:
     before = snapshot(domain, settings)
     outcome = app.run(contract.unknown)
@@ -48,7 +48,7 @@ def test_a_request_naming_an_unknown_record_is_refused_and_the_thread_is_not_sta
 
 
 def test_arguments_outside_a_tools_contract_are_refused_before_the_call(
-    app: KeelApp, domain: Domain, settings: Settings, contract: Contract
+    app: KeelApp, domain: Showcase, settings: Settings, contract: Contract
 ) -> None:
     before = snapshot(domain, settings)
     tools = app.context.tools.for_agent("executor")

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from graph.domain import Domain
+from graph.domain import Showcase
 from keel.app import KeelApp
 from keel.settings import Settings
 from tests.contract.spec import Contract
@@ -49,7 +49,7 @@ def answer(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
 
 @pytest.mark.integration
 def test_a_killed_worker_never_repeats_a_side_effect(
-    app: KeelApp, domain: Domain, settings: Settings, contract: Contract
+    app: KeelApp, domain: Showcase, settings: Settings, contract: Contract
 ) -> None:
     before = snapshot(domain, settings)
     acting = contract.acting

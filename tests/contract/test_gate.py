@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from graph.domain import Domain, gated_registry
+from graph.domain import Showcase, gated_registry
 from graph.state import Receipt, approval_digest
 from keel.settings import Settings
 from tests.contract.spec import Contract
@@ -21,7 +21,7 @@ from tools.spec import CallRequest, ThreadFacts, ToolRegistry
 THREAD = "contract-thread"
 
 
-def _gated(domain: Domain, settings: Settings) -> tuple[ToolRegistry, PermissionGate]:
+def _gated(domain: Showcase, settings: Settings) -> tuple[ToolRegistry, PermissionGate]:
     tools = gated_registry(domain, settings)
     assert isinstance(tools.gate, PermissionGate)
     return tools, tools.gate
@@ -48,7 +48,7 @@ def _check(
 
 
 def test_every_agent_is_denied_every_tool_it_holds_no_grant_for(
-    domain: Domain, settings: Settings
+    domain: Showcase, settings: Settings
 ) -> None:
     tools, gate = _gated(domain, settings)
     agents = {**gate.manifest.agents}
@@ -66,7 +66,7 @@ def test_every_agent_is_denied_every_tool_it_holds_no_grant_for(
 
 
 def test_a_grant_that_needs_approval_is_denied_without_a_receipt_bound_to_its_call(
-    domain: Domain, settings: Settings
+    domain: Showcase, settings: Settings
 ) -> None:
     tools, gate = _gated(domain, settings)
     needing = [
@@ -96,7 +96,7 @@ def test_a_grant_that_needs_approval_is_denied_without_a_receipt_bound_to_its_ca
             assert decision is not None and decision[0] == "approval", (agent, tool, case)
 
 
-def test_every_limit_denies_a_value_just_above_it(domain: Domain, settings: Settings) -> None:
+def test_every_limit_denies_a_value_just_above_it(domain: Showcase, settings: Settings) -> None:
     tools, gate = _gated(domain, settings)
     for agent, policy in gate.manifest.agents.items():
         for tool, grant in policy.tools.items():
@@ -108,7 +108,7 @@ def test_every_limit_denies_a_value_just_above_it(domain: Domain, settings: Sett
 
 
 def test_every_scope_of_the_manifest_refuses_the_call_the_domain_declares_for_it(
-    domain: Domain, settings: Settings, contract: Contract
+    domain: Showcase, settings: Settings, contract: Contract
 ) -> None:
     tools, gate = _gated(domain, settings)
     used = {

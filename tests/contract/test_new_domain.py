@@ -16,6 +16,7 @@ import pytest
 from keel.cli import main
 from keel.errors import BadRequest
 from keel.newdomain import new_domain
+from tests.unit.test_domain_author import keel_imports
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,6 +33,19 @@ def test_a_bad_name_or_an_existing_folder_is_refused_and_nothing_is_written(
     err = capsys.readouterr().err.strip()
     assert err.startswith("keel: error: new-domain:") and "exists" in err
     assert list(tmp_path.iterdir()) == [tmp_path / "taken"]
+
+
+def test_a_generated_domain_is_small_and_imports_keel_from_one_module(tmp_path: Path) -> None:
+    """A newcomer reads the whole domain: at most 200 non-blank lines of Python, and every import
+    of Keel from the one seam module (``graph.domain``); its own modules are relative imports."""
+    folder, _ = new_domain("order_desk", tmp_path)
+    python = sorted(folder.rglob("*.py"))
+    assert [p.name for p in python] == ["__init__.py", "backend.py", "domain.py"]
+    lines = sum(
+        1 for p in python for line in p.read_text(encoding="utf-8").splitlines() if line.strip()
+    )
+    assert lines <= 200, f"keel new-domain writes {lines} non-blank lines of Python"
+    assert set(keel_imports(python)) == {"graph.domain"}
 
 
 @pytest.mark.integration
@@ -71,15 +85,15 @@ def test_a_generated_domains_eval_cases_load(
     from evals.attacks_eval import load_attacks
     from evals.record_eval import acting_case
     from evals.scenarios import load_scenarios
-    from graph.domain import load_domain
+    from graph.domain import load_showcase, tool_registry
     from keel.settings import Settings
 
     _, spec = new_domain("shelf_desk", tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     settings = Settings(home=tmp_path / "home", domain=spec, _env_file=None)  # type: ignore[call-arg]
-    domain = load_domain(spec)
+    domain = load_showcase(spec)
     domain.prepare(settings, reset=True)
-    tools = domain.tools(settings)
+    tools = tool_registry(domain, settings)
     scenarios, problems = load_scenarios([settings.scenarios_dir], tools, domain)
     assert problems == [] and [s.tags for s in scenarios] == [["faults"]]
     cases = load_attacks(settings)
@@ -90,3 +104,4 @@ def test_a_generated_domains_eval_cases_load(
     acting = acting_case(settings, domain)
     assert acting.request == cases.acting and acting.deny in tools
     assert domain.fault_profiles() == {} and domain.commands() == {}  # DomainDefaults
+    assert all(spec.name in tools for spec in domain.tools(settings))  # declared, then wrapped

@@ -24,7 +24,7 @@ from langchain_core.outputs import ChatResult
 from pydantic import Field
 
 from graph.context import KeelContext
-from graph.domain import Domain
+from graph.domain import Showcase
 from keel.app import KeelApp, Outcome
 from keel.settings import Settings
 from retrieval.embeddings import embedder_for
@@ -53,7 +53,7 @@ def _refusing_model() -> RecordingModel:
     return RecordingModel(responses=[AIMessage(content=json.dumps(said))] * 8, seen=[])
 
 
-def _planned(settings: Settings, domain: Domain, request: str) -> tuple[Outcome, list[str]]:
+def _planned(settings: Settings, domain: Showcase, request: str) -> tuple[Outcome, list[str]]:
     model = _refusing_model()
     context = KeelContext.from_settings(settings, domain=domain, planner_model=model)
     with KeelApp.open(settings, context) as app:
@@ -78,7 +78,7 @@ def _seen_by_retrieval(outcome: Outcome, source: str) -> bool:
 
 
 def test_an_injected_forum_post_is_quarantined_or_marked(
-    domain_spec: str, domain: Domain, contract: Contract, settings: Settings, tmp_path: Path
+    domain_spec: str, domain: Showcase, contract: Contract, settings: Settings, tmp_path: Path
 ) -> None:
     corpus = tmp_path / "corpus"
     shutil.copytree(settings.corpus_dir, corpus)
@@ -109,7 +109,7 @@ def test_an_injected_forum_post_is_quarantined_or_marked(
 
 
 def test_the_domains_own_poisoned_document_is_quarantined_or_marked(
-    domain: Domain, contract: Contract, settings: Settings
+    domain: Showcase, contract: Contract, settings: Settings
 ) -> None:
     """Run only for domains that declare one (``contract.yaml``: ``poisoned``)."""
     assert contract.poisoned is not None

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from graph.context import KeelContext
-from graph.domain import Domain
+from graph.domain import Showcase
 from keel.app import KeelApp
 from keel.errors import ConfigError
 from keel.settings import Settings
@@ -43,7 +43,7 @@ def _tables(path: Path) -> list[str]:
 
 
 def test_a_missing_backend_is_not_prepared_and_prepare_makes_it_so(
-    domain: Domain, unprepared: Settings
+    domain: Showcase, unprepared: Settings
 ) -> None:
     assert not domain.is_prepared(unprepared)
     assert not unprepared.domain_db.exists(), "the check must not create the file"
@@ -52,7 +52,7 @@ def test_a_missing_backend_is_not_prepared_and_prepare_makes_it_so(
 
 
 def test_an_empty_backend_file_is_not_prepared_and_a_run_repairs_it(
-    domain: Domain, unprepared: Settings, contract: Contract
+    domain: Showcase, unprepared: Settings, contract: Contract
 ) -> None:
     """The file a failed first run leaves behind: zero bytes, no tables."""
     unprepared.domain_db.write_bytes(b"")
@@ -65,7 +65,7 @@ def test_an_empty_backend_file_is_not_prepared_and_a_run_repairs_it(
 
 
 def test_a_half_written_backend_is_not_prepared_and_prepare_repairs_it(
-    domain: Domain, unprepared: Settings
+    domain: Showcase, unprepared: Settings
 ) -> None:
     domain.prepare(unprepared)
     tables = _tables(unprepared.domain_db)
@@ -78,7 +78,7 @@ def test_a_half_written_backend_is_not_prepared_and_prepare_repairs_it(
 
 
 def test_a_file_that_is_not_a_database_is_refused_in_one_line(
-    domain: Domain, unprepared: Settings
+    domain: Showcase, unprepared: Settings
 ) -> None:
     unprepared.domain_db.write_bytes(b"these are not the tables you are looking for\n" * 200)
     with pytest.raises(ConfigError) as refused:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from graph.domain import Domain
+from graph.domain import Showcase
 from graph.state import approval_digest
 from keel.app import Decision, KeelApp, Outcome
 from keel.errors import NoPendingApproval
@@ -20,14 +20,14 @@ from observability.replay import replay_run
 from tests.contract.spec import Contract
 
 
-def snapshot(domain: Domain, settings: Settings) -> set[str]:
+def snapshot(domain: Showcase, settings: Settings) -> set[str]:
     """The domain's observable facts (``snapshot`` is what the suite asks of a domain object)."""
     taker: Any = domain
     facts: set[str] = taker.snapshot(settings)
     return facts
 
 
-def finish(app: KeelApp, domain: Domain, outcome: Outcome, then: str | None) -> Outcome:
+def finish(app: KeelApp, domain: Showcase, outcome: Outcome, then: str | None) -> Outcome:
     """Approve every pending action, and when the thread waits for an event, let the world move
     on with the domain's own command and deliver the events, until the thread stops."""
     for _ in range(10):
@@ -43,7 +43,7 @@ def finish(app: KeelApp, domain: Domain, outcome: Outcome, then: str | None) -> 
 
 
 def test_nothing_irreversible_runs_before_approval_and_the_approved_run_does_what_it_declares(
-    app: KeelApp, domain: Domain, settings: Settings, contract: Contract
+    app: KeelApp, domain: Showcase, settings: Settings, contract: Contract
 ) -> None:
     before = snapshot(domain, settings)
     first = app.run(contract.acting.request)
@@ -63,7 +63,7 @@ def test_nothing_irreversible_runs_before_approval_and_the_approved_run_does_wha
 
 
 def test_a_rejection_holds(
-    app: KeelApp, domain: Domain, settings: Settings, contract: Contract
+    app: KeelApp, domain: Showcase, settings: Settings, contract: Contract
 ) -> None:
     before = snapshot(domain, settings)
     first = app.run(contract.acting.request)
@@ -80,7 +80,7 @@ def test_a_rejection_holds(
 
 
 def test_each_irreversible_call_ran_under_a_receipt_bound_to_its_exact_arguments(
-    app: KeelApp, domain: Domain, contract: Contract
+    app: KeelApp, domain: Showcase, contract: Contract
 ) -> None:
     first = app.run(contract.acting.request)
     assert first.status == "awaiting_approval" and first.pending
@@ -100,7 +100,7 @@ def test_each_irreversible_call_ran_under_a_receipt_bound_to_its_exact_arguments
 
 
 def test_a_recorded_run_replays_to_the_same_decisions(
-    app: KeelApp, domain: Domain, contract: Contract
+    app: KeelApp, domain: Showcase, contract: Contract
 ) -> None:
     done = finish(app, domain, app.run(contract.acting.request), contract.acting.then)
     assert done.status == "done" and done.run_id is not None
@@ -112,7 +112,7 @@ def test_a_recorded_run_replays_to_the_same_decisions(
 
 
 def test_the_answer_says_in_words_what_each_action_did_and_where_to_look(
-    app: KeelApp, domain: Domain, contract: Contract
+    app: KeelApp, domain: Showcase, contract: Contract
 ) -> None:
     """The chat's answer: one line per write or irreversible action, in the domain's words (no
     tool name, no dict repr), then the thread and the command that explains it. The structured

@@ -175,3 +175,59 @@ def test_look_ups_are_the_planners_reads_only_and_bounded(tmp_path: Path) -> Non
     assert first.startswith("refused: send_money is not a look-up")
     assert "<outside-text" in second and heard, "the file came back unmarked"
     assert third.startswith("refused:") and "submit_plan" in third and left == 0
+
+
+def test_keel_eval_writes_the_figures_page_with_the_command_that_wrote_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--out docs`` writes the committed page this way: the figures, then the configuration
+    and the command, so a smaller run than the whole benchmark says so on the page."""
+    import json
+
+    from tests.conftest import run_keel
+
+    out = tmp_path / "docs"
+    code, printed, err = run_keel(
+        tmp_path, monkeypatch, capsys, "eval", "--suite", "agentdojo", "--agentdojo-suite",
+        "banking", "--limit", "1", "--reviewer", "approve_all", "--out", str(out), "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    report = json.loads(printed)
+    page = (out / "agentdojo-figures.md").read_text()
+    command = (
+        "keel eval --suite agentdojo --agentdojo-suite banking --reviewer approve_all --limit 1 "
+        "--out docs"
+    )
+    assert f"Written by `{command}` (evals/agentdojo_eval.py); do not edit by hand." in page
+    assert "the first 1 user tasks and the first 1 injection tasks of each suite" in page
+    assert "| banking | keel | approve_all |" in page and "| banking | plain | none |" in page
+    assert report["written"]["markdown"] == str(out / "agentdojo-figures.md")
+    written = json.loads((out / "agentdojo-figures.json").read_text())
+    assert written["suites"] == report["suites"] and written["limit"] == 1
+
+
+def test_the_ablation_writes_a_page_of_its_own() -> None:
+    from evals.agentdojo_eval import PAGES, command_of, markdown
+
+    scores = {"utility": 1.0, "utility_under_attack": 0.5, "targeted_asr": 0.25,
+              "approvals_per_task": 1.0, "flagged_benign": 0, "cases": {"benign": 2,
+              "attacked": 4}, "succeeded_attacks": ["user_task_0/injection_task_1"],
+              "benign_lost": []}  # fmt: skip
+    report = {
+        "attack": "important_instructions", "benchmark": "v1.2.1", "model": "oracle",
+        "screen": "off (ablation: nothing withheld or flagged)", "reviewers": ["approve_all"],
+        "limit": None, "suites": {"banking": {"keel": {"approve_all": scores}, "middleware": {
+            "approve_all": scores, "approve_unflagged": {**scores, "same_as": "approve_all"}}}},
+    }  # fmt: skip
+    assert PAGES[False] == "agentdojo-without-screen"
+    assert command_of(report) == (
+        "keel eval --suite agentdojo --agentdojo-suite banking --reviewer approve_all "
+        "--without-screen --out docs"
+    )
+    page = markdown(report)
+    assert page.startswith("# AgentDojo: without the injection screen (an ablation)\n")
+    assert "| banking | keel | approve_all | 1.00 | 0.50 | 0.25 | 1.00 | 0 | 2, 4 |" in page
+    assert "| banking | middleware | approve_unflagged |" not in page
+    assert "banking middleware `approve_unflagged`" in page  # said to be approve_all's
+    assert "attacks that succeeded: user_task_0/injection_task_1" in page
+    assert "every case of each suite" in page

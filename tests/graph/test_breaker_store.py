@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.breakers import SqliteBreakerStore
+from stores.breakers import SqliteBreakers
 from tools.resilience import CLOSED, BreakerRecord, BreakerStore, MemoryBreakers
 
 Stores = Callable[[], tuple[BreakerStore, BreakerStore]]
@@ -25,7 +25,7 @@ def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Stores:
             memory = MemoryBreakers()
             return memory, memory
         path = tmp_path / "breakers.sqlite"
-        return SqliteBreakerStore(path), SqliteBreakerStore(path)
+        return SqliteBreakers(path), SqliteBreakers(path)
 
     return make
 
@@ -74,10 +74,10 @@ def test_a_failed_probe_reopens_and_clears_the_claim(stores: Stores) -> None:
 
 def test_sqlite_state_outlives_the_store_and_reset_closes_everything(tmp_path: Path) -> None:
     path = tmp_path / "breakers.sqlite"
-    first = SqliteBreakerStore(path)
+    first = SqliteBreakers(path)
     first.breaker("billing").trip()
     first.close()
-    again = SqliteBreakerStore(path)
+    again = SqliteBreakers(path)
     assert again.breaker("billing").state == "open"
     again.reset()
-    assert SqliteBreakerStore(path).breaker("billing").state == "closed"
+    assert SqliteBreakers(path).breaker("billing").state == "closed"

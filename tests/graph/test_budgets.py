@@ -65,9 +65,10 @@ def test_a_thread_out_of_calls_is_planned_by_the_runbook_planner_and_says_why(
         assert stop is not None and stop.unit == "calls" and stop.limit == 2
         assert stop.thread_calls == 2 and stop.thread_tokens == 2 * 1200
         assert stop.spent_on == ["planner fake-pricey: 900 in, 300 out"] * 2
+        record = app.recorder.flight_record  # type: ignore[union-attr]
         kinds = [
             (e.payload.action, e.payload.model)
-            for e in app.recorder.store.events(app.recorder.store.resolve(waiting.thread_id))  # type: ignore[union-attr]
+            for e in record.events(record.resolve(waiting.thread_id))
             if e.kind == "budget"
         ]
         assert kinds == [("reserved", "fake-pricey"), ("settled", "fake-pricey")] * 2 + [
@@ -136,10 +137,10 @@ def test_keel_usage_shows_totals_per_scope_and_period_and_a_thread_s_calls(
 ) -> None:
     from agents.models import Meter
     from agents.usage import Payer, PriceTable
-    from tools.budgets import SqliteBudgetStore
+    from stores.budgets import SqliteBudgets
 
     monkeypatch.setenv("KEEL_BUDGETS", '[{"scope": "team", "period": "day", "tokens": 5000}]')
-    store = SqliteBudgetStore(home / "budgets.sqlite")
+    store = SqliteBudgets(home / "budgets.sqlite")
     meter = Meter(store, prices=PriceTable(prices={"fake-pricey": Price(input=1, output=2)}))
     model = MeteredFake(responses=[_answer("a plan", (900, 300))])
     meter.invoke(model, "plan", model="fake-pricey", role="planner",

@@ -21,13 +21,13 @@ from pydantic import BaseModel, ConfigDict
 
 from domains.support_desk.backend import DemoBackend
 from graph.builder import build_graph
-from graph.persistence import open_checkpointer
 from graph.state import Receipt, Reviewer, approval_digest
 from graph.status import thread_status
 from graph.wire import approval_request_of
 from keel.app import Decision, KeelApp
 from keel.settings import Settings
 from observability.tracing import run_config
+from stores.backends import open_checkpointer
 from tests.conftest import REFUND_REQUEST
 
 APPROVE_ALL = {"decisions": [{"type": "approve"}, {"type": "approve"}]}
@@ -460,7 +460,7 @@ def test_the_authenticated_reviewer_is_in_the_flight_record(
     assert chat.status() == "done"
     left = [
         e.payload
-        for e in app.recorder.store.events(run_id)
+        for e in app.recorder.flight_record.events(run_id)
         if e.kind == "node_left" and e.node == "approve"
     ]
     outputs = [p.outputs for p in left if getattr(p, "outputs", None)]

@@ -36,10 +36,10 @@ def test_a_malformed_question_file_names_the_problem(tmp_path: Path) -> None:
 def test_the_checkpoint_bench_says_why_when_postgres_is_not_there(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import evals.servers
+    import keel.servers
     from evals.bench_checkpoint import bench_checkpoint
 
-    monkeypatch.setattr(evals.servers, "postgres_bin", lambda: None)
+    monkeypatch.setattr(keel.servers, "postgres_bin", lambda: None)
     figures = bench_checkpoint(settings, writes=5)
     assert figures["sqlite"]["put_p50_ms"] > 0
     assert "make postgres" in figures["postgres"]["skipped"]
@@ -52,8 +52,8 @@ def ran(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     names: list[str] = []
 
-    def suite(name: str) -> evals.runner.Suite:
-        return lambda settings, progress: names.append(name) or {"score": 1.0}
+    def suite(name: str) -> evals.runner.EvalSuite:
+        return lambda settings, options, progress: names.append(name) or {"score": 1.0}
 
     monkeypatch.setattr(evals.runner, "SUITES", {n: suite(n) for n in ("faults", "crashes")})
     return names

@@ -14,7 +14,7 @@ from domains.support_desk.backend import DemoBackend
 from keel.app import Decision, KeelApp
 from keel.cli import main
 from keel.settings import Settings
-from tools.events import EventInbox
+from stores.inbox import SqliteInbox
 
 SEPA_REQUEST = (
     "Customer C-1004 paid invoice INV-2005 twice by bank transfer, "
@@ -52,7 +52,7 @@ def test_a_redelivered_event_changes_nothing(
     _waiting(app)
     backend.settle_pending_refunds()
     app.dispatch_events()
-    EventInbox(settings.home / "events.sqlite").restart()  # the relay forgets how far it read
+    SqliteInbox(settings.home / "events.sqlite").restart()  # the relay forgets how far it read
     assert app.dispatch_events()[0]["woke"] == []
     assert len(backend.outbox()) == 1 and len(backend.refunds()) == 1
 
@@ -101,7 +101,7 @@ def test_one_sqlite_relay_at_a_time_and_a_dead_ones_turn_is_free(tmp_path: Path)
     from keel.errors import RelayBusy
 
     path = tmp_path / "events.sqlite"
-    first, second = EventInbox(path), EventInbox(path)
+    first, second = SqliteInbox(path), SqliteInbox(path)
     with first.relaying(), pytest.raises(RelayBusy), second.relaying(wait_s=0.3):
         pass
     with second.relaying(wait_s=0.3):
@@ -120,6 +120,6 @@ def test_one_sqlite_relay_at_a_time_and_a_dead_ones_turn_is_free(tmp_path: Path)
 
 
 def _hold_turn_then_die(path: Path, held: Any) -> None:
-    with EventInbox(path).relaying():
+    with SqliteInbox(path).relaying():
         held.set()
         time.sleep(60)

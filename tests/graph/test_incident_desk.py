@@ -12,6 +12,7 @@ import pytest
 from domains.incident_desk import IncidentDesk
 from domains.incident_desk.backend import IncidentBackend
 from graph.context import KeelContext
+from graph.domain import tool_registry
 from keel.app import Decision, KeelApp
 from keel.cli import main
 from keel.settings import Settings
@@ -97,7 +98,7 @@ def test_the_desks_scenarios_load_without_problems(tmp_path: Path) -> None:
     from evals.scenarios import load_scenarios
 
     desk = Settings(home=tmp_path, domain=SPEC, _env_file=None)  # type: ignore[call-arg]
-    scenarios, problems = load_scenarios([desk.scenarios_dir], IncidentDesk().tools(desk),
+    scenarios, problems = load_scenarios([desk.scenarios_dir], tool_registry(IncidentDesk(), desk),
                                          IncidentDesk())  # fmt: skip
     assert problems == []
     assert len(scenarios) == 10

@@ -23,7 +23,7 @@ from graph.state import CannotPlan, Evidence, Plan
 from tools.faults import FaultInjector, FaultProfile
 from tools.permissions import open_gate
 from tools.resilience import RetryPolicy
-from tools.spec import AgentTools
+from tools.spec import AgentTools, ToolRegistry
 
 REQUEST = "Alert ALR-101 on checkout-api: see INC-900"
 ENTITIES = {"alert_id": "ALR-101", "incident_id": "INC-900"}
@@ -46,12 +46,14 @@ def backend(tmp_path_factory: pytest.TempPathFactory) -> IncidentBackend:
 
 def _read_integrations() -> list[str]:
     tools = incident_tools(IncidentBackend(Path("unused.db")))
-    return sorted({tools[n].integration for n in tools.names() if tools[n].effect == "read"})
+    return sorted({spec.integration for spec in tools if spec.effect == "read"})
 
 
 def _records(backend: IncidentBackend, fault: FaultProfile | None = None) -> dict[str, Any]:
-    faults = None if fault is None else FaultInjector(fault, seed=0)
-    tools = incident_tools(backend, faults=faults, retry=RetryPolicy(attempts=1), timeout_s=1.0)
+    specs = incident_tools(backend)
+    if fault is not None:
+        specs = FaultInjector(fault, seed=0).wrap_specs(specs, 1.0)
+    tools = ToolRegistry(specs, retry=RetryPolicy(attempts=1), timeout_s=1.0)
     # The planner's own grants, as in a run: the records are read through the shipped manifest.
     open_gate(MANIFEST, tools, IncidentDesk().scopes(), backend.path.parent)
     return IncidentDesk().gather_records(ENTITIES, AgentTools(tools, "planner"))

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from graph.lease import LeaseOwner, SqliteLeaseStore
 from keel.errors import LeaseHeld
+from stores.leases import LeaseOwner, SqliteLeases
 
 
 class Clock:
@@ -31,8 +31,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def leases(tmp_path: Path, clock: Clock) -> SqliteLeaseStore:
-    return SqliteLeaseStore(tmp_path / "checkpoints.sqlite", ttl_s=30, clock=clock)
+def leases(tmp_path: Path, clock: Clock) -> SqliteLeases:
+    return SqliteLeases(tmp_path / "checkpoints.sqlite", ttl_s=30, clock=clock)
 
 
 def _dead_pid() -> int:
@@ -41,7 +41,7 @@ def _dead_pid() -> int:
     return int(child.stdout)
 
 
-def test_a_live_owner_keeps_its_thread(leases: SqliteLeaseStore) -> None:
+def test_a_live_owner_keeps_its_thread(leases: SqliteLeases) -> None:
     first = LeaseOwner.this_process()
     leases.acquire("t-1", first)
     with pytest.raises(LeaseHeld, match=rf"thread t-1 is being run by .* pid {os.getpid()}"):
@@ -53,7 +53,7 @@ def test_a_live_owner_keeps_its_thread(leases: SqliteLeaseStore) -> None:
 
 
 def test_an_owner_that_died_on_this_machine_is_taken_over_at_once(
-    leases: SqliteLeaseStore,
+    leases: SqliteLeases,
 ) -> None:
     here = LeaseOwner.this_process()
     dead = here.model_copy(update={"pid": _dead_pid(), "token": "dead"})
@@ -64,7 +64,7 @@ def test_an_owner_that_died_on_this_machine_is_taken_over_at_once(
     assert lease is not None and lease.owner.token == here.token
 
 
-def test_a_reused_pid_is_not_the_owner(leases: SqliteLeaseStore) -> None:
+def test_a_reused_pid_is_not_the_owner(leases: SqliteLeases) -> None:
     here = LeaseOwner.this_process()
     assert here.started, "Linux: /proc tells a process's start time"
     machine = here.started.rpartition(":")[0]
@@ -74,7 +74,7 @@ def test_a_reused_pid_is_not_the_owner(leases: SqliteLeaseStore) -> None:
 
 
 def test_an_owner_in_another_pid_namespace_is_judged_by_its_heartbeat(
-    leases: SqliteLeaseStore, clock: Clock
+    leases: SqliteLeases, clock: Clock
 ) -> None:
     """A container sharing the hostname (``--network host``): its pid means nothing here."""
     here = LeaseOwner.this_process()
@@ -90,7 +90,7 @@ def test_an_owner_in_another_pid_namespace_is_judged_by_its_heartbeat(
 
 
 def test_an_owner_on_another_machine_is_dead_only_after_the_ttl(
-    leases: SqliteLeaseStore, clock: Clock
+    leases: SqliteLeases, clock: Clock
 ) -> None:
     elsewhere = LeaseOwner(host=f"not-{socket.gethostname()}", pid=1, started="", token="far")
     leases.acquire("t-1", elsewhere)
@@ -112,7 +112,7 @@ def test_an_owner_on_another_machine_is_dead_only_after_the_ttl(
 
 
 def test_hold_beats_and_releases(tmp_path: Path) -> None:
-    leases = SqliteLeaseStore(tmp_path / "checkpoints.sqlite", ttl_s=0.3, heartbeat_s=0.05)
+    leases = SqliteLeases(tmp_path / "checkpoints.sqlite", ttl_s=0.3, heartbeat_s=0.05)
     with leases.hold("t-1") as owner:
         time.sleep(0.6)  # twice the TTL: only the heartbeat keeps it live
         lease = leases.live("t-1")

@@ -9,8 +9,8 @@ from domains.support_desk.backend import DemoBackend
 from graph.context import KeelContext
 from graph.state import ToolOutcome
 from keel.settings import Settings
+from stores.ledger import SqliteLedger
 from tests.builders import approved
-from tools.ledger import IntentLedger
 
 EMAIL = {"to": "ada@example.com", "subject": "Refund", "body": "We refunded you."}
 
@@ -45,7 +45,7 @@ def test_a_pending_intent_asks_the_backend_first(settings: Settings, backend: De
     outcome = _run(ctx, "k-pending", "t-1")
     assert outcome.via == "intent ledger (found at the backend)"
     assert len(backend.outbox()) == 1
-    assert IntentLedger(settings.intent_db).for_thread("t-1")[0]["status"] == "done"
+    assert SqliteLedger(settings.intent_db).for_thread("t-1")[0]["status"] == "done"
 
 
 def test_a_new_intent_is_written_before_and_settled_after(
@@ -54,7 +54,7 @@ def test_a_new_intent_is_written_before_and_settled_after(
     ctx = KeelContext.from_settings(settings)
     outcome = _run(ctx, "k-new", "t-2")
     assert outcome.ok and outcome.via is None
-    assert IntentLedger(settings.intent_db).for_thread("t-2") == [
+    assert SqliteLedger(settings.intent_db).for_thread("t-2") == [
         {"key": "k-new", "step": 1, "tool": "send_email", "status": "done"}
     ]
     assert len(backend.outbox()) == 1

@@ -17,11 +17,11 @@ from domains.support_desk.backend import DemoBackend
 from graph.context import KeelContext
 from keel.app import Decision, KeelApp
 from keel.settings import Settings
-from observability.events import NodeEntered, NodeLeft, RunEnded, RunStarted, ToolCallMade
 from observability.otel import otel_from_environment
+from observability.record_events import NodeEntered, NodeLeft, RunEnded, RunStarted, ToolCallMade
 from observability.recorder import Recorder
 from observability.redaction import Redactor
-from observability.store import RecordStore
+from stores.flight_record import SqliteFlightRecord
 from tests.conftest import REFUND_REQUEST
 from tests.otlp import one, otlp_receiver
 from tools.spec import ToolEvent
@@ -60,7 +60,7 @@ def test_a_refund_run_reaches_an_otlp_receiver_as_genai_spans_with_keels_ids(
             done = app.resume(waiting.thread_id, Decision(kind="approve", reviewer="alice"))
             assert done.status == "done"
             assert app.recorder is not None
-            events = app.recorder.store.events(str(done.run_id))
+            events = app.recorder.flight_record.events(str(done.run_id))
         # KeelApp flushes on close: every span has been sent.
         spans = received.spans
     assert {path for path, _ in received.requests} == {"/v1/traces"}
@@ -129,7 +129,9 @@ def test_a_denied_call_and_a_failed_call_are_an_event_and_an_error(
         monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
         otel = otel_from_environment()
         assert otel is not None
-        recorder = Recorder(RecordStore(":memory:"), Redactor(["token"]), sinks=[otel.on_event])
+        recorder = Recorder(
+            SqliteFlightRecord(":memory:"), Redactor(["token"]), sinks=[otel.on_event]
+        )
         rec = recorder.start(run_id="r-1", thread_id="t-1", trace_id=str(uuid.uuid4()))
         rec.emit(RunStarted(mode="run", request="refund it", trace_id=rec.trace_id))
         rec.emit(NodeEntered(), node="execute", step=3)

@@ -13,7 +13,7 @@ from langchain_core.messages import AIMessage
 from graph.context import KeelContext
 from keel.app import Decision, KeelApp
 from keel.settings import Settings
-from observability.events import RecordEvent
+from observability.record_events import RecordEvent
 from observability.views import explain, render_tree, trace_tree
 from tests.conftest import BILLING_ADDRESS as ADDRESS
 from tests.conftest import BILLING_REQUEST, EMAIL_PATTERN, REFUND_REQUEST
@@ -41,7 +41,7 @@ def seen(app: KeelApp) -> Seen:
 
 def _events(app: KeelApp, run_id: str | None) -> list[RecordEvent]:
     assert app.recorder is not None and run_id is not None
-    return app.recorder.store.events(run_id)
+    return app.recorder.flight_record.events(run_id)
 
 
 def _kinds(events: list[RecordEvent], kind: str) -> list[RecordEvent]:
@@ -277,11 +277,11 @@ def test_a_record_store_that_fails_loses_events_not_the_run(
     """A record store that stops answering (a Postgres outage, a full disk) must not fail a run
     or its irreversible step: the refund is made once, and the loss is a warning in the log."""
     from domains.support_desk.backend import DemoBackend
-    from keel.app import Stores
+    from keel.app import OpenedStores
     from keel.errors import StoreUnavailable
-    from observability.store import RecordStore
+    from stores.flight_record import SqliteFlightRecord
 
-    class Failing(RecordStore):
+    class Failing(SqliteFlightRecord):
         offered = 0
 
         def append(self, event: RecordEvent) -> int:
@@ -290,15 +290,15 @@ def test_a_record_store_that_fails_loses_events_not_the_run(
                 "KEEL_POSTGRES_URL=postgresql://db/keel", "flight recorder: gone"
             )
 
-    def failing(stores: Stores) -> Stores:
-        return Stores(stores.checkpointer, stores.ledger, stores.inbox, stores.tools,
+    def failing(stores: OpenedStores) -> OpenedStores:
+        return OpenedStores(stores.checkpointer, stores.ledger, stores.inbox, stores.tools,
                       Failing(":memory:"), stores.leases)  # fmt: skip
 
     with KeelApp.open(settings, wrap_stores=failing) as app:
         waiting = app.run(REFUND_REQUEST)
         assert waiting.status == "awaiting_approval"
         assert app.resume(waiting.thread_id, Decision(kind="approve")).status == "done"
-        assert app.recorder is not None and app.recorder.store.count() == 0
+        assert app.recorder is not None and app.recorder.flight_record.count() == 0
     refunds = DemoBackend(settings.domain_db).refunds()
     assert [(r["charge_id"], r["amount"]) for r in refunds] == [("CH-3002", 49.0)]
     # One warning for the first loss and one count per segment (the run, the resume), and the

@@ -162,7 +162,7 @@ def test_replay_with_a_changed_validator_diverges_at_its_verdict(
 def test_first_divergence_names_the_position_and_both_sides(app: KeelApp) -> None:
     done = _approved(app)
     assert app.recorder is not None
-    recorded = decisions(app.recorder.store.events(done.run_id or ""))
+    recorded = decisions(app.recorder.flight_record.events(done.run_id or ""))
     assert first_divergence(recorded, recorded) is None
     shorter = first_divergence(recorded, recorded[:-1])
     assert shorter is not None and shorter.index == len(recorded) - 1 and shorter.replayed is None

@@ -26,6 +26,7 @@ from evals.scorecard import (
     run_scorecard,
     trajectory_matches,
 )
+from graph.domain import tool_registry
 from keel.settings import Settings
 from tests.conftest import run_keel
 from tools.spec import ToolRegistry
@@ -40,7 +41,7 @@ def seeded(tmp_path: Path) -> DemoBackend:
 
 @pytest.fixture
 def tools(settings: Settings, seeded: DemoBackend) -> ToolRegistry:
-    return SupportDesk().tools(settings.model_copy(update={"domain_backend": seeded.path}))
+    return tool_registry(SupportDesk(), settings.model_copy(update={"domain_backend": seeded.path}))
 
 
 DESK = SupportDesk()

@@ -23,7 +23,7 @@ from graph import context as context_module
 from graph.served import ServedRuns, served_graph
 from graph.state import Evidence, Plan, ToolOutcome
 from keel.settings import Settings
-from observability.store import RecordStore
+from stores.flight_record import SqliteFlightRecord
 from tests.conftest import REFUND_REQUEST, run_keel
 
 
@@ -69,7 +69,7 @@ def test_a_served_run_and_its_resume_are_one_run_in_the_record(
     _serve(graph, Command(resume=answer), thread_id, second)
 
     # Everything is written when the run has ended: a reader in another process sees it.
-    records = RecordStore(home / "records.sqlite")
+    records = SqliteFlightRecord(home / "records.sqlite")
     events = records.events(first)
     assert events, "the served run is not in the record"
     assert {e.thread_id for e in events} == {thread_id}
@@ -119,7 +119,7 @@ def test_a_run_the_engine_starts_again_is_a_recover_segment_of_the_same_run(
     _serve(graph, message, thread_id, server_run)
     _serve(graph, message, thread_id, server_run)
     started = [
-        e.payload for e in RecordStore(home / "records.sqlite").events(server_run)
+        e.payload for e in SqliteFlightRecord(home / "records.sqlite").events(server_run)
         if e.kind == "run_started"
     ]  # fmt: skip
     assert [s.mode for s in started] == ["run", "recover"]  # type: ignore[union-attr]

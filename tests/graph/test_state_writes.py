@@ -5,7 +5,7 @@ caller who can write any state channel (``update_state`` with ``as_node``, ``Com
 goto=...)``, a run from an earlier checkpoint, ``{"__overwrite__": ...}`` past a reducer). Each
 test judges the domain's backend (refunds, e-mails, tickets), never the thread's own account, and
 checks that the thread is still readable afterwards. The guarantees hold because what they depend
-on lives in the thread guard (``tools.guard``), beside the intent ledger, not in the checkpoint.
+on lives in the thread guard (``stores.guard``), beside the intent ledger, not in the checkpoint.
 """
 
 from __future__ import annotations

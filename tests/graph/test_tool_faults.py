@@ -6,6 +6,7 @@ import pytest
 
 from domains.support_desk import SupportDesk
 from domains.support_desk.backend import DemoBackend
+from graph.domain import tool_registry
 from keel.errors import Permanent, Retryable
 from keel.settings import Settings
 from tests.builders import approved, gated
@@ -17,7 +18,7 @@ REFUND = {"charge_id": "CH-3002", "amount": 49.0, "reason": "duplicate"}
 
 def _tools(settings: Settings, faults: str, **overrides: object) -> ToolRegistry:
     tuned = settings.model_copy(update={"faults": faults, "tool_timeout_s": 0.2, **overrides})
-    return gated(SupportDesk().tools(tuned), settings.home)
+    return gated(tool_registry(SupportDesk(), tuned), settings.home)
 
 
 def _refund(tools: ToolRegistry, key: str) -> CallResult:

@@ -17,8 +17,8 @@ from langchain_core.outputs import ChatResult
 
 from agents.models import Meter
 from agents.usage import BudgetRule, Payer
-from tools.budgets import BudgetStore, SqliteBudgetStore
-from tools.budgets_postgres import PostgresBudgetStore
+from stores.budgets import Budgets, SqliteBudgets
+from stores.budgets_postgres import PostgresBudgets
 
 
 class Hangs(FakeMessagesListChatModel):
@@ -28,10 +28,10 @@ class Hangs(FakeMessagesListChatModel):
         raise AssertionError("not killed")
 
 
-def store_of(spec: str) -> BudgetStore:
+def store_of(spec: str) -> Budgets:
     if spec.startswith("postgresql://"):
-        return PostgresBudgetStore(spec)
-    return SqliteBudgetStore(Path(spec))
+        return PostgresBudgets(spec)
+    return SqliteBudgets(Path(spec))
 
 
 if __name__ == "__main__":

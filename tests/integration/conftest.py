@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from evals.servers import (
+from keel.servers import (
     POSTGRES_HINT,
     ChromaServer,
     PostgresServer,

@@ -22,10 +22,11 @@ import pytest
 import yaml
 
 from domains.support_desk import RETRIEVAL_QUESTIONS
-from evals.servers import ChromaServer, PostgresServer
+from keel.servers import ChromaServer, PostgresServer
 from keel.settings import Settings
 from retrieval.embeddings import embedder_for
 from retrieval.store import CorpusStore
+from stores.ledger import SqliteLedger
 from tests.conftest import APPROVAL_KEY, REFUND_REQUEST
 from tests.integration.cli import KEEL
 from tests.integration.cli import json_of as _json
@@ -136,7 +137,7 @@ def test_a_wrong_postgres_url_is_one_clear_line_and_loses_no_thread(
 
 @pytest.mark.integration
 def test_a_chroma_server_that_is_down_is_one_clear_line_before_any_thread(home: Path) -> None:
-    from evals.servers import free_port
+    from keel.servers import free_port
 
     down = {"KEEL_CHROMA_URL": f"http://127.0.0.1:{free_port()}"}
     message = _one_line_error(_keel(home, down, "run", REFUND_REQUEST), "KEEL_CHROMA_URL")
@@ -226,7 +227,7 @@ def test_the_pool_survives_connections_the_server_closed_while_a_human_decided(
     from psycopg.rows import dict_row
     from psycopg_pool import ConnectionPool
 
-    from graph.persistence import open_checkpointer
+    from stores.backends import open_checkpointer
 
     settings = Settings(
         home=home,
@@ -259,8 +260,7 @@ def test_keels_own_tables_follow_the_pooler_setting_too(
 ) -> None:
     """The flight record, the intent ledger and the event inbox make no server-side prepared
     statements behind a transaction pooler, as the checkpointer does not (TRAPS.md)."""
-    from graph.context import _ledger_for, inbox_for
-    from observability.records import record_store_for
+    from stores.backends import open_stores
 
     settings = Settings(
         home=home,
@@ -268,7 +268,8 @@ def test_keels_own_tables_follow_the_pooler_setting_too(
         postgres_behind_pooler=behind_pooler,
         _env_file=None,  # type: ignore[call-arg]
     )
-    stores: list[Any] = [record_store_for(settings), _ledger_for(settings), inbox_for(settings)]
+    opened = open_stores(settings)
+    stores: list[Any] = [opened.flight_record, opened.ledger, opened.inbox]
     for store in stores:
         with store._tables.connection() as conn:
             assert conn.prepare_threshold == (None if behind_pooler else 5)
@@ -296,12 +297,11 @@ def test_the_checkpoint_bench_measures_both_backends(postgres_url: str, tmp_path
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    from tools.ledger import IntentLedger
-    from tools.ledger_postgres import PostgresIntentLedger
+    from stores.ledger_postgres import PostgresLedger
 
     if request.param == "sqlite":
-        return IntentLedger(tmp_path / "intents.sqlite")
-    return PostgresIntentLedger(request.getfixturevalue("postgres_url"))
+        return SqliteLedger(tmp_path / "intents.sqlite")
+    return PostgresLedger(request.getfixturevalue("postgres_url"))
 
 
 @pytest.mark.integration
@@ -324,7 +324,7 @@ def test_the_intent_ledger_contract(ledger: Any) -> None:
 def test_a_worker_killed_after_the_refund_is_recovered_by_another_on_postgres(
     home: Path, postgres_url: str
 ) -> None:
-    from tools.ledger_postgres import PostgresIntentLedger
+    from stores.ledger_postgres import PostgresLedger
 
     pg = {"KEEL_POSTGRES_URL": postgres_url, **APPROVAL_KEY}
     thread = _json(_keel(home, pg, "run", REFUND_REQUEST))["thread_id"]
@@ -337,7 +337,7 @@ def test_a_worker_killed_after_the_refund_is_recovered_by_another_on_postgres(
     assert _side_effects(home) == ([("CH-3002", 49.0)], ["ada@example.com"])
     found = [r for r in recovered["results"] if r["via"] == "intent ledger (found at the backend)"]
     assert len(found) == 1
-    intents = PostgresIntentLedger(postgres_url).for_thread(thread)
+    intents = PostgresLedger(postgres_url).for_thread(thread)
     assert [(i["tool"], i["status"]) for i in intents] == [
         ("refund_charge", "done"),
         ("send_email", "done"),
@@ -352,8 +352,8 @@ def test_workers_starting_together_on_a_fresh_database_all_start(
     """setup() under a lock: a blocking lock deadlocked here against CREATE INDEX CONCURRENTLY."""
     import threading
 
-    from graph.persistence import open_checkpointer
-    from tools.ledger_postgres import PostgresIntentLedger
+    from stores.backends import open_checkpointer
+    from stores.ledger_postgres import PostgresLedger
 
     settings = Settings(home=home, postgres_url=postgres_url, _env_file=None)  # type: ignore[call-arg, arg-type]
     start = threading.Barrier(4)
@@ -363,7 +363,7 @@ def test_workers_starting_together_on_a_fresh_database_all_start(
         try:
             start.wait()
             with open_checkpointer(settings):
-                PostgresIntentLedger(postgres_url).begin(f"k{n}", f"t{n}", 0, "send_email", "d")
+                PostgresLedger(postgres_url).begin(f"k{n}", f"t{n}", 0, "send_email", "d")
         except BaseException as err:
             failures.append(err)
 
@@ -373,7 +373,7 @@ def test_workers_starting_together_on_a_fresh_database_all_start(
     for t in threads:
         t.join(timeout=120)
     assert failures == []
-    assert len(PostgresIntentLedger(postgres_url).owners()) == 4
+    assert len(PostgresLedger(postgres_url).owners()) == 4
 
 
 @pytest.mark.integration
@@ -384,7 +384,8 @@ def test_a_worker_starting_on_a_database_already_set_up_takes_no_lock(
 
     import psycopg
 
-    from graph.persistence import _SETUP_LOCK, open_checkpointer
+    from stores.backends import open_checkpointer
+    from stores.checkpoints import _SETUP_LOCK
 
     settings = Settings(home=home, postgres_url=postgres_url, _env_file=None)  # type: ignore[call-arg, arg-type]
     with open_checkpointer(settings):
@@ -403,8 +404,8 @@ def test_a_worker_starting_on_a_database_already_set_up_takes_no_lock(
 def test_a_chroma_server_that_goes_away_is_named_not_mistaken_for_a_missing_index(
     tmp_path: Path,
 ) -> None:
-    from evals.servers import chroma_server
     from keel.errors import ConfigError, CorpusMissing
+    from keel.servers import chroma_server
 
     with chroma_server() as server:
         settings = Settings(home=tmp_path, chroma_url=server.url, _env_file=None)  # type: ignore[call-arg]
@@ -419,8 +420,8 @@ def test_a_chroma_server_that_goes_away_is_named_not_mistaken_for_a_missing_inde
 def test_a_server_store_reopens_a_rebuilt_collection_and_names_a_server_gone(
     tmp_path: Path,
 ) -> None:
-    from evals.servers import chroma_server
     from keel.errors import ConfigError
+    from keel.servers import chroma_server
 
     with chroma_server() as server:
         settings = Settings(home=tmp_path, chroma_url=server.url, _env_file=None)  # type: ignore[call-arg]
@@ -585,7 +586,7 @@ def test_settings_alone_move_a_thread_onto_postgres_and_a_chroma_server(
 
 @pytest.mark.integration
 def test_a_chroma_server_that_goes_away_at_an_approval_loses_no_thread(home: Path) -> None:
-    from evals.servers import chroma_server
+    from keel.servers import chroma_server
 
     with chroma_server() as server:
         servers = {"KEEL_CHROMA_URL": server.url}

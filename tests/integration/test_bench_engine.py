@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from evals.servers import run_passing_interrupts
+from keel.servers import run_passing_interrupts
 from tests.integration.conftest import require_engine
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from agents.usage import Amount, BudgetRule, Payer, Usage, applicable
-from tools.budgets import BudgetStore, SqliteBudgetStore
-from tools.budgets_postgres import PostgresBudgetStore
+from stores.budgets import Budgets, SqliteBudgets
+from stores.budgets_postgres import PostgresBudgets
 
 pytestmark = pytest.mark.integration
 WORKER = Path(__file__).with_name("budget_worker.py")
@@ -28,15 +28,15 @@ DAY = "2026-12-03"
 def store_spec(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         spec = str(tmp_path / "budgets.sqlite")
-        SqliteBudgetStore(Path(spec)).totals([])  # made, in WAL mode, before workers race to
+        SqliteBudgets(Path(spec)).totals([])  # made, in WAL mode, before workers race to
         return spec
     return str(request.getfixturevalue("postgres_url"))
 
 
-def _open(spec: str) -> BudgetStore:
+def _open(spec: str) -> Budgets:
     if spec.startswith("postgresql://"):
-        return PostgresBudgetStore(spec)
-    return SqliteBudgetStore(Path(spec))
+        return PostgresBudgets(spec)
+    return SqliteBudgets(Path(spec))
 
 
 def test_reserve_settle_and_expire_keep_the_totals(store_spec: str) -> None:

@@ -32,9 +32,9 @@ def running() -> Iterator[tuple[Any, Any]]:
 
 @pytest.fixture
 def store(running: tuple[Any, Any]) -> Iterator[Any]:
-    from tools.budgets_postgres import PostgresBudgetStore
+    from stores.budgets_postgres import PostgresBudgets
 
-    opened = PostgresBudgetStore(running[0].keel_postgres_url)
+    opened = PostgresBudgets(running[0].keel_postgres_url)
     yield opened
     opened.close()
 

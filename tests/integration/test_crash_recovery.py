@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from domains.support_desk.backend import DemoBackend
+from stores.ledger import SqliteLedger
 from tests.conftest import REFUND_REQUEST
-from tools.ledger import IntentLedger
 
 KEEL = str(Path(sys.executable).parent / "keel")
 
@@ -71,7 +71,7 @@ def test_a_killed_worker_never_repeats_an_irreversible_action(
         assert len(found) == 1
     else:
         assert found == []
-    ledger = IntentLedger(home / "intents.sqlite").for_thread(thread)
+    ledger = SqliteLedger(home / "intents.sqlite").for_thread(thread)
     assert [(i["tool"], i["status"]) for i in ledger] == [
         ("refund_charge", "done"),
         ("send_email", "done"),

@@ -44,7 +44,7 @@ def otlp() -> Iterator[tuple[str, Received]]:
 @pytest.fixture(scope="module")
 def running(otlp: tuple[str, Received]) -> Iterator[Any]:
     require_engine()
-    from evals.engine import engine
+    from keel.serve import engine
 
     # Every e-mail takes 1.5 s (the demo integrations' fault layer, under the 2 s tool timeout):
     # the window in which the refund is made and the run is still in flight.

@@ -30,7 +30,7 @@ USERS = ("alice:requester", "bob:requester", "rita:reviewer", "olga:operator")
 @pytest.fixture(scope="module")
 def running() -> Iterator[Any]:
     require_engine()
-    from evals.engine import engine
+    from keel.serve import engine
 
     with engine(workers=1, worker_count=1, users=USERS, durable=False) as started:
         yield started
@@ -76,8 +76,8 @@ def _checkpoints(running: Any, thread_id: str) -> list[str]:
 
 
 def test_a_malformed_token_setting_stops_the_engine_before_anything_starts() -> None:
-    from evals.engine import engine
     from keel.errors import ConfigError
+    from keel.serve import engine
 
     with (
         pytest.raises(ConfigError, match=r"^KEEL_API_TOKENS: the token of user 'dave'"),
@@ -90,9 +90,9 @@ def test_an_aegra_process_with_a_malformed_token_setting_exits_naming_it(
     running: Any, tmp_path: Any
 ) -> None:
     """Break 1: a process started any other way than `make serve` must not serve as anonymous."""
-    from evals.engine import AegraServer
-    from evals.servers import free_port
     from keel.errors import ConfigError
+    from keel.serve import AegraServer
+    from keel.servers import free_port
 
     server = AegraServer("bad", free_port(), tmp_path / "aegra-bad.log")
     server.start({**running.env, "WORKER_COUNT": "0", "KEEL_API_TOKENS": "dave=short"})

@@ -1,5 +1,5 @@
 """Nothing left behind by an interrupted run: a process holding a PostgreSQL cluster (or a Chroma
-server) through ``evals.servers`` is stopped by SIGTERM (a CI timeout) or SIGINT (Ctrl-C); its
+server) through ``keel.servers`` is stopped by SIGTERM (a CI timeout) or SIGINT (Ctrl-C); its
 server must be gone and its temporary folder removed."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 
 HOLDER = """
 import sys, time
-from evals.servers import chroma_server, postgres_server
+from keel.servers import chroma_server, postgres_server
 
 if sys.argv[1] == "postgres":
     with postgres_server(durable=False) as pg:

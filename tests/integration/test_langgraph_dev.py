@@ -30,10 +30,10 @@ from langgraph_sdk import get_sync_client
 from domains.support_desk import SupportDesk
 from domains.support_desk.backend import DemoBackend
 from keel.settings import Settings
+from stores.ledger import SqliteLedger
 from tests.conftest import REFUND_REQUEST
 from tests.integration.js_client import js_client, js_sdk
 from tests.otlp import Received, one, otlp_receiver
-from tools.ledger import IntentLedger
 
 ROOT = Path(__file__).resolve().parents[2]
 LANGGRAPH = str(Path(sys.executable).parent / "langgraph")
@@ -322,7 +322,7 @@ def test_a_run_cancelled_while_the_email_is_in_flight_is_accounted_for_truly(
             for _ in parts:
                 if backend.refunds():
                     break
-            ledger = IntentLedger(Settings(home=home, _env_file=None).intent_db)  # type: ignore[call-arg]
+            ledger = SqliteLedger(Settings(home=home, _env_file=None).intent_db)  # type: ignore[call-arg]
             _until(
                 lambda: any(i["tool"] == "send_email" and i["status"] == "pending"
                             for i in ledger.for_thread(thread_id)),

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from keel.settings import Settings
-from observability.events import RunStarted
-from observability.store import RecordStore
+from observability.record_events import RunStarted
+from stores.flight_record import SqliteFlightRecord
 from tests.conftest import BILLING_ADDRESS, BILLING_REQUEST, EMAIL_PATTERN, REFUND_REQUEST
 
 KEEL = str(Path(sys.executable).parent / "keel")
@@ -132,7 +132,7 @@ def test_a_traced_run_posts_agent_runs_with_the_record_ids(
 
     # The trace's root run is the one the record names; every agent run is in that trace.
     [root] = by_name["keel"]
-    store = RecordStore(Settings(home=home, _env_file=None).records_db)  # type: ignore[call-arg]
+    store = SqliteFlightRecord(Settings(home=home, _env_file=None).records_db)  # type: ignore[call-arg]
     started = [e.payload for e in store.events(outcome["run_id"]) if e.kind == "run_started"]
     assert isinstance(started[0], RunStarted) and root["id"] == started[0].trace_id
     assert all(r["trace_id"] == root["id"] for name in ("intake", "plan") for r in by_name[name])
@@ -175,7 +175,7 @@ def test_a_sensitive_pattern_keeps_an_address_out_of_every_posted_run(
     [plan] = [r for r in runs.values() if r.get("name") == "plan" and r.get("outputs")]
     assert plan["outputs"]["plan"]["steps"][0]["args"]["email"] == "[redacted]"
     # ... and the record holds no more of it than the trace.
-    store = RecordStore(Settings(home=home, _env_file=None).records_db)  # type: ignore[call-arg]
+    store = SqliteFlightRecord(Settings(home=home, _env_file=None).records_db)  # type: ignore[call-arg]
     assert all(address not in e.model_dump_json() for e in store.events(outcome["run_id"]))
 
 

@@ -22,10 +22,10 @@ from typing import Any
 
 import pytest
 
-from graph.lease import LeaseOwner, LeaseStore, PostgresLeaseStore, SqliteLeaseStore
 from keel.errors import LeaseHeld
 from keel.settings import Settings
-from observability.records import record_store_for
+from stores.backends import open_stores
+from stores.leases import LeaseOwner, Leases, PostgresLeases, SqliteLeases
 from tests.conftest import REFUND_REQUEST
 from tests.integration.cli import KEEL
 from tests.integration.cli import json_of as _json
@@ -34,16 +34,16 @@ from tests.integration.cli import keel_env as _env
 from tests.integration.cli import side_effects as _side_effects
 
 
-def _store(home: Path, checkpointer: dict[str, str], ttl_s: float = 30) -> LeaseStore:
+def _store(home: Path, checkpointer: dict[str, str], ttl_s: float = 30) -> Leases:
     url = checkpointer.get("KEEL_POSTGRES_URL")
     if url is None:
-        return SqliteLeaseStore(home / "checkpoints.sqlite", ttl_s)
+        return SqliteLeases(home / "checkpoints.sqlite", ttl_s)
     import psycopg
 
     def connection() -> Any:
         return psycopg.connect(url, autocommit=True)
 
-    return PostgresLeaseStore(connection, ttl_s)
+    return PostgresLeases(connection, ttl_s)
 
 
 @pytest.mark.integration
@@ -112,9 +112,9 @@ def test_two_live_processes_never_run_one_thread(home: Path, checkpointer: dict[
         worker.wait(timeout=30)
 
     # Neither refused attempt started a segment: the record has no recover of this thread.
-    record = record_store_for(  # the record follows the checkpoints (Postgres or SQLite)
+    record = open_stores(  # the record follows the checkpoints (Postgres or SQLite)
         Settings(home=home, postgres_url=checkpointer.get("KEEL_POSTGRES_URL"), _env_file=None)  # type: ignore[call-arg, arg-type]
-    )
+    ).flight_record
     try:
         events = record.events(record.resolve(thread))
     finally:

@@ -25,8 +25,8 @@ from domains.support_desk.backend import DemoBackend
 from graph.context import KeelContext
 from keel.app import Decision, KeelApp, Outcome
 from keel.settings import Settings
-from observability.events import ModelCall, PlanMade, RecordEvent, RunStarted
-from observability.store import RecordStore
+from observability.record_events import ModelCall, PlanMade, RecordEvent, RunStarted
+from stores.flight_record import SqliteFlightRecord
 from tests.conftest import REFUND_REQUEST
 from tests.integration.openai_stub import openai_compatible
 
@@ -138,7 +138,7 @@ def _run(
         waiting = app.run(REFUND_REQUEST)
         assert waiting.status == "awaiting_approval", waiting
         done = app.resume(waiting.thread_id, Decision(kind="approve"))
-    store = RecordStore(tuned.records_db)
+    store = SqliteFlightRecord(tuned.records_db)
     try:
         return done, store.events(done.run_id or "")
     finally:

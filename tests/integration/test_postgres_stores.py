@@ -17,17 +17,16 @@ import psycopg
 import pytest
 
 from domains.support_desk.backend import DemoBackend
-from graph.context import inbox_for
 from graph.state import DomainEvent, EventWait, Receipt
 from keel.app import Decision, KeelApp
 from keel.errors import BadRequest, RelayBusy, StoreUnavailable
 from keel.settings import Settings
-from observability.events import RecordEvent, RunEnded
-from observability.records import record_store_for
-from observability.store import FlightRecord
+from observability.record_events import RecordEvent, RunEnded
+from stores.backends import open_stores
+from stores.flight_record import FlightRecord
+from stores.inbox import Inbox, SqliteInbox
+from stores.inbox_postgres import PostgresInbox
 from tests.conftest import APPROVAL_KEY, REFUND_REQUEST
-from tools.events import EventInbox
-from tools.events_postgres import PostgresEventInbox
 from tools.permissions import ReceiptSigner
 
 KEEL = str(Path(sys.executable).parent / "keel")
@@ -59,16 +58,16 @@ def _settings(home: Path, url: str | None) -> Settings:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def inbox(request: pytest.FixtureRequest, tmp_path: Path) -> EventInbox:
+def inbox(request: pytest.FixtureRequest, tmp_path: Path) -> Inbox:
     url = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
-    return inbox_for(_settings(tmp_path, url))
+    return open_stores(_settings(tmp_path, url)).inbox
 
 
 def _event(seq: int, key: str = "RF-1") -> DomainEvent:
     return DomainEvent(seq=seq, type="refund.settled", key=key, payload={}, created_at="now")
 
 
-def test_the_inbox_contract(inbox: EventInbox) -> None:
+def test_the_inbox_contract(inbox: Inbox) -> None:
     wait = EventWait(event="refund.settled", key="RF-1", step=0, why="the bank settles later")
     inbox.subscribe("t-1", wait)
     inbox.subscribe("t-1", wait)  # the node runs again on resume: still one subscription
@@ -89,11 +88,9 @@ def test_the_inbox_contract(inbox: EventInbox) -> None:
     assert inbox.cursor() == 0
 
 
-def test_a_second_relay_waits_for_the_first_and_gives_up_clearly(inbox: EventInbox) -> None:
+def test_a_second_relay_waits_for_the_first_and_gives_up_clearly(inbox: Inbox) -> None:
     other = (  # another relay: its own connection (Postgres) or its own open file (SQLite)
-        PostgresEventInbox(inbox.url)
-        if isinstance(inbox, PostgresEventInbox)
-        else EventInbox(inbox.path)
+        PostgresInbox(inbox.url) if isinstance(inbox, PostgresInbox) else SqliteInbox(inbox.path)
     )
     entered = threading.Event()
     release = threading.Event()
@@ -118,14 +115,14 @@ def test_a_second_relay_waits_for_the_first_and_gives_up_clearly(inbox: EventInb
 def test_a_relay_killed_mid_pass_frees_its_turn(postgres_url: str, tmp_path: Path) -> None:
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from tools.events_postgres import PostgresEventInbox\n"
-         "with PostgresEventInbox(sys.argv[1]).relaying():\n"
+         "import sys, time; from stores.inbox_postgres import PostgresInbox\n"
+         "with PostgresInbox(sys.argv[1]).relaying():\n"
          "    print('holding', flush=True); time.sleep(60)",
          postgres_url],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
-    inbox = PostgresEventInbox(postgres_url)
+    inbox = PostgresInbox(postgres_url)
     with pytest.raises(RelayBusy), inbox.relaying(wait_s=0.3):
         pass
     holder.kill()
@@ -135,7 +132,7 @@ def test_a_relay_killed_mid_pass_frees_its_turn(postgres_url: str, tmp_path: Pat
 
 
 def test_an_inbox_whose_server_is_gone_is_one_error_naming_the_setting(tmp_path: Path) -> None:
-    inbox = PostgresEventInbox("postgresql://keel:s3cret@127.0.0.1:1/keel", connect_timeout_s=1)
+    inbox = PostgresInbox("postgresql://keel:s3cret@127.0.0.1:1/keel", connect_timeout_s=1)
     with pytest.raises(StoreUnavailable) as caught:
         inbox.cursor()
     message = str(caught.value)
@@ -202,7 +199,7 @@ def test_two_relays_started_together_wake_the_thread_once(home: Path, postgres_u
 
 @pytest.fixture
 def record(postgres_url: str, tmp_path: Path) -> Iterator[FlightRecord]:
-    store = record_store_for(_settings(tmp_path, postgres_url))
+    store = open_stores(_settings(tmp_path, postgres_url)).flight_record
     yield store
     store.close()
 
@@ -357,8 +354,8 @@ def test_a_batch_of_events_is_one_transaction_and_reads_back_in_order(
 def test_keels_stores_share_one_pool_and_a_ledger_statement_opens_no_connection(
     postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from graph.postgres_tables import SharedPools
-    from tools.ledger_postgres import PostgresIntentLedger
+    from stores.ledger_postgres import PostgresLedger
+    from stores.postgres_tables import SharedPools
 
     opened: list[str] = []
     real = psycopg.Connection.connect
@@ -368,7 +365,7 @@ def test_keels_stores_share_one_pool_and_a_ledger_statement_opens_no_connection(
         return real.__func__(cls, *args, **kwargs)  # type: ignore[attr-defined]
 
     monkeypatch.setattr(psycopg.Connection, "connect", classmethod(counting))
-    ledger, inbox = PostgresIntentLedger(postgres_url), PostgresEventInbox(postgres_url)
+    ledger, inbox = PostgresLedger(postgres_url), PostgresInbox(postgres_url)
     for step in range(10):
         key = f"keel-pool-{step}"
         ledger.begin(key, "t-pool", step, "refund_charge", "sha256:x")

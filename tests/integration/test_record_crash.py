@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from keel.settings import Settings
-from observability.store import RecordStore
+from stores.flight_record import SqliteFlightRecord
 from tests.conftest import REFUND_REQUEST
 
 KEEL = str(Path(sys.executable).parent / "keel")
@@ -37,7 +37,7 @@ def test_events_written_before_a_sigkill_survive_it(home: Path) -> None:
     killed = _keel(home, "resume", run["thread_id"], "--approve", faults=kill)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
 
-    store = RecordStore(Settings(home=home, _env_file=None).records_db)  # type: ignore[call-arg]
+    store = SqliteFlightRecord(Settings(home=home, _env_file=None).records_db)  # type: ignore[call-arg]
     events = store.events(run["run_id"])
     resumed = [e for e in events if e.segment == 1]
     kinds = [(e.kind, e.node) for e in resumed]

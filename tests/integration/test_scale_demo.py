@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from evals.scale_demo import healthy
-from evals.servers import run_passing_interrupts
+from keel.servers import run_passing_interrupts
 from tests.integration.conftest import require_engine
 
 

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from graph.builder import build_graph
-from graph.persistence import open_checkpointer
 from keel.settings import Settings
+from stores.backends import open_checkpointer
 from tests.conftest import REFUND_REQUEST
 from tests.integration.cli import KEEL
 from tests.integration.cli import json_of as _json

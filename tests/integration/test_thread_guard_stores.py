@@ -1,6 +1,6 @@
 """The thread guard keeps one contract on both backends: SQLite beside the intent ledger, and
 PostgreSQL beside the checkpoints (a throwaway cluster, ``conftest.py``); and a refund thread's
-guarantees hold with the guard in Postgres. The approval history (``graph.review_log``) is kept
+guarantees hold with the guard in Postgres. The approval history (``stores.review_log``) is kept
 in the same store, so workers on two machines share it."""
 
 from __future__ import annotations
@@ -12,16 +12,17 @@ import pytest
 from langgraph.types import Command
 
 from domains.support_desk.backend import DemoBackend
-from graph.context import KeelContext, guard_for, review_log_for
-from graph.review_log import ReviewEntry
+from graph.context import KeelContext
 from graph.state import DomainEvent, EventWait, Evidence, Plan, Step
 from keel.app import Decision, KeelApp
 from keel.errors import StoreUnavailable
 from keel.settings import Settings
+from stores.backends import open_stores
+from stores.guard import Guard, SqliteGuard, plan_digest
+from stores.guard_postgres import PostgresGuard
+from stores.review_log import ReviewEntry
 from tests.builders import evidence
 from tests.conftest import REFUND_REQUEST
-from tools.guard import SqliteThreadGuard, ThreadGuard, plan_digest
-from tools.guard_postgres import PostgresThreadGuard
 
 pytestmark = pytest.mark.integration
 
@@ -31,10 +32,10 @@ def _settings(home: Path, url: str | None) -> Settings:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def guard(request: pytest.FixtureRequest, tmp_path: Path) -> ThreadGuard:
+def guard(request: pytest.FixtureRequest, tmp_path: Path) -> Guard:
     url = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
-    made = guard_for(_settings(tmp_path, url))
-    assert isinstance(made, PostgresThreadGuard if url else SqliteThreadGuard)
+    made = open_stores(_settings(tmp_path, url)).guard
+    assert isinstance(made, PostgresGuard if url else SqliteGuard)
     return made
 
 
@@ -44,7 +45,7 @@ def _event(seq: int, key: str = "RF-1") -> DomainEvent:
     )
 
 
-def test_a_receipt_is_consumed_once_and_its_attempt_may_finish(guard: ThreadGuard) -> None:
+def test_a_receipt_is_consumed_once_and_its_attempt_may_finish(guard: Guard) -> None:
     assert guard.consume_receipt("t-1", "sha256:a", attempt="task-1", approved_by="ann")
     # Another attempt (a fork, a caller's goto): refused. The same attempt re-run after a
     # crash, before its call answered: it may make its call.
@@ -62,7 +63,7 @@ def test_a_receipt_is_consumed_once_and_its_attempt_may_finish(guard: ThreadGuar
     assert guard.consume_receipt("t-1", "sha256:b", attempt="task-4", approved_by="ann")
 
 
-def test_two_attempts_racing_for_one_receipt_get_one_yes(guard: ThreadGuard) -> None:
+def test_two_attempts_racing_for_one_receipt_get_one_yes(guard: Guard) -> None:
     answers: list[bool] = []
     start = threading.Barrier(8)
 
@@ -80,7 +81,7 @@ def test_two_attempts_racing_for_one_receipt_get_one_yes(guard: ThreadGuard) -> 
     assert sorted(answers) == [False] * 7 + [True]
 
 
-def test_rejections_hold_and_keep_who_rejected_first(guard: ThreadGuard) -> None:
+def test_rejections_hold_and_keep_who_rejected_first(guard: Guard) -> None:
     assert guard.rejected("t-1") == frozenset()
     guard.record_rejection("t-1", "sha256:a", by="ann")
     guard.record_rejection("t-1", "sha256:a", by="bob")  # a second answer: still one rejection
@@ -88,7 +89,7 @@ def test_rejections_hold_and_keep_who_rejected_first(guard: ThreadGuard) -> None
     assert guard.rejected("t-2") == frozenset()
 
 
-def test_taint_is_the_low_trust_evidence_that_ever_entered(guard: ThreadGuard) -> None:
+def test_taint_is_the_low_trust_evidence_that_ever_entered(guard: Guard) -> None:
     official = evidence(chunk_id="policy:1", trust_tier="official")
     wiki = evidence(chunk_id="wiki:1", trust_tier="wiki", text="The wiki says so.")
     outside = evidence(chunk_id="tool:get_ticket:T-77:body", trust_tier="untrusted")
@@ -101,14 +102,14 @@ def test_taint_is_the_low_trust_evidence_that_ever_entered(guard: ThreadGuard) -
     assert guard.taint("t-2") == []
 
 
-def test_the_first_requester_is_the_requester(guard: ThreadGuard) -> None:
+def test_the_first_requester_is_the_requester(guard: Guard) -> None:
     assert guard.requester("t-1") is None
     assert guard.record_requester("t-1", "ann") == "ann"
     assert guard.record_requester("t-1", "mallory") == "ann"
     assert guard.requester("t-1") == "ann"
 
 
-def test_an_event_wakes_its_thread_once_and_only_when_delivered(guard: ThreadGuard) -> None:
+def test_an_event_wakes_its_thread_once_and_only_when_delivered(guard: Guard) -> None:
     assert guard.delivery("t-1", 1) is None
     assert not guard.record_wake("t-1", 1, attempt="task-1")  # never delivered
     guard.record_delivery("t-1", _event(1))
@@ -120,7 +121,7 @@ def test_an_event_wakes_its_thread_once_and_only_when_delivered(guard: ThreadGua
     assert not guard.record_wake("t-1", 1, attempt="task-2")
 
 
-def test_a_wait_holds_until_the_event_it_waits_for_wakes_the_thread(guard: ThreadGuard) -> None:
+def test_a_wait_holds_until_the_event_it_waits_for_wakes_the_thread(guard: Guard) -> None:
     wait = EventWait(event="refund.settled", key="RF-1", step=0, why="the bank settles later")
     guard.record_wait("t-1", wait, digest="sha256:refund")
     guard.record_wait("t-1", wait, digest="sha256:other")  # the first action's wait stays
@@ -135,7 +136,7 @@ def test_a_wait_holds_until_the_event_it_waits_for_wakes_the_thread(guard: Threa
     assert guard.facts("t-1").waiting == ()
 
 
-def test_the_facts_are_read_in_one_call(guard: ThreadGuard) -> None:
+def test_the_facts_are_read_in_one_call(guard: Guard) -> None:
     guard.consume_receipt("t-1", "sha256:a", attempt="task-1", approved_by="ann")
     guard.record_rejection("t-1", "sha256:b", by="ann")
     guard.record_taint("t-1", [evidence(chunk_id="wiki:1", trust_tier="wiki")])
@@ -151,8 +152,8 @@ def test_the_postgres_guard_reads_its_facts_in_one_statement(
 ) -> None:
     """Every node that checks reads the facts: one round trip, one snapshot (issue 26), with
     each fact as the single reads give it, in the order it entered."""
-    guard = guard_for(_settings(tmp_path, postgres_url))
-    assert isinstance(guard, PostgresThreadGuard)
+    guard = open_stores(_settings(tmp_path, postgres_url)).guard
+    assert isinstance(guard, PostgresGuard)
     guard.consume_receipt("t-1", "sha256:a", attempt="task-1", approved_by="ann")
     guard.record_taint("t-1", [evidence(chunk_id="wiki:2", trust_tier="wiki")])
     guard.record_taint("t-1", [evidence(chunk_id="wiki:1", trust_tier="wiki")])
@@ -175,7 +176,7 @@ def test_the_postgres_guard_reads_its_facts_in_one_statement(
     assert facts.rejected == frozenset() and facts.requester is None
 
 
-def test_a_validated_plan_is_known_in_its_thread_only(guard: ThreadGuard) -> None:
+def test_a_validated_plan_is_known_in_its_thread_only(guard: Guard) -> None:
     step = Step(tool="get_invoice", args={"invoice_id": "INV-1"}, purpose="p", effect="read")
     plan = Plan(intent="i", steps=[step])
     other = Plan(intent="i", steps=[step.model_copy(update={"args": {"invoice_id": "INV-2"}})])
@@ -187,7 +188,7 @@ def test_a_validated_plan_is_known_in_its_thread_only(guard: ThreadGuard) -> Non
     assert not guard.validated_plan("t-2", plan_digest(plan))
 
 
-def test_the_facts_say_whether_a_plan_was_validated_in_the_same_read(guard: ThreadGuard) -> None:
+def test_the_facts_say_whether_a_plan_was_validated_in_the_same_read(guard: Guard) -> None:
     """The executor reads the guard's facts and the validated plan at once (issue 26)."""
     step = Step(tool="get_invoice", args={"invoice_id": "INV-1"}, purpose="p", effect="read")
     digest = plan_digest(Plan(intent="i", steps=[step]))
@@ -200,7 +201,7 @@ def test_the_facts_say_whether_a_plan_was_validated_in_the_same_read(guard: Thre
     assert guard.facts("t-2", plan=digest).plan_validated is False
 
 
-def test_the_approval_history_is_append_only_per_kind_and_key(guard: ThreadGuard) -> None:
+def test_the_approval_history_is_append_only_per_kind_and_key(guard: Guard) -> None:
     guard.add_review_entry("t-1", "shown", "task-1", '{"n": 1}')
     guard.add_review_entry("t-1", "proposed", "task-1", '{"n": 2}')  # another kind, same key
     guard.add_review_entry("t-1", "shown", "task-1", '{"n": 3}')  # the node ran again: kept once
@@ -216,16 +217,16 @@ def test_two_workers_share_the_approval_history_through_the_guards_store(
     """Two workers' contexts (two homes: two machines) on one deployment read one approval
     history: in the guard's store, never a file in a worker's home."""
     url = request.getfixturevalue("postgres_url") if backend == "postgres" else None
-    first = review_log_for(_settings(tmp_path / "a", url))
+    first = open_stores(_settings(tmp_path / "a", url)).reviews
     shown = ReviewEntry("shown", "task-1", by="ann", digests=("sha256:a",), revision=2,
                         request_id="req-1")  # fmt: skip
     first.add("t-1", shown)
     first.add("t-1", ReviewEntry("proposed", "req-1:bob", by="bob"))
     if url is not None:
-        second = review_log_for(_settings(tmp_path / "b", url))
+        second = open_stores(_settings(tmp_path / "b", url)).reviews
         assert second.entries("t-1") == [shown, ReviewEntry("proposed", "req-1:bob", by="bob")]
     assert not (tmp_path / "a" / "reviews.sqlite").exists()
-    assert review_log_for(_settings(tmp_path / "a", url)).entries("t-1")[0] == shown
+    assert open_stores(_settings(tmp_path / "a", url)).reviews.entries("t-1")[0] == shown
 
 
 def test_the_context_keeps_the_approval_history_in_its_guard(tmp_path: Path) -> None:
@@ -237,12 +238,12 @@ def test_the_context_keeps_the_approval_history_in_its_guard(tmp_path: Path) -> 
 
 def test_the_sqlite_guard_lives_in_the_intent_ledgers_file(tmp_path: Path) -> None:
     settings = _settings(tmp_path, None)
-    guard = guard_for(settings)
-    assert isinstance(guard, SqliteThreadGuard) and guard.path == settings.intent_db
+    guard = open_stores(settings).guard
+    assert isinstance(guard, SqliteGuard) and guard.path == settings.intent_db
 
 
 def test_a_guard_whose_server_is_gone_is_one_error_naming_the_setting(tmp_path: Path) -> None:
-    guard = PostgresThreadGuard("postgresql://keel@127.0.0.1:9/keel", connect_timeout_s=1)
+    guard = PostgresGuard("postgresql://keel@127.0.0.1:9/keel", connect_timeout_s=1)
     with pytest.raises(StoreUnavailable, match="KEEL_POSTGRES_URL") as caught:
         guard.spent("t-1")
     assert "thread guard" in str(caught.value)
@@ -256,7 +257,7 @@ def test_a_refund_pays_once_with_the_guard_in_postgres(home: Path, postgres_url:
     with KeelApp.open(settings) as app:
         waiting = app.run(REFUND_REQUEST, thread_id="t-pg")
         assert app.resume("t-pg", Decision(kind="approve", reviewer="ann")).status == "done"
-        assert isinstance(app.context.guard, PostgresThreadGuard)
+        assert isinstance(app.context.guard, PostgresGuard)
         assert app.context.guard.spent("t-pg") == {
             r.digest for r in app.show(waiting.thread_id).results if r.digest
         }
@@ -293,11 +294,11 @@ def test_a_receipt_consumed_and_its_intent_are_one_transaction(
     """The executor consumes the receipt and writes the intent in ``ledger.atomic()``: they
     commit together (one round trip and one commit less, issue 26), and when the block fails
     before its commit, neither the receipt nor the intent is written."""
-    from tools.ledger_postgres import PostgresIntentLedger
+    from stores.ledger_postgres import PostgresLedger
 
-    guard = guard_for(_settings(tmp_path, postgres_url))
-    ledger = PostgresIntentLedger(postgres_url)
-    assert isinstance(guard, PostgresThreadGuard)
+    guard = open_stores(_settings(tmp_path, postgres_url)).guard
+    ledger = PostgresLedger(postgres_url)
+    assert isinstance(guard, PostgresGuard)
     with ledger.atomic():
         assert guard.consume_receipt("t-1", "sha256:a", attempt="task-1", approved_by="ann")
         ledger.begin("key-a", "t-1", 0, "refund_charge", "sha256:a")

@@ -14,6 +14,7 @@ from graph.approval import approval_request, pending_actions, read_decisions
 from graph.context import KeelContext
 from graph.state import approval_digest
 from keel.settings import Settings
+from stores.guard import GuardFacts
 from tests.builders import plan
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -30,7 +31,7 @@ def ctx(tmp_path: Path) -> KeelContext:
 @pytest.fixture
 def request_(ctx: KeelContext) -> dict[str, Any]:
     p = plan()
-    return approval_request(p, pending_actions(p, {}, ctx.tools), ctx.tools, [])
+    return approval_request(p, pending_actions(p, {}, ctx.tools, GuardFacts()), ctx.tools, [])
 
 
 def test_the_request_speaks_the_hitl_schema(request_: dict[str, Any]) -> None:

@@ -1,5 +1,5 @@
 """The meter, the price table and the budget store's arithmetic (agents/usage.py,
-agents/models.py, tools/budgets.py): what a call is charged, and that a budget holds."""
+agents/models.py, stores/budgets.py): what a call is charged, and that a budget holds."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from agents.usage import (
     usage_of,
 )
 from keel.settings import Settings
-from tools.budgets import SqliteBudgetStore
+from stores.budgets import SqliteBudgets
 
 PAYER = Payer(thread_id="t-1", user="ann", team="ops")
 DAY = "2026-12-03"
@@ -58,8 +58,8 @@ def _reply(text: str, usage: tuple[int, int] | None) -> AIMessage:
     )  # fmt: skip
 
 
-def _store() -> SqliteBudgetStore:
-    return SqliteBudgetStore(Path(tempfile.mkdtemp()) / "budgets.sqlite")
+def _store() -> SqliteBudgets:
+    return SqliteBudgets(Path(tempfile.mkdtemp()) / "budgets.sqlite")
 
 
 def test_the_estimate_errs_high_against_langchain_s_own_approximation() -> None:
@@ -238,10 +238,10 @@ def test_workers_racing_on_one_team_budget_never_take_more_than_it_holds() -> No
     granted: list[int] = []
     # The file is made (WAL switched on) first: eight first opens racing to set the journal mode
     # can fail with "database is locked" (SQLite's busy handler does not cover that switch).
-    SqliteBudgetStore(path).totals([])
+    SqliteBudgets(path).totals([])
 
     def worker(w: int) -> None:
-        store = SqliteBudgetStore(path)
+        store = SqliteBudgets(path)
         for n in range(40):
             payer = Payer(thread_id=f"t-{w}-{n}", user=f"u{w}", team="ops")
             got = store.reserve(f"{w}-{n}", payer=payer, day=DAY, model="m", role="p",
@@ -256,6 +256,6 @@ def test_workers_racing_on_one_team_budget_never_take_more_than_it_holds() -> No
         t.start()
     for t in threads:
         t.join()
-    total = SqliteBudgetStore(path).totals(["team:ops:lifetime:"])["team:ops:lifetime:"]
+    total = SqliteBudgets(path).totals(["team:ops:lifetime:"])["team:ops:lifetime:"]
     assert total.tokens == sum(granted) <= 10_000
     assert sum(granted) > 10_000 - 97  # and the budget was used up, not refused early

@@ -74,11 +74,9 @@ def test_make_test_builds_the_docs_strictly() -> None:
     assert re.search(r"^strict: true$", (ROOT / "mkdocs.yml").read_text(), re.M)
 
 
-def test_the_readme_types_no_clock_time_and_no_measured_table() -> None:
-    """Figures come from the generated pages (linked), never typed in with their hour."""
-    lines = _outside_code(README.read_text())
-    assert [line for line in lines if CLOCK_TIME.search(line)] == []
-    numeric_cells = [
+def _numeric_rows(lines: list[str]) -> list[str]:
+    """The table rows with a cell that is a number (a measured figure)."""
+    return [
         line
         for line in lines
         if line.startswith("|")
@@ -87,6 +85,13 @@ def test_the_readme_types_no_clock_time_and_no_measured_table() -> None:
             for cell in line.split("|")
         )
     ]
+
+
+def test_the_readme_types_no_clock_time_and_no_measured_table() -> None:
+    """Figures come from the generated pages (linked), never typed in with their hour."""
+    lines = _outside_code(README.read_text())
+    assert [line for line in lines if CLOCK_TIME.search(line)] == []
+    numeric_cells = _numeric_rows(lines)
     assert numeric_cells == [], "a measured table belongs on a page its command writes"
     for page in GENERATED:
         assert f"docs/{page}" in README.read_text(), f"the README links the generated {page}"
@@ -176,3 +181,20 @@ def test_the_evals_notebook_shows_its_plots() -> None:
         if "image/png" in output.get("data", {})
     ]
     assert len(images) >= 2, "the fault-rate plot and the compounding curve"
+
+
+def test_the_agentdojo_page_explains_and_its_figures_are_written_by_the_command() -> None:
+    """``docs/agentdojo.md`` is prose; its tables are the pages ``keel eval --suite agentdojo
+    --out docs`` writes (``--without-screen`` for the ablation's)."""
+    lines = _outside_code((DOCS / "agentdojo.md").read_text())
+    assert _numeric_rows(lines) == []
+    text = "\n".join(lines)
+    pages = {
+        "agentdojo-figures.md": "--out docs`",
+        "agentdojo-without-screen.md": "--without-screen --out docs`",
+    }
+    for page, command in pages.items():
+        assert f"]({page})" in text
+        generated = (DOCS / page).read_text()
+        assert "Written by `keel eval --suite agentdojo" in generated
+        assert command in generated and "do not edit by hand" in generated

@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from domains.support_desk import CORPUS, MANIFEST, SCENARIOS, SupportDesk
-from graph.domain import Domain, load_domain
+from graph.domain import Domain, Showcase, load_domain
 from keel.errors import ConfigError
 from keel.settings import Settings
 
@@ -71,8 +71,13 @@ def test_a_domain_module_anywhere_on_the_path_loads_and_an_incomplete_one_is_nam
 
 
 def test_the_support_desk_has_every_member_the_protocol_names() -> None:
-    desk: Domain = SupportDesk()  # mypy checks the shape; this checks the names at run time
-    members = [n for n in (*Domain.__annotations__, *vars(Domain)) if not n.startswith("_")]
+    desk: Showcase = SupportDesk()  # mypy checks the shape; this checks the names at run time
+    members = [
+        n
+        for protocol in (Domain, Showcase)
+        for n in (*protocol.__annotations__, *vars(protocol))
+        if not n.startswith("_")
+    ]
     assert all(hasattr(desk, n) for n in members)
     assert {"commands", "demo_requests", "planner_role", "subject_keys"} <= set(members)
     assert set(desk.commands()) == {"settle"}

@@ -34,7 +34,7 @@ THREAD = "t-1"
 
 @pytest.fixture
 def tools(tmp_path: Path) -> ToolRegistry:
-    registry = demo_tools(DemoBackend(tmp_path / "absent.sqlite"))
+    registry = ToolRegistry(demo_tools(DemoBackend(tmp_path / "absent.sqlite")))
     open_gate(MANIFEST, registry, SupportDesk().scopes(), tmp_path, clock=lambda: NOW)
     return registry
 
@@ -185,7 +185,7 @@ def test_a_four_eyes_receipt_passes_when_someone_else_or_nobody_known_requested(
 
 
 def test_four_eyes_without_an_approval_does_not_load(tmp_path: Path) -> None:
-    registry = demo_tools(DemoBackend(tmp_path / "absent.sqlite"))
+    registry = ToolRegistry(demo_tools(DemoBackend(tmp_path / "absent.sqlite")))
     text = (
         'version: "1"\nagents:\n  executor:\n    effects: [read, write]\n    tools:\n'
         "      close_ticket:\n        four_eyes: true\n"

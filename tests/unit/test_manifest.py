@@ -31,7 +31,7 @@ SCOPES = SupportDesk().scopes()
 @pytest.fixture(scope="module")
 def tools() -> ToolRegistry:
     # A registry is only read here (names, effects, fallbacks); no call reaches the backend.
-    return demo_tools(DemoBackend(Path("/nonexistent/demo.sqlite")))
+    return ToolRegistry(demo_tools(DemoBackend(Path("/nonexistent/demo.sqlite"))))
 
 
 def _parse(text: str, tools: ToolRegistry) -> None:
@@ -129,7 +129,7 @@ def test_a_scope_that_does_not_fit_its_tool_is_refused(tools: ToolRegistry) -> N
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=200))
 def test_any_text_loads_or_is_refused_cleanly(text: str) -> None:
-    registry = demo_tools(DemoBackend(Path("/nonexistent/demo.sqlite")))
+    registry = ToolRegistry(demo_tools(DemoBackend(Path("/nonexistent/demo.sqlite"))))
     with contextlib.suppress(ConfigError):  # refused with a message: the only other outcome
         _parse(text, registry)
 

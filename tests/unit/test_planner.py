@@ -17,6 +17,7 @@ from domains.support_desk.backend import DemoBackend
 from domains.support_desk.tools import demo_tools
 from graph.state import CannotPlan, Plan
 from tests.builders import REFUND_RECORDS, evidence, policy
+from tools.spec import ToolRegistry
 
 REQUEST = "Customer C-1001 was charged twice for invoice INV-2001, please refund it"
 ENTITIES = {"customer_id": "C-1001", "invoice_id": "INV-2001"}
@@ -69,7 +70,7 @@ def test_an_uncovered_request_cannot_be_planned() -> None:
 def _tools(tmp_path: Any) -> Any:
     backend = DemoBackend(tmp_path / "demo.sqlite")
     backend.seed()
-    return demo_tools(backend)
+    return ToolRegistry(demo_tools(backend))
 
 
 def _plan(model: Any, tmp_path: Any, repair_attempts: int) -> Plan | CannotPlan:

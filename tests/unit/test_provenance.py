@@ -120,7 +120,7 @@ def test_the_rule_refuses_only_in_a_thread_where_outside_text_entered() -> None:
 
 @pytest.fixture
 def tools(tmp_path: Path) -> ToolRegistry:
-    registry = demo_tools(DemoBackend(tmp_path / "absent.sqlite"))
+    registry = ToolRegistry(demo_tools(DemoBackend(tmp_path / "absent.sqlite")))
     open_gate(MANIFEST, registry, SupportDesk().scopes(), tmp_path, clock=lambda: NOW)
     return registry
 

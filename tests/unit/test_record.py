@@ -18,7 +18,8 @@ from pydantic import ValidationError
 
 from keel.errors import BadRequest, StoreUnavailable
 from keel.settings import Settings
-from observability.events import (
+from observability.logs import JsonFormatter
+from observability.record_events import (
     SCHEMA_VERSION,
     ApprovalRequested,
     ClockRead,
@@ -29,10 +30,9 @@ from observability.events import (
     ToolCallMade,
     VerdictGiven,
 )
-from observability.logs import JsonFormatter
 from observability.recorder import Recorder
 from observability.redaction import REDACTED, Redactor
-from observability.store import BatchedRecord, RecordStore, RunNotFound
+from stores.flight_record import BatchedRecord, RunNotFound, SqliteFlightRecord
 from tests.conftest import BILLING_ADDRESS as ADDRESS
 from tests.conftest import EMAIL_PATTERN as EMAIL
 from tools.spec import ToolEvent
@@ -60,7 +60,7 @@ def _event(**overrides: Any) -> RecordEvent:
 
 
 def test_an_event_round_trips_through_the_store_with_its_type(tmp_path: Path) -> None:
-    store = RecordStore(tmp_path / "r.sqlite")
+    store = SqliteFlightRecord(tmp_path / "r.sqlite")
     store.append(_event(payload=ToolCallMade(call=_tool_event()), node="execute", step=6))
     [back] = store.events("run-1")
     assert back.seq == 1 and back.schema_version == SCHEMA_VERSION
@@ -79,7 +79,7 @@ def test_the_schema_refuses_smuggled_fields_and_unknown_kinds() -> None:
 
 
 def test_an_event_of_another_schema_version_is_refused_on_read(tmp_path: Path) -> None:
-    store = RecordStore(tmp_path / "r.sqlite")
+    store = SqliteFlightRecord(tmp_path / "r.sqlite")
     store.append(_event())
     raw = sqlite3.connect(tmp_path / "r.sqlite")
     raw.execute(
@@ -92,7 +92,7 @@ def test_an_event_of_another_schema_version_is_refused_on_read(tmp_path: Path) -
 
 
 def test_the_store_is_append_only(tmp_path: Path) -> None:
-    RecordStore(tmp_path / "r.sqlite").append(_event())
+    SqliteFlightRecord(tmp_path / "r.sqlite").append(_event())
     raw = sqlite3.connect(tmp_path / "r.sqlite")
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
         raw.execute("UPDATE events SET kind = 'run_ended'")
@@ -102,7 +102,7 @@ def test_the_store_is_append_only(tmp_path: Path) -> None:
 
 
 def test_an_appended_event_is_committed_before_append_returns(tmp_path: Path) -> None:
-    store = RecordStore(tmp_path / "r.sqlite")
+    store = SqliteFlightRecord(tmp_path / "r.sqlite")
     store.append(_event())
     # Another connection (another process, after a crash) sees it without any close or flush.
     other = sqlite3.connect(tmp_path / "r.sqlite")
@@ -114,7 +114,7 @@ def test_an_appended_event_is_committed_before_append_returns(tmp_path: Path) ->
 def test_a_run_is_found_by_id_thread_or_prefix_and_an_unknown_one_is_refused(
     tmp_path: Path,
 ) -> None:
-    store = RecordStore(tmp_path / "r.sqlite")
+    store = SqliteFlightRecord(tmp_path / "r.sqlite")
     store.append(_event(run_id="abcd-1234"))
     store.append(_event(run_id="abce-9999", thread_id="t-2"))
     assert store.resolve("abcd-1234") == "abcd-1234"
@@ -165,7 +165,7 @@ def test_no_sensitive_value_survives_redaction(value: Any) -> None:
 def test_the_recorder_redacts_before_storing_and_logs_the_ids(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store = RecordStore(tmp_path / "r.sqlite")
+    store = SqliteFlightRecord(tmp_path / "r.sqlite")
     recorder = Recorder(store, Redactor(SENSITIVE))
     recorder.start(run_id="run-1", thread_id="t-1", trace_id="trace-1")
     secret = _tool_event(args={"customer_id": "C-1", "api_token": "s3cret"}, output={"token": "x"})
@@ -184,13 +184,13 @@ def test_the_recorder_redacts_before_storing_and_logs_the_ids(
 
 
 def test_outside_a_run_the_recorder_writes_nothing(tmp_path: Path) -> None:
-    store = RecordStore(tmp_path / "r.sqlite")
+    store = SqliteFlightRecord(tmp_path / "r.sqlite")
     Recorder(store, Redactor(SENSITIVE)).on_tool_event(_tool_event())
     assert store.count() == 0
 
 
 def test_segments_number_on_within_a_run(tmp_path: Path) -> None:
-    store = RecordStore(tmp_path / "r.sqlite")
+    store = SqliteFlightRecord(tmp_path / "r.sqlite")
     recorder = Recorder(store, Redactor([]))
     for mode in ("run", "resume"):
         recording = recorder.start(run_id="run-1", thread_id="t-1", trace_id=mode)
@@ -270,7 +270,7 @@ def test_values_are_learned_from_state_without_emitting_anything() -> None:
 
 
 def test_the_recorder_scrubs_free_text_before_storing(tmp_path: Path) -> None:
-    store = RecordStore(tmp_path / "r.sqlite")
+    store = SqliteFlightRecord(tmp_path / "r.sqlite")
     recorder = Recorder(store, Redactor(["email"]))
     recorder.start(run_id="run-1", thread_id="t-1", trace_id="trace-1")
     recorder.on_tool_event(_tool_event(args={"email": ADDRESS}))
@@ -323,7 +323,7 @@ def test_the_app_records_with_the_synchronous_mode_the_settings_name(
     settings = Settings(home=tmp_path, record_sync=mode, _env_file=None)  # type: ignore[call-arg]
     with KeelApp.open(settings) as app:
         assert app.recorder is not None
-        conn = app.recorder.store._conn
+        conn = app.recorder.flight_record._db()
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == pragma
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
@@ -334,7 +334,7 @@ def test_runs_record_with_normal_sync_by_default() -> None:
     assert Settings(_env_file=None).record_sync == "NORMAL"  # type: ignore[call-arg]
 
 
-class _Counting(RecordStore):
+class _Counting(SqliteFlightRecord):
     """The SQLite record, counting its transactions; ``refuse`` makes it an outage."""
 
     def __init__(self, path: Path) -> None:
@@ -360,7 +360,7 @@ def test_a_batched_record_writes_behind_and_a_read_sees_everything_appended(
     assert [e.segment for e in record.events("run-1")] == list(range(200))
     assert sum(inner.batches) == 200 and len(inner.batches) < 200  # batches, not one by one
     # Another reader (another process) sees them once flushed.
-    assert RecordStore(tmp_path / "records.sqlite").count() == 200
+    assert SqliteFlightRecord(tmp_path / "records.sqlite").count() == 200
     record.close()
 
 
@@ -401,7 +401,7 @@ def test_a_batched_record_loses_a_batch_to_an_outage_and_never_raises_it(
     record.close()
 
 
-class _Held(RecordStore):
+class _Held(SqliteFlightRecord):
     """The SQLite record whose batches wait for ``release`` while they hold ``held``'s events."""
 
     def __init__(self, path: Path, held: str) -> None:

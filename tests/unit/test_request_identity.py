@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 from agents.runbooks import fill_runbook
 from agents.validator import edit_problems, stated
 from graph.approval import blind_refusal, request_identity, shown_entry
-from graph.review_log import MemoryReviewLog, ReviewEntry
 from graph.state import Edit, Evidence, Reviewer
 from graph.wire import ApprovalRequest
 from retrieval.corpus import RunbookStep
+from stores.review_log import MemoryReviewLog, ReviewEntry
 from tests.builders import email_step, plan, refund_step
 
 A, B = ["sha256:a1", "sha256:a2"], ["sha256:a1", "sha256:b2"]

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from graph.persistence import redact_url
 from keel.settings import Settings
+from stores.checkpoints import redact_url
 
 
 def _settings(tmp_path: Path, **values: object) -> Settings:
@@ -17,13 +17,13 @@ def _settings(tmp_path: Path, **values: object) -> Settings:
 
 def test_the_embedded_backends_are_the_default(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
-    assert settings.checkpointer == "sqlite"
+    assert settings.backend == "sqlite"
     assert settings.chroma_url is None
 
 
 def test_a_postgres_url_selects_postgres_and_stays_secret(tmp_path: Path) -> None:
     settings = _settings(tmp_path, postgres_url="postgresql://keel:pw@db:5432/keel")
-    assert settings.checkpointer == "postgres"
+    assert settings.backend == "postgres"
     assert "pw" not in repr(settings)
 
 
@@ -31,7 +31,7 @@ def test_the_environment_switches_backends(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setenv("KEEL_POSTGRES_URL", "postgresql://keel@db/keel")
     monkeypatch.setenv("KEEL_CHROMA_URL", "http://chroma:8000/")
     settings = _settings(tmp_path)
-    assert settings.checkpointer == "postgres"
+    assert settings.backend == "postgres"
     assert settings.chroma_url == "http://chroma:8000"
 
 

@@ -1,4 +1,4 @@
-"""keel.sqlitefile: one connection per process, transactions that roll back, a reset that keeps
+"""stores.sqlitefile: one connection per process, transactions that roll back, a reset that keeps
 the file, and a forked child that never uses its parent's connection."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from keel.sqlitefile import SqliteFile
+from stores.sqlitefile import SqliteFile
 
 SCHEMA = "CREATE TABLE IF NOT EXISTS items (n INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT);"
 

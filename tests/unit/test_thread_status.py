@@ -61,7 +61,7 @@ def test_interrupts_are_waiting_for_a_human_or_an_event() -> None:
     assert thread_status(snapshot(next_=("approve",), tasks=(approve,))).status == (
         "awaiting_approval"
     )
-    # The event wait as graph/events.py raises it (graph/wire.py's EventWaitRequest).
+    # The event wait as graph/waits.py raises it (graph/wire.py's EventWaitRequest).
     wait = Interrupt(
         value={"kind": "await_event", "event": "refund.settled", "key": "RF-1", "step": 0,
                "why": "pending until the bank settles it"},

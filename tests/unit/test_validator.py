@@ -24,7 +24,7 @@ KNOWN = {"runbook-duplicate-charge:abc"}
 def tools(tmp_path: Path) -> ToolRegistry:
     backend = DemoBackend(tmp_path / "demo.sqlite")
     backend.seed()
-    return demo_tools(backend)
+    return ToolRegistry(demo_tools(backend))
 
 
 def test_a_good_step_has_no_problems(tools: ToolRegistry) -> None:
@@ -146,3 +146,40 @@ def test_an_email_may_announce_only_work_done_or_planned_before_it() -> None:
     assert SupportDesk().plan_rules(plan(closing, closed_mail), records) == []
     already = {**records, "ticket": {**ticket, "status": "closed"}}
     assert SupportDesk().plan_rules(plan(closed_mail), already) == []
+
+
+def test_the_plan_check_says_awaiting_approval_exactly_when_the_router_asks_for_one(
+    tmp_path: Path,
+) -> None:
+    """What still needs approval is decided once: a receipt the thread guard holds as used does
+    not count, for the status the plan check writes as for the route taken after it."""
+    from langgraph.runtime import ExecutionInfo
+
+    from graph.builder import after_plan_check
+    from graph.state import KeelState, Receipt
+
+    settings = Settings(home=tmp_path, _env_file=None)  # type: ignore[call-arg]
+    SupportDesk().prepare(settings)
+    ctx = KeelContext.from_settings(settings)
+    info = ExecutionInfo(checkpoint_id="c-1", checkpoint_ns="", task_id="k-1", thread_id="t-1")
+    runtime = Runtime(context=ctx, execution_info=info)
+    digest = approval_digest("refund_charge", refund_step().args)
+    receipt = Receipt(
+        tool="refund_charge", digest=digest, thread_id="t-1", approved_by="ann",
+        approved_at="2026-01-01T00:00:00+00:00", expires_at="2026-01-01T01:00:00+00:00",
+    )  # fmt: skip
+    assert ctx.guard is not None
+    assert ctx.guard.consume_receipt("t-1", digest, attempt="earlier", approved_by="ann")
+    ctx.guard.settle_receipt("t-1", digest)  # the receipt was used: a receipt works once
+    state: PlanCheckView = {
+        "plan": plan(refund_step()),
+        "entities": {"customer_id": "C-1001", "invoice_id": "INV-2001"},
+        "evidence": [evidence()],
+        "approvals": {digest: receipt},
+    }
+    update = check_plan(state, runtime)
+    assert update["plan_verdict"].ok
+    after: KeelState = {**state, **update}  # type: ignore[typeddict-item]
+    route = after_plan_check(after, runtime)
+    assert route == "approve"  # the used receipt approves nothing
+    assert update.get("status") == "awaiting_approval"

@@ -16,6 +16,7 @@ from graph.approval import approval_request, pending_actions, read_decisions
 from graph.context import KeelContext
 from graph.wire import approval_request_of, event_wait_of
 from keel.settings import Settings
+from stores.guard import GuardFacts
 from tests.builders import evidence, plan
 
 
@@ -28,7 +29,7 @@ def test_the_approval_request_is_a_langchain_hitl_request_with_keels_additions(
     ctx: KeelContext,
 ) -> None:
     p = plan()
-    request = approval_request(p, pending_actions(p, {}, ctx.tools), ctx.tools, [])
+    request = approval_request(p, pending_actions(p, {}, ctx.tools, GuardFacts()), ctx.tools, [])
     # LangChain's own type reads it (extra keys ignored: Keel's additions ride along) ...
     hitl = TypeAdapter(HITLRequest).validate_python(request)
     assert hitl["action_requests"] == request["action_requests"]
@@ -80,7 +81,7 @@ def test_a_studio_answer_without_digests_is_taken(ctx: KeelContext) -> None:
     """What Agent Chat UI sends: LangChain's HITLResponse, an edit naming the tool. An edit that
     changes nothing approves the action shown (its digest is the one pending)."""
     p = plan()
-    request = approval_request(p, pending_actions(p, {}, ctx.tools), ctx.tools, [])
+    request = approval_request(p, pending_actions(p, {}, ctx.tools, GuardFacts()), ctx.tools, [])
     first = request["action_requests"][0]
     answer: HITLResponse = {
         "decisions": [
@@ -96,7 +97,7 @@ def test_an_unchanged_edit_from_the_chat_panel_approves_even_a_float(ctx: KeelCo
     """The panel returns every value as JavaScript writes it: 49.0 comes back as "49". That is
     the value shown, so the action shown is approved, not proposed again."""
     p = plan()
-    request = approval_request(p, pending_actions(p, {}, ctx.tools), ctx.tools, [])
+    request = approval_request(p, pending_actions(p, {}, ctx.tools, GuardFacts()), ctx.tools, [])
     first = request["action_requests"][0]
     assert any(isinstance(v, float) and v.is_integer() for v in first["args"].values())
     as_text = {
@@ -125,7 +126,7 @@ def test_an_unchanged_edit_from_the_chat_panel_approves_even_a_float(ctx: KeelCo
 )
 def test_a_decision_outside_keels_types_is_refused(ctx: KeelContext, decision: Any) -> None:
     p = plan()
-    request = approval_request(p, pending_actions(p, {}, ctx.tools), ctx.tools, [])
+    request = approval_request(p, pending_actions(p, {}, ctx.tools, GuardFacts()), ctx.tools, [])
     update = read_decisions({"decisions": [decision, {"type": "approve"}]}, request, p, "t", ctx)
     assert update["review"] == "invalid" and "approvals" not in update
 
@@ -133,6 +134,7 @@ def test_a_decision_outside_keels_types_is_refused(ctx: KeelContext, decision: A
 def test_tainted_evidence_travels_typed(ctx: KeelContext) -> None:
     p = plan()
     dirty = [evidence(chunk_id="forum:1", source="forum", kind="note", trust_tier="untrusted")]
-    request = approval_request(p, pending_actions(p, {}, ctx.tools, dirty), ctx.tools, dirty)
+    pending = pending_actions(p, {}, ctx.tools, GuardFacts(), dirty)
+    request = approval_request(p, pending, ctx.tools, dirty)
     assert approval_request_of(request) == request
     assert request["tainted_evidence"][0]["trust_tier"] == dirty[0].trust_tier

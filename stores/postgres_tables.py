@@ -15,8 +15,8 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from graph.persistence import ensure_table, redact_url
 from keel.errors import StoreUnavailable
+from stores.checkpoints import ensure_table, redact_url
 
 _BOUND = threading.local()
 """This thread's ``one_transaction`` block: its exit stack and its connection per pool."""

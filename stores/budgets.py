@@ -16,7 +16,7 @@ never held again. Spend is never lost, only, for a dead worker's call, counted a
 A call that failed is settled the same way (``failed``, at its reservation).
 
 SQLite here (``HOME/budgets.sqlite``, beside the intent ledger; ``BEGIN IMMEDIATE`` serializes
-every process on the machine); PostgreSQL in :mod:`tools.budgets_postgres` (row locks on the
+every process on the machine); PostgreSQL in :mod:`stores.budgets_postgres` (row locks on the
 totals, in a fixed order). Both share the arithmetic below.
 """
 
@@ -33,7 +33,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents.usage import Amount, BudgetRule, Exceeded, Payer, Usage, counter_keys, first_exceeded
-from keel.sqlitefile import SqliteFile
+from stores.sqlitefile import SqliteFile
 
 SpendStatus = Literal["held", "settled", "expired", "failed"]
 
@@ -96,7 +96,7 @@ class Spend(BaseModel):
 
 
 class Reservation(BaseModel):
-    """A reservation the store granted: settle it with :meth:`BudgetStore.settle`."""
+    """A reservation the store granted: settle it with :meth:`Budgets.settle`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -113,7 +113,7 @@ class Conn(Protocol):
     def execute(self, sql: str, params: Any = ...) -> Any: ...
 
 
-class BudgetStore(ABC):
+class Budgets(ABC):
     """Reservations, spend and running totals; one implementation per database."""
 
     @abstractmethod
@@ -323,7 +323,7 @@ def _spend(row: Sequence[Any]) -> Spend:
     )  # fmt: skip
 
 
-class SqliteBudgetStore(BudgetStore):
+class SqliteBudgets(Budgets):
     """The budget store in a SQLite file (``HOME/budgets.sqlite``).
 
     Every transaction is ``BEGIN IMMEDIATE``: it holds the file's write lock from its first
@@ -332,7 +332,7 @@ class SqliteBudgetStore(BudgetStore):
     Example:
         >>> import tempfile
         >>> from agents.usage import applicable
-        >>> store = SqliteBudgetStore(Path(tempfile.mkdtemp()) / "budgets.sqlite")
+        >>> store = SqliteBudgets(Path(tempfile.mkdtemp()) / "budgets.sqlite")
         >>> payer = Payer(thread_id="t-1", user="ann", team="keel")
         >>> rules = applicable([BudgetRule(scope="thread", tokens=100)], payer, "2026-12-03")
         >>> ask = Amount(tokens=80, calls=1)
@@ -389,7 +389,7 @@ class UsageRow(BaseModel):
 
 
 def usage_rows(
-    store: BudgetStore,
+    store: Budgets,
     rules: Sequence[BudgetRule],
     *,
     scope: str | None = None,
@@ -401,7 +401,7 @@ def usage_rows(
 
     Example:
         >>> import tempfile
-        >>> store = SqliteBudgetStore(Path(tempfile.mkdtemp()) / "b.sqlite")
+        >>> store = SqliteBudgets(Path(tempfile.mkdtemp()) / "b.sqlite")
         >>> usage_rows(store, [])
         []
     """
@@ -453,12 +453,12 @@ class ThreadSpend(BaseModel):
         return "\n".join(lines)
 
 
-def thread_spend(store: BudgetStore, rules: Sequence[BudgetRule], thread_id: str) -> ThreadSpend:
+def thread_spend(store: Budgets, rules: Sequence[BudgetRule], thread_id: str) -> ThreadSpend:
     """The thread's spend, from its calls in ``store``, and what each budget on it has left.
 
     Example:
         >>> import tempfile
-        >>> store = SqliteBudgetStore(Path(tempfile.mkdtemp()) / "b.sqlite")
+        >>> store = SqliteBudgets(Path(tempfile.mkdtemp()) / "b.sqlite")
         >>> print(thread_spend(store, [BudgetRule(scope="thread", calls=3)], "t-1").describe())
         spend: 0 tokens, 0 calls, $0.000000
           thread budget (each thread, lifetime): 3 calls: left 3 calls

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agents.context import Section, assemble, remember, render_memory, tokens
+from agents.budgeted_context import Section, assemble, remember, render_memory, tokens
 from graph.state import ToolOutcome
 
 EFFECTS = {"refund_charge": "irreversible", "get_invoice": "read"}

@@ -1,6 +1,6 @@
 """The flight record on SQLite next to the checkpoints: append-only, one committed insert per event.
 
-(With ``KEEL_POSTGRES_URL`` it is in PostgreSQL instead: ``observability.store_postgres``; both
+(With ``KEEL_POSTGRES_URL`` it is in PostgreSQL instead: ``stores.flight_record_postgres``; both
 share :class:`FlightRecord`'s reads, and ``observability.records`` picks one.)
 
 Durability: WAL and autocommit, so an event is in the database file's log when ``append``
@@ -27,7 +27,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from keel.errors import BadRequest, StoreUnavailable
-from observability.events import SCHEMA_VERSION, RecordEvent
+from observability.record_events import SCHEMA_VERSION, RecordEvent
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -107,6 +107,10 @@ class FlightRecord(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional: nothing to close for some backends
         """Give back what the store holds open."""
+
+    def exists(self) -> bool:
+        """Whether the record is there to be read (a database's table is; a file may not be)."""
+        return True
 
     def _rows(self, where: str, params: tuple[Any, ...]) -> list[RecordEvent]:
         rows = self._query(
@@ -233,11 +237,11 @@ class NoRecord(FlightRecord):
         return []
 
 
-class RecordStore(FlightRecord):
+class SqliteFlightRecord(FlightRecord):
     """Events of every run, keyed by thread, run, segment, checkpoint and sequence (SQLite).
 
     Example:
-        >>> store = RecordStore(":memory:")
+        >>> store = SqliteFlightRecord(":memory:")
         >>> store.count()
         0
     """
@@ -245,24 +249,38 @@ class RecordStore(FlightRecord):
     def __init__(self, path: Path | str, *, synchronous: str = "FULL") -> None:
         self.path = str(path)
         self.where = self.path
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.synchronous = synchronous
         self._lock = threading.Lock()
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute(f"PRAGMA synchronous={synchronous}")
-        self._conn.execute("PRAGMA busy_timeout=5000")
-        self._conn.executescript(_SCHEMA)
+        self._conn: sqlite3.Connection | None = None
+
+    def _db(self) -> sqlite3.Connection:
+        """The connection, opened (and the file made) on first use, under ``self._lock``: a
+        record opened with the other stores and never written makes no file."""
+        if self._conn is None:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            conn.execute("PRAGMA busy_timeout=5000")
+            conn.executescript(_SCHEMA)
+            self._conn = conn
+        return self._conn
+
+    def exists(self) -> bool:
+        """Whether anything was ever recorded here: the file exists."""
+        return self._conn is not None or self.path == ":memory:" or Path(self.path).exists()
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            if self._conn is not None:
+                self._conn.close()
 
     def append(self, event: RecordEvent) -> int:
         """Store one event (committed when this returns); its sequence number."""
         try:
             with self._lock:
-                cursor = self._conn.execute(_INSERT, event_row(event))
+                cursor = self._db().execute(_INSERT, event_row(event))
         except sqlite3.Error as err:
             raise StoreUnavailable(self.where, f"flight recorder: {err}") from err
         return int(cursor.lastrowid or 0)
@@ -272,19 +290,20 @@ class RecordStore(FlightRecord):
         rows = [event_row(event) for event in events]
         try:
             with self._lock:
-                self._conn.execute("BEGIN IMMEDIATE")
+                conn = self._db()
+                conn.execute("BEGIN IMMEDIATE")
                 try:
-                    self._conn.executemany(_INSERT, rows)
+                    conn.executemany(_INSERT, rows)
                 except BaseException:
-                    self._conn.execute("ROLLBACK")
+                    conn.execute("ROLLBACK")
                     raise
-                self._conn.execute("COMMIT")
+                conn.execute("COMMIT")
         except sqlite3.Error as err:
             raise StoreUnavailable(self.where, f"flight recorder: {err}") from err
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
-            return list(self._conn.execute(sql, params).fetchall())
+            return list(self._db().execute(sql, params).fetchall())
 
 
 def summarize(events: list[RecordEvent]) -> RunSummary:
@@ -344,7 +363,7 @@ class BatchedRecord(FlightRecord):
     record.
 
     Example:
-        >>> record = BatchedRecord(RecordStore(":memory:"))
+        >>> record = BatchedRecord(SqliteFlightRecord(":memory:"))
         >>> record.count()
         0
         >>> record.close()

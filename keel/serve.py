@@ -1,10 +1,10 @@
 """Keel on an engine: Aegra server processes sharing a Redis queue over one PostgreSQL cluster.
 
-``make serve`` (``python -m evals.engine``) starts, on free loopback ports:
+``make serve`` (``python -m keel.serve``) starts, on free loopback ports:
 
-- a throwaway PostgreSQL cluster (:func:`evals.servers.postgres_server`): Aegra's tables, its
+- a throwaway PostgreSQL cluster (:func:`keel.servers.postgres_server`): Aegra's tables, its
   checkpoints and Keel's own stores (``KEEL_POSTGRES_URL``) in one database;
-- ``redis-server``: Aegra's job queue and its event broker;
+- ``redis-server`` (:func:`keel.servers.redis_server`): Aegra's job queue and its event broker;
 - ``chroma run``: the corpus every worker retrieves from (ingested here once);
 - one Aegra API process (``WORKER_COUNT=0``: it answers the clients, queues their runs and reaps
   expired leases) and ``--workers`` Aegra worker processes (default 2), each running
@@ -25,9 +25,7 @@ import contextlib
 import json
 import os
 import secrets
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,86 +37,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from evals.servers import (
+from graph.domain import load_domain
+from keel.errors import ConfigError
+from keel.servers import (
     ChromaServer,
     PostgresServer,
+    RedisServer,
     chroma_server,
     free_port,
     postgres_server,
+    redis_server,
     stop_group,
-    terminate_gracefully,
 )
-from keel.errors import ConfigError
 from keel.settings import Settings, parse_api_tokens
 
 REPO = Path(__file__).resolve().parent.parent
 AEGRA_CONFIG = REPO / "aegra.json"
-REDIS_HINT = (
-    "redis-server is not installed: run `make redis` (Debian/Ubuntu: apt-get install "
-    "redis-server) or put it on PATH"
-)
-
-
-@dataclass(frozen=True)
-class RedisServer:
-    port: int
-    pid: int
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-
-def _redis_ping(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
-@contextlib.contextmanager
-def redis_server(timeout_s: float = 30.0) -> Iterator[RedisServer]:
-    """Start ``redis-server`` on loopback with no persistence; stop it on exit (SIGINT and
-    SIGTERM included, as for :func:`evals.servers.postgres_server`).
-
-    Raises:
-        ConfigError: redis-server is missing or does not answer.
-    """
-    with terminate_gracefully():
-        yield from _redis_server(timeout_s)
-
-
-def _redis_server(timeout_s: float) -> Iterator[RedisServer]:
-    binary = shutil.which("redis-server") or (
-        "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
-    )
-    if binary is None:
-        raise ConfigError(REDIS_HINT)
-    root = Path(tempfile.mkdtemp(prefix="keel-redis-"))
-    port = free_port()
-    log = (root / "redis.log").open("wb")
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(root), "--protected-mode", "yes"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=root,
-        start_new_session=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + timeout_s
-        while not _redis_ping(port):
-            if process.poll() is not None:
-                tail = (root / "redis.log").read_text(errors="replace").strip().splitlines()
-                raise ConfigError(f"redis-server exited: {' '.join(tail[-1:])}")
-            if time.monotonic() > deadline:
-                raise ConfigError(f"redis-server did not answer within {timeout_s:g} s")
-            time.sleep(0.1)
-        yield RedisServer(port=port, pid=process.pid)
-    finally:
-        stop_group(process)
-        log.close()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @dataclass
@@ -344,11 +278,11 @@ def check_api_tokens(value: str) -> None:
 
 
 def prepare_home(home: Path, postgres_url: str, chroma_url: str, approval_key: str) -> Settings:
-    """The corpus in the Chroma server and the demo domain's backend, made once before any
-    worker starts; the settings every process shares, the approval key among them (a secret
-    setting, KEEL_APPROVAL_KEY: with PostgreSQL, Keel refuses to start without it).
+    """The corpus in the Chroma server and the domain's backend (``KEEL_DOMAIN``, loaded as the
+    CLI loads it), made once before any worker starts; the settings every process shares, the
+    approval key among them (a secret setting, KEEL_APPROVAL_KEY: with PostgreSQL, Keel refuses
+    to start without it).
     """
-    from domains.support_desk import SupportDesk
     from retrieval.embeddings import embedder_for
     from retrieval.store import CorpusStore
 
@@ -360,7 +294,7 @@ def prepare_home(home: Path, postgres_url: str, chroma_url: str, approval_key: s
         _env_file=None,  # type: ignore[call-arg]
     )
     CorpusStore(settings, embedder_for(settings)).ingest(progress=False)
-    SupportDesk().prepare(settings, reset=True)
+    load_domain(settings.domain).prepare(settings, reset=True)
     return settings
 
 
@@ -403,7 +337,10 @@ def engine(
         env = engine_env(
             pg, redis, home, tokens, worker_count=worker_count, lease_s=lease_s, roles=roles
         )
-        env.update(KEEL_CHROMA_URL=chroma.url, KEEL_APPROVAL_KEY=approval_key, **(extra_env or {}))
+        # The workers serve the domain prepared here (engine_env leaves out the caller's KEEL_*).
+        env.update(KEEL_DOMAIN=settings.domain, KEEL_CHROMA_URL=chroma.url,
+                   KEEL_APPROVAL_KEY=approval_key)  # fmt: skip
+        env.update(extra_env or {})
         api = AegraServer("api", free_port(), root / "aegra-api.log")
         running = Engine(pg, redis, api, [], tokens, env, settings, roles=roles, chroma=chroma)
         stack.callback(running.stop)
@@ -427,7 +364,7 @@ SERVE_USERS = ("alice:requester", "rita:reviewer", "olga:operator")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m evals.engine", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m keel.serve", description=__doc__)
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--worker-count", type=int, default=2, help="worker loops per process")
     args = parser.parse_args(argv)

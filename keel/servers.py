@@ -1,15 +1,18 @@
-"""Throwaway local servers for the scale demo, the checkpoint bench and the integration tests.
+"""Throwaway local servers for ``make serve`` (:mod:`keel.serve`), the scale demo, the benches
+and the integration tests.
 
-A PostgreSQL cluster (``initdb`` + ``pg_ctl``) and a Chroma server (``chroma run``), each on a free
-loopback port with its data in a temporary directory, stopped and removed on exit. Production runs
-point ``KEEL_POSTGRES_URL`` and ``KEEL_CHROMA_URL`` at servers of their own instead.
+A PostgreSQL cluster (``initdb`` + ``pg_ctl``), a Redis server (``redis-server``, no persistence)
+and a Chroma server (``chroma run``), each on a free loopback port with its data in a temporary
+directory, stopped and removed on exit. Production runs point ``KEEL_POSTGRES_URL``,
+``REDIS_URL`` and ``KEEL_CHROMA_URL`` at servers of their own instead.
 
 "On exit" includes an interrupted run: Ctrl-C (SIGINT) raises ``KeyboardInterrupt`` and, while a
 server is up, SIGTERM (what a CI timeout sends) raises :class:`Terminated`, a ``KeyboardInterrupt``
 too (pytest then stops and tears its fixtures down), so the ``with`` blocks stop their servers and
 remove their folders instead of the process vanishing and leaving them behind. A cluster runs in
-its own session (``pg_ctl`` detaches it) and Chroma in its own process group, so a signal to the
-terminal's group reaches neither before its orderly stop. Only SIGKILL leaves them behind.
+its own session (``pg_ctl`` detaches it), Redis and Chroma in their own process groups, so a
+signal to the terminal's group reaches none of them before its orderly stop. Only SIGKILL leaves
+them behind.
 """
 
 from __future__ import annotations
@@ -36,6 +39,10 @@ from keel.errors import ConfigError
 POSTGRES_HINT = (
     "PostgreSQL's server programs (initdb, pg_ctl) are not installed: run `make postgres` "
     "(Debian/Ubuntu: apt-get install postgresql) or put their folder on PATH"
+)
+REDIS_HINT = (
+    "redis-server is not installed: run `make redis` (Debian/Ubuntu: apt-get install "
+    "redis-server) or put it on PATH"
 )
 
 
@@ -264,6 +271,68 @@ def _chroma_server(timeout_s: float) -> Iterator[ChromaServer]:
                     ) from None
                 time.sleep(0.2)
         yield server
+    finally:
+        stop_group(process)
+        log.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class RedisServer:
+    port: int
+    pid: int
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+def _redis_ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def redis_server(timeout_s: float = 30.0) -> Iterator[RedisServer]:
+    """Start ``redis-server`` on loopback with no persistence; stop it on exit (SIGINT and
+    SIGTERM included, as for :func:`postgres_server`).
+
+    Raises:
+        ConfigError: redis-server is missing or does not answer.
+    """
+    with terminate_gracefully():
+        yield from _redis_server(timeout_s)
+
+
+def _redis_server(timeout_s: float) -> Iterator[RedisServer]:
+    binary = shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
+    )
+    if binary is None:
+        raise ConfigError(REDIS_HINT)
+    root = Path(tempfile.mkdtemp(prefix="keel-redis-"))
+    port = free_port()
+    log = (root / "redis.log").open("wb")
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(root), "--protected-mode", "yes"],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=root,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not _redis_ping(port):
+            if process.poll() is not None:
+                tail = (root / "redis.log").read_text(errors="replace").strip().splitlines()
+                raise ConfigError(f"redis-server exited: {' '.join(tail[-1:])}")
+            if time.monotonic() > deadline:
+                raise ConfigError(f"redis-server did not answer within {timeout_s:g} s")
+            time.sleep(0.1)
+        yield RedisServer(port=port, pid=process.pid)
     finally:
         stop_group(process)
         log.close()

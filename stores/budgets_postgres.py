@@ -1,7 +1,7 @@
 """The budget store in PostgreSQL: with ``KEEL_POSTGRES_URL`` set, every worker of a deployment
 reserves against the same totals, beside the checkpoints and the intent ledger.
 
-Same contract and arithmetic as :class:`tools.budgets.BudgetStore`. A reservation's transaction
+Same contract and arithmetic as :class:`stores.budgets.Budgets`. A reservation's transaction
 makes the totals it touches exist and locks them (in key order, so two workers never wait on
 each other in a circle) before it reads them: the check and the write
 are one step for every worker of a team.
@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 
-from graph.postgres_tables import KeelTables
-from tools.budgets import BudgetStore, Conn
+from stores.budgets import Budgets, Conn
+from stores.postgres_tables import KeelTables
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS keel_budget_spend (
@@ -34,11 +34,11 @@ CREATE TABLE IF NOT EXISTS keel_budget_totals (
 _SCHEMA_LOCK = 0x6B656562  # any constant shared by Keel's processes; not the other stores'
 
 
-class PostgresBudgetStore(BudgetStore):
+class PostgresBudgets(Budgets):
     """Reservations and totals in ``keel_budget_spend`` and ``keel_budget_totals``.
 
     Example:
-        >>> store = PostgresBudgetStore("postgresql://keel@127.0.0.1:5432/keel")
+        >>> store = PostgresBudgets("postgresql://keel@127.0.0.1:5432/keel")
         >>> store.all_totals("team:keel:")  # doctest: +SKIP
         {'team:keel:day:2026-12-03': Amount(tokens=5120, calls=3, cost_micros=2210), ...}
     """

@@ -1,7 +1,7 @@
 """The flight record in PostgreSQL: with ``KEEL_POSTGRES_URL`` set, every worker records into the
 same table, so ``keel runs``, ``trace``, ``explain`` and ``replay`` see the runs of all of them.
 
-Same guarantees as the SQLite record (``observability.store``): one committed insert per event
+Same guarantees as the SQLite record (``stores.flight_record``): one committed insert per event
 (autocommit; the server's own ``synchronous_commit`` decides the fsync), append-only enforced by
 the database (a trigger refuses every UPDATE, DELETE and TRUNCATE, whoever connects), and the
 schema version of each event checked on read, by the same code (:class:`FlightRecord`).
@@ -13,10 +13,10 @@ from typing import Any
 
 import psycopg
 
-from graph.postgres_tables import KeelTables
 from keel.errors import StoreUnavailable
-from observability.events import RecordEvent
-from observability.store import INSERT_COLUMNS, FlightRecord, event_row
+from observability.record_events import RecordEvent
+from stores.flight_record import INSERT_COLUMNS, FlightRecord, event_row
+from stores.postgres_tables import KeelTables
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS keel_events (
@@ -46,7 +46,7 @@ CREATE OR REPLACE TRIGGER keel_events_no_truncate BEFORE TRUNCATE ON keel_events
 _SCHEMA_LOCK = 0x6B656563  # any constant shared by Keel's processes; one per store
 
 
-class PostgresRecordStore(FlightRecord):
+class PostgresFlightRecord(FlightRecord):
     """Events of every run in the ``keel_events`` table of the checkpoint database.
 
     Args:
@@ -55,7 +55,7 @@ class PostgresRecordStore(FlightRecord):
         pool_size: connections kept open (events come from the graph's thread and the tools').
 
     Example:
-        >>> store = PostgresRecordStore("postgresql://keel@127.0.0.1:5432/keel")
+        >>> store = PostgresFlightRecord("postgresql://keel@127.0.0.1:5432/keel")
         >>> store.count()  # doctest: +SKIP
         0
     """

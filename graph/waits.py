@@ -25,11 +25,11 @@ from langgraph.types import interrupt
 from pydantic import ValidationError
 
 from graph.context import KeelContext, attempt_of, context_of, thread_of
-from graph.state import AwaitView, DomainEvent, KeelState
+from graph.state import AwaitView, DomainEvent, KeelState, StateUpdate
 from graph.wire import EventWaitRequest
 
 
-def await_event(state: AwaitView, runtime: Runtime[KeelContext]) -> dict[str, Any]:
+def await_event(state: AwaitView, runtime: Runtime[KeelContext]) -> StateUpdate:
     """Sleep until the awaited event arrives; anything else keeps the thread waiting.
 
     An event wakes the thread only when the thread guard and the domain vouch for it
@@ -101,7 +101,7 @@ def dispatch_events(
         One entry per event read: its type, key, and the threads it woke.
 
     Raises:
-        RelayBusy: another relay kept the inbox longer than ``tools.events.RELAY_WAIT_S``.
+        RelayBusy: another relay kept the inbox longer than ``stores.inbox.RELAY_WAIT_S``.
     """
     if ctx.inbox is None:
         return []

@@ -12,13 +12,13 @@ A lease is dead, and can be taken over, when
   process (the owner is host + boot + pid + process start time + a random token): a worker that
   died here is recovered at once, without waiting for the TTL.
 
-It lives in ``graph/`` because it guards the checkpoints and is kept in their store: a table in
-the SQLite checkpoint file, or in the Postgres database with ``KEEL_POSTGRES_URL``, so every
-worker that can see a thread sees its owner too. The two stores share one interface
-(:class:`LeaseStore`); deciding life and death is the same code for both.
+It guards the checkpoints and is kept in their store: a table in the SQLite checkpoint file, or
+in the Postgres database with ``KEEL_POSTGRES_URL`` (``stores.backends.open_stores`` picks), so
+every worker that can see a thread sees its owner too. The two stores share one interface
+(:class:`Leases`); deciding life and death is the same code for both.
 
 Example:
-    >>> leases = SqliteLeaseStore(Path("/tmp/keel/checkpoints.sqlite"), ttl_s=30)  # doctest: +SKIP
+    >>> leases = SqliteLeases(Path("/tmp/keel/checkpoints.sqlite"), ttl_s=30)  # doctest: +SKIP
     >>> with leases.hold("t-1"):  # doctest: +SKIP
     ...     graph.invoke(None, config)
 """
@@ -40,10 +40,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from graph.persistence import ensure_table
 from keel.errors import LeaseHeld
-from keel.settings import Settings
-from keel.sqlitefile import SqliteFile
+from stores.checkpoints import ensure_table
+from stores.sqlitefile import SqliteFile
 
 log = logging.getLogger("keel.lease")
 
@@ -149,7 +148,7 @@ class Lease(BaseModel):
         return self.owner.alive_here() is not False
 
 
-class LeaseStore(ABC):
+class Leases(ABC):
     """Leases in the checkpoints' store; subclasses give the five row operations.
 
     Args:
@@ -264,7 +263,7 @@ CREATE TABLE IF NOT EXISTS keel_leases (
 """
 
 
-class SqliteLeaseStore(LeaseStore):
+class SqliteLeases(Leases):
     """Leases in a table of the SQLite checkpoint file; every write is its own transaction.
 
     Args:
@@ -363,7 +362,7 @@ CREATE TABLE IF NOT EXISTS keel_leases (
 """
 
 
-class PostgresLeaseStore(LeaseStore):
+class PostgresLeases(Leases):
     """Leases in the ``keel_leases`` table of the checkpoint database, timed by the server's
     clock (workers on several machines need not agree on the time).
 
@@ -446,13 +445,6 @@ class PostgresLeaseStore(LeaseStore):
         )
 
 
-def open_leases(settings: Settings, saver: Any) -> LeaseStore:
-    """The lease store beside the checkpoints ``saver`` keeps (``open_checkpointer``'s)."""
-    if settings.postgres_url is None:
-        return SqliteLeaseStore(settings.checkpoint_db, settings.lease_ttl_s)
-    return PostgresLeaseStore(saver.conn.connection, settings.lease_ttl_s)
-
-
 def _first(row: Any) -> Any:
     if row is None:
         return None
@@ -462,8 +454,7 @@ def _first(row: Any) -> Any:
 __all__ = [
     "Lease",
     "LeaseOwner",
-    "LeaseStore",
-    "PostgresLeaseStore",
-    "SqliteLeaseStore",
-    "open_leases",
+    "Leases",
+    "PostgresLeases",
+    "SqliteLeases",
 ]

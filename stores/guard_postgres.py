@@ -2,7 +2,7 @@
 depend on (receipts consumed, rejections, taint, the requester, event deliveries) live beside the
 checkpoints and the intent ledger, so every worker on every machine reads the same ones.
 
-Same contract as :class:`tools.guard.ThreadGuard`. Consuming a receipt and an event's wake-up are
+Same contract as :class:`stores.guard.Guard`. Consuming a receipt and an event's wake-up are
 each one statement (an upsert whose condition decides), so two workers racing for one receipt get
 one yes. A server that does not answer raises :class:`keel.errors.StoreUnavailable` naming
 ``KEEL_POSTGRES_URL``: the executor lets it end the run, as it does the ledger's.
@@ -14,9 +14,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from graph.postgres_tables import KeelTables
 from graph.state import DomainEvent, EventWait, Evidence
-from tools.guard import GuardFacts, ThreadGuard
+from stores.guard import Guard, GuardFacts
+from stores.postgres_tables import KeelTables
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS keel_guard_receipts (
@@ -80,11 +80,11 @@ _FACTS = (
 _VALIDATED = ", EXISTS(SELECT 1 FROM keel_guard_plans WHERE thread_id = %s AND digest = %s)"
 
 
-class PostgresThreadGuard(ThreadGuard):
+class PostgresGuard(Guard):
     """The thread guard in the ``keel_guard_*`` tables of the checkpoint database.
 
     Example:
-        >>> guard = PostgresThreadGuard("postgresql://keel@127.0.0.1:5432/keel")
+        >>> guard = PostgresGuard("postgresql://keel@127.0.0.1:5432/keel")
         >>> guard.rejected("t-1")  # doctest: +SKIP
         frozenset()
     """

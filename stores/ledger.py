@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from keel.sqlitefile import SqliteFile
+from stores.sqlitefile import SqliteFile
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS intents (
@@ -37,7 +38,34 @@ class Intent:
     answer: dict[str, Any] | None
 
 
-class IntentLedger:
+class Ledger(ABC):
+    """The intent ledger's contract; ``SqliteLedger`` and ``stores.ledger_postgres.PostgresLedger``
+    keep it (``stores.backends.open_stores`` picks one)."""
+
+    @abstractmethod
+    def atomic(self) -> AbstractContextManager[None]:
+        """A block whose ledger writes commit with the thread guard's, as one transaction,
+        where both stores can."""
+
+    @abstractmethod
+    def get(self, key: str) -> Intent | None:
+        """The intent of ``key``, or None when none was written."""
+
+    @abstractmethod
+    def begin(self, key: str, thread_id: str, step: int, tool: str, digest: str) -> None:
+        """Write the intent as ``pending`` before the call; idempotent (an intent already
+        written, pending or done, is kept)."""
+
+    @abstractmethod
+    def finish(self, key: str, answer: dict[str, Any]) -> None:
+        """The call answered: the intent is ``done`` and keeps ``answer``."""
+
+    @abstractmethod
+    def for_thread(self, thread_id: str) -> list[dict[str, Any]]:
+        """The thread's intents (key, step, tool, status), by step."""
+
+
+class SqliteLedger(Ledger):
     """Intents in a SQLite file; each write is its own committed transaction, synced to disk
     (``synchronous=FULL``: an intent must outlive a power cut, not only a killed process)."""
 

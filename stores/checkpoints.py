@@ -1,4 +1,5 @@
-"""Checkpointers: embedded SQLite by default, Postgres when ``KEEL_POSTGRES_URL`` is set.
+"""Checkpointers: embedded SQLite by default, Postgres when ``KEEL_POSTGRES_URL`` is set
+(``stores.backends.open_checkpointer`` opens the one the settings pick).
 
 Either way a thread lives in the checkpointer, not in a process, so any worker can run or resume
 it. The serializer is strict: only safe types and Keel's own state types load from a checkpoint
@@ -63,35 +64,8 @@ def keel_checkpointer(saver: BaseCheckpointSaver[Any]) -> BaseCheckpointSaver[An
 
 
 @contextmanager
-def open_checkpointer(settings: Settings) -> Iterator[BaseCheckpointSaver[str]]:
-    """The checkpointer the settings select, set up and ready; closed on exit.
-
-    SQLite at ``settings.checkpoint_db`` (WAL, busy timeout) by default; with
-    ``settings.postgres_url``, a ``PostgresSaver`` on a connection pool.
-
-    Raises:
-        ConfigError: the Postgres database cannot be reached or used (the message names
-            ``KEEL_POSTGRES_URL`` and hides the password).
-
-    Later, while the saver is in use, a Postgres that stops answering raises
-    ``keel.errors.StoreUnavailable`` (also naming ``KEEL_POSTGRES_URL``) from the saver's calls.
-
-    Example:
-        >>> from pathlib import Path
-        >>> from graph.builder import build_graph
-        >>> with open_checkpointer(Settings(home=Path("/tmp/keel-doc"))) as saver:
-        ...     graph = build_graph(saver)
-    """
-    if settings.postgres_url is None:
-        with _sqlite(settings) as saver:
-            yield saver
-    else:
-        with _postgres(settings) as pg_saver:
-            yield pg_saver
-
-
-@contextmanager
-def _sqlite(settings: Settings) -> Iterator[SqliteSaver]:
+def sqlite_checkpointer(settings: Settings) -> Iterator[SqliteSaver]:
+    """The SQLite checkpointer at ``settings.checkpoint_db`` (WAL, busy timeout), set up."""
     settings.home.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(settings.checkpoint_db, check_same_thread=False, timeout=30)
     try:
@@ -105,8 +79,9 @@ def _sqlite(settings: Settings) -> Iterator[SqliteSaver]:
 
 
 @contextmanager
-def _postgres(settings: Settings) -> Iterator[BaseCheckpointSaver[str]]:
-    """A ``PostgresSaver`` on a pool whose connections are checked before each use.
+def postgres_checkpointer(settings: Settings, url: str) -> Iterator[BaseCheckpointSaver[str]]:
+    """A ``PostgresSaver`` at ``url`` (``KEEL_POSTGRES_URL``) on a pool whose connections are
+    checked before each use.
 
     The pool's connections are what ``PostgresSaver`` requires (autocommit, dict rows) and,
     behind a transaction pooler, prepare nothing. ``setup()`` (the migrations) runs only when the
@@ -122,17 +97,15 @@ def _postgres(settings: Settings) -> Iterator[BaseCheckpointSaver[str]]:
     connection from the pool, and the pool's reconnection attempts after the server went away
     (past it, the next request starts a fresh attempt, so a worker serves again as soon as the
     server is back instead of after a long backoff). A server that stops answering mid-run is a
-    ``StoreUnavailable`` naming ``KEEL_POSTGRES_URL`` (``graph.postgres_pool``).
+    ``StoreUnavailable`` naming ``KEEL_POSTGRES_URL`` (``stores.postgres_pool``).
     """
     import psycopg
     from langgraph.checkpoint.postgres import PostgresSaver
     from psycopg.rows import dict_row
     from psycopg_pool import PoolTimeout
 
-    from graph.postgres_pool import KeelPool
+    from stores.postgres_pool import KeelPool
 
-    assert settings.postgres_url is not None
-    url = settings.postgres_url.get_secret_value()
     shown = redact_url(url)
     timeout = settings.postgres_connect_timeout_s
     connection_kwargs: dict[str, Any] = {

@@ -10,7 +10,7 @@ pretend a request was already shown.
 The log is append-only, one entry per event, and idempotent per (thread, kind, key): the approval
 node runs again from its first line when it is resumed, and finds the entry its first run wrote.
 ``ReviewLog`` is the protocol; ``StoredReviewLog`` keeps it in the thread guard's store
-(``tools.guard``: the intent ledger's SQLite file, or PostgreSQL beside the checkpoints with
+(``stores.guard``: the intent ledger's SQLite file, or PostgreSQL beside the checkpoints with
 ``KEEL_POSTGRES_URL``, so every worker on every machine reads the same history);
 ``MemoryReviewLog`` in the process.
 """
@@ -80,7 +80,7 @@ class MemoryReviewLog:
 
 
 class ReviewStore(Protocol):
-    """Where a ``StoredReviewLog`` keeps its entries: the thread guard (``tools.guard``)."""
+    """Where a ``StoredReviewLog`` keeps its entries: the thread guard (``stores.guard``)."""
 
     def add_review_entry(self, thread_id: str, kind: str, key: str, entry: str) -> None: ...
 
@@ -94,8 +94,8 @@ class StoredReviewLog:
     Example:
         >>> import tempfile
         >>> from pathlib import Path
-        >>> from tools.guard import SqliteThreadGuard
-        >>> log = StoredReviewLog(SqliteThreadGuard(Path(tempfile.mkdtemp()) / "intents.sqlite"))
+        >>> from stores.guard import SqliteGuard
+        >>> log = StoredReviewLog(SqliteGuard(Path(tempfile.mkdtemp()) / "intents.sqlite"))
         >>> log.add("t-1", ReviewEntry("proposed", "r-1:ann", by="ann"))
         >>> log.add("t-1", ReviewEntry("proposed", "r-1:ann", by="ann"))  # the node ran again
         >>> [e.by for e in log.entries("t-1")], log.entries("t-2")

@@ -1,8 +1,8 @@
 """The event inbox: which thread waits for which business event, and how far the relay has read.
 
-See ``graph/events.py`` for the flow; this is its store: SQLite next to the intent ledger, or
-PostgreSQL beside the checkpoints with ``KEEL_POSTGRES_URL`` (``tools.events_postgres``), chosen
-by ``graph.context.inbox_for``. Both keep the same promises:
+See ``graph/waits.py`` for the flow; this is its store: SQLite next to the intent ledger, or
+PostgreSQL beside the checkpoints with ``KEEL_POSTGRES_URL`` (``stores.inbox_postgres``), chosen
+by ``stores.backends.open_stores``. Both keep the same promises:
 
 - ``subscribe`` is idempotent (the node that calls it runs again when its thread is resumed);
 - ``delivered`` marks a subscription served, after the thread was resumed (at-least-once);
@@ -17,6 +17,7 @@ import fcntl
 import os
 import sqlite3
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from graph.state import DomainEvent, EventWait
 from keel.errors import RelayBusy
-from keel.sqlitefile import SqliteFile
+from stores.sqlitefile import SqliteFile
 
 RELAY_WAIT_S = 60.0
 """How long a relay waits for another to finish reading the outbox before giving up."""
@@ -45,12 +46,49 @@ def relay_busy(waited_s: float) -> RelayBusy:
     )
 
 
-class EventInbox:
+class Inbox(ABC):
+    """The inbox's contract (the promises above); ``SqliteInbox`` and
+    ``stores.inbox_postgres.PostgresInbox`` keep it (``stores.backends.open_stores`` picks one)."""
+
+    @abstractmethod
+    def subscribe(self, thread_id: str, wait: EventWait) -> None:
+        """The thread waits for ``wait``; idempotent."""
+
+    @abstractmethod
+    def waiting_for(self, event: DomainEvent) -> list[str]:
+        """The threads waiting for ``event`` and not yet served it, oldest first."""
+
+    @abstractmethod
+    def delivered(self, thread_id: str, event: DomainEvent) -> None:
+        """The thread was resumed with ``event``: its subscription is served."""
+
+    @abstractmethod
+    def cursor(self) -> int:
+        """The last outbox number the relay handled (0: none)."""
+
+    @abstractmethod
+    def restart(self) -> None:
+        """Read the outbox from the start again (the domain's backend was reset)."""
+
+    @abstractmethod
+    def advance(self, seq: int) -> None:
+        """The relay has handled every event up to ``seq``; a smaller number changes nothing."""
+
+    @abstractmethod
+    def relaying(self, wait_s: float = RELAY_WAIT_S) -> AbstractContextManager[None]:
+        """Hold the relay's turn: a second relay waits until the first is done.
+
+        Raises:
+            RelayBusy: another relay kept its turn for ``wait_s``.
+        """
+
+
+class SqliteInbox(Inbox):
     """Which thread waits for which event, and how far the relay has read the outbox (SQLite).
 
     Example:
         >>> import tempfile
-        >>> inbox = EventInbox(Path(tempfile.mkdtemp()) / "events.sqlite")
+        >>> inbox = SqliteInbox(Path(tempfile.mkdtemp()) / "events.sqlite")
         >>> inbox.advance(7); inbox.advance(3); inbox.cursor()
         7
         >>> inbox.restart(); inbox.cursor()

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from keel.sqlitefile import SqliteFile
+from stores.sqlitefile import SqliteFile
 from tools.resilience import CLOSED, Breaker, BreakerRecord, cooled
 
 SCHEMA = """
@@ -28,7 +28,7 @@ CREATE TABLE IF NOT EXISTS breakers (
 """
 
 
-class SqliteBreakerStore:
+class SqliteBreakers:
     """Breakers in a SQLite file; every store opened on the same file shares them.
 
     Args:
@@ -36,7 +36,7 @@ class SqliteBreakerStore:
         clock: the shared timeline; tests inject their own.
 
     Example:
-        >>> store = SqliteBreakerStore(Path("/tmp/keel/breakers.sqlite"))
+        >>> store = SqliteBreakers(Path("/tmp/keel/breakers.sqlite"))
         >>> store.breaker("carrier_api").state
         'closed'
     """

@@ -1,7 +1,7 @@
 """The intent ledger in PostgreSQL: with ``KEEL_POSTGRES_URL`` set, intents live next to the
 checkpoints, so a worker on any machine sees what another worker wrote before its call.
 
-Same contract as :class:`tools.ledger.IntentLedger`: each write is its own committed transaction,
+Same contract as :class:`stores.ledger.Ledger`: each write is its own committed transaction,
 ``begin`` is idempotent, a ``done`` intent keeps its answer. A server that does not answer raises
 :class:`keel.errors.StoreUnavailable` naming ``KEEL_POSTGRES_URL``; the executor lets it end the
 run (it is not a tool's answer), and the next attempt settles the intent with the backend.
@@ -13,8 +13,8 @@ import json
 from contextlib import AbstractContextManager
 from typing import Any
 
-from graph.postgres_tables import KeelTables, one_transaction
-from tools.ledger import Intent, IntentLedger
+from stores.ledger import Intent, Ledger
+from stores.postgres_tables import KeelTables, one_transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS keel_intents (
@@ -27,11 +27,11 @@ CREATE INDEX IF NOT EXISTS keel_intents_thread ON keel_intents (thread_id, step)
 _SCHEMA_LOCK = 0x6B65656D  # any constant shared by Keel's processes; not the checkpointer's
 
 
-class PostgresIntentLedger(IntentLedger):
+class PostgresLedger(Ledger):
     """Intents in the ``keel_intents`` table of the checkpoint database.
 
     Example:
-        >>> ledger = PostgresIntentLedger("postgresql://keel@127.0.0.1:5432/keel")
+        >>> ledger = PostgresLedger("postgresql://keel@127.0.0.1:5432/keel")
         >>> ledger.begin("keel-abc", "t-1", 0, "ship_parcel", "sha256:...")  # doctest: +SKIP
     """
 

@@ -26,11 +26,11 @@ authority. Per thread, append-only:
 - **validated plans**: the digest (``plan_digest``) of every plan the validator passed in the
   thread; the executor runs no step of any other plan, whatever ``plan`` and ``plan_verdict``
   in the state say;
-- **the approval history**: what reviewers were shown and who changed it (``graph.review_log``
+- **the approval history**: what reviewers were shown and who changed it (``stores.review_log``
   reads and writes it through ``add_review_entry`` and ``review_entries``).
 
-``ThreadGuard`` states the contract; ``SqliteThreadGuard`` keeps it in a SQLite file and
-``tools.guard_postgres.PostgresThreadGuard`` in PostgreSQL; ``graph.context.guard_for`` picks one
+``Guard`` states the contract; ``SqliteGuard`` keeps it in a SQLite file and
+``stores.guard_postgres.PostgresGuard`` in PostgreSQL; ``stores.backends.open_stores`` picks one
 from the settings.
 """
 
@@ -47,7 +47,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from graph.state import DomainEvent, EventWait, Evidence, Plan, tainting
-from keel.sqlitefile import SqliteFile
+from stores.sqlitefile import SqliteFile
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ class GuardFacts:
     plan_validated: bool | None = None
 
 
-class ThreadGuard(ABC):
+class Guard(ABC):
     """Per thread, the facts a guarantee depends on: append-only, outside the checkpoint.
 
     Every write is its own committed transaction; writing a fact twice keeps the first.
@@ -175,7 +175,7 @@ class ThreadGuard(ABC):
 
     @abstractmethod
     def add_review_entry(self, thread_id: str, kind: str, key: str, entry: str) -> None:
-        """Append ``entry`` (its JSON, ``graph.review_log``) to the thread's approval history,
+        """Append ``entry`` (its JSON, ``stores.review_log``) to the thread's approval history,
         unless the thread already has an entry of that kind with that key."""
 
     @abstractmethod
@@ -245,13 +245,13 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-class SqliteThreadGuard(ThreadGuard):
+class SqliteGuard(Guard):
     """The thread guard in a SQLite file: the intent ledger's (``settings.intent_db``), synced
     to disk on every write (``synchronous=FULL``), as the intents are.
 
     Example:
         >>> import tempfile
-        >>> guard = SqliteThreadGuard(Path(tempfile.mkdtemp()) / "intents.sqlite")
+        >>> guard = SqliteGuard(Path(tempfile.mkdtemp()) / "intents.sqlite")
         >>> guard.consume_receipt("t-1", "sha256:a", attempt="task-1", approved_by="ann")
         True
         >>> guard.consume_receipt("t-1", "sha256:a", attempt="task-2", approved_by="ann")

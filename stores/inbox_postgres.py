@@ -1,7 +1,7 @@
 """The event inbox in PostgreSQL: with ``KEEL_POSTGRES_URL`` set, every worker sees who waits for
 which event and how far the relay has read, whatever machine it runs on.
 
-Same contract as :class:`tools.events.EventInbox`. Two relays started at once (on two machines)
+Same contract as :class:`stores.inbox.Inbox`. Two relays started at once (on two machines)
 take turns through a session advisory lock held for the whole pass, so the second reads the cursor
 the first advanced and wakes nobody twice; the lock goes with the session when a relay dies. A
 server that does not answer raises :class:`keel.errors.StoreUnavailable` naming
@@ -15,9 +15,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from graph.postgres_tables import KeelTables
 from graph.state import DomainEvent, EventWait
-from tools.events import RELAY_WAIT_S, EventInbox, relay_busy
+from stores.inbox import RELAY_WAIT_S, Inbox, relay_busy
+from stores.postgres_tables import KeelTables
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS keel_subscriptions (
@@ -35,12 +35,12 @@ _SCHEMA_LOCK = 0x6B656569  # any constant shared by Keel's processes; one per st
 _RELAY_LOCK = 0x6B656572  # held by the relay reading the outbox
 
 
-class PostgresEventInbox(EventInbox):
+class PostgresInbox(Inbox):
     """Subscriptions and the relay's cursor in the ``keel_subscriptions`` and ``keel_relay``
     tables of the checkpoint database.
 
     Example:
-        >>> inbox = PostgresEventInbox("postgresql://keel@127.0.0.1:5432/keel")
+        >>> inbox = PostgresInbox("postgresql://keel@127.0.0.1:5432/keel")
         >>> inbox.cursor()  # doctest: +SKIP
         0
     """

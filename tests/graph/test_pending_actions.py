@@ -1,0 +1,41 @@
+"""What still needs approval is the plan check's finding in the state (``pending_actions``): a
+caller who writes that channel can add an action to an approval, never take one out of it (the
+approval node checks it again against the thread guard)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.types import Command
+
+from domains.support_desk.backend import DemoBackend
+from graph.wire import approval_request_of
+from keel.app import KeelApp
+from tests.conftest import REFUND_REQUEST
+
+
+def _config(thread_id: str) -> dict[str, Any]:
+    return {"configurable": {"thread_id": thread_id}}
+
+
+def test_the_plan_check_writes_what_needs_approval_and_the_request_shows_it(app: KeelApp) -> None:
+    waiting = app.run(REFUND_REQUEST, thread_id="t-pending")
+    assert waiting.status == "awaiting_approval"
+    values = app.graph.get_state(_config("t-pending")).values
+    assert values["pending_actions"] == [0, 1]
+    assert [p.name for p in waiting.pending or []] == ["refund_charge", "send_email"]
+
+
+def test_pending_actions_emptied_at_the_approval_still_asks_for_every_action(
+    app: KeelApp, backend: DemoBackend
+) -> None:
+    app.run(REFUND_REQUEST, thread_id="t-emptied")
+    app.graph.invoke(
+        Command(update={"pending_actions": []}, goto="approve"), _config("t-emptied"),
+        context=app.context, durability="sync",
+    )  # fmt: skip
+    interrupts = app.graph.get_state(_config("t-emptied")).interrupts
+    request = approval_request_of(interrupts[0].value)
+    assert request is not None
+    assert [a["name"] for a in request["action_requests"]] == ["refund_charge", "send_email"]
+    assert backend.refunds() == [] and backend.outbox() == []

@@ -1,0 +1,23 @@
+"""Every node returns a typed partial update of the state (``graph.state.StateUpdate``), so a
+misspelled channel in a node's return is a type error, not a write LangGraph drops."""
+
+from __future__ import annotations
+
+import inspect
+from typing import get_type_hints
+
+from graph.builder import build_graph
+from graph.state import KeelState, StateUpdate
+
+
+def test_every_node_of_the_graph_returns_a_state_update() -> None:
+    nodes = build_graph().builder.nodes
+    assert len(nodes) == 10
+    for name, spec in nodes.items():
+        node = inspect.unwrap(spec.runnable.func)  # type: ignore[attr-defined]
+        assert get_type_hints(node)["return"] is StateUpdate, name
+
+
+def test_a_state_update_holds_the_state_channels_and_no_other() -> None:
+    assert StateUpdate.__total__ is False
+    assert get_type_hints(StateUpdate) == get_type_hints(KeelState)
