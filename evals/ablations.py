@@ -26,7 +26,9 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
+from agents.executor import execute
 from graph.approval import pending_actions
+from graph.builder import execute_then_check
 from graph.context import KeelContext, context_of, guarded_thread
 from graph.state import PlanCheckView, ResultCheckView, StateUpdate, Verdict
 from keel.settings import Settings
@@ -114,13 +116,15 @@ def _ungated(ctx: KeelContext) -> KeelContext:
     return ctx
 
 
-_UNCHECKED = {"check_plan": unchecked_plan, "check_result": unchecked_result}
+_UNCHECKED = {
+    "check_plan": unchecked_plan,
+    # The result check runs inside the ``execute`` node, after the executor's step.
+    "execute": execute_then_check(execute, unchecked_result),
+}
 
 ABLATIONS: list[Ablation] = [
     Ablation("no_curation", context=_uncurated),
-    Ablation(
-        "no_validator", nodes={"check_plan": unchecked_plan, "check_result": unchecked_result}
-    ),
+    Ablation("no_validator", nodes=_UNCHECKED),
     Ablation("no_gate", context=_ungated),
     Ablation("no_retries", settings=lambda s: s.model_copy(update={"tool_retry_attempts": 1})),
     Ablation("no_validator_no_gate", context=_ungated, nodes=_UNCHECKED),

@@ -1,13 +1,17 @@
-"""The graph: intake, retrieve, plan, check, approve, execute, check, respond or escalate.
+"""The graph: intake, retrieve, plan, check, approve, execute and check, respond or escalate.
 
 ```
-START -> intake -> retrieve -> plan -> check_plan --ok--> approve? --> execute --> check_result
+START -> intake -> retrieve -> plan -> check_plan --ok--> approve? --> execute (+ result check)
                       ^                     |         (interrupt)        ^             |
                       +--replan (bounded)---+                            +-- next step-+--> respond
                                             +--> escalate <-- unrecoverable -----------+
                                                     await_event <-- effect in flight ---+
                                                     (interrupt; an outbox event wakes it)
 ```
+
+The validator's result check runs inside the ``execute`` node, right after the executor's step
+(``execute_then_check``): one superstep per step, whose checkpoint holds the step's result and
+its verdict together (issue 26: every superstep costs a served run a checkpoint and an event).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from graph.state import (
     RespondView,
     ResultCheckView,
     RetrieverView,
+    StateUpdate,
 )
 from graph.waits import after_event, await_event
 
@@ -115,6 +120,40 @@ def after_result(state: KeelState) -> Literal["execute", "respond", "escalate", 
     if state.get("waiting") is not None:
         return "await_event"
     return "execute" if state.get("cursor", 0) < len(plan_.steps) else "respond"
+
+
+def execute_then_check(
+    step: Callable[..., StateUpdate], check: Callable[..., StateUpdate]
+) -> Callable[..., StateUpdate]:
+    """The executor's pass (``step``) and the validator's result check of it (``check``), as one
+    node: the check reads the state as the step leaves it (the outcome appended to ``results``,
+    the cursor moved on) and its verdict joins the step's update.
+
+    The executor and the validator stay separate agents with their own code; only the superstep
+    is shared (issue 26). A re-run of the node (a crash before its checkpoint) runs the step
+    again, which finds an irreversible call done in the ledger or at the backend, and the check
+    again, which only reads: the check must stay free of side effects.
+
+    Example:
+        >>> def step(state, runtime):
+        ...     return {"results": ["ran"], "cursor": state["cursor"] + 1}
+        >>> def check(state, runtime):
+        ...     return {"result_verdict": (state["results"][-1], state["cursor"])}
+        >>> execute_then_check(step, check)({"cursor": 0, "results": []}, None)
+        {'results': ['ran'], 'cursor': 1, 'result_verdict': ('ran', 1)}
+    """
+
+    @functools.wraps(step)
+    def node(state: Mapping[str, Any], runtime: Any) -> StateUpdate:
+        update = step(state, runtime)
+        ran: ResultCheckView = {
+            "plan": state.get("plan"),
+            "cursor": update.get("cursor", state.get("cursor", 0)),
+            "results": [*state.get("results", []), *update.get("results", [])],
+        }
+        return update | check(ran, runtime)
+
+    return node
 
 
 _APPENDED: frozenset[str] = frozenset(
@@ -194,7 +233,8 @@ def build_graph(
         with_context_schema: declare ``KeelContext`` as the runtime context. The server build
             leaves it out: its dependencies are live objects, not a JSON form.
         nodes: node functions to use instead of Keel's, by node name, with the same view of the
-            state and the same edges (the evals ablate the validator this way).
+            state and the same edges (the evals ablate the validator this way: ``check_plan``,
+            and ``execute`` made with ``execute_then_check`` and another result check).
 
     Example:
         >>> from graph.builder import build_graph
@@ -213,8 +253,7 @@ def build_graph(
         "plan": (plan, PlannerView),
         "check_plan": (check_plan, PlanCheckView),
         "approve": (approve, ApprovalView),
-        "execute": (execute, ExecutorView),
-        "check_result": (check_result, ResultCheckView),
+        "execute": (execute_then_check(execute, check_result), ExecutorView),
         "await_event": (await_event, AwaitView),
         "respond": (respond, RespondView),
         "escalate": (escalate, EscalateView),
@@ -223,7 +262,16 @@ def build_graph(
     if unknown:
         raise ValueError(f"no node(s) {unknown} to replace; the nodes are {sorted(agents)}")
     for name, (node, view) in agents.items():
-        builder.add_node(name, changes_only((nodes or {}).get(name, node), view), input_schema=view)
+        builder.add_node(
+            name,
+            changes_only((nodes or {}).get(name, node), view),
+            input_schema=view,
+            # The escalation is the thread's last word: it runs once no other branch is pending
+            # (one a client's ``Command(goto=...)`` started), so it never writes the outcome
+            # (``status``, ``answer``) in the same superstep as ``respond`` or ``approve``, which
+            # LangGraph refuses (a thread every resume then fails on). Alone, it runs next.
+            defer=name == "escalate",
+        )
 
     builder.add_edge(START, "intake")
     builder.add_conditional_edges("intake", after_intake)
@@ -231,8 +279,7 @@ def build_graph(
     builder.add_conditional_edges("plan", after_plan)
     builder.add_conditional_edges("check_plan", after_plan_check)
     builder.add_conditional_edges("approve", after_approval)
-    builder.add_edge("execute", "check_result")
-    builder.add_conditional_edges("check_result", after_result)
+    builder.add_conditional_edges("execute", after_result)
     builder.add_conditional_edges("await_event", after_event)
     builder.add_edge("respond", END)
     builder.add_edge("escalate", END)

@@ -57,8 +57,9 @@ if TYPE_CHECKING:  # the chat models' package is imported when a model is made, 
 RecordSink = Callable[[RecordEvent], None]
 """Told every event a recorder records, after redaction, before (and whatever) the store."""
 
-ROLES = {"plan": "planner", "check_plan": "validator", "check_result": "validator"}
-"""The agent role of each node, for model calls (a node's name otherwise)."""
+ROLES = {"plan": "planner", "check_plan": "validator"}
+"""The agent role of each node, for model calls (a node's name otherwise). The result check
+makes no model call: it runs inside ``execute`` (``graph.builder.execute_then_check``)."""
 
 
 def jsonable(value: Any) -> Any:

@@ -224,11 +224,14 @@ def _attacks() -> list[Attack]:
           what="as state_forged_receipts, by an operator (receipts arrive as JSON objects)",
           ops=[*AT_APPROVAL, write({**PUSHED, "approvals": "$forged_receipts"}, by="olga"),
                run(by="olga")]),
+        # The result check runs inside the ``execute`` node (``graph.builder``): a write as
+        # that node is a write as the result check, whose edges lead to the next step.
         a(name="state_as_check_result", cls="state_writes",
-          what="at the approval: update_state(result ok, as_node=check_result), then a run",
+          what="at the approval: update_state(result ok, as_node=execute, the node that checks "
+               "results), then a run",
           ops=[*AT_APPROVAL, write({"cursor": 0, "result_verdict": {"stage": "result",
                                                                     "ok": True}},
-                                   as_node="check_result"), run()]),
+                                   as_node="execute"), run()]),
         a(name="state_waiting_cleared", cls="state_writes",
           what="a bank refund waiting for settlement: update_state(waiting=None), then a run",
           ops=[*WAITING, write({"waiting": None, "status": "running"}, as_node="await_event"),

@@ -39,7 +39,9 @@ def test_a_node_keeps_writes_outside_its_view_and_the_ones_that_change() -> None
 # runs and the resume's input), 26 channel writes, about 9.4 kB; then 27 once the plan check wrote
 # the pending actions it decided (``pending_actions``, one place per decision, issue 22). Each
 # superstep costs a served run a checkpoint, its writes and the engine's events carrying the state.
-REFUND_TASKS, REFUND_WRITES, REFUND_BYTES = 12, 27, 10_500
+# Then 10 tasks and 11 of LangGraph's own writes (from 13) once the result check ran inside
+# ``execute`` (two supersteps fewer; the same 27 channel writes and 9.4 kB, now in fewer tasks).
+REFUND_TASKS, REFUND_WRITES, REFUND_BYTES, REFUND_BOOKKEEPING = 10, 27, 10_500, 11
 
 
 def test_a_refund_thread_takes_no_more_supersteps_and_writes_than_measured(app: KeelApp) -> None:
@@ -51,3 +53,20 @@ def test_a_refund_thread_takes_no_more_supersteps_and_writes_than_measured(app: 
     assert found["tasks"] <= REFUND_TASKS, found
     assert found["writes"] <= REFUND_WRITES, found
     assert found["bytes"] <= REFUND_BYTES, found
+    assert found["bookkeeping_writes"] <= REFUND_BOOKKEEPING, found
+
+
+def test_the_checkpoint_after_a_step_holds_its_result_and_its_verdict(app: KeelApp) -> None:
+    """The result check runs in the executor's superstep: no checkpoint holds a step's result
+    without the validator's verdict on it (a crash there re-runs the step and its check)."""
+    waiting = app.run(REFUND_REQUEST, thread_id="t-verdict")
+    assert app.resume(waiting.thread_id, Decision(kind="approve", reviewer="ann")).status == "done"
+    config = {"configurable": {"thread_id": "t-verdict"}}
+    checked = 0
+    for snapshot in app.graph.get_state_history(config):
+        results = snapshot.values.get("results") or []
+        if results:
+            verdict = snapshot.values.get("result_verdict")
+            assert verdict is not None and verdict.step == results[-1].step, snapshot.metadata
+            checked += 1
+    assert checked >= 2

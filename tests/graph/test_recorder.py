@@ -61,6 +61,8 @@ def test_a_run_with_an_approval_is_recorded_completely(app: KeelApp, seen: Seen)
     ]  # fmt: skip
     entered = [e.node for e in _kinds(events, "node_entered")]
     assert entered[:5] == NODE_PATH_BEFORE_APPROVAL
+    # The resume: each step's result is checked inside ``execute`` (no node of its own).
+    assert entered[5:] == ["approve", "execute", "execute", "respond"]
     assert len(entered) == len(_kinds(events, "node_left"))
 
     # Every tool call the registry told, and nothing else, in the same order.
@@ -87,6 +89,11 @@ def test_a_run_with_an_approval_is_recorded_completely(app: KeelApp, seen: Seen)
     [plan] = _kinds(events, "plan")
     assert plan.payload.planner == "runbook"  # type: ignore[union-attr]
     assert [v.payload.ok for v in _kinds(events, "verdict")] == [True, True, True]  # type: ignore[union-attr]
+    # The result check's verdicts are recorded by the node that runs it, one per step.
+    verdicts = [(v.node, v.payload.stage, v.payload.step) for v in _kinds(events, "verdict")]  # type: ignore[union-attr]
+    assert verdicts == [
+        ("check_plan", "plan", None), ("execute", "result", 0), ("execute", "result", 1),
+    ]  # fmt: skip
     refund = next(c for c in recorded if c.tool == "refund_charge")
     assert refund.idempotency_key == done.results[0].idempotency_key
     assert _kinds(events, "clock")

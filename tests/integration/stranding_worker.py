@@ -4,7 +4,8 @@ writes are saved (``put_writes``) and before the next checkpoint is written.
 Run as ``python -m tests.integration.stranding_worker KEEL-ARGS...`` (for example ``resume THREAD
 --approve``). The first time an ``execute`` task has its writes saved, the process kills itself.
 The saver runs its calls on background threads, so the checkpoint that follows ``execute`` (the
-one whose updated channels include ``branch:to:check_result``: only ``execute`` leads there) is
+one whose updated channels include ``result_verdict``: only ``execute``, whose pass ends with the
+validator's result check, writes it) is
 held back until then: whichever call comes first, the state left behind is always the same, the
 checkpoint before ``execute`` with its writes pending on it. Both checkpointers are patched (the
 class methods, not an instance), so the worker is Keel's own CLI on either.
@@ -19,7 +20,9 @@ import threading
 from typing import Any
 
 NODE = "execute"
-AFTER_NODE = "branch:to:check_result"
+AFTER_NODE = "result_verdict"
+"""A channel only ``execute`` writes (its next node is chosen by a conditional edge, so no
+``branch:to:`` channel names it alone: ``approve`` writes ``branch:to:execute`` too)."""
 
 
 def _strand_after_execute() -> None:

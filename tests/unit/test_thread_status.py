@@ -43,9 +43,9 @@ def test_writes_saved_without_the_next_checkpoint_is_stalled_not_finished() -> N
 
 
 def test_a_task_not_yet_finished_is_where_the_run_stalled() -> None:
-    todo = PregelTask("id-2", "check_result", ("__pregel_pull", "check_result"))
-    found = thread_status(snapshot(next_=("check_result",), tasks=(todo,)))
-    assert (found.status, found.stalled_at, found.saved_writes) == ("stalled", "check_result", [])
+    todo = PregelTask("id-2", "respond", ("__pregel_pull", "respond"))
+    found = thread_status(snapshot(next_=("respond",), tasks=(todo,)))
+    assert (found.status, found.stalled_at, found.saved_writes) == ("stalled", "respond", [])
     assert found.checkpoint_id == "c-5" and found.thread_id == "t-1"
 
 
