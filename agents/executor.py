@@ -70,7 +70,11 @@ def thread_facts(
         with_taint(state.get("evidence", []), guarded.taint if guarded is not None else ()),
         guarded,
     )
-    entities = thread_entities(state.get("entities", {}), guarded, domain.extract_entities)
+    entities = thread_entities(
+        state.get("entities", {}),
+        guarded.requests if guarded is not None else None,
+        domain.extract_entities,
+    )
     guarded = guarded or GuardFacts()
     state_taint = [e.chunk_id for e in tainting(state.get("evidence", []))]
     return ThreadFacts(

@@ -175,7 +175,7 @@ def check_plan(state: PlanCheckView, runtime: Runtime[KeelContext]) -> StateUpda
         # Of the request the thread guard recorded, not of entities a caller wrote.
         entities = thread_entities(
             state.get("entities", {}),
-            facts if guarded is not None else None,
+            facts.requests if guarded is not None else None,
             ctx.domain.extract_entities,
         )
         records = ctx.domain.gather_records(entities, ctx.tools.for_agent("validator"))

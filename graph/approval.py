@@ -223,36 +223,36 @@ def thread_sources(
 
 def thread_entities(
     entities: Mapping[str, str],
-    facts: GuardFacts | None,
+    requests: Sequence[str] | None,
     extract: Callable[[str], Mapping[str, str]],
 ) -> dict[str, str]:
     """What the thread is about (the entities its request names), as far as a guarantee goes:
-    the scopes' subjects (``agents.executor.thread_facts``) and the records the validator checks
-    a plan against.
+    the scopes' subjects (``agents.executor.thread_facts``), the records the validator checks a
+    plan against, and the records the planner reads (which then vouch for arguments).
 
-    With a guard (``facts``), they are the request the guard recorded at intake (the last one)
-    read again with ``extract``, the domain's ``extract_entities``, a pure function of the text:
-    the state's ``entities`` are not read, since any caller who can write state can write them.
-    Not even to narrow: a scope may read a missing subject as no restriction (the support desk's
-    refund scope checks the charge's invoice only when the request names one), so a subject
-    taken away widens as surely as one added. A guard with no request recorded gives none (every
-    scope that needs a subject refuses). Without a guard (a graph run with no stores), the state's
-    copy is all there is.
+    With a guard, ``requests`` are the requests it recorded at intake (``GuardFacts.requests``)
+    and the entities are the last one's, read again with ``extract`` (the domain's
+    ``extract_entities``, a pure function of the text): the state's ``entities`` are not read,
+    since any caller who can write state can write them. Not even to narrow: a scope may read a
+    missing subject as no restriction (the support desk's refund scope checks the charge's
+    invoice only when the request names one), so a subject taken away widens as surely as one
+    added. A guard with no request recorded gives none (every scope that needs a subject
+    refuses). Without a guard (``requests`` None: a graph run with no stores), the state's copy
+    is all there is.
 
     Example:
         >>> def ids(text: str) -> dict[str, str]:
         ...     return {"customer_id": w for w in text.split() if w.startswith("C-")}
-        >>> facts = GuardFacts(requests=("Refund C-1001",))
-        >>> thread_entities({"customer_id": "C-1002"}, facts, ids)
+        >>> thread_entities({"customer_id": "C-1002"}, ["Refund C-1001"], ids)
         {'customer_id': 'C-1001'}
-        >>> thread_entities({}, facts, ids)
+        >>> thread_entities({}, ["Refund C-1001"], ids)
         {'customer_id': 'C-1001'}
         >>> thread_entities({"customer_id": "C-1002"}, None, ids)
         {'customer_id': 'C-1002'}
     """
-    if facts is None:
+    if requests is None:
         return dict(entities)
-    return dict(extract(facts.requests[-1])) if facts.requests else {}
+    return dict(extract(requests[-1])) if requests else {}
 
 
 def pending_actions(

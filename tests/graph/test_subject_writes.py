@@ -10,6 +10,7 @@ them: the validator and, behind it, the gate refuse; nothing reaches the other c
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -60,10 +61,10 @@ def _config(thread_id: str) -> Any:
 
 
 def _untouched(backend: DemoBackend) -> None:
-    """Nothing reached the other customers: no refund, no e-mail, Grace's billing address as
-    seeded, Katherine's ticket open."""
-    assert backend.refunds() == []
-    assert backend.outbox() == []
+    """Nothing reached the other customers: no refund of Grace's charge, no e-mail to her, her
+    billing address as seeded, Katherine's ticket open."""
+    assert [r for r in backend.refunds() if r["charge_id"] != "CH-3002"] == []  # Ada's
+    assert [m for m in backend.outbox() if m["recipient"] != "ada@example.com"] == []
     assert {"billing e-mail of C-1002 is accounts@hopper.example", "ticket T-78 is open"} <= (
         backend.snapshot()
     )
@@ -104,6 +105,7 @@ def test_the_gate_refuses_a_step_on_the_customer_a_caller_wrote_into_entities(
     )  # fmt: skip
     app.graph.invoke(None, _config("t-subject"), context=app.context, durability="sync")
     _untouched(backend)
+    assert backend.refunds() == backend.outbox() == []
     [result] = [r for r in app.show("t-subject").results if r.tool == step.tool]
     assert result.denied and f"out of scope '{scope}'" in (result.error or ""), result
 
@@ -144,7 +146,9 @@ def test_a_plan_for_the_customer_a_caller_wrote_into_entities_is_refused_before_
             break
         app.resume("t-validate", Decision(kind="approve", reviewer="ann"))
     _untouched(backend)
-    assert app.show("t-validate").status in ("escalated", "refused", "done")
+    # Planned again from the request the guard recorded: Ada's refund, as she asked.
+    assert app.show("t-validate").status == "done"
+    assert [r["charge_id"] for r in backend.refunds()] == ["CH-3002"]
 
 
 def test_a_billing_change_for_the_customer_a_caller_wrote_into_entities_is_refused(
@@ -165,3 +169,23 @@ def test_a_billing_change_for_the_customer_a_caller_wrote_into_entities_is_refus
     app.graph.invoke(None, _config("t-billing"), context=app.context, durability="sync")
     assert "billing e-mail of C-1002 is accounts@hopper.example" in backend.snapshot()
     assert app.graph.get_state(_config("t-billing")).values
+
+
+def test_the_records_that_vouch_for_arguments_are_the_recorded_requests(
+    app: KeelApp, backend: DemoBackend
+) -> None:
+    """The planner reads the records of the request's entities through trusted tools, and the
+    guard keeps them as what vouches for an argument (``tools.provenance``): with Grace's ids
+    written into ``entities`` before it plans again, her address would vouch for an e-mail to
+    her. The planner reads the recorded request's records instead."""
+    waiting = app.run(REFUND_REQUEST, thread_id="t-records")
+    assert waiting.status == "awaiting_approval"
+    app.graph.update_state(
+        _config("t-records"), {"entities": OTHER, "status": "running"}, as_node="retrieve"
+    )
+    app.graph.invoke(None, _config("t-records"), context=app.context, durability="sync")
+    assert app.context.guard is not None
+    recorded = json.dumps(app.context.guard.records("t-records"))
+    assert "ada@example.com" in recorded
+    assert "grace@example.com" not in recorded and "INV-2002" not in recorded
+    _untouched(backend)
