@@ -485,15 +485,14 @@ def approve(
     # Receipts used, rejections and taint as the thread guard holds them, not as the state says.
     guarded = ctx.guard.facts(thread_id) if ctx.guard is not None else GuardFacts()
     evidence = with_taint(state.get("evidence", []), guarded.taint)
-    # The plan check's finding, checked again against the guard: a caller who wrote
-    # ``pending_actions`` can add an action to the request, never take one out of it.
-    listed = {
-        i for i in state.get("pending_actions", []) if type(i) is int and 0 <= i < len(plan.steps)
-    }
-    found = pending_actions(
+    # The plan check's finding (``pending_actions``) routed the thread here; what is asked is
+    # worked out again against the guard, so a caller who wrote that channel (an empty list, a
+    # spent action, ``None``) neither removes an action from the request nor adds a paid one.
+    indexes = pending_actions(
         plan, state.get("approvals", {}), ctx.tools, guarded, evidence, state.get("results", [])
     )
-    indexes = sorted(listed.union(found))
+    if not indexes:
+        return {}  # nothing needs a human: on to the executor, whose gate checks every call
     held = [plan.steps[i] for i in indexes if _digest(plan.steps[i]) in guarded.rejected]
     if held:
         return _rejection_holds(held)
