@@ -75,6 +75,7 @@ from graph.state import (
     Edit,
     Evidence,
     Plan,
+    PlanCheckView,
     Receipt,
     Reviewer,
     StateUpdate,
@@ -256,6 +257,31 @@ def pending_actions(
         if needed and (digest not in approvals or digest in used):
             out.append(i)
     return out
+
+
+def pending_update(
+    plan: Plan | None, state: PlanCheckView, tools: ToolRegistry, facts: GuardFacts
+) -> StateUpdate:
+    """What a passed plan check writes about approvals: ``pending_actions`` (none for no plan)
+    and, when one is pending, the ``awaiting_approval`` status before the interrupt, so Studio
+    and raw graph users see it too. A replacement plan check (``build_graph(nodes=...)``) writes
+    it the same way, or the router sends the thread past the approval to the executor's gate."""
+    pending = (
+        []
+        if plan is None
+        else pending_actions(
+            plan,
+            state.get("approvals", {}),
+            tools,
+            facts,
+            state.get("evidence", []),
+            state.get("results", []),
+        )
+    )
+    update: StateUpdate = {"pending_actions": pending}
+    if pending:
+        update["status"] = "awaiting_approval"
+    return update
 
 
 def approval_request(
