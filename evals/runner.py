@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from evals.options import EvalOptions
 from keel.errors import BadRequest
@@ -185,6 +185,77 @@ SUITES: dict[str, EvalSuite] = {
 }
 
 
+class Page(NamedTuple):
+    """A suite whose figures ``keel eval --suite NAME --out DIR`` writes as a page of its own."""
+
+    title: str
+    source: str
+    intro: str
+
+
+PAGES: dict[str, Page] = {
+    "faults": Page(
+        "Resilient tools: the faults eval's figures",
+        "evals/faults_eval.py",
+        "Each fault profile of the domain, Keel beside `create_agent` with and without its "
+        "middleware, the same seeded faults: [Resilient tools](resilience.md).",
+    ),
+    "retrieval": Page(
+        "Retrieval: the eval's figures",
+        "evals/retrieval_eval.py",
+        "Curated retrieval beside plain similarity on the domain's questions: "
+        "[Retrieval and context](retrieval.md).",
+    ),
+    "screening": Page(
+        "The injection screen: the eval's figures",
+        "evals/screening_eval.py",
+        "The outside-text screen on public injection corpora and Keel's own: "
+        "[Retrieval and context](retrieval.md#what-the-screen-catches-and-what-stands-behind-it).",
+    ),
+    "attacks": Page(
+        "Attacks: the eval's figures",
+        "evals/attacks_eval.py",
+        "The domain's `attacks.yaml`, each attack judged on the backend: "
+        "[Approvals and permissions](approvals-and-permissions.md).",
+    ),
+    "record": Page(
+        "The flight record: the eval's figures",
+        "evals/record_eval.py",
+        "Every demo request under every fault profile, recorded and replayed: "
+        "[Observability](observability.md).",
+    ),
+    "crashes": Page(
+        "Crash consistency: the sweep's figures",
+        "evals/crash_sweep.py",
+        "A worker killed at each durable write boundary, then recovered: "
+        "[Crash consistency](crash-consistency.md).",
+    ),
+}
+"""The suites with no page writer of their own (scenarios, compounding, hostile and budgets have
+theirs): each page is ``eval-SUITE.md`` (``eval-SUITE-DOMAIN.md`` for a domain other than the
+support desk) beside its JSON."""
+
+
+def write_suite_page(
+    name: str, result: dict[str, Any], folder: Path, domain_setting: str
+) -> dict[str, str]:
+    """Write one suite's figures as ``eval-NAME[-DOMAIN].{json,md}`` into ``folder``
+    (``domain_setting``: the ``KEEL_DOMAIN`` that measured them, named in the command)."""
+    from evals.artifacts import figures_page, write_artifacts
+
+    page = PAGES[name]
+    domain = result.get("domain", "support_desk")
+    stem = f"eval-{name}" if domain == "support_desk" else f"eval-{name}-{domain}"
+    command = f"keel eval --suite {name} --out docs"
+    if domain != "support_desk":
+        command = f"KEEL_DOMAIN={domain_setting} {command}"
+    intro = f"Domain: `{domain}`. {page.intro}"
+    figures = {key: value for key, value in result.items() if key != "written"}
+    return write_artifacts(
+        folder, stem, figures, figures_page(page.title, command, page.source, intro, figures)
+    )
+
+
 def known(registry: Mapping[str, object], names: list[str] | None, kind: str) -> list[str]:
     """The names asked for (all when None), an unknown one refused before anything runs."""
     chosen = names or sorted(registry)
@@ -258,6 +329,9 @@ def run_suites(
     options = options if options is not None else EvalOptions()
     results = {name: SUITES[name](settings, options, progress) for name in run}
     out: dict[str, Any] = {name: {"domain": domain, **r} for name, r in results.items()}
+    if options.out is not None:
+        for name in set(out) & set(PAGES):
+            out[name]["written"] = write_suite_page(name, out[name], options.out, settings.domain)
     not_run = {n: f"{SUPPORT_DESK_ONLY[n]}, not {domain}'s" for n in bound}
     not_run |= {n: LONG[n] for n in long}
     if not_run:
