@@ -73,15 +73,26 @@ def figure_tables(result: Mapping[str, Any], depth: int = 2) -> list[str]:
         if _is_scalar(value):
             continue
         lines += ["", f"{heading} {key}", ""]
-        if isinstance(value, dict):
+        if isinstance(value, dict) and not _rows_of_figures(value):
             lines += figure_tables(value, depth + 1)
             continue
-        rows = [row if isinstance(row, dict) else {"value": row} for row in value]
+        if isinstance(value, dict):
+            rows = [{"": f"`{name}`", **row} for name, row in value.items()]
+        else:
+            rows = [row if isinstance(row, dict) else {"value": row} for row in value]
         columns = [c for c in dict.fromkeys(k for row in rows for k in row)]
         columns = [c for c in columns if all(_is_scalar(row.get(c)) for row in rows)]
         lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
         lines += ["| " + " | ".join(_cell(row.get(c, "")) for c in columns) + " |" for row in rows]
     return lines
+
+
+def _rows_of_figures(value: dict[str, Any]) -> bool:
+    """Whether an object is one table: every entry an object of plain values (agents, attacks)."""
+    return bool(value) and all(
+        isinstance(row, dict) and row and all(_is_scalar(v) for v in row.values())
+        for row in value.values()
+    )
 
 
 def figures_page(
@@ -95,6 +106,6 @@ def figures_page(
         "",
         f"Written by `{command}` ({source}); do not edit by hand. {intro}",
         "",
-        *figure_tables(result),
+        *figure_tables(result, depth=0),
     ]
     return "\n".join(lines) + "\n"

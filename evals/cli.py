@@ -235,7 +235,7 @@ def _eval_real_model(args: argparse.Namespace, settings: Settings) -> Result:
         progress=lambda line: print(line, file=sys.stderr, flush=True),
     )
     folder = Path(args.out) if args.out else settings.home / "scorecard-real"
-    card["written"] = write_scorecard(card, folder, render=real_markdown)
+    card["written"] = write_scorecard(card, folder, render=real_markdown, stem="scorecard-real")
     if args.json:
         return card
     print(real_markdown(card))

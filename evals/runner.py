@@ -191,6 +191,15 @@ class Page(NamedTuple):
     title: str
     source: str
     intro: str
+    scope: Callable[[Mapping[str, Any]], str] | None = None
+    """What part of the suite this run covered, when a run may cover part of it."""
+
+
+def _swept(result: Mapping[str, Any]) -> str:
+    backends = [b for b in ("sqlite", "postgres") if b in result]
+    every = result.get("every", 1)
+    stride = "every boundary" if every == 1 else f"every {every}th boundary (`--every {every}`)"
+    return f"Swept: {', '.join(backends)}; {stride}."
 
 
 PAGES: dict[str, Page] = {
@@ -229,6 +238,7 @@ PAGES: dict[str, Page] = {
         "evals/crash_sweep.py",
         "A worker killed at each durable write boundary, then recovered: "
         "[Crash consistency](crash-consistency.md).",
+        _swept,
     ),
 }
 """The suites with no page writer of their own (scenarios, compounding, hostile and budgets have
@@ -250,6 +260,8 @@ def write_suite_page(
     if domain != "support_desk":
         command = f"KEEL_DOMAIN={domain_setting} {command}"
     intro = f"Domain: `{domain}`. {page.intro}"
+    if page.scope is not None:
+        intro += f" {page.scope(result)}"
     figures = {key: value for key, value in result.items() if key != "written"}
     return write_artifacts(
         folder, stem, figures, figures_page(page.title, command, page.source, intro, figures)
