@@ -25,12 +25,11 @@ from typing import Any
 from langgraph.runtime import Runtime
 from pydantic import ValidationError
 
-from graph.approval import spent_digests
+from graph.approval import spent_digests, thread_sources
 from graph.context import KeelContext, attempt_of, context_of, thread_of
 from graph.state import ExecutorView, Receipt, StateUpdate, ToolOutcome, approval_digest, tainting
 from keel.errors import KeelError, PermissionDenied, StoreUnavailable
 from stores.guard import GuardFacts, plan_digest, with_taint
-from tools.provenance import Sources
 from tools.spec import AgentTools, CallResult, ThreadFacts
 
 
@@ -58,14 +57,17 @@ def thread_facts(
     The subjects are the entities the domain says identify the thread (``Domain.subject_keys``);
     the scopes read nothing else the request said. Receipts used, rejections, taint and the
     requester come from the thread guard (``guarded``); the state's copies only add to them. So
-    does the low-trust text the arguments' provenance is traced against (``tools.provenance``).
+    does the low-trust text the arguments' provenance is traced against (``tools.provenance``);
+    what vouches for an argument (the request, the records) is the guard's too, which the state's
+    copies only narrow (``graph.approval.thread_sources``).
     """
-    guarded = guarded or GuardFacts()
-    sources = Sources.of(
+    sources = thread_sources(
         state.get("request", ""),
         state.get("records", {}),
-        with_taint(state.get("evidence", []), guarded.taint),
+        with_taint(state.get("evidence", []), guarded.taint if guarded is not None else ()),
+        guarded,
     )
+    guarded = guarded or GuardFacts()
     state_taint = [e.chunk_id for e in tainting(state.get("evidence", []))]
     return ThreadFacts(
         thread_id=thread_id,

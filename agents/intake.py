@@ -172,6 +172,11 @@ def intake(state: IntakeView, config: RunnableConfig, runtime: Runtime[KeelConte
     if reason is not None or text is None:
         return turn | {"status": "refused", "answer": f"Refused: {reason}.", "planner": "none"}
     request = text.strip()
+    if (guarded := guarded_thread(runtime)) is not None:
+        # What vouches for an argument's value (``tools.provenance``) is this text as recorded
+        # here, outside the checkpoint: a caller who writes ``request`` later adds nothing to it.
+        guard, thread_id = guarded
+        guard.record_request(thread_id, request)
     return turn | {
         "request": request,
         "entities": ctx.domain.extract_entities(request),

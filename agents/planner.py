@@ -194,6 +194,10 @@ def plan(
     # trusted record holds is the record's), traced by the approval screen and by the executor's
     # gate (``tools.provenance``). No other node reads them again (the validator reads fresh ones).
     seen: StateUpdate = {"records": records, "budget_stop": stop if result is None else None}
+    if guarded is not None:
+        # Kept in the thread guard too, append-only: the state's copy, which a caller can write,
+        # may take away from what these vouch for, never add to it.
+        guarded[0].record_records(guarded[1], records)
     if outside:
         seen["evidence"] = thread_evidence
     if result is None and stop is not None and not _runbook_stands_in(state, ctx):

@@ -49,6 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from domains.support_desk.backend import DemoBackend
 from graph.builder import build_graph
 from graph.status import FINISHED
+from graph.wire import event_wait_of
 from keel.app import Decision, KeelApp, OpenedStores, StoreWrapper
 from keel.settings import Settings
 from stores.backends import open_checkpointer
@@ -243,8 +244,7 @@ def true_status(settings: Settings, thread_id: str) -> str:
         return "none"
     interrupts = [i for task in snapshot.tasks for i in task.interrupts]
     if interrupts:
-        waits = [i.value for i in interrupts if isinstance(i.value, dict)]
-        events = any(v.get("kind") == "await_event" for v in waits)
+        events = any(event_wait_of(i.value) is not None for i in interrupts)
         return "awaiting_event" if events else "awaiting_approval"
     if snapshot.tasks:
         return "stalled"

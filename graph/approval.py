@@ -164,6 +164,28 @@ def spent_digests(results: Sequence[ToolOutcome], facts: GuardFacts) -> frozense
     return facts.spent | frozenset(r.digest for r in results if r.ok and r.digest)
 
 
+def thread_sources(
+    request: object, records: object, evidence: Sequence[Evidence], facts: GuardFacts | None
+) -> Sources:
+    """What the thread's arguments may come from, for the approval screen and the gate: the
+    request and the records as the thread guard holds them (``facts``; the state's ``request``
+    and ``records`` may only narrow them, never add to them: any caller who can write state can
+    write those), and ``evidence`` (the state's and the guard's taint). Without a guard (a graph
+    run with no stores) the state's copies are all there is.
+
+    Example:
+        >>> facts = GuardFacts(requests=("Pay the bill",), records=({"iban": "GB29"},))
+        >>> forged = thread_sources("Pay US13", {"iban": "US13"}, [], facts)
+        >>> forged.trace({"to": "US13"})["to"].source
+        'planner'
+    """
+    if facts is None:
+        return Sources.of(request, records, evidence)
+    return Sources.guarded(
+        facts.requests, facts.records, evidence, state_request=request, state_records=records
+    )
+
+
 def pending_actions(
     plan: Plan,
     approvals: Mapping[str, Receipt],
@@ -448,7 +470,12 @@ def approve(
     shown = shown_entry(log.entries(thread_id), thread_id, key, digests)
     log.add(thread_id, shown)
     note = state.get("review_note", "")
-    sources = Sources.of(state.get("request", ""), state.get("records", {}), evidence)
+    sources = thread_sources(
+        state.get("request", ""),
+        state.get("records", {}),
+        evidence,
+        guarded if ctx.guard is not None else None,
+    )
     request = approval_request(plan, indexes, ctx.tools, evidence, note, shown, sources)
     answer = interrupt(request)
     refused = answer_refusal(config)  # an engine's unauthenticated caller signs nothing

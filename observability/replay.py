@@ -10,9 +10,14 @@ approval receipts are made from it), with every dependency served from the recor
 - a planner model, if one ran, is a chat model that gives the recorded answers in order;
 - the clock gives the recorded readings in order;
 - the human answers are the recorded resume values, one per recorded resume;
-- the intent ledger is a fresh one in a temporary folder; backends are never asked; there is no
-  thread guard (the live one holds the recorded run's receipts, spent), so the gate and the
-  nodes read the replayed state alone.
+- the intent ledger and the thread guard (receipts consumed, rejections, taint, validated plans,
+  waits, the approval history, what vouches for an argument) are fresh ones in a temporary
+  folder, so the gate and the nodes read the same kind of facts as in the run, written by the
+  replay as the run wrote them (the live guard holds the recorded run's receipts, spent, and its
+  approval history is the live thread's); the relay's delivery of each event the run was woken
+  with is copied into it from the live guard (read, never written), and the domain's outbox is
+  served from those deliveries (what the relay read there);
+- backends are never asked.
 
 What is not served is what replay exists to test: the graph, the agents' logic, the validator,
 the permission gate and the prompts. So replaying with another permission manifest
@@ -31,6 +36,7 @@ report then says where it diverged and counts the events that held a placeholder
 
 from __future__ import annotations
 
+import copy
 import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
@@ -51,7 +57,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from agents.models import Meter
 from graph.builder import build_graph
 from graph.context import KeelContext
-from graph.state import Conflict, Evidence, Filtered, approval_digest
+from graph.domain import Domain
+from graph.state import Conflict, DomainEvent, Evidence, Filtered, approval_digest
 from graph.wire import decision_types
 from keel.app import KeelApp
 from keel.errors import IntegrationError, KeelError, Permanent, Retryable
@@ -72,7 +79,9 @@ from retrieval.embeddings import Embedder
 from retrieval.store import CorpusStore
 from stores.checkpoints import keel_serde
 from stores.flight_record import SqliteFlightRecord
+from stores.guard import Guard, SqliteGuard
 from stores.ledger import Ledger, SqliteLedger
+from stores.review_log import StoredReviewLog
 from tools.resilience import Breaker, RetryPolicy
 from tools.spec import Gate, ToolCall, ToolEvent, ToolRegistry, ToolSpec
 
@@ -438,9 +447,15 @@ class RecordedChatModel(BaseChatModel):
 
 
 @contextmanager
-def _temporary_ledger() -> Iterator[Ledger]:
+def _temporary_stores() -> Iterator[tuple[Ledger, Guard]]:
+    """A fresh intent ledger and thread guard, in one file as the live ones (SQLite)."""
     with tempfile.TemporaryDirectory(prefix="keel-replay-") as folder:
-        yield SqliteLedger(Path(folder) / "intents.sqlite")
+        path = Path(folder) / "intents.sqlite"
+        guard = SqliteGuard(path)
+        try:
+            yield SqliteLedger(path), guard
+        finally:
+            guard.close()
 
 
 def replay_run(
@@ -480,17 +495,22 @@ def replay_run(
     served_corpus = ServedCorpus(settings, app.context.corpus.embedder, events)
     recorder = Recorder(SqliteFlightRecord(":memory:"), redactor)
     error: str | None = None
-    with _temporary_ledger() as ledger:
+    delivered = _deliveries(events, thread_id, app.context.guard)
+    with _temporary_stores() as (ledger, guard):
+        for event in delivered:  # as the relay recorded each before it resumed the thread
+            guard.record_delivery(thread_id, event)
         registry = tools.registry(base.tools)
         if gate is not None:
             registry.gate = gate
         context = replace(
             base,
+            domain=_outbox_served(base.domain, delivered),
             tools=registry,
             corpus=served_corpus,
             ledger=ledger,
             inbox=None,  # subscriptions are the live inbox's business, not a replay's
-            guard=None,  # the live thread guard holds the recorded run's receipts, spent already
+            guard=guard,  # the replay's own: the live one holds the run's receipts, spent
+            reviews=StoredReviewLog(guard),
             planner_model=(
                 RecordedChatModel.serving(first.planner_model, answers)
                 if first and first.planner_model
@@ -542,7 +562,7 @@ def replay_run(
 
 
 def _drive(app: KeelApp, events: list[RecordEvent], thread_id: str, run_id: str) -> None:
-    """Play the recorded segments again: the request, then each resume and recover."""
+    """Play the recorded segments again: the request, then each resume, event and recover."""
     segments = sorted({e.segment for e in events})
     for segment in segments:
         mine = [e for e in events if e.segment == segment]
@@ -580,6 +600,37 @@ def _drive(app: KeelApp, events: list[RecordEvent], thread_id: str, run_id: str)
             if snapshot.interrupts or not snapshot.next:
                 return
             app.invoke_segment(None, thread_id, "recover", run_id=run_id)
+
+
+def _deliveries(events: list[RecordEvent], thread_id: str, live: Guard | None) -> list[DomainEvent]:
+    """The relay's deliveries of the events the run was woken with, as the live guard holds
+    them (read only), oldest first. The relay delivers only what the domain's outbox emitted, so
+    they are the outbox as the run saw it; an event a caller made up (a resume a server recorded
+    as an event) has none, and is refused in replay as in the run."""
+    found: dict[int, DomainEvent] = {}
+    for e in events:
+        p = e.payload
+        if not isinstance(p, RunStarted) or p.mode != "event" or live is None:
+            continue
+        event = (p.resume_value or {}).get("event")
+        seq = event.get("seq") if isinstance(event, dict) else None
+        if type(seq) is int and seq not in found:
+            delivery = live.delivery(thread_id, seq)
+            if delivery is not None:
+                found[seq] = delivery
+    return [found[seq] for seq in sorted(found)]
+
+
+def _outbox_served(domain: Domain, delivered: list[DomainEvent]) -> Domain:
+    """``domain`` with its outbox served from ``delivered``: replay asks no live backend, and the
+    live outbox may since have been reset (``keel seed``) or be another machine's."""
+    served = copy.copy(domain)
+
+    def events_after(settings: Settings, seq: int) -> list[DomainEvent]:
+        return [e for e in delivered if e.seq > seq]
+
+    vars(served)["events_after"] = events_after  # this copy's only: the live domain keeps its own
+    return served
 
 
 def _final_status(points: list[DecisionPoint]) -> str:

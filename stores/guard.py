@@ -27,7 +27,12 @@ authority. Per thread, append-only:
   thread; the executor runs no step of any other plan, whatever ``plan`` and ``plan_verdict``
   in the state say;
 - **the approval history**: what reviewers were shown and who changed it (``stores.review_log``
-  reads and writes it through ``add_review_entry`` and ``review_entries``).
+  reads and writes it through ``add_review_entry`` and ``review_entries``);
+- **what vouches for an argument**: the request intake took (``record_request``) and the records
+  the planner read through trusted tools (``record_records``). An argument whose value appears in
+  them is the request's or a record's (``tools.provenance``), so a caller who writes ``request``
+  or ``records`` into the state must not be able to add to them: the state's copies only narrow
+  what these vouch for (``graph.approval.thread_sources``).
 
 ``Guard`` states the contract; ``SqliteGuard`` keeps it in a SQLite file and
 ``stores.guard_postgres.PostgresGuard`` in PostgreSQL; ``stores.backends.open_stores`` picks one
@@ -45,6 +50,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from graph.state import DomainEvent, EventWait, Evidence, Plan, tainting
 from stores.sqlitefile import SqliteFile
@@ -63,6 +69,8 @@ class GuardFacts:
         waiting: the open waits: (event type, key, digest of the action that started it).
         plan_validated: whether the validator passed the plan ``facts`` was asked about
             (``plan=``), read with the rest; None when it was not asked.
+        requests: the request texts intake took in the thread, oldest first.
+        records: the records the planner read through trusted tools, each pass's, oldest first.
     """
 
     spent: frozenset[str] = frozenset()
@@ -71,6 +79,8 @@ class GuardFacts:
     requester: str | None = None
     waiting: tuple[tuple[str, str, str], ...] = ()
     plan_validated: bool | None = None
+    requests: tuple[str, ...] = ()
+    records: tuple[Any, ...] = ()
 
 
 class Guard(ABC):
@@ -182,6 +192,30 @@ class Guard(ABC):
     def review_entries(self, thread_id: str) -> list[str]:
         """The thread's approval history as stored, oldest first."""
 
+    # -- what vouches for an argument -----------------------------------------------------------
+
+    @abstractmethod
+    def _record_source(self, thread_id: str, kind: str, body: str) -> None: ...
+
+    @abstractmethod
+    def _sources(self, thread_id: str, kind: str) -> list[str]: ...
+
+    def record_request(self, thread_id: str, text: str) -> None:
+        """Intake took ``text`` as the thread's request: its values vouch for arguments."""
+        self._record_source(thread_id, "request", json.dumps(text))
+
+    def requests(self, thread_id: str) -> list[str]:
+        """Every request intake took in the thread, oldest first."""
+        return [json.loads(b) for b in self._sources(thread_id, "request")]
+
+    def record_records(self, thread_id: str, records: Any) -> None:
+        """The planner read ``records`` through trusted tools: their fields vouch for arguments."""
+        self._record_source(thread_id, "records", source_body(records))
+
+    def records(self, thread_id: str) -> list[Any]:
+        """Every set of records the planner read in the thread, oldest first."""
+        return [json.loads(b) for b in self._sources(thread_id, "records")]
+
     # -- reading it all -------------------------------------------------------------------------
 
     def facts(
@@ -196,6 +230,8 @@ class Guard(ABC):
             requester=self.requester(thread_id),
             waiting=self.waiting(thread_id),
             plan_validated=self.validated_plan(thread_id, plan) if plan is not None else None,
+            requests=tuple(self.requests(thread_id)),
+            records=tuple(self.records(thread_id)),
         )
 
     def close(self) -> None:  # noqa: B027 (a store without resources needs nothing)
@@ -239,6 +275,30 @@ CREATE TABLE IF NOT EXISTS guard_reviews (
     key TEXT NOT NULL, entry TEXT NOT NULL, UNIQUE (thread_id, kind, key)
 );
 """
+SOURCES = """
+CREATE TABLE IF NOT EXISTS guard_sources (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, thread_id TEXT NOT NULL, kind TEXT NOT NULL,
+    digest TEXT NOT NULL, body TEXT NOT NULL, recorded_at TEXT NOT NULL,
+    UNIQUE (thread_id, kind, digest)
+);
+"""
+
+
+def source_body(value: Any) -> str:
+    """A request or records as the guard stores them: canonical JSON (a value JSON has no type
+    for, a date, as its text: provenance compares values as text anyway).
+
+    Example:
+        >>> source_body({"b": 1, "a": ["x"]})
+        '{"a":["x"],"b":1}'
+    """
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def body_digest(body: str) -> str:
+    """What makes a stored request or set of records unique in its thread: the same one read
+    again (a replan, a node re-run) is kept once."""
+    return "sha256:" + hashlib.sha256(body.encode()).hexdigest()
 
 
 def _now() -> str:
@@ -262,7 +322,7 @@ class SqliteGuard(Guard):
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._file = SqliteFile(path, schema=SCHEMA + PLANS_AND_REVIEWS)
+        self._file = SqliteFile(path, schema=SCHEMA + PLANS_AND_REVIEWS + SOURCES)
 
     def _db(self) -> AbstractContextManager[sqlite3.Connection]:
         return self._file.connect()
@@ -421,6 +481,22 @@ class SqliteGuard(Guard):
         with self._db() as db:
             rows = db.execute(
                 "SELECT entry FROM guard_reviews WHERE thread_id = ? ORDER BY seq", (thread_id,)
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def _record_source(self, thread_id: str, kind: str, body: str) -> None:
+        with self._db() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO guard_sources (thread_id, kind, digest, body, recorded_at)"
+                " VALUES (?,?,?,?,?)",
+                (thread_id, kind, body_digest(body), body, _now()),
+            )
+
+    def _sources(self, thread_id: str, kind: str) -> list[str]:
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT body FROM guard_sources WHERE thread_id = ? AND kind = ? ORDER BY seq",
+                (thread_id, kind),
             ).fetchall()
         return [str(r[0]) for r in rows]
 

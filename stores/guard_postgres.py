@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from graph.state import DomainEvent, EventWait, Evidence
-from stores.guard import Guard, GuardFacts
+from stores.guard import Guard, GuardFacts, body_digest
 from stores.postgres_tables import KeelTables
 
 SCHEMA = """
@@ -58,8 +58,16 @@ CREATE TABLE IF NOT EXISTS keel_guard_reviews (
     entry TEXT NOT NULL, UNIQUE (thread_id, kind, key)
 );
 """
+SOURCES = """
+CREATE TABLE IF NOT EXISTS keel_guard_sources (
+    seq BIGSERIAL PRIMARY KEY, thread_id TEXT NOT NULL, kind TEXT NOT NULL, digest TEXT NOT NULL,
+    body TEXT NOT NULL, recorded_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    UNIQUE (thread_id, kind, digest)
+);
+"""
 _SCHEMA_LOCK = 0x6B656567  # any constant shared by Keel's processes; one per store
 _PLANS_LOCK = 0x6B656568
+_SOURCES_LOCK = 0x6B656569
 _SPENT = (
     "SELECT digest FROM keel_guard_receipts WHERE thread_id = %s"
     " AND (settled_at IS NOT NULL OR attempt IS DISTINCT FROM %s)"
@@ -71,10 +79,11 @@ _WAITING = (
     "SELECT event, key, digest FROM keel_guard_waits WHERE thread_id = %s"
     " AND woken_seq IS NULL ORDER BY recorded"
 )
+_SOURCES = "SELECT body FROM keel_guard_sources WHERE thread_id = %s AND kind = %s ORDER BY seq"
 _FACTS = (
     f"SELECT ARRAY({_SPENT}), ARRAY({_REJECTED}), ARRAY({_TAINT}), ({_REQUESTER}),"
     " ARRAY(SELECT ARRAY[event, key, digest] FROM keel_guard_waits WHERE thread_id = %s"
-    " AND woken_seq IS NULL ORDER BY recorded)"
+    f" AND woken_seq IS NULL ORDER BY recorded), ARRAY({_SOURCES}), ARRAY({_SOURCES})"
 )
 
 _VALIDATED = ", EXISTS(SELECT 1 FROM keel_guard_plans WHERE thread_id = %s AND digest = %s)"
@@ -101,6 +110,10 @@ class PostgresGuard(Guard):
         # Tables added later, made on their own (a database made before them has the first).
         self._plans = KeelTables(
             url, schema=PLANS_AND_REVIEWS, table="keel_guard_reviews", lock_key=_PLANS_LOCK,
+            what="thread guard", connect_timeout_s=connect_timeout_s, behind_pooler=behind_pooler,
+        )  # fmt: skip
+        self._sources_tables = KeelTables(
+            url, schema=SOURCES, table="keel_guard_sources", lock_key=_SOURCES_LOCK,
             what="thread guard", connect_timeout_s=connect_timeout_s, behind_pooler=behind_pooler,
         )  # fmt: skip
 
@@ -234,20 +247,33 @@ class PostgresGuard(Guard):
         )
         return [str(r[0]) for r in rows]
 
+    def _record_source(self, thread_id: str, kind: str, body: str) -> None:
+        self._sources_tables.execute(
+            "INSERT INTO keel_guard_sources (thread_id, kind, digest, body)"
+            " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            (thread_id, kind, body_digest(body), body),
+        )
+
+    def _sources(self, thread_id: str, kind: str) -> list[str]:
+        return [str(r[0]) for r in self._sources_tables.execute(_SOURCES, (thread_id, kind))]
+
     def facts(
         self, thread_id: str, *, attempt: str | None = None, plan: str | None = None
     ) -> GuardFacts:
-        """The five reads in one statement (one round trip and one snapshot: each node that
+        """The seven reads in one statement (one round trip and one snapshot: each node that
         checks reads them once, and they agree with each other); with ``plan``, the validated
         plan's in the same statement (the executor's checks: one round trip less per step)."""
-        params: tuple[Any, ...] = (thread_id, attempt, *(thread_id,) * 4)
-        if plan is None:
-            rows = self._execute(_FACTS, params)
-        else:
-            with self._tables.connection() as conn:
+        params: tuple[Any, ...] = (
+            thread_id, attempt, *(thread_id,) * 4, thread_id, "request", thread_id, "records",
+        )  # fmt: skip
+        with self._tables.connection() as conn:
+            self._sources_tables.ensure(conn)
+            if plan is None:
+                rows = list(conn.execute(_FACTS, params))
+            else:
                 self._plans.ensure(conn)
                 rows = list(conn.execute(_FACTS + _VALIDATED, (*params, thread_id, plan)))
-        spent, rejected, taint, requester, waiting, *validated = rows[0]
+        spent, rejected, taint, requester, waiting, requests, records, *validated = rows[0]
         return GuardFacts(
             spent=frozenset(str(d) for d in spent),
             rejected=frozenset(str(d) for d in rejected),
@@ -255,8 +281,11 @@ class PostgresGuard(Guard):
             requester=str(requester) if requester is not None else None,
             waiting=tuple((str(e), str(k), str(d)) for e, k, d in waiting),
             plan_validated=bool(validated[0]) if validated else None,
+            requests=tuple(json.loads(b) for b in requests),
+            records=tuple(json.loads(b) for b in records),
         )
 
     def close(self) -> None:
         self._tables.close()
         self._plans.close()
+        self._sources_tables.close()

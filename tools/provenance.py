@@ -37,16 +37,18 @@ argument must be traced to the request or a trusted record, or the call is refus
 What an API caller could forge: the check is recomputed by the gate at the moment of the call
 (``ThreadFacts.sources``, built by the executor), never read from a field a client sent. The
 outside side comes from the thread guard's recorded taint (``stores.guard``), append-only outside
-the checkpoint, so erasing evidence from the state hides nothing. The exemptions (the request and
-the records) come from the state: only a caller allowed to write state (on a server, an operator;
-locally, whoever runs Keel, who is every role) can change them, and text a model reads cannot.
+the checkpoint, so erasing evidence from the state hides nothing. So do the exemptions: the
+request intake took and the records the planner read through trusted tools are recorded in the
+guard too (``Sources.guarded``), and the state's copies, which any caller who can write state
+can rewrite, only narrow them: a value a caller writes into ``request`` or ``records`` vouches for
+nothing the guard's copies do not.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from graph.state import Evidence, Strict, tainting
@@ -99,9 +101,12 @@ class Sources:
     vouched: frozenset[str] = frozenset()
     outside: tuple[tuple[str, str], ...] = field(default=())
     """(chunk id, normalised text) of each low-trust text in the thread."""
+    narrowed: str | None = None
+    """When set, a value is the request's only if it appears here too (the state's request,
+    which may take away from what the guard's request vouches for, never add to it)."""
 
     @classmethod
-    def of(cls, request: str, records: Any, evidence: Sequence[Evidence]) -> Sources:
+    def of(cls, request: object, records: Any, evidence: Sequence[Evidence]) -> Sources:
         """The sources of a thread: its request, its records, its low-trust evidence.
 
         A record field whose text is one of the low-trust texts is outside text carried by a
@@ -121,6 +126,36 @@ class Sources:
             vouched=vouched - texts,
             outside=tuple((e.chunk_id, normal(e.text)) for e in low),
         )
+
+    @classmethod
+    def guarded(
+        cls,
+        requests: Sequence[str],
+        records: Sequence[Any],
+        evidence: Sequence[Evidence],
+        *,
+        state_request: object,
+        state_records: object,
+    ) -> Sources:
+        """The sources of a thread as the thread guard holds them (every request intake took,
+        every set of records the planner read), narrowed by the state's copies: a value vouches
+        only when both the guard's and the state's say so.
+
+        Example:
+            >>> s = Sources.guarded(["Pay the bill"], [{"iban": "GB29"}], [],
+            ...                     state_request="Pay the bill to US13",
+            ...                     state_records={"iban": "GB29", "other": "US13"})
+            >>> [s.trace({"to": to})["to"].source for to in ("GB29", "US13")]
+            ['record', 'planner']
+            >>> Sources.guarded(["Pay the bill"], [], [], state_request=None,
+            ...                 state_records={}).trace({"what": "the bill"})["what"].source
+            'planner'
+        """
+        # A separator no normalised value holds: a value never matches across two requests.
+        joined = "\x00".join(normal(r) for r in requests if isinstance(r, str))
+        ours = cls.of(joined, list(records), evidence)
+        theirs = cls.of(state_request, state_records, [])
+        return replace(ours, vouched=ours.vouched & theirs.vouched, narrowed=theirs.request)
 
     @property
     def tainted(self) -> bool:
@@ -150,9 +185,15 @@ class Sources:
             return ArgumentSource(source="planner")
         return max(found, key=lambda s: STRENGTH[s.source])
 
+    def _requested(self, value: str) -> bool:
+        """Whether ``value`` appears in the request (and in the narrowing one, if any)."""
+        return _within(value, self.request) and (
+            self.narrowed is None or _within(value, self.narrowed)
+        )
+
     def _leaf(self, value: Any) -> ArgumentSource:
         spellings = _spellings(value)
-        if any(len(s) >= MIN_TRACED and _within(s, self.request) for s in spellings):
+        if any(len(s) >= MIN_TRACED and self._requested(s) for s in spellings):
             return ArgumentSource(source="request")
         if any(s in self.vouched for s in spellings):
             return ArgumentSource(source="record")
@@ -161,7 +202,7 @@ class Sources:
                 return ArgumentSource(source="outside", where=chunk_id)
         if isinstance(value, str):
             for token in _identifiers(normal(value)):
-                if _within(token, self.request) or any(_within(token, v) for v in self.vouched):
+                if self._requested(token) or any(_within(token, v) for v in self.vouched):
                     continue
                 for chunk_id, text in self.outside:
                     if _within(token, text):

@@ -246,7 +246,12 @@ class Play:
 def decisions_for(
     request: dict[str, Any], op: Op
 ) -> tuple[list[dict[str, Any]], list[tuple[str, dict[str, Any]]]]:
-    """The decisions a user sends for ``request``, and what they approve as they read it."""
+    """The decisions a user sends for ``request``, and what they approve as they read it.
+
+    Built by hand on purpose, not with ``graph.approval.approval_answer``: the suite plays raw
+    clients, and the shapes it sends are the attack (Agent Chat UI's digest-less decisions, an
+    edit with every value as text); Keel's own client always binds each decision to its digest.
+    """
     decisions: list[dict[str, Any]] = []
     approves: list[tuple[str, dict[str, Any]]] = []
     for i, (action, digest) in enumerate(

@@ -15,6 +15,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from graph.wire import approval_request_of
 from keel.settings import Settings
 
 
@@ -123,12 +124,9 @@ def view_of(
 ) -> View:
     """A ``View`` from JSON-shaped values, the values of the thread's interrupts, and the errors
     its pending tasks ended in."""
+    # The request as the server sent it (every field kept), once it reads as one.
     request = next(
-        (
-            v
-            for v in interrupts
-            if isinstance(v, dict) and "digests" in v and "action_requests" in v
-        ),
+        (v for v in interrupts if isinstance(v, dict) and approval_request_of(v) is not None),
         None,
     )
     waiting = values.get("waiting")

@@ -10,7 +10,7 @@ from typing import Any
 
 from domains.support_desk.backend import DemoBackend
 from evals.crash_worker import Tripwire, _Counted, counting, live, true_status
-from keel.app import KeelApp
+from keel.app import Decision, KeelApp
 from keel.settings import Settings
 
 
@@ -78,3 +78,21 @@ def test_the_eval_refuses_bad_options_in_one_line(
     err = capsys.readouterr().err.strip()
     assert err.startswith("keel: error: unknown backend(s) or request(s) ['vibes']"), err
     assert "\n" not in err
+
+
+def test_the_true_status_tells_an_approval_from_an_event_wait_by_their_types(
+    settings: Settings,
+) -> None:
+    """``true_status`` reads the interrupt with ``graph.wire``'s typed readers: an approval
+    request, then the bank refund's wait for its settlement."""
+    request = (
+        "Customer C-1004 paid invoice INV-2005 twice by bank transfer, "
+        "please refund the duplicate charge"
+    )
+    with KeelApp.open(settings) as app:
+        assert app.run(request, thread_id="t-wait").status == "awaiting_approval"
+    assert true_status(settings, "t-wait") == "awaiting_approval"
+    with KeelApp.open(settings) as app:
+        outcome = app.resume("t-wait", Decision(kind="approve", reviewer="ann"))
+    assert outcome.status == "awaiting_event"
+    assert true_status(settings, "t-wait") == "awaiting_event"

@@ -36,9 +36,10 @@ def test_a_node_keeps_writes_outside_its_view_and_the_ones_that_change() -> None
 
 
 # Measured on the refund thread (``python -m evals.state_probe``, issue 26): 12 tasks (11 node
-# runs and the resume's input), 26 channel writes, about 9.4 kB. Each superstep costs a served
-# run a checkpoint, its writes and the engine's events (values, debug) carrying the state.
-REFUND_TASKS, REFUND_WRITES, REFUND_BYTES = 12, 26, 10_500
+# runs and the resume's input), 26 channel writes, about 9.4 kB; then 27 once the plan check wrote
+# the pending actions it decided (``pending_actions``, one place per decision, issue 22). Each
+# superstep costs a served run a checkpoint, its writes and the engine's events carrying the state.
+REFUND_TASKS, REFUND_WRITES, REFUND_BYTES = 12, 27, 10_500
 
 
 def test_a_refund_thread_takes_no_more_supersteps_and_writes_than_measured(app: KeelApp) -> None:

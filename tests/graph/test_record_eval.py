@@ -23,8 +23,9 @@ def test_the_record_holds_every_call_and_every_run_replays_the_same(settings: Se
     assert card["approvals_requested_recorded"] == card["approvals_requested"]
     assert card["approvals_answered_recorded"] == card["approvals_answered"]
     assert card["record_complete"] is True
+    assert card["divergent"] == [], card["divergent"]
     assert card["replayed"] == card["runs"] and card["replayed_same"] == card["runs"]
-    assert card["divergent"] == []
+    assert card["divergent"] == [], card["divergent"]
     # The scenarios really cover what they claim.
     assert card["statuses"]["acting-rejected"] == "refused"
     assert card["statuses"]["read-denied-by-gate"] == "escalated"

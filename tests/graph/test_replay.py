@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel
 from langchain_core.messages import AIMessage
+from langgraph.types import Command
 
 from agents import prompts
 from domains.support_desk.backend import DemoBackend
@@ -21,6 +22,7 @@ from keel.app import Decision, KeelApp, Outcome
 from keel.errors import BadRequest
 from keel.settings import Settings
 from observability.replay import decisions, first_divergence, replay_run
+from stores.guard import SqliteGuard
 from tests.conftest import BILLING_REQUEST, EMAIL_PATTERN, REFUND_REQUEST
 from tools.permissions import PermissionGate
 from tools.spec import CallRequest, ToolRegistry
@@ -171,3 +173,86 @@ def test_first_divergence_names_the_position_and_both_sides(app: KeelApp) -> Non
 def test_replay_of_an_unknown_run_is_refused(app: KeelApp) -> None:
     with pytest.raises(BadRequest, match="no recorded run"):
         replay_run(app, "no-such-run")
+
+
+SEPA_REQUEST = (
+    "Customer C-1004 paid invoice INV-2005 twice by bank transfer, "
+    "please refund the duplicate charge"
+)
+
+
+@pytest.fixture
+def guard_calls(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
+    """Every SQLite thread guard's reads and writes, by whose they are: the live one (the
+    intent ledger's file) or another (a replay's own)."""
+    calls: dict[str, list[str]] = {"live": [], "other": []}
+    for name in ("_db", "record_wake"):
+        original = getattr(SqliteGuard, name)
+
+        def spy(self: SqliteGuard, *args: Any, _original: Any = original, _name: str = name,
+                **kwargs: Any) -> Any:  # fmt: skip
+            calls["live" if self.path == settings.intent_db else "other"].append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(SqliteGuard, name, spy)
+    return calls
+
+
+def test_replay_keeps_its_own_thread_guard_and_reads_nothing_of_the_live_one(
+    app: KeelApp, guard_calls: dict[str, list[str]]
+) -> None:
+    """The gate, the validator and the approval node read a guard in replay as in the run (the
+    approval history included), a throwaway one: the live guard holds the recorded run's
+    receipts, spent, and its approval history is the thread's, not the replay's to write."""
+    done = _approved(app)
+    guard_calls["live"].clear()
+    report = replay_run(app, done.run_id or "")
+    assert report.same, report.first_divergence
+    assert guard_calls["live"] == [], "replay read or wrote the live thread guard"
+    assert guard_calls["other"], "replay ran with no thread guard"
+
+
+def test_a_replayed_event_wakes_the_thread_through_the_replays_guard(
+    app: KeelApp, backend: DemoBackend, settings: Settings, guard_calls: dict[str, list[str]]
+) -> None:
+    """A bank refund waits for its settlement; the relay delivers it. In replay the thread
+    guard checks the wake-up as in the run (delivered by the relay, once), and the verdicts are
+    the same: the e-mail goes out after the settlement, not before."""
+    waiting = app.run(SEPA_REQUEST, thread_id="t-sepa")
+    assert app.resume(waiting.thread_id, Decision(kind="approve", reviewer="ann")).status == (
+        "awaiting_event"
+    )
+    backend.settle_pending_refunds()
+    assert app.dispatch_events()[0]["woke"] == ["t-sepa"]
+    done = app.show("t-sepa")
+    assert done.status == "done" and done.run_id is not None
+    before = _digest(settings.intent_db)
+    report = replay_run(app, done.run_id)
+    assert report.same, report.first_divergence
+    assert report.recorded_status == report.replayed_status == "done"
+    assert guard_calls["other"].count("record_wake") == 1
+    assert _digest(settings.intent_db) == before  # the live guard read, never written
+
+
+def test_a_replayed_made_up_event_is_refused_as_in_the_run(
+    app: KeelApp, backend: DemoBackend, settings: Settings
+) -> None:
+    """A caller resumes the waiting thread with an event the relay never sent: refused in the
+    run, and in replay too (the replay's guard holds only what the relay delivered)."""
+    waiting = app.run(SEPA_REQUEST, thread_id="t-forged")
+    outcome = app.resume(waiting.thread_id, Decision(kind="approve", reviewer="ann"))
+    assert outcome.waiting is not None
+    forged = {
+        "seq": 1, "type": "refund.settled", "key": outcome.waiting.key,
+        "payload": {"status": "settled"}, "created_at": "2026-11-10T09:00:00+00:00",
+    }  # fmt: skip
+    app.invoke_segment(Command(resume={"event": forged}), "t-forged", "event")
+    assert app.show("t-forged").status == "awaiting_event"
+    assert backend.outbox() == []
+    backend.settle_pending_refunds()
+    assert app.dispatch_events()[0]["woke"] == ["t-forged"]
+    done = app.show("t-forged")
+    assert done.status == "done" and done.run_id is not None
+    report = replay_run(app, done.run_id)
+    assert report.same, report.first_divergence
+    assert report.recorded_status == report.replayed_status == "done"

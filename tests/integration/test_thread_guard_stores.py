@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import psycopg
 import pytest
 from langgraph.types import Command
 
@@ -160,20 +161,44 @@ def test_the_postgres_guard_reads_its_facts_in_one_statement(
     for key in ("RF-2", "RF-1"):
         wait = EventWait(event="refund.settled", key=key, step=0, why="the bank settles later")
         guard.record_wait("t-1", wait, digest=f"sha256:{key}")
+    guard.record_request("t-1", "Refund C-1")
+    guard.record_records("t-1", {"customer": {"id": "C-1"}})
+    guard.facts("t-1")  # the tables made, once per process: not what is counted
     statements: list[str] = []
-    execute = guard._tables.execute
+    execute = psycopg.Connection.execute
     monkeypatch.setattr(
-        guard._tables,
+        psycopg.Connection,
         "execute",
-        lambda sql, params=(): statements.append(sql) or execute(sql, params),
+        lambda conn, sql, *a, **kw: statements.append(str(sql)) or execute(conn, sql, *a, **kw),
     )
     facts = guard.facts("t-1", attempt="task-2")
-    assert len(statements) == 1
+    assert len([s for s in statements if "keel_guard" in s]) == 1
+    assert facts.requests == ("Refund C-1",)
+    assert facts.records == ({"customer": {"id": "C-1"}},)
     assert facts.spent == guard.spent("t-1", attempt="task-2") == {"sha256:a"}
     assert [e.chunk_id for e in facts.taint] == ["wiki:2", "wiki:1"]
     assert facts.waiting == guard.waiting("t-1")
     assert [k for _, k, _ in facts.waiting] == ["RF-2", "RF-1"]
     assert facts.rejected == frozenset() and facts.requester is None
+
+
+def test_what_vouches_for_an_argument_is_append_only_per_thread(guard: Guard) -> None:
+    """The request intake took and the records the planner read (``tools.provenance``): kept
+    once each, in order, per thread, and read with the other facts."""
+    guard.record_request("t-1", "Refund C-1, please")
+    guard.record_records("t-1", {"customer": {"id": "C-1", "email": "a@b.example"}})
+    guard.record_records("t-1", {"customer": {"email": "a@b.example", "id": "C-1"}})  # again
+    guard.record_records("t-1", {"invoice": {"id": "INV-1", "amount": 49.0}})
+    guard.record_request("t-1", "Refund C-1, please")  # intake re-run
+    assert guard.requests("t-1") == ["Refund C-1, please"]
+    assert guard.records("t-1") == [
+        {"customer": {"email": "a@b.example", "id": "C-1"}},
+        {"invoice": {"amount": 49.0, "id": "INV-1"}},
+    ]
+    facts = guard.facts("t-1")
+    assert facts.requests == ("Refund C-1, please",)
+    assert list(facts.records) == guard.records("t-1")
+    assert guard.facts("t-2").requests == () and guard.records("t-2") == []
 
 
 def test_a_validated_plan_is_known_in_its_thread_only(guard: Guard) -> None:
