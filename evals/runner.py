@@ -193,6 +193,40 @@ class Page(NamedTuple):
     intro: str
     scope: Callable[[Mapping[str, Any]], str] | None = None
     """What part of the suite this run covered, when a run may cover part of it."""
+    summary: Callable[[Mapping[str, Any]], list[str]] | None = None
+    """A table to read first, before every figure (Markdown lines)."""
+
+
+FAULT_COLUMNS = (
+    "runs",
+    "success_rate",
+    "wrong_irreversible",
+    "duplicate_irreversible",
+    "escalated",
+)
+
+
+def _by_profile(result: Mapping[str, Any]) -> list[str]:
+    """The faults eval at a glance: one row per profile and agent.
+
+    Example:
+        >>> _by_profile({"keel": {"outage": {"runs": 3, "success_rate": 1.0}}})[2]
+        '| `outage` | keel | 3 | 1.0 |  |  |  |'
+    """
+    agents = [a for a in ("keel", "plain", "middleware") if isinstance(result.get(a), Mapping)]
+    profiles = list(
+        dict.fromkeys(p for a in agents for p, row in result[a].items() if isinstance(row, Mapping))
+    )
+    lines = [
+        "| profile | agent | " + " | ".join(FAULT_COLUMNS) + " |",
+        "|---|---|" + "---|" * len(FAULT_COLUMNS),
+    ]
+    for profile in profiles:
+        for agent in agents:
+            row = result[agent].get(profile, {})
+            cells = " | ".join(str(row.get(column, "")) for column in FAULT_COLUMNS)
+            lines.append(f"| `{profile}` | {agent} | {cells} |")
+    return lines
 
 
 def _swept(result: Mapping[str, Any]) -> str:
@@ -208,6 +242,7 @@ PAGES: dict[str, Page] = {
         "evals/faults_eval.py",
         "Each fault profile of the domain, Keel beside `create_agent` with and without its "
         "middleware, the same seeded faults: [Resilient tools](resilience.md).",
+        summary=_by_profile,
     ),
     "retrieval": Page(
         "Retrieval: the eval's figures",
@@ -263,9 +298,12 @@ def write_suite_page(
     if page.scope is not None:
         intro += f" {page.scope(result)}"
     figures = {key: value for key, value in result.items() if key != "written"}
-    return write_artifacts(
-        folder, stem, figures, figures_page(page.title, command, page.source, intro, figures)
-    )
+    markdown = figures_page(page.title, command, page.source, intro, figures)
+    if page.summary is not None:
+        head, _, rest = markdown.partition("\n| figure | value |")
+        markdown = head + "\n" + "\n".join(page.summary(figures)) + "\n\n## Every figure\n"
+        markdown += "\n| figure | value |" + rest
+    return write_artifacts(folder, stem, figures, markdown)
 
 
 def known(registry: Mapping[str, object], names: list[str] | None, kind: str) -> list[str]:

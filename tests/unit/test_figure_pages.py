@@ -41,16 +41,19 @@ def test_every_suite_without_a_writer_of_its_own_gets_a_page(tmp_path: Path) -> 
     assert set(PAGES) <= set(SUITES)
     result = {
         "domain": "incident_desk",
-        "keel": {"success_rate": 1.0, "by_profile": {"transient": {"runs": 30, "ok": 30}}},
-        "plain": {"success_rate": 0.3},
+        "keel": {
+            "transient": {"runs": 30, "success_rate": 1.0, "by_request": {"page": {"ok": 30}}}
+        },
+        "plain": {"transient": {"runs": 30, "success_rate": 0.3}},
     }
     written = write_suite_page("faults", result, tmp_path, "domains.incident_desk:IncidentDesk")
     assert Path(written["markdown"]).name == "eval-faults-incident_desk.md"
     page = Path(written["markdown"]).read_text()
     command = "KEEL_DOMAIN=domains.incident_desk:IncidentDesk keel eval --suite faults --out docs"
     assert f"Written by `{command}` (evals/faults_eval.py); do not edit by hand." in page
-    assert "| `success_rate` | 0.3 |" in page
-    assert "| `transient` | 30 | 30 |" in page, "an object of rows is one table"
+    assert "| `transient` | plain | 30 | 0.3 |  |  |  |" in page, "read first: profile by agent"
+    assert "## plain" in page and "| `transient` | 30 | 0.3 |" in page, "then every figure"
+    assert "| `page` | 30 |" in page, "an object of rows is one table"
     assert json.loads(Path(written["json"]).read_text()) == result
 
 
