@@ -56,7 +56,8 @@ SETTINGS = (
 the words around it, so the same number typed in as a measurement is still caught."""
 
 LINK = re.compile(r"\]\(([^)\s]+)\)")
-CLOCK_TIME = re.compile(r"\b\d{1,2}:\d{2}( UTC)?\b")
+CLOCK_TIME = re.compile(r"\b\d{1,2}:\d{2}( UTC)?\b|\b20\d\d-\d\d-\d\d\b")
+"""A clock time or a date typed in beside a figure ("at 18:50 UTC", "2026-12-02")."""
 
 
 def _outside_code(text: str) -> list[str]:
@@ -205,6 +206,7 @@ def test_hand_written_pages_quote_no_measured_figure(path: Path) -> None:
         ("recall 0.828 against 0.634", True),
         ("the old demo's 183 threads a minute", True),
         ("measured at 18:50 UTC", True),
+        ("re-measured (2026-12-02, fresh `KEEL_HOME`)", True),
         ("Python 3.12 and `make`, on a fresh clone", False),
         ("`KEEL_LEASE_TTL_S` and aegra-api 0.11.0, on port 8123", False),
         ("a plan of 4 steps, 3 agents", False),
