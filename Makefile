@@ -96,7 +96,7 @@ scale-demo: postgres redis
 # JSON=1 prints one JSON object instead (install's output goes to stderr).
 bench: postgres
 	@$(MAKE) --no-print-directory install >&2
-	@$(BIN)/keel bench $(if $(JSON),--json)
+	@$(BIN)/keel bench $(if $(JSON),--json) $(if $(OUT),--out $(OUT))
 
 lint: install
 	$(BIN)/ruff check .
