@@ -127,8 +127,16 @@ def load_manifest(corpus_dir: Path) -> CorpusManifest:
     if not path.is_file():
         raise CorpusMissing(f"no corpus manifest at {path} (set KEEL_CORPUS_DIR)")
     stat = path.stat()
+    return _validated(str(path), str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _validated(path: str, resolved: str, mtime_ns: int, size: int) -> CorpusManifest:
+    """One version of a manifest file, parsed and validated once (the planner reads it on
+    every runbook plan; validating its sources took a few ms a time, issue 26). Read only:
+    every caller shares it. A refused manifest is not kept (it raises)."""
     try:
-        raw = _parsed(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+        raw = _parsed(resolved, mtime_ns, size)
     except yaml.YAMLError as err:
         raise CorpusMissing(f"{path} is not valid YAML: {err}") from err
     try:
