@@ -15,7 +15,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 from pydantic import ValidationError
 
-from graph.approval import pending_actions, thread_entities
+from graph.approval import pending_update, thread_entities
 from graph.context import KeelContext, context_of, guarded_thread
 from graph.state import (
     Edit,
@@ -194,20 +194,7 @@ def check_plan(state: PlanCheckView, runtime: Runtime[KeelContext]) -> StateUpda
         # The executor runs the steps of this plan and of no other (whatever the state says).
         guarded[0].record_validated_plan(guarded[1], plan_digest(plan))
     # What still needs approval, decided here once: the router and the approval node read it.
-    pending: list[int] = []
-    if verdict.ok:
-        pending = pending_actions(
-            plan,
-            state.get("approvals", {}),
-            ctx.tools,
-            facts,
-            state.get("evidence", []),
-            state.get("results", []),
-        )
-    update["pending_actions"] = pending
-    if pending:
-        # Written before the approval interrupt, so Studio and raw graph users see it too.
-        update["status"] = "awaiting_approval"
+    update.update(pending_update(plan if verdict.ok else None, state, ctx.tools, facts))
     return update
 
 

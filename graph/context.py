@@ -97,7 +97,7 @@ class KeelContext:
             if settings.planner_fallback_model:
                 fallback_model = chat_model_for(settings, settings.planner_fallback_model)
         # Deny by default: no manifest, no context (and so no graph run).
-        tools = gated_registry(domain, settings)
+        tools = gated_registry(domain, settings, stores)
         return cls(
             settings=settings,
             domain=domain,

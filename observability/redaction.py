@@ -65,7 +65,9 @@ class Redactor:
         self.run_id: str | None = None
         self.learned: frozenset[str] = frozenset()
         self._scrubbers: tuple[re.Pattern[str], ...] = self.patterns
-        self._keys: dict[str, bool] = {}
+        # Whether a key is sensitive depends on the fields alone: every redactor of the same
+        # fields shares the answers (a served run makes its own redactor, issue 26).
+        self._keys: dict[str, bool] = _KEYS.setdefault(self.fields, {})
         self._lock = threading.Lock()
 
     @classmethod
@@ -187,6 +189,9 @@ class Redactor:
             self._scrubbers = (re.compile(literal), *self.patterns)
         return True
 
+
+_KEYS: dict[tuple[str, ...], dict[str, bool]] = {}
+"""Per set of sensitive fields, each key seen and whether it is sensitive."""
 
 _SCALARS = frozenset({int, float, bool, type(None)})
 """Leaf types with nothing to redact, told apart by exact type (``isinstance`` against the

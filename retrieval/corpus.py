@@ -116,8 +116,8 @@ def _parsed(path: str, mtime_ns: int, size: int) -> object:
     """The YAML data of one version of a manifest file, parsed once.
 
     The planner reads the runbook steps on every runbook plan; parsing the demo's manifest with
-    the pure-Python loader took about 115 ms a time, most of a warm run. Keyed by the file's
-    modification time and size, so an edited manifest is read again.
+    the pure-Python loader every time was most of a warm run (``docs/startup.md``). Keyed by the
+    file's modification time and size, so an edited manifest is read again.
     """
     return yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_YAML_LOADER)
 
@@ -127,8 +127,16 @@ def load_manifest(corpus_dir: Path) -> CorpusManifest:
     if not path.is_file():
         raise CorpusMissing(f"no corpus manifest at {path} (set KEEL_CORPUS_DIR)")
     stat = path.stat()
+    return _validated(str(path), str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _validated(path: str, resolved: str, mtime_ns: int, size: int) -> CorpusManifest:
+    """One version of a manifest file, parsed and validated once (the planner reads it on
+    every runbook plan; validating its sources took a few ms a time, issue 26). Read only:
+    every caller shares it. A refused manifest is not kept (it raises)."""
     try:
-        raw = _parsed(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+        raw = _parsed(resolved, mtime_ns, size)
     except yaml.YAMLError as err:
         raise CorpusMissing(f"{path} is not valid YAML: {err}") from err
     try:

@@ -291,7 +291,8 @@ def _spellings(value: Any) -> list[str]:
         return list(dict.fromkeys(out))
     if isinstance(value, int):
         return [str(value)]
-    return [normal(str(value))] if normal(str(value)) else []
+    spelled = normal(str(value))
+    return [spelled] if spelled else []
 
 
 _TOKEN = re.compile(r"[\w.@/:+-]+")
@@ -314,8 +315,8 @@ def _identifiers(text: str) -> list[str]:
 
 def _within(value: str, text: str) -> bool:
     """Whether ``value`` appears in ``text`` on word boundaries ("Bob" is not in "Bobby")."""
-    if not text or len(value) > len(text):
-        return False
+    if not text or len(value) > len(text) or value not in text:
+        return False  # most values are in no text: no pattern is built for them (issue 26)
     return re.search(rf"(?<!\w){re.escape(value)}(?!\w)", text) is not None
 
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from keel.errors import CorpusMissing
-from retrieval.corpus import chunk_markdown, load_corpus
+from retrieval.corpus import chunk_markdown, load_corpus, load_manifest
 
 ENTRY = {
     "id": "refund-policy",
@@ -88,3 +88,13 @@ def test_the_demo_corpus_is_valid() -> None:
     assert {c.superseded_by for c in chunks if c.source.id == "refund-policy-v1"} == {
         "refund-policy-v2"
     }
+
+
+def test_a_manifest_is_validated_once_per_version_of_its_file(tmp_path: Path) -> None:
+    """The planner reads the manifest on every runbook plan (issue 26): the same file gives the
+    same validated manifest; an edited one is read and validated again."""
+    corpus = _corpus(tmp_path, ENTRY)
+    first = load_manifest(corpus)
+    assert load_manifest(corpus) is first
+    _corpus(tmp_path, {**ENTRY, "title": "Refund policy, revised"})
+    assert load_manifest(corpus).sources[0].title == "Refund policy, revised"

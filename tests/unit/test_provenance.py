@@ -6,6 +6,7 @@ outside text) with a backend that does not exist: a call that got through would 
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from graph.approval import approval_request
 from graph.state import Evidence, Plan, Receipt, Step, approval_digest
 from keel.errors import ConfigError, PermissionDenied
 from tools.permissions import PermissionGate, open_gate, parse_manifest
-from tools.provenance import Sources, refusal
+from tools.provenance import Sources, _within, refusal
 from tools.spec import ThreadFacts, ToolEvent, ToolRegistry
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -196,3 +197,15 @@ def test_the_screen_shows_each_arguments_source_and_flags_outside_text(
     assert "the manifest refuses it" in said
     # Without the thread's sources the screen says nothing about them (and flags nothing).
     assert "flagged" not in approval_request(plan, [0], tools, evidence)
+
+
+@given(
+    st.text(alphabet="ab1. @-", min_size=1, max_size=6), st.text(alphabet="ab1. @-", max_size=30)
+)
+def test_a_value_is_within_a_text_exactly_where_it_appears_on_word_boundaries(
+    value: str, text: str
+) -> None:
+    """``_within`` skips building a pattern for a value the text does not hold (issue 26); it
+    answers as the word-boundary search does."""
+    expected = bool(text) and re.search(rf"(?<!\w){re.escape(value)}(?!\w)", text) is not None
+    assert _within(value, text) == expected

@@ -439,3 +439,14 @@ def test_a_run_start_reads_its_own_threads_record_without_waiting_for_other_thre
     assert record.latest_segment("t-2") == ("run-b", 0)  # waits for its own queued event
     assert record.latest_run("t-busy") == "run-busy"
     record.close()
+
+
+def test_redactors_of_the_same_fields_share_their_key_answers_and_no_others() -> None:
+    """A served run makes a redactor of its own; which keys are sensitive is known once per
+    set of fields (issue 26), never shared with a redactor of other fields."""
+    both = {"name": "Ann", "token": "t-1"}
+    assert Redactor(["token"])(both) == {"name": "Ann", "token": REDACTED}
+    assert Redactor(["name"])(both) == {"name": REDACTED, "token": "t-1"}
+    first, second = Redactor(["token", "secret"]), Redactor(["secret", "token"])
+    assert first.sensitive("api_token") and second._keys is first._keys
+    assert Redactor(["name"])._keys is not first._keys
