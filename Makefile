@@ -89,14 +89,14 @@ serve: postgres redis
 # approved by a second client, one process SIGKILLed mid-run. JSON=1 prints one JSON object.
 scale-demo: postgres redis
 	@$(MAKE) --no-print-directory install >&2
-	@$(BIN)/python -m evals.scale_demo --threads $(THREADS) $(if $(JSON),--json)
+	@$(BIN)/python -m evals.scale_demo --threads $(THREADS) $(if $(JSON),--json) $(if $(OUT),--out $(OUT))
 
 # Every benchmark, several minutes (a 10,000-chunk index; a throwaway PostgreSQL for the checkpoint
 # bench): the headline figures against their targets, then each bench's numbers.
 # JSON=1 prints one JSON object instead (install's output goes to stderr).
 bench: postgres
 	@$(MAKE) --no-print-directory install >&2
-	@$(BIN)/keel bench $(if $(JSON),--json)
+	@$(BIN)/keel bench $(if $(JSON),--json) $(if $(OUT),--out $(OUT))
 
 lint: install
 	$(BIN)/ruff check .

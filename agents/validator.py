@@ -15,7 +15,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 from pydantic import ValidationError
 
-from graph.approval import pending_actions
+from graph.approval import pending_update, thread_entities
 from graph.context import KeelContext, context_of, guarded_thread
 from graph.state import (
     Edit,
@@ -172,9 +172,13 @@ def check_plan(state: PlanCheckView, runtime: Runtime[KeelContext]) -> StateUpda
     reasons += edit_problems(plan, edits)
     if not reasons:
         # Business rules read fresh records: the validator does not trust the planner's copy.
-        records = ctx.domain.gather_records(
-            state.get("entities", {}), ctx.tools.for_agent("validator")
+        # Of the request the thread guard recorded, not of entities a caller wrote.
+        entities = thread_entities(
+            state.get("entities", {}),
+            facts.requests if guarded is not None else None,
+            ctx.domain.extract_entities,
         )
+        records = ctx.domain.gather_records(entities, ctx.tools.for_agent("validator"))
         reasons += ctx.domain.plan_rules(plan, records)
     verdict = Verdict(stage="plan", ok=not reasons, reasons=reasons)
     update: StateUpdate = {
@@ -190,20 +194,7 @@ def check_plan(state: PlanCheckView, runtime: Runtime[KeelContext]) -> StateUpda
         # The executor runs the steps of this plan and of no other (whatever the state says).
         guarded[0].record_validated_plan(guarded[1], plan_digest(plan))
     # What still needs approval, decided here once: the router and the approval node read it.
-    pending: list[int] = []
-    if verdict.ok:
-        pending = pending_actions(
-            plan,
-            state.get("approvals", {}),
-            ctx.tools,
-            facts,
-            state.get("evidence", []),
-            state.get("results", []),
-        )
-    update["pending_actions"] = pending
-    if pending:
-        # Written before the approval interrupt, so Studio and raw graph users see it too.
-        update["status"] = "awaiting_approval"
+    update.update(pending_update(plan if verdict.ok else None, state, ctx.tools, facts))
     return update
 
 

@@ -27,7 +27,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from agents.executor import execute
-from graph.approval import pending_actions
+from graph.approval import pending_update
 from graph.builder import execute_then_check
 from graph.context import KeelContext, context_of, guarded_thread
 from graph.state import PlanCheckView, ResultCheckView, StateUpdate, Verdict
@@ -68,19 +68,7 @@ def unchecked_plan(state: PlanCheckView, runtime: Runtime[KeelContext]) -> State
     if plan is not None and guarded is not None:
         guarded[0].record_validated_plan(guarded[1], plan_digest(plan))
     facts = guarded[0].facts(guarded[1]) if guarded is not None else GuardFacts()
-    pending: list[int] = []
-    if plan is not None:
-        pending = pending_actions(
-            plan,
-            state.get("approvals", {}),
-            ctx.tools,
-            facts,
-            state.get("evidence", []),
-            state.get("results", []),
-        )
-    update["pending_actions"] = pending
-    if pending:
-        update["status"] = "awaiting_approval"
+    update.update(pending_update(plan, state, ctx.tools, facts))
     return update
 
 

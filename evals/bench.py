@@ -6,11 +6,16 @@ result and set beside its target: see :func:`summarize`.
 
 from __future__ import annotations
 
+import datetime
+import json
+import os
 import resource
 import sys
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, NamedTuple
 
+from evals.artifacts import figure_tables
 from evals.runner import Suite, run_named
 from keel.settings import Settings
 
@@ -235,3 +240,83 @@ def run_benches(only: list[str] | None, settings: Settings, *, progress: bool) -
         "summary": summary,
         "benches": results,
     }
+
+
+PAGE = "benchmarks-figures"
+"""The stem of the page ``keel bench --out DIR`` writes (``.md`` and ``.json``)."""
+OWN_PAGE = {"engine": "engine.md"}
+"""Benches that write a page of their own (`keel bench --only engine`: `docs/engine.md`)."""
+
+
+def write_bench_page(
+    results: Mapping[str, Any], folder: Path, *, today: datetime.date | None = None
+) -> dict[str, str]:
+    """Write the benches' figures into ``folder/benchmarks-figures.{json,md}``.
+
+    A bench run this time replaces its section; the sections of benches not run are kept, each
+    with the date and machine it was measured on, so ``--only`` runs add up to one page. The
+    headline figures (:func:`summarize`) are read from whatever sections the page holds.
+
+    Args:
+        results: each bench's result keyed by bench name (a full run's ``benches``).
+        folder: where the page is written (``docs`` for the committed one).
+        today: the date to record (default: today, UTC).
+
+    Returns:
+        The written paths, keyed ``json`` and ``markdown``.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    stored = folder / f"{PAGE}.json"
+    kept: dict[str, Any] = json.loads(stored.read_text()) if stored.exists() else {}
+    when = (today or datetime.datetime.now(datetime.UTC).date()).isoformat()
+    machine = {"date": when, "cpus": os.cpu_count(), "load_average": os.getloadavg()[0]}
+    for name, result in results.items():
+        if name not in OWN_PAGE:
+            kept[name] = {"measured": machine, "figures": result}
+    kept = dict(sorted(kept.items()))
+    stored.write_text(json.dumps(kept, indent=2) + "\n", encoding="utf-8")
+    page = folder / f"{PAGE}.md"
+    page.write_text(bench_markdown(kept), encoding="utf-8")
+    return {"json": str(stored), "markdown": str(page)}
+
+
+def bench_markdown(kept: Mapping[str, Any]) -> str:
+    """The benchmarks page: the headline figures against their targets, then one section per
+    bench with its command, when it ran and every figure it reported."""
+    command = "keel bench --only NAME --out docs"
+    lines = [
+        "# Benchmarks: the measured figures",
+        "",
+        f"<!-- Written by `{command}` (evals/bench.py); do not edit by hand. -->",
+        "",
+        f"Written by `{command}` (evals/bench.py); do not edit by hand. Each section is one "
+        "bench's latest run, with the date, the machine's cores and its load average then; a run "
+        "replaces its own section and keeps the others. What each bench measures: "
+        "[Benchmarks](benchmarks.md). Keel on the engine has its own page: [engine](engine.md).",
+        "",
+        "## Headline figures",
+        "",
+        "| figure | value | target | met | from |",
+        "|---|---|---|---|---|",
+    ]
+    summary = summarize({n: s["figures"] for n, s in kept.items()}, peak_rss=None)
+    for key, figure in summary.items():
+        if key == PEAK_RSS:
+            continue
+        value = "not measured" if figure["value"] is None else f"{figure['value']:g}"
+        met = {True: "met", False: "NOT MET", None: ""}[figure["met"]]
+        lines.append(
+            f"| `{key}` | {value} | {figure['target'] or ''} | {met} | `{figure['source']}` |"
+        )
+    for name, section in kept.items():
+        measured = section["measured"]
+        lines += [
+            "",
+            f"## {name}",
+            "",
+            f"`keel bench --only {name} --out docs`, on {measured['date']} ({measured['cpus']} "
+            f"cores, load average {measured['load_average']:.1f}).",
+            "",
+            *figure_tables(section["figures"], depth=1),
+        ]
+    return "\n".join(lines) + "\n"

@@ -106,9 +106,11 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
         help="where the scorecard (scorecard.json, scorecard.md, scorecard.png), the "
         "compounding curve (compounding.json, .md, .png), the hostile suite's figures "
         "(hostile.json, .md), the budgets eval's (budgets-eval.json, .md) or AgentDojo's "
-        "(agentdojo-figures.json, .md; agentdojo-without-screen.* with --without-screen) are "
-        "written (default: KEEL_HOME/scorecard, KEEL_HOME/compounding, KEEL_HOME/hostile, "
-        "KEEL_HOME/budgets, KEEL_HOME/agentdojo; with --model, KEEL_HOME/scorecard-real)",
+        "(agentdojo-figures.json, .md; agentdojo-without-screen.* with --without-screen) and the "
+        "other suites' (eval-SUITE.json, .md: faults, retrieval, screening, attacks, record, "
+        "crashes) are written (default: KEEL_HOME/scorecard, KEEL_HOME/compounding, "
+        "KEEL_HOME/hostile, KEEL_HOME/budgets, KEEL_HOME/agentdojo; with --model, "
+        "KEEL_HOME/scorecard-real)",
     )  # fmt: skip
 
 
@@ -142,7 +144,7 @@ def _eval(args: argparse.Namespace, settings: Settings) -> Result:
         if args.runs < 1:
             raise BadRequest("--runs must be at least 1")
         asked["compounding_runs"] = args.runs
-    if args.out and {"compounding", "hostile", "budgets"} & set(args.suite or []):
+    if args.out:
         asked["out"] = Path(args.out)
     if args.engine:
         if "budgets" not in (args.suite or []):
@@ -233,7 +235,7 @@ def _eval_real_model(args: argparse.Namespace, settings: Settings) -> Result:
         progress=lambda line: print(line, file=sys.stderr, flush=True),
     )
     folder = Path(args.out) if args.out else settings.home / "scorecard-real"
-    card["written"] = write_scorecard(card, folder, render=real_markdown)
+    card["written"] = write_scorecard(card, folder, render=real_markdown, stem="scorecard-real")
     if args.json:
         return card
     print(real_markdown(card))
@@ -245,12 +247,19 @@ def _bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--only", action="append", help="one benchmark (repeatable; default: all of them)"
     )
+    parser.add_argument(
+        "--out", metavar="DIR",
+        help="also write the figures' page into DIR (benchmarks-figures.md, .json; `--out docs` "
+        "for the committed one): a bench run replaces its section, the others are kept",
+    )  # fmt: skip
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> Result:
-    from evals.bench import measured_figures, run_benches, summary_table
+    from evals.bench import measured_figures, run_benches, summary_table, write_bench_page
 
     results = run_benches(args.only, settings, progress=sys.stderr.isatty())
+    if args.out:
+        write_bench_page(results["benches"] if args.only is None else results, Path(args.out))
     if args.only is None and not args.json:
         print(summary_table(results["summary"]) + "\n\ndetails:")
         results = results["benches"]

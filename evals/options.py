@@ -25,7 +25,7 @@ class EvalOptions(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KEEL_EVAL_", extra="forbid", frozen=True)
 
     runs: int = Field(default=200, ge=1, description="Runs per profile in the faults eval.")
-    k: int = Field(default=3, ge=1, description="Runs per scenario and agent (pass^k).")
+    k: int = Field(default=3, ge=1, le=50, description="Runs per scenario and agent (pass^k).")
     scenarios: list[Path] = Field(
         default_factory=list,
         description="Scenario files or folders for the scorecard (default: the domain's).",
@@ -37,10 +37,10 @@ class EvalOptions(BaseSettings):
         default=10, ge=1, le=100, description="Seeds per scenario and fault rate in the sweep."
     )
     compounding_runs: int = Field(
-        default=10, ge=1, description="Runs (model seeds) per agent and point of the curve."
+        default=10, ge=1, le=200, description="Runs (model seeds) per agent and point of the curve."
     )
     compounding_k: int = Field(
-        default=5, ge=1, description="The k of pass^k in the compounding curve."
+        default=5, ge=1, le=50, description="The k of pass^k in the compounding curve."
     )
     out: Path | None = Field(
         default=None, description="Where eval tables and plots are written (default: HOME/...)."

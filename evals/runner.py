@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from evals.options import EvalOptions
 from keel.errors import BadRequest
@@ -185,6 +185,127 @@ SUITES: dict[str, EvalSuite] = {
 }
 
 
+class Page(NamedTuple):
+    """A suite whose figures ``keel eval --suite NAME --out DIR`` writes as a page of its own."""
+
+    title: str
+    source: str
+    intro: str
+    scope: Callable[[Mapping[str, Any]], str] | None = None
+    """What part of the suite this run covered, when a run may cover part of it."""
+    summary: Callable[[Mapping[str, Any]], list[str]] | None = None
+    """A table to read first, before every figure (Markdown lines)."""
+
+
+FAULT_COLUMNS = (
+    "runs",
+    "success_rate",
+    "wrong_irreversible",
+    "duplicate_irreversible",
+    "escalated",
+)
+
+
+def _by_profile(result: Mapping[str, Any]) -> list[str]:
+    """The faults eval at a glance: one row per profile and agent.
+
+    Example:
+        >>> _by_profile({"keel": {"outage": {"runs": 3, "success_rate": 1.0}}})[2]
+        '| `outage` | keel | 3 | 1.0 |  |  |  |'
+    """
+    agents = [a for a in ("keel", "plain", "middleware") if isinstance(result.get(a), Mapping)]
+    profiles = list(
+        dict.fromkeys(p for a in agents for p, row in result[a].items() if isinstance(row, Mapping))
+    )
+    lines = [
+        "| profile | agent | " + " | ".join(FAULT_COLUMNS) + " |",
+        "|---|---|" + "---|" * len(FAULT_COLUMNS),
+    ]
+    for profile in profiles:
+        for agent in agents:
+            row = result[agent].get(profile, {})
+            cells = " | ".join(str(row.get(column, "")) for column in FAULT_COLUMNS)
+            lines.append(f"| `{profile}` | {agent} | {cells} |")
+    return lines
+
+
+def _swept(result: Mapping[str, Any]) -> str:
+    backends = [b for b in ("sqlite", "postgres") if b in result]
+    every = result.get("every", 1)
+    stride = "every boundary" if every == 1 else f"every {every}th boundary (`--every {every}`)"
+    return f"Swept: {', '.join(backends)}; {stride}."
+
+
+PAGES: dict[str, Page] = {
+    "faults": Page(
+        "Resilient tools: the faults eval's figures",
+        "evals/faults_eval.py",
+        "Each fault profile of the domain, Keel beside `create_agent` with and without its "
+        "middleware, the same seeded faults: [Resilient tools](resilience.md).",
+        summary=_by_profile,
+    ),
+    "retrieval": Page(
+        "Retrieval: the eval's figures",
+        "evals/retrieval_eval.py",
+        "Curated retrieval beside plain similarity on the domain's questions: "
+        "[Retrieval and context](retrieval.md).",
+    ),
+    "screening": Page(
+        "The injection screen: the eval's figures",
+        "evals/screening_eval.py",
+        "The outside-text screen on public injection corpora and Keel's own: "
+        "[Retrieval and context](retrieval.md#what-the-screen-catches-and-what-stands-behind-it).",
+    ),
+    "attacks": Page(
+        "Attacks: the eval's figures",
+        "evals/attacks_eval.py",
+        "The domain's `attacks.yaml`, each attack judged on the backend: "
+        "[Approvals and permissions](approvals-and-permissions.md).",
+    ),
+    "record": Page(
+        "The flight record: the eval's figures",
+        "evals/record_eval.py",
+        "Every demo request under every fault profile, recorded and replayed: "
+        "[Observability](observability.md).",
+    ),
+    "crashes": Page(
+        "Crash consistency: the sweep's figures",
+        "evals/crash_sweep.py",
+        "A worker killed at each durable write boundary, then recovered: "
+        "[Crash consistency](crash-consistency.md).",
+        _swept,
+    ),
+}
+"""The suites with no page writer of their own (scenarios, compounding, hostile and budgets have
+theirs): each page is ``eval-SUITE.md`` (``eval-SUITE-DOMAIN.md`` for a domain other than the
+support desk) beside its JSON."""
+
+
+def write_suite_page(
+    name: str, result: dict[str, Any], folder: Path, domain_setting: str
+) -> dict[str, str]:
+    """Write one suite's figures as ``eval-NAME[-DOMAIN].{json,md}`` into ``folder``
+    (``domain_setting``: the ``KEEL_DOMAIN`` that measured them, named in the command)."""
+    from evals.artifacts import figures_page, write_artifacts
+
+    page = PAGES[name]
+    domain = result.get("domain", "support_desk")
+    stem = f"eval-{name}" if domain == "support_desk" else f"eval-{name}-{domain}"
+    command = f"keel eval --suite {name} --out docs"
+    if domain != "support_desk":
+        command = f"KEEL_DOMAIN={domain_setting} {command}"
+    intro = f"Domain: `{domain}`. {page.intro}"
+    if page.scope is not None:
+        intro += f" {page.scope(result)}"
+    figures = {key: value for key, value in result.items() if key != "written"}
+    markdown = figures_page(page.title, command, page.source, intro, figures)
+    if page.summary is not None:
+        head, _, rest = markdown.partition("\n| figure | value |")
+        markdown = head + "\n" + "\n".join(page.summary(figures)) + "\n\n## Every figure\n"
+        markdown += "\n| figure | value |" + rest
+    return write_artifacts(folder, stem, figures, markdown)
+
+
 def known(registry: Mapping[str, object], names: list[str] | None, kind: str) -> list[str]:
     """The names asked for (all when None), an unknown one refused before anything runs."""
     chosen = names or sorted(registry)
@@ -258,6 +379,9 @@ def run_suites(
     options = options if options is not None else EvalOptions()
     results = {name: SUITES[name](settings, options, progress) for name in run}
     out: dict[str, Any] = {name: {"domain": domain, **r} for name, r in results.items()}
+    if options.out is not None:
+        for name in set(out) & set(PAGES):
+            out[name]["written"] = write_suite_page(name, out[name], options.out, settings.domain)
     not_run = {n: f"{SUPPORT_DESK_ONLY[n]}, not {domain}'s" for n in bound}
     not_run |= {n: LONG[n] for n in long}
     if not_run:

@@ -494,6 +494,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evals.scale_demo", description=__doc__)
     parser.add_argument("--threads", type=int, default=50)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--out", type=Path, metavar="DIR",
+        help="also write the figures as scale-demo.json and scale-demo.md into DIR (`--out docs`: "
+        "the committed page; `make scale-demo OUT=docs`)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error("--threads must be at least 1")
@@ -505,8 +510,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (keel.servers.Terminated)
         print("scale-demo: interrupted; its servers are stopped and removed", file=sys.stderr)
         return 130
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "scale-demo.json").write_text(json.dumps(report, indent=2) + "\n")
+        (args.out / "scale-demo.md").write_text(page(report, held=healthy(report)))
     print(json.dumps(report) if args.json else summary(report))
     return 0 if healthy(report) else 1
+
+
+def page(report: dict[str, Any], *, held: bool) -> str:
+    """The scale demo's page: every figure of one run, under the command that wrote it (written
+    here, not by ``evals.artifacts``: ``make scale-demo`` loads no other module of the evals).
+
+    Example:
+        >>> print(page({"threads": 2, "errors": []}, held=True).splitlines()[-2])
+        | `threads` | 2 |
+    """
+    command = "make scale-demo OUT=docs"
+    verdict = "yes" if held else "NO"
+    lines = [
+        "# Persistence and scale: the scale demo's figures",
+        "",
+        f"<!-- Written by `{command}` (evals/scale_demo.py); do not edit by hand. -->",
+        "",
+        f"Written by `{command}` (evals/scale_demo.py); do not edit by hand. One run of "
+        f"{report.get('threads')} threads on the engine with a worker killed; every check held: "
+        f"{verdict}. What each figure means: "
+        "[Persistence and scale](persistence-and-scale.md#make-scale-demo).",
+        "",
+        "| figure | value |",
+        "|---|---|",
+    ]
+    for key, value in report.items():
+        shown = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+        lines.append(f"| `{key}` | {shown.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

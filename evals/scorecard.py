@@ -659,12 +659,19 @@ def plot(card: dict[str, Any], path: Path) -> Path:
 
 
 def write_scorecard(
-    card: dict[str, Any], folder: Path, render: Callable[[dict[str, Any]], str] | None = None
+    card: dict[str, Any],
+    folder: Path,
+    render: Callable[[dict[str, Any]], str] | None = None,
+    *,
+    stem: str = "scorecard",
 ) -> dict[str, str]:
-    """Write ``scorecard.json``, ``scorecard.md`` (``render``: the Markdown, by default the
-    scripted scorecard's table) and with a sweep ``scorecard.png``."""
+    """Write ``STEM.json``, ``STEM.md`` (``render``: the Markdown, by default the scripted
+    scorecard's table) and with a sweep ``STEM.png``; for a domain other than the support desk,
+    ``STEM-DOMAIN.*``, so one folder (``docs``) holds every domain's."""
     sweep = (lambda path: plot(card, path)) if card.get("sweep") else None
-    return write_artifacts(folder, "scorecard", card, (render or markdown)(card), sweep)
+    domain = card.get("domain", "support_desk")
+    stem = stem if domain == "support_desk" else f"{stem}-{domain}"
+    return write_artifacts(folder, stem, card, (render or markdown)(card), sweep)
 
 
 __all__ = [

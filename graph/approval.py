@@ -13,53 +13,18 @@ plan check writes its finding to the state, the router reads it, and this node a
 for anything more the guard says needs one. ``approval_answer`` builds an answer from a request
 and a ``Decision``, for ``KeelApp.resume`` and for the engine client (``keel.engine``) alike.
 
-Agent Chat UI's human-in-the-loop panel sends exactly LangChain's shape, with no digest and no
-reviewer: ``{"decisions": [{"type": "approve"}]}``, ``{"type": "reject", "message": ...}``, or
-``{"type": "edit", "edited_action": {"name": ..., "args": ...}}`` (one per action, in order; its
-edit fields return every value as text). An approve or reject answers the actions pending now.
-An edit that changes an argument is a new proposal, never an approval: the edited action is
-validated again and asked for again with its own digest (text put back into the original's JSON
-types), together with the other actions of that answer (which may depend on it), unless the edit
-names the digest it edits (``keel resume --edit``), whose reviewer typed the exact arguments. An
-edit that changes nothing approves the action shown. The reviewer is the serving engine's
-authenticated user when there is one (``graph.reviewer``).
-
-An edit fixes arguments; it does not rewrite the plan by hand. The planner derives the plan again
-with the edited arguments fixed (``agents/planner.py``: the step's description and every step that
-depends on the edited values, such as a notice stating an amount), the validator checks it (and
-that no step still states a value the edit replaced), and the result is asked for again. An edit
-that cannot be derived or validated is refused, and the request asked again says why
-(``review_note``, also in each action's description); so does any refused answer.
-
-Request identity. Each request carries a ``request_id`` (a hash of the thread, its digests and a
-``revision``: how many times the thread's pending actions changed), and ``changed_by``: who changed
-them last. A request's revision is the previous request's when its digests are the same, and one
-more when they differ; ``changed_by`` is then the proposer of the last edit proposed in between,
-or empty when they changed otherwise (planned again, a state write, a fork). The history that
-decides this (requests shown, edits proposed, refusals seen) is kept outside the checkpoint
-(``stores.review_log``), so writing the review channels of the state changes none of it.
-
-An answer is exact when it names the pending ``request_id`` or when every decision names its
-digest (``keel resume`` always does; so can Studio's raw resume): it answers these actions and
-nothing else, and one naming anything else is refused as stale. A digest-less answer (a chat
-panel's "Approve All") may have been aimed at an earlier request, so it counts only when:
-
-- the actions never changed in this thread (revision 0), or
-- its reviewer is who changed them (an edit's proposer answering the request their edit made;
-  not an engine's unauthenticated caller, whom nothing tells apart from another), or
-- its reviewer already had a digest-less answer refused at this revision: the refusal asked them
-  again, with the changed actions and the reason, and that is what they answer now.
-
-Anything else that would approve is refused ("the actions changed since you saw them: X proposed
-an edit; review them again") and asked again; the refusal is recorded, so the same reviewer's next
-digest-less answer counts. A digest-less rejection or edit proposal approves nothing and is taken.
+What an answer means (Agent Chat UI's digest-less shape, an edit as a new proposal that the
+planner derives and the validator checks again, each request's ``request_id``, ``revision`` and
+``changed_by``, and when a digest-less "Approve All" counts) is explained once, in
+``docs/approvals-and-permissions.md`` ("Approvals"); the review history behind it is kept outside
+the checkpoint (``stores.review_log``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -75,6 +40,7 @@ from graph.state import (
     Edit,
     Evidence,
     Plan,
+    PlanCheckView,
     Receipt,
     Reviewer,
     StateUpdate,
@@ -221,6 +187,40 @@ def thread_sources(
     )
 
 
+def thread_entities(
+    entities: Mapping[str, str],
+    requests: Sequence[str] | None,
+    extract: Callable[[str], Mapping[str, str]],
+) -> dict[str, str]:
+    """What the thread is about (the entities its request names), as far as a guarantee goes:
+    the scopes' subjects (``agents.executor.thread_facts``), the records the validator checks a
+    plan against, and the records the planner reads (which then vouch for arguments).
+
+    With a guard, ``requests`` are the requests it recorded at intake (``GuardFacts.requests``)
+    and the entities are the last one's, read again with ``extract`` (the domain's
+    ``extract_entities``, a pure function of the text): the state's ``entities`` are not read,
+    since any caller who can write state can write them. Not even to narrow: a scope may read a
+    missing subject as no restriction (the support desk's refund scope checks the charge's
+    invoice only when the request names one), so a subject taken away widens as surely as one
+    added. A guard with no request recorded gives none (every scope that needs a subject
+    refuses). Without a guard (``requests`` None: a graph run with no stores), the state's copy
+    is all there is.
+
+    Example:
+        >>> def ids(text: str) -> dict[str, str]:
+        ...     return {"customer_id": w for w in text.split() if w.startswith("C-")}
+        >>> thread_entities({"customer_id": "C-1002"}, ["Refund C-1001"], ids)
+        {'customer_id': 'C-1001'}
+        >>> thread_entities({}, ["Refund C-1001"], ids)
+        {'customer_id': 'C-1001'}
+        >>> thread_entities({"customer_id": "C-1002"}, None, ids)
+        {'customer_id': 'C-1002'}
+    """
+    if requests is None:
+        return dict(entities)
+    return dict(extract(requests[-1])) if requests else {}
+
+
 def pending_actions(
     plan: Plan,
     approvals: Mapping[str, Receipt],
@@ -256,6 +256,31 @@ def pending_actions(
         if needed and (digest not in approvals or digest in used):
             out.append(i)
     return out
+
+
+def pending_update(
+    plan: Plan | None, state: PlanCheckView, tools: ToolRegistry, facts: GuardFacts
+) -> StateUpdate:
+    """What a passed plan check writes about approvals: ``pending_actions`` (none for no plan)
+    and, when one is pending, the ``awaiting_approval`` status before the interrupt, so Studio
+    and raw graph users see it too. A replacement plan check (``build_graph(nodes=...)``) writes
+    it the same way, or the router sends the thread past the approval to the executor's gate."""
+    pending = (
+        []
+        if plan is None
+        else pending_actions(
+            plan,
+            state.get("approvals", {}),
+            tools,
+            facts,
+            state.get("evidence", []),
+            state.get("results", []),
+        )
+    )
+    update: StateUpdate = {"pending_actions": pending}
+    if pending:
+        update["status"] = "awaiting_approval"
+    return update
 
 
 def approval_request(
@@ -485,15 +510,14 @@ def approve(
     # Receipts used, rejections and taint as the thread guard holds them, not as the state says.
     guarded = ctx.guard.facts(thread_id) if ctx.guard is not None else GuardFacts()
     evidence = with_taint(state.get("evidence", []), guarded.taint)
-    # The plan check's finding, checked again against the guard: a caller who wrote
-    # ``pending_actions`` can add an action to the request, never take one out of it.
-    listed = {
-        i for i in state.get("pending_actions", []) if type(i) is int and 0 <= i < len(plan.steps)
-    }
-    found = pending_actions(
+    # The plan check's finding (``pending_actions``) routed the thread here; what is asked is
+    # worked out again against the guard, so a caller who wrote that channel (an empty list, a
+    # spent action, ``None``) neither removes an action from the request nor adds a paid one.
+    indexes = pending_actions(
         plan, state.get("approvals", {}), ctx.tools, guarded, evidence, state.get("results", [])
     )
-    indexes = sorted(listed.union(found))
+    if not indexes:
+        return {}  # nothing needs a human: on to the executor, whose gate checks every call
     held = [plan.steps[i] for i in indexes if _digest(plan.steps[i]) in guarded.rejected]
     if held:
         return _rejection_holds(held)

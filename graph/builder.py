@@ -95,8 +95,10 @@ def after_plan_check(
         return "respond"
     # The plan check decided what still needs approval (``graph.approval.pending_actions``,
     # with the thread guard's receipts and taint). A caller who empties it past the plan check
-    # skips no approval: the executor's gate refuses a call without an unused receipt.
-    return "approve" if state.get("pending_actions") else "execute"
+    # skips no approval: the executor's gate refuses a call without an unused receipt. Anything
+    # but a list (a caller's write) goes to the approval node, which works it out again.
+    listed = state.get("pending_actions")
+    return "execute" if isinstance(listed, list) and not listed else "approve"
 
 
 def after_approval(state: KeelState) -> Literal["execute", "plan", "respond", "approve"]:

@@ -36,7 +36,7 @@ from keel.errors import (
 )
 from keel.settings import Settings
 from keel.yamlfile import load_reviewed
-from stores.backends import open_stores
+from stores.backends import Stores, open_stores
 from stores.sqlitefile import SqliteFile, schema_gaps
 from tools.faults import PROFILES, FaultInjector, FaultProfile, profile_named
 from tools.permissions import ReceiptSigner, Scope, open_gate
@@ -95,7 +95,9 @@ class Domain(Protocol):
     - Reads (``gather_records``, ``postconditions``, ``health_probes``, scopes) go through the
       ``AgentTools`` they are given, so the caller's grants apply to them too.
     - ``runbook_plan`` and ``plan_rules`` are pure functions of their arguments: the planner and
-      the validator may call them again on replay or after a crash.
+      the validator may call them again on replay or after a crash. So is ``extract_entities``:
+      the gate, the validator and the planner read it again on the request the thread guard
+      recorded (``graph.approval.thread_entities``), never the state's ``entities``.
     - Every irreversible tool honours the idempotency key it is given and can say, through
       ``ToolRegistry.recorded``, whether a call with that key already happened.
     - Expected outcomes are values (``CannotPlan``, reasons as strings); exceptions are for
@@ -436,15 +438,31 @@ def load_showcase(spec: str) -> Showcase:
     return as_showcase(load_domain(spec))
 
 
-def tool_registry(domain: Domain, settings: Settings) -> ToolRegistry:
+def tool_registry(domain: Domain, settings: Settings, stores: Stores | None = None) -> ToolRegistry:
     """The domain's declared tools as Keel runs them: the fault profile ``settings.faults`` names
     (the domain's own first, ``Domain.fault_profiles``) seeded by ``settings.fault_seed``, the
     timeout per attempt (a tool's own ``timeout_s`` first), retries, and each integration's
     breaker kept in the home's shared store, so every process of the home sees it open.
 
-    No gate yet: ``gated_registry`` is what a run gets.
+    No gate yet: ``gated_registry`` is what a run gets. ``stores``: the opened stores whose
+    breakers to use (``open_stores(settings)`` when not given).
+
+    Raises:
+        ConfigError: the domain's ``tools`` gave something other than tool declarations (a
+            domain written for the seam before Keel wrapped the tools returned a registry).
     """
-    declared = list(domain.tools(settings))
+    given = domain.tools(settings)
+    declared = list(given) if not isinstance(given, ToolRegistry) else []
+    wrong = (
+        given
+        if isinstance(given, ToolRegistry)
+        else next((t for t in declared if not isinstance(t, ToolSpec)), None)
+    )
+    if wrong is not None:
+        raise ConfigError(
+            f"{type(domain).__name__}.tools returned a {type(wrong).__name__}: it declares "
+            "ToolSpecs now and Keel wraps them (docs/domains.md, 'The seam')"
+        )
     profile = profile_named(settings.faults, domain.fault_profiles())
     if profile != PROFILES["none"]:
         faults = FaultInjector(profile, settings.fault_seed)
@@ -453,16 +471,18 @@ def tool_registry(domain: Domain, settings: Settings) -> ToolRegistry:
         declared,
         timeout_s=settings.tool_timeout_s,
         retry=RetryPolicy(attempts=settings.tool_retry_attempts),
-        breaker_for=open_stores(settings).breakers.breaker,
+        breaker_for=(stores or open_stores(settings)).breakers.breaker,
     )
 
 
-def gated_registry(domain: Domain, settings: Settings) -> ToolRegistry:
+def gated_registry(
+    domain: Domain, settings: Settings, stores: Stores | None = None
+) -> ToolRegistry:
     """The domain's tools with the configured manifest's gate on them, as every caller gets them.
 
     Deny by default: no manifest, no registry (and so no graph run).
     """
-    tools = tool_registry(domain, settings)
+    tools = tool_registry(domain, settings, stores)
     open_gate(
         settings.policy_file, tools, domain.scopes(), settings.home,
         signer=ReceiptSigner.from_settings(settings),

@@ -3,15 +3,10 @@
 Aegra (``make serve``; docs/serving.md) loads ``auth`` through ``aegra.json``
 (``"auth": {"path": "./graph/serve_auth.py:auth"}``).
 
-**Authentication.** Every request carries a token, as ``Authorization: Bearer TOKEN`` or as
-``X-Api-Key: TOKEN`` (what Agent Chat UI and the LangGraph SDK's ``api_key`` send), compared in
-constant time with every configured token; anything else is 401. The tokens and their users'
-roles come from the secret setting ``KEEL_API_TOKENS``
-(``alice=TOKEN:requester,rita=TOKEN:reviewer,olga=TOKEN:operator``; ``keel.settings``). The user
-Aegra writes into each run's config (``config["configurable"]["langgraph_auth_user"]``) has the
-team as ``identity`` (Aegra scopes every row by it, and a reviewer has to see the thread another
-user's run stopped at), the person as ``display_name`` and ``keel_user``, the roles as
-``permissions`` and ``keel_roles``: ``graph.reviewer`` reads them.
+**Authentication** (a token as ``Authorization: Bearer`` or ``X-Api-Key``, compared in constant
+time with ``KEEL_API_TOKENS``; anything else is 401) and the user it writes into each run's config
+(the team as ``identity``, the person, the roles; read by ``graph.reviewer``) are explained in
+``docs/serving.md`` ("Who may do what").
 
 **Failing closed.** Aegra imports this file on the first request and, if the import raises, logs
 the error and serves every caller as ``anonymous`` (``aegra_api.core.auth_middleware``). So this
@@ -21,13 +16,11 @@ request, saying which setting is wrong. The processes do not start at all with s
 start-up, builds them (an error Aegra does not catch); ``keel/serve.py`` checks it before
 starting anything.
 
-**Authorization** is one ``@auth.on`` handler, which Aegra 0.11 calls for every protocol route
-(``aegra_api.core.auth_registry``: resource ``threads``, ``assistants``, ``crons`` or ``store``
-and an action), through :func:`decide`: a table of roles and actions (docs/serving.md).
-Aegra ignores the filter a handler returns on the routes it dispatches itself (a thread's state,
-history and runs), so a requester's access to one thread is decided here from the thread's
-metadata, read from Aegra's own table; the owner is written there by the ``threads.create``
-handler from the authenticated user, never taken from the client.
+**Authorization** is one ``@auth.on`` handler for every protocol route, through :func:`decide`:
+a table of roles and actions (``docs/serving.md``). Aegra ignores the filter a handler returns on
+the routes it dispatches itself, so a requester's access to one thread is decided here from the
+thread's metadata, whose owner the ``threads.create`` handler writes from the authenticated user,
+never from the client.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ The event wait has its own interrupt type.
 LangChain's schema types are declared here, field for field as
 ``langchain.agents.middleware.human_in_the_loop`` declares them, instead of imported from it:
 that module can only be imported with the whole ``langchain.agents`` package (the agent factory
-and every middleware), about a fifth of a second at every ``keel show`` and ``keel resume``
-for a handful of TypedDicts. ``tests/unit/test_wire.py`` checks that each one still has
+and every middleware), at every ``keel show`` and ``keel resume``, for a handful of TypedDicts
+(``docs/startup.md``). ``tests/unit/test_wire.py`` checks that each one still has
 LangChain's exact shape, so a change in LangChain fails a test instead of a client.
 
 Interrupt values cross process boundaries as JSON, so readers tell them apart by validating them

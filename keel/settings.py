@@ -180,7 +180,11 @@ class Settings(BaseSettings):
         default=None,  # type: ignore[assignment]  # filled from the domain below
         description="Folder with the corpus's manifest.yaml (default: the domain's corpus/).",
     )
-    collection: str = "keel-corpus"
+    collection: str = Field(
+        default=None,  # type: ignore[assignment]  # filled from the domain below
+        description="The corpus's Chroma collection (default: keel-corpus-<domain module>, so "
+        "two domains in one home or on one Chroma server never share an index).",
+    )
     domain_backend: Path | None = Field(
         default=None,
         description="The domain's backend file (default: HOME/<domain module>.sqlite).",
@@ -363,6 +367,9 @@ class Settings(BaseSettings):
             data["corpus_dir"] = folder / "corpus"
         if data.get("policy_file") is None:
             data["policy_file"] = folder / "permissions.yaml"
+        if data.get("collection") is None:
+            module = str(data.get("domain") or DEFAULT_DOMAIN).split(":", 1)[0].rsplit(".", 1)[-1]
+            data["collection"] = f"keel-corpus-{module}"
         return data
 
     @field_validator("home", "corpus_dir", "policy_file")

@@ -10,24 +10,10 @@ runs beside LangSmith (``observability.tracing``), not instead of it.
 The spans are made from the flight record's events, as the recorder emits them (a sink of
 ``observability.recorder.Recorder``): one seam for ``keel run`` (``KeelApp``), ``langgraph dev``
 and the engine's workers (``graph.served``), the record's ids on every span, and the record's
-redaction already applied. Per segment of a run (one OpenTelemetry trace, whose trace id is the
-segment's ``trace_id`` in the record, which is also LangSmith's root run id):
-
-- ``invoke_workflow keel``: the segment (``gen_ai.workflow.name``), its mode and status;
-- ``invoke_agent {node}``: each agent node (``gen_ai.agent.name``), an error or interrupt on it;
-- ``chat {model}``: each model call as the meter made it (reserved, then settled or failed), with
-  ``gen_ai.usage.input_tokens`` and ``gen_ai.usage.output_tokens`` (``keel.usage.estimated``
-  when the provider reported none), the cost, and the provider the chat model names;
-- ``execute_tool {tool}``: each tool call the gate allowed, with its outcome (``ok`` or
-  ``error``, ``error.type``), attempts, fallback and breaker state;
-- events: ``keel.permission.denied`` (a call the gate refused: it never ran, so no tool span),
-  ``keel.budget.refused``, ``keel.approval.requested`` and ``keel.approval.answered`` (with each
-  decision), ``keel.verdict``, ``keel.escalation``.
-
-Every span carries ``gen_ai.conversation.id`` (the thread), ``keel.thread_id``, ``keel.run_id``
-and ``keel.segment``. Tool arguments and results, the request and the answer are content: they
-are sent only with ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true``, as OpenTelemetry's
-GenAI instrumentations do, and redacted by the recorder first.
+redaction already applied. One OpenTelemetry trace per segment of a run (its trace id is the
+segment's ``trace_id`` in the record, also LangSmith's root run id); the spans, events and
+attributes it sends, and when content is sent, are listed in ``docs/observability.md``
+("OpenTelemetry").
 
 Keel keeps a tracer provider of its own (never the global one): a server that has its own
 OpenTelemetry set-up (Aegra's ``OTEL_TARGETS``) keeps it, and Keel's spans do not mix with it.

@@ -116,8 +116,8 @@ def _parsed(path: str, mtime_ns: int, size: int) -> object:
     """The YAML data of one version of a manifest file, parsed once.
 
     The planner reads the runbook steps on every runbook plan; parsing the demo's manifest with
-    the pure-Python loader took about 115 ms a time, most of a warm run. Keyed by the file's
-    modification time and size, so an edited manifest is read again.
+    the pure-Python loader every time was most of a warm run (``docs/startup.md``). Keyed by the
+    file's modification time and size, so an edited manifest is read again.
     """
     return yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_YAML_LOADER)
 

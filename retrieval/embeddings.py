@@ -55,9 +55,10 @@ class OnnxMiniLM:
     """all-MiniLM-L6-v2, int8 ONNX on onnxruntime (CPU): mean-pooled, normalised, 384-d.
 
     The default ``local`` backend. Each text runs on its own, on one thread: on the demo corpus
-    that was 3.5 times faster than padded batches of 32 (no padding to compute; the same vectors
-    to the last bit), and one thread per process keeps a busy 2-core machine, or several
-    workers, from fighting over cores (measured: 14 ms a query on one thread, 31 ms on two).
+    that was faster than padded batches (no padding to compute; the same vectors to the last
+    bit), and one thread per process keeps a busy 2-core machine, or several workers, from
+    fighting over cores (a query was faster on one thread than on two). Its figures:
+    ``keel bench --only embeddings`` (``docs/benchmarks-figures.md``).
     """
 
     name = "local:all-MiniLM-L6-v2-onnx-int8"

@@ -74,6 +74,8 @@ class CorpusStore:
         self._opened: tuple[Collection, int] | None = None
         self._vectors: OrderedDict[str, list[float]] = OrderedDict()
         self._lock = threading.Lock()  # a serving process runs several runs on threads
+        # Opening is its own lock: two embedded clients opened at once on one folder fail.
+        self._opening = threading.Lock()
 
     @property
     def location(self) -> str:
@@ -88,9 +90,11 @@ class CorpusStore:
         resume, trace, ...) should not pay seconds of start-up for Chroma.
         """
         if self._connection is None:
-            from retrieval.chroma import Connection
+            with self._opening:
+                if self._connection is None:
+                    from retrieval.chroma import Connection
 
-            self._connection = Connection(self.settings)
+                    self._connection = Connection(self.settings)
         return self._connection
 
     def _collection(self, *, create: bool) -> Collection:

@@ -1,19 +1,10 @@
 """The budget store: every model call's reservation and spend, and the running totals budgets
 are checked against, shared by every worker that uses the same store.
 
-Before a call the meter reserves its worst case (the prompt's estimated tokens plus the call's
-``max_tokens``, one call, and their price) in one transaction: the totals of every budget that
-applies are read under a lock, and the reservation is written, and added to every total, only
-when each budget still holds with it. After the call the reservation is settled: the totals
-move by what the call really used minus what was reserved. So two workers of one team never
-both take the team's last tokens, and a budget is never exceeded by a call whose usage stayed
-within its reservation.
-
-A reservation counts at its full amount until it is settled. A worker that dies between the two
-leaves it ``held`` until its lease (``KEEL_BUDGET_RESERVATION_TTL_S``) runs out; it is then
-``expired``: still counted at its reservation, since the provider may have billed the call, and
-never held again. Spend is never lost, only, for a dead worker's call, counted at its worst case.
-A call that failed is settled the same way (``failed``, at its reservation).
+A call reserves its worst case before it is made, in one transaction that adds it to every total
+only when each budget still holds with it, and is settled after it by what it really used; a
+dead worker's reservation expires and stays counted at its worst case. How reservations, expiry
+and settlement work: ``docs/budgets.md``.
 
 SQLite here (``HOME/budgets.sqlite``, beside the intent ledger; ``BEGIN IMMEDIATE`` serializes
 every process on the machine); PostgreSQL in :mod:`stores.budgets_postgres` (row locks on the

@@ -1,29 +1,16 @@
 """Permissions the system enforces: the manifest, the gate every tool call passes, access review.
 
-The domain's manifest (e.g. ``domains/support_desk/permissions.yaml``) grants each agent exactly
-the tools and effects it needs; nothing else is allowed (deny by default, and no manifest means
-no calls). The gate runs inside ``ToolRegistry.invoke``, in code no model output reaches, and
-checks, for every call:
-
-1. the action was not rejected by a human in this thread (a rejection holds);
-2. the agent holds a grant for the tool, and the tool's effect is within the agent's effects;
-3. an approval, where one is needed: for a tool granted with ``approval: required``, and for any
-   write or irreversible call in a thread whose context holds low-trust evidence (taint). The
-   approval must be a receipt signed by Keel, for exactly this tool and these arguments, for
-   this agent, in this thread, under this manifest version, unexpired and unused; under a
-   ``four_eyes`` grant, signed by someone other than the thread's requester. What "unused",
-   "rejected", "tainted" and "requester" mean comes from the thread guard (``stores.guard``),
-   outside the checkpoint, through ``ThreadFacts``;
-4. numeric limits, then the domain's named scopes (e.g. "ship only the order the request names");
-   a scope check that raises denies the call (fail closed), it never crashes the caller;
-5. ``refuse_outside``: the arguments that may not rest on outside text (a payment's recipient,
-   an e-mail's addressee). Where each argument came from is recomputed here, at the call, from the
-   thread's request, records and the guard's recorded low-trust text (``tools.provenance``); in a
-   thread where such text entered, a named argument that is neither in the request nor in a
-   trusted record is refused outright, approval or not.
-
-A denial raises ``PermissionDenied`` after the registry has told its listeners (the flight
-recorder), so every decision is on record.
+The domain's manifest grants each agent exactly the tools and effects it needs (deny by default;
+no manifest, no calls). The gate runs inside ``ToolRegistry.invoke``, where no model output
+reaches, and checks every call in order: the action was not rejected by a human; the agent holds
+the grant and the effect; the approval where one is needed (a receipt signed for exactly this
+call, agent, thread and manifest version; taint and ``four_eyes`` included); the limits, then the
+domain's scopes (a scope that raises denies: fail closed); and ``refuse_outside`` (arguments that
+may not rest on outside text, their provenance recomputed at the call by ``tools.provenance``).
+What each check means: ``docs/approvals-and-permissions.md`` ("Permissions"). The thread's facts
+(used receipts, rejections, taint, the requester) come from the thread guard (``stores.guard``)
+through ``ThreadFacts``. A denial raises ``PermissionDenied`` after the registry has told its
+listeners (the flight recorder), so every decision is on record.
 """
 
 from __future__ import annotations

@@ -260,6 +260,17 @@ def _attacks() -> list[Attack]:
                "goto=execute",
           ops=[*TICKET, run(command={"update": {**PUSHED, "evidence": []},
                                      "goto": "execute"})]),
+        a(name="command_pending_emptied", cls="command_update_goto",
+          what="at the approval: command update pending_actions=[], goto=approve",
+          ops=[*AT_APPROVAL, run(command={"update": {"pending_actions": []}, "goto": "approve"})]),
+        a(name="command_pending_garbled", cls="command_update_goto",
+          what="at the approval: command update pending_actions=None, goto=approve",
+          ops=[*AT_APPROVAL,
+               run(command={"update": {"pending_actions": None}, "goto": "approve"})]),
+        a(name="command_pending_garbled_operator", cls="command_update_goto",
+          targets=("engine",), what="as command_pending_garbled, by an operator",
+          ops=[*AT_APPROVAL, run(by="olga", command={"update": {"pending_actions": 7},
+                                                     "goto": "approve"})]),
         # -- forks from earlier checkpoints --------------------------------------------------
         a(name="fork_cursor_minus_two", cls="forks",
           what="a 20.00 refund approved; update_state(cursor=-2) on the checkpoint before "

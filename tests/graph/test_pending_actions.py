@@ -1,16 +1,17 @@
 """What still needs approval is the plan check's finding in the state (``pending_actions``): a
-caller who writes that channel can add an action to an approval, never take one out of it (the
-approval node checks it again against the thread guard)."""
+caller who writes that channel can neither take an action out of an approval nor break the thread
+(the approval node works it out again against the thread guard)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from langgraph.types import Command
 
 from domains.support_desk.backend import DemoBackend
 from graph.wire import approval_request_of
-from keel.app import KeelApp
+from keel.app import Decision, KeelApp
 from tests.conftest import REFUND_REQUEST
 
 
@@ -39,3 +40,22 @@ def test_pending_actions_emptied_at_the_approval_still_asks_for_every_action(
     assert request is not None
     assert [a["name"] for a in request["action_requests"]] == ["refund_charge", "send_email"]
     assert backend.refunds() == [] and backend.outbox() == []
+
+
+@pytest.mark.parametrize("written", [None, 7, "01", [True, 1], [5, -1]])
+def test_pending_actions_of_any_shape_leave_the_thread_answerable(
+    app: KeelApp, backend: DemoBackend, written: object
+) -> None:
+    """Not a list, or indexes out of the plan: the approval asks for what the guard says is
+    pending, and the reviewer's answer settles the thread once."""
+    thread = f"t-shape-{written!r}"
+    app.run(REFUND_REQUEST, thread_id=thread)
+    app.graph.invoke(
+        Command(update={"pending_actions": written}, goto="approve"), _config(thread),
+        context=app.context, durability="sync",
+    )  # fmt: skip
+    shown = app.show(thread)
+    assert shown.status == "awaiting_approval"
+    assert [p.name for p in shown.pending or []] == ["refund_charge", "send_email"]
+    assert app.resume(thread, Decision(kind="approve", reviewer="ann")).status == "done"
+    assert len(backend.refunds()) == 1 and len(backend.outbox()) == 1

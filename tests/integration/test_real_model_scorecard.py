@@ -62,10 +62,12 @@ def test_the_scorecard_runs_every_agent_on_the_real_endpoint_and_says_which_mode
     assert card["complete"] is True and card["runs_planned"] == 7
     assert card["model"] == {"kind": "real", "name": "desk-model", "base_url_host": "127.0.0.1",
                              "fallback": None, "timeout_s": 30.0, "max_retries": 2}  # fmt: skip
-    written = (out_dir / "scorecard.json").read_text() + (out_dir / "scorecard.md").read_text()
+    written = (out_dir / "scorecard-real.json").read_text() + (
+        out_dir / "scorecard-real.md"
+    ).read_text()
     for text in (out, err, written):
         assert SECRET not in text
-    assert "Real model: `desk-model` at 127.0.0.1" in (out_dir / "scorecard.md").read_text()
+    assert "Real model: `desk-model` at 127.0.0.1" in (out_dir / "scorecard-real.md").read_text()
 
     # Judged on the backend as the scripted scorecard judges: the clean scenarios succeed.
     assert card["keel"]["runs"] == 2 and card["keel"]["success_rate"] == 1.0  # refund, question

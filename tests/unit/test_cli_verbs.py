@@ -43,3 +43,14 @@ def test_the_eval_options_take_a_flag_then_the_environment_then_the_default(
     assert (options.runs, options.k, options.sweep_k) == (30, 2, 10)
     with pytest.raises(ValueError, match="runz"):
         EvalOptions(runz=3)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("field", ["k", "compounding_k", "compounding_runs"])
+def test_the_eval_options_keep_their_upper_bounds(field: str) -> None:
+    """The bounds ``Settings.eval_*`` had: a pass^k of 1000 is refused in one line."""
+    from pydantic import ValidationError
+
+    from evals.options import EvalOptions
+
+    with pytest.raises(ValidationError, match="less than or equal"):
+        EvalOptions(**{field: 100_000})

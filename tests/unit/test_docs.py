@@ -19,11 +19,45 @@ from markdown.extensions.toc import slugify
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 DOCS = ROOT / "docs"
-GENERATED = ("scorecard.md", "compounding.md", "engine.md", "budgets-eval.md")
-"""The pages ``keel eval`` and ``keel bench`` write; every other page is written by hand."""
+GENERATED = (
+    "scorecard.md",
+    "compounding.md",
+    "engine.md",
+    "budgets-eval.md",
+    "hostile.md",
+    "agentdojo-figures.md",
+    "agentdojo-without-screen.md",
+    "benchmarks-figures.md",
+    "scale-demo.md",
+)
+"""The pages ``keel eval``, ``keel bench`` and ``make scale-demo`` write (and ``eval-SUITE.md``,
+``scorecard-DOMAIN.md``, see :func:`_generated`); every other page is written by hand."""
+README_LINKS = ("scorecard.md", "compounding.md", "engine.md", "budgets-eval.md", "hostile.md")
+"""The generated pages the README's paragraph on measurements names, each beside its command."""
+
+UNIT = r"(?:ms|s|%|x|×|MB|GB|KB|µs|min|minutes|seconds|hours|tokens|threads/s|threads/min)"
+MEASURED = re.compile(
+    rf"(?<![\w.$`-])\d[\d,]*(?:\.\d+)?(?: ?{UNIT}(?![\w/])| threads a minute|"
+    r" of \d+ (?:completed|resumes|runs|attacks|threads))"
+    r"|(?<![\w.])0\.\d{2,}(?![\d.])"
+)
+"""A figure that looks measured: a number with a unit of time, size, share or speed, a count
+"N of M" done, or a fraction such as 0.83 (a rate)."""
+SETTINGS = (
+    # A limit or a default is a setting, whatever its unit: "at most 1.5", "default 30 s".
+    rf"\b(?:at most|at least|under|default:?|defaults to|every|within) \d[\d,.]* ?{UNIT}?",
+    rf"\b\d[\d.]* ?{UNIT} (?:lease|busy timeout|timeout|client timeout)\b",  # a setting named
+    r"\b(?:Aegra|aegra-api|langgraph-api|langsmith) \d+\.\d+(?:\.\d+)?",  # versions
+    r"slowed to \d[\d.]* s with `KEEL_FAULTS`",  # a fault injected by a test
+    r"answers at 8,000 tokens",  # the budgets eval's misbehaving model
+    r"about 69% benign utility and about 58% targeted ASR",  # quoted from AgentDojo's paper
+)
+"""Figures that are settings, limits or targets, not measurements (patterns): each is allowed with
+the words around it, so the same number typed in as a measurement is still caught."""
 
 LINK = re.compile(r"\]\(([^)\s]+)\)")
-CLOCK_TIME = re.compile(r"\b\d{1,2}:\d{2}( UTC)?\b")
+CLOCK_TIME = re.compile(r"\b\d{1,2}:\d{2}( UTC)?\b|\b20\d\d-\d\d-\d\d\b")
+"""A clock time or a date typed in beside a figure ("at 18:50 UTC", "2026-12-02")."""
 
 
 def _outside_code(text: str) -> list[str]:
@@ -93,8 +127,99 @@ def test_the_readme_types_no_clock_time_and_no_measured_table() -> None:
     assert [line for line in lines if CLOCK_TIME.search(line)] == []
     numeric_cells = _numeric_rows(lines)
     assert numeric_cells == [], "a measured table belongs on a page its command writes"
-    for page in GENERATED:
+    for page in README_LINKS:
         assert f"docs/{page}" in README.read_text(), f"the README links the generated {page}"
+
+
+def _generated(page: Path) -> bool:
+    return (
+        page.name in GENERATED
+        or re.fullmatch(r"(eval|scorecard)-[\w-]+\.md", page.name) is not None
+    )
+
+
+def _hand_written() -> list[Path]:
+    return [README, *(p for p in sorted(DOCS.glob("*.md")) if not _generated(p))]
+
+
+def test_generated_pages_say_which_command_writes_them() -> None:
+    """A reader who finds a figure on a generated page learns how to measure it again."""
+    pages = [p for p in sorted(DOCS.glob("*.md")) if _generated(p)]
+    # The scorecards and the curve print their tables bare (the CLI prints the same text).
+    unsigned = [p.name for p in pages if not p.name.startswith(("scorecard", "compounding"))]
+    assert [
+        p
+        for p in unsigned
+        if not re.search(
+            r"Written by `(KEEL_\w+=\S+ )*(keel (eval|bench)|make scale-demo)[^`]*`"
+            r".*(do not edit|never edited) by hand",
+            (DOCS / p).read_text(),
+        )
+    ] == []
+
+
+def _paragraphs(text: str) -> list[str]:
+    """Prose joined into paragraphs (a phrase may wrap), each table row on its own."""
+    blocks: list[str] = []
+    joining = False
+    for line in _outside_code(text):
+        if line.startswith("|") or not line.strip():
+            blocks += [line] if line.strip() else []
+            joining = False
+        elif joining:
+            blocks[-1] += " " + line.strip()
+        else:
+            blocks.append(line.strip())
+            joining = True
+    return blocks
+
+
+def _measured_figures(path: Path) -> list[str]:
+    """What a hand-written page says that looks measured (settings allowed), with its context."""
+    found = []
+    for block in _paragraphs(path.read_text()):
+        bare = block
+        for phrase in SETTINGS:
+            bare = re.sub(phrase, "", bare)
+        hit = MEASURED.search(bare) or CLOCK_TIME.search(bare)
+        if hit:
+            found.append(f"{path.name}: ...{bare[max(hit.start() - 60, 0) : hit.end() + 20]}...")
+        elif _numeric_rows([bare]):
+            found.append(f"{path.name}: {bare[:120]}")
+    return found
+
+
+@pytest.mark.parametrize("path", _hand_written(), ids=lambda p: p.name)
+def test_hand_written_pages_quote_no_measured_figure(path: Path) -> None:
+    """A measured figure is written by the command that measures it, on a generated page that the
+    hand-written one links; typed in by hand it goes stale the next run (issue 22)."""
+    assert _measured_figures(path) == [], "link the generated page (keel bench/eval --out docs)"
+
+
+@pytest.mark.parametrize(
+    ("line", "measured"),
+    [
+        ("Keel 35.9 ms, the bare graph 34.2 ms", True),
+        ("success falls from 100 % to 60 % at 30 % errors", True),
+        ("200 of 200 completed in 10.3 s", True),
+        ("| `threads` | 200 | met |", True),
+        ("recall 0.828 against 0.634", True),
+        ("the old demo's 183 threads a minute", True),
+        ("measured at 18:50 UTC", True),
+        ("re-measured (2026-12-02, fresh `KEEL_HOME`)", True),
+        ("Python 3.12 and `make`, on a fresh clone", False),
+        ("`KEEL_LEASE_TTL_S` and aegra-api 0.11.0, on port 8123", False),
+        ("a plan of 4 steps, 3 agents", False),
+        ("the lease is renewed every 10 s; timeouts default 30 s, at most 1.5 x the floor", False),
+        ("p50 at most 100 ms: met, 65.1 ms", True),
+    ],
+)
+def test_the_figure_pattern_tells_a_measurement_from_prose(
+    tmp_path: Path, line: str, measured: bool
+) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(f"# A page\n\n{line}\n\n```bash\nkeel bench  # 12 ms\n```\n")
+    assert bool(_measured_figures(page)) is measured
 
 
 @pytest.mark.parametrize("target", sorted(set(LINK.findall(README.read_text()))))

@@ -117,6 +117,38 @@ def test_keel_wraps_declared_tools_with_the_fault_profile_and_shared_breakers(
     assert invoice["invoice_id"] == "INV-2001"
 
 
+def test_the_registry_takes_the_breakers_of_the_stores_it_is_given(tmp_path: Path) -> None:
+    """A context built on opened stores uses their breakers, not a second set opened again."""
+    from dataclasses import replace
+
+    from graph.context import KeelContext
+    from stores.backends import open_stores
+    from stores.breakers import SqliteBreakers
+
+    settings = Settings(home=tmp_path, faults="outage", tool_retry_attempts=1, _env_file=None)  # type: ignore[call-arg]
+    desk = SupportDesk()
+    desk.prepare(settings, reset=True)
+    own = SqliteBreakers(tmp_path / "other-breakers.sqlite")
+    stores = replace(open_stores(settings), breakers=own)
+    ctx = KeelContext.from_settings(settings, domain=desk, stores=stores)
+    with pytest.raises(Retryable):
+        ctx.tools.call("get_invoice", {"invoice_id": "INV-2001"}, agent="validator", fallback=False)
+    assert own.breaker("billing").failures >= 1
+    assert open_stores(settings).breakers.breaker("billing").failures == 0
+
+
+def test_a_domain_written_for_the_old_seam_gets_one_clear_line(tmp_path: Path) -> None:
+    """``tools`` returning a registry (what the seam asked for before Keel wrapped the tools)."""
+
+    class OldSeam(SupportDesk):
+        def tools(self, settings: Settings) -> Any:
+            return ToolRegistry(list(super().tools(settings)))
+
+    settings = Settings(home=tmp_path, _env_file=None)  # type: ignore[call-arg]
+    with pytest.raises(ConfigError, match=r"OldSeam\.tools returned a ToolRegistry: it declares"):
+        tool_registry(OldSeam(), settings)
+
+
 def test_an_entity_scope_is_one_line_and_reads_only_its_argument() -> None:
     scope = Scope.entity_in_request("owner_id", subject="customer_id")
     facts = ThreadFacts(subjects={"customer_id": "C-1"})

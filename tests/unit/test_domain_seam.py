@@ -25,9 +25,18 @@ def test_the_default_domain_is_the_support_desk_and_brings_its_folder(tmp_path: 
     assert settings.policy_file == MANIFEST
     assert settings.scenarios_dir == SCENARIOS
     assert settings.domain_db == tmp_path / "support_desk.sqlite"
+    assert settings.collection == "keel-corpus-support_desk"
     domain = load_domain(settings.domain)
     assert isinstance(domain, SupportDesk)
     assert domain.subject_keys == {"customer_id", "invoice_id", "ticket_id"}
+
+
+def test_two_domains_in_one_home_keep_their_own_index(tmp_path: Path) -> None:
+    """An ingest for one domain never replaces another's corpus in the same home or server."""
+    desk = _settings(home=tmp_path)
+    incidents = _settings(home=tmp_path, domain="domains.incident_desk:IncidentDesk")
+    assert desk.collection != incidents.collection
+    assert _settings(home=tmp_path, collection="mine").collection == "mine"
 
 
 def test_explicit_corpus_and_manifest_win_over_the_domains(tmp_path: Path) -> None:
