@@ -110,21 +110,38 @@ def verbs() -> dict[str, Verb]:
     """Keel's own verbs, then those the ``keel.verbs`` entry points add, by name.
 
     Raises:
-        TypeError: an entry point names something that is not a :class:`Verb`.
+        TypeError: an entry point names something that is not a :class:`Verb`, or takes the
+            name of one of Keel's own verbs (which :func:`main` finds without the entry points).
     """
+    # Imported here, and called only when needed (_command_verbs): importlib.metadata and the
+    # scan of every installed distribution's entry points cost a cold start tens of milliseconds.
     from importlib.metadata import entry_points
 
-    table = {verb.name: verb for verb in VERBS}
+    table = dict(OWN)
     for point in entry_points(group=PLUGINS):
         verb = point.load()
         if not isinstance(verb, Verb):
             raise TypeError(f"entry point {point.name} = {point.value} is not a keel.cli.Verb")
+        if verb.name in OWN:
+            raise TypeError(f"entry point {point.name} = {point.value} takes keel's own verb")
         table[verb.name] = verb
     return table
 
 
+def _command_verbs(argv: Sequence[str]) -> dict[str, Verb]:
+    """The verbs to parse ``argv`` with: Keel's own when it names one of them (no entry point is
+    read), else every verb (``keel --help`` lists the entry points' too; ``keel eval`` is one)."""
+    # The common options may come before the verb (``keel --json show T``): the common parser
+    # skips them as the full one does, abbreviations included; the first word left is the verb.
+    # A bad common option is the same one-line error as the full parser's.
+    common = argparse.ArgumentParser(prog="keel", add_help=False, parents=[_common()])
+    _, rest = common.parse_known_args(argv)
+    return dict(OWN) if rest and rest[0] in OWN else verbs()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    table = verbs()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    table = _command_verbs(argv)
     args = _parser(list(table.values())).parse_args(argv)
     try:
         result = _dispatch(table[args.command], args)
@@ -800,6 +817,9 @@ VERBS: tuple[Verb, ...] = (
     ),
 )
 """Keel's own verbs, in the order ``keel --help`` lists them (the entry points' come after)."""
+
+OWN: dict[str, Verb] = {verb.name: verb for verb in VERBS}
+"""Keel's own verbs by name: the table a command naming one of them is parsed with."""
 
 
 if __name__ == "__main__":
