@@ -4,8 +4,10 @@ eval verb's options come from its flags first, then ``KEEL_EVAL_*``."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import tomllib
 from importlib.metadata import EntryPoint
 from pathlib import Path
 
@@ -94,6 +96,29 @@ def test_an_entry_point_may_not_take_the_name_of_keels_own_verb(
     monkeypatch.setattr("importlib.metadata.entry_points", lambda group: [point])
     with pytest.raises(TypeError, match="keel's own verb"):
         verbs()
+
+
+def test_the_keel_program_exits_with_mains_code_its_objects_frozen(tmp_path: Path) -> None:
+    """``keel`` (the console script: ``keel.cli.console``) ends with main's exit code and its
+    one-line error, every object frozen out of the collector before the interpreter's exit."""
+    code = (
+        "import atexit, gc, sys\n"
+        "atexit.register(lambda: print('frozen', gc.get_freeze_count(), file=sys.stderr))\n"
+        "sys.argv = ['keel', 'show', 'NO-SUCH-THREAD', '--json']\n"
+        "from keel.cli import console\n"
+        "console()"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KEEL_", "OPENAI_"))}
+    env.update(KEEL_HOME=str(tmp_path), LANGSMITH_TRACING="false")
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env
+    )
+    assert done.returncode == 2, done.stderr
+    assert "keel: error: no thread NO-SUCH-THREAD" in done.stderr
+    frozen = int(done.stderr.split("frozen ")[1].split()[0])
+    assert frozen > 100_000  # LangGraph's and pydantic's objects, at least
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["keel"] == "keel.cli:console"
 
 
 def test_the_eval_options_take_a_flag_then_the_environment_then_the_default(
