@@ -19,14 +19,15 @@ read as the receipt it claims to be, which its signature then refuses, or as non
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from typing import Any
 
 from langgraph.runtime import Runtime
 from pydantic import ValidationError
 
-from graph.approval import spent_digests, thread_sources
+from graph.approval import spent_digests, thread_entities, thread_sources
 from graph.context import KeelContext, attempt_of, context_of, thread_of
+from graph.domain import Domain
 from graph.state import ExecutorView, Receipt, StateUpdate, ToolOutcome, approval_digest, tainting
 from keel.errors import KeelError, PermissionDenied, StoreUnavailable
 from stores.guard import GuardFacts, plan_digest, with_taint
@@ -49,13 +50,15 @@ def idempotency_key(thread_id: str, digest: str) -> str:
 def thread_facts(
     state: ExecutorView,
     thread_id: str,
-    subject_keys: Collection[str],
+    domain: Domain,
     guarded: GuardFacts | None = None,
 ) -> ThreadFacts:
     """What the permission gate must know about this thread for the executor's calls.
 
-    The subjects are the entities the domain says identify the thread (``Domain.subject_keys``);
-    the scopes read nothing else the request said. Receipts used, rejections, taint and the
+    The subjects are the entities the domain says identify the thread (``Domain.subject_keys``)
+    in the request the thread guard recorded at intake (``graph.approval.thread_entities``; the
+    state's ``entities`` only where no guard is live); the scopes read nothing else the request
+    said. Receipts used, rejections, taint and the
     requester come from the thread guard (``guarded``); the state's copies only add to them. So
     does the low-trust text the arguments' provenance is traced against (``tools.provenance``);
     what vouches for an argument (the request, the records) is the guard's too, which the state's
@@ -67,11 +70,16 @@ def thread_facts(
         with_taint(state.get("evidence", []), guarded.taint if guarded is not None else ()),
         guarded,
     )
+    entities = thread_entities(
+        state.get("entities", {}),
+        guarded.requests if guarded is not None else None,
+        domain.extract_entities,
+    )
     guarded = guarded or GuardFacts()
     state_taint = [e.chunk_id for e in tainting(state.get("evidence", []))]
     return ThreadFacts(
         thread_id=thread_id,
-        subjects={k: v for k, v in state.get("entities", {}).items() if k in subject_keys},
+        subjects={k: v for k, v in entities.items() if k in domain.subject_keys},
         spent=spent_digests(state.get("results", []), guarded),
         rejected=guarded.rejected | frozenset(state.get("rejected", [])),
         tainted=tuple(dict.fromkeys([*(e.chunk_id for e in guarded.taint), *state_taint])),
@@ -115,7 +123,7 @@ def execute(state: ExecutorView, runtime: Runtime[KeelContext]) -> StateUpdate:
         awaited, subject, _ = held[0]
         why = f"refused: the thread waits for {awaited} {subject}; nothing else runs before it"
         return {"results": [ToolOutcome(**base, ok=False, denied=True, error=why)]}
-    facts = thread_facts(state, thread_id, ctx.domain.subject_keys, guarded)
+    facts = thread_facts(state, thread_id, ctx.domain, guarded)
     tools = ctx.tools.for_agent("executor", facts)
     effect = ctx.tools[step.tool].effect if step.tool in ctx.tools else step.effect
     irreversible = effect == "irreversible"

@@ -43,6 +43,7 @@ from agents.outside import (
 )
 from agents.runbooks import fill_runbook, runbook_steps
 from agents.usage import Payer
+from graph.approval import thread_entities
 from graph.context import KeelContext, context_of, guarded_thread
 from graph.domain import Domain, EditablePlans, LooksThingsUp
 from graph.state import (
@@ -117,7 +118,14 @@ def plan(
     ctx = context_of(runtime)
     meter = ctx.meter or Meter(None)
     payer = payer_of(config, _thread(runtime, config), ctx.settings)
-    entities = state.get("entities", {})
+    guarded = guarded_thread(runtime)
+    # The records read here vouch for arguments (kept in the guard below): they are those of the
+    # request the guard recorded, not of entities a caller wrote into the state.
+    entities = thread_entities(
+        state.get("entities", {}),
+        guarded[0].requests(guarded[1]) if guarded is not None else None,
+        ctx.domain.extract_entities,
+    )
     heard: list[HeardText] = []
     vouched: list[dict[str, Any]] = []
     reads = ctx.tools.for_agent("planner", heard=heard, vouched=vouched)
@@ -127,7 +135,7 @@ def plan(
     # What people outside the company wrote, as the tools returned it: screened, shown to the
     # model as marked data, and kept in the thread's evidence, where it taints like a wiki page.
     outside = outside_evidence(heard, ctx.clock().date())
-    if (guarded := guarded_thread(runtime)) is not None:
+    if guarded is not None:
         guard, thread_id = guarded
         guard.record_taint(thread_id, outside)  # it entered the thread: append-only
     thread_evidence = with_outside(state.get("evidence", []), outside)

@@ -15,7 +15,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 from pydantic import ValidationError
 
-from graph.approval import pending_update
+from graph.approval import pending_update, thread_entities
 from graph.context import KeelContext, context_of, guarded_thread
 from graph.state import (
     Edit,
@@ -172,9 +172,13 @@ def check_plan(state: PlanCheckView, runtime: Runtime[KeelContext]) -> StateUpda
     reasons += edit_problems(plan, edits)
     if not reasons:
         # Business rules read fresh records: the validator does not trust the planner's copy.
-        records = ctx.domain.gather_records(
-            state.get("entities", {}), ctx.tools.for_agent("validator")
+        # Of the request the thread guard recorded, not of entities a caller wrote.
+        entities = thread_entities(
+            state.get("entities", {}),
+            facts.requests if guarded is not None else None,
+            ctx.domain.extract_entities,
         )
+        records = ctx.domain.gather_records(entities, ctx.tools.for_agent("validator"))
         reasons += ctx.domain.plan_rules(plan, records)
     verdict = Verdict(stage="plan", ok=not reasons, reasons=reasons)
     update: StateUpdate = {

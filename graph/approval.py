@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -185,6 +185,40 @@ def thread_sources(
     return Sources.guarded(
         facts.requests, facts.records, evidence, state_request=request, state_records=records
     )
+
+
+def thread_entities(
+    entities: Mapping[str, str],
+    requests: Sequence[str] | None,
+    extract: Callable[[str], Mapping[str, str]],
+) -> dict[str, str]:
+    """What the thread is about (the entities its request names), as far as a guarantee goes:
+    the scopes' subjects (``agents.executor.thread_facts``), the records the validator checks a
+    plan against, and the records the planner reads (which then vouch for arguments).
+
+    With a guard, ``requests`` are the requests it recorded at intake (``GuardFacts.requests``)
+    and the entities are the last one's, read again with ``extract`` (the domain's
+    ``extract_entities``, a pure function of the text): the state's ``entities`` are not read,
+    since any caller who can write state can write them. Not even to narrow: a scope may read a
+    missing subject as no restriction (the support desk's refund scope checks the charge's
+    invoice only when the request names one), so a subject taken away widens as surely as one
+    added. A guard with no request recorded gives none (every scope that needs a subject
+    refuses). Without a guard (``requests`` None: a graph run with no stores), the state's copy
+    is all there is.
+
+    Example:
+        >>> def ids(text: str) -> dict[str, str]:
+        ...     return {"customer_id": w for w in text.split() if w.startswith("C-")}
+        >>> thread_entities({"customer_id": "C-1002"}, ["Refund C-1001"], ids)
+        {'customer_id': 'C-1001'}
+        >>> thread_entities({}, ["Refund C-1001"], ids)
+        {'customer_id': 'C-1001'}
+        >>> thread_entities({"customer_id": "C-1002"}, None, ids)
+        {'customer_id': 'C-1002'}
+    """
+    if requests is None:
+        return dict(entities)
+    return dict(extract(requests[-1])) if requests else {}
 
 
 def pending_actions(

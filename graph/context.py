@@ -47,8 +47,9 @@ class KeelContext:
         ledger: the intent ledger of irreversible calls.
         inbox: the event inbox (who waits for which domain event).
         guard: the thread guard (``stores.guard``): receipts consumed, rejections, taint, the
-            requester and event deliveries, outside the checkpoint. None only where nothing is
-            live (a replay), and then the checks read the state's working copy alone.
+            requester and event deliveries, outside the checkpoint (a replay builds a throwaway
+            one). None only for a context built by hand with no stores (a benchmark, a unit
+            test), and then the checks read the state's working copy alone.
         planner_model: the chat model for the planner, or None for the runbook planner.
         fallback_model: a second chat model tried when the first fails.
         meter: the door every model call goes through (usage, prices, budgets); None: an
@@ -188,8 +189,9 @@ def thread_of(runtime: Runtime[KeelContext]) -> str:
 
 
 def guarded_thread(runtime: Runtime[KeelContext]) -> tuple[Guard, str] | None:
-    """The thread guard and this run's thread, or None: no guard (a replay), or a node called
-    outside a graph run (a benchmark, a unit test), which has no thread to guard."""
+    """The thread guard and this run's thread, or None: no guard (a context built by hand with
+    no stores), or a node called outside a graph run (a benchmark, a unit test), which has no
+    thread to guard."""
     ctx = context_of(runtime)
     info = runtime.execution_info
     if ctx.guard is None or info is None or not info.thread_id:

@@ -95,7 +95,9 @@ class Domain(Protocol):
     - Reads (``gather_records``, ``postconditions``, ``health_probes``, scopes) go through the
       ``AgentTools`` they are given, so the caller's grants apply to them too.
     - ``runbook_plan`` and ``plan_rules`` are pure functions of their arguments: the planner and
-      the validator may call them again on replay or after a crash.
+      the validator may call them again on replay or after a crash. So is ``extract_entities``:
+      the gate, the validator and the planner read it again on the request the thread guard
+      recorded (``graph.approval.thread_entities``), never the state's ``entities``.
     - Every irreversible tool honours the idempotency key it is given and can say, through
       ``ToolRegistry.recorded``, whether a call with that key already happened.
     - Expected outcomes are values (``CannotPlan``, reasons as strings); exceptions are for

@@ -5,7 +5,9 @@ and its own fault profiles are named like the machinery's."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,11 +15,14 @@ from domains.incident_desk import IncidentDesk
 from domains.incident_desk.backend import IncidentBackend
 from graph.context import KeelContext
 from graph.domain import tool_registry
+from graph.state import Plan, Receipt, Step, approval_digest
 from keel.app import Decision, KeelApp
 from keel.cli import main
 from keel.settings import Settings
 from retrieval.embeddings import embedder_for
 from retrieval.store import CorpusStore
+from stores.guard import plan_digest
+from tools.permissions import PermissionGate
 
 SPEC = "domains.incident_desk:IncidentDesk"
 ROLLBACK = "Alert ALR-101 on checkout-api fired right after deploy D-4102: roll back the bad deploy"
@@ -146,3 +151,50 @@ def test_a_deploys_outage_escalates_only_what_needs_the_deploy_system(
     actions = IncidentBackend(desk.domain_db).actions()
     assert [p["engineer"] for p in actions["pages"]] == pages
     assert actions["rollbacks"] == actions["restarts"] == []
+
+
+WRITTEN_SUBJECTS = [
+    pytest.param("ALR-102", Step(
+        tool="restart_service", args={"service": "search-api", "reason": "memory climbing"},
+        purpose="Restart search-api", effect="irreversible",
+    ), id="service_of_the_alert"),
+    pytest.param("ALR-103", Step(
+        tool="open_incident", args={"alert_id": "ALR-103", "title": "auth-api login failures"},
+        purpose="Open an incident for ALR-103", effect="write",
+    ), id="alert_in_request"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("alert", "step"), WRITTEN_SUBJECTS)
+def test_an_alert_a_caller_writes_into_entities_does_not_move_the_scopes(
+    desk: Settings, alert: str, step: Step
+) -> None:
+    """The thread is about ALR-101 (checkout-api), as the thread guard recorded its request; a
+    caller writes another alert into ``entities`` and a step on that alert's service, the plan
+    one the validator passed and a reviewer approved: the scopes still read ALR-101 and refuse."""
+    with KeelApp.open(desk, KeelContext.from_settings(desk, domain=IncidentDesk())) as app:
+        first = app.run(ROLLBACK, thread_id="t-alert")
+        assert first.status == "awaiting_approval"
+        backend = IncidentBackend(desk.domain_db)
+        before = backend.snapshot()
+        plan = Plan(intent="act on the alert in entities", steps=[step])
+        gate = app.context.tools.gate
+        assert isinstance(gate, PermissionGate) and app.context.guard is not None
+        app.context.guard.record_validated_plan("t-alert", plan_digest(plan))
+        now = datetime.now(UTC)
+        receipt = gate.signer.sign(Receipt(
+            tool=step.tool, digest=approval_digest(step.tool, step.args), thread_id="t-alert",
+            approved_by="alice", approved_at=now.isoformat(),
+            expires_at=(now + timedelta(hours=1)).isoformat(), manifest_version=gate.version,
+        ))  # fmt: skip
+        config: Any = {"configurable": {"thread_id": "t-alert"}}
+        app.graph.update_state(
+            config,
+            {"entities": {"alert_id": alert}, "plan": plan, "cursor": 0,
+             "approvals": {receipt.digest: receipt}, "review": "approved", "status": "running"},
+            as_node="approve",
+        )  # fmt: skip
+        app.graph.invoke(None, config, context=app.context, durability="sync")
+        [result] = [r for r in app.show("t-alert").results if r.tool == step.tool]
+    assert backend.snapshot() == before
+    assert result.denied and "ALR-101" in (result.error or ""), result

@@ -169,6 +169,8 @@ def test_the_plan_check_says_awaiting_approval_exactly_when_the_router_asks_for_
         approved_at="2026-01-01T00:00:00+00:00", expires_at="2026-01-01T01:00:00+00:00",
     )  # fmt: skip
     assert ctx.guard is not None
+    # As intake does: the records the plan is checked against are the recorded request's.
+    ctx.guard.record_request("t-1", "Customer C-1001 paid invoice INV-2001 twice")
     assert ctx.guard.consume_receipt("t-1", digest, attempt="earlier", approved_by="ann")
     ctx.guard.settle_receipt("t-1", digest)  # the receipt was used: a receipt works once
     state: PlanCheckView = {
