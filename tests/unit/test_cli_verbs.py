@@ -98,12 +98,16 @@ def test_an_entry_point_may_not_take_the_name_of_keels_own_verb(
         verbs()
 
 
-def test_the_keel_program_exits_with_mains_code_its_objects_frozen(tmp_path: Path) -> None:
+def test_the_keel_program_exits_with_mains_code_its_objects_frozen_its_gc_tuned(
+    tmp_path: Path,
+) -> None:
     """``keel`` (the console script: ``keel.cli.console``) ends with main's exit code and its
-    one-line error, every object frozen out of the collector before the interpreter's exit."""
+    one-line error, its young generation collected less often, every object frozen out of the
+    collector before the interpreter's exit."""
     code = (
         "import atexit, gc, sys\n"
-        "atexit.register(lambda: print('frozen', gc.get_freeze_count(), file=sys.stderr))\n"
+        "atexit.register(lambda: print('frozen', gc.get_freeze_count(), 'young',\n"
+        "                              gc.get_threshold()[0], file=sys.stderr))\n"
         "sys.argv = ['keel', 'show', 'NO-SUCH-THREAD', '--json']\n"
         "from keel.cli import console\n"
         "console()"
@@ -117,6 +121,7 @@ def test_the_keel_program_exits_with_mains_code_its_objects_frozen(tmp_path: Pat
     assert "keel: error: no thread NO-SUCH-THREAD" in done.stderr
     frozen = int(done.stderr.split("frozen ")[1].split()[0])
     assert frozen > 100_000  # LangGraph's and pydantic's objects, at least
+    assert int(done.stderr.split("young ")[1].split()[0]) == keel.cli.GC_YOUNG > 700
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["keel"] == "keel.cli:console"
 
