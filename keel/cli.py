@@ -180,7 +180,7 @@ def console() -> NoReturn:
     live as long as the process (the imported modules, classes, pydantic schemas), and
     collecting them young over and over took about a tenth of ``keel show``'s time (issue 14's
     cold start); the few thousand objects more it may hold before a collection are nothing to a
-    command, long ones (``keel eval``, ``keel events``) included.
+    command, long ones (``keel eval``, ``keel bench``, ``keel demo``) included.
 
     Before the interpreter's own exit, every object alive is moved out of the garbage
     collector's reach (``gc.freeze``): the exit then skips a last collection over everything a
