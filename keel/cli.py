@@ -14,13 +14,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import gc
 import json
 import logging
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pydantic import ValidationError
 
@@ -36,6 +37,9 @@ EXIT_ERROR = 2
 EXIT_BUG = 1
 LOGGED = ("keel", "psycopg")
 """The loggers whose lines go to ``$KEEL_HOME/keel.log.jsonl``, not to stderr."""
+GC_YOUNG = 7000
+"""The ``keel`` program's young-generation threshold of the garbage collector (:func:`console`;
+Python's default is 700)."""
 PLUGINS = "keel.verbs"
 """The entry-point group whose :class:`Verb` objects join ``keel``'s own (pyproject.toml)."""
 
@@ -110,21 +114,38 @@ def verbs() -> dict[str, Verb]:
     """Keel's own verbs, then those the ``keel.verbs`` entry points add, by name.
 
     Raises:
-        TypeError: an entry point names something that is not a :class:`Verb`.
+        TypeError: an entry point names something that is not a :class:`Verb`, or takes the
+            name of one of Keel's own verbs (which :func:`main` finds without the entry points).
     """
+    # Imported here, and called only when needed (_command_verbs): importlib.metadata and the
+    # scan of every installed distribution's entry points cost a cold start tens of milliseconds.
     from importlib.metadata import entry_points
 
-    table = {verb.name: verb for verb in VERBS}
+    table = dict(OWN)
     for point in entry_points(group=PLUGINS):
         verb = point.load()
         if not isinstance(verb, Verb):
             raise TypeError(f"entry point {point.name} = {point.value} is not a keel.cli.Verb")
+        if verb.name in OWN:
+            raise TypeError(f"entry point {point.name} = {point.value} takes keel's own verb")
         table[verb.name] = verb
     return table
 
 
+def _command_verbs(argv: Sequence[str]) -> dict[str, Verb]:
+    """The verbs to parse ``argv`` with: Keel's own when it names one of them (no entry point is
+    read), else every verb (``keel --help`` lists the entry points' too; ``keel eval`` is one)."""
+    # The common options may come before the verb (``keel --json show T``): the common parser
+    # skips them as the full one does, abbreviations included; the first word left is the verb.
+    # A bad common option is the same one-line error as the full parser's.
+    common = argparse.ArgumentParser(prog="keel", add_help=False, parents=[_common()])
+    _, rest = common.parse_known_args(argv)
+    return dict(OWN) if rest and rest[0] in OWN else verbs()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    table = verbs()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    table = _command_verbs(argv)
     args = _parser(list(table.values())).parse_args(argv)
     try:
         result = _dispatch(table[args.command], args)
@@ -148,6 +169,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json and result is not None:
         print(json.dumps(result, default=str))
     return 0
+
+
+def console() -> NoReturn:
+    """The ``keel`` program (pyproject's ``[project.scripts]``): :func:`main` on ``sys.argv``,
+    then exit with its code.
+
+    The garbage collector's young generation is collected every :data:`GC_YOUNG` allocations
+    instead of Python's 700: a command's start allocates over a hundred thousand objects that
+    live as long as the process (the imported modules, classes, pydantic schemas), and
+    collecting them young over and over took about a tenth of ``keel show``'s time (issue 14's
+    cold start); the few thousand objects more it may hold before a collection are nothing to a
+    command, long ones (``keel eval``, ``keel bench``, ``keel demo``) included.
+
+    Before the interpreter's own exit, every object alive is moved out of the garbage
+    collector's reach (``gc.freeze``): the exit then skips a last collection over everything a
+    command imported (LangGraph's, Chroma's, onnxruntime's objects), which took 0.15-0.3 s of a
+    command's wall time on this project's machines (issue 14's cold start). Nothing is lost: the
+    process ends, its memory with it; ``main`` has closed the stores and log files and flushed
+    the traces; the ``atexit`` handlers (an OpenTelemetry exporter's flush) still run. Only here,
+    never in :func:`main`, which a test or a notebook calls in a process that goes on.
+    """
+    gc.set_threshold(GC_YOUNG, *gc.get_threshold()[1:])
+    code = main()
+    gc.freeze()
+    sys.exit(code)
 
 
 def _first_error(err: ValidationError) -> str:
@@ -801,6 +847,9 @@ VERBS: tuple[Verb, ...] = (
 )
 """Keel's own verbs, in the order ``keel --help`` lists them (the entry points' come after)."""
 
+OWN: dict[str, Verb] = {verb.name: verb for verb in VERBS}
+"""Keel's own verbs by name: the table a command naming one of them is parsed with."""
+
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

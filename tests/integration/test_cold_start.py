@@ -56,14 +56,19 @@ for argv in json.loads(sys.argv[1]):
             code = exit.code
     heavy = sorted({name.split(".")[0] for name in sys.modules} & set(json.loads(sys.argv[2])))
     domain = any(name.startswith("domains.") for name in sys.modules)
+    own = sorted(name for name in sys.modules if name.split(".")[0] == "evals"
+                 or name.startswith("stores.") and "postgres" in name)
     reports.append({"argv": argv, "exit": code, "output": out.getvalue(), "heavy": heavy,
-                    "domain_loaded": domain})
+                    "domain_loaded": domain, "own_heavy": own})
 print(json.dumps(reports))
 """
 """Runs keel commands one after another in one interpreter, reporting after each which heavy
-modules are loaded so far, and whether a domain is (a module under ``domains``; the settings
-import the package itself to locate the domain's folder). Loaded modules stay loaded, so a
-command whose report is clean, and every command before it, imported none of them."""
+modules are loaded so far, whether a domain is (a module under ``domains``; the settings
+import the package itself to locate the domain's folder), and which of Keel's own modules that
+only some commands need are (``own_heavy``: the evals package, which ``keel --help`` and ``keel
+eval``/``bench`` load through the ``keel.verbs`` entry points; the Postgres stores,
+``stores.*postgres*``, for ``KEEL_POSTGRES_URL`` only). Loaded modules stay loaded, so a command
+whose report is clean, and every command before it, imported none of them."""
 
 
 def _commands(
@@ -96,6 +101,7 @@ def waiting_thread(home: Path) -> str:
     # A run retrieves: it loads the index and the embedding model (the detector sees them).
     assert {"chromadb", "onnxruntime"} <= set(started["heavy"])
     assert "torch" not in started["heavy"]
+    assert started["own_heavy"] == []  # no evals (no entry point read), no Postgres store
     thread_id: str = outcome["thread_id"]
     return thread_id
 
@@ -119,6 +125,13 @@ def test_the_commands_that_do_not_retrieve_import_nothing_heavy(
     for report in (help_, shown, missing, runs, access, resumed, after, trace, explain):
         assert report["heavy"] == [], report
         assert report["exit"] == (2 if report is missing else 0), report
+    # `keel --help` lists the entry points' verbs (evals.cli), and no command after it loads
+    # more of the evals or a Postgres store; trace and explain, in an interpreter of their own,
+    # load neither.
+    for report in (help_, shown, missing, runs, access, resumed, after):
+        assert report["own_heavy"] == ["evals", "evals.cli"], report
+    for report in (trace, explain):
+        assert report["own_heavy"] == [], report
     # Reading a thread's status builds no runtime context: no domain, tools, manifest or corpus.
     for report in (help_, shown, missing, runs):
         assert not report["domain_loaded"], report
@@ -145,3 +158,4 @@ def test_langchain_openai_loads_when_a_model_is_configured(home: Path) -> None:
     assert configured["exit"] == 2
     assert "langchain_openai" in configured["heavy"]
     assert "chromadb" not in configured["heavy"]
+    assert configured["own_heavy"] == []
