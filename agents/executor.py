@@ -28,10 +28,18 @@ from pydantic import ValidationError
 from graph.approval import spent_digests, thread_entities, thread_sources
 from graph.context import KeelContext, attempt_of, context_of, thread_of
 from graph.domain import Domain
-from graph.state import ExecutorView, Receipt, StateUpdate, ToolOutcome, approval_digest, tainting
+from graph.state import (
+    ExecutorView,
+    Plan,
+    Receipt,
+    StateUpdate,
+    ToolOutcome,
+    approval_digest,
+    tainting,
+)
 from keel.errors import KeelError, PermissionDenied, StoreUnavailable
 from stores.guard import GuardFacts, plan_digest, with_taint
-from tools.spec import AgentTools, CallResult, ThreadFacts
+from tools.spec import AgentTools, CallResult, ThreadFacts, ToolRegistry
 
 
 def idempotency_key(thread_id: str, digest: str) -> str:
@@ -124,6 +132,16 @@ def execute(state: ExecutorView, runtime: Runtime[KeelContext]) -> StateUpdate:
         why = f"refused: the thread waits for {awaited} {subject}; nothing else runs before it"
         return {"results": [ToolOutcome(**base, ok=False, denied=True, error=why)]}
     facts = thread_facts(state, thread_id, ctx.domain, guarded)
+    skipped = _unrun_approved_step(ctx.tools, plan, index, guarded)
+    if skipped is not None:
+        # A step the plan put first never ran (refused out of turn, a cursor written past it):
+        # what follows it would say it happened (an e-mail about a refund never made).
+        earlier = plan.steps[skipped]
+        why = (
+            f"refused: step {skipped + 1} ({earlier.tool}) of this plan was never made (its "
+            "approval was not used), so nothing after it runs"
+        )
+        return {"results": [ToolOutcome(**base, ok=False, denied=True, error=why)]}
     tools = ctx.tools.for_agent("executor", facts)
     effect = ctx.tools[step.tool].effect if step.tool in ctx.tools else step.effect
     irreversible = effect == "irreversible"
@@ -162,6 +180,26 @@ def execute(state: ExecutorView, runtime: Runtime[KeelContext]) -> StateUpdate:
         if wait is not None:  # recorded where no state write can clear it
             ctx.guard.record_wait(thread_id, wait, digest=digest)
     return {"results": [outcome], "cursor": index + 1}
+
+
+def _unrun_approved_step(
+    tools: ToolRegistry, plan: Plan, index: int, guarded: GuardFacts | None
+) -> int | None:
+    """The first step before ``index`` that always needs a human's approval (irreversible, or
+    the manifest says so) and whose receipt the thread guard never saw used, or None. Such a
+    step was never made: the steps after it must not run as though it had been. Read from the
+    guard (no guard: nothing to check here). Taint is left out: a write made before low-trust
+    text entered the thread needed no receipt then."""
+    if guarded is None or tools.gate is None:
+        return None
+    for j, earlier in enumerate(plan.steps[:index]):
+        if earlier.tool not in tools:
+            continue
+        if not tools.gate.needs_approval("executor", tools[earlier.tool], tainted=False):
+            continue
+        if approval_digest(earlier.tool, earlier.args) not in guarded.spent:
+            return j
+    return None
 
 
 def receipt_of(stored: object) -> Receipt | None:

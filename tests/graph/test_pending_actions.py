@@ -59,3 +59,20 @@ def test_pending_actions_of_any_shape_leave_the_thread_answerable(
     assert [p.name for p in shown.pending or []] == ["refund_charge", "send_email"]
     assert app.resume(thread, Decision(kind="approve", reviewer="ann")).status == "done"
     assert len(backend.refunds()) == 1 and len(backend.outbox()) == 1
+
+
+def test_a_step_refused_out_of_turn_is_not_skipped_once_approved(
+    app: KeelApp, backend: DemoBackend
+) -> None:
+    """A caller's goto=execute at the approval runs the refund before its receipt: the gate
+    refuses it. The reviewer then approves both actions: the e-mail saying the refund was made
+    must not go out without the refund."""
+    app.run(REFUND_REQUEST, thread_id="t-out-of-turn")
+    app.graph.invoke(
+        Command(goto="execute"), _config("t-out-of-turn"), context=app.context, durability="sync"
+    )
+    assert backend.refunds() == [] and backend.outbox() == []
+    outcome = app.resume("t-out-of-turn", Decision(kind="approve", reviewer="ann"))
+    assert backend.outbox() == [] and backend.refunds() == []
+    assert outcome.status == "escalated"
+    assert "refund_charge" in (outcome.answer or "") and "never made" in (outcome.answer or "")
