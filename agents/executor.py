@@ -132,7 +132,7 @@ def execute(state: ExecutorView, runtime: Runtime[KeelContext]) -> StateUpdate:
         why = f"refused: the thread waits for {awaited} {subject}; nothing else runs before it"
         return {"results": [ToolOutcome(**base, ok=False, denied=True, error=why)]}
     facts = thread_facts(state, thread_id, ctx.domain, guarded)
-    skipped = _unrun_approved_step(ctx.tools, plan, index, guarded)
+    skipped = _unrun_approved_step(ctx.tools, plan, index, guarded, bool(facts.tainted))
     if skipped is not None:
         # A step the plan put first never ran (refused out of turn, a cursor written past it):
         # what follows it would say it happened (an e-mail about a refund never made).
@@ -183,19 +183,21 @@ def execute(state: ExecutorView, runtime: Runtime[KeelContext]) -> StateUpdate:
 
 
 def _unrun_approved_step(
-    tools: ToolRegistry, plan: Plan, index: int, guarded: GuardFacts | None
+    tools: ToolRegistry, plan: Plan, index: int, guarded: GuardFacts | None, tainted: bool
 ) -> int | None:
-    """The first step before ``index`` that always needs a human's approval (irreversible, or
-    the manifest says so) and whose receipt the thread guard never saw used, or None. Such a
-    step was never made: the steps after it must not run as though it had been. Read from the
-    guard (no guard: nothing to check here). Taint is left out: a write made before low-trust
-    text entered the thread needed no receipt then."""
+    """The first step before ``index`` that needs a human's approval (irreversible, the manifest
+    says so, or a write in a tainted thread) and whose receipt the thread guard never saw used,
+    or None. Such a step was never made: the steps after it must not run as though it had been
+    (an e-mail about a refund or a closure that never happened). Read from the guard (no guard:
+    nothing to check here). Taint as it stands now: were low-trust text to enter only after a
+    write ran without a receipt, the steps after it are refused and the thread escalates, the
+    side that fails closed."""
     if guarded is None or tools.gate is None:
         return None
     for j, earlier in enumerate(plan.steps[:index]):
         if earlier.tool not in tools:
             continue
-        if not tools.gate.needs_approval("executor", tools[earlier.tool], tainted=False):
+        if not tools.gate.needs_approval("executor", tools[earlier.tool], tainted):
             continue
         if approval_digest(earlier.tool, earlier.args) not in guarded.spent:
             return j

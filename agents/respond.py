@@ -260,6 +260,10 @@ def escalate(state: EscalateView, runtime: Runtime[KeelContext]) -> StateUpdate:
         reason = earlier.reason  # a message on an escalated thread: the account checked again
     elif verdict is not None and not verdict.ok:
         reason = "; ".join(verdict.reasons)
+    elif failed := next((r for r in results if not r.ok), None):
+        # A later verdict passed (a caller's goto ran a branch beside this one): the step that
+        # failed is still why the thread stopped.
+        reason = f"step {failed.step + 1} ({failed.tool}) failed: {failed.error}"
     else:
         reason = "the run could not go on (no verdict says why)"
     stopped = turn in ("cut_short", "follow_up")

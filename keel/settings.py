@@ -5,6 +5,7 @@ Nothing deeper in the code reads ``os.environ``; a ``Settings`` object is passed
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import re
 from dataclasses import dataclass
@@ -155,6 +156,23 @@ def _signing_key_text(text: str, where: str) -> str:
     if not all(c in "0123456789abcdef" for c in key):
         raise ValueError(f"{where} must be {SIGNING_KEY_HEX_CHARS} hex characters (0-9, a-f)")
     return key
+
+
+def corpus_collection(domain: str) -> str:
+    """The Chroma collection of a domain's corpus: named from the whole ``module:attribute``, so
+    two domains (two spellings of two modules, two objects of one module) never share an index.
+
+    Example:
+        >>> corpus_collection("domains.support_desk:SupportDesk")
+        'keel-corpus-domains-support_desk-SupportDesk'
+        >>> corpus_collection("domains.support_desk.domain:SupportDesk") != corpus_collection(
+        ...     "domains.incident_desk.domain:IncidentDesk")
+        True
+    """
+    name = "keel-corpus-" + re.sub(r"[^A-Za-z0-9_]+", "-", domain).strip("-")
+    if len(name) > 63:  # Chroma's limit on older servers; the hash keeps it one per domain
+        name = name[:50] + "-" + hashlib.sha256(domain.encode()).hexdigest()[:12]
+    return name
 
 
 class Settings(BaseSettings):
@@ -368,8 +386,7 @@ class Settings(BaseSettings):
         if data.get("policy_file") is None:
             data["policy_file"] = folder / "permissions.yaml"
         if data.get("collection") is None:
-            module = str(data.get("domain") or DEFAULT_DOMAIN).split(":", 1)[0].rsplit(".", 1)[-1]
-            data["collection"] = f"keel-corpus-{module}"
+            data["collection"] = corpus_collection(str(data.get("domain") or DEFAULT_DOMAIN))
         return data
 
     @field_validator("home", "corpus_dir", "policy_file")

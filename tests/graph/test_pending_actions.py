@@ -76,3 +76,20 @@ def test_a_step_refused_out_of_turn_is_not_skipped_once_approved(
     assert backend.outbox() == [] and backend.refunds() == []
     assert outcome.status == "escalated"
     assert "refund_charge" in (outcome.answer or "") and "never made" in (outcome.answer or "")
+
+
+def test_a_write_refused_out_of_turn_in_a_tainted_thread_is_not_skipped_once_approved(
+    app: KeelApp, backend: DemoBackend
+) -> None:
+    """The same in the shape taint gives it: the ticket's text makes its closure need a receipt;
+    refused out of turn, it must not leave the e-mail saying it was closed to go out alone."""
+    app.run("Close ticket T-77 and tell the customer", thread_id="t-ticket-out-of-turn")
+    app.graph.invoke(
+        Command(goto="execute"), _config("t-ticket-out-of-turn"), context=app.context,
+        durability="sync",
+    )  # fmt: skip
+    outcome = app.resume("t-ticket-out-of-turn", Decision(kind="approve", reviewer="ann"))
+    assert backend.get_ticket("T-77")["status"] == "open"
+    assert backend.outbox() == []
+    assert "close_ticket" in (outcome.answer or "") and "never made" in (outcome.answer or "")
+    assert "no verdict says why" not in (outcome.answer or "")

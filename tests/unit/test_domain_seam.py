@@ -25,7 +25,7 @@ def test_the_default_domain_is_the_support_desk_and_brings_its_folder(tmp_path: 
     assert settings.policy_file == MANIFEST
     assert settings.scenarios_dir == SCENARIOS
     assert settings.domain_db == tmp_path / "support_desk.sqlite"
-    assert settings.collection == "keel-corpus-support_desk"
+    assert settings.collection == "keel-corpus-domains-support_desk-SupportDesk"
     domain = load_domain(settings.domain)
     assert isinstance(domain, SupportDesk)
     assert domain.subject_keys == {"customer_id", "invoice_id", "ticket_id"}
@@ -36,6 +36,10 @@ def test_two_domains_in_one_home_keep_their_own_index(tmp_path: Path) -> None:
     desk = _settings(home=tmp_path)
     incidents = _settings(home=tmp_path, domain="domains.incident_desk:IncidentDesk")
     assert desk.collection != incidents.collection
+    # Two spellings of two modules whose last parts agree still name two collections.
+    spelled = _settings(home=tmp_path, domain="domains.support_desk.domain:SupportDesk")
+    other = _settings(home=tmp_path, domain="domains.incident_desk.domain:IncidentDesk")
+    assert spelled.collection != other.collection
     assert _settings(home=tmp_path, collection="mine").collection == "mine"
 
 
