@@ -26,7 +26,10 @@ def test_the_engine_bench_measures_keel_beside_the_bare_graph(tmp_path: Path) ->
         assert (f["ok"], f["threads"]) == (2, 2), f["errors"]
         assert f["throughput_per_min"] > 0
         assert f["server_run_p50_ms"] and f["server_resume_p50_ms"]  # from the workers' logs
-        assert f["cpu_ms_per_thread"]["workers"] > 0 and f["cpu_ms_per_thread"]["postgres"] > 0
+        # CPU is read in clock ticks (10 ms): in this two-thread run PostgreSQL's share can be
+        # under one tick (it read 0.0 once after its work per thread shrank); that it did the
+        # work is what its write transactions and WAL below say.
+        assert f["cpu_ms_per_thread"]["workers"] > 0 and f["cpu_ms_per_thread"]["postgres"] >= 0
         assert f["checkpoint_per_thread"]["checkpoints"] >= 5
         assert f["write_xacts_per_thread"] > 0 and f["wal_kb_per_thread"] > 0
     # Keel's graph does more than the bare one: its checkpoints show it.
