@@ -24,6 +24,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from graph.state import STATE_TYPES
 from keel.errors import ConfigError
 from keel.settings import Settings
+from stores.sqlitefile import write_ahead
 
 # Any constant works; it only has to be the same in every Keel process sharing a database.
 _SETUP_LOCK = 0x6B65656C  # "keel"
@@ -69,8 +70,8 @@ def sqlite_checkpointer(settings: Settings) -> Iterator[SqliteSaver]:
     settings.home.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(settings.checkpoint_db, check_same_thread=False, timeout=30)
     try:
-        conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA busy_timeout = 30000")
+        write_ahead(conn)  # workers starting together on a new file: see write_ahead
         saver = SqliteSaver(conn, serde=keel_serde())
         saver.setup()
         yield saver

@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,6 +39,26 @@ from typing import Literal
 from keel.errors import ConfigError
 
 Synchronous = Literal["FULL", "NORMAL"]
+
+
+def write_ahead(conn: sqlite3.Connection, *, tries: int = 100, pause_s: float = 0.05) -> None:
+    """Put the file in WAL mode. Processes opening a new file at once can each hold a read lock
+    while asking for the exclusive one the switch needs; SQLite then answers "database is
+    locked" at once, without waiting out the busy timeout (it would deadlock), so the switch is
+    tried again after a pause. Once one process has switched, the others' switch is a no-op.
+
+    Example:
+        >>> conn = sqlite3.connect(":memory:")
+        >>> write_ahead(conn)  # an in-memory file stays "memory"; a file on disk becomes "wal"
+    """
+    for attempt in range(tries):
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or attempt == tries - 1:
+                raise
+            time.sleep(pause_s)
 
 
 class SqliteFile:
@@ -75,7 +96,7 @@ class SqliteFile:
                 self.path, timeout=30, isolation_level=None, check_same_thread=False
             )
             conn.execute("PRAGMA busy_timeout = 30000")
-            conn.execute("PRAGMA journal_mode = WAL")
+            write_ahead(conn)
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             if self.schema:
                 conn.executescript(self.schema)

@@ -84,3 +84,28 @@ def test_a_forked_child_opens_its_own_connection(tmp_path: Path) -> None:
     assert out.get() != parents
     assert names(db) == ["parent", "child"]
     assert id(db._conn) == parents  # the parent's own connection is untouched
+
+
+def test_the_switch_to_wal_is_tried_again_when_another_opener_holds_the_file() -> None:
+    """Two workers opening a new file at once: SQLite answers "locked" at once (no busy wait);
+    the switch is tried again, and any other error is raised as it is."""
+    import sqlite3
+
+    from stores.sqlitefile import write_ahead
+
+    class Racing:
+        def __init__(self, locked: int, error: str = "database is locked") -> None:
+            self.locked, self.error, self.calls = locked, error, 0
+
+        def execute(self, sql: str) -> None:
+            self.calls += 1
+            if self.calls <= self.locked:
+                raise sqlite3.OperationalError(self.error)
+
+    racing = Racing(locked=3)
+    write_ahead(racing, pause_s=0)  # type: ignore[arg-type]
+    assert racing.calls == 4
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        write_ahead(Racing(locked=10), tries=5, pause_s=0)  # type: ignore[arg-type]
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+        write_ahead(Racing(locked=1, error="disk I/O error"), pause_s=0)  # type: ignore[arg-type]
