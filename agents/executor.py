@@ -135,7 +135,7 @@ def execute(state: ExecutorView, runtime: Runtime[KeelContext]) -> StateUpdate:
     skipped = _unrun_approved_step(ctx.tools, plan, index, guarded, bool(facts.tainted))
     if skipped is not None:
         # A step the plan put first never ran (refused out of turn, a cursor written past it):
-        # what follows it would say it happened (an e-mail about a refund never made).
+        # what follows it would say it happened (a notice about an action never made).
         earlier = plan.steps[skipped]
         why = (
             f"refused: step {skipped + 1} ({earlier.tool}) of this plan was never made (its "
@@ -188,7 +188,7 @@ def _unrun_approved_step(
     """The first step before ``index`` that needs a human's approval (irreversible, the manifest
     says so, or a write in a tainted thread) and whose receipt the thread guard never saw used,
     or None. Such a step was never made: the steps after it must not run as though it had been
-    (an e-mail about a refund or a closure that never happened). Read from the guard (no guard:
+    (a notice about an action that never happened). Read from the guard (no guard:
     nothing to check here). Taint as it stands now: were low-trust text to enter only after a
     write ran without a receipt, the steps after it are refused and the thread escalates, the
     side that fails closed."""

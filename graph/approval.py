@@ -200,21 +200,21 @@ def thread_entities(
     and the entities are the last one's, read again with ``extract`` (the domain's
     ``extract_entities``, a pure function of the text): the state's ``entities`` are not read,
     since any caller who can write state can write them. Not even to narrow: a scope may read a
-    missing subject as no restriction (the support desk's refund scope checks the charge's
-    invoice only when the request names one), so a subject taken away widens as surely as one
+    missing subject as no restriction (a scope may check a second entity only when the
+    request names one), so a subject taken away widens as surely as one
     added. A guard with no request recorded gives none (every scope that needs a subject
     refuses). Without a guard (``requests`` None: a graph run with no stores), the state's copy
     is all there is.
 
     Example:
         >>> def ids(text: str) -> dict[str, str]:
-        ...     return {"customer_id": w for w in text.split() if w.startswith("C-")}
-        >>> thread_entities({"customer_id": "C-1002"}, ["Refund C-1001"], ids)
-        {'customer_id': 'C-1001'}
-        >>> thread_entities({}, ["Refund C-1001"], ids)
-        {'customer_id': 'C-1001'}
-        >>> thread_entities({"customer_id": "C-1002"}, None, ids)
-        {'customer_id': 'C-1002'}
+        ...     return {"account_id": w for w in text.split() if w.startswith("A-")}
+        >>> thread_entities({"account_id": "A-1002"}, ["Close A-1001"], ids)
+        {'account_id': 'A-1001'}
+        >>> thread_entities({}, ["Close A-1001"], ids)
+        {'account_id': 'A-1001'}
+        >>> thread_entities({"account_id": "A-1002"}, None, ids)
+        {'account_id': 'A-1002'}
     """
     if requests is None:
         return dict(entities)
