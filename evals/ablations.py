@@ -27,6 +27,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from agents.executor import execute
+from agents.respond import respond
 from graph.approval import pending_update
 from graph.builder import execute_then_check
 from graph.context import KeelContext, context_of, guarded_thread
@@ -107,7 +108,7 @@ def _ungated(ctx: KeelContext) -> KeelContext:
 _UNCHECKED = {
     "check_plan": unchecked_plan,
     # The result check runs inside the ``execute`` node, after the executor's step.
-    "execute": execute_then_check(execute, unchecked_result),
+    "execute": execute_then_check(execute, unchecked_result, respond),
 }
 
 ABLATIONS: list[Ablation] = [

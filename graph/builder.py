@@ -1,17 +1,19 @@
-"""The graph: intake, retrieve, plan, check, approve, execute and check, respond or escalate.
+"""The graph: intake, retrieve, plan, check, approve, execute (checked and answered), or escalate.
 
 ```
-START -> intake -> retrieve -> plan -> check_plan --ok--> approve? --> execute (+ result check)
-                      ^                     |         (interrupt)        ^             |
-                      +--replan (bounded)---+                            +-- next step-+--> respond
-                                            +--> escalate <-- unrecoverable -----------+
-                                                    await_event <-- effect in flight ---+
-                                                    (interrupt; an outbox event wakes it)
+START -> intake -> retrieve -> plan -> check_plan --ok--> approve? --> execute: each step, then
+                      ^                     |         (interrupt)       its result check; the
+                      +--replan (bounded)---+                           answer at the plan's end
+                                            +--> escalate <-- a step failed its check ---+
+                                                   await_event <-- effect in flight -----+
+                                                   (interrupt; an outbox event wakes it)
 ```
 
-The validator's result check runs inside the ``execute`` node, right after the executor's step
-(``execute_then_check``): one superstep per step, whose checkpoint holds the step's result and
-its verdict together (issue 26: every superstep costs a served run a checkpoint and an event).
+The ``execute`` node runs the plan's steps in turn, each checked by the validator right after it
+(``execute_then_check``), and answers (``agents.respond``) once all passed: from the approval to
+the answer is one superstep (issue 26: every superstep costs a served run a checkpoint and its
+events). ``respond`` is its own node for the other ends: a refusal, a rejection, a plan with no
+steps, a step whose event arrived last.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from graph.state import (
     ApprovalView,
     AwaitView,
     EscalateView,
-    ExecutorView,
+    ExecuteView,
     InputState,
     IntakeView,
     KeelState,
@@ -114,46 +116,85 @@ def after_approval(state: KeelState) -> Literal["execute", "plan", "respond", "a
     return "execute"
 
 
-def after_result(state: KeelState) -> Literal["execute", "respond", "escalate", "await_event"]:
+def after_result(state: KeelState) -> Literal["execute", "escalate", "await_event", "__end__"]:
+    """After the ``execute`` node: it answered once every step passed (``__end__``); it stopped
+    at a failed check (escalate) or an effect in flight (wait for its event)."""
     verdict = state.get("result_verdict")
     plan_ = state.get("plan")
     if verdict is None or not verdict.ok or plan_ is None:
         return "escalate"
     if state.get("waiting") is not None:
         return "await_event"
-    return "execute" if state.get("cursor", 0) < len(plan_.steps) else "respond"
+    return "execute" if state.get("cursor", 0) < len(plan_.steps) else "__end__"
 
 
 def execute_then_check(
-    step: Callable[..., StateUpdate], check: Callable[..., StateUpdate]
+    step: Callable[..., StateUpdate],
+    check: Callable[..., StateUpdate],
+    finish: Callable[..., StateUpdate],
 ) -> Callable[..., StateUpdate]:
-    """The executor's pass (``step``) and the validator's result check of it (``check``), as one
-    node: the check reads the state as the step leaves it (the outcome appended to ``results``,
-    the cursor moved on) and its verdict joins the step's update.
+    """The executor's steps (``step``), each followed by the validator's result check of it
+    (``check``), and the answer (``finish``) once every step ran and passed: one node.
 
-    The executor and the validator stay separate agents with their own code; only the superstep
-    is shared (issue 26). A re-run of the node (a crash before its checkpoint) runs the step
-    again, which finds an irreversible call done in the ledger or at the backend, and the check
-    again, which only reads: the check must stay free of side effects.
+    The node runs the plan's steps in turn from the cursor while each passes its check and no
+    step left an effect in flight; the check reads the state as its step leaves it (the outcome
+    appended to ``results``, the cursor moved on), and the node's update holds every outcome and
+    the last verdict. It stops at the first failed check (the router escalates) and at an
+    awaited event (the router waits); at the plan's end, ``finish`` (``agents.respond``) answers
+    on the state as the steps leave it. So a run that goes through takes one superstep from its
+    approval to its answer (issue 26: every superstep costs a served run a checkpoint and its
+    events).
+
+    The executor, the validator and the answer stay separate code; only the superstep is
+    shared. A re-run of the node (a crash before its checkpoint) runs the steps again: each
+    irreversible or approved call finds itself done in the ledger (or at the backend) and
+    answers as it did, and the check and the answer only read, so they must stay free of side
+    effects.
 
     Example:
+        >>> from graph.state import Plan, Step, Verdict
         >>> def step(state, runtime):
-        ...     return {"results": ["ran"], "cursor": state["cursor"] + 1}
+        ...     return {"results": [state["cursor"]], "cursor": state["cursor"] + 1}
         >>> def check(state, runtime):
-        ...     return {"result_verdict": (state["results"][-1], state["cursor"])}
-        >>> execute_then_check(step, check)({"cursor": 0, "results": []}, None)
-        {'results': ['ran'], 'cursor': 1, 'result_verdict': ('ran', 1)}
+        ...     return {"result_verdict": Verdict(stage="result", ok=True)}
+        >>> def finish(state, runtime):
+        ...     return {"answer": f"ran {state['results']}"}
+        >>> two = Plan(goal="g", steps=[Step(tool="t", args={}), Step(tool="t", args={})])
+        >>> node = execute_then_check(step, check, finish)
+        >>> update = node({"plan": two, "cursor": 0, "results": []}, None)
+        >>> update["results"], update["cursor"], update["answer"]
+        ([0, 1], 2, 'ran [0, 1]')
     """
 
     @functools.wraps(step)
     def node(state: Mapping[str, Any], runtime: Any) -> StateUpdate:
-        update = step(state, runtime)
-        ran: ResultCheckView = {
-            "plan": state.get("plan"),
-            "cursor": update.get("cursor", state.get("cursor", 0)),
-            "results": [*state.get("results", []), *update.get("results", [])],
-        }
-        return update | check(ran, runtime)
+        plan_ = state.get("plan")
+        view: dict[str, Any] = dict(state)
+        total: dict[str, Any] = {}
+        outcomes: list[Any] = []
+        while True:
+            update = step(view, runtime)
+            outcomes += update.get("results", [])
+            ran: ResultCheckView = {
+                "plan": plan_,
+                "cursor": update.get("cursor", view.get("cursor", 0)),
+                "results": [*view.get("results", []), *update.get("results", [])],
+            }
+            checked = check(ran, runtime)
+            total |= update | checked | {"results": outcomes}
+            view |= update | checked
+            view["results"] = ran["results"]
+            verdict = checked.get("result_verdict")
+            if (
+                plan_ is None
+                or "cursor" not in update  # nothing ran: a cursor outside the plan
+                or verdict is None
+                or not verdict.ok
+                or checked.get("waiting") is not None
+            ):
+                return total  # type: ignore[return-value]
+            if view["cursor"] >= len(plan_.steps):
+                return total | finish(view, runtime)  # type: ignore[return-value]
 
     return node
 
@@ -255,7 +296,7 @@ def build_graph(
         "plan": (plan, PlannerView),
         "check_plan": (check_plan, PlanCheckView),
         "approve": (approve, ApprovalView),
-        "execute": (execute_then_check(execute, check_result), ExecutorView),
+        "execute": (execute_then_check(execute, check_result, respond), ExecuteView),
         "await_event": (await_event, AwaitView),
         "respond": (respond, RespondView),
         "escalate": (escalate, EscalateView),

@@ -472,6 +472,11 @@ class RespondView(TypedDict, total=False):
     rejected: list[str]
 
 
+class ExecuteView(ExecutorView, RespondView, total=False):
+    """The ``execute`` node's view: the executor's, and the answer's at the plan's end
+    (``graph.builder.execute_then_check``)."""
+
+
 class EscalateView(TypedDict, total=False):
     budget_stop: BudgetStop | None
     turn: Turn

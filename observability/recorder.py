@@ -358,10 +358,20 @@ class RecordingCallback(BaseCallbackHandler):
                 node=node,
                 step=step,
             )
-        for key in ("plan_verdict", "result_verdict"):
-            verdict = outputs.get(key)
-            if isinstance(verdict, dict):
-                self.recorder.emit(VerdictGiven.model_validate(verdict), node=node, step=step)
+        verdict = outputs.get("plan_verdict")
+        if isinstance(verdict, dict):
+            self.recorder.emit(VerdictGiven.model_validate(verdict), node=node, step=step)
+        verdict = outputs.get("result_verdict")
+        if isinstance(verdict, dict):
+            # ``execute`` runs steps in turn and goes past a step only when its check passed
+            # (``graph.builder.execute_then_check``), so every outcome before the last was
+            # judged ok, with no reasons: one verdict per step, as the check gave them.
+            results = outputs.get("results")
+            for earlier in results[:-1] if isinstance(results, list) else []:
+                if isinstance(earlier, dict) and isinstance(earlier.get("step"), int):
+                    passed = VerdictGiven(stage="result", ok=True, step=earlier["step"])
+                    self.recorder.emit(passed, node=node, step=step)
+            self.recorder.emit(VerdictGiven.model_validate(verdict), node=node, step=step)
         escalation = outputs.get("escalation")
         if isinstance(escalation, dict):
             self.recorder.emit(EscalationMade.model_validate(escalation), node=node, step=step)

@@ -56,17 +56,21 @@ def test_a_refund_thread_takes_no_more_supersteps_and_writes_than_measured(app: 
     assert found["bookkeeping_writes"] <= REFUND_BOOKKEEPING, found
 
 
-def test_the_checkpoint_after_a_step_holds_its_result_and_its_verdict(app: KeelApp) -> None:
-    """The result check runs in the executor's superstep: no checkpoint holds a step's result
-    without the validator's verdict on it (a crash there re-runs the step and its check)."""
+def test_the_checkpoint_after_the_steps_holds_every_result_its_verdict_and_the_answer(
+    app: KeelApp,
+) -> None:
+    """The steps, their result checks and the answer run in the executor's superstep: no
+    checkpoint holds a step's result without the validator's verdict on the last one, and the
+    one that holds both steps' results holds the answer too (a crash before it re-runs them
+    all, each call finding itself done in the ledger)."""
     waiting = app.run(REFUND_REQUEST, thread_id="t-verdict")
     assert app.resume(waiting.thread_id, Decision(kind="approve", reviewer="ann")).status == "done"
     config = {"configurable": {"thread_id": "t-verdict"}}
-    checked = 0
-    for snapshot in app.graph.get_state_history(config):
-        results = snapshot.values.get("results") or []
-        if results:
-            verdict = snapshot.values.get("result_verdict")
-            assert verdict is not None and verdict.step == results[-1].step, snapshot.metadata
-            checked += 1
-    assert checked >= 2
+    holding = [s for s in app.graph.get_state_history(config) if s.values.get("results")]
+    assert holding, "no checkpoint holds a result"
+    for snapshot in holding:
+        results = snapshot.values["results"]
+        verdict = snapshot.values.get("result_verdict")
+        assert verdict is not None and verdict.step == results[-1].step, snapshot.metadata
+        assert [r.step for r in results] == [0, 1], snapshot.metadata
+        assert snapshot.values.get("status") == "done" and snapshot.values.get("answer")

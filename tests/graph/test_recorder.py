@@ -61,8 +61,8 @@ def test_a_run_with_an_approval_is_recorded_completely(app: KeelApp, seen: Seen)
     ]  # fmt: skip
     entered = [e.node for e in _kinds(events, "node_entered")]
     assert entered[:5] == NODE_PATH_BEFORE_APPROVAL
-    # The resume: each step's result is checked inside ``execute`` (no node of its own).
-    assert entered[5:] == ["approve", "execute", "execute", "respond"]
+    # The resume: each step, its result check and the answer run inside ``execute``.
+    assert entered[5:] == ["approve", "execute"]
     assert len(entered) == len(_kinds(events, "node_left"))
 
     # Every tool call the registry told, and nothing else, in the same order.
