@@ -340,3 +340,21 @@ def test_a_receipt_consumed_and_its_intent_are_one_transaction(
         ledger.begin("key-b", "t-1", 1, "send_email", "sha256:b")
         raise ZeroDivisionError  # the block fails before its commit
     assert guard.spent("t-1") == {"sha256:a"} and ledger.get("key-b") is None
+
+
+@pytest.mark.integration
+def test_an_app_on_postgres_gives_back_the_shared_pool_it_opened(
+    home: Path, postgres_url: str
+) -> None:
+    """The stores ``KeelApp.open`` opened share one pool per database in the process; closing the
+    app lets go of it, so a process that opens apps one after another holds no connection of
+    the closed ones."""
+    from stores.postgres_tables import PROCESS_POOLS
+
+    before = set(PROCESS_POOLS._pools)
+    with KeelApp.open(_settings(home, postgres_url)) as app:
+        waiting = app.run(REFUND_REQUEST)
+        done = app.resume(waiting.thread_id, Decision(kind="approve", reviewer="ann"))
+        assert done.status == "done"
+        assert set(PROCESS_POOLS._pools) - before, "the run took no pooled connection"
+    assert set(PROCESS_POOLS._pools) - before == set()
