@@ -57,6 +57,8 @@ UNRECORDED = "keel_unrecorded"
 """Keel's graph without the flight record of its runs (``evals/unrecorded_graph.py``): served
 beside the two with ``record_cost``, so the record's cost is a difference in the same run."""
 CLIENTS = 8
+ALONE = 8
+"""Keel threads run one at a time at the end, for its nodes' own time (no waits for a CPU)."""
 TARGET_THROUGHPUT = 0.8
 """Keel's throughput over the bare graph's, at least (issue 26)."""
 TARGET_SERVER = 2.0
@@ -258,12 +260,14 @@ class Stage:
         return found | {"clients": own.user + own.system}
 
 
-def run_round(stage: Stage, graph: str, chosen: Sequence[Case], *, warmup: bool) -> Round:
-    """Drive ``chosen`` threads through ``graph``, ``CLIENTS`` at a time; measure around it."""
+def run_round(
+    stage: Stage, graph: str, chosen: Sequence[Case], *, warmup: bool, clients: int = CLIENTS
+) -> Round:
+    """Drive ``chosen`` threads through ``graph``, ``clients`` at a time; measure around it."""
     url = stage.running.keel_postgres_url
     before, cpu0 = _counters(url), stage.cpu()
     started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=CLIENTS) as pool:
+    with ThreadPoolExecutor(max_workers=clients) as pool:
         timings = list(pool.map(lambda c: drive(graph, c, stage.clients), chosen))
     wall = time.perf_counter() - started
     cpu1 = stage.cpu()
@@ -736,14 +740,16 @@ def _node_lines(result: Mapping[str, Any]) -> list[str]:
         "",
         "Wall time inside each node of Keel's measured threads (its own work, its stores' round "
         "trips, and waits for a CPU the other runs hold), from each served run's `node_left` "
-        "events; the bare graph's nodes do next to nothing.",
+        f"events; the bare graph's nodes do next to nothing. The last row: {ALONE} threads run "
+        "one at a time after the measured rounds, so no other run holds the CPU: the nodes' own "
+        "time, their stores' round trips included.",
         "",
-        "| workers | " + " | ".join(names) + " | all |",
+        "| load | " + " | ".join(names) + " | all |",
         "|---|" + "---|" * (len(names) + 1),
     ]
     for key, per in per_workers.items():
         cells = " | ".join(_fmt(per.get(n)) for n in names)
-        lines.append(f"| {key.removeprefix('workers_')} | {cells} | {_fmt(per.get('all'))} |")
+        lines.append(f"| {key} | {cells} | {_fmt(per.get('all'))} |")
     return lines
 
 
@@ -846,12 +852,12 @@ def bench_engine(
     most = max(workers)
     graphs = (*GRAPHS, UNRECORDED) if record_cost else GRAPHS
     per_phase = len(graphs) * (warmup + rounds * threads)
-    chosen = cases(per_phase * len(workers))
+    chosen = cases(per_phase * len(workers) + ALONE)
     note = say or (lambda _: None)
     all_rounds: list[Round] = []
     logs: list[Path] = []
     sizes: dict[tuple[int, str], Any] = {}
-    nodes: dict[int, dict[str, float]] = {}
+    nodes: dict[str, dict[str, float]] = {}
     events: dict[str, Any] = {}
     t0 = time.perf_counter()
     with engine(
@@ -883,7 +889,9 @@ def bench_engine(
                      f"{60 * len(batch) / done.wall_s:.0f} threads/min")  # fmt: skip
             for graph in graphs:
                 sizes[(active, graph)] = checkpoint_sizes(running.keel_postgres_url, ids[graph])
-            nodes[active] = node_times(running.keel_postgres_url, ids["keel"])
+            nodes[f"{active} worker(s), {CLIENTS} clients"] = node_times(
+                running.keel_postgres_url, ids["keel"]
+            )
             last = ids
             for graph in GRAPHS:  # one thread of each, its first run and its resume
                 done_ = [t for r in all_rounds if r.graph == graph and not r.warmup
@@ -892,6 +900,12 @@ def bench_engine(
                     events[graph] = engine_events(
                         running.redis.url, [done_[-1].run_id, done_[-1].resume_id]
                     )
+        # Keel's threads one at a time: its nodes' own time, with no other run to wait for.
+        alone = [next(next_case) for _ in range(ALONE)]
+        run_round(stage, "keel", alone, warmup=True, clients=1)
+        nodes[f"{workers[-1]} worker(s), 1 client"] = node_times(
+            running.keel_postgres_url, [c.thread_id for c in alone]
+        )
         server = server_seconds(logs)
         probed = {g: thread_writes_of(running.keel_postgres_url, g, last[g][-1]) for g in GRAPHS}
     result: dict[str, Any] = {
@@ -913,7 +927,7 @@ def bench_engine(
         "warmup": warmup,
         "workers": list(workers),
         "figures": summarize(all_rounds, server, sizes),
-        "nodes": {f"workers_{w}": per for w, per in nodes.items()},
+        "nodes": nodes,
         "channels": {
             g: {"summary": summary(tasks), "table": table(tasks)} for g, tasks in probed.items()
         },
