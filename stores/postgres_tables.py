@@ -17,6 +17,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from keel.errors import StoreUnavailable
 from stores.checkpoints import ensure_table, redact_url
+from stores.postgres_pool import LivenessCheck
 
 _BOUND = threading.local()
 """This thread's ``one_transaction`` block: its exit stack and its connection per pool."""
@@ -183,7 +184,8 @@ class SharedPools:
     The intent ledger, the event inbox, the budgets and the flight record each used to open
     their own connections (the ledger one per statement); in a serving worker they now take
     turns on a few kept connections, each checked before use (a human may take hours to
-    approve, and the server or a firewall may have closed an idle connection meanwhile).
+    approve, and the server or a firewall may have closed an idle connection meanwhile; a round
+    trip only when the connection may be dead, ``stores.postgres_pool.LivenessCheck``).
     """
 
     MIN_SIZE = 2
@@ -207,15 +209,16 @@ class SharedPools:
                 self._pools[key] = (shared, users + 1)
                 return shared
             # A plain pool: the store's own ``connection`` names the setting and the store.
-            # Every connection is checked before use (a round trip): skipping the check for one
-            # returned a moment ago handed out dead connections right after a server restart, so
-            # the first statement of each failed (tests/integration/test_backends.py).
+            # Every connection is checked before use, with a round trip only when it may be dead
+            # (``LivenessCheck``): skipping the check for one returned a moment ago, whatever its
+            # socket said, handed out dead connections right after a server restart
+            # (tests/integration/test_backends.py).
             pool: ConnectionPool[Any] = ConnectionPool(
                 url,
                 min_size=1,
                 max_size=wanted,
                 kwargs=kwargs,
-                check=ConnectionPool.check_connection,
+                check=LivenessCheck(),
                 max_idle=300,
                 timeout=timeout_s,
                 reconnect_timeout=timeout_s,
