@@ -348,6 +348,40 @@ def test_a_batch_of_events_is_one_transaction_and_reads_back_in_order(
     assert [e.segment for e in record.events("run-b")] == list(range(50))
 
 
+def test_a_batch_of_events_is_one_insert_statement_and_keeps_every_field(
+    record: FlightRecord, postgres_url: str
+) -> None:
+    # The server counts the INSERT statements on the table (a trigger per statement, not per
+    # row): a batch of a served run's events was one statement per event (issue 26).
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        record.count()  # the table exists
+        conn.execute(
+            "CREATE TABLE inserts (n INT); INSERT INTO inserts VALUES (0);"
+            " CREATE FUNCTION count_insert() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            " UPDATE inserts SET n = n + 1; RETURN NULL; END $$;"
+            " CREATE TRIGGER counted AFTER INSERT ON keel_events"
+            " FOR EACH STATEMENT EXECUTE FUNCTION count_insert();"
+        )
+    texts = ["plain", "quote ' and \" double", "back\\slash {brace,} NULL", "é 日本 \n line"]
+    batch = [
+        RecordEvent(
+            run_id="run-c", thread_id=f"t-{i % 2}", segment=i,
+            checkpoint_id=None if i % 2 else f"cp-{i}", node=None if i % 3 else texts[i % 4],
+            step=None if i % 2 else i, at=f"2026-12-02T00:00:{i:02d}+00:00",
+            payload=RunEnded(status="done", answer=texts[i % 4], duration_ms=i / 3),
+        )
+        for i in range(7)
+    ]  # fmt: skip
+    record.append_many(batch)
+    record.append_many([])  # nothing to store: no statement
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        assert conn.execute("SELECT n FROM inserts").fetchone() == (1,)
+    stored = record.events("run-c")
+    assert [e.model_copy(update={"seq": None}) for e in stored] == batch  # in order, unchanged
+    seqs = [e.seq or 0 for e in stored]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(batch)
+
+
 # -- one pool per process for Keel's own stores --------------------------------------------------
 
 
