@@ -235,6 +235,41 @@ def test_the_approval_history_is_append_only_per_kind_and_key(guard: Guard) -> N
     assert guard.review_entries("t-2") == ['{"n": 4}'] and guard.review_entries("t-3") == []
 
 
+def test_the_facts_read_the_approval_history_when_asked(guard: Guard) -> None:
+    """The approval node reads the guard's facts and the approval history at once (issue 26)."""
+    guard.add_review_entry("t-1", "shown", "task-1", '{"n": 1}')
+    guard.add_review_entry("t-1", "proposed", "req-1:bob", '{"n": 2}')
+    assert guard.facts("t-1").reviews is None  # not asked
+    facts = guard.facts("t-1", reviews=True)
+    assert facts.reviews == ('{"n": 1}', '{"n": 2}') == tuple(guard.review_entries("t-1"))
+    assert guard.facts("t-2", reviews=True).reviews == ()
+
+
+def test_a_refund_thread_reads_its_approval_history_with_the_guards_facts(
+    home: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The approval node, run to its interrupt and again on the resume, reads the approval
+    history in its read of the guard's facts and writes its request's entry once: it read the
+    history on its own three times and wrote the entry twice (issue 26)."""
+    statements: list[str] = []
+    execute = psycopg.Connection.execute
+    monkeypatch.setattr(
+        psycopg.Connection,
+        "execute",
+        lambda conn, sql, *a, **kw: statements.append(str(sql)) or execute(conn, sql, *a, **kw),
+    )
+    with KeelApp.open(_settings(home, postgres_url)) as app:
+        app.run(REFUND_REQUEST, thread_id="t-reviews")
+        done = app.resume("t-reviews", Decision(kind="approve", reviewer="ann"))
+        touching = [s for s in statements if "keel_guard_reviews" in s]
+        assert done.status == "done"
+        assert app.context.reviews is not None
+        assert [e.kind for e in app.context.reviews.entries("t-reviews")] == ["shown"]
+    assert [s for s in touching if s.startswith("SELECT entry")] == []
+    assert len([s for s in touching if s.startswith("INSERT")]) == 1
+    assert len([s for s in touching if s.startswith("SELECT ARRAY(")]) == 2  # each approve run
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_two_workers_share_the_approval_history_through_the_guards_store(
     request: pytest.FixtureRequest, tmp_path: Path, backend: str
