@@ -134,7 +134,7 @@ class PostgresGuard(Guard):
         return bool(rows)
 
     def settle_receipt(self, thread_id: str, digest: str) -> None:
-        self._execute(
+        self._tables.write(
             "UPDATE keel_guard_receipts SET settled_at = now()"
             " WHERE thread_id = %s AND digest = %s AND settled_at IS NULL",
             (thread_id, digest),

@@ -21,6 +21,7 @@ from keel.settings import Settings
 from stores.backends import open_stores
 from stores.guard import Guard, SqliteGuard, plan_digest
 from stores.guard_postgres import PostgresGuard
+from stores.ledger import Intent
 from stores.review_log import ReviewEntry
 from tests.builders import evidence
 from tests.conftest import REFUND_REQUEST
@@ -372,3 +373,54 @@ def test_a_receipt_consumed_and_its_intent_are_one_transaction(
         ledger.begin("key-b", "t-1", 1, "send_email", "sha256:b")
         raise ZeroDivisionError  # the block fails before its commit
     assert guard.spent("t-1") == {"sha256:a"} and ledger.get("key-b") is None
+
+
+def test_an_intent_done_and_its_receipt_settled_are_one_statement(
+    tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The executor marks the intent done and settles its receipt in ``ledger.atomic()``, and
+    nothing in the block reads: the writes are one statement at the block's end (atomic as any
+    statement), not a transaction of four (BEGIN, two updates, COMMIT; issue 26). A block that
+    fails writes nothing."""
+    from stores.ledger_postgres import PostgresLedger
+
+    guard = open_stores(_settings(tmp_path, postgres_url)).guard
+    ledger = PostgresLedger(postgres_url)
+    assert isinstance(guard, PostgresGuard)
+    for key, digest in (("key-a", "sha256:a"), ("key-b", "sha256:b")):
+        assert guard.consume_receipt("t-1", digest, attempt="task-1", approved_by="ann")
+        ledger.begin(key, "t-1", 0, "refund_charge", digest)
+    # The server says which statement wrote each table.
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE wrote (tab TEXT, query TEXT);"
+            " CREATE FUNCTION note_write() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            " INSERT INTO wrote VALUES (TG_TABLE_NAME, current_query()); RETURN NULL; END $$;"
+            " CREATE TRIGGER noted AFTER UPDATE ON keel_intents"
+            " FOR EACH STATEMENT EXECUTE FUNCTION note_write();"
+            " CREATE TRIGGER noted AFTER UPDATE ON keel_guard_receipts"
+            " FOR EACH STATEMENT EXECUTE FUNCTION note_write();"
+        )
+    opened: list[object] = []
+    transaction = psycopg.Connection.transaction
+    monkeypatch.setattr(
+        psycopg.Connection,
+        "transaction",
+        lambda conn, *a, **kw: opened.append(conn) or transaction(conn, *a, **kw),
+    )
+    with ledger.atomic():
+        ledger.finish("key-a", {"refund_id": "RF-1"})
+        guard.settle_receipt("t-1", "sha256:a")
+    assert opened == []  # no BEGIN and no COMMIT around it
+    with pytest.raises(ZeroDivisionError), ledger.atomic():
+        ledger.finish("key-b", {"refund_id": "RF-2"})
+        guard.settle_receipt("t-1", "sha256:b")
+        raise ZeroDivisionError  # the block fails before its end
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        wrote = conn.execute("SELECT tab, query FROM wrote").fetchall()
+    assert sorted(tab for tab, _ in wrote) == ["keel_guard_receipts", "keel_intents"]
+    assert len({query for _, query in wrote}) == 1  # one statement wrote both
+    found = ledger.get("key-a")
+    assert found is not None and found.status == "done" and found.answer == {"refund_id": "RF-1"}
+    assert guard.spent("t-1", attempt="task-1") == {"sha256:a"}  # settled: spent for all
+    assert ledger.get("key-b") == Intent("key-b", "pending", None)
