@@ -285,6 +285,9 @@ class KeelApp:
                 otel.flush()
             if records is not None:
                 records.close()
+            # The stores opened here (their files and shared pools); a context the caller gave
+            # keeps its own, which are the caller's to close.
+            configured.close()
 
     def _config(self, thread_id: str) -> dict[str, Any]:
         return {

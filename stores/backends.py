@@ -76,7 +76,9 @@ class Stores:
 
     def close(self) -> None:
         """Let go of what the stores hold open (files, shared pools)."""
+        self.ledger.close()
         self.guard.close()
+        self.inbox.close()
         self.budgets.close()
         self.flight_record.close()
         self.breakers.close()

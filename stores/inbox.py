@@ -70,6 +70,9 @@ class Inbox(ABC):
     def restart(self) -> None:
         """Read the outbox from the start again (the domain's backend was reset)."""
 
+    def close(self) -> None:  # noqa: B027 (an inbox with nothing to release keeps this)
+        """Release the store's connections (a later use opens them again)."""
+
     @abstractmethod
     def advance(self, seq: int) -> None:
         """The relay has handled every event up to ``seq``; a smaller number changes nothing."""
@@ -99,6 +102,9 @@ class SqliteInbox(Inbox):
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)  # the relay's lock file lives beside it
         self._file = SqliteFile(path, schema=_SCHEMA, rows="row")
+
+    def close(self) -> None:
+        self._file.close()
 
     def _db(self) -> AbstractContextManager[sqlite3.Connection]:
         # Every call is one statement, its own transaction: a read takes no write lock.

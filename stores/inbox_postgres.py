@@ -54,6 +54,9 @@ class PostgresInbox(Inbox):
             what="event inbox", connect_timeout_s=connect_timeout_s, behind_pooler=behind_pooler,
         )  # fmt: skip
 
+    def close(self) -> None:
+        self._tables.close()
+
     def subscribe(self, thread_id: str, wait: EventWait) -> None:
         self._tables.execute(
             "INSERT INTO keel_subscriptions (thread_id, event, key) VALUES (%s, %s, %s)"

@@ -64,6 +64,9 @@ class Ledger(ABC):
     def for_thread(self, thread_id: str) -> list[dict[str, Any]]:
         """The thread's intents (key, step, tool, status), by step."""
 
+    def close(self) -> None:  # noqa: B027 (a ledger with nothing to release keeps this)
+        """Release the store's connections (a later use opens them again)."""
+
 
 class SqliteLedger(Ledger):
     """Intents in a SQLite file; each write is its own committed transaction, synced to disk
@@ -72,6 +75,9 @@ class SqliteLedger(Ledger):
     def __init__(self, path: Path) -> None:
         self.path = path
         self._file = SqliteFile(path, schema=SCHEMA)
+
+    def close(self) -> None:
+        self._file.close()
 
     def _db(self) -> AbstractContextManager[sqlite3.Connection]:
         return self._file.connect()

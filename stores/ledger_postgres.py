@@ -45,6 +45,9 @@ class PostgresLedger(Ledger):
             what="intent ledger", connect_timeout_s=connect_timeout_s, behind_pooler=behind_pooler,
         )  # fmt: skip
 
+    def close(self) -> None:
+        self._tables.close()
+
     def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         # The checkpointer already proved the URL when the process started: an error is an outage.
         return self._tables.execute(sql, params)

@@ -345,7 +345,10 @@ def test_the_engine_bench_reads_a_thread_s_writes_from_postgres(
         assert app.resume("t-probe", Decision(kind="approve", reviewer="ann")).status == "done"
     tasks = thread_writes_of(postgres_url, "keel", "t-probe")
     nodes = [t.node for t in tasks]
-    assert nodes.count("execute") == 2 and "approve" in nodes and "respond" in nodes
+    # Both steps, their checks and the answer are one ``execute`` task (no ``respond`` task).
+    assert nodes.count("execute") == 1 and "approve" in nodes and "respond" not in nodes
+    [executed] = [t for t in tasks if t.node == "execute"]
+    assert {"results", "result_verdict", "answer", "status"} <= {w.channel for w in executed.writes}
     assert all(w.changed for t in tasks for w in t.writes)
 
 
@@ -424,3 +427,21 @@ def test_an_intent_done_and_its_receipt_settled_are_one_statement(
     assert found is not None and found.status == "done" and found.answer == {"refund_id": "RF-1"}
     assert guard.spent("t-1", attempt="task-1") == {"sha256:a"}  # settled: spent for all
     assert ledger.get("key-b") == Intent("key-b", "pending", None)
+
+
+@pytest.mark.integration
+def test_an_app_on_postgres_gives_back_the_shared_pool_it_opened(
+    home: Path, postgres_url: str
+) -> None:
+    """The stores ``KeelApp.open`` opened share one pool per database in the process; closing the
+    app lets go of it, so a process that opens apps one after another holds no connection of
+    the closed ones."""
+    from stores.postgres_tables import PROCESS_POOLS
+
+    before = set(PROCESS_POOLS._pools)
+    with KeelApp.open(_settings(home, postgres_url)) as app:
+        waiting = app.run(REFUND_REQUEST)
+        done = app.resume(waiting.thread_id, Decision(kind="approve", reviewer="ann"))
+        assert done.status == "done"
+        assert set(PROCESS_POOLS._pools) - before, "the run took no pooled connection"
+    assert set(PROCESS_POOLS._pools) - before == set()
