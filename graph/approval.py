@@ -62,7 +62,7 @@ from graph.wire import (
 )
 from keel.errors import BadRequest
 from stores.guard import GuardFacts, with_taint
-from stores.review_log import MemoryReviewLog, ReviewEntry, ReviewLog
+from stores.review_log import MemoryReviewLog, ReviewEntry, ReviewLog, entries_of
 from tools.permissions import PermissionGate
 from tools.provenance import Sources, refusal
 from tools.spec import ToolRegistry
@@ -507,8 +507,9 @@ def approve(
     plan = state["plan"]
     assert plan is not None
     thread_id = thread_of(runtime)
-    # Receipts used, rejections and taint as the thread guard holds them, not as the state says.
-    guarded = ctx.guard.facts(thread_id) if ctx.guard is not None else GuardFacts()
+    # Receipts used, rejections and taint as the thread guard holds them, not as the state says;
+    # the approval history with them (one read, issue 26).
+    guarded = ctx.guard.facts(thread_id, reviews=True) if ctx.guard is not None else GuardFacts()
     evidence = with_taint(state.get("evidence", []), guarded.taint)
     # The plan check's finding (``pending_actions``) routed the thread here; what is asked is
     # worked out again against the guard, so a caller who wrote that channel (an empty list, a
@@ -526,8 +527,11 @@ def approve(
     # One entry per approval task: a resumed node runs again and finds the one it wrote.
     info = runtime.execution_info
     key = info.task_id if info is not None else ""
-    shown = shown_entry(log.entries(thread_id), thread_id, key, digests)
-    log.add(thread_id, shown)
+    history = entries_of(log, thread_id, store=ctx.guard, read=guarded.reviews)
+    shown = shown_entry(history, thread_id, key, digests)
+    if shown not in history:  # else the node was resumed and its first run wrote it
+        log.add(thread_id, shown)
+        history = [*history, shown]
     note = state.get("review_note", "")
     sources = thread_sources(
         state.get("request", ""),
@@ -542,7 +546,9 @@ def approve(
         return _invalid(refused)
     claimed = answer.get("reviewer") if isinstance(answer, dict) else None
     reviewer = reviewer_of(config, claimed if isinstance(claimed, str) else None)
-    return read_decisions(answer, request, plan, thread_id, ctx, reviewer, log=log, facts=guarded)
+    return read_decisions(
+        answer, request, plan, thread_id, ctx, reviewer, log=log, facts=guarded, history=history
+    )
 
 
 def _digest(step: Step) -> str:
@@ -569,6 +575,7 @@ def read_decisions(
     reviewer: Reviewer | None = None,
     log: ReviewLog | None = None,
     facts: GuardFacts | None = None,
+    history: Sequence[ReviewEntry] | None = None,
 ) -> StateUpdate:
     """Turn a human's answer into receipts, rejections or edits; refuse anything else.
 
@@ -577,7 +584,8 @@ def read_decisions(
     (``graph.reviewer.reviewer_of``); without one, the answer's own ``reviewer`` names them.
     ``log`` is the thread's review history (``review_log_of``): a digest-less approval is
     judged by it, and an edit proposal or a refusal of a changed request is written to it.
-    ``facts`` is what the thread guard held when the answer arrived (read again when None).
+    ``facts`` is what the thread guard held when the answer arrived (read again when None);
+    ``history`` the log's entries read with them, with the request's own (read when None).
     """
     raw = answer.get("decisions") if isinstance(answer, dict) else None
     if not isinstance(raw, list) or len(raw) != len(request["digests"]):
@@ -671,7 +679,8 @@ def read_decisions(
             + "; ".join(reasons)
             + ". Nothing irreversible was done.",
         }
-    history = log.entries(thread_id) if log is not None else []
+    if history is None:
+        history = log.entries(thread_id) if log is not None else []
     request_id = request.get("request_id", "")
     if proposed:
         # The other actions are asked for again with the edited one: what they say may depend

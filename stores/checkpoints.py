@@ -90,7 +90,8 @@ def postgres_checkpointer(settings: Settings, url: str) -> Iterator[BaseCheckpoi
     starting together on a fresh database do not race; behind a transaction pooler, let the first
     start (or a deploy step) reach Postgres directly, as session locks need one connection.
     A human may take hours to approve: ``check`` replaces a connection the server or a firewall
-    closed in the meantime instead of failing the resume with "connection is closed".
+    closed in the meantime instead of failing the resume with "connection is closed" (with a
+    round trip only when the connection may be dead: ``stores.postgres_pool.LivenessCheck``).
     One saver serializes its calls, so a process scales to one run at a time per saver: scale
     with processes.
 
@@ -105,7 +106,7 @@ def postgres_checkpointer(settings: Settings, url: str) -> Iterator[BaseCheckpoi
     from psycopg.rows import dict_row
     from psycopg_pool import PoolTimeout
 
-    from stores.postgres_pool import KeelPool
+    from stores.postgres_pool import KeelPool, LivenessCheck
 
     shown = redact_url(url)
     timeout = settings.postgres_connect_timeout_s
@@ -130,7 +131,7 @@ def postgres_checkpointer(settings: Settings, url: str) -> Iterator[BaseCheckpoi
         min_size=1,
         max_size=settings.postgres_pool_size,
         kwargs=connection_kwargs,
-        check=KeelPool.check_connection,
+        check=LivenessCheck(),
         max_idle=300,
         timeout=timeout,
         reconnect_timeout=timeout,

@@ -2,9 +2,10 @@
 same table, so ``keel runs``, ``trace``, ``explain`` and ``replay`` see the runs of all of them.
 
 Same guarantees as the SQLite record (``stores.flight_record``): one committed insert per event
-(autocommit; the server's own ``synchronous_commit`` decides the fsync), append-only enforced by
-the database (a trigger refuses every UPDATE, DELETE and TRUNCATE, whoever connects), and the
-schema version of each event checked on read, by the same code (:class:`FlightRecord`).
+or per batch (autocommit; the server's own ``synchronous_commit`` decides the fsync; a batch is one
+statement, all of it or none), append-only enforced by the database (a trigger refuses every
+UPDATE, DELETE and TRUNCATE, whoever connects), and the schema version of each event checked on
+read, by the same code (:class:`FlightRecord`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,14 @@ CREATE OR REPLACE TRIGGER keel_events_no_truncate BEFORE TRUNCATE ON keel_events
     FOR EACH STATEMENT EXECUTE FUNCTION keel_events_append_only();
 """
 _SCHEMA_LOCK = 0x6B656563  # any constant shared by Keel's processes; one per store
+_INSERT_MANY = (
+    f"INSERT INTO keel_events {INSERT_COLUMNS}"
+    " SELECT version, run, thread, segment, checkpoint, node, step, kind, at, payload"
+    " FROM unnest(%s::int[], %s::text[], %s::text[], %s::int[], %s::text[], %s::text[],"
+    " %s::int[], %s::text[], %s::text[], %s::text[]) WITH ORDINALITY AS batch(version, run,"
+    " thread, segment, checkpoint, node, step, kind, at, payload, n) ORDER BY n"
+)
+"""A batch in one statement: one array per column of ``INSERT_COLUMNS``, rows in its order."""
 
 
 class PostgresFlightRecord(FlightRecord):
@@ -89,15 +98,13 @@ class PostgresFlightRecord(FlightRecord):
         return int(rows[0][0])
 
     def append_many(self, events: list[RecordEvent]) -> None:
-        """Store the events in one transaction: one round trip and one commit for the batch."""
-        rows = [event_row(event) for event in events]
+        """Store the events with one statement (one round trip, one commit, all or none): one
+        array per column, unnested in the batch's order, so ``seq`` follows it."""
+        if not events:
+            return
+        columns = list(zip(*(event_row(event) for event in events), strict=True))
         try:
-            with self._tables.connection() as conn, conn.transaction(), conn.cursor() as cur:
-                cur.executemany(
-                    f"INSERT INTO {self.table} {INSERT_COLUMNS}"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    rows,
-                )
+            self._tables.execute(_INSERT_MANY, tuple(list(column) for column in columns))
         except psycopg.Error as err:
             raise StoreUnavailable(self.where, f"flight recorder: {err}") from err
 

@@ -71,6 +71,8 @@ class GuardFacts:
             (``plan=``), read with the rest; None when it was not asked.
         requests: the request texts intake took in the thread, oldest first.
         records: the records the planner read through trusted tools, each pass's, oldest first.
+        reviews: the approval history as stored (``review_entries``), read with the rest when
+            ``facts`` was asked for it (``reviews=True``); None when it was not asked.
     """
 
     spent: frozenset[str] = frozenset()
@@ -81,6 +83,7 @@ class GuardFacts:
     plan_validated: bool | None = None
     requests: tuple[str, ...] = ()
     records: tuple[Any, ...] = ()
+    reviews: tuple[str, ...] | None = None
 
 
 class Guard(ABC):
@@ -219,10 +222,16 @@ class Guard(ABC):
     # -- reading it all -------------------------------------------------------------------------
 
     def facts(
-        self, thread_id: str, *, attempt: str | None = None, plan: str | None = None
+        self,
+        thread_id: str,
+        *,
+        attempt: str | None = None,
+        plan: str | None = None,
+        reviews: bool = False,
     ) -> GuardFacts:
         """Everything the gate reads about the thread, at once; with ``plan`` (a plan's
-        digest), whether the validator passed that plan too (the executor asks both)."""
+        digest), whether the validator passed that plan too (the executor asks both); with
+        ``reviews``, the approval history too (the approval node asks both)."""
         return GuardFacts(
             spent=self.spent(thread_id, attempt=attempt),
             rejected=self.rejected(thread_id),
@@ -232,6 +241,7 @@ class Guard(ABC):
             plan_validated=self.validated_plan(thread_id, plan) if plan is not None else None,
             requests=tuple(self.requests(thread_id)),
             records=tuple(self.records(thread_id)),
+            reviews=tuple(self.review_entries(thread_id)) if reviews else None,
         )
 
     def close(self) -> None:  # noqa: B027 (a store without resources needs nothing)

@@ -87,6 +87,7 @@ _FACTS = (
 )
 
 _VALIDATED = ", EXISTS(SELECT 1 FROM keel_guard_plans WHERE thread_id = %s AND digest = %s)"
+_REVIEWS = ", ARRAY(SELECT entry FROM keel_guard_reviews WHERE thread_id = %s ORDER BY seq)"
 
 
 class PostgresGuard(Guard):
@@ -133,7 +134,7 @@ class PostgresGuard(Guard):
         return bool(rows)
 
     def settle_receipt(self, thread_id: str, digest: str) -> None:
-        self._execute(
+        self._tables.write(
             "UPDATE keel_guard_receipts SET settled_at = now()"
             " WHERE thread_id = %s AND digest = %s AND settled_at IS NULL",
             (thread_id, digest),
@@ -258,31 +259,43 @@ class PostgresGuard(Guard):
         return [str(r[0]) for r in self._sources_tables.execute(_SOURCES, (thread_id, kind))]
 
     def facts(
-        self, thread_id: str, *, attempt: str | None = None, plan: str | None = None
+        self,
+        thread_id: str,
+        *,
+        attempt: str | None = None,
+        plan: str | None = None,
+        reviews: bool = False,
     ) -> GuardFacts:
         """The seven reads in one statement (one round trip and one snapshot: each node that
         checks reads them once, and they agree with each other); with ``plan``, the validated
-        plan's in the same statement (the executor's checks: one round trip less per step)."""
+        plan's in the same statement (the executor's checks: one round trip less per step); with
+        ``reviews``, the approval history's (the approval node's: one round trip less per run)."""
+        sql = _FACTS
         params: tuple[Any, ...] = (
             thread_id, attempt, *(thread_id,) * 4, thread_id, "request", thread_id, "records",
         )  # fmt: skip
+        if plan is not None:
+            sql, params = sql + _VALIDATED, (*params, thread_id, plan)
+        if reviews:
+            sql, params = sql + _REVIEWS, (*params, thread_id)
         with self._tables.connection() as conn:
             self._sources_tables.ensure(conn)
-            if plan is None:
-                rows = list(conn.execute(_FACTS, params))
-            else:
+            if plan is not None or reviews:
                 self._plans.ensure(conn)
-                rows = list(conn.execute(_FACTS + _VALIDATED, (*params, thread_id, plan)))
-        spent, rejected, taint, requester, waiting, requests, records, *validated = rows[0]
+            row = conn.execute(sql, params).fetchall()[0]  # type: ignore[arg-type]
+        spent, rejected, taint, requester, waiting, requests, records, *asked = row
+        validated = asked.pop(0) if plan is not None else None
+        entries = asked.pop(0) if reviews else None
         return GuardFacts(
             spent=frozenset(str(d) for d in spent),
             rejected=frozenset(str(d) for d in rejected),
             taint=tuple(Evidence.model_validate_json(e) for e in taint),
             requester=str(requester) if requester is not None else None,
             waiting=tuple((str(e), str(k), str(d)) for e, k, d in waiting),
-            plan_validated=bool(validated[0]) if validated else None,
+            plan_validated=bool(validated) if plan is not None else None,
             requests=tuple(json.loads(b) for b in requests),
             records=tuple(json.loads(b) for b in records),
+            reviews=tuple(str(e) for e in entries) if entries is not None else None,
         )
 
     def close(self) -> None:

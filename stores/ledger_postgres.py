@@ -65,14 +65,14 @@ class PostgresLedger(Ledger):
         return Intent(key, status, json.loads(answer) if answer else None)
 
     def begin(self, key: str, thread_id: str, step: int, tool: str, digest: str) -> None:
-        self._execute(
+        self._tables.write(
             "INSERT INTO keel_intents (key, thread_id, step, tool, digest, status)"
             " VALUES (%s, %s, %s, %s, %s, 'pending') ON CONFLICT (key) DO NOTHING",
             (key, thread_id, step, tool, digest),
         )
 
     def finish(self, key: str, answer: dict[str, Any]) -> None:
-        self._execute(
+        self._tables.write(
             "UPDATE keel_intents SET status = 'done', answer = %s, updated_at = now()"
             " WHERE key = %s",
             (json.dumps(answer), key),

@@ -7,9 +7,11 @@ set; it is imported only then.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -17,9 +19,11 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from keel.errors import StoreUnavailable
 from stores.checkpoints import ensure_table, redact_url
+from stores.postgres_pool import LivenessCheck
 
 _BOUND = threading.local()
-"""This thread's ``one_transaction`` block: its exit stack and its connection per pool."""
+"""This thread's ``one_transaction`` block: its exit stack, its connection per pool, and the
+writes it holds for its end (``KeelTables.write``)."""
 
 
 @contextmanager
@@ -29,7 +33,11 @@ def one_transaction() -> Iterator[None]:
     when the block ends, rolled back when it raises. A block inside another joins it.
 
     The executor consumes a receipt (thread guard) and writes the intent (ledger) so: one
-    round trip and one commit less, and never one without the other (issue 26).
+    round trip and one commit less, and never one without the other (issue 26). The writes
+    whose rows nobody reads (``KeelTables.write``: an intent done, a receipt settled) are held
+    until the block ends and then made together, as one statement where they write different
+    tables; a block of such writes alone is that one statement, with no BEGIN and no COMMIT
+    around it. A block that raises makes none of them.
 
     Raises:
         StoreUnavailable: the server went away before the commit.
@@ -39,15 +47,65 @@ def one_transaction() -> Iterator[None]:
         return
     try:
         with ExitStack() as stack:
-            _BOUND.stack, _BOUND.conns, _BOUND.setting = stack, {}, ""
+            _BOUND.stack, _BOUND.conns, _BOUND.setting, _BOUND.writes = stack, {}, "", []
             try:
                 yield
+                _write_held(stack, _BOUND.conns, _BOUND.writes)  # before the commit
             finally:
                 setting = _BOUND.setting
-                _BOUND.stack = _BOUND.conns = None
+                _BOUND.stack = _BOUND.conns = _BOUND.writes = None
     except (psycopg.OperationalError, PoolTimeout, TimeoutError) as err:
         reason = " ".join(str(err).split()) or type(err).__name__
         raise StoreUnavailable(setting or "KEEL_POSTGRES_URL", reason) from err
+
+
+@dataclass(frozen=True)
+class _Held:
+    """A write held for its block's end (``KeelTables.write``)."""
+
+    tables: KeelTables
+    sql: str
+    params: tuple[Any, ...] = ()
+
+
+_TARGET = re.compile(r"\s*(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+(\w+)", re.IGNORECASE)
+
+
+def _write_held(stack: ExitStack, conns: dict[int, Any], writes: list[_Held]) -> None:
+    """Make a block's held writes, per pool: on the block's transaction when it opened one,
+    else on a connection of their own (one statement: atomic without a transaction)."""
+    by_pool: dict[int, list[_Held]] = {}
+    for held in writes:
+        by_pool.setdefault(id(held.tables._pooled()), []).append(held)
+    for pool_id, group in by_pool.items():
+        conn = conns.get(pool_id)
+        if conn is None:
+            conn = stack.enter_context(group[0].tables._pooled().connection())
+        for held in group:
+            held.tables.ensure(conn)
+        statements = _combined([(held.sql, held.params) for held in group])
+        with conn.transaction() if len(statements) > 1 else nullcontext():
+            for sql, params in statements:
+                conn.execute(sql, params)
+
+
+def _combined(writes: list[tuple[str, tuple[Any, ...]]]) -> list[tuple[str, tuple[Any, ...]]]:
+    """Writes as one statement (all but the last as data-modifying ``WITH`` clauses) when each
+    writes another table (one statement must not change a row twice); else as they are.
+
+    Example:
+        >>> _combined([("UPDATE a SET x = %s", (1,)), ("INSERT INTO b VALUES (%s)", (2,))])
+        [('WITH w0 AS (UPDATE a SET x = %s) INSERT INTO b VALUES (%s)', (1, 2))]
+        >>> len(_combined([("UPDATE a SET x = 1", ()), ("UPDATE a SET y = 2", ())]))
+        2
+    """
+    targets = [_TARGET.match(sql) for sql, _ in writes]
+    tables = [found.group(1).lower() for found in targets if found is not None]
+    if len(writes) == 1 or len(tables) < len(writes) or len(set(tables)) < len(tables):
+        return writes
+    *riders, (last, _) = writes
+    clauses = ", ".join(f"w{i} AS ({sql})" for i, (sql, _) in enumerate(riders))
+    return [(f"WITH {clauses} {last}", tuple(p for _, params in writes for p in params))]
 
 
 class KeelTables:
@@ -138,6 +196,17 @@ class KeelTables:
             cursor = conn.execute(sql, params)  # type: ignore[arg-type]
             return list(cursor.fetchall()) if cursor.description else []
 
+    def write(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        """Run one write (an INSERT, UPDATE or DELETE whose rows nobody reads): at once, in its
+        own transaction; inside ``one_transaction``, held for the block's end and made there
+        with the block's other held writes (so nothing in the block reads what it wrote)."""
+        writes: list[_Held] | None = getattr(_BOUND, "writes", None)
+        if writes is None:
+            self.execute(sql, params)
+            return
+        writes.append(_Held(self, sql, params))
+        _BOUND.setting = _BOUND.setting or self.setting
+
     def _bound(self, stack: ExitStack) -> psycopg.Connection[tuple[Any, ...]]:
         pool = self._pooled()
         conns: dict[int, Any] = _BOUND.conns
@@ -183,7 +252,8 @@ class SharedPools:
     The intent ledger, the event inbox, the budgets and the flight record each used to open
     their own connections (the ledger one per statement); in a serving worker they now take
     turns on a few kept connections, each checked before use (a human may take hours to
-    approve, and the server or a firewall may have closed an idle connection meanwhile).
+    approve, and the server or a firewall may have closed an idle connection meanwhile; a round
+    trip only when the connection may be dead, ``stores.postgres_pool.LivenessCheck``).
     """
 
     MIN_SIZE = 2
@@ -207,15 +277,16 @@ class SharedPools:
                 self._pools[key] = (shared, users + 1)
                 return shared
             # A plain pool: the store's own ``connection`` names the setting and the store.
-            # Every connection is checked before use (a round trip): skipping the check for one
-            # returned a moment ago handed out dead connections right after a server restart, so
-            # the first statement of each failed (tests/integration/test_backends.py).
+            # Every connection is checked before use, with a round trip only when it may be dead
+            # (``LivenessCheck``): skipping the check for one returned a moment ago, whatever its
+            # socket said, handed out dead connections right after a server restart
+            # (tests/integration/test_backends.py).
             pool: ConnectionPool[Any] = ConnectionPool(
                 url,
                 min_size=1,
                 max_size=wanted,
                 kwargs=kwargs,
-                check=ConnectionPool.check_connection,
+                check=LivenessCheck(),
                 max_idle=300,
                 timeout=timeout_s,
                 reconnect_timeout=timeout_s,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -119,6 +120,31 @@ class StoredReviewLog:
             }
         )
         self.store.add_review_entry(thread_id, entry.kind, entry.key, body)
+
+
+def entries_of(
+    log: ReviewLog, thread_id: str, *, store: object, read: Sequence[str] | None
+) -> list[ReviewEntry]:
+    """The thread's entries: ``read`` (the bodies ``store`` holds, read with the thread guard's
+    facts: ``Guard.facts(reviews=True)``, one round trip for both) when ``log`` keeps its
+    entries in ``store``; else read from ``log``.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from stores.guard import SqliteGuard
+        >>> guard = SqliteGuard(Path(tempfile.mkdtemp()) / "intents.sqlite")
+        >>> log = StoredReviewLog(guard)
+        >>> log.add("t-1", ReviewEntry("proposed", "r-1:ann", by="ann"))
+        >>> read = guard.facts("t-1", reviews=True).reviews
+        >>> entries_of(log, "t-1", store=guard, read=read) == log.entries("t-1")
+        True
+        >>> entries_of(MemoryReviewLog(), "t-1", store=guard, read=read)  # not the guard's
+        []
+    """
+    if read is not None and isinstance(log, StoredReviewLog) and log.store is store:
+        return [_entry(json.loads(body)) for body in read]
+    return log.entries(thread_id)
 
 
 def _entry(body: dict[str, object]) -> ReviewEntry:

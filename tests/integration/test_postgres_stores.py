@@ -348,6 +348,40 @@ def test_a_batch_of_events_is_one_transaction_and_reads_back_in_order(
     assert [e.segment for e in record.events("run-b")] == list(range(50))
 
 
+def test_a_batch_of_events_is_one_insert_statement_and_keeps_every_field(
+    record: FlightRecord, postgres_url: str
+) -> None:
+    # The server counts the INSERT statements on the table (a trigger per statement, not per
+    # row): a batch of a served run's events was one statement per event (issue 26).
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        record.count()  # the table exists
+        conn.execute(
+            "CREATE TABLE inserts (n INT); INSERT INTO inserts VALUES (0);"
+            " CREATE FUNCTION count_insert() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            " UPDATE inserts SET n = n + 1; RETURN NULL; END $$;"
+            " CREATE TRIGGER counted AFTER INSERT ON keel_events"
+            " FOR EACH STATEMENT EXECUTE FUNCTION count_insert();"
+        )
+    texts = ["plain", "quote ' and \" double", "back\\slash {brace,} NULL", "é 日本 \n line"]
+    batch = [
+        RecordEvent(
+            run_id="run-c", thread_id=f"t-{i % 2}", segment=i,
+            checkpoint_id=None if i % 2 else f"cp-{i}", node=None if i % 3 else texts[i % 4],
+            step=None if i % 2 else i, at=f"2026-12-02T00:00:{i:02d}+00:00",
+            payload=RunEnded(status="done", answer=texts[i % 4], duration_ms=i / 3),
+        )
+        for i in range(7)
+    ]  # fmt: skip
+    record.append_many(batch)
+    record.append_many([])  # nothing to store: no statement
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        assert conn.execute("SELECT n FROM inserts").fetchone() == (1,)
+    stored = record.events("run-c")
+    assert [e.model_copy(update={"seq": None}) for e in stored] == batch  # in order, unchanged
+    seqs = [e.seq or 0 for e in stored]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(batch)
+
+
 # -- one pool per process for Keel's own stores --------------------------------------------------
 
 
@@ -376,3 +410,58 @@ def test_keels_stores_share_one_pool_and_a_ledger_statement_opens_no_connection(
     # 31 statements from two stores: before, the ledger opened a connection for each one.
     assert len(opened) <= SharedPools.MIN_SIZE
     assert ledger._tables._pool is inbox._tables._pool  # one pool for the process's stores
+
+
+def _last_query(postgres_url: str, pid: int) -> str | None:
+    """What the server says the backend ``pid`` ran last (None: no such backend)."""
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        row = admin.execute("SELECT query FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def test_a_healthy_pooled_connection_is_handed_out_again_without_a_round_trip(
+    postgres_url: str,
+) -> None:
+    from stores.postgres_tables import SharedPools
+
+    pools = SharedPools()
+    pool = pools.acquire(postgres_url, {"autocommit": True}, size=2, timeout_s=5)
+    try:
+        seen: dict[int, str] = {}
+        for turn in range(6):
+            with pool.connection() as conn:
+                pid = conn.info.backend_pid
+                if pid in seen:
+                    # Handed out again: the server saw nothing since its last statement (the
+                    # pool's check used to send an empty one on every checkout, issue 26).
+                    assert _last_query(postgres_url, pid) == seen[pid]
+                marker = f"SELECT 'keel-pool-turn-{turn}'"
+                conn.execute(marker)  # type: ignore[arg-type]
+                seen[pid] = marker
+        assert len(seen) < 6  # connections were handed out again, so the check above ran
+    finally:
+        pools.release(pool)
+
+
+def test_a_pooled_connection_the_server_closed_a_moment_ago_is_replaced(
+    postgres_url: str,
+) -> None:
+    from stores.postgres_tables import SharedPools
+
+    pools = SharedPools()
+    pool = pools.acquire(postgres_url, {"autocommit": True}, size=2, timeout_s=5)
+    try:
+        with pool.connection() as conn:
+            conn.execute("SELECT 1")
+            first = conn.info.backend_pid
+        # A restart or an administrator ends the backend while the connection sits in the pool,
+        # a moment after it was returned (well within the check's idle limit).
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s, 5000)", (first,))
+        assert _last_query(postgres_url, first) is None
+        for _ in range(3):  # every connection the pool still holds: each is replaced or fine
+            with pool.connection() as conn:
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+                assert conn.info.backend_pid != first
+    finally:
+        pools.release(pool)

@@ -21,6 +21,7 @@ from keel.settings import Settings
 from stores.backends import open_stores
 from stores.guard import Guard, SqliteGuard, plan_digest
 from stores.guard_postgres import PostgresGuard
+from stores.ledger import Intent
 from stores.review_log import ReviewEntry
 from tests.builders import evidence
 from tests.conftest import REFUND_REQUEST
@@ -235,6 +236,41 @@ def test_the_approval_history_is_append_only_per_kind_and_key(guard: Guard) -> N
     assert guard.review_entries("t-2") == ['{"n": 4}'] and guard.review_entries("t-3") == []
 
 
+def test_the_facts_read_the_approval_history_when_asked(guard: Guard) -> None:
+    """The approval node reads the guard's facts and the approval history at once (issue 26)."""
+    guard.add_review_entry("t-1", "shown", "task-1", '{"n": 1}')
+    guard.add_review_entry("t-1", "proposed", "req-1:bob", '{"n": 2}')
+    assert guard.facts("t-1").reviews is None  # not asked
+    facts = guard.facts("t-1", reviews=True)
+    assert facts.reviews == ('{"n": 1}', '{"n": 2}') == tuple(guard.review_entries("t-1"))
+    assert guard.facts("t-2", reviews=True).reviews == ()
+
+
+def test_a_refund_thread_reads_its_approval_history_with_the_guards_facts(
+    home: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The approval node, run to its interrupt and again on the resume, reads the approval
+    history in its read of the guard's facts and writes its request's entry once: it read the
+    history on its own three times and wrote the entry twice (issue 26)."""
+    statements: list[str] = []
+    execute = psycopg.Connection.execute
+    monkeypatch.setattr(
+        psycopg.Connection,
+        "execute",
+        lambda conn, sql, *a, **kw: statements.append(str(sql)) or execute(conn, sql, *a, **kw),
+    )
+    with KeelApp.open(_settings(home, postgres_url)) as app:
+        app.run(REFUND_REQUEST, thread_id="t-reviews")
+        done = app.resume("t-reviews", Decision(kind="approve", reviewer="ann"))
+        touching = [s for s in statements if "keel_guard_reviews" in s]
+        assert done.status == "done"
+        assert app.context.reviews is not None
+        assert [e.kind for e in app.context.reviews.entries("t-reviews")] == ["shown"]
+    assert [s for s in touching if s.startswith("SELECT entry")] == []
+    assert len([s for s in touching if s.startswith("INSERT")]) == 1
+    assert len([s for s in touching if s.startswith("SELECT ARRAY(")]) == 2  # each approve run
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_two_workers_share_the_approval_history_through_the_guards_store(
     request: pytest.FixtureRequest, tmp_path: Path, backend: str
@@ -340,6 +376,57 @@ def test_a_receipt_consumed_and_its_intent_are_one_transaction(
         ledger.begin("key-b", "t-1", 1, "send_email", "sha256:b")
         raise ZeroDivisionError  # the block fails before its commit
     assert guard.spent("t-1") == {"sha256:a"} and ledger.get("key-b") is None
+
+
+def test_an_intent_done_and_its_receipt_settled_are_one_statement(
+    tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The executor marks the intent done and settles its receipt in ``ledger.atomic()``, and
+    nothing in the block reads: the writes are one statement at the block's end (atomic as any
+    statement), not a transaction of four (BEGIN, two updates, COMMIT; issue 26). A block that
+    fails writes nothing."""
+    from stores.ledger_postgres import PostgresLedger
+
+    guard = open_stores(_settings(tmp_path, postgres_url)).guard
+    ledger = PostgresLedger(postgres_url)
+    assert isinstance(guard, PostgresGuard)
+    for key, digest in (("key-a", "sha256:a"), ("key-b", "sha256:b")):
+        assert guard.consume_receipt("t-1", digest, attempt="task-1", approved_by="ann")
+        ledger.begin(key, "t-1", 0, "refund_charge", digest)
+    # The server says which statement wrote each table.
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE wrote (tab TEXT, query TEXT);"
+            " CREATE FUNCTION note_write() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            " INSERT INTO wrote VALUES (TG_TABLE_NAME, current_query()); RETURN NULL; END $$;"
+            " CREATE TRIGGER noted AFTER UPDATE ON keel_intents"
+            " FOR EACH STATEMENT EXECUTE FUNCTION note_write();"
+            " CREATE TRIGGER noted AFTER UPDATE ON keel_guard_receipts"
+            " FOR EACH STATEMENT EXECUTE FUNCTION note_write();"
+        )
+    opened: list[object] = []
+    transaction = psycopg.Connection.transaction
+    monkeypatch.setattr(
+        psycopg.Connection,
+        "transaction",
+        lambda conn, *a, **kw: opened.append(conn) or transaction(conn, *a, **kw),
+    )
+    with ledger.atomic():
+        ledger.finish("key-a", {"refund_id": "RF-1"})
+        guard.settle_receipt("t-1", "sha256:a")
+    assert opened == []  # no BEGIN and no COMMIT around it
+    with pytest.raises(ZeroDivisionError), ledger.atomic():
+        ledger.finish("key-b", {"refund_id": "RF-2"})
+        guard.settle_receipt("t-1", "sha256:b")
+        raise ZeroDivisionError  # the block fails before its end
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        wrote = conn.execute("SELECT tab, query FROM wrote").fetchall()
+    assert sorted(tab for tab, _ in wrote) == ["keel_guard_receipts", "keel_intents"]
+    assert len({query for _, query in wrote}) == 1  # one statement wrote both
+    found = ledger.get("key-a")
+    assert found is not None and found.status == "done" and found.answer == {"refund_id": "RF-1"}
+    assert guard.spent("t-1", attempt="task-1") == {"sha256:a"}  # settled: spent for all
+    assert ledger.get("key-b") == Intent("key-b", "pending", None)
 
 
 @pytest.mark.integration
