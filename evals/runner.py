@@ -229,10 +229,23 @@ def _by_profile(result: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def ordinal(n: int) -> str:
+    """``n`` as an English ordinal.
+
+    Example:
+        >>> [ordinal(n) for n in (2, 3, 10, 11, 21, 112)]
+        ['2nd', '3rd', '10th', '11th', '21st', '112th']
+    """
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
 def _swept(result: Mapping[str, Any]) -> str:
     backends = [b for b in ("sqlite", "postgres") if b in result]
     every = result.get("every", 1)
-    stride = "every boundary" if every == 1 else f"every {every}th boundary (`--every {every}`)"
+    stride = (
+        "every boundary" if every == 1 else f"every {ordinal(every)} boundary (`--every {every}`)"
+    )
     return f"Swept: {', '.join(backends)}; {stride}."
 
 
