@@ -159,7 +159,8 @@ def execute_then_check(
         ...     return {"result_verdict": Verdict(stage="result", ok=True)}
         >>> def finish(state, runtime):
         ...     return {"answer": f"ran {state['results']}"}
-        >>> two = Plan(goal="g", steps=[Step(tool="t", args={}), Step(tool="t", args={})])
+        >>> step_ = Step(tool="t", args={}, purpose="p", effect="read")
+        >>> two = Plan(intent="i", steps=[step_, step_])
         >>> node = execute_then_check(step, check, finish)
         >>> update = node({"plan": two, "cursor": 0, "results": []}, None)
         >>> update["results"], update["cursor"], update["answer"]

@@ -319,9 +319,10 @@ def test_a_run_cancelled_while_the_email_is_in_flight_is_accounted_for_truly(
             parts = client.runs.stream(
                 thread_id, "keel", command=approve, stream_mode="values", on_disconnect="cancel"
             )
-            for _ in parts:
-                if backend.refunds():
-                    break
+            # The run's first event says it started; the steps then run in one ``execute``
+            # task (issue 26), which streams nothing more until it ends: watch the stores.
+            next(iter(parts))
+            _until(lambda: len(backend.refunds()) == 1, "the refund")
             ledger = SqliteLedger(Settings(home=home, _env_file=None).intent_db)  # type: ignore[call-arg]
             _until(
                 lambda: any(i["tool"] == "send_email" and i["status"] == "pending"

@@ -3,8 +3,10 @@
 In that window LangGraph's ``StateSnapshot.next`` is empty (its only task already holds its
 writes) while ``snapshot.tasks`` lists the task with its result. Keel used to read the empty
 ``next`` as "finished": `keel show` said `running` and `keel recover` refused, so the refund was
-made and the e-mail never sent. The worker here is Keel's own CLI in a real process, killed by
-SIGKILL in exactly that window (``stranding_worker.py``), on SQLite and on PostgreSQL.
+made and the e-mail never sent (the steps were a task each then; since issue 26 one ``execute``
+task makes both, and a kill inside it is the crash sweep's). The worker here is Keel's own CLI
+in a real process, killed by SIGKILL in exactly that window (``stranding_worker.py``), on SQLite
+and on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -55,13 +57,15 @@ def test_a_worker_killed_between_saved_writes_and_the_next_checkpoint_is_recover
 ) -> None:
     thread = strand_after_execute(home, checkpointer)
 
-    # The exact state of the issue: the refund made, its writes pending, no next checkpoint.
+    # The exact state of the issue: the ``execute`` task's writes saved (both steps made, their
+    # checks and the answer: one task since issue 26), no next checkpoint.
     snapshot = _raw_snapshot(home, checkpointer, thread)
     assert snapshot.next == ()
     assert [t.name for t in snapshot.tasks] == ["execute"]
     assert snapshot.tasks[0].result is not None and "results" in snapshot.tasks[0].result
-    assert _side_effects(home) == ([("CH-3002", 49.0)], [])
+    assert _side_effects(home) == ([("CH-3002", 49.0)], ["ada@example.com"])
 
+    # Recovered from its saved writes: done, and nothing made again.
     recovered = _json(_keel(home, checkpointer, "recover", thread))
     assert recovered["status"] == "done"
     assert _side_effects(home) == ([("CH-3002", 49.0)], ["ada@example.com"])
