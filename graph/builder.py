@@ -50,6 +50,7 @@ from graph.state import (
     ResultCheckView,
     RetrieverView,
     StateUpdate,
+    Step,
 )
 from graph.waits import after_event, await_event
 
@@ -128,10 +129,23 @@ def after_result(state: KeelState) -> Literal["execute", "escalate", "await_even
     return "execute" if state.get("cursor", 0) < len(plan_.steps) else "__end__"
 
 
+def kept_outside_the_checkpoint(step: Step, runtime: Any) -> bool:
+    """Whether the ``execute`` node may run the next step in the same superstep after ``step``:
+    after a read (a re-run reads again, harmlessly; the answer counts no reads) or an
+    irreversible call (the intent ledger and the backend's idempotency key keep it once, and
+    the answer finds it in the ledger). Not after a write: one the grants allow without an
+    approval holds no ledger intent, so were the node cut short after it, a re-run would make it
+    again and the answer would call it "not started"; its outcome is checkpointed first."""
+    tools = context_of(runtime).tools
+    effect = tools[step.tool].effect if step.tool in tools else step.effect
+    return effect in ("read", "irreversible")
+
+
 def execute_then_check(
     step: Callable[..., StateUpdate],
     check: Callable[..., StateUpdate],
     finish: Callable[..., StateUpdate],
+    goes_on: Callable[[Step, Any], bool] | None = None,
 ) -> Callable[..., StateUpdate]:
     """The executor's steps (``step``), each followed by the validator's result check of it
     (``check``), and the answer (``finish``) once every step ran and passed: one node.
@@ -139,11 +153,12 @@ def execute_then_check(
     The node runs the plan's steps in turn from the cursor while each passes its check and no
     step left an effect in flight; the check reads the state as its step leaves it (the outcome
     appended to ``results``, the cursor moved on), and the node's update holds every outcome and
-    the last verdict. It stops at the first failed check (the router escalates) and at an
-    awaited event (the router waits); at the plan's end, ``finish`` (``agents.respond``) answers
-    on the state as the steps leave it. So a run that goes through takes one superstep from its
-    approval to its answer (issue 26: every superstep costs a served run a checkpoint and its
-    events).
+    the last verdict. It stops at the first failed check (the router escalates), at an awaited
+    event (the router waits) and after a step ``goes_on`` refuses to run past in one superstep
+    (``kept_outside_the_checkpoint``: a write; the router runs the rest in the next); at the
+    plan's end, ``finish`` (``agents.respond``) answers on the state as the steps leave it. So a
+    run of reads and irreversible calls takes one superstep from its approval to its answer
+    (issue 26: every superstep costs a served run a checkpoint and its events).
 
     The executor, the validator and the answer stay separate code; only the superstep is
     shared. A re-run of the node (a crash before its checkpoint) runs the steps again: each
@@ -196,6 +211,9 @@ def execute_then_check(
                 return total  # type: ignore[return-value]
             if view["cursor"] >= len(plan_.steps):
                 return total | finish(view, runtime)  # type: ignore[return-value]
+            made = plan_.steps[view["cursor"] - 1]
+            if goes_on is not None and not goes_on(made, runtime):
+                return total  # type: ignore[return-value]
 
     return node
 
@@ -297,7 +315,10 @@ def build_graph(
         "plan": (plan, PlannerView),
         "check_plan": (check_plan, PlanCheckView),
         "approve": (approve, ApprovalView),
-        "execute": (execute_then_check(execute, check_result, respond), ExecuteView),
+        "execute": (
+            execute_then_check(execute, check_result, respond, kept_outside_the_checkpoint),
+            ExecuteView,
+        ),
         "await_event": (await_event, AwaitView),
         "respond": (respond, RespondView),
         "escalate": (escalate, EscalateView),

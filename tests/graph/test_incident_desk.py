@@ -198,3 +198,72 @@ def test_an_alert_a_caller_writes_into_entities_does_not_move_the_scopes(
         [result] = [r for r in app.show("t-alert").results if r.tool == step.tool]
     assert backend.snapshot() == before
     assert result.denied and "ALR-101" in (result.error or ""), result
+
+
+RESTART = "Alert ALR-102: search-api memory is climbing, please restart the service"
+"""Its plan: read the alert, open an incident (a write the grants allow without an approval),
+restart the service (irreversible, approved), page the on-call engineer."""
+
+
+def _dies_in_the_restart(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.graph.test_chat import WorkerDied
+
+    def dies(*args: Any, **kwargs: Any) -> Any:
+        raise WorkerDied
+
+    monkeypatch.setattr(IncidentBackend, "restart_service", dies)
+
+
+def test_a_write_before_a_step_the_worker_died_in_is_made_once_and_said_done(
+    desk: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ``execute`` node runs steps in turn in one superstep only past reads and irreversible
+    calls (the ledger keeps those once): after a write with no ledger intent its outcome is
+    checkpointed first. So a worker that dies in a later step leaves the write's outcome saved:
+    the recovery does not make it again, and the account says it was done (found by a review:
+    with every step in one superstep, the incident was opened twice and called "not started")."""
+    from tests.graph.test_chat import WorkerDied
+
+    opened: list[str] = []
+    real_open = IncidentBackend.open_incident
+
+    def counted(self: IncidentBackend, *args: Any, **kwargs: Any) -> Any:
+        opened.append("open_incident")
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(IncidentBackend, "open_incident", counted)
+    real_restart = IncidentBackend.restart_service
+    with KeelApp.open(desk, KeelContext.from_settings(desk, domain=IncidentDesk())) as app:
+        first = app.run(RESTART, thread_id="t-restart")
+        assert [s.tool for s in first.plan.steps if s.effect == "write"] == ["open_incident"]
+        _dies_in_the_restart(monkeypatch)
+        with pytest.raises(WorkerDied):
+            app.resume(first.thread_id, Decision(kind="approve", reviewer="alice"))
+        saved = app.graph.get_state({"configurable": {"thread_id": "t-restart"}}).values
+        assert [(r.tool, r.ok) for r in saved["results"]] == [("open_incident", True)]
+        monkeypatch.setattr(IncidentBackend, "restart_service", real_restart)
+        recovered = app.recover(first.thread_id)
+    assert recovered.status == "done"
+    assert opened == ["open_incident"]
+    assert [r.tool for r in recovered.results if r.tool == "open_incident"] == ["open_incident"]
+
+
+def test_a_run_cut_short_after_a_write_accounts_for_the_write_as_done(
+    desk: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same death, then a chat message: the escalation's account says the incident was
+    opened (its outcome was checkpointed before the restart ran), never "not started"."""
+    from tests.graph.test_chat import Chat, WorkerDied
+    from tests.graph.test_chat import _say as say
+
+    with KeelApp.open(desk, KeelContext.from_settings(desk, domain=IncidentDesk())) as app:
+        chat = Chat(app)
+        chat.send(say(RESTART))
+        asked = chat.pending()["action_requests"]
+        _dies_in_the_restart(monkeypatch)
+        with pytest.raises(WorkerDied):
+            chat.answer({"decisions": [{"type": "approve"} for _ in asked]})
+        monkeypatch.undo()
+        escalation = chat.send(say("any news?"))["escalation"]
+    assert any("incident" in line.lower() for line in escalation.done), escalation
+    assert not any("incident" in line.lower() for line in escalation.left), escalation.left
