@@ -482,9 +482,30 @@ def summarize(
             }
         if all(g in per for g in GRAPHS):
             per["ratio"] = ratios(per["keel"], per["bare"])
+            per["ratio"]["throughput_by_round"] = round_ratios(
+                [r for r in rounds if (r.workers, r.graph) == (workers, "keel") and not r.warmup],
+                [r for r in rounds if (r.workers, r.graph) == (workers, "bare") and not r.warmup],
+            )
         if "keel" in per and UNRECORDED in per:
             per["record"] = record_cost(per["keel"], per[UNRECORDED])
         out[f"workers_{workers}"] = per
+    return out
+
+
+def round_ratios(keel: Sequence[Round], bare: Sequence[Round]) -> list[float]:
+    """Keel's throughput over the bare graph's, round by round in the order they ran (the i-th
+    of each, alternated): how far the ratio moves within one run.
+
+    Example:
+        >>> def made(wall_s):
+        ...     return Round("g", 1, False, [ThreadTiming("g", "t")] * 24, wall_s, {}, 0, 0, 0)
+        >>> round_ratios([made(4.0), made(3.0)], [made(2.0), made(2.4)])
+        [0.5, 0.8]
+    """
+    out = []
+    for k, b in zip(keel, bare, strict=False):
+        if k.wall_s > 0 and b.wall_s > 0:
+            out.append(round((len(k.threads) / k.wall_s) / (len(b.threads) / b.wall_s), 2))
     return out
 
 
@@ -597,8 +618,9 @@ def markdown(result: Mapping[str, Any]) -> str:
         "",
         "## Keel over bare (same engine, same run)",
         "",
-        "| workers | throughput | server run p50 | server resume p50 | CPU per thread | targets |",
-        "|---|---|---|---|---|---|",
+        "| workers | throughput | by round | server run p50 | server resume p50 | CPU per thread "
+        "| targets |",
+        "|---|---|---|---|---|---|---|",
     ]
     for key, per in figures.items():
         r = per.get("ratio")
@@ -606,6 +628,7 @@ def markdown(result: Mapping[str, Any]) -> str:
             continue
         lines.append(
             f"| {key.removeprefix('workers_')} | {_fmt(r['throughput'])} "
+            f"| {', '.join(_fmt(x) for x in r.get('throughput_by_round', [])) or '-'} "
             f"| {_fmt(r['server_run_p50'])} | {_fmt(r['server_resume_p50'])} "
             f"| {_fmt(r['cpu_per_thread'])} | {'met' if r['met'] else 'NOT MET'} |"
         )

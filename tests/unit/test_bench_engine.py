@@ -92,12 +92,13 @@ def test_keel_is_set_beside_bare_per_thread_and_as_ratios() -> None:
         "server_resume_p50": 2.5,
         "cpu_per_thread": 2.0,
         "met": False,
+        "throughput_by_round": [0.5],
     }
     page = markdown(
         {"engine": "e", "shape": "s", "machine": "m", "rounds": 1, "threads": 4, "warmup": 0,
          "flight_record": "f", "figures": {"workers_1": figures}}
     )  # fmt: skip
-    assert "| 1 | keel | 120 |" in page and "| 1 | 0.5 | 3 | 2.5 | 2 | NOT MET |" in page
+    assert "| 1 | keel | 120 |" in page and "| 1 | 0.5 | 0.5 | 3 | 2.5 | 2 | NOT MET |" in page
 
 
 def test_the_record_s_cost_is_keel_with_it_minus_keel_without_it() -> None:
