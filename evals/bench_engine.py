@@ -670,7 +670,8 @@ def markdown(result: Mapping[str, Any]) -> str:
                 f"| {_fmt(c.get('checkpoints'))} | {_fmt(c.get('blobs'))} "
                 f"| {_fmt(c.get('writes'))} | {_fmt(c.get('kb'))} |"
             )
-    lines += _record_lines(figures) + _rest_lines(figures) + _node_lines(result)
+    lines += _record_lines(figures) + _rest_lines(figures)
+    lines += _floor_lines(figures, result.get("embedding_ms")) + _node_lines(result)
     lines += _channel_lines(result)
     lines += _event_lines(result)
     for note in result.get("notes", []):
@@ -714,6 +715,57 @@ def allowance(bare_ms: float | None) -> float | None:
         22.5
     """
     return None if bare_ms is None else round(bare_ms / TARGET_THROUGHPUT - bare_ms, 1)
+
+
+def embedding_cpu_ms(requests: Sequence[str]) -> float | None:
+    """CPU ms per request of embedding its text with the retriever's default model (the int8
+    MiniLM the workers load), in this process, after one warm-up: the part of every Keel
+    thread's retrieval that no store or engine change removes (a worker embeds each request once;
+    ``retrieval.store`` keeps the vector of a text it has seen)."""
+    from retrieval.embeddings import OnnxMiniLM
+
+    if not requests:
+        return None
+    model = OnnxMiniLM()
+    model.embed(["a warm-up query"])
+    started = time.process_time()
+    for text in requests:
+        model.embed([text])
+    return round((time.process_time() - started) * 1000 / len(requests), 1)
+
+
+def _floor_lines(figures: Mapping[str, Any], embedding_ms: float | None) -> list[str]:
+    """What the issue keeps, at the least, beside the target's allowance."""
+    if embedding_ms is None:
+        return []
+    lines = [
+        "",
+        "## What the issue keeps, beside the allowance (ms of CPU per thread)",
+        "",
+        "Three parts of Keel's extra cost that the issue asks to keep, measured in this run: "
+        "embedding the request (the retriever's model, in the bench's process, one text at a "
+        "time), the Chroma server's CPU (the query itself), and the flight record of served runs "
+        f"(`keel` minus `{UNRECORDED}`). Left out: the guard's and ledger's statements, the "
+        "validator and approval checks, the larger state and the extra supersteps.",
+        "",
+        "| workers | query embedding | Chroma server | flight record | these three "
+        "| the target's allowance |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, per in figures.items():
+        keel, bare = per.get("keel"), per.get("bare")
+        if keel is None or bare is None:
+            continue
+        chroma = keel["cpu_ms_per_thread"].get("chroma")
+        record = per.get("record", {}).get("cpu_ms_per_thread")
+        parts = [embedding_ms, chroma, record]
+        total = round(sum(parts), 1) if all(isinstance(x, int | float) for x in parts) else None
+        lines.append(
+            f"| {key.removeprefix('workers_')} | {_fmt(embedding_ms)} | {_fmt(chroma)} "
+            f"| {_fmt(record)} | {_fmt(total)} "
+            f"| {_fmt(allowance(bare['cpu_ms_per_thread_total']))} |"
+        )
+    return lines
 
 
 def _rest_lines(figures: Mapping[str, Any]) -> list[str]:
@@ -930,6 +982,7 @@ def bench_engine(
             running.keel_postgres_url, [c.thread_id for c in alone]
         )
         server = server_seconds(logs)
+        embedding_ms = embedding_cpu_ms([c.request for c in chosen[: rounds * threads]])
         probed = {g: thread_writes_of(running.keel_postgres_url, g, last[g][-1]) for g in GRAPHS}
     result: dict[str, Any] = {
         "engine": f"aegra-api {importlib.metadata.version('aegra-api')}: 1 API process, 1 or 2 "
@@ -951,6 +1004,7 @@ def bench_engine(
         "workers": list(workers),
         "figures": summarize(all_rounds, server, sizes),
         "nodes": nodes,
+        "embedding_ms": embedding_ms,
         "channels": {
             g: {"summary": summary(tasks), "table": table(tasks)} for g, tasks in probed.items()
         },

@@ -53,8 +53,15 @@ class RunEnded(Payload):
 
 
 class NodeEntered(Payload):
+    """A node began. The state it was given is a checkpoint's: the one the event names
+    (``RecordEvent.checkpoint_id``; a served run's events name none, and its node of step N read
+    the thread's checkpoint of step N-1). So the event names the channels, not their values: a
+    copy of the whole state per node was half of a run's record (issue 26). Records written
+    before that carry the values in ``inputs``."""
+
     kind: Literal["node_entered"] = "node_entered"
-    inputs: dict[str, Any] = Field(default_factory=dict)
+    channels: list[str] = Field(default_factory=list, description="the state's channels it got")
+    inputs: dict[str, Any] = Field(default_factory=dict, description="older records only")
 
 
 class NodeLeft(Payload):

@@ -315,12 +315,8 @@ class RecordingCallback(BaseCallbackHandler):
         step = (metadata or {}).get("langgraph_step")
         self._nodes[run_id] = (node, step, time.perf_counter())
         self.recorder.node = (node, step)
-        body = jsonable(inputs)
-        self.recorder.emit(
-            NodeEntered(inputs=body if isinstance(body, dict) else {"input": body}),
-            node=node,
-            step=step,
-        )
+        channels = sorted(map(str, inputs)) if isinstance(inputs, dict) else []
+        self.recorder.emit(NodeEntered(channels=channels), node=node, step=step)
 
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
         entry = self._nodes.pop(run_id, None)

@@ -156,9 +156,12 @@ def test_a_value_seen_under_a_sensitive_field_is_hidden_in_the_rest_of_the_run(
     assert update.args["email"] == "[redacted]"
     # Redaction by field knows the address from the intake's entities on: the answer, the
     # steps' purposes, the retrieval query and the end of the run no longer show it. Before
-    # that, the request itself was recorded as typed (hiding it there takes a pattern).
+    # that, the request itself was recorded as typed (hiding it there takes a pattern); a
+    # node's entry names the channels it got, not their values.
     leaking = [(e.kind, e.node) for e in events if ADDRESS in e.model_dump_json()]
-    assert leaking == [("run_started", None), ("node_entered", "intake")]
+    assert leaking == [("run_started", None)]
+    entered = _kinds(events, "node_entered")[0].payload
+    assert "request" in entered.channels and entered.inputs == {}  # type: ignore[union-attr]
     [ended] = _kinds(events, "run_ended")
     assert "[redacted]" in ended.payload.answer  # type: ignore[union-attr]
 
