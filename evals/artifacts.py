@@ -26,6 +26,17 @@ def write_artifacts(
     return {kind: str(path) for kind, path in written.items()}
 
 
+def written_by(command: str, source: str) -> str:
+    """The line a generated page opens with: the command that wrote it, so a reader who finds a
+    figure learns how to measure it again.
+
+    Example:
+        >>> written_by("keel eval --suite compounding", "evals/compounding.py")
+        'Written by `keel eval --suite compounding` (evals/compounding.py); do not edit by hand.'
+    """
+    return f"Written by `{command}` ({source}); do not edit by hand."
+
+
 def _cell(value: Any) -> str:
     """One value as a table cell: lists joined, pipes escaped so the row stays one row."""
     if isinstance(value, list):

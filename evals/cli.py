@@ -121,6 +121,23 @@ def _scenario_paths(args: argparse.Namespace) -> list[Path]:
     return [Path(p).resolve() for p in args.scenarios]
 
 
+def _command(args: argparse.Namespace, domain: str) -> str:
+    """The ``keel eval`` command line that wrote a scorecard, from the options that shape it
+    (and the domain, when it is not the default one)."""
+    from keel.settings import DEFAULT_DOMAIN
+
+    words = [f"KEEL_DOMAIN={domain} keel eval" if domain != DEFAULT_DOMAIN else "keel eval"]
+    words += [f"--suite {suite}" for suite in args.suite or []]
+    words += [f"--scenarios {path}" for path in args.scenarios or []]
+    words += [f"--scenario {name}" for name in args.scenario or []]
+    for flag, value in (("--model", args.model), ("--k", args.k), ("--limit", args.limit)):
+        if value is not None:
+            words.append(f"{flag} {value}")
+    words += ["--plot"] if args.plot else []
+    words += [f"--out {args.out}"] if args.out else []
+    return " ".join(words)
+
+
 def _eval(args: argparse.Namespace, settings: Settings) -> Result:
     """Run the suites; the scenarios' scorecard is also written as JSON and Markdown (and PNG)."""
     from evals.options import EvalOptions
@@ -174,7 +191,7 @@ def _eval(args: argparse.Namespace, settings: Settings) -> Result:
     card = results.get("scenarios")
     if card is not None:
         folder = Path(args.out) if args.out else settings.home / "scorecard"
-        card["written"] = write_scorecard(card, folder)
+        card["written"] = write_scorecard(card, folder, command=_command(args, settings.domain))
         if not args.json:
             print(markdown(card))
             print(f"written: {', '.join(card['written'].values())}")
@@ -235,7 +252,13 @@ def _eval_real_model(args: argparse.Namespace, settings: Settings) -> Result:
         progress=lambda line: print(line, file=sys.stderr, flush=True),
     )
     folder = Path(args.out) if args.out else settings.home / "scorecard-real"
-    card["written"] = write_scorecard(card, folder, render=real_markdown, stem="scorecard-real")
+    card["written"] = write_scorecard(
+        card,
+        folder,
+        render=real_markdown,
+        stem="scorecard-real",
+        command=_command(args, settings.domain),
+    )
     if args.json:
         return card
     print(real_markdown(card))

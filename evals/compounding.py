@@ -47,7 +47,7 @@ from tqdm import tqdm
 
 from domains.support_desk import SupportDesk as DemoDomain
 from domains.support_desk.backend import SEED_CHARGES, SEED_CUSTOMERS, SEED_INVOICES, DemoBackend
-from evals.artifacts import write_artifacts
+from evals.artifacts import write_artifacts, written_by
 from evals.baselines import baseline_tools, scripted_calls
 from evals.fallible import FallibleModel, Injection, ModelFaultProfile
 from evals.scenarios import (
@@ -630,8 +630,10 @@ def plot(curve: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def write_curve(curve: dict[str, Any], folder: Path) -> dict[str, str]:
-    """Write ``compounding.json``, ``compounding.md`` and ``compounding.png`` into ``folder``."""
-    return write_artifacts(
-        folder, "compounding", curve, markdown(curve), lambda path: plot(curve, path)
-    )
+def write_curve(
+    curve: dict[str, Any], folder: Path, command: str = "keel eval --suite compounding"
+) -> dict[str, str]:
+    """Write ``compounding.json``, ``compounding.md`` (under a line naming ``command``, the one
+    that wrote it) and ``compounding.png`` into ``folder``."""
+    signed = f"{written_by(command, 'evals/compounding.py')}\n\n{markdown(curve)}"
+    return write_artifacts(folder, "compounding", curve, signed, lambda path: plot(curve, path))

@@ -71,7 +71,11 @@ def _compounding(settings: Settings, options: EvalOptions, progress: bool) -> di
         k=options.compounding_k,
         progress=progress,
     )
-    curve["written"] = write_curve(curve, options.out or settings.home / "compounding")
+    command = (
+        f"keel eval --suite compounding --runs {options.compounding_runs} --k "
+        f"{options.compounding_k}" + (f" --out {options.out}" if options.out else "")
+    )
+    curve["written"] = write_curve(curve, options.out or settings.home / "compounding", command)
     return curve
 
 

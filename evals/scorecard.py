@@ -59,7 +59,7 @@ from langgraph.types import Command
 from tqdm import tqdm
 
 from evals.ablations import ABLATIONS, Ablation
-from evals.artifacts import write_artifacts
+from evals.artifacts import write_artifacts, written_by
 from evals.baselines import TIMEOUT_S, baseline_tools, irreversible, scripted_calls
 from evals.scenarios import (
     Expected,
@@ -664,14 +664,17 @@ def write_scorecard(
     render: Callable[[dict[str, Any]], str] | None = None,
     *,
     stem: str = "scorecard",
+    command: str = "keel eval --suite scenarios",
 ) -> dict[str, str]:
     """Write ``STEM.json``, ``STEM.md`` (``render``: the Markdown, by default the scripted
-    scorecard's table) and with a sweep ``STEM.png``; for a domain other than the support desk,
-    ``STEM-DOMAIN.*``, so one folder (``docs``) holds every domain's."""
+    scorecard's table, under a line naming ``command``, the one that wrote it) and with a sweep
+    ``STEM.png``; for a domain other than the support desk, ``STEM-DOMAIN.*``, so one folder
+    (``docs``) holds every domain's."""
     sweep = (lambda path: plot(card, path)) if card.get("sweep") else None
     domain = card.get("domain", "support_desk")
     stem = stem if domain == "support_desk" else f"{stem}-{domain}"
-    return write_artifacts(folder, stem, card, (render or markdown)(card), sweep)
+    signed = f"{written_by(command, 'evals/scorecard.py')}\n\n{(render or markdown)(card)}"
+    return write_artifacts(folder, stem, card, signed, sweep)
 
 
 __all__ = [

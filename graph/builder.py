@@ -19,6 +19,8 @@ steps, a step whose event arrived last.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal, get_origin, get_type_hints
 
@@ -279,6 +281,28 @@ def changes_only(node: Callable[..., Any], view: type) -> Callable[..., Any]:
         }
 
     return lean
+
+
+GRAPH_REVISION = 2
+"""Raised by hand whenever what a node does changes in a way a recorded run's decisions show,
+when its name and edges do not: 2 is ``execute`` running the plan's steps in turn, each with
+its result check (issue 26); a record made before 2 shows ``execute, execute, respond``."""
+
+
+@functools.cache
+def graph_version() -> str:
+    """The version of Keel's graph a run is recorded on (``RunStarted.graph_version``): the
+    revision, and a digest of its nodes and edges. ``keel replay`` compares it with the graph it
+    replays on, so a divergence that comes from the graph's change is named as such.
+
+    Example:
+        >>> graph_version().startswith(f"{GRAPH_REVISION}:")
+        True
+    """
+    drawn = build_graph(with_context_schema=False).get_graph()
+    edges = sorted((e.source, e.target, e.conditional) for e in drawn.edges)
+    shape = json.dumps([sorted(drawn.nodes), edges])
+    return f"{GRAPH_REVISION}:{hashlib.sha256(shape.encode()).hexdigest()[:12]}"
 
 
 def build_graph(

@@ -50,7 +50,7 @@ from langgraph.errors import GraphInterrupt
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 
-from graph.builder import build_graph
+from graph.builder import build_graph, graph_version
 from graph.context import KeelContext, process_context
 from graph.wire import approval_request_of, event_wait_of
 from observability.otel import otel_from_environment
@@ -265,6 +265,7 @@ class ServedRuns(BaseCallbackHandler):
                 planner_model=model_name(ctx.planner_model) if ctx.planner_model else None,
                 fallback_model=model_name(ctx.fallback_model) if ctx.fallback_model else None,
                 manifest_version=gate.version if gate is not None else None,
+                graph_version=graph_version(),
             )
         )
         if mode == "resume" and answer is not None:

@@ -28,7 +28,7 @@ from langgraph.types import Command
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from graph.approval import Decision, approval_answer
-from graph.builder import build_graph
+from graph.builder import build_graph, graph_version
 from graph.context import KeelContext
 from graph.domain import Domain
 from graph.run_input import check_resume, check_run_input
@@ -454,6 +454,7 @@ class KeelApp:
                 planner_model=model_name(ctx.planner_model) if ctx.planner_model else None,
                 fallback_model=model_name(ctx.fallback_model) if ctx.fallback_model else None,
                 manifest_version=gate.version if gate is not None else None,
+                graph_version=graph_version(),
             )
         )
         if mode == "resume" and isinstance(payload, Command) and isinstance(payload.resume, dict):

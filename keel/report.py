@@ -144,6 +144,16 @@ def print_replay(verdict: ReplayReport) -> None:
                     else "(nothing)"
                 )
                 print(f"    {side}: {shown}")
+    if verdict.recorded_graph != verdict.replay_graph:
+        recorded = (
+            f"recorded on graph {verdict.recorded_graph}"
+            if verdict.recorded_graph
+            else "recorded before Keel kept its graph's version"
+        )
+        print(
+            f"  the graph changed: {recorded}, replayed on graph {verdict.replay_graph}; a "
+            "divergence may be the graph's change, not the run's"
+        )
     if verdict.redacted_events:
         print(
             f"  {verdict.redacted_events} recorded event(s) hold [redacted] placeholders (sensitive"

@@ -42,6 +42,11 @@ class RunStarted(Payload):
     planner_model: str | None = None
     fallback_model: str | None = None
     manifest_version: str | None = None
+    graph_version: str | None = Field(
+        default=None,
+        description="the graph the segment ran on (``graph.builder.graph_version``); None in a "
+        "record made before Keel recorded it",
+    )
 
 
 class RunEnded(Payload):

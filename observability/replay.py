@@ -55,7 +55,7 @@ from langgraph.types import Command
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents.models import Meter
-from graph.builder import build_graph
+from graph.builder import build_graph, graph_version
 from graph.context import KeelContext
 from graph.domain import Domain
 from graph.state import Conflict, DomainEvent, Evidence, Filtered, approval_digest
@@ -148,6 +148,10 @@ class ReplayReport(BaseModel):
     policy_file: str | None = None
     recorded_manifest: str | None = None
     replay_manifest: str | None = None
+    recorded_graph: str | None = Field(
+        default=None, description="the graph the run was recorded on (None: not recorded then)"
+    )
+    replay_graph: str | None = Field(default=None, description="the graph it was replayed on")
     error: str | None = None
 
 
@@ -557,6 +561,8 @@ def replay_run(
         policy_file=str(settings.policy_file) if policy_file is not None else None,
         recorded_manifest=first.manifest_version if first else None,
         replay_manifest=registry.gate.version if registry.gate is not None else None,
+        recorded_graph=first.graph_version if first else None,
+        replay_graph=graph_version(),
         error=error,
     )
 

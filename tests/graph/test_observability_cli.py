@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,28 @@ def test_replay_json_contract(keel: Any, done_run: dict[str, Any]) -> None:
     assert data["same"] is True and data["first_divergence"] is None
     code, text, _ = keel("replay", done_run["run_id"][:8])
     assert code == 0 and "every decision came out the same" in text
+
+
+def test_replay_names_the_graph_a_run_was_recorded_on(
+    keel: Any, done_run: dict[str, Any], home: Path
+) -> None:
+    from graph.builder import graph_version
+
+    code, data, _ = keel("replay", done_run["run_id"], "--json")
+    assert code == 0 and data["recorded_graph"] == data["replay_graph"] == graph_version()
+    # A record made before Keel kept its graph's version: replay says the graph may have changed
+    # (the record of a run before ``execute`` ran its steps in turn diverged with no word why).
+    with sqlite3.connect(home / "records.sqlite") as db:
+        db.execute("DROP TRIGGER events_no_update")  # the record is append-only; the test forges
+        rows = db.execute("SELECT seq, payload FROM events WHERE kind = 'run_started'").fetchall()
+        for seq, payload in rows:
+            older = {k: v for k, v in json.loads(payload).items() if k != "graph_version"}
+            db.execute("UPDATE events SET payload = ? WHERE seq = ?", (json.dumps(older), seq))
+    code, data, _ = keel("replay", done_run["run_id"], "--json")
+    assert code == 0 and data["recorded_graph"] is None and data["same"] is True
+    code, text, _ = keel("replay", done_run["run_id"])
+    assert code == 0
+    assert "the graph changed: recorded before Keel kept its graph's version" in text
 
 
 def test_fork_from_history(keel: Any, done_run: dict[str, Any]) -> None:

@@ -239,7 +239,10 @@ def test_keel_eval_writes_the_scorecard_and_the_plot(
     assert {r["agent"] for r in card["sweep"]["rows"]} == {"keel", "plain", "middleware"}
     assert {r["runs"] for r in card["sweep"]["rows"]} == {2}  # one scenario, two seeds
     assert json.loads((out_dir / "scorecard.json").read_text())["k"] == 1
-    assert "| keel | 1 |" in (out_dir / "scorecard.md").read_text()
+    page = (out_dir / "scorecard.md").read_text()
+    assert "| keel | 1 |" in page
+    assert page.startswith(f"Written by `keel eval --scenarios {scenarios} --k 1 --plot --out "
+                           f"{out_dir}` (evals/scorecard.py)")  # fmt: skip
     assert (out_dir / "scorecard.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

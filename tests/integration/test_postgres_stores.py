@@ -419,49 +419,48 @@ def _last_query(postgres_url: str, pid: int) -> str | None:
     return None if row is None else str(row[0])
 
 
-def test_a_healthy_pooled_connection_is_handed_out_again_without_a_round_trip(
-    postgres_url: str,
-) -> None:
+@pytest.fixture
+def pool_of_two(postgres_url: str) -> Iterator[Any]:
+    """A pool of two autocommit connections from the process's shared pools, released after."""
     from stores.postgres_tables import SharedPools
 
     pools = SharedPools()
     pool = pools.acquire(postgres_url, {"autocommit": True}, size=2, timeout_s=5)
     try:
-        seen: dict[int, str] = {}
-        for turn in range(6):
-            with pool.connection() as conn:
-                pid = conn.info.backend_pid
-                if pid in seen:
-                    # Handed out again: the server saw nothing since its last statement (the
-                    # pool's check used to send an empty one on every checkout, issue 26).
-                    assert _last_query(postgres_url, pid) == seen[pid]
-                marker = f"SELECT 'keel-pool-turn-{turn}'"
-                conn.execute(marker)  # type: ignore[arg-type]
-                seen[pid] = marker
-        assert len(seen) < 6  # connections were handed out again, so the check above ran
+        yield pool
     finally:
         pools.release(pool)
+
+
+def test_a_healthy_pooled_connection_is_handed_out_again_without_a_round_trip(
+    postgres_url: str, pool_of_two: Any
+) -> None:
+    seen: dict[int, str] = {}
+    for turn in range(6):
+        with pool_of_two.connection() as conn:
+            pid = conn.info.backend_pid
+            if pid in seen:
+                # Handed out again: the server saw nothing since its last statement (the pool's
+                # check used to send an empty one on every checkout, issue 26).
+                assert _last_query(postgres_url, pid) == seen[pid]
+            marker = f"SELECT 'keel-pool-turn-{turn}'"
+            conn.execute(marker)
+            seen[pid] = marker
+    assert len(seen) < 6  # connections were handed out again, so the check above ran
 
 
 def test_a_pooled_connection_the_server_closed_a_moment_ago_is_replaced(
-    postgres_url: str,
+    postgres_url: str, pool_of_two: Any
 ) -> None:
-    from stores.postgres_tables import SharedPools
-
-    pools = SharedPools()
-    pool = pools.acquire(postgres_url, {"autocommit": True}, size=2, timeout_s=5)
-    try:
-        with pool.connection() as conn:
-            conn.execute("SELECT 1")
-            first = conn.info.backend_pid
-        # A restart or an administrator ends the backend while the connection sits in the pool,
-        # a moment after it was returned (well within the check's idle limit).
-        with psycopg.connect(postgres_url, autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(%s, 5000)", (first,))
-        assert _last_query(postgres_url, first) is None
-        for _ in range(3):  # every connection the pool still holds: each is replaced or fine
-            with pool.connection() as conn:
-                assert conn.execute("SELECT 1").fetchone() == (1,)
-                assert conn.info.backend_pid != first
-    finally:
-        pools.release(pool)
+    with pool_of_two.connection() as conn:
+        conn.execute("SELECT 1")
+        first = conn.info.backend_pid
+    # A restart or an administrator ends the backend while the connection sits in the pool, a
+    # moment after it was returned (well within the check's idle limit).
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s, 5000)", (first,))
+    assert _last_query(postgres_url, first) is None
+    for _ in range(3):  # every connection the pool still holds: each is replaced or fine
+        with pool_of_two.connection() as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+            assert conn.info.backend_pid != first

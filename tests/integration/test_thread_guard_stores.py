@@ -149,8 +149,21 @@ def test_the_facts_are_read_in_one_call(guard: Guard) -> None:
     assert guard.facts("t-1", attempt="task-1").spent == frozenset()
 
 
+@pytest.fixture
+def statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every statement a psycopg connection executes from here on, as its text."""
+    seen: list[str] = []
+    execute = psycopg.Connection.execute
+    monkeypatch.setattr(
+        psycopg.Connection,
+        "execute",
+        lambda conn, sql, *a, **kw: seen.append(str(sql)) or execute(conn, sql, *a, **kw),
+    )
+    return seen
+
+
 def test_the_postgres_guard_reads_its_facts_in_one_statement(
-    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    postgres_url: str, tmp_path: Path, statements: list[str]
 ) -> None:
     """Every node that checks reads the facts: one round trip, one snapshot (issue 26), with
     each fact as the single reads give it, in the order it entered."""
@@ -165,13 +178,7 @@ def test_the_postgres_guard_reads_its_facts_in_one_statement(
     guard.record_request("t-1", "Refund C-1")
     guard.record_records("t-1", {"customer": {"id": "C-1"}})
     guard.facts("t-1")  # the tables made, once per process: not what is counted
-    statements: list[str] = []
-    execute = psycopg.Connection.execute
-    monkeypatch.setattr(
-        psycopg.Connection,
-        "execute",
-        lambda conn, sql, *a, **kw: statements.append(str(sql)) or execute(conn, sql, *a, **kw),
-    )
+    statements.clear()
     facts = guard.facts("t-1", attempt="task-2")
     assert len([s for s in statements if "keel_guard" in s]) == 1
     assert facts.requests == ("Refund C-1",)
@@ -247,18 +254,11 @@ def test_the_facts_read_the_approval_history_when_asked(guard: Guard) -> None:
 
 
 def test_a_refund_thread_reads_its_approval_history_with_the_guards_facts(
-    home: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+    home: Path, postgres_url: str, statements: list[str]
 ) -> None:
     """The approval node, run to its interrupt and again on the resume, reads the approval
     history in its read of the guard's facts and writes its request's entry once: it read the
     history on its own three times and wrote the entry twice (issue 26)."""
-    statements: list[str] = []
-    execute = psycopg.Connection.execute
-    monkeypatch.setattr(
-        psycopg.Connection,
-        "execute",
-        lambda conn, sql, *a, **kw: statements.append(str(sql)) or execute(conn, sql, *a, **kw),
-    )
     with KeelApp.open(_settings(home, postgres_url)) as app:
         app.run(REFUND_REQUEST, thread_id="t-reviews")
         done = app.resume("t-reviews", Decision(kind="approve", reviewer="ann"))

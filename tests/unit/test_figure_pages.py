@@ -60,10 +60,17 @@ def test_every_suite_without_a_writer_of_its_own_gets_a_page(tmp_path: Path) -> 
 def test_another_domains_scorecard_does_not_overwrite_the_support_desks(tmp_path: Path) -> None:
     for domain in ("support_desk", "incident_desk"):
         write_scorecard({"domain": domain}, tmp_path, render=lambda card: card["domain"])
-    assert (tmp_path / "scorecard.md").read_text() == "support_desk"
-    assert (tmp_path / "scorecard-incident_desk.md").read_text() == "incident_desk"
+    assert (tmp_path / "scorecard.md").read_text().endswith("\n\nsupport_desk")
+    assert (tmp_path / "scorecard-incident_desk.md").read_text().endswith("\n\nincident_desk")
     write_scorecard({"domain": "support_desk"}, tmp_path, render=str, stem="scorecard-real")
     assert (tmp_path / "scorecard-real.json").exists()
+
+
+def test_a_scorecard_names_the_command_that_wrote_it(tmp_path: Path) -> None:
+    command = "KEEL_DOMAIN=domains.incident_desk:IncidentDesk keel eval --suite scenarios --k 3"
+    write_scorecard({"domain": "incident_desk"}, tmp_path, render=str, command=command)
+    page = (tmp_path / "scorecard-incident_desk.md").read_text()
+    assert page.startswith(f"Written by `{command}` (evals/scorecard.py); do not edit by hand.")
 
 
 def test_a_strided_crash_sweep_says_what_it_covered(tmp_path: Path) -> None:
