@@ -24,8 +24,10 @@ as a new segment, as ``keel resume`` does; a run the engine starts again after i
 
 Cost: events are queued and written by a background thread in batches
 (``stores.flight_record.BatchedRecord``); the run's end waits for them to be written, so a client
-that reads the record after the run sees all of it. A worker killed mid-run loses only what was
-queued in its last moments.
+that reads the record after the run sees all of it, and so does the end of a node that made a
+write or an irreversible call, before LangGraph saves the node's writes (a re-run after a dead
+worker applies those without running the node again). A worker killed mid-run loses only what
+was queued in its last moments, never the calls of a node whose outcome the thread keeps.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ from observability.record_events import (
     EventAwaited,
     RunEnded,
     RunStarted,
+    ToolCallMade,
 )
 from observability.recorder import (
     Recorder,
@@ -142,6 +145,8 @@ class _Run:
     started: float
     request: str | None = None
     children: set[UUID] = field(default_factory=set)
+    effects: bool = False
+    """A write or irreversible call was recorded since the record was last flushed for it."""
 
 
 class _Router(Recorder):
@@ -158,6 +163,8 @@ class _Router(Recorder):
         run = self.runs.current()
         if run is not None:
             run.recorder.emit(payload, node=node, step=step)
+            if isinstance(payload, ToolCallMade) and payload.call.effect != "read":
+                run.effects = True
 
 
 @dataclass
@@ -367,11 +374,14 @@ class ServedRuns(BaseCallbackHandler):
         run = self._run_of(run_id, None, adopt=False)
         if run is None:
             return
+        node = run.callback.is_node(run_id)
         run.callback.on_chain_end(outputs, run_id=run_id, **kwargs)
         if run_id in self._runs:
             self._close(run_id, outputs=outputs)
-        else:
-            self._forget(run_id)
+            return
+        self._forget(run_id)
+        if node:
+            self._settle_effects(run)
 
     def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         run = self._run_of(run_id, None, adopt=False)
@@ -383,10 +393,27 @@ class ServedRuns(BaseCallbackHandler):
             else:
                 self._close(run_id, error=error)
             return
+        node = run.callback.is_node(run_id)
         run.callback.on_chain_error(error, run_id=run_id, **kwargs)
         self._forget(run_id)
         if isinstance(error, GraphInterrupt):
             _requested(run.recording, error)
+        if node:
+            self._settle_effects(run)
+
+    def _settle_effects(self, run: _Run) -> None:
+        """A node that made a write or an irreversible call ends with its events written.
+
+        LangGraph saves a node's writes after its end callback returns, and a run the engine
+        starts again after its worker died applies saved writes without running the node: so
+        the node's tool calls, outcomes and verdicts must be in the record before then, or a
+        worker killed in between leaves the effects in the world and none of them in the record.
+        A node that only read waits for nothing (its events go with the next batch).
+        """
+        store = run.recorder.flight_record
+        if run.effects and isinstance(store, BatchedRecord):
+            run.effects = False
+            store.flush(run_id=run.recording.run_id)
 
     def on_chat_model_start(
         self,

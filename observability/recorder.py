@@ -296,6 +296,10 @@ class RecordingCallback(BaseCallbackHandler):
         self._nodes: dict[UUID, tuple[str, int | None, float]] = {}
         self._models: dict[UUID, tuple[str, str, list[dict[str, Any]], float, str]] = {}
 
+    def is_node(self, run_id: UUID) -> bool:
+        """Whether ``run_id`` is a node of the run that has started and not yet ended."""
+        return run_id in self._nodes
+
     def on_chain_start(
         self,
         serialized: dict[str, Any] | None,

@@ -357,10 +357,11 @@ class BatchedRecord(FlightRecord):
     What a served run records (``graph.served``) goes through it: the node that emits an event
     does not wait for the disk or the database, and the events of a moment (``linger_s``) are
     one commit, not one each. ``flush`` is the barrier (a served run's end waits for it, so
-    ``keel trace`` right after the run sees all of it). The price: a process killed (SIGKILL)
-    loses the events queued in its last moments (about ``linger_s``), which were never
-    acknowledged; what was written stays, and the run's re-run continues the same run in the
-    record.
+    ``keel trace`` right after the run sees all of it, and so does the end of a node that made a
+    write or an irreversible call, before the node's writes are saved). The price: a process
+    killed (SIGKILL) loses the events queued in its last moments (about ``linger_s``), which were
+    never acknowledged; what was written stays, and the run's re-run continues the same run in
+    the record.
 
     Example:
         >>> record = BatchedRecord(SqliteFlightRecord(":memory:"))

@@ -20,10 +20,11 @@ from langgraph.types import Command
 
 from domains.support_desk import SupportDesk
 from graph import context as context_module
+from graph import served as served_module
 from graph.served import ServedRuns, served_graph
 from graph.state import Evidence, Plan, ToolOutcome
 from keel.settings import Settings
-from stores.flight_record import SqliteFlightRecord
+from stores.flight_record import BatchedRecord, SqliteFlightRecord
 from tests.conftest import REFUND_REQUEST, run_keel
 
 
@@ -123,6 +124,45 @@ def test_a_run_the_engine_starts_again_is_a_recover_segment_of_the_same_run(
         if e.kind == "run_started"
     ]  # fmt: skip
     assert [s.mode for s in started] == ["run", "recover"]  # type: ignore[union-attr]
+
+
+def test_a_node_s_effects_are_in_the_record_before_its_writes_are_saved(
+    served: ServedRuns, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker killed after the engine saved ``execute``'s writes would leave the refund and the
+    e-mail made and, on the re-run (which applies saved writes without running the node), none
+    of their calls or verdicts in the record. So a node that made a write or an irreversible
+    call ends with its events written, whatever the batching (here it would wait a minute)."""
+
+    class Lingering(BatchedRecord):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **{**kwargs, "linger_s": 60.0})
+
+    monkeypatch.setattr(served_module, "BatchedRecord", Lingering)
+    record = SqliteFlightRecord(home / "records.sqlite")
+    seen_at_save: list[list[str]] = []
+
+    class Saver(InMemorySaver):
+        def put_writes(self, config: Any, writes: Any, task_id: str, task_path: str = "") -> None:
+            if any(channel == "results" for channel, _ in writes):  # the executor's outcomes
+                seen_at_save.append([
+                    e.payload.call.tool if e.kind == "tool_call" else e.kind  # type: ignore[union-attr]
+                    for e in record.events(server_run)
+                    if e.kind in ("tool_call", "verdict")
+                ])  # fmt: skip
+            super().put_writes(config, writes, task_id, task_path)
+
+    graph = served_graph(served).copy(update={"checkpointer": Saver()})
+    thread_id, server_run = str(uuid.uuid4()), str(uuid.uuid4())
+    _serve(
+        graph, {"messages": [{"type": "human", "content": REFUND_REQUEST}]}, thread_id, server_run
+    )
+    answer = {"decisions": [{"type": "approve"}, {"type": "approve"}], "reviewer": "rita"}
+    _serve(graph, Command(resume=answer), thread_id, str(uuid.uuid4()))
+    assert seen_at_save, "the executor's writes were never saved"
+    [written] = seen_at_save
+    assert "refund_charge" in written and "send_email" in written
+    assert written.count("verdict") >= 3  # the plan's, and each step's result check
 
 
 def test_the_served_graph_reads_the_server_s_checkpoints_strictly_and_knows_keel_s_types(
