@@ -742,7 +742,8 @@ def _floor_lines(figures: Mapping[str, Any], embedding_ms: float | None) -> list
         "",
         "## What the issue keeps, beside the allowance (ms of CPU per thread)",
         "",
-        "Three parts of Keel's extra cost that the issue asks to keep, measured in this run: "
+        "Three parts of Keel's extra cost that the issue asks to keep, each measured in this run "
+        f"(the record only when it also measured `{UNRECORDED}`): "
         "embedding the request (the retriever's model, in the bench's process, one text at a "
         "time), the Chroma server's CPU (the query itself), and the flight record of served runs "
         f"(`keel` minus `{UNRECORDED}`). Left out: the guard's and ledger's statements, the "

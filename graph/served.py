@@ -413,7 +413,11 @@ class ServedRuns(BaseCallbackHandler):
         store = run.recorder.flight_record
         if run.effects and isinstance(store, BatchedRecord):
             run.effects = False
-            store.flush(run_id=run.recording.run_id)
+            if not store.flush(run_id=run.recording.run_id):  # the store hangs: say so, go on
+                log.warning(
+                    "record_flush_timed_out",
+                    extra={"keel": {"run_id": run.recording.run_id, "thread_id": run.thread_id}},
+                )
 
     def on_chat_model_start(
         self,

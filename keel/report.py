@@ -144,15 +144,15 @@ def print_replay(verdict: ReplayReport) -> None:
                     else "(nothing)"
                 )
                 print(f"    {side}: {shown}")
-    if verdict.recorded_graph != verdict.replay_graph:
-        recorded = (
-            f"recorded on graph {verdict.recorded_graph}"
-            if verdict.recorded_graph
-            else "recorded before Keel kept its graph's version"
-        )
+    if verdict.recorded_graph is None:
         print(
-            f"  the graph changed: {recorded}, replayed on graph {verdict.replay_graph}; a "
-            "divergence may be the graph's change, not the run's"
+            "  recorded before Keel kept its graph's version (replayed on graph "
+            f"{verdict.replay_graph}): a divergence may be the graph's change, not the run's"
+        )
+    elif verdict.recorded_graph != verdict.replay_graph:
+        print(
+            f"  the graph changed: recorded on graph {verdict.recorded_graph}, replayed on graph "
+            f"{verdict.replay_graph}; a divergence may be the graph's change, not the run's"
         )
     if verdict.redacted_events:
         print(

@@ -149,7 +149,9 @@ class ReplayReport(BaseModel):
     recorded_manifest: str | None = None
     replay_manifest: str | None = None
     recorded_graph: str | None = Field(
-        default=None, description="the graph the run was recorded on (None: not recorded then)"
+        default=None,
+        description="the graph the run was recorded on (its segments' graphs, in order, when they "
+        "differ; None: recorded before Keel kept its graph's version)",
     )
     replay_graph: str | None = Field(default=None, description="the graph it was replayed on")
     error: str | None = None
@@ -561,7 +563,7 @@ def replay_run(
         policy_file=str(settings.policy_file) if policy_file is not None else None,
         recorded_manifest=first.manifest_version if first else None,
         replay_manifest=registry.gate.version if registry.gate is not None else None,
-        recorded_graph=first.graph_version if first else None,
+        recorded_graph=_recorded_graphs(started),
         replay_graph=graph_version(),
         error=error,
     )
@@ -637,6 +639,22 @@ def _outbox_served(domain: Domain, delivered: list[DomainEvent]) -> Domain:
 
     vars(served)["events_after"] = events_after  # this copy's only: the live domain keeps its own
     return served
+
+
+def _recorded_graphs(started: list[RunStarted]) -> str | None:
+    """The graph versions a run's segments were recorded on: one, or each in order (a resume
+    after a deploy ran on another graph); None for a record made before Keel kept them.
+
+    Example:
+        >>> def seg(version):
+        ...     return RunStarted(mode="run", trace_id="t", graph_version=version)
+        >>> _recorded_graphs([seg("2:a"), seg("2:a")]), _recorded_graphs([seg("2:a"), seg("3:b")])
+        ('2:a', '2:a, 3:b')
+        >>> _recorded_graphs([seg(None)]) is None
+        True
+    """
+    versions = list(dict.fromkeys(s.graph_version for s in started if s.graph_version))
+    return ", ".join(versions) if versions else None
 
 
 def _final_status(points: list[DecisionPoint]) -> str:
