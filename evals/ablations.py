@@ -29,7 +29,7 @@ from langgraph.runtime import Runtime
 from agents.executor import execute
 from agents.respond import respond
 from graph.approval import pending_update
-from graph.builder import execute_then_check, kept_outside_the_checkpoint
+from graph.builder import execute_then_check
 from graph.context import KeelContext, context_of, guarded_thread
 from graph.state import PlanCheckView, ResultCheckView, StateUpdate, Verdict
 from keel.settings import Settings
@@ -108,7 +108,7 @@ def _ungated(ctx: KeelContext) -> KeelContext:
 _UNCHECKED = {
     "check_plan": unchecked_plan,
     # The result check runs inside the ``execute`` node, after the executor's step.
-    "execute": execute_then_check(execute, unchecked_result, respond, kept_outside_the_checkpoint),
+    "execute": execute_then_check(execute, unchecked_result, respond),
 }
 
 ABLATIONS: list[Ablation] = [

@@ -46,6 +46,7 @@ from agents import outside
 from domains.agentdojo.domain import AgentDojoDomain, default_manifest
 from domains.agentdojo.tools import input_model
 from evals.agentdojo_oracle import Case, OracleModel
+from evals.artifacts import written_by
 from graph.context import KeelContext
 from keel.app import KeelApp, Outcome
 from keel.errors import BadRequest
@@ -476,9 +477,9 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# AgentDojo: {title}",
         "",
-        f"<!-- Written by `{command}` (evals/agentdojo_eval.py); do not edit by hand. -->",
+        f"<!-- {written_by(command, 'evals/agentdojo_eval.py')} -->",
         "",
-        f"Written by `{command}` (evals/agentdojo_eval.py); do not edit by hand. What is measured "
+        f"{written_by(command, 'evals/agentdojo_eval.py')} What is measured "
         "and what each column means: [AgentDojo](agentdojo.md).",
         "",
         f"AgentDojo {report['benchmark']}, attack `{report['attack']}`, model: "

@@ -113,9 +113,9 @@ def figures_page(
     lines = [
         f"# {title}",
         "",
-        f"<!-- Written by `{command}` ({source}); do not edit by hand. -->",
+        f"<!-- {written_by(command, source)} -->",
         "",
-        f"Written by `{command}` ({source}); do not edit by hand. {intro}",
+        f"{written_by(command, source)} {intro}",
         "",
         *figure_tables(result, depth=0),
     ]

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from evals.artifacts import figure_tables
+from evals.artifacts import figure_tables, written_by
 from evals.runner import Suite, run_named
 from keel.settings import Settings
 
@@ -287,9 +287,9 @@ def bench_markdown(kept: Mapping[str, Any]) -> str:
     lines = [
         "# Benchmarks: the measured figures",
         "",
-        f"<!-- Written by `{command}` (evals/bench.py); do not edit by hand. -->",
+        f"<!-- {written_by(command, 'evals/bench.py')} -->",
         "",
-        f"Written by `{command}` (evals/bench.py); do not edit by hand. Each section is one "
+        f"{written_by(command, 'evals/bench.py')} Each section is one "
         "bench's latest run, with the date, the machine's cores and its load average then; a run "
         "replaces its own section and keeps the others. What each bench measures: "
         "[Benchmarks](benchmarks.md). Keel on the engine has its own page: [engine](engine.md).",

@@ -45,7 +45,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evals.artifacts import write_artifacts
+from evals.artifacts import write_artifacts, written_by
 from evals.scale_demo import Case, Clients, cases, seed_cases
 from keel.errors import KeelError
 from keel.settings import Settings
@@ -585,7 +585,7 @@ def markdown(result: Mapping[str, Any]) -> str:
     lines = [
         "# Keel on the engine, beside a bare graph",
         "",
-        "Written by `keel bench --only engine` (`evals/bench_engine.py`); do not edit by hand.",
+        written_by("keel bench --only engine", "`evals/bench_engine.py`"),
         "",
         f"{result['engine']}. {result['shape']}",
         "",

@@ -147,7 +147,7 @@ def execute_then_check(
     step: Callable[..., StateUpdate],
     check: Callable[..., StateUpdate],
     finish: Callable[..., StateUpdate],
-    goes_on: Callable[[Step, Any], bool] | None = None,
+    goes_on: Callable[[Step, Any], bool] = kept_outside_the_checkpoint,
 ) -> Callable[..., StateUpdate]:
     """The executor's steps (``step``), each followed by the validator's result check of it
     (``check``), and the answer (``finish``) once every step ran and passed: one node.
@@ -178,7 +178,7 @@ def execute_then_check(
         ...     return {"answer": f"ran {state['results']}"}
         >>> step_ = Step(tool="t", args={}, purpose="p", effect="read")
         >>> two = Plan(intent="i", steps=[step_, step_])
-        >>> node = execute_then_check(step, check, finish)
+        >>> node = execute_then_check(step, check, finish, goes_on=lambda made, runtime: True)
         >>> update = node({"plan": two, "cursor": 0, "results": []}, None)
         >>> update["results"], update["cursor"], update["answer"]
         ([0, 1], 2, 'ran [0, 1]')
@@ -214,7 +214,7 @@ def execute_then_check(
             if view["cursor"] >= len(plan_.steps):
                 return total | finish(view, runtime)  # type: ignore[return-value]
             made = plan_.steps[view["cursor"] - 1]
-            if goes_on is not None and not goes_on(made, runtime):
+            if not goes_on(made, runtime):
                 return total  # type: ignore[return-value]
 
     return node
@@ -339,10 +339,7 @@ def build_graph(
         "plan": (plan, PlannerView),
         "check_plan": (check_plan, PlanCheckView),
         "approve": (approve, ApprovalView),
-        "execute": (
-            execute_then_check(execute, check_result, respond, kept_outside_the_checkpoint),
-            ExecuteView,
-        ),
+        "execute": (execute_then_check(execute, check_result, respond), ExecuteView),
         "await_event": (await_event, AwaitView),
         "respond": (respond, RespondView),
         "escalate": (escalate, EscalateView),

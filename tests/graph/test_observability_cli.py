@@ -69,6 +69,8 @@ def test_replay_names_the_graph_a_run_was_recorded_on(
 
     code, data, _ = keel("replay", done_run["run_id"], "--json")
     assert code == 0 and data["recorded_graph"] == data["replay_graph"] == graph_version()
+    code, text, _ = keel("replay", done_run["run_id"])
+    assert code == 0 and "graph" not in text  # nothing to say when the graph is the same
     # A record made before Keel kept its graph's version: replay says the graph may have changed
     # (the record of a run before ``execute`` ran its steps in turn diverged with no word why).
     with sqlite3.connect(home / "records.sqlite") as db:
@@ -83,6 +85,21 @@ def test_replay_names_the_graph_a_run_was_recorded_on(
     assert code == 0
     assert "recorded before Keel kept its graph's version (replayed on graph " in text
     assert "the graph changed" not in text  # which graph it ran on, replay cannot know
+    # A resume recorded on another graph (a deploy between the segments): both are named.
+    with sqlite3.connect(home / "records.sqlite") as db:
+        db.execute("DROP TRIGGER events_no_update")  # opening the record made it again
+        seq, payload = db.execute(
+            "SELECT seq, payload FROM events WHERE kind = 'run_started' ORDER BY seq DESC"
+        ).fetchone()
+        db.execute(
+            "UPDATE events SET payload = ? WHERE seq = ?",
+            (json.dumps({**json.loads(payload), "graph_version": "1:older"}), seq),
+        )
+    code, text, _ = keel("replay", done_run["run_id"])
+    assert code == 0
+    assert (
+        f"the graph changed: recorded on graph 1:older, replayed on graph {graph_version()}" in text
+    )
 
 
 def test_fork_from_history(keel: Any, done_run: dict[str, Any]) -> None:

@@ -165,6 +165,22 @@ def test_a_node_s_effects_are_in_the_record_before_its_writes_are_saved(
     assert written.count("verdict") >= 3  # the plan's, and each step's result check
 
 
+def test_a_node_s_flush_that_times_out_is_logged_and_the_run_goes_on(
+    served: ServedRuns, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A record store that hangs holds a node for the flush's bound, then says so; the thread
+    still ends (the record is never the run's failure)."""
+    monkeypatch.setattr(BatchedRecord, "flush", lambda self, timeout_s=30.0, *, run_id=None: False)
+    graph = served_graph(served).copy(update={"checkpointer": InMemorySaver()})
+    thread_id = str(uuid.uuid4())
+    _serve(graph, {"messages": [{"type": "human", "content": REFUND_REQUEST}]}, thread_id, "r-1")
+    answer = {"decisions": [{"type": "approve"}, {"type": "approve"}]}
+    _serve(graph, Command(resume=answer), thread_id, "r-2")
+    assert graph.get_state({"configurable": {"thread_id": thread_id}}).values["status"] == "done"
+    timed_out = [r for r in caplog.records if r.getMessage() == "record_flush_timed_out"]
+    assert len(timed_out) == 1  # the executor's node, the one that made the refund and e-mail
+
+
 def test_the_served_graph_reads_the_server_s_checkpoints_strictly_and_knows_keel_s_types(
     served: ServedRuns, home: Path
 ) -> None:
